@@ -1,0 +1,5 @@
+"""`python -m edge_guard` runs the CLI."""
+
+from edge_guard.cli import main
+
+main()

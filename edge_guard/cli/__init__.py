@@ -1,0 +1,76 @@
+"""The `edge-guard` command line: a click group whose errors become one-line messages.
+
+Each command group lives in its own module and is registered lazily in `COMMANDS`, so
+`edge-guard --help` does not import llama.cpp, numpy-heavy or Textual code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from edge_guard.errors import EdgeGuardError
+
+# command name -> "module:attribute"
+COMMANDS: dict[str, str] = {
+    "prompt": "edge_guard.cli.prompt_cmd:prompt",
+    "models": "edge_guard.cli.models_cmd:models",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it is used (or listed in help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeGuardError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            if os.environ.get("EDGE_GUARD_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            fail(
+                f"internal error: {type(exc).__name__}: {first} "
+                "(set EDGE_GUARD_DEBUG=1 for a traceback)",
+                2,
+            )
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True)
+@click.version_option(package_name="edge-guard")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """edge_guard: classify text against your policies with gpt-oss-safeguard, offline.
+
+    Run without a command to open the TUI.
+    """
+    if ctx.invoked_subcommand is None:
+        tui = main.get_command(ctx, "tui")
+        if tui is None:
+            click.echo(ctx.get_help())
+            return
+        ctx.invoke(tui)

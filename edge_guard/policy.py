@@ -1,0 +1,228 @@
+"""Policies: the text the model reads, its declared output format, and its parser.
+
+A policy is one of:
+- a folder `policies/<name>/` with `policy.md`, optional `policy.toml` (name, description,
+  `[output]` kind/labels/violation) and optional `parse.py` defining `parse(response)`;
+- a seed-style Python module (or `.py` file) with a `POLICY` string (or a sibling
+  `<module>.md`) and a `parse(response: ModelResponse) -> ClassificationResult`;
+- a plain `.md`/`.txt` file (binary 0/1 output);
+- a shipped policy's name (searched in `paths.policy_search_path()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import sys
+import tomllib
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_guard.errors import PolicyError
+from edge_guard.paths import policy_search_path
+
+OUTPUT_KINDS = ("binary", "likert", "json", "labels")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """The declared answer format. `labels` are the closed set of answers (not for json)."""
+
+    kind: str = "binary"
+    labels: tuple[str, ...] = ("0", "1")
+    violation: tuple[str, ...] = ("1",)
+
+    @property
+    def closed(self) -> bool:
+        return self.kind in ("binary", "likert", "labels")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str) -> OutputSpec:
+        kind = d.get("kind", "binary")
+        if kind not in OUTPUT_KINDS:
+            raise PolicyError(f"{where}: output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        if kind == "binary":
+            labels: tuple[str, ...] = ("0", "1")
+            violation = tuple(str(v) for v in d.get("violation", ["1"]))
+        elif kind == "likert":
+            lo, hi = d.get("min", 1), d.get("max", 5)
+            if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi and hi - lo <= 20):
+                raise PolicyError(f"{where}: likert needs integer min < max (got {lo}..{hi})")
+            labels = tuple(str(i) for i in range(lo, hi + 1))
+            violation = tuple(str(v) for v in d.get("violation", []))
+        elif kind == "labels":
+            raw = d.get("labels")
+            if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(x, str) and x.strip() for x in raw):
+                raise PolicyError(f"{where}: output kind 'labels' needs a list of >= 2 non-empty labels")
+            labels = tuple(raw)
+            violation = tuple(str(v) for v in d.get("violation", []))
+        else:  # json
+            labels, violation = (), ()
+        bad = [v for v in violation if labels and v not in labels]
+        if bad:
+            raise PolicyError(f"{where}: violation value(s) {bad} are not among the labels {list(labels)}")
+        return cls(kind, labels, violation)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "labels": list(self.labels), "violation": list(self.violation)}
+
+
+@dataclass
+class Policy:
+    """A loaded policy. `parser` is a custom parse function, or None for the built-in one."""
+
+    name: str
+    text: str
+    output: OutputSpec = field(default_factory=OutputSpec)
+    description: str = ""
+    path: Path | None = None
+    parser: Callable[[Any], Any] | None = None
+    parser_source: str = ""
+    cases_path: Path | None = None
+
+    @property
+    def text_hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def hash(self) -> str:
+        """Policy version: its text, its parser's source and its output spec."""
+        h = hashlib.sha256()
+        for part in (self.text, self.parser_source, json.dumps(self.output.as_dict(), sort_keys=True)):
+            h.update(part.encode("utf-8"))
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: policy is not UTF-8 text (bad byte at offset {exc.start})") from None
+    if "\x00" in text:
+        raise PolicyError(f"{path}: policy contains NUL bytes")
+    if not text.strip():
+        raise PolicyError(f"{path}: policy text is empty")
+    return text
+
+
+def _import_file(path: Path, name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PolicyError(f"{path}: cannot import")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise PolicyError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _parser_of(module: types.ModuleType, where: str) -> tuple[Callable[[Any], Any] | None, str]:
+    fn = getattr(module, "parse", None)
+    if fn is None:
+        return None, ""
+    if not callable(fn):
+        raise PolicyError(f"{where}: `parse` is not a function")
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        source = getattr(fn, "__qualname__", "parse")
+    return fn, source
+
+
+def _from_folder(folder: Path) -> Policy:
+    md = folder / "policy.md"
+    if not md.is_file():
+        raise PolicyError(f"{folder}: a policy folder needs a policy.md")
+    text = _read_text(md)
+    meta: dict[str, Any] = {}
+    toml_path = folder / "policy.toml"
+    if toml_path.is_file():
+        try:
+            meta = tomllib.loads(_read_text(toml_path))
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{toml_path}: invalid TOML ({exc})") from None
+    output = OutputSpec.from_dict(meta.get("output", {}), str(toml_path))
+    parser, source = None, ""
+    parse_py = folder / "parse.py"
+    if parse_py.is_file():
+        parser, source = _parser_of(_import_file(parse_py, f"edge_guard_policy_{folder.name}"), str(parse_py))
+    cases = next((folder / n for n in ("cases.jsonl", "cases.csv") if (folder / n).is_file()), None)
+    return Policy(
+        name=str(meta.get("name", folder.name)),
+        text=text,
+        output=output,
+        description=str(meta.get("description", "")),
+        path=folder,
+        parser=parser,
+        parser_source=source,
+        cases_path=cases,
+    )
+
+
+def _from_module(module: types.ModuleType, where: str, path: Path | None = None) -> Policy:
+    text = getattr(module, "POLICY", None)
+    if text is None and path is not None:
+        sibling = path.with_suffix(".md")
+        if sibling.is_file():
+            text = _read_text(sibling)
+    if not isinstance(text, str) or not text.strip():
+        raise PolicyError(f"{where}: a policy module needs a non-empty POLICY string (or a sibling .md)")
+    parser, source = _parser_of(module, where)
+    output = OutputSpec.from_dict(getattr(module, "OUTPUT", {}) or {}, where)
+    name = getattr(module, "NAME", None) or module.__name__.rsplit(".", 1)[-1]
+    return Policy(name, text, output, (module.__doc__ or "").strip(), path, parser, source)
+
+
+def find_policy(name: str) -> Path | None:
+    for base in policy_search_path():
+        for candidate in (base / name, base / f"{name}.py", base / f"{name}.md"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def load_policy(ref: str | Path | types.ModuleType | Policy) -> Policy:
+    """Load a policy from a name, a folder, a file, a module or a `Policy`."""
+    if isinstance(ref, Policy):
+        return ref
+    if isinstance(ref, types.ModuleType):
+        return _from_module(ref, ref.__name__, Path(ref.__file__) if getattr(ref, "__file__", None) else None)
+    path = Path(ref)
+    if not path.exists():
+        found = find_policy(str(ref)) if not any(s in str(ref) for s in "/\\") else None
+        if found is None:
+            raise PolicyError(f"policy {ref!r} not found (a folder, a .md/.py file, or a name in policies/)")
+        path = found
+    if path.is_dir():
+        return _from_folder(path)
+    if path.suffix == ".py":
+        mod_name = f"edge_guard_policy_{path.stem}"
+        module = _import_file(path, mod_name)
+        sys.modules.setdefault(mod_name, module)
+        return _from_module(module, str(path), path)
+    return Policy(path.stem, _read_text(path), OutputSpec(), "", path)
+
+
+def list_policies() -> list[Path]:
+    """Policy folders and files found on the search path (first of each name wins)."""
+    seen: dict[str, Path] = {}
+    for base in policy_search_path():
+        if not base.is_dir():
+            continue
+        for p in sorted(base.iterdir()):
+            if p.name.startswith((".", "_")):
+                continue
+            if (p.is_dir() and (p / "policy.md").is_file()) or p.suffix in (".py", ".md"):
+                seen.setdefault(p.stem if p.is_file() else p.name, p)
+    return list(seen.values())
