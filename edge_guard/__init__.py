@@ -1,3 +1,41 @@
-"""edge_guard: offline policy classification with gpt-oss-safeguard on llama.cpp."""
+"""edge_guard: offline policy classification with gpt-oss-safeguard GGUF builds on llama.cpp.
+
+from edge_guard import classify, load_policy
+result = classify("some text", "toxic_simple", model="synth:tiny-o200k")
+print(result.verdict, result.float_label)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "classify": "edge_guard.classifier",
+    "Classifier": "edge_guard.classifier",
+    "RunItem": "edge_guard.classifier",
+    "ClassificationResult": "edge_guard.result",
+    "Verdict": "edge_guard.result",
+    "ModelResponse": "edge_guard.response",
+    "Timings": "edge_guard.response",
+    "load_policy": "edge_guard.policy",
+    "Policy": "edge_guard.policy",
+    "OutputSpec": "edge_guard.policy",
+    "Engine": "edge_guard.engine",
+    "GenerationRequest": "edge_guard.engine",
+    "SamplingConfig": "edge_guard.sampling",
+    "PromptConfig": "edge_guard.harmony.render",
+    "Store": "edge_guard.store",
+    "EdgeGuardError": "edge_guard.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edge_guard' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -9,6 +9,7 @@ and every tensor's data lying inside the file.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import struct
@@ -54,6 +55,7 @@ GLOBAL_TENSORS = ("token_embd.weight", "output_norm.weight")
 # GGUF value types.
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY = range(10)
 _UINT64, _INT64, _FLOAT64 = 10, 11, 12
+_U64 = struct.Struct("<Q")
 _SCALAR = {
     _UINT8: "<B", _INT8: "<b", _UINT16: "<H", _INT16: "<h", _UINT32: "<I", _INT32: "<i",
     _FLOAT32: "<f", _BOOL: "<?", _UINT64: "<Q", _INT64: "<q", _FLOAT64: "<d",
@@ -129,6 +131,30 @@ class _Cursor:
         n = self.unpack("<Q")
         return self.take(n).decode("utf-8", "replace")
 
+    def strings(self, count: int, keep: bool) -> list[str] | _Skipped:
+        """A string array, read in one tight loop (the vocabularies hold ~650k strings)."""
+        buf, pos, size = self.buf, self.pos, len(self.buf)
+        unpack = _U64.unpack_from
+        out: list[str] = []
+        append = out.append
+        for _ in range(count):
+            if pos + 8 > size:
+                raise BadModelFile(
+                    f"{self.path}: GGUF header is truncated or corrupt (string array)"
+                )
+            (n,) = unpack(buf, pos)
+            pos += 8
+            end = pos + n
+            if end > size:
+                raise BadModelFile(
+                    f"{self.path}: GGUF header is truncated or corrupt (string array)"
+                )
+            if keep:
+                append(buf[pos:end].decode("utf-8", "replace"))
+            pos = end
+        self.pos = pos
+        return out if keep else _Skipped(count)
+
     def value(self, vtype: int, keep: bool) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])
@@ -148,6 +174,8 @@ class _Cursor:
                 size = struct.calcsize(_SCALAR[etype])
                 raw = self.take(size * count)
                 return list(struct.unpack(f"<{count}{_SCALAR[etype][1]}", raw))
+            if etype == _STRING:
+                return self.strings(count, keep)
             items = [self.value(etype, keep) for _ in range(count)]
             return items if keep else _Skipped(count)
         raise BadModelFile(f"{self.path}: unknown GGUF value type {vtype}; file is corrupt")
@@ -223,6 +251,19 @@ def _parse(cur: _Cursor, size: int, keep_arrays: tuple[str, ...]) -> GGUFHeader:
     return GGUFHeader(path, size, version, metadata, tensors, data_offset)
 
 
+def _stamp(path: str) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise BadModelFile(f"{path}: cannot read model file ({exc.strerror or exc})") from None
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _checked(stamp: tuple[str, int, int]) -> GGUFHeader:
+    return _check(stamp[0])
+
+
 def read_vocab_arrays(path: str | os.PathLike[str]) -> tuple[list[str], list[int]]:
     """The GGUF's `tokenizer.ggml.tokens` and `token_type` arrays."""
     keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
@@ -234,7 +275,14 @@ def read_vocab_arrays(path: str | os.PathLike[str]) -> tuple[list[str], list[int
 
 
 def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
-    """Raise `BadModelFile` with a one-line reason unless llama.cpp can safely load `path`."""
+    """Raise `BadModelFile` with a one-line reason unless llama.cpp can safely load `path`.
+
+    Results are remembered per (path, size, mtime): a file is parsed once per process.
+    """
+    return _checked(_stamp(os.fspath(path)))
+
+
+def _check(path: str) -> GGUFHeader:
     header = read_header(path)
     p = header.path
     arch = header.architecture

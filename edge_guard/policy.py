@@ -45,7 +45,9 @@ class OutputSpec:
     def from_dict(cls, d: dict[str, Any], where: str) -> OutputSpec:
         kind = d.get("kind", "binary")
         if kind not in OUTPUT_KINDS:
-            raise PolicyError(f"{where}: output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+            raise PolicyError(
+                f"{where}: output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"
+            )
         if kind == "binary":
             labels: tuple[str, ...] = ("0", "1")
             violation = tuple(str(v) for v in d.get("violation", ["1"]))
@@ -57,15 +59,23 @@ class OutputSpec:
             violation = tuple(str(v) for v in d.get("violation", []))
         elif kind == "labels":
             raw = d.get("labels")
-            if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(x, str) and x.strip() for x in raw):
-                raise PolicyError(f"{where}: output kind 'labels' needs a list of >= 2 non-empty labels")
+            if (
+                not isinstance(raw, list)
+                or len(raw) < 2
+                or not all(isinstance(x, str) and x.strip() for x in raw)
+            ):
+                raise PolicyError(
+                    f"{where}: output kind 'labels' needs a list of >= 2 non-empty labels"
+                )
             labels = tuple(raw)
             violation = tuple(str(v) for v in d.get("violation", []))
         else:  # json
             labels, violation = (), ()
         bad = [v for v in violation if labels and v not in labels]
         if bad:
-            raise PolicyError(f"{where}: violation value(s) {bad} are not among the labels {list(labels)}")
+            raise PolicyError(
+                f"{where}: violation value(s) {bad} are not among the labels {list(labels)}"
+            )
         return cls(kind, labels, violation)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,7 +103,11 @@ class Policy:
     def hash(self) -> str:
         """Policy version: its text, its parser's source and its output spec."""
         h = hashlib.sha256()
-        for part in (self.text, self.parser_source, json.dumps(self.output.as_dict(), sort_keys=True)):
+        for part in (
+            self.text,
+            self.parser_source,
+            json.dumps(self.output.as_dict(), sort_keys=True),
+        ):
             h.update(part.encode("utf-8"))
             h.update(b"\0")
         return h.hexdigest()
@@ -107,7 +121,9 @@ def _read_text(path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"{path}: policy is not UTF-8 text (bad byte at offset {exc.start})") from None
+        raise PolicyError(
+            f"{path}: policy is not UTF-8 text (bad byte at offset {exc.start})"
+        ) from None
     if "\x00" in text:
         raise PolicyError(f"{path}: policy contains NUL bytes")
     if not text.strip():
@@ -122,7 +138,7 @@ def _import_file(path: Path, name: str) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code
+    except Exception as exc:
         raise PolicyError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
     return module
 
@@ -156,7 +172,9 @@ def _from_folder(folder: Path) -> Policy:
     parser, source = None, ""
     parse_py = folder / "parse.py"
     if parse_py.is_file():
-        parser, source = _parser_of(_import_file(parse_py, f"edge_guard_policy_{folder.name}"), str(parse_py))
+        parser, source = _parser_of(
+            _import_file(parse_py, f"edge_guard_policy_{folder.name}"), str(parse_py)
+        )
     cases = next((folder / n for n in ("cases.jsonl", "cases.csv") if (folder / n).is_file()), None)
     return Policy(
         name=str(meta.get("name", folder.name)),
@@ -177,7 +195,9 @@ def _from_module(module: types.ModuleType, where: str, path: Path | None = None)
         if sibling.is_file():
             text = _read_text(sibling)
     if not isinstance(text, str) or not text.strip():
-        raise PolicyError(f"{where}: a policy module needs a non-empty POLICY string (or a sibling .md)")
+        raise PolicyError(
+            f"{where}: a policy module needs a non-empty POLICY string (or a sibling .md)"
+        )
     parser, source = _parser_of(module, where)
     output = OutputSpec.from_dict(getattr(module, "OUTPUT", {}) or {}, where)
     name = getattr(module, "NAME", None) or module.__name__.rsplit(".", 1)[-1]
@@ -197,12 +217,16 @@ def load_policy(ref: str | Path | types.ModuleType | Policy) -> Policy:
     if isinstance(ref, Policy):
         return ref
     if isinstance(ref, types.ModuleType):
-        return _from_module(ref, ref.__name__, Path(ref.__file__) if getattr(ref, "__file__", None) else None)
+        return _from_module(
+            ref, ref.__name__, Path(ref.__file__) if getattr(ref, "__file__", None) else None
+        )
     path = Path(ref)
     if not path.exists():
         found = find_policy(str(ref)) if not any(s in str(ref) for s in "/\\") else None
         if found is None:
-            raise PolicyError(f"policy {ref!r} not found (a folder, a .md/.py file, or a name in policies/)")
+            raise PolicyError(
+                f"policy {ref!r} not found (a folder, a .md/.py file, or a name in policies/)"
+            )
         path = found
     if path.is_dir():
         return _from_folder(path)

@@ -100,6 +100,7 @@ class ForcedTokens:
 
     def __init__(self, script: Sequence[int]) -> None:
         self.script = list(script)
+        self.cache_id = "forced:" + ",".join(map(str, self.script))
 
     def __call__(self, output_ids: Sequence[int], logits: np.ndarray) -> np.ndarray:
         step = len(output_ids)
@@ -115,8 +116,25 @@ class BiasTokens:
 
     def __init__(self, bias: dict[int, float]) -> None:
         self.bias = dict(bias)
+        self.cache_id = "bias:" + ",".join(f"{k}={v}" for k, v in sorted(self.bias.items()))
 
     def __call__(self, output_ids: Sequence[int], logits: np.ndarray) -> np.ndarray:
         for tok, b in self.bias.items():
             logits[tok] += b
         return logits
+
+
+def harmony_script(
+    vocab: object, final: str, analysis: str = "ok", channel: str = "final"
+) -> list[int]:
+    """Token ids of a well-formed completion: analysis message, then `final` on `channel`.
+
+    Used with `ForcedTokens` to steer synthetic models in tests and demos.
+    """
+    sid = vocab.special_id  # type: ignore[attr-defined]
+    enc = vocab.encoder.encode  # type: ignore[attr-defined]
+    return [
+        sid("<|channel|>"), *enc("analysis"), sid("<|message|>"), *enc(analysis), sid("<|end|>"),
+        sid("<|start|>"), *enc("assistant"), sid("<|channel|>"), *enc(channel), sid("<|message|>"),
+        *enc(final), sid("<|return|>"),
+    ]  # fmt: skip

@@ -19,6 +19,9 @@ from edge_guard.errors import EdgeGuardError
 COMMANDS: dict[str, str] = {
     "prompt": "edge_guard.cli.prompt_cmd:prompt",
     "models": "edge_guard.cli.models_cmd:models",
+    "classify": "edge_guard.cli.classify_cmd:classify",
+    "policies": "edge_guard.cli.policies_cmd:policies",
+    "cache": "edge_guard.cli.cache_cmd:cache",
 }
 
 
@@ -44,7 +47,7 @@ class LazyGroup(click.Group):
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        except Exception as exc:
             if os.environ.get("EDGE_GUARD_DEBUG"):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""

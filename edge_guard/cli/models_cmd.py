@@ -31,4 +31,6 @@ def synth(preset: str, out: str, seed: int, force: bool) -> None:
     t0 = time.perf_counter()
     write_synthetic_model(out, preset, seed=seed)
     size = os.path.getsize(out)
-    click.echo(f"wrote {out} ({preset}, seed {seed}, {size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    click.echo(
+        f"wrote {out} ({preset}, seed {seed}, {size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s"
+    )

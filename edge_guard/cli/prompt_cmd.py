@@ -22,9 +22,17 @@ def read_text_arg(text: str) -> str:
 @click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
 @click.option("--style", type=click.Choice(STYLES), default=DEFAULT_STYLE, show_default=True)
 @click.option("--effort", type=click.Choice(EFFORTS), default=DEFAULT_EFFORT, show_default=True)
-@click.option("--date", default=None, help="Current date line (YYYY-MM-DD); chat-template uses today if unset.")
-@click.option("--model", "-m", default=None, help="Use this model's vocabulary (default: o200k_harmony).")
-@click.option("--json", "as_json", is_flag=True, help="Print {style, effort, text, token_ids, n_tokens}.")
+@click.option(
+    "--date",
+    default=None,
+    help="Current date line (YYYY-MM-DD); chat-template uses today if unset.",
+)
+@click.option(
+    "--model", "-m", default=None, help="Use this model's vocabulary (default: o200k_harmony)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {style, effort, text, token_ids, n_tokens}."
+)
 @click.argument("text")
 def prompt(policy: str, style: str, effort: str, date: str | None, model: str | None,
            as_json: bool, text: str) -> None:  # fmt: skip

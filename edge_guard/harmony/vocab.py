@@ -156,10 +156,10 @@ class Vocab:
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike[str]) -> Vocab:
-        from edge_guard.gguf_check import read_vocab_arrays
-
-        tokens, types = read_vocab_arrays(path)
-        return cls.from_token_strings(tokens, types, name=os.fspath(path))
+        """The vocabulary stored in a GGUF (cached per path, size and mtime)."""
+        path = os.fspath(path)
+        st = os.stat(path)
+        return _vocab_from_gguf(os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
 def o200k_base_ranks() -> dict[bytes, int]:
@@ -232,3 +232,11 @@ class ContentEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
+
+
+@functools.lru_cache(maxsize=4)
+def _vocab_from_gguf(path: str, size: int, mtime_ns: int) -> Vocab:
+    from edge_guard.gguf_check import read_vocab_arrays
+
+    tokens, types = read_vocab_arrays(path)
+    return Vocab.from_token_strings(tokens, types, name=path)

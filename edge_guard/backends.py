@@ -1,0 +1,140 @@
+"""Backends execute token-id prompts: the local llama.cpp engine (and, elsewhere, a server).
+
+A backend has an identity (what goes into the cache key: the model file's sha256, or a
+server's host/model/version), a vocabulary (to render prompts, available without loading
+weights) and `execute()`, which yields responses as they complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_guard.engine import Engine, GenerationRequest
+from edge_guard.harmony.render import PromptRenderer
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.response import ModelResponse
+
+
+class Backend(Protocol):
+    name: str  # "local" | "server"
+    model_ref: str
+
+    def identity(self) -> str: ...
+    def engine_version(self) -> str: ...
+    def vocab(self) -> Vocab: ...
+    def execute(
+        self, requests: Sequence[GenerationRequest], n_parallel: int | None = None
+    ) -> Iterator[tuple[int, ModelResponse]]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to load a local model (not part of the cache key, except the GPU/CPU split)."""
+
+    n_ctx: int = 16384
+    n_gpu_layers: int | str = "auto"
+    n_threads: int | None = None
+    n_parallel: int = 8
+    swa_full: bool = True
+    flash_attn: bool | str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+# One loaded engine per process (a 12 GB model twice would not fit a laptop).
+_ENGINE_LOCK = threading.Lock()
+_ENGINE: tuple[tuple[str, EngineSettings], Engine] | None = None
+
+
+def shared_engine(path: str, settings: EngineSettings) -> Engine:
+    global _ENGINE
+    key = (path, settings)
+    with _ENGINE_LOCK:
+        if _ENGINE is not None and _ENGINE[0] == key:
+            return _ENGINE[1]
+        if _ENGINE is not None:
+            _ENGINE[1].close()
+            _ENGINE = None
+        engine = Engine(
+            path,
+            n_ctx=settings.n_ctx,
+            n_gpu_layers=settings.n_gpu_layers,
+            n_threads=settings.n_threads,
+            n_parallel=settings.n_parallel,
+            swa_full=settings.swa_full,
+            flash_attn=settings.flash_attn,
+            **settings.extra,
+        )
+        _ENGINE = (key, engine)
+        return engine
+
+
+def release_engine() -> None:
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is not None:
+            _ENGINE[1].close()
+            _ENGINE = None
+
+
+@functools.cache
+def llama_cpp_version() -> str:
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class LocalBackend:
+    """A GGUF on this machine, loaded lazily (a cache hit never loads it)."""
+
+    name = "local"
+
+    def __init__(self, path: str | Path, *, model_ref: str | None = None,
+                 settings: EngineSettings | None = None, identity: str | None = None) -> None:  # fmt: skip
+        self.path = str(Path(path).resolve())
+        self.model_ref = model_ref or str(path)
+        self.settings = settings or EngineSettings()
+        self._identity = identity
+
+    def identity(self) -> str:
+        if self._identity is None:
+            from edge_guard.store import sha256_file
+
+            self._identity = f"sha256:{sha256_file(self.path)}"
+        return self._identity
+
+    def set_identity(self, identity: str) -> None:
+        self._identity = identity
+
+    def engine_version(self) -> str:
+        from edge_guard import llama_runtime as rt
+
+        gpu = rt.supports_gpu() and self.settings.n_gpu_layers not in (0, "0")
+        return f"llama-cpp-python {llama_cpp_version()}{'+gpu' if gpu else ''}"
+
+    def vocab(self) -> Vocab:
+        from edge_guard.gguf_check import check_model_file
+
+        check_model_file(self.path)
+        return Vocab.from_gguf(self.path)
+
+    def renderer(self) -> PromptRenderer:
+        return PromptRenderer(self.vocab())
+
+    def engine(self) -> Engine:
+        return shared_engine(self.path, self.settings)
+
+    def execute(
+        self, requests: Sequence[GenerationRequest], n_parallel: int | None = None
+    ) -> Iterator[tuple[int, ModelResponse]]:
+        return self.engine().generate_many(requests, n_parallel=n_parallel)
+
+    def close(self) -> None:
+        release_engine()

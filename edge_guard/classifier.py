@@ -1,0 +1,355 @@
+"""`classify()`: policy + text(s) → `ClassificationResult`s, through the SQLite cache.
+
+The cache key hashes everything that changes the model's output — model identity
+(sha256 of the GGUF or the server's identity), engine version, prompt style, effort,
+date, identity line, policy text, the text, sampling settings and the scored labels —
+and nothing else (not the parser: a parser edit re-parses the stored answer). A hit
+returns without loading the model. Each miss is committed to the store as it completes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import types
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_guard.backends import Backend, EngineSettings, LocalBackend
+from edge_guard.engine import GenerationRequest
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
+from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig, PromptRenderer
+from edge_guard.parsers import (
+    apply_scores,
+    label_scores,
+    label_token_map,
+    run_parser,
+    score_token_ids,
+)
+from edge_guard.policy import Policy, load_policy
+from edge_guard.response import ModelResponse, Timings
+from edge_guard.result import ClassificationResult, Verdict
+from edge_guard.sampling import LogitsProcessor, SamplingConfig
+from edge_guard.store import Store
+
+KEY_VERSION = 1
+
+
+@dataclass
+class RunItem:
+    """Where a result belongs in a named run (batch runs, studies, comparisons, tests)."""
+
+    run: str
+    idx: int
+    item_id: str | None = None
+    gold: str | None = None
+    extra: dict[str, Any] | None = None
+
+    def row(self, key: str) -> dict[str, Any]:
+        return {"run": self.run, "idx": self.idx, "item_id": self.item_id, "key": key,
+                "gold": self.gold, "extra": self.extra or {}}  # fmt: skip
+
+
+def make_backend(model: str | Path | Backend | None, settings: EngineSettings | None = None,
+                 *, yes: bool = False, interactive: bool = False) -> Backend:  # fmt: skip
+    """A backend for a model reference (manifest id, path, hf:, synth:) or a ready backend."""
+    if model is not None and not isinstance(model, str | Path):
+        return model
+    from edge_guard import registry
+
+    ensure = getattr(registry, "ensure_model", None)
+    if ensure is not None:
+        resolved = ensure(None if model is None else str(model), yes=yes, interactive=interactive)
+    else:
+        resolved = registry.resolve(None if model is None else str(model))
+    return LocalBackend(resolved.path, model_ref=resolved.ref, settings=settings)
+
+
+class Classifier:
+    """Classifies texts under one policy, model and prompt/sampling configuration."""
+
+    def __init__(
+        self,
+        policy: str | Path | types.ModuleType | Policy,
+        model: str | Path | Backend | None = None,
+        *,
+        style: str = DEFAULT_STYLE,
+        effort: str = DEFAULT_EFFORT,
+        date: str | None = None,
+        sampling: SamplingConfig | None = None,
+        store: Store | None = None,
+        db: str | Path | None = None,
+        use_cache: bool = True,
+        parallel: int | None = None,
+        engine_settings: EngineSettings | None = None,
+    ) -> None:
+        self.policy = load_policy(policy)
+        self.prompt_config = PromptConfig(style=style, effort=effort, date=date).resolved()
+        self.sampling = sampling or SamplingConfig()
+        self.store = store or Store(db)
+        self.backend = make_backend(model, engine_settings)
+        self.use_cache = use_cache
+        self.parallel = parallel
+        if isinstance(self.backend, LocalBackend) and self.backend._identity is None:
+            self.backend.set_identity(self.store.model_identity(self.backend.path))
+        self._token_map: dict[int, str] | bool | None = False
+        self._renderer_obj: PromptRenderer | None = None
+
+    # -- keys ------------------------------------------------------------------------------
+    def key_fields(self, text: str, sampling: SamplingConfig | None = None,
+                   processor: LogitsProcessor | None = None) -> dict[str, Any]:  # fmt: skip
+        s = sampling or self.sampling
+        cfg = self.prompt_config
+        fields = {
+            "v": KEY_VERSION,
+            "model": self.backend.identity(),
+            "engine": self.backend.engine_version(),
+            "style": cfg.style,
+            "effort": cfg.effort,
+            "date": cfg.date,
+            "identity": cfg.identity,
+            "policy": self.policy.text,
+            "text": text,
+            "sampling": s.cache_dict(),
+            "score_labels": list(self.policy.output.labels) if self.policy.output.closed else [],
+        }
+        if processor is not None:
+            # Steered outputs never share a key with free generation.
+            fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex
+        return fields
+
+    def key(self, text: str, sampling: SamplingConfig | None = None,
+            processor: LogitsProcessor | None = None) -> str:  # fmt: skip
+        blob = json.dumps(
+            self.key_fields(text, sampling, processor), sort_keys=True, ensure_ascii=False
+        )
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def token_map(self) -> dict[int, str] | None:
+        if self._token_map is False:
+            self._token_map = label_token_map(self.policy.output, self.backend.vocab().encoder)
+        return self._token_map  # type: ignore[return-value]
+
+    # -- classification --------------------------------------------------------------------
+    def classify(self, texts: Sequence[str], **kwargs: Any) -> list[ClassificationResult]:
+        out: list[ClassificationResult | None] = [None] * len(texts)
+        for i, res in self.iter(texts, **kwargs):
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+    def iter(
+        self,
+        texts: Sequence[str],
+        *,
+        run_items: Sequence[RunItem] | None = None,
+        samplings: Sequence[SamplingConfig] | None = None,
+        logits_processors: Sequence[LogitsProcessor | None] | LogitsProcessor | None = None,
+        on_event: Callable[[int, Event], None] | None = None,
+    ) -> Iterator[tuple[int, ClassificationResult]]:
+        """Yield (index, result) as results become available: cache hits first.
+
+        `logits_processors` is one processor for every text or one per text (steering;
+        a processor's `cache_id` keeps steered results apart in the cache).
+        """
+        if logits_processors is None or callable(logits_processors):
+            procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)  # type: ignore[list-item]
+        else:
+            procs = list(logits_processors)
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
+            key = self.key(text, samplings[i] if samplings else None, procs[i])
+            groups.setdefault(key, []).append(i)
+        misses: list[tuple[str, list[int]]] = []
+        for key, idxs in groups.items():
+            row = self.store.get(key) if self.use_cache else None
+            if row is None or row.get("error"):
+                misses.append((key, idxs))
+                continue
+            result = self._from_row(row)
+            for i in idxs:
+                if run_items is not None:
+                    self._link(run_items[i], key)
+                yield i, copy.copy(result)
+        if not misses:
+            return
+        token_map = self.token_map()
+        renderer = self._renderer()
+        requests = []
+        for _key, idxs in misses:
+            i = idxs[0]
+            prompt = renderer.render(self.policy.text, texts[i], self.prompt_config)
+            requests.append(
+                GenerationRequest(
+                    prompt.token_ids,
+                    samplings[i] if samplings else self.sampling,
+                    prefix_len=prompt.prefix_len,
+                    logits_processor=procs[i],
+                    score_token_ids=score_token_ids(token_map),
+                    on_event=(lambda ev, i=i: on_event(i, ev)) if on_event else None,
+                )
+            )
+        for j, response in self.backend.execute(requests, n_parallel=self.parallel):
+            key, idxs = misses[j]
+            text = texts[idxs[0]]
+            result = self._finish(response, text, key, token_map)
+            sampling = samplings[idxs[0]] if samplings else self.sampling
+            row = self._row(result, response, text, key, sampling)
+            first = run_items[idxs[0]].row(key) if run_items is not None else None
+            self.store.put(row, first)
+            for i in idxs[1:]:
+                if run_items is not None:
+                    self._link(run_items[i], key)
+            for i in idxs:
+                yield i, copy.copy(result)
+
+    def _renderer(self) -> PromptRenderer:
+        if self._renderer_obj is None:
+            self._renderer_obj = PromptRenderer(self.backend.vocab())
+        return self._renderer_obj
+
+    def _link(self, item: RunItem, key: str) -> None:
+        from edge_guard.store import utcnow
+
+        with self.store.transaction() as db:
+            db["run_items"].upsert({**item.row(key), "extra": json.dumps(item.extra or {}),
+                                    "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
+
+    def _finish(self, response: ModelResponse, text: str, key: str,
+                token_map: dict[int, str] | None) -> ClassificationResult:  # fmt: skip
+        result = run_parser(self.policy, response)
+        apply_scores(
+            result,
+            self.policy,
+            label_scores(self.policy.output, token_map, response.final_token_logprobs),
+        )
+        result.text, result.policy, result.key = text, self.policy.name, key
+        if response.error and not result.error:
+            result.error = response.error
+        return result
+
+    def _row(self, result: ClassificationResult, response: ModelResponse, text: str, key: str,
+             sampling: SamplingConfig) -> dict[str, Any]:  # fmt: skip
+        cfg, t = self.prompt_config, response.timings
+        return {
+            "key": key,
+            "run_id": None,
+            "model": self.backend.identity(),
+            "model_ref": self.backend.model_ref,
+            "engine": self.backend.engine_version(),
+            "backend": self.backend.name,
+            "style": cfg.style,
+            "effort": cfg.effort,
+            "date": cfg.date,
+            "sampling": sampling.as_dict(),
+            "policy_name": self.policy.name,
+            "policy_hash": self.policy.hash,
+            "policy_text_hash": self.policy.text_hash,
+            "text": text,
+            "prompt_token_ids": response.prompt_token_ids,
+            "output_token_ids": response.output_token_ids,
+            "reasoning": response.reasoning,
+            "final": response.response,
+            "messages": [m.__dict__ for m in response.messages],
+            "malformed": response.malformed,
+            "final_token_logprobs": {
+                str(k): v for k, v in (response.final_token_logprobs or {}).items()
+            }
+            or None,
+            "finish_reason": response.finish_reason,
+            "error": result.error or response.error,
+            "prompt_tokens": t.prompt_tokens,
+            "cached_tokens": t.cached_tokens,
+            "prompt_ms": t.prompt_ms,
+            "output_tokens": t.output_tokens,
+            "output_ms": t.output_ms,
+            **_parse_fields(result),
+        }
+
+    def _from_row(self, row: dict[str, Any]) -> ClassificationResult:
+        response = row_to_response(row)
+        if row["policy_hash"] == self.policy.hash:
+            meta = json.loads(row["metadata"] or "{}")
+            bl = row["binary_label"]
+            result = ClassificationResult(
+                None if bl is None else bool(bl), row["fine_grain_label"], row["float_label"],
+                meta, response, bool(row["parsed"]), Verdict(row["verdict"]),
+            )  # fmt: skip
+        else:  # same prompt, edited parser: re-parse the stored answer
+            result = self._finish(response, row["text"], row["key"], self.token_map())
+            self.store.update_parse(row["key"], {**_parse_fields(result), "policy_hash": self.policy.hash,
+                                                 "policy_name": self.policy.name})  # fmt: skip
+        result.text, result.policy, result.key, result.cached = (
+            row["text"],
+            self.policy.name,
+            row["key"],
+            True,
+        )
+        result.error = row.get("error")
+        return result
+
+
+def _parse_fields(result: ClassificationResult) -> dict[str, Any]:
+    return {
+        "verdict": str(result.verdict),
+        "binary_label": None if result.binary_label is None else int(bool(result.binary_label)),
+        "fine_grain_label": result.fine_grain_label,
+        "float_label": result.float_label,
+        "parsed": int(bool(result.parsed_successfully)),
+        "label_probs": result.metadata.get("label_probs"),
+        "metadata": _jsonable(result.metadata),
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(obj, default=repr))
+
+
+def row_to_response(row: dict[str, Any]) -> ModelResponse:
+    from edge_guard.harmony.parse import HarmonyMessage
+
+    lp = json.loads(row["final_token_logprobs"]) if row.get("final_token_logprobs") else None
+    return ModelResponse(
+        response=row["final"],
+        reasoning=row["reasoning"] or "",
+        finish_reason=row["finish_reason"] or "eos",
+        prompt_token_ids=json.loads(row["prompt_token_ids"] or "[]"),
+        output_token_ids=json.loads(row["output_token_ids"] or "[]"),
+        messages=[HarmonyMessage(**m) for m in json.loads(row["messages"] or "[]")],
+        timings=Timings(
+            row["prompt_tokens"] or 0,
+            row["cached_tokens"] or 0,
+            row["prompt_ms"] or 0.0,
+            row["output_tokens"] or 0,
+            row["output_ms"] or 0.0,
+        ),  # fmt: skip
+        final_token_logprobs={int(k): v for k, v in lp.items()} if lp else None,
+        malformed=json.loads(row.get("malformed") or "[]"),
+        error=row.get("error"),
+        model=row.get("model_ref") or "",
+    )
+
+
+def classify(
+    text: str | Sequence[str],
+    policy: str | Path | types.ModuleType | Policy,
+    model: str | Path | Backend | None = None,
+    **kwargs: Any,
+) -> ClassificationResult | list[ClassificationResult]:
+    """Classify one text (→ one result) or a list (→ results in input order)."""
+    iter_keys = ("run_items", "samplings", "logits_processors", "on_event")
+    iter_kwargs = {k: kwargs.pop(k) for k in iter_keys if k in kwargs}
+    classifier = Classifier(policy, model, **kwargs)
+    if isinstance(text, str):
+        return classifier.classify([text], **iter_kwargs)[0]
+    return classifier.classify(list(text), **iter_kwargs)

@@ -1,0 +1,97 @@
+"""`edge-guard classify`: one text against one policy, with verdict, score, answer and reasoning."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from edge_guard.cli.options import build_classifier, classify_options, pass_opts
+from edge_guard.cli.prompt_cmd import read_text_arg
+
+VERDICT_STYLE = {
+    "violation": ("VIOLATION", "red"),
+    "no_violation": ("NO VIOLATION", "green"),
+    "undetermined": ("UNDETERMINED", "yellow"),
+}
+
+
+def score_line(result: Any) -> str:
+    meta = result.metadata or {}
+    if "expected_rating" in meta:
+        return f"expected rating {meta['expected_rating']:.2f}"
+    if "p_violation" in meta:
+        return f"P(violation) {meta['p_violation']:.3f}"
+    if result.float_label is not None:
+        return f"score {result.float_label:g}"
+    return "no score"
+
+
+def timing_line(result: Any) -> str:
+    resp = result.model_response
+    if resp is None:
+        return ""
+    t = resp.timings
+    return (
+        f"prompt {t.prompt_tokens} tok ({t.cached_tokens} reused) {t.prompt_ms / 1000:.2f} s · "
+        f"output {t.output_tokens} tok {t.output_ms / 1000:.2f} s ({t.output_tok_per_s:.1f} tok/s)"
+    )
+
+
+def print_result(result: Any) -> None:
+    label, color = VERDICT_STYLE[str(result.verdict)]
+    cached = click.style("  [cached]", fg="cyan") if result.cached else ""
+    click.echo(click.style(label, fg=color, bold=True) + f"  {score_line(result)}{cached}")
+    resp = result.model_response
+    final = resp.response if resp else None
+    click.echo(
+        f"answer: {final!r}" if final is not None else "answer: (none — no complete final message)"
+    )
+    if resp is not None and resp.finish_reason != "return":
+        click.echo(f"finish: {resp.finish_reason}")
+    if result.error:
+        click.echo(click.style(f"error: {result.error}", fg="yellow"))
+    if resp is not None and resp.reasoning and not getattr(result, "_streamed", False):
+        click.echo(click.style("reasoning: " + resp.reasoning.strip(), dim=True))
+    click.echo(click.style(timing_line(result), dim=True))
+
+
+@click.command()
+@click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
+@click.option("--no-cache", is_flag=True, help="Recompute even if cached (and overwrite).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@classify_options
+@click.argument("text")
+@pass_opts
+def classify(opts: dict[str, Any]) -> None:
+    """Classify TEXT (`-` reads stdin) against a policy."""
+    text = read_text_arg(opts.pop("text"))
+    as_json = opts.pop("as_json")
+    classifier = build_classifier(opts.pop("policy"), opts, use_cache=not opts.pop("no_cache"))
+    stream = not as_json and sys.stdout.isatty()
+    streamed = False
+
+    def on_event(_i: int, event: Any) -> None:
+        nonlocal streamed
+        from edge_guard.harmony.parse import ContentDelta
+
+        if isinstance(event, ContentDelta) and event.channel == "analysis":
+            if not streamed:
+                click.echo(click.style("reasoning: ", dim=True), nl=False)
+                streamed = True
+            click.echo(click.style(event.text, dim=True), nl=False)
+
+    result = classifier.classify([text], on_event=on_event if stream else None)[0]
+    if streamed:
+        click.echo()
+        result._streamed = True  # type: ignore[attr-defined]
+    if as_json:
+        out = result.to_dict()
+        out["model"] = classifier.backend.model_ref
+        out["style"] = classifier.prompt_config.style
+        out["effort"] = classifier.prompt_config.effort
+        click.echo(json.dumps(out, ensure_ascii=False))
+    else:
+        print_result(result)

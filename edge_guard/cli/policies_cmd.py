@@ -1,0 +1,109 @@
+"""`edge-guard policies list | show | check`: find, read and validate policies."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edge_guard.errors import PolicyError
+
+IDEAL_TOKENS = (400, 600)
+
+
+def policy_report(ref: str, n_ctx: int = 16384) -> dict[str, object]:
+    """Load a policy, import its parser, count its tokens; raise PolicyError if unusable."""
+    from edge_guard.harmony.render import PromptConfig, PromptRenderer
+    from edge_guard.harmony.vocab import o200k_harmony_vocab
+    from edge_guard.policy import load_policy
+
+    policy = load_policy(ref)
+    renderer = PromptRenderer(o200k_harmony_vocab())
+    n_policy = len(renderer.encoder.encode(policy.text))
+    n_prefix = len(renderer.prefix(policy.text, PromptConfig()))
+    warnings = []
+    lo, hi = IDEAL_TOKENS
+    if not lo <= n_policy <= hi:
+        warnings.append(
+            f"policy is {n_policy} tokens; the gpt-oss-safeguard guide finds {lo}-{hi} works best"
+        )
+    if n_prefix + 64 > n_ctx:
+        raise PolicyError(
+            f"{ref}: the policy prompt is {n_prefix} tokens and cannot fit a {n_ctx}-token context"
+        )
+    return {
+        "name": policy.name,
+        "path": str(policy.path) if policy.path else None,
+        "description": policy.description,
+        "output": policy.output.as_dict(),
+        "parser": "custom parse()" if policy.parser else f"built-in {policy.output.kind}",
+        "policy_tokens": n_policy,
+        "prompt_prefix_tokens": n_prefix,
+        "hash": policy.hash,
+        "cases": str(policy.cases_path) if policy.cases_path else None,
+        "warnings": warnings,
+    }
+
+
+@click.group()
+def policies() -> None:
+    """List, show, check (and test) policies."""
+
+
+@policies.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """Policies found in ./policies, the data dir and the shipped set."""
+    from edge_guard.policy import list_policies, load_policy
+
+    rows = []
+    for path in list_policies():
+        try:
+            p = load_policy(path)
+            rows.append({"name": p.name, "kind": p.output.kind, "path": str(path),
+                         "description": p.description})  # fmt: skip
+        except PolicyError as exc:
+            rows.append(
+                {"name": path.stem, "kind": "?", "path": str(path), "description": f"error: {exc}"}
+            )
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<16} {r['kind']:<7} {r['description']}  ({r['path']})")
+
+
+@policies.command("show")
+@click.argument("name")
+def show(name: str) -> None:
+    """Print a policy's text and its output format."""
+    from edge_guard.policy import load_policy
+
+    p = load_policy(name)
+    click.echo(click.style(f"# {p.name}", bold=True) + f"  ({p.output.kind}; {p.path})")
+    if p.description:
+        click.echo(p.description)
+    click.echo()
+    click.echo(p.text.rstrip("\n"))
+
+
+@policies.command("check")
+@click.argument("path")
+@click.option(
+    "--ctx", type=int, default=16384, show_default=True, help="Context the policy must fit."
+)
+@click.option("--json", "as_json", is_flag=True)
+def check(path: str, ctx: int, as_json: bool) -> None:
+    """Load a policy, import its parser, count its tokens and report its output kind."""
+    report = policy_report(path, ctx)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    out = report["output"]
+    click.echo(f"ok: {report['name']} — output {out['kind']}"  # type: ignore[index]
+               f"{' ' + str(out['labels']) if out['labels'] else ''}, parser {report['parser']}")  # type: ignore[index]  # fmt: skip
+    click.echo(
+        f"tokens: policy {report['policy_tokens']}, prompt prefix {report['prompt_prefix_tokens']}"
+    )
+    for w in report["warnings"]:  # type: ignore[attr-defined]
+        click.echo(click.style(f"warning: {w}", fg="yellow"))

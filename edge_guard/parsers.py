@@ -1,0 +1,217 @@
+"""Answer parsing: strict built-in parsers per output kind, label scores, and safe custom parsers.
+
+Built-in parsers accept the whole final answer only (`"1"`, `" 1\\n"`); "first digit
+anywhere" is not a parse. Label scores turn the logits at the first answer token into a
+probability per label. Custom `parse()` functions are user code: exceptions, wrong return
+types and hangs (time limit) make that item undetermined with the error recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge_guard.harmony.vocab import ContentEncoder
+from edge_guard.policy import OutputSpec, Policy
+from edge_guard.response import ModelResponse
+from edge_guard.result import ClassificationResult, Verdict
+
+PARSER_TIME_LIMIT_S = 5.0
+_INT_RE = re.compile(r"^\s*([+-]?\d+)\s*$")
+_CONFIDENCE_WORDS = {"low": 0.25, "medium": 0.5, "high": 0.9}
+
+
+def label_token_map(spec: OutputSpec, encoder: ContentEncoder) -> dict[int, str] | None:
+    """First-token id -> label; None if two labels share a first token (no scores then).
+
+    The variant with a leading space is added where its first token is unambiguous.
+    """
+    if not spec.closed:
+        return None
+    out: dict[int, str] = {}
+    for label in spec.labels:
+        ids = encoder.encode(label)
+        if not ids or ids[0] in out:
+            return None
+        out[ids[0]] = label
+    spaced: dict[int, set[str]] = {}
+    for label in spec.labels:
+        ids = encoder.encode(" " + label)
+        if ids:
+            spaced.setdefault(ids[0], set()).add(label)
+    for tok, labels in spaced.items():
+        if len(labels) == 1 and tok not in out:
+            out[tok] = labels.pop()
+    return out
+
+
+def label_scores(spec: OutputSpec, token_map: dict[int, str] | None,
+                 logprobs: dict[int, float] | None) -> dict[str, Any] | None:  # fmt: skip
+    """Probabilities of each label at the first answer token, normalised over the labels."""
+    if token_map is None or not logprobs:
+        return None
+    raw = dict.fromkeys(spec.labels, 0.0)
+    for tok, label in token_map.items():
+        if tok in logprobs:
+            raw[label] += math.exp(logprobs[tok])
+    mass = sum(raw.values())
+    if mass <= 0:
+        return None
+    probs = {k: v / mass for k, v in raw.items()}
+    out: dict[str, Any] = {"label_probs": probs, "label_mass": mass}
+    if spec.violation:
+        out["p_violation"] = sum(probs[v] for v in spec.violation)
+    if spec.kind == "likert":
+        out["expected_rating"] = sum(int(k) * p for k, p in probs.items())
+    return out
+
+
+def _result(label: str | None, spec: OutputSpec, response: ModelResponse,
+            extra: dict[str, Any] | None = None) -> ClassificationResult:  # fmt: skip
+    if label is None:
+        return ClassificationResult(None, None, None, dict(extra or {}), response, False)
+    violating = label in spec.violation
+    value = float(label) if spec.kind == "likert" else (1.0 if violating else 0.0)
+    return ClassificationResult(violating, label, value, dict(extra or {}), response, True)
+
+
+def parse_closed(response: ModelResponse, spec: OutputSpec) -> ClassificationResult:
+    text = response.response
+    if text is None:
+        return _result(None, spec, response)
+    if spec.kind in ("binary", "likert"):
+        m = _INT_RE.match(text)
+        label = str(int(m.group(1))) if m else None
+        if label is not None and label not in spec.labels:
+            label = None
+        return _result(label, spec, response)
+    wanted = text.strip().casefold()
+    label = next((lab for lab in spec.labels if lab.casefold() == wanted), None)
+    return _result(label, spec, response)
+
+
+def parse_json(response: ModelResponse, spec: OutputSpec) -> ClassificationResult:
+    """`{"violation": 0|1, "policy_category": ..., "confidence": ..., "rationale": ...}`."""
+    text = response.response
+    bad = ClassificationResult(None, None, None, {}, response, False)
+    if text is None:
+        return bad
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return bad
+    if not isinstance(obj, dict) or "violation" not in obj:
+        return bad
+    v = obj["violation"]
+    if isinstance(v, bool):
+        v = int(v)
+    if v not in (0, 1) or (isinstance(v, float) and not v.is_integer()):
+        return bad
+    category = obj.get("policy_category")
+    confidence = obj.get("confidence")
+    conf_value = (
+        _CONFIDENCE_WORDS.get(str(confidence).lower())
+        if isinstance(confidence, str)
+        else confidence
+    )
+    meta = {
+        "policy_category": category
+        if isinstance(category, str) or category is None
+        else str(category),
+        "confidence": confidence,
+        "confidence_value": conf_value if isinstance(conf_value, int | float) else None,
+        "rationale": obj.get("rationale"),
+    }
+    fine = str(category) if v and category else str(int(v))
+    return ClassificationResult(bool(v), fine, float(v), meta, response, True)
+
+
+def builtin_parse(response: ModelResponse, spec: OutputSpec) -> ClassificationResult:
+    return parse_json(response, spec) if spec.kind == "json" else parse_closed(response, spec)
+
+
+class ParserTimeout(Exception):
+    pass
+
+
+def _call_with_limit(fn: Callable[[Any], Any], arg: Any, limit: float) -> Any:
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise ParserTimeout
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            return fn(arg)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(arg)
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="edge-guard-parser")
+    worker.start()
+    worker.join(limit)
+    if worker.is_alive():
+        raise ParserTimeout
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def run_parser(policy: Policy, response: ModelResponse, *,
+               time_limit: float = PARSER_TIME_LIMIT_S) -> ClassificationResult:  # fmt: skip
+    """Parse with the policy's parser; any failure of user code → undetermined + error."""
+    if policy.parser is None:
+        return builtin_parse(response, policy.output)
+    where = f"policy {policy.name}: parse()"
+    try:
+        result = _call_with_limit(policy.parser, response, time_limit)
+    except ParserTimeout:
+        return _failed(response, f"{where} did not return within {time_limit:g} s")
+    except Exception as exc:
+        return _failed(response, f"{where} raised {type(exc).__name__}: {exc}")
+    if not isinstance(result, ClassificationResult):
+        return _failed(
+            response, f"{where} returned {type(result).__name__}, not ClassificationResult"
+        )
+    if result.model_response is None:
+        result.model_response = response
+    if response.response is None:
+        result.verdict = Verdict.UNDETERMINED  # a cut-off answer is never a verdict
+    return result
+
+
+def _failed(response: ModelResponse, error: str) -> ClassificationResult:
+    res = ClassificationResult(None, None, None, {"parser_error": error}, response, False)
+    res.error = error
+    return res
+
+
+def apply_scores(result: ClassificationResult, policy: Policy,
+                 scores: dict[str, Any] | None) -> None:  # fmt: skip
+    """Put label scores into the result: `float_label` for built-in parsers, metadata always."""
+    if not scores:
+        return
+    result.metadata.update(scores)
+    if policy.parser is not None:
+        return
+    if policy.output.kind == "likert":
+        result.float_label = scores["expected_rating"]
+    elif "p_violation" in scores:
+        result.float_label = scores["p_violation"]
+
+
+def score_token_ids(token_map: dict[int, str] | None) -> Sequence[int]:
+    return sorted(token_map) if token_map else ()

@@ -1,0 +1,90 @@
+"""`ClassificationResult`: the seed's result fields plus an explicit three-way verdict.
+
+Undetermined (refusal, empty answer, cut off, unparsable, parser error) is never a
+"no violation": `verdict` says so explicitly and every metric reads the verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edge_guard.response import ModelResponse
+
+
+class Verdict(StrEnum):
+    VIOLATION = "violation"
+    NO_VIOLATION = "no_violation"
+    UNDETERMINED = "undetermined"
+
+
+@dataclass
+class ClassificationResult:
+    """Seed-compatible: a seed `parse()` builds one with the first six fields only."""
+
+    binary_label: bool | None
+    fine_grain_label: str | None
+    float_label: float | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model_response: ModelResponse | None = None
+    parsed_successfully: bool = False
+    verdict: Verdict | None = None
+    # Filled in by classify():
+    text: str | None = None
+    policy: str | None = None
+    cached: bool = False
+    key: str | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict is None:
+            self.verdict = self._derive_verdict()
+        else:
+            self.verdict = Verdict(self.verdict)
+
+    def _derive_verdict(self) -> Verdict:
+        resp = self.model_response
+        if resp is not None and (resp.response is None or resp.error):
+            return Verdict.UNDETERMINED
+        if not self.parsed_successfully or self.binary_label is None:
+            return Verdict.UNDETERMINED
+        return Verdict.VIOLATION if self.binary_label else Verdict.NO_VIOLATION
+
+    @property
+    def undetermined(self) -> bool:
+        return self.verdict == Verdict.UNDETERMINED
+
+    @property
+    def label(self) -> str | None:
+        """The parsed answer (fine-grained label), None when undetermined."""
+        return None if self.undetermined and not self.parsed_successfully else self.fine_grain_label
+
+    def to_dict(self) -> dict[str, Any]:
+        resp = self.model_response
+        t = resp.timings if resp else None
+        return {
+            "text": self.text,
+            "policy": self.policy,
+            "verdict": str(self.verdict),
+            "binary_label": self.binary_label,
+            "fine_grain_label": self.fine_grain_label,
+            "float_label": self.float_label,
+            "parsed_successfully": self.parsed_successfully,
+            "metadata": self.metadata,
+            "final": resp.response if resp else None,
+            "reasoning": resp.reasoning if resp else None,
+            "finish_reason": resp.finish_reason if resp else None,
+            "error": self.error or (resp.error if resp else None),
+            "cached": self.cached,
+            "key": self.key,
+            "timings": {
+                "prompt_tokens": t.prompt_tokens,
+                "cached_tokens": t.cached_tokens,
+                "prompt_ms": round(t.prompt_ms, 3),
+                "output_tokens": t.output_tokens,
+                "output_ms": round(t.output_ms, 3),
+            }
+            if t
+            else None,
+        }
