@@ -5,7 +5,7 @@ manifest or hf: reference that is not on disk raises `ModelNotFound` naming the 
 `edge-guard models pull ...` command). `ensure_model(ref, yes=..., interactive=...)` is
 what classify/run/TUI call: it offers to pull a missing model (like `ollama run`) when
 online and interactive. Sibling modules: `manifests` (the TOML builds), `store` (local
-files and hash records), `download` (pull), `inspect` (info/verify), `fit` (RAM/VRAM).
+files and hash records), `download` (pull), `info` (info/verify), `fit` (RAM/VRAM).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ResolvedModel",
     "Target",
+    "check_fit",
     "default_model_ref",
     "ensure_model",
     "fit_report",
@@ -191,8 +192,9 @@ def __getattr__(name: str) -> Any:
     """Lazy re-exports, so `import edge_guard.registry` stays light."""
     lazy = {
         "pull": "edge_guard.registry.download",
-        "model_info": "edge_guard.registry.inspect",
-        "verify_model": "edge_guard.registry.inspect",
+        "model_info": "edge_guard.registry.info",
+        "verify_model": "edge_guard.registry.info",
+        "check_fit": "edge_guard.registry.fit",
         "fit_report": "edge_guard.registry.fit",
     }
     if name in lazy:
