@@ -90,3 +90,66 @@ def m001_initial(db: Database) -> None:
         foreign_keys=[("run", "runs", "name")],
     )
     db["run_items"].create_index(["key"])
+
+
+@migrations(name="m002_policy_tests")
+def m002_policy_tests(db: Database) -> None:
+    """Policy versions (v1, v2, ... per name), test runs and per-case outcomes."""
+    db["policy_versions"].create(
+        {
+            "id": int,
+            "policy_name": str,
+            "version": int,
+            "hash": str,
+            "text": str,
+            "parser_hash": str,
+            "output": str,
+            "path": str,
+            "created_at": str,
+            "message": str,
+        },
+        pk="id",
+    )
+    db["policy_versions"].create_index(["policy_name", "hash"], unique=True)
+    db["policy_versions"].create_index(["policy_name", "version"], unique=True)
+    db["policy_test_runs"].create(
+        {
+            "id": int,
+            "policy_name": str,
+            "version_id": int,
+            "run": str,
+            "model": str,
+            "model_ref": str,
+            "config": str,
+            "config_hash": str,
+            "cases_hash": str,
+            "n_cases": int,
+            "passed": int,
+            "failed": int,
+            "undetermined": int,
+            "metrics": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("version_id", "policy_versions", "id")],
+    )
+    db["policy_test_runs"].create_index(["policy_name", "version_id"])
+    db["policy_test_results"].create(
+        {
+            "test_run_id": int,
+            "idx": int,
+            "case_key": str,
+            "case_id": str,
+            "text": str,
+            "expected": str,
+            "got": str,
+            "outcome": str,
+            "verdict": str,
+            "final": str,
+            "result_key": str,
+            "note": str,
+            "tags": str,
+        },
+        pk=("test_run_id", "idx"),
+        foreign_keys=[("test_run_id", "policy_test_runs", "id")],
+    )
