@@ -56,7 +56,7 @@ class FakeHub:
     def start(self) -> FakeHub:
         self._servers = [_server(self), _server(self)]  # the hub, and its "CDN"
         for s in self._servers:
-            threading.Thread(target=s.serve_forever, daemon=True).start()
+            threading.Thread(target=s.serve_forever, args=(0.02,), daemon=True).start()
         return self
 
     def stop(self) -> None:

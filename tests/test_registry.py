@@ -267,6 +267,7 @@ def test_fit_report_fields(tiny_model: Path) -> None:
 def test_fit_20b_shape_header(tmp_path: Path) -> None:
     """gpt-oss-20b's hyperparameters (header only): 48 KiB of KV per token, max ctx limited."""
     import gguf
+    import numpy as np
 
     path = tmp_path / "shape.gguf"
     w = gguf.GGUFWriter(str(path), "gpt-oss")
@@ -275,8 +276,14 @@ def test_fit_20b_shape_header(tmp_path: Path) -> None:
                  "attention.key_length": 64, "attention.value_length": 64,
                  "attention.sliding_window": 128}.items():  # fmt: skip
         w.add_uint32(f"gpt-oss.{k}", v)
+    mib = 2**20  # tensor infos only (no data): 24 layers of 100 MiB, 50 MiB embeddings/head
+    for name, n in [("token_embd.weight", 50), ("output.weight", 50)] + [
+        (f"blk.{i}.ffn_up_exps.weight", 100) for i in range(24)
+    ]:
+        w.add_tensor_info(name, [n, 256, 1024], np.dtype(np.float32), n * mib)
     w.write_header_to_file()
     w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
     w.close()
     rep = fit_report(path, 0, ram_bytes=4 * 2**30, vram_bytes=0)
     assert rep["kv_bytes_per_token"] == 24 * 8 * 64 * 2 * 2 == 49152

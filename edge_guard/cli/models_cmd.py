@@ -30,6 +30,13 @@ def _size(n: int | None, exact: bool = True) -> str:
     return ("" if exact or n is None else "~") + fmt_size(n)
 
 
+def _count(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "B" else f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
 def _home(path: str | None) -> str:
     import os
 
@@ -139,7 +146,7 @@ def info_cmd(model: str, as_json: bool) -> None:
         ("model", info["id"]),
         ("file", f"{info['path']} ({_size(info['file_size'])}, GGUF v{info['gguf_version']})"),
         ("architecture", f"{info['architecture']} ({info['name'] or 'unnamed'}, file type {info['file_type']})"),
-        ("parameters", f"{info['parameters'] / 1e9:.2f} B ({info['n_tensors']} tensors)"),
+        ("parameters", f"{_count(info['parameters'])} ({info['n_tensors']} tensors)"),
         ("context", f"{info['context_length']} tokens, sliding window {info['sliding_window']}"),
         ("layers", f"{info['block_count']} x {info['embedding_length']} wide, "
                    f"{info['head_count']} heads / {info['head_count_kv']} KV heads x {hd}"),
@@ -149,9 +156,7 @@ def info_cmd(model: str, as_json: bool) -> None:
                   f"{'present' if info['chat_template'] else 'absent'}"),
     ]  # fmt: skip
     for group, types in info["tensor_types"].items():
-        parts = [
-            f"{t} {v['params'] / 1e6:.1f}M params {_size(v['bytes'])}" for t, v in types.items()
-        ]
+        parts = [f"{t} {_count(v['params'])} params {_size(v['bytes'])}" for t, v in types.items()]
         rows.append((f"  {group}", "; ".join(parts)))
     rows.append(("check", info["check"]))
     width = max(len(k) for k, _ in rows)

@@ -14,7 +14,6 @@ transfer: sha256 and `check_model_file`; a mismatching file is deleted, never in
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edge_guard.errors import BadModelFile
 from edge_guard.registry import store
@@ -83,7 +83,7 @@ def _endpoint() -> str | None:
 def _head(source: Source, pull_id: str) -> _Meta:
     """The hub's metadata for the file (one HEAD request), or a one-line DownloadError."""
     import httpx2
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import constants, get_hf_file_metadata
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -95,7 +95,9 @@ def _head(source: Source, pull_id: str) -> _Meta:
 
     endpoint = _endpoint()
     where = endpoint or constants.ENDPOINT
-    url = hf_hub_url(source.repo, source.filename, revision=source.revision, endpoint=endpoint)
+    url = (  # what hf_hub_url builds, without its import-time endpoint template
+        f"{where}/{source.repo}/resolve/{quote(source.revision, safe='')}/{quote(source.filename)}"
+    )
     try:
         meta = get_hf_file_metadata(url, endpoint=endpoint, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except GatedRepoError:
@@ -177,7 +179,14 @@ def _transfer(
                     if resp.status_code == 416 and size is not None and have == size:
                         break
                     hf_raise_for_status(resp)
-                    if have and resp.status_code != 206:  # the server ignored the Range
+                    if have and resp.status_code == 206:
+                        got = resp.headers.get("Content-Range", "")
+                        if not got.startswith(f"bytes {have}-"):
+                            raise DownloadError(
+                                f"download of {pull_id}: asked for byte {have} onwards, the "
+                                f"server sent {got or 'no Content-Range'}; pull again"
+                            )
+                    elif have:  # the server ignored the Range: start over
                         fh.seek(0)
                         fh.truncate()
                         digest, have = hashlib.sha256(), 0
@@ -233,7 +242,6 @@ def pull(
     `retrust` drops the trust-on-first-use record first (accept a changed upstream file);
     `force` downloads again even when a local copy exists.
     """
-    from edge_guard.gguf_check import check_model_file
     from edge_guard.registry import is_offline, lookup
 
     say = echo or _stderr
@@ -253,8 +261,7 @@ def pull(
         raise DownloadError(f"cannot pull {pid}: offline (HF_HUB_OFFLINE is set)")
     expected, origin = (None, "none") if retrust else store.expected_sha256(source)
     meta = _head(source, pid)
-    what = "the manifest's pinned sha256" if origin == "pinned" else "the sha256 recorded"
-    etag_sha = meta.etag.lower() if SHA256_RE.match(meta.etag.lower()) else None
+    what, etag_sha = _what(origin), _etag_sha(meta)
     if expected and etag_sha and etag_sha != expected:
         raise HashMismatch(
             f"{pid}: the hub now serves sha256 {etag_sha[:16]}… but {what} is "
@@ -271,6 +278,33 @@ def pull(
         )
     dest = store.download_path(source)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_path(dest)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RegistryError(f"another pull of {pid} is running (lock {lock.lock_file})") from None
+    try:
+        return _pull_locked(source, pid, dest, meta, expected, origin, say, progress)
+    finally:
+        lock.release()
+
+
+def _pull_locked(
+    source: Source,
+    pid: str,
+    dest: Path,
+    meta: _Meta,
+    expected: str | None,
+    origin: str,
+    say: Echo,
+    progress: bool,
+) -> PullResult:
+    """The download proper, holding the per-file lock."""
+    from edge_guard.gguf_check import check_model_file
+
+    what, etag_sha = _what(origin), _etag_sha(meta)
     partial = dest.with_name(dest.name + ".partial")
     meta_file = dest.with_name(dest.name + ".partial.json")
     have = 0
@@ -340,8 +374,16 @@ def pull(
     return PullResult(pid, dest, sha, size, trust, True, have)
 
 
-def remove_partial(source: Source) -> None:
-    """Delete an interrupted download's leftovers."""
-    dest = store.download_path(source)
-    with contextlib.suppress(OSError):
-        _reject(dest.with_name(dest.name + ".partial"), dest.with_name(dest.name + ".partial.json"))
+def lock_path(dest: Path) -> Path:
+    """The lock that keeps two pulls of one file apart (left behind, hidden, when done)."""
+    return dest.with_name(f".{dest.name}.lock")
+
+
+def _what(origin: str) -> str:
+    return "the manifest's pinned sha256" if origin == "pinned" else "the sha256 recorded"
+
+
+def _etag_sha(meta: _Meta) -> str | None:
+    """An LFS file's ETag is its sha256; other ETags (git blob ids) say nothing about it."""
+    etag = meta.etag.lower()
+    return etag if SHA256_RE.match(etag) else None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.registry import store
+from edge_guard.registry.download import lock_path
 from edge_guard.registry.errors import ModelNotFound, RegistryError
 from edge_guard.registry.manifests import ID_RE, load_manifests
 
@@ -54,12 +55,13 @@ def removal_plan(ref: str) -> dict[str, Any]:
     if target.source is None:
         raise RegistryError(f"{ref} is a plain file, not a registered model; delete it yourself")
     mine = store.download_path(target.source)
-    leftovers = [mine.with_name(mine.name + s) for s in (".partial", ".partial.json")]
-    leftovers = [str(p) for p in leftovers if p.exists()]
+    partials = [mine.with_name(mine.name + s) for s in (".partial", ".partial.json")]
+    leftovers = [str(p) for p in partials if p.exists()]
+    lock = [str(lock_path(mine))] if lock_path(mine).exists() else []
     if mine.is_file():
         size = store.fmt_size(mine.stat().st_size)
         return {"kind": "download", "id": target.id, "key": target.source.key,
-                "files": [str(mine), *leftovers],
+                "files": [str(mine), *leftovers, *lock],
                 "question": f"delete {target.id} ({size}) at {mine}?"}  # fmt: skip
     if target.path is not None:
         raise RegistryError(
@@ -68,7 +70,7 @@ def removal_plan(ref: str) -> dict[str, Any]:
         )
     if leftovers:
         return {"kind": "download", "id": target.id, "key": target.source.key,
-                "files": leftovers, "question": f"delete the partial download of {target.id}?"}  # fmt: skip
+                "files": leftovers + lock, "question": f"delete the partial download of {target.id}?"}  # fmt: skip
     raise ModelNotFound(f"model {target.id} is not downloaded; nothing to remove")
 
 
