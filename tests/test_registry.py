@@ -349,3 +349,14 @@ def test_tofu_record_shows_in_list(manifests: Path, tiny_bytes: bytes) -> None:
     rows = {r["id"]: r for r in json.loads(cli("models", "list", "--json").output)}
     assert rows[UNPINNED]["trust"] == "tofu"
     assert "tofu" in cli("models", "list").output
+
+
+def test_a_broken_user_manifest_does_not_block_plain_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+) -> None:
+    (tmp_path / "broken.toml").write_text("id = [")
+    monkeypatch.setenv("EDGE_GUARD_MANIFESTS", str(tmp_path))
+    assert resolve(str(tiny_model)).path == tiny_model
+    res = cli("models", "list")
+    assert res.exit_code == 1 and "broken.toml: invalid TOML" in res.output
+    assert res.output.strip().count("\n") == 0

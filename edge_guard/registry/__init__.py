@@ -90,15 +90,15 @@ def lookup(ref: str | os.PathLike[str] | None = None) -> Target:
 
         path = synth_dir() / f"{ref.split(':', 1)[1]}.gguf"
         return Target(ref, "synth", ref, path=path if path.exists() else None)
+    path = Path(ref).expanduser()
+    if not ref.startswith("hf:") and path.exists():  # a file needs no manifest to be read
+        if path.is_dir():
+            raise ModelNotFound(f"{ref} is a folder, not a .gguf file")
+        return Target(ref, "path", str(path.resolve()), path=path)
     manifests = load_manifests()
     if ref.startswith("hf:"):
         source = parse_hf_ref(ref, manifests)
         return Target(ref, "hf", source.hf_ref, source=source, path=store.find_local(source))
-    path = Path(ref).expanduser()
-    if path.exists():
-        if path.is_dir():
-            raise ModelNotFound(f"{ref} is a folder, not a .gguf file")
-        return Target(ref, "path", str(path.resolve()), path=path)
     local = store.local_models().get(ref)
     if local is not None:
         p = Path(local["path"])
