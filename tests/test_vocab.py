@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import (
@@ -208,3 +210,22 @@ def test_gpt2_symbol_round_trip() -> None:
     assert bytes_to_gpt2_symbols(b" the") == "Ġthe"
     with pytest.raises(ValueError, match="not a byte-level BPE symbol"):
         gpt2_symbols_to_bytes("a\nb")
+
+
+# Characters whose o200k pre-tokenization llama.cpp and tiktoken agree on (no combining
+# marks), mixed so that the split regex's whitespace, apostrophe and digit rules interact.
+_ALPHABET = [
+    *" \t\n\r\x0b\x0c\u00a0\u3000",
+    *"abcXYZ019'sdtlmrve.,;:!?-_/\\\"()[]{}<>|#@$%^&*+=~`",
+    *"日本語😀🏽ЯжéßΩي한",
+]
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny-o200k"])
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.lists(st.sampled_from(_ALPHABET), max_size=25).map("".join))
+def test_encoder_matches_llama_cpp_on_random_text(
+    model: str, text: str, llama_tokenizers, vocabs
+) -> None:  # type: ignore[no-untyped-def]
+    assume("<|" not in text)  # llama.cpp would parse special strings
+    assert vocabs[model].encoder.encode(text) == llama_tokenize(llama_tokenizers[model], text)
