@@ -201,3 +201,46 @@ def test_read_header_of_good_model(tiny_model: Path) -> None:
     assert len(header.metadata["tokenizer.ggml.tokens"]) > 256
     end = max(header.data_offset + t.offset + t.n_bytes for t in header.tensors)
     assert end <= header.file_size
+
+
+def test_non_byte_level_tokenizer_is_a_bad_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token list that is not GPT-2 byte symbols (e.g. an SPM vocab) is reported, not crashed on."""
+    path = tmp_path / "spm-like.gguf"
+    build_vocab = synth.build_vocab
+
+    def spm_like(kind: str):  # type: ignore[no-untyped-def]
+        tokens, types, merges, special = build_vocab(kind)
+        tokens = list(tokens)
+        tokens[100] = "hello world"  # a space is not a byte-level BPE symbol
+        return tokens, types, merges, special
+
+    with monkeypatch.context() as m:
+        m.setattr(synth, "build_vocab", spm_like)
+        synth.write_synthetic_model(path, "tiny")
+    with pytest.raises(BadModelFile) as info:
+        Engine(path, n_ctx=256, n_threads=1)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "the tokenizer is not a byte-level BPE vocabulary" in message
+    assert "'hello world'" in message
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_guard",
+            "prompt",
+            "--model",
+            str(path),
+            "-p",
+            "toxic_simple",
+            "hi",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from edge_guard.errors import EdgeGuardError
+from edge_guard.errors import BadModelFile, EdgeGuardError
 
 # The o200k split pattern (tiktoken_ext.openai_public.o200k_base's `pat_str`).
 # tests/test_vocab.py checks it against tiktoken's own definition.
@@ -239,4 +239,9 @@ def _vocab_from_gguf(path: str, size: int, mtime_ns: int) -> Vocab:
     from edge_guard.gguf_check import read_vocab_arrays
 
     tokens, types = read_vocab_arrays(path)
-    return Vocab.from_token_strings(tokens, types, name=path)
+    try:
+        return Vocab.from_token_strings(tokens, types, name=path)
+    except (ValueError, TypeError) as exc:
+        raise BadModelFile(
+            f"{path}: the tokenizer is not a byte-level BPE vocabulary ({exc})"
+        ) from None
