@@ -201,6 +201,10 @@ def write_synthetic_model(out: str | os.PathLike[str], preset: str | SynthPreset
     out = os.fspath(out)
     tokens, types, merges, special = build_vocab(p.vocab)
     tmp = out + ".partial"
+    try:
+        open(tmp, "wb").close()  # fail early, as one line, on a missing or read-only folder
+    except OSError as exc:
+        raise EdgeGuardError(f"cannot write {out}: {exc.strerror or exc}") from None
     w = g.GGUFWriter(tmp, "gpt-oss")
     w.add_name(f"edge_guard synthetic {p.name}")
     w.add_description(f"random weights, seed {seed}: {p.description}")

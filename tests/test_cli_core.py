@@ -105,6 +105,14 @@ def test_synth_rejects_unknown_preset(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_synth_into_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "folder" / "m.gguf"
+    result = cli("models", "synth", "tiny", str(out))
+    assert result.exit_code == 1  # a user error, not an internal one (exit 2)
+    assert one_line_error(result) == f"error: cannot write {out}: No such file or directory"
+    assert not out.parent.exists()
+
+
 # -- prompt --------------------------------------------------------------------------------
 
 
