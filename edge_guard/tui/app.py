@@ -1,0 +1,124 @@
+"""`EdgeGuardApp`: the Textual app — screens as modes, global keys, palette, shared state.
+
+Shared state lives here: the result store, the model reference in use, and `ModelAccess`
+(classifier factory, steering hook for tests, one-job-at-a-time lock). Screens import the
+headless core; the core never imports this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from edge_guard.tui.commands import ScreenActionsProvider, ScreensProvider
+from edge_guard.tui.jobs import ClassifierFactory, ModelAccess, RunOptions, Steering
+from edge_guard.tui.widgets.navbar import SCREENS
+
+STYLES = Path(__file__).parent / "styles"
+
+
+def _screen(mode: str) -> Screen[Any]:
+    from edge_guard.tui.screens import compare, models, results, runs, study, tests, workbench
+
+    classes = {
+        "workbench": workbench.WorkbenchScreen,
+        "results": results.ResultsScreen,
+        "runs": runs.RunsScreen,
+        "study": study.StudyScreen,
+        "compare": compare.CompareScreen,
+        "models": models.ModelsScreen,
+        "tests": tests.TestsScreen,
+    }
+    return classes[mode]()
+
+
+class EdgeGuardApp(App[None]):
+    """edge-guard's terminal UI."""
+
+    TITLE = "edge-guard"
+    CSS_PATH: ClassVar[list[str | Path]] = sorted(STYLES.glob("*.tcss"))  # type: ignore[misc]
+    COMMANDS = App.COMMANDS | {ScreensProvider, ScreenActionsProvider}
+    MODES: ClassVar[dict[str, Any]] = {
+        mode: (lambda m=mode: _screen(m)) for mode, _title, _key in SCREENS
+    }
+    DEFAULT_MODE = "workbench"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help", priority=True),
+        *[
+            Binding(key, f"goto('{mode}')", title, show=False, priority=True)
+            for mode, title, key in SCREENS
+        ],
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        *,
+        db: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        policy: str | None = None,
+        classifier_factory: ClassifierFactory | None = None,
+        steer: Steering | None = None,
+        start: str | None = None,
+    ) -> None:
+        super().__init__()
+        from edge_guard.store import Store
+
+        self.store = Store(db)
+        self.models = ModelAccess(classifier_factory, steer)
+        self.model_ref = model or _default_model()
+        self.initial_policy = policy
+        self.run_options = RunOptions(model=self.model_ref)
+        if start is not None:
+            if start not in self.MODES:
+                from edge_guard.errors import EdgeGuardError
+
+                names = ", ".join(self.MODES)
+                raise EdgeGuardError(f"unknown TUI screen {start!r} (choose {names})")
+            self.DEFAULT_MODE = start  # type: ignore[misc]
+
+    # -- actions ----------------------------------------------------------------------------
+    def action_goto(self, mode: str) -> None:
+        if isinstance(self.screen, _modal_types()):
+            self.pop_screen()
+        if self.current_mode != mode:
+            self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        from edge_guard.tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen())
+
+    def set_model(self, ref: str) -> None:
+        """Remember the model the user chose (other screens default to it)."""
+        ref = ref.strip()
+        if ref:
+            self.model_ref = ref
+
+    def on_unmount(self) -> None:
+        with contextlib.suppress(Exception):
+            self.store.close()
+
+
+def _modal_types() -> tuple[type, ...]:
+    from textual.screen import ModalScreen
+
+    return (ModalScreen,)
+
+
+def _default_model() -> str:
+    try:
+        from edge_guard.registry import default_model_ref
+
+        return default_model_ref()
+    except Exception:
+        return os.environ.get("EDGE_GUARD_MODEL") or "gpt-oss-safeguard-20b:mxfp4"

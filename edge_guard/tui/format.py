@@ -1,0 +1,89 @@
+"""Small formatting helpers shared by the TUI screens (verdicts, scores, times, truncation)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+
+VERDICTS = {
+    "violation": ("VIOLATION", "bold white on dark_red", "red"),
+    "no_violation": ("NO VIOLATION", "bold white on dark_green", "green"),
+    "undetermined": ("UNDETERMINED", "bold black on yellow", "yellow"),
+}
+
+
+def verdict_badge(verdict: str | None) -> Text:
+    """A coloured block label for a verdict (used in the verdict panel)."""
+    label, style, _ = VERDICTS.get(str(verdict), (str(verdict or "—"), "bold", ""))
+    return Text(f" {label} ", style=style)
+
+
+def verdict_cell(verdict: str | None) -> Text:
+    """A coloured verdict for table cells."""
+    label, _, color = VERDICTS.get(str(verdict), (str(verdict or "—"), "", ""))
+    return Text(label.lower(), style=color)
+
+
+def meta_of(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("metadata")
+    if isinstance(raw, dict):
+        return raw
+    try:
+        return json.loads(raw or "{}") or {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def score_text(meta: dict[str, Any], float_label: float | None = None) -> str:
+    """`P(violation) 0.982`, `E[rating] 3.41`, `score 0.7` or `—`."""
+    if meta.get("expected_rating") is not None:
+        return f"E[rating] {meta['expected_rating']:.2f}"
+    if meta.get("p_violation") is not None:
+        return f"P(violation) {meta['p_violation']:.3f}"
+    if float_label is not None:
+        return f"score {float_label:g}"
+    return "—"
+
+
+def score_short(meta: dict[str, Any], float_label: float | None = None) -> str:
+    if meta.get("expected_rating") is not None:
+        return f"{meta['expected_rating']:.2f}"
+    if meta.get("p_violation") is not None:
+        return f"{meta['p_violation']:.3f}"
+    if float_label is not None:
+        return f"{float_label:g}"
+    return ""
+
+
+def when(iso: str | None) -> str:
+    """`2026-01-31 14:05` from a stored ISO timestamp (UTC)."""
+    if not iso:
+        return ""
+    return iso[:16].replace("T", " ")
+
+
+def clip(text: str | None, width: int = 60) -> str:
+    """One line, at most `width` characters."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def timing_text(timings: Any) -> str:
+    if timings is None:
+        return ""
+    t = timings
+    rate = t.output_tokens / (t.output_ms / 1000) if t.output_ms > 0 else 0.0
+    return (
+        f"prompt {t.prompt_tokens} tok ({t.cached_tokens} reused) {t.prompt_ms / 1000:.2f} s · "
+        f"output {t.output_tokens} tok {t.output_ms / 1000:.2f} s ({rate:.1f} tok/s)"
+    )
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"

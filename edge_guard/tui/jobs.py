@@ -1,0 +1,144 @@
+"""Model access for the TUI: classifier creation, one-model-at-a-time lock, cancellation.
+
+Work with the model happens in thread workers. `ModelAccess` builds classifiers (through a
+factory tests can replace), serialises use of the one loaded engine, and makes every
+generation cancellable: `CancellableBackend` wraps each request's logits processor with a
+check of a cancel flag, so a cancelled generation stops at its next token (the cache key is
+computed before the backend is reached, so the wrapper never changes a key).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edge_guard.errors import EdgeGuardError
+
+
+class Cancelled(Exception):
+    """Raised inside a generation when the user cancels (deliberately not an EdgeGuardError,
+    so the engine re-raises it instead of storing a failed result)."""
+
+
+class CancelFlag:
+    """A cancel request shared between the UI and a worker thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled("cancelled")
+
+
+class CancellableBackend:
+    """Delegates to a backend; every request checks `flag` before each sampled token."""
+
+    def __init__(self, inner: Any, flag: CancelFlag) -> None:
+        self._inner = inner
+        self._flag = flag
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def execute(self, requests: Sequence[Any], n_parallel: int | None = None) -> Iterator[Any]:
+        self._flag.check()
+        wrapped = [replace(r, logits_processor=self._wrap(r.logits_processor)) for r in requests]
+        return self._inner.execute(wrapped, n_parallel=n_parallel)
+
+    def _wrap(self, inner: Callable[..., Any] | None) -> Callable[..., Any]:
+        flag = self._flag
+
+        def processor(output_ids: Sequence[int], logits: Any) -> Any:
+            flag.check()
+            return inner(output_ids, logits) if inner is not None else None
+
+        return processor
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user chose for a classification: model, prompt shape, budget."""
+
+    model: str
+    style: str = "harmony"
+    effort: str = "medium"
+    max_tokens: int = 4096
+    temperature: float = 0.0
+
+
+# factory(policy, options, *, store, use_cache) -> Classifier
+ClassifierFactory = Callable[..., Any]
+# steer(classifier, texts) -> logits_processors argument for Classifier.iter (tests only)
+Steering = Callable[[Any, Sequence[str]], Any]
+
+
+def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
+                               use_cache: bool = True, engine_settings: Any = None) -> Any:  # fmt: skip
+    """A `Classifier` for the TUI; a missing model raises the registry's one-line error."""
+    from edge_guard.classifier import Classifier
+    from edge_guard.sampling import SamplingConfig
+
+    sampling = SamplingConfig(temperature=options.temperature, max_tokens=options.max_tokens)
+    return Classifier(
+        policy,
+        options.model or None,
+        style=options.style,
+        effort=options.effort,
+        sampling=sampling,
+        store=store,
+        use_cache=use_cache,
+        engine_settings=engine_settings,
+    )
+
+
+class ModelAccess:
+    """Creates classifiers and lets one job at a time use the model."""
+
+    def __init__(self, factory: ClassifierFactory | None = None,
+                 steering: Steering | None = None) -> None:  # fmt: skip
+        self.factory = factory or default_classifier_factory
+        self.steering = steering
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def acquire(self, flag: CancelFlag, on_wait: Callable[[], None] | None = None) -> None:
+        """Wait for the model (raises `Cancelled` if cancelled while waiting)."""
+        waited = False
+        while not self._lock.acquire(timeout=0.1):
+            if not waited and on_wait is not None:
+                on_wait()
+            waited = True
+            flag.check()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def classifier(self, policy: Any, options: RunOptions, *, store: Any, flag: CancelFlag,
+                   use_cache: bool = True) -> Any:  # fmt: skip
+        clf = self.factory(policy, options, store=store, use_cache=use_cache)
+        clf.backend = CancellableBackend(clf.backend, flag)
+        return clf
+
+    def processors(self, classifier: Any, texts: Sequence[str]) -> Any:
+        return self.steering(classifier, texts) if self.steering is not None else None
+
+
+def error_text(exc: BaseException) -> str:
+    """The one line a user sees for a failure in a worker."""
+    if isinstance(exc, EdgeGuardError):
+        return str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -1,0 +1,84 @@
+"""Modal dialogs: save a policy edit under a new name; confirm an action."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
+    """Ask for the new policy's name and description; returns (name, description)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, suggested: str, source: str) -> None:
+        super().__init__()
+        self.suggested = suggested
+        self.source = source
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label("Save the edited policy as a new policy", classes="dialog-title")
+            yield Static(
+                f"A new folder in your policies/ keeps {self.source!r} untouched; "
+                "its output format and parser are copied.",
+                classes="dialog-help",
+            )
+            yield Input(self.suggested, placeholder="new policy name", id="save-name")
+            yield Input("", placeholder="description (optional)", id="save-description")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save", variant="primary", id="save-ok")
+                yield Button("Cancel", id="save-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#save-name", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        name = self.query_one("#save-name", Input).value.strip()
+        if not name:
+            self.notify("give the new policy a name", severity="warning")
+            return
+        self.dismiss((name, self.query_one("#save-description", Input).value.strip()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Yes / no."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "answer(False)", "No"),
+        Binding("y", "answer(True)", "Yes"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(self.question, classes="dialog-title")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Yes (y)", variant="primary", id="confirm-yes")
+                yield Button("No (n)", id="confirm-no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

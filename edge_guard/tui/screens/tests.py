@@ -1,0 +1,15 @@
+"""Placeholder."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from edge_guard.tui.screens.base import EdgeScreen
+
+
+class TestsScreen(EdgeScreen):
+    MODE = "tests"
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("todo")

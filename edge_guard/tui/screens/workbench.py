@@ -1,0 +1,326 @@
+"""The Workbench: edit a policy, classify one text with live reasoning, see the policy's history."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.widgets import Button, DataTable, Input, Select, TextArea
+
+from edge_guard.harmony.render import EFFORTS, STYLES
+from edge_guard.tui.format import clip, meta_of, score_short, score_text, verdict_cell, when
+from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
+from edge_guard.tui.screens.base import EdgeScreen
+from edge_guard.tui.widgets.policy_editor import PolicyEditor
+from edge_guard.tui.widgets.verdict import VerdictPanel
+
+MODEL_SUGGESTIONS = ["synth:tiny-o200k", "gpt-oss-safeguard-20b:mxfp4", "gpt-oss-20b:mxfp4"]
+
+
+class Delta(Message):
+    def __init__(self, channel: str | None, text: str) -> None:
+        super().__init__()
+        self.channel, self.text = channel, text
+
+
+class Finished(Message):
+    def __init__(self, result: Any, model: str) -> None:
+        super().__init__()
+        self.result, self.model = result, model
+
+
+class Failed(Message):
+    def __init__(self, error: str | None) -> None:
+        super().__init__()
+        self.error = error  # None = cancelled
+
+
+class WorkbenchScreen(EdgeScreen):
+    MODE = "workbench"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "run", "Run", priority=True),
+        Binding("ctrl+f", "rerun", "Fresh re-run", priority=True),
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("ctrl+o", "copy", "Copy result", priority=True),
+        Binding("ctrl+s", "save_as", "Save policy as…", priority=True),
+        Binding("ctrl+t", "revert", "Reload policy", show=False),
+    ]
+    PALETTE: ClassVar[list[tuple[str, str, str]]] = [
+        ("Run classification", "classify the text (cached results answer instantly)", "run"),
+        ("Re-run without cache", "generate again and overwrite the stored result", "rerun"),
+        ("Cancel", "stop the running generation", "cancel"),
+        ("Copy result", "verdict, answer and reasoning to the clipboard", "copy"),
+        ("Save policy as new version", "write the edited policy to a new folder", "save_as"),
+        ("Reload policy from disk", "drop your edits", "revert"),
+        ("Refresh history", "reload this policy's stored results", "refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flag: CancelFlag | None = None
+        self.last: dict[str, Any] | None = None  # what Copy copies
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="wb-main"):
+            yield PolicyEditor(self.eg.initial_policy, id="wb-policy")
+            with Vertical(id="wb-right"):
+                yield TextArea("", id="wb-text", soft_wrap=True,
+                               placeholder="Type the text to classify, then press Ctrl+R")  # fmt: skip
+                with Horizontal(id="wb-options"):
+                    yield Input(self.eg.model_ref, id="wb-model", placeholder="model",
+                                suggester=SuggestFromList(MODEL_SUGGESTIONS),
+                                tooltip="model id, .gguf path, hf:… or synth:tiny-o200k", compact=True)  # fmt: skip
+                    yield Select([(s, s) for s in STYLES], value="harmony", allow_blank=False,
+                                 id="wb-style", tooltip="prompt style", compact=True)  # fmt: skip
+                    yield Select([(f"effort {e}", e) for e in EFFORTS], value="medium",
+                                 allow_blank=False, id="wb-effort", compact=True)  # fmt: skip
+                    yield Input("4096", id="wb-max-tokens", type="integer",
+                                tooltip="most tokens to generate", compact=True)  # fmt: skip
+                with Horizontal(id="wb-buttons"):
+                    yield Button("Run ^R", variant="primary", id="wb-run", compact=True)
+                    yield Button("Re-run ^F", id="wb-rerun", compact=True)
+                    yield Button(
+                        "Cancel Esc", variant="error", id="wb-cancel", disabled=True, compact=True
+                    )
+                    yield Button("Copy ^O", id="wb-copy", compact=True)
+                    yield Button("Save as ^S", id="wb-save", compact=True)
+                yield VerdictPanel(id="wb-verdict")
+                yield TextArea("", id="wb-reasoning", read_only=True, soft_wrap=True,
+                               placeholder="The model's reasoning streams here.")  # fmt: skip
+        yield DataTable(id="wb-history", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#wb-reasoning").border_title = "Reasoning"
+        self.query_one("#wb-text").border_title = "Text"
+        table = self.query_one("#wb-history", DataTable)
+        table.border_title = "History of this policy"
+        table.add_columns("when", "verdict", "score", "answer", "text", "model", "version")
+        self.query_one("#wb-text", TextArea).focus()
+
+    # -- running ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.flag is not None
+
+    def _options(self) -> RunOptions | None:
+        raw = self.query_one("#wb-max-tokens", Input).value.strip() or "4096"
+        try:
+            max_tokens = int(raw)
+            if max_tokens < 1:
+                raise ValueError
+        except ValueError:
+            self.notify(f"max tokens must be a positive integer, not {raw!r}", severity="error")
+            return None
+        model = self.query_one("#wb-model", Input).value.strip()
+        self.eg.set_model(model)
+        return RunOptions(
+            model=model or self.eg.model_ref,
+            style=str(self.query_one("#wb-style", Select).value),
+            effort=str(self.query_one("#wb-effort", Select).value),
+            max_tokens=max_tokens,
+        )
+
+    def action_run(self, use_cache: bool = True) -> None:
+        if self.running:
+            self.notify("already running — Esc cancels", severity="warning")
+            return
+        text = self.query_one("#wb-text", TextArea).text
+        if not text.strip():
+            self.notify("type a text to classify first", severity="warning")
+            self.query_one("#wb-text", TextArea).focus()
+            return
+        editor = self.query_one(PolicyEditor)
+        if not editor.text.strip():
+            self.notify("the policy text is empty", severity="warning")
+            return
+        options = self._options()
+        if options is None:
+            return
+        self.flag = CancelFlag()
+        self._set_running(True)
+        self.query_one("#wb-reasoning", TextArea).load_text("")
+        self.query_one(VerdictPanel).show_running("starting")
+        self._classify(editor.current(), text, options, use_cache, self.flag)
+
+    def action_rerun(self) -> None:
+        self.action_run(use_cache=False)
+
+    def action_cancel(self) -> None:
+        if self.flag is not None:
+            self.flag.set()
+            self.query_one(VerdictPanel).show_running("cancelling")
+
+    def _set_running(self, running: bool) -> None:
+        self.query_one("#wb-run", Button).disabled = running
+        self.query_one("#wb-rerun", Button).disabled = running
+        self.query_one("#wb-cancel", Button).disabled = not running
+
+    @work(thread=True, group="classify")
+    def _classify(self, policy: Any, text: str, options: RunOptions, use_cache: bool,
+                  flag: CancelFlag) -> None:  # fmt: skip
+        from edge_guard.harmony.parse import ContentDelta
+
+        access = self.eg.models
+        try:
+            access.acquire(flag, on_wait=lambda: self.post_message(Delta("status", "waiting")))
+        except Cancelled:
+            self.post_message(Failed(None))
+            return
+        try:
+            clf = access.classifier(policy, options, store=self.eg.store, flag=flag,
+                                    use_cache=use_cache)  # fmt: skip
+
+            def on_event(_i: int, event: Any) -> None:
+                if isinstance(event, ContentDelta):
+                    self.post_message(Delta(event.channel, event.text))
+
+            result = None
+            procs = access.processors(clf, [text])
+            for _i, res in clf.iter([text], logits_processors=procs, on_event=on_event):
+                result = res
+            self.post_message(Finished(result, clf.backend.model_ref))
+        except Cancelled:
+            self.post_message(Failed(None))
+        except Exception as exc:
+            self.post_message(Failed(error_text(exc)))
+        finally:
+            access.release()
+
+    def on_delta(self, message: Delta) -> None:
+        if message.channel == "status":
+            self.query_one(VerdictPanel).show_running("waiting for the model (another job)")
+        elif message.channel == "final":
+            self.query_one(VerdictPanel).add_answer(message.text)
+        else:
+            area = self.query_one("#wb-reasoning", TextArea)
+            area.insert(message.text, area.document.end)
+            area.scroll_end(animate=False)
+
+    def on_finished(self, message: Finished) -> None:
+        self.flag = None
+        self._set_running(False)
+        result = message.result
+        self.query_one(VerdictPanel).show_result(result)
+        resp = result.model_response
+        area = self.query_one("#wb-reasoning", TextArea)
+        if not area.text and resp is not None and resp.reasoning:
+            area.load_text(resp.reasoning)
+        self.last = {
+            "verdict": str(result.verdict),
+            "score": score_text(result.metadata or {}, result.float_label),
+            "policy": result.policy,
+            "model": message.model,
+            "text": result.text,
+            "answer": resp.response if resp else None,
+            "reasoning": resp.reasoning if resp else "",
+        }
+        self.refresh_data()
+
+    def on_failed(self, message: Failed) -> None:
+        self.flag = None
+        self._set_running(False)
+        panel = self.query_one(VerdictPanel)
+        if message.error is None:
+            panel.show_cancelled()
+            self.notify("cancelled", timeout=2)
+        else:
+            panel.show_error(message.error)
+            self.notify(message.error, severity="error", title="classification failed")
+
+    # -- buttons ------------------------------------------------------------------------------
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {"wb-run": "run", "wb-rerun": "rerun", "wb-cancel": "cancel",
+                   "wb-copy": "copy", "wb-save": "save_as"}  # fmt: skip
+        if event.button.id in actions:
+            self.run_action(actions[event.button.id])
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "wb-style" and isinstance(event.value, str):
+            self.query_one(PolicyEditor).set_style(event.value)
+
+    def action_copy(self) -> None:
+        if self.last is None:
+            self.notify("nothing to copy yet — run a classification first", severity="warning")
+            return
+        d = self.last
+        text = (
+            f"verdict: {d['verdict']}  {d['score']}\npolicy: {d['policy']}  model: {d['model']}\n"
+            f"text: {d['text']}\nanswer: {d['answer']}\nreasoning:\n{d['reasoning']}\n"
+        )
+        self.app.copy_to_clipboard(text)
+        self.notify("result copied to the clipboard", timeout=2)
+
+    def action_revert(self) -> None:
+        self.query_one(PolicyEditor).revert()
+
+    def action_save_as(self) -> None:
+        from edge_guard.tui.policy_io import next_free_name
+        from edge_guard.tui.screens.dialogs import SavePolicyScreen
+
+        editor = self.query_one(PolicyEditor)
+        base = editor.policy.name if editor.policy is not None else "policy"
+        self.app.push_screen(SavePolicyScreen(next_free_name(base), base), self._save)
+
+    def _save(self, answer: tuple[str, str] | None) -> None:
+        if answer is None:
+            return
+        from edge_guard.tui.policy_io import save_policy_as
+
+        editor = self.query_one(PolicyEditor)
+        try:
+            dest = save_policy_as(editor.current(), editor.text, answer[0], answer[1])
+        except Exception as exc:
+            self.notify(error_text(exc), severity="error", title="not saved")
+            return
+        self.notify(f"saved as {answer[0]} ({dest})", title="policy saved")
+        editor.reload_choices(select=str(dest))
+
+    # -- history ------------------------------------------------------------------------------
+    def on_policy_editor_loaded(self, event: PolicyEditor.Loaded) -> None:
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        editor = self.query_one(PolicyEditor)
+        table = self.query_one("#wb-history", DataTable)
+        table.clear()
+        if editor.policy is None:
+            return
+        current = editor.current().hash
+        rows = self.eg.store.query(
+            "SELECT key, created_at, verdict, metadata, float_label, final, text, model_ref, "
+            "policy_hash FROM results WHERE policy_name = ? ORDER BY created_at DESC LIMIT 200",
+            [editor.policy.name],
+        )
+        for r in rows:
+            version = (r["policy_hash"] or "")[:7] + (" •" if r["policy_hash"] == current else "")
+            table.add_row(when(r["created_at"]), verdict_cell(r["verdict"]),
+                          score_short(meta_of(r), r["float_label"]), clip(r["final"], 12),
+                          clip(r["text"], 50), clip(r["model_ref"], 28), version,
+                          key=r["key"])  # fmt: skip
+        table.border_title = (
+            f"History of {editor.policy.name} · {len(rows)} stored (• = this version)"
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "wb-history" or self.running:
+            return
+        row = self.eg.store.get(str(event.row_key.value))
+        if row is None:
+            return
+        self.query_one(VerdictPanel).show_row(row)
+        self.query_one("#wb-reasoning", TextArea).load_text(row.get("reasoning") or "")
+        self.query_one("#wb-text", TextArea).load_text(row.get("text") or "")
+        self.last = {
+            "verdict": row["verdict"],
+            "score": score_text(meta_of(row), row.get("float_label")),
+            "policy": row["policy_name"],
+            "model": row["model_ref"],
+            "text": row["text"],
+            "answer": row["final"],
+            "reasoning": row["reasoning"] or "",
+        }

@@ -1,0 +1,1 @@
+"""Reusable TUI widgets (nav bar, policy editor, verdict panel, charts)."""
