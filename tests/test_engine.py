@@ -292,3 +292,10 @@ def test_generate_accepts_plain_ids(engine: Engine) -> None:
     a = engine.generate(req.prompt_ids, sampling=GREEDY)
     b = engine.generate(req)
     assert a.output_token_ids == b.output_token_ids
+
+
+def test_n_ctx_is_capped_by_the_training_context(tiny_model: Path) -> None:
+    with Engine(tiny_model, n_ctx=1_000_000, n_threads=1, n_parallel=1) as big:
+        assert big.n_ctx == 4096  # the tiny preset's context_length
+    with Engine(tiny_model, n_ctx=0, n_threads=1, n_parallel=1) as default:
+        assert default.n_ctx == 4096
