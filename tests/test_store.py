@@ -1,0 +1,135 @@
+"""The SQLite store: schema, WAL/busy timeout, concurrent writers, crash safety, corrupt files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_guard.errors import StoreError
+from edge_guard.store import Store
+
+
+def test_schema_and_pragmas(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    tables = set(store.db.table_names())
+    assert {"results", "runs", "run_items", "model_files", "_sqlite_migrations"} <= tables
+    assert store.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    assert store.query("PRAGMA busy_timeout")[0]["timeout"] >= 30_000
+    applied = [r["name"] for r in store.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    assert applied[0] == "m001_initial"
+    # Reopening applies nothing twice.
+    Store(tmp_path / "s.db")
+    again = [
+        r["name"] for r in Store(tmp_path / "s.db").query("SELECT name FROM _sqlite_migrations")
+    ]
+    assert again == applied
+
+
+def test_default_location_follows_edge_guard_home(edge_guard_home: Path) -> None:
+    assert Path(Store().path) == edge_guard_home / "edge_guard.db"
+
+
+def test_model_identity_is_remembered(tmp_path: Path, tiny_model: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    ident = store.model_identity(tiny_model)
+    assert ident.startswith("sha256:") and len(ident) == 71
+    assert store.query("SELECT count(*) AS n FROM model_files")[0]["n"] == 1
+    assert store.model_identity(tiny_model) == ident
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(RuntimeError), store.transaction() as db:
+        db["results"].insert({"key": "k1", "text": "half"})
+        raise RuntimeError("crash mid-write")
+    assert store.get("k1") is None
+
+
+def test_corrupt_store_gives_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not a sqlite database at all" * 200)
+    with pytest.raises(StoreError) as err:
+        Store(bad)
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+    assert bad.exists()  # never deleted
+
+
+def test_concurrent_writers_do_not_lock(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    Store(db)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from edge_guard.store import Store
+        s = Store({str(db)!r})
+        for i in range(200):
+            s.put({{"key": sys.argv[1] + str(i), "text": "t", "verdict": "undetermined"}})
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, f"w{n}-"], stderr=subprocess.PIPE)
+        for n in range(3)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    assert Store(db).query("SELECT count(*) AS n FROM results")[0]["n"] == 600
+
+
+BATCH = textwrap.dedent(
+    """
+    import sys
+    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.sampling import SamplingConfig
+    from edge_guard.store import Store
+    store = Store(sys.argv[2])
+    c = Classifier("toxic_simple", sys.argv[1], store=store, parallel=4,
+                   sampling=SamplingConfig(max_tokens=int(sys.argv[3])))
+    texts = [f"item number {i} " + "words " * (i % 7) for i in range(50)]
+    store.ensure_run("batch", kind="run", n_items=50)
+    done = store.done_indices("batch")
+    todo = [i for i in range(50) if i not in done]
+    items = [RunItem("batch", i, item_id=f"id{i}") for i in todo]
+    for _ in c.iter([texts[i] for i in todo], run_items=items):
+        pass
+    store.set_run_status("batch", "done")
+    print("finished")
+    """
+)
+
+
+def test_kill_9_mid_batch_then_rerun_loses_nothing(tmp_path: Path, tiny_o200k_model: Path) -> None:
+    db = tmp_path / "batch.db"
+    Store(db)
+    script = tmp_path / "batch.py"
+    script.write_text(BATCH)
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_o200k_model), str(db), "120"])
+    store = Store(db)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = store.query("SELECT count(*) AS n FROM results")[0]["n"]
+        if n >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = store.query("SELECT count(*) AS n FROM run_items")[0]["n"]
+    assert 0 < partial < 50, "the batch should have been killed part-way"
+    rerun = subprocess.run([sys.executable, str(script), str(tiny_o200k_model), str(db), "120"],
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    items = store.query("SELECT idx, item_id, key FROM run_items WHERE run = 'batch' ORDER BY idx")
+    assert [r["idx"] for r in items] == list(range(50))
+    assert [r["item_id"] for r in items] == [f"id{i}" for i in range(50)]
+    assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 50
+    orphans = store.query("SELECT count(*) AS n FROM run_items ri LEFT JOIN results r ON r.key = ri.key "
+                          "WHERE r.key IS NULL")  # fmt: skip
+    assert orphans[0]["n"] == 0
+    assert store.run("batch")["status"] == "done"
