@@ -13,8 +13,13 @@ from typing import Any
 
 import click
 
+from edge_guard.config import BACKEND_KINDS, SERVER_KINDS, backend_config
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
 from edge_guard.sampling import DEFAULT_MAX_TOKENS
+
+# click option name -> `config.backend_config` key.
+_BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
+                 "concurrency": "concurrency", "timeout": "timeout", "server_kind": "server_kind"}  # fmt: skip
 
 
 def model_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,9 +70,30 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where to run: the local engine or an OpenAI-compatible server (defaults: config file/env)."""
+    f = click.option("--server-kind", type=click.Choice(SERVER_KINDS), default=None,
+                     help="Server dialect (default: detected; $EDGE_GUARD_SERVER_KIND).")(f)  # fmt: skip
+    f = click.option("--timeout", type=float, default=None,
+                     help="Seconds per server request (default 600; $EDGE_GUARD_SERVER_TIMEOUT).")(f)  # fmt: skip
+    f = click.option("--concurrency", type=int, default=None,
+                     help="Server requests in flight (default: the server's slots, else 8).")(f)  # fmt: skip
+    f = click.option("--api-key-env", default=None, metavar="VAR",
+                     help="Environment variable holding the server's API key.")(f)  # fmt: skip
+    f = click.option("--url", default=None,
+                     help="Server URL, e.g. http://gpu-box:8080 (llama-server or vLLM; "
+                     "$EDGE_GUARD_SERVER_URL). --model must name a local copy of the served "
+                     "GGUF: its tokenizer renders the prompts.")(f)  # fmt: skip
+    f = click.option("--backend", type=click.Choice(BACKEND_KINDS), default=None,
+                     help="local (llama.cpp here) or server (default: $EDGE_GUARD_BACKEND, "
+                     "config.toml [backend], else local).")(f)  # fmt: skip
+    return f
+
+
 def classify_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Model + prompt + sampling + engine + store options."""
-    for deco in (db_option, engine_options, sampling_options, prompt_options, model_option):
+    """Model + prompt + sampling + engine + backend + store options."""
+    for deco in (db_option, backend_options, engine_options, sampling_options, prompt_options,
+                 model_option):  # fmt: skip
         f = deco(f)
     return f
 
@@ -95,8 +121,13 @@ def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = Tru
     model_ref = model if model is not None else opts.pop("model", None)
     backend_factory = opts.pop("backend_factory", None)
     yes = opts.pop("yes", False)
+    backend_cfg = backend_config({key: opts.pop(opt, None) for opt, key in _BACKEND_KEYS.items()})
     if backend_factory is not None:
         backend = backend_factory(model_ref, settings)
+    elif backend_cfg.kind == "server":
+        from edge_guard.server_backend import server_backend_from_config
+
+        backend = server_backend_from_config(backend_cfg, model_ref)
     else:
         backend = make_backend(model_ref, settings, yes=yes, interactive=_interactive())
     return Classifier(

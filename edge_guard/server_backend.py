@@ -1,0 +1,405 @@
+"""`ServerBackend`: the same hand-built token prompts on llama-server or vLLM.
+
+Prompts go out as token ids (llama.cpp's `llama-server` native `/completion`, or vLLM's
+`/v1/completions`), so the server never applies a chat template and sees exactly the local
+prompt. Output comes back as token ids (`return_tokens` / `return_token_ids`, or vLLM's
+`token_id:N` logprob tokens; re-tokenized text with specials only as a last resort) and goes
+through the same harmony parser as the local engine; a server's own "reasoning" split is never
+used. Label scores come from a one-token probe at the first final-answer position.
+Requests run in a bounded thread pool with timeouts and bounded retries (exponential backoff
+with jitter on 429/5xx/connection errors); an item that still fails is returned as
+`ModelResponse.failed(...)` (an error row: a rerun retries it) and the others go on.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_guard.engine import GenerationRequest
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.response import ModelResponse, Timings
+from edge_guard.sampling import SamplingConfig
+from edge_guard.server_protocol import (
+    Decoder,
+    ItemError,
+    Reply,
+    error_text,
+    is_context_error,
+    json_or_none,
+    llama_body,
+    llama_reply,
+    openai_body,
+    openai_reply,
+    retry_after,
+    short_model,
+    steering,
+)
+
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+VOCAB_CHECK_TEXT = "edge_guard vocabulary check: Hello, world! 12345 naïve"
+
+
+class ServerError(EdgeGuardError):
+    """The server cannot be used at all (unreachable, wrong kind, wrong model, bad key)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    kind: str  # llama-server | vllm | openai
+    model: str  # the id the server lists (sent with /v1/completions requests)
+    version: str
+    hostport: str
+    slots: int | None = None
+    n_ctx: int | None = None
+
+
+class ServerBackend:
+    """A model served over HTTP; `vocab_path` is a local copy of the same GGUF (tokenizer)."""
+
+    name = "server"
+
+    def __init__(self, url: str, vocab_path: str | Path, *, vocab_ref: str | None = None,
+                 api_key_env: str | None = None, concurrency: int | None = None,
+                 timeout: float = 600.0, server_kind: str = "auto", served_model: str | None = None,
+                 retries: int = 4, backoff: float = 0.5, score_top_k: int = 20) -> None:  # fmt: skip
+        import os
+
+        self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.hostport = f"{parts.hostname}:{port}"
+        self.vocab_path = str(vocab_path)
+        self.model_ref = f"{vocab_ref or vocab_path}@{self.hostport}"
+        self.concurrency, self.timeout = concurrency, timeout
+        self.server_kind, self.served_model = server_kind, served_model
+        self.retries, self.backoff, self.score_top_k = max(1, retries), backoff, score_top_k
+        self._headers = {"Content-Type": "application/json"}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ServerError(
+                    f"environment variable {api_key_env} (the server's API key) is not set"
+                )
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._client: Any = None
+        self._info: ServerInfo | None = None
+        self._lock = threading.Lock()
+        self._down = False  # set when an item ran out of retries on connection errors
+        self._vocab: Vocab | None = None
+        self._ids_in_reply = False  # the server returns `token_ids` (no logprobs needed for ids)
+
+    # -- Backend protocol ---------------------------------------------------------------
+    def identity(self) -> str:
+        i = self.info()
+        return f"server:{i.hostport}/{short_model(i.model)}@{i.version}"
+
+    def engine_version(self) -> str:
+        i = self.info()
+        return f"{i.kind} {i.version}"
+
+    def vocab(self) -> Vocab:
+        if self._vocab is None:
+            from edge_guard.gguf_check import check_model_file
+
+            check_model_file(self.vocab_path)
+            self._vocab = Vocab.from_gguf(self.vocab_path)
+        return self._vocab
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def execute(
+        self, requests: Sequence[GenerationRequest], n_parallel: int | None = None
+    ) -> Iterator[tuple[int, ModelResponse]]:
+        """Send every request (bounded concurrency); yields (index, response) as each completes."""
+        info = self.info()
+        width = max(1, self.concurrency or n_parallel or info.slots or 8)
+        todo = iter(enumerate(requests))
+        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="edge-guard-server")
+        pending: dict[Future[tuple[ModelResponse, list[Event]]], int] = {}
+
+        def submit(n: int) -> None:
+            for _ in range(n):
+                item = next(todo, None)
+                if item is None:
+                    return
+                pending[pool.submit(self._run_one, item[1])] = item[0]
+
+        try:
+            submit(2 * width)
+            while pending:
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    response, events = fut.result()
+                    if requests[i].on_event is not None:
+                        for ev in events:
+                            requests[i].on_event(ev)
+                    submit(1)
+                    yield i, response
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- server discovery ---------------------------------------------------------------
+    def info(self) -> ServerInfo:
+        """What is served where (queried once): kind, model id, version, slots, context."""
+        with self._lock:
+            if self._info is None:
+                self._info = self._discover()
+            return self._info
+
+    def _discover(self) -> ServerInfo:
+        kind = self.server_kind
+        props = self._get("/props") if kind in ("auto", "llama-server") else None
+        version = None
+        if kind == "auto":
+            if props and ("default_generation_settings" in props or "build_info" in props):
+                kind = "llama-server"
+            elif (ver := self._get("/version")) and "version" in ver:
+                kind, version = "vllm", str(ver["version"])
+            else:
+                api = self._get("/openapi.json") or {}
+                if "llama.cpp Python" in str((api.get("info") or {}).get("title", "")):
+                    raise ServerError(
+                        f"{self.url} is llama-cpp-python's server, which takes only text prompts and "
+                        "drops special tokens from its output, so harmony answers cannot be parsed; "
+                        "serve the model with llama.cpp's llama-server or vLLM instead"
+                    )
+                kind = "openai"
+        elif kind == "vllm":
+            version = str((self._get("/version") or {}).get("version", "unknown"))
+        models = (self._get("/v1/models") or {}).get("data") or []
+        ids = [str(m.get("id")) for m in models if isinstance(m, dict)]
+        if self.served_model is not None and self.served_model not in ids:
+            raise ServerError(
+                f"{self.url} does not serve model {self.served_model!r} (it serves: {ids})"
+            )
+        if not ids and self.served_model is None:
+            raise ServerError(f"{self.url}/v1/models lists no model")
+        model = self.served_model or ids[0]
+        meta = next((m for m in models if str(m.get("id")) == model), {})
+        n_vocab = (meta.get("meta") or {}).get("n_vocab")
+        if n_vocab is not None and int(n_vocab) != len(self.vocab()):
+            raise ServerError(
+                f"the server's model has {n_vocab} tokens but {self.vocab_path} has "
+                f"{len(self.vocab())}: --model must name a local copy of the served model"
+            )
+        slots = n_ctx = None
+        if kind == "llama-server":
+            props = props or {}
+            version = str(props.get("build_info") or "unknown")
+            slots = props.get("total_slots")
+            n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        else:
+            n_ctx = meta.get("max_model_len")
+        info = ServerInfo(kind, model, version or "unknown", self.hostport,
+                          int(slots) if slots else None, int(n_ctx) if n_ctx else None)  # fmt: skip
+        self._check_vocab(kind, model)
+        return info
+
+    def _check_vocab(self, kind: str, model: str) -> None:
+        """The server must decode our ids to our text (same tokenizer), when it can say."""
+        vocab = self.vocab()
+        ids = vocab.encoder.encode(VOCAB_CHECK_TEXT)
+        body: dict[str, Any] = {"tokens": ids}
+        if kind != "llama-server":
+            body["model"] = model
+        try:
+            r = self._request("POST", "/detokenize", body, attempts=1)
+        except ItemError:
+            return
+        if r.status_code != 200:
+            return
+        data = json_or_none(r) or {}
+        text = data.get("content", data.get("prompt"))
+        if isinstance(text, str) and "".join(text.split()) != "".join(vocab.decode(ids).split()):
+            raise ServerError(
+                f"the server decodes token ids differently from {self.vocab_path} "
+                f"({text!r} vs {vocab.decode(ids)!r}): --model must name a copy of the served model"
+            )
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        """GET a JSON object; None when the server has no such endpoint."""
+        try:
+            r = self._request("GET", path, attempts=min(self.retries, 3))
+        except ItemError as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {exc}") from None
+        if r.status_code in (401, 403):
+            raise ServerError(
+                f"the server at {self.url} refused the request (HTTP {r.status_code}: "
+                f"{error_text(r)}); pass its API key with --api-key-env VAR"
+            )
+        return json_or_none(r) if r.status_code == 200 else None
+
+    # -- HTTP with retries --------------------------------------------------------------
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            n = (self.concurrency or 8) * 2 + 4
+            self._client = httpx.Client(
+                base_url=self.url,
+                headers=self._headers,
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=n),
+            )
+        return self._client
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 attempts: int | None = None) -> Any:  # fmt: skip
+        """One HTTP exchange, retried on connection errors, 429 and 5xx (bounded)."""
+        import httpx
+
+        n = attempts or (1 if self._down else self.retries)
+        last, transport, wait_s = "", False, None
+        for attempt in range(n):
+            if attempt:
+                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                time.sleep(min(30.0, max(delay, wait_s or 0.0)))
+            try:
+                r = self._http().request(method, path, json=body)
+            except (httpx.ReadTimeout, httpx.WriteTimeout):
+                # A busy or stuck server: sending the work again would only add to its queue.
+                raise ItemError(
+                    f"{method} {self.url}{path}: no answer within {self.timeout:g} s "
+                    "(raise --timeout, or lower --concurrency)"
+                ) from None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
+                last, transport, wait_s = f"{type(exc).__name__}: {exc}", True, None
+                continue
+            if r.status_code in RETRY_STATUS:
+                last, transport = f"HTTP {r.status_code}: {error_text(r)}", False
+                wait_s = retry_after(r)
+                continue
+            self._down = False
+            return r
+        if transport:
+            self._down = True  # later items try once until the server answers again
+        raise ItemError(f"{method} {self.url}{path} failed after {n} attempt(s): {last}")
+
+    def _post(self, path: str, body: dict[str, Any], n_prompt: int) -> dict[str, Any]:
+        r = self._request("POST", path, body)
+        if r.status_code >= 400:
+            msg = error_text(r)
+            if is_context_error(msg):
+                raise ItemError(
+                    f"prompt of {n_prompt} tokens does not fit the server's context "
+                    f"(HTTP {r.status_code}: {msg}); start the server with a larger context"
+                )
+            raise ItemError(f"the server rejected the request (HTTP {r.status_code}): {msg}")
+        data = json_or_none(r)
+        if data is None:
+            raise ItemError(f"the server answered {path} with something that is not JSON")
+        return data
+
+    # -- one item -----------------------------------------------------------------------
+    def _run_one(self, req: GenerationRequest) -> tuple[ModelResponse, list[Event]]:
+        try:
+            return self._complete(req)
+        except ItemError as exc:
+            return ModelResponse.failed(str(exc), req.prompt_ids, self.model_ref), []
+        except Exception as exc:  # an unexpected reply: this item fails, the run goes on
+            msg = f"unexpected {type(exc).__name__} from {self.url}: {exc}"
+            return ModelResponse.failed(msg, req.prompt_ids, self.model_ref), []
+
+    def _complete(self, req: GenerationRequest) -> tuple[ModelResponse, list[Event]]:
+        if not req.prompt_ids:
+            raise ItemError("empty prompt")
+        s = req.sampling
+        forced, bias = steering(req.logits_processor)
+        dec = Decoder(self.vocab(), self._stop_ids(), s.max_tokens)
+        t0 = time.perf_counter()
+        reply = Reply([])
+        called = False
+        if not dec.feed(forced):
+            reply = self._generate(req.prompt_ids + dec.out, s.max_tokens - len(dec.out), s, bias)
+            called = True
+            if not dec.feed(reply.tokens):
+                dec.stop = "length" if reply.length else "eos"
+        logprobs = None
+        if req.score_token_ids and dec.final_pos is not None:
+            top = self._probe(req.prompt_ids + dec.out[: dec.final_pos], req.score_token_ids)
+            logprobs = {int(t): top[t] for t in req.score_token_ids if t in top} or None
+            called = True
+        if not called:  # fully steered: the server still checks the prompt
+            self._probe(req.prompt_ids, ())
+        wall = (time.perf_counter() - t0) * 1000
+        parsed = dec.parser.finish(None if dec.parser.done else dec.stop)
+        timings = Timings(
+            prompt_tokens=len(req.prompt_ids),
+            cached_tokens=min(reply.cached, len(req.prompt_ids)),
+            prompt_ms=reply.prompt_ms,
+            output_tokens=len(dec.out),
+            output_ms=reply.output_ms or max(0.0, wall - reply.prompt_ms),
+        )
+        response = ModelResponse.from_parsed(
+            parsed,
+            prompt_token_ids=list(req.prompt_ids),
+            output_token_ids=list(dec.out),
+            timings=timings,
+            final_token_logprobs=logprobs,
+            model=self.model_ref,
+        )
+        return response, dec.events
+
+    def _stop_ids(self) -> frozenset[int]:
+        v = self.vocab()
+        names = ("<|return|>", "<|call|>", "<|endoftext|>")
+        return frozenset(v.special_id(n) for n in names if v.has_special(n))
+
+    def _generate(self, prompt: list[int], n: int, s: SamplingConfig,
+                  bias: dict[int, float], n_probs: int = 0,
+                  want: Sequence[int] = ()) -> Reply:  # fmt: skip
+        kind = self.info().kind
+        if kind == "llama-server":
+            body = llama_body(prompt, n, s, n_probs, bias)
+            return llama_reply(self._post("/completion", body, len(prompt)), len(prompt))
+        stops = sorted(self._stop_ids())
+        # Without `return_token_ids` (vLLM < 0.10.2) the ids come from `token_id:N` logprobs.
+        n_lp = n_probs or (0 if self._ids_in_reply else 1)
+        body = openai_body(self.info().model, prompt, n, s, n_lp, bias, want, stops)
+        reply = openai_reply(self._post("/v1/completions", body, len(prompt)), prompt, self.vocab())
+        self._ids_in_reply = self._ids_in_reply or reply.ids_source == "token_ids"
+        return reply
+
+    def _probe(self, prompt: list[int], want: Sequence[int]) -> dict[int, float]:
+        """Log-probabilities of the next token after `prompt` (top-k, plus `want` where supported)."""
+        reply = self._generate(prompt, 1, SamplingConfig(), {}, max(1, self.score_top_k), want)
+        return reply.top
+
+
+def server_backend_from_config(cfg: Any, model_ref: str | None) -> ServerBackend:
+    """A `ServerBackend` for a `config.BackendConfig`; `model_ref` names the local GGUF copy."""
+    from edge_guard import registry
+    from edge_guard.errors import ModelNotFound
+
+    try:
+        resolved = registry.resolve(model_ref)
+    except ModelNotFound as exc:
+        raise ModelNotFound(
+            f"the server backend renders prompts with the model's own tokenizer, read from a local "
+            f"copy of the served GGUF (pass --model PATH or a pulled model id): {exc}"
+        ) from None
+    return ServerBackend(
+        cfg.url,
+        resolved.path,
+        vocab_ref=resolved.ref,
+        api_key_env=cfg.api_key_env,
+        concurrency=cfg.concurrency,
+        timeout=cfg.timeout,
+        server_kind=cfg.server_kind,
+    )

@@ -1,0 +1,267 @@
+"""Request bodies and reply parsing for the servers `ServerBackend` talks to (no I/O here).
+
+Two dialects:
+
+- ``llama-server`` (llama.cpp): ``POST /completion`` with ``prompt`` = token ids,
+  ``return_tokens`` (generated ids, the end-of-generation token included), ``n_probs`` with
+  ``post_sampling_probs: false`` (log-probabilities of the raw logits), ``cache_prompt``.
+- ``vllm`` / ``openai``: ``POST /v1/completions`` with ``prompt`` = token ids,
+  ``return_token_ids`` (vLLM ≥ 0.10.2), ``logprobs`` + ``return_tokens_as_token_ids`` (ids as
+  ``token_id:N``: also a fallback for the output ids), ``logprob_token_ids`` (exact label
+  scores where supported), ``stop_token_ids``, ``skip_special_tokens: false``.
+
+Sampling is pinned: temperature/top-p/top-k from `SamplingConfig`, every other sampler
+neutral, the seed passed. A reply becomes a `Reply` (output ids, whether the token limit
+stopped it, top log-probabilities at its first position, cache and timing figures);
+`Decoder` feeds output ids through the harmony parser, stopping where the local engine stops.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_guard.harmony.parse import Event, HarmonyStreamParser
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.sampling import SamplingConfig
+
+_TOKEN_ID = re.compile(r"^token_id:(\d+)$")
+
+
+class ItemError(Exception):
+    """One item failed for good; the message is what its error row says."""
+
+
+@dataclass
+class Reply:
+    tokens: list[int]
+    length: bool = False  # stopped by the token limit or the end of the context
+    top: dict[int, float] = field(default_factory=dict)  # logprobs at the first position
+    cached: int = 0
+    prompt_ms: float = 0.0
+    output_ms: float = 0.0
+    ids_source: str = "tokens"  # tokens | token_ids | logprobs | text
+
+
+# -- llama-server ---------------------------------------------------------------------------
+def llama_body(prompt: list[int], n: int, s: SamplingConfig, n_probs: int,
+               bias: dict[int, float]) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "prompt": prompt, "n_predict": n, "stream": False, "cache_prompt": True,
+        "return_tokens": True, "n_probs": n_probs, "post_sampling_probs": False,
+        "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "seed": s.seed,
+        "min_p": 0.0, "typical_p": 1.0, "top_n_sigma": -1.0, "xtc_probability": 0.0,
+        "repeat_penalty": 1.0, "repeat_last_n": 0, "presence_penalty": 0.0,
+        "frequency_penalty": 0.0, "dry_multiplier": 0.0, "mirostat": 0, "dynatemp_range": 0.0,
+        "ignore_eos": False,
+    }  # fmt: skip
+    if bias:
+        body["logit_bias"] = [[int(t), float(b)] for t, b in bias.items()]
+    return body
+
+
+def llama_reply(data: dict[str, Any], n_prompt: int) -> Reply:
+    if "tokens" not in data:
+        raise ItemError(
+            "llama-server returned no token ids (it is too old for `return_tokens`; "
+            "use a llama.cpp build from 2025 or later)"
+        )
+    if data.get("truncated"):
+        raise ItemError("llama-server truncated the prompt: it does not fit the slot's context")
+    evaluated = data.get("tokens_evaluated")
+    if evaluated is not None and int(evaluated) != n_prompt:
+        raise ItemError(f"the server evaluated {evaluated} prompt tokens, not the {n_prompt} sent")
+    t = data.get("timings") or {}
+    top: dict[int, float] = {}
+    probs = data.get("completion_probabilities") or []
+    if probs:
+        first = probs[0]
+        for p in first.get("top_logprobs") or []:
+            top[int(p["id"])] = float(p["logprob"])
+        for p in first.get("top_probs") or []:
+            top[int(p["id"])] = math.log(p["prob"]) if p["prob"] > 0 else -math.inf
+    return Reply(
+        tokens=[int(x) for x in data["tokens"]],
+        length=data.get("stop_type") == "limit",
+        top=top,
+        cached=int(t.get("cache_n") or 0),
+        prompt_ms=float(t.get("prompt_ms") or 0.0),
+        output_ms=float(t.get("predicted_ms") or 0.0),
+    )
+
+
+# -- vLLM / OpenAI-style /v1/completions ----------------------------------------------------
+def openai_body(model: str, prompt: list[int], n: int, s: SamplingConfig, n_probs: int,
+                bias: dict[int, float], want: Sequence[int],
+                stop_ids: Sequence[int]) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "model": model, "prompt": prompt, "max_tokens": n, "stream": False,
+        "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k or -1, "seed": s.seed,
+        "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+        "frequency_penalty": 0.0, "stop_token_ids": list(stop_ids),
+        "skip_special_tokens": False, "spaces_between_special_tokens": False,
+        "include_stop_str_in_output": True, "add_special_tokens": False,
+        "return_token_ids": True,
+    }  # fmt: skip
+    if n_probs:
+        body["logprobs"], body["return_tokens_as_token_ids"] = n_probs, True
+    if want:
+        body["logprob_token_ids"] = [int(t) for t in want]
+    if bias:
+        body["logit_bias"] = {str(int(t)): float(b) for t, b in bias.items()}
+    return body
+
+
+def openai_reply(data: dict[str, Any], prompt: list[int], vocab: Vocab) -> Reply:
+    choices = data.get("choices") or []
+    if not choices:
+        raise ItemError("the server's reply has no choices")
+    ch = choices[0]
+    sent_back = ch.get("prompt_token_ids")
+    if sent_back is not None and list(sent_back) != list(prompt):
+        raise ItemError(
+            f"the server changed the prompt ({len(prompt)} ids sent, {len(sent_back)} used)"
+        )
+    lp = ch.get("logprobs") or {}
+    ids, source = ch.get("token_ids"), "token_ids"
+    if ids is None:
+        toks = lp.get("tokens") or []
+        matches = [_TOKEN_ID.match(str(t)) for t in toks]
+        if toks and all(matches):
+            ids, source = [int(m.group(1)) for m in matches if m], "logprobs"
+        elif isinstance(ch.get("text"), str):
+            ids, source = retokenize(vocab, ch["text"]), "text"  # last resort: specials kept
+        else:
+            raise ItemError("the server returned neither token ids nor text")
+    ids = [int(x) for x in ids]
+    stop_reason = ch.get("stop_reason")
+    if isinstance(stop_reason, int) and (not ids or ids[-1] != stop_reason):
+        ids.append(stop_reason)  # a stop token some servers leave out of the ids
+    top: dict[int, float] = {}
+    tops = lp.get("top_logprobs") or []
+    if tops and isinstance(tops[0], dict):
+        for key, value in tops[0].items():
+            m = _TOKEN_ID.match(str(key))
+            if m and value is not None:
+                top[int(m.group(1))] = float(value)
+    usage = data.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return Reply(
+        tokens=ids,
+        length=ch.get("finish_reason") == "length",
+        top=top,
+        cached=int(details.get("cached_tokens") or 0),
+        ids_source=source,
+    )
+
+
+def retokenize(vocab: Vocab, text: str) -> list[int]:
+    """Ids for model output given as text with its special tokens spelled out.
+
+    Server output is the model's, not user text, so its special-token strings are specials.
+    """
+    names = sorted((vocab.decode([i]) for i in vocab.control_ids), key=len, reverse=True)
+    if not names:
+        return vocab.encoder.encode(text)
+    pattern = re.compile("|".join(re.escape(n) for n in names))
+    ids: list[int] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        ids += vocab.encoder.encode(text[pos : m.start()]) if m.start() > pos else []
+        ids.append(vocab.special_id(m.group(0)))
+        pos = m.end()
+    if pos < len(text):
+        ids += vocab.encoder.encode(text[pos:])
+    return ids
+
+
+class Decoder:
+    """Feeds output ids through the harmony parser, stopping where the local engine stops."""
+
+    def __init__(self, vocab: Vocab, stop_ids: frozenset[int], max_tokens: int) -> None:
+        self.parser = HarmonyStreamParser(vocab)
+        self.stop_ids, self.max_tokens = stop_ids, max_tokens
+        self.out: list[int] = []
+        self.events: list[Event] = []
+        self.final_pos: int | None = None  # output index of the first final-answer token
+        self.stop: str | None = None
+
+    def feed(self, tokens: Sequence[int]) -> bool:
+        """True when the completion is over (stop token or the token budget)."""
+        for tok in tokens:
+            if self.final_pos is None and self.parser.at_final_content_start:
+                self.final_pos = len(self.out)
+            self.out.append(int(tok))
+            self.events.extend(self.parser.feed(int(tok)))
+            if self.parser.done or tok in self.stop_ids:
+                self.stop = "eos"
+                return True
+            if len(self.out) >= self.max_tokens:
+                self.stop = "length"
+                return True
+        return len(self.out) >= self.max_tokens
+
+
+# -- shared helpers -------------------------------------------------------------------------
+def steering(processor: object) -> tuple[list[int], dict[int, float]]:
+    """A logits processor as a server can apply it: forced ids (`ForcedTokens`) or logit bias."""
+    if processor is None:
+        return [], {}
+    script = getattr(processor, "script", None)
+    bias = getattr(processor, "bias", None)
+    if script is None and bias is None:
+        raise ItemError(
+            f"logits processor {type(processor).__name__} runs only on the local backend "
+            "(a server cannot call Python code for each token)"
+        )
+    return [int(t) for t in script or []], {int(k): float(v) for k, v in (bias or {}).items()}
+
+
+def short_model(model: str) -> str:
+    """A served model id for identities: a .gguf path shortened to its file name."""
+    if model.lower().endswith(".gguf") and ("/" in model or "\\" in model):
+        return re.split(r"[\\/]", model)[-1]
+    return model
+
+
+def json_or_none(r: Any) -> dict[str, Any] | None:
+    try:
+        data = r.json()
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def error_text(r: Any) -> str:
+    """The server's error message (llama-server, vLLM, FastAPI and OpenAI shapes)."""
+    data = json_or_none(r)
+    msg: Any = None
+    if data is not None:
+        err = data.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        msg = msg or data.get("message") or data.get("detail")
+    if not msg:
+        msg = (r.text or r.reason_phrase or "").strip()
+    text = " ".join(str(msg).split())
+    return text[:400] + ("…" if len(text) > 400 else "")
+
+
+def retry_after(r: Any) -> float | None:
+    value = r.headers.get("retry-after")
+    try:
+        return min(30.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def is_context_error(msg: str) -> bool:
+    m = msg.lower()
+    return any(
+        s in m
+        for s in ("context size", "context length", "context window", "max_model_len",
+                  "exceeds the available context", "larger than the max context")
+    )  # fmt: skip
