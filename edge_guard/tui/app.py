@@ -67,6 +67,13 @@ class EdgeGuardApp(App[None]):
         steer: Steering | None = None,
         start: str | None = None,
     ) -> None:
+        if start is not None:
+            if start not in self.MODES:
+                from edge_guard.errors import EdgeGuardError
+
+                names = ", ".join(self.MODES)
+                raise EdgeGuardError(f"unknown TUI screen {start!r} (choose {names})")
+            self.DEFAULT_MODE = start  # type: ignore[misc]
         super().__init__()
         from edge_guard.store import Store
 
@@ -75,13 +82,8 @@ class EdgeGuardApp(App[None]):
         self.model_ref = model or _default_model()
         self.initial_policy = policy
         self.run_options = RunOptions(model=self.model_ref)
-        if start is not None:
-            if start not in self.MODES:
-                from edge_guard.errors import EdgeGuardError
-
-                names = ", ".join(self.MODES)
-                raise EdgeGuardError(f"unknown TUI screen {start!r} (choose {names})")
-            self.DEFAULT_MODE = start  # type: ignore[misc]
+        self.pending_workbench: tuple[str | None, str] | None = None
+        self.pending_tests: Any = None
 
     # -- actions ----------------------------------------------------------------------------
     def action_goto(self, mode: str) -> None:
@@ -97,6 +99,17 @@ class EdgeGuardApp(App[None]):
             self.pop_screen()
         else:
             self.push_screen(HelpScreen())
+
+    def open_in_workbench(self, policy: str | None, text: str) -> None:
+        """Switch to the Workbench with `policy` selected and `text` in the text box."""
+        self.pending_workbench = (policy, text)
+        if self.current_mode != "workbench":
+            self.switch_mode("workbench")
+
+    def open_tests(self, policy: Any) -> None:
+        """Switch to the Tests screen and run `policy`'s golden cases (an edited policy too)."""
+        self.pending_tests = policy
+        self.switch_mode("tests")
 
     def set_model(self, ref: str) -> None:
         """Remember the model the user chose (other screens default to it)."""

@@ -36,6 +36,16 @@ class EdgeScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.refresh_data()
 
+    def sync_model_input(self, selector: str) -> None:
+        """Show the app's model in `selector` when it changed elsewhere (e.g. Models → Use)."""
+        from textual.widgets import Input
+
+        seen = getattr(self, "_model_seen", None)
+        if seen != self.eg.model_ref:
+            if seen is not None:
+                self.query_one(selector, Input).value = self.eg.model_ref
+            self._model_seen = self.eg.model_ref
+
     def refresh_data(self) -> None:
         """Reload what the screen shows from the store (called when it becomes active)."""
 

@@ -48,7 +48,7 @@ class WorkbenchScreen(EdgeScreen):
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("ctrl+o", "copy", "Copy result", priority=True),
         Binding("ctrl+s", "save_as", "Save policy as…", priority=True),
-        Binding("ctrl+t", "revert", "Reload policy", show=False),
+        Binding("ctrl+t", "test_policy", "Test policy", priority=True),
     ]
     PALETTE: ClassVar[list[tuple[str, str, str]]] = [
         ("Run classification", "classify the text (cached results answer instantly)", "run"),
@@ -56,6 +56,11 @@ class WorkbenchScreen(EdgeScreen):
         ("Cancel", "stop the running generation", "cancel"),
         ("Copy result", "verdict, answer and reasoning to the clipboard", "copy"),
         ("Save policy as new version", "write the edited policy to a new folder", "save_as"),
+        (
+            "Test this policy",
+            "run its golden cases (with your edits) on the Tests screen",
+            "test_policy",
+        ),
         ("Reload policy from disk", "drop your edits", "revert"),
         ("Refresh history", "reload this policy's stored results", "refresh"),
     ]
@@ -255,6 +260,17 @@ class WorkbenchScreen(EdgeScreen):
         self.app.copy_to_clipboard(text)
         self.notify("result copied to the clipboard", timeout=2)
 
+    def action_test_policy(self) -> None:
+        editor = self.query_one(PolicyEditor)
+        policy = editor.current()
+        if policy.cases_path is None:
+            self.notify(f"policy {policy.name} has no golden cases (cases.jsonl in its folder)",
+                        severity="warning")  # fmt: skip
+            return
+        model = self.query_one("#wb-model", Input).value.strip()
+        self.eg.set_model(model)
+        self.eg.open_tests(policy)
+
     def action_revert(self) -> None:
         self.query_one(PolicyEditor).revert()
 
@@ -279,6 +295,16 @@ class WorkbenchScreen(EdgeScreen):
             return
         self.notify(f"saved as {answer[0]} ({dest})", title="policy saved")
         editor.reload_choices(select=str(dest))
+
+    def on_screen_resume(self) -> None:
+        self.sync_model_input("#wb-model")
+        pending, self.eg.pending_workbench = self.eg.pending_workbench, None
+        if pending is not None:
+            policy, text = pending
+            if policy:
+                self.query_one(PolicyEditor).reload_choices(select=policy)
+            self.query_one("#wb-text", TextArea).load_text(text)
+        self.refresh_data()
 
     # -- history ------------------------------------------------------------------------------
     def on_policy_editor_loaded(self, event: PolicyEditor.Loaded) -> None:
