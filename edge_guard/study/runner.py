@@ -188,7 +188,7 @@ def run_study(
                 progress += 1
                 if on_progress:
                     on_progress(progress, n_total, model)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, a cancel from the TUI, an engine error: resumable
         store.set_run_status(name, "interrupted")
         raise
     complete = len(store.done_indices(name) & set(range(n_total))) == n_total
