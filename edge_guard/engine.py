@@ -15,6 +15,7 @@ llama.cpp's batch API through llama-cpp-python's low-level bindings:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,10 +30,18 @@ from edge_guard.gguf_check import check_model_file
 from edge_guard.harmony.parse import Event, HarmonyStreamParser
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
+from edge_guard.prefix_store import (
+    MIN_PREFIX_TOKENS,
+    PrefixStore,
+    enabled_by_env,
+    snapshot_identity,
+)
 from edge_guard.response import ModelResponse, Timings
 from edge_guard.sampling import LogitsProcessor, Sampler, SamplingConfig, log_softmax
 
 DEFAULT_N_CTX = 16384
+# Disk snapshots of the prefix state (prefix_store): identical results, measured faster.
+SNAPSHOTS_BY_DEFAULT = True
 
 
 @dataclass
@@ -45,6 +54,8 @@ class GenerationRequest:
     logits_processor: LogitsProcessor | None = None
     score_token_ids: Sequence[int] = ()
     on_event: Callable[[Event], None] | None = None
+    # Stop tokens are suppressed until this many tokens are out (fixed-length benchmarks).
+    min_tokens: int = 0
 
 
 @dataclass
@@ -82,6 +93,7 @@ class Engine:
         n_parallel: int = 8,
         n_batch: int = 512,
         prefix_cache: bool = True,
+        prefix_snapshots: bool | None = None,
         verbose: bool = False,
     ) -> None:
         self.model_path = os.fspath(model_path)
@@ -122,10 +134,17 @@ class Engine:
                 f"{self.model_path}: llama.cpp sees {self.n_vocab} tokens, GGUF lists {len(self.vocab)}"
             )
         self._batch = rt.Batch(self.n_batch, self.n_parallel + 1)
+        self.n_swa = rt.n_swa(self._model)
+        self._gpu_layers, self._flash_attn = gpu_layers, flash_attn
+        self.prefix_store = self._make_prefix_store(prefix_snapshots)
+        # Counters for tests and benchmarks; max_active: most sequences decoded together.
+        self.stats = {"prefix_evals": 0, "prefix_tokens": 0, "snapshot_loads": 0,
+                      "snapshot_saves": 0, "max_active": 0}  # fmt: skip
         end = self.vocab.special_id("<|end|>")
         self.stop_ids = frozenset(
             i for i in self.vocab.control_ids if rt.is_eog(self._model, i) and i != end
         ) | {self.vocab.special_id("<|return|>"), self.vocab.special_id("<|call|>")}
+        self._stop_array = np.array(sorted(self.stop_ids), dtype=np.int64)
         self._prefix: list[int] = []  # tokens held by sequence 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -143,10 +162,8 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def reset_state(self) -> None:
         """Forget every cached token (the next prompt is evaluated from scratch)."""
@@ -205,6 +222,7 @@ class Engine:
                     slot = self._start(free.pop(), queue.pop(0), reqs)
                     slot.extra_prompt_ms, prefix_ms = prefix_ms, 0.0
                     slots[slot.seq_id] = slot
+                    self.stats["max_active"] = max(self.stats["max_active"], len(slots))
                 for seq_id in self._step(slots):
                     slot = slots.pop(seq_id)
                     free.append(seq_id)
@@ -247,7 +265,7 @@ class Engine:
         return list(first[: max(0, n)])
 
     def _set_prefix(self, prefix: list[int]) -> float:
-        """Make sequence 0 hold exactly `prefix`; returns the ms spent evaluating."""
+        """Make sequence 0 hold exactly `prefix`; returns the ms spent evaluating/loading it."""
         if not self.prefix_cache:
             rt.memory_clear(self._mem)
             self._prefix = []
@@ -257,12 +275,24 @@ class Engine:
             if a != b:
                 break
             keep += 1
-        if keep < len(self._prefix) and not rt.seq_rm(self._mem, 0, keep):
+        # Cutting sequence 0 back: with sliding-window layers llama.cpp may already have
+        # reused the cells of positions that were out of the window as seen from the old
+        # end, but tokens after `keep` need the window before `keep`: check it is whole.
+        if keep < len(self._prefix) and (
+            not rt.seq_rm(self._mem, 0, keep) or not self._window_intact(keep)
+        ):
             rt.memory_clear(self._mem)
             keep = 0
         self._prefix = prefix[:keep]
-        t0 = time.perf_counter()
         todo = prefix[keep:]
+        if not todo:
+            return 0.0
+        t0 = time.perf_counter()
+        if self._load_snapshot(prefix, len(todo)):
+            self._prefix = list(prefix)
+            return (time.perf_counter() - t0) * 1000
+        if self._prefix != prefix[:keep]:  # a failed load emptied sequence 0
+            keep, todo = 0, prefix
         for start in range(0, len(todo), self.n_batch):
             chunk = todo[start : start + self.n_batch]
             self._batch.clear()
@@ -270,7 +300,55 @@ class Engine:
                 self._batch.add(tok, keep + start + j, 0, False)
             rt.decode(self._ctx, self._batch)
         self._prefix = list(prefix)
-        return (time.perf_counter() - t0) * 1000 if todo else 0.0
+        self.stats["prefix_evals"] += 1
+        self.stats["prefix_tokens"] += len(todo)
+        ms = (time.perf_counter() - t0) * 1000
+        if keep == 0:
+            self._save_snapshot(prefix)
+        return ms
+
+    def _window_intact(self, keep: int) -> bool:
+        """True when sequence 0 still holds every position tokens after `keep` attend to."""
+        if keep == 0 or self.n_swa <= 0:
+            return True
+        return rt.seq_pos_min(self._mem, 0) <= max(0, keep - self.n_swa)
+
+    # -- prefix snapshots on disk ----------------------------------------------------------
+    def _make_prefix_store(self, enabled: bool | None) -> PrefixStore | None:
+        if enabled is None:
+            enabled = enabled_by_env(default=SNAPSHOTS_BY_DEFAULT)
+        if not enabled or not self.prefix_cache:
+            return None
+        identity = snapshot_identity(self.model_path, gpu_layers=self._gpu_layers,
+                                     flash_attn=self._flash_attn, swa_full=self.swa_full,
+                                     n_batch=self.n_batch)  # fmt: skip
+        return PrefixStore(identity=identity)
+
+    def _load_snapshot(self, prefix: list[int], n_todo: int) -> bool:
+        """Load sequence 0 from a snapshot of exactly `prefix` (worth it for long prefixes).
+
+        Only states evaluated from an empty cache are saved, and they are loaded into an
+        empty sequence 0, so the cache holds the same cells as a from-scratch evaluation.
+        """
+        if self.prefix_store is None or n_todo < MIN_PREFIX_TOKENS:
+            return False
+        restored = self.prefix_store.restore(self._ctx, self._mem, prefix)
+        if restored is None:
+            return False
+        if not restored:
+            self._prefix = []  # sequence 0 was emptied
+            return False
+        self.stats["snapshot_loads"] += 1
+        return True
+
+    def _save_snapshot(self, prefix: list[int]) -> None:
+        store = self.prefix_store
+        if (
+            store is not None
+            and len(prefix) >= MIN_PREFIX_TOKENS
+            and store.capture(self._ctx, prefix)
+        ):
+            self.stats["snapshot_saves"] += 1
 
     def _fits(self, req: GenerationRequest, slots: dict[int, _Slot]) -> bool:
         if not slots:
@@ -327,7 +405,10 @@ class Engine:
             rt.decode(self._ctx, batch)
         done = []
         for slot, idx in want:
-            if self._advance(slot, rt.logits(self._ctx, idx, self.n_vocab)):
+            # A processor gets its own copy (it may keep it); otherwise read llama.cpp's
+            # buffer in place: no 201k-float copy per sequence per token.
+            copy = slot.request.logits_processor is not None
+            if self._advance(slot, rt.logits(self._ctx, idx, self.n_vocab, copy=copy)):
                 done.append(slot.seq_id)
         return done
 
@@ -344,6 +425,8 @@ class Engine:
             edited = req.logits_processor(slot.output, logits)
             if edited is not None:
                 logits = edited
+        if len(slot.output) < req.min_tokens:
+            logits[self._stop_array] = -np.inf
         tok = slot.sampler.sample(logits)
         slot.output.append(tok)
         slot.last = tok

@@ -61,6 +61,13 @@ def engine_version() -> str:
     return f"llama-cpp-python {ll.__version__}"
 
 
+def build_info() -> str:
+    """Version + compiled features: two builds that differ here may round differently."""
+    ll = _ll()
+    info = ll.llama_print_system_info()
+    return f"llama-cpp-python {ll.__version__}; {info.decode('utf-8', 'replace').strip()}"
+
+
 def supports_gpu() -> bool:
     return bool(_ll().llama_supports_gpu_offload())
 
@@ -149,6 +156,42 @@ def seq_cp(mem: Any, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
     _ll().llama_memory_seq_cp(mem, src, dst, p0, p1)
 
 
+def seq_pos_min(mem: Any, seq_id: int) -> int:
+    """Smallest position still cached for `seq_id` (-1 when empty).
+
+    With sliding-window layers this rises as llama.cpp reuses cells that fell out of
+    the window, so it tells whether a cached prefix can be cut and extended again.
+    """
+    return int(_ll().llama_memory_seq_pos_min(mem, seq_id))
+
+
+def seq_pos_max(mem: Any, seq_id: int) -> int:
+    return int(_ll().llama_memory_seq_pos_max(mem, seq_id))
+
+
+def n_swa(model: _Handle) -> int:
+    """The sliding-window size of the model's windowed layers (0 when it has none)."""
+    return int(_ll().llama_model_n_swa(model.ptr))
+
+
+def state_seq_get(ctx: _Handle, seq_id: int) -> bytes:
+    """llama.cpp's serialized KV state of one sequence (all cached layers)."""
+    ll = _ll()
+    size = int(ll.llama_state_seq_get_size(ctx.ptr, seq_id))
+    buf = (ctypes.c_ubyte * size)()
+    written = int(ll.llama_state_seq_get_data(ctx.ptr, buf, size, seq_id))
+    if written == 0:
+        raise EdgeGuardError("llama.cpp could not serialize the prefix state")
+    return bytes(buf[:written])
+
+
+def state_seq_set(ctx: _Handle, data: bytes, seq_id: int) -> bool:
+    """Load `data` (from `state_seq_get`) into `seq_id`; False if llama.cpp rejects it."""
+    ll = _ll()
+    buf = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
+    return int(ll.llama_state_seq_set_data(ctx.ptr, buf, len(data), seq_id)) > 0
+
+
 class Batch:
     """A reusable llama_batch holding up to `capacity` tokens."""
 
@@ -193,8 +236,11 @@ def decode(ctx: _Handle, batch: Batch) -> None:
         raise EdgeGuardError(f"decoding failed: {reason}")
 
 
-def logits(ctx: _Handle, index: int, n_vocab: int) -> np.ndarray:
+def logits(ctx: _Handle, index: int, n_vocab: int, *, copy: bool = True) -> np.ndarray:
+    """The logits of batch row `index`. `copy=False` returns a view of llama.cpp's own
+    buffer: valid only until the next decode, and writing to it is harmless."""
     ptr = _ll().llama_get_logits_ith(ctx.ptr, index)
     if not ptr:
         raise EdgeGuardError("internal error: llama.cpp returned no logits")
-    return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy()
+    view = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+    return view.copy() if copy else view

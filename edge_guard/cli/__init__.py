@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "classify": "edge_guard.cli.classify_cmd:classify",
     "policies": "edge_guard.cli.policies_cmd:policies",
     "cache": "edge_guard.cli.cache_cmd:cache",
+    "bench": "edge_guard.cli.bench_cmd:bench",
     "study": "edge_guard.cli.study_cmd:study",
     "tui": "edge_guard.cli.tui_cmd:tui",
 }

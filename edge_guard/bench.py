@@ -1,0 +1,334 @@
+"""`edge-guard bench`: labels/s of four ways to classify many texts under one policy, vs a roofline.
+
+One run, one model, one synthetic workload (a policy of `policy_tokens` tokens, `n` texts of
+`text_tokens` tokens, exactly `output_tokens` generated per text — stop tokens are suppressed
+until then, the same way in every variant):
+
+- (a) ``cold``: edge_guard's engine with its state reset before every text;
+- (b) ``llama_cpp``: a plain llama-cpp-python loop, ``Llama.create_completion(token_ids,
+  temperature=0)``, relying on its automatic longest-common-prefix reuse;
+- (c) ``sequential``: edge_guard, policy prefix evaluated once, one text at a time;
+- (d) ``parallel``: edge_guard, prefix once, `parallel` texts decoded together.
+
+The roofline is the time llama.cpp alone would need, from its own rates measured in the
+same run on the same context (no sampling, parsing or Python in the timed calls):
+``prefix_s + n * suffix_tokens / suffix_rate + n * output_tokens / gen_rate``, where
+`prefix_s` is the measured time to evaluate the policy prefix once, `suffix_rate` the
+prompt rate evaluating `parallel` texts' suffixes in one batch on top of the prefix, and
+`gen_rate` the generation rate decoding `parallel` sequences one token each per step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edge_guard.engine import Engine, GenerationRequest
+from edge_guard.sampling import SamplingConfig
+
+VARIANTS = ("cold", "llama_cpp", "sequential", "parallel")
+LABELS = {"cold": "(a) cold loop", "llama_cpp": "(b) llama-cpp-python loop",
+          "sequential": "(c) edge_guard sequential", "parallel": "(d) edge_guard parallel",
+          "roofline": "roofline (llama.cpp rates)"}  # fmt: skip
+_WORDS = ("policy", "content", "user", "message", "review", "safety", "allowed", "request",
+          "example", "harmful", "context", "label", "violation", "rule", "text", "model", "answer",
+          "reason", "public", "private", "account", "service", "data", "report", "threat",
+          "language", "spam", "offer", "click", "link", "price", "free", "great", "product",
+          "people", "work")  # fmt: skip
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    model: str | None = None  # model reference (path, id, synth:PRESET)
+    synth: str | None = None  # synthetic preset (written once into the data dir)
+    policy_tokens: int = 1000
+    text_tokens: int = 64
+    output_tokens: int = 16
+    n: int = 200
+    parallel: int = 8
+    threads: int | None = None
+    gpu_layers: int | str = "auto"
+    baseline_n: int | None = None  # texts timed for (a) and (b); None: all `n`
+    variants: tuple[str, ...] = VARIANTS
+    seed: int = 0
+
+
+def synthetic_text(encode: Callable[[str], list[int]], n_tokens: int, seed: int) -> str:
+    """Deterministic English-like text of (almost always exactly) `n_tokens` tokens."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    while len(encode(" ".join(words))) < n_tokens:
+        words.extend(rng.choice(_WORDS) for _ in range(max(1, (n_tokens - len(words)) // 2)))
+    text = " ".join(words)
+    while text and len(encode(text)) > n_tokens:
+        text = text[:-1].rstrip()
+    while len(encode(text)) < n_tokens and len(text) < 8 * n_tokens:
+        text += "."
+    return text
+
+
+def workload(engine: Engine, cfg: BenchConfig) -> tuple[list[GenerationRequest], int]:
+    """(requests, prefix_len): one policy, `n` distinct texts, fixed-length outputs."""
+    encode = engine.vocab.encoder.encode
+    policy = synthetic_text(encode, cfg.policy_tokens, cfg.seed)
+    sampling = SamplingConfig(max_tokens=cfg.output_tokens)
+    reqs, prefix_len = [], 0
+    for i in range(cfg.n):
+        text = synthetic_text(encode, cfg.text_tokens, cfg.seed + 1 + i)
+        prompt = engine.renderer.render(policy, text)
+        prefix_len = prompt.prefix_len
+        reqs.append(GenerationRequest(prompt.token_ids, sampling, prefix_len=prompt.prefix_len,
+                                      min_tokens=cfg.output_tokens))  # fmt: skip
+    return reqs, prefix_len
+
+
+def run_bench(
+    cfg: BenchConfig, model_path: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Run every variant and the roofline; returns a JSON-ready dict."""
+    say = progress or (lambda _msg: None)
+    from edge_guard import llama_runtime as rt
+
+    probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
+                   n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    reqs, prefix_len = workload(probe, cfg)
+    stops, threads = sorted(probe.stop_ids), probe.n_threads
+    probe.close()
+    suffix = max(len(r.prompt_ids) for r in reqs) - prefix_len
+    width = max(1, cfg.parallel)
+    n_ctx = _round_up(prefix_len + width * (suffix + cfg.output_tokens) + 64, 256)
+    base_n = min(cfg.n, cfg.baseline_n or cfg.n)
+    results: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, list[list[int]]] = {}
+    if "llama_cpp" in cfg.variants:  # first: its own copy of the model, freed afterwards
+        say(f"{LABELS['llama_cpp']}: {base_n} texts")
+        results["llama_cpp"], outputs["llama_cpp"] = _llama_cpp_loop(
+            model_path,
+            reqs[:base_n],
+            cfg,
+            prefix_len + suffix + cfg.output_tokens + 64,
+            stops,
+            threads,
+        )
+    engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
+                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    try:
+        for name in ("cold", "sequential", "parallel"):
+            if name not in cfg.variants:
+                continue
+            todo = reqs[:base_n] if name == "cold" else reqs
+            say(f"{LABELS[name]}: {len(todo)} texts")
+            results[name], outputs[name] = _engine_loop(engine, todo, name, width)
+        say("roofline: llama.cpp prompt and generation rates")
+        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens)
+        info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
+                "flash_attn": str(engine._flash_attn), "gpu_layers": engine._gpu_layers,
+                "build": rt.build_info()}  # fmt: skip
+    finally:
+        engine.close()
+    n_out = cfg.output_tokens
+    mean_suffix = sum(len(r.prompt_ids) - prefix_len for r in reqs) / len(reqs)
+    roof_s = roof["prefix_s"] + cfg.n * (
+        mean_suffix / roof["suffix_tok_s"] + n_out / roof["gen_tok_s"]
+    )
+    prompt_total = sum(len(r.prompt_ids) for r in reqs)
+    results["roofline"] = _row(cfg.n, roof_s, prompt_total, cfg.n * n_out)
+    ref = outputs.get("cold") or outputs.get("sequential")
+    for name, outs in outputs.items():
+        results[name]["outputs_match_cold"] = None if ref is None else _agree(outs, ref, name)
+    d = results.get("parallel", {}).get("labels_per_s")
+    ratios = {
+        f"parallel/{k}": (d / results[k]["labels_per_s"]) if d and k in results else None
+        for k in ("cold", "llama_cpp", "sequential", "roofline")
+    }
+    return {
+        "config": asdict(cfg),
+        "model": model_path,
+        "workload": {
+            "prefix_tokens": prefix_len,
+            "mean_suffix_tokens": mean_suffix,
+            "output_tokens": n_out,
+            "n": cfg.n,
+            "baseline_n": base_n,
+        },
+        "engine": info,
+        "rates": roof,
+        "results": results,
+        "ratios": ratios,
+        "roofline_definition": ROOFLINE_DEFINITION,
+    }
+
+
+ROOFLINE_DEFINITION = (
+    "roofline_s = prefix_s + n * mean_suffix_tokens / suffix_tok_s + n * output_tokens / "
+    "gen_tok_s, with llama.cpp-only timings from this run: prefix_s = evaluating the policy "
+    "prefix once; suffix_tok_s = prompt rate of `parallel` texts' suffixes in one batch on "
+    "the cached prefix; gen_tok_s = tokens/s decoding `parallel` sequences one token each "
+    "per step (no sampling, parsing or Python in the timed calls)"
+)
+
+
+def _agree(outs: list[list[int]], ref: list[list[int]], name: str) -> bool:
+    """Same greedy tokens as the reference. llama-cpp-python's loop exposes the tokens it
+    evaluated (all but the last) and may run past max_tokens to complete a UTF-8 character."""
+    short = 1 if name == "llama_cpp" else 0
+    return all(
+        o[: len(r)] == r[: len(o)] and len(o) >= len(r) - short
+        for o, r in zip(outs, ref, strict=False)
+    )
+
+
+def _row(n: int, seconds: float, prompt_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {
+        "n": n,
+        "seconds": seconds,
+        "labels_per_s": n / seconds if seconds > 0 else 0.0,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": output_tokens,
+        "tokens_per_s": (prompt_tokens + output_tokens) / seconds if seconds > 0 else 0.0,
+        "output_tokens_per_s": output_tokens / seconds if seconds > 0 else 0.0,
+    }
+
+
+def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str,
+                 width: int) -> tuple[dict[str, Any], list[list[int]]]:  # fmt: skip
+    outs: list[list[int]] = [[] for _ in reqs]
+    engine.reset_state()
+    t0 = time.perf_counter()
+    if name == "cold":
+        for i, req in enumerate(reqs):
+            engine.reset_state()
+            for _, resp in engine.generate_many([req], n_parallel=1):
+                outs[i] = resp.output_token_ids
+    else:
+        for i, resp in engine.generate_many(reqs, n_parallel=1 if name == "sequential" else width):
+            outs[i] = resp.output_token_ids
+    seconds = time.perf_counter() - t0
+    n_out = sum(len(o) for o in outs)
+    return _row(len(reqs), seconds, sum(len(r.prompt_ids) for r in reqs), n_out), outs
+
+
+def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, n_ctx: int,
+                    stop_ids: list[int], threads: int) -> tuple[dict[str, Any], list[list[int]]]:  # fmt: skip
+    import numpy as np
+    from llama_cpp import Llama, LogitsProcessorList
+
+    from edge_guard import llama_runtime as rt
+
+    gpu = rt.resolve_gpu_layers(cfg.gpu_layers)
+    llm = Llama(model_path=path, n_ctx=_round_up(n_ctx, 256), n_batch=512, n_ubatch=512,
+                n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu,
+                flash_attn=gpu != 0, swa_full=True, verbose=False)  # fmt: skip
+    stops = np.array(stop_ids, dtype=np.int64)
+
+    def no_stop(_ids: Any, scores: Any) -> Any:
+        scores[stops] = -np.inf  # exactly max_tokens out, as min_tokens does in edge_guard
+        return scores
+
+    processors = LogitsProcessorList([no_stop])
+    outs: list[list[int]] = []
+    n_out = 0
+    t0 = time.perf_counter()
+    for req in reqs:
+        done = llm.create_completion(list(req.prompt_ids), max_tokens=cfg.output_tokens,
+                                     temperature=0.0, repeat_penalty=1.0,
+                                     logits_processor=processors)  # fmt: skip
+        k = int(done["usage"]["completion_tokens"])  # type: ignore[index]
+        n_out += k
+        start = len(req.prompt_ids)
+        outs.append([int(t) for t in llm.input_ids[start : min(start + k - 1, llm.n_tokens)]])
+    seconds = time.perf_counter() - t0
+    llm.close()
+    return _row(len(reqs), seconds, sum(len(r.prompt_ids) for r in reqs), n_out), outs
+
+
+def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int) -> dict[str, Any]:
+    """llama.cpp's own rates on `engine`'s context: prefix, batched suffixes, batched decode."""
+    from edge_guard import llama_runtime as rt
+
+    prefix = list(reqs[0].prompt_ids[: reqs[0].prefix_len])
+    engine.reset_state()
+    batch, ctx, mem = engine._batch, engine._ctx, engine._mem
+    t0 = time.perf_counter()
+    for start in range(0, len(prefix), engine.n_batch):
+        batch.clear()
+        for j, tok in enumerate(prefix[start : start + engine.n_batch]):
+            batch.add(tok, start + j, 0, False)
+        rt.decode(ctx, batch)
+    prefix_s = time.perf_counter() - t0
+    seqs = list(range(1, len(reqs) + 1))
+    for s in seqs:
+        rt.seq_cp(mem, 0, s)
+    pending = [(s, pos, tok) for s, r in zip(seqs, reqs, strict=True)
+               for pos, tok in enumerate(r.prompt_ids) if pos >= len(prefix)]  # fmt: skip
+    t0 = time.perf_counter()
+    for start in range(0, len(pending), engine.n_batch):
+        batch.clear()
+        for s, pos, tok in pending[start : start + engine.n_batch]:
+            batch.add(tok, pos, s, pos == len(reqs[s - 1].prompt_ids) - 1)
+        rt.decode(ctx, batch)
+    suffix_s = time.perf_counter() - t0
+    pos = {s: len(r.prompt_ids) for s, r in zip(seqs, reqs, strict=True)}
+    token = reqs[0].prompt_ids[-1]
+    t0 = time.perf_counter()
+    for _ in range(n_out):
+        batch.clear()
+        for s in seqs:
+            batch.add(token, pos[s], s, True)
+            pos[s] += 1
+        rt.decode(ctx, batch)
+    gen_s = time.perf_counter() - t0
+    engine.reset_state()
+    return {
+        "prefix_tokens": len(prefix),
+        "prefix_s": prefix_s,
+        "prompt_tok_s": len(prefix) / prefix_s,
+        "suffix_tok_s": len(pending) / suffix_s,
+        "gen_tok_s": len(seqs) * n_out / gen_s,
+        "gen_batch": len(seqs),
+    }
+
+
+def _round_up(n: int, k: int) -> int:
+    return (n + k - 1) // k * k
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the results plus the ratios and the roofline's definition."""
+    res, w = report["results"], report["workload"]
+    lines = [
+        f"model: {report['model']}",
+        f"workload: prefix {w['prefix_tokens']} tokens, suffix {w['mean_suffix_tokens']:.0f} "
+        f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']} "
+        f"(a, b timed on {w['baseline_n']}); threads {report['engine']['n_threads']}",
+        "",
+        f"{'variant':32} {'texts':>6} {'seconds':>9} {'labels/s':>9} {'tok/s':>9} "
+        f"{'out tok/s':>9}  same output",
+    ]
+    for name in (*VARIANTS, "roofline"):
+        r = res.get(name)
+        if r is None:
+            continue
+        same = r.get("outputs_match_cold")
+        mark = "" if same is None else ("yes" if same else "NO")
+        lines.append(
+            f"{LABELS[name]:32} {r['n']:>6} {r['seconds']:>9.2f} {r['labels_per_s']:>9.2f} "
+            f"{r['tokens_per_s']:>9.0f} {r['output_tokens_per_s']:>9.1f}  {mark}"
+        )
+    rates = report["rates"]
+    lines += [
+        "",
+        f"llama.cpp rates: prompt {rates['prompt_tok_s']:.0f} tok/s (prefix), "
+        f"suffix {rates['suffix_tok_s']:.0f} tok/s, generation {rates['gen_tok_s']:.1f} tok/s "
+        f"({rates['gen_batch']} sequences/step)",
+        "ratios (labels/s): "
+        + ", ".join(f"(d)/{k.split('/')[1]} = {v:.2f}" for k, v in report["ratios"].items() if v),
+        "tok/s counts every prompt token (cached or not) plus output tokens, per second.",
+        ROOFLINE_DEFINITION + ".",
+    ]
+    return "\n".join(lines)

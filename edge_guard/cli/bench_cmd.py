@@ -1,0 +1,90 @@
+"""`edge-guard bench`: measure labels/s (cold, llama-cpp-python, sequential, parallel) vs a roofline.
+
+All measuring lives in `edge_guard.bench`; this module parses options, resolves the
+model (or writes the synthetic preset once) and prints a table or JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import click
+
+
+def synth_model_path(preset: str) -> Path:
+    """A synthetic preset's file in the data dir, named by the preset's content (never stale)."""
+    from edge_guard.errors import EdgeGuardError
+    from edge_guard.paths import synth_dir
+    from edge_guard.synth import PRESETS, write_synthetic_model
+
+    p = PRESETS.get(preset)
+    if p is None:
+        raise EdgeGuardError(f"unknown synthetic preset {preset!r} (choose {', '.join(PRESETS)})")
+    digest = hashlib.sha256(repr(p).encode()).hexdigest()[:12]
+    path = synth_dir() / f"bench-{preset}-{digest}.gguf"
+    if not path.exists():
+        click.echo(f"writing synthetic model {preset} to {path} ...", err=True)
+        write_synthetic_model(path, preset)
+    return path
+
+
+@click.command()
+@click.option("--model", "-m", default=None, help="Model reference (path, id, synth:PRESET).")
+@click.option("--synth", default=None, help="Synthetic preset instead of --model (e.g. mini).")
+@click.option("--policy-tokens", type=int, default=1000, show_default=True)
+@click.option("--text-tokens", type=int, default=64, show_default=True)
+@click.option("--output-tokens", type=int, default=16, show_default=True,
+              help="Tokens generated per text (stop tokens suppressed until then).")  # fmt: skip
+@click.option("--n", "n", type=int, default=200, show_default=True, help="Texts.")
+@click.option("--parallel", type=int, default=8, show_default=True, help="Sequences for (d).")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
+@click.option("--baseline-n", type=int, default=None,
+              help="Time the slow baselines (a) and (b) on only this many of the texts.")  # fmt: skip
+@click.option("--variants", default="cold,llama_cpp,sequential,parallel", show_default=True,
+              help="Comma-separated subset of the variants to run.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens: int,
+          output_tokens: int, n: int, parallel: int, threads: int | None, gpu_layers: str,
+          baseline_n: int | None, variants: str, as_json: bool) -> None:  # fmt: skip
+    """Benchmark classification throughput on one synthetic workload.
+
+    Variants: (a) cold loop (state reset per text), (b) llama-cpp-python's own loop with
+    its automatic prefix reuse, (c) edge_guard sequential with the policy prefix state,
+    (d) edge_guard with parallel sequences; plus a roofline from llama.cpp's own rates.
+    """
+    from edge_guard.bench import VARIANTS, BenchConfig, format_table, run_bench
+    from edge_guard.errors import EdgeGuardError
+
+    if model and synth:
+        raise EdgeGuardError("give --model or --synth, not both")
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise EdgeGuardError(f"unknown variant {unknown[0]!r} (choose {', '.join(VARIANTS)})")
+    for name, value in (("--policy-tokens", policy_tokens), ("--text-tokens", text_tokens),
+                        ("--output-tokens", output_tokens), ("--n", n), ("--parallel", parallel)):  # fmt: skip
+        if value < 1:
+            raise EdgeGuardError(f"{name} must be at least 1, got {value}")
+    if synth:
+        path = str(synth_model_path(synth))
+    else:
+        from edge_guard.registry import resolve
+
+        path = str(resolve(model).path)
+    gpu: int | str = gpu_layers if gpu_layers == "auto" else int(gpu_layers)
+    cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
+                      text_tokens=text_tokens, output_tokens=output_tokens, n=n,
+                      parallel=parallel, threads=threads, gpu_layers=gpu,
+                      baseline_n=baseline_n, variants=chosen)  # fmt: skip
+
+    def progress(msg: str) -> None:
+        click.echo(f"bench: {msg}", err=True)
+
+    report = run_bench(cfg, path, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_table(report))

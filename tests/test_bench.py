@@ -1,0 +1,72 @@
+"""`edge-guard bench` smoke tests: tiny sizes, the JSON report's structure (no timing claims)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from edge_guard.bench import VARIANTS, synthetic_text
+from edge_guard.cli import main
+from edge_guard.harmony.vocab import o200k_harmony_vocab
+
+SMALL = ["--policy-tokens", "70", "--text-tokens", "12", "--output-tokens", "5", "--n", "7",
+         "--parallel", "3", "--threads", "1"]  # fmt: skip
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["bench", *args])
+    return result.exit_code, result.stdout
+
+
+def test_bench_json_report(tiny_model: Path) -> None:
+    code, out = run("--model", str(tiny_model), *SMALL, "--baseline-n", "4", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert set(report) >= {"config", "model", "workload", "engine", "rates", "results", "ratios",
+                           "roofline_definition"}  # fmt: skip
+    res = report["results"]
+    assert set(res) == {*VARIANTS, "roofline"}
+    for name in VARIANTS:
+        row = res[name]
+        assert set(row) >= {"n", "seconds", "labels_per_s", "tokens_per_s", "prompt_tokens",
+                            "output_tokens", "output_tokens_per_s", "outputs_match_cold"}  # fmt: skip
+        assert row["n"] == (4 if name in ("cold", "llama_cpp") else 7)
+        assert row["outputs_match_cold"] is True  # every variant decodes the same tokens
+        assert row["labels_per_s"] > 0
+    for name in ("cold", "sequential", "parallel"):  # stop tokens suppressed: exactly 5 each
+        assert res[name]["output_tokens"] == 5 * res[name]["n"]
+    assert res["llama_cpp"]["output_tokens"] >= 5 * 4
+    assert res["roofline"]["n"] == 7
+    w = report["workload"]
+    assert w["n"] == 7 and w["baseline_n"] == 4 and w["output_tokens"] == 5
+    assert w["prefix_tokens"] > 70 and w["mean_suffix_tokens"] >= 12
+    assert report["rates"]["gen_batch"] == 3
+    assert set(report["ratios"]) == {f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential",
+                                                               "roofline")}  # fmt: skip
+    assert all(v > 0 for v in report["ratios"].values())
+
+
+def test_bench_table_with_synth_preset_and_subset_of_variants() -> None:
+    code, out = run("--synth", "tiny", *SMALL, "--variants", "sequential,parallel")
+    assert code == 0, out
+    assert "(c) edge_guard sequential" in out and "(d) edge_guard parallel" in out
+    assert "(a) cold loop" not in out and "roofline_s = prefix_s" in out
+
+
+def test_bench_rejects_bad_arguments(tiny_model: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "--synth", "nope"])
+    assert result.exit_code == 1 and "unknown synthetic preset" in result.output
+    result = CliRunner().invoke(main, ["bench", "--model", str(tiny_model), "--variants", "x"])
+    assert result.exit_code == 1 and "unknown variant" in result.output
+    result = CliRunner().invoke(main, ["bench", "--model", str(tiny_model), "--n", "0"])
+    assert result.exit_code == 1 and "--n must be at least 1" in result.output
+
+
+def test_synthetic_text_has_the_requested_token_count() -> None:
+    enc = o200k_harmony_vocab().encoder.encode
+    for n in (1, 16, 64, 1000):
+        text = synthetic_text(enc, n, seed=n)
+        assert len(enc(text)) == n
+        assert text == synthetic_text(enc, n, seed=n)
