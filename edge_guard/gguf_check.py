@@ -51,6 +51,22 @@ LAYER_TENSORS = (
     "ffn_down_exps.weight",
 )
 GLOBAL_TENSORS = ("token_embd.weight", "output_norm.weight")
+# Integer hyperparameters: (key, smallest, largest). Out-of-range values make llama.cpp
+# divide by zero or allocate without bound, and block_count sizes lists built here.
+ARCH_INT_RANGES = (
+    ("context_length", 0, 1 << 24),
+    ("embedding_length", 1, 1 << 20),
+    ("block_count", 1, 4096),
+    ("attention.head_count", 1, 1 << 12),
+    ("attention.head_count_kv", 1, 1 << 12),
+    ("attention.key_length", 1, 1 << 16),
+    ("attention.value_length", 1, 1 << 16),
+    ("expert_feed_forward_length", 1, 1 << 20),
+    ("attention.sliding_window", 0, 1 << 24),
+    ("expert_count", 1, 4096),
+    ("expert_used_count", 1, 4096),
+)
+_MAX_ARRAY_DEPTH = 4
 
 # GGUF value types.
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY = range(10)
@@ -155,7 +171,7 @@ class _Cursor:
         self.pos = pos
         return out if keep else _Skipped(count)
 
-    def value(self, vtype: int, keep: bool) -> Any:
+    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])
         if vtype == _STRING:
@@ -176,7 +192,11 @@ class _Cursor:
                 return list(struct.unpack(f"<{count}{_SCALAR[etype][1]}", raw))
             if etype == _STRING:
                 return self.strings(count, keep)
-            items = [self.value(etype, keep) for _ in range(count)]
+            if depth >= _MAX_ARRAY_DEPTH:
+                raise BadModelFile(
+                    f"{self.path}: GGUF arrays are nested too deeply; file is corrupt"
+                )
+            items = [self.value(etype, keep, depth + 1) for _ in range(count)]
             return items if keep else _Skipped(count)
         raise BadModelFile(f"{self.path}: unknown GGUF value type {vtype}; file is corrupt")
 
@@ -282,6 +302,34 @@ def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
     return _checked(_stamp(os.fspath(path)))
 
 
+def _check_hyperparameters(header: GGUFHeader) -> None:
+    """Types and ranges of the values llama.cpp sizes buffers and divides by."""
+    p = header.path
+    for key, lo, hi in ARCH_INT_RANGES:
+        full = f"{ARCH}.{key}"
+        if full not in header.metadata:
+            continue
+        v = header.metadata[full]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise BadModelFile(f"{p}: {full} is {_short(v)}; expected an integer in {lo}..{hi}")
+    eps = header.arch_key("attention.layer_norm_rms_epsilon")
+    if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1:
+        raise BadModelFile(f"{p}: {ARCH}.attention.layer_norm_rms_epsilon is {_short(eps)}")
+    if header.arch_key("block_count") > len(header.tensors):
+        raise BadModelFile(
+            f"{p}: {ARCH}.block_count is {header.arch_key('block_count')} but the file has "
+            f"only {len(header.tensors)} tensors"
+        )
+    for key in REQUIRED_TOKENIZER_KEYS[1:]:
+        if not isinstance(header.metadata[key], list | _Skipped):
+            raise BadModelFile(f"{p}: {key} is {_short(header.metadata[key])}, not an array")
+
+
+def _short(v: Any) -> str:
+    text = repr(v.count) + " elements" if isinstance(v, _Skipped) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check(path: str) -> GGUFHeader:
     header = read_header(path)
     p = header.path
@@ -294,6 +342,7 @@ def _check(path: str) -> GGUFHeader:
     missing += [k for k in REQUIRED_TOKENIZER_KEYS if k not in header.metadata]
     if missing:
         raise BadModelFile(f"{p}: GGUF lacks required key(s) {', '.join(missing)}")
+    _check_hyperparameters(header)
     n_expert, n_used = header.arch_key("expert_count"), header.arch_key("expert_used_count")
     if not (isinstance(n_expert, int) and isinstance(n_used, int) and 0 < n_used <= n_expert):
         raise BadModelFile(f"{p}: invalid expert counts ({n_used} used of {n_expert})")
