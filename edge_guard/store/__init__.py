@@ -11,8 +11,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shlex
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,10 +38,42 @@ def _connect(path: str) -> sqlite3.Connection:
                            isolation_level=None)  # fmt: skip
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if path != ":memory:":
-        conn.execute("PRAGMA journal_mode = WAL")
+        _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _retry_locked(fn: Any) -> Any:
+    """Run `fn`, retrying while another connection holds a lock SQLite does not wait for
+    (switching a new file to WAL while another process does the same)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """A SQLite error meaning the file is damaged (not busy, not a constraint)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    return type(exc) is sqlite3.DatabaseError
+
+
+def corrupt_message(path: str, exc: BaseException) -> str:
+    from edge_guard.paths import default_db_path
+
+    default = os.path.abspath(path) == os.path.abspath(default_db_path())
+    cmd = "edge-guard cache repair" + ("" if default else f" --db {shlex.quote(path)}")
+    return (
+        f"result store {path} is damaged ({exc}); `{cmd}` moves it aside (kept, not deleted) "
+        "and starts a fresh one, or pass --db to use another file"
+    )
 
 
 class Store:
@@ -54,12 +88,24 @@ class Store:
             self.conn = _connect(self.path)
             self.db = Database(self.conn)
             with self._lock:
-                migrations.apply(self.db)
+                self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"result store {self.path} is unreadable ({exc}); move it aside with "
-                f"`edge-guard cache repair` or pass --db to use another file"
-            ) from None
+            if is_corrupt(exc):
+                raise StoreError(corrupt_message(self.path, exc)) from None
+            raise StoreError(f"cannot open result store {self.path}: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Apply pending migrations, one process at a time (two processes opening a new
+        store at once must not both create the tables)."""
+        if not migrations.pending(self.db):
+            return
+        self.conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for other writers
+        try:
+            migrations.apply(self.db)  # re-reads what is applied, inside the lock
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -69,13 +115,22 @@ class Store:
     def transaction(self) -> Iterator[Database]:
         """BEGIN IMMEDIATE … COMMIT; rolled back on any error (no half-written rows)."""
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from None
             try:
                 yield self.db
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError) and is_corrupt(exc):
+                    raise self._error(exc) from None
                 raise
             self.conn.execute("COMMIT")
+
+    def _error(self, exc: sqlite3.DatabaseError) -> Exception:
+        return StoreError(corrupt_message(self.path, exc)) if is_corrupt(exc) else exc
 
     # -- model identity --------------------------------------------------------------------
     def model_identity(self, path: str | os.PathLike[str]) -> str:
@@ -97,12 +152,8 @@ class Store:
 
     # -- results ---------------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self.conn.execute("SELECT * FROM results WHERE key = ?", [key]).fetchone()
-            if row is None:
-                return None
-            cols = [d[0] for d in self.conn.execute("SELECT * FROM results LIMIT 0").description]
-        return dict(zip(cols, row, strict=True))
+        rows = self.query("SELECT * FROM results WHERE key = ?", [key])
+        return rows[0] if rows else None
 
     def put(self, row: dict[str, Any], run_item: dict[str, Any] | None = None) -> None:
         """Insert or replace one result (and its run item) atomically."""
@@ -121,9 +172,12 @@ class Store:
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self.conn.execute(sql, list(params))
-            cols = [d[0] for d in cur.description or ()]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            try:
+                cur = self.conn.execute(sql, list(params))
+                cols = [d[0] for d in cur.description or ()]
+                return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from None
 
     # -- runs ------------------------------------------------------------------------------
     def ensure_run(self, name: str, **fields: Any) -> dict[str, Any]:
@@ -179,3 +233,42 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
 
 def open_store(path: str | os.PathLike[str] | None = None) -> Store:
     return Store(path)
+
+
+def check_store(path: str | os.PathLike[str]) -> str | None:
+    """None if the database at `path` opens and passes `PRAGMA quick_check`, else why not."""
+    try:
+        conn = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000)  # fmt: skip
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    return "; ".join(problems[:3]) if problems else None
+
+
+def repair_store(path: str | os.PathLike[str]) -> Path:
+    """Move a damaged store (and its -wal/-shm) aside to `<name>.corrupt-<timestamp>`,
+    never deleting anything, and create a fresh store at `path`. Returns the new name."""
+    path = Path(path)
+    stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    try:
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+    except OSError as exc:
+        raise StoreError(f"cannot move {path} aside: {exc.strerror or exc}") from None
+    Store(path).close()
+    return aside
