@@ -102,6 +102,30 @@ def export(out: str, db: str | None, model: str | None, policy: str | None) -> N
     click.echo(f"wrote {len(rows)} results to {out}")
 
 
+@cache.command()
+@db_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def repair(db: str | None, yes: bool) -> None:
+    """Move a damaged store (with its -wal/-shm) aside and start a fresh one; nothing is deleted."""
+    from edge_guard.paths import default_db_path
+    from edge_guard.store import check_store, repair_store
+
+    path = Path(db) if db else default_db_path()
+    if not path.exists():
+        click.echo(f"{path} does not exist; nothing to repair")
+        return
+    problem = check_store(path)
+    if problem is None:
+        click.echo(f"{path} is healthy; nothing to repair")
+        return
+    click.echo(f"{path} is damaged: {problem}", err=True)
+    if not yes:
+        click.confirm(f"move {path} aside and start a fresh store?", abort=True, err=True)
+    aside = repair_store(path)
+    click.echo(f"moved the damaged store to {aside} (kept; `sqlite3 {aside} .recover` may "
+               f"salvage rows); a fresh store is at {path}")  # fmt: skip
+
+
 def write_rows(rows: list[dict[str, object]], out: Path) -> None:
     """Write rows as JSONL, CSV or Parquet, via a temporary file (never a half-written one)."""
     import os
