@@ -35,7 +35,7 @@ def timing_line(result: Any) -> str:
         return ""
     t = resp.timings
     return (
-        f"prompt {t.prompt_tokens} tok ({t.cached_tokens} reused) {t.prompt_ms / 1000:.2f} s · "
+        f"prompt {t.prompt_tokens} tok ({t.cached_tokens} from the shared prefix state) {t.prompt_ms / 1000:.2f} s · "
         f"output {t.output_tokens} tok {t.output_ms / 1000:.2f} s ({t.output_tok_per_s:.1f} tok/s)"
     )
 
