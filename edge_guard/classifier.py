@@ -19,11 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard import safety
 from edge_guard.backends import Backend, EngineSettings, LocalBackend
 from edge_guard.engine import GenerationRequest
-from edge_guard.errors import EdgeGuardError
+from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.parse import Event
-from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig, PromptRenderer
+from edge_guard.harmony.render import (
+    DEFAULT_EFFORT,
+    DEFAULT_STYLE,
+    Prompt,
+    PromptConfig,
+    PromptRenderer,
+)
 from edge_guard.parsers import (
     apply_scores,
     label_scores,
@@ -87,8 +94,12 @@ class Classifier:
         use_cache: bool = True,
         parallel: int | None = None,
         engine_settings: EngineSettings | None = None,
+        truncate: bool = False,
     ) -> None:
         self.policy = load_policy(policy)
+        problem = safety.text_problem(self.policy.text)
+        if problem:
+            raise PolicyError(f"policy {self.policy.name}: {problem}")
         self.prompt_config = PromptConfig(style=style, effort=effort, date=date).resolved()
         self.sampling = sampling or SamplingConfig()
         self.store = store or Store(db)
@@ -99,6 +110,9 @@ class Classifier:
             self.backend.set_identity(self.store.model_identity(self.backend.path))
         self._token_map: dict[int, str] | bool | None = False
         self._renderer_obj: PromptRenderer | None = None
+        # Over-long texts: cut to fit the context (middle dropped) instead of failing.
+        self.truncate = truncate
+        self._truncator: safety.Truncator | None = None
 
     # -- keys ------------------------------------------------------------------------------
     def key_fields(self, text: str, sampling: SamplingConfig | None = None,
@@ -121,7 +135,46 @@ class Classifier:
         if processor is not None:
             # Steered outputs never share a key with free generation.
             fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex
+        cut = self._cut(text)[1]
+        if cut is not None:
+            fields["truncate"] = cut
         return fields
+
+    # -- over-long texts -------------------------------------------------------------------
+    def context_size(self) -> int | None:
+        """The context the backend will use (local: --ctx capped by the trained context)."""
+        b = self.backend
+        if isinstance(b, LocalBackend):
+            from edge_guard.gguf_check import check_model_file
+
+            train = check_model_file(b.path).arch_key("context_length") or 0
+            n = b.settings.n_ctx
+            return (min(n, train) if train else n) if n > 0 else (train or None)
+        info = getattr(b, "info", None)
+        n_ctx = getattr(info(), "n_ctx", None) if callable(info) else None
+        return int(n_ctx) if n_ctx else None
+
+    def _cut(self, text: str) -> tuple[list[int] | None, dict[str, Any] | None]:
+        """(kept text ids, truncation record) for an over-long text when truncating."""
+        if not self.truncate or safety.text_problem(text):
+            return None, None
+        if self._truncator is None:
+            n_ctx = self.context_size()
+            if n_ctx is None:
+                raise EdgeGuardError("--truncate needs the context size; the backend reports none")
+            self._truncator = safety.Truncator(self._renderer(), self.policy.text,
+                                               self.prompt_config, n_ctx,
+                                               self.sampling.max_tokens)  # fmt: skip
+        return self._truncator.cut(text)
+
+    def _prompt(self, text: str) -> Prompt:
+        renderer = self._renderer()
+        kept = self._cut(text)[0]
+        if kept is None:
+            return renderer.render(self.policy.text, text, self.prompt_config)
+        base = renderer.render(self.policy.text, "", self.prompt_config)
+        n = base.prefix_len
+        return Prompt(base.token_ids[:n] + kept + base.token_ids[n:], n, base.config)
 
     def key(self, text: str, sampling: SamplingConfig | None = None,
             processor: LogitsProcessor | None = None) -> str:  # fmt: skip
@@ -165,6 +218,11 @@ class Classifier:
             if not isinstance(text, str):
                 raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
             key = self.key(text, samplings[i] if samplings else None, procs[i])
+            problem = safety.text_problem(text)
+            if problem:  # e.g. a lone surrogate: an error for this item, not the batch
+                item = run_items[i] if run_items is not None else None
+                yield i, self._reject(text, key, problem, item)
+                continue
             groups.setdefault(key, []).append(i)
         misses: list[tuple[str, list[int]]] = []
         for key, idxs in groups.items():
@@ -180,11 +238,10 @@ class Classifier:
         if not misses:
             return
         token_map = self.token_map()
-        renderer = self._renderer()
         requests = []
         for _key, idxs in misses:
             i = idxs[0]
-            prompt = renderer.render(self.policy.text, texts[i], self.prompt_config)
+            prompt = self._prompt(texts[i])
             requests.append(
                 GenerationRequest(
                     prompt.token_ids,
@@ -232,6 +289,20 @@ class Classifier:
         result.text, result.policy, result.key = text, self.policy.name, key
         if response.error and not result.error:
             result.error = response.error
+        cut = self._cut(text)[1]
+        if cut is not None:
+            result.metadata.update(cut)
+        return result
+
+    def _reject(self, text: str, key: str, problem: str,
+                item: RunItem | None) -> ClassificationResult:  # fmt: skip
+        """An error result for an unusable text, stored (so a run counts it) and retried."""
+        response = ModelResponse.failed(problem, [], self.backend.model_ref)
+        result = ClassificationResult(None, None, None, {}, response, False)
+        result.text, result.policy, result.key, result.error = text, self.policy.name, key, problem
+        storable = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        row = self._row(result, response, storable, key, self.sampling)
+        self.store.put(row, item.row(key) if item is not None else None)
         return result
 
     def _row(self, result: ClassificationResult, response: ModelResponse, text: str, key: str,

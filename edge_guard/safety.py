@@ -1,0 +1,307 @@
+"""Guards between untrusted inputs and llama.cpp: text checks, memory fit, child-process load probes.
+
+- **Text**: `text_problem(text)` names what makes a text unusable (not a string, an
+  unpaired surrogate that cannot be stored or tokenized faithfully); `truncate_middle`
+  cuts a token list to a budget keeping its head and tail.
+- **Memory**: `check_memory(...)` refuses (one line, `DoesNotFit`) a model that does not
+  fit the free RAM/VRAM at the requested context (`registry.fit.check_fit`), unless forced.
+- **Load probes**: llama.cpp aborts the whole process on some malformed files that pass
+  `gguf_check` (an op given a tensor type it does not support, division by a zero
+  hyperparameter...). `ensure_loadable(path)` therefore loads a file that is not trusted
+  yet in a short child process first (load + context + a 4-token decode on the CPU). A
+  child killed by a signal becomes `BadModelFile("llama.cpp crashed loading <file>
+  (signal N) ...")`; a clean refusal becomes llama.cpp's own reason. A successful probe
+  is recorded per (path, size, mtime, llama-cpp-python version) in
+  `<data dir>/load_probes.json`, so each file is probed once. Files pulled by
+  `edge-guard models pull` (hash checked against a pinned or recorded sha256) are trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_guard.errors import BadModelFile, EdgeGuardError
+
+if TYPE_CHECKING:
+    from edge_guard.harmony.render import PromptConfig, PromptRenderer
+
+PROBE_TIMEOUT_S = 300.0
+PROBE_FILE = "load_probes.json"
+# Exit codes of the probe child.
+_PROBE_OK, _PROBE_LOAD_FAILED, _PROBE_NAN = 0, 3, 4
+_PROBED: set[tuple[str, int, int, str]] = set()  # probed OK by this process
+_LOCK = threading.Lock()
+# The marker put where `truncate_middle` cut tokens out (ordinary text, never a control id).
+TRUNCATION_MARKER = "\n[...]\n"
+
+
+# -- text ------------------------------------------------------------------------------------
+def text_problem(text: object) -> str | None:
+    """Why `text` cannot be classified, or None. Empty texts and NUL bytes are fine."""
+    if not isinstance(text, str):
+        return f"text is {type(text).__name__}, not a string"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"text contains an unpaired surrogate at character {exc.start} (invalid Unicode; "
+            "decode input with errors='replace')"
+        )
+    return None
+
+
+def truncate_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]:
+    """`ids` cut to at most `budget` tokens: head + `marker` + tail (the middle is dropped)."""
+    if len(ids) <= budget:
+        return ids
+    room = budget - len(marker)
+    if room < 2:
+        return ids[: max(0, budget)]
+    head = (room + 1) // 2
+    return ids[:head] + marker + ids[len(ids) - (room - head) :]
+
+
+class Truncator:
+    """Cuts texts that do not fit a context to `budget` tokens (the middle is dropped).
+
+    budget = n_ctx - prompt scaffolding (policy, headers) - output reserve, where the
+    reserve is `max_tokens` but at most half the context.
+    """
+
+    def __init__(self, renderer: PromptRenderer, policy_text: str, config: PromptConfig,
+                 n_ctx: int, max_tokens: int) -> None:  # fmt: skip
+        self.encoder = renderer.encoder
+        scaffold = len(renderer.render(policy_text, "", config))
+        reserve = min(max_tokens, n_ctx // 2)
+        self.budget = n_ctx - scaffold - reserve
+        if self.budget < 16:
+            raise EdgeGuardError(
+                f"the policy prompt ({scaffold} tokens) + {reserve} output tokens leave no room "
+                f"for text in a {n_ctx}-token context (raise --ctx)"
+            )
+        self.marker = self.encoder.encode(TRUNCATION_MARKER)
+        self._cache: dict[str, tuple[list[int] | None, dict[str, Any] | None]] = {}
+
+    def cut(self, text: str) -> tuple[list[int] | None, dict[str, Any] | None]:
+        """(kept ids, {"truncated": True, "original_tokens": n, ...}) or (None, None) if it fits."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        # Every token holds at least one byte: short texts need no tokenizing here.
+        short = len(text) * 4 <= self.budget or len(text.encode("utf-8")) <= self.budget
+        ids = [] if short else self.encoder.encode(text)
+        out: tuple[list[int] | None, dict[str, Any] | None] = (None, None)
+        if len(ids) > self.budget:
+            kept = truncate_middle(ids, self.budget, self.marker)
+            out = (kept, {"truncated": True, "truncation": "middle",
+                          "original_tokens": len(ids), "kept_tokens": len(kept)})  # fmt: skip
+        if len(self._cache) > 256:
+            self._cache.clear()
+        self._cache[text] = out
+        return out
+
+
+# -- memory ----------------------------------------------------------------------------------
+def check_memory(path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool,
+                 n_ubatch: int = 512) -> dict[str, Any]:  # fmt: skip
+    """`check_fit` for the settings the engine will really use; raises `DoesNotFit`."""
+    from edge_guard.registry.errors import DoesNotFit
+    from edge_guard.registry.fit import fit_report
+
+    report = fit_report(path, n_ctx, n_gpu_layers=n_gpu_layers, swa_full=swa_full,
+                        n_ubatch=n_ubatch)  # fmt: skip
+    if report["fits"]:
+        return report
+    hint = "use a smaller --ctx"
+    if n_gpu_layers != 0:
+        best = fit_report(path, n_ctx, swa_full=swa_full, n_ubatch=n_ubatch)
+        if best["fits"]:
+            hint = f"use --gpu-layers {best['n_gpu_layers']}"
+    raise DoesNotFit(
+        f"{report['reason']}; {hint}, or pass --force to load it anyway (it may swap heavily)"
+    )
+
+
+# -- load probes ------------------------------------------------------------------------------
+def _stamp(path: str) -> tuple[str, int, int, str]:
+    from edge_guard.backends import llama_cpp_version
+
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, llama_cpp_version())
+
+
+def _probe_file() -> Path:
+    from edge_guard.paths import data_dir
+
+    return data_dir() / PROBE_FILE
+
+
+def _stamp_key(stamp: tuple[str, int, int, str]) -> str:
+    return "|".join(str(x) for x in stamp)
+
+
+def _load_probes() -> dict[str, Any]:
+    try:
+        data = json.loads(_probe_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_probe(stamp: tuple[str, int, int, str]) -> None:
+    """Remember a good probe (atomic write; a lost race only costs a second probe)."""
+    from edge_guard.store import utcnow
+
+    path = _probe_file()
+    data = _load_probes()
+    data[_stamp_key(stamp)] = {"path": stamp[0], "ok": utcnow()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def registry_verified(path: str) -> bool:
+    """True for a file `edge-guard models pull` downloaded and hash-checked (unchanged since)."""
+    try:
+        from edge_guard.registry.store import load_registry
+
+        pulled = load_registry()["pulled"]
+        real, size = os.path.realpath(path), os.path.getsize(path)
+    except (EdgeGuardError, OSError):
+        return False
+    for rec in pulled.values():
+        if not isinstance(rec, dict) or not rec.get("sha256"):
+            continue
+        rec_path = rec.get("path")
+        if isinstance(rec_path, str) and os.path.realpath(rec_path) == real:
+            return rec.get("size") == size
+    return False
+
+
+def is_trusted(path: str) -> bool:
+    """Probed OK before (this process or recorded), or registry-verified."""
+    try:
+        stamp = _stamp(path)
+    except OSError:
+        return False
+    if stamp in _PROBED:
+        return True
+    if _stamp_key(stamp) in _load_probes() or registry_verified(path):
+        _PROBED.add(stamp)
+        return True
+    return False
+
+
+def ensure_loadable(path: str, *, timeout: float | None = None) -> None:
+    """Probe `path` in a child process unless it is trusted; raises `BadModelFile`."""
+    path = os.fspath(path)
+    with _LOCK:
+        if is_trusted(path):
+            return
+        probe_load(path, timeout=timeout)
+        stamp = _stamp(path)
+        _PROBED.add(stamp)
+        _record_probe(stamp)
+
+
+PROBE_CODE = (
+    "import sys; from edge_guard.safety import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
+)
+
+
+def probe_load(path: str, *, timeout: float | None = None) -> None:
+    """Load `path` with llama.cpp in a child process; raise `BadModelFile` if that fails."""
+    limit = timeout if timeout is not None else _env_timeout()
+    env = dict(os.environ, GGML_NO_BACKTRACE="1", EDGE_GUARD_THREADS="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE_CODE, path],
+            capture_output=True, timeout=limit, env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BadModelFile(
+            f"llama.cpp did not finish loading {path} within {limit:g} s in a test process"
+        ) from None
+    except OSError as exc:
+        raise EdgeGuardError(f"cannot start a process to test-load {path}: {exc}") from None
+    stderr = proc.stderr.decode("utf-8", "replace")
+    rc = proc.returncode
+    if rc == _PROBE_OK:
+        return
+    reason = _reason(stderr)
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = "unknown signal"
+        detail = f": {reason}" if reason else ""
+        raise BadModelFile(f"llama.cpp crashed loading {path} (signal {-rc}, {name}){detail}")
+    if rc in (_PROBE_LOAD_FAILED, _PROBE_NAN):
+        raise BadModelFile(f"{path}: {reason or 'llama.cpp could not load it'}")
+    raise BadModelFile(f"test-loading {path} failed (exit {rc}){': ' + reason if reason else ''}")
+
+
+def _env_timeout() -> float:
+    try:
+        return float(os.environ.get("EDGE_GUARD_PROBE_TIMEOUT", PROBE_TIMEOUT_S))
+    except ValueError:
+        return PROBE_TIMEOUT_S
+
+
+def _reason(stderr: str) -> str | None:
+    """The most telling line of a probe's stderr (llama.cpp's error or a failed assert)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for needle in ("edge_guard probe:", "GGML_ASSERT", "error loading model:", "unsupported",
+                   "error", "failed"):  # fmt: skip
+        for line in reversed(lines):
+            if needle in line:
+                line = line.split("edge_guard probe:", 1)[-1].strip()
+                if "error loading model:" in line:
+                    line = line.split("error loading model:", 1)[1].strip()
+                return re.sub(r"\S*/([^/\s]+:\d+:)", r"\1", line)[:300]
+    return lines[-1][:300] if lines else None
+
+
+def _probe_main(path: str) -> int:
+    """Child side of `probe_load`: load, make a context, decode 4 tokens, check the logits."""
+    import numpy as np
+
+    from edge_guard import llama_runtime as rt
+
+    def say(msg: str) -> None:
+        print(f"edge_guard probe: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        model, ctx = rt.load(path, n_gpu_layers=0, n_ctx=64, n_batch=32, n_seq_max=1,
+                             n_threads=1, flash_attn=False, swa_full=True, verbose=True)  # fmt: skip
+    except EdgeGuardError as exc:
+        with rt._LOG_LOCK:
+            log = list(rt._LOG)
+        why = [ln.split("error loading model:", 1)[1] for ln in log if "error loading model:" in ln]
+        say(why[-1].strip() if why else str(exc).split(": ", 1)[-1])
+        return _PROBE_LOAD_FAILED
+    n_vocab = rt.n_vocab(model)
+    batch = rt.Batch(4, 1)
+    for pos in range(4):
+        batch.add(pos % max(1, n_vocab), pos, 0, pos == 3)
+    try:
+        rt.decode(ctx, batch)
+    except EdgeGuardError as exc:
+        say(str(exc))
+        return _PROBE_LOAD_FAILED
+    logits = rt.logits(ctx, 3, n_vocab)
+    if np.isnan(logits).any():
+        say("the model computes NaN logits (corrupt or wrongly quantized weights)")
+        return _PROBE_NAN
+    return _PROBE_OK
