@@ -1,5 +1,5 @@
 """`python -m edge_guard` runs the CLI."""
 
-from edge_guard.cli import main
+from edge_guard.cli import run
 
-main()
+run()

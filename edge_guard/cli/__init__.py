@@ -23,6 +23,10 @@ COMMANDS: dict[str, str] = {
     "policies": "edge_guard.cli.policies_cmd:policies",
     "cache": "edge_guard.cli.cache_cmd:cache",
     "bench": "edge_guard.cli.bench_cmd:bench",
+    "run": "edge_guard.cli.run_cmd:run",
+    "eval": "edge_guard.cli.run_cmd:eval_",
+    "report": "edge_guard.cli.run_cmd:report",
+    "datasets": "edge_guard.cli.run_cmd:datasets",
     "study": "edge_guard.cli.study_cmd:study",
     "tui": "edge_guard.cli.tui_cmd:tui",
 }
@@ -64,6 +68,24 @@ class LazyGroup(click.Group):
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """The `edge-guard` console script: `main`, with click's usage errors (a bad option
+    value, an unknown command) as one `error: ...` line and exit status 2 instead of
+    click's usage block. Tests drive `main` itself with click's CliRunner."""
+    try:
+        rv = main.main(args=argv, prog_name="edge-guard", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(" ".join(exc.format_message().split()) + where, exc.exit_code)
+    except click.ClickException as exc:
+        fail(" ".join(exc.format_message().split()), exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    # Without standalone mode click returns the exit code of `ctx.exit(n)` (--help, --version).
+    sys.exit(rv if type(rv) is int else 0)
 
 
 @click.group(cls=LazyGroup, invoke_without_command=True)

@@ -58,7 +58,8 @@ def stats(db: str | None, as_json: bool) -> None:
         return
     click.echo(f"{store.path}: {total} results, {runs} runs, {size / 1e6:.1f} MB")
     for r in by:
-        click.echo(f"  {r['n']:>7}  {r['verdict']:<13} {r['policy_name']:<16} {r['model_ref']}")
+        verdict, policy = r["verdict"] or "-", r["policy_name"] or "-"
+        click.echo(f"  {r['n']:>7}  {verdict:<13} {policy:<16} {r['model_ref'] or '-'}")
 
 
 @cache.command()
