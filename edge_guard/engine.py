@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge_guard import llama_runtime as rt
+from edge_guard import safety
 from edge_guard.errors import EdgeGuardError
 from edge_guard.gguf_check import check_model_file
 from edge_guard.harmony.parse import Event, HarmonyStreamParser
@@ -95,6 +96,7 @@ class Engine:
         prefix_cache: bool = True,
         prefix_snapshots: bool | None = None,
         verbose: bool = False,
+        force: bool = False,
     ) -> None:
         self.model_path = os.fspath(model_path)
         header = check_model_file(self.model_path)
@@ -115,6 +117,12 @@ class Engine:
             # llama.cpp's CPU flash-attention kernel is not invariant to how a prompt is
             # split into batches; without it a cached prefix gives bit-identical logits.
             flash_attn = False
+        # Refuse what would swap the machine to death (unless forced), and load an
+        # untrusted file in a child process first: llama.cpp aborts on some bad files.
+        if not force:
+            safety.check_memory(self.model_path, n_ctx=self.n_ctx, n_gpu_layers=gpu_layers,
+                                swa_full=swa_full, n_ubatch=self.n_batch)  # fmt: skip
+        safety.ensure_loadable(self.model_path)
         self._model, self._ctx = rt.load(
             self.model_path,
             n_gpu_layers=gpu_layers,
@@ -204,7 +212,7 @@ class Engine:
                     i,
                     ModelResponse.failed(
                         f"prompt is {len(r.prompt_ids)} tokens but the context holds {self.n_ctx}"
-                        " (raise --ctx or shorten the text)",
+                        " (raise --ctx, shorten the text or pass --truncate)",
                         r.prompt_ids,
                         self.model_path,
                     ),
@@ -418,6 +426,8 @@ class Engine:
         if slot.t_first is None:
             slot.t_first = now
         req = slot.request
+        if np.isnan(logits.max()):  # broken weights; sampling NaNs would raise mid-batch
+            raise EdgeGuardError("the model computed NaN logits (corrupt or incompatible weights)")
         if req.score_token_ids and slot.logprobs is None and slot.parser.at_final_content_start:
             lp = log_softmax(logits)
             slot.logprobs = {int(t): float(lp[t]) for t in req.score_token_ids}

@@ -67,6 +67,8 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--yes", "-y", is_flag=True, help="Answer yes to prompts (e.g. pulling a model)."
     )(f)
+    f = click.option("--force", is_flag=True,
+                     help="Load the model even if it does not fit the free RAM/VRAM.")(f)  # fmt: skip
     return f
 
 
@@ -95,7 +97,9 @@ def classify_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for deco in (db_option, backend_options, engine_options, sampling_options, prompt_options,
                  model_option):  # fmt: skip
         f = deco(f)
-    return f
+    return click.option("--truncate", is_flag=True,
+                        help="Cut texts too long for the context (the middle is dropped; "
+                        "recorded in the result) instead of failing them.")(f)  # fmt: skip
 
 
 def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = True,
@@ -117,6 +121,7 @@ def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = Tru
         n_gpu_layers=opts.pop("gpu_layers", "auto"),
         n_threads=opts.pop("threads", None),
         n_parallel=parallel or 8,
+        extra={"force": True} if opts.pop("force", False) else {},
     )
     model_ref = model if model is not None else opts.pop("model", None)
     backend_factory = opts.pop("backend_factory", None)
@@ -140,6 +145,7 @@ def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = Tru
         store=Store(opts.pop("db", None)),
         use_cache=use_cache,
         parallel=parallel,
+        truncate=opts.pop("truncate", False),
     )
 
 
