@@ -1,0 +1,245 @@
+"""`edge-guard run | eval | report | datasets`: batch runs over datasets and their evaluation.
+
+`run` classifies a dataset as a named, resumable run (progress on stderr, Ctrl-C stops
+cleanly); `eval` prints metrics with bootstrap CIs; `report` writes an HTML/Markdown
+report; `datasets pull/list` fetches ToxicChat and lists local datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Any
+
+import click
+
+from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
+from edge_guard.datasets import SAMPLES
+
+LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-commercial use only."
+
+
+def _echo_err(msg: str, **style: Any) -> None:
+    click.echo(click.style(msg, **style) if style else msg, err=True)
+
+
+class _Progress:
+    """A rich progress bar on stderr (a line per 10% when stderr is not a terminal)."""
+
+    def __init__(self, total: int, done: int, name: str) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.total, self.bar, self.task, self.last_pct = total, None, None, -1
+        if self.console.is_terminal:
+            import rich.progress as rp
+
+            self.bar = rp.Progress(
+                rp.TextColumn("{task.description}", markup=False), rp.BarColumn(),
+                rp.MofNCompleteColumn(), rp.TextColumn("{task.fields[rate]}", markup=False),
+                rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
+                console=self.console,
+            )  # fmt: skip
+            self.task = self.bar.add_task(name[:40], total=total, completed=done, rate="")
+            self.bar.start()
+
+    def update(self, p: Any, *_: Any) -> None:
+        rate = f"{p.labels_per_s:.2f} labels/s · {p.tokens_per_s:.0f} tok/s"
+        if p.cached:
+            rate += f" · {p.cached} cached"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=p.done, rate=rate)  # type: ignore[arg-type]
+            return
+        pct = int(100 * p.done / max(1, self.total)) // 10 * 10
+        if pct != self.last_pct:
+            self.last_pct = pct
+            _echo_err(f"{p.done}/{self.total} ({pct}%) {rate}")
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
+@click.option(
+    "--name", default=None, help="Run name (default: from dataset, policy, model, options)."
+)
+@click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
+@click.option("--label-field", default=None, help="Field holding the gold label (default: auto).")
+@click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
+@click.option("--limit", type=int, default=None, help="Run at most N items.")
+@click.option("--sample", type=click.Choice(SAMPLES), default=None,
+              help="natural: seeded random N; balanced: equal numbers per gold class.")  # fmt: skip
+@click.option("--sample-seed", type=int, default=None, help="Seed for --sample (default: --seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (+ eval) on stdout.")
+@classify_options
+@pass_opts
+def run(opts: dict[str, Any]) -> None:
+    """Classify every row of DATASET (.jsonl/.csv/.parquet or a pulled name like toxic-chat)
+    as a named run; rerunning the same command resumes it."""
+    from edge_guard.report.reference import detect_benchmark
+    from edge_guard.runs import evaluate_run, execute_run, plan_run
+
+    dataset, as_json = opts.pop("dataset"), opts.pop("as_json")
+    sample_seed = opts.pop("sample_seed")
+    seed = opts["seed"] if sample_seed is None else sample_seed
+    plan_kw = {
+        k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit", "sample")
+    }
+    classifier = build_classifier(opts.pop("policy"), opts)
+    plan = plan_run(dataset, classifier, seed=seed, **plan_kw)
+    if detect_benchmark(str(plan.dataset.path)) == "toxic-chat":
+        _echo_err(LICENSE_NOTE, dim=True)
+    for msg in plan.messages():
+        _echo_err(f"warning: {msg}", fg="yellow")
+    state = f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
+    _echo_err(f"run {plan.name}: {plan.n_items} items ({state})")
+    bar = _Progress(plan.n_items, len(plan.done), plan.name)
+    try:
+        summary = execute_run(plan, classifier, on_result=bar.update)
+    except KeyboardInterrupt:
+        bar.stop()
+        n = len(classifier.store.done_indices(plan.name))
+        _echo_err(f"interrupted: {n}/{plan.n_items} items saved in run {plan.name}; resume with: "
+                  f"{shlex.join(['edge-guard', *sys.argv[1:]])}", fg="yellow")  # fmt: skip
+        sys.exit(130)
+    bar.stop()
+    _echo_err(f"done: {summary.n_done}/{summary.n_items} items ({summary.n_new} new, "
+              f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
+              f"{summary.labels_per_s:.2f} labels/s · {summary.tokens_per_s:.0f} tok/s")  # fmt: skip
+    ev = (
+        evaluate_run(classifier.store, plan.name)
+        if any(g is not None for g in plan.golds)
+        else None
+    )
+    if as_json:
+        click.echo(json.dumps({"summary": summary.as_dict(), "eval": ev}, ensure_ascii=False))
+    elif ev is not None:
+        click.echo(format_eval(ev))
+
+
+def format_eval(ev: dict[str, Any]) -> str:
+    """The text form of `edge-guard eval`."""
+    from edge_guard.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
+
+    pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    v = ev["verdicts"]
+    lines = [
+        f"run {ev['run']} — policy {ev['policy']}, model {ev['model']}, "
+        f"{ev['n_done']}/{ev['n_items']} items ({ev['status']})",
+        f"verdicts: {v['violation']} violation · {v['no_violation']} no_violation · "
+        f"{v['undetermined']} undetermined ({pct(ev['undetermined_rate'])}) · parse rate "
+        f"{pct(ev['parse_rate'])}",
+    ]
+    if not ev["n_labelled"]:
+        return "\n".join([*lines, "no gold labels in this run: nothing to score"])
+    lines.append(f"gold: {ev['n_labelled']} labelled, {ev['n_gold_violation']} violations")
+    heads = [
+        TREATMENT_TITLES[t] + (" (headline)" if t == ev["headline"] else "") for t in TREATMENTS
+    ]
+    w = max(26, *(len(h) + 2 for h in heads))
+    lines += ["", f"{'':<10}" + "".join(f"{h:<{w}}" for h in heads)]
+    for m in METRICS:
+        lines.append(
+            f"{m:<10}" + "".join(f"{fmt_ci(ev['treatments'][t][m]):<{w}}" for t in TREATMENTS)
+        )
+    lines.append(f"{'n':<10}" + "".join(f"{ev['treatments'][t]['n']:<{w}}" for t in TREATMENTS))
+    conf = ev["confusion"]
+    lines += ["", f"{'confusion':<20}" + "".join(f"{x:>14}" for x in VERDICTS)]
+    for g in ("violation", "no_violation"):
+        lines.append(f"{'gold ' + g:<20}" + "".join(f"{conf[g][x]:>14}" for x in VERDICTS))
+    s = ev.get("scores") or {}
+    if s.get("roc_auc") is not None:
+        lines.append(f"\nlabel scores (n={s['n']}): ROC-AUC {s['roc_auc']:.3f}, AUPRC "
+                     f"{s['auprc']:.3f} (prevalence {s['prevalence']:.3f})")  # fmt: skip
+    ci = ev["ci"]
+    lines.append(f"\n[lo, hi] = {int(ci['level'] * 100)}% {ci['method']}, {ci['resamples']} "
+                 f"resamples, seed {ci['seed']}; headline = undetermined excluded, read it with "
+                 "the undetermined rate")  # fmt: skip
+    return "\n".join(lines)
+
+
+@click.command("eval")
+@click.argument("run_name", metavar="RUN")
+@db_option
+@click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: bool) -> None:
+    """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN."""
+    from edge_guard.runs import evaluate_run
+    from edge_guard.store import Store
+
+    ev = evaluate_run(Store(db), run_name, n_resamples=resamples, seed=seed)
+    click.echo(json.dumps(ev, ensure_ascii=False) if as_json else format_eval(ev))
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--out", "-o", default="report.html", show_default=True, help="Output .html or .md.")
+@click.option("--reference", type=click.Choice(["auto", "toxic-chat", "none"]), default="auto",
+              show_default=True, help="Reference figures to show beside ours.")  # fmt: skip
+@click.option("--title", default=None)
+@click.option("--examples", type=int, default=10, show_default=True,
+              help="Misclassified examples shown per kind and run.")  # fmt: skip
+@click.option("--resamples", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@db_option
+def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, examples: int,
+           resamples: int, seed: int, db: str | None) -> None:  # fmt: skip
+    """Write a self-contained report (tables, plots, examples) over one or more RUNs."""
+    from edge_guard.report import write_report
+    from edge_guard.store import Store
+
+    path = write_report(list(runs), out, store=Store(db), n_resamples=resamples, seed=seed,
+                        benchmark=None if reference == "none" else reference,
+                        max_examples=examples, title=title)  # fmt: skip
+    click.echo(f"wrote {path}")
+
+
+@click.group()
+def datasets() -> None:
+    """Pull and list datasets (any local .jsonl/.csv/.parquet file also works with `run`)."""
+
+
+@datasets.command()
+@click.argument("name", type=click.Choice(["toxic-chat"]))
+@click.option("--config", default="toxicchat0124", show_default=True)
+@click.option("--split", default="test", show_default=True)
+def pull(name: str, config: str, split: str) -> None:
+    """Download a known dataset through huggingface_hub into the data dir, as JSONL."""
+    from edge_guard.datasets import KNOWN, pull_dataset
+
+    known = KNOWN[name]
+    _echo_err(f"{known.repo} is licensed {known.license}")
+    path, n = pull_dataset(name, config, split)
+    click.echo(f"saved {n} rows to {path} (text field {known.text_field}, label "
+               f"{known.label_field}); run it with: edge-guard run {name} --policy POLICY")  # fmt: skip
+
+
+@datasets.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """Known datasets (with licenses) and the local files pulled into the data dir."""
+    from edge_guard.datasets import KNOWN, datasets_dir, local_datasets
+
+    known = [{"name": k.name, "repo": k.repo, "license": k.license, "configs": list(k.configs),
+              "splits": list(k.splits), "description": k.description} for k in KNOWN.values()]  # fmt: skip
+    local = [{"path": str(p), "bytes": p.stat().st_size} for p in local_datasets()]
+    if as_json:
+        click.echo(json.dumps({"known": known, "local": local, "dir": str(datasets_dir())}))
+        return
+    click.echo("known datasets:")
+    for k in known:
+        click.echo(f"  {k['name']:<12} {k['repo']}  configs {', '.join(k['configs'])}; "
+                   f"splits {', '.join(k['splits'])}")  # fmt: skip
+        click.echo(f"  {'':<12} {k['description']}")
+        click.echo(f"  {'':<12} license: {k['license']}")
+    click.echo(f"local datasets in {datasets_dir()}:")
+    for f in local:
+        click.echo(f"  {f['path']}  ({f['bytes'] / 1e6:.1f} MB)")
+    if not local:
+        click.echo("  (none; any .jsonl/.csv/.parquet file works: edge-guard run FILE --policy P)")

@@ -1,0 +1,431 @@
+"""Datasets for batch runs: load JSONL/CSV/Parquet rows, map gold labels, sample, pull ToxicChat.
+
+Loading never drops a row silently: a row that cannot be used (invalid JSON, invalid UTF-8,
+missing or non-string text) becomes a `Malformed(line, reason)` that callers report. Gold
+labels (0/1, true/false, "toxic"/"safe", or a policy label) map to the policy's labels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_guard.errors import EdgeGuardError
+from edge_guard.policy import OutputSpec
+
+TEXT_FIELDS = ("text", "user_input", "prompt", "content", "input", "message", "comment_text")
+LABEL_FIELDS = ("label", "toxicity", "gold", "is_toxic", "toxic", "target", "violation")
+ID_FIELDS = ("id", "conv_id", "item_id", "uid", "example_id")
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+           ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+SAMPLES = ("natural", "balanced")
+
+TRUE_WORDS = {"1", "true", "yes", "y", "toxic", "violation", "violating", "unsafe", "harmful",
+              "positive", "flagged", "bad", "abusive", "offensive"}  # fmt: skip
+FALSE_WORDS = {"0", "false", "no", "n", "non-toxic", "nontoxic", "not toxic", "not_toxic", "safe",
+               "benign", "negative", "no_violation", "clean", "ok", "neutral"}  # fmt: skip
+
+
+@dataclass
+class Row:
+    """One usable row: its line (JSONL/CSV) or row number (Parquet), text, raw label, id."""
+
+    line: int
+    text: str
+    label: Any = None
+    item_id: str | None = None
+
+
+@dataclass
+class Malformed:
+    line: int
+    reason: str
+
+
+@dataclass
+class Dataset:
+    path: Path
+    format: str
+    sha256: str
+    text_field: str
+    label_field: str | None
+    id_field: str | None
+    rows: list[Row]
+    malformed: list[Malformed] = field(default_factory=list)
+
+    @property
+    def unit(self) -> str:
+        return "row" if self.format == "parquet" else "line"
+
+    def malformed_summary(self, first: int = 5) -> str | None:
+        """'3 malformed rows skipped (line 4: invalid JSON, line 9: ...)', or None."""
+        return describe_problems(self.malformed, self.unit, first)
+
+
+def describe_problems(
+    problems: Sequence[Malformed], unit: str = "line", first: int = 5
+) -> str | None:
+    if not problems:
+        return None
+    shown = ", ".join(f"{unit} {m.line}: {m.reason}" for m in problems[:first])
+    more = f", and {len(problems) - first} more" if len(problems) > first else ""
+    noun = "row" if len(problems) == 1 else "rows"
+    return f"{len(problems)} malformed {noun} skipped ({shown}{more})"
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
+                 label_field: str | None = None, id_field: str | None = None) -> Dataset:  # fmt: skip
+    """Read a JSONL, CSV/TSV or Parquet file; fields are auto-detected when not given."""
+    from edge_guard.store import sha256_file
+
+    p = resolve_dataset(path)
+    fmt = FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise EdgeGuardError(
+            f"{p}: unknown dataset format {p.suffix or '(none)'}: use .jsonl, .csv, .tsv or .parquet"
+        )
+    if fmt == "jsonl":
+        records, bad = _read_jsonl(p)
+    elif fmt == "parquet":
+        records, bad = _read_parquet(p)
+    else:
+        records, bad = _read_csv(p, "\t" if fmt == "tsv" else ",")
+    columns: list[str] = []
+    for _line, rec in records[:1000]:
+        columns += [k for k in rec if k not in columns]
+    tf = _pick(columns, text_field, TEXT_FIELDS, "text", p, required=True)
+    lf = _pick(columns, label_field, LABEL_FIELDS, "label", p)
+    idf = _pick(columns, id_field, ID_FIELDS, "id", p)
+    rows: list[Row] = []
+    for line, rec in records:
+        reason = _text_problem(rec, tf)
+        if reason:
+            bad.append(Malformed(line, reason))
+            continue
+        item_id = rec.get(idf) if idf else None
+        rows.append(Row(line, rec[tf], rec.get(lf) if lf else None,
+                        None if item_id is None else str(item_id)))  # fmt: skip
+    bad.sort(key=lambda m: m.line)
+    return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad)  # type: ignore[arg-type]
+
+
+def _pick(columns: list[str], given: str | None, candidates: Sequence[str], what: str, path: Path,
+          required: bool = False) -> str | None:  # fmt: skip
+    if given is not None:
+        if given not in columns:
+            raise EdgeGuardError(
+                f"{path}: no {what} field {given!r} (fields: {', '.join(columns) or 'none'})"
+            )
+        return given
+    lower = {c.lower(): c for c in columns}
+    found = next((lower[c] for c in candidates if c in lower), None)
+    if found is None and required:
+        raise EdgeGuardError(
+            f"{path}: no text field found (fields: {', '.join(columns) or 'none'}); "
+            f"pass --{what}-field"
+        )
+    return found
+
+
+def _text_problem(rec: dict[str, Any], tf: str) -> str | None:
+    if tf not in rec or rec[tf] is None:
+        return f"missing text field {tf!r}"
+    text = rec[tf]
+    if isinstance(text, bytes):
+        return "invalid UTF-8 in text"
+    if not isinstance(text, str):
+        return f"text is {type(text).__name__}, not a string"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text contains an unpaired surrogate (invalid Unicode)"
+    if not text.strip():
+        return "empty text"
+    return None
+
+
+Records = list[tuple[int, dict[str, Any]]]
+
+
+def _read_jsonl(p: Path) -> tuple[Records, list[Malformed]]:
+    records: Records = []
+    bad: list[Malformed] = []
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                s = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(Malformed(lineno, f"invalid UTF-8 at byte {exc.start}"))
+                continue
+            try:
+                obj = json.loads(s)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                bad.append(Malformed(lineno, f"invalid JSON ({msg})"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append(Malformed(lineno, f"not a JSON object ({type(obj).__name__})"))
+                continue
+            records.append((lineno, obj))
+    return records, bad
+
+
+def _read_csv(p: Path, delimiter: str) -> tuple[Records, list[Malformed]]:
+    text = p.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    csv.field_size_limit(1 << 30)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records: Records = []
+    bad: list[Malformed] = []
+    header: list[str] | None = None
+    start = 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            bad.append(Malformed(start, f"invalid CSV ({exc})"))
+            start = reader.line_num + 1
+            continue
+        line, start = start, reader.line_num + 1
+        if header is None:
+            header = values
+            continue
+        if not values:
+            continue
+        rec = dict(zip(header, values, strict=False))
+        if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values):
+            bad.append(Malformed(line, "invalid UTF-8"))
+            continue
+        records.append((line, rec))
+    return records, bad
+
+
+def _read_parquet(p: Path) -> tuple[Records, list[Malformed]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EdgeGuardError("reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except Exception as exc:
+        raise EdgeGuardError(f"{p}: cannot read Parquet ({exc})") from None
+    records: Records = []
+    for i, rec in enumerate(rows, 1):
+        fixed = {}
+        for k, v in rec.items():
+            if isinstance(v, bytes):
+                with contextlib.suppress(UnicodeDecodeError):  # bytes: reported if the text
+                    v = v.decode("utf-8")
+            fixed[k] = v
+        records.append((i, fixed))
+    return records, []
+
+
+# -- gold labels -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Gold:
+    """A mapped gold label: the policy label (None if only the side is known) and its side."""
+
+    label: str | None
+    violation: bool
+
+
+class GoldMapper:
+    """Maps raw dataset labels (0/1, true/false, toxic/safe, a policy label) to the policy's."""
+
+    def __init__(self, output: OutputSpec) -> None:
+        self.output = output
+        labels = list(output.labels)
+        self.by_name = {lab.casefold(): lab for lab in labels}
+        viol = [lab for lab in labels if lab in output.violation]
+        safe = [lab for lab in labels if lab not in output.violation]
+        self.violation_label = viol[0] if len(viol) == 1 else None
+        self.safe_label = safe[0] if len(safe) == 1 else None
+
+    def map(self, raw: Any) -> Gold | None:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if isinstance(raw, bool):
+            key = "1" if raw else "0"
+        elif isinstance(raw, float) and raw.is_integer():
+            key = str(int(raw))
+        else:
+            key = str(raw).strip().casefold()
+        if self.by_name and key in self.by_name and self.output.violation:
+            label = self.by_name[key]
+            return Gold(label, label in self.output.violation)
+        if key in TRUE_WORDS:
+            return Gold(self.violation_label, True)
+        if key in FALSE_WORDS:
+            return Gold(self.safe_label, False)
+        return None
+
+
+def map_golds(rows: Sequence[Row], output: OutputSpec) -> tuple[list[Gold | None], dict[str, int]]:
+    """Gold per row (None when unlabelled or unmappable) and the unmappable values' counts."""
+    mapper = GoldMapper(output)
+    golds: list[Gold | None] = []
+    unmapped: dict[str, int] = {}
+    for r in rows:
+        g = mapper.map(r.label)
+        if g is None and r.label is not None and str(r.label).strip():
+            unmapped[str(r.label)] = unmapped.get(str(r.label), 0) + 1
+        golds.append(g)
+    return golds, unmapped
+
+
+# -- sampling --------------------------------------------------------------------------------
+def select_rows(golds: Sequence[Gold | None], *, limit: int | None = None,
+                sample: str | None = None, seed: int = 0) -> tuple[list[int], str | None]:  # fmt: skip
+    """Indices of the rows to run (in file order) and a note when a request was reduced.
+
+    No `sample`: the first `limit`. `natural`: a seeded random `limit` rows. `balanced`:
+    equal numbers per gold class (seeded), `limit` in total (default: all of the rarest).
+    """
+    n = len(golds)
+    if limit is not None and limit < 1:
+        raise EdgeGuardError(f"--limit must be >= 1, got {limit}")
+    if sample is None:
+        return list(range(n if limit is None else min(limit, n))), None
+    rng = random.Random(seed)
+    if sample == "natural":
+        if limit is None or limit >= n:
+            return list(range(n)), None
+        return sorted(rng.sample(range(n), limit)), None
+    if sample != "balanced":
+        raise EdgeGuardError(f"unknown --sample {sample!r}: use natural or balanced")
+    classes: dict[bool, list[int]] = {}
+    for i, g in enumerate(golds):
+        if g is not None:
+            classes.setdefault(g.violation, []).append(i)
+    if len(classes) < 2:
+        raise EdgeGuardError("--sample balanced needs gold labels of both classes in the dataset")
+    smallest = min(len(v) for v in classes.values())
+    per = smallest if limit is None else limit // len(classes)
+    if per < 1:
+        raise EdgeGuardError(f"--limit {limit} is too small for a balanced sample of 2 classes")
+    note = None
+    if per > smallest:
+        note = f"balanced sample reduced to {smallest} per class (the rarest class has {smallest})"
+        per = smallest
+    picked = [i for cls in sorted(classes) for i in rng.sample(classes[cls], per)]
+    return sorted(picked), note
+
+
+# -- known datasets (ToxicChat) --------------------------------------------------------------
+@dataclass(frozen=True)
+class KnownDataset:
+    name: str
+    repo: str
+    license: str
+    configs: dict[str, str]  # config -> folder in the repo
+    splits: tuple[str, ...]
+    text_field: str
+    label_field: str
+    id_field: str
+    description: str
+
+    def filename(self, config: str, split: str) -> str:
+        return f"data/{self.configs[config]}/toxic-chat_annotation_{split}.csv"
+
+    def local_path(self, config: str, split: str) -> Path:
+        return datasets_dir() / f"{self.name}-{config}-{split}.jsonl"
+
+
+KNOWN: dict[str, KnownDataset] = {
+    "toxic-chat": KnownDataset(
+        "toxic-chat", "lmsys/toxic-chat", "CC-BY-NC-4.0 (non-commercial use only)",
+        {"toxicchat0124": "0124", "toxicchat1123": "1123"}, ("test", "train"),
+        "user_input", "toxicity", "conv_id",
+        "ToxicChat: real user prompts to an LLM demo, human-labelled toxicity (~7% toxic)",
+    ),
+}  # fmt: skip
+DEFAULT_CONFIG = "toxicchat0124"
+
+
+def datasets_dir() -> Path:
+    from edge_guard.paths import data_dir
+
+    path = data_dir() / "datasets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_dataset(ref: str | os.PathLike[str]) -> Path:
+    """A file path, or a known dataset name (`toxic-chat[:CONFIG[:SPLIT]]`) pulled locally."""
+    p = Path(ref).expanduser()
+    if p.exists():
+        if p.is_dir():
+            raise EdgeGuardError(f"{ref} is a folder, not a dataset file")
+        return p
+    name, _, rest = str(ref).partition(":")
+    known = KNOWN.get(name)
+    if known is None:
+        raise EdgeGuardError(
+            f"no such dataset file: {ref} (known datasets: {', '.join(KNOWN)}; "
+            "any local .jsonl/.csv/.parquet file works)"
+        )
+    config, _, split = rest.partition(":")
+    local = known.local_path(config or DEFAULT_CONFIG, split or "test")
+    if not local.exists():
+        raise EdgeGuardError(
+            f"dataset {ref} is not pulled yet: run `edge-guard datasets pull {name}"
+            f"{' --config ' + config if config else ''}{' --split ' + split if split else ''}`"
+        )
+    return local
+
+
+def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -> tuple[Path, int]:
+    """Download a known dataset through huggingface_hub and save it as JSONL; (path, rows)."""
+    known = KNOWN.get(name)
+    if known is None:
+        raise EdgeGuardError(f"unknown dataset {name!r} (known: {', '.join(KNOWN)})")
+    if config not in known.configs:
+        raise EdgeGuardError(
+            f"unknown config {config!r} for {name} (one of {', '.join(known.configs)})"
+        )
+    if split not in known.splits:
+        raise EdgeGuardError(
+            f"unknown split {split!r} for {name} (one of {', '.join(known.splits)})"
+        )
+    from edge_guard.registry import is_offline
+
+    hint = "any local .jsonl/.csv/.parquet file works as a dataset: edge-guard run FILE --policy P"
+    if is_offline():
+        raise EdgeGuardError(f"offline (HF_HUB_OFFLINE is set): cannot pull {name}; {hint}")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        csv_path = hf_hub_download(known.repo, known.filename(config, split), repo_type="dataset")
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise EdgeGuardError(
+            f"cannot download {known.repo} ({type(exc).__name__}: {first}); {hint}"
+        ) from None
+    ds = load_dataset(csv_path, text_field=known.text_field, label_field=known.label_field,
+                      id_field=known.id_field)  # fmt: skip
+    out = known.local_path(config, split)
+    tmp = out.with_name(out.name + ".partial")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in ds.rows:
+            label = int(r.label) if str(r.label).strip().isdigit() else r.label
+            fh.write(json.dumps({known.id_field: r.item_id, known.text_field: r.text,
+                                 known.label_field: label}, ensure_ascii=False) + "\n")  # fmt: skip
+    os.replace(tmp, out)
+    return out, len(ds.rows)
+
+
+def local_datasets() -> list[Path]:
+    return sorted(p for p in datasets_dir().iterdir() if p.suffix in FORMATS)

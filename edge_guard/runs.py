@@ -1,0 +1,382 @@
+"""Named, resumable batch runs: a dataset × policy × model configuration classified item by item.
+
+`plan_run` loads and samples the dataset, derives the run's configuration and name, and
+creates (or resumes) the run in the store, refusing a name that already holds a different
+configuration. `execute_run` classifies the items not yet done, committing each result as
+it completes, so a killed or interrupted run loses at most the items in flight.
+`run_outcomes` / `evaluate_run` read a stored run back for metrics and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_guard.datasets import (
+    Dataset,
+    Gold,
+    GoldMapper,
+    Malformed,
+    Row,
+    describe_problems,
+    load_dataset,
+    map_golds,
+    select_rows,
+)
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
+from edge_guard.policy import OutputSpec
+from edge_guard.result import ClassificationResult
+from edge_guard.sampling import DEFAULT_MAX_TOKENS, LogitsProcessor
+from edge_guard.store import Store
+
+if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, not to evaluate
+    from edge_guard.classifier import Classifier, RunItem
+
+# Config keys that must match to resume a run (the dataset's path may move; its bytes may not).
+MATCH_KEYS = ("policy_hash", "model_identity", "style", "effort", "date", "sampling",
+              "dataset_sha256", "text_field", "label_field", "id_field", "sample", "seed",
+              "limit", "truncate")  # fmt: skip
+
+
+@dataclass
+class RunPlan:
+    name: str
+    dataset: Dataset
+    selected: list[int]  # indices into dataset.rows, in run order (run item idx = position)
+    golds: list[Gold | None]  # per selected item
+    config: dict[str, Any]
+    notes: dict[str, Any]
+    done: set[int]
+    resumed: bool
+
+    @property
+    def n_items(self) -> int:
+        return len(self.selected)
+
+    @property
+    def todo(self) -> list[int]:
+        return [i for i in range(self.n_items) if i not in self.done]
+
+    def row(self, idx: int) -> Row:
+        return self.dataset.rows[self.selected[idx]]
+
+    def messages(self) -> list[str]:
+        """One-line notes a user should see before the run starts (skipped rows, labels)."""
+        out = []
+        if self.notes.get("malformed"):
+            bad = [Malformed(line, reason) for line, reason in self.notes["malformed_first"]]
+            msg = describe_problems(bad, self.dataset.unit, 5) or ""
+            out.append(
+                msg.replace(f"{len(bad)} malformed", f"{self.notes['malformed']} malformed", 1)
+            )
+        if self.notes.get("unmapped_labels"):
+            vals = ", ".join(
+                f"{k!r} ×{v}" for k, v in list(self.notes["unmapped_labels"].items())[:5]
+            )
+            out.append(
+                f"gold labels that do not map to the policy's labels (kept, unscored): {vals}"
+            )
+        if self.notes.get("sample_note"):
+            out.append(self.notes["sample_note"])
+        return out
+
+
+@dataclass
+class RunProgress:
+    done: int
+    total: int
+    new: int = 0
+    cached: int = 0
+    output_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def labels_per_s(self) -> float:
+        return self.new / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class RunSummary:
+    name: str
+    status: str
+    n_items: int
+    n_done: int
+    n_new: int
+    n_cached: int
+    elapsed_s: float
+    labels_per_s: float
+    tokens_per_s: float
+    output_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-") or "x"
+
+
+def run_config(classifier: Classifier, dataset: Dataset, *, limit: int | None,
+               sample: str | None, seed: int) -> dict[str, Any]:  # fmt: skip
+    cfg = classifier.prompt_config
+    return {
+        "dataset": str(dataset.path.resolve()),
+        "dataset_sha256": dataset.sha256,
+        "text_field": dataset.text_field,
+        "label_field": dataset.label_field,
+        "id_field": dataset.id_field,
+        "sample": sample,
+        "seed": seed if sample else None,
+        "limit": limit,
+        "policy": classifier.policy.name,
+        "policy_hash": classifier.policy.hash,
+        "model": classifier.backend.model_ref,
+        "model_identity": classifier.backend.identity(),
+        "style": cfg.style,
+        "effort": cfg.effort,
+        "date": cfg.date,
+        "sampling": classifier.sampling.cache_dict(),
+        # only when set, so runs created before the option existed still match
+        **({"truncate": True} if getattr(classifier, "truncate", False) else {}),
+    }
+
+
+def default_run_name(config: dict[str, Any]) -> str:
+    """`<dataset>__<policy>__<model>` plus the non-default choices (stable across reruns)."""
+    model = str(config["model"])
+    if model.endswith(".gguf") or "/" in model or "\\" in model:
+        model = Path(model).stem
+    parts = [Path(config["dataset"]).stem, config["policy"], model]
+    extra = []
+    if config["limit"] is not None:
+        extra.append(f"n{config['limit']}")
+    if config["sample"]:
+        extra.append(f"{config['sample']}-s{config['seed']}")
+    if config["style"] != DEFAULT_STYLE:
+        extra.append(config["style"])
+    if config["effort"] != DEFAULT_EFFORT:
+        extra.append(f"effort-{config['effort']}")
+    s = config["sampling"]
+    if s.get("temperature"):
+        extra.append(f"t{s['temperature']:g}-seed{s.get('seed', 0)}")
+    if s.get("max_tokens") != DEFAULT_MAX_TOKENS:
+        extra.append(f"max{s.get('max_tokens')}")
+    if config.get("truncate"):
+        extra.append("truncate")
+    return "__".join(_slug(p) for p in parts + (["-".join(extra)] if extra else []))
+
+
+def _short(v: Any) -> Any:
+    return v[:12] + "…" if isinstance(v, str) and len(v) > 16 else v
+
+
+def _mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [f"{k} {_short(old.get(k))!r} → {_short(new.get(k))!r}"
+            for k in MATCH_KEYS if old.get(k) != new.get(k)]  # fmt: skip
+
+
+def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str | None = None,
+             text_field: str | None = None, label_field: str | None = None,
+             id_field: str | None = None, limit: int | None = None, sample: str | None = None,
+             seed: int = 0) -> RunPlan:  # fmt: skip
+    """Load + sample the dataset and create or resume the named run (not classifying yet)."""
+    ds = (
+        dataset
+        if isinstance(dataset, Dataset)
+        else load_dataset(
+            dataset, text_field=text_field, label_field=label_field, id_field=id_field
+        )
+    )
+    if not ds.rows:
+        raise EdgeGuardError(
+            f"{ds.path}: no usable rows ({ds.malformed_summary() or 'empty file'})"
+        )
+    all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
+    selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
+    config = run_config(classifier, ds, limit=limit, sample=sample, seed=seed)
+    name = name or default_run_name(config)
+    store = classifier.store
+    existing = store.run(name)
+    if existing is not None:
+        old = json.loads(existing.get("config") or "{}")
+        diff = _mismatch(old, config) if existing.get("kind") == "run" else ["kind"]
+        if diff:
+            raise EdgeGuardError(
+                f"run {name!r} already exists with a different configuration ({'; '.join(diff)}); "
+                "pass --name to start a new run"
+            )
+    golds = [all_golds[i] for i in selected]
+    notes = {
+        "malformed": len(ds.malformed),
+        "malformed_first": [[m.line, m.reason] for m in ds.malformed[:20]],
+        "unmapped_labels": dict(sorted(unmapped.items(), key=lambda kv: -kv[1])[:20]),
+        "n_unlabelled": sum(g is None for g in golds),
+        "sample_note": sample_note,
+    }
+    store.ensure_run(name, kind="run", dataset=str(ds.path), policy=classifier.policy.name,
+                     model=classifier.backend.model_ref, config=config, n_items=len(selected),
+                     notes=notes)  # fmt: skip
+    store.set_run_status(name, "running", notes=notes, n_items=len(selected))
+    done = {r["idx"] for r in store.query(
+        "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
+        "WHERE ri.run = ? AND r.error IS NULL", [name])}  # fmt: skip
+    return RunPlan(name, ds, selected, golds, config, notes, done, existing is not None)
+
+
+def _jsonable(v: Any) -> Any:
+    try:
+        json.dumps(v)
+        return v
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def run_item(plan: RunPlan, idx: int) -> RunItem:
+    from edge_guard.classifier import RunItem
+
+    row, gold = plan.row(idx), plan.golds[idx]
+    extra = {"line": row.line, "gold_raw": _jsonable(row.label),
+             "gold_violation": None if gold is None else gold.violation}  # fmt: skip
+    label = None if gold is None else gold.label
+    return RunItem(plan.name, idx, row.item_id, label, extra)
+
+
+def execute_run(
+    plan: RunPlan,
+    classifier: Classifier,
+    *,
+    steer: Callable[[int, Row], LogitsProcessor | None] | None = None,
+    on_result: Callable[[RunProgress, int, ClassificationResult], None] | None = None,
+) -> RunSummary:
+    """Classify the plan's remaining items; Ctrl-C marks the run `interrupted` and re-raises."""
+    store, todo = classifier.store, plan.todo
+    progress = RunProgress(done=len(plan.done), total=plan.n_items)
+    texts = [plan.row(i).text for i in todo]
+    items = [run_item(plan, i) for i in todo]
+    procs = [steer(i, plan.row(i)) for i in todo] if steer else None
+    try:
+        for j, result in classifier.iter(texts, run_items=items, logits_processors=procs):
+            progress.done += 1
+            if result.cached:
+                progress.cached += 1
+            else:
+                progress.new += 1
+                resp = result.model_response
+                progress.output_tokens += resp.timings.output_tokens if resp else 0
+            if on_result is not None:
+                on_result(progress, todo[j], result)
+    except KeyboardInterrupt:
+        store.set_run_status(plan.name, "interrupted")
+        raise
+    except BaseException as exc:
+        store.set_run_status(plan.name, "failed", notes={**plan.notes, "error": str(exc)[:500]})
+        raise
+    store.set_run_status(plan.name, "done")
+    return RunSummary(plan.name, "done", plan.n_items, progress.done, progress.new,
+                      progress.cached, round(progress.elapsed, 3), progress.labels_per_s,
+                      progress.tokens_per_s, progress.output_tokens)  # fmt: skip
+
+
+def run_dataset(dataset: str | Path | Dataset, classifier: Classifier, *,
+                name: str | None = None, steer: Callable[[int, Row], LogitsProcessor | None] | None = None,
+                on_result: Callable[[RunProgress, int, ClassificationResult], None] | None = None,
+                **plan_kw: Any) -> RunSummary:  # fmt: skip
+    """plan_run + execute_run: classify a dataset as (or resuming) a named run."""
+    plan = plan_run(dataset, classifier, name=name, **plan_kw)
+    return execute_run(plan, classifier, steer=steer, on_result=on_result)
+
+
+# -- reading runs back -------------------------------------------------------------------------
+@dataclass
+class Outcomes:
+    """A stored run as metric inputs (one entry per done item, in item order)."""
+
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+    verdicts: list[str]
+    gold: list[bool | None]
+    scores: list[float | None]
+    parsed: list[bool]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.run.get("config") or "{}")
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        return json.loads(self.run.get("notes") or "{}")
+
+
+def item_score(row: dict[str, Any]) -> float | None:
+    """The label score: metadata.p_violation, else float_label (None when neither)."""
+    meta = json.loads(row.get("metadata") or "{}")
+    p = meta.get("p_violation") if isinstance(meta, dict) else None
+    if isinstance(p, int | float):
+        return float(p)
+    return None if row.get("float_label") is None else float(row["float_label"])
+
+
+def run_outcomes(store: Store, name: str) -> Outcomes:
+    run = store.run(name)
+    if run is None:
+        names = [
+            r["name"] for r in store.query("SELECT name FROM runs ORDER BY updated_at DESC LIMIT 5")
+        ]
+        hint = f" (recent runs: {', '.join(names)})" if names else " (no runs in this store)"
+        raise EdgeGuardError(f"no run named {name!r} in {store.path}{hint}")
+    rows = store.run_results(name)
+    gold: list[bool | None] = []
+    fallback = GoldMapper(OutputSpec())  # runs written by other tools: gold "1"/"0"/true/…
+    for r in rows:
+        extra = json.loads(r.get("extra") or "{}")
+        g = extra.get("gold_violation") if isinstance(extra, dict) else None
+        if g is None and r.get("gold") is not None:
+            mapped = fallback.map(r["gold"])
+            g = None if mapped is None else mapped.violation
+        gold.append(g)
+    return Outcomes(run, rows, [r["verdict"] for r in rows], gold, [item_score(r) for r in rows],
+                    [bool(r["parsed"]) for r in rows])  # fmt: skip
+
+
+def evaluate_run(store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+    """`metrics.evaluate` on a stored run, plus the run's identity, progress and notes."""
+    return evaluate_outcomes(run_outcomes(store, name), n_resamples=n_resamples, seed=seed,
+                             level=level)  # fmt: skip
+
+
+def evaluate_outcomes(out: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+    from edge_guard.metrics import evaluate
+
+    name = out.run["name"]
+    cfg = out.config
+    ev = evaluate(out.verdicts, out.gold, out.scores, parsed=out.parsed,
+                  n_resamples=n_resamples, seed=seed, level=level)  # fmt: skip
+    return {
+        "run": name,
+        "status": out.run.get("status"),
+        "dataset": cfg.get("dataset") or out.run.get("dataset"),
+        "policy": out.run.get("policy"),
+        "model": out.run.get("model"),
+        "style": cfg.get("style"),
+        "effort": cfg.get("effort"),
+        "n_items": out.run.get("n_items"),
+        "n_done": len(out.rows),
+        "notes": out.notes,
+        **ev,
+    }

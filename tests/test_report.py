@@ -1,0 +1,115 @@
+"""Reports: HTML with the tables, inline SVG plots and escaped hostile texts; Markdown; the
+ToxicChat reference figures; `edge-guard report`; the toxic_chat.py script end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_guard.cli import main
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.report import build_report, write_report
+from edge_guard.runs import run_dataset
+from edge_guard.store import Store
+from tests.runs_helpers import labelled_rows, make_classifier, steer_by_want, wants_of, write_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTILE = "<script>alert(0)</script> & <b>bold</b> | pipe"
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path, tiny_model: Path) -> tuple[Store, list[str]]:
+    """Two steered runs (two policies) on a dataset whose misclassified rows hold hostile HTML."""
+    rows = labelled_rows(21, hostile_every=10)
+    assert rows[0]["text"] == HOSTILE and rows[0]["want"] != str(rows[0]["label"])
+    data = write_jsonl(tmp_path / "toxic-chat-sample.jsonl", rows)
+    steer = steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows))
+    clf = make_classifier(tiny_model)
+    names = [run_dataset(data, clf, name="run <one>", steer=steer).name]
+    from edge_guard.classifier import Classifier
+    from tests.runs_helpers import SHORT
+
+    clf2 = Classifier("toxic_chat", tiny_model, sampling=SHORT, store=clf.store)
+    names.append(run_dataset(data, clf2, steer=steer).name)
+    return clf.store, names
+
+
+def test_html_report_has_tables_plots_and_escaped_texts(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
+    store, names = two_runs
+    out = write_report(names, tmp_path / "r.html", store=store, n_resamples=200)
+    html = out.read_text()
+    assert not (tmp_path / "r.html.partial").exists()
+    for section in ("Policy × model", "All runs", "Plots", "Run details", "Misclassified examples"):
+        assert f"<h2>{section}</h2>" in html
+    assert html.count("<svg") == 4  # F1 bars, PR curves, confusion matrices, score histograms
+    assert "<th>F1 (95% CI)</th>" in html
+    assert "undetermined excluded (headline)" in html
+    # hostile text only ever appears escaped; the page runs no script
+    assert "&lt;script&gt;alert(0)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+    assert "<script" not in html.lower() and "<b>bold" not in html
+    assert "run &lt;one&gt;" in html and "run <one>" not in html
+    assert "Content-Security-Policy" in html
+    # the dataset is named like ToxicChat: reference figures are shown beside ours
+    assert "Reference figures (ToxicChat)" in html and "79.9" in html and "0.676" in html
+    # numbers in the table are the eval's
+    ev_f1 = re.findall(r"F1 (\d\.\d{3}) \[", html)
+    assert ev_f1, "no F1 with a CI in the policy × model table"
+
+
+def test_markdown_report_escapes_and_embeds_plots(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
+    store, names = two_runs
+    md = write_report(names, tmp_path / "r.md", store=store, n_resamples=100).read_text()
+    assert md.startswith("# edge\\_guard evaluation report\n")
+    assert "## Policy × model" in md and "data:image/svg+xml;base64," in md
+    assert "<script" not in md and "&lt;script&gt;" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert all("<" not in line for line in table_lines)
+
+
+def test_report_reference_can_be_turned_off_and_bad_inputs(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
+    store, names = two_runs
+    rep = build_report(names[:1], store, n_resamples=50, benchmark=None, plots=False)
+    assert rep.benchmark is None and rep.plots == {}
+    with pytest.raises(EdgeGuardError, match=r"use \.html or \.md"):
+        write_report(names, tmp_path / "r.pdf", store=store)
+    with pytest.raises(EdgeGuardError, match="no run named 'missing'"):
+        write_report(["missing"], tmp_path / "r.html", store=store)
+
+
+def test_report_command(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
+    _store, names = two_runs
+    out = tmp_path / "cli.html"
+    res = CliRunner().invoke(main, ["report", *names, "--out", str(out), "--resamples", "50",
+                                    "--reference", "none"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == f"wrote {out}"
+    html = out.read_text()
+    assert "<svg" in html and "Reference figures" not in html
+
+
+def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_model: Path) -> None:
+    data = write_jsonl(tmp_path / "local.jsonl", labelled_rows(8, hostile_every=4))
+    out = tmp_path / "tc.html"
+    env = {**os.environ, "EDGE_GUARD_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(REPO / "scripts" / "toxic_chat.py"), "--models",
+            str(tiny_o200k_model), "--dataset", str(data), "-n", "4", "--max-tokens", "6",
+            "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    assert "toxic_simple" in html and "toxic_chat" in html  # both shipped policies
+    assert "Reference figures (ToxicChat)" in html and "<svg" in html
+    runs = Store(tmp_path / "home" / "edge_guard.db").query(
+        "SELECT name, n_items, status FROM runs"
+    )
+    assert sorted((r["n_items"], r["status"]) for r in runs) == [(4, "done"), (4, "done")]
+    # rerunning resumes: nothing new to classify
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "/4 ·" not in again.stderr
