@@ -133,8 +133,9 @@ def builtin_parse(response: ModelResponse, spec: OutputSpec) -> ClassificationRe
     return parse_json(response, spec) if spec.kind == "json" else parse_closed(response, spec)
 
 
-class ParserTimeout(Exception):
-    pass
+class ParserTimeout(BaseException):
+    """Raised into a parser that overran its time limit (a BaseException, so that a
+    parser's own `except Exception:` cannot swallow it and hang the batch)."""
 
 
 def _call_with_limit(fn: Callable[[Any], Any], arg: Any, limit: float) -> Any:
@@ -178,7 +179,7 @@ def run_parser(policy: Policy, response: ModelResponse, *,
         result = _call_with_limit(policy.parser, response, time_limit)
     except ParserTimeout:
         return _failed(response, f"{where} did not return within {time_limit:g} s")
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a parser must not end the batch
         return _failed(response, f"{where} raised {type(exc).__name__}: {exc}")
     if not isinstance(result, ClassificationResult):
         return _failed(
