@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "datasets": "edge_guard.cli.run_cmd:datasets",
     "study": "edge_guard.cli.study_cmd:study",
     "tui": "edge_guard.cli.tui_cmd:tui",
+    "compare": "edge_guard.cli.compare_cmd:compare",
 }
 
 

@@ -264,3 +264,6 @@ def synth(preset: str, out: str, seed: int, force: bool) -> None:
     click.echo(
         f"wrote {out} ({preset}, seed {seed}, {size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s"
     )
+
+
+from edge_guard.cli import quantize_cmd as _quantize  # noqa: E402,F401 - registers `models quantize`
