@@ -53,7 +53,7 @@ class BenchConfig:
     parallel: int = 8
     threads: int | None = None
     gpu_layers: int | str = "auto"
-    baseline_n: int | None = None  # texts timed for (a) and (b); None: all `n`
+    baseline_n: int | None = 20  # texts timed for (a), (b), (c), scaled to `n`; None: all
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
 
@@ -105,25 +105,25 @@ def run_bench(
     base_n = min(cfg.n, cfg.baseline_n or cfg.n)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[list[int]]] = {}
+    prompt_total = sum(len(r.prompt_ids) for r in reqs)
     if "llama_cpp" in cfg.variants:  # first: its own copy of the model, freed afterwards
         say(f"{LABELS['llama_cpp']}: {base_n} texts")
-        results["llama_cpp"], outputs["llama_cpp"] = _llama_cpp_loop(
-            model_path,
-            reqs[:base_n],
-            cfg,
-            prefix_len + suffix + cfg.output_tokens + 64,
-            stops,
-            threads,
+        llama_ctx = prefix_len + suffix + cfg.output_tokens + 64
+        times, n_out_b, outputs["llama_cpp"] = _llama_cpp_loop(
+            model_path, reqs[:base_n], cfg, llama_ctx, stops, threads
         )
+        results["llama_cpp"] = _extrapolated(times, cfg.n, n_out_b, prompt_total, first_apart=True)
     engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
                     n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
     try:
         for name in ("cold", "sequential", "parallel"):
             if name not in cfg.variants:
                 continue
-            todo = reqs[:base_n] if name == "cold" else reqs
+            todo = reqs if name == "parallel" else reqs[:base_n]
             say(f"{LABELS[name]}: {len(todo)} texts")
-            results[name], outputs[name] = _engine_loop(engine, todo, name, width)
+            results[name], outputs[name] = _engine_loop(
+                engine, todo, name, width, cfg.n, prompt_total
+            )
         say("roofline: llama.cpp prompt and generation rates")
         roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens)
         info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
@@ -133,19 +133,22 @@ def run_bench(
         engine.close()
     n_out = cfg.output_tokens
     mean_suffix = sum(len(r.prompt_ids) - prefix_len for r in reqs) / len(reqs)
-    roof_s = roof["prefix_s"] + cfg.n * (
-        mean_suffix / roof["suffix_tok_s"] + n_out / roof["gen_tok_s"]
-    )
-    prompt_total = sum(len(r.prompt_ids) for r in reqs)
-    results["roofline"] = _row(cfg.n, roof_s, prompt_total, cfg.n * n_out)
+
+    def ideal(r: dict[str, float]) -> float:
+        return r["prefix_s"] + cfg.n * (mean_suffix / r["suffix_tok_s"] + n_out / r["gen_tok_s"])
+
+    results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total, cfg.n * n_out)
     ref = outputs.get("cold") or outputs.get("sequential")
     for name, outs in outputs.items():
         results[name]["outputs_match_cold"] = None if ref is None else _agree(outs, ref, name)
-    d = results.get("parallel", {}).get("labels_per_s")
-    ratios = {
-        f"parallel/{k}": (d / results[k]["labels_per_s"]) if d and k in results else None
-        for k in ("cold", "llama_cpp", "sequential", "roofline")
-    }
+    ratios: dict[str, float | None] = {}
+    cpu_ratios: dict[str, float | None] = {}
+    d = results.get("parallel") or {}
+    for k in ("cold", "llama_cpp", "sequential", "roofline"):
+        other = results.get(k)
+        key = f"parallel/{k}"
+        ratios[key] = other["seconds"] / d["seconds"] if d and other else None
+        cpu_ratios[key] = other["cpu_seconds"] / d["cpu_seconds"] if d and other else None
     return {
         "config": asdict(cfg),
         "model": model_path,
@@ -159,7 +162,8 @@ def run_bench(
         "engine": info,
         "rates": roof,
         "results": results,
-        "ratios": ratios,
+        "ratios": ratios,  # labels/s of (d) over labels/s of the other
+        "cpu_ratios": cpu_ratios,  # the same from process CPU time
         "roofline_definition": ROOFLINE_DEFINITION,
     }
 
@@ -183,10 +187,15 @@ def _agree(outs: list[list[int]], ref: list[list[int]], name: str) -> bool:
     )
 
 
-def _row(n: int, seconds: float, prompt_tokens: int, output_tokens: int) -> dict[str, Any]:
+def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens: int,
+         timed: int | None = None, measured_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """One variant's figures for `n` texts; `timed` < n: the seconds are extrapolated."""
     return {
         "n": n,
+        "timed_texts": n if timed is None else timed,
         "seconds": seconds,
+        "cpu_seconds": cpu_s,
+        "measured_seconds": seconds if measured_s is None else measured_s,
         "labels_per_s": n / seconds if seconds > 0 else 0.0,
         "prompt_tokens": prompt_tokens,
         "output_tokens": output_tokens,
@@ -195,26 +204,72 @@ def _row(n: int, seconds: float, prompt_tokens: int, output_tokens: int) -> dict
     }
 
 
-def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str,
-                 width: int) -> tuple[dict[str, Any], list[list[int]]]:  # fmt: skip
+def _extrapolated(times: list[tuple[float, float]], n: int, n_out: int, prompt_tokens: int,
+                  first_apart: bool) -> dict[str, Any]:  # fmt: skip
+    """A loop timed per text, (wall, cpu) s, on len(times) of n equal-sized texts, scaled to n.
+
+    `first_apart`: the first text also paid for something once (the first call evaluates
+    the whole prefix), so only the others are averaged."""
+    k = len(times)
+
+    def scale(xs: list[float]) -> float:
+        if first_apart and k > 1:
+            return xs[0] + sum(xs[1:]) / (k - 1) * (n - 1)
+        return sum(xs) / k * n
+
+    wall, cpu = [t[0] for t in times], [t[1] for t in times]
+    return _row(n, scale(wall), scale(cpu), prompt_tokens, round(n_out * n / k), timed=k,
+                measured_s=sum(wall))  # fmt: skip
+
+
+Outputs = list[list[int]]
+Times = list[tuple[float, float]]
+
+
+def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width: int,
+                 n_total: int, prompt_total: int) -> tuple[dict[str, Any], Outputs]:  # fmt: skip
+    """Run `reqs` through the engine. The one-text-at-a-time loops are timed per text and
+    scaled to `n_total` texts; the parallel variant must be given (and timed on) them all."""
     outs: list[list[int]] = [[] for _ in reqs]
+    times: list[tuple[float, float]] = []
     engine.reset_state()
-    t0 = time.perf_counter()
+    clock = _Clock()
     if name == "cold":
         for i, req in enumerate(reqs):
             engine.reset_state()
             for _, resp in engine.generate_many([req], n_parallel=1):
                 outs[i] = resp.output_token_ids
+            times.append(clock.lap())
     else:
         for i, resp in engine.generate_many(reqs, n_parallel=1 if name == "sequential" else width):
             outs[i] = resp.output_token_ids
-    seconds = time.perf_counter() - t0
+            times.append(clock.lap())  # sequential: one text each (the first also the prefix)
     n_out = sum(len(o) for o in outs)
-    return _row(len(reqs), seconds, sum(len(r.prompt_ids) for r in reqs), n_out), outs
+    if name == "parallel":
+        wall, cpu = clock.total()
+        return _row(len(reqs), wall, cpu, prompt_total, n_out), outs
+    return _extrapolated(times, n_total, n_out, prompt_total, first_apart=name != "cold"), outs
+
+
+class _Clock:
+    """Wall and process-CPU time, per lap and in total."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = (time.perf_counter(), time.process_time())
+
+    def lap(self) -> tuple[float, float]:
+        now = (time.perf_counter(), time.process_time())
+        lap = (now[0] - self.last[0], now[1] - self.last[1])
+        self.last = now
+        return lap
+
+    def total(self) -> tuple[float, float]:
+        return time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]
 
 
 def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, n_ctx: int,
-                    stop_ids: list[int], threads: int) -> tuple[dict[str, Any], list[list[int]]]:  # fmt: skip
+                    stop_ids: list[int], threads: int) -> tuple[Times, int, Outputs]:  # fmt: skip
+    """Per-text (wall, cpu) seconds, output tokens and outputs of llama-cpp-python's loop."""
     import numpy as np
     from llama_cpp import Llama, LogitsProcessorList
 
@@ -232,70 +287,74 @@ def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, 
 
     processors = LogitsProcessorList([no_stop])
     outs: list[list[int]] = []
+    times: list[tuple[float, float]] = []
     n_out = 0
-    t0 = time.perf_counter()
+    clock = _Clock()
     for req in reqs:
         done = llm.create_completion(list(req.prompt_ids), max_tokens=cfg.output_tokens,
                                      temperature=0.0, repeat_penalty=1.0,
                                      logits_processor=processors)  # fmt: skip
+        times.append(clock.lap())
         k = int(done["usage"]["completion_tokens"])  # type: ignore[index]
         n_out += k
         start = len(req.prompt_ids)
         outs.append([int(t) for t in llm.input_ids[start : min(start + k - 1, llm.n_tokens)]])
-    seconds = time.perf_counter() - t0
     llm.close()
-    return _row(len(reqs), seconds, sum(len(r.prompt_ids) for r in reqs), n_out), outs
+    return times, n_out, outs
 
 
 def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int) -> dict[str, Any]:
-    """llama.cpp's own rates on `engine`'s context: prefix, batched suffixes, batched decode."""
+    """llama.cpp's own rates on `engine`'s context: prefix, batched suffixes, batched decode.
+
+    Rates from wall time; `cpu` holds the same from process CPU time (robust on a busy
+    machine when run with one thread)."""
     from edge_guard import llama_runtime as rt
 
     prefix = list(reqs[0].prompt_ids[: reqs[0].prefix_len])
     engine.reset_state()
     batch, ctx, mem = engine._batch, engine._ctx, engine._mem
-    t0 = time.perf_counter()
-    for start in range(0, len(prefix), engine.n_batch):
-        batch.clear()
-        for j, tok in enumerate(prefix[start : start + engine.n_batch]):
-            batch.add(tok, start + j, 0, False)
-        rt.decode(ctx, batch)
-    prefix_s = time.perf_counter() - t0
+
+    def run(items: list[tuple[int, int, int, bool]], step: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for start in range(0, len(items), step):
+            batch.clear()
+            for tok, pos, seq, want in items[start : start + step]:
+                batch.add(tok, pos, seq, want)
+            rt.decode(ctx, batch)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    prefix_t = run([(tok, j, 0, False) for j, tok in enumerate(prefix)], engine.n_batch)
     seqs = list(range(1, len(reqs) + 1))
     for s in seqs:
         rt.seq_cp(mem, 0, s)
-    pending = [(s, pos, tok) for s, r in zip(seqs, reqs, strict=True)
+    pending = [(tok, pos, s, pos == len(r.prompt_ids) - 1) for s, r in zip(seqs, reqs, strict=True)
                for pos, tok in enumerate(r.prompt_ids) if pos >= len(prefix)]  # fmt: skip
-    t0 = time.perf_counter()
-    for start in range(0, len(pending), engine.n_batch):
-        batch.clear()
-        for s, pos, tok in pending[start : start + engine.n_batch]:
-            batch.add(tok, pos, s, pos == len(reqs[s - 1].prompt_ids) - 1)
-        rt.decode(ctx, batch)
-    suffix_s = time.perf_counter() - t0
-    pos = {s: len(r.prompt_ids) for s, r in zip(seqs, reqs, strict=True)}
+    suffix_t = run(pending, engine.n_batch)
     token = reqs[0].prompt_ids[-1]
-    t0 = time.perf_counter()
-    for _ in range(n_out):
-        batch.clear()
-        for s in seqs:
-            batch.add(token, pos[s], s, True)
-            pos[s] += 1
-        rt.decode(ctx, batch)
-    gen_s = time.perf_counter() - t0
+    steps = [(token, len(r.prompt_ids) + k, s, True) for k in range(n_out)
+             for s, r in zip(seqs, reqs, strict=True)]  # fmt: skip
+    gen_t = run(steps, len(seqs))
     engine.reset_state()
-    return {
-        "prefix_tokens": len(prefix),
-        "prefix_s": prefix_s,
-        "prompt_tok_s": len(prefix) / prefix_s,
-        "suffix_tok_s": len(pending) / suffix_s,
-        "gen_tok_s": len(seqs) * n_out / gen_s,
-        "gen_batch": len(seqs),
-    }
+
+    def rates(i: int) -> dict[str, float]:
+        return {
+            "prefix_s": prefix_t[i],
+            "prompt_tok_s": len(prefix) / prefix_t[i],
+            "suffix_tok_s": len(pending) / suffix_t[i],
+            "gen_tok_s": len(steps) / gen_t[i],
+        }
+
+    return {"prefix_tokens": len(prefix), **rates(0), "gen_batch": len(seqs), "cpu": rates(1)}
 
 
 def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
+
+
+def _timed(row: dict[str, Any]) -> str:
+    if row.get("timed_texts", row["n"]) == row["n"]:
+        return str(row["n"])
+    return f"{row['timed_texts']}/{row['n']}"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -304,10 +363,10 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"model: {report['model']}",
         f"workload: prefix {w['prefix_tokens']} tokens, suffix {w['mean_suffix_tokens']:.0f} "
-        f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']} "
-        f"(a, b timed on {w['baseline_n']}); threads {report['engine']['n_threads']}",
+        f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']}; "
+        f"threads {report['engine']['n_threads']}",
         "",
-        f"{'variant':32} {'texts':>6} {'seconds':>9} {'labels/s':>9} {'tok/s':>9} "
+        f"{'variant':32} {'timed':>9} {'seconds':>9} {'cpu s':>9} {'labels/s':>9} {'tok/s':>9} "
         f"{'out tok/s':>9}  same output",
     ]
     for name in (*VARIANTS, "roofline"):
@@ -317,7 +376,8 @@ def format_table(report: dict[str, Any]) -> str:
         same = r.get("outputs_match_cold")
         mark = "" if same is None else ("yes" if same else "NO")
         lines.append(
-            f"{LABELS[name]:32} {r['n']:>6} {r['seconds']:>9.2f} {r['labels_per_s']:>9.2f} "
+            f"{LABELS[name]:32} {_timed(r):>9} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
+            f"{r['labels_per_s']:>9.2f} "
             f"{r['tokens_per_s']:>9.0f} {r['output_tokens_per_s']:>9.1f}  {mark}"
         )
     rates = report["rates"]
@@ -328,6 +388,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"({rates['gen_batch']} sequences/step)",
         "ratios (labels/s): "
         + ", ".join(f"(d)/{k.split('/')[1]} = {v:.2f}" for k, v in report["ratios"].items() if v),
+        "same from CPU time: "
+        + ", ".join(f"{v:.2f}" for v in report["cpu_ratios"].values() if v)
+        + " (meaningful with --threads 1 on a busy machine; llama.cpp's threads spin)",
+        "timed: texts timed / texts; a loop timed on fewer texts is scaled to all of them "
+        "(per-text mean; in (b) and (c) the first text, which also evaluates the prefix, once).",
         "tok/s counts every prompt token (cached or not) plus output tokens, per second.",
         ROOFLINE_DEFINITION + ".",
     ]

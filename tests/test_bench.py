@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -30,14 +31,16 @@ def test_bench_json_report(tiny_model: Path) -> None:
     assert set(res) == {*VARIANTS, "roofline"}
     for name in VARIANTS:
         row = res[name]
-        assert set(row) >= {"n", "seconds", "labels_per_s", "tokens_per_s", "prompt_tokens",
-                            "output_tokens", "output_tokens_per_s", "outputs_match_cold"}  # fmt: skip
-        assert row["n"] == (4 if name in ("cold", "llama_cpp") else 7)
+        assert set(row) >= {"n", "seconds", "cpu_seconds", "labels_per_s", "tokens_per_s",
+                            "prompt_tokens", "output_tokens", "output_tokens_per_s",
+                            "outputs_match_cold"}  # fmt: skip
+        assert row["n"] == 7  # one-at-a-time loops: 4 timed, scaled to 7
+        assert row["timed_texts"] == (7 if name == "parallel" else 4)
         assert row["outputs_match_cold"] is True  # every variant decodes the same tokens
         assert row["labels_per_s"] > 0
     for name in ("cold", "sequential", "parallel"):  # stop tokens suppressed: exactly 5 each
-        assert res[name]["output_tokens"] == 5 * res[name]["n"]
-    assert res["llama_cpp"]["output_tokens"] >= 5 * 4
+        assert res[name]["output_tokens"] == 5 * 7
+    assert res["llama_cpp"]["output_tokens"] >= 5 * 7
     assert res["roofline"]["n"] == 7
     w = report["workload"]
     assert w["n"] == 7 and w["baseline_n"] == 4 and w["output_tokens"] == 5
@@ -46,13 +49,16 @@ def test_bench_json_report(tiny_model: Path) -> None:
     assert set(report["ratios"]) == {f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential",
                                                                "roofline")}  # fmt: skip
     assert all(v > 0 for v in report["ratios"].values())
+    assert set(report["cpu_ratios"]) == set(report["ratios"])
+    assert set(report["rates"]["cpu"]) == {"prefix_s", "prompt_tok_s", "suffix_tok_s", "gen_tok_s"}
 
 
 def test_bench_table_with_synth_preset_and_subset_of_variants() -> None:
-    code, out = run("--synth", "tiny", *SMALL, "--variants", "sequential,parallel")
+    code, out = run("--synth", "tiny", *SMALL, "--variants", "cold,sequential,parallel")
     assert code == 0, out
     assert "(c) edge_guard sequential" in out and "(d) edge_guard parallel" in out
-    assert "(a) cold loop" not in out and "roofline_s = prefix_s" in out
+    assert "(b) llama-cpp-python" not in out and "roofline_s = prefix_s" in out
+    assert re.search(r"\(a\) cold loop +7 ", out)  # 7 texts, all timed (not 7/7 or scaled)
 
 
 def test_bench_rejects_bad_arguments(tiny_model: Path) -> None:

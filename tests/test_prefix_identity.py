@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,12 +72,13 @@ def policies() -> list[str]:
 
 
 @pytest.fixture(params=[8, 32], ids=["window8", "window32"])
-def windowed_model(request: pytest.FixtureRequest, tiny_model: Path, synth_model) -> Path:  # type: ignore[no-untyped-def]
+def windowed_model(request: pytest.FixtureRequest, tiny_model: Path, synth_model: Any) -> Path:
     return tiny_model if request.param == 8 else synth_model("tiny", sliding_window=32)
 
 
-def test_prefix_state_matches_scratch_with_alternating_policies(windowed_model: Path,
-                                                               policies: list[str]) -> None:  # fmt: skip
+def test_prefix_state_matches_scratch_with_alternating_policies(
+    windowed_model: Path, policies: list[str]
+) -> None:
     with engine(windowed_model) as eng:
         window = rt.n_swa(eng._model)
         reqs = requests(eng, policies, 9)
@@ -144,7 +146,7 @@ def test_cut_prefix_after_window_cells_were_reused(tiny_model: Path) -> None:
     assert got_long == scratch(tiny_model, long)
 
 
-def test_windowed_swa_cache_gives_scratch_results(synth_model, policies: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_windowed_swa_cache_gives_scratch_results(synth_model: Any, policies: list[str]) -> None:
     path = synth_model("tiny", sliding_window=32)
     with engine(path, swa_full=False, n_parallel=4) as eng:
         assert eng.n_parallel == 1 and not eng.prefix_cache
@@ -194,8 +196,9 @@ def test_damaged_snapshot_is_discarded(tiny_model: Path, policies: list[str],
         assert third.stats["snapshot_loads"] == 1
 
 
-def test_snapshot_key_covers_settings_and_model(tiny_model: Path, synth_model,
-                                                policies: list[str]) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+def test_snapshot_key_covers_settings_and_model(
+    tiny_model: Path, synth_model: Any, policies: list[str]
+) -> None:
     with engine(tiny_model, prefix_snapshots=True) as a:
         reqs = requests(a, policies[:1], 2)
         _outputs(a, reqs, 1)

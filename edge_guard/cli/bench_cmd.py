@@ -1,4 +1,4 @@
-"""`edge-guard bench`: measure labels/s (cold, llama-cpp-python, sequential, parallel) vs a roofline.
+"""`edge-guard bench`: labels/s of cold, llama-cpp-python, sequential and parallel loops.
 
 All measuring lives in `edge_guard.bench`; this module parses options, resolves the
 model (or writes the synthetic preset once) and prints a table or JSON.
@@ -41,8 +41,9 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--parallel", type=int, default=8, show_default=True, help="Sequences for (d).")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
-@click.option("--baseline-n", type=int, default=None,
-              help="Time the slow baselines (a) and (b) on only this many of the texts.")  # fmt: skip
+@click.option("--baseline-n", type=int, default=20, show_default=True,
+              help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
+              "scale their time to --n (0: time all). (d) always runs all --n texts.")  # fmt: skip
 @click.option("--variants", default="cold,llama_cpp,sequential,parallel", show_default=True,
               help="Comma-separated subset of the variants to run.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -64,8 +65,9 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         raise EdgeGuardError(f"unknown variant {unknown[0]!r} (choose {', '.join(VARIANTS)})")
-    for name, value in (("--policy-tokens", policy_tokens), ("--text-tokens", text_tokens),
-                        ("--output-tokens", output_tokens), ("--n", n), ("--parallel", parallel)):  # fmt: skip
+    sizes = {"--policy-tokens": policy_tokens, "--text-tokens": text_tokens,
+             "--output-tokens": output_tokens, "--n": n, "--parallel": parallel}  # fmt: skip
+    for name, value in sizes.items():
         if value < 1:
             raise EdgeGuardError(f"{name} must be at least 1, got {value}")
     if synth:
@@ -78,7 +80,7 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
                       text_tokens=text_tokens, output_tokens=output_tokens, n=n,
                       parallel=parallel, threads=threads, gpu_layers=gpu,
-                      baseline_n=baseline_n, variants=chosen)  # fmt: skip
+                      baseline_n=baseline_n or None, variants=chosen)  # fmt: skip
 
     def progress(msg: str) -> None:
         click.echo(f"bench: {msg}", err=True)
