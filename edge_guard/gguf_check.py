@@ -247,7 +247,7 @@ def _parse(cur: _Cursor, size: int, keep_arrays: tuple[str, ...]) -> GGUFHeader:
     import gguf
 
     for _ in range(n_tensors):
-        name = cur.string()
+        name = _printable(cur.string())
         n_dims = cur.unpack("<I")
         if n_dims > 8:
             raise BadModelFile(f"{path}: tensor {name} has {n_dims} dimensions; file is corrupt")
@@ -323,6 +323,11 @@ def _check_hyperparameters(header: GGUFHeader) -> None:
     for key in REQUIRED_TOKENIZER_KEYS[1:]:
         if not isinstance(header.metadata[key], list | _Skipped):
             raise BadModelFile(f"{p}: {key} is {_short(header.metadata[key])}, not an array")
+
+
+def _printable(name: str) -> str:
+    """A name from the file, safe in a one-line message (control characters escaped)."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def _short(v: Any) -> str:
