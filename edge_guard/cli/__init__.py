@@ -78,7 +78,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         rv = main.main(args=argv, prog_name="edge-guard", standalone_mode=False)
     except click.UsageError as exc:
-        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        where = f" (see '{exc.ctx.command_path if exc.ctx else 'edge-guard'} --help')"
         fail(" ".join(exc.format_message().split()) + where, exc.exit_code)
     except click.ClickException as exc:
         fail(" ".join(exc.format_message().split()), exc.exit_code)
