@@ -340,7 +340,7 @@ class Engine:
         """
         if self.prefix_store is None or n_todo < MIN_PREFIX_TOKENS:
             return False
-        restored = self.prefix_store.restore(self._ctx, self._mem, prefix)
+        restored = self.prefix_store.restore(self._ctx, self._mem, prefix, self.n_parallel + 1)
         if restored is None:
             return False
         if not restored:
@@ -354,7 +354,7 @@ class Engine:
         if (
             store is not None
             and len(prefix) >= MIN_PREFIX_TOKENS
-            and store.capture(self._ctx, prefix)
+            and store.capture(self._ctx, self._mem, prefix, self.n_parallel + 1)
         ):
             self.stats["snapshot_saves"] += 1
 

@@ -174,22 +174,26 @@ def n_swa(model: _Handle) -> int:
     return int(_ll().llama_model_n_swa(model.ptr))
 
 
-def state_seq_get(ctx: _Handle, seq_id: int) -> bytes:
-    """llama.cpp's serialized KV state of one sequence (all cached layers)."""
+def state_get(ctx: _Handle) -> bytes:
+    """llama.cpp's serialized context state: every KV cell, at its index, in every cache.
+
+    (The per-sequence variant drops cells out of the sliding window and restores the rest
+    at other cache indices, which changes rounding; the whole state restores bit-exactly.)
+    """
     ll = _ll()
-    size = int(ll.llama_state_seq_get_size(ctx.ptr, seq_id))
+    size = int(ll.llama_state_get_size(ctx.ptr))
     buf = (ctypes.c_ubyte * size)()
-    written = int(ll.llama_state_seq_get_data(ctx.ptr, buf, size, seq_id))
+    written = int(ll.llama_state_get_data(ctx.ptr, buf, size))
     if written == 0:
-        raise EdgeGuardError("llama.cpp could not serialize the prefix state")
+        raise EdgeGuardError("llama.cpp could not serialize the context state")
     return bytes(buf[:written])
 
 
-def state_seq_set(ctx: _Handle, data: bytes, seq_id: int) -> bool:
-    """Load `data` (from `state_seq_get`) into `seq_id`; False if llama.cpp rejects it."""
+def state_set(ctx: _Handle, data: bytes) -> bool:
+    """Replace the whole context state with `data` (from `state_get`); False if rejected."""
     ll = _ll()
     buf = (ctypes.c_ubyte * len(data)).from_buffer_copy(data)
-    return int(ll.llama_state_seq_set_data(ctx.ptr, buf, len(data), seq_id)) > 0
+    return int(ll.llama_state_set_data(ctx.ptr, buf, len(data))) > 0
 
 
 class Batch:

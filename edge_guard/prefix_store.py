@@ -1,12 +1,18 @@
 """Disk snapshots of the policy-prefix KV state, so a new process skips re-evaluating it.
 
 Evaluating a 1,000-token policy prefix costs about a minute on a laptop CPU; its KV
-state (llama.cpp's `llama_state_seq_get_data` for sequence 0) is a few MB to ~50 MB and
-loads in milliseconds. Snapshots live in `<data dir>/prefix_states/<key>.state`, where
+state is a few MB (synthetic models) to ~100 MB (gpt-oss-20b) and loads in milliseconds. Snapshots live in `<data dir>/prefix_states/<key>.state`, where
 the key hashes everything that determines the state's bytes: the model file's identity
 (real path, size, mtime), the llama.cpp build (version + system info), the engine
 settings that change numerics (GPU layers, flash attention, SWA cache, batch size) and
 the prefix token ids. The folder is bounded (least recently used files go first).
+
+The snapshot is the whole context state (`llama_state_get_data`) taken right after the
+prefix was evaluated into an empty cache, so it restores every cell at the index a fresh
+evaluation would use: results are bit-identical. (`llama_state_seq_get_data` for sequence
+0 is smaller, but it drops the cells outside the sliding window and restores the others
+at different cache indices; attention then sums in another order and, measured on a
+synthetic model, a later greedy token changed.)
 
 File layout: ``EGPS1\\n`` + one JSON header line (key, n_tokens, size, crc32) + data.
 A file that fails any check is deleted and treated as a miss.
@@ -51,7 +57,7 @@ def snapshot_identity(model_path: str, *, gpu_layers: int, flash_attn: bool | st
     from edge_guard import llama_runtime as rt
 
     return {
-        "format": 1,
+        "format": 2,
         "model": file_identity(model_path),
         "build": rt.build_info(),
         "gpu_layers": gpu_layers,
@@ -87,34 +93,35 @@ class PrefixStore:
     def key_for(self, prefix: Sequence[int]) -> str:
         return self.key(self.identity, prefix)
 
-    def restore(self, ctx: Any, mem: Any, prefix: Sequence[int]) -> bool | None:
-        """Load the snapshot of `prefix` into sequence 0 (emptied first).
+    def restore(self, ctx: Any, mem: Any, prefix: Sequence[int], n_seq: int) -> bool | None:
+        """Replace the context state with the snapshot of `prefix` (sequence 0 only).
 
-        None: no snapshot (sequence 0 untouched); False: llama.cpp rejected it (sequence 0
-        is now empty); True: sequence 0 holds exactly `prefix`.
+        None: no snapshot (state untouched); False: llama.cpp rejected it (the cache is now
+        empty); True: sequence 0 holds exactly `prefix`, in the cells a fresh evaluation uses.
         """
         from edge_guard import llama_runtime as rt
 
         data = self.load(self.key_for(prefix), len(prefix))
         if data is None:
             return None
-        rt.seq_rm(mem, 0)
-        if rt.state_seq_set(ctx, data, 0) and rt.seq_pos_max(mem, 0) == len(prefix) - 1:
+        rt.memory_clear(mem)
+        if rt.state_set(ctx, data) and _holds_exactly(mem, len(prefix), n_seq):
             return True
-        rt.seq_rm(mem, 0)
+        rt.memory_clear(mem)
         self._remove(self.path(self.key_for(prefix)))
         return False
 
-    def capture(self, ctx: Any, prefix: Sequence[int]) -> bool:
-        """Save sequence 0 (holding exactly `prefix`) unless a snapshot already exists."""
+    def capture(self, ctx: Any, mem: Any, prefix: Sequence[int], n_seq: int) -> bool:
+        """Save the context state, which must hold only `prefix` in sequence 0 (cells 0..n-1,
+        as evaluated into an empty cache), unless a snapshot already exists."""
         from edge_guard import llama_runtime as rt
         from edge_guard.errors import EdgeGuardError
 
         key = self.key_for(prefix)
-        if self.path(key).exists():
+        if self.path(key).exists() or not _holds_exactly(mem, len(prefix), n_seq):
             return False
         try:
-            data = rt.state_seq_get(ctx, 0)
+            data = rt.state_get(ctx)
         except EdgeGuardError:
             return False
         return self.save(key, len(prefix), data) is not None
@@ -200,6 +207,18 @@ class PrefixStore:
     def _remove(path: Path) -> None:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def _holds_exactly(mem: Any, n_tokens: int, n_seq: int) -> bool:
+    """Sequence 0 holds positions 0..n-1 (every sliding-window cell too); sequences 1..n_seq-1
+    hold nothing."""
+    from edge_guard import llama_runtime as rt
+
+    return (
+        rt.seq_pos_min(mem, 0) == 0
+        and rt.seq_pos_max(mem, 0) == n_tokens - 1
+        and all(rt.seq_pos_max(mem, s) < 0 for s in range(1, n_seq))
+    )
 
 
 def _unpack(raw: bytes, key: str, n_tokens: int) -> bytes | None:

@@ -7,11 +7,13 @@ cut back after llama.cpp reused out-of-window cells, `swa_full=False`, and disk 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_guard import llama_runtime as rt
@@ -61,6 +63,24 @@ def scratch(path: Path, reqs: list[GenerationRequest]) -> list[list[int]]:
         return [eng.generate(r).output_token_ids for r in reqs]
 
 
+def logits_trace(eng: Engine, reqs: list[GenerationRequest]) -> list[np.ndarray]:
+    """The raw logits of every step of every request, decoded one request at a time."""
+    trace: list[np.ndarray] = []
+
+    def record(_ids: object, logits: np.ndarray) -> None:
+        trace.append(logits.copy())
+
+    for r in reqs:
+        eng.generate(dataclasses.replace(r, logits_processor=record))
+    return trace
+
+
+def scratch_trace(path: Path, reqs: list[GenerationRequest]) -> list[np.ndarray]:
+    with Engine(path, n_ctx=2048, n_parallel=1, n_threads=1, prefix_cache=False,
+                prefix_snapshots=False) as eng:  # fmt: skip
+        return logits_trace(eng, reqs)
+
+
 def engine(path: Path, **kw: object) -> Engine:
     kw = {"n_ctx": 2048, "n_parallel": 4, "n_threads": 1, "prefix_snapshots": False, **kw}
     return Engine(path, **kw)  # type: ignore[arg-type]
@@ -92,7 +112,13 @@ def test_prefix_state_matches_scratch_with_alternating_policies(
             assert resp.timings.cached_tokens == r.prefix_len  # the prefix state was used
             got.append(resp.output_token_ids)
         assert eng.stats["prefix_evals"] == 9  # policies alternate: each call re-evaluates
+        trace = logits_trace(eng, reqs[:3])
     assert got == scratch(windowed_model, reqs)
+    # without flash attention on the CPU, prefix + suffix is bit-identical to one pass
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(trace, scratch_trace(windowed_model, reqs[:3]), strict=True)
+    )
 
 
 def test_same_policy_evaluates_its_prefix_once(tiny_model: Path, policies: list[str]) -> None:
@@ -174,8 +200,15 @@ def test_snapshot_is_saved_then_loaded_with_identical_results(
     with engine(windowed_model, prefix_snapshots=True) as second:  # a new process, same policy
         warm = _outputs(second, reqs, 4)
         assert second.stats["snapshot_loads"] == 1 and second.stats["prefix_evals"] == 0
-        warm_seq = [second.generate(r).output_token_ids for r in reqs]
-    assert cold == warm == warm_seq == scratch(windowed_model, reqs)
+    assert cold == warm == scratch(windowed_model, reqs)
+    # Bit for bit: the snapshot restores every cell at the index a fresh evaluation uses
+    # (a per-sequence snapshot drops out-of-window cells and moves the rest: other rounding).
+    with engine(windowed_model, prefix_snapshots=True, n_parallel=1) as third:
+        warm_trace = logits_trace(third, reqs)
+        assert third.stats["snapshot_loads"] == 1
+    cold_trace = scratch_trace(windowed_model, reqs)
+    assert len(warm_trace) == len(cold_trace) > 20
+    assert all(np.array_equal(a, b) for a, b in zip(warm_trace, cold_trace, strict=True))
 
 
 def test_damaged_snapshot_is_discarded(tiny_model: Path, policies: list[str],
