@@ -112,17 +112,24 @@ class Truncator:
 # -- memory ----------------------------------------------------------------------------------
 def check_memory(path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool,
                  n_ubatch: int = 512) -> dict[str, Any]:  # fmt: skip
-    """`check_fit` for the settings the engine will really use; raises `DoesNotFit`."""
-    from edge_guard.registry.errors import DoesNotFit
-    from edge_guard.registry.fit import fit_report
+    """`check_fit` for the settings the engine will really use; raises `DoesNotFit`.
 
-    report = fit_report(path, n_ctx, n_gpu_layers=n_gpu_layers, swa_full=swa_full,
-                        n_ubatch=n_ubatch)  # fmt: skip
+    Without a VRAM figure (no `nvidia-smi`: Apple unified memory, other GPUs) everything
+    is counted against RAM, which is right for unified memory and cautious elsewhere.
+    """
+    from edge_guard.registry import fit
+    from edge_guard.registry.errors import DoesNotFit
+
+    gpus = fit.gpu_info() if n_gpu_layers != 0 else None
+    layers = n_gpu_layers if gpus else 0
+    vram = sum(g["free"] for g in gpus) if gpus else 0
+    report = fit.fit_report(path, n_ctx, n_gpu_layers=layers, swa_full=swa_full,
+                            n_ubatch=n_ubatch, vram_bytes=vram)  # fmt: skip
     if report["fits"]:
         return report
     hint = "use a smaller --ctx"
-    if n_gpu_layers != 0:
-        best = fit_report(path, n_ctx, swa_full=swa_full, n_ubatch=n_ubatch)
+    if layers != 0:
+        best = fit.fit_report(path, n_ctx, swa_full=swa_full, n_ubatch=n_ubatch, vram_bytes=vram)
         if best["fits"]:
             hint = f"use --gpu-layers {best['n_gpu_layers']}"
     raise DoesNotFit(

@@ -1,0 +1,133 @@
+"""Hostile policies: unreadable files are one-line errors; a misbehaving parse.py makes only
+its items undetermined (error recorded) while the batch goes on, in any thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge_guard.backends import EngineSettings
+from edge_guard.classifier import Classifier, RunItem
+from edge_guard.errors import PolicyError
+from edge_guard.policy import load_policy
+from edge_guard.result import Verdict
+from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
+
+
+def folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    d = tmp_path / "pol"
+    d.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+@pytest.mark.parametrize(
+    ("files", "phrase"),
+    [
+        ({"policy.md": b""}, "policy text is empty"),
+        ({"policy.md": b" \n\t\n"}, "policy text is empty"),
+        ({"policy.md": b"Flag \xff\xfe toxic text"}, "not UTF-8 text (bad byte at offset 5)"),
+        ({"policy.md": b"Flag\x00toxic"}, "contains NUL bytes"),
+        ({"policy.md": b"ok", "policy.toml": b"[output\nkind="}, "invalid TOML"),
+        ({"policy.md": b"ok", "policy.toml": b"name = '\xff'"}, "not UTF-8 text"),
+        ({"policy.md": b"ok", "policy.toml": b"[output]\nkind = 'poem'"}, "output kind 'poem'"),
+        ({"policy.md": b"ok", "parse.py": b"raise RuntimeError('boom')\n"},
+         "importing it failed: RuntimeError: boom"),
+        ({"policy.md": b"ok", "parse.py": b"def parse(:\n"}, "importing it failed: SyntaxError"),
+        ({"policy.md": b"ok", "parse.py": b"parse = 3\n"}, "`parse` is not a function"),
+        ({"policy.toml": b"name = 'x'"}, "a policy folder needs a policy.md"),
+    ],
+)  # fmt: skip
+def test_unusable_policy_files_are_one_line_errors(tmp_path: Path, files: dict[str, bytes],
+                                                   phrase: str) -> None:  # fmt: skip
+    with pytest.raises(PolicyError) as info:
+        load_policy(folder(tmp_path, files))
+    assert "\n" not in str(info.value) and phrase in str(info.value)
+
+
+def test_unusable_policy_through_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    path = folder(tmp_path, {"policy.md": b"\xc3\x28 invalid"})
+    result = CliRunner().invoke(main, ["prompt", "-p", str(path), "hello"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path / 'policy.md'}: policy is not UTF-8 text (bad byte at offset 0)"
+    ]
+
+
+PARSERS = {
+    "raises": ("def parse(r):\n    if r.response.strip() == '1':\n        raise ValueError('no')\n"
+               "    return BUILTIN(r)\n", "raised ValueError: no"),
+    "wrong_type": ("def parse(r):\n    if r.response.strip() == '1':\n        return {'v': 1}\n"
+                   "    return BUILTIN(r)\n", "returned dict, not ClassificationResult"),
+    "hangs": ("import time\ndef parse(r):\n    while r.response.strip() == '1':\n"
+              "        time.sleep(0.05)\n    return BUILTIN(r)\n", "did not return within 0.5 s"),
+    "swallows_time_limit": (
+        "import time\ndef parse(r):\n    while r.response.strip() == '1':\n        try:\n"
+        "            time.sleep(0.05)\n        except Exception:\n            pass\n"
+        "    return BUILTIN(r)\n", "did not return within 0.5 s"),
+    "exits": ("import sys\ndef parse(r):\n    if r.response.strip() == '1':\n        sys.exit(3)\n"
+              "    return BUILTIN(r)\n", "raised SystemExit: 3"),
+}  # fmt: skip
+PRELUDE = (
+    "from edge_guard.parsers import builtin_parse\nfrom edge_guard.policy import OutputSpec\n"
+    "def BUILTIN(r):\n    return builtin_parse(r, OutputSpec())\n"
+)
+
+
+def run_batch(policy_dir: Path, model: Path, db: Path) -> dict[int, object]:
+    """Four texts: the model is steered to answer 1, 0, 1, 0; parse() misbehaves on '1'."""
+    clf = Classifier(policy_dir, model, db=db, parallel=4, sampling=SamplingConfig(max_tokens=40),
+                     engine_settings=EngineSettings(n_ctx=2048, n_parallel=4))  # fmt: skip
+    vocab = clf.backend.vocab()
+    steer = [ForcedTokens(harmony_script(vocab, final=a)) for a in "1010"]
+    clf.store.ensure_run("batch", kind="test")
+    items = [RunItem("batch", i) for i in range(4)]
+    texts = [f"text number {i}" for i in range(4)]
+    return dict(clf.iter(texts, run_items=items, logits_processors=steer))
+
+
+@pytest.mark.parametrize("thread", ["main", "worker"])
+@pytest.mark.parametrize("mode", sorted(PARSERS))
+def test_misbehaving_parser_fails_only_its_items(
+    mode: str, thread: str, tmp_path: Path, tiny_model: Path, fast_parser_limit: float
+) -> None:
+    source, phrase = PARSERS[mode]
+    pol = folder(tmp_path, {"policy.md": b"Answer 1 if toxic, else 0.",
+                            "parse.py": (PRELUDE + source).encode()})  # fmt: skip
+    db = tmp_path / "s.db"
+    box: dict[str, object] = {}
+
+    def go() -> None:
+        try:
+            box["results"] = run_batch(pol, tiny_model, db)
+        except BaseException as exc:  # the test fails below with the reason
+            box["error"] = exc
+
+    if thread == "main":
+        go()
+    else:
+        worker = threading.Thread(target=go)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the batch hung"
+    assert "error" not in box, box.get("error")
+    results = box["results"]
+    assert isinstance(results, dict) and sorted(results) == [0, 1, 2, 3]
+    for i in (0, 2):  # answered "1": the parser failed
+        r = results[i]
+        assert r.verdict == Verdict.UNDETERMINED and phrase in (r.error or ""), r.error  # type: ignore[attr-defined]
+    for i in (1, 3):  # answered "0": parsed normally
+        r = results[i]
+        assert r.verdict == Verdict.NO_VIOLATION and r.error is None  # type: ignore[attr-defined]
+    from edge_guard.store import Store
+
+    rows = Store(db).run_results("batch")
+    assert [r["idx"] for r in rows] == [0, 1, 2, 3]  # every result committed
+    assert [bool(r["error"]) for r in rows] == [True, False, True, False]
