@@ -34,6 +34,17 @@ def steer_to(final: str | Callable[[str], str], analysis: str = "The text is che
     return steer
 
 
+def shown(widget: Any) -> str:
+    """The plain text a Static shows (Rich renderables rendered 200 columns wide)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.export_text()
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tui.db"
@@ -48,9 +59,10 @@ def make_app(db_path: Path, tiny_o200k_model: Path) -> Callable[..., EdgeGuardAp
         kw.setdefault("db", db_path)
         kw.setdefault("model", str(tiny_o200k_model))
         kw.setdefault("policy", "toxic_simple")
-        steer = steer_to(final, analysis) if final is not None else None
+        if "steer" not in kw:
+            kw["steer"] = steer_to(final, analysis) if final is not None else None
         kw.setdefault("classifier_factory", factory)
-        return EdgeGuardApp(steer=steer, **kw)
+        return EdgeGuardApp(**kw)
 
     return make
 

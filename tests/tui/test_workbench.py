@@ -1,43 +1,193 @@
-"""Workbench: classify with streaming reasoning, cache, copy, cancel, save a policy edit."""
+"""Workbench: classify with streaming reasoning, cache, copy, cancel, errors, save a policy edit."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, TextArea
+from textual.widgets import DataTable, Input, Select, Static, TextArea
 
+from edge_guard.policy import load_policy
+from edge_guard.sampling import ForcedTokens, harmony_script
 from edge_guard.store import Store
+from edge_guard.tui.screens.dialogs import SavePolicyScreen
 from edge_guard.tui.widgets.verdict import VerdictPanel
-from tests.tui.conftest import SIZE
+from tests.tui.conftest import SIZE, shown
 
 pytestmark = pytest.mark.anyio
 
 
-async def wait_idle(pilot, screen) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(400):
+async def wait_idle(pilot, screen, attr: str = "running") -> None:  # type: ignore[no-untyped-def]
+    for _ in range(600):
         await pilot.pause(0.05)
-        if not screen.running:
+        if not getattr(screen, attr):
             break
     await pilot.pause(0.05)
 
 
-def panel_text(app) -> str:  # type: ignore[no-untyped-def]
+def panel(app) -> str:  # type: ignore[no-untyped-def]
     return app.screen.query_one(VerdictPanel).plain
+
+
+def notes(app) -> list[str]:  # type: ignore[no-untyped-def]
+    return [n.message for n in app._notifications]
+
+
+async def classify(pilot, app, text: str, key: str = "ctrl+r") -> None:  # type: ignore[no-untyped-def]
+    app.screen.query_one("#wb-text", TextArea).load_text(text)
+    await pilot.press(key)
+    await wait_idle(pilot, app.screen)
 
 
 async def test_classify_streams_reasoning_and_shows_verdict(make_app, db_path: Path) -> None:
     app = make_app(final="1", analysis="It insults a person directly.")
     async with app.run_test(size=SIZE) as pilot:
+        await classify(pilot, app, "you are an idiot")
+        assert "VIOLATION" in panel(app) and "P(violation)" in panel(app)
+        assert "answer: 1" in panel(app)
         screen = app.screen
-        screen.query_one("#wb-text", TextArea).load_text("you are an idiot")
-        await pilot.press("ctrl+r")
-        await wait_idle(pilot, screen)
-        assert "VIOLATION" in panel_text(app)
-        assert "P(violation)" in panel_text(app)
         assert screen.query_one("#wb-reasoning", TextArea).text == "It insults a person directly."
-        table = screen.query_one("#wb-history", DataTable)
-        assert table.row_count == 1
+        assert screen.query_one("#wb-history", DataTable).row_count == 1
     rows = Store(db_path).query("SELECT text, verdict, final, policy_name FROM results")
     assert rows == [{"text": "you are an idiot", "verdict": "violation", "final": "1",
                      "policy_name": "toxic_simple"}]  # fmt: skip
+
+
+async def test_second_run_is_served_from_the_store_and_fresh_rerun_generates(make_app,
+                                                                             db_path) -> None:  # fmt: skip
+    app = make_app(final="0", analysis="Friendly.")
+    async with app.run_test(size=SIZE) as pilot:
+        await classify(pilot, app, "have a nice day")
+        assert "NO VIOLATION" in panel(app) and "[stored]" not in panel(app)
+        await classify(pilot, app, "have a nice day")
+        assert "[stored]" in panel(app)
+        assert app.screen.query_one("#wb-reasoning", TextArea).text == "Friendly."
+        await classify(pilot, app, "have a nice day", key="ctrl+f")
+        assert "NO VIOLATION" in panel(app) and "[stored]" not in panel(app)
+    assert Store(db_path).query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 1
+
+
+async def test_copy_puts_the_result_on_the_clipboard(make_app) -> None:
+    app = make_app(final="1", analysis="Insult.")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")  # no text yet: a warning, nothing runs
+        await pilot.pause()
+        assert any("type a text" in n for n in notes(app))
+        assert not app.screen.running
+        await pilot.press("ctrl+o")
+        assert any("nothing to copy" in n for n in notes(app))
+        await classify(pilot, app, "you fool")
+        await pilot.press("ctrl+o")
+        assert "verdict: violation" in app.clipboard
+        assert "text: you fool" in app.clipboard and "Insult." in app.clipboard
+
+
+async def test_missing_model_is_an_error_notification_not_a_crash(make_app) -> None:
+    app = make_app(model="no-such-model:q1")
+    async with app.run_test(size=SIZE) as pilot:
+        await classify(pilot, app, "hello")
+        assert "unknown model" in panel(app)
+        assert any("unknown model 'no-such-model:q1'" in n for n in notes(app))
+        assert app.screen.query_one("#wb-run").disabled is False
+
+
+async def test_escape_cancels_a_generation_and_stores_nothing(make_app, db_path) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    class Slow:
+        cache_id = "slow"
+
+        def __init__(self, script: list[int]) -> None:
+            self.inner = ForcedTokens(script)
+
+        def __call__(self, ids, logits):  # type: ignore[no-untyped-def]
+            started.set()
+            release.wait(10)
+            return self.inner(ids, logits)
+
+    def steer(clf, texts):  # type: ignore[no-untyped-def]
+        return [Slow(harmony_script(clf.backend.vocab(), final="1")) for _ in texts]
+
+    app = make_app(final=None, steer=steer)
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#wb-text", TextArea).load_text("slow text")
+        await pilot.press("ctrl+r")
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if started.is_set():
+                break
+        assert app.screen.running
+        await pilot.press("escape")
+        release.set()
+        await wait_idle(pilot, app.screen)
+        assert "cancelled" in panel(app)
+        assert not app.models.busy
+    assert Store(db_path).query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 0
+
+
+async def test_status_line_counts_tokens_and_checks_the_format(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        status = app.screen.query_one("#policy-status", Static)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if "tokens (prompt prefix" in shown(status):
+                break
+        text = shown(status)
+        assert "binary 0/1" in text and "built-in parser" in text
+        area = app.screen.query_one("#policy-text", TextArea)
+        area.load_text("Decide if the message is rude. Answer yes or no.")
+        await pilot.pause(0.1)
+        text = shown(status)
+        assert "edited" in text and "never mentions" in text
+
+
+async def test_save_as_writes_a_new_policy_and_keeps_the_original(make_app, edge_guard_home,
+                                                                  db_path) -> None:  # fmt: skip
+    original = load_policy("toxic_simple").text
+    app = make_app(final="1")
+    async with app.run_test(size=SIZE) as pilot:
+        area = app.screen.query_one("#policy-text", TextArea)
+        area.load_text(original + "\nAlso toxic: spam links.\n")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SavePolicyScreen)
+        name_input = app.screen.query_one("#save-name", Input)
+        assert name_input.value == "toxic_simple-2"
+        name_input.value = "toxic_simple"  # a shipped policy's name: refused, nothing written
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert any("already exists" in n for n in notes(app))
+        assert not (edge_guard_home / "policies" / "toxic_simple").exists()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        name_input = app.screen.query_one("#save-name", Input)
+        name_input.value = "toxic_spam"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        saved = edge_guard_home / "policies" / "toxic_spam"
+        assert (saved / "policy.md").read_text().endswith("Also toxic: spam links.\n")
+        assert load_policy(str(saved)).output == load_policy("toxic_simple").output
+        assert load_policy("toxic_simple").text == original
+        assert app.screen.query_one("#policy-select", Select).value == str(saved)
+        # classifying now files results under the new policy's name
+        await classify(pilot, app, "buy cheap pills here")
+    assert Store(db_path).query("SELECT policy_name FROM results") == [
+        {"policy_name": "toxic_spam"}
+    ]
+
+
+async def test_selecting_a_history_row_shows_the_stored_result(make_app) -> None:
+    app = make_app(final="1", analysis="first reasoning")
+    async with app.run_test(size=SIZE) as pilot:
+        await classify(pilot, app, "first text")
+        app.screen.query_one("#wb-text", TextArea).load_text("something else")
+        app.screen.query_one("#wb-reasoning", TextArea).load_text("")
+        table = app.screen.query_one("#wb-history", DataTable)
+        table.focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.query_one("#wb-text", TextArea).text == "first text"
+        assert app.screen.query_one("#wb-reasoning", TextArea).text == "first reasoning"
+        assert "[stored]" in panel(app)

@@ -47,26 +47,26 @@ model — a tiny random model that runs anywhere (its answers are noise).
 | Tab / Shift+Tab | move between fields |
 | Ctrl+Q | quit |
 
-## Workbench
+## Workbench (F2)
 | Key | Action |
 |-----|--------|
 | Ctrl+R | run (uses the cache: a text seen before answers instantly) |
 | Ctrl+F | fresh re-run, bypassing the cache |
-| Esc | cancel the running generation |
+| Esc | cancel the running generation (nothing is stored) |
 | Ctrl+O | copy the result (verdict, answer, reasoning) to the clipboard |
 | Ctrl+S | save the edited policy as a new policy (never overwrites) |
-| Ctrl+T | reload the policy from disk (drops your edits) |
+| Ctrl+T | run this policy's golden test cases, with your edits |
 | Enter on a history row | show that stored result |
 
-## Results · Runs · Study · Compare · Models · Tests
-| Key | Action |
-|-----|--------|
-| / | focus the search / filter field |
-| Enter | open the selected row |
-| Ctrl+R | start (run, study, test suite) |
-| Esc | cancel the running job |
-| Ctrl+O | copy the selected item |
-| F5 on Runs… | (use the palette to refresh: "Refresh") |
+## Other screens
+| Screen | Keys |
+|--------|------|
+| Results (F3) | `/` search · Enter/arrows show a result · Ctrl+O copy · Ctrl+W open in the Workbench |
+| Runs (F4) | Ctrl+R start (or resume) · Esc cancel · Enter on a past run shows its metrics |
+| Study (F5) | Ctrl+R start (or resume) · Esc cancel · arrows over divergent items show both reasonings |
+| Compare (F6) | pick runs A and B · Ctrl+X swap · arrows over flips show both answers |
+| Models (F7) | Ctrl+R pull · Ctrl+U use this model everywhere · arrows show info and memory fit |
+| Tests (F8) | Ctrl+R run the cases · Esc cancel · failures are listed first |
 """
 
 

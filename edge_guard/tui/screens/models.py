@@ -128,7 +128,7 @@ class ModelsScreen(EdgeScreen):
             with Vertical(id="md-left"):
                 yield DataTable(id="md-table", cursor_type="row", zebra_stripes=True)
                 with Horizontal(id="md-pull-row"):
-                    yield ProgressBar(id="md-progress", show_eta=False)
+                    yield ProgressBar(total=1, id="md-progress", show_eta=False)
                     yield Static("", id="md-pull-status")
             with VerticalScroll(id="md-info-box"):
                 yield Static(Text("Select a model to see its header and whether it fits this "
@@ -148,6 +148,7 @@ class ModelsScreen(EdgeScreen):
             self.notify(error_text(exc), severity="error", title="models")
             return
         table = self.query_one("#md-table", DataTable)
+        keep = self._selected()
         table.clear()
         self.rows = {r["id"]: r for r in rows}
         for r in rows:
@@ -160,6 +161,9 @@ class ModelsScreen(EdgeScreen):
                 installed = Text("—", style="dim")
             table.add_row(mark, clip(r["id"], 40), r.get("kind") or "", installed,
                           _size(r.get("size")), r.get("trust") or "", key=r["id"])  # fmt: skip
+        ids = [r["id"] for r in rows]
+        if keep is not None and keep["id"] in ids:
+            table.move_cursor(row=ids.index(keep["id"]))
         n_inst = sum(bool(r.get("installed")) for r in rows)
         table.border_title = f"Models · {n_inst} installed · ▶ in use · ★ default"
 

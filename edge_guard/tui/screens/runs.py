@@ -100,7 +100,7 @@ class RunsScreen(EdgeScreen):
             yield Button("Cancel Esc", variant="error", id="rn-cancel", disabled=True,
                          compact=True)  # fmt: skip
         with Horizontal(id="rn-progress-row"):
-            yield ProgressBar(id="rn-progress", show_eta=False)
+            yield ProgressBar(total=1, id="rn-progress", show_eta=False)
             yield Static("", id="rn-rate")
         with Horizontal(id="rn-main"):
             yield DataTable(id="rn-runs", cursor_type="row", zebra_stripes=True)

@@ -39,6 +39,14 @@ class StudyEnded(Message):
         self.name, self.error, self.cancelled = name, error, cancelled
 
 
+def divergence_key(item: dict[str, Any]) -> tuple[float, float, str]:
+    """Largest rating spread first, then the largest spread of expected ratings (to 0.1, so
+    float noise never reorders near-ties), then item id."""
+    ex = [v for v in (item.get("expected") or {}).values() if v is not None]
+    ex_spread = round(max(ex) - min(ex), 1) if len(ex) > 1 else 0.0
+    return (-item["spread"], -ex_spread, str(item["id"]))
+
+
 def stats_text(a: dict[str, Any]) -> Text:
     """The first model pair's agreement statistics and each model's summary."""
     from edge_guard.study.summary import num, pct, pval
@@ -116,7 +124,7 @@ class StudyScreen(EdgeScreen):
             yield Button("Cancel Esc", variant="error", id="st-cancel", disabled=True,
                          compact=True)  # fmt: skip
         with Horizontal(id="st-progress-row"):
-            yield ProgressBar(id="st-progress", show_eta=False)
+            yield ProgressBar(total=1, id="st-progress", show_eta=False)
             yield Static("", id="st-status")
         with Horizontal(id="st-top"):
             yield LikertChart(id="st-chart")
@@ -186,13 +194,16 @@ class StudyScreen(EdgeScreen):
         self.query_one("#st-stats", Static).update(stats_text(a))
         table = self.query_one("#st-divergent", DataTable)
         table.clear()
-        for item in a["divergent"]:
+        for item in sorted(a["divergent"], key=divergence_key):
             ratings = " vs ".join("?" if v is None else str(v) for v in item["ratings"].values())
             table.add_row(str(item["spread"]), ratings, item.get("topic") or "",
                           clip(item["text"], 60), key=str(item["id"]))  # fmt: skip
         n = len(a["divergent"])
         table.border_title = f"Most divergent items · {n}" if n else "No items where they differ"
         labels = list(a["models"])
+        if not self.running:
+            refs = [a["models"][lab]["ref"] for lab in labels]
+            self.query_one("#st-models", Input).value = ", ".join(refs)
         for i, sel in enumerate(("#st-reason-a", "#st-reason-b")):
             title = labels[i] if i < len(labels) else "—"
             self.query_one(sel).border_title = f"Reasoning · {title}"

@@ -94,7 +94,7 @@ class TestsScreen(EdgeScreen):
             yield Button("Cancel Esc", variant="error", id="ts-cancel", disabled=True,
                          compact=True)  # fmt: skip
         with Horizontal(id="ts-progress-row"):
-            yield ProgressBar(id="ts-progress", show_eta=False)
+            yield ProgressBar(total=1, id="ts-progress", show_eta=False)
             yield Static("", id="ts-status")
         with Horizontal(id="ts-main"):
             with Vertical(id="ts-left"):

@@ -26,8 +26,8 @@ class NavTab(Label):
         self.mode = mode
         self.set_class(active, "-active")
 
-    def on_click(self) -> None:
-        self.app.run_action(f"goto('{self.mode}')")
+    async def on_click(self) -> None:
+        await self.app.run_action(f"goto('{self.mode}')")
 
 
 class NavBar(Horizontal):

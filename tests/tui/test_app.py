@@ -1,0 +1,108 @@
+"""App shell: F-keys switch screens, help, command palette, CLI wiring, core stays Textual-free."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from edge_guard.errors import EdgeGuardError
+from edge_guard.tui.app import EdgeGuardApp
+from edge_guard.tui.screens.help import HelpScreen
+from edge_guard.tui.widgets.navbar import SCREENS
+from tests.tui.conftest import SIZE
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_function_keys_and_tab_clicks_switch_screens(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.current_mode == "workbench"
+        for mode, _title, key in SCREENS[::-1]:
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.current_mode == mode
+            assert app.screen.query_one(f"#nav-{mode}").has_class("-active")
+            others = [m for m, _t, _k in SCREENS if m != mode]
+            assert not any(app.screen.query_one(f"#nav-{m}").has_class("-active") for m in others)
+        await pilot.click("#nav-runs")  # the tabs are clickable too
+        await pilot.pause()
+        assert app.current_mode == "runs"
+
+
+async def test_help_opens_with_f1_and_closes_with_escape(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.current_mode == "workbench"
+
+
+async def type_text(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+    for ch in text:
+        await pilot.press(ch if ch != " " else "space")
+
+
+async def test_command_palette_runs_screen_actions_and_goes_to_screens(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "copy result")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        # the Workbench's copy action ran: nothing to copy yet, so it says so
+        assert any("nothing to copy" in n.message for n in app._notifications)
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "go to study")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.current_mode == "study"
+
+
+async def test_start_screen_option(make_app) -> None:
+    app = make_app(start="models")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.current_mode == "models"
+
+
+def test_unknown_start_screen_is_a_one_line_error(db_path) -> None:
+    with pytest.raises(EdgeGuardError, match="unknown TUI screen 'nope'"):
+        EdgeGuardApp(db=db_path, start="nope")
+
+
+def test_tui_command_is_registered_and_documented() -> None:
+    from edge_guard.cli import COMMANDS, main
+
+    assert COMMANDS["tui"] == "edge_guard.cli.tui_cmd:tui"
+    out = CliRunner().invoke(main, ["tui", "--help"])
+    assert out.exit_code == 0
+    assert "--screen" in out.output and "--policy" in out.output
+
+
+def test_the_core_never_imports_textual() -> None:
+    code = """
+import importlib, pkgutil, sys
+import edge_guard
+names = [m.name for m in pkgutil.walk_packages(edge_guard.__path__, 'edge_guard.')]
+skip = ('edge_guard.tui', 'edge_guard.cli.tui_cmd', 'edge_guard.__main__')
+for name in names:
+    if name.startswith(skip):
+        continue
+    importlib.import_module(name)
+    assert 'textual' not in sys.modules, f'{name} imported textual'
+print(len(names))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip()) > 20
