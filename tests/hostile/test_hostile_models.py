@@ -87,6 +87,26 @@ def test_engine_survives_files_that_break_llama_cpp(
         assert engine.generate(ids, sampling=SamplingConfig(max_tokens=2)).error is None
 
 
+def test_nan_logits_mid_batch_fail_the_items_not_the_process(
+    crafted: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth behind the probe: sampling NaN logits used to raise ValueError."""
+    from edge_guard.backends import EngineSettings, release_engine
+    from edge_guard.classifier import Classifier
+
+    monkeypatch.setattr(safety, "ensure_loadable", lambda path: None)  # skip the probe
+    clf = Classifier("toxic_simple", crafted("output-nan"), db=tmp_path / "s.db",
+                     sampling=SamplingConfig(temperature=0.7, max_tokens=4),
+                     engine_settings=EngineSettings(n_ctx=1024, n_parallel=2))  # fmt: skip
+    try:
+        results = clf.classify(["one", "two", "three"])
+    finally:
+        release_engine()
+    assert all("NaN logits" in (r.error or "") for r in results)
+    rows = clf.store.query("SELECT error FROM results")
+    assert len(rows) == 3 and all("NaN" in r["error"] for r in rows)
+
+
 def test_a_good_probe_is_recorded_once_per_file_version(
     tiny_model: Path, tmp_path: Path, edge_guard_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

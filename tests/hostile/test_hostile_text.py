@@ -225,3 +225,24 @@ def test_hostile_dataset_through_edge_guard_run(tiny_model: Path, tmp_path: Path
     assert "2 malformed rows skipped" in result.stderr
     rows = Store(db).run_results("h")
     assert Counter(r["text"] for r in rows) == Counter(["ok", "<|return|>"])
+
+
+def test_hostile_texts_are_escaped_in_html_reports(tiny_model: Path, tmp_path: Path) -> None:
+    from edge_guard.cli import main
+
+    payloads = ["<script>alert('x')</script>", "</pre><img src=x onerror=alert(1)>",
+                "<!--", "\"><svg onload=alert(2)>"]  # fmt: skip
+    data = tmp_path / "xss.jsonl"
+    data.write_text("".join(json.dumps({"text": p, "label": 1}) + "\n" for p in payloads))
+    db = str(tmp_path / "s.db")
+    ran = CliRunner().invoke(main, ["run", str(data), "-p", "toxic_simple", "-m", str(tiny_model),
+                                    "--max-tokens", "2", "--db", db, "--name", "xss"])  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    out = tmp_path / "r.html"
+    made = CliRunner().invoke(main, ["report", "xss", "--db", db, "--out", str(out),
+                                     "--reference", "none", "--resamples", "50"])  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    page = out.read_text()
+    assert "&lt;script&gt;alert(" in page  # the examples are shown, escaped
+    for p in payloads:
+        assert p not in page
