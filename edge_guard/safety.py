@@ -230,7 +230,9 @@ PROBE_CODE = (
 def probe_load(path: str, *, timeout: float | None = None) -> None:
     """Load `path` with llama.cpp in a child process; raise `BadModelFile` if that fails."""
     limit = timeout if timeout is not None else _env_timeout()
-    env = dict(os.environ, GGML_NO_BACKTRACE="1", EDGE_GUARD_THREADS="1")
+    package_root = str(Path(__file__).resolve().parent.parent)  # this edge_guard, importable
+    pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONPATH=pythonpath)
     try:
         proc = subprocess.run(
             [sys.executable, "-c", PROBE_CODE, path],
