@@ -6,7 +6,7 @@ Only the backend is configured here so far::
     kind = "server"                  # "local" (default) or "server"
     url = "http://gpu-box:8080"      # an OpenAI-compatible server: llama-server or vLLM
     api_key_env = "EDGE_GUARD_API_KEY"  # name of the env var holding the bearer token
-    concurrency = 16                 # requests in flight (default: the server's slots, else 8)
+    concurrency = 16                 # requests in flight (default: llama-server's slots; vLLM 32)
     timeout = 600                    # seconds per request
     server_kind = "auto"             # auto | llama-server | vllm | openai
 

@@ -125,7 +125,8 @@ class ServerBackend:
     ) -> Iterator[tuple[int, ModelResponse]]:
         """Send every request (bounded concurrency); yields (index, response) as each completes."""
         info = self.info()
-        width = max(1, self.concurrency or n_parallel or info.slots or 8)
+        default = info.slots or (32 if info.kind == "vllm" else 8)  # vLLM batches many at once
+        width = max(1, self.concurrency or n_parallel or default)
         todo = iter(enumerate(requests))
         pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="edge-guard-server")
         pending: dict[Future[tuple[ModelResponse, list[Event]]], int] = {}

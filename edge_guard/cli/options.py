@@ -79,7 +79,7 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--timeout", type=float, default=None,
                      help="Seconds per server request (default 600; $EDGE_GUARD_SERVER_TIMEOUT).")(f)  # fmt: skip
     f = click.option("--concurrency", type=int, default=None,
-                     help="Server requests in flight (default: the server's slots, else 8).")(f)  # fmt: skip
+                     help="Server requests in flight (default: llama-server's slots, 32 for vLLM).")(f)  # fmt: skip
     f = click.option("--api-key-env", default=None, metavar="VAR",
                      help="Environment variable holding the server's API key.")(f)  # fmt: skip
     f = click.option("--url", default=None,
