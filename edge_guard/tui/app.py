@@ -117,7 +117,13 @@ class EdgeGuardApp(App[None]):
         if ref:
             self.model_ref = ref
 
+    async def action_quit(self) -> None:
+        """Quit; running generations stop at their next token (finished results are kept)."""
+        self.models.cancel_all()
+        self.exit()
+
     def on_unmount(self) -> None:
+        self.models.cancel_all()
         with contextlib.suppress(Exception):
             self.store.close()
 

@@ -10,6 +10,7 @@ computed before the backend is reached, so the wrapper never changes a key).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -109,6 +110,17 @@ class ModelAccess:
         self.factory = factory or default_classifier_factory
         self.steering = steering
         self._lock = threading.Lock()
+        self._flags: weakref.WeakSet[CancelFlag] = weakref.WeakSet()
+
+    def new_flag(self) -> CancelFlag:
+        """A cancel flag for one job; `cancel_all` (on quit) sets every live one."""
+        flag = CancelFlag()
+        self._flags.add(flag)
+        return flag
+
+    def cancel_all(self) -> None:
+        for flag in list(self._flags):
+            flag.set()
 
     @property
     def busy(self) -> bool:
@@ -136,8 +148,27 @@ class ModelAccess:
         return self.steering(classifier, texts) if self.steering is not None else None
 
 
+def model_missing_hint(ref: str) -> str | None:
+    """A line for newcomers when `ref` names a model that is not on this machine (no I/O
+    beyond looking for the file; None when it is there or the reference is invalid)."""
+    try:
+        from edge_guard.registry import lookup
+
+        target = lookup(ref or None)
+    except Exception:
+        return None
+    if target.kind in ("manifest", "hf") and target.path is None:
+        return (f"Model {target.id} is not downloaded yet: pull it on the Models screen (F7), "
+                "or type synth:tiny-o200k as the model to try the app with a tiny random model.")  # fmt: skip
+    return None
+
+
 def error_text(exc: BaseException) -> str:
     """The one line a user sees for a failure in a worker."""
+    from edge_guard.errors import ModelNotFound
+
+    if isinstance(exc, ModelNotFound):
+        return f"{exc} — or pull it on the Models screen (F7); synth:tiny-o200k works offline"
     if isinstance(exc, EdgeGuardError):
         return str(exc)
     first = str(exc).splitlines()[0] if str(exc) else ""

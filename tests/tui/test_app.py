@@ -106,3 +106,18 @@ print(len(names))
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.strip()) > 20
+
+
+def test_cancel_flags_stop_a_generation_between_tokens(tiny_o200k_model, db_path) -> None:
+    from edge_guard.store import Store
+    from edge_guard.tui.jobs import Cancelled, ModelAccess, RunOptions
+    from tests.tui.conftest import factory
+
+    access = ModelAccess(factory)
+    flag = access.new_flag()
+    clf = access.classifier("toxic_simple", RunOptions(model=str(tiny_o200k_model), max_tokens=8),
+                            store=Store(db_path), flag=flag)  # fmt: skip
+    access.cancel_all()  # what quitting does
+    with pytest.raises(Cancelled):
+        clf.classify(["anything"])
+    assert Store(db_path).query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 0

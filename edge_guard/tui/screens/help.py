@@ -81,5 +81,8 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-box"):
             yield Markdown(HELP, id="help-text")
 
+    def on_mount(self) -> None:
+        self.query_one("#help-box").focus()
+
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
         self.dismiss(None)

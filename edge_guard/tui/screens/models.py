@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -225,8 +226,13 @@ class ModelsScreen(EdgeScreen):
         self.query_one("#md-pull-status", Static).update(f"pulling {row['id']}…")
         self._pull(row["id"])
 
-    @work(thread=True, group="pull")
     def _pull(self, model_id: str) -> None:
+        """Download in a daemon thread: quitting never waits for a 12 GB transfer (the
+        partial file stays, and the next pull resumes it)."""
+        threading.Thread(target=self._pull_blocking, args=(model_id,), daemon=True,
+                         name=f"pull {model_id}").start()  # fmt: skip
+
+    def _pull_blocking(self, model_id: str) -> None:
         from edge_guard.registry import pull
 
         try:

@@ -157,7 +157,7 @@ class RunsScreen(EdgeScreen):
         self.eg.set_model(model)
         options = RunOptions(model=model, max_tokens=int(max_tokens))  # type: ignore[arg-type]
         name = self.query_one("#rn-name", Input).value.strip() or None
-        self.flag = CancelFlag()
+        self.flag = self.eg.models.new_flag()
         self.live = LiveMetrics()
         self._set_running(True)
         self.query_one("#rn-progress", ProgressBar).update(total=None, progress=0)

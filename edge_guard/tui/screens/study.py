@@ -232,7 +232,7 @@ class StudyScreen(EdgeScreen):
             return
         raw = self.query_one("#st-limit", Input).value.strip()
         limit = int(raw) if raw.isdigit() and int(raw) > 0 else None
-        self.flag = CancelFlag()
+        self.flag = self.eg.models.new_flag()
         self._set_running(True)
         self.query_one("#st-status", Static).update("starting…")
         self._run(models, limit, self.flag)
@@ -284,7 +284,8 @@ class StudyScreen(EdgeScreen):
             name = result.name
             self.post_message(StudyEnded(name, None))
         except Cancelled:
-            rows = store.query("SELECT name FROM runs WHERE kind = 'study' AND status = 'running'")
+            rows = store.query("SELECT name FROM runs WHERE kind = 'study' AND status = 'running' "
+                               "AND model = ?", [",".join(models)])  # fmt: skip
             for r in rows:
                 store.set_run_status(r["name"], "interrupted")
             self.post_message(StudyEnded(None, None, cancelled=True))

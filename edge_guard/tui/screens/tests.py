@@ -143,7 +143,7 @@ class TestsScreen(EdgeScreen):
             policy = value
         model = self.query_one("#ts-model", Input).value.strip() or self.eg.model_ref
         self.eg.set_model(model)
-        self.flag = CancelFlag()
+        self.flag = self.eg.models.new_flag()
         self.outcomes = {}
         self.query_one("#ts-cases", DataTable).clear()
         self.query_one("#ts-progress", ProgressBar).update(total=None, progress=0)

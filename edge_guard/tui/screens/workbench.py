@@ -106,6 +106,18 @@ class WorkbenchScreen(EdgeScreen):
         table.border_title = "History of this policy"
         table.add_columns("when", "verdict", "score", "answer", "text", "model", "version")
         self.query_one("#wb-text", TextArea).focus()
+        self._hint_model()
+
+    def _hint_model(self) -> None:
+        from edge_guard.tui.jobs import model_missing_hint
+
+        if not self.running and self.last is None:
+            ref = self.query_one("#wb-model", Input).value.strip()
+            self.query_one(VerdictPanel).show_idle(model_missing_hint(ref))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "wb-model":
+            self._hint_model()
 
     # -- running ------------------------------------------------------------------------------
     @property
@@ -146,7 +158,7 @@ class WorkbenchScreen(EdgeScreen):
         options = self._options()
         if options is None:
             return
-        self.flag = CancelFlag()
+        self.flag = self.eg.models.new_flag()
         self._set_running(True)
         self.query_one("#wb-reasoning", TextArea).load_text("")
         self.query_one(VerdictPanel).show_running("starting")

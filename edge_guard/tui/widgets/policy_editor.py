@@ -137,7 +137,7 @@ class PolicyEditor(Vertical):
             self._timer.stop()
         self._timer = self.set_timer(0.25, lambda: self._count(self.text, self.prompt_style))
 
-    @work(thread=True, exclusive=True, group="policy-tokens")
+    @work(thread=True, exclusive=True, group="policy-tokens", exit_on_error=False)
     def _count(self, text: str, style: str) -> None:
         from edge_guard.harmony.render import PromptConfig, PromptRenderer
         from edge_guard.harmony.vocab import o200k_harmony_vocab

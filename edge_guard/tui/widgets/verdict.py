@@ -27,9 +27,12 @@ class VerdictPanel(Static):
     def on_mount(self) -> None:
         self.show_idle()
 
-    def show_idle(self) -> None:
+    def show_idle(self, hint: str | None = None) -> None:
         self.set_classes("")
-        self._put(Text("Type a text and press Ctrl+R to classify it.", style="dim"))
+        parts = [Text("Type a text and press Ctrl+R to classify it.", style="dim")]
+        if hint:
+            parts.append(Text(hint, style="yellow"))
+        self._put(*parts)
 
     def show_running(self, note: str = "running") -> None:
         self.answer_live = ""
