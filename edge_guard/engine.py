@@ -111,7 +111,7 @@ class Engine:
         if not swa_full:
             self.n_parallel = 1  # a windowed cache cannot share a long prefix safely
         self.n_batch = max(32, int(n_batch))
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or default_threads()
         gpu_layers = rt.resolve_gpu_layers(n_gpu_layers)
         if flash_attn == "auto" and gpu_layers == 0:
             # llama.cpp's CPU flash-attention kernel is not invariant to how a prompt is
@@ -471,3 +471,11 @@ class Engine:
             final_token_logprobs=slot.logprobs,
             model=self.model_path,
         )
+
+
+def default_threads() -> int:
+    """`$EDGE_GUARD_THREADS`, else every core (llama.cpp's threads spin: do not oversubscribe)."""
+    env = os.environ.get("EDGE_GUARD_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return os.cpu_count() or 1
