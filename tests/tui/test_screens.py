@@ -221,3 +221,37 @@ async def test_workbench_test_key_runs_the_edited_policy_cases(make_app) -> None
         assert app.current_mode == "tests"
         await wait_idle(pilot, app.screen)
         assert "passed" in shown(app.screen.query_one("#ts-summary", Static))
+
+
+async def test_compare_opens_a_saved_comparison(make_app, tmp_path, db_path,
+                                                tiny_o200k_model) -> None:  # fmt: skip
+    from edge_guard.compare import build_configs, run_compare
+    from edge_guard.harmony.vocab import o200k_harmony_vocab
+    from edge_guard.sampling import ForcedTokens, harmony_script
+
+    data = write_jsonl(tmp_path / "cmp.jsonl", LABELLED)
+    vocab = o200k_harmony_vocab()  # the tiny model's ids are gpt-oss's
+
+    def steer(k, _cfg, _idx, row):  # type: ignore[no-untyped-def]
+        answer = "0" if k == 0 else toxic_answer(row.text)
+        return ForcedTokens(harmony_script(vocab, final=answer, analysis=f"config {k}"))
+
+    model = str(tiny_o200k_model)
+    run_compare(data, "toxic_simple", build_configs([f"{model},name=lenient", f"{model},name=strict,effort=low"]),
+                base_opts={"db": str(db_path), "threads": 1, "ctx": 4096, "max_tokens": 64},
+                name="lenient-vs-strict", steer=steer)  # fmt: skip
+    app = make_app(start="compare")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#cp-saved", Select).value = "lenient-vs-strict"
+        flips = screen.query_one("#cp-flips", DataTable)
+        for _ in range(300):  # (the two newest runs are compared first, until the saved one loads)
+            await pilot.pause(0.05)
+            if "pairwise agreement" in shown(screen.query_one("#cp-matrix", Static)):
+                break
+        assert flips.row_count == 2
+        summary = shown(screen.query_one("#cp-matrix", Static))
+        assert "lenient" in summary and "strict" in summary and "pairwise agreement" in summary
+        flips.focus()
+        await pilot.pause(0.1)
+        assert "config 1" in screen.query_one("#cp-reason-b", TextArea).text

@@ -1,4 +1,9 @@
-"""Compare two runs on the same items: the agreement matrix and every label flip."""
+"""Compare runs on the same items: the agreement matrix and every label flip.
+
+Two ways in: pick any two runs (A and B, aligned by item id or text), or pick a saved
+comparison (`edge-guard compare`, runs of kind "compare"): its summary table, the pairwise
+agreement of all configs, and each config's flips against the reference
+(`edge_guard.compare.load_comparison`)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 from typing import Any, ClassVar
 
 from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -41,6 +47,8 @@ def align_runs(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]
 
 
 def gold_of(row: dict[str, Any]) -> str:
+    if "gold_label" in row:
+        return row["gold_label"]
     extra = json.loads(row.get("extra") or "{}")
     g = extra.get("gold_violation") if isinstance(extra, dict) else None
     if g is None:
@@ -48,11 +56,25 @@ def gold_of(row: dict[str, Any]) -> str:
     return "violation" if g else "no_violation"
 
 
+def pairwise_table(c: dict[str, Any]) -> Table:
+    """Agreement (3-way verdicts) between every pair of a saved comparison's configs."""
+    pw = c["pairwise"]
+    labels = [clip(lab, 24) for lab in pw["labels"]]
+    table = Table(title="pairwise agreement", padding=(0, 1))
+    table.add_column("", style="bold")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    for lab, row in zip(labels, pw["agreement"], strict=True):
+        table.add_row(lab, *[pct(v) for v in row])
+    return table
+
+
 class Compared(Message):
-    def __init__(self, summary: Any, flips: list[tuple[dict[str, Any], dict[str, Any]]],
+    def __init__(self, token: int, summary: Any,
+                 flips: list[tuple[dict[str, Any], dict[str, Any]]],
                  error: str | None = None) -> None:  # fmt: skip
         super().__init__()
-        self.summary, self.flips, self.error = summary, flips, error
+        self.token, self.summary, self.flips, self.error = token, summary, flips, error
 
 
 class CompareScreen(EdgeScreen):
@@ -68,8 +90,13 @@ class CompareScreen(EdgeScreen):
     def __init__(self) -> None:
         super().__init__()
         self.flips: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._token = 0
+        self._auto: dict[str, Any] = {}
 
     def compose_body(self) -> ComposeResult:
+        with Horizontal(classes="form-row", id="cp-form0"):
+            yield Label("saved comparison", classes="field-label")
+            yield Select([], prompt="(none: pick two runs below)", id="cp-saved", compact=True)
         with Horizontal(classes="form-row", id="cp-form"):
             yield Label("run A", classes="field-label")
             yield Select([], prompt="choose run A", id="cp-a", compact=True)
@@ -94,8 +121,22 @@ class CompareScreen(EdgeScreen):
         self.query_one("#cp-reason-b").border_title = "Run B"
 
     def refresh_data(self) -> None:
-        rows = self.eg.store.query(
-            "SELECT name, kind, policy, model FROM runs WHERE kind IN ('run', 'test') "
+        store = self.eg.store
+        saved = self.query_one("#cp-saved", Select)
+        names_saved = []
+        for r in store.query("SELECT config FROM runs WHERE kind = 'compare' "
+                             "ORDER BY updated_at DESC"):  # fmt: skip
+            name = (json.loads(r["config"] or "{}").get("compare") or {}).get("name")
+            if name and name not in names_saved:
+                names_saved.append(name)
+        current_saved = saved.value
+        with self.prevent(Select.Changed):
+            saved.set_options([(clip(n, 60), n) for n in names_saved])
+            if current_saved in names_saved:
+                saved.value = current_saved
+        self._auto["cp-saved"] = saved.value
+        rows = store.query(
+            "SELECT name, kind, policy, model FROM runs WHERE kind IN ('run', 'test', 'compare') "
             "ORDER BY updated_at DESC LIMIT 300"
         )
         options = [(clip(f"{r['name']}", 60), r["name"]) for r in rows]
@@ -109,33 +150,73 @@ class CompareScreen(EdgeScreen):
                     sel.value = current
                 elif len(names) >= 2:
                     sel.value = names[default]
-        self._maybe_compare()
+            # a Changed event for a value set here is not the user choosing it
+            self._auto[sel_id[1:]] = sel.value
+        if isinstance(saved.value, str):
+            self._token += 1
+            self._load_saved(saved.value, self._token)
+        else:
+            self._maybe_compare()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id in ("cp-a", "cp-b"):
+            if self._auto.pop(event.select.id, None) == event.value:
+                return
+            self._auto.pop("cp-saved", None)
+            self.query_one("#cp-saved", Select).clear()
             self._maybe_compare()
+        elif event.select.id == "cp-saved" and isinstance(event.value, str):
+            if self._auto.pop("cp-saved", None) == event.value:
+                return
+            self._token += 1
+            self._load_saved(event.value, self._token)
+
+    @work(thread=True, exclusive=True, group="compare")
+    def _load_saved(self, name: str, token: int) -> None:
+        try:
+            from edge_guard.compare import comparison_runs, format_summary, load_comparison
+
+            c = load_comparison(self.eg.store, comparison_runs(self.eg.store, name),
+                                n_resamples=200)  # fmt: skip
+            flips = []
+            ref_label = c["reference"]
+            for cfg in c["configs"][1:]:
+                for f in cfg["vs_reference"]["flips"]:
+                    gold = f.get("gold")
+                    g = "" if gold is None else "violation" if gold else "no_violation"
+                    side = [{"verdict": f[k]["verdict"], "final": f[k]["final"],
+                             "reasoning": f[k]["reasoning"], "text": f.get("text"),
+                             "gold_label": g, "label": lab}
+                            for k, lab in (("ref", ref_label), ("cand", cfg["label"]))]  # fmt: skip
+                    flips.append((side[0], side[1]))
+            summary = Group(Text(format_summary(c)), Text(""), pairwise_table(c))
+            self.post_message(Compared(token, summary, flips))
+        except Exception as exc:
+            self.post_message(Compared(token, None, [], error_text(exc)))
 
     def action_swap(self) -> None:
         a, b = self.query_one("#cp-a", Select), self.query_one("#cp-b", Select)
         va, vb = a.value, b.value
-        with self.prevent(Select.Changed):
-            a.value, b.value = vb, va
+        self._auto.update({"cp-a": vb, "cp-b": va, "cp-saved": Select.NULL})
+        a.value, b.value = vb, va
+        self.query_one("#cp-saved", Select).clear()
         self._maybe_compare()
 
     def _maybe_compare(self) -> None:
         a, b = self.query_one("#cp-a", Select).value, self.query_one("#cp-b", Select).value
         if isinstance(a, str) and isinstance(b, str):
-            self._compare(a, b)
+            self._token += 1
+            self._compare(a, b, self._token)
 
     @work(thread=True, exclusive=True, group="compare")
-    def _compare(self, a: str, b: str) -> None:
+    def _compare(self, a: str, b: str, token: int) -> None:
         try:
             from edge_guard.metrics import agreement
 
             store = self.eg.store
             pairs = align_runs(store.run_results(a), store.run_results(b))
             if not pairs:
-                self.post_message(Compared(Text(f"{a} and {b} share no items (compare runs over "
+                self.post_message(Compared(token, Text(f"{a} and {b} share no items (compare runs over "
                                                 "the same dataset)", style="yellow"), []))  # fmt: skip
                 return
             va = [ra["verdict"] for ra, _ in pairs]
@@ -148,11 +229,13 @@ class CompareScreen(EdgeScreen):
                 f"{num(ag['kappa'])} · {len(flips)} flips",
             )  # fmt: skip
             summary = Group(head, Text(""), agreement_matrix(va, vb, "A", "B"))
-            self.post_message(Compared(summary, flips))
+            self.post_message(Compared(token, summary, flips))
         except Exception as exc:
-            self.post_message(Compared(None, [], error_text(exc)))
+            self.post_message(Compared(token, None, [], error_text(exc)))
 
     def on_compared(self, message: Compared) -> None:
+        if message.token != self._token:  # a newer request is on its way
+            return
         if message.error is not None:
             self.notify(message.error, severity="error", title="compare")
             return
@@ -174,6 +257,8 @@ class CompareScreen(EdgeScreen):
         if pair is None:
             return
         for sel, row in zip(("#cp-reason-a", "#cp-reason-b"), pair, strict=True):
+            if row.get("label"):
+                self.query_one(sel).border_title = clip(str(row["label"]), 60)
             self.query_one(sel, TextArea).load_text(
                 f"verdict: {row['verdict']}  answer: {row.get('final')}\n"
                 f"text: {row.get('text')}\n\n{row.get('reasoning') or ''}"
