@@ -46,8 +46,11 @@ async def test_help_opens_with_f1_and_closes_with_escape(make_app) -> None:
 
 
 async def type_text(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
-    for ch in text:
-        await pilot.press(ch if ch != " " else "space")
+    """Type into the palette's search box (set at once: one search, not one per key)."""
+    from textual.command import CommandInput
+
+    await pilot.pause()
+    pilot.app.screen.query_one(CommandInput).value = text
 
 
 async def test_command_palette_runs_screen_actions_and_goes_to_screens(make_app) -> None:
