@@ -15,8 +15,19 @@ SCREEN_NAMES = ("workbench", "results", "runs", "study", "compare", "models", "t
               help="Result store (default: $EDGE_GUARD_HOME/edge_guard.db).")  # fmt: skip
 @click.option("--screen", type=click.Choice(SCREEN_NAMES), default=None,
               help="Screen to open first (default: workbench).")  # fmt: skip
-def tui(model: str | None, policy: str | None, db: str | None, screen: str | None) -> None:
+@click.option("--ctx", type=int, default=16384, show_default=True, help="Context size (tokens).")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--gpu-layers", default="auto", show_default=True,
+              help="Layers to offload to the GPU ('auto' = all when the build has a GPU).")  # fmt: skip
+def tui(model: str | None, policy: str | None, db: str | None, screen: str | None, ctx: int,
+        threads: int | None, gpu_layers: str) -> None:  # fmt: skip
     """Open the terminal UI: policy workbench, results, runs, study, comparisons, models."""
-    from edge_guard.tui import run_tui
+    import functools
 
-    run_tui(model=model, policy=policy, db=db, start=screen)
+    from edge_guard.backends import EngineSettings
+    from edge_guard.tui import run_tui
+    from edge_guard.tui.jobs import default_classifier_factory
+
+    settings = EngineSettings(n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers)
+    factory = functools.partial(default_classifier_factory, engine_settings=settings)
+    run_tui(model=model, policy=policy, db=db, start=screen, classifier_factory=factory)

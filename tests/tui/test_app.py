@@ -124,3 +124,18 @@ def test_cancel_flags_stop_a_generation_between_tokens(tiny_o200k_model, db_path
     with pytest.raises(Cancelled):
         clf.classify(["anything"])
     assert Store(db_path).query("SELECT COUNT(*) AS n FROM results")[0]["n"] == 0
+
+
+def test_edge_guard_without_a_command_opens_the_tui(monkeypatch, db_path) -> None:
+    from edge_guard.cli import main
+
+    opened: list[EdgeGuardApp] = []
+    monkeypatch.setattr(EdgeGuardApp, "run", lambda self: opened.append(self))
+    out = CliRunner().invoke(main, [])
+    assert out.exit_code == 0, out.output
+    assert len(opened) == 1 and opened[0].current_mode == "workbench"
+    out = CliRunner().invoke(main, ["tui", "--screen", "runs", "--db", str(db_path),
+                                    "--model", "synth:tiny-o200k"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert opened[1].current_mode == "runs" and opened[1].model_ref == "synth:tiny-o200k"
+    assert opened[1].store.path == str(db_path)
