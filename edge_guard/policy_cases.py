@@ -134,6 +134,8 @@ def _jsonl_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             raise CasesError(
                 f"{path}:{n}: invalid JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise CasesError(f"{path}:{n}: invalid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise CasesError(f"{path}:{n}: each line must be a JSON object with text and expected")
         yield n, obj

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -10,6 +11,15 @@ import click
 
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
 from edge_guard.cli.prompt_cmd import read_text_arg
+
+# C0/C1 control characters (terminal escape sequences included) except tab and newline.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Model output made safe for a terminal: control characters shown as escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 VERDICT_STYLE = {
     "violation": ("VIOLATION", "red"),
@@ -52,9 +62,9 @@ def print_result(result: Any) -> None:
     if resp is not None and resp.finish_reason != "return":
         click.echo(f"finish: {resp.finish_reason}")
     if result.error:
-        click.echo(click.style(f"error: {result.error}", fg="yellow"))
+        click.echo(click.style(f"error: {printable(result.error)}", fg="yellow"))
     if resp is not None and resp.reasoning and not getattr(result, "_streamed", False):
-        click.echo(click.style("reasoning: " + resp.reasoning.strip(), dim=True))
+        click.echo(click.style("reasoning: " + printable(resp.reasoning.strip()), dim=True))
     click.echo(click.style(timing_line(result), dim=True))
 
 
@@ -81,7 +91,7 @@ def classify(opts: dict[str, Any]) -> None:
             if not streamed:
                 click.echo(click.style("reasoning: ", dim=True), nl=False)
                 streamed = True
-            click.echo(click.style(event.text, dim=True), nl=False)
+            click.echo(click.style(printable(event.text), dim=True), nl=False)
 
     result = classifier.classify([text], on_event=on_event if stream else None)[0]
     if streamed:

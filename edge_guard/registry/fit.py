@@ -107,6 +107,8 @@ def _shape(path: str | os.PathLike[str], n_ubatch: int) -> tuple[_Shape, int, in
     n_embd = ak("embedding_length")
     if not all(isinstance(v, int) and v > 0 for v in (n_layer, n_head, n_embd)):
         raise BadModelFile(f"{h.path}: GGUF lacks block_count/head_count/embedding_length")
+    if n_layer > 4096 or n_head > 65536:
+        raise BadModelFile(f"{h.path}: implausible block_count {n_layer} / head_count {n_head}")
     n_kv = ak("attention.head_count_kv") or n_head
     k_dim = ak("attention.key_length") or n_embd // n_head
     v_dim = ak("attention.value_length") or k_dim
