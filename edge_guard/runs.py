@@ -192,8 +192,13 @@ def _mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str | None = None,
              text_field: str | None = None, label_field: str | None = None,
              id_field: str | None = None, limit: int | None = None, sample: str | None = None,
-             seed: int = 0) -> RunPlan:  # fmt: skip
-    """Load + sample the dataset and create or resume the named run (not classifying yet)."""
+             seed: int = 0, kind: str = "run", extra_config: dict[str, Any] | None = None,
+             keep_notes: tuple[str, ...] = ()) -> RunPlan:  # fmt: skip
+    """Load + sample the dataset and create or resume the named run (not classifying yet).
+
+    `kind` names the run's kind ("run", "compare", ...); `extra_config` is stored with the
+    run's config; `keep_notes` are note keys carried over from an existing run.
+    """
     ds = (
         dataset
         if isinstance(dataset, Dataset)
@@ -207,18 +212,24 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
         )
     all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
     selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
-    config = run_config(classifier, ds, limit=limit, sample=sample, seed=seed)
+    config = {**run_config(classifier, ds, limit=limit, sample=sample, seed=seed),
+              **(extra_config or {})}  # fmt: skip
     name = name or default_run_name(config)
     store = classifier.store
     existing = store.run(name)
+    old_notes: dict[str, Any] = {}
     if existing is not None:
         old = json.loads(existing.get("config") or "{}")
-        diff = _mismatch(old, config) if existing.get("kind") == "run" else ["kind"]
+        if existing.get("kind") == kind:
+            diff = _mismatch(old, config)
+        else:
+            diff = [f"kind {existing.get('kind')!r}"]
         if diff:
             raise EdgeGuardError(
                 f"run {name!r} already exists with a different configuration ({'; '.join(diff)}); "
                 "pass --name to start a new run"
             )
+        old_notes = json.loads(existing.get("notes") or "{}")
     golds = [all_golds[i] for i in selected]
     notes = {
         "malformed": len(ds.malformed),
@@ -226,8 +237,9 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
         "unmapped_labels": dict(sorted(unmapped.items(), key=lambda kv: -kv[1])[:20]),
         "n_unlabelled": sum(g is None for g in golds),
         "sample_note": sample_note,
+        **{k: old_notes.get(k) for k in keep_notes},
     }
-    store.ensure_run(name, kind="run", dataset=str(ds.path), policy=classifier.policy.name,
+    store.ensure_run(name, kind=kind, dataset=str(ds.path), policy=classifier.policy.name,
                      model=classifier.backend.model_ref, config=config, n_items=len(selected),
                      notes=notes)  # fmt: skip
     store.set_run_status(name, "running", notes=notes, n_items=len(selected))

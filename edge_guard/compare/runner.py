@@ -22,10 +22,10 @@ from typing import Any
 
 from edge_guard.classifier import Classifier
 from edge_guard.compare.config import CompareConfig, check_configs
-from edge_guard.datasets import Dataset, Row, load_dataset, map_golds, select_rows
+from edge_guard.datasets import Dataset, Row, load_dataset
 from edge_guard.errors import EdgeGuardError
 from edge_guard.result import ClassificationResult
-from edge_guard.runs import MATCH_KEYS, RunPlan, RunProgress, RunSummary, execute_run, run_config
+from edge_guard.runs import RunPlan, RunProgress, RunSummary, execute_run, plan_run
 from edge_guard.sampling import LogitsProcessor
 from edge_guard.store import Store
 
@@ -85,41 +85,10 @@ def config_run_name(name: str, index: int, label: str) -> str:
 
 def plan_config_run(ds: Dataset, classifier: Classifier, name: str, meta: dict[str, Any], *,
                     limit: int | None, sample: str | None, seed: int) -> RunPlan:  # fmt: skip
-    """Like `runs.plan_run`, for a run of kind "compare" (resumes; refuses another config)."""
-    all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
-    selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
-    config = {**run_config(classifier, ds, limit=limit, sample=sample, seed=seed), "compare": meta}
-    store = classifier.store
-    existing = store.run(name)
-    old_notes: dict[str, Any] = {}
-    if existing is not None:
-        old = json.loads(existing.get("config") or "{}")
-        diff = [k for k in MATCH_KEYS if old.get(k) != config.get(k)]
-        if existing.get("kind") != RUN_KIND:
-            diff = [f"kind {existing.get('kind')!r}"]
-        if diff:
-            raise EdgeGuardError(
-                f"run {name!r} already exists with a different configuration "
-                f"({', '.join(diff)}); pass --name to start a new comparison"
-            )
-        old_notes = json.loads(existing.get("notes") or "{}")
-    golds = [all_golds[i] for i in selected]
-    notes = {
-        "malformed": len(ds.malformed),
-        "malformed_first": [[m.line, m.reason] for m in ds.malformed[:20]],
-        "unmapped_labels": dict(sorted(unmapped.items(), key=lambda kv: -kv[1])[:20]),
-        "n_unlabelled": sum(g is None for g in golds),
-        "sample_note": sample_note,
-        "resources": old_notes.get("resources"),
-    }
-    store.ensure_run(name, kind=RUN_KIND, dataset=str(ds.path), policy=classifier.policy.name,
-                     model=classifier.backend.model_ref, config=config, n_items=len(selected),
-                     notes=notes)  # fmt: skip
-    store.set_run_status(name, "running", notes=notes, n_items=len(selected))
-    done = {r["idx"] for r in store.query(
-        "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
-        "WHERE ri.run = ? AND r.error IS NULL", [name])}  # fmt: skip
-    return RunPlan(name, ds, selected, golds, config, notes, done, existing is not None)
+    """`runs.plan_run` for a run of kind "compare" (resumes; refuses another config)."""
+    return plan_run(ds, classifier, name=name, limit=limit, sample=sample, seed=seed,
+                    kind=RUN_KIND, extra_config={"compare": meta},
+                    keep_notes=("resources",))  # fmt: skip
 
 
 def _model_file(classifier: Classifier) -> tuple[str | None, int | None]:
