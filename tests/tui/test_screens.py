@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input, Select, Static, TextArea
 
 from edge_guard.store import Store
 from tests.tui.conftest import SIZE, factory, shown, steer_to
-from tests.tui.test_workbench import classify, notes, wait_idle
+from tests.tui.test_workbench import notes, wait_idle
 
 pytestmark = pytest.mark.anyio
 
@@ -34,12 +34,16 @@ def toxic_answer(text: str) -> str:
 
 
 # -- Results -------------------------------------------------------------------------------------
-async def test_results_filters_by_verdict_and_text_and_opens_in_workbench(make_app) -> None:
-    app = make_app(final=toxic_answer)
+async def test_results_filters_by_verdict_and_text_and_opens_in_workbench(make_app,
+                                                                          db_path) -> None:  # fmt: skip
+    store = Store(db_path)
+    rows = [("you are an idiot", "violation"), ("have a nice day", "no_violation"),
+            ("nice idiot hat", "violation")]  # fmt: skip
+    for i, (text, verdict) in enumerate(rows):
+        store.put({"key": f"k{i}", "created_at": f"2025-01-0{i + 1}T00:00:00", "text": text,
+                   "verdict": verdict, "policy_name": "toxic_simple", "model_ref": "m"})  # fmt: skip
+    app = make_app(start="results")
     async with app.run_test(size=SIZE) as pilot:
-        for text in ("you are an idiot", "have a nice day", "nice idiot hat"):
-            await classify(pilot, app, text)
-        await pilot.press("f3")
         await pilot.pause()
         table = app.screen.query_one("#rs-table", DataTable)
         assert table.row_count == 3
