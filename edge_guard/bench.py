@@ -53,7 +53,7 @@ class BenchConfig:
     parallel: int = 8
     threads: int | None = None
     gpu_layers: int | str = "auto"
-    baseline_n: int | None = 20  # texts timed for (a), (b), (c), scaled to `n`; None: all
+    baseline_n: int | None = 10  # texts timed for (a), (b), (c), scaled to `n`; None: all
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
 
@@ -140,7 +140,9 @@ def run_bench(
     results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total, cfg.n * n_out)
     ref = outputs.get("cold") or outputs.get("sequential")
     for name, outs in outputs.items():
-        results[name]["outputs_match_cold"] = None if ref is None else _agree(outs, ref, name)
+        differ = None if ref is None else _differing(outs, ref, name)
+        results[name]["outputs_match_cold"] = None if differ is None else differ == 0
+        results[name]["outputs_differing"] = differ  # of min(len(outs), len(ref)) compared
     ratios: dict[str, float | None] = {}
     cpu_ratios: dict[str, float | None] = {}
     d = results.get("parallel") or {}
@@ -173,16 +175,17 @@ ROOFLINE_DEFINITION = (
     "gen_tok_s, with llama.cpp-only timings from this run: prefix_s = evaluating the policy "
     "prefix once; suffix_tok_s = prompt rate of `parallel` texts' suffixes in one batch on "
     "the cached prefix; gen_tok_s = tokens/s decoding `parallel` sequences one token each "
-    "per step (no sampling, parsing or Python in the timed calls)"
+    "per step (no sampling, parsing or Python in the timed calls; best of 3 runs)"
 )
 
 
-def _agree(outs: list[list[int]], ref: list[list[int]], name: str) -> bool:
-    """Same greedy tokens as the reference. llama-cpp-python's loop exposes the tokens it
-    evaluated (all but the last) and may run past max_tokens to complete a UTF-8 character."""
+def _differing(outs: list[list[int]], ref: list[list[int]], name: str) -> int:
+    """How many outputs differ from the reference's greedy tokens. llama-cpp-python's loop
+    exposes the tokens it evaluated (all but the last) and may run past max_tokens to
+    complete a UTF-8 character."""
     short = 1 if name == "llama_cpp" else 0
-    return all(
-        o[: len(r)] == r[: len(o)] and len(o) >= len(r) - short
+    return sum(
+        not (o[: len(r)] == r[: len(o)] and len(o) >= len(r) - short)
         for o, r in zip(outs, ref, strict=False)
     )
 
@@ -303,16 +306,18 @@ def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, 
     return times, n_out, outs
 
 
-def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int) -> dict[str, Any]:
+def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int,
+                     repeats: int = 3) -> dict[str, Any]:  # fmt: skip
     """llama.cpp's own rates on `engine`'s context: prefix, batched suffixes, batched decode.
 
-    Rates from wall time; `cpu` holds the same from process CPU time (robust on a busy
-    machine when run with one thread)."""
+    Each phase is timed `repeats` times from the same state and the fastest kept (the
+    ideal is the least disturbed run). Rates from wall time; `cpu` holds the same from
+    process CPU time (robust on a busy machine when run with one thread)."""
     from edge_guard import llama_runtime as rt
 
     prefix = list(reqs[0].prompt_ids[: reqs[0].prefix_len])
-    engine.reset_state()
     batch, ctx, mem = engine._batch, engine._ctx, engine._mem
+    seqs = list(range(1, len(reqs) + 1))
 
     def run(items: list[tuple[int, int, int, bool]], step: int) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -323,25 +328,29 @@ def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int) 
             rt.decode(ctx, batch)
         return time.perf_counter() - t0, time.process_time() - c0
 
-    prefix_t = run([(tok, j, 0, False) for j, tok in enumerate(prefix)], engine.n_batch)
-    seqs = list(range(1, len(reqs) + 1))
-    for s in seqs:
-        rt.seq_cp(mem, 0, s)
     pending = [(tok, pos, s, pos == len(r.prompt_ids) - 1) for s, r in zip(seqs, reqs, strict=True)
                for pos, tok in enumerate(r.prompt_ids) if pos >= len(prefix)]  # fmt: skip
-    suffix_t = run(pending, engine.n_batch)
     token = reqs[0].prompt_ids[-1]
     steps = [(token, len(r.prompt_ids) + k, s, True) for k in range(n_out)
              for s, r in zip(seqs, reqs, strict=True)]  # fmt: skip
-    gen_t = run(steps, len(seqs))
+    timings: list[tuple[tuple[float, float], ...]] = []
+    for _ in range(max(1, repeats)):
+        engine.reset_state()
+        prefix_t = run([(tok, j, 0, False) for j, tok in enumerate(prefix)], engine.n_batch)
+        for s in seqs:
+            rt.seq_cp(mem, 0, s)
+        suffix_t = run(pending, engine.n_batch)
+        gen_t = run(steps, len(seqs))
+        timings.append((prefix_t, suffix_t, gen_t))
     engine.reset_state()
 
     def rates(i: int) -> dict[str, float]:
+        prefix_s, suffix_s, gen_s = (min(t[k][i] for t in timings) for k in range(3))
         return {
-            "prefix_s": prefix_t[i],
-            "prompt_tok_s": len(prefix) / prefix_t[i],
-            "suffix_tok_s": len(pending) / suffix_t[i],
-            "gen_tok_s": len(steps) / gen_t[i],
+            "prefix_s": prefix_s,
+            "prompt_tok_s": len(prefix) / prefix_s,
+            "suffix_tok_s": len(pending) / suffix_s,
+            "gen_tok_s": len(steps) / gen_s,
         }
 
     return {"prefix_tokens": len(prefix), **rates(0), "gen_batch": len(seqs), "cpu": rates(1)}
@@ -374,7 +383,8 @@ def format_table(report: dict[str, Any]) -> str:
         if r is None:
             continue
         same = r.get("outputs_match_cold")
-        mark = "" if same is None else ("yes" if same else "NO")
+        n_cmp = min(r["timed_texts"], res.get("cold", r)["timed_texts"])
+        mark = "" if same is None else ("yes" if same else f"NO ({r['outputs_differing']}/{n_cmp})")
         lines.append(
             f"{LABELS[name]:32} {_timed(r):>9} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
             f"{r['labels_per_s']:>9.2f} "

@@ -41,7 +41,7 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--parallel", type=int, default=8, show_default=True, help="Sequences for (d).")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
-@click.option("--baseline-n", type=int, default=20, show_default=True,
+@click.option("--baseline-n", type=int, default=10, show_default=True,
               help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
               "scale their time to --n (0: time all). (d) always runs all --n texts.")  # fmt: skip
 @click.option("--variants", default="cold,llama_cpp,sequential,parallel", show_default=True,
