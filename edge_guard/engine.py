@@ -6,9 +6,15 @@ llama.cpp's batch API through llama-cpp-python's low-level bindings:
 
 - **prefix state**: sequence 0 holds the prompt prefix every text shares (system +
   developer + user header); it is evaluated once and copied into each text's sequence
-  (a unified KV cache with a full-size sliding-window cache, so the copy is exact);
+  (a unified KV cache with a full-size sliding-window cache, so the copy is exact). A
+  prefix cut back below cells llama.cpp already reused for the sliding window is
+  re-evaluated. Long prefixes are snapshotted to disk (`prefix_store`) for the next
+  process. Without flash attention (the CPU default) all of this is bit-identical to
+  evaluating each prompt from scratch;
 - **parallel sequences**: up to `n_parallel` texts decode together, one batch per step,
-  with continuous batching as sequences finish;
+  with continuous batching as sequences finish. Greedy tokens match the sequential path
+  in the tests, but not bit for bit: llama.cpp's CPU kernels round differently for other
+  batch shapes and KV-cell placements, so a near-tie can (rarely) resolve differently;
 - sampling on the raw logits (`sampling.Sampler`), label scores at the first token of
   the final answer, streaming events through the harmony parser.
 """
