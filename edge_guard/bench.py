@@ -127,7 +127,7 @@ def run_bench(
         say("roofline: llama.cpp prompt and generation rates")
         roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens)
         info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
-                "flash_attn": str(engine._flash_attn), "gpu_layers": engine._gpu_layers,
+                "flash_attn": str(engine.flash_attn), "gpu_layers": engine.gpu_layers,
                 "build": rt.build_info()}  # fmt: skip
     finally:
         engine.close()

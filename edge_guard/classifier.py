@@ -39,10 +39,11 @@ from edge_guard.parsers import (
     score_token_ids,
 )
 from edge_guard.policy import Policy, load_policy
-from edge_guard.response import ModelResponse, Timings
-from edge_guard.result import ClassificationResult, Verdict
+from edge_guard.response import ModelResponse
+from edge_guard.result import ClassificationResult
 from edge_guard.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.store import Store
+from edge_guard.store.rows import parse_fields, response_fields, row_to_response, row_to_result
 
 KEY_VERSION = 1
 
@@ -307,7 +308,7 @@ class Classifier:
 
     def _row(self, result: ClassificationResult, response: ModelResponse, text: str, key: str,
              sampling: SamplingConfig) -> dict[str, Any]:  # fmt: skip
-        cfg, t = self.prompt_config, response.timings
+        cfg = self.prompt_config
         return {
             "key": key,
             "run_id": None,
@@ -323,92 +324,23 @@ class Classifier:
             "policy_hash": self.policy.hash,
             "policy_text_hash": self.policy.text_hash,
             "text": text,
-            "prompt_token_ids": response.prompt_token_ids,
-            "output_token_ids": response.output_token_ids,
-            "reasoning": response.reasoning,
-            "final": response.response,
-            "messages": [m.__dict__ for m in response.messages],
-            "malformed": response.malformed,
-            "final_token_logprobs": {
-                str(k): v for k, v in (response.final_token_logprobs or {}).items()
-            }
-            or None,
-            "finish_reason": response.finish_reason,
+            **response_fields(response),
             "error": result.error or response.error,
-            "prompt_tokens": t.prompt_tokens,
-            "cached_tokens": t.cached_tokens,
-            "prompt_ms": t.prompt_ms,
-            "output_tokens": t.output_tokens,
-            "output_ms": t.output_ms,
-            **_parse_fields(result),
+            **parse_fields(result),
         }
 
     def _from_row(self, row: dict[str, Any]) -> ClassificationResult:
-        response = row_to_response(row)
         if row["policy_hash"] == self.policy.hash:
-            meta = json.loads(row["metadata"] or "{}")
-            bl = row["binary_label"]
-            result = ClassificationResult(
-                None if bl is None else bool(bl), row["fine_grain_label"], row["float_label"],
-                meta, response, bool(row["parsed"]), Verdict(row["verdict"]),
-            )  # fmt: skip
+            result = row_to_result(row)
         else:  # same prompt, edited parser: re-parse the stored answer
-            result = self._finish(response, row["text"], row["key"], self.token_map())
-            self.store.update_parse(row["key"], {**_parse_fields(result), "policy_hash": self.policy.hash,
-                                                 "policy_name": self.policy.name})  # fmt: skip
-        result.text, result.policy, result.key, result.cached = (
-            row["text"],
-            self.policy.name,
-            row["key"],
-            True,
-        )
-        result.error = row.get("error")
+            result = self._finish(row_to_response(row), row["text"], row["key"], self.token_map())
+            fields = {**parse_fields(result), "policy_hash": self.policy.hash,
+                      "policy_name": self.policy.name}  # fmt: skip
+            self.store.update_parse(row["key"], fields)
+            result.cached = True
+            result.error = row.get("error")
+        result.policy = self.policy.name
         return result
-
-
-def _parse_fields(result: ClassificationResult) -> dict[str, Any]:
-    return {
-        "verdict": str(result.verdict),
-        "binary_label": None if result.binary_label is None else int(bool(result.binary_label)),
-        "fine_grain_label": result.fine_grain_label,
-        "float_label": result.float_label,
-        "parsed": int(bool(result.parsed_successfully)),
-        "label_probs": result.metadata.get("label_probs"),
-        "metadata": _jsonable(result.metadata),
-    }
-
-
-def _jsonable(obj: Any) -> Any:
-    try:
-        json.dumps(obj)
-        return obj
-    except (TypeError, ValueError):
-        return json.loads(json.dumps(obj, default=repr))
-
-
-def row_to_response(row: dict[str, Any]) -> ModelResponse:
-    from edge_guard.harmony.parse import HarmonyMessage
-
-    lp = json.loads(row["final_token_logprobs"]) if row.get("final_token_logprobs") else None
-    return ModelResponse(
-        response=row["final"],
-        reasoning=row["reasoning"] or "",
-        finish_reason=row["finish_reason"] or "eos",
-        prompt_token_ids=json.loads(row["prompt_token_ids"] or "[]"),
-        output_token_ids=json.loads(row["output_token_ids"] or "[]"),
-        messages=[HarmonyMessage(**m) for m in json.loads(row["messages"] or "[]")],
-        timings=Timings(
-            row["prompt_tokens"] or 0,
-            row["cached_tokens"] or 0,
-            row["prompt_ms"] or 0.0,
-            row["output_tokens"] or 0,
-            row["output_ms"] or 0.0,
-        ),  # fmt: skip
-        final_token_logprobs={int(k): v for k, v in lp.items()} if lp else None,
-        malformed=json.loads(row.get("malformed") or "[]"),
-        error=row.get("error"),
-        model=row.get("model_ref") or "",
-    )
 
 
 def classify(

@@ -38,18 +38,11 @@ from edge_guard.gguf_check import check_model_file
 from edge_guard.harmony.parse import Event, HarmonyStreamParser
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.prefix_store import (
-    MIN_PREFIX_TOKENS,
-    PrefixStore,
-    enabled_by_env,
-    snapshot_identity,
-)
+from edge_guard.prefix_state import PrefixState, make_prefix_store, shared_prefix
 from edge_guard.response import ModelResponse, Timings
 from edge_guard.sampling import LogitsProcessor, Sampler, SamplingConfig, log_softmax
 
 DEFAULT_N_CTX = 16384
-# Disk snapshots of the prefix state (prefix_store): identical results, measured faster.
-SNAPSHOTS_BY_DEFAULT = True
 
 
 @dataclass
@@ -150,17 +143,27 @@ class Engine:
             )
         self._batch = rt.Batch(self.n_batch, self.n_parallel + 1)
         self.n_swa = rt.n_swa(self._model)
-        self._gpu_layers, self._flash_attn = gpu_layers, flash_attn
-        self.prefix_store = self._make_prefix_store(prefix_snapshots)
+        self.gpu_layers, self.flash_attn = gpu_layers, flash_attn
+        self.prefix_store = make_prefix_store(
+            prefix_snapshots,
+            self.prefix_cache,
+            self.model_path,
+            gpu_layers=gpu_layers,
+            flash_attn=flash_attn,
+            swa_full=swa_full,
+            n_batch=self.n_batch,
+        )
         # Counters for tests and benchmarks; max_active: most sequences decoded together.
         self.stats = {"prefix_evals": 0, "prefix_tokens": 0, "snapshot_loads": 0,
                       "snapshot_saves": 0, "max_active": 0}  # fmt: skip
+        self._state = PrefixState(self._ctx, self._mem, self._batch, n_swa=self.n_swa,
+                                  store=self.prefix_store, n_seq=self.n_parallel + 1,
+                                  stats=self.stats)  # fmt: skip
         end = self.vocab.special_id("<|end|>")
         self.stop_ids = frozenset(
             i for i in self.vocab.control_ids if rt.is_eog(self._model, i) and i != end
         ) | {self.vocab.special_id("<|return|>"), self.vocab.special_id("<|call|>")}
         self._stop_array = np.array(sorted(self.stop_ids), dtype=np.int64)
-        self._prefix: list[int] = []  # tokens held by sequence 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -182,8 +185,12 @@ class Engine:
 
     def reset_state(self) -> None:
         """Forget every cached token (the next prompt is evaluated from scratch)."""
-        rt.memory_clear(self._mem)
-        self._prefix = []
+        self._state.reset()
+
+    @property
+    def _prefix(self) -> list[int]:
+        """The tokens sequence 0 holds (the shared prefix state)."""
+        return self._state.tokens
 
     @property
     def description(self) -> dict[str, Any]:
@@ -228,7 +235,9 @@ class Engine:
                 queue.append(i)
         if not queue:
             return
-        prefix_ms = self._set_prefix(self._shared_prefix([reqs[i] for i in queue]))
+        prefix = shared_prefix([reqs[i].prompt_ids for i in queue],
+                               [reqs[i].prefix_len for i in queue], enabled=self.prefix_cache)  # fmt: skip
+        prefix_ms = self._state.set(prefix, enabled=self.prefix_cache)
         slots: dict[int, _Slot] = {}
         free = list(range(width, 0, -1))
         try:
@@ -258,113 +267,6 @@ class Engine:
             raise
 
     # -- internals -------------------------------------------------------------------------
-    def _shared_prefix(self, reqs: list[GenerationRequest]) -> list[int]:
-        if not self.prefix_cache:
-            return []
-        first = reqs[0].prompt_ids
-        n = min(len(r.prompt_ids) for r in reqs) - 1
-        if len(reqs) == 1:
-            if reqs[0].prefix_len is not None:
-                n = min(n, reqs[0].prefix_len)
-        else:
-            for r in reqs[1:]:
-                k = 0
-                for a, b in zip(first[:n], r.prompt_ids, strict=False):
-                    if a != b:
-                        break
-                    k += 1
-                n = k
-            hints = [r.prefix_len for r in reqs]
-            if all(h is not None for h in hints):
-                n = min(n, *hints)  # type: ignore[type-var]
-        return list(first[: max(0, n)])
-
-    def _set_prefix(self, prefix: list[int]) -> float:
-        """Make sequence 0 hold exactly `prefix`; returns the ms spent evaluating/loading it."""
-        if not self.prefix_cache:
-            rt.memory_clear(self._mem)
-            self._prefix = []
-            return 0.0
-        keep = 0
-        for a, b in zip(self._prefix, prefix, strict=False):
-            if a != b:
-                break
-            keep += 1
-        # Cutting sequence 0 back: with sliding-window layers llama.cpp may already have
-        # reused the cells of positions that were out of the window as seen from the old
-        # end, but tokens after `keep` need the window before `keep`: check it is whole.
-        if keep < len(self._prefix) and (
-            not rt.seq_rm(self._mem, 0, keep) or not self._window_intact(keep)
-        ):
-            rt.memory_clear(self._mem)
-            keep = 0
-        self._prefix = prefix[:keep]
-        todo = prefix[keep:]
-        if not todo:
-            return 0.0
-        t0 = time.perf_counter()
-        if self._load_snapshot(prefix, len(todo)):
-            self._prefix = list(prefix)
-            return (time.perf_counter() - t0) * 1000
-        if self._prefix != prefix[:keep]:  # a failed load emptied sequence 0
-            keep, todo = 0, prefix
-        for start in range(0, len(todo), self.n_batch):
-            chunk = todo[start : start + self.n_batch]
-            self._batch.clear()
-            for j, tok in enumerate(chunk):
-                self._batch.add(tok, keep + start + j, 0, False)
-            rt.decode(self._ctx, self._batch)
-        self._prefix = list(prefix)
-        self.stats["prefix_evals"] += 1
-        self.stats["prefix_tokens"] += len(todo)
-        ms = (time.perf_counter() - t0) * 1000
-        if keep == 0:
-            self._save_snapshot(prefix)
-        return ms
-
-    def _window_intact(self, keep: int) -> bool:
-        """True when sequence 0 still holds every position tokens after `keep` attend to."""
-        if keep == 0 or self.n_swa <= 0:
-            return True
-        return rt.seq_pos_min(self._mem, 0) <= max(0, keep - self.n_swa)
-
-    # -- prefix snapshots on disk ----------------------------------------------------------
-    def _make_prefix_store(self, enabled: bool | None) -> PrefixStore | None:
-        if enabled is None:
-            enabled = enabled_by_env(default=SNAPSHOTS_BY_DEFAULT)
-        if not enabled or not self.prefix_cache:
-            return None
-        identity = snapshot_identity(self.model_path, gpu_layers=self._gpu_layers,
-                                     flash_attn=self._flash_attn, swa_full=self.swa_full,
-                                     n_batch=self.n_batch)  # fmt: skip
-        return PrefixStore(identity=identity)
-
-    def _load_snapshot(self, prefix: list[int], n_todo: int) -> bool:
-        """Load sequence 0 from a snapshot of exactly `prefix` (worth it for long prefixes).
-
-        Only states evaluated from an empty cache are saved, and they are loaded into an
-        empty sequence 0, so the cache holds the same cells as a from-scratch evaluation.
-        """
-        if self.prefix_store is None or n_todo < MIN_PREFIX_TOKENS:
-            return False
-        restored = self.prefix_store.restore(self._ctx, self._mem, prefix, self.n_parallel + 1)
-        if restored is None:
-            return False
-        if not restored:
-            self._prefix = []  # sequence 0 was emptied
-            return False
-        self.stats["snapshot_loads"] += 1
-        return True
-
-    def _save_snapshot(self, prefix: list[int]) -> None:
-        store = self.prefix_store
-        if (
-            store is not None
-            and len(prefix) >= MIN_PREFIX_TOKENS
-            and store.capture(self._ctx, self._mem, prefix, self.n_parallel + 1)
-        ):
-            self.stats["snapshot_saves"] += 1
-
     def _fits(self, req: GenerationRequest, slots: dict[int, _Slot]) -> bool:
         if not slots:
             return True

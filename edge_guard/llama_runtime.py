@@ -29,7 +29,7 @@ def _ll() -> Any:
 
 
 @functools.cache
-def _install_logger() -> Any:
+def install_logger() -> Any:
     ll = _ll()
     import sys
 
@@ -101,7 +101,7 @@ def load(path: str, *, n_gpu_layers: int, n_ctx: int, n_batch: int, n_seq_max: i
     global _VERBOSE
     _VERBOSE = verbose
     ll = _ll()
-    _install_logger()
+    install_logger()
     mp = ll.llama_model_default_params()
     mp.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers < 0 else n_gpu_layers
     model = ll.llama_model_load_from_file(path.encode("utf-8"), mp)

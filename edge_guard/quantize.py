@@ -142,7 +142,7 @@ def _run_quantizer(src: Path, tmp: Path, key: str, *, threads: int | None,
 
     from edge_guard import llama_runtime as rt
 
-    rt._install_logger()  # llama.cpp's per-tensor log goes to our buffer, not the terminal
+    rt.install_logger()  # llama.cpp's per-tensor log goes to our buffer, not the terminal
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANT_TYPES[key]}")
     params.nthread = (

@@ -52,8 +52,8 @@ PRESETS: dict[str, SynthPreset] = {
                     "bytes", 2, 64, 4, 2, 16, 4, 2, 64, 8, 4096),
         SynthPreset("tiny-o200k", "real o200k_harmony vocab (real token ids), 2 small layers",
                     "o200k", 2, 64, 4, 2, 16, 4, 2, 64, 8, 8192, embd_type="Q8_0"),
-        SynthPreset("mini", "o200k vocab, 6 layers of width 512, 4 of 16 MXFP4 experts (CPU bench)",
-                    "o200k", 6, 512, 8, 4, 64, 16, 4, 512, 128, 8192,
+        SynthPreset("mini", "o200k vocab, 8 layers of width 512, 4 of 16 MXFP4 experts of 2048 (CPU bench)",
+                    "o200k", 8, 512, 8, 4, 64, 16, 4, 2048, 128, 8192,
                     expert_type="MXFP4", matrix_type="Q8_0", embd_type="Q8_0"),
         SynthPreset("20b-shape", "gpt-oss-20b's exact shapes, MXFP4 experts (GPU benchmarks)",
                     "o200k", 24, 2880, 64, 8, 64, 32, 4, 2880, 128, 131072,
@@ -61,7 +61,11 @@ PRESETS: dict[str, SynthPreset] = {
     )
 }  # fmt: skip
 
-HARMONY_SPECIAL_NAMES = (*hv.O200K_HARMONY_SPECIALS.values(), "<|reserved_200000|>", "<|reserved_200001|>")
+HARMONY_SPECIAL_NAMES = (
+    *hv.O200K_HARMONY_SPECIALS.values(),
+    "<|reserved_200000|>",
+    "<|reserved_200001|>",
+)
 # Merges for the byte-level vocab: common English pieces, so BPE is really exercised.
 _TINY_PIECES = ("th", "he", "in", "er", "an", " t", " a", "re", "on", " th", "the", " the", "is")
 

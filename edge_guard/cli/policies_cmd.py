@@ -107,4 +107,6 @@ def check(path: str, ctx: int, as_json: bool) -> None:
     )
     for w in report["warnings"]:  # type: ignore[attr-defined]
         click.echo(click.style(f"warning: {w}", fg="yellow"))
+
+
 from edge_guard.cli import policy_tests_cmd as _policy_tests  # noqa: E402,F401 - registers test/history/diff

@@ -1,0 +1,153 @@
+"""Sequence 0 of the engine's KV cache: the prompt prefix every text shares, kept and reused.
+
+The prefix (system + developer message with the policy + the user header) is evaluated
+once into sequence 0; each text's sequence copies it. A prefix cut back below cells that
+llama.cpp already reused for the sliding window is re-evaluated, and long prefixes
+evaluated from an empty cache are snapshotted to disk (`prefix_store`) for later processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from edge_guard import llama_runtime as rt
+from edge_guard.prefix_store import (
+    MIN_PREFIX_TOKENS,
+    PrefixStore,
+    enabled_by_env,
+    snapshot_identity,
+)
+
+# Disk snapshots of the prefix state (prefix_store): identical results, measured faster.
+SNAPSHOTS_BY_DEFAULT = True
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]], hints: Sequence[int | None], *,
+                  enabled: bool = True) -> list[int]:  # fmt: skip
+    """The prefix to keep in sequence 0 for these prompts (each keeps >= 1 token of its own).
+
+    One prompt: its `prefix_len` hint (the policy prefix), so the next text reuses it.
+    Several: their longest common prefix, capped by the hints when every prompt has one.
+    """
+    if not enabled or not prompts:
+        return []
+    first = prompts[0]
+    n = min(len(p) for p in prompts) - 1
+    if len(prompts) == 1:
+        if hints[0] is not None:
+            n = min(n, hints[0])
+    else:
+        for other in prompts[1:]:
+            k = 0
+            for a, b in zip(first[:n], other, strict=False):
+                if a != b:
+                    break
+                k += 1
+            n = k
+        if all(h is not None for h in hints):
+            n = min(n, *hints)  # type: ignore[type-var]
+    return list(first[: max(0, n)])
+
+
+def make_prefix_store(enabled: bool | None, prefix_cache: bool, model_path: str, *,
+                      gpu_layers: int, flash_attn: bool | str, swa_full: bool,
+                      n_batch: int) -> PrefixStore | None:  # fmt: skip
+    """The on-disk snapshot store for this model and settings, or None when disabled."""
+    if enabled is None:
+        enabled = enabled_by_env(default=SNAPSHOTS_BY_DEFAULT)
+    if not enabled or not prefix_cache:
+        return None
+    identity = snapshot_identity(model_path, gpu_layers=gpu_layers, flash_attn=flash_attn,
+                                 swa_full=swa_full, n_batch=n_batch)  # fmt: skip
+    return PrefixStore(identity=identity)
+
+
+class PrefixState:
+    """Keeps sequence 0 holding exactly the current shared prefix."""
+
+    def __init__(self, ctx: Any, mem: Any, batch: rt.Batch, *, n_swa: int,
+                 store: PrefixStore | None, n_seq: int, stats: dict[str, int]) -> None:  # fmt: skip
+        self._ctx, self._mem, self._batch = ctx, mem, batch
+        self.n_swa, self.store, self.n_seq, self.stats = n_swa, store, n_seq, stats
+        self.tokens: list[int] = []
+
+    def reset(self) -> None:
+        """Forget every cached token (the next prompt is evaluated from scratch)."""
+        rt.memory_clear(self._mem)
+        self.tokens = []
+
+    def set(self, prefix: list[int], *, enabled: bool = True) -> float:
+        """Make sequence 0 hold exactly `prefix`; returns the ms spent evaluating/loading it."""
+        if not enabled:
+            self.reset()
+            return 0.0
+        keep = 0
+        for a, b in zip(self.tokens, prefix, strict=False):
+            if a != b:
+                break
+            keep += 1
+        # Cutting sequence 0 back: with sliding-window layers llama.cpp may already have
+        # reused the cells of positions that were out of the window as seen from the old
+        # end, but tokens after `keep` need the window before `keep`: check it is whole.
+        if keep < len(self.tokens) and (
+            not rt.seq_rm(self._mem, 0, keep) or not self._window_intact(keep)
+        ):
+            rt.memory_clear(self._mem)
+            keep = 0
+        self.tokens = prefix[:keep]
+        todo = prefix[keep:]
+        if not todo:
+            return 0.0
+        t0 = time.perf_counter()
+        if self._load_snapshot(prefix, len(todo)):
+            self.tokens = list(prefix)
+            return (time.perf_counter() - t0) * 1000
+        if self.tokens != prefix[:keep]:  # a failed load emptied sequence 0
+            keep, todo = 0, prefix
+        n_batch = self._batch.capacity
+        for start in range(0, len(todo), n_batch):
+            chunk = todo[start : start + n_batch]
+            self._batch.clear()
+            for j, tok in enumerate(chunk):
+                self._batch.add(tok, keep + start + j, 0, False)
+            rt.decode(self._ctx, self._batch)
+        self.tokens = list(prefix)
+        self.stats["prefix_evals"] += 1
+        self.stats["prefix_tokens"] += len(todo)
+        ms = (time.perf_counter() - t0) * 1000
+        if keep == 0:
+            self._save_snapshot(prefix)
+        return ms
+
+    def _window_intact(self, keep: int) -> bool:
+        """True when sequence 0 still holds every position tokens after `keep` attend to."""
+        if keep == 0 or self.n_swa <= 0:
+            return True
+        return rt.seq_pos_min(self._mem, 0) <= max(0, keep - self.n_swa)
+
+    def _load_snapshot(self, prefix: list[int], n_todo: int) -> bool:
+        """Load sequence 0 from a snapshot of exactly `prefix` (worth it for long prefixes).
+
+        Only states evaluated from an empty cache are saved, and they are loaded into an
+        empty sequence 0, so the cache holds the same cells as a from-scratch evaluation.
+        """
+        if self.store is None or n_todo < MIN_PREFIX_TOKENS:
+            return False
+        restored = self.store.restore(self._ctx, self._mem, prefix, self.n_seq)
+        if restored is None:
+            return False
+        if not restored:
+            self.tokens = []  # sequence 0 was emptied
+            return False
+        self.stats["snapshot_loads"] += 1
+        return True
+
+    def _save_snapshot(self, prefix: list[int]) -> None:
+        if (
+            self.store is not None
+            and len(prefix) >= MIN_PREFIX_TOKENS
+            and self.store.capture(self._ctx, self._mem, prefix, self.n_seq)
+        ):
+            self.stats["snapshot_saves"] += 1
