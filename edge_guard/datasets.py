@@ -118,6 +118,23 @@ def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
     return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad)  # type: ignore[arg-type]
 
 
+def usable_dataset(dataset: str | os.PathLike[str] | Dataset, *, text_field: str | None = None,
+                   label_field: str | None = None, id_field: str | None = None) -> Dataset:  # fmt: skip
+    """A loaded dataset (or `dataset` itself) that has at least one usable row."""
+    ds = (
+        dataset
+        if isinstance(dataset, Dataset)
+        else load_dataset(
+            dataset, text_field=text_field, label_field=label_field, id_field=id_field
+        )
+    )
+    if not ds.rows:
+        raise EdgeGuardError(
+            f"{ds.path}: no usable rows ({ds.malformed_summary() or 'empty file'})"
+        )
+    return ds
+
+
 def _pick(columns: list[str], given: str | None, candidates: Sequence[str], what: str, path: Path,
           required: bool = False) -> str | None:  # fmt: skip
     if given is not None:

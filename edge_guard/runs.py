@@ -24,9 +24,9 @@ from edge_guard.datasets import (
     Malformed,
     Row,
     describe_problems,
-    load_dataset,
     map_golds,
     select_rows,
+    usable_dataset,
 )
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
@@ -199,17 +199,7 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
     `kind` names the run's kind ("run", "compare", ...); `extra_config` is stored with the
     run's config; `keep_notes` are note keys carried over from an existing run.
     """
-    ds = (
-        dataset
-        if isinstance(dataset, Dataset)
-        else load_dataset(
-            dataset, text_field=text_field, label_field=label_field, id_field=id_field
-        )
-    )
-    if not ds.rows:
-        raise EdgeGuardError(
-            f"{ds.path}: no usable rows ({ds.malformed_summary() or 'empty file'})"
-        )
+    ds = usable_dataset(dataset, text_field=text_field, label_field=label_field, id_field=id_field)
     all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
     selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
     config = {**run_config(classifier, ds, limit=limit, sample=sample, seed=seed),

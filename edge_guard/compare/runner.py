@@ -22,7 +22,7 @@ from typing import Any
 
 from edge_guard.classifier import Classifier
 from edge_guard.compare.config import CompareConfig, check_configs
-from edge_guard.datasets import Dataset, Row, load_dataset
+from edge_guard.datasets import Dataset, Row, usable_dataset
 from edge_guard.errors import EdgeGuardError
 from edge_guard.result import ClassificationResult
 from edge_guard.runs import RunPlan, RunProgress, RunSummary, execute_run, plan_run
@@ -128,17 +128,7 @@ def run_compare(
 
     base = dict(base_opts or {})
     labels = check_configs(configs, base.get("model"))
-    ds = (
-        dataset
-        if isinstance(dataset, Dataset)
-        else load_dataset(
-            dataset, text_field=text_field, label_field=label_field, id_field=id_field
-        )
-    )
-    if not ds.rows:
-        raise EdgeGuardError(
-            f"{ds.path}: no usable rows ({ds.malformed_summary() or 'empty file'})"
-        )
+    ds = usable_dataset(dataset, text_field=text_field, label_field=label_field, id_field=id_field)
     selection = {"limit": limit, "sample": sample, "sample_seed": sample_seed if sample else None,
                  "fields": [ds.text_field, ds.label_field, ds.id_field]}  # fmt: skip
     name = name or default_name(ds, policy, configs, base, selection)
