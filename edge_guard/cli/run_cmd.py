@@ -211,7 +211,7 @@ def datasets() -> None:
 @click.option("--split", default="test", show_default=True)
 def pull(name: str, config: str, split: str) -> None:
     """Download a known dataset through huggingface_hub into the data dir, as JSONL."""
-    from edge_guard.datasets import KNOWN, pull_dataset
+    from edge_guard.dataset_hub import KNOWN, pull_dataset
 
     known = KNOWN[name]
     _echo_err(f"{known.repo} is licensed {known.license}")
@@ -224,7 +224,7 @@ def pull(name: str, config: str, split: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
     """Known datasets (with licenses) and the local files pulled into the data dir."""
-    from edge_guard.datasets import KNOWN, datasets_dir, local_datasets
+    from edge_guard.dataset_hub import KNOWN, datasets_dir, local_datasets
 
     known = [{"name": k.name, "repo": k.repo, "license": k.license, "configs": list(k.configs),
               "splits": list(k.splits), "description": k.description} for k in KNOWN.values()]  # fmt: skip
