@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_guard.backends import EngineSettings, release_engine
 from edge_guard.classifier import Classifier, make_backend
-from edge_guard.datasets import DEFAULT_CONFIG, KNOWN, pull_dataset
+from edge_guard.dataset_hub import DEFAULT_CONFIG, KNOWN, pull_dataset
 from edge_guard.errors import EdgeGuardError
 from edge_guard.report import write_report
 from edge_guard.runs import RunProgress, run_dataset
