@@ -88,3 +88,15 @@ class ClassificationResult:
             if t
             else None,
         }
+
+
+def headline_score(metadata: dict[str, Any], float_label: float | None) -> tuple[str, float] | None:
+    """The one score to show for a result: ("expected_rating" | "p_violation" | "score", value).
+
+    Label scores come first (the expected rating of a Likert policy, else P(violation)); a
+    result without them falls back to its `float_label`; None when there is nothing.
+    """
+    for kind in ("expected_rating", "p_violation"):
+        if metadata.get(kind) is not None:
+            return kind, float(metadata[kind])
+    return None if float_label is None else ("score", float(float_label))

@@ -11,6 +11,7 @@ import click
 
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
 from edge_guard.cli.prompt_cmd import read_text_arg
+from edge_guard.result import headline_score
 
 # C0/C1 control characters (terminal escape sequences included) except tab and newline.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -28,15 +29,16 @@ VERDICT_STYLE = {
 }
 
 
+SCORE_FORMATS = {
+    "expected_rating": "expected rating {:.2f}",
+    "p_violation": "P(violation) {:.3f}",
+    "score": "score {:g}",
+}
+
+
 def score_line(result: Any) -> str:
-    meta = result.metadata or {}
-    if "expected_rating" in meta:
-        return f"expected rating {meta['expected_rating']:.2f}"
-    if "p_violation" in meta:
-        return f"P(violation) {meta['p_violation']:.3f}"
-    if result.float_label is not None:
-        return f"score {result.float_label:g}"
-    return "no score"
+    score = headline_score(result.metadata or {}, result.float_label)
+    return "no score" if score is None else SCORE_FORMATS[score[0]].format(score[1])
 
 
 def timing_line(result: Any) -> str:

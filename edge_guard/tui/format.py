@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.text import Text
 
+from edge_guard.result import headline_score
+
 VERDICTS = {
     "violation": ("VIOLATION", "bold white on dark_red", "red"),
     "no_violation": ("NO VIOLATION", "bold white on dark_green", "green"),
@@ -36,25 +38,21 @@ def meta_of(row: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
+_SCORE_LABELS = {"expected_rating": "E[rating] ", "p_violation": "P(violation) ", "score": "score "}
+_SCORE_VALUES = {"expected_rating": "{:.2f}", "p_violation": "{:.3f}", "score": "{:g}"}
+
+
 def score_text(meta: dict[str, Any], float_label: float | None = None) -> str:
     """`P(violation) 0.982`, `E[rating] 3.41`, `score 0.7` or `—`."""
-    if meta.get("expected_rating") is not None:
-        return f"E[rating] {meta['expected_rating']:.2f}"
-    if meta.get("p_violation") is not None:
-        return f"P(violation) {meta['p_violation']:.3f}"
-    if float_label is not None:
-        return f"score {float_label:g}"
-    return "—"
+    score = headline_score(meta, float_label)
+    if score is None:
+        return "—"
+    return _SCORE_LABELS[score[0]] + _SCORE_VALUES[score[0]].format(score[1])
 
 
 def score_short(meta: dict[str, Any], float_label: float | None = None) -> str:
-    if meta.get("expected_rating") is not None:
-        return f"{meta['expected_rating']:.2f}"
-    if meta.get("p_violation") is not None:
-        return f"{meta['p_violation']:.3f}"
-    if float_label is not None:
-        return f"{float_label:g}"
-    return ""
+    score = headline_score(meta, float_label)
+    return "" if score is None else _SCORE_VALUES[score[0]].format(score[1])
 
 
 def when(iso: str | None) -> str:
