@@ -102,6 +102,7 @@ class LocalBackend:
         self.model_ref = model_ref or str(path)
         self.settings = settings or EngineSettings()
         self._identity = identity
+        self._engine_version: str | None = None
 
     def identity(self) -> str:
         if self._identity is None:
@@ -114,10 +115,13 @@ class LocalBackend:
         self._identity = identity
 
     def engine_version(self) -> str:
-        from edge_guard import llama_runtime as rt
+        """Part of every cache key (computed once: the settings are frozen)."""
+        if self._engine_version is None:
+            from edge_guard import llama_runtime as rt
 
-        gpu = rt.supports_gpu() and self.settings.n_gpu_layers not in (0, "0")
-        return f"llama-cpp-python {llama_cpp_version()}{'+gpu' if gpu else ''}"
+            gpu = rt.supports_gpu() and self.settings.n_gpu_layers not in (0, "0")
+            self._engine_version = f"llama-cpp-python {llama_cpp_version()}{'+gpu' if gpu else ''}"
+        return self._engine_version
 
     def vocab(self) -> Vocab:
         from edge_guard.gguf_check import check_model_file
