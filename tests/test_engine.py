@@ -12,7 +12,7 @@ from edge_guard.engine import Engine, GenerationRequest
 from edge_guard.harmony.parse import ContentDelta, MessageEnd, MessageStart
 from edge_guard.harmony.render import PromptConfig
 from edge_guard.response import ModelResponse
-from edge_guard.sampling import ForcedTokens, SamplingConfig
+from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 
 N_CTX = 2048
 POLICY = "# Toxicity\n\nAnswer 1 if the message is toxic, 0 if it is not."
@@ -52,21 +52,7 @@ def prompt(engine: Engine, text: str, policy: str = POLICY) -> GenerationRequest
 
 
 def script(engine: Engine, reasoning: str = "thinking about it", answer: str = "1") -> list[int]:
-    return ids(
-        engine,
-        "<|channel|>",
-        "analysis",
-        "<|message|>",
-        reasoning,
-        "<|end|>",
-        "<|start|>",
-        "assistant",
-        "<|channel|>",
-        "final",
-        "<|message|>",
-        answer,
-        "<|return|>",
-    )
+    return harmony_script(engine.vocab, answer, reasoning)
 
 
 def test_load(engine: Engine) -> None:
