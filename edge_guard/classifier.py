@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_guard import safety
-from edge_guard.backends import Backend, EngineSettings, LocalBackend
-from edge_guard.engine import GenerationRequest
+from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
+from edge_guard.engine import safety
+from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.parse import Event
 from edge_guard.harmony.render import (
@@ -31,17 +32,16 @@ from edge_guard.harmony.render import (
     PromptConfig,
     PromptRenderer,
 )
-from edge_guard.parsers import (
+from edge_guard.policy.core import Policy, load_policy
+from edge_guard.policy.parsers import (
     apply_scores,
     label_scores,
     label_token_map,
     run_parser,
     score_token_ids,
 )
-from edge_guard.policy import Policy, load_policy
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
-from edge_guard.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.store import Store
 from edge_guard.store.rows import parse_fields, response_fields, row_to_response, row_to_result
 
@@ -146,7 +146,7 @@ class Classifier:
         """The context the backend will use (local: --ctx capped by the trained context)."""
         b = self.backend
         if isinstance(b, LocalBackend):
-            from edge_guard.gguf_check import check_model_file
+            from edge_guard.engine.gguf_check import check_model_file
 
             train = check_model_file(b.path).arch_key("context_length") or 0
             n = b.settings.n_ctx

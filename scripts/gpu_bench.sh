@@ -41,7 +41,7 @@ run() {  # name, then edge-guard bench arguments
   edge-guard bench "$@" --json > "$OUT/$name.json" 2> >(tee -a "$OUT/log.txt" >&2)
   "$PY" - "$OUT/$name.json" > "$OUT/$name.txt" <<'EOF'
 import json, sys
-from edge_guard.bench import format_table
+from edge_guard.bench.core import format_table
 print(format_table(json.load(open(sys.argv[1]))))
 EOF
   cat "$OUT/$name.txt"

@@ -14,13 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_guard.backends import EngineSettings, release_engine
+from edge_guard.backends.local import EngineSettings, release_engine
 from edge_guard.classifier import Classifier, make_backend
-from edge_guard.dataset_hub import DEFAULT_CONFIG, KNOWN, pull_dataset
+from edge_guard.datasets.hub import DEFAULT_CONFIG, KNOWN, pull_dataset
+from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.report import write_report
-from edge_guard.runs import RunProgress, run_dataset
-from edge_guard.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
+from edge_guard.runs.batch import RunProgress, run_dataset
 from edge_guard.store import Store
 
 DEFAULT_MODELS = "gpt-oss-safeguard-20b:mxfp4,gpt-oss-20b:mxfp4"

@@ -9,16 +9,16 @@ from typing import Any
 from click.testing import Result
 
 from edge_guard.compare.config import CompareConfig
-from edge_guard.datasets import Row
+from edge_guard.datasets.files import Row
+from edge_guard.engine.sampling import ForcedTokens, harmony_script
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import ForcedTokens, harmony_script
 
 ANSWER = {"1": "violation", "0": "no_violation"}
 
 
 def quant_of(src: Path, qtype: str) -> Path:
     """`src` quantized to `qtype` next to it (made once per session: the source is cached)."""
-    from edge_guard.quantize import quantize_model
+    from edge_guard.registry.quantize import quantize_model
 
     out = src.with_name(f"{src.stem}-{qtype}.gguf")
     if not out.exists():

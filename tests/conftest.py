@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_guard.synth import write_synthetic_model
+from edge_guard.registry.synth import write_synthetic_model
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.classifier import Classifier
-from edge_guard.datasets import Row
+from edge_guard.datasets.files import Row
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.store import Store
 
 SHORT = SamplingConfig(max_tokens=64)

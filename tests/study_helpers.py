@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from edge_guard.engine.sampling import ForcedTokens, harmony_script
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import ForcedTokens, harmony_script
 
 POLICY_TEXT = "Rate how good the opinion is, 1 (not good) to 5 (good). Answer with one digit."
 

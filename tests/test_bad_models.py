@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_guard import synth
-from edge_guard.engine import Engine
+from edge_guard.engine.engine import Engine
+from edge_guard.engine.gguf_check import check_model_file, read_header
 from edge_guard.errors import BadModelFile
-from edge_guard.gguf_check import check_model_file, read_header
+from edge_guard.registry import synth
 
 
 def write_llama_gguf(path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from edge_guard.bench import VARIANTS, synthetic_text
+from edge_guard.bench.core import VARIANTS, synthetic_text
 from edge_guard.cli import main
 from edge_guard.harmony.vocab import o200k_harmony_vocab
 

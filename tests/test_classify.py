@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import edge_guard.backends as backends
+import edge_guard.backends.local as backends
 from edge_guard import ClassificationResult, Verdict, classify
 from edge_guard.classifier import Classifier
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.store import Store
 
 SHORT = SamplingConfig(max_tokens=12)

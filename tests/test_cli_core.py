@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edge_guard.cli import main
-from edge_guard.engine import Engine
-from edge_guard.gguf_check import check_model_file
-from edge_guard.policy import load_policy
+from edge_guard.engine.engine import Engine
+from edge_guard.engine.gguf_check import check_model_file
+from edge_guard.policy.core import load_policy
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_DIR = "policies/toxic_simple"

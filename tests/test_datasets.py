@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from edge_guard.cli import main
-from edge_guard.dataset_hub import KNOWN, pull_dataset, resolve_dataset
-from edge_guard.datasets import Gold, load_dataset, map_golds, select_rows
+from edge_guard.datasets.files import Gold, load_dataset, map_golds, select_rows
+from edge_guard.datasets.hub import KNOWN, pull_dataset, resolve_dataset
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy import OutputSpec
+from edge_guard.policy.core import OutputSpec
 
 ROWS = [
     {"id": "a", "text": "hello", "label": 0},

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_guard.engine import Engine, GenerationRequest
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.parse import ContentDelta, MessageEnd, MessageStart
 from edge_guard.harmony.render import PromptConfig
 from edge_guard.response import ModelResponse
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 
 N_CTX = 2048
 POLICY = "# Toxicity\n\nAnswer 1 if the message is toxic, 0 if it is not."

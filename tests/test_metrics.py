@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_guard.metrics import (
+from edge_guard.runs.metrics import (
     agreement,
     binary_metrics,
     bootstrap_ci,

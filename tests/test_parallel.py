@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_guard.engine import Engine, GenerationRequest
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import BiasTokens, ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.response import ModelResponse
-from edge_guard.sampling import BiasTokens, ForcedTokens, SamplingConfig, harmony_script
 
 N_CTX = 4096
 WORDS = [
@@ -144,7 +144,7 @@ def test_min_tokens_suppresses_stop_tokens(tiny_model: Path) -> None:
 
 
 def test_classifier_decodes_a_list_in_parallel_by_default(tiny_model: Path, tmp_path: Path) -> None:
-    from edge_guard.backends import EngineSettings, LocalBackend, release_engine
+    from edge_guard.backends.local import EngineSettings, LocalBackend, release_engine
     from edge_guard.classifier import Classifier
     from edge_guard.cli.options import build_classifier
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_guard.harmony.vocab import o200k_harmony_vocab
-from edge_guard.parsers import builtin_parse, label_scores, label_token_map, run_parser
-from edge_guard.policy import OutputSpec, Policy
+from edge_guard.policy.core import OutputSpec, Policy
+from edge_guard.policy.parsers import builtin_parse, label_scores, label_token_map, run_parser
 from edge_guard.response import ModelResponse
 from edge_guard.result import Verdict
 

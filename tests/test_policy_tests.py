@@ -13,17 +13,17 @@ from click.testing import CliRunner, Result
 from edge_guard.classifier import Classifier
 from edge_guard.cli import main
 from edge_guard.cli.policies_cmd import policy_report
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.errors import EdgeGuardError
 from edge_guard.paths import repo_root
-from edge_guard.policy import OutputSpec, load_policy
-from edge_guard.policy_cases import Case, CasesError, load_cases
-from edge_guard.policy_tests import (
+from edge_guard.policy.cases import Case, CasesError, load_cases
+from edge_guard.policy.core import OutputSpec, load_policy
+from edge_guard.policy.testing import (
     diff_versions,
     policy_history,
     run_policy_tests,
     write_junit,
 )
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 
 SHORT = SamplingConfig(max_tokens=24)
 POLICY_V1 = "Decide if the message is rude.\nAnswer with a single character: 1 if rude, 0 if not.\n"

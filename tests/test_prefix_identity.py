@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_guard import llama_runtime as rt
-from edge_guard.engine import Engine, GenerationRequest
-from edge_guard.prefix_store import PrefixStore
-from edge_guard.sampling import SamplingConfig
+from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.prefix_store import PrefixStore
+from edge_guard.engine.sampling import SamplingConfig
 
 POLICY_WORDS = [
     "policy",

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from edge_guard.classifier import Classifier
 from edge_guard.cli import main
-from edge_guard.gguf_check import read_header
+from edge_guard.engine.gguf_check import read_header
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.quantize import file_type_name, quantize_model
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
+from edge_guard.registry.quantize import file_type_name, quantize_model
 from tests.compare_helpers import one_line_error
 
 
@@ -30,7 +30,7 @@ def f16_o200k(synth_model) -> Path:  # type: ignore[no-untyped-def]
 def test_f16_model_quantized_to_q8_0_and_q4_0_is_smaller_typed_and_loads(
     tmp_path: Path, f16_o200k: Path
 ) -> None:
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     assert file_type_name(f16_o200k) == "MOSTLY_F16"
     sizes = {}

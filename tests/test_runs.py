@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.metrics import predictions
-from edge_guard.runs import default_run_name, evaluate_run, plan_run, run_dataset
+from edge_guard.runs.batch import default_run_name, evaluate_run, plan_run, run_dataset
+from edge_guard.runs.metrics import predictions
 from edge_guard.store import Store
 from tests.runs_helpers import (
     labelled_rows,
@@ -136,7 +136,7 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path, tiny_model: Pat
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
         from edge_guard.harmony.vocab import Vocab
-        from edge_guard.runs import run_dataset
+        from edge_guard.runs.batch import run_dataset
         from tests.runs_helpers import make_classifier, steer_by_want
         rows = [json.loads(x) for x in open({str(data)!r})]
         wants = {{r["text"]: r["want"] for r in rows}}

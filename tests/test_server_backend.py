@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_guard.backends import EngineSettings, LocalBackend
+from edge_guard.backends.local import EngineSettings, LocalBackend
+from edge_guard.backends.server import ServerBackend, ServerError, server_backend_from_config
+from edge_guard.backends.server_protocol import ItemError, llama_reply, openai_reply, retokenize
 from edge_guard.classifier import Classifier, RunItem
 from edge_guard.config import backend_config
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.errors import EdgeGuardError, ModelNotFound
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
-from edge_guard.server_backend import ServerBackend, ServerError, server_backend_from_config
-from edge_guard.server_protocol import ItemError, llama_reply, openai_reply, retokenize
 from edge_guard.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))

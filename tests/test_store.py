@@ -87,7 +87,7 @@ BATCH = textwrap.dedent(
     """
     import sys
     from edge_guard.classifier import Classifier, RunItem
-    from edge_guard.sampling import SamplingConfig
+    from edge_guard.engine.sampling import SamplingConfig
     from edge_guard.store import Store
     store = Store(sys.argv[2])
     c = Classifier("toxic_simple", sys.argv[1], store=store, parallel=4,

@@ -1,6 +1,6 @@
 """`edge-guard bench`: labels/s of cold, llama-cpp-python, sequential and parallel loops.
 
-All measuring lives in `edge_guard.bench`; this module parses options, resolves the
+All measuring lives in `edge_guard.bench.core`; this module parses options, resolves the
 model (or writes the synthetic preset once) and prints a table or JSON.
 """
 
@@ -17,7 +17,7 @@ def synth_model_path(preset: str) -> Path:
     """A synthetic preset's file in the data dir, named by the preset's content (never stale)."""
     from edge_guard.errors import EdgeGuardError
     from edge_guard.paths import synth_dir
-    from edge_guard.synth import PRESETS, write_synthetic_model
+    from edge_guard.registry.synth import PRESETS, write_synthetic_model
 
     p = PRESETS.get(preset)
     if p is None:
@@ -56,7 +56,7 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     its automatic prefix reuse, (c) edge_guard sequential with the policy prefix state,
     (d) edge_guard with parallel sequences; plus a roofline from llama.cpp's own rates.
     """
-    from edge_guard.bench import VARIANTS, BenchConfig, format_table, run_bench
+    from edge_guard.bench.core import VARIANTS, BenchConfig, format_table, run_bench
     from edge_guard.errors import EdgeGuardError
 
     if model and synth:

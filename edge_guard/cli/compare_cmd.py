@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import classify_options, pass_opts
-from edge_guard.datasets import SAMPLES
+from edge_guard.datasets.files import SAMPLES
 
 CONFIG_HELP = (
     "Configs to compare, separated by ';' — each MODEL[,key=value...] with keys style, effort, "

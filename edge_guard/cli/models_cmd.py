@@ -252,7 +252,7 @@ def synth(preset: str, out: str, seed: int, force: bool) -> None:
     import os
 
     from edge_guard.errors import EdgeGuardError
-    from edge_guard.synth import PRESETS, write_synthetic_model
+    from edge_guard.registry.synth import PRESETS, write_synthetic_model
 
     if preset not in PRESETS:
         raise EdgeGuardError(f"unknown preset {preset!r} (choose {', '.join(PRESETS)})")

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS, backend_config
+from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
-from edge_guard.sampling import DEFAULT_MAX_TOKENS
 
 # click option name -> `config.backend_config` key.
 _BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
@@ -105,9 +105,9 @@ def classify_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = True,
                      model: str | None = None) -> Any:  # fmt: skip
     """A `Classifier` from the options collected by `@classify_options` (popped from `opts`)."""
-    from edge_guard.backends import EngineSettings
+    from edge_guard.backends.local import EngineSettings
     from edge_guard.classifier import Classifier, make_backend
-    from edge_guard.sampling import SamplingConfig
+    from edge_guard.engine.sampling import SamplingConfig
     from edge_guard.store import Store
 
     sampling = SamplingConfig(
@@ -130,7 +130,7 @@ def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = Tru
     if backend_factory is not None:
         backend = backend_factory(model_ref, settings)
     elif backend_cfg.kind == "server":
-        from edge_guard.server_backend import server_backend_from_config
+        from edge_guard.backends.server import server_backend_from_config
 
         backend = server_backend_from_config(backend_cfg, model_ref)
     else:

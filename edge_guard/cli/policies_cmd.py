@@ -15,7 +15,7 @@ def policy_report(ref: str, n_ctx: int = 16384) -> dict[str, object]:
     """Load a policy, import its parser, count its tokens; raise PolicyError if unusable."""
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import o200k_harmony_vocab
-    from edge_guard.policy import load_policy
+    from edge_guard.policy.core import load_policy
 
     policy = load_policy(ref)
     renderer = PromptRenderer(o200k_harmony_vocab())
@@ -54,7 +54,7 @@ def policies() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(as_json: bool) -> None:
     """Policies found in ./policies, the data dir and the shipped set."""
-    from edge_guard.policy import list_policies, load_policy
+    from edge_guard.policy.core import list_policies, load_policy
 
     rows = []
     for path in list_policies():
@@ -77,7 +77,7 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Print a policy's text and its output format."""
-    from edge_guard.policy import load_policy
+    from edge_guard.policy.core import load_policy
 
     p = load_policy(name)
     click.echo(click.style(f"# {p.name}", bold=True) + f"  ({p.output.kind}; {p.path})")

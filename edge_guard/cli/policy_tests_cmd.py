@@ -21,7 +21,7 @@ MARK = {"pass": ("pass ", "green"), "fail": ("FAIL ", "red"), "undetermined": ("
 
 def _policy_name(ref: str) -> str:
     """A policy's stored name: load it if NAME is a path/name that loads, else NAME itself."""
-    from edge_guard.policy import load_policy
+    from edge_guard.policy.core import load_policy
 
     try:
         return load_policy(ref).name
@@ -135,12 +135,12 @@ def test_cmd(opts: dict[str, Any]) -> None:
     unchanged policy re-tests instantly; each new policy text becomes a new version.
     """
     from edge_guard.cli import fail
-    from edge_guard.policy_tests import run_policy_tests, write_junit
+    from edge_guard.policy.testing import run_policy_tests, write_junit
 
     ref, as_json, junit = opts.pop("policy_ref"), opts.pop("as_json"), opts.pop("junit")
     try:
-        from edge_guard.policy import load_policy
-        from edge_guard.policy_cases import policy_cases
+        from edge_guard.policy.cases import policy_cases
+        from edge_guard.policy.core import load_policy
 
         policy = load_policy(ref)
         cases = policy_cases(policy, opts.pop("cases_file"))
@@ -168,7 +168,7 @@ def test_cmd(opts: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def history_cmd(name: str, db: str | None, as_json: bool) -> None:
     """List a policy's tested versions with their latest pass rates."""
-    from edge_guard.policy_tests import policy_history
+    from edge_guard.policy.testing import policy_history
     from edge_guard.store import Store
 
     name = _policy_name(name)
@@ -203,7 +203,7 @@ def diff_cmd(name: str, v1: str | None, v2: str | None, db: str | None, no_text:
 
     V1/V2: a version number (2 or v2), `latest`, or a hash prefix.
     """
-    from edge_guard.policy_tests import diff_versions
+    from edge_guard.policy.testing import diff_versions
     from edge_guard.store import Store
 
     name = _policy_name(name)

@@ -39,12 +39,12 @@ def prompt(policy: str, style: str, effort: str, date: str | None, model: str | 
     """Show the exact harmony prompt (specials visible) for POLICY and TEXT (`-` = stdin)."""
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
-    from edge_guard.policy import load_policy
+    from edge_guard.policy.core import load_policy
 
     pol = load_policy(policy)
     config = PromptConfig(style=style, effort=effort, date=date)
     if model:
-        from edge_guard.gguf_check import check_model_file
+        from edge_guard.engine.gguf_check import check_model_file
         from edge_guard.registry import resolve
 
         path = resolve(model).path

@@ -1,7 +1,7 @@
 """`edge-guard models quantize SRC OUT --type T`: make a quant of a full-precision GGUF offline.
 
 Attached to the `models` group (imported at the end of `models_cmd`); the work is done by
-`edge_guard.quantize` through llama.cpp's own quantizer.
+`edge_guard.registry.quantize` through llama.cpp's own quantizer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import click
 
 from edge_guard.cli.models_cmd import models
-from edge_guard.quantize import QUANT_TYPES
+from edge_guard.registry.quantize import QUANT_TYPES
 
 
 @models.command("quantize")
@@ -33,7 +33,7 @@ def quantize(src: str, out: str, qtype: str, force: bool, threads: int | None,
     complete, so a failed quantization leaves nothing behind. Note that public gpt-oss
     builds already hold MXFP4 experts: quantize an F16/BF16 conversion instead.
     """
-    from edge_guard.quantize import quantize_model
+    from edge_guard.registry.quantize import quantize_model
     from edge_guard.registry.store import fmt_size
 
     res = quantize_model(src, out, qtype, force=force, threads=threads,

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
-from edge_guard.datasets import SAMPLES
+from edge_guard.datasets.files import SAMPLES
 
 LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-commercial use only."
 
@@ -81,7 +81,7 @@ def run(opts: dict[str, Any]) -> None:
     """Classify every row of DATASET (.jsonl/.csv/.parquet or a pulled name like toxic-chat)
     as a named run; rerunning the same command resumes it."""
     from edge_guard.report.reference import detect_benchmark
-    from edge_guard.runs import evaluate_run, execute_run, plan_run
+    from edge_guard.runs.batch import evaluate_run, execute_run, plan_run
 
     dataset, as_json = opts.pop("dataset"), opts.pop("as_json")
     sample_seed = opts.pop("sample_seed")
@@ -123,7 +123,7 @@ def run(opts: dict[str, Any]) -> None:
 
 def format_eval(ev: dict[str, Any]) -> str:
     """The text form of `edge-guard eval`."""
-    from edge_guard.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
+    from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 
     pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     v = ev["verdicts"]
@@ -170,7 +170,7 @@ def format_eval(ev: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: bool) -> None:
     """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN."""
-    from edge_guard.runs import evaluate_run
+    from edge_guard.runs.batch import evaluate_run
     from edge_guard.store import Store
 
     ev = evaluate_run(Store(db), run_name, n_resamples=resamples, seed=seed)
@@ -211,7 +211,7 @@ def datasets() -> None:
 @click.option("--split", default="test", show_default=True)
 def pull(name: str, config: str, split: str) -> None:
     """Download a known dataset through huggingface_hub into the data dir, as JSONL."""
-    from edge_guard.dataset_hub import KNOWN, pull_dataset
+    from edge_guard.datasets.hub import KNOWN, pull_dataset
 
     known = KNOWN[name]
     _echo_err(f"{known.repo} is licensed {known.license}")
@@ -224,7 +224,7 @@ def pull(name: str, config: str, split: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
     """Known datasets (with licenses) and the local files pulled into the data dir."""
-    from edge_guard.dataset_hub import KNOWN, datasets_dir, local_datasets
+    from edge_guard.datasets.hub import KNOWN, datasets_dir, local_datasets
 
     known = [{"name": k.name, "repo": k.repo, "license": k.license, "configs": list(k.configs),
               "splits": list(k.splits), "description": k.description} for k in KNOWN.values()]  # fmt: skip

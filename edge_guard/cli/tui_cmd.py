@@ -24,7 +24,7 @@ def tui(model: str | None, policy: str | None, db: str | None, screen: str | Non
     """Open the terminal UI: policy workbench, results, runs, study, comparisons, models."""
     import functools
 
-    from edge_guard.backends import EngineSettings
+    from edge_guard.backends.local import EngineSettings
     from edge_guard.tui import run_tui
     from edge_guard.tui.jobs import default_classifier_factory
 

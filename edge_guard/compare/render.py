@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_guard.compare.report import gpu, num, pct, rate, size, summary_table
-from edge_guard.metrics import VERDICTS, fmt_ci
+from edge_guard.runs.metrics import VERDICTS, fmt_ci
 
 SIDES = ("ref", "cand")
 _INTRO = (

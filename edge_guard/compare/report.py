@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.metrics import fmt_ci
+from edge_guard.runs.metrics import fmt_ci
 from edge_guard.store import Store
 
 SUMMARY_HEAD = ["#", "config", "agree vs ref (95% CI)", "kappa (95% CI)", "flips", "mean |ΔP|",

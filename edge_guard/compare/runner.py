@@ -22,11 +22,11 @@ from typing import Any
 
 from edge_guard.classifier import Classifier
 from edge_guard.compare.config import CompareConfig, check_configs
-from edge_guard.datasets import Dataset, Row, usable_dataset
+from edge_guard.datasets.files import Dataset, Row, usable_dataset
+from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.result import ClassificationResult
-from edge_guard.runs import RunPlan, RunProgress, RunSummary, execute_run, plan_run
-from edge_guard.sampling import LogitsProcessor
+from edge_guard.runs.batch import RunPlan, RunProgress, RunSummary, execute_run, plan_run
 from edge_guard.store import Store
 
 RUN_KIND = "compare"
@@ -122,7 +122,7 @@ def run_compare(
     `base_opts` are `@classify_options` values (model, style, max_tokens, db, ...) that
     each config's modifiers override; a config without a model uses `base_opts["model"]`.
     """
-    from edge_guard.backends import LocalBackend, release_engine
+    from edge_guard.backends.local import LocalBackend, release_engine
     from edge_guard.cli.options import build_classifier
     from edge_guard.compare.resources import ResourceMeter
 

@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from edge_guard.metrics import VERDICTS, agreement
-from edge_guard.runs import Outcomes, evaluate_outcomes, item_score
+from edge_guard.runs.batch import Outcomes, evaluate_outcomes, item_score
+from edge_guard.runs.metrics import VERDICTS, agreement
 from edge_guard.store import Store
 
 CI_METHOD = "percentile bootstrap over items (paired, seeded)"
@@ -191,7 +191,7 @@ def compare_outcomes(outcomes: Sequence[Outcomes], labels: Sequence[str], *,
 def load_comparison(store: Store, run_names: Sequence[str], labels: Sequence[str] | None = None,
                     **kw: Any) -> dict[str, Any]:  # fmt: skip
     """`compare_outcomes` over stored runs (labels default to the ones recorded at run time)."""
-    from edge_guard.runs import run_outcomes
+    from edge_guard.runs.batch import run_outcomes
 
     outs = [run_outcomes(store, n) for n in run_names]
     if labels is None:

@@ -236,7 +236,7 @@ class ContentEncoder:
 
 @functools.lru_cache(maxsize=4)
 def _vocab_from_gguf(path: str, size: int, mtime_ns: int) -> Vocab:
-    from edge_guard.gguf_check import read_vocab_arrays
+    from edge_guard.engine.gguf_check import read_vocab_arrays
 
     tokens, types = read_vocab_arrays(path)
     try:

@@ -131,7 +131,7 @@ def resolve(ref: str | os.PathLike[str] | None = None) -> ResolvedModel:
         if target.path is not None:
             return ResolvedModel(target.ref, target.path, target.id)
         from edge_guard.paths import synth_dir
-        from edge_guard.synth import write_synthetic_model
+        from edge_guard.registry.synth import write_synthetic_model
 
         preset = target.ref.split(":", 1)[1]
         path = synth_dir() / f"{preset}.gguf"

@@ -302,7 +302,7 @@ def _pull_locked(
     progress: bool,
 ) -> PullResult:
     """The download proper, holding the per-file lock."""
-    from edge_guard.gguf_check import check_model_file
+    from edge_guard.engine.gguf_check import check_model_file
 
     what, etag_sha = _what(origin), _etag_sha(meta)
     partial = dest.with_name(dest.name + ".partial")

@@ -24,7 +24,7 @@ from typing import Any
 from edge_guard.registry.errors import DoesNotFit
 from edge_guard.registry.store import fmt_size
 
-DEFAULT_N_CTX = 16384  # edge_guard.engine's default context
+DEFAULT_N_CTX = 16384  # edge_guard.engine.engine's default context
 GPU_RESERVE = 512 * 1024 * 1024  # CUDA context and allocator slack per process
 CPU_BASE = 64 * 1024 * 1024  # runtime buffers beyond the estimate below
 _BLK = re.compile(r"^blk\.(\d+)\.")
@@ -98,8 +98,8 @@ class _Shape:
 
 
 def _shape(path: str | os.PathLike[str], n_ubatch: int) -> tuple[_Shape, int, int]:
+    from edge_guard.engine.gguf_check import read_header
     from edge_guard.errors import BadModelFile
-    from edge_guard.gguf_check import read_header
 
     h = read_header(path)
     ak = h.arch_key

@@ -102,7 +102,7 @@ def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, see
     """Evaluate runs and gather everything a report shows (`benchmark`: auto | name | None)."""
     from edge_guard import __version__
     from edge_guard.report import reference
-    from edge_guard.runs import evaluate_outcomes, run_outcomes
+    from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
 
     if not names:
         raise EdgeGuardError("a report needs at least one run name")

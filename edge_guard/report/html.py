@@ -9,9 +9,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edge_guard.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 from edge_guard.report import EXAMPLE_KINDS, Report, RunReport, short_model
 from edge_guard.report import reference as ref
+from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}

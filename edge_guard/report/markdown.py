@@ -11,9 +11,9 @@ import html
 import re
 from typing import Any
 
-from edge_guard.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 from edge_guard.report import EXAMPLE_KINDS, Report, short_model
 from edge_guard.report import reference as ref
+from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~>!])")
 

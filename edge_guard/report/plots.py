@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from edge_guard.metrics import TREATMENT_TITLES, VERDICTS, pr_curve
+from edge_guard.runs.metrics import TREATMENT_TITLES, VERDICTS, pr_curve
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
 

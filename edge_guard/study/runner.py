@@ -85,8 +85,8 @@ def default_run_name(identity: dict[str, Any]) -> str:
 def _classifier_factory(cfg: StudyConfig, store: Any, engine_settings: Any,
                         parallel: int | None) -> Callable[[str], Any]:  # fmt: skip
     from edge_guard.classifier import Classifier
+    from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
     from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
-    from edge_guard.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 
     def make(model: str) -> Any:
         return Classifier(
@@ -118,7 +118,7 @@ def run_study(
     settings. `on_progress(done, total, model)` is called after each rating.
     """
     from edge_guard.classifier import RunItem
-    from edge_guard.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
+    from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
     from edge_guard.store import Store
 
     config.validate()

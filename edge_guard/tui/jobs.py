@@ -87,7 +87,7 @@ def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
                                use_cache: bool = True, engine_settings: Any = None) -> Any:  # fmt: skip
     """A `Classifier` for the TUI; a missing model raises the registry's one-line error."""
     from edge_guard.classifier import Classifier
-    from edge_guard.sampling import SamplingConfig
+    from edge_guard.engine.sampling import SamplingConfig
 
     sampling = SamplingConfig(temperature=options.temperature, max_tokens=options.max_tokens)
     return Classifier(

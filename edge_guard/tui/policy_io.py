@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_guard.errors import PolicyError
-from edge_guard.policy import Policy, find_policy, list_policies
+from edge_guard.policy.core import Policy, find_policy, list_policies
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -52,7 +52,7 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 @pytest.fixture
 def fast_parser_limit(monkeypatch: pytest.MonkeyPatch) -> float:
     """Custom parse() functions get 0.5 s instead of 5 s (a hang costs the test 0.5 s)."""
-    from edge_guard import parsers
+    from edge_guard.policy import parsers
 
     monkeypatch.setitem(parsers.run_parser.__kwdefaults__, "time_limit", 0.5)
     return 0.5

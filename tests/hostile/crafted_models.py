@@ -15,7 +15,7 @@ from unittest import mock
 
 import numpy as np
 
-from edge_guard import synth
+from edge_guard.registry import synth
 
 # kind -> a phrase of the one-line error
 HEADER_REJECTS = {

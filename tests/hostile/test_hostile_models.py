@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_guard import safety
-from edge_guard.engine import Engine
+from edge_guard.engine import safety
+from edge_guard.engine.engine import Engine
+from edge_guard.engine.gguf_check import check_model_file
+from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import BadModelFile
-from edge_guard.gguf_check import check_model_file
 from edge_guard.registry.errors import DoesNotFit
-from edge_guard.sampling import SamplingConfig
 from tests.hostile.crafted_models import HEADER_REJECTS, LLAMA_FAILURES
 
 GIB = 1 << 30
@@ -54,7 +54,7 @@ def test_these_files_really_kill_a_process_that_loads_them(
     """Why the probe exists: loading them in-process would abort edge_guard."""
     code = (
         "import sys\n"
-        "from edge_guard import llama_runtime as rt\n"
+        "from edge_guard.engine import llama_runtime as rt\n"
         "m, c = rt.load(sys.argv[1], n_gpu_layers=0, n_ctx=64, n_batch=32, n_seq_max=1,"
         " n_threads=1, flash_attn=False, swa_full=True, verbose=False)\n"
         "b = rt.Batch(4, 1)\n"
@@ -91,7 +91,7 @@ def test_nan_logits_mid_batch_fail_the_items_not_the_process(
     crafted: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defence in depth behind the probe: sampling NaN logits used to raise ValueError."""
-    from edge_guard.backends import EngineSettings, release_engine
+    from edge_guard.backends.local import EngineSettings, release_engine
     from edge_guard.classifier import Classifier
 
     monkeypatch.setattr(safety, "ensure_loadable", lambda path: None)  # skip the probe
@@ -208,7 +208,7 @@ def test_unknown_vram_counts_everything_against_ram(
 
 
 def test_cli_force_flag(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edge_guard.backends import release_engine
+    from edge_guard.backends.local import release_engine
     from edge_guard.cli import main
 
     release_engine()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_guard.backends import EngineSettings
+from edge_guard.backends.local import EngineSettings
 from edge_guard.classifier import Classifier, RunItem
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.errors import PolicyError
-from edge_guard.policy import load_policy
+from edge_guard.policy.core import load_policy
 from edge_guard.result import Verdict
-from edge_guard.sampling import ForcedTokens, SamplingConfig, harmony_script
 
 
 def folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
@@ -76,7 +76,7 @@ PARSERS = {
               "    return BUILTIN(r)\n", "raised SystemExit: 3"),
 }  # fmt: skip
 PRELUDE = (
-    "from edge_guard.parsers import builtin_parse\nfrom edge_guard.policy import OutputSpec\n"
+    "from edge_guard.policy.parsers import builtin_parse\nfrom edge_guard.policy.core import OutputSpec\n"
     "def BUILTIN(r):\n    return builtin_parse(r, OutputSpec())\n"
 )
 

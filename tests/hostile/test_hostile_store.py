@@ -179,8 +179,8 @@ async def test_tui_and_a_cli_run_share_one_store(tmp_path: Path, tiny_model: Pat
     pytest.importorskip("textual")
     from textual.widgets import TextArea
 
-    from edge_guard.backends import EngineSettings
-    from edge_guard.sampling import ForcedTokens, harmony_script
+    from edge_guard.backends.local import EngineSettings
+    from edge_guard.engine.sampling import ForcedTokens, harmony_script
     from edge_guard.tui.app import EdgeGuardApp
     from edge_guard.tui.jobs import default_classifier_factory
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_guard.backends import EngineSettings
+from edge_guard.backends.local import EngineSettings
 from edge_guard.classifier import Classifier, RunItem
+from edge_guard.engine.safety import TRUNCATION_MARKER
+from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.harmony.render import PromptConfig, PromptRenderer
 from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
 from edge_guard.result import Verdict
-from edge_guard.safety import TRUNCATION_MARKER
-from edge_guard.sampling import SamplingConfig
 from edge_guard.store import Store
 
 INJECTIONS = [
@@ -125,7 +125,7 @@ def test_lone_surrogate_is_an_error_for_that_item_only(classifier: Classifier) -
 
 def test_policy_with_a_lone_surrogate_is_a_policy_error(tiny_model: Path, tmp_path: Path) -> None:
     from edge_guard.errors import PolicyError
-    from edge_guard.policy import Policy
+    from edge_guard.policy.core import Policy
 
     with pytest.raises(PolicyError, match="unpaired surrogate"):
         Classifier(Policy("p", "bad \udc80 policy"), tiny_model, db=tmp_path / "s.db")
@@ -182,7 +182,7 @@ def test_cli_truncate_flag(tiny_model: Path, tmp_path: Path) -> None:
 
 # -- hostile dataset files -------------------------------------------------------------------
 def test_dataset_with_invalid_utf8_and_odd_rows(tmp_path: Path) -> None:
-    from edge_guard.datasets import load_dataset
+    from edge_guard.datasets.files import load_dataset
 
     jsonl = tmp_path / "hostile.jsonl"
     lines = [

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from edge_guard.backends import EngineSettings
-from edge_guard.sampling import ForcedTokens, harmony_script
+from edge_guard.backends.local import EngineSettings
+from edge_guard.engine.sampling import ForcedTokens, harmony_script
 from edge_guard.tui.app import EdgeGuardApp
 from edge_guard.tui.jobs import default_classifier_factory
 

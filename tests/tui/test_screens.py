@@ -146,7 +146,7 @@ async def test_study_shows_both_distributions_agreement_and_reasonings(make_app,
 # -- Compare -------------------------------------------------------------------------------------
 async def test_compare_shows_agreement_matrix_and_label_flips(make_app, tmp_path, db_path,
                                                               tiny_o200k_model) -> None:  # fmt: skip
-    from edge_guard.runs import run_dataset
+    from edge_guard.runs.batch import run_dataset
     from edge_guard.tui.jobs import CancelFlag, ModelAccess, RunOptions
 
     data = write_jsonl(tmp_path / "pair.jsonl", LABELLED)
@@ -230,8 +230,8 @@ async def test_workbench_test_key_runs_the_edited_policy_cases(make_app) -> None
 async def test_compare_opens_a_saved_comparison(make_app, tmp_path, db_path,
                                                 tiny_o200k_model) -> None:  # fmt: skip
     from edge_guard.compare import build_configs, run_compare
+    from edge_guard.engine.sampling import ForcedTokens, harmony_script
     from edge_guard.harmony.vocab import o200k_harmony_vocab
-    from edge_guard.sampling import ForcedTokens, harmony_script
 
     data = write_jsonl(tmp_path / "cmp.jsonl", LABELLED)
     vocab = o200k_harmony_vocab()  # the tiny model's ids are gpt-oss's

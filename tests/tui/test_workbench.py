@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
-from edge_guard.policy import load_policy
-from edge_guard.sampling import ForcedTokens, harmony_script
+from edge_guard.engine.sampling import ForcedTokens, harmony_script
+from edge_guard.policy.core import load_policy
 from edge_guard.store import Store
 from edge_guard.tui.screens.dialogs import SavePolicyScreen
 from edge_guard.tui.widgets.verdict import VerdictPanel

@@ -211,7 +211,7 @@ class CompareScreen(EdgeScreen):
     @work(thread=True, exclusive=True, group="compare")
     def _compare(self, a: str, b: str, token: int) -> None:
         try:
-            from edge_guard.metrics import agreement
+            from edge_guard.runs.metrics import agreement
 
             store = self.eg.store
             pairs = align_runs(store.run_results(a), store.run_results(b))

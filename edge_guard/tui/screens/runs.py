@@ -49,7 +49,7 @@ class Evaluated(Message):
 
 def _datasets() -> list[str]:
     try:
-        from edge_guard.dataset_hub import local_datasets
+        from edge_guard.datasets.hub import local_datasets
 
         return [str(p) for p in local_datasets()]
     except Exception:
@@ -182,8 +182,8 @@ class RunsScreen(EdgeScreen):
     @work(thread=True, group="batch-run")
     def _run(self, dataset: str, policy: str, options: RunOptions, name: str | None,
              limit: int | None, flag: CancelFlag) -> None:  # fmt: skip
-        from edge_guard.dataset_hub import resolve_dataset
-        from edge_guard.runs import execute_run, plan_run, run_outcomes
+        from edge_guard.datasets.hub import resolve_dataset
+        from edge_guard.runs.batch import execute_run, plan_run, run_outcomes
 
         access, store = self.eg.models, self.eg.store
         plan = None
@@ -301,7 +301,7 @@ class RunsScreen(EdgeScreen):
             self.post_message(Evaluated(name, body))
             return
         try:
-            from edge_guard.runs import evaluate_run
+            from edge_guard.runs.batch import evaluate_run
 
             ev = evaluate_run(store, name, n_resamples=200)
             self.post_message(Evaluated(name, render_evaluation(ev)))

@@ -77,7 +77,7 @@ class LiveMetrics:
 
 def render_evaluation(ev: dict[str, Any]) -> RenderableType:
     """A stored run's `evaluate_run` dict: headline with CIs, treatments, confusion, scores."""
-    from edge_guard.metrics import TREATMENT_TITLES, fmt_ci
+    from edge_guard.runs.metrics import TREATMENT_TITLES, fmt_ci
 
     parts: list[RenderableType] = []
     head = Text.assemble((f"{ev.get('run')}", "bold"), f"  [{ev.get('status')}]  ",

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Select, Static, TextArea
 
-from edge_guard.policy import Policy, load_policy
+from edge_guard.policy.core import Policy, load_policy
 from edge_guard.tui.jobs import error_text
 from edge_guard.tui.policy_io import check_format, policy_choices
 

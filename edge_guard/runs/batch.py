@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_guard.datasets import (
+from edge_guard.datasets.files import (
     Dataset,
     Gold,
     GoldMapper,
@@ -28,11 +28,11 @@ from edge_guard.datasets import (
     select_rows,
     usable_dataset,
 )
+from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
-from edge_guard.policy import OutputSpec
+from edge_guard.policy.core import OutputSpec
 from edge_guard.result import ClassificationResult
-from edge_guard.sampling import DEFAULT_MAX_TOKENS, LogitsProcessor
 from edge_guard.store import Store
 
 if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, not to evaluate
@@ -363,7 +363,7 @@ def evaluate_run(store: Store, name: str, *, n_resamples: int = 1000, seed: int 
 
 def evaluate_outcomes(out: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
                       level: float = 0.95) -> dict[str, Any]:  # fmt: skip
-    from edge_guard.metrics import evaluate
+    from edge_guard.runs.metrics import evaluate
 
     name = out.run["name"]
     cfg = out.config

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy import Policy
+from edge_guard.policy.core import Policy
 from edge_guard.store import Store, utcnow
 
 PASS, FAIL, UNDETERMINED = "pass", "fail", "undetermined"

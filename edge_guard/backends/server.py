@@ -23,13 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge_guard.engine import GenerationRequest
-from edge_guard.errors import EdgeGuardError
-from edge_guard.harmony.parse import Event
-from edge_guard.harmony.vocab import Vocab
-from edge_guard.response import ModelResponse, Timings
-from edge_guard.sampling import SamplingConfig
-from edge_guard.server_protocol import (
+from edge_guard.backends.server_protocol import (
     Decoder,
     ItemError,
     Reply,
@@ -44,6 +38,12 @@ from edge_guard.server_protocol import (
     short_model,
     steering,
 )
+from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.response import ModelResponse, Timings
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 VOCAB_CHECK_TEXT = "edge_guard vocabulary check: Hello, world! 12345 naïve"
@@ -109,7 +109,7 @@ class ServerBackend:
 
     def vocab(self) -> Vocab:
         if self._vocab is None:
-            from edge_guard.gguf_check import check_model_file
+            from edge_guard.engine.gguf_check import check_model_file
 
             check_model_file(self.vocab_path)
             self._vocab = Vocab.from_gguf(self.vocab_path)

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from edge_guard import llama_runtime as rt
-from edge_guard.prefix_store import (
+from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.prefix_store import (
     MIN_PREFIX_TOKENS,
     PrefixStore,
     enabled_by_env,

@@ -103,7 +103,7 @@ def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -
         raise EdgeGuardError(
             f"cannot download {known.repo} ({type(exc).__name__}: {first}); {hint}"
         ) from None
-    from edge_guard.datasets import load_dataset
+    from edge_guard.datasets.files import load_dataset
 
     ds = load_dataset(csv_path, text_field=known.text_field, label_field=known.label_field,
                       id_field=known.id_field)  # fmt: skip
@@ -119,6 +119,6 @@ def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -
 
 
 def local_datasets() -> list[Path]:
-    from edge_guard.datasets import FORMATS
+    from edge_guard.datasets.files import FORMATS
 
     return sorted(p for p in datasets_dir().iterdir() if p.suffix in FORMATS)

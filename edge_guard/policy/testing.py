@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.classifier import Classifier, RunItem
+from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy import OutputSpec, Policy, load_policy
-from edge_guard.policy_cases import Case, CasesError, cases_hash, filter_cases, policy_cases
-from edge_guard.policy_versions import (
+from edge_guard.policy.cases import Case, CasesError, cases_hash, filter_cases, policy_cases
+from edge_guard.policy.core import OutputSpec, Policy, load_policy
+from edge_guard.policy.versions import (
     FAIL,
     PASS,
     UNDETERMINED,
@@ -41,7 +42,6 @@ from edge_guard.policy_versions import (
     test_runs,
 )
 from edge_guard.result import ClassificationResult, Verdict
-from edge_guard.sampling import LogitsProcessor
 
 __all__ = [
     "Case", "CaseOutcome", "PolicyVersion", "TestReport", "VersionDiff", "diff_versions",

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.engine import Engine, GenerationRequest
-from edge_guard.sampling import SamplingConfig
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import SamplingConfig
 
 VARIANTS = ("cold", "llama_cpp", "sequential", "parallel")
 LABELS = {"cold": "(a) cold loop", "llama_cpp": "(b) llama-cpp-python loop",
@@ -92,7 +92,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every variant and the roofline; returns a JSON-ready dict."""
     say = progress or (lambda _msg: None)
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
@@ -276,7 +276,7 @@ def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, 
     import numpy as np
     from llama_cpp import Llama, LogitsProcessorList
 
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     gpu = rt.resolve_gpu_layers(cfg.gpu_layers)
     llm = Llama(model_path=path, n_ctx=_round_up(n_ctx, 256), n_batch=512, n_ubatch=512,
@@ -313,7 +313,7 @@ def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int,
     Each phase is timed `repeats` times from the same state and the fastest kept (the
     ideal is the least disturbed run). Rates from wall time; `cpu` holds the same from
     process CPU time (robust on a busy machine when run with one thread)."""
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     prefix = list(reqs[0].prompt_ids[: reqs[0].prefix_len])
     batch, ctx, mem = engine._batch, engine._ctx, engine._mem

@@ -139,7 +139,7 @@ def check_memory(path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool,
 
 # -- load probes ------------------------------------------------------------------------------
 def _stamp(path: str) -> tuple[str, int, int, str]:
-    from edge_guard.backends import llama_cpp_version
+    from edge_guard.engine.llama_runtime import llama_cpp_version
 
     st = os.stat(path)
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns, llama_cpp_version())
@@ -222,15 +222,13 @@ def ensure_loadable(path: str, *, timeout: float | None = None) -> None:
         _record_probe(stamp)
 
 
-PROBE_CODE = (
-    "import sys; from edge_guard.safety import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
-)
+PROBE_CODE = "import sys; from edge_guard.engine.safety import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
 
 
 def probe_load(path: str, *, timeout: float | None = None) -> None:
     """Load `path` with llama.cpp in a child process; raise `BadModelFile` if that fails."""
     limit = timeout if timeout is not None else _env_timeout()
-    package_root = str(Path(__file__).resolve().parent.parent)  # this edge_guard, importable
+    package_root = str(Path(__file__).resolve().parents[2])  # this edge_guard, importable
     pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, GGML_NO_BACKTRACE="1", PYTHONPATH=pythonpath)
     try:
@@ -286,7 +284,7 @@ def _probe_main(path: str) -> int:
     """Child side of `probe_load`: load, make a context, decode 4 tokens, check the logits."""
     import numpy as np
 
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     def say(msg: str) -> None:
         print(f"edge_guard probe: {msg}", file=sys.stderr, flush=True)

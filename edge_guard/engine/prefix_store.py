@@ -54,7 +54,7 @@ def file_identity(path: str | os.PathLike[str]) -> str:
 def snapshot_identity(model_path: str, *, gpu_layers: int, flash_attn: bool | str,
                       swa_full: bool, n_batch: int) -> dict[str, Any]:  # fmt: skip
     """Everything besides the prefix that determines the bytes of a prefix state."""
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     return {
         "format": 2,
@@ -99,7 +99,7 @@ class PrefixStore:
         None: no snapshot (state untouched); False: llama.cpp rejected it (the cache is now
         empty); True: sequence 0 holds exactly `prefix`, in the cells a fresh evaluation uses.
         """
-        from edge_guard import llama_runtime as rt
+        from edge_guard.engine import llama_runtime as rt
 
         data = self.load(self.key_for(prefix), len(prefix))
         if data is None:
@@ -114,7 +114,7 @@ class PrefixStore:
     def capture(self, ctx: Any, mem: Any, prefix: Sequence[int], n_seq: int) -> bool:
         """Save the context state, which must hold only `prefix` in sequence 0 (cells 0..n-1,
         as evaluated into an empty cache), unless a snapshot already exists."""
-        from edge_guard import llama_runtime as rt
+        from edge_guard.engine import llama_runtime as rt
         from edge_guard.errors import EdgeGuardError
 
         key = self.key_for(prefix)
@@ -212,7 +212,7 @@ class PrefixStore:
 def _holds_exactly(mem: Any, n_tokens: int, n_seq: int) -> bool:
     """Sequence 0 holds positions 0..n-1 (every sliding-window cell too); sequences 1..n_seq-1
     hold nothing."""
-    from edge_guard import llama_runtime as rt
+    from edge_guard.engine import llama_runtime as rt
 
     return (
         rt.seq_pos_min(mem, 0) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.errors import PolicyError
-from edge_guard.policy import OutputSpec, Policy
+from edge_guard.policy.core import OutputSpec, Policy
 
 CASE_FIELDS = ("id", "text", "expected", "note", "tags")
 

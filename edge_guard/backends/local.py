@@ -7,15 +7,14 @@ weights) and `execute()`, which yields responses as they complete.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_guard.engine import Engine, GenerationRequest
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.llama_runtime import llama_cpp_version
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.response import ModelResponse
@@ -83,14 +82,6 @@ def release_engine() -> None:
             _ENGINE = None
 
 
-@functools.cache
-def llama_cpp_version() -> str:
-    try:
-        return metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 class LocalBackend:
     """A GGUF on this machine, loaded lazily (a cache hit never loads it)."""
 
@@ -117,14 +108,14 @@ class LocalBackend:
     def engine_version(self) -> str:
         """Part of every cache key (computed once: the settings are frozen)."""
         if self._engine_version is None:
-            from edge_guard import llama_runtime as rt
+            from edge_guard.engine import llama_runtime as rt
 
             gpu = rt.supports_gpu() and self.settings.n_gpu_layers not in (0, "0")
             self._engine_version = f"llama-cpp-python {llama_cpp_version()}{'+gpu' if gpu else ''}"
         return self._engine_version
 
     def vocab(self) -> Vocab:
-        from edge_guard.gguf_check import check_model_file
+        from edge_guard.engine.gguf_check import check_model_file
 
         check_model_file(self.path)
         return Vocab.from_gguf(self.path)

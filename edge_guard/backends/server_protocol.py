@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.harmony.parse import Event, HarmonyStreamParser
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.sampling import SamplingConfig
 
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 

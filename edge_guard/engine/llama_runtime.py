@@ -11,6 +11,7 @@ import collections
 import ctypes
 import functools
 import threading
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -248,3 +249,12 @@ def logits(ctx: _Handle, index: int, n_vocab: int, *, copy: bool = True) -> np.n
         raise EdgeGuardError("internal error: llama.cpp returned no logits")
     view = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
     return view.copy() if copy else view
+
+
+@functools.cache
+def llama_cpp_version() -> str:
+    """The installed llama-cpp-python version (part of every local cache key)."""
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -31,16 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_guard import llama_runtime as rt
-from edge_guard import safety
+from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine import safety
+from edge_guard.engine.gguf_check import check_model_file
+from edge_guard.engine.prefix_state import PrefixState, make_prefix_store, shared_prefix
+from edge_guard.engine.sampling import LogitsProcessor, Sampler, SamplingConfig, log_softmax
 from edge_guard.errors import EdgeGuardError
-from edge_guard.gguf_check import check_model_file
 from edge_guard.harmony.parse import Event, HarmonyStreamParser
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.prefix_state import PrefixState, make_prefix_store, shared_prefix
 from edge_guard.response import ModelResponse, Timings
-from edge_guard.sampling import LogitsProcessor, Sampler, SamplingConfig, log_softmax
 
 DEFAULT_N_CTX = 16384
 

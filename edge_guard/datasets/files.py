@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy import OutputSpec
+from edge_guard.policy.core import OutputSpec
 
 TEXT_FIELDS = ("text", "user_input", "prompt", "content", "input", "message", "comment_text")
 LABEL_FIELDS = ("label", "toxicity", "gold", "is_toxic", "toxic", "target", "violation")
@@ -85,7 +85,7 @@ def describe_problems(
 def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
                  label_field: str | None = None, id_field: str | None = None) -> Dataset:  # fmt: skip
     """Read a JSONL, CSV/TSV or Parquet file; fields are auto-detected when not given."""
-    from edge_guard.dataset_hub import resolve_dataset
+    from edge_guard.datasets.hub import resolve_dataset
     from edge_guard.store import sha256_file
 
     p = resolve_dataset(path)

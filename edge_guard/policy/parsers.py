@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge_guard.harmony.vocab import ContentEncoder
-from edge_guard.policy import OutputSpec, Policy
+from edge_guard.policy.core import OutputSpec, Policy
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 
