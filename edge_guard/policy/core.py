@@ -36,6 +36,7 @@ class OutputSpec:
     kind: str = "binary"
     labels: tuple[str, ...] = ("0", "1")
     violation: tuple[str, ...] = ("1",)
+    threshold: float = 0.5  # one-pass scoring: violation iff P(violation) >= threshold
 
     @property
     def closed(self) -> bool:
@@ -76,10 +77,17 @@ class OutputSpec:
             raise PolicyError(
                 f"{where}: violation value(s) {bad} are not among the labels {list(labels)}"
             )
-        return cls(kind, labels, violation)
+        threshold = d.get("threshold", 0.5)
+        numeric = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+        if not numeric or not 0 <= threshold <= 1:
+            raise PolicyError(
+                f"{where}: output threshold must be a number in [0, 1], got {threshold!r}"
+            )
+        return cls(kind, labels, violation, float(threshold))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "labels": list(self.labels), "violation": list(self.violation)}
+        d = {"kind": self.kind, "labels": list(self.labels), "violation": list(self.violation)}
+        return d if self.threshold == 0.5 else {**d, "threshold": self.threshold}
 
 
 @dataclass

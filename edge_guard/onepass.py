@@ -1,0 +1,183 @@
+"""One-pass scoring: a closed-answer policy decided from one forward pass, without reasoning.
+
+The normal prompt ends with the assistant header (``<|start|>assistant``). Here it goes on
+straight into the final channel, so the next token is the answer's first token:
+
+- ``none``: ``<|channel|>final<|message|>``;
+- ``none-empty-analysis``: an empty analysis message first,
+  ``<|channel|>analysis<|message|><|end|><|start|>assistant<|channel|>final<|message|>``.
+
+The engine scores that prompt once (a score-only request, no sampling): log-probs of each
+label's first token when every label is one distinct token, else the summed log-probs of
+each label's whole token sequence (``score_sequences``, all labels in one batch). The
+probabilities are normalised over the labels; the verdict is ``P(violation) >= threshold``
+(``[output] threshold`` in policy.toml, default 0.5). Only closed output kinds (binary,
+likert, labels) have a label set to score; any other kind is refused. A policy's custom
+``parse()`` is not run: there is no answer text to parse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.policy.core import OutputSpec, Policy
+from edge_guard.response import ModelResponse
+from edge_guard.result import ClassificationResult, Verdict
+
+FULL = "full"
+NONE = "none"
+NONE_EMPTY_ANALYSIS = "none-empty-analysis"
+REASONING_MODES = (FULL, NONE, NONE_EMPTY_ANALYSIS)
+ONE_PASS_MODES = (NONE, NONE_EMPTY_ANALYSIS)
+PATH_ONE_PASS = "one-pass"
+PATH_ESCALATED = "escalated"
+DEFAULT_THRESHOLD = 0.5
+
+
+def check_mode(mode: str) -> str:
+    if mode not in REASONING_MODES:
+        raise EdgeGuardError(
+            f"unknown reasoning mode {mode!r} (choose {', '.join(REASONING_MODES)})"
+        )
+    return mode
+
+
+def check_policy(policy: Policy, mode: str) -> None:
+    """One-pass modes need a closed answer: a one-line error for json (or any open kind)."""
+    if mode != FULL and not policy.output.closed:
+        raise EdgeGuardError(
+            f"policy {policy.name}: --reasoning {mode} needs a closed output kind (binary, "
+            f"likert or labels), not {policy.output.kind!r}; use --reasoning full"
+        )
+
+
+def threshold_of(policy: Policy) -> float:
+    return float(getattr(policy.output, "threshold", DEFAULT_THRESHOLD))
+
+
+def answer_header(vocab: Vocab, mode: str) -> list[int]:
+    """Ids appended after a prompt ending in ``<|start|>assistant`` for a one-pass mode."""
+    check_mode(mode)
+    if mode == FULL:
+        return []
+    enc = vocab.encoder.encode
+    channel, message = vocab.special_id("<|channel|>"), vocab.special_id("<|message|>")
+    final = [channel, *enc("final"), message]
+    if mode == NONE:
+        return final
+    start, end = vocab.special_id("<|start|>"), vocab.special_id("<|end|>")
+    return [channel, *enc("analysis"), message, end, start, *enc("assistant"), *final]
+
+
+@dataclass(frozen=True)
+class LabelScoring:
+    """What to ask the engine for: first-token ids (single-token labels) or sequences."""
+
+    token_map: dict[int, str] | None  # first-token id -> label, when every label is one token
+    sequences: tuple[tuple[str, tuple[int, ...]], ...]  # (label, ids) pairs otherwise
+
+    @property
+    def score_token_ids(self) -> list[int]:
+        return sorted(self.token_map) if self.token_map else []
+
+    @property
+    def score_sequences(self) -> list[list[int]]:
+        return [list(ids) for _, ids in self.sequences]
+
+
+def label_scoring(spec: OutputSpec, vocab: Vocab) -> LabelScoring:
+    """Single-token labels (and their leading-space variants): next-token log-probs; any
+    multi-token label: every label's ids (and its spaced variant's) as sequences."""
+    enc = vocab.encoder.encode
+    plain = {label: enc(label) for label in spec.labels}
+    if all(len(ids) == 1 for ids in plain.values()) and len(
+        {ids[0] for ids in plain.values()}
+    ) == len(plain):
+        tmap = {ids[0]: label for label, ids in plain.items()}
+        spaced: dict[int, set[str]] = {}
+        for label in spec.labels:
+            ids = enc(" " + label)
+            if len(ids) == 1:
+                spaced.setdefault(ids[0], set()).add(label)
+        for tok, labels in spaced.items():
+            if len(labels) == 1 and tok not in tmap:
+                tmap[tok] = labels.pop()
+        return LabelScoring(tmap, ())
+    seqs: list[tuple[str, tuple[int, ...]]] = []
+    seen: set[tuple[int, ...]] = set()
+    for label in spec.labels:
+        for variant in (enc(label), enc(" " + label)):
+            key = tuple(variant)
+            if key and key not in seen:
+                seen.add(key)
+                seqs.append((label, key))
+    return LabelScoring(None, tuple(seqs))
+
+
+def label_probs(spec: OutputSpec, scoring: LabelScoring,
+                response: ModelResponse) -> dict[str, Any] | None:  # fmt: skip
+    """Label probabilities normalised over the labels (None when nothing was scored)."""
+    raw = dict.fromkeys(spec.labels, 0.0)
+    if scoring.token_map is not None:
+        lp = response.final_token_logprobs or {}
+        if not lp:
+            return None
+        for tok, label in scoring.token_map.items():
+            if tok in lp:
+                raw[label] += math.exp(lp[tok])
+    else:
+        seq_lp: Sequence[float] | None = getattr(response, "sequence_logprobs", None)
+        if not seq_lp or len(seq_lp) != len(scoring.sequences):
+            return None
+        for (label, _ids), value in zip(scoring.sequences, seq_lp, strict=True):
+            raw[label] += math.exp(value)
+    mass = sum(raw.values())
+    if not mass > 0 or not math.isfinite(mass):
+        return None
+    return scores_from_probs(spec, {k: v / mass for k, v in raw.items()}, mass)
+
+
+def scores_from_probs(spec: OutputSpec, probs: dict[str, float], mass: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"label_probs": probs, "label_mass": mass,
+                           "p_violation": sum(probs[v] for v in spec.violation)}  # fmt: skip
+    if spec.kind == "likert":
+        out["expected_rating"] = sum(int(k) * p for k, p in probs.items())
+    return out
+
+
+def decide(policy: Policy, scores: dict[str, Any] | None, response: ModelResponse,
+           mode: str, threshold: float | None = None) -> ClassificationResult:  # fmt: skip
+    """The verdict from the label probabilities: violation iff P(violation) >= threshold.
+
+    The fine-grained label is the most probable label on the decided side (violation
+    labels or the others); undetermined when there are no scores (engine error)."""
+    t = threshold_of(policy) if threshold is None else threshold
+    meta: dict[str, Any] = {"path": PATH_ONE_PASS, "reasoning": mode, "threshold": t}
+    if scores is None:
+        meta["error"] = response.error or "no label probabilities"
+        return ClassificationResult(None, None, None, meta, response, False, Verdict.UNDETERMINED)
+    spec = policy.output
+    meta.update(scores)
+    probs: dict[str, float] = scores["label_probs"]
+    violating = bool(spec.violation) and scores["p_violation"] >= t
+    side = [lab for lab in spec.labels if (lab in spec.violation) == violating] or list(spec.labels)
+    label = max(side, key=lambda lab: (probs[lab], -spec.labels.index(lab)))
+    value = scores["expected_rating"] if spec.kind == "likert" else scores["p_violation"]
+    verdict = Verdict.VIOLATION if violating else Verdict.NO_VIOLATION
+    return ClassificationResult(violating, label, value, meta, response, True, verdict)
+
+
+def redecide(policy: Policy, metadata: dict[str, Any], response: ModelResponse,
+             mode: str) -> ClassificationResult:  # fmt: skip
+    """A stored one-pass result decided again under the current policy (threshold edit)."""
+    probs = metadata.get("label_probs")
+    if not isinstance(probs, dict) or set(probs) != set(policy.output.labels):
+        return decide(policy, None, response, mode)
+    scores = scores_from_probs(policy.output, {k: float(v) for k, v in probs.items()},
+                               float(metadata.get("label_mass", 1.0)))  # fmt: skip
+    return decide(policy, scores, response, mode)
