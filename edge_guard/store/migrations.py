@@ -153,3 +153,14 @@ def m002_policy_tests(db: Database) -> None:
         pk=("test_run_id", "idx"),
         foreign_keys=[("test_run_id", "policy_test_runs", "id")],
     )
+
+
+@migrations(name="m003_conversations")
+def m003_conversations(db: Database) -> None:
+    """Conversation inputs: the canonical {"messages", "target"} JSON of a conversation item.
+
+    (`results.messages` already holds the model's harmony output messages.) `text` stays
+    the judged message; plain-text results leave `conversation` NULL.
+    """
+    db["results"].add_column("conversation", str)
+    db["policy_test_results"].add_column("conversation", str)
