@@ -2,8 +2,8 @@
 
 The cache key hashes everything that changes the model's output — model identity
 (sha256 of the GGUF or the server's identity), engine version, prompt style, effort,
-date, identity line, policy text, the text, sampling settings and the scored labels —
-and nothing else (not the parser: a parser edit re-parses the stored answer). A hit
+date, identity line, policy text, the text (a `Conversation`: its rendering and its
+canonical JSON, target included), sampling settings and the scored labels — and nothing else (not the parser: a parser edit re-parses the stored answer). A hit
 returns without loading the model. Each miss is committed to the store as it completes.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
+from edge_guard.conversation import Conversation, Item, item_content, item_text, judges_problem
 from edge_guard.engine import safety
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
@@ -116,8 +117,9 @@ class Classifier:
         self._truncator: safety.Truncator | None = None
 
     # -- keys ------------------------------------------------------------------------------
-    def key_fields(self, text: str, sampling: SamplingConfig | None = None,
+    def key_fields(self, item: Item, sampling: SamplingConfig | None = None,
                    processor: LogitsProcessor | None = None) -> dict[str, Any]:  # fmt: skip
+        text = item_content(item)  # a conversation: its rendering (+ canonical form below)
         s = sampling or self.sampling
         cfg = self.prompt_config
         fields = {
@@ -133,6 +135,8 @@ class Classifier:
             "sampling": s.cache_dict(),
             "score_labels": list(self.policy.output.labels) if self.policy.output.closed else [],
         }
+        if isinstance(item, Conversation):
+            fields["conversation"] = item.canonical()
         if processor is not None:
             # Steered outputs never share a key with free generation.
             fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex
@@ -168,7 +172,8 @@ class Classifier:
                                                self.sampling.max_tokens)  # fmt: skip
         return self._truncator.cut(text)
 
-    def _prompt(self, text: str) -> Prompt:
+    def _prompt(self, item: Item) -> Prompt:
+        text = item_content(item)
         renderer = self._renderer()
         kept = self._cut(text)[0]
         if kept is None:
@@ -177,7 +182,7 @@ class Classifier:
         n = base.prefix_len
         return Prompt(base.token_ids[:n] + kept + base.token_ids[n:], n, base.config)
 
-    def key(self, text: str, sampling: SamplingConfig | None = None,
+    def key(self, text: Item, sampling: SamplingConfig | None = None,
             processor: LogitsProcessor | None = None) -> str:  # fmt: skip
         blob = json.dumps(
             self.key_fields(text, sampling, processor), sort_keys=True, ensure_ascii=False
@@ -190,7 +195,7 @@ class Classifier:
         return self._token_map  # type: ignore[return-value]
 
     # -- classification --------------------------------------------------------------------
-    def classify(self, texts: Sequence[str], **kwargs: Any) -> list[ClassificationResult]:
+    def classify(self, texts: Sequence[Item], **kwargs: Any) -> list[ClassificationResult]:
         out: list[ClassificationResult | None] = [None] * len(texts)
         for i, res in self.iter(texts, **kwargs):
             out[i] = res
@@ -198,7 +203,7 @@ class Classifier:
 
     def iter(
         self,
-        texts: Sequence[str],
+        texts: Sequence[Item],
         *,
         run_items: Sequence[RunItem] | None = None,
         samplings: Sequence[SamplingConfig] | None = None,
@@ -215,11 +220,15 @@ class Classifier:
         else:
             procs = list(logits_processors)
         groups: dict[str, list[int]] = {}
+        judges = getattr(self.policy, "judges", "any")
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
+            if not isinstance(text, str | Conversation):
                 raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
+            wrong = judges_problem(judges, text)
+            if wrong:
+                raise EdgeGuardError(f"policy {self.policy.name} {wrong} (item {i})")
             key = self.key(text, samplings[i] if samplings else None, procs[i])
-            problem = safety.text_problem(text)
+            problem = safety.text_problem(item_content(text))
             if problem:  # e.g. a lone surrogate: an error for this item, not the batch
                 item = run_items[i] if run_items is not None else None
                 yield i, self._reject(text, key, problem, item)
@@ -279,7 +288,7 @@ class Classifier:
             db["run_items"].upsert({**item.row(key), "extra": json.dumps(item.extra or {}),
                                     "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
 
-    def _finish(self, response: ModelResponse, text: str, key: str,
+    def _finish(self, response: ModelResponse, text: Item, key: str,
                 token_map: dict[int, str] | None) -> ClassificationResult:  # fmt: skip
         result = run_parser(self.policy, response)
         apply_scores(
@@ -287,10 +296,12 @@ class Classifier:
             self.policy,
             label_scores(self.policy.output, token_map, response.final_token_logprobs),
         )
-        result.text, result.policy, result.key = text, self.policy.name, key
+        result.text, result.policy, result.key = item_text(text), self.policy.name, key
+        if isinstance(text, Conversation):
+            result.conversation = text.canonical()
         if response.error and not result.error:
             result.error = response.error
-        cut = self._cut(text)[1]
+        cut = self._cut(item_content(text))[1]
         if cut is not None:
             result.metadata.update(cut)
         return result
@@ -306,7 +317,7 @@ class Classifier:
         self.store.put(row, item.row(key) if item is not None else None)
         return result
 
-    def _row(self, result: ClassificationResult, response: ModelResponse, text: str, key: str,
+    def _row(self, result: ClassificationResult, response: ModelResponse, text: Item, key: str,
              sampling: SamplingConfig) -> dict[str, Any]:  # fmt: skip
         cfg = self.prompt_config
         return {
@@ -323,7 +334,8 @@ class Classifier:
             "policy_name": self.policy.name,
             "policy_hash": self.policy.hash,
             "policy_text_hash": self.policy.text_hash,
-            "text": text,
+            "text": item_text(text),
+            "conversation": text.canonical() if isinstance(text, Conversation) else None,
             **response_fields(response),
             "error": result.error or response.error,
             **parse_fields(result),
@@ -333,7 +345,10 @@ class Classifier:
         if row["policy_hash"] == self.policy.hash:
             result = row_to_result(row)
         else:  # same prompt, edited parser: re-parse the stored answer
-            result = self._finish(row_to_response(row), row["text"], row["key"], self.token_map())
+            item: Item = row["text"]
+            if row.get("conversation"):
+                item = Conversation.from_json(row["conversation"])
+            result = self._finish(row_to_response(row), item, row["key"], self.token_map())
             fields = {**parse_fields(result), "policy_hash": self.policy.hash,
                       "policy_name": self.policy.name}  # fmt: skip
             self.store.update_parse(row["key"], fields)
@@ -344,15 +359,15 @@ class Classifier:
 
 
 def classify(
-    text: str | Sequence[str],
+    text: Item | Sequence[Item],
     policy: str | Path | types.ModuleType | Policy,
     model: str | Path | Backend | None = None,
     **kwargs: Any,
 ) -> ClassificationResult | list[ClassificationResult]:
-    """Classify one text (→ one result) or a list (→ results in input order)."""
+    """Classify one text or `Conversation` (→ one result) or a list (→ results in order)."""
     iter_keys = ("run_items", "samplings", "logits_processors", "on_event")
     iter_kwargs = {k: kwargs.pop(k) for k in iter_keys if k in kwargs}
     classifier = Classifier(policy, model, **kwargs)
-    if isinstance(text, str):
+    if isinstance(text, str | Conversation):
         return classifier.classify([text], **iter_kwargs)[0]
     return classifier.classify(list(text), **iter_kwargs)

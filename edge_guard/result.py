@@ -6,6 +6,7 @@ Undetermined (refusal, empty answer, cut off, unparsable, parser error) is never
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,6 +37,8 @@ class ClassificationResult:
     cached: bool = False
     key: str | None = None
     error: str | None = None
+    # A conversation item: its canonical {"messages", "target"} JSON (`text` = judged message).
+    conversation: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict is None:
@@ -78,6 +81,7 @@ class ClassificationResult:
             "error": self.error or (resp.error if resp else None),
             "cached": self.cached,
             "key": self.key,
+            **({"conversation": json.loads(self.conversation)} if self.conversation else {}),
             "timings": {
                 "prompt_tokens": t.prompt_tokens,
                 "cached_tokens": t.cached_tokens,

@@ -2,7 +2,8 @@
 
 A policy is one of:
 - a folder `policies/<name>/` with `policy.md`, optional `policy.toml` (name, description,
-  `[output]` kind/labels/violation) and optional `parse.py` defining `parse(response)`;
+  `[output]` kind/labels/violation, `[input] judges` = any/user/assistant/conversation:
+  what it classifies, checked against each input) and optional `parse.py` defining `parse(response)`;
 - a seed-style Python module (or `.py` file) with a `POLICY` string (or a sibling
   `<module>.md`) and a `parse(response: ModelResponse) -> ClassificationResult`;
 - a plain `.md`/`.txt` file (binary 0/1 output);
@@ -102,6 +103,9 @@ class Policy:
     parser: Callable[[Any], Any] | None = None
     parser_source: str = ""
     cases_path: Path | None = None
+    # What the policy judges: "any" text, "user" messages, "assistant" replies (in their
+    # conversation), or a whole "conversation" (policy.toml `[input] judges = ...`).
+    judges: str = "any"
 
     @property
     def text_hash(self) -> str:
@@ -164,6 +168,18 @@ def _parser_of(module: types.ModuleType, where: str) -> tuple[Callable[[Any], An
     return fn, source
 
 
+def _judges(section: Any, where: str) -> str:
+    """`[input] judges` of policy.toml (default "any")."""
+    from edge_guard.conversation import JUDGES
+
+    if not isinstance(section, dict):
+        raise PolicyError(f"{where}: [input] must be a table")
+    judges = section.get("judges", "any")
+    if judges not in JUDGES:
+        raise PolicyError(f"{where}: [input] judges {judges!r} is not one of {', '.join(JUDGES)}")
+    return str(judges)
+
+
 def _from_folder(folder: Path) -> Policy:
     md = folder / "policy.md"
     if not md.is_file():
@@ -177,6 +193,7 @@ def _from_folder(folder: Path) -> Policy:
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{toml_path}: invalid TOML ({exc})") from None
     output = OutputSpec.from_dict(meta.get("output", {}), str(toml_path))
+    judges = _judges(meta.get("input", {}), str(toml_path))
     parser, source = None, ""
     parse_py = folder / "parse.py"
     if parse_py.is_file():
@@ -193,6 +210,7 @@ def _from_folder(folder: Path) -> Policy:
         parser=parser,
         parser_source=source,
         cases_path=cases,
+        judges=judges,
     )
 
 
@@ -209,7 +227,9 @@ def _from_module(module: types.ModuleType, where: str, path: Path | None = None)
     parser, source = _parser_of(module, where)
     output = OutputSpec.from_dict(getattr(module, "OUTPUT", {}) or {}, where)
     name = getattr(module, "NAME", None) or module.__name__.rsplit(".", 1)[-1]
-    return Policy(name, text, output, (module.__doc__ or "").strip(), path, parser, source)
+    judges = _judges({"judges": getattr(module, "JUDGES", "any")}, where)
+    return Policy(name, text, output, (module.__doc__ or "").strip(), path, parser, source,
+                  judges=judges)  # fmt: skip
 
 
 def find_policy(name: str) -> Path | None:

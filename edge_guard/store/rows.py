@@ -89,5 +89,6 @@ def row_to_result(row: dict[str, Any]) -> ClassificationResult:
         Verdict(row["verdict"]),
     )
     result.text, result.key, result.cached = row["text"], row["key"], True
+    result.conversation = row.get("conversation")
     result.error = row.get("error")
     return result
