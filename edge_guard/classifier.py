@@ -4,7 +4,8 @@ The cache key hashes everything that changes the model's output — model identi
 (sha256 of the GGUF or the server's identity), engine version, prompt style, effort,
 date, identity line, policy text, the text (a `Conversation`: its rendering and its
 canonical JSON, target included), sampling settings and the scored labels — and nothing
-else (not the parser: a parser edit re-parses the stored answer). A hit returns without loading the model. Each miss is committed to the store as it completes.
+else (not the parser: a parser edit re-parses the stored answer). A hit returns without
+loading the model. Each miss is committed to the store as it completes.
 """
 
 from __future__ import annotations
