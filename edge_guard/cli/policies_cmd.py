@@ -76,9 +76,12 @@ def list_cmd(as_json: bool) -> None:
 @policies.command("show")
 @click.argument("name")
 def show(name: str) -> None:
-    """Print a policy's text and its output format."""
+    """Print a policy's text and its output format (or a policy set's members)."""
     from edge_guard.policy.core import load_policy
+    from edge_guard.policy.sets import is_set_ref
 
+    if is_set_ref(name):
+        return show_set(name)
     p = load_policy(name)
     click.echo(click.style(f"# {p.name}", bold=True) + f"  ({p.output.kind}; {p.path})")
     if p.description:
@@ -94,7 +97,12 @@ def show(name: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True)
 def check(path: str, ctx: int, as_json: bool) -> None:
-    """Load a policy, import its parser, count its tokens and report its output kind."""
+    """Load a policy (or each policy of a set), import its parser, count its tokens and
+    report its output kind."""
+    from edge_guard.policy.sets import is_set_ref
+
+    if is_set_ref(path):
+        return check_set(path, ctx, as_json, policy_report)
     report = policy_report(path, ctx)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
@@ -110,3 +118,6 @@ def check(path: str, ctx: int, as_json: bool) -> None:
 
 
 from edge_guard.cli import policy_tests_cmd as _policy_tests  # noqa: E402,F401 - registers test/history/diff
+from edge_guard.cli.sets_cmd import check_set, sets_cmd, show_set  # noqa: E402 - policy sets
+
+policies.add_command(sets_cmd)
