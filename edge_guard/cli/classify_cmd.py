@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from typing import Any
 
@@ -12,15 +10,7 @@ import click
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
 from edge_guard.cli.prompt_cmd import read_text_arg
 from edge_guard.result import headline_score
-
-# C0/C1 control characters (terminal escape sequences included) except tab and newline.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Model output made safe for a terminal: control characters shown as escapes."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
+from edge_guard.sanitize import term, term_json
 
 VERDICT_STYLE = {
     "violation": ("VIOLATION", "red"),
@@ -59,14 +49,14 @@ def print_result(result: Any) -> None:
     resp = result.model_response
     final = resp.response if resp else None
     click.echo(
-        f"answer: {final!r}" if final is not None else "answer: (none — no complete final message)"
+        f"answer: {term(repr(final))}" if final is not None else "answer: (none — no complete final message)"
     )
     if resp is not None and resp.finish_reason != "return":
         click.echo(f"finish: {resp.finish_reason}")
     if result.error:
-        click.echo(click.style(f"error: {printable(result.error)}", fg="yellow"))
+        click.echo(click.style(f"error: {term(result.error)}", fg="yellow"))
     if resp is not None and resp.reasoning and not getattr(result, "_streamed", False):
-        click.echo(click.style("reasoning: " + printable(resp.reasoning.strip()), dim=True))
+        click.echo(click.style("reasoning: " + term(resp.reasoning.strip()), dim=True))
     click.echo(click.style(timing_line(result), dim=True))
 
 
@@ -93,7 +83,7 @@ def classify(opts: dict[str, Any]) -> None:
             if not streamed:
                 click.echo(click.style("reasoning: ", dim=True), nl=False)
                 streamed = True
-            click.echo(click.style(printable(event.text), dim=True), nl=False)
+            click.echo(click.style(term(event.text), dim=True), nl=False)
 
     result = classifier.classify([text], on_event=on_event if stream else None)[0]
     if streamed:
@@ -104,6 +94,6 @@ def classify(opts: dict[str, Any]) -> None:
         out["model"] = classifier.backend.model_ref
         out["style"] = classifier.prompt_config.style
         out["effort"] = classifier.prompt_config.effort
-        click.echo(json.dumps(out, ensure_ascii=False))
+        click.echo(term_json(out))
     else:
         print_result(result)

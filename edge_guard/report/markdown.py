@@ -1,35 +1,21 @@
 """Renders a `Report` as Markdown (plots embedded as data-URI SVG images).
 
-Data values are HTML-escaped and Markdown-escaped (`md()`), so a hostile text can neither
-inject HTML nor break a table; long texts are shown in indented blocks.
+Data values go through `edge_guard.sanitize` (`md()` = `md_cell`, `block()` = `md_block`:
+terminal controls, HTML and Markdown escaped), so a hostile text can neither inject HTML,
+break a table nor carry an escape sequence; long texts are shown in quoted blocks.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import re
-from typing import Any
 
 from edge_guard.report import EXAMPLE_KINDS, Report, short_model
 from edge_guard.report import reference as ref
 from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
+from edge_guard.sanitize import md_block as block
+from edge_guard.sanitize import md_cell as md
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~>!])")
-
-
-def md(x: Any) -> str:
-    """One line of escaped text, safe inside a table cell."""
-    s = html.escape("" if x is None else str(x), quote=False)
-    s = _MD_SPECIAL.sub(r"\\\1", s)
-    return re.sub(r"\s*\n\s*", " ⏎ ", s)
-
-
-def block(x: Any) -> str:
-    """A multi-line quoted block of escaped text."""
-    s = "" if x is None else str(x)
-    lines = [html.escape(line, quote=False) for line in s.splitlines() or [""]]
-    return "\n".join("> " + _MD_SPECIAL.sub(r"\\\1", line) for line in lines)
+__all__ = ["block", "md", "render_markdown", "table"]
 
 
 def num(x: float | None, d: int = 3) -> str:

@@ -1,7 +1,7 @@
 """A self-contained study report (HTML or Markdown): tables, embedded SVG charts, the seed's figures.
 
-The same sections render to both formats: every text is HTML-escaped (Markdown cells also
-escape `|`), charts are embedded (inline SVG in HTML, a base64 data URI in Markdown), and
+The same sections render to both formats: every text is HTML-escaped (Markdown cells go
+through `edge_guard.sanitize.md_cell`: terminal controls, HTML and Markdown escaped), charts are embedded (inline SVG in HTML, a base64 data URI in Markdown), and
 the seed's reference numbers (`reference.py`) sit beside ours.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
+from edge_guard.sanitize import md_cell, term
 from edge_guard.study.plots import likert_svg
 from edge_guard.study.reference import reference_name, seed_reference
 from edge_guard.study.summary import num, pct, plural, pval
@@ -180,7 +181,7 @@ def render_html(a: dict[str, Any]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+    return md_cell(" ".join(term(text).split()))
 
 
 def render_markdown(a: dict[str, Any]) -> str:
