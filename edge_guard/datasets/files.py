@@ -293,15 +293,39 @@ class GoldMapper:
 
 def map_golds(rows: Sequence[Row], output: OutputSpec) -> tuple[list[Gold | None], dict[str, int]]:
     """Gold per row (None when unlabelled or unmappable) and the unmappable values' counts."""
+    return map_gold_values([r.label for r in rows], output)
+
+
+def map_gold_values(values: Sequence[Any],
+                    output: OutputSpec) -> tuple[list[Gold | None], dict[str, int]]:  # fmt: skip
+    """`map_golds` over raw label values (one gold column of a multi-policy dataset)."""
     mapper = GoldMapper(output)
     golds: list[Gold | None] = []
     unmapped: dict[str, int] = {}
-    for r in rows:
-        g = mapper.map(r.label)
-        if g is None and r.label is not None and str(r.label).strip():
-            unmapped[str(r.label)] = unmapped.get(str(r.label), 0) + 1
+    for raw in values:
+        g = mapper.map(raw)
+        if g is None and raw is not None and str(raw).strip():
+            unmapped[str(raw)] = unmapped.get(str(raw), 0) + 1
         golds.append(g)
     return golds, unmapped
+
+
+def column_values(ds: Dataset, column: str) -> list[Any]:
+    """The raw value of `column` for each usable row of `ds` (None where a row lacks it);
+    a column the file does not have is a one-line error. Re-reads the file."""
+    if ds.format == "jsonl":
+        records, _ = _read_jsonl(ds.path)
+    elif ds.format == "parquet":
+        records, _ = _read_parquet(ds.path)
+    else:
+        records, _ = _read_csv(ds.path, "\t" if ds.format == "tsv" else ",")
+    columns = {k for _line, rec in records[:1000] for k in rec}
+    if column not in columns:
+        raise EdgeGuardError(
+            f"{ds.path}: no label field {column!r} (fields: {', '.join(sorted(columns)) or 'none'})"
+        )
+    by_line = {line: rec for line, rec in records}
+    return [by_line.get(r.line, {}).get(column) for r in ds.rows]
 
 
 # -- sampling --------------------------------------------------------------------------------
