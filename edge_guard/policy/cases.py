@@ -1,6 +1,8 @@
 """Golden cases of a policy: read `cases.jsonl` / `cases.csv` and check each expected answer.
 
-A case is `{"text": ..., "expected": ..., "id": ..., "note": ..., "tags": [...]}`; `expected`
+A case is `{"text": ..., "expected": ..., "id": ..., "note": ..., "tags": [...]}`, or a
+conversation case with `"messages": [{"role", "content"}, ...]` (a JSON string in CSV) and an
+optional `"target"` (last/user/assistant/all) instead of `text`; `expected`
 is an answer in the policy's output kind ("0"/"1" for binary, "1".."5" for likert, one of the
 labels for labels, the violation 0/1 for json). Any bad line is an error naming that line.
 """
@@ -17,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard.conversation import Conversation, ConversationError, Item
 from edge_guard.errors import PolicyError
 from edge_guard.policy.core import OutputSpec, Policy
 
-CASE_FIELDS = ("id", "text", "expected", "note", "tags")
+CASE_FIELDS = ("id", "text", "expected", "note", "tags", "messages", "target")
 
 
 class CasesError(PolicyError):
@@ -37,10 +40,18 @@ class Case:
     note: str = ""
     tags: tuple[str, ...] = ()
     line: int = 0
+    conversation: Conversation | None = None  # a conversation case (`text` = judged message)
 
     @property
     def key(self) -> str:
-        return f"id:{self.id}" if self.id else f"text:{self.text}"
+        if self.id:
+            return f"id:{self.id}"
+        return f"conv:{self.conversation.canonical()}" if self.conversation else f"text:{self.text}"
+
+    @property
+    def item(self) -> Item:
+        """What is classified: the conversation, else the text."""
+        return self.conversation if self.conversation is not None else self.text
 
     @property
     def name(self) -> str:
@@ -51,8 +62,11 @@ class Case:
         return flat if len(flat) <= 40 else flat[:39] + "…"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "expected": self.expected,
-                "note": self.note, "tags": list(self.tags)}  # fmt: skip
+        out = {"id": self.id, "text": self.text, "expected": self.expected,
+               "note": self.note, "tags": list(self.tags)}  # fmt: skip
+        if self.conversation is not None:
+            out.update(self.conversation.to_dict())
+        return out
 
 
 def normalize_expected(value: Any, spec: OutputSpec, where: str) -> str:
@@ -96,9 +110,20 @@ def _tags(value: Any, where: str) -> tuple[str, ...]:
 
 def make_case(obj: dict[str, Any], spec: OutputSpec, where: str, line: int = 0) -> Case:
     """Validate one case object (from JSONL, CSV or Python)."""
-    text = obj.get("text")
+    conversation = None
+    if obj.get("messages") not in (None, ""):
+        if obj.get("text") not in (None, ""):
+            raise CasesError(f"{where}: give 'text' or 'messages', not both")
+        try:
+            conversation = Conversation.from_json(obj["messages"], obj.get("target") or None,
+                                                  "'messages'")  # fmt: skip
+        except ConversationError as exc:
+            raise CasesError(f"{where}: {exc}") from None
+    elif obj.get("target") not in (None, ""):
+        raise CasesError(f"{where}: 'target' needs 'messages'")
+    text = conversation.judged_text if conversation is not None else obj.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise CasesError(f"{where}: 'text' must be a non-empty string")
+        raise CasesError(f"{where}: 'text' (or 'messages') must be a non-empty string")
     cid = obj.get("id")
     if cid is not None and not isinstance(cid, str | int):
         raise CasesError(f"{where}: 'id' must be a string")
@@ -112,6 +137,7 @@ def make_case(obj: dict[str, Any], spec: OutputSpec, where: str, line: int = 0) 
         note=note,
         tags=_tags(obj.get("tags"), where),
         line=line,
+        conversation=conversation,
     )
 
 
@@ -144,8 +170,10 @@ def _jsonl_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
 def _csv_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(_read(path), newline=""))
     header = [h.strip() for h in reader.fieldnames or []]
-    if "text" not in header or "expected" not in header:
-        raise CasesError(f"{path}:1: the header must name the columns 'text' and 'expected'")
+    if not {"text", "messages"} & set(header) or "expected" not in header:
+        raise CasesError(
+            f"{path}:1: the header must name the columns 'text' (or 'messages') and 'expected'"
+        )
     reader.fieldnames = header
     try:
         for row in reader:

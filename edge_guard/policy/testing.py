@@ -280,7 +280,7 @@ def run_policy_tests(
              for i, c in enumerate(chosen)]  # fmt: skip
     outcomes: list[CaseOutcome | None] = [None] * len(chosen)
     started = time.perf_counter()
-    for i, result in clf.iter([c.text for c in chosen], run_items=items, logits_processors=procs):
+    for i, result in clf.iter([c.item for c in chosen], run_items=items, logits_processors=procs):
         outcomes[i] = judge(chosen[i], result, pol.output)
         if on_outcome is not None:
             on_outcome(i, outcomes[i])  # type: ignore[arg-type]
@@ -291,7 +291,9 @@ def run_policy_tests(
              "expected": o.case.expected, "got": o.got, "outcome": o.outcome,
              "verdict": str(o.result.verdict) if o.result else None, "final": o.final,
              "result_key": o.result.key if o.result else None, "note": o.case.note,
-             "tags": list(o.case.tags)} for i, o in enumerate(done)]  # fmt: skip
+             "tags": list(o.case.tags),
+             "conversation": o.case.conversation.canonical() if o.case.conversation else None}
+            for i, o in enumerate(done)]  # fmt: skip
     info = save_test_run(store, version=version, run=run, model=clf.backend.identity(),
                          model_ref=clf.backend.model_ref, config=config,
                          config_hash=config_hash, cases_hash=c_hash, rows=rows,
