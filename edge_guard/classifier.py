@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard import onepass
 from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
+from edge_guard.cascade import check as cascade_check
+from edge_guard.cascade import first_stage_mode, iter_cascade, parse_bounds, path_fields
 from edge_guard.conversation import Conversation, Item, item_content, item_text, judges_problem
 from edge_guard.engine import safety
 from edge_guard.engine.engine import GenerationRequest
@@ -45,7 +48,7 @@ from edge_guard.policy.parsers import (
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.store import Store
-from edge_guard.store.rows import parse_fields, response_fields, row_to_response, row_to_result
+from edge_guard.store.rows import parse_fields, response_fields, row_to_result
 
 KEY_VERSION = 1
 
@@ -98,6 +101,8 @@ class Classifier:
         parallel: int | None = None,
         engine_settings: EngineSettings | None = None,
         truncate: bool = False,
+        reasoning: str = "full",
+        cascade: str | tuple[float, float] | None = None,
     ) -> None:
         self.policy = load_policy(policy)
         problem = safety.text_problem(self.policy.text)
@@ -116,6 +121,12 @@ class Classifier:
         # Over-long texts: cut to fit the context (middle dropped) instead of failing.
         self.truncate = truncate
         self._truncator: safety.Truncator | None = None
+        # One-pass scoring (reasoning "none" / "none-empty-analysis") and the cascade.
+        self.reasoning, self.cascade = onepass.check_mode(reasoning), parse_bounds(cascade)
+        first = first_stage_mode(reasoning) if self.cascade else reasoning
+        onepass.check_policy(self.policy, first)
+        onepass.check_backend(self.backend, first)
+        cascade_check(self.policy, self.cascade)
 
     # -- keys ------------------------------------------------------------------------------
     def key_fields(self, item: Item, sampling: SamplingConfig | None = None,
@@ -138,6 +149,7 @@ class Classifier:
         }
         if isinstance(item, Conversation):
             fields["conversation"] = item.canonical()
+        fields.update(path_fields(self))  # one-pass / cascade results: keys of their own
         if processor is not None:
             # Steered outputs never share a key with free generation.
             fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex
@@ -216,6 +228,10 @@ class Classifier:
         `logits_processors` is one processor for every text or one per text (steering;
         a processor's `cache_id` keeps steered results apart in the cache).
         """
+        if self.cascade is not None:  # two stages: edge_guard.cascade
+            yield from iter_cascade(self, texts, run_items=run_items, samplings=samplings,
+                                    logits_processors=logits_processors, on_event=on_event)  # fmt: skip
+            return
         if logits_processors is None or callable(logits_processors):
             procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)  # type: ignore[list-item]
         else:
@@ -263,6 +279,8 @@ class Classifier:
                     on_event=(lambda ev, i=i: on_event(i, ev)) if on_event else None,
                 )
             )
+        if self.reasoning != "full":
+            requests = [onepass.score_request(self, r) for r in requests]
         for j, response in self.backend.execute(requests, n_parallel=self.parallel):
             key, idxs = misses[j]
             text = texts[idxs[0]]
@@ -291,12 +309,15 @@ class Classifier:
 
     def _finish(self, response: ModelResponse, text: Item, key: str,
                 token_map: dict[int, str] | None) -> ClassificationResult:  # fmt: skip
-        result = run_parser(self.policy, response)
-        apply_scores(
-            result,
-            self.policy,
-            label_scores(self.policy.output, token_map, response.final_token_logprobs),
-        )
+        if self.reasoning != "full":
+            result = onepass.finish(self, response)
+        else:
+            result = run_parser(self.policy, response)
+            apply_scores(
+                result,
+                self.policy,
+                label_scores(self.policy.output, token_map, response.final_token_logprobs),
+            )
         result.text, result.policy, result.key = item_text(text), self.policy.name, key
         if isinstance(text, Conversation):
             result.conversation = text.canonical()
@@ -349,7 +370,7 @@ class Classifier:
             item: Item = row["text"]
             if row.get("conversation"):
                 item = Conversation.from_json(row["conversation"])
-            result = self._finish(row_to_response(row), item, row["key"], self.token_map())
+            result = self._finish(onepass.stored_response(row), item, row["key"], self.token_map())
             fields = {**parse_fields(result), "policy_hash": self.policy.hash,
                       "policy_name": self.policy.name}  # fmt: skip
             self.store.update_parse(row["key"], fields)

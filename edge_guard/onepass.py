@@ -181,3 +181,62 @@ def redecide(policy: Policy, metadata: dict[str, Any], response: ModelResponse,
     scores = scores_from_probs(policy.output, {k: float(v) for k, v in probs.items()},
                                float(metadata.get("label_mass", 1.0)))  # fmt: skip
     return decide(policy, scores, response, mode)
+
+
+# -- the Classifier's one-pass path (called from edge_guard.classifier) -----------------------
+def scoring_for(clf: Any) -> LabelScoring:
+    """The classifier's label scoring (computed once per classifier)."""
+    scoring = getattr(clf, "_onepass_scoring", None)
+    if scoring is None:
+        scoring = label_scoring(clf.policy.output, clf.backend.vocab())
+        clf._onepass_scoring = scoring
+    return scoring
+
+
+def score_request(clf: Any, req: Any) -> Any:
+    """A full-reasoning `GenerationRequest` turned into the score-only request of one pass."""
+    from edge_guard.engine.engine import GenerationRequest
+
+    scoring = scoring_for(clf)
+    header = answer_header(clf.backend.vocab(), clf.reasoning)
+    out = GenerationRequest(list(req.prompt_ids) + header, req.sampling, prefix_len=req.prefix_len)
+    # Set as attributes: the engine's score-only fields (ENGINE_API.md).
+    out.score_only = True  # type: ignore[attr-defined]
+    out.score_token_ids = scoring.score_token_ids
+    out.score_sequences = scoring.score_sequences  # type: ignore[attr-defined]
+    out.on_event = req.on_event
+    return out
+
+
+def finish(clf: Any, response: ModelResponse) -> ClassificationResult:
+    """The one-pass result of a score-only response."""
+    scores = label_probs(clf.policy.output, scoring_for(clf), response)
+    if response.error:
+        scores = None
+    result = decide(clf.policy, scores, response, clf.reasoning)
+    seq = getattr(response, "sequence_logprobs", None)
+    if seq is not None:  # kept for re-deciding a stored result (the store has no column)
+        result.metadata["sequence_logprobs"] = list(seq)
+    return result
+
+
+def stored_response(row: dict[str, Any]) -> ModelResponse:
+    """A stored row's response, with a one-pass row's sequence log-probs restored."""
+    import json
+
+    from edge_guard.store.rows import row_to_response
+
+    response = row_to_response(row)
+    if response.finish_reason == "scored":
+        meta = json.loads(row.get("metadata") or "{}")
+        if isinstance(meta.get("sequence_logprobs"), list):
+            response.sequence_logprobs = meta["sequence_logprobs"]  # type: ignore[attr-defined]
+    return response
+
+
+def check_backend(backend: Any, mode: str) -> None:
+    if mode != FULL and getattr(backend, "name", "local") == "server":
+        raise EdgeGuardError(
+            f"--reasoning {mode} needs the local engine (score-only requests); "
+            "the server backend generates only"
+        )

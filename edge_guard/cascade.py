@@ -1,0 +1,156 @@
+"""The cascade: one-pass scoring for every text, full reasoning only for the unsure ones.
+
+Every text is scored in one pass (``none`` or ``none-empty-analysis``); a text whose
+P(violation) lies in [LOW, HIGH] (bounds included), or whose one-pass score failed, goes
+to full reasoning at the classifier's effort. Both stages use their own cache keys: the
+one-pass result is stored as any one-pass result, the full-reasoning result as any full
+one (it *is* one, so a plain full run shares it). The cascade's decision is stored under a
+third key (the full key fields plus ``reasoning`` and ``cascade``), with
+``metadata["path"]`` = ``"one-pass"`` or ``"escalated"``: a cascade result never poses as
+a full-reasoning one. Named runs link their items to the cascade rows.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from edge_guard import onepass
+from edge_guard.conversation import Conversation
+from edge_guard.errors import EdgeGuardError
+from edge_guard.result import ClassificationResult
+
+
+def parse_bounds(value: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """`"LOW:HIGH"` (or a pair) -> (low, high) with 0 <= low <= high <= 1; None passes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            pair = [float(p) for p in parts]
+        except ValueError:
+            pair = []
+        if len(parts) != 2 or len(pair) != 2:
+            raise EdgeGuardError(f"cascade {value!r} is not LOW:HIGH (e.g. 0.2:0.8)")
+    else:
+        pair = list(value)
+        if len(pair) != 2 or not all(isinstance(x, int | float) for x in pair):
+            raise EdgeGuardError(f"cascade {value!r} is not a (low, high) pair of numbers")
+    low, high = float(pair[0]), float(pair[1])
+    if not 0.0 <= low <= high <= 1.0:
+        raise EdgeGuardError(f"cascade bounds must satisfy 0 <= LOW <= HIGH <= 1, got {low}:{high}")
+    return low, high
+
+
+def first_stage_mode(reasoning: str) -> str:
+    """The one-pass mode of a cascade: the chosen one-pass variant, else ``none``."""
+    return reasoning if reasoning in onepass.ONE_PASS_MODES else onepass.NONE
+
+
+def path_fields(clf: Any) -> dict[str, Any]:
+    """The classifier's extra cache-key fields: none for plain full reasoning (keys unchanged)."""
+    bounds = getattr(clf, "cascade", None)
+    mode = getattr(clf, "reasoning", onepass.FULL)
+    if bounds is not None:
+        return {"reasoning": first_stage_mode(mode), "cascade": list(bounds)}
+    return {} if mode == onepass.FULL else {"reasoning": mode}
+
+
+def check(policy: Any, bounds: tuple[float, float] | None) -> None:
+    if bounds is not None and not policy.output.violation:
+        raise EdgeGuardError(
+            f"policy {policy.name}: --cascade needs violation labels (P(violation) decides "
+            "what escalates); set [output] violation"
+        )
+
+
+def escalates(p_violation: float | None, bounds: tuple[float, float]) -> bool:
+    """Whether a one-pass score goes on to full reasoning (an unscored text always does)."""
+    return p_violation is None or bounds[0] <= p_violation <= bounds[1]
+
+
+def stage(clf: Any, reasoning: str) -> Any:
+    """The classifier as one stage of the cascade (shares backend, store and caches)."""
+    view = copy.copy(clf)
+    view.reasoning, view.cascade = reasoning, None
+    return view
+
+
+def iter_cascade(
+    clf: Any,
+    texts: Sequence[str],
+    *,
+    run_items: Sequence[Any] | None = None,
+    samplings: Sequence[Any] | None = None,
+    logits_processors: Any = None,
+    on_event: Callable[[int, Any], None] | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
+    """`Classifier.iter` for a cascade classifier: stored decisions first, then the stages."""
+    bounds: tuple[float, float] = clf.cascade
+    if logits_processors is None or callable(logits_processors):
+        procs = [logits_processors] * len(texts)
+    else:
+        procs = list(logits_processors)
+    keys: list[str] = []
+    todo: list[int] = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str | Conversation):
+            raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
+        key = clf.key(text, samplings[i] if samplings else None, procs[i])
+        keys.append(key)
+        row = clf.store.get(key) if clf.use_cache else None
+        if row is None or row.get("error") or row["policy_hash"] != clf.policy.hash:
+            todo.append(i)  # a policy edit: decide again from the (cached) stages
+            continue
+        result = clf._from_row(row)
+        if run_items is not None:
+            clf._link(run_items[i], key)
+        yield i, result
+    if not todo:
+        return
+    mode = first_stage_mode(clf.reasoning)
+    first = stage(clf, mode)
+    scored: dict[int, ClassificationResult] = {}
+    for j, res in first.iter([texts[i] for i in todo]):
+        scored[todo[j]] = res
+    up = [i for i in todo if escalates(scored[i].metadata.get("p_violation"), bounds)]
+    for i in todo:
+        if i not in up:
+            yield i, _decide(clf, texts[i], keys[i], scored[i], None, run_items, samplings, i)
+    if not up:
+        return
+    full = stage(clf, onepass.FULL)
+    events = (lambda j, ev: on_event(up[j], ev)) if on_event else None
+    for j, res in full.iter([texts[i] for i in up], samplings=[samplings[i] for i in up]
+                            if samplings else None, logits_processors=[procs[i] for i in up],
+                            on_event=events):  # fmt: skip
+        i = up[j]
+        yield i, _decide(clf, texts[i], keys[i], scored[i], res, run_items, samplings, i)
+
+
+def _decide(clf: Any, item: Any, key: str, scored: ClassificationResult,
+            full: ClassificationResult | None, run_items: Sequence[Any] | None,
+            samplings: Sequence[Any] | None, i: int) -> ClassificationResult:  # fmt: skip
+    """The cascade's decision for item i: stored under its own key, linked to the run."""
+    chosen = copy.copy(full if full is not None else scored)
+    meta = dict(chosen.metadata)
+    meta.update({
+        "path": onepass.PATH_ONE_PASS if full is None else onepass.PATH_ESCALATED,
+        "cascade": list(clf.cascade),
+        "one_pass_reasoning": first_stage_mode(clf.reasoning),
+        "one_pass_p_violation": scored.metadata.get("p_violation"),
+        "one_pass_key": scored.key,
+    })  # fmt: skip
+    if full is not None:
+        meta["full_key"] = full.key
+    chosen.metadata, chosen.key, chosen.cached = meta, key, False
+    response = chosen.model_response
+    if response is not None:
+        sampling = samplings[i] if samplings else clf.sampling
+        if isinstance(item, str):  # storable even with a lone surrogate (an error result)
+            item = item.encode("utf-8", "backslashreplace").decode("utf-8")
+        row = clf._row(chosen, response, item, key, sampling)
+        clf.store.put(row, run_items[i].row(key) if run_items is not None else None)
+    return chosen
