@@ -35,7 +35,7 @@ def test_helper_importers_are_the_listed_modules() -> None:
         if "from tests." in p.read_text(encoding="utf-8")
         or "import tests." in p.read_text(encoding="utf-8")
     )
-    assert found == sorted(HELPER_IMPORTERS + ["tests/test_integrity_pytest.py"])
+    assert found == sorted([*HELPER_IMPORTERS, "tests/test_integrity_pytest.py"])
 
 
 def test_plain_pytest_collects_modules_that_import_tests_helpers() -> None:

@@ -15,12 +15,15 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
+from edge_guard.cli.outfile import check_out, force_option
 from edge_guard.datasets.files import SAMPLES
+from edge_guard.sanitize import term, term_json, term_line
 
 LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-commercial use only."
 
 
 def _echo_err(msg: str, **style: Any) -> None:
+    msg = term(msg)
     click.echo(click.style(msg, **style) if style else msg, err=True)
 
 
@@ -41,7 +44,7 @@ class _Progress:
                 rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
                 console=self.console,
             )  # fmt: skip
-            self.task = self.bar.add_task(name[:40], total=total, completed=done, rate="")
+            self.task = self.bar.add_task(term_line(name)[:40], total=total, completed=done, rate="")
             self.bar.start()
 
     def update(self, p: Any, *_: Any) -> None:
@@ -96,14 +99,14 @@ def run(opts: dict[str, Any]) -> None:
     for msg in plan.messages():
         _echo_err(f"warning: {msg}", fg="yellow")
     state = f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
-    _echo_err(f"run {plan.name}: {plan.n_items} items ({state})")
+    _echo_err(f"run {term_line(plan.name)}: {plan.n_items} items ({state})")
     bar = _Progress(plan.n_items, len(plan.done), plan.name)
     try:
         summary = execute_run(plan, classifier, on_result=bar.update)
     except KeyboardInterrupt:
         bar.stop()
         n = len(classifier.store.done_indices(plan.name))
-        _echo_err(f"interrupted: {n}/{plan.n_items} items saved in run {plan.name}; resume with: "
+        _echo_err(f"interrupted: {n}/{plan.n_items} items saved in run {term_line(plan.name)}; resume with: "
                   f"{shlex.join(['edge-guard', *sys.argv[1:]])}", fg="yellow")  # fmt: skip
         sys.exit(130)
     bar.stop()
@@ -116,7 +119,7 @@ def run(opts: dict[str, Any]) -> None:
         else None
     )
     if as_json:
-        click.echo(json.dumps({"summary": summary.as_dict(), "eval": ev}, ensure_ascii=False))
+        click.echo(term_json({"summary": summary.as_dict(), "eval": ev}))
     elif ev is not None:
         click.echo(format_eval(ev))
 
@@ -128,7 +131,7 @@ def format_eval(ev: dict[str, Any]) -> str:
     pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     v = ev["verdicts"]
     lines = [
-        f"run {ev['run']} — policy {ev['policy']}, model {ev['model']}, "
+        f"run {term_line(ev['run'])} — policy {term_line(ev['policy'])}, model {term_line(ev['model'])}, "
         f"{ev['n_done']}/{ev['n_items']} items ({ev['status']})",
         f"verdicts: {v['violation']} violation · {v['no_violation']} no_violation · "
         f"{v['undetermined']} undetermined ({pct(ev['undetermined_rate'])}) · parse rate "
@@ -153,7 +156,10 @@ def format_eval(ev: dict[str, Any]) -> str:
         lines.append(f"{'gold ' + g:<20}" + "".join(f"{conf[g][x]:>14}" for x in VERDICTS))
     s = ev.get("scores") or {}
     if s.get("roc_auc") is not None:
-        lines.append(f"\nlabel scores (n={s['n']}): ROC-AUC {s['roc_auc']:.3f}, AUPRC "
+        left = s.get("n_left_out") or 0
+        why = f"; {left} labelled item{'s' * (left != 1)} left out: " \
+              f"{s.get('n_undetermined_left_out') or 0} undetermined" if left else ""  # fmt: skip
+        lines.append(f"\nlabel scores (n={s['n']}{why}): ROC-AUC {s['roc_auc']:.3f}, AUPRC "
                      f"{s['auprc']:.3f} (prevalence {s['prevalence']:.3f})")  # fmt: skip
     ci = ev["ci"]
     lines.append(f"\n[lo, hi] = {int(ci['level'] * 100)}% {ci['method']}, {ci['resamples']} "
@@ -174,7 +180,7 @@ def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: boo
     from edge_guard.store import Store
 
     ev = evaluate_run(Store(db), run_name, n_resamples=resamples, seed=seed)
-    click.echo(json.dumps(ev, ensure_ascii=False) if as_json else format_eval(ev))
+    click.echo(term_json(ev) if as_json else format_eval(ev))
 
 
 @click.command()
@@ -188,16 +194,18 @@ def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: boo
 @click.option("--resamples", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @db_option
+@force_option
 def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, examples: int,
-           resamples: int, seed: int, db: str | None) -> None:  # fmt: skip
+           resamples: int, seed: int, db: str | None, force: bool) -> None:  # fmt: skip
     """Write a self-contained report (tables, plots, examples) over one or more RUNs."""
     from edge_guard.report import write_report
     from edge_guard.store import Store
 
+    check_out(out, force)
     path = write_report(list(runs), out, store=Store(db), n_resamples=resamples, seed=seed,
                         benchmark=None if reference == "none" else reference,
                         max_examples=examples, title=title)  # fmt: skip
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {term_line(path)}")
 
 
 @click.group()

@@ -86,6 +86,11 @@ def _flips(n: int) -> str:
     return f"{n} flip" + ("" if n == 1 else "s")
 
 
+def _left_out(dp: dict[str, Any]) -> str:
+    n = dp.get("n_left_out") or 0
+    return f" ({n} left out: undetermined or unscored on a side)" if n else ""
+
+
 def _gold(g: bool | None) -> str:
     return "unlabelled" if g is None else "violation" if g else "safe"
 
@@ -124,7 +129,7 @@ def render_html(c: dict[str, Any]) -> str:
                   f"<p>{vs['n']} items compared: agreement {esc(pct(vs['agreement']['value']))}, "
                   f"kappa {esc(fmt_ci(vs['kappa'], 3))}, {_flips(vs['n_flips'])}; |ΔP(violation)| "
                   f"mean {num(dp['mean_abs'])}, max {num(dp['max_abs'])} over {dp['n']} items "
-                  "scored by both.</p>", tbl(_transition_rows(vs), 1)]  # fmt: skip
+                  f"scored by both{_left_out(dp)}.</p>", tbl(_transition_rows(vs), 1)]  # fmt: skip
     if c["has_gold"]:
         parts += ["<h2>Quality against the gold labels</h2>",
                   "<p class=note>Headline metrics exclude undetermined answers; the columns "
@@ -186,7 +191,7 @@ def render_markdown(c: dict[str, Any]) -> str:
                 f"{vs['n']} items compared: agreement {md(pct(vs['agreement']['value']))}, kappa "
                 f"{md(fmt_ci(vs['kappa'], 3))}, {_flips(vs['n_flips'])}; \\|ΔP(violation)\\| mean "
                 f"{md(num(dp['mean_abs']))}, max {md(num(dp['max_abs']))} over {dp['n']} items "
-                "scored by both.", "", tbl(_transition_rows(vs))]  # fmt: skip
+                f"scored by both{_left_out(dp)}.", "", tbl(_transition_rows(vs))]  # fmt: skip
     if c["has_gold"]:
         out += ["", "## Quality against the gold labels", "",
                 "Headline metrics exclude undetermined answers; und.=viol. / und.=safe count "

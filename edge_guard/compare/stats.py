@@ -89,12 +89,14 @@ def pair_stats(ref: Outcomes, cand: Outcomes, *, n_resamples: int = 1000, seed: 
     point = agreement(va, vb)
     ci = agreement_ci(va, vb, n_resamples=n_resamples, seed=seed, level=level)
     transitions = {v: dict.fromkeys(VERDICTS, 0) for v in VERDICTS}
-    flips, deltas = [], []
+    flips, deltas, left_out = [], [], 0
     for ((ra, gold), rb), a, b in zip(pairs, va, vb, strict=True):
         transitions[a if a in VERDICTS else "undetermined"][b if b in VERDICTS else "undetermined"] += 1  # fmt: skip
-        sa, sb = item_score(ra), item_score(rb)
+        sa, sb = item_score(ra), item_score(rb)  # None for an undetermined answer
         if sa is not None and sb is not None and not (math.isnan(sa) or math.isnan(sb)):
             deltas.append(abs(sb - sa))
+        else:
+            left_out += 1
         if a != b:
             flips.append({"idx": ra["idx"], "item_id": ra.get("item_id"), "gold": gold,
                           "text": _clip(ra.get("text"), 2000), "ref": _side(ra),
@@ -113,6 +115,7 @@ def pair_stats(ref: Outcomes, cand: Outcomes, *, n_resamples: int = 1000, seed: 
             "n": len(deltas),
             "mean_abs": sum(deltas) / len(deltas) if deltas else None,
             "max_abs": max(deltas) if deltas else None,
+            "n_left_out": left_out,  # undetermined or unscored on either side
         },
     }
 

@@ -324,7 +324,12 @@ class Outcomes:
 
 
 def item_score(row: dict[str, Any]) -> float | None:
-    """The label score: metadata.p_violation, else float_label (None when neither)."""
+    """The label score: metadata.p_violation, else float_label (None when neither).
+
+    An undetermined answer has no score (its float_label is not "certainly safe"): None.
+    """
+    if row.get("verdict") not in ("violation", "no_violation"):
+        return None
     meta = json.loads(row.get("metadata") or "{}")
     p = meta.get("p_violation") if isinstance(meta, dict) else None
     if isinstance(p, int | float):

@@ -135,15 +135,32 @@ def treatment_metrics(verdicts: Sequence[str], gold: Sequence[bool | None], trea
     return out
 
 
-def score_metrics(gold: Sequence[bool | None], scores: Sequence[float | None]) -> dict[str, Any]:
-    """ROC-AUC and average precision (AUPRC) over items with a gold label and a score."""
+def _scored(s: float | None) -> bool:
+    return s is not None and not math.isnan(s)
+
+
+def score_metrics(gold: Sequence[bool | None], scores: Sequence[float | None],
+                  verdicts: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """ROC-AUC and average precision (AUPRC) over items with a gold label and a score.
+
+    Undetermined items (when `verdicts` are given) have no score, whatever `scores` holds.
+    `n_left_out` counts the labelled items without a score, `n_undetermined_left_out` the
+    undetermined ones among them.
+    """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    pairs = [(int(bool(g)), float(s)) for g, s in zip(gold, scores, strict=True)
-             if g is not None and s is not None and not math.isnan(s)]  # fmt: skip
+    determined = [v in ("violation", "no_violation") for v in verdicts] if verdicts is not None \
+        else [True] * len(gold)  # fmt: skip
+    pairs = [(int(bool(g)), float(s)) for g, s, d in zip(gold, scores, determined, strict=True)
+             if g is not None and d and _scored(s)]  # fmt: skip
+    n_labelled = sum(g is not None for g in gold)
     n_pos = sum(g for g, _ in pairs)
     out: dict[str, Any] = {"n": len(pairs), "n_positive": n_pos, "roc_auc": None, "auprc": None,
-                           "prevalence": n_pos / len(pairs) if pairs else None}  # fmt: skip
+                           "prevalence": n_pos / len(pairs) if pairs else None,
+                           "n_left_out": n_labelled - len(pairs),
+                           "n_undetermined_left_out": sum(
+                               1 for g, d in zip(gold, determined, strict=True)
+                               if g is not None and not d)}  # fmt: skip
     if pairs and 0 < n_pos < len(pairs):
         yt, ys = [g for g, _ in pairs], [s for _, s in pairs]
         out["roc_auc"] = float(roc_auc_score(yt, ys))
@@ -212,7 +229,7 @@ def evaluate(verdicts: Sequence[str], gold: Sequence[bool | None],
         **{m: treatments[HEADLINE][m] for m in METRICS},
         "treatments": treatments,
         "confusion": confusion_3way(verdicts, gold),
-        "scores": score_metrics(gold, scores) if scores is not None else None,
+        "scores": score_metrics(gold, scores, verdicts) if scores is not None else None,
         "ci": {
             "method": "percentile bootstrap (paired, scipy.stats.bootstrap)",
             "level": level,
