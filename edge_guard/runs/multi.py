@@ -1,0 +1,315 @@
+"""Multi-policy runs: a dataset × a policy set, stored as one row per (text, policy) pair.
+
+A run over a set of P policies keeps one run item per pair at `idx = text_idx * P +
+policy_idx` (its `extra` names the policy and the text), each linked to that pair's
+result row, committed as it completes; resuming (after Ctrl-C or kill -9) classifies
+exactly the pairs not yet stored. Two modes:
+- separate: one prompt per (text, policy), every policy's own cached result;
+- combined: one prompt per text holding every policy (`policy.combined`); its one answer
+  is split into a derived row per policy (key `combined.member_key`).
+Gold labels come from one column per policy (`--label-field POLICY=COLUMN`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_guard.datasets.files import (
+    Dataset,
+    Gold,
+    column_values,
+    map_gold_values,
+    select_rows,
+    usable_dataset,
+)
+from edge_guard.engine.sampling import LogitsProcessor
+from edge_guard.errors import EdgeGuardError
+from edge_guard.policy.combined import (
+    MODE_COMBINED,
+    MODES,
+    combined_policy,
+    split_combined,
+)
+from edge_guard.policy.core import Policy
+from edge_guard.policy.sets import PolicySet, apply_threshold
+from edge_guard.result import ClassificationResult
+from edge_guard.runs.batch import RunProgress, RunSummary, _mismatch, default_run_name, run_config
+
+if TYPE_CHECKING:
+    from edge_guard.classifier import Classifier, RunItem
+
+PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
+# steer(text idx, policy idx or None for a combined prompt) -> a logits processor (tests)
+Steer = Callable[[int, int | None], LogitsProcessor | None]
+
+
+def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """`--label-field POLICY=COLUMN` values → {policy: column}; one bare COLUMN applies to a
+    single-policy set. Unknown policies and repeated policies are one-line errors."""
+    out: dict[str, str] = {}
+    for v in values:
+        policy, sep, column = v.partition("=")
+        if not sep:
+            if len(names) != 1 or len(values) != 1:
+                raise EdgeGuardError(f"--label-field {v!r}: with several policies write "
+                                     f"POLICY=COLUMN (policies: {', '.join(names)})")  # fmt: skip
+            policy, column = names[0], v
+        policy, column = policy.strip(), column.strip()
+        if policy not in names:
+            raise EdgeGuardError(f"--label-field {v!r}: no policy {policy!r} in the set "
+                                 f"(policies: {', '.join(names)})")  # fmt: skip
+        if not column:
+            raise EdgeGuardError(f"--label-field {v!r}: empty column name")
+        if policy in out:
+            raise EdgeGuardError(f"--label-field: policy {policy!r} given twice")
+        out[policy] = column
+    return out
+
+
+def member_classifier(base: Classifier, policy: Policy) -> Classifier:
+    """A classifier for `policy` sharing `base`'s backend, store, prompt and sampling."""
+    from edge_guard.classifier import Classifier
+
+    cfg = base.prompt_config
+    return Classifier(policy, base.backend, style=cfg.style, effort=cfg.effort, date=cfg.date,
+                      sampling=base.sampling, store=base.store, use_cache=base.use_cache,
+                      parallel=base.parallel, truncate=getattr(base, "truncate", False))  # fmt: skip
+
+
+def set_hash(pset: PolicySet, mode: str) -> str:
+    """One hash for the run's policies (names, versions, thresholds, order) and mode."""
+    parts = [mode] + [f"{m.name}={m.policy.hash}@{m.threshold}" for m in pset.members]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@dataclass
+class MultiPlan:
+    name: str
+    dataset: Dataset
+    pset: PolicySet
+    mode: str
+    selected: list[int]  # dataset row indices, in run order (text idx = position)
+    golds: dict[str, list[Gold | None]]  # per policy, per selected text
+    config: dict[str, Any]
+    notes: dict[str, Any]
+    done: set[int]  # done pair indices
+    resumed: bool
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.selected)
+
+    @property
+    def n_policies(self) -> int:
+        return len(self.pset.members)
+
+    @property
+    def n_items(self) -> int:
+        return self.n_texts * self.n_policies
+
+    def pair(self, t: int, p: int) -> int:
+        return t * self.n_policies + p
+
+    @property
+    def todo(self) -> list[tuple[int, int]]:
+        return [(t, p) for t in range(self.n_texts) for p in range(self.n_policies)
+                if self.pair(t, p) not in self.done]  # fmt: skip
+
+    def text(self, t: int) -> str:
+        return self.dataset.rows[self.selected[t]].text
+
+    def messages(self) -> list[str]:
+        return [f"{k}: gold labels that do not map to its labels (kept, unscored): "
+                + ", ".join(f"{v!r} ×{n}" for v, n in list(u.items())[:5])
+                for k, u in (self.notes.get("unmapped_labels") or {}).items() if u]  # fmt: skip
+
+
+def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: PolicySet, *,
+                   mode: str = "separate", label_fields: Mapping[str, str] | None = None,
+                   name: str | None = None, text_field: str | None = None,
+                   id_field: str | None = None, limit: int | None = None,
+                   sample: str | None = None, seed: int = 0, kind: str = "run",
+                   extra_config: dict[str, Any] | None = None) -> MultiPlan:  # fmt: skip
+    """Load + sample the dataset, map each policy's gold column, create or resume the run."""
+    if mode not in MODES:
+        raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+    ds = usable_dataset(dataset, text_field=text_field, id_field=id_field)
+    fields = dict(label_fields or {})
+    golds: dict[str, list[Gold | None]] = {}
+    unmapped: dict[str, dict[str, int]] = {}
+    for m in pset.members:
+        column = fields.get(m.name)
+        if column is None:
+            golds[m.name] = [None] * len(ds.rows)
+            continue
+        golds[m.name], unmapped[m.name] = map_gold_values(
+            column_values(ds, column), m.policy.output
+        )
+    # a balanced sample balances the "any violation" gold
+    any_gold = [_any_gold([golds[n][i] for n in pset.names]) for i in range(len(ds.rows))]
+    selected, sample_note = select_rows(any_gold, limit=limit, sample=sample, seed=seed)
+    config = {**run_config(base, ds, limit=limit, sample=sample, seed=seed),
+              "policy": f"set:{pset.name}", "policy_hash": set_hash(pset, mode),
+              "label_field": json.dumps(fields, sort_keys=True), "mode": mode,
+              "policies": pset.names, "policy_hashes": [m.policy.hash for m in pset.members],
+              "thresholds": {m.name: m.threshold for m in pset.members},
+              "n_texts": len(selected), **(extra_config or {})}  # fmt: skip
+    name = name or default_run_name(config) + ("__combined" if mode == MODE_COMBINED else "")
+    store = base.store
+    existing = store.run(name)
+    if existing is not None:
+        old = json.loads(existing.get("config") or "{}")
+        diff = (
+            _mismatch(old, config)
+            if existing.get("kind") == kind
+            else [f"kind {existing.get('kind')!r}"]
+        )
+        if diff:
+            raise EdgeGuardError(
+                f"run {name!r} already exists with a different configuration ({'; '.join(diff)}); "
+                "pass --name to start a new run"
+            )
+    notes = {"malformed": len(ds.malformed), "n_texts": len(selected), "sample_note": sample_note,
+             "unmapped_labels": {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:20])
+                                 for k, v in unmapped.items()}}  # fmt: skip
+    n_items = len(selected) * len(pset.members)
+    store.ensure_run(name, kind=kind, dataset=str(ds.path), policy=config["policy"],
+                     model=base.backend.model_ref, config=config, n_items=n_items, notes=notes)  # fmt: skip
+    store.set_run_status(name, "running", notes=notes, n_items=n_items)
+    done = {r["idx"] for r in store.query(
+        "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
+        "WHERE ri.run = ? AND r.error IS NULL", [name])}  # fmt: skip
+    sel_golds = {n: [g[i] for i in selected] for n, g in golds.items()}
+    return MultiPlan(name, ds, pset, mode, selected, sel_golds, config, notes, done,
+                     existing is not None)  # fmt: skip
+
+
+def _any_gold(golds: Sequence[Gold | None]) -> Gold | None:
+    """The "any violation" gold: violation if any policy's is, safe if all are known safe."""
+    if any(g is not None and g.violation for g in golds):
+        return Gold(None, True)
+    if golds and all(g is not None for g in golds):
+        return Gold(None, False)
+    return None
+
+
+def pair_item(plan: MultiPlan, t: int, p: int) -> RunItem:
+    from edge_guard.classifier import RunItem
+
+    row = plan.dataset.rows[plan.selected[t]]
+    name = plan.pset.members[p].name
+    gold = plan.golds[name][t]
+    extra = {"line": row.line, "policy": name, "text_idx": t,
+             "gold_violation": None if gold is None else gold.violation}  # fmt: skip
+    return RunItem(plan.name, plan.pair(t, p), row.item_id, None if gold is None else gold.label,
+                   extra)  # fmt: skip
+
+
+# -- classifying pairs -----------------------------------------------------------------------
+def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
+                  pairs: Sequence[tuple[int, int]],
+                  items: Sequence[RunItem] | None = None,
+                  steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """(pair position, result) for each (text idx, policy idx) pair, one prompt per pair.
+
+    A multi-policy `Classifier` (one with `iter_pairs`) classifies all pairs in one
+    batch; otherwise each policy's pairs go through a classifier of their own in turn.
+    """
+    by_policy: dict[int, list[int]] = {}
+    for j, (_t, p) in enumerate(pairs):
+        by_policy.setdefault(p, []).append(j)
+    for p, js in by_policy.items():
+        member = pset.members[p]
+        clf = member_classifier(base, member.policy)
+        its = [items[j] for j in js] if items is not None else None
+        procs = [steer(pairs[j][0], p) for j in js] if steer else None
+        for k, result in clf.iter([texts[pairs[j][0]] for j in js], run_items=its,
+                                  logits_processors=procs):  # fmt: skip
+            yield js[k], apply_threshold(result, member.threshold)
+
+
+def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
+                  pairs: Sequence[tuple[int, int]],
+                  items: Sequence[RunItem] | None = None,
+                  steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """(pair position, result) per pair from one combined prompt per text; with run items,
+    each pair's derived row is stored and linked as its text completes."""
+    clf = member_classifier(base, combined_policy(pset))
+    by_text: dict[int, list[int]] = {}
+    for j, (t, _p) in enumerate(pairs):
+        by_text.setdefault(t, []).append(j)
+    order = list(by_text)
+    procs = [steer(t, None) for t in order] if steer else None
+    for k, result in clf.iter([texts[t] for t in order], logits_processors=procs):
+        split = split_combined(result, pset)
+        for j in by_text[order[k]]:
+            member = pset.members[pairs[j][1]]
+            res = split[member.name]
+            if items is not None:
+                store_member(clf, res, member.policy, items[j])
+            yield j, res
+
+
+def store_member(clf: Classifier, res: ClassificationResult, policy: Policy, item: RunItem) -> None:
+    """Store a member's derived row (combined mode) and link it to its run item."""
+    resp = res.model_response
+    if resp is None or res.key is None:
+        return
+    row = clf._row(res, resp, res.text or "", res.key, clf.sampling)
+    row.update({"policy_name": policy.name, "policy_hash": policy.hash,
+                "policy_text_hash": policy.text_hash, "prompt_token_ids": []})  # fmt: skip
+    clf.store.put(row, item.row(res.key))
+
+
+def classify_pairs(base: Classifier, pset: PolicySet, texts: Sequence[str],
+                   pairs: Sequence[tuple[int, int]], *, mode: str = "separate",
+                   items: Sequence[RunItem] | None = None,
+                   steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """Results for (text idx, policy idx) pairs in `mode`, yielded as they complete."""
+    fn = iter_combined if mode == MODE_COMBINED else iter_separate
+    return fn(base, pset, texts, pairs, items, steer)
+
+
+def execute_multi_run(plan: MultiPlan, base: Classifier, *,
+                      on_result: PairCallback | None = None,
+                      steer: Steer | None = None) -> RunSummary:  # fmt: skip
+    """Classify the plan's missing pairs; Ctrl-C marks the run `interrupted` and re-raises."""
+    store, todo = base.store, plan.todo
+    progress = RunProgress(done=len(plan.done), total=plan.n_items)
+    texts = [plan.text(t) for t in range(plan.n_texts)]
+    items = [pair_item(plan, t, p) for t, p in todo]
+    try:
+        for j, result in classify_pairs(base, plan.pset, texts, todo, mode=plan.mode, items=items,
+                                        steer=steer):  # fmt: skip
+            progress.done += 1
+            if result.cached:
+                progress.cached += 1
+            else:
+                progress.new += 1
+                resp = result.model_response
+                progress.output_tokens += resp.timings.output_tokens if resp else 0
+            if on_result is not None:
+                on_result(progress, todo[j][0], todo[j][1], result)
+    except KeyboardInterrupt:
+        store.set_run_status(plan.name, "interrupted")
+        raise
+    except BaseException as exc:
+        store.set_run_status(plan.name, "failed", notes={**plan.notes, "error": str(exc)[:500]})
+        raise
+    store.set_run_status(plan.name, "done")
+    return RunSummary(plan.name, "done", plan.n_items, progress.done, progress.new,
+                      progress.cached, round(progress.elapsed, 3), progress.labels_per_s,
+                      progress.tokens_per_s, progress.output_tokens)  # fmt: skip
+
+
+def is_multi_run(run: Mapping[str, Any] | None) -> bool:
+    """True for a run stored by `plan_multi_run` (its config lists the policies)."""
+    if not run:
+        return False
+    cfg = json.loads(run.get("config") or "{}")
+    return isinstance(cfg.get("policies"), list)
