@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "study": "edge_guard.cli.study_cmd:study",
     "tui": "edge_guard.cli.tui_cmd:tui",
     "compare": "edge_guard.cli.compare_cmd:compare",
+    "serve": "edge_guard.cli.serve_cmd:serve",
 }
 
 
