@@ -139,6 +139,11 @@ def set_from_dict(meta: Mapping[str, Any], where: str, path: Path | None = None,
                               f"({seen[policy.name]!r} and {ref!r})")  # fmt: skip
         seen[policy.name] = ref
         members.append(SetMember(ref, policy))
+    judged = {getattr(m.policy, "judges", "any") for m in members} - {"any"}
+    if len(judged) > 1:
+        what = ", ".join(f"{m.name} judges {getattr(m.policy, 'judges', 'any')}" for m in members)
+        raise PolicyError(f"{where}: its policies judge different inputs ({what}); a set's "
+                          "policies must judge the same thing")  # fmt: skip
     by_name = {m.name: m for m in members} | {m.ref: m for m in members}
     thresholds: dict[str, float] = {}
     for key, value in raw_thresholds.items():
