@@ -91,7 +91,7 @@ def _message(obj: Any, i: int) -> Message:
 class Conversation:
     """Validated messages and the target to judge. Immutable; equal when canonical forms are."""
 
-    __slots__ = ("messages", "target", "_canonical")
+    __slots__ = ("_canonical", "messages", "target")
 
     def __init__(
         self, messages: Iterable[Mapping[str, Any] | Message], target: str = "last"
@@ -229,6 +229,11 @@ Item = str | Conversation
 def item_text(item: Item) -> str:
     """What a result's `text` holds: the text itself, or the judged message."""
     return item.judged_text if isinstance(item, Conversation) else item
+
+
+def item_content(item: Item) -> str:
+    """What goes into the user message: the text itself, or the conversation's rendering."""
+    return item.render() if isinstance(item, Conversation) else item
 
 
 def item_role(item: Item) -> str:
