@@ -6,9 +6,12 @@ prompt. Output comes back as token ids (`return_tokens` / `return_token_ids`, or
 `token_id:N` logprob tokens; re-tokenized text with specials only as a last resort) and goes
 through the same harmony parser as the local engine; a server's own "reasoning" split is never
 used. Label scores come from a one-token probe at the first final-answer position.
-Requests run in a bounded thread pool with timeouts and bounded retries (exponential backoff
-with jitter on 429/5xx/connection errors); an item that still fails is returned as
-`ModelResponse.failed(...)` (an error row: a rerun retries it) and the others go on.
+Requests run in a bounded thread pool with a wall-clock deadline and a reply-size cap per
+exchange (`server_http`) and bounded retries (exponential backoff with jitter on
+429/5xx/connection errors); an item that still fails is returned as `ModelResponse.failed(...)`
+(an error row: a rerun retries it) and the others go on. A malformed reply field fails its
+item; a malformed `/props` or `/v1/models` is a one-line `ServerError`. The API key's value and
+the URL's credentials are blanked out of every message, identity and stored string (`redact`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge_guard.backends.redact import Redactor, safe_url, url_credentials
+from edge_guard.backends.server_http import MAX_REPLY_BYTES, DeadlineClient, ReplyTooLarge
 from edge_guard.backends.server_protocol import (
+    BadReply,
     Decoder,
     ItemError,
     Reply,
@@ -31,10 +37,13 @@ from edge_guard.backends.server_protocol import (
     is_context_error,
     json_or_none,
     llama_body,
+    llama_props,
     llama_reply,
+    model_meta,
     openai_body,
     openai_reply,
     retry_after,
+    served_models,
     short_model,
     steering,
 )
@@ -71,10 +80,12 @@ class ServerBackend:
     def __init__(self, url: str, vocab_path: str | Path, *, vocab_ref: str | None = None,
                  api_key_env: str | None = None, concurrency: int | None = None,
                  timeout: float = 600.0, server_kind: str = "auto", served_model: str | None = None,
-                 retries: int = 4, backoff: float = 0.5, score_top_k: int = 20) -> None:  # fmt: skip
+                 retries: int = 4, backoff: float = 0.5, score_top_k: int = 20,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:  # fmt: skip
         import os
 
-        self.url = url.rstrip("/")
+        self._auth = url_credentials(url.rstrip("/"))  # user:password@ goes as Basic auth
+        self.url = safe_url(url.rstrip("/"))  # what every message shows: no credentials
         parts = urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.hostport = f"{parts.hostname}:{port}"
@@ -83,7 +94,9 @@ class ServerBackend:
         self.concurrency, self.timeout = concurrency, timeout
         self.server_kind, self.served_model = server_kind, served_model
         self.retries, self.backoff, self.score_top_k = max(1, retries), backoff, score_top_k
+        self.max_reply_bytes = max_reply_bytes
         self._headers = {"Content-Type": "application/json"}
+        key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
@@ -91,6 +104,7 @@ class ServerBackend:
                     f"environment variable {api_key_env} (the server's API key) is not set"
                 )
             self._headers["Authorization"] = f"Bearer {key}"
+        self.redact = Redactor(url, key)
         self._client: Any = None
         self._info: ServerInfo | None = None
         self._lock = threading.Lock()
@@ -160,7 +174,12 @@ class ServerBackend:
         """What is served where (queried once): kind, model id, version, slots, context."""
         with self._lock:
             if self._info is None:
-                self._info = self._discover()
+                try:
+                    self._info = self._discover()
+                except BadReply as exc:
+                    raise ServerError(self.redact(f"{self.url}: {exc}")) from None
+                except ServerError as exc:
+                    raise ServerError(self.redact(str(exc))) from None
             return self._info
 
     def _discover(self) -> ServerInfo:
@@ -173,8 +192,8 @@ class ServerBackend:
             elif (ver := self._get("/version")) and "version" in ver:
                 kind, version = "vllm", str(ver["version"])
             else:
-                api = self._get("/openapi.json") or {}
-                if "llama.cpp Python" in str((api.get("info") or {}).get("title", "")):
+                api_info = (self._get("/openapi.json") or {}).get("info")
+                if "llama.cpp Python" in str(isinstance(api_info, dict) and api_info.get("title")):
                     raise ServerError(
                         f"{self.url} is llama-cpp-python's server, which takes only text prompts and "
                         "drops special tokens from its output, so harmony answers cannot be parsed; "
@@ -183,8 +202,8 @@ class ServerBackend:
                 kind = "openai"
         elif kind == "vllm":
             version = str((self._get("/version") or {}).get("version", "unknown"))
-        models = (self._get("/v1/models") or {}).get("data") or []
-        ids = [str(m.get("id")) for m in models if isinstance(m, dict)]
+        models = served_models(self._get("/v1/models") or {})
+        ids = [m["id"] for m in models]
         if self.served_model is not None and self.served_model not in ids:
             raise ServerError(
                 f"{self.url} does not serve model {self.served_model!r} (it serves: {ids})"
@@ -192,23 +211,20 @@ class ServerBackend:
         if not ids and self.served_model is None:
             raise ServerError(f"{self.url}/v1/models lists no model")
         model = self.served_model or ids[0]
-        meta = next((m for m in models if str(m.get("id")) == model), {})
-        n_vocab = (meta.get("meta") or {}).get("n_vocab")
-        if n_vocab is not None and int(n_vocab) != len(self.vocab()):
+        meta = next((m for m in models if m["id"] == model), {})
+        n_vocab, max_len = model_meta(meta)
+        if n_vocab is not None and n_vocab != len(self.vocab()):
             raise ServerError(
                 f"the server's model has {n_vocab} tokens but {self.vocab_path} has "
                 f"{len(self.vocab())}: --model must name a local copy of the served model"
             )
         slots = n_ctx = None
         if kind == "llama-server":
-            props = props or {}
-            version = str(props.get("build_info") or "unknown")
-            slots = props.get("total_slots")
-            n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+            version, slots, n_ctx = llama_props(props or {})
         else:
-            n_ctx = meta.get("max_model_len")
-        info = ServerInfo(kind, model, version or "unknown", self.hostport,
-                          int(slots) if slots else None, int(n_ctx) if n_ctx else None)  # fmt: skip
+            n_ctx = max_len
+        info = ServerInfo(kind, self.redact(model), self.redact(version or "unknown"),
+                          self.hostport, slots, n_ctx)  # fmt: skip
         self._check_vocab(kind, model)
         return info
 
@@ -247,17 +263,11 @@ class ServerBackend:
         return json_or_none(r) if r.status_code == 200 else None
 
     # -- HTTP with retries --------------------------------------------------------------
-    def _http(self) -> Any:
+    def _http(self) -> DeadlineClient:
         if self._client is None:
-            import httpx
-
             n = (self.concurrency or 8) * 2 + 4
-            self._client = httpx.Client(
-                base_url=self.url,
-                headers=self._headers,
-                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=n),
-            )
+            self._client = DeadlineClient(self.url, self._headers, self._auth, self.timeout,
+                                          self.max_reply_bytes, n)  # fmt: skip
         return self._client
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -272,12 +282,18 @@ class ServerBackend:
                 delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
                 time.sleep(min(30.0, max(delay, wait_s or 0.0)))
             try:
-                r = self._http().request(method, path, json=body)
-            except (httpx.ReadTimeout, httpx.WriteTimeout):
-                # A busy or stuck server: sending the work again would only add to its queue.
+                r = self._http().fetch(method, path, body)
+            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+                # A busy, stuck or dripping server: sending the work again would only add to
+                # its queue. The deadline covers the whole exchange, not each socket read.
                 raise ItemError(
-                    f"{method} {self.url}{path}: no answer within {self.timeout:g} s "
+                    f"{method} {self.url}{path}: no complete answer within {self.timeout:g} s "
                     "(raise --timeout, or lower --concurrency)"
+                ) from None
+            except ReplyTooLarge as exc:
+                raise ItemError(
+                    f"{method} {self.url}{path}: the reply is larger than the "
+                    f"{self.max_reply_bytes:,}-byte cap ({exc}); refused"
                 ) from None
             except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
                 last, transport, wait_s = f"{type(exc).__name__}: {exc}", True, None
@@ -312,10 +328,10 @@ class ServerBackend:
         try:
             return self._complete(req)
         except ItemError as exc:
-            return ModelResponse.failed(str(exc), req.prompt_ids, self.model_ref), []
+            msg = self.redact(str(exc))
         except Exception as exc:  # an unexpected reply: this item fails, the run goes on
-            msg = f"unexpected {type(exc).__name__} from {self.url}: {exc}"
-            return ModelResponse.failed(msg, req.prompt_ids, self.model_ref), []
+            msg = self.redact(f"unexpected {type(exc).__name__} from {self.url}: {exc}")
+        return ModelResponse.failed(msg, req.prompt_ids, self.model_ref), []
 
     def _complete(self, req: GenerationRequest) -> tuple[ModelResponse, list[Event]]:
         if not req.prompt_ids:
@@ -368,7 +384,8 @@ class ServerBackend:
         kind = self.info().kind
         if kind == "llama-server":
             body = llama_body(prompt, n, s, n_probs, bias)
-            return llama_reply(self._post("/completion", body, len(prompt)), len(prompt))
+            data = self._post("/completion", body, len(prompt))
+            return llama_reply(data, len(prompt), len(self.vocab()))
         stops = sorted(self._stop_ids())
         # Without `return_token_ids` (vLLM < 0.10.2) the ids come from `token_id:N` logprobs.
         n_lp = n_probs or (0 if self._ids_in_reply else 1)

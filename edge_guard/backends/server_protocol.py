@@ -36,6 +36,62 @@ class ItemError(Exception):
     """One item failed for good; the message is what its error row says."""
 
 
+class BadReply(ItemError):
+    """A reply field has the wrong type or an impossible value."""
+
+
+def as_int(value: Any, what: str, lo: int = 0, hi: int | None = None) -> int:
+    """`value` as an int in [lo, hi), else `BadReply` (bools, floats and strings are refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < lo
+        or (hi is not None and value >= hi)
+    ):
+        bound = f" in [{lo}, {hi})" if hi is not None else f" >= {lo}"
+        raise BadReply(f"the server sent {what} = {_show(value)}, not an integer{bound}")
+    return value
+
+
+def as_float(value: Any, what: str) -> float:
+    """A JSON number (not a bool, not NaN), else `BadReply`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise BadReply(f"the server sent {what} = {_show(value)}, not a number")
+    return float(value)
+
+
+def token_ids(values: Any, what: str, n_vocab: int | None) -> list[int]:
+    """A list of token ids, each an integer in [0, n_vocab), else `BadReply`."""
+    if not isinstance(values, list):
+        raise BadReply(f"the server sent {what} = {_show(values)}, not a list of token ids")
+    return [as_int(v, f"a token id in {what}", 0, n_vocab) for v in values]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text[:60] + ("…" if len(text) > 60 else "")
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadReply(f"the server sent {what} = {_show(value)}, not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadReply(f"the server sent {what} = {_show(value)}, not a list")
+    return value
+
+
+def _opt_int(value: Any, what: str, lo: int = 0) -> int | None:
+    return None if value is None else as_int(value, what, lo)
+
+
 @dataclass
 class Reply:
     tokens: list[int]
@@ -64,33 +120,39 @@ def llama_body(prompt: list[int], n: int, s: SamplingConfig, n_probs: int,
     return body
 
 
-def llama_reply(data: dict[str, Any], n_prompt: int) -> Reply:
+def llama_reply(data: dict[str, Any], n_prompt: int, n_vocab: int | None = None) -> Reply:
     if "tokens" not in data:
         raise ItemError(
             "llama-server returned no token ids (it is too old for `return_tokens`; "
             "use a llama.cpp build from 2025 or later)"
         )
+    tokens = token_ids(data["tokens"], "`tokens`", n_vocab)
     if data.get("truncated"):
         raise ItemError("llama-server truncated the prompt: it does not fit the slot's context")
-    evaluated = data.get("tokens_evaluated")
-    if evaluated is not None and int(evaluated) != n_prompt:
+    evaluated = _opt_int(data.get("tokens_evaluated"), "`tokens_evaluated`")
+    if evaluated is not None and evaluated != n_prompt:
         raise ItemError(f"the server evaluated {evaluated} prompt tokens, not the {n_prompt} sent")
-    t = data.get("timings") or {}
+    t = _obj(data.get("timings"), "`timings`")
     top: dict[int, float] = {}
-    probs = data.get("completion_probabilities") or []
+    probs = _list(data.get("completion_probabilities"), "`completion_probabilities`")
     if probs:
-        first = probs[0]
-        for p in first.get("top_logprobs") or []:
-            top[int(p["id"])] = float(p["logprob"])
-        for p in first.get("top_probs") or []:
-            top[int(p["id"])] = math.log(p["prob"]) if p["prob"] > 0 else -math.inf
+        first = _obj(probs[0], "`completion_probabilities[0]`")
+        for p in _list(first.get("top_logprobs"), "`top_logprobs`"):
+            p = _obj(p, "a `top_logprobs` entry")
+            tok = as_int(p.get("id"), "a `top_logprobs` id", 0, n_vocab)
+            top[tok] = as_float(p.get("logprob"), "a `top_logprobs` logprob")
+        for p in _list(first.get("top_probs"), "`top_probs`"):
+            p = _obj(p, "a `top_probs` entry")
+            tok = as_int(p.get("id"), "a `top_probs` id", 0, n_vocab)
+            prob = as_float(p.get("prob"), "a `top_probs` prob")
+            top[tok] = math.log(prob) if prob > 0 else -math.inf
     return Reply(
-        tokens=[int(x) for x in data["tokens"]],
+        tokens=tokens,
         length=data.get("stop_type") == "limit",
         top=top,
-        cached=int(t.get("cache_n") or 0),
-        prompt_ms=float(t.get("prompt_ms") or 0.0),
-        output_ms=float(t.get("predicted_ms") or 0.0),
+        cached=_opt_int(t.get("cache_n"), "`timings.cache_n`") or 0,
+        prompt_ms=as_float(t.get("prompt_ms") or 0.0, "`timings.prompt_ms`"),
+        output_ms=as_float(t.get("predicted_ms") or 0.0, "`timings.predicted_ms`"),
     )
 
 
@@ -117,19 +179,20 @@ def openai_body(model: str, prompt: list[int], n: int, s: SamplingConfig, n_prob
 
 
 def openai_reply(data: dict[str, Any], prompt: list[int], vocab: Vocab) -> Reply:
-    choices = data.get("choices") or []
+    n_vocab = len(vocab)
+    choices = _list(data.get("choices"), "`choices`")
     if not choices:
         raise ItemError("the server's reply has no choices")
-    ch = choices[0]
+    ch = _obj(choices[0], "`choices[0]`")
     sent_back = ch.get("prompt_token_ids")
-    if sent_back is not None and list(sent_back) != list(prompt):
+    if sent_back is not None and token_ids(sent_back, "`prompt_token_ids`", None) != list(prompt):
         raise ItemError(
             f"the server changed the prompt ({len(prompt)} ids sent, {len(sent_back)} used)"
         )
-    lp = ch.get("logprobs") or {}
+    lp = _obj(ch.get("logprobs"), "`logprobs`")
     ids, source = ch.get("token_ids"), "token_ids"
     if ids is None:
-        toks = lp.get("tokens") or []
+        toks = _list(lp.get("tokens"), "`logprobs.tokens`")
         matches = [_TOKEN_ID.match(str(t)) for t in toks]
         if toks and all(matches):
             ids, source = [int(m.group(1)) for m in matches if m], "logprobs"
@@ -137,26 +200,62 @@ def openai_reply(data: dict[str, Any], prompt: list[int], vocab: Vocab) -> Reply
             ids, source = retokenize(vocab, ch["text"]), "text"  # last resort: specials kept
         else:
             raise ItemError("the server returned neither token ids nor text")
-    ids = [int(x) for x in ids]
+    ids = token_ids(ids, "`token_ids`", n_vocab)
     stop_reason = ch.get("stop_reason")
-    if isinstance(stop_reason, int) and (not ids or ids[-1] != stop_reason):
-        ids.append(stop_reason)  # a stop token some servers leave out of the ids
+    if isinstance(stop_reason, int) and not isinstance(stop_reason, bool):
+        stop_reason = as_int(stop_reason, "`stop_reason`", 0, n_vocab)
+        if not ids or ids[-1] != stop_reason:
+            ids.append(stop_reason)  # a stop token some servers leave out of the ids
     top: dict[int, float] = {}
-    tops = lp.get("top_logprobs") or []
+    tops = _list(lp.get("top_logprobs"), "`top_logprobs`")
     if tops and isinstance(tops[0], dict):
         for key, value in tops[0].items():
             m = _TOKEN_ID.match(str(key))
             if m and value is not None:
-                top[int(m.group(1))] = float(value)
-    usage = data.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
+                tok = as_int(int(m.group(1)), "a `top_logprobs` id", 0, n_vocab)
+                top[tok] = as_float(value, "a `top_logprobs` logprob")
+    usage = _obj(data.get("usage"), "`usage`")
+    details = _obj(usage.get("prompt_tokens_details"), "`usage.prompt_tokens_details`")
     return Reply(
         tokens=ids,
         length=ch.get("finish_reason") == "length",
         top=top,
-        cached=int(details.get("cached_tokens") or 0),
+        cached=_opt_int(details.get("cached_tokens"), "`cached_tokens`") or 0,
         ids_source=source,
     )
+
+
+def served_models(data: Any) -> list[dict[str, Any]]:
+    """The entries of a `/v1/models` reply (`BadReply` when it is malformed)."""
+    models = _list(_obj(data, "/v1/models").get("data"), "/v1/models `data`")
+    out = []
+    for m in models:
+        m = _obj(m, "a /v1/models entry")
+        if not isinstance(m.get("id"), str) or not m["id"]:
+            raise BadReply(f"the server sent a /v1/models entry with id = {_show(m.get('id'))}")
+        out.append(m)
+    return out
+
+
+def model_meta(entry: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(n_vocab, max_model_len) of a `/v1/models` entry, each None when not given."""
+    meta = _obj(entry.get("meta"), "/v1/models `meta`")
+    n_vocab = _opt_int(meta.get("n_vocab"), "/v1/models `meta.n_vocab`", 1)
+    return n_vocab, _opt_int(entry.get("max_model_len"), "/v1/models `max_model_len`", 1)
+
+
+def llama_props(props: Any) -> tuple[str, int | None, int | None]:
+    """(build_info, total_slots, n_ctx) of llama-server's `/props`."""
+    props = _obj(props, "/props")
+    build = props.get("build_info")
+    if build is not None and not isinstance(build, str):
+        raise BadReply(f"the server sent /props `build_info` = {_show(build)}, not a string")
+    slots = _opt_int(props.get("total_slots"), "/props `total_slots`", 1)
+    settings = _obj(
+        props.get("default_generation_settings"), "/props `default_generation_settings`"
+    )
+    n_ctx = _opt_int(settings.get("n_ctx"), "/props `n_ctx`", 1)
+    return build or "unknown", slots, n_ctx
 
 
 def retokenize(vocab: Vocab, text: str) -> list[int]:
