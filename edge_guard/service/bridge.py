@@ -1,0 +1,115 @@
+"""The one backend every service classifier shares, with per-job cancellation.
+
+`ServiceBackend` wraps the real backend. Its `execute()` reads the calling job's cancel
+event (set by `job_scope` on the job's worker thread) and, once it is set, closes the
+backend's generator, which cancels that job's queued and in-flight sequences; results
+already yielded were stored by the classifier. Many jobs call `execute()` at once and the
+engine batches them (a backend that is not thread-safe is serialized here instead).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from edge_guard.engine.engine import GenerationRequest
+from edge_guard.response import ModelResponse
+
+_local = threading.local()
+
+
+class CancelledJob(Exception):
+    """Raised inside a job's thread when its cancel event is set."""
+
+
+@contextmanager
+def job_scope(cancel: threading.Event) -> Iterator[None]:
+    """Mark the current thread as running a job that `cancel` can stop."""
+    _local.cancel = cancel
+    try:
+        yield
+    finally:
+        _local.cancel = None
+
+
+def current_cancel() -> threading.Event | None:
+    return getattr(_local, "cancel", None)
+
+
+def _thread_safe(backend: Any) -> bool:
+    """Backends that batch concurrent callers themselves (the engine loop, HTTP servers)."""
+    if getattr(backend, "thread_safe", False) or getattr(backend, "name", "") == "server":
+        return True
+    try:
+        import edge_guard.engine.loop  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ServiceBackend:
+    """Delegates to `inner`; adds cancellation, a cached vocabulary and a load() call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model_ref = inner.model_ref
+        self._vocab: Any = None
+        self._serial = None if _thread_safe(inner) else threading.Lock()
+
+    def identity(self) -> str:
+        return str(self.inner.identity())
+
+    def engine_version(self) -> str:
+        return str(self.inner.engine_version())
+
+    def vocab(self) -> Any:
+        if self._vocab is None:
+            self._vocab = self.inner.vocab()
+        return self._vocab
+
+    def load(self) -> None:
+        """Load the model now (the first request would otherwise pay for it)."""
+        engine = getattr(self.inner, "engine", None)
+        if callable(engine):
+            engine()
+
+    def context_size(self) -> int | None:
+        path = getattr(self.inner, "path", None)
+        settings = getattr(self.inner, "settings", None)
+        if path is None or settings is None:
+            return None
+        from edge_guard.engine.gguf_check import check_model_file
+
+        train = check_model_file(path).arch_key("context_length") or 0
+        n = settings.n_ctx
+        return (min(n, train) if train else n) if n > 0 else (train or None)
+
+    def execute(self, requests: Sequence[GenerationRequest],
+                n_parallel: int | None = None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+        cancel = current_cancel()
+        if self._serial is not None:
+            with self._serial:
+                yield from self._run(requests, n_parallel, cancel)
+        else:
+            yield from self._run(requests, n_parallel, cancel)
+
+    def _run(self, requests: Sequence[GenerationRequest], n_parallel: int | None,
+             cancel: threading.Event | None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+        if cancel is not None and cancel.is_set():
+            raise CancelledJob
+        gen = self.inner.execute(requests, n_parallel=n_parallel)
+        try:
+            for item in gen:
+                yield item
+                if cancel is not None and cancel.is_set():
+                    raise CancelledJob
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
+
+    def close(self) -> None:
+        self.inner.close()
