@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import sqlite3
 import sys
 from typing import Any
 
 import click
 
 from edge_guard.errors import EdgeGuardError
+from edge_guard.sanitize import term
+
+# SQLite result codes that are the user's to fix: READONLY, CANTOPEN, FULL (disk full).
+_STORE_USER_ERRORS = (8, 14, 13)
 
 # command name -> "module:attribute"
 COMMANDS: dict[str, str] = {
@@ -57,6 +62,11 @@ class LazyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:
+            if isinstance(exc, sqlite3.OperationalError) and (
+                getattr(exc, "sqlite_errorcode", 0) & 0xFF in _STORE_USER_ERRORS
+            ):
+                fail(f"cannot write the result store: {exc} (check the file's permissions and "
+                     "free space, or pass --db to use another file)")  # fmt: skip
             if os.environ.get("EDGE_GUARD_DEBUG"):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
@@ -68,7 +78,7 @@ class LazyGroup(click.Group):
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {term(message)}", err=True)
     sys.exit(code)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from edge_guard.cli.options import db_option
+from edge_guard.cli.outfile import check_out, force_option
 from edge_guard.errors import EdgeGuardError
+from edge_guard.sanitize import csv_row, term_json, term_line
 
 EXPORT_COLUMNS = (
     "key", "created_at", "model", "model_ref", "engine", "backend", "style", "effort", "date",
@@ -51,15 +53,13 @@ def stats(db: str | None, as_json: bool) -> None:
     size = Path(store.path).stat().st_size if store.path != ":memory:" else 0
     if as_json:
         click.echo(
-            json.dumps(
-                {"db": store.path, "results": total, "runs": runs, "bytes": size, "groups": by}
-            )
+            term_json({"db": store.path, "results": total, "runs": runs, "bytes": size, "groups": by})
         )
         return
-    click.echo(f"{store.path}: {total} results, {runs} runs, {size / 1e6:.1f} MB")
+    click.echo(f"{term_line(store.path)}: {total} results, {runs} runs, {size / 1e6:.1f} MB")
     for r in by:
-        verdict, policy = r["verdict"] or "-", r["policy_name"] or "-"
-        click.echo(f"  {r['n']:>7}  {verdict:<13} {policy:<16} {r['model_ref'] or '-'}")
+        verdict, policy = r["verdict"] or "-", term_line(r["policy_name"] or "-")
+        click.echo(f"  {r['n']:>7}  {verdict:<13} {policy:<16} {term_line(r['model_ref'] or '-')}")
 
 
 @cache.command()
@@ -90,17 +90,20 @@ def clear(db: str | None, model: str | None, policy: str | None, yes: bool) -> N
 @db_option
 @click.option("--model", default=None)
 @click.option("--policy", default=None)
-def export(out: str, db: str | None, model: str | None, policy: str | None) -> None:
-    """Export results to OUT (.jsonl, .csv or .parquet)."""
+@force_option
+def export(out: str, db: str | None, model: str | None, policy: str | None, force: bool) -> None:
+    """Export results to OUT (.jsonl, .csv or .parquet; CSV cells that a spreadsheet would run
+    as formulas get a leading ')."""
     from edge_guard.store import Store
 
+    check_out(out, force)
     store = Store(db)
     where, params = _where(model, policy)
     rows = store.query(
         f"SELECT {', '.join(EXPORT_COLUMNS)} FROM results{where} ORDER BY created_at", params
     )
     write_rows(rows, Path(out))
-    click.echo(f"wrote {len(rows)} results to {out}")
+    click.echo(f"wrote {len(rows)} results to {term_line(out)}")
 
 
 @cache.command()
@@ -128,7 +131,8 @@ def repair(db: str | None, yes: bool) -> None:
 
 
 def write_rows(rows: list[dict[str, object]], out: Path) -> None:
-    """Write rows as JSONL, CSV or Parquet, via a temporary file (never a half-written one)."""
+    """Write rows as JSONL, CSV or Parquet, via a temporary file (never a half-written one).
+    CSV cells go through `sanitize.csv_cell` (no spreadsheet formulas)."""
     import os
 
     suffix = out.suffix.lower()
@@ -143,7 +147,7 @@ def write_rows(rows: list[dict[str, object]], out: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else list(EXPORT_COLUMNS))
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(csv_row(r) for r in rows)
     elif suffix == ".parquet":
         try:
             import pyarrow as pa

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from edge_guard.errors import PolicyError
+from edge_guard.sanitize import term, term_json, term_line
 
 IDEAL_TOKENS = (400, 600)
 
@@ -67,10 +66,10 @@ def list_cmd(as_json: bool) -> None:
                 {"name": path.stem, "kind": "?", "path": str(path), "description": f"error: {exc}"}
             )
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        click.echo(term_json(rows))
         return
     for r in rows:
-        click.echo(f"{r['name']:<16} {r['kind']:<7} {r['description']}  ({r['path']})")
+        click.echo(f"{term_line(r['name']):<16} {r['kind']:<7} {term_line(r['description'])}  ({term_line(r['path'])})")
 
 
 @policies.command("show")
@@ -83,11 +82,11 @@ def show(name: str) -> None:
     if is_set_ref(name):
         return show_set(name)
     p = load_policy(name)
-    click.echo(click.style(f"# {p.name}", bold=True) + f"  ({p.output.kind}; {p.path})")
+    click.echo(click.style(f"# {term_line(p.name)}", bold=True) + f"  ({p.output.kind}; {term_line(p.path)})")
     if p.description:
-        click.echo(p.description)
+        click.echo(term(p.description))
     click.echo()
-    click.echo(p.text.rstrip("\n"))
+    click.echo(term(p.text.rstrip("\n")))
 
 
 @policies.command("check")
@@ -105,16 +104,16 @@ def check(path: str, ctx: int, as_json: bool) -> None:
         return check_set(path, ctx, as_json, policy_report)
     report = policy_report(path, ctx)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
+        click.echo(term_json(report))
         return
     out = report["output"]
-    click.echo(f"ok: {report['name']} — output {out['kind']}"  # type: ignore[index]
-               f"{' ' + str(out['labels']) if out['labels'] else ''}, parser {report['parser']}")  # type: ignore[index]  # fmt: skip
+    click.echo(f"ok: {term_line(report['name'])} — output {out['kind']}"  # type: ignore[index]
+               f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}")  # type: ignore[index]  # fmt: skip
     click.echo(
         f"tokens: policy {report['policy_tokens']}, prompt prefix {report['prompt_prefix_tokens']}"
     )
     for w in report["warnings"]:  # type: ignore[attr-defined]
-        click.echo(click.style(f"warning: {w}", fg="yellow"))
+        click.echo(click.style(f"warning: {term(w)}", fg="yellow"))
 
 
 from edge_guard.cli import policy_tests_cmd as _policy_tests  # noqa: E402,F401 - registers test/history/diff

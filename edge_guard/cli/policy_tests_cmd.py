@@ -6,7 +6,6 @@ policy, its cases or the model cannot be loaded — so a policy repository can g
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
@@ -15,6 +14,7 @@ import click
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
 from edge_guard.cli.policies_cmd import policies
 from edge_guard.errors import EdgeGuardError
+from edge_guard.sanitize import term, term_json, term_line
 
 MARK = {"pass": ("pass ", "green"), "fail": ("FAIL ", "red"), "undetermined": ("UNDET", "yellow")}
 
@@ -30,7 +30,7 @@ def _policy_name(ref: str) -> str:
 
 
 def _clip(s: str | None, n: int) -> str:
-    flat = " ".join((s or "").split())
+    flat = term_line(" ".join((s or "").split()))
     return flat if len(flat) <= n else flat[: max(n - 1, 0)] + "…"
 
 
@@ -38,21 +38,21 @@ def print_report(report: Any) -> None:
     """The pass/fail table, counts, binary metrics, and the change since the last version."""
     width = shutil.get_terminal_size((100, 20)).columns
     v = report.version
-    head = (f"{report.policy.name} {v.label} ({v.hash[:10]}{', new' if report.new_version else ''})"
-            f" · model {report.model_ref} · {report.config['prompt']['style']}/"
+    head = (f"{term_line(report.policy.name)} {v.label} ({v.hash[:10]}{', new' if report.new_version else ''})"
+            f" · model {term_line(report.model_ref)} · {report.config['prompt']['style']}/"
             f"{report.config['prompt']['effort']} · {report.total} cases"
             f" ({report.cached} cached)")  # fmt: skip
     click.echo(click.style(head, bold=True))
     id_w = min(max((len(o.case.name) for o in report.outcomes), default=4), 28)
     for o in report.outcomes:
         mark, color = MARK[o.outcome]
-        got = "—" if o.got is None else o.got
+        got = "—" if o.got is None else term_line(o.got)
         left = (
-            f"  {mark}  {_clip(o.case.name, id_w):<{id_w}}  exp {o.case.expected:<4} got {got:<4} "
+            f"  {mark}  {_clip(o.case.name, id_w):<{id_w}}  exp {term_line(o.case.expected):<4} got {got:<4} "
         )
         extra = ""
         if o.outcome == "undetermined":
-            extra = f"  [{o.result.error or 'finish ' + str(o.finish_reason)}]" if o.result else ""
+            extra = f"  [{_clip(o.result.error or 'finish ' + str(o.finish_reason), 200)}]" if o.result else ""
         text = _clip(o.case.text, max(width - len(left) - len(extra) - 1, 10))
         click.echo(click.style(left, fg=color if o.outcome != "pass" else None) + text
                    + click.style(extra, dim=True))  # fmt: skip
@@ -84,7 +84,7 @@ def print_report(report: Any) -> None:
 def print_flips(diff: Any, short: bool = False) -> None:
     label = f"{diff.old.label} → {diff.new.label}"
     for note in diff.notes:
-        click.echo(click.style(f"note: {note}", fg="yellow"))
+        click.echo(click.style(f"note: {term(note)}", fg="yellow"))
     if diff.old_run is None or diff.new_run is None:
         return
     if short:
@@ -92,14 +92,14 @@ def print_flips(diff: Any, short: bool = False) -> None:
                  f"still failing {len(diff.still_failing)}"]  # fmt: skip
         detail = ""
         if diff.fixed or diff.broke:
-            names = [f"+{f.name}" for f in diff.fixed] + [f"-{f.name}" for f in diff.broke]
+            names = [f"+{term_line(f.name)}" for f in diff.fixed] + [f"-{term_line(f.name)}" for f in diff.broke]
             detail = " (" + ", ".join(names[:8]) + (", …" if len(names) > 8 else "") + ")"
         click.echo(f"since {label}: " + " · ".join(parts) + detail)
         return
     old_rate, new_rate = diff.old_run.pass_rate, diff.new_run.pass_rate
     click.echo(click.style(f"outcomes {label}", bold=True)
                + f"  pass rate {old_rate:.1%} → {new_rate:.1%}"
-               f"  ({diff.old_run.model_ref} · {diff.new_run.model_ref})")  # fmt: skip
+               f"  ({term_line(diff.old_run.model_ref)} · {term_line(diff.new_run.model_ref)})")  # fmt: skip
     for title, flips, color, sign in (("fixed", diff.fixed, "green", "+"),
                                       ("broke", diff.broke, "red", "-"),
                                       ("still failing", diff.still_failing, "yellow", "·")):  # fmt: skip
@@ -107,8 +107,8 @@ def print_flips(diff: Any, short: bool = False) -> None:
         for f in flips:
             old = f.old_got if f.old_got is not None else f.old_outcome
             new = f.new_got if f.new_got is not None else f.new_outcome
-            click.echo(f"  {sign} {_clip(f.name, 28):<28}  expected {f.expected}: "
-                       f"{diff.old.label} {old} → {diff.new.label} {new}")  # fmt: skip
+            click.echo(f"  {sign} {_clip(f.name, 28):<28}  expected {term_line(f.expected)}: "
+                       f"{diff.old.label} {term_line(old)} → {diff.new.label} {term_line(new)}")  # fmt: skip
     tail = f"still passing {diff.still_passing}"
     if diff.added or diff.removed:
         tail += f" · cases added {len(diff.added)} · removed {len(diff.removed)}"
@@ -153,11 +153,11 @@ def test_cmd(opts: dict[str, Any]) -> None:
         fail(str(exc), 2)
         return
     if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, default=str))
+        click.echo(term_json(report.to_dict(), default=str))
     else:
         print_report(report)
         if junit:
-            click.echo(f"junit: {junit}")
+            click.echo(f"junit: {term_line(junit)}")
     if not report.ok:
         raise SystemExit(1)
 
@@ -174,9 +174,9 @@ def history_cmd(name: str, db: str | None, as_json: bool) -> None:
     name = _policy_name(name)
     entries = policy_history(Store(db), name)
     if as_json:
-        click.echo(json.dumps([e.to_dict() for e in entries], ensure_ascii=False))
+        click.echo(term_json([e.to_dict() for e in entries]))
         return
-    click.echo(click.style(f"{name}: {len(entries)} version(s)", bold=True))
+    click.echo(click.style(f"{term_line(name)}: {len(entries)} version(s)", bold=True))
     for e in entries:
         v, last = e.version, e.last
         when = v.created_at[:19].replace("T", " ")
@@ -185,8 +185,8 @@ def history_cmd(name: str, db: str | None, as_json: bool) -> None:
         else:
             result = (f"{last.passed}/{last.n_cases} passed ({last.pass_rate:.0%})"
                       f"{f', {last.undetermined} undetermined' if last.undetermined else ''}"
-                      f" · {last.model_ref}")  # fmt: skip
-        msg = f"  “{v.message}”" if v.message else ""
+                      f" · {term_line(last.model_ref)}")  # fmt: skip
+        msg = f"  “{term_line(v.message)}”" if v.message else ""
         click.echo(f"  {v.label:<4} {when}  {v.hash[:10]}  {result} · {e.runs} run(s){msg}")
 
 
@@ -211,7 +211,7 @@ def diff_cmd(name: str, v1: str | None, v2: str | None, db: str | None, no_text:
         v2 = "latest"
     diff = diff_versions(Store(db), name, v1, v2)
     if as_json:
-        click.echo(json.dumps(diff.to_dict(), ensure_ascii=False))
+        click.echo(term_json(diff.to_dict()))
         return
     if not no_text:
         if not diff.text_diff:
@@ -219,6 +219,6 @@ def diff_cmd(name: str, v1: str | None, v2: str | None, db: str | None, no_text:
         for line in diff.text_diff:
             color = ("green" if line.startswith("+") else "red" if line.startswith("-")
                      else "cyan" if line.startswith("@@") else None)  # fmt: skip
-            click.echo(click.style(line.rstrip("\n"), fg=color))
+            click.echo(click.style(term_line(line.rstrip("\n")), fg=color))
         click.echo()
     print_flips(diff)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
+from edge_guard.cli.outfile import check_out, force_option
+from edge_guard.sanitize import term_json, term_line
 
 
 @click.group()
@@ -64,7 +65,7 @@ def run(opts: dict[str, Any]) -> None:
 
     def on_progress(done: int, total: int, model: str) -> None:
         if tty:
-            click.echo(f"\r{done}/{total} rated ({model_label(model)})   ", err=True, nl=False)
+            click.echo(f"\r{done}/{total} rated ({term_line(model_label(model))})   ", err=True, nl=False)
         elif done == total:
             click.echo(f"{done}/{total} rated", err=True)
 
@@ -73,12 +74,12 @@ def run(opts: dict[str, Any]) -> None:
     if tty:
         click.echo(err=True)
     click.echo(
-        f"study {result.name}: {result.n_total} ratings planned, {result.n_already} already done, "
+        f"study {term_line(result.name)}: {result.n_total} ratings planned, {result.n_already} already done, "
         f"{result.n_new} rated now ({result.n_cached} from the cache, {result.n_unparsed} unparsed)",
         err=True,
     )
     analysis = analyze(from_run(store, result.name))
-    click.echo(json.dumps(analysis, ensure_ascii=False) if as_json else format_analysis(analysis))
+    click.echo(term_json(analysis) if as_json else format_analysis(analysis))
 
 
 def _ref_argument(f: Any) -> Any:
@@ -94,13 +95,17 @@ def _ref_argument(f: Any) -> Any:
               help="Also write the Likert chart (.svg or .png).")  # fmt: skip
 @click.option("--export", type=click.Path(dir_okay=False), default=None,
               help="Also write one row per rating (.jsonl, .csv or .parquet).")  # fmt: skip
+@force_option
 def analyze_cmd(ref: str | None, db: str | None, as_json: bool, top: int, plot: str | None,
-                export: str | None) -> None:  # fmt: skip
+                export: str | None, force: bool) -> None:  # fmt: skip
     """Statistics of a study run (default: the latest) or a results file (ours or the seed's)."""
     from edge_guard.study.analysis import analyze
     from edge_guard.study.data import load_study
     from edge_guard.study.summary import format_analysis
 
+    for out in (plot, export):
+        if out:
+            check_out(out, force)
     data = load_study(ref, db=db)
     analysis = analyze(data, top=top)
     if plot:
@@ -108,13 +113,13 @@ def analyze_cmd(ref: str | None, db: str | None, as_json: bool, top: int, plot: 
 
         labels = analysis["study"]["models"]
         write_likert_plot({lab: analysis["models"][lab]["counts"] for lab in labels}, plot)
-        click.echo(f"wrote {plot}", err=True)
+        click.echo(f"wrote {term_line(plot)}", err=True)
     if export:
         from edge_guard.cli.cache_cmd import write_rows
 
         write_rows(data.rows(), Path(export))
-        click.echo(f"wrote {data.n_observed} ratings to {export}", err=True)
-    click.echo(json.dumps(analysis, ensure_ascii=False) if as_json else format_analysis(analysis))
+        click.echo(f"wrote {data.n_observed} ratings to {term_line(export)}", err=True)
+    click.echo(term_json(analysis) if as_json else format_analysis(analysis))
 
 
 @study.command("report")
@@ -123,12 +128,14 @@ def analyze_cmd(ref: str | None, db: str | None, as_json: bool, top: int, plot: 
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Report file: .html or .md (self-contained, charts embedded).")  # fmt: skip
 @click.option("--top", type=int, default=15, show_default=True, help="Most divergent items listed.")
-def report(ref: str | None, db: str | None, out: str, top: int) -> None:
+@force_option
+def report(ref: str | None, db: str | None, out: str, top: int, force: bool) -> None:
     """Write a self-contained report, with the seed's figures beside ours."""
     from edge_guard.study.analysis import analyze
     from edge_guard.study.data import load_study
     from edge_guard.study.report import write_report
 
+    check_out(out, force)
     analysis = analyze(load_study(ref, db=db), top=top)
     path = write_report(analysis, out)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {term_line(path)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,7 +216,10 @@ def read_header(path: str | os.PathLike[str], *, keep_arrays: tuple[str, ...] = 
     """Parse a GGUF header. Arrays are kept only for keys in `keep_arrays` (others: length)."""
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero never end
+            raise BadModelFile(f"{path}: not a regular file, so not a GGUF model")
+        size = st.st_size
         fh = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise BadModelFile(f"{path}: cannot read model file ({exc.strerror or exc})") from None

@@ -21,9 +21,10 @@ from typing import Any
 
 from edge_guard.conversation import Conversation, ConversationError, Item
 from edge_guard.errors import PolicyError
-from edge_guard.policy.core import OutputSpec, Policy
+from edge_guard.policy.core import OutputSpec, Policy, check_regular_file
 
 CASE_FIELDS = ("id", "text", "expected", "note", "tags", "messages", "target")
+MAX_CASES_BYTES = 64 << 20  # a cases file is read whole
 
 
 class CasesError(PolicyError):
@@ -142,6 +143,7 @@ def make_case(obj: dict[str, Any], spec: OutputSpec, where: str, line: int = 0) 
 
 
 def _read(path: Path) -> str:
+    check_regular_file(path, MAX_CASES_BYTES, "cases file")
     try:
         return path.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -164,6 +166,12 @@ def _jsonl_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             raise CasesError(f"{path}:{n}: invalid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise CasesError(f"{path}:{n}: each line must be a JSON object with text and expected")
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise CasesError(
+                f"{path}:{n}: invalid Unicode (a lone surrogate escape such as \\udc80)"
+            ) from None
         yield n, obj
 
 

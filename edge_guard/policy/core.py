@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import stat
 import sys
 import tomllib
 import types
@@ -28,6 +29,22 @@ from edge_guard.errors import PolicyError
 from edge_guard.paths import policy_search_path
 
 OUTPUT_KINDS = ("binary", "likert", "json", "labels")
+# Policy files (policy.md, policy.toml, parse.py, a module) are read whole: a policy is a few
+# thousand tokens, so 1 MiB is generous; /dev/zero, a FIFO or a huge file is refused.
+MAX_POLICY_BYTES = 1 << 20
+
+
+def check_regular_file(path: Path, limit: int, what: str) -> None:
+    """PolicyError unless `path` is a regular file of at most `limit` bytes (checked before it
+    is opened, so a FIFO never blocks and a device is never read)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PolicyError(f"{path}: {what} is not a regular file")
+    if st.st_size > limit:
+        raise PolicyError(f"{path}: {what} is {st.st_size} bytes; the limit is {limit} bytes")
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class Policy:
 
 
 def _read_text(path: Path) -> str:
+    check_regular_file(path, MAX_POLICY_BYTES, "policy")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -144,12 +162,15 @@ def _read_text(path: Path) -> str:
 
 
 def _import_file(path: Path, name: str) -> types.ModuleType:
+    check_regular_file(path, MAX_POLICY_BYTES, "policy code")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PolicyError(f"{path}: cannot import")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        raise PolicyError(f"{path}: importing it called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise PolicyError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
     return module

@@ -94,6 +94,8 @@ def lookup(ref: str | os.PathLike[str] | None = None) -> Target:
     if not ref.startswith("hf:") and path.exists():  # a file needs no manifest to be read
         if path.is_dir():
             raise ModelNotFound(f"{ref} is a folder, not a .gguf file")
+        if not path.is_file():  # a FIFO would block, /dev/zero never end
+            raise ModelNotFound(f"{ref} is not a regular file, so not a .gguf model")
         return Target(ref, "path", str(path.resolve()), path=path)
     manifests = load_manifests()
     if ref.startswith("hf:"):

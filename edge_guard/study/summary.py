@@ -1,9 +1,13 @@
-"""Plain-text rendering of `analyze()`'s dict (what `edge-guard study analyze` prints)."""
+"""Plain-text rendering of `analyze()`'s dict (what `edge-guard study analyze` prints).
+
+The text is terminal-safe: every data value goes through `edge_guard.sanitize` (texts and
+names on one line, escape sequences shown, never obeyed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from edge_guard.sanitize import term, term_line
 from edge_guard.study.plots import likert_chart_text
 
 
@@ -26,7 +30,7 @@ def plural(k: int, noun: str) -> str:
 
 
 def _short(text: str, n: int = 90) -> str:
-    text = " ".join(text.split())
+    text = term_line(" ".join(str(text).split()))
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -36,7 +40,7 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
     labels = s["models"]
     mid = s["middle"]
     out = [
-        f"Study {s['name']}  ({s['source']})",
+        f"Study {term_line(s['name'])}  ({term_line(s['source'])})",
         f"  {s['n_items']} items × {plural(len(labels), 'model')} × {plural(s['repeats'], 'repeat')}"
         + (f", policy {s['policy']}" if s.get("policy") else "")
         + (f", effort {s['effort']}" if s.get("effort") else "")
@@ -74,7 +78,7 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         out += ["", f"Unparsed ratings of {lab}: {len(bad)} (excluded from the statistics)"]
         for u in bad[:show_unparsed]:
             rep = f" r{u['repeat']}" if s["repeats"] > 1 else ""
-            out.append(f"  [{u['id']}{rep}] {_short(u['text'], 60)} — {u['reason']}")
+            out.append(f"  [{term_line(u['id'])}{rep}] {_short(u['text'], 60)} — {term_line(u['reason'])}")
         if len(bad) > show_unparsed:
             out.append(f"  … and {len(bad) - show_unparsed} more (see --json)")
     if a["divergent"]:
@@ -82,7 +86,7 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         for d in a["divergent"]:
             rs = "  ".join(f"{lab} {d['ratings'][lab] if d['ratings'][lab] is not None else '—'}"
                            for lab in labels)  # fmt: skip
-            out.append(f"  [{d['id']}] {rs}  | {_short(d['text'])}")
+            out.append(f"  [{term_line(d['id'])}] {rs}  | {_short(d['text'])}")
     if "stability" in a:
         out += [
             "",
@@ -104,7 +108,7 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
                 for lab in labels
             )  # fmt: skip
             out.append(f"  {t.ljust(tw)} ({td['n_items']:>3})  {cells}")
-    return "\n".join(out)
+    return term("\n".join(out))
 
 
 def _pair_lines(p: dict[str, Any], mid: int | None) -> list[str]:
