@@ -200,7 +200,8 @@ def test_pull_converts_toxicchat_csv_to_jsonl(
     assert calls == [("lmsys/toxic-chat", "data/0124/toxic-chat_annotation_test.csv", "dataset")]
     assert n == 2 and path == KNOWN["toxic-chat"].local_path("toxicchat0124", "test")
     rows = [json.loads(x) for x in path.read_text().splitlines()]
-    assert rows[1] == {"conv_id": "c2", "user_input": "you are <b>awful</b>", "toxicity": 1}
+    assert rows[1] == {"conv_id": "c2", "user_input": "you are <b>awful</b>",
+                       "model_output": "no", "toxicity": 1}  # fmt: skip
     assert resolve_dataset("toxic-chat") == path
     ds = load_dataset("toxic-chat")
     assert [g.violation for g in map_golds(ds.rows, OutputSpec())[0] if g] == [False, True]

@@ -1,5 +1,8 @@
 """Datasets for batch runs: load JSONL/CSV/Parquet rows, map gold labels, sample, pull ToxicChat.
 
+A row is a text, or a conversation (a `messages` column, or a prompt + a response column:
+see `datasets.conversations`) whose judged message is the row's `text`.
+
 Loading never drops a row silently: a row that cannot be used (invalid JSON, invalid UTF-8,
 missing or non-string text) becomes a `Malformed(line, reason)` that callers report. Gold
 labels (0/1, true/false, "toxic"/"safe", or a policy label) map to the policy's labels.
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_guard.conversation import Conversation, Item
+from edge_guard.datasets.conversations import ConversationFields, conversation_fields
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import OutputSpec
 
@@ -42,6 +47,12 @@ class Row:
     text: str
     label: Any = None
     item_id: str | None = None
+    conversation: Conversation | None = None  # `text` is then its judged message
+
+    @property
+    def item(self) -> Item:
+        """What is classified: the conversation, else the text."""
+        return self.conversation if self.conversation is not None else self.text
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Dataset:
     id_field: str | None
     rows: list[Row]
     malformed: list[Malformed] = field(default_factory=list)
+    conversation: ConversationFields | None = None  # a conversation dataset
 
     @property
     def unit(self) -> str:
@@ -83,8 +95,14 @@ def describe_problems(
 
 # -- loading ---------------------------------------------------------------------------------
 def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
-                 label_field: str | None = None, id_field: str | None = None) -> Dataset:  # fmt: skip
-    """Read a JSONL, CSV/TSV or Parquet file; fields are auto-detected when not given."""
+                 label_field: str | None = None, id_field: str | None = None,
+                 messages_field: str | None = None, prompt_field: str | None = None,
+                 response_field: str | None = None, target: str | None = None) -> Dataset:  # fmt: skip
+    """Read a JSONL, CSV/TSV or Parquet file; fields are auto-detected when not given.
+
+    A `messages` column (or `messages_field`), or `prompt_field` + `response_field`, makes
+    each row a conversation judged at `target`.
+    """
     from edge_guard.datasets.hub import resolve_dataset
     from edge_guard.store import sha256_file
 
@@ -103,30 +121,39 @@ def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
     columns: list[str] = []
     for _line, rec in records[:1000]:
         columns += [k for k in rec if k not in columns]
-    tf = _pick(columns, text_field, TEXT_FIELDS, "text", p, required=True)
+    conv = conversation_fields(columns, p, text_field=text_field, messages_field=messages_field,
+                               prompt_field=prompt_field, response_field=response_field,
+                               target=target)  # fmt: skip
+    tf = conv.text_field if conv else _pick(columns, text_field, TEXT_FIELDS, "text", p, required=True)
     lf = _pick(columns, label_field, LABEL_FIELDS, "label", p)
     idf = _pick(columns, id_field, ID_FIELDS, "id", p)
     rows: list[Row] = []
     for line, rec in records:
-        reason = _text_problem(rec, tf)
+        conversation, reason = conv.conversation(rec) if conv else (None, _text_problem(rec, tf))
         if reason:
             bad.append(Malformed(line, reason))
             continue
         item_id = rec.get(idf) if idf else None
-        rows.append(Row(line, rec[tf], rec.get(lf) if lf else None,
-                        None if item_id is None else str(item_id)))  # fmt: skip
+        text = conversation.judged_text if conversation is not None else rec[tf]
+        rows.append(Row(line, text, rec.get(lf) if lf else None,
+                        None if item_id is None else str(item_id), conversation))  # fmt: skip
     bad.sort(key=lambda m: m.line)
-    return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad)  # type: ignore[arg-type]
+    return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad, conv)  # type: ignore[arg-type]
 
 
 def usable_dataset(dataset: str | os.PathLike[str] | Dataset, *, text_field: str | None = None,
-                   label_field: str | None = None, id_field: str | None = None) -> Dataset:  # fmt: skip
-    """A loaded dataset (or `dataset` itself) that has at least one usable row."""
+                   label_field: str | None = None, id_field: str | None = None,
+                   **conversation: Any) -> Dataset:  # fmt: skip
+    """A loaded dataset (or `dataset` itself) that has at least one usable row.
+
+    `conversation`: load_dataset's messages_field / prompt_field / response_field / target.
+    """
     ds = (
         dataset
         if isinstance(dataset, Dataset)
         else load_dataset(
-            dataset, text_field=text_field, label_field=label_field, id_field=id_field
+            dataset, text_field=text_field, label_field=label_field, id_field=id_field,
+            **conversation,
         )
     )
     if not ds.rows:

@@ -25,6 +25,7 @@ class KnownDataset:
     label_field: str
     id_field: str
     description: str
+    response_field: str | None = None  # the model's reply, kept for `run --target assistant`
 
     def filename(self, config: str, split: str) -> str:
         return f"data/{self.configs[config]}/toxic-chat_annotation_{split}.csv"
@@ -39,6 +40,7 @@ KNOWN: dict[str, KnownDataset] = {
         {"toxicchat0124": "0124", "toxicchat1123": "1123"}, ("test", "train"),
         "user_input", "toxicity", "conv_id",
         "ToxicChat: real user prompts to an LLM demo, human-labelled toxicity (~7% toxic)",
+        "model_output",
     ),
 }  # fmt: skip
 DEFAULT_CONFIG = "toxicchat0124"
@@ -107,13 +109,21 @@ def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -
 
     ds = load_dataset(csv_path, text_field=known.text_field, label_field=known.label_field,
                       id_field=known.id_field)  # fmt: skip
+    responses: dict[int, str] = {}
+    if known.response_field:  # kept beside the prompt: judge the reply in its context
+        exchanges = load_dataset(csv_path, prompt_field=known.text_field,
+                                 response_field=known.response_field)  # fmt: skip
+        responses = {r.line: r.text for r in exchanges.rows}  # text = the judged response
     out = known.local_path(config, split)
     tmp = out.with_name(out.name + ".partial")
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in ds.rows:
             label = int(r.label) if str(r.label).strip().isdigit() else r.label
-            fh.write(json.dumps({known.id_field: r.item_id, known.text_field: r.text,
-                                 known.label_field: label}, ensure_ascii=False) + "\n")  # fmt: skip
+            row = {known.id_field: r.item_id, known.text_field: r.text}
+            if known.response_field:
+                row[known.response_field] = responses.get(r.line)
+            row[known.label_field] = label
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, out)
     return out, len(ds.rows)
 
