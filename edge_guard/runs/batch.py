@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_guard.conversation import judges_problem
 from edge_guard.datasets.files import (
     Dataset,
     Gold,
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, 
 # Config keys that must match to resume a run (the dataset's path may move; its bytes may not).
 MATCH_KEYS = ("policy_hash", "model_identity", "style", "effort", "date", "sampling",
               "dataset_sha256", "text_field", "label_field", "id_field", "sample", "seed",
-              "limit", "truncate")  # fmt: skip
+              "limit", "truncate", "target", "messages_field", "prompt_field",
+              "response_field")  # fmt: skip
 
 
 @dataclass
@@ -142,6 +144,8 @@ def run_config(classifier: Classifier, dataset: Dataset, *, limit: int | None,
         "sample": sample,
         "seed": seed if sample else None,
         "limit": limit,
+        # conversation datasets only (plain-text runs keep their old config)
+        **(dataset.conversation.config() if getattr(dataset, "conversation", None) else {}),
         "policy": classifier.policy.name,
         "policy_hash": classifier.policy.hash,
         "model": classifier.backend.model_ref,
@@ -162,6 +166,8 @@ def default_run_name(config: dict[str, Any]) -> str:
         model = Path(model).stem
     parts = [Path(config["dataset"]).stem, config["policy"], model]
     extra = []
+    if config.get("target"):
+        extra.append(f"target-{config['target']}")
     if config["limit"] is not None:
         extra.append(f"n{config['limit']}")
     if config["sample"]:
@@ -193,13 +199,18 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
              text_field: str | None = None, label_field: str | None = None,
              id_field: str | None = None, limit: int | None = None, sample: str | None = None,
              seed: int = 0, kind: str = "run", extra_config: dict[str, Any] | None = None,
-             keep_notes: tuple[str, ...] = ()) -> RunPlan:  # fmt: skip
+             keep_notes: tuple[str, ...] = (), **conversation: Any) -> RunPlan:  # fmt: skip
     """Load + sample the dataset and create or resume the named run (not classifying yet).
 
     `kind` names the run's kind ("run", "compare", ...); `extra_config` is stored with the
-    run's config; `keep_notes` are note keys carried over from an existing run.
+    run's config; `keep_notes` are note keys carried over from an existing run;
+    `conversation` holds load_dataset's messages_field/prompt_field/response_field/target.
     """
-    ds = usable_dataset(dataset, text_field=text_field, label_field=label_field, id_field=id_field)
+    ds = usable_dataset(dataset, text_field=text_field, label_field=label_field,
+                        id_field=id_field, **conversation)  # fmt: skip
+    wrong = judges_problem(getattr(classifier.policy, "judges", "any"), ds.rows[0].item)
+    if wrong:
+        raise EdgeGuardError(f"{ds.path}: policy {classifier.policy.name} {wrong}")
     all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
     selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
     config = {**run_config(classifier, ds, limit=limit, sample=sample, seed=seed),
@@ -267,7 +278,7 @@ def execute_run(
     """Classify the plan's remaining items; Ctrl-C marks the run `interrupted` and re-raises."""
     store, todo = classifier.store, plan.todo
     progress = RunProgress(done=len(plan.done), total=plan.n_items)
-    texts = [plan.row(i).text for i in todo]
+    texts = [plan.row(i).item for i in todo]  # a text or a Conversation
     items = [run_item(plan, i) for i in todo]
     procs = [steer(i, plan.row(i)) for i in todo] if steer else None
     try:
