@@ -16,6 +16,7 @@ import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
 from edge_guard.cli.outfile import check_out, force_option
+from edge_guard.conversation import TARGETS
 from edge_guard.datasets.files import SAMPLES
 from edge_guard.sanitize import term, term_json, term_line
 
@@ -73,6 +74,15 @@ class _Progress:
 @click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
 @click.option("--label-field", default=None, help="Field holding the gold label (default: auto).")
 @click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
+@click.option("--messages-field", default=None,
+              help="Field holding a conversation: a JSON list of {role, content} "
+                   "(default: a 'messages' column when no --text-field).")  # fmt: skip
+@click.option("--prompt-field", default=None,
+              help="With --response-field: judge the response in this prompt's context.")  # fmt: skip
+@click.option("--response-field", default=None, help="Field holding the model's response.")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="Which message of a conversation to judge (default: last; assistant for "
+                   "--prompt-field/--response-field).")  # fmt: skip
 @click.option("--limit", type=int, default=None, help="Run at most N items.")
 @click.option("--sample", type=click.Choice(SAMPLES), default=None,
               help="natural: seeded random N; balanced: equal numbers per gold class.")  # fmt: skip
@@ -92,6 +102,8 @@ def run(opts: dict[str, Any]) -> None:
     plan_kw = {
         k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit", "sample")
     }
+    conv_kw = {k: opts.pop(k) for k in ("messages_field", "prompt_field", "response_field", "target")}
+    plan_kw.update({k: v for k, v in conv_kw.items() if v is not None})
     classifier = build_classifier(opts.pop("policy"), opts)
     plan = plan_run(dataset, classifier, seed=seed, **plan_kw)
     if detect_benchmark(str(plan.dataset.path)) == "toxic-chat":
