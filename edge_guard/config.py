@@ -1,6 +1,9 @@
 """User defaults: `$EDGE_GUARD_HOME/config.toml` and environment variables (flags override both).
 
-Only the backend is configured here so far::
+The file's tables (every key optional; `edge_guard.settings.resolve_settings` reads them)::
+
+    model = "gpt-oss-safeguard-20b:mxfp4"   # top-level: the model reference
+    truncate = false                 # cut over-long texts instead of failing them
 
     [backend]
     kind = "server"                  # "local" (default) or "server"
@@ -10,15 +13,22 @@ Only the backend is configured here so far::
     timeout = 600                    # seconds per request
     server_kind = "auto"             # auto | llama-server | vllm | openai
 
+    [engine]    ctx, gpu_layers, threads, parallel, force
+    [prompt]    style, effort, date
+    [sampling]  temperature, seed, max_tokens
+    [store]     db, use_cache
+
 Environment: `EDGE_GUARD_BACKEND`, `EDGE_GUARD_SERVER_URL`, `EDGE_GUARD_SERVER_API_KEY_ENV`,
-`EDGE_GUARD_SERVER_CONCURRENCY`, `EDGE_GUARD_SERVER_TIMEOUT`, `EDGE_GUARD_SERVER_KIND`;
-`EDGE_GUARD_CONFIG` names another config file. Precedence: flag > environment > file > default.
+`EDGE_GUARD_SERVER_CONCURRENCY`, `EDGE_GUARD_SERVER_TIMEOUT`, `EDGE_GUARD_SERVER_KIND` (this
+module), and the others listed in `edge_guard.settings`; `EDGE_GUARD_CONFIG` names another
+config file. Precedence: flag > environment > file > default.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -74,23 +84,31 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
 
 
 def backend_config(overrides: dict[str, Any] | None = None,
-                   path: str | os.PathLike[str] | None = None) -> BackendConfig:  # fmt: skip
-    """Merge flag values (`overrides`, None = unset) over environment, file and defaults."""
-    file_cfg = load_config(path).get("backend", {})
+                   path: str | os.PathLike[str] | None = None, *,
+                   env: Mapping[str, str] | None = None,
+                   file: Mapping[str, Any] | None = None) -> BackendConfig:  # fmt: skip
+    """Merge flag values (`overrides`, None = unset) over environment, file and defaults.
+
+    `env` defaults to `os.environ`; `file` is an already parsed config file (else `path`,
+    else `config_path()`, is read).
+    """
+    env = os.environ if env is None else env
+    where = path or config_path()
+    file_cfg = (load_config(path) if file is None else file).get("backend", {})
     if not isinstance(file_cfg, dict):
-        raise EdgeGuardError(f"{path or config_path()}: [backend] must be a table")
+        raise EdgeGuardError(f"{where}: [backend] must be a table")
     known = {f.name for f in fields(BackendConfig)} - {"source"}
     unknown = sorted(set(file_cfg) - known)
     if unknown:
         raise EdgeGuardError(
-            f"{path or config_path()}: unknown [backend] key(s) {', '.join(unknown)} "
+            f"{where}: unknown [backend] key(s) {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known))})"
         )
     values: dict[str, Any] = {}
     source = "default"
     layers = [
-        (file_cfg, f"config file {path or config_path()}"),
-        ({k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}, "environment"),
+        (file_cfg, f"config file {where}"),
+        ({k: env[v] for k, v in _ENV.items() if env.get(v)}, "environment"),
         ({k: v for k, v in (overrides or {}).items() if v is not None}, "command line"),
     ]
     for layer, name in layers:
