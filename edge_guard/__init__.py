@@ -1,8 +1,10 @@
 """edge_guard: offline policy classification with gpt-oss-safeguard GGUF builds on llama.cpp.
 
 from edge_guard import classify, load_policy
-result = classify("some text", "toxic_simple", model="synth:tiny-o200k")
+result = classify("some text", "toxic_simple", model="synth:tiny-o200k", max_tokens=512)
 print(result.verdict, result.float_label)
+both = classify(["a", "b"], ["toxic_simple", "spam"], model="synth:tiny-o200k")
+print([m.flagged for m in both])
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "classify": "edge_guard.classifier",
+    "classify": "edge_guard.api",
+    "build_classifier": "edge_guard.api",
     "Classifier": "edge_guard.classifier",
     "RunItem": "edge_guard.classifier",
+    "Settings": "edge_guard.settings",
+    "resolve_settings": "edge_guard.settings",
+    "Model": "edge_guard.settings",
+    "InferenceBackend": "edge_guard.settings",
     "ClassificationResult": "edge_guard.result",
+    "MultiResult": "edge_guard.result",
     "Verdict": "edge_guard.result",
     "ModelResponse": "edge_guard.response",
     "Timings": "edge_guard.response",

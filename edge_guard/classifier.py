@@ -1,4 +1,9 @@
-"""`classify()`: policy + text(s) → `ClassificationResult`s, through the SQLite cache.
+"""`Classifier`: policies + text(s) → `ClassificationResult`s, through the SQLite cache.
+
+A classifier holds one policy or several (one single-policy "lane" per policy, sharing
+the backend and the store); `edge_guard.classify_loop.iter_pairs` runs every (text,
+policy) pair, all misses in one backend call. `edge_guard.api` builds classifiers from
+`Settings` and holds the Python `classify()`.
 
 The cache key hashes everything that changes the model's output — model identity
 (sha256 of the GGUF or the server's identity), engine version, prompt style, effort,
@@ -23,10 +28,10 @@ from typing import Any
 from edge_guard import onepass
 from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
 from edge_guard.cascade import check as cascade_check
-from edge_guard.cascade import first_stage_mode, iter_cascade, parse_bounds, path_fields
-from edge_guard.conversation import Conversation, Item, item_content, item_text, judges_problem
+from edge_guard.cascade import first_stage_mode, parse_bounds, path_fields
+from edge_guard.classify_loop import iter_pairs
+from edge_guard.conversation import Conversation, Item, item_content, item_text
 from edge_guard.engine import safety
-from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.parse import Event
@@ -38,19 +43,15 @@ from edge_guard.harmony.render import (
     PromptRenderer,
 )
 from edge_guard.policy.core import Policy, load_policy
-from edge_guard.policy.parsers import (
-    apply_scores,
-    label_scores,
-    label_token_map,
-    run_parser,
-    score_token_ids,
-)
+from edge_guard.policy.parsers import apply_scores, label_scores, label_token_map, run_parser
 from edge_guard.response import ModelResponse
-from edge_guard.result import ClassificationResult
+from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.store import Store
 from edge_guard.store.rows import parse_fields, response_fields, row_to_result
 
 KEY_VERSION = 1
+
+PolicyArg = str | Path | types.ModuleType | Policy
 
 
 @dataclass
@@ -84,11 +85,15 @@ def make_backend(model: str | Path | Backend | None, settings: EngineSettings | 
 
 
 class Classifier:
-    """Classifies texts under one policy, model and prompt/sampling configuration."""
+    """Classifies texts under one policy or several, one model and one prompt/sampling setup.
+
+    `Classifier(policy, model)` or `Classifier([p1, p2], model)`: `.policy` is the first
+    policy, `.policies` all of them, `.lanes` one single-policy classifier per policy.
+    """
 
     def __init__(
         self,
-        policy: str | Path | types.ModuleType | Policy,
+        policy: PolicyArg | Sequence[PolicyArg],
         model: str | Path | Backend | None = None,
         *,
         style: str = DEFAULT_STYLE,
@@ -104,7 +109,12 @@ class Classifier:
         reasoning: str = "full",
         cascade: str | tuple[float, float] | None = None,
     ) -> None:
-        self.policy = load_policy(policy)
+        # Every keyword argument (first statement: locals() holds only the parameters).
+        options = {k: v for k, v in locals().items() if k not in ("self", "policy", "model")}
+        given = list(policy) if isinstance(policy, list | tuple) else [policy]
+        if not given:
+            raise EdgeGuardError("no policy given")
+        self.policy = load_policy(given[0])
         problem = safety.text_problem(self.policy.text)
         if problem:
             raise PolicyError(f"policy {self.policy.name}: {problem}")
@@ -127,6 +137,30 @@ class Classifier:
         onepass.check_policy(self.policy, first)
         onepass.check_backend(self.backend, first)
         cascade_check(self.policy, self.cascade)
+        # The other policies: one lane each, sharing this backend and store.
+        shared = {**options, "store": self.store}
+        self._others = [Classifier(p, self.backend, **shared) for p in given[1:]]
+        names = [p.name for p in self.policies]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise EdgeGuardError(f"policy {', '.join(twice)} given more than once")
+
+    @property
+    def lanes(self) -> list[Classifier]:
+        """One single-policy classifier per policy (this one first)."""
+        return [self, *self._others]
+
+    @property
+    def policies(self) -> list[Policy]:
+        return [lane.policy for lane in self.lanes]
+
+    def alone(self) -> Classifier:
+        """This classifier with its first policy only (shares backend, store and caches)."""
+        if not self._others:
+            return self
+        view = copy.copy(self)
+        view._others = []
+        return view
 
     # -- keys ------------------------------------------------------------------------------
     def key_fields(self, item: Item, sampling: SamplingConfig | None = None,
@@ -208,92 +242,63 @@ class Classifier:
         return self._token_map  # type: ignore[return-value]
 
     # -- classification --------------------------------------------------------------------
-    def classify(self, texts: Sequence[Item], **kwargs: Any) -> list[ClassificationResult]:
+    def classify(self, texts: Sequence[Item],
+                 **kwargs: Any) -> list[ClassificationResult] | list[MultiResult]:  # fmt: skip
+        """Results in input order; with several policies, one `MultiResult` per text."""
+        if self._others:
+            return self.classify_multi(texts, **kwargs)
         out: list[ClassificationResult | None] = [None] * len(texts)
         for i, res in self.iter(texts, **kwargs):
             out[i] = res
         return out  # type: ignore[return-value]
 
-    def iter(
+    def classify_multi(self, texts: Sequence[Item], **kwargs: Any) -> list[MultiResult]:
+        """One `MultiResult` per text (a result per policy, in policy order)."""
+        got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
+        for i, name, res in self.iter_pairs(texts, **kwargs):
+            got[i][name] = res
+        names = [p.name for p in self.policies]
+        return [MultiResult(item_text(t), {n: got[i][n] for n in names})
+                for i, t in enumerate(texts)]  # fmt: skip
+
+    def iter(self, texts: Sequence[Item], **kwargs: Any) -> Iterator[tuple[int, ClassificationResult]]:
+        """Yield (text index, result) as results become available: cache hits first.
+
+        With several policies every (text, policy) pair is yielded (`result.policy` names
+        it). Keywords as `iter_pairs`.
+        """
+        for i, _name, res in self.iter_pairs(texts, **kwargs):
+            yield i, res
+
+    def iter_pairs(
         self,
         texts: Sequence[Item],
         *,
-        run_items: Sequence[RunItem] | None = None,
+        run_items: Sequence[RunItem] | dict[str, Sequence[RunItem]] | None = None,
         samplings: Sequence[SamplingConfig] | None = None,
         logits_processors: Sequence[LogitsProcessor | None] | LogitsProcessor | None = None,
         on_event: Callable[[int, Event], None] | None = None,
-    ) -> Iterator[tuple[int, ClassificationResult]]:
-        """Yield (index, result) as results become available: cache hits first.
+    ) -> Iterator[tuple[int, str, ClassificationResult]]:
+        """Yield (text index, policy name, result) for every pair: cache hits first.
 
+        `run_items`: one `RunItem` per text (one policy), or {policy name: RunItems}.
         `logits_processors` is one processor for every text or one per text (steering;
         a processor's `cache_id` keeps steered results apart in the cache).
         """
-        if self.cascade is not None:  # two stages: edge_guard.cascade
-            yield from iter_cascade(self, texts, run_items=run_items, samplings=samplings,
-                                    logits_processors=logits_processors, on_event=on_event)  # fmt: skip
-            return
-        if logits_processors is None or callable(logits_processors):
-            procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)  # type: ignore[list-item]
-        else:
-            procs = list(logits_processors)
-        groups: dict[str, list[int]] = {}
-        judges = getattr(self.policy, "judges", "any")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str | Conversation):
-                raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
-            wrong = judges_problem(judges, text)
-            if wrong:
-                raise EdgeGuardError(f"policy {self.policy.name} {wrong} (item {i})")
-            key = self.key(text, samplings[i] if samplings else None, procs[i])
-            problem = safety.text_problem(item_content(text))
-            if problem:  # e.g. a lone surrogate: an error for this item, not the batch
-                item = run_items[i] if run_items is not None else None
-                yield i, self._reject(text, key, problem, item)
-                continue
-            groups.setdefault(key, []).append(i)
-        misses: list[tuple[str, list[int]]] = []
-        for key, idxs in groups.items():
-            row = self.store.get(key) if self.use_cache else None
-            if row is None or row.get("error"):
-                misses.append((key, idxs))
-                continue
-            result = self._from_row(row)
-            for i in idxs:
-                if run_items is not None:
-                    self._link(run_items[i], key)
-                yield i, copy.copy(result)
-        if not misses:
-            return
-        token_map = self.token_map()
-        requests = []
-        for _key, idxs in misses:
-            i = idxs[0]
-            prompt = self._prompt(texts[i])
-            requests.append(
-                GenerationRequest(
-                    prompt.token_ids,
-                    samplings[i] if samplings else self.sampling,
-                    prefix_len=prompt.prefix_len,
-                    logits_processor=procs[i],
-                    score_token_ids=score_token_ids(token_map),
-                    on_event=(lambda ev, i=i: on_event(i, ev)) if on_event else None,
-                )
-            )
-        if self.reasoning != "full":
-            requests = [onepass.score_request(self, r) for r in requests]
-        for j, response in self.backend.execute(requests, n_parallel=self.parallel):
-            key, idxs = misses[j]
-            text = texts[idxs[0]]
-            result = self._finish(response, text, key, token_map)
-            sampling = samplings[idxs[0]] if samplings else self.sampling
-            row = self._row(result, response, text, key, sampling)
-            first = run_items[idxs[0]].row(key) if run_items is not None else None
-            self.store.put(row, first)
-            for i in idxs[1:]:
-                if run_items is not None:
-                    self._link(run_items[i], key)
-            for i in idxs:
-                yield i, copy.copy(result)
+        lanes = self.lanes
+        per_lane: list[Sequence[RunItem] | None] | None = None
+        if isinstance(run_items, dict):
+            unknown = sorted(set(run_items) - {p.name for p in self.policies})
+            if unknown:
+                raise EdgeGuardError(f"run items for unknown policy {', '.join(unknown)}")
+            per_lane = [run_items.get(lane.policy.name) for lane in lanes]
+        elif run_items is not None:
+            if self._others:
+                raise EdgeGuardError("several policies need run items per policy name")
+            per_lane = [run_items]
+        for i, n, res in iter_pairs(lanes, texts, run_items=per_lane, samplings=samplings,
+                                    logits_processors=logits_processors, on_event=on_event):  # fmt: skip
+            yield i, lanes[n].policy.name, res
 
     def _renderer(self) -> PromptRenderer:
         if self._renderer_obj is None:
@@ -379,17 +384,3 @@ class Classifier:
         result.policy = self.policy.name
         return result
 
-
-def classify(
-    text: Item | Sequence[Item],
-    policy: str | Path | types.ModuleType | Policy,
-    model: str | Path | Backend | None = None,
-    **kwargs: Any,
-) -> ClassificationResult | list[ClassificationResult]:
-    """Classify one text or `Conversation` (→ one result) or a list (→ results in order)."""
-    iter_keys = ("run_items", "samplings", "logits_processors", "on_event")
-    iter_kwargs = {k: kwargs.pop(k) for k in iter_keys if k in kwargs}
-    classifier = Classifier(policy, model, **kwargs)
-    if isinstance(text, str | Conversation):
-        return classifier.classify([text], **iter_kwargs)[0]
-    return classifier.classify(list(text), **iter_kwargs)

@@ -104,3 +104,32 @@ def headline_score(metadata: dict[str, Any], float_label: float | None) -> tuple
         if metadata.get(kind) is not None:
             return kind, float(metadata[kind])
     return None if float_label is None else ("score", float(float_label))
+
+
+@dataclass
+class MultiResult:
+    """One text under several policies: a result per policy (policy order) and `flagged`."""
+
+    text: str | None
+    results: dict[str, ClassificationResult]
+
+    @property
+    def flagged(self) -> bool | None:
+        """True if any policy is violated; None if none is but some are undetermined."""
+        verdicts = [r.verdict for r in self.results.values()]
+        if Verdict.VIOLATION in verdicts:
+            return True
+        return None if Verdict.UNDETERMINED in verdicts else False
+
+    @property
+    def violations(self) -> list[str]:
+        return [name for name, r in self.results.items() if r.verdict == Verdict.VIOLATION]
+
+    @property
+    def undetermined(self) -> list[str]:
+        return [name for name, r in self.results.items() if r.undetermined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "flagged": self.flagged, "violations": self.violations,
+                "undetermined": self.undetermined,
+                "results": {name: r.to_dict() for name, r in self.results.items()}}  # fmt: skip

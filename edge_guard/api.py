@@ -1,0 +1,160 @@
+"""The Python API and the one classifier builder: `classify()` and `build_classifier()`.
+
+`build_classifier(policies, settings)` is how every caller (CLI, TUI, compare, study,
+policy tests, scripts, the server) turns a resolved `Settings` into a `Classifier`:
+it picks the backend (local engine or server), the store and the prompt/sampling
+configuration. `classify(text, policy, model=..., effort=..., max_tokens=...)` takes the
+same settings as keywords, resolved like flags (keyword > environment > config.toml >
+default), and accepts the seed's `Model` / `InferenceBackend` values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_guard.backends.local import Backend, EngineSettings
+from edge_guard.classifier import Classifier, RunItem, make_backend
+from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
+from edge_guard.policy.core import Policy
+from edge_guard.result import ClassificationResult, MultiResult
+from edge_guard.settings import InferenceBackend, Model, Settings, resolve_settings
+from edge_guard.store import Store
+
+PolicyRef = str | Path | types.ModuleType | Policy
+
+
+def build_backend(settings: Settings, *, interactive: bool = False) -> Backend:
+    """The backend `settings` name: a server at `settings.url`, else the local engine."""
+    if settings.backend == "server":
+        from edge_guard.backends.server import server_backend_from_config
+
+        return server_backend_from_config(settings.backend_config(), settings.model)
+    return make_backend(settings.model, settings.engine_settings(), yes=settings.yes,
+                        interactive=interactive)  # fmt: skip
+
+
+def build_classifier(
+    policies: PolicyRef | Sequence[PolicyRef],
+    settings: Settings | None = None,
+    *,
+    backend: Backend | None = None,
+    store: Store | None = None,
+    sampling: SamplingConfig | None = None,
+    interactive: bool = False,
+) -> Classifier:
+    """A `Classifier` for one policy or several, configured by `settings`.
+
+    `backend` (a ready backend) and `store` (an open store) replace the ones `settings`
+    would build; `sampling` replaces its temperature/seed/max_tokens (top_p/top_k).
+    `interactive` lets a missing model be offered for download on a terminal.
+    """
+    settings = settings or resolve_settings()
+    if backend is None:
+        backend = build_backend(settings, interactive=interactive)
+    return Classifier(
+        policies,
+        backend,
+        style=settings.style,
+        effort=settings.effort,
+        date=settings.date,
+        sampling=sampling or settings.sampling(),
+        store=store or Store(settings.db),
+        use_cache=settings.use_cache,
+        parallel=settings.parallel,
+        truncate=settings.truncate,
+    )
+
+
+def is_interactive() -> bool:
+    """A terminal on stdin and stderr, outside CI: a missing model may be offered for pull."""
+    return sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _policy_list(policy: Any) -> list[Any] | None:
+    return list(policy) if isinstance(policy, list | tuple) else None
+
+
+def classify(
+    text: str | Sequence[str],
+    policy: PolicyRef | Sequence[PolicyRef],
+    model: str | Path | Model | Backend | None = None,
+    *,
+    backend: str | InferenceBackend | Backend | None = None,
+    url: str | None = None,
+    api_key_env: str | None = None,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    server_kind: str | None = None,
+    ctx: int | None = None,
+    gpu_layers: int | str | None = None,
+    threads: int | None = None,
+    parallel: int | None = None,
+    force: bool | None = None,
+    yes: bool | None = None,
+    style: str | None = None,
+    effort: str | None = None,
+    date: str | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_tokens: int | None = None,
+    db: str | Path | None = None,
+    use_cache: bool | None = None,
+    truncate: bool | None = None,
+    settings: Settings | None = None,
+    sampling: SamplingConfig | None = None,
+    store: Store | None = None,
+    engine_settings: EngineSettings | None = None,
+    run_items: Sequence[RunItem] | dict[str, Sequence[RunItem]] | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    logits_processors: Sequence[LogitsProcessor | None] | LogitsProcessor | None = None,
+    on_event: Callable[[int, Event], None] | None = None,
+) -> ClassificationResult | list[ClassificationResult] | MultiResult | list[MultiResult]:
+    """Classify one text (-> one result) or a list (-> results in input order).
+
+    `policy` may be a list of policies: then each text gets a `MultiResult` (one result
+    per policy and the combined `flagged`). The keywords are the `Settings` fields (unset
+    ones come from the environment, config.toml, then the defaults; `settings=` gives a
+    ready base instead). `model` may also be a ready backend; `backend` a kind
+    ("local"/"server"), a seed `InferenceBackend` (a prompt format) or a ready backend.
+    """
+    ready = None
+    for candidate in (model, backend):
+        if candidate is not None and not isinstance(candidate, str | Path):
+            ready = candidate
+    if ready is model:
+        model = None
+    if ready is backend:
+        backend = None
+    flags = {"model": model, "backend": backend, "url": url, "api_key_env": api_key_env,
+             "concurrency": concurrency, "timeout": timeout, "server_kind": server_kind,
+             "ctx": ctx, "gpu_layers": gpu_layers, "threads": threads, "parallel": parallel,
+             "force": force, "yes": yes, "style": style, "effort": effort, "date": date,
+             "temperature": temperature, "seed": seed, "max_tokens": max_tokens, "db": db,
+             "use_cache": use_cache, "truncate": truncate}  # fmt: skip
+    if sampling is not None and (temperature, seed, max_tokens) != (None, None, None):
+        raise EdgeGuardError("pass either sampling= or temperature/seed/max_tokens, not both")
+    if settings is None:
+        settings = resolve_settings(flags)
+    else:  # keywords over the given settings
+        changes = {k: v for k, v in flags.items() if v is not None}
+        if isinstance(changes.get("backend"), InferenceBackend):
+            changes["style"] = changes.pop("backend").value
+        settings = settings.replace(**changes)
+    if ready is None and engine_settings is not None and settings.backend == "local":
+        ready = make_backend(settings.model, engine_settings, yes=settings.yes)
+    classifier = build_classifier(policy, settings, backend=ready, store=store, sampling=sampling)
+    kwargs = {"run_items": run_items, "samplings": samplings,
+              "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
+    texts = [text] if isinstance(text, str) else list(text)
+    if _policy_list(policy) is not None:
+        multi = classifier.classify_multi(texts, **kwargs)
+        return multi[0] if isinstance(text, str) else multi
+    results = classifier.classify(texts, **kwargs)
+    return results[0] if isinstance(text, str) else results

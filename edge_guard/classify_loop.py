@@ -1,0 +1,113 @@
+"""The per-(text, policy) loop of `Classifier.iter`: cache hits, then one backend call.
+
+For each policy ("lane": a single-policy `Classifier` sharing the backend and store) and
+each text: unusable texts become stored error results, identical keys are classified
+once, stored rows are served first (a hit never loads the model). Every miss of every
+policy goes to the backend in ONE `execute` call, so the engine batches all (text, policy)
+pairs together; each completed pair is stored (one row per (text, policy)) as it arrives.
+Cascade lanes (`edge_guard.cascade`) run their two stages on their own.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from edge_guard import onepass
+from edge_guard.cascade import iter_cascade
+from edge_guard.conversation import Conversation, item_content, judges_problem
+from edge_guard.engine import safety
+from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
+from edge_guard.policy.parsers import score_token_ids
+from edge_guard.result import ClassificationResult
+
+
+def iter_pairs(
+    lanes: Sequence[Any],
+    texts: Sequence[Any],
+    *,
+    run_items: Sequence[Sequence[Any] | None] | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    logits_processors: Sequence[LogitsProcessor | None] | LogitsProcessor | None = None,
+    on_event: Callable[[int, Event], None] | None = None,
+) -> Iterator[tuple[int, int, ClassificationResult]]:
+    """Yield (text index, lane index, result) as results become available: hits first.
+
+    `lanes` are single-policy classifiers sharing one backend; `run_items[lane]` is that
+    lane's `RunItem` per text (or None). `logits_processors` is one processor for every
+    text or one per text (steering; a processor's `cache_id` keeps steered results apart).
+    """
+    if logits_processors is None or callable(logits_processors):
+        procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)  # type: ignore[list-item]
+    else:
+        procs = list(logits_processors)
+    items: list[Sequence[Any] | None] = list(run_items) if run_items else [None] * len(lanes)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str | Conversation):
+            raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
+        for lane in lanes:
+            wrong = judges_problem(getattr(lane.policy, "judges", "any"), text)
+            if wrong:
+                raise EdgeGuardError(f"policy {lane.policy.name} {wrong} (item {i})")
+    misses: list[tuple[int, str, list[int]]] = []  # (lane, key, text indexes)
+    for n, lane in enumerate(lanes):
+        if lane.cascade is not None:  # two stages: edge_guard.cascade
+            alone = lane.alone()
+            for i, res in iter_cascade(alone, texts, run_items=items[n], samplings=samplings,
+                                       logits_processors=logits_processors, on_event=on_event):  # fmt: skip
+                yield i, n, res
+            continue
+        groups: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            key = lane.key(text, samplings[i] if samplings else None, procs[i])
+            problem = safety.text_problem(item_content(text))
+            if problem:  # e.g. a lone surrogate: an error for this item, not the batch
+                item = items[n][i] if items[n] is not None else None  # type: ignore[index]
+                yield i, n, lane._reject(text, key, problem, item)
+                continue
+            groups.setdefault(key, []).append(i)
+        for key, idxs in groups.items():
+            row = lane.store.get(key) if lane.use_cache else None
+            if row is None or row.get("error"):
+                misses.append((n, key, idxs))
+                continue
+            result = lane._from_row(row)
+            for i in idxs:
+                if items[n] is not None:
+                    lane._link(items[n][i], key)  # type: ignore[index]
+                yield i, n, copy.copy(result)
+    if not misses:
+        return
+    requests = []
+    for n, _key, idxs in misses:
+        lane, i = lanes[n], idxs[0]
+        prompt = lane._prompt(texts[i])
+        request = GenerationRequest(
+            prompt.token_ids,
+            samplings[i] if samplings else lane.sampling,
+            prefix_len=prompt.prefix_len,
+            logits_processor=procs[i],
+            score_token_ids=score_token_ids(lane.token_map()),
+            on_event=(lambda ev, i=i: on_event(i, ev)) if on_event else None,
+        )
+        if lane.reasoning != "full":
+            request = onepass.score_request(lane, request)
+        requests.append(request)
+    backend, parallel = lanes[0].backend, lanes[0].parallel
+    for j, response in backend.execute(requests, n_parallel=parallel):
+        n, key, idxs = misses[j]
+        lane, text = lanes[n], texts[idxs[0]]
+        result = lane._finish(response, text, key, lane.token_map())
+        sampling = samplings[idxs[0]] if samplings else lane.sampling
+        row = lane._row(result, response, text, key, sampling)
+        first = items[n][idxs[0]].row(key) if items[n] is not None else None  # type: ignore[index]
+        lane.store.put(row, first)
+        for i in idxs[1:]:
+            if items[n] is not None:
+                lane._link(items[n][i], key)  # type: ignore[index]
+        for i in idxs:
+            yield i, n, copy.copy(result)
