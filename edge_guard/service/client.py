@@ -1,0 +1,222 @@
+"""`RemoteClassifier`: the `Classifier` surface (`classify`, `iter`) over a running server.
+
+`edge-guard serve` answers `GET /health` with `"service": "edge_guard"`; `detect()` looks
+for that marker. The policy goes by name when the server has the same version (same
+hash), else as inline text (the server must run with --allow-inline-policies; a policy
+with its own parse.py cannot be sent: code never goes over HTTP). Results come back as
+`ClassificationResult`s, stored in the server's store (not this machine's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.errors import EdgeGuardError, PolicyError
+from edge_guard.harmony.parse import ContentDelta, Event
+from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig
+from edge_guard.policy.core import Policy, load_policy
+from edge_guard.response import ModelResponse, Timings
+from edge_guard.result import ClassificationResult
+
+MARKER = "edge_guard"
+BATCH = 64  # texts per request
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def api_key_from_env(var: str | None) -> str | None:
+    if not var:
+        return None
+    key = os.environ.get(var, "").strip()
+    if not key:
+        raise EdgeGuardError(f"the API key variable {var} is empty or unset")
+    return key
+
+
+def detect(url: str, api_key: str | None = None, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The server's /health when `url` is an edge-guard server, else None."""
+    try:
+        r = httpx.get(url.rstrip("/") + "/health", headers=_headers(api_key), timeout=timeout)
+        body = r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) and body.get("service") == MARKER else None
+
+
+class _RemoteBackend:
+    """Enough of a backend for the CLI's printers: the served model's reference."""
+
+    name = "server"
+
+    def __init__(self, url: str, health: dict[str, Any]) -> None:
+        self.url = url
+        self.model_ref = str(health.get("model") or url)
+        self._identity = str(health.get("identity") or "")
+
+    def identity(self) -> str:
+        return self._identity
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteClassifier:
+    """Classifies texts under one policy on an edge-guard server at `url`."""
+
+    def __init__(self, policy: str | Path | types.ModuleType | Policy, url: str, *,
+                 api_key: str | None = None, style: str = DEFAULT_STYLE,
+                 effort: str = DEFAULT_EFFORT, date: str | None = None,
+                 sampling: SamplingConfig | None = None, use_cache: bool = True,
+                 timeout: float = 600.0, reasoning: bool = True) -> None:  # fmt: skip
+        if date is not None:
+            raise EdgeGuardError("an edge-guard server uses its own date line; drop --date")
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        health = detect(self.url, api_key)
+        if health is None:
+            raise EdgeGuardError(f"{self.url} is not an edge-guard server (GET /health)")
+        self.backend = _RemoteBackend(self.url, health)
+        self.prompt_config = PromptConfig(style=style, effort=effort)
+        self.sampling = sampling or SamplingConfig()
+        self.use_cache = use_cache
+        self.reasoning = reasoning
+        self._policy_field = self._choose_policy(policy)
+        self.policy = self._policy_obj
+
+    def _choose_policy(self, policy: Any) -> dict[str, Any]:
+        """By name when the server has this version (or the name is only there), else text."""
+        data = self._get("/v1/policies")
+        served = {row["name"]: row for row in data.get("data", []) if "hash" in row}
+        named = isinstance(policy, str) and (policy in served or policy in data.get("sets", {}))
+        try:
+            local: Policy | None = load_policy(policy)
+        except PolicyError:
+            local = None
+        if local is None or (named and policy not in served):
+            if not named:
+                raise PolicyError(f"policy {policy!r} is neither here nor on {self.url}")
+            self._policy_obj = Policy(name=str(policy), text="")
+            return {"policy": policy}
+        self._policy_obj = local
+        for name, row in served.items():
+            if row.get("hash") == local.hash:
+                return {"policy": name}
+        if local.parser is not None:
+            raise PolicyError(
+                f"policy {local.name} has its own parse.py, which is never sent to a server: "
+                "put the same policy on the server (its policies/ folder) and name it"
+            )
+        return {"policy_text": local.text, "policy_output": local.output.as_dict()}
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def _get(self, path: str) -> dict[str, Any]:
+        r = httpx.get(self.url + path, headers=_headers(self.api_key), timeout=self.timeout)
+        return self._json(r)
+
+    def _json(self, r: httpx.Response) -> dict[str, Any]:
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code != 200:
+            msg = body.get("error", {}).get("message") if isinstance(body, dict) else None
+            raise EdgeGuardError(f"server {self.url}: HTTP {r.status_code}: {msg or r.text[:200]}")
+        if not isinstance(body, dict):
+            raise EdgeGuardError(f"server {self.url}: reply is not a JSON object")
+        return body
+
+    def _body(self, texts: Sequence[str], sampling: SamplingConfig, stream: bool) -> dict[str, Any]:
+        return {**self._policy_field, "texts": list(texts),
+                "effort": self.prompt_config.effort, "style": self.prompt_config.style,
+                "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "top_k": sampling.top_k, "seed": sampling.seed,
+                "max_tokens": sampling.max_tokens, "reasoning": self.reasoning,
+                "no_cache": not self.use_cache, "stream": stream}  # fmt: skip
+
+    # -- the Classifier surface ----------------------------------------------------------
+    def classify(self, texts: Sequence[str], **kwargs: Any) -> list[ClassificationResult]:
+        out: list[ClassificationResult | None] = [None] * len(texts)
+        for i, res in self.iter(texts, **kwargs):
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+    def iter(self, texts: Sequence[str], *, run_items: Any = None,
+             samplings: Sequence[SamplingConfig] | None = None,
+             logits_processors: Any = None,
+             on_event: Callable[[int, Event], None] | None = None,
+             ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+        """Yield (index, result) as the server returns them (by batches of BATCH texts)."""
+        if run_items is not None:
+            raise EdgeGuardError("named runs keep their results in this machine's store: "
+                                 "run them with the local backend")  # fmt: skip
+        if logits_processors is not None:
+            raise EdgeGuardError("logits processors run in Python and cannot go to a server")
+        sampling = self.sampling
+        if samplings:
+            if any(s != samplings[0] for s in samplings):
+                raise EdgeGuardError("an edge-guard server takes one sampling setting per call")
+            sampling = samplings[0]
+        for start in range(0, len(texts), BATCH):
+            chunk = texts[start : start + BATCH]
+            if on_event is None:
+                body = self._json(httpx.post(self.url + "/v1/classify",
+                                             json=self._body(chunk, sampling, False),
+                                             headers=_headers(self.api_key),
+                                             timeout=self.timeout))  # fmt: skip
+                for row in body.get("results", []):
+                    yield start + int(row["index"]), result_from_json(row)
+            else:
+                for i, res in self._stream(chunk, sampling, on_event, start):
+                    yield start + i, res
+
+    def _stream(self, chunk: Sequence[str], sampling: SamplingConfig,
+                on_event: Callable[[int, Event], None],
+                offset: int) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+        with httpx.stream("POST", self.url + "/v1/classify", json=self._body(chunk, sampling, True),
+                          headers=_headers(self.api_key), timeout=self.timeout) as r:  # fmt: skip
+            if r.status_code != 200:
+                r.read()
+                self._json(r)
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if event == "reasoning":
+                        on_event(offset + int(data["index"]),
+                                 ContentDelta(0, "analysis", str(data["delta"])))  # fmt: skip
+                    elif event == "result":
+                        yield int(data["index"]), result_from_json(data)
+                    elif event == "error":
+                        raise EdgeGuardError(f"server {self.url}: {data.get('message')}")
+
+
+def result_from_json(row: dict[str, Any]) -> ClassificationResult:
+    """A `/v1/classify` result row -> `ClassificationResult` (with its `ModelResponse`)."""
+    t = row.get("timings") or {}
+    fields = ("prompt_tokens", "cached_tokens", "prompt_ms", "output_tokens", "output_ms")
+    resp = ModelResponse(
+        response=row.get("final"),
+        reasoning=row.get("reasoning") or "",
+        finish_reason=str(row.get("finish_reason") or "error"),
+        timings=Timings(**{k: t[k] for k in fields if k in t}),
+        error=row.get("error"),
+    )
+    res = ClassificationResult(row.get("binary_label"), row.get("fine_grain_label"),
+                               row.get("float_label"), dict(row.get("metadata") or {}), resp,
+                               bool(row.get("parsed_successfully")), row.get("verdict"))  # fmt: skip
+    res.text, res.policy, res.key = row.get("text"), row.get("policy"), row.get("key")
+    res.cached, res.error = bool(row.get("cached")), row.get("error")
+    return res
