@@ -310,6 +310,7 @@ class Classifier:
 
         with self.store.transaction() as db:
             db["run_items"].upsert({**item.row(key), "extra": json.dumps(item.extra or {}),
+                                    "policy_hash": self.policy.hash,  # reads this parse
                                     "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
 
     def _finish(self, response: ModelResponse, text: Item, key: str,
@@ -369,18 +370,20 @@ class Classifier:
         }
 
     def _from_row(self, row: dict[str, Any]) -> ClassificationResult:
-        if row["policy_hash"] == self.policy.hash:
-            result = row_to_result(row)
-        else:  # same prompt, edited parser: re-parse the stored answer
+        # This policy version's own parse of the shared answer (`parses`): another
+        # version's parse is never read or rewritten, so runs never cross.
+        parse = self.store.get_parse(row["key"], self.policy.hash)
+        if parse is not None and not parse.get("error"):
+            result = row_to_result({**row, **parse})
+        else:  # same prompt, another parser (or a stale error parse): parse the stored answer
             item: Item = row["text"]
             if row.get("conversation"):
                 item = Conversation.from_json(row["conversation"])
             result = self._finish(onepass.stored_response(row), item, row["key"], self.token_map())
-            fields = {**parse_fields(result), "policy_hash": self.policy.hash,
-                      "policy_name": self.policy.name}  # fmt: skip
-            self.store.update_parse(row["key"], fields)
+            fields = {**parse_fields(result), "policy_name": self.policy.name,
+                      "error": result.error}  # fmt: skip
+            self.store.put_parse(row["key"], self.policy.hash, fields)
             result.cached = True
-            result.error = row.get("error")
         result.policy = self.policy.name
         return result
 

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from edge_guard.classifier import Classifier, RunItem
 
 PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
-# steer(text idx, policy idx or None for a combined prompt) -> a logits processor (tests)
-Steer = Callable[[int, int | None], LogitsProcessor | None]
+# steer(text idx) -> a logits processor for every prompt of that text (tests and demos)
+Steer = Callable[[int], LogitsProcessor | None]
 
 
 def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str, str]:
@@ -227,7 +227,7 @@ def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
         member = pset.members[p]
         clf = member_classifier(base, member.policy)
         its = [items[j] for j in js] if items is not None else None
-        procs = [steer(pairs[j][0], p) for j in js] if steer else None
+        procs = [steer(pairs[j][0]) for j in js] if steer else None
         for k, result in clf.iter([texts[pairs[j][0]] for j in js], run_items=its,
                                   logits_processors=procs):  # fmt: skip
             yield js[k], apply_threshold(result, member.threshold)
@@ -244,7 +244,7 @@ def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
     for j, (t, _p) in enumerate(pairs):
         by_text.setdefault(t, []).append(j)
     order = list(by_text)
-    procs = [steer(t, None) for t in order] if steer else None
+    procs = [steer(t) for t in order] if steer else None
     for k, result in clf.iter([texts[t] for t in order], logits_processors=procs):
         split = split_combined(result, pset)
         for j in by_text[order[k]]:
