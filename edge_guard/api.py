@@ -56,6 +56,15 @@ def build_classifier(
     `interactive` lets a missing model be offered for download on a terminal.
     """
     settings = settings or resolve_settings()
+    if backend is None and settings.backend == "server":  # an `edge-guard serve` (detected)
+        from edge_guard.service.client import remote_classifier
+
+        remote = remote_classifier(policies, settings.backend_config(), style=settings.style,
+                                   effort=settings.effort, date=settings.date,
+                                   sampling=sampling or settings.sampling(),
+                                   use_cache=settings.use_cache)  # fmt: skip
+        if remote is not None:
+            return remote  # type: ignore[return-value]
     if backend is None:
         backend = build_backend(settings, interactive=interactive)
     return Classifier(
@@ -69,6 +78,8 @@ def build_classifier(
         use_cache=settings.use_cache,
         parallel=settings.parallel,
         truncate=settings.truncate,
+        reasoning=settings.reasoning,
+        cascade=settings.cascade,
     )
 
 
@@ -101,6 +112,8 @@ def classify(
     style: str | None = None,
     effort: str | None = None,
     date: str | None = None,
+    reasoning: str | None = None,
+    cascade: str | None = None,
     temperature: float | None = None,
     seed: int | None = None,
     max_tokens: int | None = None,
@@ -136,6 +149,7 @@ def classify(
              "concurrency": concurrency, "timeout": timeout, "server_kind": server_kind,
              "ctx": ctx, "gpu_layers": gpu_layers, "threads": threads, "parallel": parallel,
              "force": force, "yes": yes, "style": style, "effort": effort, "date": date,
+             "reasoning": reasoning, "cascade": cascade,
              "temperature": temperature, "seed": seed, "max_tokens": max_tokens, "db": db,
              "use_cache": use_cache, "truncate": truncate}  # fmt: skip
     if sampling is not None and (temperature, seed, max_tokens) != (None, None, None):

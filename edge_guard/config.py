@@ -11,10 +11,10 @@ The file's tables (every key optional; `edge_guard.settings.resolve_settings` re
     api_key_env = "EDGE_GUARD_API_KEY"  # name of the env var holding the bearer token
     concurrency = 16                 # requests in flight (default: llama-server's slots; vLLM 32)
     timeout = 600                    # seconds per request
-    server_kind = "auto"             # auto | llama-server | vllm | openai
+    server_kind = "auto"             # auto | llama-server | vllm | openai | edge-guard
 
     [engine]    ctx, gpu_layers, threads, parallel, force
-    [prompt]    style, effort, date
+    [prompt]    style, effort, date, reasoning, cascade
     [sampling]  temperature, seed, max_tokens
     [store]     db, use_cache
 
@@ -36,7 +36,7 @@ from typing import Any
 from edge_guard.errors import EdgeGuardError
 
 BACKEND_KINDS = ("local", "server")
-SERVER_KINDS = ("auto", "llama-server", "vllm", "openai")
+SERVER_KINDS = ("auto", "llama-server", "vllm", "openai", "edge-guard")
 DEFAULT_TIMEOUT = 600.0
 
 _ENV = {

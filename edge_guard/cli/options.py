@@ -1,25 +1,27 @@
 """Shared click options (model, prompt, sampling, engine, store) and their conversion.
 
 Every command that classifies uses `@classify_options` and `build_classifier(...)`, so
-`classify`, `run`, `study`, `compare` and `policies test` accept the same flags.
+`classify`, `run`, `study`, `compare` and `policies test` accept the same flags. The flags
+are `edge_guard.settings.Settings` fields: `pass_opts` resolves them (flag > environment >
+config.toml > default) and the core `edge_guard.api.build_classifier` builds from them.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from edge_guard.config import BACKEND_KINDS, SERVER_KINDS, backend_config
+from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
+from edge_guard.settings import DEFAULT_CTX, SETTING_NAMES, Settings, resolve_settings
 
-# click option name -> `config.backend_config` key.
-_BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
-                 "concurrency": "concurrency", "timeout": "timeout", "server_kind": "server_kind"}  # fmt: skip
+_DEFAULTED = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+_FLAGS = ("force", "yes", "truncate")
 
 
 def model_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,7 +64,7 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--gpu-layers", default="auto", show_default=True,
                      help="Layers to offload to the GPU ('auto' = all when the build has a GPU).")(f)  # fmt: skip
     f = click.option(
-        "--ctx", type=int, default=16384, show_default=True, help="Context size (tokens)."
+        "--ctx", type=int, default=DEFAULT_CTX, show_default=True, help="Context size (tokens)."
     )(f)
     f = click.option(
         "--yes", "-y", is_flag=True, help="Answer yes to prompts (e.g. pulling a model)."
@@ -102,64 +104,50 @@ def classify_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         "recorded in the result) instead of failing them.")(f)  # fmt: skip
 
 
-def build_classifier(policy: str, opts: dict[str, Any], *, use_cache: bool = True,
+def build_classifier(policy: Any, opts: dict[str, Any], *, use_cache: bool = True,
                      model: str | None = None) -> Any:  # fmt: skip
-    """A `Classifier` from the options collected by `@classify_options` (popped from `opts`)."""
-    from edge_guard.backends.local import EngineSettings
-    from edge_guard.classifier import Classifier, make_backend
-    from edge_guard.engine.sampling import SamplingConfig
-    from edge_guard.store import Store
+    """A `Classifier` from the options collected by `@classify_options` (popped from `opts`).
 
-    sampling = SamplingConfig(
-        temperature=opts.pop("temperature", 0.0),
-        seed=opts.pop("seed", 0),
-        max_tokens=opts.pop("max_tokens", DEFAULT_MAX_TOKENS),
-    )
-    parallel = opts.pop("parallel", None)
-    settings = EngineSettings(
-        n_ctx=opts.pop("ctx", 16384),
-        n_gpu_layers=opts.pop("gpu_layers", "auto"),
-        n_threads=opts.pop("threads", None),
-        n_parallel=parallel or 8,
-        extra={"force": True} if opts.pop("force", False) else {},
-    )
-    model_ref = model if model is not None else opts.pop("model", None)
-    backend_factory = opts.pop("backend_factory", None)
-    yes = opts.pop("yes", False)
-    backend_cfg = backend_config({key: opts.pop(opt, None) for opt, key in _BACKEND_KEYS.items()})
-    if backend_factory is not None:
-        backend = backend_factory(model_ref, settings)
-    elif backend_cfg.kind == "server":
-        from edge_guard.backends.server import server_backend_from_config
+    The options become a `Settings` (flag > env > config.toml > default) and the core
+    builder `edge_guard.api.build_classifier` does the rest.
+    """
+    from edge_guard.api import build_classifier as build
+    from edge_guard.api import is_interactive
 
-        backend = server_backend_from_config(backend_cfg, model_ref)
-    else:
-        backend = make_backend(model_ref, settings, yes=yes, interactive=_interactive())
-    return Classifier(
-        policy,
-        backend,
-        style=opts.pop("style", DEFAULT_STYLE),
-        effort=opts.pop("effort", DEFAULT_EFFORT),
-        date=opts.pop("date", None),
-        sampling=sampling,
-        store=Store(opts.pop("db", None)),
-        use_cache=use_cache,
-        parallel=parallel,
-        truncate=opts.pop("truncate", False),
-    )
+    settings = settings_from_opts(opts, model=model).replace(use_cache=use_cache)
+    return build(policy, settings, interactive=is_interactive())
 
 
-def _interactive() -> bool:
-    import sys
+def settings_from_opts(opts: dict[str, Any], *, model: str | None = None) -> Settings:
+    """Pop the `Settings` fields from `opts` and resolve them (None = unset)."""
+    flags = {name: opts.pop(name) for name in list(opts) if name in SETTING_NAMES}
+    if model is not None:
+        flags["model"] = model
+    return resolve_settings(_unset_flags_off(flags))
 
-    return sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
+
+def _unset_flags_off(flags: dict[str, Any]) -> dict[str, Any]:
+    """An on/off flag left off is unset (config or environment may turn it on)."""
+    return {k: (None if k in _FLAGS and v is False else v) for k, v in flags.items()}
 
 
 def pass_opts(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Collect all keyword options into one dict argument `opts` (after the named ones)."""
+    """Collect all keyword options into one dict argument `opts` (after the named ones).
+
+    The `Settings` fields among them are resolved at once (an option left at its default
+    yields to the environment and config.toml), so `opts` holds the values in effect.
+    """
 
     @functools.wraps(f)
     def wrapper(**kwargs: Any) -> Any:
+        ctx = click.get_current_context(silent=True)
+        flags: dict[str, Any] = {}
+        for name in [k for k in kwargs if k in SETTING_NAMES]:
+            source = ctx.get_parameter_source(name) if ctx is not None else None
+            flags[name] = None if source in _DEFAULTED else kwargs[name]
+        if flags:
+            resolved = resolve_settings(_unset_flags_off(flags))
+            kwargs.update({name: getattr(resolved, name) for name in flags})
         return f(opts=kwargs)
 
     return wrapper

@@ -220,3 +220,30 @@ def result_from_json(row: dict[str, Any]) -> ClassificationResult:
     res.text, res.policy, res.key = row.get("text"), row.get("policy"), row.get("key")
     res.cached, res.error = bool(row.get("cached")), row.get("error")
     return res
+
+
+def remote_classifier(policies: Any, cfg: Any, *, style: str = DEFAULT_STYLE,
+                      effort: str = DEFAULT_EFFORT, date: str | None = None,
+                      sampling: SamplingConfig | None = None,
+                      use_cache: bool = True) -> RemoteClassifier | None:  # fmt: skip
+    """A `RemoteClassifier` when backend config `cfg` points at an edge-guard server.
+
+    None for other servers (llama-server, vLLM: `ServerBackend` handles them). Server kind
+    "auto" probes `GET /health`; "edge-guard" requires the marker.
+    """
+    kind = getattr(cfg, "server_kind", "auto")
+    url = getattr(cfg, "url", None)
+    if getattr(cfg, "kind", "server") != "server" or kind not in ("auto", "edge-guard") or not url:
+        return None
+    api_key = api_key_from_env(getattr(cfg, "api_key_env", None))
+    if detect(url, api_key, timeout=min(5.0, float(getattr(cfg, "timeout", 5.0)))) is None:
+        if kind == "edge-guard":
+            raise EdgeGuardError(f"{url} is not an edge-guard server (GET /health has no marker)")
+        return None
+    if isinstance(policies, list | tuple):
+        if len(policies) != 1:
+            raise EdgeGuardError("an edge-guard server takes one policy or set name per call")
+        policies = policies[0]
+    return RemoteClassifier(policies, url, api_key=api_key, style=style, effort=effort,
+                            date=date, sampling=sampling, use_cache=use_cache,
+                            timeout=float(getattr(cfg, "timeout", 600.0)))  # fmt: skip
