@@ -1,4 +1,4 @@
-"""`edge-guard classify`: one text against one policy, with verdict, score, answer and reasoning."""
+"""`edge-guard classify`: one text or conversation against one policy: verdict, score, answer, reasoning."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
-from edge_guard.cli.prompt_cmd import read_text_arg
+from edge_guard.cli.prompt_cmd import messages_option, target_option, text_or_messages
+from edge_guard.conversation import Conversation
 from edge_guard.result import headline_score
 from edge_guard.sanitize import term, term_json
 
@@ -65,11 +66,13 @@ def print_result(result: Any) -> None:
 @click.option("--no-cache", is_flag=True, help="Recompute even if cached (and overwrite).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @classify_options
-@click.argument("text")
+@messages_option
+@target_option
+@click.argument("text", required=False)
 @pass_opts
 def classify(opts: dict[str, Any]) -> None:
-    """Classify TEXT (`-` reads stdin) against a policy."""
-    text = read_text_arg(opts.pop("text"))
+    """Classify TEXT (`-` reads stdin), or a conversation (--messages FILE), against a policy."""
+    text = text_or_messages(opts.pop("text"), opts.pop("messages"), opts.pop("target"))
     as_json = opts.pop("as_json")
     classifier = build_classifier(opts.pop("policy"), opts, use_cache=not opts.pop("no_cache"))
     stream = not as_json and sys.stdout.isatty()
@@ -96,4 +99,8 @@ def classify(opts: dict[str, Any]) -> None:
         out["effort"] = classifier.prompt_config.effort
         click.echo(term_json(out))
     else:
+        if isinstance(text, Conversation):
+            click.echo(f"conversation: {len(text.messages)} messages, judging "
+                       f"{'all' if text.judged_index is None else text.judged_index + 1} "
+                       f"({text.judged_role})")  # fmt: skip
         print_result(result)

@@ -1,4 +1,4 @@
-"""`edge-guard prompt`: print exactly what the model sees for a policy and a text."""
+"""`edge-guard prompt`: print exactly what the model sees for a policy and a text or conversation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from edge_guard.conversation import TARGETS, Conversation, item_content
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
 
 
@@ -16,6 +17,56 @@ def read_text_arg(text: str) -> str:
         data = sys.stdin.buffer.read()
         return data.decode("utf-8", "replace")
     return text
+
+
+MAX_MESSAGES_BYTES = 64 << 20
+
+
+def read_messages(ref: str, target: str | None) -> Conversation:
+    """`--messages FILE` (`-` = stdin): a JSON list of {role, content}, or {"messages", "target"}."""
+    if ref == "-":
+        data = sys.stdin.buffer.read(MAX_MESSAGES_BYTES + 1)
+    else:
+        try:
+            with open(ref, "rb") as fh:
+                data = fh.read(MAX_MESSAGES_BYTES + 1)
+        except OSError as exc:
+            raise click.ClickException(
+                f"{ref}: cannot read messages ({exc.strerror or exc})"
+            ) from None
+    if len(data) > MAX_MESSAGES_BYTES:
+        raise click.ClickException(f"{ref}: messages file over {MAX_MESSAGES_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{ref}: messages are not UTF-8 (bad byte at {exc.start})"
+        ) from None
+    return Conversation.from_json(text, target, "stdin" if ref == "-" else ref)
+
+
+def text_or_messages(
+    text: str | None, messages: str | None, target: str | None
+) -> str | Conversation:
+    """The input of classify/prompt: TEXT, or the conversation of --messages (one of them)."""
+    if (text is None) == (messages is None):
+        raise click.UsageError("give TEXT or --messages FILE (one of them)")
+    if messages is not None:
+        return read_messages(messages, target)
+    if target is not None:
+        raise click.UsageError("--target needs --messages")
+    return read_text_arg(text)  # type: ignore[arg-type]
+
+
+messages_option = click.option(
+    "--messages", default=None, metavar="FILE",
+    help='A conversation to classify instead of TEXT: a JSON list of {"role", "content"} '
+         '(or {"messages": [...], "target": ...}); `-` reads stdin.',
+)  # fmt: skip
+target_option = click.option(
+    "--target", type=click.Choice(TARGETS), default=None,
+    help="Which message of --messages to judge: last (default), user, assistant, all.",
+)  # fmt: skip
 
 
 @click.command()
@@ -33,10 +84,15 @@ def read_text_arg(text: str) -> str:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print {style, effort, text, token_ids, n_tokens}."
 )
-@click.argument("text")
+@messages_option
+@target_option
+@click.argument("text", required=False)
 def prompt(policy: str, style: str, effort: str, date: str | None, model: str | None,
-           as_json: bool, text: str) -> None:  # fmt: skip
-    """Show the exact harmony prompt (specials visible) for POLICY and TEXT (`-` = stdin)."""
+           as_json: bool, messages: str | None, target: str | None,
+           text: str | None) -> None:  # fmt: skip
+    """Show the exact harmony prompt (specials visible) for POLICY and TEXT (`-` = stdin)
+    or a conversation (--messages FILE)."""
+    item = text_or_messages(text, messages, target)
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
     from edge_guard.policy.core import load_policy
@@ -53,7 +109,7 @@ def prompt(policy: str, style: str, effort: str, date: str | None, model: str | 
     else:
         vocab = o200k_harmony_vocab()
     renderer = PromptRenderer(vocab)
-    rendered = renderer.render(pol.text, read_text_arg(text), config)
+    rendered = renderer.render(pol.text, item_content(item), config)
     shown = renderer.display(rendered)
     if as_json:
         out = {
