@@ -1,0 +1,172 @@
+"""Multi-policy runs on a synthetic model: a set of 3 policies over 30 texts stores every
+(text, policy) pair once, a SIGKILLed run resumes with exactly the missing pairs, combined
+mode splits one strict answer into per-policy rows, eval reports per-policy/macro/any."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edge_guard.engine.sampling import ForcedTokens, harmony_script
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.policy.sets import load_set
+from edge_guard.runs.multi import execute_multi_run, parse_label_fields, plan_multi_run
+from edge_guard.runs.multi_eval import evaluate_multi_run
+from edge_guard.store import Store
+from tests.runs_helpers import SlowForced, make_classifier, run_item_rows, write_jsonl
+from tests.test_policy_sets import NAMES, write_policy
+from tests.test_runs import _wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+N_TEXTS = 30
+
+
+@pytest.fixture
+def policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "pols"
+    for n in NAMES:
+        write_policy(folder, n)
+    (folder / "sets").mkdir()
+    (folder / "sets" / "abc.toml").write_text('policies = ["alpha", "beta", "gamma"]\n')
+    monkeypatch.setenv("EDGE_GUARD_POLICIES", str(folder))
+    return folder
+
+
+def rows() -> list[dict[str, object]]:
+    """30 texts; gold: alpha = odd texts, beta = multiples of 3, gamma unlabelled."""
+    return [{"id": f"t{i}", "text": f"message {i}", "a": i % 2, "b": int(i % 3 == 0)}
+            for i in range(N_TEXTS)]  # fmt: skip
+
+
+def answer(t: int) -> str:
+    """What the steered model answers for text t (separate mode): 1 for odd texts."""
+    return str(t % 2)
+
+
+def steer_separate(vocab: Vocab, delay: float = 0.0):  # type: ignore[no-untyped-def]
+    def steer(t: int) -> ForcedTokens:
+        script = harmony_script(vocab, answer(t), "thinking")
+        return SlowForced(script, delay) if delay else ForcedTokens(script)
+
+    return steer
+
+
+def test_every_pair_stored_once_and_rerun_is_cached(policies: Path, tmp_path: Path,
+                                                    tiny_model: Path) -> None:  # fmt: skip
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    clf = make_classifier(tiny_model, tmp_path / "s.db")
+    pset = load_set("abc")
+    fields = parse_label_fields(["alpha=a", "beta=b"], pset.names)
+    plan = plan_multi_run(data, clf, pset, label_fields=fields, name="m")
+    assert (plan.n_texts, plan.n_policies, plan.n_items, len(plan.todo)) == (30, 3, 90, 90)
+    summary = execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(tiny_model)))
+    assert (summary.n_done, summary.n_new, summary.n_cached) == (90, 90, 0)
+    res = clf.store.run_results("m")
+    assert [r["idx"] for r in res] == list(range(90))
+    assert len({r["key"] for r in res}) == 90  # one result row per (text, policy)
+    for r in res:
+        extra = json.loads(r["extra"])
+        t, p = divmod(r["idx"], 3)
+        assert (extra["text_idx"], extra["policy"], r["policy_name"]) == (t, NAMES[p], NAMES[p])
+        assert r["text"] == f"message {t}"
+        assert r["verdict"] == ("violation" if t % 2 else "no_violation")
+    gold = {(json.loads(r["extra"])["policy"], r["idx"] // 3): r["gold"] for r in res}
+    assert gold[("alpha", 3)] == "1" and gold[("beta", 3)] == "1" and gold[("gamma", 3)] is None
+    again = plan_multi_run(data, make_classifier(tiny_model, tmp_path / "s.db"), pset,
+                           label_fields=fields, name="m")  # fmt: skip
+    assert again.resumed and again.todo == []
+    ev = evaluate_multi_run(clf.store, "m", n_resamples=50)
+    alpha, beta = ev["per_policy"]["alpha"], ev["per_policy"]["beta"]
+    assert (alpha["f1"]["value"], alpha["accuracy"]["value"]) == (1.0, 1.0)
+    # beta: predicted = odd (15), gold = multiples of 3 (10), both = 3, 9, 15, 21, 27
+    assert (beta["precision"]["value"], beta["recall"]["value"]) == (5 / 15, 5 / 10)
+    assert beta["f1"]["value"] == pytest.approx(0.4)
+    assert ev["per_policy"]["gamma"]["n_labelled"] == 0
+    assert ev["macro"]["policies"] == ["alpha", "beta"]
+    assert ev["macro"]["f1"]["value"] == pytest.approx(0.7)
+    anyv = ev["any_violation"]  # gold: odd or multiple of 3 (20); flagged: odd (15)
+    assert (anyv["n_gold_violation"], anyv["verdicts"]["violation"]) == (20, 15)
+    assert anyv["recall"]["value"] == 15 / 20 and anyv["precision"]["value"] == 1.0
+
+
+def test_killed_multi_run_resumes_exactly_the_missing_pairs(policies: Path, tmp_path: Path,
+                                                            tiny_model: Path) -> None:  # fmt: skip
+    data = write_jsonl(tmp_path / "d.jsonl", rows())
+    db = tmp_path / "store.db"
+    script = tmp_path / "slow_multi.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from edge_guard.harmony.vocab import Vocab
+        from edge_guard.policy.sets import load_set
+        from edge_guard.runs.multi import execute_multi_run, plan_multi_run
+        from tests.runs_helpers import make_classifier
+        from tests.test_multi_policy import steer_separate
+        model = {str(tiny_model)!r}
+        clf = make_classifier(model, {str(db)!r}, parallel=2)
+        plan = plan_multi_run({str(data)!r}, clf, load_set("abc"), name="killme")
+        execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(model), delay=0.02))
+    """))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ})  # fmt: skip
+    _wait_for(db, "killme", 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    store = Store(db)
+    before = {r["idx"]: r["key"] for r in run_item_rows(store, "killme")}
+    assert 5 <= len(before) < 90, "the run was not killed half-way"
+    assert store.run("killme")["status"] == "running"
+    clf = make_classifier(tiny_model, db)
+    plan = plan_multi_run(data, clf, load_set("abc"), name="killme")
+    missing = [t * 3 + p for t, p in plan.todo]
+    assert sorted(set(missing) | set(before)) == list(range(90)) and not set(missing) & set(before)
+    summary = execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(tiny_model)))
+    assert (summary.n_new, summary.n_cached) == (90 - len(before), 0)  # exactly the missing pairs
+    items = run_item_rows(store, "killme")
+    assert [r["idx"] for r in items] == list(range(90))  # every pair, once
+    assert all(before[r["idx"]] == r["key"] for r in items if r["idx"] in before)
+    assert store.run("killme")["status"] == "done"
+    assert len({r["key"] for r in store.run_results("killme")}) == 90
+
+
+def combined_answer(t: int) -> str:
+    """Text t's combined answer: t % 5 == 4 is bad JSON (all undetermined)."""
+    if t % 5 == 4:
+        return '{"violations": ["alpha"'
+    return json.dumps({"violations": [n for n, hit in zip(NAMES, (t % 2, t % 3 == 0, 0),
+                                                          strict=True) if hit]})  # fmt: skip
+
+
+def test_combined_mode_splits_one_answer_per_text(policies: Path, tmp_path: Path,
+                                                  tiny_model: Path) -> None:  # fmt: skip
+    data = write_jsonl(tmp_path / "d.jsonl", rows()[:10])
+    clf = make_classifier(tiny_model, tmp_path / "s.db")
+    vocab = Vocab.from_gguf(tiny_model)
+    steer = lambda t: ForcedTokens(harmony_script(vocab, combined_answer(t), "hm"))  # noqa: E731
+    plan = plan_multi_run(data, clf, load_set("abc"), mode="combined", name="c")
+    summary = execute_multi_run(plan, clf, steer=steer)
+    assert (summary.n_done, summary.n_new) == (30, 30)
+    res = clf.store.run_results("c")
+    assert [r["idx"] for r in res] == list(range(30)) and len({r["key"] for r in res}) == 30
+    got = {(r["idx"] // 3, r["policy_name"]): r["verdict"] for r in res}
+    for t in range(10):
+        want = combined_answer(t)
+        for p, n in enumerate(NAMES):
+            if t % 5 == 4:
+                assert got[(t, n)] == "undetermined"
+            else:
+                hit = n in json.loads(want)["violations"]
+                assert got[(t, n)] == ("violation" if hit else "no_violation"), (t, n, p)
+    combined_rows = clf.store.query("SELECT count(*) AS n FROM results WHERE policy_name = ?",
+                                    ["combined:abc"])  # fmt: skip
+    assert combined_rows[0]["n"] == 10  # one prompt (and one stored answer) per text
+    again = plan_multi_run(data, make_classifier(tiny_model, tmp_path / "s.db"), load_set("abc"),
+                           mode="combined", name="c")  # fmt: skip
+    assert again.todo == []
