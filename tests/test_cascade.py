@@ -1,0 +1,147 @@
+"""The cascade: exactly the texts with P(violation) in [LOW, HIGH] escalate; paths and keys."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_guard import cascade, classify
+from edge_guard.classifier import Classifier, RunItem
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.vocab import Vocab
+from edge_guard.response import ModelResponse
+from edge_guard.result import Verdict
+from edge_guard.store import Store
+
+P_RE = re.compile(r"p=([0-9.]+)")
+
+
+class ScriptedBackend:
+    """A backend that scores a text `p=0.25 ...` as P("1") = 0.25 and, in full reasoning,
+    answers "1" after some reasoning. Records every request."""
+
+    name = "local"
+    model_ref = "scripted"
+
+    def __init__(self, vocab: Vocab) -> None:
+        self._vocab = vocab
+        self.calls: list[list[Any]] = []
+
+    def identity(self) -> str:
+        return "scripted:1"
+
+    def engine_version(self) -> str:
+        return "scripted"
+
+    def vocab(self) -> Vocab:
+        return self._vocab
+
+    def close(self) -> None:
+        pass
+
+    def execute(self, requests: Sequence[Any], n_parallel: int | None = None
+                ) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+        self.calls.append(list(requests))
+        for i, req in enumerate(requests):
+            text = self._vocab.decode(req.prompt_ids)
+            if getattr(req, "score_only", False):
+                p = float(P_RE.findall(text)[-1])
+                lp = {
+                    15: math.log(1 - p) if p < 1 else -math.inf,
+                    16: math.log(p) if p > 0 else -math.inf,
+                }
+                yield (
+                    i,
+                    ModelResponse(
+                        None, "", "scored", list(req.prompt_ids), final_token_logprobs=lp
+                    ),
+                )
+            else:
+                yield i, ModelResponse("1", "because", "eos", list(req.prompt_ids))
+
+
+@pytest.fixture
+def backend(tiny_o200k_model: Path) -> ScriptedBackend:
+    return ScriptedBackend(Vocab.from_gguf(tiny_o200k_model))
+
+
+PS = [0.05, 0.2, 0.35, 0.5, 0.8, 0.95]
+TEXTS = [f"p={p} text {i}" for i, p in enumerate(PS)]
+
+
+def test_parse_bounds() -> None:
+    assert cascade.parse_bounds("0.2:0.8") == (0.2, 0.8)
+    assert cascade.parse_bounds((0, 1)) == (0.0, 1.0)
+    assert cascade.parse_bounds(None) is None
+    for bad, msg in [("0.2", "is not LOW:HIGH"), ("a:b", "is not LOW:HIGH"),
+                     ("0.8:0.2", "0 <= LOW <= HIGH <= 1"), ("-1:0.5", "0 <= LOW"),
+                     ("0.1:0.2:0.3", "is not LOW:HIGH")]:  # fmt: skip
+        with pytest.raises(EdgeGuardError, match=msg):
+            cascade.parse_bounds(bad)
+
+
+def test_exactly_the_texts_in_the_band_escalate(backend: ScriptedBackend) -> None:
+    clf = Classifier("toxic_simple", backend, cascade="0.2:0.8")
+    clf.store.ensure_run("casc")
+    items = [RunItem("casc", i) for i in range(len(TEXTS))]
+    results = list(clf.iter(TEXTS, run_items=items))
+    by_i = dict(results)
+    paths = [by_i[i].metadata["path"] for i in range(len(PS))]
+    # Bounds included: 0.2 and 0.8 escalate, 0.05 / 0.95 do not.
+    assert paths == ["one-pass", "escalated", "escalated", "escalated", "escalated", "one-pass"]
+    # One batch of score-only requests, then one of full reasoning for the 4 in the band.
+    assert [len(c) for c in backend.calls] == [6, 4]
+    assert all(getattr(r, "score_only", False) for r in backend.calls[0])
+    assert not any(getattr(r, "score_only", False) for r in backend.calls[1])
+    assert [by_i[i].verdict for i in (0, 5)] == [Verdict.NO_VIOLATION, Verdict.VIOLATION]
+    assert by_i[1].model_response.reasoning == "because"
+    assert by_i[1].metadata["one_pass_p_violation"] == pytest.approx(0.2, abs=1e-12)
+    assert by_i[1].metadata["cascade"] == [0.2, 0.8]
+    # Three keys per escalated text: one-pass, full, and the cascade's own decision.
+    esc = by_i[1]
+    assert len({esc.key, esc.metadata["one_pass_key"], esc.metadata["full_key"]}) == 3
+    # The run links the cascade rows, whose stored metadata records the path.
+    store = clf.store
+    rows = store.query("SELECT r.metadata FROM run_items i JOIN results r ON r.key = i.key "
+                       "WHERE i.run = 'casc' ORDER BY i.idx")  # fmt: skip
+    import json
+
+    assert [json.loads(r["metadata"])["path"] for r in rows] == paths
+
+
+def test_cascade_decisions_are_cached_and_full_results_shared(backend: ScriptedBackend) -> None:
+    store = Store()
+    list(Classifier("toxic_simple", backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    backend.calls.clear()
+    again = dict(Classifier("toxic_simple", backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    assert backend.calls == [] and all(r.cached for r in again.values())
+    assert again[2].metadata["path"] == "escalated"
+    # A plain full-reasoning run reuses the escalated texts' full results (they are full ones)
+    # and computes only the others; its results carry no cascade path.
+    full = dict(Classifier("toxic_simple", backend, store=store).iter(TEXTS))
+    assert [len(c) for c in backend.calls] == [2]
+    assert [full[i].cached for i in range(6)] == [False, True, True, True, True, False]
+    assert all("path" not in r.metadata for r in full.values())
+    # A different band is a different decision (own key), computed from the cached stages.
+    backend.calls.clear()
+    other = dict(Classifier("toxic_simple", backend, cascade=(0.0, 0.1), store=store).iter(TEXTS))
+    assert backend.calls == []
+    assert [other[i].metadata["path"] for i in range(6)] == ["escalated"] + ["one-pass"] * 5
+
+
+def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
+    res = classify(TEXTS, "toxic_simple", backend, reasoning="none")
+    assert [r.verdict for r in res] == [Verdict.NO_VIOLATION] * 3 + [Verdict.VIOLATION] * 3
+    assert all(r.metadata["path"] == "one-pass" and r.model_response.finish_reason == "scored"
+               for r in res)  # fmt: skip
+    assert [len(c) for c in backend.calls] == [6]
+
+
+def test_cascade_needs_violation_labels(backend: ScriptedBackend) -> None:
+    with pytest.raises(EdgeGuardError, match="--cascade needs violation labels"):
+        Classifier("is_good", backend, cascade="0.2:0.8")
