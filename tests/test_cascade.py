@@ -145,3 +145,24 @@ def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
 def test_cascade_needs_violation_labels(backend: ScriptedBackend) -> None:
     with pytest.raises(EdgeGuardError, match="--cascade needs violation labels"):
         Classifier("is_good", backend, cascade="0.2:0.8")
+
+
+def test_compare_config_keys_parse() -> None:
+    from edge_guard.compare.config import parse_config
+
+    assert parse_config("m,reasoning=none").opts == {"reasoning": "none"}
+    assert parse_config("reasoning=none-empty-analysis").opts == {
+        "reasoning": "none-empty-analysis"
+    }
+    assert parse_config("m,cascade=0.2:0.8,effort=low").opts == {
+        "cascade": "0.2:0.8",
+        "effort": "low",
+    }
+    with pytest.raises(
+        EdgeGuardError, match="reasoning='fast' must be one of full, none, none-empty-analysis"
+    ):
+        parse_config("m,reasoning=fast")
+    with pytest.raises(
+        EdgeGuardError, match=r"cascade='0.9:0.1' bounds must satisfy 0 <= LOW <= HIGH <= 1"
+    ):
+        parse_config("m,cascade=0.9:0.1")

@@ -18,6 +18,7 @@ from typing import Any
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import EFFORTS, STYLES
+from edge_guard.onepass import REASONING_MODES
 
 GRAMMAR = "MODEL[,key=value...] (configs separated by ';')"
 
@@ -64,10 +65,22 @@ def _text(v: str) -> str:
     return v
 
 
+def _cascade(v: str) -> str:
+    from edge_guard.cascade import parse_bounds
+
+    try:
+        parse_bounds(v)
+    except EdgeGuardError as exc:
+        raise ValueError(str(exc).replace(f"cascade {v!r} ", "").replace("cascade b", "b")) from None
+    return v
+
+
 # key -> value checker/converter (the names of `@classify_options`' parameters).
 KEYS: dict[str, Callable[[str], Any]] = {
     "style": _choice(STYLES),
     "effort": _choice(EFFORTS),
+    "reasoning": _choice(REASONING_MODES),
+    "cascade": _cascade,
     "date": _text,
     "max_tokens": _int(1),
     "temperature": _float,
