@@ -71,14 +71,17 @@ def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str,
     return out
 
 
-def member_classifier(base: Classifier, policy: Policy) -> Classifier:
-    """A classifier for `policy` sharing `base`'s backend, store, prompt and sampling."""
+def member_classifier(base: Classifier, policy: Policy, *, modes: bool = True) -> Classifier:
+    """A classifier for `policy` sharing `base`'s backend, store, prompt and sampling (and
+    its reasoning/cascade modes unless `modes` is False: a combined prompt has no score)."""
     from edge_guard.classifier import Classifier
 
     cfg = base.prompt_config
+    extra = {k: getattr(base, k) for k in ("reasoning", "cascade") if modes and hasattr(base, k)}
     return Classifier(policy, base.backend, style=cfg.style, effort=cfg.effort, date=cfg.date,
                       sampling=base.sampling, store=base.store, use_cache=base.use_cache,
-                      parallel=base.parallel, truncate=getattr(base, "truncate", False))  # fmt: skip
+                      parallel=base.parallel, truncate=getattr(base, "truncate", False),
+                      **extra)  # fmt: skip
 
 
 def set_hash(pset: PolicySet, mode: str) -> str:
@@ -217,20 +220,38 @@ def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
                   steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
     """(pair position, result) for each (text idx, policy idx) pair, one prompt per pair.
 
-    A multi-policy `Classifier` (one with `iter_pairs`) classifies all pairs in one
-    batch; otherwise each policy's pairs go through a classifier of their own in turn.
+    Texts missing the same policies are classified together through
+    `classify_loop.iter_pairs`: every miss of every policy in one backend call, so the
+    engine batches all pairs (one group on a fresh run; a resumed run has a few groups).
     """
-    by_policy: dict[int, list[int]] = {}
-    for j, (_t, p) in enumerate(pairs):
-        by_policy.setdefault(p, []).append(j)
-    for p, js in by_policy.items():
-        member = pset.members[p]
-        clf = member_classifier(base, member.policy)
-        its = [items[j] for j in js] if items is not None else None
-        procs = [steer(pairs[j][0]) for j in js] if steer else None
-        for k, result in clf.iter([texts[pairs[j][0]] for j in js], run_items=its,
-                                  logits_processors=procs):  # fmt: skip
-            yield js[k], apply_threshold(result, member.threshold)
+    from edge_guard.classify_loop import iter_pairs
+
+    lanes = set_lanes(base, pset)
+    groups: dict[tuple[int, ...], dict[int, dict[int, int]]] = {}  # policies -> text -> p -> j
+    by_text: dict[int, dict[int, int]] = {}
+    for j, (t, p) in enumerate(pairs):
+        by_text.setdefault(t, {})[p] = j
+    for t, ps in by_text.items():
+        groups.setdefault(tuple(sorted(ps)), {})[t] = ps
+    for pols, members in groups.items():
+        ts = list(members)
+        its = None
+        if items is not None:
+            its = [[items[members[t][p]] for t in ts] for p in pols]
+        procs = [steer(t) for t in ts] if steer else None
+        for k, n, result in iter_pairs([lanes[p] for p in pols], [texts[t] for t in ts],
+                                       run_items=its, logits_processors=procs):  # fmt: skip
+            p = pols[n]
+            yield members[ts[k]][p], apply_threshold(result, pset.members[p].threshold)
+
+
+def set_lanes(base: Classifier, pset: PolicySet) -> list[Classifier]:
+    """One single-policy classifier per member: `base`'s own lanes when it holds exactly
+    the set's policies, else new ones sharing its backend, store and settings."""
+    own = getattr(base, "lanes", [base])
+    if [lane.policy.hash for lane in own] == [m.policy.hash for m in pset.members]:
+        return list(own)
+    return [member_classifier(base, m.policy) for m in pset.members]
 
 
 def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
@@ -239,7 +260,7 @@ def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
                   steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
     """(pair position, result) per pair from one combined prompt per text; with run items,
     each pair's derived row is stored and linked as its text completes."""
-    clf = member_classifier(base, combined_policy(pset))
+    clf = member_classifier(base, combined_policy(pset), modes=False)
     by_text: dict[int, list[int]] = {}
     for j, (t, _p) in enumerate(pairs):
         by_text.setdefault(t, []).append(j)
