@@ -11,11 +11,14 @@
   ``stop_token_ids``, ``stop_reason``, ``/version``).
 - `ServerProcess` starts and kills such a server (or a real `llama-server` binary).
 - `FlakyProxy` forwards to a server after answering the first requests with errors.
+- `FakeLlamaServer` answers llama-server's discovery routes with scriptable JSON and its
+  ``/completion`` with whatever a test scripts: echoed secrets, a drip, a huge reply, bad ids.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -132,6 +135,119 @@ class FlakyProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeLlamaServer:
+    """A model-less llama-server stand-in on 127.0.0.1 (threads; `close()` stops it).
+
+    `props` / `models` are the JSON of ``/props`` / ``/v1/models`` (None: HTTP 404);
+    ``/detokenize`` is 404 (the vocabulary check is skipped). Each ``/completion`` is answered
+    by the next of `script` (then by `default`): a dict is sent as JSON (HTTP 200), a callable
+    gets the handler and the request's JSON body and answers itself. `seen` records every
+    request's method, path and headers.
+    """
+
+    def __init__(self, default: Any = None, *, props: Any = "default",
+                 models: Any = "default") -> None:  # fmt: skip
+        self.props = ({"build_info": "b1-fake", "total_slots": 1,
+                       "default_generation_settings": {"n_ctx": 4096}}
+                      if props == "default" else props)  # fmt: skip
+        self.models = {"data": [{"id": "fake.gguf"}]} if models == "default" else models
+        self.script: list[Any] = []
+        self.default = default
+        self.seen: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake.seen.append(
+                    {"method": "GET", "path": self.path, "headers": dict(self.headers)}
+                )
+                obj = {"/props": fake.props, "/v1/models": fake.models}.get(self.path)
+                send_json(self, 404 if obj is None else 200, obj or {"error": "not found"})
+
+            def do_POST(self) -> None:
+                fake.seen.append(
+                    {"method": "POST", "path": self.path, "headers": dict(self.headers)}
+                )
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/completion":
+                    send_json(self, 404, {"error": "not found"})
+                    return
+                answer = fake.script.pop(0) if fake.script else fake.default
+                if callable(answer):
+                    answer(self, json.loads(raw))
+                else:
+                    send_json(self, 200, answer)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, obj: Any) -> None:
+    data = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def drip(body: bytes, every: float) -> Any:
+    """A /completion answer that sends `body` one byte every `every` s (until the client leaves)."""
+
+    def answer(handler: BaseHTTPRequestHandler, _request: dict[str, Any]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        try:
+            for i in range(len(body)):
+                handler.wfile.write(body[i : i + 1])
+                handler.wfile.flush()
+                time.sleep(every)
+        except OSError:
+            pass  # the client gave up
+
+    return answer
+
+
+def flood(n_bytes: int, announce: bool) -> Any:
+    """A /completion answer of `n_bytes` of JSON: with its Content-Length, or streamed until
+    the connection closes (then it sends them all, 64 KiB at a time, unless the client leaves)."""
+
+    def answer(handler: BaseHTTPRequestHandler, _request: dict[str, Any]) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if announce:
+            handler.send_header("Content-Length", str(n_bytes))
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        head = b'{"tokens": [], "content": "'
+        piece = b"x" * 65536
+        try:
+            handler.wfile.write(head)
+            sent = len(head)
+            while sent < n_bytes - 2:
+                chunk = piece[: n_bytes - 2 - sent]
+                handler.wfile.write(chunk)
+                sent += len(chunk)
+            handler.wfile.write(b'"}')
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    return answer
 
 
 # -- the server process ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from edge_guard.backends.local import EngineSettings, LocalBackend
+from edge_guard.backends.redact import Redactor, safe_url
 from edge_guard.backends.server import ServerBackend, ServerError, server_backend_from_config
 from edge_guard.backends.server_protocol import ItemError, llama_reply, openai_reply, retokenize
 from edge_guard.classifier import Classifier, RunItem
@@ -29,7 +30,7 @@ from edge_guard.harmony.vocab import Vocab
 from edge_guard.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_helpers import FlakyProxy, ServerProcess
+from server_helpers import FakeLlamaServer, FlakyProxy, ServerProcess, drip, flood, send_json
 
 TEXTS = [
     "you are a complete idiot",
@@ -317,3 +318,193 @@ def test_reply_parsing_recovers_ids(tiny_o200k_model: Path) -> None:
         openai_reply(bad, [1, 2], vocab)
     with pytest.raises(ItemError, match="no token ids"):
         llama_reply({"content": "x"}, 2)
+
+
+# -- misbehaving servers (a scripted fake llama-server; no model behind it) ------------------
+@pytest.fixture
+def fake(tiny_model: Path) -> Iterator[FakeLlamaServer]:
+    """Answers every /completion with <|return|> unless a test scripts otherwise."""
+    srv = FakeLlamaServer({"tokens": [Vocab.from_gguf(tiny_model).special_id("<|return|>")],
+                           "stop_type": "eos"})  # fmt: skip
+    yield srv
+    srv.close()
+
+
+def _classify(backend: ServerBackend, texts: list[str], store: Store | None = None) -> list[Any]:
+    clf = Classifier(
+        "toxic_simple", backend, sampling=FREE, store=store, use_cache=store is not None
+    )
+    return clf.classify(texts)
+
+
+KEY = "sk-live-0123456789abcdef"
+PASSWORD = "s3cret-pw"
+BASIC = "YWxpY2U6czNjcmV0LXB3"  # base64("alice:s3cret-pw")
+
+
+def _echo(handler: Any, _body: dict[str, Any]) -> None:
+    """A 400 that echoes the request back: its headers and the credential on its own."""
+    headers = " ".join(f"{k}: {v}" for k, v in handler.headers.items())
+    cred = handler.headers.get("Authorization", "").split(" ", 1)[-1]
+    send_json(handler, 400, {"error": {"message": f"invalid credential {cred}; got {headers}"}})
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in (KEY, PASSWORD, BASIC, "alice:") if s in text]
+
+
+def test_api_key_and_url_credentials_never_leak(
+    fake: FakeLlamaServer, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EG_TEST_KEY", KEY)
+    fake.default = _echo
+    store = Store(tmp_path / "s.db")
+    backend = ServerBackend(fake.url, tiny_model, api_key_env="EG_TEST_KEY", concurrency=1)
+    (res,) = _classify(backend, ["have a nice day"], store)
+    assert fake.seen[-1]["headers"]["Authorization"] == f"Bearer {KEY}"  # the key is still sent
+    assert res.error is not None and _leaks(res.error) == []
+    assert res.error.startswith(
+        "the server rejected the request (HTTP 400): invalid credential [redacted]; got "
+    )
+    assert "Authorization: Bearer [redacted]" in res.error
+    # URL credentials: sent as Basic auth, shown nowhere (errors, identity, model, stored rows).
+    creds_url = f"http://alice:{PASSWORD}@127.0.0.1:{fake.port}"
+    backend = ServerBackend(creds_url, tiny_model, vocab_ref="synth:tiny", concurrency=1)
+    (res,) = _classify(backend, ["have a nice day"], store)
+    assert fake.seen[-1]["headers"]["Authorization"] == f"Basic {BASIC}"
+    assert res.error is not None and _leaks(res.error) == []
+    assert "Authorization: Basic [redacted]" in res.error
+    assert backend.url == fake.url
+    assert backend.identity() == f"server:127.0.0.1:{fake.port}/fake.gguf@b1-fake"
+    assert backend.model_ref == f"synth:tiny@127.0.0.1:{fake.port}"
+    rows = store.query("select * from results")  # one row: both runs share the cache key
+    assert len(rows) == 1 and _leaks(json.dumps(rows)) == []
+    # An unreachable server: the message names the URL without its credentials.
+    dead = ServerBackend(f"http://alice:{PASSWORD}@127.0.0.1:9", tiny_model, retries=1)
+    with pytest.raises(ServerError) as exc:
+        dead.identity()
+    assert str(exc.value).startswith(
+        "cannot reach the server at http://127.0.0.1:9: GET http://127.0.0.1:9/props failed "
+        "after 1 attempt(s): ConnectError"
+    )
+    assert _leaks(str(exc.value)) == []
+
+
+def test_credentials_stay_off_the_terminal(
+    fake: FakeLlamaServer, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    fake.default = _echo
+    monkeypatch.setenv("EG_TEST_KEY", KEY)
+    monkeypatch.setenv("EDGE_GUARD_BACKEND", "server")
+    monkeypatch.setenv("EDGE_GUARD_SERVER_URL", f"http://alice:{PASSWORD}@127.0.0.1:{fake.port}")
+    monkeypatch.setenv("EDGE_GUARD_SERVER_API_KEY_ENV", "EG_TEST_KEY")
+    out = CliRunner().invoke(main, ["classify", "-p", "toxic_simple", "-m", str(tiny_model),
+                                    "--max-tokens", "6", "have a nice day"])  # fmt: skip
+    assert fake.seen[-1]["headers"]["Authorization"] == f"Bearer {KEY}"  # the key wins
+    assert "HTTP 400" in out.output and "[redacted]" in out.output
+    assert _leaks(out.output) == []
+    assert _leaks(json.dumps(Store().query("select * from results"))) == []
+
+
+def test_redactor_blanks_known_and_credential_shaped_secrets() -> None:
+    r = Redactor("https://bob:p%40ss-word@gpu-box:8080", "tok-123456")
+    text = ("key tok-123456 pw p@ss-word enc p%40ss-word basic Ym9iOnBAc3Mtd29yZA== "
+            "url ftp://x:y@h/ api_key=abcd1234 {\"x-api-key\": \"zzzz9999\"} bearer qwerty")  # fmt: skip
+    assert r(text) == (
+        "key [redacted] pw [redacted] enc [redacted] basic [redacted] url ftp://[redacted]@h/ "
+        'api_key=[redacted] {"x-api-key": "[redacted]"} bearer [redacted]'
+    )
+    assert safe_url("https://bob:pw@gpu-box:8080/v1") == "https://gpu-box:8080/v1"
+    assert safe_url("http://gpu-box:8080") == "http://gpu-box:8080"
+
+
+def test_timeout_is_a_deadline_for_the_whole_exchange(fake: FakeLlamaServer, tiny_model: Path) -> None:  # fmt: skip
+    ok = json.dumps(fake.default).encode().ljust(100)  # 10 s to send at one byte per 0.1 s
+    fake.script = [drip(ok, 0.1)]
+    backend = ServerBackend(fake.url, tiny_model, concurrency=1, timeout=1.0)
+    slow, fast = _classify(backend, ["a", "b"])
+    assert slow.error == (
+        f"POST {fake.url}/completion: no complete answer within 1 s "
+        "(raise --timeout, or lower --concurrency)"
+    )
+    assert slow.model_response.finish_reason == "error"
+    assert fast.error is None
+    assert fast.model_response.output_token_ids == fake.default["tokens"]
+
+
+def test_reply_size_is_capped(fake: FakeLlamaServer, tiny_model: Path) -> None:
+    fake.script = [flood(20 * 2**20, announce=False), flood(100 * 2**20, announce=True)]
+    backend = ServerBackend(fake.url, tiny_model, concurrency=1)
+    streamed, announced, fine = _classify(backend, ["a", "b", "c"])
+    cap = "the reply is larger than the 8,388,608-byte cap"
+    assert streamed.error == f"POST {fake.url}/completion: {cap} (over 8388608 bytes sent); refused"
+    assert (
+        announced.error == f"POST {fake.url}/completion: {cap} (104857600 bytes announced); refused"
+    )
+    assert fine.error is None and fine.model_response.output_token_ids == fake.default["tokens"]
+
+
+def test_bad_token_ids_and_fields_fail_their_item(fake: FakeLlamaServer, tiny_model: Path) -> None:
+    bad = [
+        ({"tokens": [5, -3]}, "a token id in `tokens` = -3, not an integer in [0, 280)"),
+        ({"tokens": [5, "7"]}, "a token id in `tokens` = '7', not an integer in [0, 280)"),
+        ({"tokens": [5, 2.0]}, "a token id in `tokens` = 2.0, not an integer in [0, 280)"),
+        ({"tokens": [True]}, "a token id in `tokens` = True, not an integer in [0, 280)"),
+        ({"tokens": [5, 280]}, "a token id in `tokens` = 280, not an integer in [0, 280)"),
+        ({"tokens": "5 6"}, "`tokens` = '5 6', not a list of token ids"),
+        ({"tokens": [5], "tokens_evaluated": "9"}, "`tokens_evaluated` = '9', not an integer >= 0"),
+        ({"tokens": [5], "timings": {"prompt_ms": "fast"}}, "`timings.prompt_ms` = 'fast', not a number"),
+        ({"tokens": [5], "timings": [1]}, "`timings` = [1], not an object"),
+    ]  # fmt: skip
+    fake.script = [reply for reply, _ in bad]
+    results = _classify(
+        ServerBackend(fake.url, tiny_model, concurrency=1),
+        [f"text {i}" for i in range(len(bad) + 1)],
+    )
+    for res, (_, msg) in zip(results, bad, strict=False):
+        assert res.error == f"the server sent {msg}"
+        assert res.model_response.finish_reason == "error"
+    assert results[-1].error is None
+
+
+@pytest.mark.parametrize(
+    ("props", "models", "msg"),
+    [
+        ({"build_info": "b1", "total_slots": "many"}, "default",
+         "/props `total_slots` = 'many', not an integer >= 1"),
+        ({"build_info": "b1", "default_generation_settings": {"n_ctx": -4}}, "default",
+         "/props `n_ctx` = -4, not an integer >= 1"),
+        ({"build_info": 7}, "default", "/props `build_info` = 7, not a string"),
+        ("default", {"data": "fake.gguf"}, "/v1/models `data` = 'fake.gguf', not a list"),
+        ("default", {"data": [{"id": 7}]}, "a /v1/models entry with id = 7"),
+        ("default", {"data": [{"id": "m", "meta": {"n_vocab": "lots"}}]},
+         "/v1/models `meta.n_vocab` = 'lots', not an integer >= 1"),
+        ("default", {"data": ["m"]}, "a /v1/models entry = 'm', not an object"),
+    ],
+)  # fmt: skip
+def test_malformed_server_metadata_is_one_line(
+    tiny_model: Path, props: Any, models: Any, msg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    srv = FakeLlamaServer({"tokens": []}, props=props, models=models)
+    try:
+        with pytest.raises(ServerError) as exc:
+            ServerBackend(srv.url, tiny_model).identity()
+        assert str(exc.value) == f"{srv.url}: the server sent {msg}"
+        monkeypatch.setenv("EDGE_GUARD_BACKEND", "server")
+        monkeypatch.setenv("EDGE_GUARD_SERVER_URL", srv.url)
+        out = CliRunner().invoke(
+            main, ["classify", "-p", "toxic_simple", "-m", str(tiny_model), "hi"]
+        )
+        assert out.exit_code == 1
+        assert msg in out.output and "internal error" not in out.output
+        assert out.output.strip().count("\n") == 0
+    finally:
+        srv.close()

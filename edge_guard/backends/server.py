@@ -104,6 +104,7 @@ class ServerBackend:
                     f"environment variable {api_key_env} (the server's API key) is not set"
                 )
             self._headers["Authorization"] = f"Bearer {key}"
+            self._auth = None  # one Authorization header: the API key wins over URL credentials
         self.redact = Redactor(url, key)
         self._client: Any = None
         self._info: ServerInfo | None = None
