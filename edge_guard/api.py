@@ -19,6 +19,7 @@ from typing import Any
 
 from edge_guard.backends.local import Backend, EngineSettings
 from edge_guard.classifier import Classifier, RunItem, make_backend
+from edge_guard.conversation import Conversation
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
@@ -93,7 +94,7 @@ def _policy_list(policy: Any) -> list[Any] | None:
 
 
 def classify(
-    text: str | Sequence[str],
+    text: str | Conversation | Sequence[str | Conversation],
     policy: PolicyRef | Sequence[PolicyRef],
     model: str | Path | Model | Backend | None = None,
     *,
@@ -166,9 +167,10 @@ def classify(
     classifier = build_classifier(policy, settings, backend=ready, store=store, sampling=sampling)
     kwargs = {"run_items": run_items, "samplings": samplings,
               "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
-    texts = [text] if isinstance(text, str) else list(text)
+    one = isinstance(text, str | Conversation)  # one text or conversation, else a list
+    texts = [text] if one else list(text)
     if _policy_list(policy) is not None:
         multi = classifier.classify_multi(texts, **kwargs)
-        return multi[0] if isinstance(text, str) else multi
+        return multi[0] if one else multi
     results = classifier.classify(texts, **kwargs)
-    return results[0] if isinstance(text, str) else results
+    return results[0] if one else results
