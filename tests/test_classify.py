@@ -218,8 +218,12 @@ def test_policy_text_edit_is_a_miss_parser_edit_reparses_without_model(
         "t", folder, model=tiny_o200k_model, logits_processors=steer(tiny_o200k_model, "yes")
     )
     assert r2.cached and r2.verdict == Verdict.VIOLATION
-    stored = Store().query("SELECT verdict FROM results")
-    assert stored == [{"verdict": "violation"}]  # the row was re-parsed in place
+    # The answer is stored once; each parser version keeps its own parse of it.
+    from edge_guard.policy.core import load_policy
+
+    assert Store().query("SELECT verdict FROM results") == [{"verdict": "undetermined"}]
+    stored = Store().query("SELECT verdict FROM parses WHERE policy_hash = ?", [load_policy(folder).hash])
+    assert stored == [{"verdict": "violation"}]
     # Editing the policy text changes the prompt: a miss.
     (folder / "policy.md").write_text("Answer 1 if toxic, else 0. Be careful.\n")
     c1 = Classifier(folder, tiny_o200k_model)

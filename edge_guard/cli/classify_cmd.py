@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edge_guard.cli.multi_opts import multi_json, policy_options, policy_set, print_multi
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
 from edge_guard.cli.prompt_cmd import messages_option, target_option, text_or_messages
 from edge_guard.conversation import Conversation
@@ -62,7 +63,7 @@ def print_result(result: Any) -> None:
 
 
 @click.command()
-@click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
+@policy_options()
 @click.option("--no-cache", is_flag=True, help="Recompute even if cached (and overwrite).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @classify_options
@@ -74,7 +75,18 @@ def classify(opts: dict[str, Any]) -> None:
     """Classify TEXT (`-` reads stdin), or a conversation (--messages FILE), against a policy."""
     text = text_or_messages(opts.pop("text"), opts.pop("messages"), opts.pop("target"))
     as_json = opts.pop("as_json")
-    classifier = build_classifier(opts.pop("policy"), opts, use_cache=not opts.pop("no_cache"))
+    policy, mode = policy_set(opts)
+    classifier = build_classifier(policy if mode is None else policy.policies, opts,
+                                  use_cache=not opts.pop("no_cache"))  # fmt: skip
+    if mode is not None:  # several policies (or a set): a result per policy
+        from edge_guard.runs.multi import classify_set
+
+        mr = classify_set(classifier, policy, [text], mode=mode)[0]
+        if as_json:
+            click.echo(term_json(multi_json(mr, policy, mode, classifier)))
+        else:
+            print_multi(mr, policy, mode, score_line, VERDICT_STYLE)
+        return
     stream = not as_json and sys.stdout.isatty()
     streamed = False
 

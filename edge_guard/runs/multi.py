@@ -37,7 +37,7 @@ from edge_guard.policy.combined import (
 )
 from edge_guard.policy.core import Policy
 from edge_guard.policy.sets import PolicySet, apply_threshold
-from edge_guard.result import ClassificationResult
+from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.runs.batch import RunProgress, RunSummary, _mismatch, default_run_name, run_config
 
 if TYPE_CHECKING:
@@ -334,3 +334,20 @@ def is_multi_run(run: Mapping[str, Any] | None) -> bool:
         return False
     cfg = json.loads(run.get("config") or "{}")
     return isinstance(cfg.get("policies"), list)
+
+
+def classify_set(base: Classifier, pset: PolicySet, texts: Sequence[Any], *,
+                 mode: str = "separate", steer: Steer | None = None) -> list[MultiResult]:  # fmt: skip
+    """One `MultiResult` per text: a result per member in set order, thresholds applied;
+    separate mode batches every (text, policy) pair, combined mode one prompt per text."""
+    from edge_guard.conversation import item_text
+
+    if mode not in MODES:
+        raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+    pairs = [(t, p) for t in range(len(texts)) for p in range(len(pset.members))]
+    got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
+    for j, res in classify_pairs(base, pset, texts, pairs, mode=mode, steer=steer):
+        t, p = pairs[j]
+        got[t][pset.members[p].name] = res
+    return [MultiResult(item_text(x), {n: got[t][n] for n in pset.names})
+            for t, x in enumerate(texts)]  # fmt: skip

@@ -1,0 +1,92 @@
+"""Several policies on the command line: `-p a -p b`, `--set S`, `--mode`, and their output.
+
+`policy_options` adds the flags; `policy_set(opts)` pops them and returns the `PolicySet`
+to run (None for a single plain policy, which keeps the one-policy code path);
+`multi_json` / `print_multi` print one text's results under a set (one object / one row
+per policy, then the set's `flagged`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edge_guard.policy.combined import MODES
+from edge_guard.sanitize import term
+
+
+def policy_options(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--policy/-p` (repeatable), `--set`, `--mode separate|combined`."""
+
+    def deco(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--mode", type=click.Choice(MODES), default="separate", show_default=True,
+                         help="Several policies: one prompt per (text, policy), or all policies "
+                         "in one prompt answered with {\"violations\": [...]}.")(f)  # fmt: skip
+        f = click.option("--set", "policy_set", default=None, metavar="SET",
+                         help="A policy set (policies/sets/SET.toml or a .toml file).")(f)  # fmt: skip
+        return click.option("--policy", "-p", "policy", multiple=True,
+                            help="Policy name, folder, or file (repeat for several, or a set's "
+                            "name)." + (" Required unless --set." if required else ""))(f)  # fmt: skip
+
+    return deco
+
+
+def policy_set(opts: dict[str, Any]) -> tuple[Any, str | None]:
+    """Pop `policy`/`policy_set`/`mode`: (PolicySet, mode) for several policies or a set,
+    else (the one policy reference, None). Giving neither is a one-line error."""
+    from edge_guard.errors import PolicyError
+    from edge_guard.policy.sets import is_set_ref, resolve_policies
+
+    refs, set_ref, mode = list(opts.pop("policy") or ()), opts.pop("policy_set"), opts.pop("mode")
+    if not refs and set_ref is None:
+        raise PolicyError(
+            "give a policy (--policy/-p NAME, repeatable) or a policy set (--set SET)"
+        )
+    if set_ref is None and len(refs) == 1 and not is_set_ref(refs[0]):
+        if mode != "separate":
+            raise PolicyError("--mode combined needs several policies or a set")
+        return refs[0], None
+    return resolve_policies(refs, set_ref), mode
+
+
+def multi_json(mr: Any, pset: Any, mode: str, classifier: Any) -> dict[str, Any]:
+    """One text under a set as one JSON object: flagged + a result per policy."""
+    out = mr.to_dict()
+    out.update({"policy_set": pset.name, "policies": pset.names, "mode": mode,
+                "model": classifier.backend.model_ref, "style": classifier.prompt_config.style,
+                "effort": classifier.prompt_config.effort})  # fmt: skip
+    return out
+
+
+def print_multi(mr: Any, pset: Any, mode: str, score_line: Callable[[Any], str],
+                verdict_style: dict[str, tuple[str, str]]) -> None:  # fmt: skip
+    """One row per policy (verdict, score, answer), the set's verdict, then the reasoning."""
+    from edge_guard.policy.sets import flag_label
+
+    flag = flag_label(mr.flagged)
+    color = {"flagged": "red", "not_flagged": "green", "undetermined": "yellow"}[flag]
+    click.echo(click.style(flag.upper().replace("_", " "), fg=color, bold=True)
+               + f"  set {term(pset.name)} ({len(pset.names)} policies, {mode})")  # fmt: skip
+    width = max(len(n) for n in pset.names) + 2
+    for name, res in mr.results.items():
+        label, col = verdict_style[str(res.verdict)]
+        resp = res.model_response
+        final = resp.response if resp else None
+        answer = term(repr(final)) if final is not None else "(no complete answer)"
+        cached = " [cached]" if res.cached else ""
+        click.echo(f"  {term(name):<{width}}" + click.style(f"{label:<13}", fg=col)
+                   + f" {score_line(res):<22} answer {answer}{cached}")  # fmt: skip
+        if res.error:
+            click.echo(click.style(f"  {'':<{width}}error: {term(res.error)}", fg="yellow"))
+    seen: set[int] = set()
+    for name, res in mr.results.items():
+        resp = res.model_response
+        if resp is None or not resp.reasoning or id(resp) in seen:
+            continue
+        seen.add(id(resp))
+        who = "all policies" if mode == "combined" else name
+        click.echo(
+            click.style(f"reasoning ({term(who)}): " + term(resp.reasoning.strip()), dim=True)
+        )
