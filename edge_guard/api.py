@@ -89,6 +89,15 @@ def is_interactive() -> bool:
     return sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
 
 
+def _as_set(policy: Any) -> Any:
+    """The `PolicySet` that `policy` is or names (a set's name or .toml file), else None."""
+    from edge_guard.policy.sets import PolicySet, is_set_ref, load_set
+
+    if isinstance(policy, PolicySet):
+        return policy
+    return load_set(policy) if isinstance(policy, str | Path) and is_set_ref(policy) else None
+
+
 def _policy_list(policy: Any) -> list[Any] | None:
     return list(policy) if isinstance(policy, list | tuple) else None
 
@@ -132,8 +141,9 @@ def classify(
 ) -> ClassificationResult | list[ClassificationResult] | MultiResult | list[MultiResult]:
     """Classify one text (-> one result) or a list (-> results in input order).
 
-    `policy` may be a list of policies: then each text gets a `MultiResult` (one result
-    per policy and the combined `flagged`). The keywords are the `Settings` fields (unset
+    `policy` may be a list of policies or a policy set (`PolicySet`, or a set's name):
+    then each text gets a `MultiResult` (one result per policy and the combined
+    `flagged`; a set's thresholds on P(violation) applied). The keywords are the `Settings` fields (unset
     ones come from the environment, config.toml, then the defaults; `settings=` gives a
     ready base instead). `model` may also be a ready backend; `backend` a kind
     ("local"/"server"), a seed `InferenceBackend` (a prompt format) or a ready backend.
@@ -164,7 +174,18 @@ def classify(
         settings = settings.replace(**changes)
     if ready is None and engine_settings is not None and settings.backend == "local":
         ready = make_backend(settings.model, engine_settings, yes=settings.yes)
+    pset = _as_set(policy)  # a PolicySet (or a set's name): its policies, thresholds applied
+    if pset is not None:
+        policy = pset.policies
     classifier = build_classifier(policy, settings, backend=ready, store=store, sampling=sampling)
+    if pset is not None and (run_items, samplings, on_event) == (None, None, None):
+        from edge_guard.runs.multi import classify_set
+
+        procs = logits_processors
+        steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])  # type: ignore[index]
+        multi = classify_set(classifier, pset, [text] if isinstance(text, str) else list(text),
+                             steer=steer)  # fmt: skip
+        return multi[0] if isinstance(text, str) else multi
     kwargs = {"run_items": run_items, "samplings": samplings,
               "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
     one = isinstance(text, str | Conversation)  # one text or conversation, else a list
