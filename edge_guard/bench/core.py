@@ -26,13 +26,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edge_guard.bench import onepass as bench_onepass
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 
 VARIANTS = ("cold", "llama_cpp", "sequential", "parallel")
+ALL_VARIANTS = (*VARIANTS, *bench_onepass.ONE_PASS_VARIANTS)  # (e)-(g): bench/onepass.py
 LABELS = {"cold": "(a) cold loop", "llama_cpp": "(b) llama-cpp-python loop",
           "sequential": "(c) edge_guard sequential", "parallel": "(d) edge_guard parallel",
-          "roofline": "roofline (llama.cpp rates)"}  # fmt: skip
+          "roofline": "roofline (llama.cpp rates)", **bench_onepass.LABELS}  # fmt: skip
 _WORDS = ("policy", "content", "user", "message", "review", "safety", "allowed", "request",
           "example", "harmful", "context", "label", "violation", "rule", "text", "model", "answer",
           "reason", "public", "private", "account", "service", "data", "report", "threat",
@@ -56,6 +58,8 @@ class BenchConfig:
     baseline_n: int | None = 10  # texts timed for (a), (b), (c), scaled to `n`; None: all
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
+    roofline_repeats: int = 3  # best of N per roofline phase (1 for the slow laptop workload)
+    workload: str | None = None  # the named workload the sizes came from (bench/workloads.py)
 
 
 def synthetic_text(encode: Callable[[str], list[int]], n_tokens: int, seed: int) -> str:
@@ -124,8 +128,13 @@ def run_bench(
             results[name], outputs[name] = _engine_loop(
                 engine, todo, name, width, cfg.n, prompt_total
             )
+        results.update(bench_onepass.run_variants(engine, reqs, cfg.variants, width, _row, say))
+        header_len = len(bench_onepass.score_requests(engine, reqs[:1])[0].prompt_ids) - len(
+            reqs[0].prompt_ids
+        )
         say("roofline: llama.cpp prompt and generation rates")
-        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens)
+        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens,
+                                repeats=cfg.roofline_repeats)  # fmt: skip
         info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
                 "flash_attn": str(engine.flash_attn), "gpu_layers": engine.gpu_layers,
                 "build": rt.build_info()}  # fmt: skip
@@ -138,6 +147,9 @@ def run_bench(
         return r["prefix_s"] + cfg.n * (mean_suffix / r["suffix_tok_s"] + n_out / r["gen_tok_s"])
 
     results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total, cfg.n * n_out)
+    if "one_pass" in results:
+        results["one_pass_roofline"] = bench_onepass.roofline_row(roof, reqs, prefix_len,
+                                                                  header_len, _row)  # fmt: skip
     ref = outputs.get("cold") or outputs.get("sequential")
     for name, outs in outputs.items():
         differ = None if ref is None else _differing(outs, ref, name)
@@ -166,7 +178,9 @@ def run_bench(
         "results": results,
         "ratios": ratios,  # labels/s of (d) over labels/s of the other
         "cpu_ratios": cpu_ratios,  # the same from process CPU time
+        "one_pass_ratios": bench_onepass.ratios(results),  # labels/s over (d); over roofline
         "roofline_definition": ROOFLINE_DEFINITION,
+        "one_pass_roofline_definition": bench_onepass.ROOFLINE_DEFINITION,
     }
 
 
@@ -200,6 +214,7 @@ def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens
         "cpu_seconds": cpu_s,
         "measured_seconds": seconds if measured_s is None else measured_s,
         "labels_per_s": n / seconds if seconds > 0 else 0.0,
+        "labels_per_hour": 3600 * n / seconds if seconds > 0 else 0.0,
         "prompt_tokens": prompt_tokens,
         "output_tokens": output_tokens,
         "tokens_per_s": (prompt_tokens + output_tokens) / seconds if seconds > 0 else 0.0,
@@ -375,10 +390,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']}; "
         f"threads {report['engine']['n_threads']}",
         "",
-        f"{'variant':32} {'timed':>9} {'seconds':>9} {'cpu s':>9} {'labels/s':>9} {'tok/s':>9} "
-        f"{'out tok/s':>9}  same output",
+        f"{'variant':32} {'timed':>9} {'seconds':>9} {'cpu s':>9} {'labels/s':>9} "
+        f"{'labels/h':>9} {'tok/s':>9} {'out tok/s':>9}  same output",
     ]
-    for name in (*VARIANTS, "roofline"):
+    for name in (*VARIANTS, "roofline", *bench_onepass.ONE_PASS_VARIANTS, "one_pass_roofline"):
         r = res.get(name)
         if r is None:
             continue
@@ -387,7 +402,7 @@ def format_table(report: dict[str, Any]) -> str:
         mark = "" if same is None else ("yes" if same else f"NO ({r['outputs_differing']}/{n_cmp})")
         lines.append(
             f"{LABELS[name]:32} {_timed(r):>9} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
-            f"{r['labels_per_s']:>9.2f} "
+            f"{r['labels_per_s']:>9.2f} {r['labels_per_hour']:>9.0f} "
             f"{r['tokens_per_s']:>9.0f} {r['output_tokens_per_s']:>9.1f}  {mark}"
         )
     rates = report["rates"]
@@ -406,4 +421,5 @@ def format_table(report: dict[str, Any]) -> str:
         "tok/s counts every prompt token (cached or not) plus output tokens, per second.",
         ROOFLINE_DEFINITION + ".",
     ]
-    return "\n".join(lines)
+    extra = bench_onepass.table_notes(report)
+    return "\n".join(lines + extra)

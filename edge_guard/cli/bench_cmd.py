@@ -45,26 +45,42 @@ def synth_model_path(preset: str) -> Path:
               help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
               "scale their time to --n (0: time all). (d) always runs all --n texts.")  # fmt: skip
 @click.option("--variants", default="cold,llama_cpp,sequential,parallel", show_default=True,
-              help="Comma-separated subset of the variants to run.")  # fmt: skip
+              help="Comma-separated variants: cold, llama_cpp, sequential, parallel, one_pass, "
+              "cascade_10, cascade_30.")  # fmt: skip
+@click.option("--workload", type=click.Choice(["mini", "laptop"]), default=None,
+              help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
+              "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
+              "options given explicitly win.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens: int,
           output_tokens: int, n: int, parallel: int, threads: int | None, gpu_layers: str,
-          baseline_n: int | None, variants: str, as_json: bool) -> None:  # fmt: skip
+          baseline_n: int | None, variants: str, workload: str | None,
+          as_json: bool) -> None:  # fmt: skip
     """Benchmark classification throughput on one synthetic workload.
 
     Variants: (a) cold loop (state reset per text), (b) llama-cpp-python's own loop with
     its automatic prefix reuse, (c) edge_guard sequential with the policy prefix state,
     (d) edge_guard with parallel sequences; plus a roofline from llama.cpp's own rates.
     """
-    from edge_guard.bench.core import VARIANTS, BenchConfig, format_table, run_bench
+    from click.core import ParameterSource
+
+    from edge_guard.bench.core import ALL_VARIANTS, BenchConfig, format_table, run_bench
+    from edge_guard.bench.workloads import apply_workload
     from edge_guard.errors import EdgeGuardError
+
+    ctx = click.get_current_context()
+    given = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    p = apply_workload(workload, ctx.params, given)
+    synth, policy_tokens, text_tokens, output_tokens, n, baseline_n, variants = (
+        p[k] for k in ("synth", "policy_tokens", "text_tokens", "output_tokens", "n",
+                       "baseline_n", "variants"))  # fmt: skip
 
     if model and synth:
         raise EdgeGuardError("give --model or --synth, not both")
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in VARIANTS]
+    unknown = [v for v in chosen if v not in ALL_VARIANTS]
     if unknown:
-        raise EdgeGuardError(f"unknown variant {unknown[0]!r} (choose {', '.join(VARIANTS)})")
+        raise EdgeGuardError(f"unknown variant {unknown[0]!r} (choose {', '.join(ALL_VARIANTS)})")
     sizes = {"--policy-tokens": policy_tokens, "--text-tokens": text_tokens,
              "--output-tokens": output_tokens, "--n": n, "--parallel": parallel}  # fmt: skip
     for name, value in sizes.items():
@@ -80,7 +96,8 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
                       text_tokens=text_tokens, output_tokens=output_tokens, n=n,
                       parallel=parallel, threads=threads, gpu_layers=gpu,
-                      baseline_n=baseline_n or None, variants=chosen)  # fmt: skip
+                      baseline_n=baseline_n or None, variants=chosen,
+                      roofline_repeats=p.get("roofline_repeats", 3), workload=workload)  # fmt: skip
 
     def progress(msg: str) -> None:
         click.echo(f"bench: {msg}", err=True)

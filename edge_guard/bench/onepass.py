@@ -1,0 +1,160 @@
+"""`edge-guard bench`'s one-pass variants: one-pass scoring and the cascade at a fixed share.
+
+- ``one_pass``: every text scored in one forward pass (score-only requests: the prompt plus
+  the final-channel header, no generation), `parallel` texts per batch;
+- ``cascade_10`` / ``cascade_30``: one pass over every text, then full reasoning (the same
+  fixed-length generation as the other variants) for the texts whose one-pass
+  P(violation) lies in [LOW, HIGH]. LOW:HIGH is picked from the quantiles of that run's
+  own one-pass scores: the central ``round(share * n)`` scores (at least one), so exactly
+  that share escalates (ties at a bound aside; the count is reported). Both stages are in
+  the timed run, from a reset state (each variant pays the policy prefix once).
+
+The one-pass roofline is the prompt work alone at llama.cpp's own rates from the same run:
+``prefix_s + n * one_pass_suffix_tokens / suffix_tok_s``.
+This module imports nothing from `bench.core` (which calls it): rows come from `row_fn`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge_guard.cascade import escalates
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.onepass import NONE, answer_header, label_probs, label_scoring
+from edge_guard.policy.core import OutputSpec
+from edge_guard.response import ModelResponse
+
+ONE_PASS_VARIANTS = ("one_pass", "cascade_10", "cascade_30")
+CASCADE_SHARES = {"cascade_10": 0.10, "cascade_30": 0.30}
+LABELS = {"one_pass": "(e) one-pass scoring", "cascade_10": "(f) cascade, 10% escalated",
+          "cascade_30": "(g) cascade, 30% escalated",
+          "one_pass_roofline": "one-pass roofline"}  # fmt: skip
+ROOFLINE_DEFINITION = (
+    "one_pass_roofline_s = prefix_s + n * mean_one_pass_suffix_tokens / suffix_tok_s (the "
+    "prompt work alone at the same llama.cpp rates; a one-pass suffix is the text's suffix "
+    "plus the final-channel header)"
+)
+
+RowFn = Callable[..., dict[str, Any]]
+
+
+def score_requests(engine: Engine, reqs: Sequence[GenerationRequest],
+                   mode: str = NONE) -> list[GenerationRequest]:  # fmt: skip
+    """The one-pass (score-only) form of each full-reasoning request: binary labels 0/1."""
+    header = answer_header(engine.vocab, mode)
+    scoring = label_scoring(OutputSpec(), engine.vocab)
+    out = []
+    for r in reqs:
+        g = GenerationRequest(list(r.prompt_ids) + header, SamplingConfig(max_tokens=1),
+                              prefix_len=r.prefix_len)  # fmt: skip
+        g.score_only = True  # type: ignore[attr-defined]
+        g.score_token_ids = scoring.score_token_ids
+        g.score_sequences = scoring.score_sequences  # type: ignore[attr-defined]
+        out.append(g)
+    return out
+
+
+def p_violation(engine: Engine, response: ModelResponse) -> float | None:
+    spec = OutputSpec()
+    scores = label_probs(spec, label_scoring(spec, engine.vocab), response)
+    return None if scores is None else float(scores["p_violation"])
+
+
+def band_for_share(scores: Sequence[float | None], share: float) -> tuple[float, float, int]:
+    """(LOW, HIGH, k): the central k = max(1, round(share * n)) of the sorted scores."""
+    known = sorted(p for p in scores if p is not None)
+    if not known:
+        return 0.0, 1.0, 0
+    k = min(len(known), max(1, round(share * len(scores))))
+    start = (len(known) - k) // 2
+    return known[start], known[start + k - 1], k
+
+
+def _run(engine: Engine, reqs: Sequence[GenerationRequest],
+         width: int) -> list[ModelResponse]:  # fmt: skip
+    out: list[ModelResponse | None] = [None] * len(reqs)
+    for i, resp in engine.generate_many(list(reqs), n_parallel=width):
+        out[i] = resp
+    return out  # type: ignore[return-value]
+
+
+def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequence[str],
+                 width: int, row_fn: RowFn,
+                 say: Callable[[str], None]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Time the chosen one-pass variants on all `reqs` (full-reasoning requests)."""
+    results: dict[str, dict[str, Any]] = {}
+    scored = score_requests(engine, reqs)
+    prompt_total = sum(len(r.prompt_ids) for r in scored)
+    for name in variants:
+        if name not in ONE_PASS_VARIANTS:
+            continue
+        say(f"{LABELS[name]}: {len(reqs)} texts")
+        engine.reset_state()
+        t0, c0 = time.perf_counter(), time.process_time()
+        responses = _run(engine, scored, width)
+        scores = [p_violation(engine, r) for r in responses]
+        band, escalated, n_out = None, [], 0
+        if name in CASCADE_SHARES:
+            low, high, _k = band_for_share(scores, CASCADE_SHARES[name])
+            band = (low, high)
+            escalated = [i for i, p in enumerate(scores) if escalates(p, band)]
+            for resp in _run(engine, [reqs[i] for i in escalated], width):
+                n_out += len(resp.output_token_ids)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        prompts = prompt_total + sum(len(reqs[i].prompt_ids) for i in escalated)
+        row = row_fn(len(reqs), wall, cpu, prompts, n_out)
+        row["unscored"] = sum(p is None for p in scores)
+        if band is not None:
+            row.update(band=list(band), escalated=len(escalated),
+                       escalated_share=len(escalated) / len(reqs))  # fmt: skip
+        results[name] = row
+    return results
+
+
+def roofline_row(rates: dict[str, Any], reqs: Sequence[GenerationRequest], prefix_len: int,
+                 header_len: int, row_fn: RowFn) -> dict[str, Any]:  # fmt: skip
+    """Prompt tokens at the batched prompt rate: what one-pass scoring cannot beat."""
+    n = len(reqs)
+    suffix = sum(len(r.prompt_ids) - prefix_len for r in reqs) / n + header_len
+
+    def ideal(r: dict[str, Any]) -> float:
+        return float(r["prefix_s"] + n * suffix / r["suffix_tok_s"])
+
+    prompt_total = sum(len(r.prompt_ids) + header_len for r in reqs)
+    return row_fn(n, ideal(rates), ideal(rates["cpu"]), prompt_total, 0)
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """labels/s of each one-pass variant over full reasoning in parallel (d), and one-pass
+    over its own roofline (the share of the roofline it reaches)."""
+    out: dict[str, float | None] = {}
+    d = results.get("parallel")
+    for name in ONE_PASS_VARIANTS:
+        r = results.get(name)
+        out[f"{name}/parallel"] = d["seconds"] / r["seconds"] if d and r else None
+    r, roof = results.get("one_pass"), results.get("one_pass_roofline")
+    out["one_pass/one_pass_roofline"] = roof["seconds"] / r["seconds"] if r and roof else None
+    return out
+
+
+def table_notes(report: dict[str, Any]) -> list[str]:
+    """The table's lines for the one-pass variants (none when they did not run)."""
+    res = report["results"]
+    if not any(name in res for name in ONE_PASS_VARIANTS):
+        return []
+    lines = [""]
+    for name in CASCADE_SHARES:
+        r = res.get(name)
+        if r is not None:
+            low, high = r["band"]
+            lines.append(f"{LABELS[name]}: LOW:HIGH = {low:.6g}:{high:.6g}, escalated "
+                         f"{r['escalated']}/{r['n']} ({100 * r['escalated_share']:.1f}%)")  # fmt: skip
+    ratio = report.get("one_pass_ratios") or {}
+    shown = [f"{k} = {v:.2f}" for k, v in ratio.items() if v]
+    if shown:
+        lines.append("one-pass ratios (labels/s): " + ", ".join(shown))
+    lines.append(ROOFLINE_DEFINITION + ".")
+    return lines
