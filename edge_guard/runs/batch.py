@@ -244,9 +244,7 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
                      model=classifier.backend.model_ref, config=config, n_items=len(selected),
                      notes=notes)  # fmt: skip
     store.set_run_status(name, "running", notes=notes, n_items=len(selected))
-    done = {r["idx"] for r in store.query(
-        "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
-        "WHERE ri.run = ? AND r.error IS NULL", [name])}  # fmt: skip
+    done = store.ok_indices(name)  # answered without error under this run's own parse
     return RunPlan(name, ds, selected, golds, config, notes, done, existing is not None)
 
 

@@ -1,5 +1,9 @@
 """The SQLite result store: every classification, its run membership, and model identities.
 
+A result row holds the model's answer (shared by every policy version with the same
+prompt); `parses` holds each policy version's parse of it, and a run item reads the parse
+of the version that ran it, so one run never rewrites another run's labels.
+
 One database (WAL, busy timeout, numbered migrations) in the data dir, overridable with
 `EDGE_GUARD_HOME` or an explicit path. Each result is committed as it completes (with its
 run item in the same transaction), so a killed batch loses at most the items in flight.
@@ -27,6 +31,13 @@ from edge_guard.paths import default_db_path
 from edge_guard.store.migrations import migrations
 
 BUSY_TIMEOUT_MS = 60_000
+
+# A result's parse under one policy version (`parses`, keyed by result key + policy hash).
+PARSE_COLUMNS = ("policy_name", "verdict", "binary_label", "fine_grain_label", "float_label",
+                 "parsed", "label_probs", "metadata", "error")  # fmt: skip
+# Run items with their results and the parse of the policy version that ran them.
+_ITEM_JOIN = ("run_items ri JOIN results r ON r.key = ri.key LEFT JOIN parses p "
+              "ON p.key = ri.key AND p.policy_hash = ri.policy_hash")  # fmt: skip
 
 
 def utcnow() -> str:
@@ -156,19 +167,44 @@ class Store:
         return rows[0] if rows else None
 
     def put(self, row: dict[str, Any], run_item: dict[str, Any] | None = None) -> None:
-        """Insert or replace one result (and its run item) atomically."""
+        """Insert or replace one result, its parse under its policy version (`parses`) and
+        its run item (which then reads that parse), atomically."""
         row = {k: _encode(v) for k, v in row.items()}
         row.setdefault("created_at", utcnow())
+        policy_hash = row.get("policy_hash")
         with self.transaction() as db:
             db["results"].upsert(row, pk="key", alter=False)
+            if policy_hash is not None:
+                self._put_parse(db, row["key"], policy_hash, row)
             if run_item is not None:
                 item = {k: _encode(v) for k, v in run_item.items()}
                 item.setdefault("created_at", utcnow())
+                item.setdefault("policy_hash", policy_hash)
                 db["run_items"].upsert(item, pk=("run", "idx"))
 
-    def update_parse(self, key: str, fields: dict[str, Any]) -> None:
+    def put_parse(self, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
+        """Store one policy version's parse of the result `key` (its other parses and the
+        result row are left alone: another run's labels never change)."""
         with self.transaction() as db:
-            db["results"].update(key, {k: _encode(v) for k, v in fields.items()})
+            self._put_parse(db, key, policy_hash, {k: _encode(v) for k, v in fields.items()})
+
+    def update_parse(self, key: str, fields: dict[str, Any]) -> None:
+        """`put_parse` under `fields["policy_hash"]` (kept for older callers)."""
+        self.put_parse(key, fields["policy_hash"], fields)
+
+    @staticmethod
+    def _put_parse(db: Database, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
+        parse = {c: fields.get(c) for c in PARSE_COLUMNS}
+        db["parses"].upsert({"key": key, "policy_hash": policy_hash, **parse,
+                             "created_at": utcnow()}, pk=("key", "policy_hash"))  # fmt: skip
+
+    def get_parse(self, key: str, policy_hash: str) -> dict[str, Any] | None:
+        """One policy version's stored parse of result `key` (the PARSE_COLUMNS), or None."""
+        rows = self.query(
+            f"SELECT {', '.join(PARSE_COLUMNS)} FROM parses WHERE key = ? AND policy_hash = ?",
+            [key, policy_hash],
+        )
+        return {**rows[0], "policy_hash": policy_hash} if rows else None
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -202,19 +238,40 @@ class Store:
         return rows[0] if rows else None
 
     def done_indices(self, run: str) -> set[int]:
+        """The run's committed items (error rows included)."""
         rows = self.query(
             "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key WHERE ri.run = ?",
             [run],
         )
         return {r["idx"] for r in rows}
 
-    def run_results(self, run: str) -> list[dict[str, Any]]:
-        """The run's items joined with their results, in item order."""
-        return self.query(
-            "SELECT ri.idx, ri.item_id, ri.gold, ri.extra, r.* FROM run_items ri "
-            "JOIN results r ON r.key = ri.key WHERE ri.run = ? ORDER BY ri.idx",
+    def ok_indices(self, run: str) -> set[int]:
+        """The run's items with an answer and, under the run's own parse, no error (a
+        resume redoes the others)."""
+        rows = self.query(
+            f"SELECT ri.idx FROM {_ITEM_JOIN} WHERE ri.run = ? AND r.error IS NULL "
+            "AND (p.key IS NULL OR p.error IS NULL)",
             [run],
         )
+        return {r["idx"] for r in rows}
+
+    def run_results(self, run: str) -> list[dict[str, Any]]:
+        """The run's items joined with their results, in item order, each with the parse of
+        the policy version that ran it (`parses`; the result row's own parse for items
+        stored before parses were kept per policy)."""
+        own = ", ".join(f"p.{c} AS p_{c}" for c in (*PARSE_COLUMNS, "policy_hash"))
+        rows = self.query(
+            f"SELECT ri.idx, ri.item_id, ri.gold, ri.extra, r.*, {own} FROM {_ITEM_JOIN} "
+            "WHERE ri.run = ? ORDER BY ri.idx",
+            [run],
+        )
+        for row in rows:
+            parsed = row["p_policy_hash"] is not None
+            for c in (*PARSE_COLUMNS, "policy_hash"):
+                value = row.pop(f"p_{c}")
+                if parsed:
+                    row[c] = value
+        return rows
 
 
 def _encode(value: Any) -> Any:

@@ -164,3 +164,34 @@ def m003_conversations(db: Database) -> None:
     """
     db["results"].add_column("conversation", str)
     db["policy_test_results"].add_column("conversation", str)
+
+
+@migrations(name="m004_parses")
+def m004_parses(db: Database) -> None:
+    """Parses per (result, policy version): two policies with the same text and different
+    parsers share a result row (same cache key) but each keeps its own parse of it.
+
+    `run_items.policy_hash` names the policy version whose parse the run item reads.
+    Existing rows move over as they are (the parse a row holds now, under its policy hash).
+    Deleting a result deletes its parses.
+    """
+    db.execute(
+        "CREATE TABLE parses ("
+        " key TEXT NOT NULL REFERENCES results(key) ON DELETE CASCADE,"
+        " policy_hash TEXT NOT NULL, policy_name TEXT, verdict TEXT, binary_label INTEGER,"
+        " fine_grain_label TEXT, float_label FLOAT, parsed INTEGER, label_probs TEXT,"
+        " metadata TEXT, error TEXT, created_at TEXT,"
+        " PRIMARY KEY (key, policy_hash))"
+    )
+    db.execute(
+        "INSERT INTO parses (key, policy_hash, policy_name, verdict, binary_label,"
+        " fine_grain_label, float_label, parsed, label_probs, metadata, error, created_at)"
+        " SELECT key, policy_hash, policy_name, verdict, binary_label, fine_grain_label,"
+        " float_label, parsed, label_probs, metadata, error, created_at FROM results"
+        " WHERE policy_hash IS NOT NULL"
+    )
+    db["run_items"].add_column("policy_hash", str)
+    db.execute(
+        "UPDATE run_items SET policy_hash ="
+        " (SELECT r.policy_hash FROM results r WHERE r.key = run_items.key)"
+    )
