@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_guard.cascade import path_fields
 from edge_guard.conversation import judges_problem
 from edge_guard.datasets.files import (
     Dataset,
@@ -156,6 +157,7 @@ def run_config(classifier: Classifier, dataset: Dataset, *, limit: int | None,
         "sampling": classifier.sampling.cache_dict(),
         # only when set, so runs created before the option existed still match
         **({"truncate": True} if getattr(classifier, "truncate", False) else {}),
+        **path_fields(classifier),  # reasoning / cascade, only when not plain full reasoning
     }
 
 
