@@ -90,3 +90,52 @@ def print_multi(mr: Any, pset: Any, mode: str, score_line: Callable[[Any], str],
         click.echo(
             click.style(f"reasoning ({term(who)}): " + term(resp.reasoning.strip()), dim=True)
         )
+
+
+def run_set(dataset: str, classifier: Any, pset: Any, mode: str, *, label_fields: list[str],
+            plan_kw: dict[str, Any], seed: int, as_json: bool, progress: Any,
+            echo_err: Callable[..., None]) -> None:  # fmt: skip
+    """`edge-guard run` over several policies: a pair per (text, policy), resumable, then the
+    per-policy evaluation when the dataset has gold columns (`--label-field POLICY=COLUMN`)."""
+    import shlex
+    import sys
+
+    from edge_guard.runs.multi import execute_multi_run, parse_label_fields, plan_multi_run
+    from edge_guard.runs.multi_eval import evaluate_multi_run, format_multi_eval
+    from edge_guard.sanitize import term_json, term_line
+
+    fields = parse_label_fields(label_fields, pset.names)
+    plan = plan_multi_run(dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed,
+                          **plan_kw)  # fmt: skip
+    for msg in plan.messages():
+        echo_err(f"warning: {term_line(msg)}", fg="yellow")
+    state = f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
+    echo_err(f"run {term_line(plan.name)}: {plan.n_texts} texts x {plan.n_policies} policies = "
+             f"{plan.n_items} pairs, {mode} mode ({state})")  # fmt: skip
+    bar = progress(plan.n_items, len(plan.done), plan.name)
+    try:
+        summary = execute_multi_run(plan, classifier, on_result=bar.update)
+    except KeyboardInterrupt:
+        bar.stop()
+        echo_err(f"interrupted: run {term_line(plan.name)} keeps its finished pairs; resume with: "
+                 f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}", fg="yellow")  # fmt: skip
+        sys.exit(130)
+    bar.stop()
+    echo_err(f"done: {summary.n_done}/{summary.n_items} pairs ({summary.n_new} new, "
+             f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
+             f"{summary.labels_per_s:.2f} pairs/s · {summary.tokens_per_s:.0f} tok/s")  # fmt: skip
+    has_gold = any(g is not None for gs in plan.golds.values() for g in gs)
+    ev = evaluate_multi_run(classifier.store, plan.name) if has_gold else None
+    if as_json:
+        click.echo(term_json({"summary": summary.as_dict(), "eval": ev}))
+    elif ev is not None:
+        click.echo(term(format_multi_eval(ev)))
+
+
+def single_label_field(values: list[str], policy: str) -> str | None:
+    """The one `--label-field` of a single-policy run (FIELD, or POLICY=FIELD)."""
+    if not values:
+        return None
+    from edge_guard.runs.multi import parse_label_fields
+
+    return parse_label_fields(values, [policy])[policy]

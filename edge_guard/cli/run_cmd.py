@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from edge_guard.cli.multi_opts import policy_options, policy_set, run_set, single_label_field
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
 from edge_guard.cli.outfile import check_out, force_option
 from edge_guard.conversation import TARGETS
@@ -67,12 +68,14 @@ class _Progress:
 
 @click.command()
 @click.argument("dataset")
-@click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
+@policy_options()
 @click.option(
     "--name", default=None, help="Run name (default: from dataset, policy, model, options)."
 )
 @click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
-@click.option("--label-field", default=None, help="Field holding the gold label (default: auto).")
+@click.option("--label-field", multiple=True,
+              help="Field holding the gold label (default: auto); with several policies "
+              "POLICY=FIELD, repeated (e.g. toxic_chat=toxicity).")  # fmt: skip
 @click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
 @click.option("--messages-field", default=None,
               help="Field holding a conversation: a JSON list of {role, content} "
@@ -104,7 +107,15 @@ def run(opts: dict[str, Any]) -> None:
     }
     conv_kw = {k: opts.pop(k) for k in ("messages_field", "prompt_field", "response_field", "target")}
     plan_kw.update({k: v for k, v in conv_kw.items() if v is not None})
-    classifier = build_classifier(opts.pop("policy"), opts)
+    policy, mode = policy_set(opts)
+    label_fields = list(plan_kw.pop("label_field") or ())
+    if mode is not None:  # several policies: one run item per (text, policy) pair
+        classifier = build_classifier(policy.policies, opts)
+        return run_set(dataset, classifier, policy, mode, label_fields=label_fields,
+                       plan_kw=plan_kw, seed=seed, as_json=as_json, progress=_Progress,
+                       echo_err=_echo_err)  # fmt: skip
+    classifier = build_classifier(policy, opts)
+    plan_kw["label_field"] = single_label_field(label_fields, classifier.policy.name)
     plan = plan_run(dataset, classifier, seed=seed, **plan_kw)
     if detect_benchmark(str(plan.dataset.path)) == "toxic-chat":
         _echo_err(LICENSE_NOTE, dim=True)
@@ -189,9 +200,17 @@ def format_eval(ev: dict[str, Any]) -> str:
 def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: bool) -> None:
     """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN."""
     from edge_guard.runs.batch import evaluate_run
+    from edge_guard.runs.multi import is_multi_run
     from edge_guard.store import Store
 
-    ev = evaluate_run(Store(db), run_name, n_resamples=resamples, seed=seed)
+    store = Store(db)
+    if is_multi_run(store.run(run_name)):  # several policies: a row per policy, macro, any
+        from edge_guard.runs.multi_eval import evaluate_multi_run, format_multi_eval
+
+        mev = evaluate_multi_run(store, run_name, n_resamples=resamples, seed=seed)
+        click.echo(term_json(mev) if as_json else term(format_multi_eval(mev)))
+        return
+    ev = evaluate_run(store, run_name, n_resamples=resamples, seed=seed)
     click.echo(term_json(ev) if as_json else format_eval(ev))
 
 

@@ -123,8 +123,9 @@ class MultiPlan:
         return [(t, p) for t in range(self.n_texts) for p in range(self.n_policies)
                 if self.pair(t, p) not in self.done]  # fmt: skip
 
-    def text(self, t: int) -> str:
-        return self.dataset.rows[self.selected[t]].text
+    def text(self, t: int) -> Any:
+        """Text t as classified: its string, or its conversation."""
+        return self.dataset.rows[self.selected[t]].item
 
     def messages(self) -> list[str]:
         return [f"{k}: gold labels that do not map to its labels (kept, unscored): "
@@ -137,11 +138,15 @@ def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: Policy
                    name: str | None = None, text_field: str | None = None,
                    id_field: str | None = None, limit: int | None = None,
                    sample: str | None = None, seed: int = 0, kind: str = "run",
-                   extra_config: dict[str, Any] | None = None) -> MultiPlan:  # fmt: skip
-    """Load + sample the dataset, map each policy's gold column, create or resume the run."""
+                   extra_config: dict[str, Any] | None = None,
+                   **conversation: Any) -> MultiPlan:  # fmt: skip
+    """Load + sample the dataset, map each policy's gold column, create or resume the run.
+
+    `conversation`: `usable_dataset`'s messages_field / prompt_field / response_field /
+    target (rows become conversations)."""
     if mode not in MODES:
         raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
-    ds = usable_dataset(dataset, text_field=text_field, id_field=id_field)
+    ds = usable_dataset(dataset, text_field=text_field, id_field=id_field, **conversation)
     fields = dict(label_fields or {})
     golds: dict[str, list[Gold | None]] = {}
     unmapped: dict[str, dict[str, int]] = {}
@@ -161,7 +166,9 @@ def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: Policy
               "label_field": json.dumps(fields, sort_keys=True), "mode": mode,
               "policies": pset.names, "policy_hashes": [m.policy.hash for m in pset.members],
               "thresholds": {m.name: m.threshold for m in pset.members},
-              "n_texts": len(selected), **(extra_config or {})}  # fmt: skip
+              "n_texts": len(selected),
+              **({"conversation": conversation} if conversation else {}),
+              **(extra_config or {})}  # fmt: skip
     name = name or default_run_name(config) + ("__combined" if mode == MODE_COMBINED else "")
     store = base.store
     existing = store.run(name)
