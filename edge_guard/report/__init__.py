@@ -103,6 +103,7 @@ def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, see
     from edge_guard import __version__
     from edge_guard.report import reference
     from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
+    from edge_guard.runs.paths import path_summary
 
     if not names:
         raise EdgeGuardError("a report needs at least one run name")
@@ -110,6 +111,7 @@ def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, see
     for name in dict.fromkeys(names):
         out = run_outcomes(store, name)
         ev = evaluate_outcomes(out, n_resamples=n_resamples, seed=seed)
+        ev["paths"] = path_summary(store, name)  # one-pass / cascade runs (runs/paths.py)
         label = f"{ev['policy']} · {short_model(str(ev['model']))}"
         runs.append(RunReport(name, label, ev, out.config, out.gold, out.scores,
                               _examples(out.rows, out.gold, out.scores, max_examples)))  # fmt: skip

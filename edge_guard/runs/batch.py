@@ -373,8 +373,12 @@ def run_outcomes(store: Store, name: str) -> Outcomes:
 def evaluate_run(store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> dict[str, Any]:  # fmt: skip
     """`metrics.evaluate` on a stored run, plus the run's identity, progress and notes."""
-    return evaluate_outcomes(run_outcomes(store, name), n_resamples=n_resamples, seed=seed,
-                             level=level)  # fmt: skip
+    from edge_guard.runs.paths import path_summary
+
+    ev = evaluate_outcomes(run_outcomes(store, name), n_resamples=n_resamples, seed=seed,
+                           level=level)  # fmt: skip
+    ev["paths"] = path_summary(store, name)  # one-pass / cascade runs: paths, vs full reasoning
+    return ev
 
 
 def evaluate_outcomes(out: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
