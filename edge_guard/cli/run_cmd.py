@@ -150,6 +150,7 @@ def run(opts: dict[str, Any]) -> None:
 def format_eval(ev: dict[str, Any]) -> str:
     """The text form of `edge-guard eval`."""
     from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
+    from edge_guard.runs.paths import format_paths
 
     pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     v = ev["verdicts"]
@@ -160,8 +161,9 @@ def format_eval(ev: dict[str, Any]) -> str:
         f"{v['undetermined']} undetermined ({pct(ev['undetermined_rate'])}) · parse rate "
         f"{pct(ev['parse_rate'])}",
     ]
+    paths = format_paths(ev.get("paths"))  # one-pass / cascade runs
     if not ev["n_labelled"]:
-        return "\n".join([*lines, "no gold labels in this run: nothing to score"])
+        return "\n".join([*lines, "no gold labels in this run: nothing to score", *paths])
     lines.append(f"gold: {ev['n_labelled']} labelled, {ev['n_gold_violation']} violations")
     heads = [
         TREATMENT_TITLES[t] + (" (headline)" if t == ev["headline"] else "") for t in TREATMENTS
@@ -188,7 +190,7 @@ def format_eval(ev: dict[str, Any]) -> str:
     lines.append(f"\n[lo, hi] = {int(ci['level'] * 100)}% {ci['method']}, {ci['resamples']} "
                  f"resamples, seed {ci['seed']}; headline = undetermined excluded, read it with "
                  "the undetermined rate")  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines + paths)
 
 
 @click.command("eval")
