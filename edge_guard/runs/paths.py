@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edge_guard.sanitize import term_line
 from edge_guard.store import Store
 
 # Run config keys that must match for two runs to have classified the same texts the same
@@ -120,7 +121,7 @@ def format_paths(s: dict[str, Any] | None) -> list[str]:
         lines.append("vs full reasoning: no full-reasoning run of the same texts in this store")
     else:
         f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-        lines.append(f"vs full reasoning (run {v['run']}, n={v['n']}, {v['n_undetermined']} "
+        lines.append(f"vs full reasoning (run {term_line(v['run'])}, n={v['n']}, {v['n_undetermined']} "
                      f"undetermined left out): agreement {f(v['agreement'])}, kappa "
                      f"{f(v['kappa'])}, F1 {f(v['f1'])} (P {f(v['precision'])}, R "
                      f"{f(v['recall'])})")  # fmt: skip
