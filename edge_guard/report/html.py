@@ -11,6 +11,7 @@ from typing import Any
 
 from edge_guard.report import EXAMPLE_KINDS, Report, RunReport, short_model
 from edge_guard.report import reference as ref
+from edge_guard.report.paths import HEAD, NOTE, paths_rows
 from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 
 CSS = """
@@ -209,6 +210,9 @@ def render_html(report: Report) -> str:
         runs_table(report),
         reference_section(report),
     ]
+    if paths_rows(runs):  # one-pass / cascade runs
+        parts += ["<h2>Reasoning paths</h2>", table(HEAD, [[esc(c) for c in row]
+                  for row in paths_rows(runs)], 3), f"<p class=note>{esc(NOTE)}</p>"]  # fmt: skip
     if report.plots:
         parts.append("<h2>Plots</h2>")
         for title, svg in report.plots.items():

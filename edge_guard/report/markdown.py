@@ -11,6 +11,7 @@ import base64
 
 from edge_guard.report import EXAMPLE_KINDS, Report, short_model
 from edge_guard.report import reference as ref
+from edge_guard.report.paths import HEAD, NOTE, paths_rows
 from edge_guard.runs.metrics import METRICS, TREATMENT_TITLES, TREATMENTS, VERDICTS, fmt_ci
 from edge_guard.sanitize import md_block as block
 from edge_guard.sanitize import md_cell as md
@@ -78,6 +79,9 @@ def render_markdown(report: Report) -> str:
     out.append(table(["#", "run", "policy", "model", "done", "status", "F1 (95% CI)", "precision",
                       "recall", "F1 und.=viol.", "F1 und.=safe", "parse", "undet.", "ROC-AUC",
                       "AUPRC"], body))  # fmt: skip
+    if paths_rows(runs):  # one-pass / cascade runs
+        out += ["", "## Reasoning paths", "", table(HEAD, [[md(c) for c in row]
+                for row in paths_rows(runs)]), "", md(NOTE)]  # fmt: skip
     if report.benchmark == "toxic-chat":
         out += ["", "## Reference figures (ToxicChat)", ""]
         ours = []
