@@ -235,7 +235,22 @@ def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, e
     from edge_guard.store import Store
 
     check_out(out, force)
-    path = write_report(list(runs), out, store=Store(db), n_resamples=resamples, seed=seed,
+    store = Store(db)
+    from edge_guard.runs.multi import is_multi_run
+
+    multi = [is_multi_run(store.run(r)) for r in runs]
+    if any(multi):  # multi-policy runs: a policy x metric table each
+        from edge_guard.report.multi import write_multi_report
+
+        if not all(multi):
+            from edge_guard.errors import EdgeGuardError
+
+            raise EdgeGuardError("report either multi-policy runs or single-policy runs, not both")
+        path = write_multi_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
+                                  title=title)  # fmt: skip
+        click.echo(f"wrote {term_line(path)}")
+        return
+    path = write_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
                         benchmark=None if reference == "none" else reference,
                         max_examples=examples, title=title)  # fmt: skip
     click.echo(f"wrote {term_line(path)}")
