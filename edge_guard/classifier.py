@@ -49,7 +49,7 @@ from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.store import Store
 from edge_guard.store.rows import parse_fields, response_fields, row_to_result
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the backend's numerics class joined the key (older rows miss)
 
 PolicyArg = str | Path | types.ModuleType | Policy
 
@@ -184,6 +184,9 @@ class Classifier:
         if isinstance(item, Conversation):
             fields["conversation"] = item.canonical()
         fields.update(path_fields(self))  # one-pass / cascade results: keys of their own
+        numerics = getattr(self.backend, "numerics", None)
+        if callable(numerics):  # batch width, flash attention, batch size, GPU split
+            fields["numerics"] = numerics(self.parallel)
         if processor is not None:
             # Steered outputs never share a key with free generation.
             fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex

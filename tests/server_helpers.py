@@ -31,6 +31,33 @@ from typing import Any
 
 import httpx
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def llama_server_binary() -> tuple[str | None, str]:
+    """(path, "") of a real llama.cpp `llama-server`, or (None, why not).
+
+    $EDGE_GUARD_TEST_LLAMA_SERVER when set, else the prebuilt one beside the clone
+    (`../shared/bin/llama-server`, where CI puts it), else one on PATH.
+    """
+    env = os.environ.get("EDGE_GUARD_TEST_LLAMA_SERVER")
+    if env:
+        if os.access(env, os.X_OK):
+            return env, ""
+        return None, f"$EDGE_GUARD_TEST_LLAMA_SERVER={env} is not an executable file"
+    shared = REPO_ROOT.parent / "shared" / "bin" / "llama-server"
+    if os.access(shared, os.X_OK):
+        return str(shared), ""
+    import shutil
+
+    found = shutil.which("llama-server")
+    if found:
+        return found, ""
+    return None, (
+        f"no llama-server binary: none at {shared}, none on PATH, and "
+        "$EDGE_GUARD_TEST_LLAMA_SERVER is not set"
+    )
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -55,11 +82,11 @@ class ServerProcess:
 
     @classmethod
     def llama_server(cls, binary: str, model: Path, log_dir: Path, *, n_ctx: int = 4096,
-                     parallel: int = 2) -> ServerProcess:  # fmt: skip
+                     parallel: int = 2, threads: int = 1) -> ServerProcess:  # fmt: skip
         port = free_port()
         argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                "-c", str(n_ctx), "--parallel", str(parallel), "-fa", "off", "-t", "2",
-                "--no-webui", "--kv-unified"]  # fmt: skip
+                "-c", str(n_ctx), "--parallel", str(parallel), "-fa", "off", "-t", str(threads),
+                "-tb", str(threads), "--no-webui", "--kv-unified"]  # fmt: skip
         return cls(argv, port, log_dir / f"llama-server-{port}.log")
 
     @property

@@ -8,8 +8,6 @@ server, and a real `llama-server` binary when $EDGE_GUARD_TEST_LLAMA_SERVER name
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,15 @@ from edge_guard.harmony.vocab import Vocab
 from edge_guard.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_helpers import FakeLlamaServer, FlakyProxy, ServerProcess, drip, flood, send_json
+from server_helpers import (
+    FakeLlamaServer,
+    FlakyProxy,
+    ServerProcess,
+    drip,
+    flood,
+    llama_server_binary,
+    send_json,
+)
 
 TEXTS = [
     "you are a complete idiot",
@@ -43,10 +49,6 @@ TEXTS = [
 FREE = SamplingConfig(max_tokens=12)
 STEER = ["1", "0", "0", "1"]  # final answers forced on the first texts
 SERVER_CTX = 2048
-
-
-def _real_llama_server() -> str | None:
-    return os.environ.get("EDGE_GUARD_TEST_LLAMA_SERVER") or shutil.which("llama-server")
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,9 @@ def server(request: pytest.FixtureRequest, tiny_o200k_model: Path, log_dir: Path
     elif request.param == "vllm-dialect":
         yield request.getfixturevalue("vllm_shim")
     else:
-        binary = _real_llama_server()
+        binary, why = llama_server_binary()
         if binary is None:
-            pytest.skip("no llama-server binary (set EDGE_GUARD_TEST_LLAMA_SERVER)")
+            pytest.skip(why)
         srv = ServerProcess.llama_server(binary, tiny_o200k_model, log_dir).start()
         yield srv
         srv.kill()

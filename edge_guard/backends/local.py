@@ -114,6 +114,30 @@ class LocalBackend:
             self._engine_version = f"llama-cpp-python {llama_cpp_version()}{'+gpu' if gpu else ''}"
         return self._engine_version
 
+    def numerics(self, n_parallel: int | None = None) -> dict[str, Any]:
+        """The numerics class (part of every cache key): the settings that can change the
+        output bits. Several sequences in one batch round differently from one at a time;
+        flash attention, the batch size and the GPU/CPU split change the kernels. Threads
+        and the context size (when the prompt fits) do not, so they are left out."""
+        from edge_guard.engine import llama_runtime as rt
+        from edge_guard.engine.gguf_check import check_model_file
+
+        s = self.settings
+        width = min(max(1, int(n_parallel or s.n_parallel)), max(1, int(s.n_parallel)))
+        if not s.swa_full:
+            width = 1  # the engine decodes one sequence at a time without a full SWA cache
+        gpu: int | str = "none"  # a CPU-only build ignores --gpu-layers
+        if rt.supports_gpu():
+            n = rt.resolve_gpu_layers(s.n_gpu_layers)
+            n_layer = int(check_model_file(self.path).arch_key("block_count") or 0)
+            gpu = "all" if n < 0 or n > n_layer else n
+        fa = s.flash_attn
+        if fa == "auto" and gpu in ("none", 0):
+            fa = False  # what the engine resolves it to without GPU layers
+        return {"decode": "seq" if width == 1 else "par",
+                "flash_attn": {True: "on", False: "off"}.get(fa, str(fa)),  # type: ignore[call-overload]
+                "n_batch": max(32, int(s.extra.get("n_batch", 512))), "gpu_layers": gpu}  # fmt: skip
+
     def vocab(self) -> Vocab:
         from edge_guard.engine.gguf_check import check_model_file
 
