@@ -48,6 +48,8 @@ class ModelResponse:
     # log P(token) over the full vocabulary at the first token of the final answer,
     # for the token ids the caller asked about (label scores).
     final_token_logprobs: dict[int, float] | None = None
+    # Score-only requests: the summed log P of each asked continuation after the prompt.
+    sequence_logprobs: list[float] | None = None
     malformed: list[str] = field(default_factory=list)
     error: str | None = None
     model: str = ""

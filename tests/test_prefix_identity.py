@@ -96,29 +96,38 @@ def windowed_model(request: pytest.FixtureRequest, tiny_model: Path, synth_model
     return tiny_model if request.param == 8 else synth_model("tiny", sliding_window=32)
 
 
+@pytest.mark.parametrize("max_prefixes", [1, 8], ids=["one-resident", "resident-set"])
 def test_prefix_state_matches_scratch_with_alternating_policies(
-    windowed_model: Path, policies: list[str]
+    windowed_model: Path, policies: list[str], max_prefixes: int
 ) -> None:
-    with engine(windowed_model) as eng:
+    with engine(windowed_model, max_prefixes=max_prefixes) as eng:
         window = rt.n_swa(eng._model)
         reqs = requests(eng, policies, 9)
         assert all(r.prefix_len > 200 and len(r.prompt_ids) > r.prefix_len for r in reqs)
         assert all(r.prefix_len > 4 * window for r in reqs)
         got = []
-        for i, r in enumerate(reqs):  # each call replaces the previous policy's prefix
+        for i, r in enumerate(reqs):
             if i == 5:
                 eng.reset_state()  # evicted: the next one starts from nothing
             resp = eng.generate(r)
             assert resp.timings.cached_tokens == r.prefix_len  # the prefix state was used
             got.append(resp.output_token_ids)
-        assert eng.stats["prefix_evals"] == 9  # policies alternate: each call re-evaluates
+        # One resident: each call replaces the previous policy's prefix. A resident set:
+        # each policy's prefix is evaluated once (and once more after the reset).
+        assert eng.stats["prefix_evals"] == (9 if max_prefixes == 1 else 6)
         trace = logits_trace(eng, reqs[:3])
     assert got == scratch(windowed_model, reqs)
-    # without flash attention on the CPU, prefix + suffix is bit-identical to one pass
-    assert all(
-        np.array_equal(a, b)
-        for a, b in zip(trace, scratch_trace(windowed_model, reqs[:3]), strict=True)
-    )
+    expected = scratch_trace(windowed_model, reqs[:3])
+    if max_prefixes == 1:
+        # without flash attention on the CPU, prefix + suffix is bit-identical to one pass
+        assert all(np.array_equal(a, b) for a, b in zip(trace, expected, strict=True))
+    else:
+        # other prefixes' cells change the attention's summation: close, not bit-identical
+        # (measured: at most 0.016 on logits of magnitude ~55)
+        assert all(
+            np.abs(a - b).max() <= 1e-3 * np.abs(b).max()
+            for a, b in zip(trace, expected, strict=True)
+        )
 
 
 def test_same_policy_evaluates_its_prefix_once(tiny_model: Path, policies: list[str]) -> None:

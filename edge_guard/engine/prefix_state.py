@@ -1,9 +1,11 @@
-"""Sequence 0 of the engine's KV cache: the prompt prefix every text shares, kept and reused.
+"""One prefix sequence of the engine's KV cache: a prompt prefix many texts share, kept and reused.
 
 The prefix (system + developer message with the policy + the user header) is evaluated
-once into sequence 0; each text's sequence copies it. A prefix cut back below cells that
-llama.cpp already reused for the sliding window is re-evaluated, and long prefixes
-evaluated from an empty cache are snapshotted to disk (`prefix_store`) for later processes.
+once into its own sequence; each text's sequence copies it. A prefix cut back below cells
+that llama.cpp already reused for the sliding window is re-evaluated, and long prefixes
+evaluated from an empty cache are snapshotted to disk (`prefix_store`) for later processes
+(snapshots are whole-context states: saved and restored only while the cache holds
+nothing else). `prefixes.PrefixCache` keeps several of these resident.
 """
 
 from __future__ import annotations
@@ -65,21 +67,35 @@ def make_prefix_store(enabled: bool | None, prefix_cache: bool, model_path: str,
 
 
 class PrefixState:
-    """Keeps sequence 0 holding exactly the current shared prefix."""
+    """Keeps sequence `seq_id` holding exactly one prefix.
+
+    `alone()` tells whether the cache holds nothing but this sequence: only then may the
+    whole cache be cleared or replaced by a snapshot (sequence 0 only: snapshots are
+    taken of sequence 0 evaluated into an empty cache).
+    """
 
     def __init__(self, ctx: Any, mem: Any, batch: rt.Batch, *, n_swa: int,
-                 store: PrefixStore | None, n_seq: int, stats: dict[str, int]) -> None:  # fmt: skip
+                 store: PrefixStore | None, n_seq: int, stats: dict[str, int],
+                 seq_id: int = 0, alone: Any = None) -> None:  # fmt: skip
         self._ctx, self._mem, self._batch = ctx, mem, batch
         self.n_swa, self.store, self.n_seq, self.stats = n_swa, store, n_seq, stats
+        self.seq_id = seq_id
+        self._alone = alone or (lambda: True)
         self.tokens: list[int] = []
 
     def reset(self) -> None:
-        """Forget every cached token (the next prompt is evaluated from scratch)."""
-        rt.memory_clear(self._mem)
+        """Forget this sequence's tokens (the whole cache when it holds nothing else)."""
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._alone():
+            rt.memory_clear(self._mem)
+        else:
+            rt.seq_rm(self._mem, self.seq_id)
         self.tokens = []
 
     def set(self, prefix: list[int], *, enabled: bool = True) -> float:
-        """Make sequence 0 hold exactly `prefix`; returns the ms spent evaluating/loading it."""
+        """Make the sequence hold exactly `prefix`; returns the ms spent evaluating/loading it."""
         if not enabled:
             self.reset()
             return 0.0
@@ -92,9 +108,9 @@ class PrefixState:
         # reused the cells of positions that were out of the window as seen from the old
         # end, but tokens after `keep` need the window before `keep`: check it is whole.
         if keep < len(self.tokens) and (
-            not rt.seq_rm(self._mem, 0, keep) or not self._window_intact(keep)
+            not rt.seq_rm(self._mem, self.seq_id, keep) or not self.window_intact(keep)
         ):
-            rt.memory_clear(self._mem)
+            self._clear()
             keep = 0
         self.tokens = prefix[:keep]
         todo = prefix[keep:]
@@ -111,7 +127,7 @@ class PrefixState:
             chunk = todo[start : start + n_batch]
             self._batch.clear()
             for j, tok in enumerate(chunk):
-                self._batch.add(tok, keep + start + j, 0, False)
+                self._batch.add(tok, keep + start + j, self.seq_id, False)
             rt.decode(self._ctx, self._batch)
         self.tokens = list(prefix)
         self.stats["prefix_evals"] += 1
@@ -121,11 +137,11 @@ class PrefixState:
             self._save_snapshot(prefix)
         return ms
 
-    def _window_intact(self, keep: int) -> bool:
+    def window_intact(self, keep: int) -> bool:
         """True when sequence 0 still holds every position tokens after `keep` attend to."""
         if keep == 0 or self.n_swa <= 0:
             return True
-        return rt.seq_pos_min(self._mem, 0) <= max(0, keep - self.n_swa)
+        return rt.seq_pos_min(self._mem, self.seq_id) <= max(0, keep - self.n_swa)
 
     def _load_snapshot(self, prefix: list[int], n_todo: int) -> bool:
         """Load sequence 0 from a snapshot of exactly `prefix` (worth it for long prefixes).
@@ -133,7 +149,12 @@ class PrefixState:
         Only states evaluated from an empty cache are saved, and they are loaded into an
         empty sequence 0, so the cache holds the same cells as a from-scratch evaluation.
         """
-        if self.store is None or n_todo < MIN_PREFIX_TOKENS:
+        if (
+            self.store is None
+            or n_todo < MIN_PREFIX_TOKENS
+            or self.seq_id != 0
+            or not self._alone()
+        ):
             return False
         restored = self.store.restore(self._ctx, self._mem, prefix, self.n_seq)
         if restored is None:
@@ -147,6 +168,7 @@ class PrefixState:
     def _save_snapshot(self, prefix: list[int]) -> None:
         if (
             self.store is not None
+            and self.seq_id == 0
             and len(prefix) >= MIN_PREFIX_TOKENS
             and self.store.capture(self._ctx, self._mem, prefix, self.n_seq)
         ):

@@ -1,0 +1,393 @@
+"""The engine loop: one thread owns the llama.cpp context; any thread submits requests.
+
+`EngineLoop.submit(request)` may be called from any thread (an asyncio task uses
+`Handle.wait_async`) and returns a `Handle` that streams the request's events, gives its
+final `ModelResponse` and can be cancelled. A single decode thread, started when work
+arrives and gone when there is none, runs continuous batching across every caller:
+each step decodes one token for every generating sequence plus prompt chunks for new
+ones; a finished or cancelled sequence frees its slot for the next waiting request.
+
+Admission accounts for every KV cell: resident prefixes (`prefixes.PrefixCache`) plus,
+for each running sequence, its own prompt suffix and its generation budget. A request
+joins when a slot is free, its group (`generate_many` call) is under its width, its
+prefix is or can be made resident, and its cells fit — or when nothing else runs.
+A failure (NaN logits, a callback that raises) fails only its own request; a failed
+decode fails the sequences that were in that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.sampling import Sampler
+from edge_guard.engine.slots import GenerationRequest, Slot
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event, HarmonyStreamParser
+from edge_guard.response import ModelResponse
+
+if TYPE_CHECKING:
+    from edge_guard.engine.engine import Engine
+
+CANCELLED = "cancelled"
+
+
+@dataclass
+class Group:
+    """Requests submitted together: at most `width` of them run at once."""
+
+    width: int
+    active: int = 0
+    shared: list[int] | None = None  # the prefix of requests that give no `prefix_len`
+
+
+class Handle:
+    """A submitted request: its events, its final response, and a way to cancel it."""
+
+    def __init__(self, loop: EngineLoop, request: GenerationRequest, group: Group, index: int,
+                 sink: queue.Queue[tuple[int, ModelResponse]] | None, stream: bool) -> None:  # fmt: skip
+        self._loop = loop
+        self.request = request
+        self.group = group
+        self.index = index
+        self._sink = sink
+        self._events: queue.Queue[Event | None] | None = queue.Queue() if stream else None
+        self._done = threading.Event()
+        self._response: ModelResponse | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop this request (queued or running); its response becomes a 'cancelled' error."""
+        if not self._done.is_set():
+            self.cancelled = True
+            self._loop.wake()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> ModelResponse:
+        if not self._done.wait(timeout):
+            raise TimeoutError("the request is still running")
+        assert self._response is not None
+        return self._response
+
+    async def wait_async(self) -> ModelResponse:
+        """Await the response from asyncio without blocking the event loop."""
+        while not self._done.is_set():
+            await asyncio.sleep(0.01)
+        return self.result()
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """The request's parser events as they happen (submit with `stream=True`)."""
+        if self._events is None:
+            raise EdgeGuardError("events() needs a handle submitted with stream=True")
+        while True:
+            ev = self._events.get(timeout=timeout)
+            if ev is None:
+                return
+            yield ev
+
+    # -- called by the loop thread ----------------------------------------------------------
+    def emit(self, events: list[Event]) -> None:
+        for ev in events:
+            if self.request.on_event is not None:
+                self.request.on_event(ev)
+            if self._events is not None:
+                self._events.put(ev)
+
+    def complete(self, response: ModelResponse) -> None:
+        if self._done.is_set():
+            return
+        self._response = response
+        self._done.set()
+        if self._events is not None:
+            self._events.put(None)
+        if self._sink is not None:
+            self._sink.put((self.index, response))
+
+
+class EngineLoop:
+    """Schedules every request of one `Engine` through one continuous batch."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cv = threading.Condition()
+        self._incoming: list[Handle] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Owned by the loop thread (under engine.lock):
+        self._waiting: list[Handle] = []
+        self.slots: dict[int, Slot] = {}
+        first = engine.max_prefixes
+        self._free = list(range(first + engine.n_parallel - 1, first - 1, -1))
+
+    # -- any thread -------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, *, group: Group | None = None, index: int = 0,
+               sink: queue.Queue[tuple[int, ModelResponse]] | None = None,
+               stream: bool = False) -> Handle:  # fmt: skip
+        eng = self.engine
+        handle = Handle(self, request, group or Group(eng.n_parallel), index, sink, stream)
+        problem = self._problem(request)
+        if problem is not None:
+            handle.complete(ModelResponse.failed(problem, request.prompt_ids, eng.model_path))
+            return handle
+        with self._cv:
+            if self._closed:
+                handle.complete(ModelResponse.failed("the engine is closed", request.prompt_ids,
+                                                     eng.model_path))  # fmt: skip
+                return handle
+            self._incoming.append(handle)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="edge-guard-engine",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            self._cv.notify_all()
+        return handle
+
+    def wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        """Cancel everything and wait for the loop thread to end."""
+        with self._cv:
+            self._closed = True
+            for h in self._incoming:
+                h.cancelled = True
+            thread = self._thread
+            self._cv.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            for h in list(self._waiting) + [s.handle for s in self.slots.values()]:
+                h.cancelled = True
+            thread.join()
+
+    @property
+    def busy(self) -> bool:
+        with self._cv:
+            return self._thread is not None
+
+    def _problem(self, req: GenerationRequest) -> str | None:
+        n_ctx = self.engine.n_ctx
+        if len(req.prompt_ids) == 0:
+            return "empty prompt"
+        if len(req.prompt_ids) + 1 > n_ctx:
+            return (f"prompt is {len(req.prompt_ids)} tokens but the context holds {n_ctx}"
+                    " (raise --ctx, shorten the text or pass --truncate)")  # fmt: skip
+        if req.score_only and any(len(s) == 0 for s in req.score_sequences):
+            return "an empty continuation cannot be scored"
+        return None
+
+    # -- the loop thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        eng = self.engine
+        try:
+            while True:
+                with self._cv:
+                    self._waiting.extend(self._incoming)
+                    self._incoming.clear()
+                    if not self._waiting and not self.slots:
+                        self._thread = None
+                        return
+                with eng.lock:
+                    if eng.closed:
+                        self._fail_all("the engine is closed")
+                        continue
+                    self._reap_cancelled()
+                    self._admit()
+                    if self.slots:
+                        self._step()
+        except BaseException as exc:  # a bug: no caller may wait forever
+            self._fail_all(f"internal error in the engine loop: {type(exc).__name__}: {exc}")
+            with self._cv:
+                self._thread = None
+
+    def _fail_all(self, error: str) -> None:
+        with self._cv:
+            self._waiting.extend(self._incoming)
+            self._incoming.clear()
+        for seq_id in list(self.slots):
+            self._release(seq_id, error)
+        for h in self._waiting:
+            h.complete(ModelResponse.failed(error, h.request.prompt_ids, self.engine.model_path))
+        self._waiting.clear()
+
+    def _reap_cancelled(self) -> None:
+        for h in [h for h in self._waiting if h.cancelled]:
+            self._waiting.remove(h)
+            h.complete(ModelResponse.failed(CANCELLED, h.request.prompt_ids,
+                                            self.engine.model_path))  # fmt: skip
+        for seq_id, slot in list(self.slots.items()):
+            if slot.handle.cancelled:
+                self._release(seq_id, CANCELLED)
+
+    def _release(self, seq_id: int, error: str | None = None) -> None:
+        """End a running sequence: free its cells and slot; complete its handle."""
+        slot = self.slots.pop(seq_id)
+        rt.seq_rm(self.engine._mem, seq_id)
+        self._free.append(seq_id)
+        slot.handle.group.active -= 1
+        if slot.resident is not None:
+            slot.resident.users -= 1
+        if error is not None:
+            slot.error = error
+        try:
+            response = self.engine.decoder.finish(slot)
+        except Exception as exc:
+            response = ModelResponse.failed(f"internal error: {exc}", slot.request.prompt_ids,
+                                            self.engine.model_path)  # fmt: skip
+        slot.handle.complete(response)
+
+    def _prefix_for(self, h: Handle) -> list[int]:
+        if not self.engine.prefix_cache:
+            return []
+        ids, n = h.request.prompt_ids, len(h.request.prompt_ids) - 1
+        if h.request.prefix_len is not None:
+            return list(ids[: max(0, min(n, h.request.prefix_len))])
+        if h.group.shared is not None:
+            return list(h.group.shared[:n])
+        return list(ids[:n])
+
+    def _admit(self) -> None:
+        eng = self.engine
+        for h in list(self._waiting):
+            if not self._free:
+                return
+            if h.group.active >= h.group.width:
+                continue
+            req = h.request
+            prefix = self._prefix_for(h)
+            reserve = len(req.prompt_ids) - len(prefix) + req.generation_budget(eng.n_ctx)
+            used = eng.prefixes.n_tokens + sum(s.reserved for s in self.slots.values())
+            resident = eng.prefixes.find(prefix) if prefix else None
+            room = eng.n_ctx - used - reserve
+            if self.slots and room < 0 and (resident is not None or not prefix):
+                return  # FIFO: a request that does not fit waits, and so do those after it
+            ms = 0.0
+            if prefix and resident is None:
+                got = eng.prefixes.acquire(prefix, room if self.slots else 1 << 30)
+                if got is None:
+                    if self.slots and room < len(prefix):
+                        return
+                    continue  # every prefix sequence is in use: later requests may fit
+                resident, ms = got
+            elif resident is not None:
+                resident.touch()
+            self._waiting.remove(h)
+            self._start(h, prefix, resident, reserve, ms)
+
+    def _start(self, h: Handle, prefix: list[int], resident: Any, reserve: int,
+               prefix_ms: float) -> None:  # fmt: skip
+        eng = self.engine
+        seq_id = self._free.pop()
+        rt.seq_rm(eng._mem, seq_id)
+        if resident is not None:
+            rt.seq_cp(eng._mem, resident.seq_id, seq_id)
+            resident.users += 1
+        req = h.request
+        slot = Slot(
+            seq_id=seq_id,
+            handle=h,
+            parser=HarmonyStreamParser(eng.vocab),
+            sampler=Sampler(req.sampling),
+            pending=list(req.prompt_ids[len(prefix) :]),
+            n_past=len(prefix),
+            reserved=reserve,
+            cached=len(prefix),
+            resident=resident,
+            t_start=time.perf_counter(),
+            extra_prompt_ms=prefix_ms,
+        )
+        h.group.active += 1
+        self.slots[seq_id] = slot
+        eng.stats["max_active"] = max(eng.stats["max_active"], len(self.slots))
+
+    def _step(self) -> None:
+        """Decode one batch for every running sequence; finish those that are done."""
+        eng = self.engine
+        batch = eng._batch
+        batch.clear()
+        want: list[tuple[Slot, int, int, int]] = []  # slot, batch row, continuation, token
+        budget = eng.n_batch
+        for slot in self.slots.values():  # generating sequences first: one token each
+            if slot.generating and not slot.request.score_only:
+                want.append((slot, batch.n, -1, -1))
+                batch.add(slot.last, slot.n_past, slot.seq_id, True)  # type: ignore[arg-type]
+                slot.n_past += 1
+                budget -= 1
+        for slot in self.slots.values():
+            if slot.pending and budget > 0:
+                chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
+                for j, tok in enumerate(chunk):
+                    last = not slot.pending and j == len(chunk) - 1
+                    if last:
+                        want.append((slot, batch.n, -1, -1))
+                    batch.add(tok, slot.n_past, slot.seq_id, last)
+                    slot.n_past += 1
+                budget -= len(chunk)
+            elif not slot.pending and slot.jobs and budget >= len(slot.jobs[0][1]) - 1:
+                k, cont = slot.jobs[0]  # score-only: one continuation's tokens, all rows wanted
+                for j, tok in enumerate(cont[:-1]):
+                    want.append((slot, batch.n, k, j))
+                    batch.add(tok, slot.n_past + j, slot.seq_id, True)
+                budget -= len(cont) - 1
+        if batch.n == 0:
+            return
+        try:
+            rt.decode(eng._ctx, batch)
+        except EdgeGuardError as exc:
+            for slot in {id(s): s for s, *_ in want}.values():
+                self._release(slot.seq_id, str(exc))
+            return
+        finished: dict[int, str | None] = {}
+        for slot, row, k, j in want:
+            if slot.seq_id in finished:
+                continue
+            try:
+                if self._apply(slot, row, k, j):
+                    finished[slot.seq_id] = None
+            except Exception as exc:
+                finished[slot.seq_id] = str(exc) if isinstance(exc, EdgeGuardError) else (
+                    f"{type(exc).__name__}: {exc}")  # fmt: skip
+        for seq_id, error in finished.items():
+            self._release(seq_id, error)
+
+    def _apply(self, slot: Slot, row: int, k: int, j: int) -> bool:
+        """Use batch row `row`'s logits for `slot`; True when the slot is finished."""
+        eng = self.engine
+        req = slot.request
+        dec = eng.decoder
+        if k >= 0:
+            dec.score_continuation(slot, k, j, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            if j == len(req.score_sequences[k]) - 2:  # this continuation is done: cut it off
+                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
+                slot.jobs.pop(0)
+                return not slot.jobs
+            return False
+        if req.score_only:
+            return dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+        # A processor gets its own copy (it may keep it); otherwise read llama.cpp's buffer
+        # in place: no 201k-float copy per sequence per token.
+        copy = req.logits_processor is not None
+        return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
+
+
+def iter_completed(handles: list[Handle],
+                   sink: queue.Queue[tuple[int, ModelResponse]]) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    """Yield (index, response) as each handle completes; closing early cancels the rest."""
+    try:
+        for _ in range(len(handles)):
+            yield sink.get()
+    finally:
+        for h in handles:
+            if not h.done():
+                h.cancel()
+        with contextlib.suppress(Exception):
+            for h in handles:
+                h.result(timeout=60)

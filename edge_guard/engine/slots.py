@@ -1,0 +1,172 @@
+"""One running sequence of the engine loop: its request, what it still has to evaluate, and
+what it produced — sampled tokens, label scores, or (score-only) continuation log-probs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_guard.engine.sampling import LogitsProcessor, Sampler, SamplingConfig, log_softmax
+from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event, HarmonyStreamParser
+from edge_guard.response import ModelResponse, Timings
+
+if TYPE_CHECKING:
+    from edge_guard.engine.prefixes import Resident
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt to complete. `prefix_len` hints how many leading ids other prompts share.
+
+    `score_only`: no generation; one forward pass over the prompt gives the log-probs of
+    `score_token_ids` as the next token, and of each continuation in `score_sequences`
+    (multi-token labels), in `ModelResponse.sequence_logprobs`.
+    """
+
+    prompt_ids: list[int]
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prefix_len: int | None = None
+    logits_processor: LogitsProcessor | None = None
+    score_token_ids: Sequence[int] = ()
+    on_event: Callable[[Event], None] | None = None
+    # Stop tokens are suppressed until this many tokens are out (fixed-length benchmarks).
+    min_tokens: int = 0
+    score_only: bool = False
+    score_sequences: Sequence[Sequence[int]] = ()
+
+    def generation_budget(self, n_ctx: int) -> int:
+        """KV cells this request needs beyond its prompt."""
+        if self.score_only:
+            return max((len(s) for s in self.score_sequences), default=0)
+        return min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    handle: Any  # loop.Handle
+    parser: HarmonyStreamParser
+    sampler: Sampler
+    pending: list[int]
+    n_past: int
+    reserved: int
+    cached: int
+    resident: Resident | None
+    t_start: float
+    t_first: float | None = None
+    output: list[int] = field(default_factory=list)
+    logprobs: dict[int, float] | None = None
+    last: int | None = None
+    extra_prompt_ms: float = 0.0
+    finish: str | None = None
+    error: str | None = None
+    # score-only: summed log-probs per continuation, and the continuations still to evaluate
+    seq_logprobs: list[float] | None = None
+    jobs: list[tuple[int, list[int]]] = field(default_factory=list)
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+    @property
+    def generating(self) -> bool:
+        return not self.pending and self.last is not None
+
+
+class Decoder:
+    """Turns one row of logits into a slot's next state (the model-independent half)."""
+
+    def __init__(self, stop_ids: frozenset[int], model: str, n_ctx: int) -> None:
+        self.stop_ids = stop_ids
+        self._stop_array = np.array(sorted(stop_ids), dtype=np.int64)
+        self.model = model
+        self.n_ctx = n_ctx
+
+    def advance(self, slot: Slot, logits: np.ndarray) -> bool:
+        """Sample the next token of `slot`; True when the sequence is finished."""
+        now = time.perf_counter()
+        if slot.t_first is None:
+            slot.t_first = now
+        req = slot.request
+        if req.score_token_ids and slot.logprobs is None and slot.parser.at_final_content_start:
+            lp = log_softmax(logits)
+            slot.logprobs = {int(t): float(lp[t]) for t in req.score_token_ids}
+        if req.logits_processor is not None:
+            edited = req.logits_processor(slot.output, logits)
+            if edited is not None:
+                logits = edited
+        if np.isnan(logits.max()):  # broken weights (or processor); this sequence fails alone
+            raise EdgeGuardError("the model computed NaN logits (corrupt or incompatible weights)")
+        if len(slot.output) < req.min_tokens:
+            logits[self._stop_array] = -np.inf
+        tok = slot.sampler.sample(logits)
+        slot.output.append(tok)
+        slot.last = tok
+        events = slot.parser.feed(tok)
+        slot.handle.emit(events)
+        if slot.parser.done or tok in self.stop_ids:
+            slot.finish = None if slot.parser.done else "eos"
+            return True
+        if len(slot.output) >= req.sampling.max_tokens or slot.n_past >= self.n_ctx:
+            slot.finish = "length"
+            return True
+        return False
+
+    def score_prompt(self, slot: Slot, logits: np.ndarray) -> bool:
+        """Score-only: the prompt's last logits; True when no continuation is left to score."""
+        slot.t_first = time.perf_counter()
+        if np.isnan(logits.max()):
+            raise EdgeGuardError("the model computed NaN logits (corrupt or incompatible weights)")
+        req = slot.request
+        lp = log_softmax(logits)
+        slot.logprobs = {int(t): float(lp[t]) for t in req.score_token_ids}
+        seqs = [list(s) for s in req.score_sequences]
+        slot.seq_logprobs = [float(lp[s[0]]) if s else 0.0 for s in seqs]
+        slot.jobs = [(k, s) for k, s in enumerate(seqs) if len(s) > 1]
+        slot.finish = "scored"
+        return not slot.jobs
+
+    def score_continuation(self, slot: Slot, k: int, j: int, logits: np.ndarray) -> None:
+        """Adds log P(token j+1 of continuation k | prompt + its first j+1 tokens)."""
+        if np.isnan(logits.max()):
+            raise EdgeGuardError("the model computed NaN logits (corrupt or incompatible weights)")
+        cont = list(slot.request.score_sequences[k])
+        assert slot.seq_logprobs is not None
+        slot.seq_logprobs[k] += float(log_softmax(logits)[cont[j + 1]])
+
+    def finish(self, slot: Slot) -> ModelResponse:
+        req = slot.request
+        if slot.error is not None:
+            return ModelResponse.failed(slot.error, req.prompt_ids, self.model)
+        end = time.perf_counter()
+        t_first = slot.t_first or end
+        timings = Timings(
+            prompt_tokens=len(req.prompt_ids),
+            cached_tokens=slot.cached,
+            prompt_ms=(t_first - slot.t_start) * 1000 + slot.extra_prompt_ms,
+            output_tokens=len(slot.output),
+            output_ms=(end - t_first) * 1000,
+        )
+        if req.score_only:
+            return ModelResponse(
+                None, "", "scored",
+                prompt_token_ids=list(req.prompt_ids),
+                timings=timings,
+                final_token_logprobs=slot.logprobs,
+                sequence_logprobs=slot.seq_logprobs if req.score_sequences else None,
+                model=self.model,
+            )  # fmt: skip
+        parsed = slot.parser.finish(slot.finish)
+        return ModelResponse.from_parsed(
+            parsed,
+            prompt_token_ids=list(req.prompt_ids),
+            output_token_ids=list(slot.output),
+            timings=timings,
+            final_token_logprobs=slot.logprobs,
+            model=self.model,
+        )
