@@ -51,11 +51,14 @@ def synth_model_path(preset: str) -> Path:
               help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
               "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
               "options given explicitly win.")  # fmt: skip
+@click.option("--policies", "n_policies", type=int, default=None,
+              help="Multi-policy workload instead: N policies x --n texts (pairs/s next to the "
+              "single-policy labels/s, the roofline, and the engine's prefix evaluations).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens: int,
           output_tokens: int, n: int, parallel: int, threads: int | None, gpu_layers: str,
           baseline_n: int | None, variants: str, workload: str | None,
-          as_json: bool) -> None:  # fmt: skip
+          n_policies: int | None, as_json: bool) -> None:  # fmt: skip
     """Benchmark classification throughput on one synthetic workload.
 
     Variants: (a) cold loop (state reset per text), (b) llama-cpp-python's own loop with
@@ -93,6 +96,18 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
 
         path = str(resolve(model).path)
     gpu: int | str = gpu_layers if gpu_layers == "auto" else int(gpu_layers)
+    if n_policies is not None:  # N policies x T texts: bench/multi.py
+        from edge_guard.bench.multi import MultiBenchConfig, format_multi_table, run_multi_bench
+
+        if n_policies < 1:
+            raise EdgeGuardError(f"--policies must be at least 1, got {n_policies}")
+        mcfg = MultiBenchConfig(n_policies=n_policies, n=n, policy_tokens=policy_tokens,
+                                text_tokens=text_tokens, output_tokens=output_tokens,
+                                parallel=parallel, threads=threads, gpu_layers=gpu,
+                                roofline_repeats=p.get("roofline_repeats", 3))  # fmt: skip
+        mreport = run_multi_bench(mcfg, path, progress=lambda m: click.echo(f"bench: {m}", err=True))
+        click.echo(json.dumps(mreport, indent=2) if as_json else format_multi_table(mreport))
+        return
     cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
                       text_tokens=text_tokens, output_tokens=output_tokens, n=n,
                       parallel=parallel, threads=threads, gpu_layers=gpu,
