@@ -81,6 +81,8 @@ KEYS: dict[str, Callable[[str], Any]] = {
     "effort": _choice(EFFORTS),
     "reasoning": _choice(REASONING_MODES),
     "cascade": _cascade,
+    # several policies: separate (one prompt per policy) or combined (one prompt for all)
+    "mode": _choice(("separate", "combined")),
     "date": _text,
     "max_tokens": _int(1),
     "temperature": _float,
