@@ -166,3 +166,31 @@ def test_compare_config_keys_parse() -> None:
         EdgeGuardError, match=r"cascade='0.9:0.1' bounds must satisfy 0 <= LOW <= HIGH <= 1"
     ):
         parse_config("m,cascade=0.9:0.1")
+
+
+def test_eval_paths_share_escalated_and_agreement_with_full(backend: ScriptedBackend) -> None:
+    from edge_guard.runs.paths import format_paths, path_summary
+
+    store = Store()
+    base = {"dataset_sha256": "abc", "policy_hash": "h", "model_identity": "scripted:1",
+            "style": "harmony", "effort": "medium"}  # fmt: skip
+    store.ensure_run("full", config=base)
+    store.ensure_run("casc", config={**base, "reasoning": "none", "cascade": [0.2, 0.8]})
+    list(Classifier("toxic_simple", backend, store=store).iter(
+        TEXTS, run_items=[RunItem("full", i) for i in range(6)]))  # fmt: skip
+    list(Classifier("toxic_simple", backend, store=store, cascade=(0.2, 0.8)).iter(
+        TEXTS, run_items=[RunItem("casc", i) for i in range(6)]))  # fmt: skip
+    assert path_summary(store, "full") is None  # a plain full-reasoning run
+    s = path_summary(store, "casc")
+    assert s is not None
+    assert (s["one_pass"], s["escalated"], s["escalated_share"]) == (2, 4, 4 / 6)
+    v = s["vs_full"]
+    # Full reasoning says "1" everywhere; the cascade says 0 only for p=0.05.
+    assert (v["run"], v["n"], v["n_undetermined"]) == ("full", 6, 0)
+    assert v["agreement"] == pytest.approx(5 / 6) and v["kappa"] == 0.0
+    assert (v["precision"], v["recall"]) == (1.0, pytest.approx(5 / 6))
+    assert v["f1"] == pytest.approx(10 / 11)
+    assert (
+        format_paths(s)[1]
+        == "paths (cascade 0.2:0.8): 2 decided by one pass, 4 escalated (66.7% escalated)"
+    )
