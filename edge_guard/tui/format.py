@@ -1,4 +1,9 @@
-"""Small formatting helpers shared by the TUI screens (verdicts, scores, times, truncation)."""
+"""Small formatting helpers shared by the TUI screens (verdicts, scores, times, truncation).
+
+Data never goes into the TUI as a markup string: `plain()` and `cell()` make `rich.text.Text`
+(shown literally, so `[/]` or `[bold]` in a text cannot crash or restyle a screen), and
+`clip()` / `plain()` pass data through `edge_guard.sanitize` (escape sequences shown, never
+obeyed)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 from rich.text import Text
 
 from edge_guard.result import headline_score
+from edge_guard.sanitize import term, term_line
 
 VERDICTS = {
     "violation": ("VIOLATION", "bold white on dark_red", "red"),
@@ -62,10 +68,30 @@ def when(iso: str | None) -> str:
     return iso[:16].replace("T", " ")
 
 
-def clip(text: str | None, width: int = 60) -> str:
-    """One line, at most `width` characters."""
-    flat = " ".join((text or "").split())
+def clip(text: Any, width: int = 60) -> str:
+    """One line, at most `width` characters, terminal controls escaped."""
+    flat = term_line(" ".join(("" if text is None else str(text)).split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def cell(text: Any, width: int = 60, style: str = "") -> Text:
+    """`clip(text, width)` as a Text (a DataTable cell, an option label, a title)."""
+    return Text(clip(text, width), style=style)
+
+
+def options(pairs: Any, width: int = 60) -> list[tuple[Text, Any]]:
+    """Select options [(label, value)] with the labels as Texts (shown literally)."""
+    return [(cell(label, width), value) for label, value in pairs]
+
+
+def plain(text: Any, style: str = "") -> Text:
+    """Data as a Text shown literally (never parsed as markup), newlines kept."""
+    return Text(term("" if text is None else text), style=style)
+
+
+def line(text: Any, style: str = "") -> Text:
+    """Data on one line as a Text shown literally (a name in a title or notification)."""
+    return Text(term_line("" if text is None else text), style=style)
 
 
 def timing_text(timings: Any) -> str:

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, Select, Static, TextArea
 
-from edge_guard.tui.format import clip, num, pct, verdict_cell
+from edge_guard.tui.format import cell, line, num, pct, plain, verdict_cell
 from edge_guard.tui.jobs import error_text
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.charts import agreement_matrix
@@ -59,11 +59,11 @@ def gold_of(row: dict[str, Any]) -> str:
 def pairwise_table(c: dict[str, Any]) -> Table:
     """Agreement (3-way verdicts) between every pair of a saved comparison's configs."""
     pw = c["pairwise"]
-    labels = [clip(lab, 24) for lab in pw["labels"]]
+    labels = [cell(lab, 24) for lab in pw["labels"]]
     table = Table(title="pairwise agreement", padding=(0, 1))
     table.add_column("", style="bold")
     for lab in labels:
-        table.add_column(lab, justify="right")
+        table.add_column(lab, justify="right")  # a Text header: shown literally
     for lab, row in zip(labels, pw["agreement"], strict=True):
         table.add_row(lab, *[pct(v) for v in row])
     return table
@@ -131,7 +131,7 @@ class CompareScreen(EdgeScreen):
                 names_saved.append(name)
         current_saved = saved.value
         with self.prevent(Select.Changed):
-            saved.set_options([(clip(n, 60), n) for n in names_saved])
+            saved.set_options([(cell(n, 60), n) for n in names_saved])
             if current_saved in names_saved:
                 saved.value = current_saved
         self._auto["cp-saved"] = saved.value
@@ -139,7 +139,7 @@ class CompareScreen(EdgeScreen):
             "SELECT name, kind, policy, model FROM runs WHERE kind IN ('run', 'test', 'compare') "
             "ORDER BY updated_at DESC LIMIT 300"
         )
-        options = [(clip(f"{r['name']}", 60), r["name"]) for r in rows]
+        options = [(cell(r["name"], 60), r["name"]) for r in rows]
         names = [r["name"] for r in rows]
         for sel_id, default in (("#cp-a", 1), ("#cp-b", 0)):
             sel = self.query_one(sel_id, Select)
@@ -189,7 +189,7 @@ class CompareScreen(EdgeScreen):
                              "gold_label": g, "label": lab}
                             for k, lab in (("ref", ref_label), ("cand", cfg["label"]))]  # fmt: skip
                     flips.append((side[0], side[1]))
-            summary = Group(Text(format_summary(c)), Text(""), pairwise_table(c))
+            summary = Group(plain(format_summary(c)), Text(""), pairwise_table(c))
             self.post_message(Compared(token, summary, flips))
         except Exception as exc:
             self.post_message(Compared(token, None, [], error_text(exc)))
@@ -216,7 +216,7 @@ class CompareScreen(EdgeScreen):
             store = self.eg.store
             pairs = align_runs(store.run_results(a), store.run_results(b))
             if not pairs:
-                self.post_message(Compared(token, Text(f"{a} and {b} share no items (compare runs over "
+                self.post_message(Compared(token, line(f"{a} and {b} share no items (compare runs over "
                                                 "the same dataset)", style="yellow"), []))  # fmt: skip
                 return
             va = [ra["verdict"] for ra, _ in pairs]
@@ -224,7 +224,7 @@ class CompareScreen(EdgeScreen):
             ag = agreement(va, vb)
             flips = [(ra, rb) for ra, rb in pairs if ra["verdict"] != rb["verdict"]]
             head = Text.assemble(
-                ("A ", "bold"), a, "\n", ("B ", "bold"), b, "\n",
+                ("A ", "bold"), line(a), "\n", ("B ", "bold"), line(b), "\n",
                 f"{ag['n']} shared items · agreement {pct(ag['agreement'])} · Cohen's kappa "
                 f"{num(ag['kappa'])} · {len(flips)} flips",
             )  # fmt: skip
@@ -246,8 +246,8 @@ class CompareScreen(EdgeScreen):
         for i, (ra, rb) in enumerate(message.flips):
             key = str(i)
             self.flips[key] = (ra, rb)
-            table.add_row(gold_of(ra), verdict_cell(ra["verdict"]), verdict_cell(rb["verdict"]),
-                          clip(ra.get("text"), 70), key=key)  # fmt: skip
+            table.add_row(cell(gold_of(ra)), verdict_cell(ra["verdict"]), verdict_cell(rb["verdict"]),
+                          cell(ra.get("text"), 70), key=key)  # fmt: skip
         table.border_title = f"Label flips · {len(message.flips)}"
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -258,7 +258,7 @@ class CompareScreen(EdgeScreen):
             return
         for sel, row in zip(("#cp-reason-a", "#cp-reason-b"), pair, strict=True):
             if row.get("label"):
-                self.query_one(sel).border_title = clip(str(row["label"]), 60)
+                self.query_one(sel).border_title = cell(row["label"], 60)
             self.query_one(sel, TextArea).load_text(
                 f"verdict: {row['verdict']}  answer: {row.get('final')}\n"
                 f"text: {row.get('text')}\n\n{row.get('reasoning') or ''}"

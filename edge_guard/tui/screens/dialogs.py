@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from edge_guard.tui.format import plain
+
 
 class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
     """Ask for the new policy's name and description; returns (name, description)."""
@@ -25,10 +27,12 @@ class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Save the edited policy as a new policy", classes="dialog-title")
             yield Static(
-                f"A new folder in your policies/ keeps {self.source!r} untouched; "
-                "its output format and parser are copied.",
+                plain(
+                    f"A new folder in your policies/ keeps {self.source!r} untouched; "
+                    "its output format and parser are copied."
+                ),
                 classes="dialog-help",
-            )
+            )  # data (a policy name) goes in as Text, never markup
             yield Input(self.suggested, placeholder="new policy name", id="save-name")
             yield Input("", placeholder="description (optional)", id="save-description")
             with Horizontal(classes="dialog-buttons"):
@@ -72,7 +76,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(plain(self.question), classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", variant="primary", id="confirm-yes")
                 yield Button("No (n)", id="confirm-no")

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
-from edge_guard.tui.format import clip
+from edge_guard.tui.format import cell, line, plain
 from edge_guard.tui.jobs import error_text
 from edge_guard.tui.screens.base import EdgeScreen
 
@@ -66,7 +66,9 @@ def info_renderable(row: dict[str, Any]) -> Any:
     from edge_guard.registry import fit_report, model_info
 
     path = row.get("path")
-    head = Text.assemble((row["id"], "bold"), f"  {row.get('kind')} · {row.get('trust', '')}")
+    head = Text.assemble(
+        line(row["id"], "bold"), line(f"  {row.get('kind')} · {row.get('trust', '')}")
+    )
     if not path or not Path(path).is_file():
         hint = ("a tiny random model is built on first use" if row["kind"] == "synth"
                 else f"not downloaded: Ctrl+R pulls it ({_size(row.get('size'))})")  # fmt: skip
@@ -83,7 +85,7 @@ def info_renderable(row: dict[str, Any]) -> Any:
         ("layers / experts", f"{info.get('block_count')} / {info.get('expert_count')}"),
         ("context (trained)", info.get("context_length")), ("check", info.get("check")),
     ):  # fmt: skip
-        t.add_row(k, str(v))
+        t.add_row(k, plain(v))
     fits = fit.get("fits")
     verdict = Text("fits" if fits else "does not fit", style="bold green" if fits else "bold red")
     f = Table.grid(padding=(0, 2))
@@ -102,7 +104,7 @@ def info_renderable(row: dict[str, Any]) -> Any:
     f.add_row("largest context", str(fit.get("max_ctx")))
     parts: list[Any] = [head, Text(""), t, Text(""), f]
     if fit.get("reason"):
-        parts.append(Text(str(fit["reason"]), style="yellow"))
+        parts.append(plain(fit["reason"], style="yellow"))
     return Group(*parts)
 
 
@@ -160,8 +162,8 @@ class ModelsScreen(EdgeScreen):
                 installed = Text("✓", style="green")
             else:
                 installed = Text("—", style="dim")
-            table.add_row(mark, clip(r["id"], 40), r.get("kind") or "", installed,
-                          _size(r.get("size")), r.get("trust") or "", key=r["id"])  # fmt: skip
+            table.add_row(mark, cell(r["id"], 40), cell(r.get("kind")), installed,
+                          cell(_size(r.get("size"))), cell(r.get("trust")), key=r["id"])  # fmt: skip
         ids = [r["id"] for r in rows]
         if keep is not None and keep["id"] in ids:
             table.move_cursor(row=ids.index(keep["id"]))
@@ -186,7 +188,7 @@ class ModelsScreen(EdgeScreen):
         try:
             body = info_renderable(row)
         except Exception as exc:
-            body = Text(error_text(exc), style="red")
+            body = plain(error_text(exc), style="red")
         self.post_message(InfoReady(row["id"], body))
 
     def on_info_ready(self, message: InfoReady) -> None:
@@ -223,7 +225,7 @@ class ModelsScreen(EdgeScreen):
         except Exception:
             self._partial = None
         self.query_one("#md-progress", ProgressBar).update(total=None, progress=0)
-        self.query_one("#md-pull-status", Static).update(f"pulling {row['id']}…")
+        self.query_one("#md-pull-status", Static).update(line(f"pulling {row['id']}…"))
         self._pull(row["id"])
 
     def _pull(self, model_id: str) -> None:
@@ -255,7 +257,7 @@ class ModelsScreen(EdgeScreen):
 
     def on_pull_event(self, message: PullEvent) -> None:
         status = self.query_one("#md-pull-status", Static)
-        status.update(clip(message.text, 90))
+        status.update(cell(message.text, 90))
         if message.done:
             self.pulling = None
             if message.error:

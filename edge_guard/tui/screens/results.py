@@ -9,7 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Select, TextArea
 
-from edge_guard.tui.format import clip, meta_of, score_short, score_text, verdict_cell, when
+from edge_guard.tui.format import cell, meta_of, score_short, score_text, verdict_cell, when
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.verdict import VerdictPanel
 
@@ -97,7 +97,7 @@ class ResultsScreen(EdgeScreen):
             values = [r["v"] for r in store.query(
                 f"SELECT DISTINCT {col} AS v FROM results WHERE {col} IS NOT NULL ORDER BY v")]  # fmt: skip
             current = sel.value
-            sel.set_options([(clip(v, 40), v) for v in values])
+            sel.set_options([(cell(v, 40), v) for v in values])
             if current in values:
                 sel.value = current
         self._search()
@@ -117,10 +117,10 @@ class ResultsScreen(EdgeScreen):
         table = self.query_one("#rs-table", DataTable)
         table.clear()
         for r in rows:
-            table.add_row(when(r["created_at"]), clip(r["policy_name"], 20),
-                          clip(r["model_ref"], 26), verdict_cell(r["verdict"]),
-                          score_short(meta_of(r), r["float_label"]), clip(r["final"], 10),
-                          clip(r["text"], 70), key=r["key"])  # fmt: skip
+            table.add_row(cell(when(r["created_at"])), cell(r["policy_name"], 20),
+                          cell(r["model_ref"], 26), verdict_cell(r["verdict"]),
+                          cell(score_short(meta_of(r), r["float_label"])), cell(r["final"], 10),
+                          cell(r["text"], 70), key=r["key"])  # fmt: skip
         shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
         table.border_title = f"Results · {shown} matching"
 

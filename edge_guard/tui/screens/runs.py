@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 
-from edge_guard.tui.format import clip, when
+from edge_guard.tui.format import cell, line, options, plain, when
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.policy_io import policy_choices
 from edge_guard.tui.screens.base import EdgeScreen
@@ -115,7 +115,7 @@ class RunsScreen(EdgeScreen):
         self.query_one("#rn-detail").border_title = "Metrics"
         choices = policy_choices()
         sel = self.query_one("#rn-policy", Select)
-        sel.set_options(choices)
+        sel.set_options(options(choices))
         wanted = self.eg.initial_policy or "toxic_simple"
         match = next((v for n, v in choices if n == wanted or v == wanted), None)
         if match is not None or choices:
@@ -229,7 +229,7 @@ class RunsScreen(EdgeScreen):
         bar = self.query_one("#rn-progress", ProgressBar)
         bar.update(total=message.total, progress=len(message.verdicts))
         resumed = f" (resuming: {len(message.verdicts)} done)" if message.verdicts else ""
-        self.query_one("#rn-rate", Static).update(f"{message.name}{resumed}")
+        self.query_one("#rn-rate", Static).update(line(f"{message.name}{resumed}"))
         for note in message.notes:
             self.notify(note, severity="warning", title="dataset")
         self._show_live()
@@ -245,7 +245,7 @@ class RunsScreen(EdgeScreen):
         self._show_live()
 
     def _show_live(self) -> None:
-        self.query_one("#rn-detail").border_title = f"Live metrics · {self.run_name}"
+        self.query_one("#rn-detail").border_title = line(f"Live metrics · {self.run_name}")
         self.query_one("#rn-metrics", Static).update(self.live.render())
 
     def on_ended(self, message: Ended) -> None:
@@ -259,7 +259,7 @@ class RunsScreen(EdgeScreen):
             rate.update("failed")
             self.notify(message.error, severity="error", title="run failed")
         else:
-            rate.update(f"done · {message.name}")
+            rate.update(line(f"done · {message.name}"))
             self.notify(f"run {message.name} finished", title="run done")
         self.refresh_data()
         if message.name and message.error is None:
@@ -277,9 +277,9 @@ class RunsScreen(EdgeScreen):
         table = self.query_one("#rn-runs", DataTable)
         table.clear()
         for r in rows:
-            table.add_row(clip(r["name"], 44), r["kind"] or "", r["status"] or "",
-                          clip(r["policy"], 16), clip(r["model"], 24),
-                          f"{r['done']}/{r['n_items'] or '?'}", when(r["updated_at"]),
+            table.add_row(cell(r["name"], 44), cell(r["kind"]), cell(r["status"]),
+                          cell(r["policy"], 16), cell(r["model"], 24),
+                          cell(f"{r['done']}/{r['n_items'] or '?'}"), cell(when(r["updated_at"])),
                           key=r["name"])  # fmt: skip
         table.border_title = f"Past runs · {len(rows)}"
 
@@ -296,8 +296,8 @@ class RunsScreen(EdgeScreen):
         if run.get("kind") != "run":
             hint = {"study": "open the Study screen (F5) to see it",
                     "test": "open the Tests screen (F8) to see it"}.get(run.get("kind") or "", "")  # fmt: skip
-            body = Text.assemble((name, "bold"), f"  [{run.get('status')}]\n",
-                                 f"a {run.get('kind')} run · {hint}")  # fmt: skip
+            body = Text.assemble(line(name, "bold"), line(f"  [{run.get('status')}]"), "\n",
+                                 line(f"a {run.get('kind')} run · {hint}"))  # fmt: skip
             self.post_message(Evaluated(name, body))
             return
         try:
@@ -306,8 +306,8 @@ class RunsScreen(EdgeScreen):
             ev = evaluate_run(store, name, n_resamples=200)
             self.post_message(Evaluated(name, render_evaluation(ev)))
         except Exception as exc:
-            self.post_message(Evaluated(name, Text(error_text(exc), style="red")))
+            self.post_message(Evaluated(name, plain(error_text(exc), style="red")))
 
     def on_evaluated(self, message: Evaluated) -> None:
-        self.query_one("#rn-detail").border_title = f"Metrics · {message.name}"
+        self.query_one("#rn-detail").border_title = line(f"Metrics · {message.name}")
         self.query_one("#rn-metrics", Static).update(message.renderable)

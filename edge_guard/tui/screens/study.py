@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static, TextArea
 
-from edge_guard.tui.format import clip
+from edge_guard.tui.format import cell, clip, line
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.charts import LikertChart
@@ -53,10 +53,10 @@ def stats_text(a: dict[str, Any]) -> Text:
 
     st = a["study"]
     out = Text()
-    out.append(f"{st['n_items']} items · policy {st.get('policy')} · scale "
-               f"{st['scale'][0]}–{st['scale'][1]}\n", style="dim")  # fmt: skip
+    out.append(clip(f"{st['n_items']} items · policy {st.get('policy')} · scale "
+                    f"{st['scale'][0]}–{st['scale'][1]}", 200) + "\n", style="dim")  # fmt: skip
     for lab, m in a["models"].items():
-        out.append(f"{lab}", style="bold")
+        out.append(clip(lab, 60), style="bold")
         out.append(f": mean {num(m['mean'], '.2f')} · sd {num(m['sd'], '.2f')}")
         if m.get("middle_share") is not None:
             out.append(f" · {st['middle']}s {pct(m['middle_share'])}")
@@ -65,7 +65,8 @@ def stats_text(a: dict[str, Any]) -> Text:
         out.append("\n")
     for p in a["pairs"][:1]:
         sp, icc = p["spearman"], p["icc"]
-        out.append(f"\n{p['a']} vs {p['b']} · {p['n_paired']} items rated by both\n", style="bold")
+        out.append("\n" + clip(f"{p['a']} vs {p['b']} · {p['n_paired']} items rated by both", 200)
+                   + "\n", style="bold")  # fmt: skip
         rows = [
             ("exact agreement", f"{pct(p['exact_agreement'])} (differ {pct(p['differ_share'])})"),
             ("within ±1", pct(p["within_one"])),
@@ -153,7 +154,8 @@ class StudyScreen(EdgeScreen):
         )
         sel = self.query_one("#st-run", Select)
         current = sel.value
-        sel.set_options([(f"{clip(r['name'], 40)} [{r['status']}]", r["name"]) for r in rows])
+        sel.set_options([(cell(f"{clip(r['name'], 40)} [{r['status']}]", 60), r["name"])
+                         for r in rows])  # fmt: skip
         names = [r["name"] for r in rows]
         if current in names:
             sel.value = current
@@ -196,8 +198,8 @@ class StudyScreen(EdgeScreen):
         table.clear()
         for item in sorted(a["divergent"], key=divergence_key):
             ratings = " vs ".join("?" if v is None else str(v) for v in item["ratings"].values())
-            table.add_row(str(item["spread"]), ratings, item.get("topic") or "",
-                          clip(item["text"], 60), key=str(item["id"]))  # fmt: skip
+            table.add_row(cell(item["spread"]), cell(ratings), cell(item.get("topic"), 30),
+                          cell(item["text"], 60), key=str(item["id"]))  # fmt: skip
         n = len(a["divergent"])
         table.border_title = f"Most divergent items · {n}" if n else "No items where they differ"
         labels = list(a["models"])
@@ -206,7 +208,7 @@ class StudyScreen(EdgeScreen):
             self.query_one("#st-models", Input).value = ", ".join(refs)
         for i, sel in enumerate(("#st-reason-a", "#st-reason-b")):
             title = labels[i] if i < len(labels) else "—"
-            self.query_one(sel).border_title = f"Reasoning · {title}"
+            self.query_one(sel).border_title = line(f"Reasoning · {title}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "st-divergent" or self.analysis is None:
@@ -298,7 +300,9 @@ class StudyScreen(EdgeScreen):
         self.query_one("#st-progress", ProgressBar).update(total=message.total,
                                                            progress=message.done)  # fmt: skip
         self.query_one("#st-status", Static).update(
-            f"{message.done}/{message.total} ratings · {clip(message.model, 40)} · Esc cancels"
+            line(
+                f"{message.done}/{message.total} ratings · {clip(message.model, 40)} · Esc cancels"
+            )
         )
 
     def on_study_ended(self, message: StudyEnded) -> None:
@@ -311,7 +315,7 @@ class StudyScreen(EdgeScreen):
             status.update("failed")
             self.notify(message.error, severity="error", title="study failed")
         else:
-            status.update(f"done · {message.name}")
+            status.update(line(f"done · {message.name}"))
             self.notify(f"study {message.name} finished", title="study done")
         self.refresh_data()
         if message.name:

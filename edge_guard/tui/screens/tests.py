@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static, TextArea
 
-from edge_guard.tui.format import clip, num, pct
+from edge_guard.tui.format import cell, clip, line, num, options, pct
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.policy_io import policy_choices
 from edge_guard.tui.screens.base import EdgeScreen
@@ -40,8 +40,8 @@ def report_text(report: Any) -> Text:
     out.append(f"{report.passed}/{report.total} passed", style=style)
     out.append(f" · {report.failed} failed · {report.undetermined} undetermined · "
                f"{report.cached} from cache\n")  # fmt: skip
-    out.append(f"policy {report.policy.name} version {report.version.label} · {report.model_ref}\n",
-               style="dim")  # fmt: skip
+    out.append(clip(f"policy {report.policy.name} version {report.version.label} · "
+                    f"{report.model_ref}", 200) + "\n", style="dim")  # fmt: skip
     m = report.metrics or {}
     if m.get("kind") == "binary":
         out.append(f"precision {num(m.get('precision'))} · recall {num(m.get('recall'))} · "
@@ -57,9 +57,10 @@ def report_text(report: Any) -> Text:
         out.append(f"{len(prev.broke)} broke", style="red")
         out.append(f" · {len(prev.still_failing)} still failing\n")
         for f in prev.broke[:5]:
-            out.append(f"  broke: {f.name} (expected {f.expected}, now {f.new_got})\n", style="red")
+            out.append(clip(f"  broke: {f.name} (expected {f.expected}, now {f.new_got})", 200)
+                       + "\n", style="red")  # fmt: skip
         for f in prev.fixed[:5]:
-            out.append(f"  fixed: {f.name}\n", style="green")
+            out.append(clip(f"  fixed: {f.name}", 200) + "\n", style="green")
     return out
 
 
@@ -112,7 +113,7 @@ class TestsScreen(EdgeScreen):
         self.query_one("#ts-detail").border_title = "Case"
         sel = self.query_one("#ts-policy", Select)
         choices = [(n, v) for n, v in policy_choices() if _has_cases(v)]
-        sel.set_options(choices)
+        sel.set_options(options(choices))
         wanted = self.eg.initial_policy or "toxic_simple"
         match = next((v for n, v in choices if wanted in (n, v)), None)
         if match is not None or choices:
@@ -148,7 +149,7 @@ class TestsScreen(EdgeScreen):
         self.query_one("#ts-cases", DataTable).clear()
         self.query_one("#ts-progress", ProgressBar).update(total=None, progress=0)
         name = getattr(policy, "name", None) or clip(str(policy), 40)
-        self.query_one("#ts-status", Static).update(f"testing {name}…")
+        self.query_one("#ts-status", Static).update(line(f"testing {name}…"))
         self._set_running(True)
         self._run(policy, RunOptions(model=model), self.flag)
 
@@ -207,8 +208,8 @@ class TestsScreen(EdgeScreen):
         self.outcomes[key] = o
         table = self.query_one("#ts-cases", DataTable)
         table.add_row(Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
-                      clip(o.case.name, 30), o.case.expected, o.got or "—",
-                      clip(o.why(), 60), key=key)  # fmt: skip
+                      cell(o.case.name, 30), cell(o.case.expected, 12), cell(o.got or "—", 12),
+                      cell(o.why(), 60), key=key)  # fmt: skip
         done = len(self.outcomes)
         self.query_one("#ts-progress", ProgressBar).update(total=message.total, progress=done)
         fails = sum(x.outcome != "pass" for x in self.outcomes.values())
@@ -241,8 +242,8 @@ class TestsScreen(EdgeScreen):
             o = report.outcomes[i]
             self.outcomes[str(i)] = o
             table.add_row(Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
-                          clip(o.case.name, 30), o.case.expected, o.got or "—",
-                          clip(o.why(), 60), key=str(i))  # fmt: skip
+                          cell(o.case.name, 30), cell(o.case.expected, 12), cell(o.got or "—", 12),
+                          cell(o.why(), 60), key=str(i))  # fmt: skip
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "ts-cases":

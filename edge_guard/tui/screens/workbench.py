@@ -13,7 +13,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Select, TextArea
 
 from edge_guard.harmony.render import EFFORTS, STYLES
-from edge_guard.tui.format import clip, meta_of, score_short, score_text, verdict_cell, when
+from edge_guard.tui.format import cell, line, meta_of, score_short, score_text, verdict_cell, when
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.policy_editor import PolicyEditor
@@ -336,11 +336,11 @@ class WorkbenchScreen(EdgeScreen):
         )
         for r in rows:
             version = (r["policy_hash"] or "")[:7] + (" •" if r["policy_hash"] == current else "")
-            table.add_row(when(r["created_at"]), verdict_cell(r["verdict"]),
-                          score_short(meta_of(r), r["float_label"]), clip(r["final"], 12),
-                          clip(r["text"], 50), clip(r["model_ref"], 28), version,
+            table.add_row(cell(when(r["created_at"])), verdict_cell(r["verdict"]),
+                          cell(score_short(meta_of(r), r["float_label"])), cell(r["final"], 12),
+                          cell(r["text"], 50), cell(r["model_ref"], 28), cell(version),
                           key=r["key"])  # fmt: skip
-        table.border_title = (
+        table.border_title = line(
             f"History of {editor.policy.name} · {len(rows)} stored (• = this version)"
         )
 

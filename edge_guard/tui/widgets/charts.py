@@ -1,5 +1,5 @@
 """Charts drawn with text: a Likert distribution per model (bars sized by share) and a
-verdict agreement matrix (cells shaded by count)."""
+verdict agreement matrix (cells shaded by count). Labels from data go in as Text, never markup."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from edge_guard.tui.format import clip
+
 COLORS = ("dodger_blue2", "dark_orange", "medium_purple", "spring_green3")
 
 
@@ -18,7 +20,7 @@ def likert_bars(title: str, counts: Mapping[str, int], color: str, *, width: int
                 middle: int | None = None) -> RenderableType:  # fmt: skip
     """`title` then one bar per rating: `3 ██████████░░ 72  70.6%`."""
     total = sum(counts.values())
-    lines = [Text.assemble((title, f"bold {color}"), (f"  n={total}", "dim"))]
+    lines = [Text.assemble((clip(title, 40), f"bold {color}"), (f"  n={total}", "dim"))]
     keys = sorted(counts, key=lambda k: int(k) if str(k).lstrip("-").isdigit() else 0)
     for k in keys:
         n = counts[k]
@@ -26,7 +28,7 @@ def likert_bars(title: str, counts: Mapping[str, int], color: str, *, width: int
         filled = round(share * width)
         mark = "◆" if middle is not None and str(k) == str(middle) else " "
         lines.append(Text.assemble(
-            (f"{k}{mark}", "bold"), " ", ("█" * filled, color),
+            (f"{clip(k, 12)}{mark}", "bold"), " ", ("█" * filled, color),
             ("░" * (width - filled), "grey30"), f" {n:>4} {share:6.1%}",
         ))  # fmt: skip
     return Group(*lines)
@@ -58,16 +60,16 @@ def agreement_matrix(labels_a: Sequence[str], labels_b: Sequence[str], title_a: 
     for a, b in zip(labels_a, labels_b, strict=True):
         counts[(a, b)] = counts.get((a, b), 0) + 1
     peak = max(counts.values(), default=1)
-    table = Table(title=f"rows: {title_a} · columns: {title_b}", show_lines=False,
+    table = Table(title=Text(clip(f"rows: {title_a} · columns: {title_b}", 80)), show_lines=False,
                   padding=(0, 1))  # fmt: skip
-    table.add_column(f"{title_a} \\ {title_b}", style="bold")
+    table.add_column(Text(clip(f"{title_a} \\ {title_b}", 40)), style="bold")
     for c in cats:
-        table.add_column(c, justify="right")
+        table.add_column(Text(clip(c, 20)), justify="right")
     for a in cats:
         cells: list[Any] = []
         for b in cats:
             n = counts.get((a, b), 0)
             shade = "bold green" if a == b and n else "bold red" if n > peak / 2 else ""
             cells.append(Text(str(n), style=shade))
-        table.add_row(a, *cells)
+        table.add_row(Text(clip(a, 20)), *cells)
     return table

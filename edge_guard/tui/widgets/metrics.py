@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from edge_guard.tui.format import num, pct
+from edge_guard.tui.format import line, num, pct
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -80,9 +80,9 @@ def render_evaluation(ev: dict[str, Any]) -> RenderableType:
     from edge_guard.runs.metrics import TREATMENT_TITLES, fmt_ci
 
     parts: list[RenderableType] = []
-    head = Text.assemble((f"{ev.get('run')}", "bold"), f"  [{ev.get('status')}]  ",
-                         f"{ev.get('n_done')}/{ev.get('n_items')} items · policy {ev.get('policy')}"
-                         f" · model {ev.get('model')}")  # fmt: skip
+    head = Text.assemble(line(ev.get("run"), "bold"), line(f"  [{ev.get('status')}]  "),
+                         line(f"{ev.get('n_done')}/{ev.get('n_items')} items · policy {ev.get('policy')}"
+                              f" · model {ev.get('model')}"))  # fmt: skip
     parts.append(head)
     v = ev.get("verdicts") or {}
     parts.append(Text.assemble(

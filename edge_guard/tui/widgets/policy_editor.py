@@ -15,6 +15,8 @@ from textual.timer import Timer
 from textual.widgets import Select, Static, TextArea
 
 from edge_guard.policy.core import Policy, load_policy
+from edge_guard.tui.format import line as one_line
+from edge_guard.tui.format import options
 from edge_guard.tui.jobs import error_text
 from edge_guard.tui.policy_io import check_format, policy_choices
 
@@ -74,7 +76,7 @@ class PolicyEditor(Vertical):
         if target is None and choices:
             target = choices[0][1]
         sel = self.query_one("#policy-select", Select)
-        sel.set_options(choices)
+        sel.set_options(options(choices))
         if target is not None:
             sel.value = target
             self.load(target)
@@ -95,7 +97,7 @@ class PolicyEditor(Vertical):
             return
         self.policy = policy
         self.query_one("#policy-text", TextArea).load_text(policy.text)
-        self.border_title = f"Policy · {policy.name}"
+        self.border_title = one_line(f"Policy · {policy.name}")
         self._update_status()
         self._schedule_count()
         self.post_message(self.Loaded(policy))

@@ -1,4 +1,6 @@
-"""`VerdictPanel`: the verdict badge, its score, the final answer and (optionally) timings."""
+"""`VerdictPanel`: the verdict badge, its score, the final answer and (optionally) timings.
+
+Answers, errors and hints are data: they go in as Text (`format.plain`), never as markup."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
-from edge_guard.tui.format import meta_of, score_text, timing_text, verdict_badge
+from edge_guard.tui.format import meta_of, plain, score_text, timing_text, verdict_badge
 
 
 class VerdictPanel(Static):
@@ -31,7 +33,7 @@ class VerdictPanel(Static):
         self.set_classes("")
         parts = [Text("Type a text and press Ctrl+R to classify it.", style="dim")]
         if hint:
-            parts.append(Text(hint, style="yellow"))
+            parts.append(plain(hint, style="yellow"))
         self._put(*parts)
 
     def show_running(self, note: str = "running") -> None:
@@ -43,12 +45,12 @@ class VerdictPanel(Static):
         self.answer_live += text
         self._put(
             Text("⏳ writing the answer — Esc cancels", style="bold"),
-            Text(f"answer: {self.answer_live}"),
+            plain(f"answer: {self.answer_live}"),
         )
 
     def show_error(self, message: str) -> None:
         self.set_classes("-error")
-        self._put(Text(f"✗ {message}", style="bold red"))
+        self._put(plain(f"✗ {message}", style="bold red"))
 
     def show_cancelled(self) -> None:
         self.set_classes("")
@@ -86,14 +88,14 @@ class VerdictPanel(Static):
             head.append("  [stored]", style="cyan")
         parts: list[Any] = [head]
         if final is not None:
-            parts.append(Text.assemble(("answer: ", "dim"), final.strip() or "(empty)"))
+            parts.append(Text.assemble(("answer: ", "dim"), plain(final.strip() or "(empty)")))
         else:
             parts.append(Text("answer: (none — no complete final message)", style="yellow"))
         if finish and finish != "return":
             hint = " (out of tokens: raise max tokens)" if finish == "length" else ""
             parts.append(Text(f"finish: {finish}{hint}", style="yellow"))
         if error:
-            parts.append(Text(f"error: {error}", style="red"))
+            parts.append(plain(f"error: {error}", style="red"))
         if timings and self.show_timings:
             parts.append(Text(timings, style="dim"))
         self._put(*parts)
