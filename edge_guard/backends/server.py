@@ -122,6 +122,13 @@ class ServerBackend:
         i = self.info()
         return f"{i.kind} {i.version}"
 
+    def numerics(self, n_parallel: int | None = None) -> dict[str, Any]:
+        """The numerics class (part of the cache key): one request at a time on a one-slot
+        server, or several batched together (the server's own kernels are in its version)."""
+        i = self.info()
+        width = max(1, self.concurrency or n_parallel or i.slots or 8)
+        return {"decode": "seq" if width == 1 or i.slots == 1 else "par"}
+
     def vocab(self) -> Vocab:
         if self._vocab is None:
             from edge_guard.engine.gguf_check import check_model_file
