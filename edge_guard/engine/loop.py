@@ -271,7 +271,7 @@ class EngineLoop:
                 return  # FIFO: a request that does not fit waits, and so do those after it
             ms = 0.0
             if prefix and resident is None:
-                got = eng.prefixes.acquire(prefix, room if self.slots else 1 << 30)
+                got = eng.prefixes.acquire(prefix, room)
                 if got is None:
                     if self.slots and room < len(prefix):
                         return

@@ -122,6 +122,7 @@ class PrefixCache:
             best = min(free, key=lambda r: r.last_used)
         keep = _common(best.tokens, prefix)
         need = len(prefix) - keep
+        replaced = keep < len(best.tokens)
         # Make room: drop least recently used idle prefixes (other than `best`).
         spare = room + (len(best.tokens) - keep)
         for victim in sorted(free, key=lambda r: r.last_used):
@@ -134,6 +135,8 @@ class PrefixCache:
             self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
         if spare < need and not self._nothing_else(best):
             return None
+        if replaced:
+            self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
         if keep == 0:
             self._copy_common(best, prefix)
         ms = best.state.set(prefix)

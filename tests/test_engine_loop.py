@@ -1,0 +1,190 @@
+"""The engine loop: requests from many threads share one continuous batch; handles stream,
+wait and cancel; several prefixes stay resident; score-only requests; failures stay local."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script, log_softmax
+from edge_guard.harmony.parse import ContentDelta
+from edge_guard.harmony.render import PromptConfig
+
+POLICIES = [
+    f"Policy {k}: flag content about topic {k} with care and some detail." for k in range(3)
+]
+TEXTS = ["hello there", "a longer text about nothing at all", "x", "another one", "fine"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Iterator[Engine]:
+    eng = Engine(tiny_model, n_ctx=4096, n_parallel=8, n_threads=1, prefix_snapshots=False)
+    yield eng
+    eng.close()
+
+
+def req(eng: Engine, text: str, policy: str = POLICIES[0], max_tokens: int = 12,
+        **kw: object) -> GenerationRequest:  # fmt: skip
+    p = eng.renderer.render(policy, text, PromptConfig(effort="low"))
+    return GenerationRequest(p.token_ids, SamplingConfig(max_tokens=max_tokens),
+                             prefix_len=p.prefix_len, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+def idle(eng: Engine) -> bool:
+    """No running sequence, every text slot free, no loop thread left."""
+    loop = eng.loop
+    return not loop.slots and len(loop._free) == eng.n_parallel and not loop.busy
+
+
+def test_threads_share_one_batch_and_match_one_caller(engine: Engine) -> None:
+    reqs = [req(engine, t, POLICIES[i % 2]) for i, t in enumerate(TEXTS * 2)]
+    alone = [dict(engine.generate_many([r], n_parallel=1))[0].output_token_ids for r in reqs]
+    engine.stats["max_active"] = 0
+    got: dict[int, list[int]] = {}
+    start = threading.Barrier(len(reqs))
+
+    def worker(i: int) -> None:
+        start.wait()
+        got[i] = engine.generate(reqs[i]).output_token_ids
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [got[i] for i in range(len(reqs))] == alone
+    assert engine.stats["max_active"] > 1  # callers' requests were decoded together
+    assert idle(engine)
+
+
+def test_each_prefix_is_evaluated_once_across_callers(tiny_model: Path) -> None:
+    with Engine(tiny_model, n_ctx=4096, n_parallel=4, n_threads=1,
+                prefix_snapshots=False) as eng:  # fmt: skip
+        reqs = [req(eng, t, p) for t in TEXTS for p in POLICIES]
+        list(eng.generate_many(reqs))
+        list(eng.generate_many(reqs[:3]))
+        assert eng.stats["prefix_evals"] == 3
+        assert sum(1 for r in eng.prefixes.residents if r.tokens) == 3
+
+
+def prefix_of(eng: Engine, policy: str) -> list[int]:
+    r = req(eng, "t", policy)
+    return list(r.prompt_ids[: r.prefix_len])
+
+
+def test_more_policies_than_prefix_sequences_replace_the_least_recently_used(
+    tiny_model: Path,
+) -> None:
+    with Engine(tiny_model, n_ctx=2048, n_parallel=2, n_threads=1, max_prefixes=2,
+                prefix_snapshots=False) as eng:  # fmt: skip
+        out = [eng.generate(req(eng, "t", p, max_tokens=4)) for p in POLICIES]
+        assert all(r.error is None for r in out)
+        assert eng.stats["prefix_evals"] == 3 and eng.stats["prefix_evictions"] == 1
+        held = [r.tokens for r in eng.prefixes.residents]
+        assert prefix_of(eng, POLICIES[0]) not in held
+        assert prefix_of(eng, POLICIES[2]) in held
+
+
+def test_short_kv_budget_drops_idle_prefixes(tiny_model: Path) -> None:
+    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1,
+                prefix_snapshots=False) as probe:  # fmt: skip
+        plen = len(prefix_of(probe, POLICIES[2]))
+    n_ctx = 2 * plen + 40  # two prefixes and one short text fit, three prefixes do not
+    with Engine(tiny_model, n_ctx=n_ctx, n_parallel=2, n_threads=1,
+                prefix_snapshots=False) as eng:  # fmt: skip
+        out = [eng.generate(req(eng, "t", p, max_tokens=4)) for p in POLICIES]
+        assert [r.error for r in out] == [None, None, None]
+        assert eng.stats["prefix_evictions"] >= 1
+        assert eng.prefixes.n_tokens <= n_ctx
+        assert prefix_of(eng, POLICIES[0]) not in [r.tokens for r in eng.prefixes.residents]
+
+
+def test_cancel_a_running_request_leaves_no_stuck_sequence(engine: Engine) -> None:
+    started = threading.Event()
+    handle = engine.submit(req(engine, "long", max_tokens=4000,
+                               logits_processor=lambda _o, _l: started.set()))  # fmt: skip
+    assert started.wait(30)
+    handle.cancel()
+    resp = handle.result(timeout=30)
+    assert resp.error == "cancelled" and resp.finish_reason == "error"
+    after = engine.generate(req(engine, "next"))
+    assert after.error is None and after.output_token_ids
+    assert idle(engine)
+
+
+def test_closing_generate_many_early_cancels_the_rest(engine: Engine) -> None:
+    it = engine.generate_many([req(engine, t, max_tokens=400) for t in TEXTS], n_parallel=2)
+    next(it)
+    it.close()
+    assert idle(engine)
+
+
+def test_a_failing_item_fails_alone(engine: Engine) -> None:
+    def nan(_out: list[int], logits: np.ndarray) -> np.ndarray:
+        return np.full_like(logits, np.nan)
+
+    reqs = [req(engine, "a"), req(engine, "b", logits_processor=nan), req(engine, "c")]
+    got = dict(engine.generate_many(reqs))
+    assert got[1].error == "the model computed NaN logits (corrupt or incompatible weights)"
+    assert got[0].error is None and got[2].error is None
+    assert got[0].output_token_ids == engine.generate(reqs[0]).output_token_ids
+
+
+def test_streaming_handle_and_asyncio_adapter(engine: Engine) -> None:
+    def scripted() -> GenerationRequest:
+        steer = ForcedTokens(harmony_script(engine.vocab, "1", "so it goes"))
+        return req(engine, "stream me", max_tokens=60, logits_processor=steer)
+
+    handle = engine.submit(scripted(), stream=True)
+    events = list(handle.events(timeout=30))
+    resp = handle.result()
+    assert resp.error is None and resp.response == "1" and resp.reasoning == "so it goes"
+    deltas = [e for e in events if isinstance(e, ContentDelta)]
+    assert "".join(e.text for e in deltas if e.channel == "final") == "1"
+    assert "".join(e.text for e in deltas if e.channel == "analysis") == "so it goes"
+    again = asyncio.run(engine.submit(scripted()).wait_async())
+    assert again.output_token_ids == resp.output_token_ids
+
+
+def test_score_only_gives_next_token_and_continuation_logprobs(engine: Engine) -> None:
+    base = req(engine, "score this")
+    prompt = list(base.prompt_ids)
+    a, b, c = 65, 66, 67
+    scored = engine.generate(GenerationRequest(prompt, prefix_len=base.prefix_len, score_only=True,
+                                               score_token_ids=[a, b],
+                                               score_sequences=[[a], [a, b], [a, b, c]]))  # fmt: skip
+    assert scored.finish_reason == "scored" and scored.output_token_ids == []
+    lp = scored.final_token_logprobs
+    assert lp is not None and set(lp) == {a, b}
+    # the same numbers from single-token score passes over the extended prompts
+    step1 = engine.generate(GenerationRequest([*prompt, a], prefix_len=base.prefix_len,
+                                              score_only=True, score_token_ids=[b]))  # fmt: skip
+    step2 = engine.generate(GenerationRequest([*prompt, a, b], prefix_len=base.prefix_len,
+                                              score_only=True, score_token_ids=[c]))  # fmt: skip
+    assert step1.final_token_logprobs and step2.final_token_logprobs
+    seq = scored.sequence_logprobs
+    assert seq is not None and len(seq) == 3
+    assert seq[0] == lp[a]
+    assert seq[1] == pytest.approx(lp[a] + step1.final_token_logprobs[b], abs=1e-3)
+    want = lp[a] + step1.final_token_logprobs[b] + step2.final_token_logprobs[c]
+    assert seq[2] == pytest.approx(want, abs=1e-3)
+    # and the next-token log-probs are the ones a generation sees at its first step
+    seen: list[np.ndarray] = []
+    engine.generate(GenerationRequest(prompt, SamplingConfig(max_tokens=1),
+                                      prefix_len=base.prefix_len,
+                                      logits_processor=lambda _o, lg: seen.append(lg.copy())))  # fmt: skip
+    first = log_softmax(seen[0])
+    assert lp[a] == pytest.approx(float(first[a]), abs=1e-4)
+    assert idle(engine)
+
+
+def test_empty_and_too_long_prompts_fail_at_submit(engine: Engine) -> None:
+    assert engine.submit(GenerationRequest([])).result(1).error == "empty prompt"
+    long = engine.submit(GenerationRequest([65] * (engine.n_ctx + 5))).result(1)
+    assert long.error is not None and long.error.startswith(f"prompt is {engine.n_ctx + 5} tokens")
