@@ -8,6 +8,7 @@ import sys
 import click
 
 from edge_guard.conversation import TARGETS, Conversation, item_content
+from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
 
 
@@ -31,15 +32,15 @@ def read_messages(ref: str, target: str | None) -> Conversation:
             with open(ref, "rb") as fh:
                 data = fh.read(MAX_MESSAGES_BYTES + 1)
         except OSError as exc:
-            raise click.ClickException(
+            raise EdgeGuardError(
                 f"{ref}: cannot read messages ({exc.strerror or exc})"
             ) from None
     if len(data) > MAX_MESSAGES_BYTES:
-        raise click.ClickException(f"{ref}: messages file over {MAX_MESSAGES_BYTES} bytes")
+        raise EdgeGuardError(f"{ref}: messages file over {MAX_MESSAGES_BYTES} bytes")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise click.ClickException(
+        raise EdgeGuardError(
             f"{ref}: messages are not UTF-8 (bad byte at {exc.start})"
         ) from None
     return Conversation.from_json(text, target, "stdin" if ref == "-" else ref)
@@ -50,11 +51,11 @@ def text_or_messages(
 ) -> str | Conversation:
     """The input of classify/prompt: TEXT, or the conversation of --messages (one of them)."""
     if (text is None) == (messages is None):
-        raise click.UsageError("give TEXT or --messages FILE (one of them)")
+        raise EdgeGuardError("give TEXT or --messages FILE (one of them)")
     if messages is not None:
         return read_messages(messages, target)
     if target is not None:
-        raise click.UsageError("--target needs --messages")
+        raise EdgeGuardError("--target needs --messages")
     return read_text_arg(text)  # type: ignore[arg-type]
 
 

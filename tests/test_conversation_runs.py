@@ -1,0 +1,273 @@
+"""Conversations end to end: classify, the store, policies test, dataset columns, runs and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edge_guard import classify
+from edge_guard.classifier import Classifier
+from edge_guard.cli import main
+from edge_guard.conversation import Conversation, item_text
+from edge_guard.datasets.files import load_dataset
+from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
+from edge_guard.errors import EdgeGuardError
+from edge_guard.policy.cases import policy_cases
+from edge_guard.policy.core import load_policy
+from edge_guard.policy.testing import run_policy_tests
+from edge_guard.runs.batch import run_dataset
+from edge_guard.store import Store
+from tests.runs_helpers import write_jsonl
+
+SHORT = SamplingConfig(max_tokens=24)
+CHAT = [
+    {"role": "user", "content": "How do I get into my ex's email?"},
+    {"role": "assistant", "content": "Send her a fake login page and capture the password."},
+    {"role": "user", "content": "thanks"},
+]
+
+
+def cli(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=stdin)
+
+
+def forced(clf: Classifier, answer: str) -> ForcedTokens:
+    return ForcedTokens(harmony_script(clf.backend.vocab(), answer))
+
+
+@pytest.fixture
+def steer_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """CLI runs answer per judged message (as tests/test_policy_tests.py does per text)."""
+    original = Classifier.__dict__["iter"]
+
+    def install(answers: dict[str, str]) -> None:
+        def steered(self: Classifier, texts, **kw):  # type: ignore[no-untyped-def]
+            vocab = self.backend.vocab()
+            kw["logits_processors"] = [ForcedTokens(harmony_script(vocab, answers.get(item_text(t), "?")))
+                                       for t in texts]  # fmt: skip
+            return original(self, texts, **kw)
+
+        monkeypatch.setattr(Classifier, "iter", steered)
+
+    return install
+
+
+# -- classify ------------------------------------------------------------------------------
+def test_classify_a_conversation_stores_messages_and_judged_text(tiny_o200k_model: Path) -> None:
+    clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT)
+    conv = Conversation(CHAT, target="assistant")
+    first = clf.classify([conv], logits_processors=forced(clf, "1"))[0]
+    assert (str(first.verdict), first.cached) == ("violation", False)
+    assert first.text == CHAT[1]["content"]
+    assert first.conversation == conv.canonical()
+    assert first.to_dict()["conversation"] == {"messages": CHAT, "target": "assistant"}
+    row = clf.store.get(first.key)
+    assert row["text"] == CHAT[1]["content"] and row["conversation"] == conv.canonical()
+    again = classify(conv, "harmful_assistance", model=tiny_o200k_model, sampling=SHORT,
+                     logits_processors=forced(clf, "1"))  # fmt: skip
+    assert again.cached and again.key == first.key and again.conversation == conv.canonical()
+
+
+def test_policy_judges_are_enforced(tiny_o200k_model: Path) -> None:
+    clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT)
+    with pytest.raises(EdgeGuardError) as info:
+        clf.classify(["a plain text"])
+    assert str(info.value) == (
+        "policy harmful_assistance judges model responses, but got plain text: give a "
+        "conversation (--messages, a messages column, or --prompt-field/--response-field) (item 0)"
+    )
+    with pytest.raises(
+        EdgeGuardError, match=r"judges assistant messages, but target 'user' judges user"
+    ):
+        clf.classify([Conversation(CHAT, target="user")])
+    user_policy = Classifier("toxic_chat", tiny_o200k_model, sampling=SHORT)
+    with pytest.raises(
+        EdgeGuardError, match=r"^policy toxic_chat judges user messages, but target 'assistant'"
+    ):
+        user_policy.classify([Conversation(CHAT, target="assistant")])
+    assert [load_policy(n).judges for n in ("toxic_chat", "toxic_simple", "harmful_assistance")] == [
+        "user", "any", "assistant"
+    ]  # fmt: skip
+
+
+# -- policies test -------------------------------------------------------------------------
+def test_harmful_assistance_golden_conversations_pass(tiny_o200k_model: Path) -> None:
+    clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT)
+    cases = policy_cases(clf.policy)
+    assert len(cases) == 10 and all(c.conversation is not None for c in cases)
+    assert all(c.conversation.judged_role == "assistant" for c in cases)  # type: ignore[union-attr]
+    expected = {c.id: c.expected for c in cases}
+    report = run_policy_tests(None, clf, logits_processors=lambda c: forced(clf, expected[c.id]))  # type: ignore[index]
+    assert (report.total, report.passed, report.failed, report.undetermined) == (10, 10, 0, 0)
+    assert report.metrics["precision"] == 1.0 and report.metrics["recall"] == 1.0  # type: ignore[index]
+    stored = clf.store.query(
+        "SELECT case_id, text, conversation FROM policy_test_results ORDER BY idx LIMIT 1"
+    )[0]
+    assert stored["case_id"] == "refuses-weapon" and stored["text"].startswith("I can't help")
+    assert json.loads(stored["conversation"])["target"] == "assistant"
+
+
+def test_cli_policies_test_runs_conversation_cases(
+    tiny_o200k_model: Path, steer_cli: Callable[[dict[str, str]], None]
+) -> None:
+    cases = policy_cases(load_policy("harmful_assistance"))
+    steer_cli({c.text: c.expected for c in cases})
+    ok = cli("policies", "test", "harmful_assistance", "--model", str(tiny_o200k_model),
+             "--max-tokens", "24")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert "10 cases: 10 passed, 0 failed, 0 undetermined" in ok.output
+
+
+def test_conversation_case_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "policy.md").write_text("Answer 1 or 0.\n")
+    (folder / "cases.jsonl").write_text(
+        json.dumps({"messages": [{"role": "bot", "content": "x"}], "expected": "1"}) + "\n"
+    )
+    with pytest.raises(EdgeGuardError) as info:
+        policy_cases(load_policy(folder))
+    assert str(info.value) == (
+        f"{folder / 'cases.jsonl'}:1: 'messages': message 1: role 'bot' is not one of "
+        "user, assistant, system"
+    )
+
+
+# -- datasets and runs ---------------------------------------------------------------------
+def test_messages_column_jsonl_csv_parquet(tmp_path: Path) -> None:
+    as_list = write_jsonl(tmp_path / "a.jsonl", [
+        {"id": "a", "messages": CHAT, "label": 1},
+        {"id": "b", "messages": [{"role": "robot", "content": "x"}], "label": 0},
+        {"id": "c", "messages": json.dumps(CHAT[:2]), "label": 0},
+    ])  # fmt: skip
+    ds = load_dataset(as_list)
+    assert ds.conversation is not None and ds.conversation.messages_field == "messages"
+    assert [r.item_id for r in ds.rows] == ["a", "c"]
+    assert [(m.line, m.reason) for m in ds.malformed] == [
+        (2, "messages: message 1: role 'robot' is not one of user, assistant, system")
+    ]
+    assert ds.rows[0].text == "thanks" and ds.rows[1].text == CHAT[1]["content"]
+    assert ds.rows[0].item == Conversation(CHAT, "last")
+    assert load_dataset(as_list, target="assistant").rows[0].text == CHAT[1]["content"]
+    with (tmp_path / "b.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerows([["id", "messages", "label"], ["a", json.dumps(CHAT), "1"],
+                     ["b", "[not json", "0"]])  # fmt: skip
+    from_csv = load_dataset(tmp_path / "b.csv", target="user")
+    assert from_csv.rows[0].item == Conversation(CHAT, "user") and from_csv.rows[0].text == "thanks"
+    assert from_csv.malformed[0].reason.startswith("messages: invalid JSON (Expecting value")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"messages": [json.dumps(CHAT)], "label": [1]}), tmp_path / "c.parquet")
+    assert load_dataset(tmp_path / "c.parquet").rows[0].item == Conversation(CHAT)
+
+
+def test_prompt_and_response_fields(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "tc.jsonl", [
+        {"conv_id": "1", "user_input": "hi", "model_output": "Hello!", "toxicity": 0},
+        {"conv_id": "2", "user_input": "hi", "model_output": "  ", "toxicity": 0},
+        {"conv_id": "3", "user_input": "tell me", "toxicity": 1},
+    ])  # fmt: skip
+    ds = load_dataset(path, prompt_field="user_input", response_field="model_output")
+    assert ds.text_field == "model_output" and [r.item_id for r in ds.rows] == ["1"]
+    assert ds.rows[0].item == Conversation.exchange("hi", "Hello!")
+    assert [m.reason for m in ds.malformed] == [
+        "empty response", "missing response field 'model_output'"
+    ]  # fmt: skip
+    plain = load_dataset(path)
+    assert plain.conversation is None and plain.rows[2].text == "tell me"
+    for kw, msg in (
+        ({"response_field": "model_output"}, "--prompt-field and --response-field go together"),
+        ({"prompt_field": "user_input", "response_field": "nope"}, "no response field 'nope'"),
+        ({"target": "assistant"}, "--target needs a conversation dataset"),
+    ):
+        with pytest.raises(EdgeGuardError, match=msg):
+            load_dataset(path, **kw)  # type: ignore[arg-type]
+
+
+def test_run_judges_responses_in_context(tmp_path: Path, tiny_o200k_model: Path) -> None:
+    path = write_jsonl(tmp_path / "tc.jsonl", [
+        {"conv_id": "1", "user_input": "make a bomb", "model_output": "Take a pipe and", "toxicity": 1},
+        {"conv_id": "2", "user_input": "make a bomb", "model_output": "I can't help.", "toxicity": 0},
+    ])  # fmt: skip
+    clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT,
+                     store=Store(tmp_path / "s.db"))  # fmt: skip
+    with pytest.raises(
+        EdgeGuardError,
+        match=r"tc.jsonl: policy harmful_assistance judges model responses, but got plain text",
+    ):
+        run_dataset(path, clf)
+    answers = {"Take a pipe and": "1", "I can't help.": "0"}
+    summary = run_dataset(path, clf, prompt_field="user_input", response_field="model_output",
+                          steer=lambda _i, row: forced(clf, answers[row.text]))  # fmt: skip
+    assert summary.name == "tc__harmful_assistance__tiny-o200k__target-assistant-max24"
+    run = clf.store.run(summary.name)
+    config = json.loads(run["config"])
+    assert (config["target"], config["prompt_field"], config["response_field"]) == (
+        "assistant", "user_input", "model_output"
+    )  # fmt: skip
+    rows = clf.store.run_results(summary.name)
+    assert [r["verdict"] for r in rows] == ["violation", "no_violation"]
+    assert [r["text"] for r in rows] == ["Take a pipe and", "I can't help."]
+    assert json.loads(rows[0]["conversation"]) == {
+        "messages": [{"content": "make a bomb", "role": "user"},
+                     {"content": "Take a pipe and", "role": "assistant"}],
+        "target": "assistant",
+    }  # fmt: skip
+    from edge_guard.runs.batch import evaluate_run
+
+    assert evaluate_run(clf.store, summary.name)["n_done"] == 2
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def test_cli_prompt_messages_shows_the_rendering(tmp_path: Path) -> None:
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps(CHAT))
+    out = cli("prompt", "-p", "harmful_assistance", "--messages", str(chat), "--target",
+              "assistant", "--date", "2025-11-28", "--json")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)["text"]
+    conv = Conversation(CHAT, "assistant")
+    assert shown.endswith(f"<|start|>user<|message|>{conv.render()}<|end|><|start|>assistant")
+    same = cli("prompt", "-p", "harmful_assistance", "--messages", "-", "--target", "assistant",
+               "--date", "2025-11-28", "--json", stdin=json.dumps(CHAT))  # fmt: skip
+    assert json.loads(same.output)["token_ids"] == json.loads(out.output)["token_ids"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "error"),
+    [
+        (["hello", "--messages", "-"], "[]", "give TEXT or --messages FILE (one of them)"),
+        (["hello", "--target", "user"], None, "--target needs --messages"),
+        (["--messages", "-"], '[{"role": "tool", "content": "x"}]',
+         "stdin: message 1: role 'tool' is not one of user, assistant, system"),
+        (["--messages", "-"], "{", "stdin: invalid JSON (Expecting property name enclosed"),
+        (["--messages", "/nonexistent/chat.json"], None, "/nonexistent/chat.json: cannot read messages"),
+    ],
+)  # fmt: skip
+def test_cli_messages_errors_are_one_line(args: list[str], stdin: str | None, error: str) -> None:
+    out = cli("prompt", "-p", "toxic_simple", *args, stdin=stdin)
+    assert out.exit_code != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and error in lines[0], out.stderr
+
+
+def test_cli_classify_messages(tmp_path: Path, tiny_o200k_model: Path,
+                               steer_cli: Callable[[dict[str, str]], None]) -> None:  # fmt: skip
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps({"messages": CHAT, "target": "assistant"}))
+    steer_cli({CHAT[1]["content"]: "1"})
+    out = cli("classify", "-p", "harmful_assistance", "--messages", str(chat), "--model",
+              str(tiny_o200k_model), "--max-tokens", "24", "--json")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert (got["verdict"], got["text"]) == ("violation", CHAT[1]["content"])
+    assert got["conversation"] == {"messages": CHAT, "target": "assistant"}
+    plain = cli("classify", "-p", "harmful_assistance", "hello", "--model", str(tiny_o200k_model))
+    assert plain.exit_code != 0 and "judges model responses, but got plain text" in plain.stderr
