@@ -199,13 +199,10 @@ def score_request(clf: Any, req: Any) -> Any:
 
     scoring = scoring_for(clf)
     header = answer_header(clf.backend.vocab(), clf.reasoning)
-    out = GenerationRequest(list(req.prompt_ids) + header, req.sampling, prefix_len=req.prefix_len)
-    # Set as attributes: the engine's score-only fields (ENGINE_API.md).
-    out.score_only = True  # type: ignore[attr-defined]
-    out.score_token_ids = scoring.score_token_ids
-    out.score_sequences = scoring.score_sequences  # type: ignore[attr-defined]
-    out.on_event = req.on_event
-    return out
+    return GenerationRequest(list(req.prompt_ids) + header, req.sampling,
+                             prefix_len=req.prefix_len, on_event=req.on_event, score_only=True,
+                             score_token_ids=scoring.score_token_ids,
+                             score_sequences=scoring.score_sequences)  # fmt: skip
 
 
 def finish(clf: Any, response: ModelResponse) -> ClassificationResult:

@@ -146,3 +146,29 @@ def test_cache_keys_differ_between_paths(tiny_o200k_model: Path) -> None:
     assert "reasoning" not in full.key_fields("hello") and keys["full"] == full.key("hello")
     one = Classifier("toxic_simple", tiny_o200k_model, reasoning="none").key_fields("hello")
     assert one["reasoning"] == "none"
+
+
+def test_one_pass_through_the_engine(tiny_o200k_model: Path) -> None:
+    texts = ["hello there", "buy cheap pills now", "a third text"]
+    clf = Classifier("toxic_simple", tiny_o200k_model)
+    one = Classifier("toxic_simple", tiny_o200k_model, reasoning="none", store=clf.store)
+    results = one.classify(texts)
+    for r in results:
+        resp = r.model_response
+        assert resp.finish_reason == "scored" and resp.output_token_ids == []
+        assert resp.prompt_token_ids[-3:] == FINAL_HEADER
+        lp = resp.final_token_logprobs
+        p = math.exp(lp[16]) / (math.exp(lp[15]) + math.exp(lp[16]))
+        assert r.metadata["p_violation"] == pytest.approx(p, abs=1e-9)
+        assert r.verdict == (Verdict.VIOLATION if p >= 0.5 else Verdict.NO_VIOLATION)
+        assert r.metadata["path"] == "one-pass"
+    again = Classifier("toxic_simple", tiny_o200k_model, reasoning="none", store=clf.store)
+    cached = again.classify(texts)
+    assert all(r.cached for r in cached)
+    assert [r.metadata["p_violation"] for r in cached] == [
+        r.metadata["p_violation"] for r in results
+    ]
+    empty = Classifier("toxic_simple", tiny_o200k_model, reasoning="none-empty-analysis",
+                       store=clf.store).classify(texts[:1])[0]  # fmt: skip
+    assert empty.model_response.prompt_token_ids[-9:] == EMPTY_ANALYSIS_HEADER
+    assert empty.metadata["reasoning"] == "none-empty-analysis" and not empty.cached

@@ -48,12 +48,10 @@ def score_requests(engine: Engine, reqs: Sequence[GenerationRequest],
     scoring = label_scoring(OutputSpec(), engine.vocab)
     out = []
     for r in reqs:
-        g = GenerationRequest(list(r.prompt_ids) + header, SamplingConfig(max_tokens=1),
-                              prefix_len=r.prefix_len)  # fmt: skip
-        g.score_only = True  # type: ignore[attr-defined]
-        g.score_token_ids = scoring.score_token_ids
-        g.score_sequences = scoring.score_sequences  # type: ignore[attr-defined]
-        out.append(g)
+        out.append(GenerationRequest(list(r.prompt_ids) + header, SamplingConfig(max_tokens=1),
+                                     prefix_len=r.prefix_len, score_only=True,
+                                     score_token_ids=scoring.score_token_ids,
+                                     score_sequences=scoring.score_sequences))  # fmt: skip
     return out
 
 
