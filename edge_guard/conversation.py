@@ -274,3 +274,30 @@ def shown_lines(conversation: str | Mapping[str, Any] | None) -> list[tuple[int,
     judged = conv.judged_index
     return [(i + 1, m.role, m.content, judged is None or i == judged)
             for i, m in enumerate(conv.messages)]  # fmt: skip
+
+
+JUDGED_PREFIX = ">>> "
+
+
+def shown_text(text: str | None, conversation: str | Mapping[str, Any] | None = None,
+               clip: int = 600) -> str | None:  # fmt: skip
+    """What reports, flips and the TUI show for an item: the text, or the conversation with
+    one message per block, the judged message(s) marked `>>> ` and `(judged)`::
+
+        [1] user
+            How do I reset my router?
+        >>> [2] assistant (judged)
+            Hold the reset button for 10 seconds.
+
+    Each message's content is clipped to `clip` characters. Plain data, not escaped: the
+    caller escapes for its medium (HTML, Markdown, terminal, Textual).
+    """
+    lines = shown_lines(conversation)
+    if not lines:
+        return text
+    out = []
+    for n, role, content, judged in lines:
+        body = content if len(content) <= clip else content[: clip - 1] + "…"
+        head = f"{JUDGED_PREFIX if judged else ''}[{n}] {role}{' (judged)' if judged else ''}"
+        out.append(head + "\n" + "\n".join("    " + ln for ln in body.split("\n")))
+    return "\n".join(out)

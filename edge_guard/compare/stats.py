@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from edge_guard.conversation import shown_text
 from edge_guard.runs.batch import Outcomes, evaluate_outcomes, item_score
 from edge_guard.runs.metrics import VERDICTS, agreement
 from edge_guard.store import Store
@@ -99,7 +100,8 @@ def pair_stats(ref: Outcomes, cand: Outcomes, *, n_resamples: int = 1000, seed: 
             left_out += 1
         if a != b:
             flips.append({"idx": ra["idx"], "item_id": ra.get("item_id"), "gold": gold,
-                          "text": _clip(ra.get("text"), 2000), "ref": _side(ra),
+                          "text": _clip(shown_text(ra.get("text"), ra.get("conversation"), 500),
+                                        2000), "ref": _side(ra),
                           "cand": _side(rb)})  # fmt: skip
     return {
         "n": point["n"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_guard.conversation import shown_text
 from edge_guard.errors import EdgeGuardError
 from edge_guard.store import Store
 
@@ -83,7 +84,8 @@ def _examples(rows: list[dict[str, Any]], gold: list[bool | None], scores: list[
             continue
         out[kind].append({
             "idx": row["idx"], "item_id": row.get("item_id"), "gold": g, "verdict": v, "score": s,
-            "text": _clip(row.get("text"), 1200), "final": _clip(row.get("final"), 300),
+            "text": _clip(shown_text(row.get("text"), row.get("conversation"), 300), 1600),
+            "final": _clip(row.get("final"), 300),
             "reasoning": _clip(row.get("reasoning"), 1500), "finish": row.get("finish_reason"),
             "error": row.get("error"),
         })  # fmt: skip

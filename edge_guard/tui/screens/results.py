@@ -9,6 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Select, TextArea
 
+from edge_guard.conversation import shown_text
 from edge_guard.tui.format import cell, meta_of, score_short, score_text, verdict_cell, when
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.verdict import VerdictPanel
@@ -146,7 +147,9 @@ class ResultsScreen(EdgeScreen):
             return
         self.selected = row
         self.query_one(VerdictPanel).show_row(row)
-        self.query_one("#rs-text", TextArea).load_text(row.get("text") or "")
+        text_area = self.query_one("#rs-text", TextArea)
+        text_area.border_title = "Conversation (>>> judged)" if row.get("conversation") else "Text"
+        text_area.load_text(shown_text(row.get("text"), row.get("conversation")) or "")
         self.query_one("#rs-reasoning", TextArea).load_text(row.get("reasoning") or "")
 
     def action_focus_search(self) -> None:
