@@ -7,6 +7,8 @@ support; `X-Error-Code: RepoNotFound` / `EntryNotFound` errors. Optional behavio
 tests: drop the connection after N body bytes (`drop`), a different ETag (`etag`), and
 LFS-style redirects to a second "CDN" server (`cdn=True`; the HEAD answer is a 302 with
 `X-Linked-Etag`/`X-Linked-Size`, which huggingface_hub does not follow across origins).
+`GET /api/models/{owner}/{repo}/tree/{revision}` lists a repository's files, as
+`huggingface_hub.list_repo_files` reads them.
 
 Also: test manifests (`setup_manifests`) describing builds of a synthetic model.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import socket
 import threading
@@ -27,6 +30,7 @@ import pytest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+_TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/?]+)(?:\?.*)?$")
 
 
 @dataclass
@@ -118,6 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
             if f is None:
                 return self._error(404, "EntryNotFound")
             return self._send_file(f, body)
+        tree = _TREE.match(self.path)
+        if tree and self.command == "GET":
+            return self._tree(tree.group(1))
         m = _RESOLVE.match(self.path)
         if not m:
             return self._error(404, "RepoNotFound")
@@ -138,6 +145,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return None
         return self._send_file(f, body)
+
+    def _tree(self, repo: str) -> None:
+        """The repository's files, one page, in the hub's JSON shape."""
+        entries = [
+            {"type": "file", "path": name, "size": len(f.data),
+             "oid": hashlib.sha1(f.data).hexdigest(),
+             "lfs": {"oid": _etag(f), "size": len(f.data), "pointerSize": 134}}
+            for (r, name), f in sorted(self.hub.files.items()) if r == repo
+        ]  # fmt: skip
+        if not entries:
+            return self._error(404, "RepoNotFound")
+        data = json.dumps(entries).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return None
 
     def _send_file(self, f: FakeFile, body: bool) -> None:
         start = 0

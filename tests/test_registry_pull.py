@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fake_hub import FILE, PINNED, REPO, UNPINNED, FakeHub, setup_manifests
+from fake_hub import FILE, PINNED, REPO, UNPINNED, FakeHub, setup_manifests, write_manifest
 
 from edge_guard.cli import main
 from edge_guard.errors import ModelNotFound
@@ -304,3 +304,84 @@ def test_concurrent_pull_refused_and_rm_cleans_a_partial(
     assert res.exit_code == 0 and "removed" in res.output
     assert not dest.with_name(dest.name + ".partial").exists()
     assert not download.lock_path(dest).exists()
+
+
+# -- a manifest naming a file the hub does not have ----------------------------------------
+GUARD_REPO = "test-org/guard-GGUF"
+HINT = f"pull one with `edge-guard models pull hf:{GUARD_REPO}/FILE.gguf`"
+
+
+def _guard_manifest(tmp_path: Path, tag: str, filename: str) -> str:
+    write_manifest(tmp_path / "manifests", f"guard-{tag}", id=f"tiny-guard:{tag}",
+                   family="safeguard", quant=tag, repo=GUARD_REPO, filename=filename)  # fmt: skip
+    return f"tiny-guard:{tag}"
+
+
+def test_missing_manifest_file_falls_back_to_the_quant_file(
+    hub: FakeHub, data: bytes, other: bytes, tmp_path: Path
+) -> None:
+    mid = _guard_manifest(tmp_path, "mxfp4", "tiny-guard-MXFP4.gguf")  # a guessed name
+    hub.add(GUARD_REPO, "Tiny-Guard-mxfp4.gguf", data)
+    hub.add(GUARD_REPO, "tiny-guard-Q8_0.gguf", other)
+    hub.add(GUARD_REPO, "README.md", b"# guard")
+    res = cli("models", "pull", mid)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == (
+        f"tiny-guard-MXFP4.gguf is not in {GUARD_REPO}@main; taking Tiny-Guard-mxfp4.gguf, "
+        "the only .gguf file there named for quant 'mxfp4'"
+    )
+    assert any(r["path"].startswith(f"/api/models/{GUARD_REPO}/tree/main") for r in hub.gets())
+    from edge_guard.registry.manifests import load_manifests
+
+    source = load_manifests()[mid].source
+    path = resolve(mid).path
+    assert path == download_path(source) and path.read_bytes() == data
+    record = load_registry()["pulled"][f"{GUARD_REPO}/tiny-guard-MXFP4.gguf@main"]
+    assert record["file"] == "Tiny-Guard-mxfp4.gguf"
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    again = pull(mid, force=True, echo=lambda s: None)  # the same file, trusted on first use
+    assert (again.trust, again.remote_file) == ("tofu-matched", "Tiny-Guard-mxfp4.gguf")
+
+
+def test_ambiguous_or_absent_quant_file_is_refused(hub: FakeHub, data: bytes, tmp_path: Path) -> None:  # fmt: skip
+    for name in ("guard-a-Q8_0.gguf", "guard-b.q8_0.gguf", "guard-Q4_K_M-00001-of-00002.gguf"):
+        hub.add(GUARD_REPO, name, data)
+    q8 = _guard_manifest(tmp_path, "q8_0", "guard-Q8_0.gguf")
+    with pytest.raises(DownloadError) as exc:
+        pull(q8)
+    assert str(exc.value) == (
+        f"guard-Q8_0.gguf is not in {GUARD_REPO}@main and 2 .gguf files there are named for "
+        f"quant 'q8_0': guard-a-Q8_0.gguf, guard-b.q8_0.gguf; {HINT}"
+    )
+    q4 = _guard_manifest(tmp_path, "q4_k_m", "guard-Q4_K_M.gguf")  # only a split shard
+    res = cli("models", "pull", q4)
+    assert res.exit_code == 1 and res.output.strip().count("\n") == 0
+    assert res.output.strip().endswith(
+        f"guard-Q4_K_M.gguf is not in {GUARD_REPO}@main and no .gguf file there is named for "
+        "quant 'q4_k_m' (it has: guard-Q4_K_M-00001-of-00002.gguf, guard-a-Q8_0.gguf, "
+        f"guard-b.q8_0.gguf); {HINT}"
+    )
+    assert resolve_gets(hub) == []  # nothing was downloaded
+    with pytest.raises(DownloadError, match="not found in"):  # an hf: reference names its file
+        pull(f"hf:{GUARD_REPO}/guard-Q8_0.gguf")
+
+
+def test_shipped_manifests_pull_when_hub_names_differ(
+    hub: FakeHub, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_guard.paths import repo_root
+
+    monkeypatch.setenv("EDGE_GUARD_MANIFESTS", str(repo_root() / "models"))
+    repo = "unsloth/gpt-oss-safeguard-20b-GGUF"
+    for name in ("gpt-oss-safeguard-20b-mxfp4.gguf", "GPT-OSS-Safeguard-20B.Q8_0.gguf",
+                 "gpt-oss-safeguard-20b-F16.gguf", "gpt-oss-safeguard-20b-BF16.gguf"):  # fmt: skip
+        hub.add(repo, name, data)
+    quiet = {"echo": lambda s: None}
+    assert pull("gpt-oss-safeguard-20b:mxfp4", **quiet).remote_file == "gpt-oss-safeguard-20b-mxfp4.gguf"  # fmt: skip
+    assert pull("gpt-oss-safeguard-20b:q8_0", **quiet).remote_file == "GPT-OSS-Safeguard-20B.Q8_0.gguf"  # fmt: skip
+    listings = [r for r in hub.gets() if r["path"].startswith("/api/models/")]
+    assert len(listings) == 2
+    f16 = pull("gpt-oss-safeguard-20b:f16", **quiet)  # its name exists: no listing, no substitute
+    assert f16.remote_file is None and f16.path.read_bytes() == data
+    assert [r for r in hub.gets() if r["path"].startswith("/api/models/")] == listings
+    assert resolve("gpt-oss-safeguard-20b").path.read_bytes() == data  # the default tag: mxfp4

@@ -10,6 +10,11 @@ deletes them on failure, so it can only resume within one call.)
 Before any byte is fetched: the free disk space is checked, and an LFS ETag (the file's
 sha256) is compared with the manifest's pin / the trust-on-first-use record. After the
 transfer: sha256 and `check_model_file`; a mismatching file is deleted, never installed.
+
+A manifest's file name can be wrong (hub names could not all be confirmed). When the hub has
+no such file, `substitute.pick_quant_file` names the repository's one .gguf file for the
+manifest's quant, and the pull says it took that one; the file is stored, recorded (with
+its hub name) and trusted under the manifest's own name, so lookups find it as before.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +41,7 @@ from edge_guard.registry.errors import (
     RegistryError,
 )
 from edge_guard.registry.manifests import SHA256_RE, Source
+from edge_guard.registry.substitute import pick_quant_file
 
 RETRIES = 5  # attempts without progress before giving up (the partial file is kept)
 RETRY_WAIT = 1.0  # seconds before the first retry; doubles, capped at 8
@@ -53,6 +59,11 @@ class PullResult:
     trust: str  # pinned | tofu-recorded | tofu-matched | present
     downloaded: bool
     resumed_from: int = 0
+    remote_file: str | None = None  # the hub file taken when the manifest's name was missing
+
+
+class _EntryMissing(DownloadError):
+    """The repository exists but has no file of that name."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ def _head(source: Source, pull_id: str) -> _Meta:
     except RevisionNotFoundError:
         raise DownloadError(f"revision {source.revision!r} not found in {source.repo}") from None
     except RemoteEntryNotFoundError:
-        raise DownloadError(
+        raise _EntryMissing(
             f"{source.filename} not found in {source.repo}@{source.revision}: the manifest may be "
             f"out of date; see https://huggingface.co/{source.repo}/tree/main and use "
             "hf:REPO/FILE.gguf"
@@ -260,7 +271,18 @@ def pull(
     if is_offline():
         raise DownloadError(f"cannot pull {pid}: offline (HF_HUB_OFFLINE is set)")
     expected, origin = (None, "none") if retrust else store.expected_sha256(source)
-    meta = _head(source, pid)
+    remote = None
+    try:
+        meta = _head(source, pid)
+    except _EntryMissing as exc:
+        if target.manifest is None:
+            raise
+        remote = pick_quant_file(target.manifest, str(exc), _endpoint())
+        say(
+            f"{source.filename} is not in {source.repo}@{source.revision}; taking {remote}, the "
+            f"only .gguf file there named for quant {target.manifest.quant!r}"
+        )
+        meta = _head(replace(source, filename=remote), pid)
     what, etag_sha = _what(origin), _etag_sha(meta)
     if expected and etag_sha and etag_sha != expected:
         raise HashMismatch(
@@ -286,7 +308,7 @@ def pull(
     except Timeout:
         raise RegistryError(f"another pull of {pid} is running (lock {lock.lock_file})") from None
     try:
-        return _pull_locked(source, pid, dest, meta, expected, origin, say, progress)
+        return _pull_locked(source, pid, dest, meta, expected, origin, say, progress, remote)
     finally:
         lock.release()
 
@@ -300,8 +322,10 @@ def _pull_locked(
     origin: str,
     say: Echo,
     progress: bool,
+    remote: str | None = None,
 ) -> PullResult:
-    """The download proper, holding the per-file lock."""
+    """The download proper, holding the per-file lock (`remote`: the hub file, when it is not
+    the manifest's)."""
     from edge_guard.engine.gguf_check import check_model_file
 
     what, etag_sha = _what(origin), _etag_sha(meta)
@@ -328,7 +352,8 @@ def _pull_locked(
     else:
         say(f"pulling {pid} ({store.fmt_size(meta.size)}) from {source.repo}@{meta.commit[:12]}")
     try:
-        sha, size = _transfer(meta, partial, have, source.filename.split("/")[-1], pid, progress)
+        label = (remote or source.filename).split("/")[-1]
+        sha, size = _transfer(meta, partial, have, label, pid, progress)
     except KeyboardInterrupt:
         done = partial.stat().st_size if partial.exists() else 0
         say(f"interrupted at {store.fmt_size(done)}; run the same pull again to resume")
@@ -368,10 +393,10 @@ def _pull_locked(
     with store.editing() as reg:
         reg["pulled"][source.key] = {
             "id": pid, "path": str(dest), "sha256": sha, "size": size, "commit": meta.commit,
-            "etag": meta.etag, "pulled": store.now(),
+            "etag": meta.etag, "pulled": store.now(), **({"file": remote} if remote else {}),
         }  # fmt: skip
     say(f"{pid} ready: {dest}")
-    return PullResult(pid, dest, sha, size, trust, True, have)
+    return PullResult(pid, dest, sha, size, trust, True, have, remote)
 
 
 def lock_path(dest: Path) -> Path:
