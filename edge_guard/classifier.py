@@ -47,7 +47,7 @@ from edge_guard.policy.parsers import apply_scores, label_scores, label_token_ma
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.store import Store
-from edge_guard.store.rows import parse_fields, response_fields, row_to_result
+from edge_guard.store.rows import parse_fields, response_fields, row_to_result, storable_text
 
 KEY_VERSION = 2  # 2: the backend's numerics class joined the key (older rows miss)
 
@@ -365,7 +365,7 @@ class Classifier:
             "policy_name": self.policy.name,
             "policy_hash": self.policy.hash,
             "policy_text_hash": self.policy.text_hash,
-            "text": item_text(text),
+            "text": storable_text(item_text(text), response),  # never ran: a head only
             "conversation": text.canonical() if isinstance(text, Conversation) else None,
             **response_fields(response),
             "error": result.error or response.error,

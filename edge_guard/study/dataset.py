@@ -1,5 +1,8 @@
 """Study datasets: short opinions to rate, as JSONL (`{"id", "topic", "text"}` or the seed's `{"text"}`).
 
+An item may be a conversation instead of a text: `{"id", "messages": [{"role", "content"}...],
+"target": ...}` (the judged message is its `text`).
+
 The project's own dataset ships in `edge_guard/data/controversial_opinions.jsonl`. The seed's
 format (`{"text": ...}` lines, an optional `canary` field) loads too: ids are assigned from the
 1-based line number and the topic is None.
@@ -14,10 +17,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from edge_guard.conversation import Conversation, ConversationError, Item
 from edge_guard.errors import EdgeGuardError
 
 DEFAULT_DATASET = "controversial_opinions.jsonl"
-KNOWN_FIELDS = {"id", "topic", "text", "canary"}
+KNOWN_FIELDS = {"id", "topic", "text", "canary", "messages", "target"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,12 @@ class StudyItem:
     text: str
     topic: str | None = None
     canary: str | None = None
+    conversation: Conversation | None = None
+
+    @property
+    def item(self) -> Item:
+        """What is classified: the conversation, else the text."""
+        return self.conversation if self.conversation is not None else self.text
 
     def as_dict(self) -> dict[str, str | None]:
         return {"id": self.id, "topic": self.topic, "text": self.text}
@@ -78,7 +88,13 @@ def _parse_line(line: str, lineno: int, path: Path) -> StudyItem:
         raise EdgeGuardError(f"{where}: not valid JSON ({exc.msg})") from None
     if not isinstance(obj, dict):
         raise EdgeGuardError(f"{where}: expected a JSON object with a 'text' field")
-    text = obj.get("text")
+    conversation = None
+    if obj.get("messages") is not None:
+        try:
+            conversation = Conversation.from_json(obj["messages"], obj.get("target"), "'messages'")
+        except ConversationError as exc:
+            raise EdgeGuardError(f"{where}: {exc}") from None
+    text = conversation.judged_text if conversation is not None else obj.get("text")
     if not isinstance(text, str) or not text.strip():
         raise EdgeGuardError(f"{where}: 'text' must be a non-empty string")
     item_id = obj.get("id", str(lineno))
@@ -89,7 +105,8 @@ def _parse_line(line: str, lineno: int, path: Path) -> StudyItem:
         raise EdgeGuardError(f"{where}: 'topic' must be a string")
     canary = obj.get("canary")
     return StudyItem(
-        str(item_id), text.strip(), topic or None, None if canary is None else str(canary)
+        str(item_id), text.strip(), topic or None, None if canary is None else str(canary),
+        conversation,
     )
 
 
@@ -97,7 +114,8 @@ def dataset_hash(items: list[StudyItem]) -> str:
     """A short hash of the items' ids and texts (a study's identity includes it)."""
     h = hashlib.sha256()
     for it in items:
-        h.update(json.dumps([it.id, it.text], ensure_ascii=False).encode("utf-8"))
+        ident = [it.id, it.text] + ([it.conversation.canonical()] if it.conversation else [])
+        h.update(json.dumps(ident, ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
 

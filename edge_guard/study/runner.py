@@ -178,7 +178,7 @@ def run_study(
                 for i, r in todo
             ]  # fmt: skip
             procs = [steer(model, items[i], r) for i, r in todo] if steer else None
-            texts = [items[i].text for i, _r in todo]
+            texts = [items[i].item for i, _r in todo]  # a text or a Conversation
             for _j, res in clf.iter(texts, run_items=run_items, samplings=samplings,
                                     logits_processors=procs):  # fmt: skip
                 result.n_new += 1
