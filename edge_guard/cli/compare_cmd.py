@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from edge_guard.cli.multi_opts import compare_set, policy_options, policy_set, single_label_field
 from edge_guard.cli.options import classify_options, pass_opts
 from edge_guard.datasets.files import SAMPLES
 
@@ -55,7 +56,7 @@ class _Progress:
 @click.command()
 @click.option("--dataset", "-d", required=True,
               help="A .jsonl/.csv/.tsv/.parquet file, or a pulled name like toxic-chat.")  # fmt: skip
-@click.option("--policy", "-p", required=True, help="Policy name, folder, or file.")
+@policy_options(mode=False)
 @click.option("--configs", "configs_opt", default=None, metavar="'REF;CAND...'", help=CONFIG_HELP)
 @click.option("--config", "config_list", multiple=True, metavar="CONFIG",
               help="One config (repeat it; the first is the reference). Combines with --configs.")  # fmt: skip
@@ -67,7 +68,9 @@ class _Progress:
               help="Comparison name (default: from dataset, policy, configs; reruns resume it).")  # fmt: skip
 @click.option("--title", default=None, help="Report title.")
 @click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
-@click.option("--label-field", default=None, help="Field holding the gold label (default: auto).")
+@click.option("--label-field", multiple=True,
+              help="Field holding the gold label (default: auto); with several policies "
+              "POLICY=FIELD, repeated.")  # fmt: skip
 @click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
 @click.option("--limit", type=int, default=None, help="Compare on at most N items.")
 @click.option("--sample", type=click.Choice(SAMPLES), default=None,
@@ -105,8 +108,18 @@ def compare(opts: dict[str, Any]) -> None:
         raise EdgeGuardError(f"--out {out}: use a .html or .md file name")
     run_kw = {k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit",
                                        "sample", "sample_seed")}  # fmt: skip
-    dataset, policy = opts.pop("dataset"), opts.pop("policy")
+    dataset = opts.pop("dataset")
+    policy, multi = policy_set(opts)
+    label_fields = list(run_kw.pop("label_field") or ())
     progress = _Progress(len(configs))
+    if multi is not None:  # several policies: per-policy agreement/kappa/flips (e.g. mode=combined)
+        return compare_set(dataset, policy, configs, opts, run_kw, label_fields, progress,
+                           as_json=as_json, resamples=resamples, out=out)  # fmt: skip
+    if any(dict(c.options).get("mode") == "combined" for c in configs):
+        from edge_guard.errors import EdgeGuardError
+
+        raise EdgeGuardError("mode=combined needs several policies (-p a -p b) or a policy set (--set)")
+    run_kw["label_field"] = single_label_field(label_fields, policy)
     try:
         result = run_compare(dataset, policy, configs, base_opts=opts, on_start=progress.start,
                              on_result=progress.result, **run_kw)  # fmt: skip

@@ -17,11 +17,14 @@ from edge_guard.policy.combined import MODES
 from edge_guard.sanitize import term
 
 
-def policy_options(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`--policy/-p` (repeatable), `--set`, `--mode separate|combined`."""
+def policy_options(required: bool = True,
+                   mode: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # fmt: skip
+    """`--policy/-p` (repeatable), `--set`, and `--mode separate|combined` unless `mode` is
+    False (compare sets the mode per config)."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        f = click.option("--mode", type=click.Choice(MODES), default="separate", show_default=True,
+        if mode:
+            f = click.option("--mode", type=click.Choice(MODES), default="separate", show_default=True,
                          help="Several policies: one prompt per (text, policy), or all policies "
                          "in one prompt answered with {\"violations\": [...]}.")(f)  # fmt: skip
         f = click.option("--set", "policy_set", default=None, metavar="SET",
@@ -39,7 +42,8 @@ def policy_set(opts: dict[str, Any]) -> tuple[Any, str | None]:
     from edge_guard.errors import PolicyError
     from edge_guard.policy.sets import is_set_ref, resolve_policies
 
-    refs, set_ref, mode = list(opts.pop("policy") or ()), opts.pop("policy_set"), opts.pop("mode")
+    refs, set_ref = list(opts.pop("policy") or ()), opts.pop("policy_set")
+    mode = opts.pop("mode", "separate")
     if not refs and set_ref is None:
         raise PolicyError(
             "give a policy (--policy/-p NAME, repeatable) or a policy set (--set SET)"
@@ -139,3 +143,31 @@ def single_label_field(values: list[str], policy: str) -> str | None:
     from edge_guard.runs.multi import parse_label_fields
 
     return parse_label_fields(values, [policy])[policy]
+
+
+def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
+                run_kw: dict[str, Any], label_fields: list[str], progress: Any, *,
+                as_json: bool, resamples: int, out: str | None) -> None:  # fmt: skip
+    """`edge-guard compare` over several policies: each config a multi-policy run, then
+    per-policy agreement, kappa and flips against the first config."""
+    import shlex
+    import sys
+
+    from edge_guard.compare.multi import format_multi_summary, multi_summary, run_multi_compare
+    from edge_guard.errors import EdgeGuardError
+    from edge_guard.runs.multi import parse_label_fields
+    from edge_guard.sanitize import term_json, term_line
+
+    if out is not None:
+        raise EdgeGuardError("--out is not available for several policies yet (use --json)")
+    fields = parse_label_fields(label_fields, pset.names)
+    try:
+        store, runs, labels = run_multi_compare(
+            dataset, pset, configs, base_opts=opts, label_fields=fields, on_start=progress.start,
+            on_result=progress.result, **run_kw)  # fmt: skip
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished pairs are saved; resume with: "
+                   f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}", err=True)  # fmt: skip
+        sys.exit(130)
+    summary = multi_summary(store, runs, labels, n_resamples=resamples)
+    click.echo(term_json(summary) if as_json else term(format_multi_summary(summary)))
