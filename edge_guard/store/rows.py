@@ -9,13 +9,33 @@ from edge_guard.harmony.parse import HarmonyMessage
 from edge_guard.response import ModelResponse, Timings
 from edge_guard.result import ClassificationResult, Verdict
 
+# An item that never ran keeps this much of its text (a 50 MB text rejected as too long
+# must not store 50 MB, nor its prompt ids).
+UNRUN_TEXT_CHARS = 4096
+
+
+def never_ran(response: ModelResponse) -> bool:
+    """An error before the model produced anything (too long, rejected, server refused)."""
+    return bool(response.error) and response.response is None and not response.reasoning \
+        and not response.output_token_ids  # fmt: skip
+
+
+def storable_text(text: str, response: ModelResponse) -> str:
+    """The text to store: an item that never ran keeps its first UNRUN_TEXT_CHARS only."""
+    if len(text) <= UNRUN_TEXT_CHARS or not never_ran(response):
+        return text
+    return (
+        text[:UNRUN_TEXT_CHARS] + f"… [{len(text) - UNRUN_TEXT_CHARS} more characters not stored]"
+    )
+
 
 def response_fields(response: ModelResponse) -> dict[str, Any]:
     """The model-output columns of a row."""
     t = response.timings
     logprobs = {str(k): v for k, v in (response.final_token_logprobs or {}).items()}
     return {
-        "prompt_token_ids": response.prompt_token_ids,
+        # an item that never ran: nothing heavy (the ids follow from text + key anyway)
+        "prompt_token_ids": [] if never_ran(response) else response.prompt_token_ids,
         "output_token_ids": response.output_token_ids,
         "reasoning": response.reasoning,
         "final": response.response,
