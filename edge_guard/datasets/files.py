@@ -227,33 +227,54 @@ def _read_jsonl(p: Path) -> tuple[Records, list[Malformed]]:
 
 
 def _read_csv(p: Path, delimiter: str) -> tuple[Records, list[Malformed]]:
+    """Rows of a CSV/TSV file; a row with more fields than the header (an unquoted delimiter
+    inside a text), a quote that never closes and any other bad quoting are malformed rows with
+    their line numbers. A bad record never swallows the lines after it: parsing resumes on the
+    line after the one it started on."""
     text = p.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     csv.field_size_limit(1 << 30)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    lines = io.StringIO(text, newline="").readlines()  # the physical lines csv counts
     records: Records = []
     bad: list[Malformed] = []
     header: list[str] | None = None
-    start = 1
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
+    first = 0  # index of the line the current reader starts on
+    while first < len(lines):
+        reader = csv.reader(iter(lines[first:]), delimiter=delimiter, strict=True)
+        start, resume = 1, None
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                eof = "unexpected end of data" in str(exc)  # a quoted field ran to the end
+                bad.append(Malformed(first + start, "unclosed quote (its field would run to the "
+                                     "end of the file)" if eof else f"invalid CSV ({exc})"))  # fmt: skip
+                if eof or reader.line_num > start:  # it swallowed later lines: read them again
+                    resume = first + start
+                    break
+                start = reader.line_num + 1
+                continue
+            line, start = first + start, reader.line_num + 1
+            if header is None:
+                header = values
+                continue
+            if not values:
+                continue
+            if len(values) > len(header):
+                bad.append(Malformed(line, f"{len(values)} fields but the header has "
+                                           f"{len(header)} (quote a text that contains "
+                                           f"{delimiter!r})"))  # fmt: skip
+                continue
+            rec = dict(zip(header, values, strict=False))
+            if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)
+                   for v in values):  # fmt: skip
+                bad.append(Malformed(line, "invalid UTF-8"))
+                continue
+            records.append((line, rec))
+        if resume is None:
             break
-        except csv.Error as exc:
-            bad.append(Malformed(start, f"invalid CSV ({exc})"))
-            start = reader.line_num + 1
-            continue
-        line, start = start, reader.line_num + 1
-        if header is None:
-            header = values
-            continue
-        if not values:
-            continue
-        rec = dict(zip(header, values, strict=False))
-        if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values):
-            bad.append(Malformed(line, "invalid UTF-8"))
-            continue
-        records.append((line, rec))
+        first = resume
     return records, bad
 
 
