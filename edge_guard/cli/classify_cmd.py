@@ -50,9 +50,14 @@ def print_result(result: Any) -> None:
     click.echo(click.style(label, fg=color, bold=True) + f"  {score_line(result)}{cached}")
     resp = result.model_response
     final = resp.response if resp else None
-    click.echo(
-        f"answer: {term(repr(final))}" if final is not None else "answer: (none — no complete final message)"
-    )
+    path = result.metadata.get("path")  # one-pass / cascade (edge_guard.cascade)
+    if path is not None:
+        how = "one pass, no reasoning" if path == "one-pass" else "escalated to full reasoning"
+        click.echo(f"path: {how} (label {term(repr(result.fine_grain_label))})")
+    elif final is None:
+        click.echo("answer: (none — no complete final message)")
+    if final is not None:
+        click.echo(f"answer: {term(repr(final))}")
     if resp is not None and resp.finish_reason != "return":
         click.echo(f"finish: {resp.finish_reason}")
     if result.error:
