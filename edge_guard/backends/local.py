@@ -123,9 +123,12 @@ class LocalBackend:
         from edge_guard.engine.gguf_check import check_model_file
 
         s = self.settings
-        width = min(max(1, int(n_parallel or s.n_parallel)), max(1, int(s.n_parallel)))
-        if not s.swa_full:
-            width = 1  # the engine decodes one sequence at a time without a full SWA cache
+        slots = 1 if not s.swa_full else max(1, int(s.n_parallel))  # as the engine sets it
+        width = min(max(1, int(n_parallel or slots)), slots)
+        # Several resident prefixes change the attention's summation (not bit-identical).
+        prefixes = s.extra.get("max_prefixes") or (1 if slots == 1 else 8)
+        if not s.swa_full or s.extra.get("prefix_cache") is False:
+            prefixes = 1
         gpu: int | str = "none"  # a CPU-only build ignores --gpu-layers
         if rt.supports_gpu():
             n = rt.resolve_gpu_layers(s.n_gpu_layers)
@@ -134,7 +137,7 @@ class LocalBackend:
         fa = s.flash_attn
         if fa == "auto" and gpu in ("none", 0):
             fa = False  # what the engine resolves it to without GPU layers
-        return {"decode": "seq" if width == 1 else "par",
+        return {"decode": "seq" if width == 1 and prefixes == 1 else "par",
                 "flash_attn": {True: "on", False: "off"}.get(fa, str(fa)),  # type: ignore[call-overload]
                 "n_batch": max(32, int(s.extra.get("n_batch", 512))), "gpu_layers": gpu}  # fmt: skip
 

@@ -146,7 +146,8 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0] if exc.errors() else {}
+        errors = list(exc.errors())  # a union gives one per member: report the deepest
+        err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
         if err.get("type") == "json_invalid":
             return _error(400, "request body is not valid JSON", "invalid_request_error")
         name = _field(err.get("loc", ())) or "body"

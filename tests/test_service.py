@@ -1,0 +1,274 @@
+"""`edge-guard serve` live on 127.0.0.1: the official `openai` client and plain httpx.
+
+One server per module (synthetic tiny-o200k model, steered verdicts: see service_helpers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from click.testing import CliRunner
+from service_helpers import SAFE, VIOLATE, ServiceProcess
+
+from edge_guard.cli import main
+from edge_guard.policy.core import load_policy
+from edge_guard.store import Store
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path) -> Iterator[tuple[ServiceProcess, Path]]:  # fmt: skip
+    home = tmp_path_factory.mktemp("serve_home")
+    db = home / "serve.db"
+    args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "16",
+            "--parallel", "4", "--ctx", "4096", "--db", str(db), "--allow-inline-policies",
+            "--max-texts", "20", "--max-body", "20000"]  # fmt: skip
+    proc = ServiceProcess(args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)}).start()
+    try:
+        yield proc, db
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def url(served: tuple[ServiceProcess, Path]) -> str:
+    return served[0].url
+
+
+def _client(url: str, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def _stored(db: Path, texts: list[str]) -> list[str]:
+    store = Store(db)
+    try:
+        marks = ",".join("?" * len(texts))
+        return [
+            r["text"]
+            for r in store.query(f"SELECT text FROM results WHERE text IN ({marks})", texts)
+        ]
+    finally:
+        store.close()
+
+
+def test_openai_client_single_list_and_cached(url: str) -> None:
+    client = _client(url)
+    one = client.moderations.create(model="toxic_simple", input=f"one {VIOLATE}")
+    assert [r.flagged for r in one.results] == [True]
+    assert one.results[0].categories.model_extra == {"toxic_simple": True}
+    assert one.results[0].category_scores.model_extra == {"toxic_simple": pytest.approx(1.0)}
+    texts = [f"a {SAFE}", f"b {VIOLATE}", "plain words, no marker"]
+    first = client.moderations.create(model="toxic_simple", input=texts)
+    assert [r.flagged for r in first.results] == [False, True, True]
+    assert [r.categories.model_extra for r in first.results] == [
+        {"toxic_simple": False}, {"toxic_simple": True}, {"toxic_simple": None}]  # fmt: skip
+    # Undetermined is flagged (fail closed) and said so, never a silent "not flagged".
+    assert [r.model_extra["undetermined"] for r in first.results] == [[], [], ["toxic_simple"]]
+    assert [r.model_extra["cached"] for r in first.results] == [{"toxic_simple": False}] * 3
+    again = client.moderations.create(model="toxic_simple", input=texts)
+    assert [r.model_extra["cached"] for r in again.results] == [{"toxic_simple": True}] * 3
+    assert [r.flagged for r in again.results] == [False, True, True]
+
+
+def test_default_policy_and_unknown_policy(url: str) -> None:
+    r = httpx.post(url + "/v1/moderations", json={"input": f"x {SAFE}"}, timeout=120)
+    assert r.status_code == 200
+    assert r.json()["model"] == "toxic_simple"
+    with pytest.raises(openai.NotFoundError) as exc:
+        _client(url).moderations.create(model="no_such_policy", input="x")
+    assert exc.value.body["param"] == "model"  # type: ignore[index]
+    assert "no_such_policy" in exc.value.body["message"]  # type: ignore[index]
+    # A request names policies, never paths (a path would import its parse.py).
+    r = httpx.post(url + "/v1/classify", json={"text": "x", "policy": "policies/toxic_simple"})
+    assert r.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input": 5}, "input"),
+        ({"input": ["ok", 3]}, "input[1]"),
+        ({"model": "x"}, "input"),
+        ({"input": "x", "model": 7}, "model"),
+    ],
+)
+def test_bad_moderation_fields_are_400_naming_the_field(url: str, body: dict, field: str) -> None:
+    r = httpx.post(url + "/v1/moderations", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == field
+    assert f"'{field}'" in r.json()["error"]["message"]
+
+
+def test_bad_json_limits_and_native_fields(url: str) -> None:
+    r = httpx.post(url + "/v1/moderations", content=b'{"input": ')
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "request body is not valid JSON")
+    r = httpx.post(url + "/v1/classify", json={"txts": ["a"]})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "txts")
+    r = httpx.post(url + "/v1/classify", json={"texts": ["a"] * 21})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "texts")
+    r = httpx.post(url + "/v1/classify", json={"texts": ["a"], "effort": "extreme"})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "effort")
+    r = httpx.post(url + "/v1/moderations", json={"input": "a" * 30_000})
+    assert r.status_code == 413
+    with pytest.raises(openai.BadRequestError):
+        _client(url).moderations.create(model="toxic_simple", input=[])
+
+
+def test_native_classify_full_result_and_store(served: tuple[ServiceProcess, Path]) -> None:
+    proc, db = served
+    text = f"native {VIOLATE}"
+    r = httpx.post(proc.url + "/v1/classify",
+                   json={"texts": [text], "policy": "toxic_simple", "reasoning": True}, timeout=120)  # fmt: skip
+    assert r.status_code == 200
+    res = r.json()["results"][0]
+    assert (res["verdict"], res["fine_grain_label"], res["binary_label"]) == (
+        "violation",
+        "1",
+        True,
+    )
+    assert (res["final"], res["reasoning"], res["cached"]) == ("1", "steered", False)
+    assert res["p_violation"] == pytest.approx(1.0)
+    assert res["label_probs"] == {"0": pytest.approx(0.0, abs=1e-6), "1": pytest.approx(1.0)}
+    store = Store(db)
+    try:
+        row = store.get(res["key"])
+    finally:
+        store.close()
+    assert row is not None and row["text"] == text and row["final"] == "1"
+    no_reasoning = httpx.post(proc.url + "/v1/classify", json={"text": text}, timeout=120).json()
+    assert "reasoning" not in no_reasoning["results"][0]
+    assert no_reasoning["results"][0]["cached"] is True
+
+
+def test_stream_sends_reasoning_deltas_then_the_result(url: str) -> None:
+    events = []
+    body = {"texts": [f"stream {SAFE}"], "stream": True, "max_tokens": 32}
+    with httpx.stream("POST", url + "/v1/classify", json=body, timeout=120) as r:
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    kinds = [k for k, _ in events]
+    assert kinds[-2:] == ["result", "done"]
+    assert "".join(d["delta"] for k, d in events if k == "reasoning") == "steered"
+    assert events[-2][1]["verdict"] == "no_violation"
+
+
+def test_inline_policy_text_uses_the_builtin_parser(url: str) -> None:
+    body = {"text": f"inline {VIOLATE}", "policy_text": "Answer 1 for spam, else 0."}
+    res = httpx.post(url + "/v1/classify", json=body, timeout=120).json()["results"][0]
+    assert (res["policy"], res["verdict"]) == ("inline", "violation")
+
+
+def test_policies_models_health_metrics(url: str) -> None:
+    pol = httpx.get(url + "/v1/policies").json()
+    row = next(p for p in pol["data"] if p["name"] == "toxic_simple")
+    assert (row["hash"], row["default"]) == (load_policy("toxic_simple").hash, True)
+    models = httpx.get(url + "/v1/models").json()
+    assert "toxic_simple" in [m["id"] for m in models["data"]]
+    assert models["edge_guard"]["backend"] == "local"
+    health = httpx.get(url + "/health").json()
+    assert (health["service"], health["default_policies"]) == ("edge_guard", ["toxic_simple"])
+    httpx.post(url + "/v1/moderations", json={"input": f"metrics {VIOLATE}"}, timeout=120)
+    text = httpx.get(url + "/metrics").text
+    for name in ("edge_guard_requests_total", 'edge_guard_labels_total{verdict="violation"}',
+                 "edge_guard_cache_hits_total", 'edge_guard_tokens_total{kind="output"}',
+                 "edge_guard_queue_depth 0.0", "edge_guard_request_seconds_bucket"):  # fmt: skip
+        assert name in text
+    assert httpx.get(url + "/docs").status_code == 200
+
+
+def test_cli_classify_through_the_server(url: str, tiny_o200k_model: Path) -> None:
+    result = CliRunner().invoke(main, ["classify", "--backend", "server", "--url", url,
+                                       "-p", "toxic_simple", "--max-tokens", "16", "--json",
+                                       f"cli {VIOLATE}"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert (out["verdict"], out["model"]) == ("violation", str(tiny_o200k_model))
+
+
+def test_client_that_disconnects_leaves_nothing_running(served: tuple[ServiceProcess, Path]) -> None:  # fmt: skip
+    proc, db = served
+    texts = [f"gone {i} free text" for i in range(20)]
+    body = {"texts": texts, "stream": True, "max_tokens": 200}
+    with httpx.stream("POST", proc.url + "/v1/classify", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line == "event: result":
+                break  # hang up after the first label
+    deadline = time.monotonic() + 120
+    while httpx.get(proc.url + "/health").json()["jobs_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(proc.url + "/health").json()["jobs_in_flight"] == 0
+    assert 1 <= len(_stored(db, texts)) < len(texts)  # computed labels kept, the rest dropped
+    after = httpx.post(proc.url + "/v1/moderations", json={"input": [f"after {SAFE}"]}, timeout=120)
+    assert [r["flagged"] for r in after.json()["results"]] == [False]
+
+
+def test_non_loopback_without_key_is_refused(tiny_o200k_model: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "edge_guard", "serve", "--host", "0.0.0.0",
+                        "--model", str(tiny_o200k_model)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: refusing to bind 0.0.0.0 without an API key: pass --api-key-env VAR (or bind 127.0.0.1)"
+    ]
+
+
+def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
+    tmp_path: Path, tiny_o200k_model: Path
+) -> None:
+    db = tmp_path / "kill.db"
+    args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "32",
+            "--parallel", "2", "--ctx", "4096", "--db", str(db), "--api-key-env", "EG_TEST_KEY"]  # fmt: skip
+    env = {"EDGE_GUARD_HOME": str(tmp_path), "EG_TEST_KEY": "s3cret"}
+    proc = ServiceProcess(args, tmp_path / "kill.log", env=env).start()
+    texts = [f"load {i} plain text" for i in range(8)]
+    try:
+        assert httpx.get(proc.url + "/v1/models").status_code == 401
+        assert httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401  # fmt: skip
+        assert httpx.get(proc.url + "/health").status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            _client(proc.url, "wrong").moderations.create(input="x")
+        ok = _client(proc.url, "s3cret").moderations.create(input=f"auth {VIOLATE}")
+        assert [r.flagged for r in ok.results] == [True]
+        # Mid-load: an 8-text request; kill -9 once some labels are stored.
+        ctx = httpx.Client(timeout=120, headers={"Authorization": "Bearer s3cret"})
+        threading.Thread(target=lambda: _swallow(ctx.post, proc.url + "/v1/moderations",
+                                                 json={"input": texts}), daemon=True).start()  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not _stored(db, texts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.kill()
+    done_before = set(_stored(db, texts))
+    assert 1 <= len(done_before) < len(texts)
+    assert "s3cret" not in (tmp_path / "kill.log").read_text()
+    again = ServiceProcess(args, tmp_path / "kill2.log", env=env).start()
+    try:
+        r = httpx.post(again.url + "/v1/moderations", json={"input": texts}, timeout=300,
+                       headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+    finally:
+        assert again.stop() == -signal.SIGTERM  # uvicorn re-raises SIGTERM after its clean stop
+    cached = {t for t, res in zip(texts, r.json()["results"], strict=True)
+              if res["cached"]["toxic_simple"]}  # fmt: skip
+    assert cached == done_before
+    assert sorted(_stored(db, texts)) == sorted(texts)  # every label stored, once
+    assert "Traceback" not in (tmp_path / "kill2.log").read_text()
+
+
+def _swallow(fn: object, *args: object, **kwargs: object) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        fn(*args, **kwargs)  # type: ignore[operator]
