@@ -170,3 +170,93 @@ def test_combined_mode_splits_one_answer_per_text(policies: Path, tmp_path: Path
     again = plan_multi_run(data, make_classifier(tiny_model, tmp_path / "s.db"), load_set("abc"),
                            mode="combined", name="c")  # fmt: skip
     assert again.todo == []
+
+
+def test_classify_json_is_one_object_with_a_result_per_policy(policies: Path, tmp_path: Path,
+                                                              tiny_model: Path) -> None:  # fmt: skip
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    args = ["classify", "-m", str(tiny_model), "--max-tokens", "4", "--db", str(tmp_path / "s.db"),
+            "--json"]  # fmt: skip
+    res = CliRunner().invoke(main, [*args, "-p", "gamma", "-p", "alpha", "hello"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert sorted(out) == ["effort", "flagged", "mode", "model", "policies", "policy_set",
+                           "results", "style", "text", "undetermined", "violations"]  # fmt: skip
+    assert (out["text"], out["policies"], out["mode"]) == ("hello", ["gamma", "alpha"], "separate")
+    assert out["policy_set"] == "gamma+alpha" and list(out["results"]) == ["gamma", "alpha"]
+    for name, r in out["results"].items():
+        assert (r["policy"], r["text"], r["verdict"]) == (name, "hello", "undetermined")
+    # 4 tokens cannot hold an answer: both undetermined, so the set is undetermined, not safe
+    assert (out["flagged"], out["violations"], out["undetermined"]) == (
+        None,
+        [],
+        ["gamma", "alpha"],
+    )
+    res = CliRunner().invoke(main, [*args, "--set", "abc", "hello"])
+    assert res.exit_code == 0 and list(json.loads(res.output)["results"]) == NAMES
+    res = CliRunner().invoke(main, [*args, "--set", "abc", "-p", "alpha", "hello"])
+    assert (
+        res.exit_code == 1 and res.output == "error: give either --set or --policy/-p, not both\n"
+    )
+
+
+def test_cli_run_maps_gold_columns_to_policies(policies: Path, tmp_path: Path,
+                                               tiny_model: Path) -> None:  # fmt: skip
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows()[:3])
+    db = str(tmp_path / "s.db")
+    base = ["run", str(data), "-m", str(tiny_model), "--max-tokens", "4", "--db", db,
+            "--set", "abc", "--name", "r", "--json"]  # fmt: skip
+    res = CliRunner().invoke(main, [*base, "--label-field", "alpha=a", "--label-field", "gamma=b"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.splitlines()[-1])
+    assert (out["summary"]["n_items"], out["summary"]["n_new"]) == (9, 9)
+    assert out["eval"]["per_policy"]["alpha"]["n_labelled"] == 3
+    assert out["eval"]["per_policy"]["beta"]["n_labelled"] == 0
+    assert out["eval"]["per_policy"]["gamma"]["n_gold_violation"] == 1  # b: text 0 only
+    golds = {r["idx"]: r["gold"] for r in Store(db).run_results("r")}
+    assert [golds[i] for i in range(9)] == ["0", None, "1", "1", None, "0", "0", None, "0"]
+    bad = CliRunner().invoke(main, [*base[:-3], "--name", "r2", "--label-field", "delta=a"])
+    assert bad.exit_code == 1
+    assert bad.output.endswith("error: --label-field 'delta=a': no policy 'delta' in the set "
+                               "(policies: alpha, beta, gamma)\n")  # fmt: skip
+
+
+def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tmp_path: Path,
+                                                              tiny_model: Path) -> None:  # fmt: skip
+    from edge_guard.compare.config import build_configs
+    from edge_guard.compare.multi import multi_summary, run_multi_compare
+
+    data = write_jsonl(tmp_path / "d.jsonl", rows()[:6])
+    vocab = Vocab.from_gguf(tiny_model)
+
+    def steer(k: int, _cfg: object):  # type: ignore[no-untyped-def]
+        if k == 0:  # separate: every policy answers 1 for odd texts
+            return lambda t: ForcedTokens(harmony_script(vocab, answer(t), "s"))
+        return lambda t: ForcedTokens(harmony_script(vocab, combined_answer(t), "c"))
+
+    configs = build_configs(["mode=separate;mode=combined"])
+    store, runs, labels = run_multi_compare(
+        data, load_set("abc"), configs, base_opts={"model": str(tiny_model), "max_tokens": 64,
+        "db": str(tmp_path / "s.db")}, steer=steer)  # fmt: skip
+    c = multi_summary(store, runs, labels, n_resamples=20)
+    assert c["modes"] == ["separate", "combined"]
+    per = c["vs_reference"][0]["policies"]
+    # texts 0-5. separate: 1 on odd texts for every policy. combined: alpha on odd texts,
+    # beta on multiples of 3, gamma never; text 4's answer is bad JSON (all undetermined).
+    assert per["alpha"]["transitions"] == {"no_violation→undetermined": 1}
+    assert per["beta"]["transitions"] == {"no_violation→undetermined": 1,
+                                          "no_violation→violation": 1,
+                                          "violation→no_violation": 2}  # fmt: skip
+    assert per["gamma"]["transitions"] == {"no_violation→undetermined": 1,
+                                           "violation→no_violation": 3}  # fmt: skip
+    assert [per[n]["flips"] for n in NAMES] == [1, 4, 4]
+    assert per["alpha"]["agreement"] == 5 / 6
+    assert per["any_violation"]["transitions"] == {"no_violation→undetermined": 1,
+                                                   "no_violation→violation": 1}  # fmt: skip
