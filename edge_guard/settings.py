@@ -8,7 +8,8 @@ and hand it to `edge_guard.api.build_classifier`.
 
 Environment variables (besides the backend's, see `edge_guard.config`): `EDGE_GUARD_MODEL`,
 `EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_THREADS`, `EDGE_GUARD_PARALLEL`,
-`EDGE_GUARD_STYLE`, `EDGE_GUARD_EFFORT`, `EDGE_GUARD_DATE`, `EDGE_GUARD_TEMPERATURE`,
+`EDGE_GUARD_STYLE`, `EDGE_GUARD_EFFORT`, `EDGE_GUARD_DATE`, `EDGE_GUARD_REASONING`,
+`EDGE_GUARD_CASCADE`, `EDGE_GUARD_TEMPERATURE`,
 `EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB`.
 
 `Model` and `InferenceBackend` let seed code (`model=Model.GPT_OSS_20B,
@@ -36,6 +37,7 @@ from edge_guard.config import (
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES, PromptConfig
+from edge_guard.onepass import REASONING_MODES
 
 if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
@@ -81,6 +83,9 @@ class Settings:
     style: str = DEFAULT_STYLE
     effort: str = DEFAULT_EFFORT
     date: str | None = None
+    # reasoning path: full | none | none-empty-analysis; cascade "LOW:HIGH" (edge_guard.cascade)
+    reasoning: str = "full"
+    cascade: str | None = None
     # sampling
     temperature: float = 0.0
     seed: int = 0
@@ -147,6 +152,8 @@ _SOURCES: dict[str, tuple[str, str | None]] = {
     "style": ("prompt", "EDGE_GUARD_STYLE"),
     "effort": ("prompt", "EDGE_GUARD_EFFORT"),
     "date": ("prompt", "EDGE_GUARD_DATE"),
+    "reasoning": ("prompt", "EDGE_GUARD_REASONING"),
+    "cascade": ("prompt", "EDGE_GUARD_CASCADE"),
     "temperature": ("sampling", "EDGE_GUARD_TEMPERATURE"),
     "seed": ("sampling", "EDGE_GUARD_SEED"),
     "max_tokens": ("sampling", "EDGE_GUARD_MAX_TOKENS"),
@@ -203,6 +210,11 @@ def resolve_settings(
     return Settings(**values)
 
 
+def setting_flags(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The `Settings` fields among `opts` (e.g. command options), other keys left out."""
+    return {k: v for k, v in opts.items() if k in SETTING_NAMES}
+
+
 def _check_file(file: Mapping[str, Any], where: str) -> None:
     """Known keys in the tables `Settings` reads (other tables belong to other modules)."""
     top = {n for n, (t, _) in _SOURCES.items() if not t}
@@ -220,6 +232,7 @@ def _check_file(file: Mapping[str, Any], where: str) -> None:
 _INTS = {"ctx": 0, "threads": 1, "parallel": 1, "seed": None, "max_tokens": 1, "concurrency": 1}
 _BOOLS = ("force", "yes", "use_cache", "truncate")
 _CHOICES = {"style": STYLES, "effort": EFFORTS, "backend": BACKEND_KINDS,
+            "reasoning": REASONING_MODES,
             "server_kind": SERVER_KINDS}  # fmt: skip
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -14,13 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_guard.backends.local import EngineSettings, release_engine
-from edge_guard.classifier import Classifier, make_backend
+from edge_guard.api import build_backend, build_classifier
+from edge_guard.backends.local import release_engine
 from edge_guard.datasets.hub import DEFAULT_CONFIG, KNOWN, pull_dataset
-from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
+from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.report import write_report
 from edge_guard.runs.batch import RunProgress, run_dataset
+from edge_guard.settings import resolve_settings
 from edge_guard.store import Store
 
 DEFAULT_MODELS = "gpt-oss-safeguard-20b:mxfp4,gpt-oss-20b:mxfp4"
@@ -67,15 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         data = dataset_path(args)
-        store = Store(args.db)
-        sampling = SamplingConfig(max_tokens=args.max_tokens)
-        settings = EngineSettings(n_ctx=args.ctx, n_parallel=args.parallel)
+        settings = resolve_settings({"effort": args.effort, "max_tokens": args.max_tokens,
+                                     "ctx": args.ctx, "parallel": args.parallel, "db": args.db})  # fmt: skip
+        store = Store(settings.db)
         names = []
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-            backend = make_backend(model, settings)
+            backend = build_backend(settings.replace(model=model))
             for policy in [p.strip() for p in args.policies.split(",") if p.strip()]:
-                clf = Classifier(policy, backend, effort=args.effort, sampling=sampling,
-                                 store=store, parallel=args.parallel)  # fmt: skip
+                clf = build_classifier(policy, settings, backend=backend, store=store)
 
                 def show(p: RunProgress, *_: object) -> None:
                     if p.done == p.total or p.done % 10 == 0:

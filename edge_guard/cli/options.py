@@ -18,7 +18,14 @@ from click.core import ParameterSource
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
-from edge_guard.settings import DEFAULT_CTX, SETTING_NAMES, Settings, resolve_settings
+from edge_guard.onepass import REASONING_MODES
+from edge_guard.settings import (
+    DEFAULT_CTX,
+    SETTING_NAMES,
+    Settings,
+    resolve_settings,
+    setting_flags,
+)
 
 _DEFAULTED = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 _FLAGS = ("force", "yes", "truncate")
@@ -38,6 +45,14 @@ def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def prompt_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--cascade", default=None, metavar="LOW:HIGH",
+                     help="Score every text in one pass; texts with P(violation) in "
+                     "[LOW, HIGH] go on to full reasoning (e.g. 0.2:0.8).")(f)  # fmt: skip
+    f = click.option("--reasoning", type=click.Choice(REASONING_MODES), default="full",
+                     show_default=True,
+                     help="full: reason, then answer; none: one forward pass scores the "
+                     "labels (closed output kinds); none-empty-analysis: the same after an "
+                     "empty analysis message.")(f)  # fmt: skip
     f = click.option("--date", default=None, help="Current date line, YYYY-MM-DD.")(f)
     f = click.option("--effort", type=click.Choice(EFFORTS), default=DEFAULT_EFFORT, show_default=True,
                      help="Reasoning effort.")(f)  # fmt: skip
@@ -114,13 +129,16 @@ def build_classifier(policy: Any, opts: dict[str, Any], *, use_cache: bool = Tru
     from edge_guard.api import build_classifier as build
     from edge_guard.api import is_interactive
 
-    settings = settings_from_opts(opts, model=model).replace(use_cache=use_cache)
+    settings = settings_from_opts(opts, model=model)
+    settings = settings.replace(use_cache=settings.use_cache and use_cache)
     return build(policy, settings, interactive=is_interactive())
 
 
 def settings_from_opts(opts: dict[str, Any], *, model: str | None = None) -> Settings:
     """Pop the `Settings` fields from `opts` and resolve them (None = unset)."""
-    flags = {name: opts.pop(name) for name in list(opts) if name in SETTING_NAMES}
+    flags = setting_flags(opts)
+    for name in flags:
+        del opts[name]
     if model is not None:
         flags["model"] = model
     return resolve_settings(_unset_flags_off(flags))

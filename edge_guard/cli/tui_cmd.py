@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 SCREEN_NAMES = ("workbench", "results", "runs", "study", "compare", "models", "tests")
 
@@ -24,10 +25,14 @@ def tui(model: str | None, policy: str | None, db: str | None, screen: str | Non
     """Open the terminal UI: policy workbench, results, runs, study, comparisons, models."""
     import functools
 
-    from edge_guard.backends.local import EngineSettings
+    from edge_guard.settings import resolve_settings
     from edge_guard.tui import run_tui
     from edge_guard.tui.jobs import default_classifier_factory
 
-    settings = EngineSettings(n_ctx=ctx, n_threads=threads, n_gpu_layers=gpu_layers)
-    factory = functools.partial(default_classifier_factory, engine_settings=settings)
+    ctx_ = click.get_current_context()
+    given = {"ctx": ctx, "threads": threads, "gpu_layers": gpu_layers, "db": db}
+    flags = {k: (None if ctx_.get_parameter_source(k) == ParameterSource.DEFAULT else v)
+             for k, v in given.items()}  # fmt: skip
+    settings = resolve_settings(flags)
+    factory = functools.partial(default_classifier_factory, settings=settings)
     run_tui(model=model, policy=policy, db=db, start=screen, classifier_factory=factory)

@@ -27,6 +27,7 @@ from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.result import ClassificationResult
 from edge_guard.runs.batch import RunPlan, RunProgress, RunSummary, execute_run, plan_run
+from edge_guard.settings import resolve_settings, setting_flags
 from edge_guard.store import Store
 
 RUN_KIND = "compare"
@@ -119,11 +120,12 @@ def run_compare(
 ) -> CompareRun:
     """Classify `dataset` under `policy` with every config (the first is the reference).
 
-    `base_opts` are `@classify_options` values (model, style, max_tokens, db, ...) that
-    each config's modifiers override; a config without a model uses `base_opts["model"]`.
+    `base_opts` are `Settings` fields (model, style, max_tokens, db, ...; other keys are
+    ignored) that each config's modifiers override; a config without a model uses
+    `base_opts["model"]`. Each config's settings resolve like flags (over env/config.toml).
     """
+    from edge_guard.api import build_classifier
     from edge_guard.backends.local import LocalBackend, release_engine
-    from edge_guard.cli.options import build_classifier
     from edge_guard.compare.resources import ResourceMeter
 
     base = dict(base_opts or {})
@@ -136,8 +138,8 @@ def run_compare(
     done: list[ConfigRun] = []
     store: Store | None = None
     for k, (cfg, label) in enumerate(zip(configs, labels, strict=True)):
-        opts = {**base, **cfg.opts}
-        classifier = build_classifier(policy, opts, model=cfg.model or base.get("model"))
+        flags = setting_flags({**base, **cfg.opts, "model": cfg.model or base.get("model")})
+        classifier = build_classifier(policy, resolve_settings(flags))
         store = classifier.store
         path, size = _model_file(classifier)
         meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,

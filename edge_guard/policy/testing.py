@@ -230,6 +230,18 @@ def _processors(steer: Steering | None, cases: Sequence[Case]) -> list[LogitsPro
     return procs
 
 
+def _build(policy: Any, given: Any) -> Classifier:
+    """A classifier from a `Settings` or a dict of its fields (plus `sampling`, `store`)."""
+    from edge_guard.api import build_classifier
+    from edge_guard.settings import Settings, resolve_settings
+
+    if isinstance(given, Settings):
+        return build_classifier(policy, given)
+    opts = dict(given or {})
+    sampling, store = opts.pop("sampling", None), opts.pop("store", None)
+    return build_classifier(policy, resolve_settings(opts), sampling=sampling, store=store)
+
+
 def run_policy_tests(
     policy: str | Path | Policy | None = None,
     classifier: Classifier | dict[str, Any] | None = None,
@@ -243,7 +255,7 @@ def run_policy_tests(
     """Run a policy's golden cases and record the outcome.
 
     `classifier` is a ready `Classifier` (its policy is used when `policy` is None) or a
-    dict of `Classifier` keyword arguments (model, style, effort, sampling, store, ...).
+    `Settings`, or a dict of its fields (model, style, effort, ...; plus sampling, store).
     `cases` overrides the policy's cases file (a list of `Case` or a path); `tags` keeps
     cases having any of them. `logits_processors` steers the model per case (a list aligned
     with the cases, or a function of the case) — used with synthetic models in tests.
@@ -256,7 +268,7 @@ def run_policy_tests(
     else:
         if policy is None:
             raise EdgeGuardError("run_policy_tests needs a policy or a classifier")
-        clf = Classifier(policy, **(classifier or {}))
+        clf = _build(policy, classifier)
     pol = clf.policy
     if cases is None or isinstance(cases, str | Path):
         all_cases = policy_cases(pol, cases)

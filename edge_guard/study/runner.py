@@ -83,18 +83,21 @@ def default_run_name(identity: dict[str, Any]) -> str:
 
 
 def _classifier_factory(cfg: StudyConfig, store: Any, engine_settings: Any,
-                        parallel: int | None) -> Callable[[str], Any]:  # fmt: skip
-    from edge_guard.classifier import Classifier
-    from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
-    from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
+                        parallel: int | None, settings: Any = None) -> Callable[[str], Any]:  # fmt: skip
+    """Classifiers built from `settings` (default: env/config.toml) with the study's prompt."""
+    from edge_guard.api import build_classifier
+    from edge_guard.classifier import make_backend
+    from edge_guard.settings import resolve_settings
+
+    base = settings if settings is not None else resolve_settings({"parallel": parallel})
+    changes = {"style": cfg.style, "effort": cfg.effort, "date": cfg.date,
+               "max_tokens": cfg.max_tokens, "parallel": parallel}  # fmt: skip
+    base = base.replace(**{k: v for k, v in changes.items() if v is not None})
 
     def make(model: str) -> Any:
-        return Classifier(
-            cfg.policy, model, style=cfg.style or DEFAULT_STYLE,
-            effort=cfg.effort or DEFAULT_EFFORT, date=cfg.date, store=store,
-            sampling=SamplingConfig(max_tokens=cfg.max_tokens or DEFAULT_MAX_TOKENS),
-            engine_settings=engine_settings, parallel=parallel,
-        )  # fmt: skip
+        s = base.replace(model=model)
+        backend = make_backend(model, engine_settings) if engine_settings is not None else None
+        return build_classifier(cfg.policy, s, backend=backend, store=store)
 
     return make
 
@@ -108,14 +111,16 @@ def run_study(
     classifier_factory: Callable[[str], Any] | None = None,
     engine_settings: Any = None,
     parallel: int | None = None,
+    settings: Any = None,
     steer: Steer | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> StudyRun:
     """Rate every item with every model (resuming run `name`); returns counts.
 
     `classifier_factory(model_ref) -> Classifier` lets the CLI build classifiers from its
-    shared options; by default each model gets a `Classifier` with the config's prompt
-    settings. `on_progress(done, total, model)` is called after each rating.
+    shared options; by default each model gets a classifier built from `settings` (a
+    `Settings`; default: env/config.toml) with the config's prompt settings.
+    `on_progress(done, total, model)` is called after each rating.
     """
     from edge_guard.classifier import RunItem
     from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
@@ -124,7 +129,8 @@ def run_study(
     config.validate()
     items = load_dataset(config.dataset, limit=config.limit)
     store = store or Store(db)
-    factory = classifier_factory or _classifier_factory(config, store, engine_settings, parallel)
+    factory = classifier_factory or _classifier_factory(config, store, engine_settings, parallel,
+                                                        settings)
     classifiers: dict[str, Any] = {}
 
     def classifier(model: str) -> Any:

@@ -84,22 +84,22 @@ Steering = Callable[[Any, Sequence[str]], Any]
 
 
 def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
-                               use_cache: bool = True, engine_settings: Any = None) -> Any:  # fmt: skip
-    """A `Classifier` for the TUI; a missing model raises the registry's one-line error."""
-    from edge_guard.classifier import Classifier
-    from edge_guard.engine.sampling import SamplingConfig
+                               use_cache: bool = True, engine_settings: Any = None,
+                               settings: Any = None) -> Any:  # fmt: skip
+    """A classifier for the TUI: `settings` (default: env/config.toml) with the user's
+    choices; a missing model raises the registry's one-line error."""
+    from edge_guard.api import build_classifier
+    from edge_guard.classifier import make_backend
+    from edge_guard.settings import resolve_settings
 
-    sampling = SamplingConfig(temperature=options.temperature, max_tokens=options.max_tokens)
-    return Classifier(
-        policy,
-        options.model or None,
-        style=options.style,
-        effort=options.effort,
-        sampling=sampling,
-        store=store,
-        use_cache=use_cache,
-        engine_settings=engine_settings,
-    )
+    base = settings if settings is not None else resolve_settings()
+    chosen = base.replace(model=options.model or base.model, style=options.style,
+                          effort=options.effort, max_tokens=options.max_tokens,
+                          temperature=options.temperature, use_cache=use_cache)  # fmt: skip
+    backend = None
+    if engine_settings is not None and chosen.backend == "local":
+        backend = make_backend(chosen.model, engine_settings)
+    return build_classifier(policy, chosen, backend=backend, store=store)
 
 
 class ModelAccess:
