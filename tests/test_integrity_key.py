@@ -37,12 +37,17 @@ def store(tmp_path: Path) -> Store:
 
 def test_numerics_settings_change_the_key(tiny_model: Path, store: Store) -> None:
     base = _key(tiny_model, store)  # defaults: 8 parallel, flash attention auto (off on CPU)
-    # Sequential decoding is its own class; every width above 1 batches sequences together.
-    assert _key(tiny_model, store, parallel=1) != base
-    assert _key(tiny_model, store, n_parallel=1) != base
+    # Sequential decoding (`--parallel 1`: one slot, one resident prefix) is its own class.
+    seq = _key(tiny_model, store, parallel=1, n_parallel=1)
+    assert seq != base
+    assert _key(tiny_model, store, n_parallel=1) == seq
+    # Every width above 1 batches sequences together; one sequence at a time beside up to 8
+    # resident prefixes is not bit-identical to sequential either.
     assert _key(tiny_model, store, parallel=2) == _key(tiny_model, store, parallel=8) == base
+    assert _key(tiny_model, store, parallel=1) == base
+    assert _key(tiny_model, store, n_parallel=1, extra={"max_prefixes": 4}) == base
     # swa_full=False decodes one sequence at a time (the engine forces it).
-    assert _key(tiny_model, store, swa_full=False) == _key(tiny_model, store, parallel=1)
+    assert _key(tiny_model, store, swa_full=False) == seq
     # Flash attention on (auto resolves to off on a CPU-only split).
     assert _key(tiny_model, store, flash_attn=True) != base
     assert _key(tiny_model, store, flash_attn=False) == base
@@ -114,8 +119,8 @@ def test_numerics_of_the_local_backend(tiny_model: Path) -> None:
         pytest.skip("this llama.cpp build has a GPU backend (auto: every layer, flash attention)")
     s = LocalBackend(tiny_model, settings=EngineSettings()).numerics()
     assert s == {"decode": "par", "flash_attn": "off", "n_batch": 512, "gpu_layers": "none"}
-    one = LocalBackend(tiny_model, settings=EngineSettings(n_threads=3, n_ctx=2048))
-    assert one.numerics(1) == {"decode": "seq", "flash_attn": "off", "n_batch": 512,
+    one = LocalBackend(tiny_model, settings=EngineSettings(n_parallel=1, n_threads=3, n_ctx=2048))
+    assert one.numerics() == {"decode": "seq", "flash_attn": "off", "n_batch": 512,
                                "gpu_layers": "none"}  # fmt: skip
 
 
