@@ -35,10 +35,10 @@ def test_bench_json_report(tiny_model: Path) -> None:
                             "prompt_tokens", "output_tokens", "output_tokens_per_s",
                             "outputs_match_cold"}  # fmt: skip
         assert row["n"] == 7  # one-at-a-time loops: 4 timed, scaled to 7
-        assert row["timed_texts"] == (7 if name == "parallel" else 4)
+        assert row["timed_texts"] == (7 if name in ("parallel", "threads") else 4)
         assert row["outputs_match_cold"] is True  # every variant decodes the same tokens
         assert row["labels_per_s"] > 0
-    for name in ("cold", "sequential", "parallel"):  # stop tokens suppressed: exactly 5 each
+    for name in ("cold", "sequential", "parallel", "threads"):  # stop tokens suppressed: 5 each
         assert res[name]["output_tokens"] == 5 * 7
     assert res["llama_cpp"]["output_tokens"] >= 5 * 7
     assert res["roofline"]["n"] == 7
@@ -47,7 +47,7 @@ def test_bench_json_report(tiny_model: Path) -> None:
     assert w["prefix_tokens"] > 70 and w["mean_suffix_tokens"] >= 12
     assert report["rates"]["gen_batch"] == 3
     assert set(report["ratios"]) == {f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential",
-                                                               "roofline")}  # fmt: skip
+                                                               "threads", "roofline")}  # fmt: skip
     assert all(v > 0 for v in report["ratios"].values())
     assert set(report["cpu_ratios"]) == set(report["ratios"])
     assert set(report["rates"]["cpu"]) == {"prefix_s", "prompt_tok_s", "suffix_tok_s", "gen_tok_s"}

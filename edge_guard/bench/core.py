@@ -8,7 +8,9 @@ until then, the same way in every variant):
 - (b) ``llama_cpp``: a plain llama-cpp-python loop, ``Llama.create_completion(token_ids,
   temperature=0)``, relying on its automatic longest-common-prefix reuse;
 - (c) ``sequential``: edge_guard, policy prefix evaluated once, one text at a time;
-- (d) ``parallel``: edge_guard, prefix once, `parallel` texts decoded together.
+- (d) ``parallel``: edge_guard, prefix once, `parallel` texts decoded together;
+- (d') ``threads``: the same texts submitted by `parallel` threads at once, each one text
+  at a time (the engine loop batches callers together: a server's workload).
 
 The roofline is the time llama.cpp alone would need, from its own rates measured in the
 same run on the same context (no sampling, parsing or Python in the timed calls):
@@ -30,10 +32,11 @@ from edge_guard.bench import onepass as bench_onepass
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 
-VARIANTS = ("cold", "llama_cpp", "sequential", "parallel")
+VARIANTS = ("cold", "llama_cpp", "sequential", "parallel", "threads")
 ALL_VARIANTS = (*VARIANTS, *bench_onepass.ONE_PASS_VARIANTS)  # (e)-(g): bench/onepass.py
 LABELS = {"cold": "(a) cold loop", "llama_cpp": "(b) llama-cpp-python loop",
           "sequential": "(c) edge_guard sequential", "parallel": "(d) edge_guard parallel",
+          "threads": "(d') edge_guard, N threads submitting",
           "roofline": "roofline (llama.cpp rates)", **bench_onepass.LABELS}  # fmt: skip
 _WORDS = ("policy", "content", "user", "message", "review", "safety", "allowed", "request",
           "example", "harmful", "context", "label", "violation", "rule", "text", "model", "answer",
@@ -120,10 +123,10 @@ def run_bench(
     engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
                     n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
     try:
-        for name in ("cold", "sequential", "parallel"):
+        for name in ("cold", "sequential", "parallel", "threads"):
             if name not in cfg.variants:
                 continue
-            todo = reqs if name == "parallel" else reqs[:base_n]
+            todo = reqs if name in ("parallel", "threads") else reqs[:base_n]
             say(f"{LABELS[name]}: {len(todo)} texts")
             results[name], outputs[name] = _engine_loop(
                 engine, todo, name, width, cfg.n, prompt_total
@@ -158,7 +161,7 @@ def run_bench(
     ratios: dict[str, float | None] = {}
     cpu_ratios: dict[str, float | None] = {}
     d = results.get("parallel") or {}
-    for k in ("cold", "llama_cpp", "sequential", "roofline"):
+    for k in ("cold", "llama_cpp", "sequential", "threads", "roofline"):
         other = results.get(k)
         key = f"parallel/{k}"
         ratios[key] = other["seconds"] / d["seconds"] if d and other else None
@@ -258,15 +261,33 @@ def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width
             for _, resp in engine.generate_many([req], n_parallel=1):
                 outs[i] = resp.output_token_ids
             times.append(clock.lap())
+    elif name == "threads":
+        _submit_from_threads(engine, reqs, width, outs)
     else:
         for i, resp in engine.generate_many(reqs, n_parallel=1 if name == "sequential" else width):
             outs[i] = resp.output_token_ids
             times.append(clock.lap())  # sequential: one text each (the first also the prefix)
     n_out = sum(len(o) for o in outs)
-    if name == "parallel":
+    if name in ("parallel", "threads"):
         wall, cpu = clock.total()
         return _row(len(reqs), wall, cpu, prompt_total, n_out), outs
     return _extrapolated(times, n_total, n_out, prompt_total, first_apart=name != "cold"), outs
+
+
+def _submit_from_threads(engine: Engine, reqs: list[GenerationRequest], n_threads: int,
+                         outs: Outputs) -> None:  # fmt: skip
+    """`n_threads` callers at once, each generating its share of `reqs` one at a time."""
+    import threading
+
+    def caller(k: int) -> None:
+        for i in range(k, len(reqs), n_threads):
+            outs[i] = engine.generate(reqs[i]).output_token_ids
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 class _Clock:

@@ -44,8 +44,8 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--baseline-n", type=int, default=10, show_default=True,
               help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
               "scale their time to --n (0: time all). (d) always runs all --n texts.")  # fmt: skip
-@click.option("--variants", default="cold,llama_cpp,sequential,parallel", show_default=True,
-              help="Comma-separated variants: cold, llama_cpp, sequential, parallel, one_pass, "
+@click.option("--variants", default="cold,llama_cpp,sequential,parallel,threads", show_default=True,
+              help="Comma-separated variants: cold, llama_cpp, sequential, parallel, threads, one_pass, "
               "cascade_10, cascade_30.")  # fmt: skip
 @click.option("--workload", type=click.Choice(["mini", "laptop"]), default=None,
               help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
@@ -105,7 +105,9 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
                                 text_tokens=text_tokens, output_tokens=output_tokens,
                                 parallel=parallel, threads=threads, gpu_layers=gpu,
                                 roofline_repeats=p.get("roofline_repeats", 3))  # fmt: skip
-        mreport = run_multi_bench(mcfg, path, progress=lambda m: click.echo(f"bench: {m}", err=True))
+        mreport = run_multi_bench(
+            mcfg, path, progress=lambda m: click.echo(f"bench: {m}", err=True)
+        )
         click.echo(json.dumps(mreport, indent=2) if as_json else format_multi_table(mreport))
         return
     cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
