@@ -171,3 +171,46 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
         sys.exit(130)
     summary = multi_summary(store, runs, labels, n_resamples=resamples)
     click.echo(term_json(summary) if as_json else term(format_multi_summary(summary)))
+
+
+def test_set(refs: list[str], opts: dict[str, Any], *, as_json: bool, junit: str | None,
+             print_report: Callable[[Any], None]) -> None:  # fmt: skip
+    """`policies test a b` / `policies test SET`: every member's golden cases, one shared
+    model; exit 1 if any case fails, 2 if a policy cannot be tested."""
+    from edge_guard.cli import fail
+    from edge_guard.cli.options import build_classifier
+    from edge_guard.errors import EdgeGuardError
+    from edge_guard.policy.cases import policy_cases
+    from edge_guard.policy.sets import resolve_policies
+    from edge_guard.policy.testing import run_policy_tests
+    from edge_guard.sanitize import term_json
+
+    reports = {}
+    try:
+        if junit or opts.get("cases_file"):
+            raise EdgeGuardError("--cases and --junit take one policy (test the others one by one)")
+        opts.pop("cases_file", None)
+        pset = resolve_policies(refs)
+        classifier = build_classifier(pset.policies, opts)
+        tags, message = opts.pop("tags"), opts.pop("message")
+        for lane in classifier.lanes:
+            cases = policy_cases(lane.policy, None)
+            reports[lane.policy.name] = run_policy_tests(lane.policy, lane.alone(), cases=cases,
+                                                         tags=tags, message=message)  # fmt: skip
+    except EdgeGuardError as exc:
+        fail(str(exc), 2)
+        return
+    ok = all(r.ok for r in reports.values())
+    if as_json:
+        click.echo(term_json({"policy_set": pset.name, "ok": ok,
+                              "reports": {n: r.to_dict() for n, r in reports.items()}},
+                             default=str))  # fmt: skip
+    else:
+        for r in reports.values():
+            print_report(r)
+            click.echo()
+        fails = [n for n, r in reports.items() if not r.ok]
+        click.echo(f"set {term(pset.name)}: {len(reports) - len(fails)}/{len(reports)} policies pass"
+                   + (f" (failing: {', '.join(fails)})" if fails else ""))  # fmt: skip
+    if not ok:
+        raise SystemExit(1)

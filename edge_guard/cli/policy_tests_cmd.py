@@ -116,7 +116,7 @@ def print_flips(diff: Any, short: bool = False) -> None:
 
 
 @policies.command("test")
-@click.argument("policy_ref", metavar="NAME|PATH")
+@click.argument("policy_ref", metavar="NAME|PATH|SET...", nargs=-1, required=True)
 @click.option("--cases", "cases_file", default=None, type=click.Path(dir_okay=False),
               help="Cases file (.jsonl/.csv) instead of the policy's cases.jsonl.")  # fmt: skip
 @click.option("--tags", multiple=True,
@@ -138,6 +138,13 @@ def test_cmd(opts: dict[str, Any]) -> None:
     from edge_guard.policy.testing import run_policy_tests, write_junit
 
     ref, as_json, junit = opts.pop("policy_ref"), opts.pop("as_json"), opts.pop("junit")
+    from edge_guard.policy.sets import is_set_ref
+
+    if len(ref) > 1 or is_set_ref(ref[0]):  # several policies or a set: each one's cases
+        from edge_guard.cli.multi_opts import test_set
+
+        return test_set(list(ref), opts, as_json=as_json, junit=junit, print_report=print_report)
+    ref = ref[0]
     try:
         from edge_guard.policy.cases import policy_cases
         from edge_guard.policy.core import load_policy
