@@ -8,7 +8,6 @@ style. Every config is a resumable named run, so rerunning the command is free.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from typing import Any
@@ -18,6 +17,7 @@ import click
 from edge_guard.cli.multi_opts import compare_set, policy_options, policy_set, single_label_field
 from edge_guard.cli.options import classify_options, pass_opts
 from edge_guard.datasets.files import SAMPLES
+from edge_guard.sanitize import term, term_json, term_line
 
 CONFIG_HELP = (
     "Configs to compare, separated by ';' — each MODEL[,key=value...] with keys style, effort, "
@@ -28,7 +28,7 @@ CONFIG_HELP = (
 
 
 def _err(msg: str) -> None:
-    click.echo(msg, err=True)
+    click.echo(term(msg), err=True)
 
 
 class _Progress:
@@ -106,6 +106,10 @@ def compare(opts: dict[str, Any]) -> None:
         from edge_guard.errors import EdgeGuardError
 
         raise EdgeGuardError(f"--out {out}: use a .html or .md file name")
+    if out is not None:  # checked before any work (--force also lets it replace a file)
+        from edge_guard.cli.outfile import check_out
+
+        check_out(out, bool(opts.get("force")))
     run_kw = {k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit",
                                        "sample", "sample_seed")}  # fmt: skip
     dataset = opts.pop("dataset")
@@ -130,9 +134,9 @@ def compare(opts: dict[str, Any]) -> None:
     report = build_report(result.store, result.run_names, labels=result.labels, title=title,
                           n_resamples=resamples, max_flips=max_flips, plots=out is not None)  # fmt: skip
     if as_json:
-        click.echo(json.dumps(jsonable(report), ensure_ascii=False, default=str))
+        click.echo(term_json(jsonable(report), default=str))
     else:
-        click.echo(format_summary(report))
+        click.echo(term(format_summary(report)))
     if out is not None:
         path = write_report(report, out)
-        click.echo(f"wrote {path}", err=as_json)
+        click.echo(f"wrote {term_line(path)}", err=as_json)

@@ -43,7 +43,7 @@ def print_report(report: Any) -> None:
             f"{report.config['prompt']['effort']} · {report.total} cases"
             f" ({report.cached} cached)")  # fmt: skip
     click.echo(click.style(head, bold=True))
-    id_w = min(max((len(o.case.name) for o in report.outcomes), default=4), 28)
+    id_w = min(max((len(_clip(o.case.name, 28)) for o in report.outcomes), default=4), 28)
     for o in report.outcomes:
         mark, color = MARK[o.outcome]
         got = "—" if o.got is None else term_line(o.got)

@@ -5,13 +5,13 @@ The `policies` group (cli/policies_cmd.py) registers `sets` and calls `show_set`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from edge_guard.errors import PolicyError
+from edge_guard.sanitize import term, term_json, term_line
 
 PolicyReport = Callable[[Any, int], dict[str, Any]]
 
@@ -64,11 +64,11 @@ def sets_cmd(as_json: bool) -> None:
             rows.append({"name": path.stem, "policies": [], "path": str(path),
                          "description": f"error: {exc}"})  # fmt: skip
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False))
+        click.echo(term_json(rows))
         return
     for r in rows:
         members = ", ".join(r["policies"]) or "?"
-        click.echo(f"{r['name']:<16} [{members}] {r['description']}  ({r['path']})")
+        click.echo(term_line(f"{r['name']:<16} [{members}] {r['description']}  ({r['path']})"))
     if not rows:
         click.echo("no policy sets (add one as policies/sets/<name>.toml)")
 
@@ -79,14 +79,15 @@ def show_set(name: str) -> None:
 
     s = load_set(name)
     click.echo(
-        click.style(f"# set {s.name}", bold=True) + f"  ({len(s.members)} policies; {s.path})"
+        click.style(f"# set {term_line(s.name)}", bold=True)
+        + term_line(f"  ({len(s.members)} policies; {s.path})")
     )
     if s.description:
-        click.echo(s.description)
+        click.echo(term(s.description))
     click.echo()
     for m in s.members:
         th = f"  flag at P(violation) >= {m.threshold:g}" if m.threshold is not None else ""
-        click.echo(f"- {m.name:<16} {m.policy.output.kind:<7}{th}  {m.policy.description}")
+        click.echo(term_line(f"- {m.name:<16} {m.policy.output.kind:<7}{th}  {m.policy.description}"))
     click.echo("\nflagged = any policy's verdict is violation; an undetermined policy is shown as "
                "undetermined, never as not flagged")  # fmt: skip
 
@@ -95,16 +96,16 @@ def check_set(ref: str, ctx: int, as_json: bool, policy_report: PolicyReport) ->
     """`policies check SET` (`policy_report` checks one member policy)."""
     report = set_report(ref, policy_report, ctx)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
+        click.echo(term_json(report))
         return
-    click.echo(f"ok: set {report['name']} — {len(report['policies'])} policies")
+    click.echo(f"ok: set {term_line(report['name'])} — {len(report['policies'])} policies")
     for m in report["policies"]:
         th = f", threshold {m['threshold']:g}" if m["threshold"] is not None else ""
-        click.echo(f"  {m['name']:<16} output {m['output']['kind']}, parser {m['parser']}, "
+        click.echo(f"  {term_line(m['name']):<16} output {m['output']['kind']}, parser {m['parser']}, "
                    f"prefix {m['prompt_prefix_tokens']} tokens{th}")  # fmt: skip
         for w in m["warnings"]:
-            click.echo(click.style(f"  warning: {m['name']}: {w}", fg="yellow"))
+            click.echo(click.style(term(f"  warning: {m['name']}: {w}"), fg="yellow"))
     click.echo(f"prompt prefixes: separate {report['separate_prefix_tokens']} tokens in all, "
                f"combined {report['combined_prefix_tokens']} tokens")  # fmt: skip
     for w in report["warnings"]:
-        click.echo(click.style(f"warning: {w}", fg="yellow"))
+        click.echo(click.style(f"warning: {term(w)}", fg="yellow"))

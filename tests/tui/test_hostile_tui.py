@@ -194,7 +194,7 @@ async def test_study_shows_hostile_items_and_model_labels(make_app, tmp_path: Pa
     from edge_guard.tui.jobs import CancelFlag, ModelAccess, RunOptions
 
     a = tmp_path / "sg [i]x.gguf"
-    b = tmp_path / "base [link=https://evil.example]y.gguf"
+    b = tmp_path / "base [link=evil]y.gguf"
     a.symlink_to(tiny_o200k_model)
     b.symlink_to(tiny_o200k_model)
     data = tmp_path / "opinions.jsonl"
@@ -224,8 +224,8 @@ async def test_study_shows_hostile_items_and_model_labels(make_app, tmp_path: Pa
         assert texts == sorted([TEXT_SHOWN[:59] + "…", "plain"])
         assert f"topic {MARKUP}"[:29] + "…" in [r[2] for r in rows_of(table)]
         chart = shown(screen.query_one("#st-chart"))
-        assert "sg [i]x" in chart and "base [link=https://evil.example]y" in chart
-        assert "sg [i]x vs base [link=https://evil.example]y" in shown(
+        assert "sg [i]x" in chart and "base [link=evil]y" in chart
+        assert "sg [i]x vs base [link=evil]y" in shown(
             screen.query_one("#st-stats", Static))  # fmt: skip
         options = [str(p) for p, _v in screen.query_one("#st-run", Select)._options]
         assert f"study {RUN} [done]" in options
