@@ -172,3 +172,28 @@ def test_one_pass_through_the_engine(tiny_o200k_model: Path) -> None:
                        store=clf.store).classify(texts[:1])[0]  # fmt: skip
     assert empty.model_response.prompt_token_ids[-9:] == EMPTY_ANALYSIS_HEADER
     assert empty.metadata["reasoning"] == "none-empty-analysis" and not empty.cached
+
+
+def test_cli_flags(tiny_o200k_model: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(main, ["classify", "-m", str(tiny_o200k_model), *args])
+        return r.exit_code, r.output
+
+    code, out = cli("-p", "toxic_simple", "--reasoning", "none", "--json", "hello")
+    assert code == 0, out
+    import json
+
+    got = json.loads(out)
+    got = got[0] if isinstance(got, list) else got
+    assert got["finish_reason"] == "scored" and got["metadata"]["path"] == "one-pass"
+    code, out = cli("-p", "toxic_simple", "--cascade", "0.9:0.1", "hello")
+    assert code != 0 and out.strip().splitlines()[-1] == (
+        "error: cascade bounds must satisfy 0 <= LOW <= HIGH <= 1, got 0.9:0.1")  # fmt: skip
+    code, out = cli("-p", "spam", "--reasoning", "none", "hello")
+    assert code != 0 and "needs a closed output kind (binary, likert or labels), not 'json'" in out
+    code, out = cli("-p", "toxic_simple", "--reasoning", "fast", "hello")
+    assert code != 0 and "'fast' is not one of 'full', 'none', 'none-empty-analysis'" in out
