@@ -103,7 +103,7 @@ def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
     A `messages` column (or `messages_field`), or `prompt_field` + `response_field`, makes
     each row a conversation judged at `target`.
     """
-    from edge_guard.datasets.hub import resolve_dataset
+    from edge_guard.datasets.known import resolve_dataset
     from edge_guard.store import sha256_file
 
     p = resolve_dataset(path)
