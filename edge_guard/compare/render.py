@@ -11,7 +11,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from edge_guard.compare.report import gpu, num, pct, rate, size, summary_table
+from edge_guard.compare.summary import gpu, num, pct, rate, size, summary_table
 from edge_guard.runs.metrics import VERDICTS, fmt_ci
 
 SIDES = ("ref", "cand")
