@@ -266,4 +266,6 @@ def synth(preset: str, out: str, seed: int, force: bool) -> None:
     )
 
 
-from edge_guard.cli import quantize_cmd as _quantize  # noqa: E402,F401 - registers `models quantize`
+from edge_guard.cli.quantize_cmd import quantize  # noqa: E402 - `models quantize`
+
+models.add_command(quantize)

@@ -116,7 +116,10 @@ def check(path: str, ctx: int, as_json: bool) -> None:
         click.echo(click.style(f"warning: {term(w)}", fg="yellow"))
 
 
-from edge_guard.cli import policy_tests_cmd as _policy_tests  # noqa: E402,F401 - registers test/history/diff
+from edge_guard.cli.policy_tests_cmd import diff_cmd, history_cmd, test_cmd  # noqa: E402
+
+for _command in (test_cmd, history_cmd, diff_cmd):  # `policies test | history | diff`
+    policies.add_command(_command)
 from edge_guard.cli.sets_cmd import check_set, sets_cmd, show_set  # noqa: E402 - policy sets
 
 policies.add_command(sets_cmd)

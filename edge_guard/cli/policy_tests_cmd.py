@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
-from edge_guard.cli.policies_cmd import policies
 from edge_guard.errors import EdgeGuardError
 from edge_guard.sanitize import term, term_json, term_line
 
@@ -115,7 +114,7 @@ def print_flips(diff: Any, short: bool = False) -> None:
     click.echo(tail)
 
 
-@policies.command("test")
+@click.command("test")
 @click.argument("policy_ref", metavar="NAME|PATH|SET...", nargs=-1, required=True)
 @click.option("--cases", "cases_file", default=None, type=click.Path(dir_okay=False),
               help="Cases file (.jsonl/.csv) instead of the policy's cases.jsonl.")  # fmt: skip
@@ -169,7 +168,7 @@ def test_cmd(opts: dict[str, Any]) -> None:
         raise SystemExit(1)
 
 
-@policies.command("history")
+@click.command("history")
 @click.argument("name")
 @db_option
 @click.option("--json", "as_json", is_flag=True)
@@ -197,7 +196,7 @@ def history_cmd(name: str, db: str | None, as_json: bool) -> None:
         click.echo(f"  {v.label:<4} {when}  {v.hash[:10]}  {result} · {e.runs} run(s){msg}")
 
 
-@policies.command("diff")
+@click.command("diff")
 @click.argument("name")
 @click.argument("v1", required=False)
 @click.argument("v2", required=False)

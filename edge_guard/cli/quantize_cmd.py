@@ -1,6 +1,6 @@
 """`edge-guard models quantize SRC OUT --type T`: make a quant of a full-precision GGUF offline.
 
-Attached to the `models` group (imported at the end of `models_cmd`); the work is done by
+Attached to the `models` group by `models_cmd` (this module does not import it); the work is done by
 `edge_guard.registry.quantize` through llama.cpp's own quantizer.
 """
 
@@ -10,11 +10,10 @@ import json
 
 import click
 
-from edge_guard.cli.models_cmd import models
 from edge_guard.registry.quantize import QUANT_TYPES
 
 
-@models.command("quantize")
+@click.command("quantize")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--type", "-t", "qtype", required=True, metavar="TYPE",
