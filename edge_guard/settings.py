@@ -277,6 +277,11 @@ def _convert(name: str, value: Any, where: str) -> Any:
             raise EdgeGuardError(f"{what}: must be 'auto' or a number of layers") from None
     if isinstance(value, Path) and name in ("model", "db"):
         return str(value)
+    if name == "cascade":  # "LOW:HIGH" or a (low, high) pair -> "LOW:HIGH", checked
+        from edge_guard.cascade import parse_bounds
+
+        bounds = parse_bounds(value)
+        return None if bounds is None else f"{bounds[0]!r}:{bounds[1]!r}"
     if isinstance(value, StrEnum):
         value = str(value.value)
     if not isinstance(value, str):

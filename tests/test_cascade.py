@@ -140,6 +140,9 @@ def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
     assert all(r.metadata["path"] == "one-pass" and r.model_response.finish_reason == "scored"
                for r in res)  # fmt: skip
     assert [len(c) for c in backend.calls] == [6]
+    casc = classify(TEXTS, "toxic_simple", backend, cascade=(0.2, 0.8))
+    assert [r.metadata["path"] for r in casc] == ["one-pass"] + ["escalated"] * 4 + ["one-pass"]
+    assert casc[0].metadata["cascade"] == [0.2, 0.8]
 
 
 def test_cascade_needs_violation_labels(backend: ScriptedBackend) -> None:
