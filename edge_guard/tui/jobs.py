@@ -75,6 +75,7 @@ class RunOptions:
     effort: str = "medium"
     max_tokens: int = 4096
     temperature: float = 0.0
+    reasoning: str = "full"  # full | none | none-empty-analysis (edge_guard.onepass)
 
 
 # factory(policy, options, *, store, use_cache) -> Classifier
@@ -95,7 +96,8 @@ def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
     base = settings if settings is not None else resolve_settings()
     chosen = base.replace(model=options.model or base.model, style=options.style,
                           effort=options.effort, max_tokens=options.max_tokens,
-                          temperature=options.temperature, use_cache=use_cache)  # fmt: skip
+                          temperature=options.temperature, use_cache=use_cache,
+                          reasoning=options.reasoning)  # fmt: skip
     backend = None
     if engine_settings is not None and chosen.backend == "local":
         backend = make_backend(chosen.model, engine_settings)
