@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -10,6 +9,7 @@ import click
 from edge_guard.conversation import TARGETS, Conversation, item_content
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
+from edge_guard.sanitize import term, term_json
 
 
 def read_text_arg(text: str) -> str:
@@ -123,6 +123,6 @@ def prompt(policy: str, style: str, effort: str, date: str | None, model: str | 
             "n_tokens": len(rendered.token_ids),
             "prefix_len": rendered.prefix_len,
         }
-        click.echo(json.dumps(out, ensure_ascii=False))
+        click.echo(term_json(out))
     else:
-        click.echo(shown)
+        click.echo(term(shown))  # control characters shown as escapes, never obeyed

@@ -53,7 +53,7 @@ def test_eval_and_json_print_run_names_escaped(hostile_run: tuple[str, str]) -> 
     r = _cli("eval", name, "--db", db, "--resamples", "20")
     assert r.exit_code == 0, r.output
     assert _raw_controls(r.output) == []
-    assert r.stdout.startswith(f"run {EVIL_NAME_SHOWN} — policy toxic_simple, model tiny")
+    assert r.stdout.startswith(f"run {EVIL_NAME_SHOWN} — policy toxic_simple, model /")
     r = _cli("eval", name, "--db", db, "--resamples", "20", "--json")
     assert _raw_controls(r.stdout) == [] and "\\u001b]0;pwned\\u0007" in r.stdout
     assert json.loads(r.stdout)["run"] == name  # same JSON value, escaped
@@ -121,6 +121,25 @@ def test_policies_check_list_and_test_print_names_escaped(tmp_path: Path,
     assert _raw_controls(r.output) == []
     assert r.stdout.startswith("pol [/] \\x1b[2J v1 (")
     assert "c1\\x1b]0;pwned\\x07" in r.stdout and "kill \\x1b[2J" in r.stdout
+
+
+def test_prompt_shows_control_characters_escaped() -> None:
+    r = _cli("prompt", "-p", "toxic_simple", f"hi {OSC}{CLEAR}")
+    assert r.exit_code == 0, r.output
+    assert _raw_controls(r.stdout) == [] and "hi \\x1b]0;pwned\\x07\\x1b[2J" in r.stdout
+    r = _cli("prompt", "-p", "toxic_simple", "--json", f"hi {OSC}")
+    assert _raw_controls(r.stdout) == [] and f"hi {OSC}" in json.loads(r.stdout)["text"]
+
+
+def test_compare_refuses_an_existing_report_before_running(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a"}\n')
+    out = tmp_path / "r.md"
+    out.write_text("keep me")
+    r = _cli("compare", "-d", str(data), "-p", "toxic_simple", "--config", "synth:tiny",
+             "--config", "synth:tiny,effort=low", "-o", str(out))  # fmt: skip
+    assert (r.exit_code, r.stderr) == (1, f"error: {out} exists: pass --force to overwrite it\n")
+    assert out.read_text() == "keep me"
 
 
 def test_error_lines_are_escaped() -> None:
