@@ -415,10 +415,10 @@ def test_credentials_stay_off_the_terminal(
 def test_redactor_blanks_known_and_credential_shaped_secrets() -> None:
     r = Redactor("https://bob:p%40ss-word@gpu-box:8080", "tok-123456")
     text = ("key tok-123456 pw p@ss-word enc p%40ss-word basic Ym9iOnBAc3Mtd29yZA== "
-            "url ftp://x:y@h/ api_key=abcd1234 {\"x-api-key\": \"zzzz9999\"} bearer qwerty")  # fmt: skip
+            "url ftp://x:y@h/ api_key=abcd1234 {\"x-api-key\": \"zzzz9999\"} bearer qwerty123 the bearer of news")  # fmt: skip
     assert r(text) == (
         "key [redacted] pw [redacted] enc [redacted] basic [redacted] url ftp://[redacted]@h/ "
-        'api_key=[redacted] {"x-api-key": "[redacted]"} bearer [redacted]'
+        'api_key=[redacted] {"x-api-key": "[redacted]"} bearer [redacted] the bearer of news'
     )
     assert safe_url("https://bob:pw@gpu-box:8080/v1") == "https://gpu-box:8080/v1"
     assert safe_url("http://gpu-box:8080") == "http://gpu-box:8080"

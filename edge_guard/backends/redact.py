@@ -24,7 +24,7 @@ _AUTH_FIELD = re.compile(
     r"(?:(bearer|basic|token)\s+)?"
     r"[^\s\"',;}&]+"
 )
-_BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\[redacted\])[A-Za-z0-9._~+/=\-]+")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\[redacted\])[A-Za-z0-9._~+/=\-]{8,}")  # a token
 
 
 def _auth_repl(m: re.Match[str]) -> str:
