@@ -164,7 +164,8 @@ class EngineLoop:
             thread = self._thread
             self._cv.notify_all()
         if thread is not None and thread is not threading.current_thread():
-            for h in list(self._waiting) + [s.handle for s in self.slots.values()]:
+            running = list(self.slots.values())  # one C-level copy: safe against the loop
+            for h in [*list(self._waiting), *(s.handle for s in running)]:
                 h.cancelled = True
             thread.join()
 
