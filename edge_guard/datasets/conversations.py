@@ -4,7 +4,9 @@
   string in CSV/TSV or JSONL); auto-detected when the file has a `messages` column and no
   text field was named. Default target: `last`.
 - `--prompt-field P --response-field R`: per row the conversation [user: P, assistant: R];
-  default target `assistant` (judge the response in the prompt's context).
+  default target `assistant` (judge the response in the prompt's context). With `--target`
+  and no fields, a known column pair (`user_input`/`model_output`, `prompt`/`response`) is
+  used: `edge-guard run toxic-chat --target assistant` judges ToxicChat's model outputs.
 
 A row whose conversation cannot be built is malformed (with the reason), never dropped
 silently. Used by `datasets.files.load_dataset`.
@@ -20,6 +22,9 @@ from edge_guard.conversation import TARGETS, Conversation, ConversationError
 from edge_guard.errors import EdgeGuardError
 
 MESSAGES_FIELDS = ("messages",)
+# (prompt, response) column pairs taken as an exchange when --target is given without fields
+# (ToxicChat's user_input/model_output first).
+EXCHANGE_FIELDS = (("user_input", "model_output"), ("prompt", "response"))
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ def conversation_fields(columns: list[str], path: Path, *, text_field: str | Non
         if text_field is not None:
             raise EdgeGuardError("--messages-field replaces --text-field")
         return ConversationFields(target or "last", messages_field=need(messages_field, "messages"))
+    pair = next((p for p in EXCHANGE_FIELDS if p[0] in columns and p[1] in columns), None)
+    if target is not None and text_field is None and pair is not None:
+        return ConversationFields(target, prompt_field=pair[0], response_field=pair[1])
     if target is not None:
         raise EdgeGuardError(
             f"{path}: --target needs a conversation dataset (a messages column, or "
