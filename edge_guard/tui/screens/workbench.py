@@ -19,8 +19,8 @@ from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.policy_editor import PolicyEditor
 from edge_guard.tui.widgets.verdict import VerdictPanel
 
-REASONING_CHOICES = [("reasoning", "full"), ("one pass", "none"),
-                     ("one pass, empty analysis", "none-empty-analysis")]  # fmt: skip
+REASONING_CHOICES = [("reason", "full"), ("1 pass", "none"),
+                     ("1 pass, empty analysis", "none-empty-analysis")]  # fmt: skip
 MODEL_SUGGESTIONS = ["synth:tiny-o200k", "gpt-oss-safeguard-20b:mxfp4", "gpt-oss-20b:mxfp4"]
 
 
@@ -87,7 +87,8 @@ class WorkbenchScreen(EdgeScreen):
                     yield Select([(f"effort {e}", e) for e in EFFORTS], value="medium",
                                  allow_blank=False, id="wb-effort", compact=True)  # fmt: skip
                     yield Select(REASONING_CHOICES, value="full", allow_blank=False, id="wb-path",
-                                 tooltip="reason, or score the labels in one pass", compact=True)  # fmt: skip
+                                 tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
+                                 compact=True)  # fmt: skip
                     yield Input("4096", id="wb-max-tokens", type="integer",
                                 tooltip="most tokens to generate", compact=True)  # fmt: skip
                 with Horizontal(id="wb-buttons"):
