@@ -61,6 +61,8 @@ class Handle:
         self._events: queue.Queue[Event | None] | None = queue.Queue() if stream else None
         self._done = threading.Event()
         self._response: ModelResponse | None = None
+        self._lock = threading.Lock()
+        self._waiters: list[Any] = []  # callbacks run once the response is in
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -80,8 +82,20 @@ class Handle:
 
     async def wait_async(self) -> ModelResponse:
         """Await the response from asyncio without blocking the event loop."""
-        while not self._done.is_set():
-            await asyncio.sleep(0.01)
+        aio = asyncio.get_running_loop()
+        future: asyncio.Future[None] = aio.create_future()
+
+        def wake() -> None:
+            aio.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+        with self._lock:
+            if not self._done.is_set():
+                self._waiters.append(wake)
+                pending = True
+            else:
+                pending = False
+        if pending:
+            await future
         return self.result()
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
@@ -103,10 +117,14 @@ class Handle:
                 self._events.put(ev)
 
     def complete(self, response: ModelResponse) -> None:
-        if self._done.is_set():
-            return
-        self._response = response
-        self._done.set()
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._response = response
+            self._done.set()
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
         if self._events is not None:
             self._events.put(None)
         if self._sink is not None:
