@@ -24,22 +24,24 @@ VIOLATE, SAFE = "zzviolatezz", "zzsafezz"
 
 
 def install_steering() -> None:
-    from edge_guard.backends.local import LocalBackend
+    """Steer marked texts at the engine loop, where every path to the model passes."""
+    from edge_guard.engine.loop import EngineLoop
     from edge_guard.engine.sampling import ForcedTokens, harmony_script
+    from edge_guard.harmony.vocab import Vocab
 
-    original = LocalBackend.execute
+    original = EngineLoop.submit
     vocabs: dict[str, Any] = {}
 
-    def execute(self: LocalBackend, requests: Any, n_parallel: int | None = None) -> Any:
-        vocab = vocabs.get(self.path) or vocabs.setdefault(self.path, self.vocab())
-        for req in requests:
-            text = vocab.decode(req.prompt_ids[req.prefix_len or 0 :])
-            for marker, answer in ((VIOLATE, "1"), (SAFE, "0")):
-                if marker in text:
-                    req.logits_processor = ForcedTokens(harmony_script(vocab, answer, "steered"))
-        return original(self, requests, n_parallel)
+    def submit(self: EngineLoop, request: Any, **kwargs: Any) -> Any:
+        path = self.engine.model_path
+        vocab = vocabs.get(path) or vocabs.setdefault(path, Vocab.from_gguf(path))
+        text = vocab.decode(request.prompt_ids[request.prefix_len or 0 :])
+        for marker, answer in ((VIOLATE, "1"), (SAFE, "0")):
+            if marker in text:
+                request.logits_processor = ForcedTokens(harmony_script(vocab, answer, "steered"))
+        return original(self, request, **kwargs)
 
-    LocalBackend.execute = execute  # type: ignore[method-assign]
+    EngineLoop.submit = submit  # type: ignore[method-assign]
 
 
 class ServiceProcess:

@@ -9,6 +9,7 @@ engine batches them (a backend that is not thread-safe is serialized here instea
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from edge_guard.engine.engine import GenerationRequest
 from edge_guard.response import ModelResponse
 
 _local = threading.local()
+CANCEL_POLL_S = 0.1
 
 
 class CancelledJob(Exception):
@@ -100,6 +102,10 @@ class ServiceBackend:
              cancel: threading.Event | None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
         if cancel is not None and cancel.is_set():
             raise CancelledJob
+        loop = self._engine_loop()
+        if loop is not None and cancel is not None:
+            yield from self._run_handles(loop, requests, n_parallel, cancel)
+            return
         gen = self.inner.execute(requests, n_parallel=n_parallel)
         try:
             for item in gen:
@@ -110,6 +116,40 @@ class ServiceBackend:
             close = getattr(gen, "close", None)
             if close is not None:
                 close()
+
+    def _engine_loop(self) -> Any:
+        """The local engine's loop (submit/Handle), when the backend has one."""
+        engine = getattr(self.inner, "engine", None)
+        if not callable(engine) or getattr(self.inner, "name", "") != "local":
+            return None
+        return getattr(engine(), "loop", None)
+
+    def _run_handles(self, loop: Any, requests: Sequence[GenerationRequest],
+                     n_parallel: int | None,
+                     cancel: threading.Event) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+        """Like the engine's generate_many, but a set cancel event stops the wait at once
+        (not at the next completed text) and cancels this job's queued and running requests."""
+        from edge_guard.engine.loop import Group
+
+        n = loop.engine.n_parallel
+        group = Group(max(1, min(n_parallel or n, n)))
+        sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
+        handles = [loop.submit(r, group=group, index=i, sink=sink) for i, r in enumerate(requests)]
+        try:
+            for _ in range(len(handles)):
+                while True:
+                    if cancel.is_set():
+                        raise CancelledJob
+                    try:
+                        item = sink.get(timeout=CANCEL_POLL_S)
+                        break
+                    except queue.Empty:
+                        continue
+                yield item
+        finally:
+            for h in handles:
+                if not h.done():
+                    h.cancel()
 
     def close(self) -> None:
         self.inner.close()

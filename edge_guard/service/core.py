@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.classifier import Classifier
+from edge_guard.classify_loop import iter_pairs
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
@@ -202,23 +203,25 @@ class ServiceCore:
 
     def _run(self, job: Job, clfs: list[Classifier]) -> None:
         spec = job.spec
+        lanes = clfs if spec.use_cache else [_uncached(c) for c in clfs]
+        samplings = [spec.sampling] * len(spec.texts)
         try:
             with job_scope(job.cancel_event):
-                for p, clf in enumerate(clfs):
-                    if job.cancelled:
-                        break
-                    on_event = _bind_events(job.on_event, p)
-                    if not spec.use_cache:
-                        clf = _uncached(clf)
-                    for i, res in clf.iter(spec.texts, samplings=[spec.sampling] * len(spec.texts),
-                                           on_event=on_event):  # fmt: skip
-                        job.results[p][i] = res
-                        if self.observer is not None:
-                            self.observer.result(res)
-                        if job.on_result is not None:
-                            job.on_result(p, i, res)
+                if job.on_event is None or len(lanes) == 1:
+                    # Every (text, policy) pair in one backend call.
+                    pairs = iter_pairs(lanes, spec.texts, samplings=samplings,
+                                       on_event=_bind_events(job.on_event, 0))  # fmt: skip
+                    for i, p, res in pairs:
+                        self._record(job, p, i, res)
                         if job.cancelled:
                             break
+                    return
+                for p, lane in enumerate(lanes):  # streamed reasoning: one policy at a time
+                    for i, res in lane.iter(spec.texts, samplings=samplings,
+                                            on_event=_bind_events(job.on_event, p)):  # fmt: skip
+                        self._record(job, p, i, res)
+                        if job.cancelled:
+                            return
         except CancelledJob:
             pass
         finally:
@@ -226,6 +229,13 @@ class ServiceCore:
                 self._jobs.discard(job)
             if self.observer is not None:
                 self.observer.job_done(len(spec.texts) * len(spec.policies), job.results)
+
+    def _record(self, job: Job, p: int, i: int, res: ClassificationResult) -> None:
+        job.results[p][i] = res
+        if self.observer is not None:
+            self.observer.result(res)
+        if job.on_result is not None:
+            job.on_result(p, i, res)
 
     def active_jobs(self) -> int:
         with self._lock:
