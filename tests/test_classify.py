@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pytest
 import edge_guard.backends.local as backends
 from edge_guard import ClassificationResult, Verdict, classify
 from edge_guard.classifier import Classifier
+from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab
+from edge_guard.policy.core import load_policy
+from edge_guard.policy.parsers import label_token_map
 from edge_guard.store import Store
 
 SHORT = SamplingConfig(max_tokens=12)
@@ -125,7 +129,26 @@ def test_label_scores_binary_sum_to_one(tiny_o200k_model: Path) -> None:
     assert set(probs) == {"0", "1"}
     assert sum(probs.values()) == pytest.approx(1.0)
     assert r.float_label == pytest.approx(probs["1"])  # built-in parser: float_label = P(violation)
-    assert 0.0 <= r.metadata["p_violation"] <= 1.0
+    # P(violation) is the model's own next-token distribution at the first answer token,
+    # normalised over the label tokens: recompute it with a score-only pass over the prompt
+    # and the output up to that token (a different batch shape: equal to float rounding).
+    resp = r.model_response
+    vocab = Vocab.from_gguf(tiny_o200k_model)
+    k = len(resp.output_token_ids) - 1 - resp.output_token_ids[::-1].index(
+        vocab.special_id("<|message|>")
+    )  # the final channel's <|message|>: the answer starts after it
+    assert resp.output_token_ids[k + 1] == vocab.encoder.encode("1")[0]
+    labels = label_token_map(load_policy("toxic_simple").output, vocab.encoder)
+    assert labels is not None and set(labels.values()) == {"0", "1"}
+    req = GenerationRequest(resp.prompt_token_ids + resp.output_token_ids[: k + 1],
+                            score_only=True, score_token_ids=sorted(labels))  # fmt: skip
+    [(_, scored)] = list(backends.LocalBackend(tiny_o200k_model).execute([req]))
+    mass = {"0": 0.0, "1": 0.0}
+    for t, lp in scored.final_token_logprobs.items():
+        mass[labels[t]] += math.exp(lp)
+    assert r.metadata["p_violation"] == pytest.approx(mass["1"] / (mass["0"] + mass["1"]),
+                                                      rel=1e-4)  # fmt: skip
+    assert r.metadata["p_violation"] == probs["1"]
 
 
 def test_label_scores_likert_expected_rating(tiny_o200k_model: Path, tmp_path: Path) -> None:

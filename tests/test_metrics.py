@@ -84,8 +84,13 @@ def test_bootstrap_ci_contains_point_estimate_and_is_seeded() -> None:
     assert a != c
     for m in ("accuracy", "precision", "recall", "f1"):
         lo, hi = a[m]
-        assert lo <= point[m] <= hi
-        assert 0 <= lo < hi <= 1
+        assert lo < point[m] < hi
+    # The seeded intervals themselves (scipy percentile bootstrap, 1000 paired resamples,
+    # seed 7): accuracy's ends are resampled accuracies, 27/48 and 39/48.
+    assert a["accuracy"] == (27 / 48, 39 / 48)
+    assert a["precision"] == pytest.approx((0.48148148148148145, 0.8422064777327933), abs=1e-12)
+    assert a["recall"] == pytest.approx((0.5714285714285714, 0.9130434782608695), abs=1e-12)
+    assert a["f1"] == pytest.approx((0.5454545454545454, 0.8333333333333334), abs=1e-12)
 
 
 def test_score_metrics_hand_computed() -> None:

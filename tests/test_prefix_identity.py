@@ -81,6 +81,15 @@ def scratch_trace(path: Path, reqs: list[GenerationRequest]) -> list[np.ndarray]
         return logits_trace(eng, reqs)
 
 
+def bit_identical(trace: list[np.ndarray], expected: list[np.ndarray]) -> bool:
+    """Every step's logits equal bit for bit (same count of steps, more than a few)."""
+    assert len(trace) == len(expected) > 10
+    return all(
+        a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        for a, b in zip(trace, expected, strict=True)
+    )
+
+
 def engine(path: Path, **kw: object) -> Engine:
     kw = {"n_ctx": 2048, "n_parallel": 4, "n_threads": 1, "prefix_snapshots": False, **kw}
     return Engine(path, **kw)  # type: ignore[arg-type]
@@ -120,7 +129,7 @@ def test_prefix_state_matches_scratch_with_alternating_policies(
     expected = scratch_trace(windowed_model, reqs[:3])
     if max_prefixes == 1:
         # without flash attention on the CPU, prefix + suffix is bit-identical to one pass
-        assert all(np.array_equal(a, b) for a, b in zip(trace, expected, strict=True))
+        assert bit_identical(trace, expected)
     else:
         # other prefixes' cells change the attention's summation: close, not bit-identical
         # (measured: at most 0.016 on logits of magnitude ~55)
@@ -144,9 +153,10 @@ def _ids(rng: random.Random, n: int) -> list[int]:
 
 def test_cut_prefix_after_window_cells_were_reused(tiny_model: Path) -> None:
     """llama.cpp reuses sliding-window cells that fell out of the window; cutting the
-    prefix back to a point whose window is gone must re-evaluate it, not reuse it."""
+    prefix back to a point whose window is gone must re-evaluate it, not reuse it.
+    Both cut-backs give the logits of a from-scratch evaluation, bit for bit."""
     rng = random.Random(1)
-    with engine(tiny_model, n_ctx=512) as eng:
+    with engine(tiny_model, n_ctx=512, max_prefixes=1) as eng:
         window = rt.n_swa(eng._model)
         policy = _ids(rng, 240)
 
@@ -166,6 +176,8 @@ def test_cut_prefix_after_window_cells_were_reused(tiny_model: Path) -> None:
         cut = pos_min + 2
         short = reqs_for(policy[:cut] + _ids(rng, 30), 6, 20)
         before = eng.stats["prefix_tokens"]
+        trace_short = logits_trace(eng, short[:2])  # one at a time: the cut happens here
+        assert eng.stats["prefix_tokens"] - before == cut + 30
         got_short = [r.output_token_ids for _, r in sorted(eng.generate_many(short, n_parallel=4))]
         assert eng.stats["prefix_tokens"] - before == cut + 30
 
@@ -175,10 +187,14 @@ def test_cut_prefix_after_window_cells_were_reused(tiny_model: Path) -> None:
         assert rt.seq_pos_min(eng._mem, 0) <= keep - window
         long = reqs_for(policy[:keep] + _ids(rng, 30), 6, 20)
         before = eng.stats["prefix_tokens"]
+        trace_long = logits_trace(eng, long[:2])  # the cut keeps the window's cells
+        assert eng.stats["prefix_tokens"] - before == 30
         got_long = [r.output_token_ids for _, r in sorted(eng.generate_many(long, n_parallel=4))]
         assert eng.stats["prefix_tokens"] - before == 30
     assert got_short == scratch(tiny_model, short)
     assert got_long == scratch(tiny_model, long)
+    assert bit_identical(trace_short, scratch_trace(tiny_model, short[:2]))
+    assert bit_identical(trace_long, scratch_trace(tiny_model, long[:2]))
 
 
 def test_windowed_swa_cache_gives_scratch_results(synth_model: Any, policies: list[str]) -> None:
@@ -189,7 +205,10 @@ def test_windowed_swa_cache_gives_scratch_results(synth_model: Any, policies: li
         assert all(len(r.prompt_ids) > 200 for r in reqs)
         got = [r.output_token_ids for _, r in sorted(eng.generate_many(reqs))]
         got += [eng.generate(r).output_token_ids for r in reqs[:2]]
+        trace = logits_trace(eng, reqs[:3])
     assert got == scratch(path, reqs) + scratch(path, reqs[:2])
+    # A windowed cache that recycles cells gives the full cache's logits, bit for bit.
+    assert bit_identical(trace, scratch_trace(path, reqs[:3]))
 
 
 # -- disk snapshots ------------------------------------------------------------------------
@@ -217,7 +236,7 @@ def test_snapshot_is_saved_then_loaded_with_identical_results(
         assert third.stats["snapshot_loads"] == 1
     cold_trace = scratch_trace(windowed_model, reqs)
     assert len(warm_trace) == len(cold_trace) > 20
-    assert all(np.array_equal(a, b) for a, b in zip(warm_trace, cold_trace, strict=True))
+    assert bit_identical(warm_trace, cold_trace)
 
 
 def test_damaged_snapshot_is_discarded(tiny_model: Path, policies: list[str],

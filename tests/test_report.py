@@ -16,7 +16,8 @@ from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.report import build_report, write_report
-from edge_guard.runs.batch import run_dataset
+from edge_guard.runs.batch import evaluate_run, run_dataset
+from edge_guard.runs.metrics import fmt_ci
 from edge_guard.store import Store
 from tests.runs_helpers import labelled_rows, make_classifier, steer_by_want, wants_of, write_jsonl
 
@@ -58,9 +59,11 @@ def test_html_report_has_tables_plots_and_escaped_texts(tmp_path: Path, two_runs
     assert "Content-Security-Policy" in html
     # the dataset is named like ToxicChat: reference figures are shown beside ours
     assert "Reference figures (ToxicChat)" in html and "79.9" in html and "0.676" in html
-    # numbers in the table are the eval's
-    ev_f1 = re.findall(r"F1 (\d\.\d{3}) \[", html)
-    assert ev_f1, "no F1 with a CI in the policy × model table"
+    # the policy × model table shows each run's headline F1 and CI exactly as eval has them
+    cells = re.findall(r"F1 (\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\])<br>", html)
+    evals = [evaluate_run(store, n, n_resamples=200) for n in names]  # the report's settings
+    assert sorted(cells) == sorted(fmt_ci(e["f1"]) for e in evals)
+    assert len(cells) == 2
 
 
 def test_markdown_report_escapes_and_embeds_plots(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
@@ -110,6 +113,12 @@ def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_mo
         "SELECT name, n_items, status FROM runs"
     )
     assert sorted((r["n_items"], r["status"]) for r in runs) == [(4, "done"), (4, "done")]
-    # rerunning resumes: nothing new to classify
+    # the first run printed each run's progress, ending at 4/4
+    model = str(tiny_o200k_model)
+    assert [ln for ln in proc.stderr.splitlines() if not ln.startswith("  ")] == [
+        f"{model} × toxic_simple", f"{model} × toxic_chat"]  # fmt: skip
+    assert sum(ln.startswith("  4/4 · ") for ln in proc.stderr.splitlines()) == 2
+    # rerunning resumes: nothing new to classify, so no progress lines at all
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0 and "/4 ·" not in again.stderr
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines() == [f"{model} × toxic_simple", f"{model} × toxic_chat"]

@@ -54,7 +54,12 @@ def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_
     assert pair["exact_agreement"] == pytest.approx(3 / 7)  # items 0, 3, 6
     assert pair["within_one"] == pytest.approx(1.0)
     assert pair["middle"]["mcnemar"]["only_first"] == 2  # items 1 and 2
-    assert m_sg["n_expected"] == 8 and 1 <= m_sg["mean_expected"] <= 5  # label scores
+    # Label scores: each item's expected rating is sum(k * P(k)) over the stored label
+    # probabilities; the model's mean_expected averages all 8 of its items.
+    rows = [r for r in store.run_results(res.name) if json.loads(r["extra"])["model"] == sg]
+    exp = [sum(int(k) * p for k, p in json.loads(r["label_probs"]).items()) for r in rows]
+    assert m_sg["n_expected"] == len(exp) == 8
+    assert m_sg["mean_expected"] == pytest.approx(sum(exp) / 8, rel=1e-12)
 
     again = run_study(config, store=store, steer=steer)
     assert (again.n_already, again.n_new) == (16, 0)
