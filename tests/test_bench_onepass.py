@@ -1,0 +1,64 @@
+"""`edge-guard bench`'s one-pass and cascade variants and named workloads (no timing claims)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge_guard.bench.onepass import band_for_share
+from edge_guard.bench.workloads import WORKLOADS, apply_workload
+from edge_guard.cascade import escalates
+from edge_guard.cli import main
+from edge_guard.errors import EdgeGuardError
+
+SCORES = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05]
+
+
+@pytest.mark.parametrize(("share", "band"), [(0.1, (0.4, 0.4, 1)), (0.3, (0.3, 0.5, 3)),
+                                             (0.5, (0.2, 0.6, 5)), (0.01, (0.4, 0.4, 1))])  # fmt: skip
+def test_band_from_quantiles_escalates_exactly_that_share(share: float, band: tuple) -> None:
+    assert band_for_share(SCORES, share) == band
+    assert sum(escalates(p, band[:2]) for p in SCORES) == band[2]
+
+
+def test_workload_fills_only_options_not_given() -> None:
+    params = {"synth": None, "model": None, "policy_tokens": 1000, "text_tokens": 64,
+              "output_tokens": 16, "n": 5, "baseline_n": 10, "variants": "parallel"}  # fmt: skip
+    got = apply_workload("laptop", params, {"n"})
+    assert got["n"] == 5 and got["synth"] == "20b-shape" and got["policy_tokens"] == 600
+    assert got["output_tokens"] == 128 and got["roofline_repeats"] == 1
+    assert got["variants"] == WORKLOADS["laptop"]["variants"]
+    assert apply_workload("laptop", {**params, "model": "x.gguf"}, {"model"})["synth"] is None
+    assert apply_workload(None, params, set()) == params
+    with pytest.raises(EdgeGuardError, match="unknown workload 'huge'"):
+        apply_workload("huge", params, set())
+
+
+def test_bench_one_pass_and_cascade_variants(tiny_o200k_model: Path) -> None:
+    args = ["bench", "--model", str(tiny_o200k_model), "--policy-tokens", "40", "--text-tokens",
+            "8", "--output-tokens", "3", "--n", "10", "--parallel", "4", "--threads", "1",
+            "--variants", "parallel,one_pass,cascade_10,cascade_30", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    res = report["results"]
+    assert set(res) == {"parallel", "one_pass", "cascade_10", "cascade_30", "roofline",
+                        "one_pass_roofline"}  # fmt: skip
+    assert res["one_pass"]["output_tokens"] == 0 and res["one_pass"]["unscored"] == 0
+    assert (res["cascade_10"]["escalated"], res["cascade_30"]["escalated"]) == (1, 3)
+    assert res["cascade_30"]["output_tokens"] == 3 * 3  # the escalated texts' fixed reasoning
+    low, high = res["cascade_30"]["band"]
+    assert 0 <= low <= high <= 1
+    assert res["one_pass"]["labels_per_hour"] == pytest.approx(
+        3600 * res["one_pass"]["labels_per_s"]
+    )
+    assert set(report["one_pass_ratios"]) == {"one_pass/parallel", "cascade_10/parallel",
+                                              "cascade_30/parallel", "one_pass/one_pass_roofline"}  # fmt: skip
+    assert all(v > 0 for v in report["one_pass_ratios"].values())
+    # the one-pass roofline's prompt tokens: every prompt plus the 3-token final header
+    header = 3
+    full_prompts = res["parallel"]["prompt_tokens"]
+    assert res["one_pass_roofline"]["prompt_tokens"] == full_prompts + 10 * header
