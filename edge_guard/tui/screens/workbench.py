@@ -16,6 +16,7 @@ from edge_guard.harmony.render import EFFORTS, STYLES
 from edge_guard.tui.format import cell, line, meta_of, score_short, score_text, verdict_cell, when
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.screens.base import EdgeScreen
+from edge_guard.tui.widgets.conversation import ConversationInput
 from edge_guard.tui.widgets.policy_editor import PolicyEditor
 from edge_guard.tui.widgets.verdict import VerdictPanel
 
@@ -51,6 +52,8 @@ class WorkbenchScreen(EdgeScreen):
         Binding("ctrl+o", "copy", "Copy result", priority=True),
         Binding("ctrl+s", "save_as", "Save policy as…", priority=True),
         Binding("ctrl+t", "test_policy", "Test policy", priority=True),
+        Binding("ctrl+k", "conversation_mode", "Conversation", show=False, priority=True),
+        Binding("ctrl+n", "add_turn", "Add turn", show=False, priority=True),
     ]
     PALETTE: ClassVar[list[tuple[str, str, str]]] = [
         ("Run classification", "classify the text (cached results answer instantly)", "run"),
@@ -63,6 +66,8 @@ class WorkbenchScreen(EdgeScreen):
             "run its golden cases (with your edits) on the Tests screen",
             "test_policy",
         ),
+        ("Conversation mode", "classify a message in its conversation: turns with roles "
+         "(Ctrl+K on/off, Ctrl+N adds the text box as a turn)", "conversation_mode"),
         ("Reload policy from disk", "drop your edits", "revert"),
         ("Refresh history", "reload this policy's stored results", "refresh"),
     ]
@@ -78,6 +83,7 @@ class WorkbenchScreen(EdgeScreen):
             with Vertical(id="wb-right"):
                 yield TextArea("", id="wb-text", soft_wrap=True,
                                placeholder="Type the text to classify, then press Ctrl+R")  # fmt: skip
+                yield ConversationInput(id="wb-conv")
                 with Horizontal(id="wb-options"):
                     yield Input(self.eg.model_ref, id="wb-model", placeholder="model",
                                 suggester=SuggestFromList(MODEL_SUGGESTIONS),
@@ -152,8 +158,15 @@ class WorkbenchScreen(EdgeScreen):
         if self.running:
             self.notify("already running — Esc cancels", severity="warning")
             return
-        text = self.query_one("#wb-text", TextArea).text
-        if not text.strip():
+        text: Any = self.query_one("#wb-text", TextArea).text
+        conv = self.query_one(ConversationInput)
+        if conv.active and (conv.turns or text.strip()):
+            try:
+                text = conv.item(text)  # a Conversation (its last turn may be the text box)
+            except Exception as exc:
+                self.notify(error_text(exc), severity="error")
+                return
+        elif not text.strip():
             self.notify("type a text to classify first", severity="warning")
             self.query_one("#wb-text", TextArea).focus()
             return
@@ -172,6 +185,20 @@ class WorkbenchScreen(EdgeScreen):
 
     def action_rerun(self) -> None:
         self.action_run(use_cache=False)
+
+    def action_conversation_mode(self) -> None:
+        on = self.query_one(ConversationInput).toggle()
+        self.query_one("#wb-text").border_title = "Next turn" if on else "Text"
+
+    def action_add_turn(self) -> None:
+        conv, area = self.query_one(ConversationInput), self.query_one("#wb-text", TextArea)
+        if not conv.active:
+            conv.toggle()
+        error = conv.add_turn(area.text)
+        if error:
+            self.notify(error, severity="warning")
+        else:
+            area.load_text("")
 
     def action_cancel(self) -> None:
         if self.flag is not None:
