@@ -121,25 +121,28 @@ def label_scoring(spec: OutputSpec, vocab: Vocab) -> LabelScoring:
 
 def label_probs(spec: OutputSpec, scoring: LabelScoring,
                 response: ModelResponse) -> dict[str, Any] | None:  # fmt: skip
-    """Label probabilities normalised over the labels (None when nothing was scored)."""
-    raw = dict.fromkeys(spec.labels, 0.0)
+    """Label probabilities normalised over the labels (None when nothing was scored).
+
+    Summed in log space, so long labels whose probabilities underflow a float still
+    compare (`label_mass` may then be 0.0)."""
+    pairs: list[tuple[str, float]] = []
     if scoring.token_map is not None:
         lp = response.final_token_logprobs or {}
-        if not lp:
-            return None
-        for tok, label in scoring.token_map.items():
-            if tok in lp:
-                raw[label] += math.exp(lp[tok])
+        pairs = [(label, lp[tok]) for tok, label in scoring.token_map.items() if tok in lp]
     else:
         seq_lp: Sequence[float] | None = getattr(response, "sequence_logprobs", None)
-        if not seq_lp or len(seq_lp) != len(scoring.sequences):
-            return None
-        for (label, _ids), value in zip(scoring.sequences, seq_lp, strict=True):
-            raw[label] += math.exp(value)
-    mass = sum(raw.values())
-    if not mass > 0 or not math.isfinite(mass):
+        if seq_lp and len(seq_lp) == len(scoring.sequences):
+            pairs = [(label, v) for (label, _ids), v in zip(scoring.sequences, seq_lp, strict=True)]
+    pairs = [(label, float(v)) for label, v in pairs if not math.isnan(v)]
+    top = max((v for _, v in pairs), default=-math.inf)
+    if not math.isfinite(top):
         return None
-    return scores_from_probs(spec, {k: v / mass for k, v in raw.items()}, mass)
+    raw = dict.fromkeys(spec.labels, 0.0)
+    for label, v in pairs:
+        raw[label] += math.exp(v - top)  # the largest term is 1: no underflow to all zeros
+    total = sum(raw.values())
+    mass = total * math.exp(top)
+    return scores_from_probs(spec, {k: v / total for k, v in raw.items()}, mass)
 
 
 def scores_from_probs(spec: OutputSpec, probs: dict[str, float], mass: float) -> dict[str, Any]:

@@ -197,3 +197,16 @@ def test_cli_flags(tiny_o200k_model: Path, tmp_path: Path) -> None:
     assert code != 0 and "needs a closed output kind (binary, likert or labels), not 'json'" in out
     code, out = cli("-p", "toxic_simple", "--reasoning", "fast", "hello")
     assert code != 0 and "'fast' is not one of 'full', 'none', 'none-empty-analysis'" in out
+
+
+def test_tiny_label_probabilities_do_not_underflow(tmp_path: Path, tiny_o200k_model: Path) -> None:
+    pol = load_policy(make_policy(
+        tmp_path, 'kind = "labels"\nlabels = ["fine", "spam offer"]\nviolation = ["spam offer"]'))  # fmt: skip
+    scoring = onepass.label_scoring(pol.output, Vocab.from_gguf(tiny_o200k_model))
+    # exp(-800) is 0.0 as a float; the ratios are still e^-1 : e^0 within each label pair.
+    resp = scored(seqs=[-801.0, -math.inf, -800.0, -math.inf])
+    scores = onepass.label_probs(pol.output, scoring, resp)
+    assert scores is not None and scores["label_mass"] == 0.0
+    p = 1 / (1 + math.exp(-1))
+    assert scores["label_probs"] == pytest.approx({"fine": 1 - p, "spam offer": p}, abs=1e-12)
+    assert onepass.label_probs(pol.output, scoring, scored(seqs=[-math.inf] * 4)) is None
