@@ -162,6 +162,9 @@ class RemoteClassifier:
                                  "run them with the local backend")  # fmt: skip
         if logits_processors is not None:
             raise EdgeGuardError("logits processors run in Python and cannot go to a server")
+        if any(not isinstance(t, str) for t in texts):
+            raise EdgeGuardError("an edge-guard server classifies plain texts: classify a "
+                                 "conversation with the local or llama-server backend")  # fmt: skip
         sampling = self.sampling
         if samplings:
             if any(s != samplings[0] for s in samplings):
