@@ -30,6 +30,7 @@ def test_workload_fills_only_options_not_given() -> None:
     got = apply_workload("laptop", params, {"n"})
     assert got["n"] == 5 and got["synth"] == "20b-shape" and got["policy_tokens"] == 600
     assert got["output_tokens"] == 128 and got["roofline_repeats"] == 1
+    assert got["roofline_steps"] == 32
     assert got["variants"] == WORKLOADS["laptop"]["variants"]
     assert apply_workload("laptop", {**params, "model": "x.gguf"}, {"model"})["synth"] is None
     assert apply_workload(None, params, set()) == params

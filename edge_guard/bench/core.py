@@ -62,6 +62,7 @@ class BenchConfig:
     variants: tuple[str, ...] = VARIANTS
     seed: int = 0
     roofline_repeats: int = 3  # best of N per roofline phase (1 for the slow laptop workload)
+    roofline_steps: int | None = None  # decode steps timed for gen_tok_s (None: output_tokens)
     workload: str | None = None  # the named workload the sizes came from (bench/workloads.py)
 
 
@@ -136,7 +137,8 @@ def run_bench(
             reqs[0].prompt_ids
         )
         say("roofline: llama.cpp prompt and generation rates")
-        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], cfg.output_tokens,
+        steps = min(cfg.output_tokens, cfg.roofline_steps or cfg.output_tokens)
+        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], steps,
                                 repeats=cfg.roofline_repeats)  # fmt: skip
         info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
                 "flash_attn": str(engine.flash_attn), "gpu_layers": engine.gpu_layers,

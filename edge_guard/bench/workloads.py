@@ -5,7 +5,8 @@
 - ``laptop``: gpt-oss-20b's exact shapes (the 12 GB ``20b-shape`` synthetic model) with
   realistic lengths: a ~600-token policy, ~64-token texts and 128 reasoning tokens per
   text (stop tokens suppressed; ``--output-tokens 512`` for the long case), every variant,
-  a short run by default (the slow one-at-a-time loops on 2 texts, roofline phases once).
+  a short run by default (the slow one-at-a-time loops on 2 texts, roofline phases once,
+  the generation rate timed over 32 steps).
 
 A workload fills in only the options not given on the command line.
 """
@@ -36,10 +37,11 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "policy_tokens": 600,
         "text_tokens": 64,
         "output_tokens": 128,
-        "n": 16,
+        "n": 10,  # 10% and 30% of 10 texts escalate exactly 1 and 3
         "baseline_n": 2,
         "variants": _ALL,
         "roofline_repeats": 1,
+        "roofline_steps": 32,
     },
 }
 

@@ -114,7 +114,8 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
                       text_tokens=text_tokens, output_tokens=output_tokens, n=n,
                       parallel=parallel, threads=threads, gpu_layers=gpu,
                       baseline_n=baseline_n or None, variants=chosen,
-                      roofline_repeats=p.get("roofline_repeats", 3), workload=workload)  # fmt: skip
+                      roofline_repeats=p.get("roofline_repeats", 3),
+                      roofline_steps=p.get("roofline_steps"), workload=workload)  # fmt: skip
 
     def progress(msg: str) -> None:
         click.echo(f"bench: {msg}", err=True)
