@@ -256,3 +256,8 @@ def test_gpu_memory_comes_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mo
     meter = ResourceMeter()
     meter.start()
     assert meter.stop()["gpu_bytes"] is None
+
+
+def test_config_label_never_shows_url_credentials() -> None:
+    c = parse_config("m.gguf,backend=server,url=http://alice:s3cret@gpu-box:8080")
+    assert c.label() == "m,backend=server @ http://gpu-box:8080"

@@ -137,6 +137,10 @@ class CompareConfig:
         model = self.model or default_model or "default model"
         mods = "".join(f",{k}={v}" for k, v in self.options if k not in ("name", "url"))
         url = dict(self.options).get("url")
+        if url:
+            from edge_guard.backends.redact import safe_url
+
+            url = safe_url(url)  # never show a user:password@ in a label
         return short_model(str(model)) + mods + (f" @ {url}" if url else "")
 
 
