@@ -68,7 +68,7 @@ def _message(obj: Any, i: int) -> Message:
         raise ConversationError(
             f"message {n} is {type(obj).__name__}, not an object with role and content"
         )
-    extra = sorted(str(k) for k in obj if k not in ("role", "content"))
+    extra = sorted(repr(k) for k in obj if k not in ("role", "content"))  # repr: no raw controls
     if extra:
         raise ConversationError(f"message {n}: unknown field(s) {', '.join(extra)}")
     role, content = obj.get("role"), obj.get("content")
