@@ -7,10 +7,11 @@ a `Settings` with `resolve_settings(flags)` — flag > environment > `config.tom
 and hand it to `edge_guard.api.build_classifier`.
 
 Environment variables (besides the backend's, see `edge_guard.config`): `EDGE_GUARD_MODEL`,
-`EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_THREADS`, `EDGE_GUARD_PARALLEL`,
+`EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_PARALLEL`,
 `EDGE_GUARD_STYLE`, `EDGE_GUARD_EFFORT`, `EDGE_GUARD_DATE`, `EDGE_GUARD_REASONING`,
 `EDGE_GUARD_CASCADE`, `EDGE_GUARD_TEMPERATURE`,
-`EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB`.
+`EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB` (`EDGE_GUARD_THREADS` is read by
+the engine when `threads` is unset).
 
 `Model` and `InferenceBackend` let seed code (`model=Model.GPT_OSS_20B,
 backend=InferenceBackend.API_INJECT_HARMONY`) run unchanged.
@@ -145,7 +146,7 @@ _SOURCES: dict[str, tuple[str, str | None]] = {
     "truncate": ("", None),
     "ctx": ("engine", "EDGE_GUARD_CTX"),
     "gpu_layers": ("engine", "EDGE_GUARD_GPU_LAYERS"),
-    "threads": ("engine", "EDGE_GUARD_THREADS"),
+    "threads": ("engine", None),  # unset: the engine reads $EDGE_GUARD_THREADS itself
     "parallel": ("engine", "EDGE_GUARD_PARALLEL"),
     "force": ("engine", None),
     "yes": ("engine", None),
