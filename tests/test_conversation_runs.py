@@ -99,11 +99,11 @@ def test_policy_judges_are_enforced(tiny_o200k_model: Path) -> None:
 def test_harmful_assistance_golden_conversations_pass(tiny_o200k_model: Path) -> None:
     clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT)
     cases = policy_cases(clf.policy)
-    assert len(cases) == 10 and all(c.conversation is not None for c in cases)
+    assert len(cases) == 16 and all(c.conversation is not None for c in cases)
     assert all(c.conversation.judged_role == "assistant" for c in cases)  # type: ignore[union-attr]
     expected = {c.id: c.expected for c in cases}
     report = run_policy_tests(None, clf, logits_processors=lambda c: forced(clf, expected[c.id]))  # type: ignore[index]
-    assert (report.total, report.passed, report.failed, report.undetermined) == (10, 10, 0, 0)
+    assert (report.total, report.passed, report.failed, report.undetermined) == (16, 16, 0, 0)
     assert report.metrics["precision"] == 1.0 and report.metrics["recall"] == 1.0  # type: ignore[index]
     stored = clf.store.query(
         "SELECT case_id, text, conversation FROM policy_test_results ORDER BY idx LIMIT 1"
@@ -120,7 +120,7 @@ def test_cli_policies_test_runs_conversation_cases(
     ok = cli("policies", "test", "harmful_assistance", "--model", str(tiny_o200k_model),
              "--max-tokens", "24")  # fmt: skip
     assert ok.exit_code == 0, ok.output
-    assert "10 cases: 10 passed, 0 failed, 0 undetermined" in ok.output
+    assert "16 cases: 16 passed, 0 failed, 0 undetermined" in ok.output
 
 
 def test_conversation_case_errors(tmp_path: Path) -> None:

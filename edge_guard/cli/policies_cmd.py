@@ -35,6 +35,7 @@ def policy_report(ref: str, n_ctx: int = 16384) -> dict[str, object]:
         "path": str(policy.path) if policy.path else None,
         "description": policy.description,
         "output": policy.output.as_dict(),
+        "judges": policy.judges,
         "parser": "custom parse()" if policy.parser else f"built-in {policy.output.kind}",
         "policy_tokens": n_policy,
         "prompt_prefix_tokens": n_prefix,
@@ -108,7 +109,8 @@ def check(path: str, ctx: int, as_json: bool) -> None:
         return
     out = report["output"]
     click.echo(f"ok: {term_line(report['name'])} — output {out['kind']}"  # type: ignore[index]
-               f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}")  # type: ignore[index]  # fmt: skip
+               f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}, "
+               f"judges {report['judges']}")  # type: ignore[index]  # fmt: skip
     click.echo(
         f"tokens: policy {report['policy_tokens']}, prompt prefix {report['prompt_prefix_tokens']}"
     )

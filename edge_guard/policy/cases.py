@@ -124,7 +124,7 @@ def make_case(obj: dict[str, Any], spec: OutputSpec, where: str, line: int = 0) 
         raise CasesError(f"{where}: 'target' needs 'messages'")
     text = conversation.judged_text if conversation is not None else obj.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise CasesError(f"{where}: 'text' (or 'messages') must be a non-empty string")
+        raise CasesError(f"{where}: 'text' must be a non-empty string (or give 'messages')")
     cid = obj.get("id")
     if cid is not None and not isinstance(cid, str | int):
         raise CasesError(f"{where}: 'id' must be a string")
