@@ -18,6 +18,14 @@ from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.conversation import ConversationInput
 from edge_guard.tui.widgets.policy_editor import PolicyEditor
+from edge_guard.tui.widgets.set_results import (
+    SetFinished,
+    SetResults,
+    headline,
+    parse_choice,
+    set_choices,
+    set_job,
+)
 from edge_guard.tui.widgets.verdict import VerdictPanel
 
 REASONING_CHOICES = [("reason", "full"), ("1 pass", "none"),
@@ -97,6 +105,8 @@ class WorkbenchScreen(EdgeScreen):
                                  compact=True)  # fmt: skip
                     yield Input("4096", id="wb-max-tokens", type="integer",
                                 tooltip="most tokens to generate", compact=True)  # fmt: skip
+                    yield Select(set_choices(), value="", allow_blank=False, id="wb-set",
+                                 tooltip="the edited policy, or a policy set", compact=True)  # fmt: skip
                 with Horizontal(id="wb-buttons"):
                     yield Button("Run ^R", variant="primary", id="wb-run", compact=True)
                     yield Button("Re-run ^F", id="wb-rerun", compact=True)
@@ -106,6 +116,7 @@ class WorkbenchScreen(EdgeScreen):
                     yield Button("Copy ^O", id="wb-copy", compact=True)
                     yield Button("Save as ^S", id="wb-save", compact=True)
                 yield VerdictPanel(id="wb-verdict")
+                yield SetResults(id="wb-set-results")
                 yield TextArea("", id="wb-reasoning", read_only=True, soft_wrap=True,
                                placeholder="The model's reasoning streams here.")  # fmt: skip
         yield DataTable(id="wb-history", cursor_type="row", zebra_stripes=True)
@@ -181,6 +192,12 @@ class WorkbenchScreen(EdgeScreen):
         self._set_running(True)
         self.query_one("#wb-reasoning", TextArea).load_text("")
         self.query_one(VerdictPanel).show_running("starting")
+        self.query_one(SetResults).hide()
+        choice = parse_choice(self.query_one("#wb-set", Select).value)
+        if choice is not None:  # a policy set: one row per policy
+            job = lambda: set_job(self, choice, text, options, use_cache, self.flag, Failed)  # noqa: E731
+            self.run_worker(job, thread=True, group="classify")
+            return
         self._classify(editor.current(), text, options, use_cache, self.flag)
 
     def action_rerun(self) -> None:
@@ -270,6 +287,21 @@ class WorkbenchScreen(EdgeScreen):
             "reasoning": resp.reasoning if resp else "",
         }
         self.refresh_data()
+
+    def on_set_finished(self, message: SetFinished) -> None:
+        self.flag = None
+        self._set_running(False)
+        self.query_one(SetResults).show(message.multi, message.set_name, message.mode)
+        self.on_set_results_picked(SetResults.Picked(headline(message.multi)))
+
+    def on_set_results_picked(self, message: SetResults.Picked) -> None:
+        res, resp = message.result, message.result.model_response
+        self.query_one(VerdictPanel).show_result(res)
+        self.query_one("#wb-reasoning", TextArea).load_text(resp.reasoning if resp else "")
+        self.last = {"verdict": str(res.verdict), "policy": res.policy, "text": res.text,
+                     "score": score_text(res.metadata or {}, res.float_label), "model": "",
+                     "answer": resp.response if resp else None,
+                     "reasoning": resp.reasoning if resp else ""}  # fmt: skip
 
     def on_failed(self, message: Failed) -> None:
         self.flag = None
