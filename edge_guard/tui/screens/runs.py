@@ -18,6 +18,7 @@ from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.policy_io import policy_choices
 from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.metrics import LiveMetrics, render_evaluation
+from edge_guard.tui.widgets.set_results import render_multi_evaluation, runs_of_policy_sql
 
 
 class Planned(Message):
@@ -96,6 +97,7 @@ class RunsScreen(EdgeScreen):
             yield Label("max tokens", classes="field-label")
             yield Input("4096", placeholder="max tokens", id="rn-max-tokens", type="integer",
                         compact=True, tooltip="most tokens per item")  # fmt: skip
+            yield Select([], prompt="runs of any policy", id="rn-filter", compact=True)
             yield Button("Start ^R", variant="primary", id="rn-start", compact=True)
             yield Button("Cancel Esc", variant="error", id="rn-cancel", disabled=True,
                          compact=True)  # fmt: skip
@@ -120,6 +122,8 @@ class RunsScreen(EdgeScreen):
         match = next((v for n, v in choices if n == wanted or v == wanted), None)
         if match is not None or choices:
             sel.value = match or choices[0][1]
+        names = sorted({n for n, _v in choices})
+        self.query_one("#rn-filter", Select).set_options([(n, n) for n in names])
         self.query_one("#rn-dataset", Input).focus()
 
     # -- starting / cancelling ------------------------------------------------------------------
@@ -269,10 +273,12 @@ class RunsScreen(EdgeScreen):
     def refresh_data(self) -> None:
         self.sync_model_input("#rn-model")
         store = self.eg.store
+        wanted = self.query_one("#rn-filter", Select).value
+        where, params = runs_of_policy_sql(wanted if isinstance(wanted, str) else None)
         rows = store.query(
             "SELECT r.name, r.kind, r.status, r.policy, r.model, r.n_items, r.updated_at, "
             "(SELECT COUNT(*) FROM run_items ri WHERE ri.run = r.name) AS done "
-            "FROM runs r ORDER BY r.updated_at DESC LIMIT 300"
+            f"FROM runs r{where} ORDER BY r.updated_at DESC LIMIT 300", params
         )
         table = self.query_one("#rn-runs", DataTable)
         table.clear()
@@ -283,6 +289,10 @@ class RunsScreen(EdgeScreen):
                           key=r["name"])  # fmt: skip
         table.border_title = f"Past runs · {len(rows)}"
 
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "rn-filter":  # past runs of one policy (sets included)
+            self.refresh_data()
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "rn-runs" and event.row_key.value is not None:
             self._evaluate(str(event.row_key.value))
@@ -292,6 +302,17 @@ class RunsScreen(EdgeScreen):
         store = self.eg.store
         run = store.run(name)
         if run is None:
+            return
+        from edge_guard.runs.multi import is_multi_run
+
+        if is_multi_run(run):  # several policies: a row per policy, macro, any violation
+            try:
+                from edge_guard.runs.multi_eval import evaluate_multi_run
+
+                mev = evaluate_multi_run(store, name, n_resamples=200)
+                self.post_message(Evaluated(name, render_multi_evaluation(mev)))
+            except Exception as exc:
+                self.post_message(Evaluated(name, plain(error_text(exc), style="red")))
             return
         if run.get("kind") != "run":
             hint = {"study": "open the Study screen (F5) to see it",
