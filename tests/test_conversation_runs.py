@@ -248,10 +248,28 @@ def test_cli_prompt_messages_shows_the_rendering(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["hello", "--messages", "x.json"], "give TEXT or --messages FILE, not both"),
+        (["hello", "--target", "user"], "--target needs --messages"),
+        ([], "Missing argument 'TEXT'. Give TEXT or --messages FILE."),
+    ],
+)
+def test_cli_messages_usage_errors_exit_2(
+    args: list[str], phrase: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_guard.cli import run
+
+    for command in ("prompt", "classify"):
+        with pytest.raises(SystemExit) as info:
+            run([command, "-p", "toxic_simple", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert info.value.code == 2 and len(err) == 1 and phrase in err[0], err
+
+
+@pytest.mark.parametrize(
     ("args", "stdin", "error"),
     [
-        (["hello", "--messages", "-"], "[]", "give TEXT or --messages FILE (one of them)"),
-        (["hello", "--target", "user"], None, "--target needs --messages"),
         (["--messages", "-"], '[{"role": "tool", "content": "x"}]',
          "stdin: message 1: role 'tool' is not one of user, assistant, system"),
         (["--messages", "-"], "{", "stdin: invalid JSON (Expecting property name enclosed"),
