@@ -72,6 +72,17 @@ def test_a_second_parser_never_rewrites_the_first_runs_results(
     # A is exactly as it was: rows, labels, policy name and the whole evaluation.
     assert _seen(store, "A") == seen_a
     assert evaluate_run(store, "A", n_resamples=50) == eval_a
+    # Comparisons and reports read each run's own parse too.
+    from edge_guard.compare.stats import load_comparison
+    from edge_guard.report import build_report
+
+    c = load_comparison(store, ["A", "B"], n_resamples=0)
+    assert c["items"]["verdicts"] == [[A_VERDICT[r["want"]] for r in rows],
+                                      [B_VERDICT[r["want"]] for r in rows]]  # fmt: skip
+    assert c["configs"][1]["vs_reference"]["n_flips"] == sum(r["want"] != "?" for r in rows)
+    rep = build_report(["A", "B"], store, n_resamples=50, benchmark=None, plots=False)
+    assert [r.eval["verdicts"] for r in rep.runs] == [
+        eval_a["verdicts"], evaluate_run(store, "B", n_resamples=50)["verdicts"]]  # fmt: skip
     # The shared result rows keep the parse (and name) of the run that produced them.
     assert {r["policy_name"] for r in store.query("SELECT policy_name FROM results")} == {"pol_a"}
     # Each policy's cache hits come back with its own parse.
