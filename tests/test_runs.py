@@ -89,7 +89,11 @@ def test_steered_run_stores_verdicts_gold_and_evaluates(tmp_path: Path, tiny_mod
         assert ev["treatments"][t]["confusion"]["tp"] == tp
         assert ev["treatments"][t]["confusion"]["fp"] == fp
     assert ev["verdicts"]["undetermined"] == sum(r["want"] == "?" for r in rows)
-    assert ev["scores"]["n"] > 0  # label scores from the first answer token's logits
+    # label scores from the first answer token's logits, for every determined item; the
+    # undetermined ones have no score and are counted as left out
+    n_und = sum(r["want"] == "?" for r in rows)
+    assert (ev["scores"]["n"], ev["scores"]["n_undetermined_left_out"]) == (21 - n_und, n_und)
+    assert ev["scores"]["n_left_out"] == n_und == 3
 
 
 def test_rerun_resumes_and_mismatched_config_is_refused(tmp_path: Path, tiny_model: Path) -> None:
