@@ -198,32 +198,45 @@ def test_a_read_only_store_is_a_user_error(tmp_path: Path, monkeypatch: pytest.M
                         "to use another file)\n")  # fmt: skip
 
 
-def test_devices_and_fifos_are_not_policies_or_models(tmp_path: Path) -> None:
-    from edge_guard.errors import ModelNotFound, PolicyError
-    from edge_guard.policy.core import load_policy
-    from edge_guard.registry import lookup
+def _cli_process(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`edge-guard ARGS` in a child with a 4 GiB address-space limit and a timeout, so code that
+    reads /dev/zero or blocks on a FIFO fails the test instead of taking the machine down."""
+    import resource
 
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    return subprocess.run([sys.executable, "-m", "edge_guard", *args], capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=limit)  # fmt: skip
+
+
+def test_devices_and_fifos_are_not_policies(tmp_path: Path) -> None:
     fifo = tmp_path / "p.md"
     os.mkfifo(fifo)
-    for ref, what in (("/dev/zero", "policy"), (str(fifo), "policy")):
-        with pytest.raises(PolicyError, match=f"^{ref}: {what} is not a regular file$"):
-            load_policy(ref)
-    os.mkfifo(tmp_path / "m.gguf")
-    for ref in ("/dev/zero", str(tmp_path / "m.gguf")):
-        with pytest.raises(ModelNotFound, match=f"^{ref} is not a regular file, so not a .gguf"):
-            lookup(ref)
+    for ref in ("/dev/zero", str(fifo)):
+        proc = _cli_process("policies", "check", ref, timeout=60)
+        assert (proc.returncode, proc.stderr) == (1, f"error: {ref}: policy is not a regular file\n")
+    cases = tmp_path / "c.jsonl"
+    os.mkfifo(cases)
+    proc = _cli_process("policies", "test", "toxic_simple", "--cases", str(cases), timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {cases}: ")
 
 
-def test_model_fifo_does_not_hang_the_cli(tmp_path: Path) -> None:
+def test_devices_and_fifos_are_not_models(tmp_path: Path) -> None:
+    from edge_guard.errors import ModelNotFound
+    from edge_guard.registry import lookup
+
     fifo = tmp_path / "m.gguf"
     os.mkfifo(fifo)
-    proc = subprocess.run([sys.executable, "-m", "edge_guard", "classify", "-m", str(fifo), "-p",
-                           "toxic_simple", "hi"], capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert (proc.returncode, proc.stderr) == (
-        1, f"error: {fifo} is not a regular file, so not a .gguf model\n")  # fmt: skip
+    for ref in ("/dev/zero", str(fifo)):
+        with pytest.raises(ModelNotFound, match=f"^{ref} is not a regular file, so not a .gguf"):
+            lookup(ref)
+        proc = _cli_process("classify", "-m", ref, "-p", "toxic_simple", "hi", timeout=60)
+        assert (proc.returncode, proc.stderr) == (
+            1, f"error: {ref} is not a regular file, so not a .gguf model\n")  # fmt: skip
 
 
-def test_read_header_refuses_a_fifo(tmp_path: Path) -> None:
+def test_read_header_refuses_a_device(tmp_path: Path) -> None:
     from edge_guard.engine.gguf_check import read_header
     from edge_guard.errors import BadModelFile
 
