@@ -188,10 +188,6 @@ class Store:
         with self.transaction() as db:
             self._put_parse(db, key, policy_hash, {k: _encode(v) for k, v in fields.items()})
 
-    def update_parse(self, key: str, fields: dict[str, Any]) -> None:
-        """`put_parse` under `fields["policy_hash"]` (kept for older callers)."""
-        self.put_parse(key, fields["policy_hash"], fields)
-
     @staticmethod
     def _put_parse(db: Database, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
         parse = {c: fields.get(c) for c in PARSE_COLUMNS}
