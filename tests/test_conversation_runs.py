@@ -371,3 +371,35 @@ def test_run_toxic_chat_target_assistant_judges_model_outputs(
     assert (config["prompt_field"], config["response_field"], config["target"]) == (
         "user_input", "model_output", "assistant"
     )  # fmt: skip
+
+
+def test_study_rates_conversation_items(tmp_path: Path, tiny_o200k_model: Path) -> None:
+    from edge_guard.study.dataset import dataset_hash
+    from edge_guard.study.dataset import load_dataset as load_study_items
+    from edge_guard.study.runner import StudyConfig, run_study
+    from tests.study_helpers import Steering, write_likert_policy
+
+    data = write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "c1", "topic": "t", "messages": CHAT[:2], "target": "assistant"},
+        {"id": "p1", "topic": "t", "text": "Tea beats coffee."},
+    ])  # fmt: skip
+    items = load_study_items(data)
+    assert items[0].text == CHAT[1]["content"] and items[0].item == Conversation(
+        CHAT[:2], "assistant"
+    )
+    assert items[1].item == "Tea beats coffee."
+    plain = [type(items[0])(items[0].id, items[0].text, items[0].topic), items[1]]
+    assert dataset_hash(items) != dataset_hash(plain)  # the conversation is part of the identity
+    policy = write_likert_policy(tmp_path / "likert")
+    store = Store()
+    config = StudyConfig(models=[str(tiny_o200k_model)], dataset=str(data), policy=str(policy),
+                         max_tokens=48)  # fmt: skip
+    res = run_study(config, store=store, steer=Steering({"tiny": {"c1": "2", "p1": "4"}}))
+    rows = store.run_results(res.name)
+    assert [(r["text"], r["fine_grain_label"]) for r in rows] == [
+        (CHAT[1]["content"], "2"), ("Tea beats coffee.", "4")
+    ]  # fmt: skip
+    assert (
+        json.loads(rows[0]["conversation"])["target"] == "assistant"
+        and rows[1]["conversation"] is None
+    )
