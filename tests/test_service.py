@@ -88,6 +88,13 @@ def test_default_policy_and_unknown_policy(url: str) -> None:
         _client(url).moderations.create(model="no_such_policy", input="x")
     assert exc.value.body["param"] == "model"  # type: ignore[index]
     assert "no_such_policy" in exc.value.body["message"]  # type: ignore[index]
+    # A set name: one category per member policy (spam's JSON answer format reads "1" as
+    # undetermined, so the text is flagged and says which policy could not decide).
+    r = httpx.post(url + "/v1/moderations", json={"input": f"set {VIOLATE}", "model": "community"},
+                   timeout=120).json()  # fmt: skip
+    assert r["model"] == "community"
+    assert r["results"][0]["categories"] == {"toxic_chat": True, "spam": None}
+    assert (r["results"][0]["flagged"], r["results"][0]["undetermined"]) == (True, ["spam"])
     # A request names policies, never paths (a path would import its parse.py).
     r = httpx.post(url + "/v1/classify", json={"text": "x", "policy": "policies/toxic_simple"})
     assert r.status_code == 404

@@ -105,12 +105,8 @@ def build_core(opts: dict[str, Any]) -> Any:
     from edge_guard.store import Store
 
     policies = list(opts["policies"])
-    sets: dict[str, list[str]] = {}
-    if opts["policy_set"]:
-        if policies:
-            raise EdgeGuardError("give --policy or --set, not both")
-        policies = _set_policies(opts["policy_set"])
-        sets[opts["policy_set"]] = policies
+    if opts["policy_set"] and policies:
+        raise EdgeGuardError("give --policy or --set, not both")
     parallel = opts["parallel"]
     settings = EngineSettings(
         n_ctx=opts["ctx"], n_gpu_layers=opts["gpu_layers"], n_threads=opts["threads"],
@@ -119,21 +115,12 @@ def build_core(opts: dict[str, Any]) -> Any:
     backend = make_backend(opts["model"], settings, yes=opts["yes"], interactive=False)
     limits = Limits(max_body_bytes=opts["max_body"], max_texts=opts["max_texts"],
                     max_text_chars=opts["max_text_chars"], deadline_s=opts["deadline"])  # fmt: skip
-    core = ServiceCore(backend, Store(opts["db"]), default_policies=policies, sets=sets,
+    core = ServiceCore(backend, Store(opts["db"]), default_policies=policies,
+                       default_set=opts["policy_set"],
                        allow_inline=opts["allow_inline_policies"], parallel=parallel,
                        limits=limits, max_tokens=opts["max_tokens"])  # fmt: skip
     core.preload(opts["style"], opts["effort"])
     return core
-
-
-def _set_policies(name: str) -> list[str]:
-    from edge_guard.service.core import _set_members, _sets_module
-
-    module = _sets_module()
-    members = _set_members(module, name) if module is not None else []
-    if not members:
-        raise EdgeGuardError(f"policy set {name!r} not found or empty")
-    return members
 
 
 def _lifespan(core: Any) -> Any:

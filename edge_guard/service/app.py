@@ -175,15 +175,16 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        names = sorted(core.catalog()) + sorted(core.sets)
+        names = sorted(set(core.catalog()) | set(core.set_names()))
         data = [{"id": n, "object": "model", "created": 0, "owned_by": SERVICE_MARKER}
                 for n in names]  # fmt: skip
         return {"object": "list", "data": data, SERVICE_MARKER: core.info()}
 
     @app.get("/v1/policies")
     async def policies() -> dict[str, Any]:
-        return {"data": await asyncio.to_thread(_policy_rows, core), "sets": core.sets,
-                "default": core.default_policies}  # fmt: skip
+        rows, sets = await asyncio.to_thread(_policy_rows, core)
+        return {"data": rows, "sets": sets, "default": core.default_policies,
+                "default_set": core.default_set}  # fmt: skip
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
@@ -193,15 +194,16 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
     async def moderations(body: ModerationRequest, request: Request) -> dict[str, Any]:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         _check_texts(core, texts, "input")
-        policies = core.resolve(body.model)
-        spec = JobSpec(texts, policies, sampling=SamplingConfig(max_tokens=core.max_tokens))
+        policies, thresholds = core.resolve(body.model)
+        spec = JobSpec(texts, policies, sampling=SamplingConfig(max_tokens=core.max_tokens),
+                       thresholds=thresholds)  # fmt: skip
         job = await _run(core, Job(spec), request)
         names = [p.name for p in policies]
         results = [
             moderation_result(names, [_filled(job, p, i) for p in range(len(policies))])
             for i in range(len(texts))
         ]  # fmt: skip
-        model = body.model or ",".join(names)
+        model = body.model or core.default_set or ",".join(names)
         return {"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results}
 
     @app.post("/v1/classify")
@@ -215,16 +217,17 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
             if body.policy is not None:
                 raise ApiError(400, "field 'policy_text': give policy or policy_text, not both",
                                "invalid_request_error", "policy_text")  # fmt: skip
-            policies = [core.inline_policy(body.policy_text, body.policy_output)]
+            policies, thresholds = [core.inline_policy(body.policy_text, body.policy_output)], {}
         else:
-            policies = core.resolve(body.policy)
+            policies, thresholds = core.resolve(body.policy)
         max_tokens = body.max_tokens or core.max_tokens
         if max_tokens > core.limits.max_tokens:
             raise ApiError(400, f"field 'max_tokens': at most {core.limits.max_tokens}",
                            "invalid_request_error", "max_tokens")  # fmt: skip
         sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p,
                                   top_k=body.top_k, seed=body.seed, max_tokens=max_tokens)  # fmt: skip
-        spec = JobSpec(texts, policies, body.style, body.effort, sampling, not body.no_cache)
+        spec = JobSpec(texts, policies, body.style, body.effort, sampling, not body.no_cache,
+                       thresholds)  # fmt: skip
         if body.stream:
             return StreamingResponse(_stream(core, spec, body.reasoning),
                                      media_type="text/event-stream")  # fmt: skip
@@ -242,7 +245,8 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
     return app
 
 
-def _policy_rows(core: ServiceCore) -> list[dict[str, Any]]:
+def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every policy (name, hash, output) and every set (its members), errors as fields."""
     rows = []
     for name in sorted(core.catalog()):
         try:
@@ -254,7 +258,14 @@ def _policy_rows(core: ServiceCore) -> list[dict[str, Any]]:
                      "text_hash": p.text_hash, "output": p.output.as_dict(),
                      "custom_parser": p.parser is not None,
                      "default": name in core.default_policies})  # fmt: skip
-    return rows
+    sets: dict[str, Any] = {}
+    for name in core.set_names():
+        try:
+            sets[name] = core.policy_set(name).as_dict()
+        except EdgeGuardError as exc:
+            sets[name] = {"name": name, "error": str(exc).splitlines()[0]}
+        sets[name].pop("path", None)
+    return rows, sets
 
 
 def _check_texts(core: ServiceCore, texts: list[str], field: str) -> None:

@@ -23,10 +23,11 @@ from edge_guard.classifier import Classifier
 from edge_guard.classify_loop import iter_pairs
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
-from edge_guard.errors import EdgeGuardError, PolicyError
+from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
 from edge_guard.policy.core import OutputSpec, Policy, list_policies, load_policy
+from edge_guard.policy.sets import PolicySet, apply_threshold, list_sets, load_set
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.service.bridge import CancelledJob, ServiceBackend, job_scope
@@ -64,6 +65,7 @@ class JobSpec:
     effort: str = DEFAULT_EFFORT
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     use_cache: bool = True
+    thresholds: dict[str, float] = field(default_factory=dict)  # a set's, per policy name
 
 
 @dataclass(eq=False)
@@ -90,7 +92,7 @@ class ServiceCore:
     """Everything a request needs besides HTTP: policies, classifiers, the job pool."""
 
     def __init__(self, backend: Any, store: Store, *, default_policies: Sequence[str] = (),
-                 sets: dict[str, list[str]] | None = None, allow_inline: bool = False,
+                 default_set: str | None = None, allow_inline: bool = False,
                  parallel: int | None = None, limits: Limits | None = None,
                  workers: int = 64, observer: Any = None,
                  max_tokens: int = DEFAULT_MAX_TOKENS) -> None:  # fmt: skip
@@ -103,14 +105,19 @@ class ServiceCore:
         self.parallel = parallel
         self.limits = limits or Limits()
         self.observer = observer  # metrics sink: .job_started/.job_done/.result(...)
-        self.sets = dict(sets or {})
-        self.default_policies = list(default_policies)
         self._policies: dict[str, Policy] = {}
+        self._sets: dict[str, PolicySet] = {}
+        self.default_set = default_set
         self._classifiers: OrderedDict[tuple[str, str, str], Classifier] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eg-job")
         self._jobs: set[Job] = set()
         self.closing = False
+        if default_set is not None:
+            if default_policies:
+                raise EdgeGuardError("give default policies or a default set, not both")
+            default_policies = self.policy_set(default_set).names
+        self.default_policies = list(default_policies)
         for name in self.default_policies:
             self.policy(name)
 
@@ -127,6 +134,10 @@ class ServiceCore:
         with self._lock:
             if name in self._policies:
                 return self._policies[name]
+        if self.default_set is not None:  # the set's own members may be paths in its file
+            for member in self.policy_set(self.default_set).policies:
+                if member.name == name:
+                    return member
         path = self.catalog().get(name)
         if path is None:
             raise UnknownPolicy(f"policy {name!r} not found (GET /v1/policies lists them)")
@@ -135,20 +146,35 @@ class ServiceCore:
             self._policies[name] = policy
             return policy
 
-    def resolve(self, name: str | None) -> list[Policy]:
-        """A policy or set name -> its policies; None -> the server's defaults."""
+    def set_names(self) -> list[str]:
+        return sorted(p.stem for p in list_sets())
+
+    def policy_set(self, name: str) -> PolicySet:
+        """A policy set by name (policies/sets/NAME.toml on the search path); loaded once."""
+        with self._lock:
+            if name in self._sets:
+                return self._sets[name]
+        if name not in self.set_names():
+            raise UnknownPolicy(f"policy or set {name!r} not found (GET /v1/policies lists them)")
+        found = load_set(name)
+        with self._lock:
+            self._sets[name] = found
+            return found
+
+    def resolve(self, name: str | None) -> tuple[list[Policy], dict[str, float]]:
+        """A policy or set name -> (its policies, per-policy thresholds); None -> defaults.
+        A policy and a set of the same name: the policy (as `edge-guard classify -p`)."""
         if name is None or name == "":
+            if self.default_set is not None:
+                return self.resolve(self.default_set)
             if not self.default_policies:
                 raise UnknownPolicy("no policy named and the server has no default (--policy)")
-            return [self.policy(n) for n in self.default_policies]
-        if name in self.sets:
-            return [self.policy(n) for n in self.sets[name]]
-        sets_mod = _sets_module()
-        if name not in self.catalog() and sets_mod is not None:
-            members = _set_members(sets_mod, name)
-            if members:
-                return [self.policy(n) for n in members]
-        return [self.policy(name)]
+            return [self.policy(n) for n in self.default_policies], {}
+        if name not in self.catalog() and name in self.set_names():
+            ps = self.policy_set(name)
+            thresholds = {m.name: m.threshold for m in ps.members if m.threshold is not None}
+            return ps.policies, thresholds
+        return [self.policy(name)], {}
 
     def inline_policy(self, text: str, output: dict[str, Any] | None = None,
                       name: str = "inline") -> Policy:  # fmt: skip
@@ -231,6 +257,7 @@ class ServiceCore:
                 self.observer.job_done(len(spec.texts) * len(spec.policies), job.results)
 
     def _record(self, job: Job, p: int, i: int, res: ClassificationResult) -> None:
+        res = apply_threshold(res, job.spec.thresholds.get(job.spec.policies[p].name))
         job.results[p][i] = res
         if self.observer is not None:
             self.observer.result(res)
@@ -271,29 +298,6 @@ def _uncached(clf: Classifier) -> Classifier:
     other = copy.copy(clf)
     other.use_cache = False
     return other
-
-
-def _sets_module() -> Any:
-    try:
-        from edge_guard.policy import sets  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return sets
-
-
-def _set_members(module: Any, name: str) -> list[str]:
-    """Policy names of set `name` through edge_guard.policy.sets (when it exists)."""
-    for attr in ("load_set", "find_set"):
-        fn = getattr(module, attr, None)
-        if fn is None:
-            continue
-        try:
-            found = fn(name)
-        except (EdgeGuardError, PolicyError, OSError, ValueError):
-            return []
-        members = getattr(found, "policies", found)
-        return [getattr(m, "name", m) if not isinstance(m, str) else m for m in members or []]
-    return []
 
 
 def failed_result(text: str, policy: Policy, error: str) -> ClassificationResult:
