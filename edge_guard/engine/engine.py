@@ -37,7 +37,8 @@ from typing import Any
 from edge_guard.engine import llama_runtime as rt
 from edge_guard.engine import safety
 from edge_guard.engine.gguf_check import check_model_file
-from edge_guard.engine.loop import EngineLoop, Group, Handle, iter_completed
+from edge_guard.engine.handles import Group, Handle, iter_completed
+from edge_guard.engine.loop import EngineLoop
 from edge_guard.engine.prefix_state import make_prefix_store, shared_prefix
 from edge_guard.engine.prefixes import PrefixCache
 from edge_guard.engine.slots import Decoder, GenerationRequest

@@ -17,118 +17,21 @@ decode fails the sequences that were in that batch.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.handles import CANCELLED, Group, Handle
 from edge_guard.engine.sampling import Sampler
 from edge_guard.engine.slots import GenerationRequest, Slot
 from edge_guard.errors import EdgeGuardError
-from edge_guard.harmony.parse import Event, HarmonyStreamParser
+from edge_guard.harmony.parse import HarmonyStreamParser
 from edge_guard.response import ModelResponse
 
 if TYPE_CHECKING:
     from edge_guard.engine.engine import Engine
-
-CANCELLED = "cancelled"
-
-
-@dataclass
-class Group:
-    """Requests submitted together: at most `width` of them run at once."""
-
-    width: int
-    active: int = 0
-    shared: list[int] | None = None  # the prefix of requests that give no `prefix_len`
-
-
-class Handle:
-    """A submitted request: its events, its final response, and a way to cancel it."""
-
-    def __init__(self, loop: EngineLoop, request: GenerationRequest, group: Group, index: int,
-                 sink: queue.Queue[tuple[int, ModelResponse]] | None, stream: bool) -> None:  # fmt: skip
-        self._loop = loop
-        self.request = request
-        self.group = group
-        self.index = index
-        self._sink = sink
-        self._events: queue.Queue[Event | None] | None = queue.Queue() if stream else None
-        self._done = threading.Event()
-        self._response: ModelResponse | None = None
-        self._lock = threading.Lock()
-        self._waiters: list[Any] = []  # callbacks run once the response is in
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Stop this request (queued or running); its response becomes a 'cancelled' error."""
-        if not self._done.is_set():
-            self.cancelled = True
-            self._loop.wake()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> ModelResponse:
-        if not self._done.wait(timeout):
-            raise TimeoutError("the request is still running")
-        assert self._response is not None
-        return self._response
-
-    async def wait_async(self) -> ModelResponse:
-        """Await the response from asyncio without blocking the event loop."""
-        aio = asyncio.get_running_loop()
-        future: asyncio.Future[None] = aio.create_future()
-
-        def wake() -> None:
-            aio.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
-
-        with self._lock:
-            if not self._done.is_set():
-                self._waiters.append(wake)
-                pending = True
-            else:
-                pending = False
-        if pending:
-            await future
-        return self.result()
-
-    def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """The request's parser events as they happen (submit with `stream=True`)."""
-        if self._events is None:
-            raise EdgeGuardError("events() needs a handle submitted with stream=True")
-        while True:
-            ev = self._events.get(timeout=timeout)
-            if ev is None:
-                return
-            yield ev
-
-    # -- called by the loop thread ----------------------------------------------------------
-    def emit(self, events: list[Event]) -> None:
-        for ev in events:
-            if self.request.on_event is not None:
-                self.request.on_event(ev)
-            if self._events is not None:
-                self._events.put(ev)
-
-    def complete(self, response: ModelResponse) -> None:
-        with self._lock:
-            if self._done.is_set():
-                return
-            self._response = response
-            self._done.set()
-            waiters, self._waiters = self._waiters, []
-        for wake in waiters:
-            wake()
-        if self._events is not None:
-            self._events.put(None)
-        if self._sink is not None:
-            self._sink.put((self.index, response))
 
 
 class EngineLoop:
@@ -395,18 +298,3 @@ class EngineLoop:
         # in place: no 201k-float copy per sequence per token.
         copy = req.logits_processor is not None
         return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
-
-
-def iter_completed(handles: list[Handle],
-                   sink: queue.Queue[tuple[int, ModelResponse]]) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
-    """Yield (index, response) as each handle completes; closing early cancels the rest."""
-    try:
-        for _ in range(len(handles)):
-            yield sink.get()
-    finally:
-        for h in handles:
-            if not h.done():
-                h.cancel()
-        with contextlib.suppress(Exception):
-            for h in handles:
-                h.result(timeout=60)
