@@ -214,7 +214,7 @@ def test_compare_quants_script_end_to_end(tmp_path: Path, synth_model, capsys) -
     spec = importlib.util.spec_from_file_location("compare_quants", cmd[1])
     script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(script)  # type: ignore[union-attr]
-    assert script.main(cmd[2:]) == 0
+    assert script.main([*cmd[2:], "--force"]) == 0  # the report exists: overwrite it
     err = capsys.readouterr().err
     assert "using existing" in err and "(resuming: 10 done, 0 to do)" in err
 
