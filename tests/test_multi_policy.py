@@ -260,3 +260,21 @@ def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tm
     assert per["alpha"]["agreement"] == 5 / 6
     assert per["any_violation"]["transitions"] == {"no_violation→undetermined": 1,
                                                    "no_violation→violation": 1}  # fmt: skip
+
+
+def test_multi_bench_reports_pairs_and_prefix_evaluations(tiny_model: Path) -> None:
+    from edge_guard.bench.multi import MultiBenchConfig, format_multi_table, run_multi_bench
+
+    cfg = MultiBenchConfig(n_policies=3, n=4, policy_tokens=120, text_tokens=16, output_tokens=4,
+                           parallel=4, threads=1, roofline_repeats=1)  # fmt: skip
+    report = run_multi_bench(cfg, str(tiny_model))
+    assert report["workload"]["pairs"] == 12 and len(report["workload"]["prefix_tokens"]) == 3
+    assert [report["results"][k]["n"] for k in ("single", "multi", "roofline_single",
+                                                "roofline_multi")] == [4, 12, 4, 12]  # fmt: skip
+    assert report["results"]["multi"]["output_tokens"] == 12 * 4  # min_tokens: exactly 4 each
+    # each policy's prefix evaluated exactly once
+    assert report["prefix_evals"] == {"single": 1, "multi": 3}
+    assert report["prefix_evaluated_twice"] is False
+    assert report["goal"] == 0.8 and isinstance(report["meets_goal"], bool)
+    assert "prefix evaluated twice: no (prefix_evals: single 1, multi 3 for 3 policies)" in (
+        format_multi_table(report))  # fmt: skip
