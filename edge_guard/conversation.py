@@ -23,8 +23,8 @@ user message (encoded like any text: ordinary tokens only, never a control token
 
 For target `all` the second sentence reads "Classify the whole conversation (all N
 messages)." and no header is marked. Content is written with `json.dumps`, so a newline,
-a quote or a control character inside a message is escaped and the message stays on its
-one line: a message that types "\\n[2] assistant\\n..." cannot render like a real turn.
+a quote, a control character or a Unicode line separator inside a message is escaped and
+the message stays on its one line: a message that types "\\n[2] assistant\\n..." cannot render like a real turn.
 
 **Canonical form** (`canonical()`): compact sorted JSON `{"messages": [...], "target": t}` —
 what the cache key and the store's `conversation` column hold.
@@ -33,6 +33,7 @@ what the cache key and the store's `conversation` column hold.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,17 @@ TARGETS = ("last", "user", "assistant", "all")
 JUDGES = ("any", "user", "assistant", "conversation")
 MARK = "<< classify this message"
 MAX_MESSAGES = 10_000
+
+
+# Characters some readers take as a line break or a control (C1, NEL, line/paragraph
+# separators) are escaped too, beyond what json.dumps escapes (C0 controls, quote, backslash).
+_EXTRA_ESCAPES = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def quoted(content: str) -> str:
+    """A message's content as one JSON string on one line (decodes back with json.loads)."""
+    text = json.dumps(content, ensure_ascii=False)
+    return _EXTRA_ESCAPES.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class ConversationError(EdgeGuardError):
@@ -168,7 +180,7 @@ class Conversation:
         blocks = [head]
         for i, m in enumerate(self.messages):
             mark = f" {MARK}" if i == judged else ""
-            blocks.append(f"[{i + 1}] {m.role}{mark}\n{json.dumps(m.content, ensure_ascii=False)}")
+            blocks.append(f"[{i + 1}] {m.role}{mark}\n{quoted(m.content)}")
         return "\n\n".join(blocks)
 
     def __eq__(self, other: object) -> bool:
