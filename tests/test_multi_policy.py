@@ -278,3 +278,22 @@ def test_multi_bench_reports_pairs_and_prefix_evaluations(tiny_model: Path) -> N
     assert report["goal"] == 0.8 and isinstance(report["meets_goal"], bool)
     assert "prefix evaluated twice: no (prefix_evals: single 1, multi 3 for 3 policies)" in (
         format_multi_table(report))  # fmt: skip
+
+
+def test_python_classify_takes_a_policy_set(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    from edge_guard import classify
+    from edge_guard.result import MultiResult
+
+    vocab = Vocab.from_gguf(tiny_model)
+    procs = [ForcedTokens(harmony_script(vocab, a, "r")) for a in ("1", "0", "nope")]
+    out = classify(["x", "y", "z"], load_set("abc"), str(tiny_model), max_tokens=64,
+                   db=str(tmp_path / "s.db"), logits_processors=procs)  # fmt: skip
+    assert [type(m) for m in out] == [MultiResult] * 3
+    assert [list(m.results) for m in out] == [NAMES] * 3
+    assert [m.flagged for m in out] == [True, False, None]  # "nope" is undetermined, not safe
+    assert [m.text for m in out] == ["x", "y", "z"]
+    one = classify("x", "abc", str(tiny_model), max_tokens=64, db=str(tmp_path / "s.db"),
+                   logits_processors=procs[:1])  # a set's name works too  # fmt: skip
+    assert isinstance(one, MultiResult) and one.violations == NAMES and one.results["alpha"].cached
