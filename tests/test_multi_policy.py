@@ -260,6 +260,13 @@ def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tm
     assert per["alpha"]["agreement"] == 5 / 6
     assert per["any_violation"]["transitions"] == {"no_violation→undetermined": 1,
                                                    "no_violation→violation": 1}  # fmt: skip
+    from edge_guard.compare.multi import write_multi_compare
+
+    md = write_multi_compare(c, tmp_path / "c.md").read_text()
+    assert md.count("\n| beta |") == 2  # one row per config's table, in the flips table:
+    assert "| beta | 6 | 33.3% |" in md.replace(" | — | ", " | ").replace("\\", "")
+    page = write_multi_compare(c, tmp_path / "c.html").read_text()
+    assert "violation→no_violation 2" in page and page.count("<h2>") == 3
 
 
 def test_multi_bench_reports_pairs_and_prefix_evaluations(tiny_model: Path) -> None:

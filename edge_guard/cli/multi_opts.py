@@ -154,12 +154,9 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
     import sys
 
     from edge_guard.compare.multi import format_multi_summary, multi_summary, run_multi_compare
-    from edge_guard.errors import EdgeGuardError
     from edge_guard.runs.multi import parse_label_fields
     from edge_guard.sanitize import term_json, term_line
 
-    if out is not None:
-        raise EdgeGuardError("--out is not available for several policies yet (use --json)")
     fields = parse_label_fields(label_fields, pset.names)
     try:
         store, runs, labels = run_multi_compare(
@@ -171,6 +168,10 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
         sys.exit(130)
     summary = multi_summary(store, runs, labels, n_resamples=resamples)
     click.echo(term_json(summary) if as_json else term(format_multi_summary(summary)))
+    if out is not None:
+        from edge_guard.compare.multi import write_multi_compare
+
+        click.echo(f"wrote {term_line(write_multi_compare(summary, out))}", err=as_json)
 
 
 def test_set(refs: list[str], opts: dict[str, Any], *, as_json: bool, junit: str | None,

@@ -138,3 +138,44 @@ def format_multi_summary(c: dict[str, Any]) -> str:
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
     return ["".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def write_multi_compare(c: dict[str, Any], out: str | Path, title: str | None = None) -> Path:
+    """The comparison as a self-contained .html or .md file: each config's policy x metric
+    table (`report.multi`), then agreement, kappa and flips per policy (escaped)."""
+    import html
+    import os
+
+    from edge_guard.errors import EdgeGuardError
+    from edge_guard.report.multi import render_html, render_markdown
+    from edge_guard.sanitize import md_cell, term
+
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in (".html", ".htm", ".md", ".markdown"):
+        raise EdgeGuardError(f"unknown report format {suffix or '(none)'}: use .html or .md")
+    title = title or f"Comparison over {len(c['policies'])} policies: " + " vs ".join(c["labels"])
+    rows = [["candidate", "policy", "n", "agreement", "kappa", "flips", "transitions"]]
+    for v in c["vs_reference"]:
+        for n, s in v["policies"].items():
+            rows.append([v["label"], n, str(s["n"]),
+                         "—" if s["agreement"] is None else f"{100 * s['agreement']:.1f}%",
+                         "—" if s["kappa"] is None else f"{s['kappa']:.3f}", str(s["flips"]),
+                         ", ".join(f"{k} {x}" for k, x in s["transitions"].items()) or "—"])  # fmt: skip
+    head = f"vs reference {c['labels'][0]} (same texts)"
+    if suffix in (".html", ".htm"):
+        esc = lambda x: html.escape(term(x))  # noqa: E731
+        table = (f"<h2>{esc(head)}</h2><table>" + "".join(
+            "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{esc(x)}</{'th' if i == 0 else 'td'}>"
+                             for x in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")  # fmt: skip
+        text = render_html(c["evals"], title).replace("<p><small>", table + "\n<p><small>", 1)
+    else:
+        md = [f"## {md_cell(head)}", "", "| " + " | ".join(md_cell(x) for x in rows[0]) + " |",
+              "|" + "---|" * len(rows[0])]  # fmt: skip
+        md += ["| " + " | ".join(md_cell(x) for x in r) + " |" for r in rows[1:]]
+        text = render_markdown(c["evals"], title) + "\n" + "\n".join(md) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
