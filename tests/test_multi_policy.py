@@ -263,7 +263,7 @@ def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tm
     from edge_guard.compare.multi import write_multi_compare
 
     md = write_multi_compare(c, tmp_path / "c.md").read_text()
-    assert md.count("\n| beta |") == 2  # one row per config's table, in the flips table:
+    assert md.count("\n| beta |") == 2  # a row in each config's policy x metric table
     assert "| beta | 6 | 33.3% |" in md.replace(" | — | ", " | ").replace("\\", "")
     page = write_multi_compare(c, tmp_path / "c.html").read_text()
     assert "violation→no_violation 2" in page and page.count("<h2>") == 3
