@@ -142,10 +142,12 @@ def test_compare_refuses_an_existing_report_before_running(tmp_path: Path) -> No
     assert out.read_text() == "keep me"
 
 
-def test_error_lines_are_escaped() -> None:
-    r = _cli("eval", f"nope{OSC}", "--resamples", "20")
-    assert r.exit_code == 1
-    assert _raw_controls(r.output) == [] and "nope\\x1b]0;pwned\\x07" in r.stderr
+def test_error_lines_are_escaped(tmp_path: Path) -> None:
+    out = tmp_path / f"x.c{CLEAR}sv"
+    r = _cli("cache", "export", str(out), "--db", str(tmp_path / "s.db"))
+    assert r.exit_code == 1 and _raw_controls(r.output) == []
+    assert r.stderr == ("error: unknown export format .c\\x1b[2jsv: use .jsonl, .csv or "
+                        ".parquet\n")  # fmt: skip
 
 
 # -- item 10: files ------------------------------------------------------------------------------
