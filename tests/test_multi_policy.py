@@ -304,3 +304,30 @@ def test_python_classify_takes_a_policy_set(
     one = classify("x", "abc", str(tiny_model), max_tokens=64, db=str(tmp_path / "s.db"),
                    logits_processors=procs[:1])  # a set's name works too  # fmt: skip
     assert isinstance(one, MultiResult) and one.violations == NAMES and one.results["alpha"].cached
+
+
+def test_policies_test_runs_every_members_cases(policies: Path, tmp_path: Path,
+                                                tiny_model: Path) -> None:  # fmt: skip
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    for name in ("alpha", "beta"):
+        (policies / name / "cases.jsonl").write_text(
+            json.dumps({"id": f"{name}-1", "text": f"about {name}", "expected": "1"}) + "\n"
+            + json.dumps({"id": f"{name}-2", "text": "about nothing", "expected": "0"}) + "\n")  # fmt: skip
+    args = ["policies", "test", "alpha", "beta", "-m", str(tiny_model), "--max-tokens", "4",
+            "--db", str(tmp_path / "s.db")]  # fmt: skip
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 1  # 4 tokens: every answer undetermined, so no case passes
+    out = json.loads(res.output)
+    assert (out["policy_set"], out["ok"], list(out["reports"])) == (
+        "alpha+beta",
+        False,
+        ["alpha", "beta"],
+    )
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1
+    assert res.output.rstrip().endswith("set alpha+beta: 0/2 policies pass (failing: alpha, beta)")
+    res = CliRunner().invoke(main, [*args[:4], "gamma", *args[4:]])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1
