@@ -211,6 +211,8 @@ def test_combined_policy_and_split(policy_dir: Path) -> None:
     for n in NAMES:
         assert f"## POLICY `{n}`" in pol.text
     assert combined_policy(adhoc_set(["alpha", "beta"])).hash != pol.hash
+    assert pol.judges == "any"
+    assert combined_policy(adhoc_set(["alpha", "reply_only"])).judges == "assistant"
     resp = ModelResponse(
         response='{"violations": ["gamma"]}', reasoning="r", finish_reason="return"
     )

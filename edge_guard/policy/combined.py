@@ -123,6 +123,8 @@ def combined_policy(pset: PolicySet) -> Policy:
     """The set as one policy: combined text, strict `violations` parser (hash covers both)."""
     names = tuple(pset.names)
     source = f"{PARSER_VERSION}\0" + "\0".join(f"{m.name}={m.policy.hash}" for m in pset.members)
+    judged = [j for j in (getattr(m.policy, "judges", "any") for m in pset.members) if j != "any"]
+    extra = {"judges": judged[0]} if judged and hasattr(pset.members[0].policy, "judges") else {}
     return Policy(
         name=f"combined:{pset.name}",
         text=combined_text(pset),
@@ -131,6 +133,7 @@ def combined_policy(pset: PolicySet) -> Policy:
         path=pset.path,
         parser=_parser(names),
         parser_source=hashlib.sha256(source.encode()).hexdigest(),
+        **extra,  # what the members judge (a set's members judge the same input)
     )
 
 
