@@ -250,6 +250,9 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
             _client(proc.url, "wrong").moderations.create(input="x")
         ok = _client(proc.url, "s3cret").moderations.create(input=f"auth {VIOLATE}")
         assert [r.flagged for r in ok.results] == [True]
+        inline = httpx.post(proc.url + "/v1/classify", json={"text": "x", "policy_text": "p"},
+                            headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+        assert inline.status_code == 403  # inline policies are off unless allowed
         # Mid-load: an 8-text request; kill -9 once some labels are stored.
         ctx = httpx.Client(timeout=120, headers={"Authorization": "Bearer s3cret"})
         threading.Thread(target=lambda: _swallow(ctx.post, proc.url + "/v1/moderations",
