@@ -191,3 +191,19 @@ def test_empty_and_too_long_prompts_fail_at_submit(engine: Engine) -> None:
     assert engine.submit(GenerationRequest([])).result(1).error == "empty prompt"
     long = engine.submit(GenerationRequest([65] * (engine.n_ctx + 5))).result(1)
     assert long.error is not None and long.error.startswith(f"prompt is {engine.n_ctx + 5} tokens")
+
+
+def test_a_callers_own_exception_reaches_that_caller(engine: Engine) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(_out: list[int], _logits: np.ndarray) -> None:
+        raise Stop("user pressed escape")
+
+    reqs = [req(engine, "a", max_tokens=200), req(engine, "b", logits_processor=stop)]
+    with pytest.raises(Stop, match="user pressed escape"):
+        dict(engine.generate_many(reqs))
+    handle = engine.submit(req(engine, "c", logits_processor=stop))
+    with pytest.raises(Stop):
+        handle.result(timeout=30)
+    assert idle(engine)  # the other request of that call was cancelled, nothing is stuck

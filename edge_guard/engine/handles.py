@@ -4,7 +4,6 @@ cancel it; `iter_completed` yields a group's responses as they finish."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 from collections.abc import Iterator
@@ -49,6 +48,9 @@ class Handle:
         self._lock = threading.Lock()
         self._waiters: list[Any] = []  # callbacks run once the response is in
         self.cancelled = False
+        # An exception a request's own callback raised (not an engine failure): re-raised
+        # to the caller by result() and iter_completed instead of a response.
+        self.exception: BaseException | None = None
 
     def cancel(self) -> None:
         """Stop this request (queued or running); its response becomes a 'cancelled' error."""
@@ -62,6 +64,8 @@ class Handle:
     def result(self, timeout: float | None = None) -> ModelResponse:
         if not self._done.wait(timeout):
             raise TimeoutError("the request is still running")
+        if self.exception is not None:
+            raise self.exception
         assert self._response is not None
         return self._response
 
@@ -121,11 +125,13 @@ def iter_completed(handles: list[Handle],
     """Yield (index, response) as each handle completes; closing early cancels the rest."""
     try:
         for _ in range(len(handles)):
-            yield sink.get()
+            index, response = sink.get()
+            if handles[index].exception is not None:
+                raise handles[index].exception
+            yield index, response
     finally:
         for h in handles:
             if not h.done():
                 h.cancel()
-        with contextlib.suppress(Exception):
-            for h in handles:
-                h.result(timeout=60)
+        for h in handles:
+            h._done.wait(60)

@@ -274,9 +274,12 @@ class EngineLoop:
             try:
                 if self._apply(slot, row, k, j):
                     finished[slot.seq_id] = None
-            except Exception as exc:
-                finished[slot.seq_id] = str(exc) if isinstance(exc, EdgeGuardError) else (
-                    f"{type(exc).__name__}: {exc}")  # fmt: skip
+            except Exception as exc:  # NaN logits or a callback: this item only
+                if isinstance(exc, EdgeGuardError | RuntimeError):
+                    finished[slot.seq_id] = str(exc)
+                else:  # a caller's own exception (e.g. the TUI's Cancelled): re-raised to it
+                    slot.handle.exception = exc
+                    finished[slot.seq_id] = f"{type(exc).__name__}: {exc}"
         for seq_id, error in finished.items():
             self._release(seq_id, error)
 
