@@ -246,6 +246,7 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
         assert httpx.get(proc.url + "/v1/models").status_code == 401
         assert httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401  # fmt: skip
         assert httpx.get(proc.url + "/health").status_code == 200
+        assert httpx.get(proc.url + "/openapi.json").json()["paths"]["/v1/moderations"]
         with pytest.raises(openai.AuthenticationError):
             _client(proc.url, "wrong").moderations.create(input="x")
         ok = _client(proc.url, "s3cret").moderations.create(input=f"auth {VIOLATE}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -93,8 +92,6 @@ def serve(**opts: Any) -> None:
     finally:
         core.shutdown(grace_s=0)
         core.store.close()
-    if getattr(app.state, "failed", False):
-        sys.exit(1)
 
 
 def build_core(opts: dict[str, Any]) -> Any:

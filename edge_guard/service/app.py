@@ -45,7 +45,7 @@ from edge_guard.service.schemas import (
 
 SERVICE_MARKER = "edge_guard"
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|function-.*)$")
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/docs", "/openapi.json")  # no key needed (no data in them)
 ROUTES = ("/v1/moderations", "/v1/classify", "/v1/policies", "/v1/models", "/health", "/metrics")
 
 
