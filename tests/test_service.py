@@ -221,6 +221,18 @@ def test_client_that_disconnects_leaves_nothing_running(served: tuple[ServicePro
     assert 1 <= len(_stored(db, texts)) < len(texts)  # computed labels kept, the rest dropped
     after = httpx.post(proc.url + "/v1/moderations", json={"input": [f"after {SAFE}"]}, timeout=120)
     assert [r["flagged"] for r in after.json()["results"]] == [False]
+    # A plain (not streamed) request whose client gives up: its job is cancelled too.
+    texts = [f"impatient {i} free text" for i in range(20)]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(proc.url + "/v1/classify", json={"texts": texts, "max_tokens": 200}, timeout=1.0)
+    deadline = time.monotonic() + 120
+    while httpx.get(proc.url + "/health").json()["jobs_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_stored(db, texts)) < len(texts)
+    again = httpx.post(
+        proc.url + "/v1/moderations", json={"input": [f"again {VIOLATE}"]}, timeout=120
+    )
+    assert [r["flagged"] for r in again.json()["results"]] == [True]
 
 
 def test_non_loopback_without_key_is_refused(tiny_o200k_model: Path) -> None:
