@@ -280,11 +280,22 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     assert 1 <= len(done_before) < len(texts)
     assert "s3cret" not in (tmp_path / "kill.log").read_text()
     again = ServiceProcess(args, tmp_path / "kill2.log", env=env).start()
+    auth = {"Authorization": "Bearer s3cret"}
+    late: dict[str, httpx.Response] = {}
     try:
         r = httpx.post(again.url + "/v1/moderations", json={"input": texts}, timeout=300,
-                       headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+                       headers=auth)  # fmt: skip
+        # SIGTERM while a long request runs: it gets the grace period, then a clean 503.
+        long_body = {"texts": [f"long {i} text" for i in range(12)], "max_tokens": 2000}
+        worker = threading.Thread(target=lambda: late.setdefault("r", httpx.post(
+            again.url + "/v1/classify", json=long_body, headers=auth, timeout=120)))  # fmt: skip
+        worker.start()
+        time.sleep(1.0)
     finally:
         assert again.stop() == -signal.SIGTERM  # uvicorn re-raises SIGTERM after its clean stop
+    worker.join(60)
+    assert late["r"].status_code == 503
+    assert late["r"].json()["error"]["type"] == "server_shutting_down"
     cached = {t for t, res in zip(texts, r.json()["results"], strict=True)
               if res["cached"]["toxic_simple"]}  # fmt: skip
     assert cached == done_before

@@ -13,6 +13,8 @@ from edge_guard.cli.options import db_option, engine_options, model_option, prom
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 
+GRACE_S = 8.0  # seconds in-flight requests get to finish after SIGTERM / Ctrl-C
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -86,9 +88,15 @@ def serve(**opts: Any) -> None:
     click.echo(f"edge-guard serve: model {core.backend.model_ref} on http://{host}:{port} "
                f"(docs at /docs; Ctrl-C stops)", err=True)  # fmt: skip
     config = uvicorn.Config(app, host=host, port=port, log_level=opts["log_level"],
-                            timeout_graceful_shutdown=10, access_log=False)  # fmt: skip
+                            timeout_graceful_shutdown=GRACE_S + 5, access_log=False)  # fmt: skip
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            core.begin_shutdown(GRACE_S)  # running requests: GRACE_S to finish, then 503
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run()
+        Server(config).run()
     finally:
         core.shutdown(grace_s=0)
         core.store.close()

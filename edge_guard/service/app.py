@@ -30,6 +30,7 @@ from edge_guard.service.core import (
     Job,
     JobSpec,
     ServiceCore,
+    ShuttingDown,
     UnknownPolicy,
     failed_result,
 )
@@ -46,6 +47,7 @@ from edge_guard.service.schemas import (
 SERVICE_MARKER = "edge_guard"
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|function-.*)$")
 OPEN_PATHS = ("/health", "/docs", "/openapi.json")  # no key needed (no data in them)
+STOPPING = "the server is shutting down; labels completed so far are stored (retry for them)"
 ROUTES = ("/v1/moderations", "/v1/classify", "/v1/policies", "/v1/models", "/health", "/metrics")
 
 
@@ -164,6 +166,8 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
             return _error(404, str(exc), "not_found_error", "model")
         if isinstance(exc, Forbidden):
             return _error(403, str(exc), "permission_error")
+        if isinstance(exc, ShuttingDown):
+            return _error(503, str(exc), "server_shutting_down")
         return _error(400, str(exc).splitlines()[0], "invalid_request_error")
 
     @app.get("/health")
@@ -308,6 +312,9 @@ async def _run(core: ServiceCore, job: Job, request: Request) -> Job:
         if await request.is_disconnected():
             job.cancel()
             raise ApiError(499, "client closed the request", "cancelled")
+        if core.draining_over():
+            job.cancel()
+            raise ApiError(503, STOPPING, "server_shutting_down")
         if time.monotonic() > deadline:
             job.cancel()
             raise ApiError(504, f"request deadline of {core.limits.deadline_s:g} s passed "
@@ -337,13 +344,16 @@ async def _stream(core: ServiceCore, spec: JobSpec, reasoning: bool) -> AsyncIte
     try:
         while True:
             try:
-                kind, data = await asyncio.wait_for(
-                    queue.get(), max(deadline - time.monotonic(), 0.01)
-                )
+                kind, data = await asyncio.wait_for(queue.get(), 0.25)
             except TimeoutError:
-                job.cancel()
-                yield _sse("error", {"message": "request deadline passed"})
-                return
+                stop = STOPPING if core.draining_over() else None
+                if stop is None and time.monotonic() > deadline:
+                    stop = "request deadline passed (completed labels are stored)"
+                if stop is not None:
+                    job.cancel()
+                    yield _sse("error", {"message": stop})
+                    return
+                continue
             if kind == "done":
                 error = data.get("error")
                 yield _sse("error" if error else "done", {"message": error} if error else {})

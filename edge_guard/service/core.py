@@ -40,6 +40,10 @@ class UnknownPolicy(EdgeGuardError):
     """A request named a policy or set the server does not have (HTTP 404)."""
 
 
+class ShuttingDown(EdgeGuardError):
+    """The server is stopping: no new jobs (HTTP 503)."""
+
+
 class Forbidden(EdgeGuardError):
     """A request asked for something this server does not allow (HTTP 403)."""
 
@@ -113,6 +117,7 @@ class ServiceCore:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eg-job")
         self._jobs: set[Job] = set()
         self.closing = False
+        self.drain_deadline = float("inf")  # after it, running jobs are cancelled
         if default_set is not None:
             if default_policies:
                 raise EdgeGuardError("give default policies or a default set, not both")
@@ -215,7 +220,7 @@ class ServiceCore:
     # -- jobs ----------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         if self.closing:
-            raise EdgeGuardError("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         spec = job.spec
         job.results = [[None] * len(spec.texts) for _ in spec.policies]
         # Build classifiers here (policy errors surface before the job is queued).
@@ -267,6 +272,14 @@ class ServiceCore:
     def active_jobs(self) -> int:
         with self._lock:
             return len(self._jobs)
+
+    def begin_shutdown(self, grace_s: float) -> None:
+        """SIGTERM/Ctrl-C: take no new jobs; running ones may finish for `grace_s`."""
+        self.closing = True
+        self.drain_deadline = min(self.drain_deadline, time.monotonic() + grace_s)
+
+    def draining_over(self) -> bool:
+        return self.closing and time.monotonic() > self.drain_deadline
 
     def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs, let running ones finish for `grace_s`, cancel the rest."""
