@@ -132,6 +132,7 @@ def run_bench(
             results[name], outputs[name] = _engine_loop(
                 engine, todo, name, width, cfg.n, prompt_total
             )
+            say(f"{LABELS[name]}: {results[name]['labels_per_hour']:.0f} labels/hour")
         results.update(bench_onepass.run_variants(engine, reqs, cfg.variants, width, _row, say))
         header_len = len(bench_onepass.score_requests(engine, reqs[:1])[0].prompt_ids) - len(
             reqs[0].prompt_ids

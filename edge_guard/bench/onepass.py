@@ -109,6 +109,7 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
             row.update(band=list(band), escalated=len(escalated),
                        escalated_share=len(escalated) / len(reqs))  # fmt: skip
         results[name] = row
+        say(f"{LABELS[name]}: {row['labels_per_hour']:.0f} labels/hour ({wall:.1f} s)")
     return results
 
 
