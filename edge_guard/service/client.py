@@ -24,7 +24,7 @@ from edge_guard.harmony.parse import ContentDelta, Event
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig
 from edge_guard.policy.core import Policy, load_policy
 from edge_guard.response import ModelResponse, Timings
-from edge_guard.result import ClassificationResult
+from edge_guard.result import ClassificationResult, MultiResult
 
 MARKER = "edge_guard"
 BATCH = 64  # texts per request
@@ -145,11 +145,15 @@ class RemoteClassifier:
                 "no_cache": not self.use_cache, "stream": stream}  # fmt: skip
 
     # -- the Classifier surface ----------------------------------------------------------
-    def classify(self, texts: Sequence[str], **kwargs: Any) -> list[ClassificationResult]:
-        out: list[ClassificationResult | None] = [None] * len(texts)
+    def classify(self, texts: Sequence[str],
+                 **kwargs: Any) -> list[ClassificationResult] | list[MultiResult]:  # fmt: skip
+        """Results in input order; a set name (several policies): one `MultiResult` per text."""
+        got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
         for i, res in self.iter(texts, **kwargs):
-            out[i] = res
-        return out  # type: ignore[return-value]
+            got[i][str(res.policy)] = res
+        if all(len(g) <= 1 for g in got):
+            return [next(iter(g.values())) for g in got]  # type: ignore[misc]
+        return [MultiResult(t, g) for t, g in zip(texts, got, strict=True)]
 
     def iter(self, texts: Sequence[str], *, run_items: Any = None,
              samplings: Sequence[SamplingConfig] | None = None,
