@@ -44,9 +44,11 @@ def policy_set(opts: dict[str, Any]) -> tuple[Any, str | None]:
 
     refs, set_ref = list(opts.pop("policy") or ()), opts.pop("policy_set")
     mode = opts.pop("mode", "separate")
-    if not refs and set_ref is None:
-        raise PolicyError(
-            "give a policy (--policy/-p NAME, repeatable) or a policy set (--set SET)"
+    if not refs and set_ref is None:  # a usage error: exit 2, like click's own
+        import click
+
+        raise click.UsageError(
+            "Missing option '--policy' (give --policy/-p NAME, repeatable, or --set SET)."
         )
     if set_ref is None and len(refs) == 1 and not is_set_ref(refs[0]):
         if mode != "separate":
