@@ -33,7 +33,8 @@ def primary_rating(obs: list[Obs]) -> int | None:
 
 
 def mean_expected(obs: list[Obs]) -> float | None:
-    vals = [o.expected for o in obs if o.expected is not None]
+    """The mean expected rating over the determined answers (an unparsed answer has no score)."""
+    vals = [o.expected for o in obs if o.expected is not None and o.rating is not None]
     return sum(vals) / len(vals) if vals else None
 
 
