@@ -100,6 +100,7 @@ class WorkbenchScreen(EdgeScreen):
                                  id="wb-style", tooltip="prompt style", compact=True)  # fmt: skip
                     yield Select([(f"effort {e}", e) for e in EFFORTS], value="medium",
                                  allow_blank=False, id="wb-effort", compact=True)  # fmt: skip
+                with Horizontal(id="wb-options-2"):
                     yield Select(REASONING_CHOICES, value="full", allow_blank=False, id="wb-path",
                                  tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
                                  compact=True)  # fmt: skip
