@@ -8,7 +8,7 @@ same engine, one after the other from a reset state:
 - ``multi``: every (text, policy) pair, N × T requests interleaved text by text, submitted
   at once (pairs/s), as `classify_loop` does for a set.
 
-Reported next to each other with the roofline (llama.cpp's own rates, `core.measure_roofline`)
+Reported next to each other with the roofline (llama.cpp's own rates, `roofline.measure_roofline`)
 for the multi workload, ``N * prefix_s + N * T * (suffix / suffix_tok_s + output /
 gen_tok_s)``, and the engine's `prefix_evals` counter per variant: a prefix evaluated
 twice in a run shows as multi's count above N. Goal: pairs/s ≥ 0.8 × single labels/s.
@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.bench.core import Progress, _round_up, _row, measure_roofline, synthetic_text
+from edge_guard.bench.core import Progress, _round_up, _row, synthetic_text
+from edge_guard.bench.roofline import measure_roofline
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 
