@@ -9,8 +9,7 @@ print([m.flagged for m in both])
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_guard.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,11 +38,4 @@ _EXPORTS = {
     "EdgeGuardError": "edge_guard.errors",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge_guard' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_guard.lazy import lazy_exports
 
 _EXPORTS = {
     "Backend": "edge_guard.backends.local",
@@ -12,11 +11,4 @@ _EXPORTS = {
     "ServerBackend": "edge_guard.backends.server",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_guard.lazy import lazy_exports
 
 _EXPORTS = {
     "Dataset": "edge_guard.datasets.files",
@@ -11,11 +10,4 @@ _EXPORTS = {
     "usable_dataset": "edge_guard.datasets.files",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_guard.lazy import lazy_exports
 
 _EXPORTS = {
     "Engine": "edge_guard.engine.engine",
@@ -18,11 +17,4 @@ _EXPORTS = {
     "SamplingConfig": "edge_guard.engine.sampling",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edge_guard.lazy import lazy_exports
 
 _EXPORTS = {
     "create_app": "edge_guard.service.app",
@@ -17,11 +16,4 @@ _EXPORTS = {
     "RemoteClassifier": "edge_guard.service.client",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
