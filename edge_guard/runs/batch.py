@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
 from edge_guard.policy.core import OutputSpec
 from edge_guard.result import ClassificationResult
+from edge_guard.runs.progress import RunProgress, RunSummary, run_status
 from edge_guard.store import Store
 
 if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, not to evaluate
@@ -88,45 +88,6 @@ class RunPlan:
         if self.notes.get("sample_note"):
             out.append(self.notes["sample_note"])
         return out
-
-
-@dataclass
-class RunProgress:
-    done: int
-    total: int
-    new: int = 0
-    cached: int = 0
-    output_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def labels_per_s(self) -> float:
-        return self.new / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.output_tokens / self.elapsed if self.elapsed > 0 else 0.0
-
-
-@dataclass
-class RunSummary:
-    name: str
-    status: str
-    n_items: int
-    n_done: int
-    n_new: int
-    n_cached: int
-    elapsed_s: float
-    labels_per_s: float
-    tokens_per_s: float
-    output_tokens: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def _slug(s: str) -> str:
@@ -281,27 +242,12 @@ def execute_run(
     texts = [plan.row(i).item for i in todo]  # a text or a Conversation
     items = [run_item(plan, i) for i in todo]
     procs = [steer(i, plan.row(i)) for i in todo] if steer else None
-    try:
+    with run_status(store, plan.name, plan.notes):
         for j, result in classifier.iter(texts, run_items=items, logits_processors=procs):
-            progress.done += 1
-            if result.cached:
-                progress.cached += 1
-            else:
-                progress.new += 1
-                resp = result.model_response
-                progress.output_tokens += resp.timings.output_tokens if resp else 0
+            progress.count(result)
             if on_result is not None:
                 on_result(progress, todo[j], result)
-    except KeyboardInterrupt:
-        store.set_run_status(plan.name, "interrupted")
-        raise
-    except BaseException as exc:
-        store.set_run_status(plan.name, "failed", notes={**plan.notes, "error": str(exc)[:500]})
-        raise
-    store.set_run_status(plan.name, "done")
-    return RunSummary(plan.name, "done", plan.n_items, progress.done, progress.new,
-                      progress.cached, round(progress.elapsed, 3), progress.labels_per_s,
-                      progress.tokens_per_s, progress.output_tokens)  # fmt: skip
+    return progress.summary(plan.name, plan.n_items)
 
 
 def run_dataset(dataset: str | Path | Dataset, classifier: Classifier, *,

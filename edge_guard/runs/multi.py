@@ -38,7 +38,14 @@ from edge_guard.policy.combined import (
 from edge_guard.policy.core import Policy
 from edge_guard.policy.sets import PolicySet, apply_threshold
 from edge_guard.result import ClassificationResult, MultiResult
-from edge_guard.runs.batch import RunProgress, RunSummary, _mismatch, default_run_name, run_config
+from edge_guard.runs.batch import (
+    RunProgress,
+    RunSummary,
+    _mismatch,
+    default_run_name,
+    run_config,
+    run_status,
+)
 
 if TYPE_CHECKING:
     from edge_guard.classifier import Classifier, RunItem
@@ -311,28 +318,13 @@ def execute_multi_run(plan: MultiPlan, base: Classifier, *,
     progress = RunProgress(done=len(plan.done), total=plan.n_items)
     texts = [plan.text(t) for t in range(plan.n_texts)]
     items = [pair_item(plan, t, p) for t, p in todo]
-    try:
+    with run_status(store, plan.name, plan.notes):
         for j, result in classify_pairs(base, plan.pset, texts, todo, mode=plan.mode, items=items,
                                         steer=steer):  # fmt: skip
-            progress.done += 1
-            if result.cached:
-                progress.cached += 1
-            else:
-                progress.new += 1
-                resp = result.model_response
-                progress.output_tokens += resp.timings.output_tokens if resp else 0
+            progress.count(result)
             if on_result is not None:
                 on_result(progress, todo[j][0], todo[j][1], result)
-    except KeyboardInterrupt:
-        store.set_run_status(plan.name, "interrupted")
-        raise
-    except BaseException as exc:
-        store.set_run_status(plan.name, "failed", notes={**plan.notes, "error": str(exc)[:500]})
-        raise
-    store.set_run_status(plan.name, "done")
-    return RunSummary(plan.name, "done", plan.n_items, progress.done, progress.new,
-                      progress.cached, round(progress.elapsed, 3), progress.labels_per_s,
-                      progress.tokens_per_s, progress.output_tokens)  # fmt: skip
+    return progress.summary(plan.name, plan.n_items)
 
 
 def is_multi_run(run: Mapping[str, Any] | None) -> bool:
