@@ -13,12 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from server_helpers import free_port
+from server_helpers import ServerProcess, free_port
 
 VIOLATE, SAFE = "zzviolatezz", "zzsafezz"
 
@@ -44,8 +42,11 @@ def install_steering() -> None:
     EngineLoop.submit = submit  # type: ignore[method-assign]
 
 
-class ServiceProcess:
+class ServiceProcess(ServerProcess):
     """`edge-guard serve` (steered) on 127.0.0.1:`port`; `start()` waits for /health."""
+
+    ready_path = "/health"
+    start_timeout = 120.0
 
     def __init__(self, args: list[str], log: Path, *, port: int | None = None,
                  env: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -56,34 +57,6 @@ class ServiceProcess:
                     **(env or {})}  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> ServiceProcess:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server did not start in {timeout} s: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        """kill -9."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then the exit status (kill -9 after `timeout`)."""
