@@ -63,3 +63,29 @@ def test_bench_one_pass_and_cascade_variants(tiny_o200k_model: Path) -> None:
     header = 3
     full_prompts = res["parallel"]["prompt_tokens"]
     assert res["one_pass_roofline"]["prompt_tokens"] == full_prompts + 10 * header
+    # steady figures: the one prefix evaluation (timed apart) taken off each variant's time
+    for name in ("parallel", "one_pass", "cascade_10", "cascade_30"):
+        row = res[name]
+        assert row["prefix_seconds"] > 0
+        assert row["steady_seconds"] == pytest.approx(row["seconds"] - row["prefix_seconds"])
+        assert row["steady_labels_per_hour"] == pytest.approx(3600 * 10 / row["steady_seconds"])
+    assert res["roofline"]["prefix_seconds"] == report["rates"]["prefix_s"]
+    steady = report["one_pass_steady_ratios"]
+    assert steady["one_pass/parallel"] == pytest.approx(
+        res["parallel"]["steady_seconds"] / res["one_pass"]["steady_seconds"]
+    )
+    assert report["steady_ratios"]["parallel/roofline"] == pytest.approx(
+        res["roofline"]["steady_seconds"] / res["parallel"]["steady_seconds"]
+    )
+
+
+def test_extrapolated_loop_takes_the_first_texts_extra_time_as_the_prefix() -> None:
+    from edge_guard.bench.core import _extrapolated
+
+    # 3 texts timed of 10: the first also evaluated the prefix (8 s more than the others)
+    row = _extrapolated([(10.0, 10.0), (2.0, 2.0), (2.0, 2.0)], 10, 6, 100, first_apart=True)
+    assert row["seconds"] == pytest.approx(28.0)
+    assert row["prefix_seconds"] == pytest.approx(8.0)
+    assert row["steady_labels_per_hour"] == pytest.approx(3600 * 10 / 20.0)
+    cold = _extrapolated([(10.0, 10.0), (10.0, 10.0)], 10, 6, 100, first_apart=False)
+    assert cold["prefix_seconds"] == 0.0 and cold["steady_seconds"] == pytest.approx(100.0)

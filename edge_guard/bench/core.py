@@ -30,6 +30,8 @@ from typing import Any
 
 from edge_guard.bench import onepass as bench_onepass
 from edge_guard.bench.roofline import ROOFLINE_DEFINITION, measure_roofline
+from edge_guard.bench.table import STEADY_DEFINITION
+from edge_guard.bench.table import format_table as _format_table
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 
@@ -153,7 +155,8 @@ def run_bench(
     def ideal(r: dict[str, float]) -> float:
         return r["prefix_s"] + cfg.n * (mean_suffix / r["suffix_tok_s"] + n_out / r["gen_tok_s"])
 
-    results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total, cfg.n * n_out)
+    results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total,
+                               cfg.n * n_out, prefix_s=roof["prefix_s"])  # fmt: skip
     if "one_pass" in results:
         results["one_pass_roofline"] = bench_onepass.roofline_row(roof, reqs, prefix_len,
                                                                   header_len, _row)  # fmt: skip
@@ -164,12 +167,15 @@ def run_bench(
         results[name]["outputs_differing"] = differ  # of min(len(outs), len(ref)) compared
     ratios: dict[str, float | None] = {}
     cpu_ratios: dict[str, float | None] = {}
+    steady_ratios: dict[str, float | None] = {}
     d = results.get("parallel") or {}
     for k in ("cold", "llama_cpp", "sequential", "threads", "roofline"):
         other = results.get(k)
         key = f"parallel/{k}"
         ratios[key] = other["seconds"] / d["seconds"] if d and other else None
         cpu_ratios[key] = other["cpu_seconds"] / d["cpu_seconds"] if d and other else None
+        steady_ratios[key] = (other["steady_seconds"] / d["steady_seconds"]
+                              if d and other else None)  # fmt: skip
     return {
         "config": asdict(cfg),
         "model": model_path,
@@ -185,8 +191,11 @@ def run_bench(
         "results": results,
         "ratios": ratios,  # labels/s of (d) over labels/s of the other
         "cpu_ratios": cpu_ratios,  # the same from process CPU time
+        "steady_ratios": steady_ratios,  # the same once the prefix is resident
         "one_pass_ratios": bench_onepass.ratios(results),  # labels/s over (d); over roofline
+        "one_pass_steady_ratios": bench_onepass.ratios(results, "steady_seconds"),
         "roofline_definition": ROOFLINE_DEFINITION,
+        "steady_definition": STEADY_DEFINITION,
         "one_pass_roofline_definition": bench_onepass.ROOFLINE_DEFINITION,
     }
 
@@ -203,8 +212,13 @@ def _differing(outs: list[list[int]], ref: list[list[int]], name: str) -> int:
 
 
 def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens: int,
-         timed: int | None = None, measured_s: float | None = None) -> dict[str, Any]:  # fmt: skip
-    """One variant's figures for `n` texts; `timed` < n: the seconds are extrapolated."""
+         timed: int | None = None, measured_s: float | None = None,
+         prefix_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    """One variant's figures for `n` texts; `timed` < n: the seconds are extrapolated.
+
+    `prefix_s`: the part of `seconds` spent evaluating the policy prefix once; the
+    ``steady_*`` figures leave it out (labels/hour once the prefix is resident)."""
+    steady = seconds - prefix_s
     return {
         "n": n,
         "timed_texts": n if timed is None else timed,
@@ -217,6 +231,9 @@ def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens
         "output_tokens": output_tokens,
         "tokens_per_s": (prompt_tokens + output_tokens) / seconds if seconds > 0 else 0.0,
         "output_tokens_per_s": output_tokens / seconds if seconds > 0 else 0.0,
+        "prefix_seconds": prefix_s,
+        "steady_seconds": steady,
+        "steady_labels_per_hour": 3600 * n / steady if steady > 0 else 0.0,
     }
 
 
@@ -234,8 +251,10 @@ def _extrapolated(times: list[tuple[float, float]], n: int, n_out: int, prompt_t
         return sum(xs) / k * n
 
     wall, cpu = [t[0] for t in times], [t[1] for t in times]
+    # the first text's extra time is its prefix evaluation
+    prefix_s = max(0.0, wall[0] - sum(wall[1:]) / (k - 1)) if first_apart and k > 1 else 0.0
     return _row(n, scale(wall), scale(cpu), prompt_tokens, round(n_out * n / k), timed=k,
-                measured_s=sum(wall))  # fmt: skip
+                measured_s=sum(wall), prefix_s=prefix_s)  # fmt: skip
 
 
 Outputs = list[list[int]]
@@ -249,6 +268,9 @@ def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width
     outs: list[list[int]] = [[] for _ in reqs]
     times: list[tuple[float, float]] = []
     engine.reset_state()
+    prefix_wall, prefix_cpu = 0.0, 0.0
+    if name in ("parallel", "threads"):  # the prefix timed apart (the steady figures)
+        prefix_wall, prefix_cpu = warm_prefix(engine, reqs)
     clock = _Clock()
     if name == "cold":
         for i, req in enumerate(reqs):
@@ -265,8 +287,16 @@ def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width
     n_out = sum(len(o) for o in outs)
     if name in ("parallel", "threads"):
         wall, cpu = clock.total()
-        return _row(len(reqs), wall, cpu, prompt_total, n_out), outs
+        return _row(len(reqs), prefix_wall + wall, prefix_cpu + cpu, prompt_total, n_out,
+                    prefix_s=prefix_wall), outs  # fmt: skip
     return _extrapolated(times, n_total, n_out, prompt_total, first_apart=name != "cold"), outs
+
+
+def warm_prefix(engine: Engine, reqs: list[GenerationRequest]) -> tuple[float, float]:
+    """Make the workload's policy prefix resident; (wall, cpu) seconds it took."""
+    clock = _Clock()
+    engine.warm_prefix(reqs[0].prompt_ids[: reqs[0].prefix_len])
+    return clock.total()
 
 
 def _submit_from_threads(engine: Engine, reqs: list[GenerationRequest], n_threads: int,
@@ -341,51 +371,6 @@ def _round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
 
-def _timed(row: dict[str, Any]) -> str:
-    if row.get("timed_texts", row["n"]) == row["n"]:
-        return str(row["n"])
-    return f"{row['timed_texts']}/{row['n']}"
-
-
 def format_table(report: dict[str, Any]) -> str:
-    """A plain-text table of the results plus the ratios and the roofline's definition."""
-    res, w = report["results"], report["workload"]
-    lines = [
-        f"model: {report['model']}",
-        f"workload: prefix {w['prefix_tokens']} tokens, suffix {w['mean_suffix_tokens']:.0f} "
-        f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']}; "
-        f"threads {report['engine']['n_threads']}",
-        "",
-        f"{'variant':32} {'timed':>9} {'seconds':>9} {'cpu s':>9} {'labels/s':>9} "
-        f"{'labels/h':>9} {'tok/s':>9} {'out tok/s':>9}  same output",
-    ]
-    for name in (*VARIANTS, "roofline", *bench_onepass.ONE_PASS_VARIANTS, "one_pass_roofline"):
-        r = res.get(name)
-        if r is None:
-            continue
-        same = r.get("outputs_match_cold")
-        n_cmp = min(r["timed_texts"], res.get("cold", r)["timed_texts"])
-        mark = "" if same is None else ("yes" if same else f"NO ({r['outputs_differing']}/{n_cmp})")
-        lines.append(
-            f"{LABELS[name]:32} {_timed(r):>9} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
-            f"{r['labels_per_s']:>9.2f} {r['labels_per_hour']:>9.0f} "
-            f"{r['tokens_per_s']:>9.0f} {r['output_tokens_per_s']:>9.1f}  {mark}"
-        )
-    rates = report["rates"]
-    lines += [
-        "",
-        f"llama.cpp rates: prompt {rates['prompt_tok_s']:.0f} tok/s (prefix), "
-        f"suffix {rates['suffix_tok_s']:.0f} tok/s, generation {rates['gen_tok_s']:.1f} tok/s "
-        f"({rates['gen_batch']} sequences/step)",
-        "ratios (labels/s): "
-        + ", ".join(f"(d)/{k.split('/')[1]} = {v:.2f}" for k, v in report["ratios"].items() if v),
-        "same from CPU time: "
-        + ", ".join(f"{v:.2f}" for v in report["cpu_ratios"].values() if v)
-        + " (meaningful with --threads 1 on a busy machine; llama.cpp's threads spin)",
-        "timed: texts timed / texts; a loop timed on fewer texts is scaled to all of them "
-        "(per-text mean; in (b) and (c) the first text, which also evaluates the prefix, once).",
-        "tok/s counts every prompt token (cached or not) plus output tokens, per second.",
-        ROOFLINE_DEFINITION + ".",
-    ]
-    extra = bench_onepass.table_notes(report)
-    return "\n".join(lines + extra)
+    """The report as a plain-text table (`bench/table.py`)."""
+    return _format_table(report, VARIANTS, LABELS)

@@ -92,6 +92,8 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
         say(f"{LABELS[name]}: {len(reqs)} texts")
         engine.reset_state()
         t0, c0 = time.perf_counter(), time.process_time()
+        engine.warm_prefix(reqs[0].prompt_ids[: reqs[0].prefix_len])  # timed apart: steady
+        prefix_s = time.perf_counter() - t0
         responses = _run(engine, scored, width)
         scores = [p_violation(engine, r) for r in responses]
         band, escalated, n_out = None, [], 0
@@ -103,7 +105,7 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
                 n_out += len(resp.output_token_ids)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         prompts = prompt_total + sum(len(reqs[i].prompt_ids) for i in escalated)
-        row = row_fn(len(reqs), wall, cpu, prompts, n_out)
+        row = row_fn(len(reqs), wall, cpu, prompts, n_out, prefix_s=prefix_s)
         row["unscored"] = sum(p is None for p in scores)
         if band is not None:
             row.update(band=list(band), escalated=len(escalated),
@@ -123,19 +125,22 @@ def roofline_row(rates: dict[str, Any], reqs: Sequence[GenerationRequest], prefi
         return float(r["prefix_s"] + n * suffix / r["suffix_tok_s"])
 
     prompt_total = sum(len(r.prompt_ids) + header_len for r in reqs)
-    return row_fn(n, ideal(rates), ideal(rates["cpu"]), prompt_total, 0)
+    return row_fn(n, ideal(rates), ideal(rates["cpu"]), prompt_total, 0,
+                  prefix_s=rates["prefix_s"])  # fmt: skip
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+def ratios(results: dict[str, dict[str, Any]],
+           field: str = "seconds") -> dict[str, float | None]:  # fmt: skip
     """labels/s of each one-pass variant over full reasoning in parallel (d), and one-pass
-    over its own roofline (the share of the roofline it reaches)."""
+    over its own roofline (the share of the roofline it reaches); from `field`
+    (``seconds``, or ``steady_seconds``: once the policy prefix is resident)."""
     out: dict[str, float | None] = {}
     d = results.get("parallel")
     for name in ONE_PASS_VARIANTS:
         r = results.get(name)
-        out[f"{name}/parallel"] = d["seconds"] / r["seconds"] if d and r else None
+        out[f"{name}/parallel"] = d[field] / r[field] if d and r else None
     r, roof = results.get("one_pass"), results.get("one_pass_roofline")
-    out["one_pass/one_pass_roofline"] = roof["seconds"] / r["seconds"] if r and roof else None
+    out["one_pass/one_pass_roofline"] = roof[field] / r[field] if r and roof else None
     return out
 
 
@@ -151,9 +156,10 @@ def table_notes(report: dict[str, Any]) -> list[str]:
             low, high = r["band"]
             lines.append(f"{LABELS[name]}: LOW:HIGH = {low:.6g}:{high:.6g}, escalated "
                          f"{r['escalated']}/{r['n']} ({100 * r['escalated_share']:.1f}%)")  # fmt: skip
-    ratio = report.get("one_pass_ratios") or {}
-    shown = [f"{k} = {v:.2f}" for k, v in ratio.items() if v]
-    if shown:
-        lines.append("one-pass ratios (labels/s): " + ", ".join(shown))
+    for title, key in (("one-pass ratios (labels/s)", "one_pass_ratios"),
+                       ("steady one-pass ratios", "one_pass_steady_ratios")):  # fmt: skip
+        shown = [f"{k} = {v:.2f}" for k, v in (report.get(key) or {}).items() if v]
+        if shown:
+            lines.append(f"{title}: " + ", ".join(shown))
     lines.append(ROOFLINE_DEFINITION + ".")
     return lines
