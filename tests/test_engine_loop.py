@@ -207,3 +207,15 @@ def test_a_callers_own_exception_reaches_that_caller(engine: Engine) -> None:
     with pytest.raises(Stop):
         handle.result(timeout=30)
     assert idle(engine)  # the other request of that call was cancelled, nothing is stuck
+
+
+def test_warm_prefix_makes_the_requests_own_prefix_resident(tiny_model: Path) -> None:
+    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1,
+                prefix_snapshots=False) as eng:  # fmt: skip
+        r = req(eng, "hello there")
+        eng.warm_prefix(r)
+        assert eng.stats["prefix_evals"] == 1
+        assert [x.tokens for x in eng.prefixes.residents if x.tokens] == [prefix_of(eng, POLICIES[0])]
+        out = eng.generate(r)
+        assert out.error is None and out.timings.cached_tokens == r.prefix_len
+        assert eng.stats["prefix_evals"] == 1  # admission found it: not evaluated again

@@ -295,7 +295,7 @@ def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width
 def warm_prefix(engine: Engine, reqs: list[GenerationRequest]) -> tuple[float, float]:
     """Make the workload's policy prefix resident; (wall, cpu) seconds it took."""
     clock = _Clock()
-    engine.warm_prefix(reqs[0].prompt_ids[: reqs[0].prefix_len])
+    engine.warm_prefix(reqs[0])
     return clock.total()
 
 

@@ -92,7 +92,7 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
         say(f"{LABELS[name]}: {len(reqs)} texts")
         engine.reset_state()
         t0, c0 = time.perf_counter(), time.process_time()
-        engine.warm_prefix(reqs[0].prompt_ids[: reqs[0].prefix_len])  # timed apart: steady
+        engine.warm_prefix(reqs[0])  # timed apart: the steady figures
         prefix_s = time.perf_counter() - t0
         responses = _run(engine, scored, width)
         scores = [p_violation(engine, r) for r in responses]

@@ -184,11 +184,14 @@ class Engine:
         with self.lock:
             self.prefixes.reset()
 
-    def warm_prefix(self, prefix: Sequence[int]) -> None:
-        """Make `prefix` resident now, as the first request sharing it would (benchmarks time
-        the prefix apart from the texts). Call it between requests."""
+    def warm_prefix(self, request: GenerationRequest) -> None:
+        """Make `request`'s prefix resident now, the one its admission would use (benchmarks
+        time the prefix apart from the texts). Call it between requests."""
+        prefix = self.loop.prefix_of(request)
+        if not prefix:
+            return
         with self.lock:
-            got = self.prefixes.acquire(list(prefix), self.n_ctx - self.prefixes.n_tokens)
+            got = self.prefixes.acquire(prefix, self.n_ctx - self.prefixes.n_tokens)
         if got is None:
             raise EdgeGuardError("no free prefix sequence to hold the prefix")
 

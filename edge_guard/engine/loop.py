@@ -166,14 +166,15 @@ class EngineLoop:
                                             self.engine.model_path)  # fmt: skip
         slot.handle.complete(response)
 
-    def _prefix_for(self, h: Handle) -> list[int]:
+    def prefix_of(self, req: GenerationRequest, shared: list[int] | None = None) -> list[int]:
+        """The leading ids of `req` held in a resident prefix (`shared`: its group's)."""
         if not self.engine.prefix_cache:
             return []
-        ids, n = h.request.prompt_ids, len(h.request.prompt_ids) - 1
-        if h.request.prefix_len is not None:
-            return list(ids[: max(0, min(n, h.request.prefix_len))])
-        if h.group.shared is not None:
-            return list(h.group.shared[:n])
+        ids, n = req.prompt_ids, len(req.prompt_ids) - 1
+        if req.prefix_len is not None:
+            return list(ids[: max(0, min(n, req.prefix_len))])
+        if shared is not None:
+            return list(shared[:n])
         return list(ids[:n])
 
     def _admit(self) -> None:
@@ -184,7 +185,7 @@ class EngineLoop:
             if h.group.active >= h.group.width:
                 continue
             req = h.request
-            prefix = self._prefix_for(h)
+            prefix = self.prefix_of(req, h.group.shared)
             reserve = len(req.prompt_ids) - len(prefix) + req.generation_budget(eng.n_ctx)
             used = eng.prefixes.n_tokens + sum(s.reserved for s in self.slots.values())
             resident = eng.prefixes.find(prefix) if prefix else None
