@@ -89,3 +89,20 @@ def test_extrapolated_loop_takes_the_first_texts_extra_time_as_the_prefix() -> N
     assert row["steady_labels_per_hour"] == pytest.approx(3600 * 10 / 20.0)
     cold = _extrapolated([(10.0, 10.0), (10.0, 10.0)], 10, 6, 100, first_apart=False)
     assert cold["prefix_seconds"] == 0.0 and cold["steady_seconds"] == pytest.approx(100.0)
+
+
+def test_bench_tables_print_a_hostile_model_path_inert(tiny_o200k_model: Path,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    from edge_guard.bench.core import BenchConfig, format_table, run_bench
+    from edge_guard.bench.multi import MultiBenchConfig, format_multi_table, run_multi_bench
+
+    evil = tmp_path / "\x1b[31mevil\x07.gguf"
+    evil.symlink_to(tiny_o200k_model)
+    cfg = BenchConfig(model=str(evil), policy_tokens=20, text_tokens=4, output_tokens=2, n=2,
+                      parallel=2, threads=1, variants=("parallel",))  # fmt: skip
+    table = format_table(run_bench(cfg, str(evil)))
+    assert "\x1b" not in table and "\x07" not in table and "evil" in table.splitlines()[0]
+    mcfg = MultiBenchConfig(n_policies=2, n=2, policy_tokens=20, text_tokens=4,
+                            output_tokens=2, parallel=2, threads=1, roofline_repeats=1)  # fmt: skip
+    mtable = format_multi_table(run_multi_bench(mcfg, str(evil)))
+    assert "\x1b" not in mtable and "\x07" not in mtable and "evil" in mtable.splitlines()[0]

@@ -23,6 +23,7 @@ from edge_guard.bench.core import Progress, _round_up, _row, synthetic_text
 from edge_guard.bench.roofline import measure_roofline
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.sanitize import term_line
 
 GOAL = 0.8  # pairs/s over single-policy labels/s
 
@@ -165,7 +166,7 @@ def format_multi_table(report: dict[str, Any]) -> str:
     """Plain-text table: single vs multi vs rooflines, the ratio and the prefix counts."""
     w, res = report["workload"], report["results"]
     lines = [
-        f"model: {report['model']}",
+        f"model: {term_line(report['model'])}",
         f"workload: {w['policies']} policies x {w['texts']} texts = {w['pairs']} pairs; prefixes "
         f"{w['prefix_tokens']} tokens, suffix {w['mean_suffix_tokens']:.0f} tokens, "
         f"{w['output_tokens']} output tokens; threads {report['engine']['n_threads']}",

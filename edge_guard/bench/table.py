@@ -7,6 +7,7 @@ from typing import Any
 
 from edge_guard.bench import onepass as bench_onepass
 from edge_guard.bench.roofline import ROOFLINE_DEFINITION
+from edge_guard.sanitize import term_line
 
 STEADY_DEFINITION = (
     "steady l/h: labels/hour once the policy prefix is resident (it is evaluated once per "
@@ -27,7 +28,7 @@ def format_table(report: dict[str, Any], variants: tuple[str, ...],
     """A plain-text table of the results plus the ratios and the roofline's definition."""
     res, w = report["results"], report["workload"]
     lines = [
-        f"model: {report['model']}",
+        f"model: {term_line(report['model'])}",
         f"workload: prefix {w['prefix_tokens']} tokens, suffix {w['mean_suffix_tokens']:.0f} "
         f"tokens/text, {w['output_tokens']} output tokens/text, n={w['n']}; "
         f"threads {report['engine']['n_threads']}",
