@@ -53,6 +53,8 @@ class ModelResponse:
     malformed: list[str] = field(default_factory=list)
     error: str | None = None
     model: str = ""
+    # Score-then-continue (the cascade in place): the score response that escalated this one.
+    scored: ModelResponse | None = None
 
     @classmethod
     def from_parsed(cls, parsed: ParsedOutput, **kwargs: Any) -> ModelResponse:
@@ -85,6 +87,8 @@ class ModelResponse:
         d = asdict(self)
         if self.final_token_logprobs is not None:
             d["final_token_logprobs"] = {str(k): v for k, v in self.final_token_logprobs.items()}
+        if self.scored is not None:
+            d["scored"] = self.scored.to_dict()
         return d
 
     @classmethod
@@ -95,4 +99,6 @@ class ModelResponse:
         lp = d.get("final_token_logprobs")
         if lp is not None:
             d["final_token_logprobs"] = {int(k): float(v) for k, v in lp.items()}
+        if d.get("scored") is not None:
+            d["scored"] = cls.from_dict(d["scored"])
         return cls(**d)

@@ -15,6 +15,7 @@ from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script, log_softmax
 from edge_guard.harmony.parse import ContentDelta
 from edge_guard.harmony.render import PromptConfig
+from edge_guard.response import ModelResponse
 
 POLICIES = [
     f"Policy {k}: flag content about topic {k} with care and some detail." for k in range(3)
@@ -219,3 +220,63 @@ def test_warm_prefix_makes_the_requests_own_prefix_resident(tiny_model: Path) ->
         out = eng.generate(r)
         assert out.error is None and out.timings.cached_tokens == r.prefix_len
         assert eng.stats["prefix_evals"] == 1  # admission found it: not evaluated again
+
+
+def then(eng: Engine, base: GenerationRequest, header: list[int], decide: object,
+         **kw: object) -> GenerationRequest:  # fmt: skip
+    """`base` scored after `header`, then (if `decide` says so) generated in place."""
+    return GenerationRequest([*base.prompt_ids, *header], base.sampling, prefix_len=base.prefix_len,
+                             score_only=True, continue_at=len(base.prompt_ids),
+                             escalate=decide, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_score_then_continue_generates_in_place_as_a_plain_request_would(engine: Engine) -> None:
+    v = engine.vocab
+    header, labels = [v.special_id("<|channel|>"), 65, v.special_id("<|message|>")], [65, 66]
+    texts = ["escalate me", "keep me", "and me too", "not me"]
+    bases = [req(engine, t, max_tokens=10) for t in texts]
+    plain = [engine.generate(b) for b in bases]
+    scores = [engine.generate(GenerationRequest([*b.prompt_ids, *header], prefix_len=b.prefix_len,
+                                                score_only=True, score_token_ids=labels,
+                                                score_sequences=[[65, 66], [67]]))
+              for b in bases]  # fmt: skip
+    seen: list[ModelResponse] = []
+    up = {tuple(bases[0].prompt_ids), tuple(bases[2].prompt_ids)}
+
+    def decide(score: ModelResponse) -> bool:
+        seen.append(score)
+        return tuple(score.prompt_token_ids[: -len(header)]) in up
+
+    reqs = [then(engine, b, header, decide, score_token_ids=labels,
+                 score_sequences=[[65, 66], [67]]) for b in bases]  # fmt: skip
+    got = dict(engine.generate_many(reqs))
+    assert len(seen) == 4
+    for i in (0, 2):  # escalated: the plain generation, with the score attached
+        assert got[i].output_token_ids == plain[i].output_token_ids
+        assert got[i].prompt_token_ids == list(bases[i].prompt_ids)
+        assert got[i].timings.prompt_tokens == len(bases[i].prompt_ids)
+        assert got[i].scored is not None and got[i].scored.finish_reason == "scored"
+    for i in (1, 3):  # kept: the score response alone
+        assert got[i].finish_reason == "scored" and got[i].scored is None
+        assert got[i].output_token_ids == []
+    for i in range(4):
+        score = got[i].scored or got[i]
+        assert score.final_token_logprobs == pytest.approx(scores[i].final_token_logprobs, abs=1e-4)
+        # batched with other sequences: parallel rounding, amplified at log P ~ -63
+        assert score.sequence_logprobs == pytest.approx(scores[i].sequence_logprobs, rel=1e-3)
+    assert idle(engine)
+
+
+def test_score_then_continue_needs_both_fields_and_a_header(engine: Engine) -> None:
+    base = req(engine, "x")
+    n = len(base.prompt_ids)
+    cases = [
+        GenerationRequest([*base.prompt_ids, 65], score_only=True, continue_at=n),
+        GenerationRequest([*base.prompt_ids, 65], score_only=True, escalate=lambda _r: True),
+        GenerationRequest(list(base.prompt_ids), score_only=True, continue_at=n,
+                          escalate=lambda _r: True),
+        GenerationRequest([*base.prompt_ids, 65], continue_at=n, escalate=lambda _r: True),
+    ]  # fmt: skip
+    errors = [engine.submit(c).result(5).error for c in cases]
+    assert errors == ["score-then-continue needs both continue_at and escalate"] * 2 + [
+        "continue_at must split a score-only prompt into a prompt and a header"] * 2

@@ -5,7 +5,9 @@
 final `ModelResponse` and can be cancelled. A single decode thread, started when work
 arrives and gone when there is none, runs continuous batching across every caller:
 each step decodes one token for every generating sequence plus prompt chunks for new
-ones; a finished or cancelled sequence frees its slot for the next waiting request.
+ones; a finished or cancelled sequence frees its slot for the next waiting request. A
+score-then-continue sequence (the cascade in place) keeps its generation prompt's last
+logits while it scores, and when its request escalates it goes on generating in its slot.
 
 Admission accounts for every KV cell: resident prefixes (`prefixes.PrefixCache`) plus,
 for each running sequence, its own prompt suffix and its generation budget. A request
@@ -104,6 +106,12 @@ class EngineLoop:
                     " (raise --ctx, shorten the text or pass --truncate)")  # fmt: skip
         if req.score_only and any(len(s) == 0 for s in req.score_sequences):
             return "an empty continuation cannot be scored"
+        if (req.continue_at is None) != (req.escalate is None):
+            return "score-then-continue needs both continue_at and escalate"
+        if req.continue_at is not None and not (
+            req.score_only and 0 < req.continue_at < len(req.prompt_ids)
+        ):
+            return "continue_at must split a score-only prompt into a prompt and a header"
         return None
 
     # -- the loop thread --------------------------------------------------------------------
@@ -170,7 +178,8 @@ class EngineLoop:
         """The leading ids of `req` held in a resident prefix (`shared`: its group's)."""
         if not self.engine.prefix_cache:
             return []
-        ids, n = req.prompt_ids, len(req.prompt_ids) - 1
+        ids = req.prompt_ids
+        n = (len(ids) if req.continue_at is None else req.continue_at) - 1
         if req.prefix_len is not None:
             return list(ids[: max(0, min(n, req.prefix_len))])
         if shared is not None:
@@ -226,6 +235,7 @@ class EngineLoop:
             resident=resident,
             t_start=time.perf_counter(),
             extra_prompt_ms=prefix_ms,
+            score_only=req.score_only,
         )
         h.group.active += 1
         self.slots[seq_id] = slot
@@ -239,7 +249,7 @@ class EngineLoop:
         want: list[tuple[Slot, int, int, int]] = []  # slot, batch row, continuation, token
         budget = eng.n_batch
         for slot in self.slots.values():  # generating sequences first: one token each
-            if slot.generating and not slot.request.score_only:
+            if slot.generating and not slot.score_only:
                 want.append((slot, batch.n, -1, -1))
                 batch.add(slot.last, slot.n_past, slot.seq_id, True)  # type: ignore[arg-type]
                 slot.n_past += 1
@@ -247,10 +257,14 @@ class EngineLoop:
         for slot in self.slots.values():
             if slot.pending and budget > 0:
                 chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
+                resume = slot.request.continue_at
                 for j, tok in enumerate(chunk):
                     last = not slot.pending and j == len(chunk) - 1
                     if last:
                         want.append((slot, batch.n, -1, -1))
+                    elif resume is not None and slot.n_past == resume - 1:
+                        want.append((slot, batch.n, -2, -1))  # the generation prompt's end
+                        last = True
                     batch.add(tok, slot.n_past, slot.seq_id, last)
                     slot.n_past += 1
                 budget -= len(chunk)
@@ -289,16 +303,33 @@ class EngineLoop:
         eng = self.engine
         req = slot.request
         dec = eng.decoder
+        if k == -2:  # kept for a score-then-continue request that escalates
+            slot.resume_logits = rt.logits(eng._ctx, row, eng.n_vocab, copy=True)
+            return False
         if k >= 0:
             dec.score_continuation(slot, k, j, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
             if j == len(req.score_sequences[k]) - 2:  # this continuation is done: cut it off
                 rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
                 slot.jobs.pop(0)
-                return not slot.jobs
+                return not slot.jobs and self._scored(slot)
             return False
-        if req.score_only:
-            return dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+        if slot.score_only:
+            done = dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            return done and self._scored(slot)
         # A processor gets its own copy (it may keep it); otherwise read llama.cpp's buffer
         # in place: no 201k-float copy per sequence per token.
         copy = req.logits_processor is not None
         return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
+
+    def _scored(self, slot: Slot) -> bool:
+        """A scored sequence: True (finished) unless its request escalates it, in which case
+        it drops the header's cells and goes on generating in place."""
+        req = slot.request
+        if req.escalate is None:
+            return True
+        scored = self.engine.decoder.finish(slot)
+        if not req.escalate(scored):
+            return True
+        assert req.continue_at is not None
+        rt.seq_rm(self.engine._mem, slot.seq_id, req.continue_at)
+        return self.engine.decoder.continue_generating(slot, scored)

@@ -1,5 +1,6 @@
 """One running sequence of the engine loop: its request, what it still has to evaluate, and
-what it produced — sampled tokens, label scores, or (score-only) continuation log-probs."""
+what it produced — sampled tokens, label scores, or (score-only) continuation log-probs;
+a score-then-continue sequence (the cascade in place) turns from scoring to generating."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ class GenerationRequest:
     `score_only`: no generation; one forward pass over the prompt gives the log-probs of
     `score_token_ids` as the next token, and of each continuation in `score_sequences`
     (multi-token labels), in `ModelResponse.sequence_logprobs`.
+
+    Score, then maybe generate (the cascade in place): with `score_only`, `continue_at` and
+    `escalate`, `prompt_ids[:continue_at]` is a generation prompt and the rest an answer
+    header to score. Once scored, `escalate(score response)` decides: False ends the request
+    with the score response; True drops the header's cells and generates from the
+    generation prompt's own last logits (computed in the same pass) in the same sequence,
+    so nothing is evaluated twice. That response carries the score response as `scored`.
     """
 
     prompt_ids: list[int]
@@ -38,12 +46,19 @@ class GenerationRequest:
     min_tokens: int = 0
     score_only: bool = False
     score_sequences: Sequence[Sequence[int]] = ()
+    continue_at: int | None = None
+    escalate: Callable[[ModelResponse], bool] | None = None
 
     def generation_budget(self, n_ctx: int) -> int:
         """KV cells this request needs beyond its prompt."""
-        if self.score_only:
-            return max((len(s) for s in self.score_sequences), default=0)
-        return min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
+        if not self.score_only:
+            return min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
+        scoring = max((len(s) for s in self.score_sequences), default=0)
+        if self.continue_at is None:
+            return scoring
+        header = len(self.prompt_ids) - self.continue_at  # its cells are reused when generating
+        generating = min(self.sampling.max_tokens, n_ctx - self.continue_at) - header
+        return max(scoring, generating)
 
 
 @dataclass
@@ -68,6 +83,10 @@ class Slot:
     # score-only: summed log-probs per continuation, and the continuations still to evaluate
     seq_logprobs: list[float] | None = None
     jobs: list[tuple[int, list[int]]] = field(default_factory=list)
+    # score-then-continue: still scoring?, the generation prompt's last logits, the score
+    score_only: bool = False
+    resume_logits: np.ndarray | None = None
+    scored: ModelResponse | None = None
 
     @property
     def request(self) -> GenerationRequest:
@@ -139,23 +158,40 @@ class Decoder:
         assert slot.seq_logprobs is not None
         slot.seq_logprobs[k] += float(log_softmax(logits)[cont[j + 1]])
 
+    def continue_generating(self, slot: Slot, scored: ModelResponse) -> bool:
+        """Score-then-continue: the slot (its header's cells already dropped) samples its
+        first token from the generation prompt's last logits; True when finished."""
+        req = slot.request
+        assert req.continue_at is not None and slot.resume_logits is not None
+        slot.scored, slot.score_only = scored, False
+        slot.n_past = req.continue_at
+        slot.logprobs, slot.seq_logprobs, slot.jobs, slot.finish = None, None, [], None
+        slot.t_first = None
+        logits, slot.resume_logits = slot.resume_logits, None
+        return self.advance(slot, logits)
+
     def finish(self, slot: Slot) -> ModelResponse:
         req = slot.request
+        prompt = list(req.prompt_ids)
+        if req.continue_at is not None and not slot.score_only:  # continued: the generation's
+            prompt = prompt[: req.continue_at]
         if slot.error is not None:
-            return ModelResponse.failed(slot.error, req.prompt_ids, self.model)
+            failed = ModelResponse.failed(slot.error, prompt, self.model)
+            failed.scored = slot.scored
+            return failed
         end = time.perf_counter()
         t_first = slot.t_first or end
         timings = Timings(
-            prompt_tokens=len(req.prompt_ids),
+            prompt_tokens=len(prompt),
             cached_tokens=slot.cached,
             prompt_ms=(t_first - slot.t_start) * 1000 + slot.extra_prompt_ms,
             output_tokens=len(slot.output),
             output_ms=(end - t_first) * 1000,
         )
-        if req.score_only:
+        if slot.score_only:
             return ModelResponse(
                 None, "", "scored",
-                prompt_token_ids=list(req.prompt_ids),
+                prompt_token_ids=prompt,
                 timings=timings,
                 final_token_logprobs=slot.logprobs,
                 sequence_logprobs=slot.seq_logprobs if req.score_sequences else None,
@@ -164,9 +200,10 @@ class Decoder:
         parsed = slot.parser.finish(slot.finish)
         return ModelResponse.from_parsed(
             parsed,
-            prompt_token_ids=list(req.prompt_ids),
+            prompt_token_ids=prompt,
             output_token_ids=list(slot.output),
             timings=timings,
             final_token_logprobs=slot.logprobs,
             model=self.model,
+            scored=slot.scored,
         )
