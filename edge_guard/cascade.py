@@ -2,7 +2,12 @@
 
 Every text is scored in one pass (``none`` or ``none-empty-analysis``); a text whose
 P(violation) lies in [LOW, HIGH] (bounds included), or whose one-pass score failed, goes
-to full reasoning at the classifier's effort. Both stages use their own cache keys: the
+to full reasoning at the classifier's effort. A text with neither stage stored goes in
+place: one score-then-continue request (`GenerationRequest.escalate`) scores it and, when
+it escalates, generates in the same engine sequence from the prompt already evaluated
+(nothing is evaluated twice). A text with a stored stage (or one whose scoring failed)
+goes in two stages: the one-pass batch, then full reasoning for the escalated ones.
+Both stages use their own cache keys: the
 one-pass result is stored as any one-pass result, the full-reasoning result as any full
 one (it *is* one, so a plain full run shares it). The cascade's decision is stored under a
 third key (the full key fields plus ``reasoning`` and ``cascade``), with
@@ -17,8 +22,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from edge_guard import onepass
-from edge_guard.conversation import Conversation
+from edge_guard.conversation import Conversation, item_content
+from edge_guard.engine import safety
 from edge_guard.errors import EdgeGuardError
+from edge_guard.lane_request import request_for
+from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 
 
@@ -110,24 +118,94 @@ def iter_cascade(
         yield i, result
     if not todo:
         return
-    mode = first_stage_mode(clf.reasoning)
-    first = stage(clf, mode)
+    first, full = stage(clf, first_stage_mode(clf.reasoning)), stage(clf, onepass.FULL)
     scored: dict[int, ClassificationResult] = {}
-    for j, res in first.iter([texts[i] for i in todo]):
-        scored[todo[j]] = res
-    up = [i for i in todo if escalates(scored[i].metadata.get("p_violation"), bounds)]
-    for i in todo:
+    fresh = [i for i in todo if _unstored(first, full, texts[i], samplings, procs, i)]
+    for i, one, res in _in_place(first, full, bounds, texts, fresh, keys, samplings, procs,
+                                 on_event):  # fmt: skip
+        if one.error is not None:  # scoring failed: full reasoning below
+            scored[i] = one
+            continue
+        yield i, _decide(clf, texts[i], keys[i], one, res, run_items, samplings, i)
+    rest = [i for i in todo if i not in fresh]
+    for j, res in first.iter([texts[i] for i in rest]):
+        scored[rest[j]] = res
+    up = [i for i in todo if i in scored
+          and escalates(scored[i].metadata.get("p_violation"), bounds)]  # fmt: skip
+    for i in rest:
         if i not in up:
             yield i, _decide(clf, texts[i], keys[i], scored[i], None, run_items, samplings, i)
     if not up:
         return
-    full = stage(clf, onepass.FULL)
     events = (lambda j, ev: on_event(up[j], ev)) if on_event else None
     for j, res in full.iter([texts[i] for i in up], samplings=[samplings[i] for i in up]
                             if samplings else None, logits_processors=[procs[i] for i in up],
                             on_event=events):  # fmt: skip
         i = up[j]
         yield i, _decide(clf, texts[i], keys[i], scored[i], res, run_items, samplings, i)
+
+
+def _unstored(first: Any, full: Any, item: Any, samplings: Sequence[Any] | None,
+              procs: Sequence[Any], i: int) -> bool:  # fmt: skip
+    """Whether item i goes in place: a usable text with neither stage stored."""
+    if safety.text_problem(item_content(item)):
+        return False  # the one-pass stage stores its error result
+    if not first.use_cache:
+        return True
+    for lane, key in ((first, first.key(item)),
+                      (full, full.key(item, samplings[i] if samplings else None, procs[i]))):  # fmt: skip
+        row = lane.store.get(key)
+        if row is not None and not row.get("error"):
+            return False
+    return True
+
+
+def _in_place(first: Any, full: Any, bounds: tuple[float, float], texts: Sequence[Any],
+              idxs: Sequence[int], keys: Sequence[str], samplings: Sequence[Any] | None,
+              procs: Sequence[Any], on_event: Callable[[int, Any], None] | None,
+              ) -> Iterator[tuple[int, ClassificationResult, ClassificationResult | None]]:  # fmt: skip
+    """(i, one-pass result, full result if escalated) for each text, scored and, when
+    unsure, reasoned in one engine sequence; both stages are stored under their keys."""
+    if not idxs:
+        return
+    groups: dict[str, list[int]] = {}
+    for i in idxs:
+        groups.setdefault(keys[i], []).append(i)
+    order = list(groups.values())
+    scoring = onepass.scoring_for(first)  # here, not on the engine's thread
+
+    def escalate(score: ModelResponse) -> bool:
+        probs = onepass.label_probs(first.policy.output, scoring, score)
+        return escalates(None if probs is None else probs["p_violation"], bounds)
+
+    requests = []
+    for idx in order:
+        i = idx[0]
+        events = (lambda ev, i=i: on_event(i, ev)) if on_event else None
+        base = request_for(full, texts[i], samplings[i] if samplings else None, procs[i], events)
+        req = onepass.score_request(first, base)
+        req.continue_at, req.escalate = len(base.prompt_ids), escalate
+        req.logits_processor, req.min_tokens = base.logits_processor, base.min_tokens
+        requests.append(req)
+    for j, response in first.backend.execute(requests, n_parallel=first.parallel):
+        i, text = order[j][0], texts[order[j][0]]
+        score = response.scored if response.scored is not None else response
+        one = _store(first, text, first.key(text), score, first.sampling)
+        res = None
+        if response.scored is not None:
+            sampling = samplings[i] if samplings else full.sampling
+            key = full.key(text, samplings[i] if samplings else None, procs[i])
+            res = _store(full, text, key, response, sampling)
+        for k in order[j]:
+            yield k, copy.copy(one), copy.copy(res) if res is not None else None
+
+
+def _store(lane: Any, item: Any, key: str, response: ModelResponse,
+           sampling: Any) -> ClassificationResult:  # fmt: skip
+    """A stage's result of `response`, stored under the stage's own key."""
+    result = lane._finish(response, item, key, lane.token_map())
+    lane.store.put(lane._row(result, response, item, key, sampling))
+    return result
 
 
 def _decide(clf: Any, item: Any, key: str, scored: ClassificationResult,

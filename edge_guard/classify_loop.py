@@ -18,11 +18,10 @@ from edge_guard import onepass
 from edge_guard.cascade import iter_cascade
 from edge_guard.conversation import Conversation, item_content, judges_problem
 from edge_guard.engine import safety
-from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
-from edge_guard.policy.parsers import score_token_ids
+from edge_guard.lane_request import request_for
 from edge_guard.result import ClassificationResult
 
 
@@ -85,15 +84,8 @@ def iter_pairs(
     requests = []
     for n, _key, idxs in misses:
         lane, i = lanes[n], idxs[0]
-        prompt = lane._prompt(texts[i])
-        request = GenerationRequest(
-            prompt.token_ids,
-            samplings[i] if samplings else lane.sampling,
-            prefix_len=prompt.prefix_len,
-            logits_processor=procs[i],
-            score_token_ids=score_token_ids(lane.token_map()),
-            on_event=(lambda ev, i=i: on_event(i, ev)) if on_event else None,
-        )
+        request = request_for(lane, texts[i], samplings[i] if samplings else None, procs[i],
+                              (lambda ev, i=i: on_event(i, ev)) if on_event else None)  # fmt: skip
         if lane.reasoning != "full":
             request = onepass.score_request(lane, request)
         requests.append(request)

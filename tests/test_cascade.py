@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edge_guard import cascade, classify
+from edge_guard import cascade, classify, onepass
 from edge_guard.classifier import Classifier, RunItem
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
@@ -23,7 +23,9 @@ P_RE = re.compile(r"p=([0-9.]+)")
 
 class ScriptedBackend:
     """A backend that scores a text `p=0.25 ...` as P("1") = 0.25 and, in full reasoning,
-    answers "1" after some reasoning. Records every request."""
+    answers "1" after some reasoning; a score-then-continue request is scored, then answered
+    in full when its `escalate` says so (as the engine does). Records every request;
+    `fail_scores` names texts (by their `p=` value) whose scoring fails."""
 
     name = "local"
     model_ref = "scripted"
@@ -31,6 +33,7 @@ class ScriptedBackend:
     def __init__(self, vocab: Vocab) -> None:
         self._vocab = vocab
         self.calls: list[list[Any]] = []
+        self.fail_scores: set[float] = set()
 
     def identity(self) -> str:
         return "scripted:1"
@@ -49,20 +52,23 @@ class ScriptedBackend:
         self.calls.append(list(requests))
         for i, req in enumerate(requests):
             text = self._vocab.decode(req.prompt_ids)
-            if getattr(req, "score_only", False):
-                p = float(P_RE.findall(text)[-1])
-                lp = {
-                    15: math.log(1 - p) if p < 1 else -math.inf,
-                    16: math.log(p) if p > 0 else -math.inf,
-                }
-                yield (
-                    i,
-                    ModelResponse(
-                        None, "", "scored", list(req.prompt_ids), final_token_logprobs=lp
-                    ),
-                )
-            else:
+            if not getattr(req, "score_only", False):
                 yield i, ModelResponse("1", "because", "eos", list(req.prompt_ids))
+                continue
+            p = float(P_RE.findall(text)[-1])
+            if p in self.fail_scores:
+                yield i, ModelResponse.failed("NaN logits", list(req.prompt_ids))
+                continue
+            lp = {
+                15: math.log(1 - p) if p < 1 else -math.inf,
+                16: math.log(p) if p > 0 else -math.inf,
+            }
+            score = ModelResponse(None, "", "scored", list(req.prompt_ids), final_token_logprobs=lp)
+            if req.escalate is not None and req.escalate(score):
+                prompt = list(req.prompt_ids[: req.continue_at])
+                yield i, ModelResponse("1", "because", "eos", prompt, scored=score)
+            else:
+                yield i, score
 
 
 @pytest.fixture
@@ -94,10 +100,14 @@ def test_exactly_the_texts_in_the_band_escalate(backend: ScriptedBackend) -> Non
     paths = [by_i[i].metadata["path"] for i in range(len(PS))]
     # Bounds included: 0.2 and 0.8 escalate, 0.05 / 0.95 do not.
     assert paths == ["one-pass", "escalated", "escalated", "escalated", "escalated", "one-pass"]
-    # One batch of score-only requests, then one of full reasoning for the 4 in the band.
-    assert [len(c) for c in backend.calls] == [6, 4]
-    assert all(getattr(r, "score_only", False) for r in backend.calls[0])
-    assert not any(getattr(r, "score_only", False) for r in backend.calls[1])
+    # One batch of score-then-continue requests: each scores the prompt plus the final
+    # header and, if it escalates, goes on from the prompt's end in the same sequence.
+    assert [len(c) for c in backend.calls] == [6]
+    header = len(onepass.answer_header(backend.vocab(), "none"))
+    for r in backend.calls[0]:
+        assert r.score_only and r.escalate is not None
+        assert r.continue_at == len(r.prompt_ids) - header
+        assert r.sampling == Classifier("toxic_simple", backend).sampling
     assert [by_i[i].verdict for i in (0, 5)] == [Verdict.NO_VIOLATION, Verdict.VIOLATION]
     assert by_i[1].model_response.reasoning == "because"
     assert by_i[1].metadata["one_pass_p_violation"] == pytest.approx(0.2, abs=1e-12)
@@ -142,6 +152,9 @@ def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
     assert [len(c) for c in backend.calls] == [6]
     casc = classify(TEXTS, "toxic_simple", backend, cascade=(0.2, 0.8))
     assert [r.metadata["path"] for r in casc] == ["one-pass"] + ["escalated"] * 4 + ["one-pass"]
+    # The one-pass stage was stored: only the 4 escalated texts go on, as full requests.
+    assert [len(c) for c in backend.calls] == [6, 4]
+    assert not any(r.score_only for r in backend.calls[1])
     assert casc[0].metadata["cascade"] == [0.2, 0.8]
 
 
@@ -197,3 +210,48 @@ def test_eval_paths_share_escalated_and_agreement_with_full(backend: ScriptedBac
         format_paths(s)[1]
         == "paths (cascade 0.2:0.8): 2 decided by one pass, 4 escalated (66.7% escalated)"
     )
+
+
+def test_a_failed_score_escalates_in_a_second_stage(backend: ScriptedBackend) -> None:
+    backend.fail_scores = {0.05, 0.95}
+    store = Store()
+    res = dict(Classifier("toxic_simple", backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    assert [len(c) for c in backend.calls] == [6, 2]  # in place, then the two failed scores
+    assert [r.score_only for r in backend.calls[1]] == [False, False]
+    assert [res[i].metadata["path"] for i in range(6)] == ["escalated"] * 6
+    assert [res[i].verdict for i in range(6)] == [Verdict.VIOLATION] * 6
+    assert res[0].metadata["one_pass_p_violation"] is None
+    # every stage was stored: the same classifier again calls nothing
+    backend.calls.clear()
+    again = dict(Classifier("toxic_simple", backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    assert backend.calls == [] and [again[i].metadata["path"] for i in range(6)] == ["escalated"] * 6
+
+
+def test_in_place_on_the_engine_equals_the_two_stages(tiny_o200k_model: Path) -> None:
+    """On the real engine: the in-place cascade's one-pass scores are a plain one-pass
+    run's, and its escalated answers are a plain full run's, token for token."""
+    from edge_guard.engine.sampling import SamplingConfig
+
+    texts = ["hello there", "some text to judge with care", "x"]
+    kw: dict[str, Any] = {"sampling": SamplingConfig(max_tokens=24), "parallel": 1}
+    plain = Classifier("toxic_simple", tiny_o200k_model, store=Store(), **kw).classify(texts)
+    one = Classifier("toxic_simple", tiny_o200k_model, store=Store(), reasoning="none",
+                     **kw).classify(texts)  # fmt: skip
+    store = Store()
+    casc = Classifier("toxic_simple", tiny_o200k_model, store=store, cascade=(0.0, 1.0),
+                      **kw).classify(texts)  # fmt: skip
+    for c, p, o in zip(casc, plain, one, strict=True):
+        assert c.metadata["path"] == "escalated"
+        assert c.model_response.output_token_ids == p.model_response.output_token_ids
+        assert c.model_response.prompt_token_ids == p.model_response.prompt_token_ids
+        assert c.metadata["one_pass_p_violation"] == pytest.approx(o.metadata["p_violation"],
+                                                                    abs=1e-6)  # fmt: skip
+        assert c.metadata["full_key"] == p.key and c.metadata["one_pass_key"] == o.key
+    assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 9  # 3 keys per text
+    p0 = one[0].metadata["p_violation"]  # the random model: about 1 - 2e-7, the others 1.0
+    assert p0 < min(one[1].metadata["p_violation"], one[2].metadata["p_violation"])
+    mixed = Classifier("toxic_simple", tiny_o200k_model, store=Store(), cascade=(p0, p0),
+                       **kw).classify(texts)  # fmt: skip
+    assert [k.metadata["path"] for k in mixed] == ["escalated", "one-pass", "one-pass"]
+    assert [mixed[i].verdict for i in (1, 2)] == [one[i].verdict for i in (1, 2)]
+    assert mixed[0].model_response.output_token_ids == plain[0].model_response.output_token_ids
