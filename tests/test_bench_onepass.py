@@ -17,10 +17,12 @@ from edge_guard.errors import EdgeGuardError
 SCORES = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.8, 0.4, 0.6, 0.05]
 
 
-@pytest.mark.parametrize(("share", "band"), [(0.1, (0.4, 0.4, 1)), (0.3, (0.3, 0.5, 3)),
-                                             (0.5, (0.2, 0.6, 5)), (0.01, (0.4, 0.4, 1))])  # fmt: skip
+@pytest.mark.parametrize(("share", "band"), [(0.1, (0.35, 0.45, 1)), (0.3, (0.25, 0.55, 3)),
+                                             (0.5, (0.15, 0.65, 5)), (0.01, (0.35, 0.45, 1)),
+                                             (1.0, (0.0, 1.0, 10))])  # fmt: skip
 def test_band_from_quantiles_escalates_exactly_that_share(share: float, band: tuple) -> None:
-    assert band_for_share(SCORES, share) == band
+    # each bound halfway to the next score outside: a rescoring's last-bit rounding is safe
+    assert band_for_share(SCORES, share) == pytest.approx(band)
     assert sum(escalates(p, band[:2]) for p in SCORES) == band[2]
 
 
@@ -51,6 +53,8 @@ def test_bench_one_pass_and_cascade_variants(tiny_o200k_model: Path) -> None:
     assert res["one_pass"]["output_tokens"] == 0 and res["one_pass"]["unscored"] == 0
     assert (res["cascade_10"]["escalated"], res["cascade_30"]["escalated"]) == (1, 3)
     assert res["cascade_30"]["output_tokens"] == 3 * 3  # the escalated texts' fixed reasoning
+    # in place: an escalated text's prompt is not evaluated again
+    assert res["cascade_30"]["prompt_tokens"] == res["one_pass"]["prompt_tokens"]
     low, high = res["cascade_30"]["band"]
     assert 0 <= low <= high <= 1
     assert res["one_pass"]["labels_per_hour"] == pytest.approx(
@@ -106,3 +110,15 @@ def test_bench_tables_print_a_hostile_model_path_inert(tiny_o200k_model: Path,
                             output_tokens=2, parallel=2, threads=1, roofline_repeats=1)  # fmt: skip
     mtable = format_multi_table(run_multi_bench(mcfg, str(evil)))
     assert "\x1b" not in mtable and "\x07" not in mtable and "evil" in mtable.splitlines()[0]
+
+
+def test_cascade_without_the_one_pass_variant_scores_apart_for_its_band(
+        tiny_o200k_model: Path) -> None:  # fmt: skip
+    args = ["bench", "--model", str(tiny_o200k_model), "--policy-tokens", "40", "--text-tokens",
+            "8", "--output-tokens", "3", "--n", "10", "--parallel", "4", "--threads", "1",
+            "--variants", "parallel,cascade_30", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)["results"]
+    assert "one_pass" not in res
+    assert (res["cascade_30"]["escalated"], res["cascade_30"]["output_tokens"]) == (3, 9)

@@ -2,12 +2,14 @@
 
 - ``one_pass``: every text scored in one forward pass (score-only requests: the prompt plus
   the final-channel header, no generation), `parallel` texts per batch;
-- ``cascade_10`` / ``cascade_30``: one pass over every text, then full reasoning (the same
-  fixed-length generation as the other variants) for the texts whose one-pass
-  P(violation) lies in [LOW, HIGH]. LOW:HIGH is picked from the quantiles of that run's
-  own one-pass scores: the central ``round(share * n)`` scores (at least one), so exactly
-  that share escalates (ties at a bound aside; the count is reported). Both stages are in
-  the timed run, from a reset state (each variant pays the policy prefix once).
+- ``cascade_10`` / ``cascade_30``: the cascade as `classify --cascade` runs it, in place:
+  one score-then-continue request per text scores it and, when its P(violation) lies in
+  [LOW, HIGH], generates full reasoning (the same fixed-length generation as the other
+  variants) in the same sequence. The band is fixed before the timed run, from the
+  quantiles of the one-pass scores (the ``one_pass`` variant's, else an untimed scoring
+  pass): the central ``round(share * n)`` scores (at least one), with each bound halfway
+  to the next score outside, so exactly that share escalates (the count is reported).
+  Every variant starts from a reset state and pays the policy prefix once.
 
 The one-pass roofline is the prompt work alone at llama.cpp's own rates from the same run:
 ``prefix_s + n * one_pass_suffix_tokens / suffix_tok_s``.
@@ -62,13 +64,35 @@ def p_violation(engine: Engine, response: ModelResponse) -> float | None:
 
 
 def band_for_share(scores: Sequence[float | None], share: float) -> tuple[float, float, int]:
-    """(LOW, HIGH, k): the central k = max(1, round(share * n)) of the sorted scores."""
+    """(LOW, HIGH, k): a band holding the central k = max(1, round(share * n)) of the
+    sorted scores, each bound halfway to the next score outside (0 or 1 past the ends), so
+    a rescoring that rounds differently in the last bits escalates the same texts."""
     known = sorted(p for p in scores if p is not None)
     if not known:
         return 0.0, 1.0, 0
     k = min(len(known), max(1, round(share * len(scores))))
-    start = (len(known) - k) // 2
-    return known[start], known[start + k - 1], k
+    start, end = (len(known) - k) // 2, (len(known) - k) // 2 + k - 1
+    low = (known[start - 1] + known[start]) / 2 if start > 0 else 0.0
+    high = (known[end] + known[end + 1]) / 2 if end + 1 < len(known) else 1.0
+    return low, high, k
+
+
+def in_place_requests(engine: Engine, reqs: Sequence[GenerationRequest],
+                      band: tuple[float, float]) -> list[GenerationRequest]:  # fmt: skip
+    """Score-then-continue requests: each full request scored, and generated in place
+    when its P(violation) lies in `band` (what `classify --cascade` sends)."""
+    scoring = label_scoring(OutputSpec(), engine.vocab)
+
+    def escalate(score: ModelResponse) -> bool:
+        scores = label_probs(OutputSpec(), scoring, score)
+        return escalates(None if scores is None else scores["p_violation"], band)
+
+    out = []
+    for r, s in zip(reqs, score_requests(engine, reqs), strict=True):
+        s.sampling, s.min_tokens, s.logits_processor = r.sampling, r.min_tokens, r.logits_processor
+        s.continue_at, s.escalate = len(r.prompt_ids), escalate
+        out.append(s)
+    return out
 
 
 def _run(engine: Engine, reqs: Sequence[GenerationRequest],
@@ -86,30 +110,32 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
     results: dict[str, dict[str, Any]] = {}
     scored = score_requests(engine, reqs)
     prompt_total = sum(len(r.prompt_ids) for r in scored)
-    for name in variants:
-        if name not in ONE_PASS_VARIANTS:
-            continue
+    chosen = [v for v in ONE_PASS_VARIANTS if v in variants]  # one_pass first: its scores
+    scores: list[float | None] | None = None
+    for name in chosen:
         say(f"{LABELS[name]}: {len(reqs)} texts")
+        band = None
+        if name in CASCADE_SHARES:
+            if scores is None:  # no one_pass variant: score untimed for the band
+                scores = [p_violation(engine, r) for r in _run(engine, scored, width)]
+            low, high, _k = band_for_share(scores, CASCADE_SHARES[name])
+            band = (low, high)
+        work = scored if band is None else in_place_requests(engine, reqs, band)
         engine.reset_state()
         t0, c0 = time.perf_counter(), time.process_time()
         engine.warm_prefix(reqs[0])  # timed apart: the steady figures
         prefix_s = time.perf_counter() - t0
-        responses = _run(engine, scored, width)
-        scores = [p_violation(engine, r) for r in responses]
-        band, escalated, n_out = None, [], 0
-        if name in CASCADE_SHARES:
-            low, high, _k = band_for_share(scores, CASCADE_SHARES[name])
-            band = (low, high)
-            escalated = [i for i, p in enumerate(scores) if escalates(p, band)]
-            for resp in _run(engine, [reqs[i] for i in escalated], width):
-                n_out += len(resp.output_token_ids)
+        responses = _run(engine, work, width)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        prompts = prompt_total + sum(len(reqs[i].prompt_ids) for i in escalated)
-        row = row_fn(len(reqs), wall, cpu, prompts, n_out, prefix_s=prefix_s)
-        row["unscored"] = sum(p is None for p in scores)
+        got = [p_violation(engine, r.scored or r) for r in responses]
+        scores = got if scores is None else scores
+        up = [r for r in responses if r.scored is not None]
+        n_out = sum(len(r.output_token_ids) for r in up)
+        row = row_fn(len(reqs), wall, cpu, prompt_total, n_out, prefix_s=prefix_s)
+        row["unscored"] = sum(p is None for p in got)
         if band is not None:
-            row.update(band=list(band), escalated=len(escalated),
-                       escalated_share=len(escalated) / len(reqs))  # fmt: skip
+            row.update(band=list(band), escalated=len(up),
+                       escalated_share=len(up) / len(reqs))  # fmt: skip
         results[name] = row
         say(f"{LABELS[name]}: {row['labels_per_hour']:.0f} labels/hour ({wall:.1f} s)")
     return results
