@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_guard.cli import main
-from edge_guard.datasets.files import Gold, load_dataset, map_golds, select_rows
+from edge_guard.datasets.files import load_dataset
+from edge_guard.datasets.gold import Gold, map_golds, select_rows
 from edge_guard.datasets.hub import KNOWN, pull_dataset, resolve_dataset
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import OutputSpec

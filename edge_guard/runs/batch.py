@@ -18,17 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge_guard.cascade import path_fields
 from edge_guard.conversation import judges_problem
-from edge_guard.datasets.files import (
-    Dataset,
-    Gold,
-    GoldMapper,
-    Malformed,
-    Row,
-    describe_problems,
-    map_golds,
-    select_rows,
-    usable_dataset,
-)
+from edge_guard.datasets.files import Dataset, Malformed, Row, describe_problems, usable_dataset
+from edge_guard.datasets.gold import Gold, GoldMapper, map_golds, select_rows
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_guard.datasets.files import (
-    Dataset,
-    Gold,
-    column_values,
-    map_gold_values,
-    select_rows,
-    usable_dataset,
-)
+from edge_guard.datasets.files import Dataset, column_values, usable_dataset
+from edge_guard.datasets.gold import Gold, map_gold_values, select_rows
 from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.combined import (
