@@ -18,12 +18,14 @@ a full-reasoning one. Named runs link their items to the cascade rows.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from edge_guard import onepass
 from edge_guard.conversation import Conversation, item_content
 from edge_guard.engine import safety
+from edge_guard.engine.engine import GenerationRequest
 from edge_guard.errors import EdgeGuardError
 from edge_guard.lane_request import request_for
 from edge_guard.response import ModelResponse
@@ -79,6 +81,27 @@ def escalates(p_violation: float | None, bounds: tuple[float, float]) -> bool:
     return p_violation is None or bounds[0] <= p_violation <= bounds[1]
 
 
+def escalation(spec: Any, scoring: onepass.LabelScoring,
+               bounds: tuple[float, float]) -> Callable[[ModelResponse], bool]:  # fmt: skip
+    """The engine's `escalate` callback: whether a score response's P(violation) (over
+    `spec`'s labels, scored as `scoring` says) goes on to full reasoning."""
+
+    def escalate(score: ModelResponse) -> bool:
+        probs = onepass.label_probs(spec, scoring, score)
+        return escalates(None if probs is None else probs["p_violation"], bounds)
+
+    return escalate
+
+
+def in_place_request(score: GenerationRequest, full: GenerationRequest,
+                     escalate: Callable[[ModelResponse], bool]) -> GenerationRequest:  # fmt: skip
+    """`score` (the one-pass form of `full`: its prompt plus the answer header) made to go
+    on, when `escalate` says so, generating `full`'s answer in the same sequence."""
+    return dataclasses.replace(score, sampling=full.sampling, min_tokens=full.min_tokens,
+                               logits_processor=full.logits_processor,
+                               continue_at=len(full.prompt_ids), escalate=escalate)  # fmt: skip
+
+
 def stage(clf: Any, reasoning: str) -> Any:
     """The classifier as one stage of the cascade (shares backend, store and caches)."""
     view = copy.copy(clf)
@@ -120,7 +143,13 @@ def iter_cascade(
         return
     first, full = stage(clf, first_stage_mode(clf.reasoning)), stage(clf, onepass.FULL)
     scored: dict[int, ClassificationResult] = {}
-    fresh = [i for i in todo if _unstored(first, full, texts[i], samplings, procs, i)]
+    fresh: dict[int, tuple[str, str]] = {}  # text -> its (one-pass, full) keys: goes in place
+    for i in todo:
+        if not safety.text_problem(item_content(texts[i])):  # else the one pass stores an error
+            ks = (first.key(texts[i]), full.key(texts[i], samplings[i] if samplings else None,
+                                                 procs[i]))  # fmt: skip
+            if not first.use_cache or not (_stored(first, ks[0]) or _stored(full, ks[1])):
+                fresh[i] = ks
     for i, one, res in _in_place(first, full, bounds, texts, fresh, keys, samplings, procs,
                                  on_event):  # fmt: skip
         if one.error is not None:  # scoring failed: full reasoning below
@@ -145,57 +174,41 @@ def iter_cascade(
         yield i, _decide(clf, texts[i], keys[i], scored[i], res, run_items, samplings, i)
 
 
-def _unstored(first: Any, full: Any, item: Any, samplings: Sequence[Any] | None,
-              procs: Sequence[Any], i: int) -> bool:  # fmt: skip
-    """Whether item i goes in place: a usable text with neither stage stored."""
-    if safety.text_problem(item_content(item)):
-        return False  # the one-pass stage stores its error result
-    if not first.use_cache:
-        return True
-    for lane, key in ((first, first.key(item)),
-                      (full, full.key(item, samplings[i] if samplings else None, procs[i]))):  # fmt: skip
-        row = lane.store.get(key)
-        if row is not None and not row.get("error"):
-            return False
-    return True
+def _stored(lane: Any, key: str) -> bool:
+    row = lane.store.get(key)
+    return row is not None and not row.get("error")
 
 
 def _in_place(first: Any, full: Any, bounds: tuple[float, float], texts: Sequence[Any],
-              idxs: Sequence[int], keys: Sequence[str], samplings: Sequence[Any] | None,
-              procs: Sequence[Any], on_event: Callable[[int, Any], None] | None,
+              fresh: dict[int, tuple[str, str]], keys: Sequence[str],
+              samplings: Sequence[Any] | None, procs: Sequence[Any],
+              on_event: Callable[[int, Any], None] | None,
               ) -> Iterator[tuple[int, ClassificationResult, ClassificationResult | None]]:  # fmt: skip
-    """(i, one-pass result, full result if escalated) for each text, scored and, when
-    unsure, reasoned in one engine sequence; both stages are stored under their keys."""
-    if not idxs:
+    """(i, one-pass result, full result if escalated) for each text of `fresh`, scored
+    and, when unsure, reasoned in one engine sequence; each stage stored under its key."""
+    if not fresh:
         return
     groups: dict[str, list[int]] = {}
-    for i in idxs:
+    for i in fresh:
         groups.setdefault(keys[i], []).append(i)
     order = list(groups.values())
-    scoring = onepass.scoring_for(first)  # here, not on the engine's thread
-
-    def escalate(score: ModelResponse) -> bool:
-        probs = onepass.label_probs(first.policy.output, scoring, score)
-        return escalates(None if probs is None else probs["p_violation"], bounds)
-
+    # built here, not on the engine's thread
+    escalate = escalation(first.policy.output, onepass.scoring_for(first), bounds)
     requests = []
     for idx in order:
         i = idx[0]
         events = (lambda ev, i=i: on_event(i, ev)) if on_event else None
         base = request_for(full, texts[i], samplings[i] if samplings else None, procs[i], events)
-        req = onepass.score_request(first, base)
-        req.continue_at, req.escalate = len(base.prompt_ids), escalate
-        req.logits_processor, req.min_tokens = base.logits_processor, base.min_tokens
-        requests.append(req)
+        requests.append(in_place_request(onepass.score_request(first, base), base, escalate))
     for j, response in first.backend.execute(requests, n_parallel=first.parallel):
         i, text = order[j][0], texts[order[j][0]]
+        one_key, full_key = fresh[i]
         score = response.scored if response.scored is not None else response
-        one = _store(first, text, first.key(text), score, first.sampling)
+        one = _store(first, text, one_key, score, first.sampling)
         res = None
         if response.scored is not None:
             sampling = samplings[i] if samplings else full.sampling
-            key = full.key(text, samplings[i] if samplings else None, procs[i])
-            res = _store(full, text, key, response, sampling)
+            res = _store(full, text, full_key, response, sampling)
         for k in order[j]:
             yield k, copy.copy(one), copy.copy(res) if res is not None else None
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge_guard.cascade import escalates
+from edge_guard.cascade import escalation, in_place_request
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.onepass import NONE, answer_header, label_probs, label_scoring
@@ -81,18 +81,9 @@ def in_place_requests(engine: Engine, reqs: Sequence[GenerationRequest],
                       band: tuple[float, float]) -> list[GenerationRequest]:  # fmt: skip
     """Score-then-continue requests: each full request scored, and generated in place
     when its P(violation) lies in `band` (what `classify --cascade` sends)."""
-    scoring = label_scoring(OutputSpec(), engine.vocab)
-
-    def escalate(score: ModelResponse) -> bool:
-        scores = label_probs(OutputSpec(), scoring, score)
-        return escalates(None if scores is None else scores["p_violation"], band)
-
-    out = []
-    for r, s in zip(reqs, score_requests(engine, reqs), strict=True):
-        s.sampling, s.min_tokens, s.logits_processor = r.sampling, r.min_tokens, r.logits_processor
-        s.continue_at, s.escalate = len(r.prompt_ids), escalate
-        out.append(s)
-    return out
+    escalate = escalation(OutputSpec(), label_scoring(OutputSpec(), engine.vocab), band)
+    return [in_place_request(s, r, escalate)
+            for r, s in zip(reqs, score_requests(engine, reqs), strict=True)]  # fmt: skip
 
 
 def _run(engine: Engine, reqs: Sequence[GenerationRequest],
