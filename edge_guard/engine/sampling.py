@@ -7,8 +7,10 @@ parallel batch samples exactly as it would alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -20,9 +22,18 @@ LogitsProcessor = Callable[[Sequence[int], np.ndarray], "np.ndarray | None"]
 DEFAULT_MAX_TOKENS = 4096
 
 
+SEED_MAX = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampling settings; part of every cache key. temperature 0 = greedy."""
+    """Sampling settings; part of every cache key. temperature 0 = greedy.
+
+    Checked when made (`problem()`): temperature a finite number >= 0, top_p in (0, 1],
+    top_k an integer >= 0 (0: no cut), seed an integer in [0, 2**63-1] (a negative seed
+    is an error, not a random one: every seeded result can be reproduced), max_tokens an
+    integer >= 1. Integer-like values (numpy ints) are stored as Python ints.
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -31,14 +42,37 @@ class SamplingConfig:
     max_tokens: int = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
+        for name in ("top_k", "seed", "max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, Integral) and not isinstance(value, bool | int):
+                object.__setattr__(self, name, int(value))
+        problem = self.problem()
+        if problem is not None:
+            raise EdgeGuardError(problem)
+
+    def problem(self) -> str | None:
+        """The first invalid field as a one-line error naming it, or None when valid."""
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                return f"{name} must be a number, got {value!r}"
+            if not math.isfinite(value):
+                return f"{name} must be a finite number, got {value!r}"
+        for name in ("top_k", "seed", "max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                return f"{name} must be an integer, got {value!r}"
         if self.temperature < 0:
-            raise EdgeGuardError(f"temperature must be >= 0, got {self.temperature}")
+            return f"temperature must be >= 0, got {self.temperature}"
         if not 0 < self.top_p <= 1:
-            raise EdgeGuardError(f"top_p must be in (0, 1], got {self.top_p}")
+            return f"top_p must be in (0, 1], got {self.top_p}"
         if self.top_k < 0:
-            raise EdgeGuardError(f"top_k must be >= 0, got {self.top_k}")
+            return f"top_k must be >= 0, got {self.top_k}"
+        if not 0 <= self.seed <= SEED_MAX:
+            return f"seed must be an integer in [0, 2**63-1], got {self.seed}"
         if self.max_tokens < 1:
-            raise EdgeGuardError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            return f"max_tokens must be >= 1, got {self.max_tokens}"
+        return None
 
     @property
     def greedy(self) -> bool:
