@@ -30,7 +30,7 @@ from edge_guard.policy.core import Policy, load_policy
 from edge_guard.result import ClassificationResult, Verdict
 
 SETS_DIR = "sets"
-SET_KEYS = ("name", "description", "policies", "thresholds")
+SET_KEYS = ("name", "description", "policies", "thresholds", "aliases")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_MEMBERS = 32
 
@@ -57,6 +57,7 @@ class PolicySet:
     description: str = ""
     path: Path | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()  # other names it answers to (`find_set`)
 
     @property
     def policies(self) -> list[Policy]:
@@ -79,6 +80,7 @@ class PolicySet:
             "name": self.name,
             "description": self.description,
             "path": str(self.path) if self.path else None,
+            "aliases": list(self.aliases),
             "policies": [
                 {"name": m.name, "ref": m.ref, "kind": m.policy.output.kind,
                  "hash": m.policy.hash, "threshold": m.threshold}
@@ -155,7 +157,16 @@ def set_from_dict(meta: Mapping[str, Any], where: str, path: Path | None = None,
                               "has no P(violation) to threshold")  # fmt: skip
         thresholds[m.name] = _check_threshold(where, key, value)
     members = [SetMember(m.ref, m.policy, thresholds.get(m.name)) for m in members]
-    return PolicySet(name, tuple(members), desc, path, thresholds)
+    return PolicySet(name, tuple(members), desc, path, thresholds, _aliases(meta, where))
+
+
+def _aliases(meta: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """A set's `aliases = [...]`: other names it answers to (e.g. a hosted model's name)."""
+    raw = meta.get("aliases", [])
+    if not isinstance(raw, list) or not all(isinstance(a, str) and NAME_RE.match(a) for a in raw):
+        raise PolicyError(f"{where}: `aliases` must be a list of names (1-64 letters, digits, "
+                          "'.', '_' or '-')")  # fmt: skip
+    return tuple(dict.fromkeys(raw))
 
 
 def _load_member(ref: str, base: Path | None, where: str) -> Policy:
@@ -177,13 +188,27 @@ def _load_member(ref: str, base: Path | None, where: str) -> Policy:
 
 
 def find_set(name: str) -> Path | None:
-    """`sets/<name>.toml` on the policy search path (first match wins)."""
+    """`sets/<name>.toml` on the policy search path (first match wins), else the set file
+    listing `name` in its `aliases` (a set's own name always wins over an alias)."""
     if not NAME_RE.match(name):
         return None
     for base in policy_search_path():
         candidate = base / SETS_DIR / f"{name}.toml"
         if candidate.is_file():
             return candidate
+    return _alias_of(name)
+
+
+def _alias_of(name: str) -> Path | None:
+    """The first set file on the search path whose `aliases` list `name`."""
+    for path in list_sets():
+        try:
+            meta = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue  # a broken set file answers to nothing; loading it by name reports why
+        aliases = meta.get("aliases")
+        if isinstance(aliases, list) and name in aliases:
+            return path
     return None
 
 
