@@ -240,3 +240,34 @@ def filter_cases(cases: Sequence[Case], tags: Iterable[str] | None) -> list[Case
 def cases_hash(cases: Sequence[Case]) -> str:
     blob = json.dumps([c.to_dict() for c in cases], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def append_cases(path: str | Path, objects: Sequence[dict[str, Any]], spec: OutputSpec) -> Path:
+    """Append case objects to a `.jsonl` cases file (created if missing), one JSON line each.
+
+    Each object is validated first (`make_case`; extra keys such as `provenance` are kept
+    on the line and ignored when loading); existing lines are never rewritten: the new
+    lines go in one write after the file's last byte (a newline is added first if the last
+    line lacks one), flushed to disk before returning.
+    """
+    import os
+
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl":
+        raise CasesError(f"{path}: cases can only be appended to a .jsonl file")
+    for n, obj in enumerate(objects, 1):
+        make_case(obj, spec, f"new case {n}")
+    if not objects:
+        return path
+    lines = "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects)
+    if path.exists():
+        check_regular_file(path, MAX_CASES_BYTES, "cases file")
+    with open(path, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                lines = "\n" + lines
+        fh.write(lines.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path

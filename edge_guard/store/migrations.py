@@ -195,3 +195,29 @@ def m004_parses(db: Database) -> None:
         "UPDATE run_items SET policy_hash ="
         " (SELECT r.policy_hash FROM results r WHERE r.key = run_items.key)"
     )
+
+
+@migrations(name="m005_review_decisions")
+def m005_review_decisions(db: Database) -> None:
+    """Human review decisions (`edge_guard.review`): one row per decision, never updated.
+
+    A decision is about what was judged (`content_key`: sha256 of the text, or of the
+    conversation's canonical JSON) under a policy name; the latest row per (policy_name,
+    content_key) wins and earlier rows stay as history. It keeps the text it was made on
+    and the result, run item and policy version it was made against, so deleting cached
+    results never loses a decision.
+    """
+    db.execute(
+        "CREATE TABLE review_decisions ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " policy_name TEXT NOT NULL, content_key TEXT NOT NULL,"
+        " label TEXT NOT NULL CHECK (label IN ('violation', 'no_violation', 'skip')),"
+        " note TEXT, tags TEXT, reviewer TEXT, created_at TEXT NOT NULL,"
+        " run TEXT, idx INTEGER, item_id TEXT, result_key TEXT, policy_hash TEXT,"
+        " text TEXT, conversation TEXT, model_verdict TEXT, model_score FLOAT,"
+        " queue TEXT, source TEXT)"
+    )
+    db.execute(
+        "CREATE INDEX review_decisions_item ON review_decisions (policy_name, content_key, id)"
+    )
+    db.execute("CREATE INDEX review_decisions_run ON review_decisions (run, idx)")
