@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "tui": "edge_guard.cli.tui_cmd:tui",
     "compare": "edge_guard.cli.compare_cmd:compare",
     "serve": "edge_guard.cli.serve_cmd:serve",
+    "review": "edge_guard.cli.review_cmd:review",
 }
 
 

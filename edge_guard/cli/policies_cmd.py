@@ -125,3 +125,6 @@ for _command in (test_cmd, history_cmd, diff_cmd):  # `policies test | history |
 from edge_guard.cli.sets_cmd import check_set, sets_cmd, show_set  # noqa: E402 - policy sets
 
 policies.add_command(sets_cmd)
+from edge_guard.cli.review_cmd import cases_cmd  # noqa: E402 - `policies cases add --from-review`
+
+policies.add_command(cases_cmd)
