@@ -162,9 +162,12 @@ def format_eval(ev: dict[str, Any]) -> str:
         f"{pct(ev['parse_rate'])}",
     ]
     paths = format_paths(ev.get("paths"))  # one-pass / cascade runs
+    paths += _review_lines(ev)  # review decisions: model-reviewer agreement
+    src = ev.get("gold_source") or "dataset"
+    src = "" if src == "dataset" else f" ({_gold_title(src)})"
     if not ev["n_labelled"]:
-        return "\n".join([*lines, "no gold labels in this run: nothing to score", *paths])
-    lines.append(f"gold: {ev['n_labelled']} labelled, {ev['n_gold_violation']} violations")
+        return "\n".join([*lines, f"no gold labels{src} in this run: nothing to score", *paths])
+    lines.append(f"gold{src}: {ev['n_labelled']} labelled, {ev['n_gold_violation']} violations")
     heads = [
         TREATMENT_TITLES[t] + (" (headline)" if t == ev["headline"] else "") for t in TREATMENTS
     ]
@@ -193,26 +196,51 @@ def format_eval(ev: dict[str, Any]) -> str:
     return "\n".join(lines + paths)
 
 
+def _gold_title(source: str) -> str:
+    from edge_guard.review.gold import GOLD_TITLES
+
+    return GOLD_TITLES[source]
+
+
+def _review_lines(ev: dict[str, Any]) -> list[str]:
+    from edge_guard.review.gold import format_review
+
+    return format_review(ev)
+
+
+GOLD_CHOICES = ("dataset", "review", "dataset+review")
+gold_option = click.option(
+    "--gold", type=click.Choice(GOLD_CHOICES), default="dataset", show_default=True,
+    help="Score against the dataset's labels, the review decisions (edge-guard review), or "
+         "the dataset's labels with review decisions where an item has none.",
+)  # fmt: skip
+
+
 @click.command("eval")
 @click.argument("run_name", metavar="RUN")
 @db_option
+@gold_option
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: bool) -> None:
-    """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN."""
-    from edge_guard.runs.batch import evaluate_run
+def eval_(run_name: str, db: str | None, gold: str, resamples: int, seed: int,
+          as_json: bool) -> None:  # fmt: skip
+    """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN
+    (and its agreement with review decisions, when it has any)."""
+    from edge_guard.review.gold import evaluate_with_gold
     from edge_guard.runs.multi import is_multi_run
     from edge_guard.store import Store
 
     store = Store(db)
     if is_multi_run(store.run(run_name)):  # several policies: a row per policy, macro, any
+        if gold != "dataset":
+            raise click.UsageError("--gold review works on single-policy runs")
         from edge_guard.runs.multi_eval import evaluate_multi_run, format_multi_eval
 
         mev = evaluate_multi_run(store, run_name, n_resamples=resamples, seed=seed)
         click.echo(term_json(mev) if as_json else term(format_multi_eval(mev)))
         return
-    ev = evaluate_run(store, run_name, n_resamples=resamples, seed=seed)
+    ev = evaluate_with_gold(store, run_name, gold=gold, n_resamples=resamples, seed=seed)
     click.echo(term_json(ev) if as_json else format_eval(ev))
 
 
@@ -227,9 +255,10 @@ def eval_(run_name: str, db: str | None, resamples: int, seed: int, as_json: boo
 @click.option("--resamples", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @db_option
+@gold_option
 @force_option
 def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, examples: int,
-           resamples: int, seed: int, db: str | None, force: bool) -> None:  # fmt: skip
+           resamples: int, seed: int, db: str | None, gold: str, force: bool) -> None:  # fmt: skip
     """Write a self-contained report (tables, plots, examples) over one or more RUNs."""
     from edge_guard.report import write_report
     from edge_guard.store import Store
@@ -246,13 +275,15 @@ def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, e
             from edge_guard.errors import EdgeGuardError
 
             raise EdgeGuardError("report either multi-policy runs or single-policy runs, not both")
+        if gold != "dataset":
+            raise click.UsageError("--gold review works on single-policy runs")
         path = write_multi_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
                                   title=title)  # fmt: skip
         click.echo(f"wrote {term_line(path)}")
         return
     path = write_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
                         benchmark=None if reference == "none" else reference,
-                        max_examples=examples, title=title)  # fmt: skip
+                        max_examples=examples, title=title, gold=gold)  # fmt: skip
     click.echo(f"wrote {term_line(path)}")
 
 

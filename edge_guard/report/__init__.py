@@ -100,8 +100,10 @@ def _clip(s: str | None, n: int) -> str | None:
 
 def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, seed: int = 0,
                  benchmark: str | None = "auto", max_examples: int = 10,
-                 title: str | None = None, plots: bool = True) -> Report:  # fmt: skip
-    """Evaluate runs and gather everything a report shows (`benchmark`: auto | name | None)."""
+                 title: str | None = None, plots: bool = True,
+                 gold: str = "dataset") -> Report:  # fmt: skip
+    """Evaluate runs and gather everything a report shows (`benchmark`: auto | name | None;
+    `gold`: dataset | review | dataset+review, see `review.gold`)."""
     from edge_guard import __version__
     from edge_guard.report import reference
     from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
@@ -110,10 +112,15 @@ def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, see
     if not names:
         raise EdgeGuardError("a report needs at least one run name")
     runs = []
+    from edge_guard.review.gold import agreement_section, with_gold
+
     for name in dict.fromkeys(names):
-        out = run_outcomes(store, name)
+        raw = run_outcomes(store, name)
+        out = with_gold(store, raw, gold)  # the dataset's labels or review decisions
         ev = evaluate_outcomes(out, n_resamples=n_resamples, seed=seed)
         ev["paths"] = path_summary(store, name)  # one-pass / cascade runs (runs/paths.py)
+        review = agreement_section(store, raw, n_resamples=n_resamples, seed=seed)
+        ev["gold_source"], ev["review"] = gold, review if review["n_reviewed"] else None
         label = f"{ev['policy']} · {short_model(str(ev['model']))}"
         runs.append(RunReport(name, label, ev, out.config, out.gold, out.scores,
                               _examples(out.rows, out.gold, out.scores, max_examples)))  # fmt: skip

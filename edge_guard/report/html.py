@@ -149,6 +149,10 @@ def run_details(k: int, r: RunReport) -> str:
         facts.append(("malformed rows", f"{notes['malformed']} skipped (first: {first})"))
     if notes.get("unmapped_labels"):
         facts.append(("unmapped gold labels", notes["unmapped_labels"]))
+    from edge_guard.review.gold import review_summary
+
+    if review_summary(e):  # scored against review decisions, or the run has some
+        facts.append(("gold and review", review_summary(e)))
     parts.append(table(["", ""], [[esc(a), esc(b)] for a, b in facts]))
     head = ["metric"] + [esc(TREATMENT_TITLES[t]) + (" (headline)" if t == e["headline"] else "")
                          for t in TREATMENTS]  # fmt: skip

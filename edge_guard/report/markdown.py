@@ -114,6 +114,10 @@ def render_markdown(report: Report) -> str:
                 f"Dataset {md(e.get('dataset'))}; policy {md(e['policy'])}; model {md(e['model'])}; "
                 f"{e['n_done']}/{e['n_items']} done, {e['n_labelled']} labelled "
                 f"({e['n_gold_violation']} violations).", ""]  # fmt: skip
+        from edge_guard.review.gold import review_summary
+
+        if review_summary(e):  # scored against review decisions, or the run has some
+            out += [md(review_summary(e)), ""]
         head = ["metric"] + [md(TREATMENT_TITLES[t]) + (" (headline)" if t == e["headline"] else "")
                              for t in TREATMENTS]  # fmt: skip
         rows_ = [[m] + [md(fmt_ci(e["treatments"][t][m])) for t in TREATMENTS] for m in METRICS]
