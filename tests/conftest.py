@@ -1,65 +1,133 @@
-"""Shared fixtures: synthetic models (built once per session), an isolated data dir, harmony."""
+"""Shared fixtures: synthetic models (built once, cached across runs), an isolated environment
+and data dir per test, harmony.
+
+Synthetic models are cached in `$EDGE_GUARD_TEST_MODELS` (else ~/.cache/edge_guard/test-models),
+in a folder named after the builder's version (the sources that decide a model's bytes and
+the gguf/numpy versions): a change to the writer builds new files, never reuses stale ones.
+A file lock makes parallel workers (pytest-xdist) build each model once; a checksum beside
+each file catches a test that damaged a shared model (it is rebuilt).
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
-from importlib import resources
+from collections.abc import Callable, Iterator
+from importlib import metadata, resources
 from pathlib import Path
 
 import pytest
 
 from edge_guard.registry.synth import write_synthetic_model
 
+MODELS_ENV = "EDGE_GUARD_TEST_MODELS"
+# Variables a test run keeps from the caller's shell; every other EDGE_GUARD_* is removed
+# for each test (a developer's config must not change what the tests see).
+KEPT_ENV = ("EDGE_GUARD_THREADS", MODELS_ENV)
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
+
+def builder_version() -> str:
+    """A hash of what decides a synthetic model's bytes."""
+    from edge_guard.harmony import vocab
+    from edge_guard.registry import synth
+
+    h = hashlib.sha256()
+    for mod in (synth, vocab):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    for dist in ("gguf", "numpy"):
+        h.update(f"{dist}={metadata.version(dist)};".encode())
+    return h.hexdigest()[:16]
 
 
-def _synth(model_dir: Path, preset: str, **kw: object) -> Path:
+def models_cache_dir() -> Path:
+    root = os.environ.get(MODELS_ENV) or Path.home() / ".cache" / "edge_guard" / "test-models"
+    folder = Path(root).expanduser() / builder_version()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_checked: dict[Path, Path] = {}  # verified this session (per worker process)
+
+
+def cached_model(preset: str, **kw: object) -> Path:
+    """The synthetic model `preset` (+ overrides), built once into the shared cache.
+
+    Tests must not change the file (copy it to tmp_path first)."""
+    from filelock import FileLock
+
+    folder = models_cache_dir()
     suffix = "-".join(f"{k}{v}" for k, v in sorted(kw.items()))
-    path = model_dir / f"{preset}{'-' + suffix if suffix else ''}.gguf"
-    if not path.exists():
-        write_synthetic_model(path, preset, **kw)  # type: ignore[arg-type]
+    path = folder / f"{preset}{'-' + suffix if suffix else ''}.gguf"
+    if path in _checked:
+        return path
+    sums = path.with_name(path.name + ".sha256")
+    with FileLock(str(path) + ".lock"):
+        fine = path.is_file() and sums.is_file() and sums.read_text().strip() == _digest(path)
+        if not fine:
+            write_synthetic_model(path, preset, **kw)  # type: ignore[arg-type]
+            sums.write_text(_digest(path) + "\n")
+    _checked[path] = path
     return path
 
 
 @pytest.fixture(scope="session")
-def tiny_model(model_dir: Path) -> Path:
+def tiny_model() -> Path:
     """Byte-level vocab, 2 layers, < 1 MB."""
-    return _synth(model_dir, "tiny")
+    return cached_model("tiny")
 
 
 @pytest.fixture(scope="session")
-def tiny_o200k_model(model_dir: Path) -> Path:
+def tiny_o200k_model() -> Path:
     """The real o200k_harmony vocabulary: token ids equal gpt-oss's."""
-    return _synth(model_dir, "tiny-o200k")
+    return cached_model("tiny-o200k")
 
 
 @pytest.fixture(scope="session")
-def synth_model(model_dir: Path):  # type: ignore[no-untyped-def]
-    """Factory: synth_model(preset, seed=1, ...) -> path (cached per session)."""
+def synth_model() -> Callable[..., Path]:
+    """Factory: synth_model(preset, seed=1, ...) -> path (built once, cached across runs)."""
+    return cached_model
 
-    def make(preset: str = "tiny", **kw: object) -> Path:
-        return _synth(model_dir, preset, **kw)
 
-    return make
+@pytest.fixture(scope="session", autouse=True)
+def _one_llama_thread() -> Iterator[None]:
+    """One llama.cpp thread per test process (unless the caller chose): its worker threads
+    busy-wait, so several test processes (xdist workers, servers) on a loaded machine would
+    otherwise slow each other down badly. Set for the session, restored after it."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not os.environ.get("EDGE_GUARD_THREADS"):
+            mp.setenv("EDGE_GUARD_THREADS", "1")
+        yield
 
 
 @pytest.fixture(autouse=True)
-def edge_guard_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _own_environ() -> Iterator[None]:
+    """Each test starts from the same environment and cannot leak a change to the next."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def edge_guard_home(_own_environ: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own data dir (store, synth cache); nothing touches ~."""
+    for name in list(os.environ):
+        if name.startswith("EDGE_GUARD_") and name not in KEPT_ENV:
+            monkeypatch.delenv(name)
     home = tmp_path / "edge_guard_home"
     monkeypatch.setenv("EDGE_GUARD_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("EDGE_GUARD_MODEL", raising=False)
     return home
-
-
-# One llama.cpp thread per test process: its worker threads busy-wait, so several test
-# processes (or a loaded CI machine) would otherwise slow each other down badly.
-os.environ.setdefault("EDGE_GUARD_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +144,8 @@ def tiktoken_encodings_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def harmony_encoding(tiktoken_encodings_dir: Path):  # type: ignore[no-untyped-def]
     """openai-harmony's HARMONY_GPT_OSS encoding, loaded without network."""
-    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(tiktoken_encodings_dir)
     from openai_harmony import HarmonyEncodingName, load_harmony_encoding
 
-    return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
+    with pytest.MonkeyPatch.context() as mp:  # read while loading only
+        mp.setenv("TIKTOKEN_ENCODINGS_BASE", str(tiktoken_encodings_dir))
+        return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)

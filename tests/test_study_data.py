@@ -14,7 +14,9 @@ from edge_guard.study.analysis import analyze
 from edge_guard.study.data import from_results_file
 from edge_guard.study.dataset import default_dataset_path, load_dataset
 
-SEED_MICRO = Path("/work/shared/data/controversial-micro.jsonl")
+# The seed's dataset lives in the shared folder beside the repository (`../shared/data`).
+SEED_MICRO = Path(__file__).resolve().parents[2] / "shared" / "data" / "controversial-micro.jsonl"
+NO_SEED = f"the seed's dataset is not beside the repository ({SEED_MICRO} is absent)"
 TOPICS = {"politics", "parenting", "food", "technology", "work", "religion", "science",
           "culture", "economics", "lifestyle"}  # fmt: skip
 
@@ -35,14 +37,14 @@ def test_packaged_dataset_is_balanced_short_and_unique() -> None:
 
 def test_packaged_dataset_is_not_the_seed_file() -> None:
     if not SEED_MICRO.is_file():
-        pytest.skip(f"{SEED_MICRO} not present")
+        pytest.skip(NO_SEED)
     seed = {it.text.casefold() for it in load_dataset(SEED_MICRO)}
     assert not seed & {it.text.casefold() for it in load_dataset()}
 
 
 def test_seed_micro_file_loads_with_line_ids() -> None:
     if not SEED_MICRO.is_file():
-        pytest.skip(f"{SEED_MICRO} not present")
+        pytest.skip(NO_SEED)
     items = load_dataset(SEED_MICRO)
     assert len(items) == 102
     assert [it.id for it in items[:3]] == ["1", "2", "3"]
