@@ -1,16 +1,24 @@
-"""Helpers for the batch-run, metrics and report tests: small datasets and per-item steering.
+"""Helpers for the batch-run, metrics and report tests: small datasets, per-item steering,
+and child runs held at a known point (so a signal lands mid-run on any machine).
 
 A dataset row may carry a `want` field: "1" / "0" steer the synthetic model to that final
 answer, anything else (e.g. "?") to an unparsable answer (undetermined).
+
+Held runs: `HeldRun(argv)` starts a child with the write end of a pipe in `$EG_TEST_HOLD_FD`;
+code in the child (a run's `on_result=hold_after(n)`, or a test policy's parse.py) writes
+"held" to it and blocks until a signal ends the process. `wait_held()` returns once the
+child holds, or fails with its output if it ended first: no sleep, no race.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from edge_guard.classifier import Classifier
 from edge_guard.datasets.files import Row
@@ -39,6 +47,66 @@ def labelled_rows(n: int, *, hostile_every: int = 0) -> list[dict[str, Any]]:
             text = f"<script>alert({i})</script> & <b>bold</b> | pipe"
         rows.append({"id": f"item-{i}", "text": text, "label": label, "want": want})
     return rows
+
+
+HOLD_FD_ENV = "EG_TEST_HOLD_FD"
+
+
+def hold_here() -> NoReturn:
+    """In a child of `HeldRun`: say "held", then block until a signal ends the process."""
+    os.write(int(os.environ[HOLD_FD_ENV]), b"held\n")
+    while True:
+        time.sleep(3600)  # a signal's handler (SIGINT: KeyboardInterrupt) ends this
+
+
+def hold_after(n: int) -> Callable[..., None]:
+    """An `on_result` callback that holds the run once `n` results are stored."""
+    count = 0
+
+    def on_result(*_args: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            hold_here()
+
+    return on_result
+
+
+class HeldRun:
+    """A child process that holds at a known point; its output goes to `log`."""
+
+    def __init__(self, argv: Sequence[str], log: Path, **popen_kw: Any) -> None:
+        read, write = os.pipe()
+        env = {**popen_kw.pop("env", os.environ), HOLD_FD_ENV: str(write)}
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                                         pass_fds=(write,), env=env, **popen_kw)  # fmt: skip
+        os.close(write)  # only the child holds the write end: its exit reads as EOF here
+        self._read = read
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_held(self) -> None:
+        """Block until the child holds; fail (with its output) if it ended first."""
+        with os.fdopen(self._read, "rb") as pipe:
+            said = pipe.readline()
+        if said != b"held\n":
+            self.proc.wait(60)
+            raise AssertionError(
+                f"the run ended before it was held (rc {self.proc.returncode}): "
+                f"{self.output()[-2000:]}"
+            )
+
+    def finish(self, timeout: float = 60) -> int:
+        """The child's exit status (killed if it does not end within `timeout`)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
 
 class SlowForced(ForcedTokens):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +23,8 @@ from edge_guard.runs.batch import default_run_name, evaluate_run, plan_run, run_
 from edge_guard.runs.metrics import predictions
 from edge_guard.store import Store
 from tests.runs_helpers import (
+    HOLD_FD_ENV,
+    HeldRun,
     labelled_rows,
     make_classifier,
     run_item_rows,
@@ -53,6 +54,8 @@ def _count_committed(db: Path, run: str) -> int:
 def _wait_for(
     db: Path, run: str, n: int, proc: subprocess.Popen[bytes], limit_s: float = 120
 ) -> int:
+    """Poll until `n` items are committed (tests/test_multi_policy.py still uses this; the
+    tests here hold their child at a known point instead: `runs_helpers.HeldRun`)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         done = _count_committed(db, run)
@@ -134,29 +137,29 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path, tiny_model: Pat
     rows = labelled_rows(40)
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     db = tmp_path / "store.db"
-    script = tmp_path / "slow_run.py"
+    script = tmp_path / "held_run.py"
     script.write_text(
         textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
         from edge_guard.harmony.vocab import Vocab
         from edge_guard.runs.batch import run_dataset
-        from tests.runs_helpers import make_classifier, steer_by_want
+        from tests.runs_helpers import hold_after, make_classifier, steer_by_want
         rows = [json.loads(x) for x in open({str(data)!r})]
         wants = {{r["text"]: r["want"] for r in rows}}
         model = {str(tiny_model)!r}
         clf = make_classifier(model, {str(db)!r}, parallel=2)
-        run_dataset({str(data)!r}, clf, name="killme", steer=steer_by_want(Vocab.from_gguf(model), wants, delay=0.02))
+        run_dataset({str(data)!r}, clf, name="killme", steer=steer_by_want(Vocab.from_gguf(model), wants),
+                    on_result=hold_after(5))
     """)
     )
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ})  # fmt: skip
-    _wait_for(db, "killme", 5, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    run = HeldRun([sys.executable, str(script)], tmp_path / "run.log")
+    run.wait_held()  # 5 items stored, the 6th not yet: kill it there
+    run.proc.send_signal(signal.SIGKILL)
+    run.finish(30)
     store = Store(db)
     before = {r["idx"]: r["key"] for r in run_item_rows(store, "killme")}
-    assert 5 <= len(before) < 40, "the run was not killed half-way"
+    assert len(before) == 5, "the run was not killed after its 5th stored item"
     assert store.run("killme")["status"] == "running"  # killed: nobody could mark it
     clf = make_classifier(tiny_model, db)
     summary = run_dataset(data, clf, name="killme",
@@ -170,29 +173,58 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path, tiny_model: Pat
     assert len(results) == 40 and len({r["key"] for r in results}) == 40
 
 
+# A policy whose parse() holds the run at its third answer (two items stored) until the
+# test's SIGINT: the interrupt lands mid-run however fast the machine is.
+HELD_PARSE = f"""
+import os, time
+from edge_guard.policy.core import OutputSpec
+from edge_guard.policy.parsers import ParserTimeout, builtin_parse
+
+calls = 0
+
+def parse(response):
+    global calls
+    calls += 1
+    fd = os.environ.get({HOLD_FD_ENV!r})
+    if fd and calls == 3:
+        os.write(int(fd), b"held\\n")
+        while True:  # until SIGINT (KeyboardInterrupt) ends the run
+            try:
+                time.sleep(3600)
+            except ParserTimeout:  # parse()'s own time limit: keep holding
+                pass
+    return builtin_parse(response, OutputSpec())
+"""
+
+
 def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", labelled_rows(40))
     db = tmp_path / "store.db"
-    args = ["run", str(data), "-p", "toxic_simple", "-m", str(tiny_model), "--max-tokens", "24",
+    policy = tmp_path / "held"
+    policy.mkdir()
+    (policy / "policy.md").write_text((REPO / "policies/toxic_simple/policy.md").read_text())
+    (policy / "policy.toml").write_text('name = "held"\n[output]\nkind = "binary"\n')
+    (policy / "parse.py").write_text(HELD_PARSE)
+    args = ["run", str(data), "-p", str(policy), "-m", str(tiny_model), "--max-tokens", "24",
             "--db", str(db), "--name", "ctrl-c"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "edge_guard", *args, "--parallel", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    _wait_for(db, "ctrl-c", 2, proc)
-    proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode == 130, out
-    assert "interrupted:" in out and "resume with: edge-guard run" in out and "--name ctrl-c" in out
+    run = HeldRun([sys.executable, "-m", "edge_guard", *args, "--parallel", "1"],
+                  tmp_path / "run.log", cwd=REPO)  # fmt: skip
+    run.wait_held()
+    run.proc.send_signal(signal.SIGINT)
+    rc, out = run.finish(60), run.output()
+    assert rc == 130, out
+    assert "interrupted: 2/40 items saved" in out and "--name ctrl-c" in out
+    assert "resume with: edge-guard run" in out
     store = Store(db)
     assert store.run("ctrl-c")["status"] == "interrupted"
-    n_saved = len(store.done_indices("ctrl-c"))
-    assert 2 <= n_saved < 40
+    assert len(store.done_indices("ctrl-c")) == 2  # the two answers parsed before the hold
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 0, res.output
-    assert f"resuming: {n_saved} done, {40 - n_saved} to do" in res.stderr
+    assert "resuming: 2 done, 38 to do" in res.stderr
     summary = json.loads(res.stdout)["summary"]
-    assert summary["n_new"] == 40 - n_saved and summary["status"] == "done"
+    assert summary["n_new"] == 38 and summary["status"] == "done"
     assert len(run_item_rows(store, "ctrl-c")) == 40
 
 
