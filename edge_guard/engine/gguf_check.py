@@ -1,25 +1,26 @@
-"""Reads and checks GGUF files before llama.cpp sees them.
+"""Checks GGUF files before llama.cpp sees them.
 
 llama.cpp aborts the whole process on some malformed files (a gpt-oss file without
 ``expert_used_count``, for one), so every model goes through `check_model_file` first:
-a bounds-checked header reader (fast on the real 12 GB files: it never touches tensor
-data), the architecture, the hyperparameters llama.cpp requires, the tokenizer arrays,
-and every tensor's data lying inside the file.
+the bounds-checked header (`gguf_read`, read once per file identity by `gguf_cache`),
+the architecture, the hyperparameters llama.cpp requires, the tokenizer arrays, and
+every tensor's data lying inside the file.
 """
 
 from __future__ import annotations
 
-import functools
-import mmap
 import os
-import stat
-import struct
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
 from typing import Any
 
+from edge_guard.engine import gguf_cache
+from edge_guard.engine.gguf_cache import FileId
+from edge_guard.engine.gguf_read import GGUF_MAGIC, GGUFHeader, Skipped, TensorInfo, parse_header
 from edge_guard.errors import BadModelFile
 
-GGUF_MAGIC = b"GGUF"
+__all__ = ["GGUF_MAGIC", "GGUFHeader", "TensorInfo", "check_model_file", "read_header",
+           "read_vocab_arrays"]  # fmt: skip
 ARCH = "gpt-oss"
 REQUIRED_ARCH_KEYS = (
     "context_length",
@@ -67,231 +68,26 @@ ARCH_INT_RANGES = (
     ("expert_count", 1, 4096),
     ("expert_used_count", 1, 4096),
 )
-_MAX_ARRAY_DEPTH = 4
-
-# GGUF value types.
-_UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL, _STRING, _ARRAY = range(10)
-_UINT64, _INT64, _FLOAT64 = 10, 11, 12
-_U64 = struct.Struct("<Q")
-_SCALAR = {
-    _UINT8: "<B", _INT8: "<b", _UINT16: "<H", _INT16: "<h", _UINT32: "<I", _INT32: "<i",
-    _FLOAT32: "<f", _BOOL: "<?", _UINT64: "<Q", _INT64: "<q", _FLOAT64: "<d",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]  # ggml order (ne0 first)
-    type_id: int
-    offset: int  # relative to the data section
-    n_bytes: int
-
-    @property
-    def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def type_name(self) -> str:
-        try:
-            import gguf
-
-            return gguf.GGMLQuantizationType(self.type_id).name
-        except (ImportError, ValueError):
-            return f"type{self.type_id}"
-
-
-@dataclass
-class GGUFHeader:
-    path: str
-    file_size: int
-    version: int
-    metadata: dict[str, Any]
-    tensors: list[TensorInfo] = field(default_factory=list)
-    data_offset: int = 0
-
-    @property
-    def architecture(self) -> str | None:
-        arch = self.metadata.get("general.architecture")
-        return arch if isinstance(arch, str) else None
-
-    def arch_key(self, key: str) -> Any:
-        return self.metadata.get(f"{self.architecture}.{key}")
-
-    @property
-    def n_params(self) -> int:
-        return sum(t.n_elements for t in self.tensors)
-
-
-class _Cursor:
-    """Bounds-checked little-endian reader over a memory map."""
-
-    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
-        self.buf, self.pos, self.path = buf, 0, path
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise BadModelFile(
-                f"{self.path}: GGUF header is truncated or corrupt (read past the end at byte {self.pos})"
-            )
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        n = self.unpack("<Q")
-        return self.take(n).decode("utf-8", "replace")
-
-    def strings(self, count: int, keep: bool) -> list[str] | _Skipped:
-        """A string array, read in one tight loop (the vocabularies hold ~650k strings)."""
-        buf, pos, size = self.buf, self.pos, len(self.buf)
-        unpack = _U64.unpack_from
-        out: list[str] = []
-        append = out.append
-        for _ in range(count):
-            if pos + 8 > size:
-                raise BadModelFile(
-                    f"{self.path}: GGUF header is truncated or corrupt (string array)"
-                )
-            (n,) = unpack(buf, pos)
-            pos += 8
-            end = pos + n
-            if end > size:
-                raise BadModelFile(
-                    f"{self.path}: GGUF header is truncated or corrupt (string array)"
-                )
-            if keep:
-                append(buf[pos:end].decode("utf-8", "replace"))
-            pos = end
-        self.pos = pos
-        return out if keep else _Skipped(count)
-
-    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
-        if vtype in _SCALAR:
-            return self.unpack(_SCALAR[vtype])
-        if vtype == _STRING:
-            return self.string()
-        if vtype == _ARRAY:
-            etype = self.unpack("<I")
-            count = self.unpack("<Q")
-            if count > len(self.buf):
-                raise BadModelFile(
-                    f"{self.path}: GGUF array claims {count} elements; file is corrupt"
-                )
-            if etype in _SCALAR and not keep:
-                self.take(struct.calcsize(_SCALAR[etype]) * count)
-                return _Skipped(count)
-            if etype in _SCALAR:
-                size = struct.calcsize(_SCALAR[etype])
-                raw = self.take(size * count)
-                return list(struct.unpack(f"<{count}{_SCALAR[etype][1]}", raw))
-            if etype == _STRING:
-                return self.strings(count, keep)
-            if depth >= _MAX_ARRAY_DEPTH:
-                raise BadModelFile(
-                    f"{self.path}: GGUF arrays are nested too deeply; file is corrupt"
-                )
-            items = [self.value(etype, keep, depth + 1) for _ in range(count)]
-            return items if keep else _Skipped(count)
-        raise BadModelFile(f"{self.path}: unknown GGUF value type {vtype}; file is corrupt")
-
-
-@dataclass(frozen=True)
-class _Skipped:
-    """An array whose elements were not kept (only its length)."""
-
-    count: int
-
-    def __len__(self) -> int:
-        return self.count
+_CHECKED_MEMO = 8
+_checked: OrderedDict[FileId, GGUFHeader] = OrderedDict()
+_checked_lock = threading.Lock()
 
 
 def read_header(path: str | os.PathLike[str], *, keep_arrays: tuple[str, ...] = ()) -> GGUFHeader:
-    """Parse a GGUF header. Arrays are kept only for keys in `keep_arrays` (others: length)."""
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would block, /dev/zero never end
-            raise BadModelFile(f"{path}: not a regular file, so not a GGUF model")
-        size = st.st_size
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise BadModelFile(f"{path}: cannot read model file ({exc.strerror or exc})") from None
-    with fh:
-        if size < 24:
-            raise BadModelFile(f"{path}: not a GGUF file (only {size} bytes)")
-        if fh.read(4) != GGUF_MAGIC:
-            raise BadModelFile(f"{path}: not a GGUF file (bad magic bytes)")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _parse(_Cursor(buf, path), size, keep_arrays)
+    """Parse a GGUF header. Arrays are kept only for keys in `keep_arrays` (others: length).
 
-
-def _parse(cur: _Cursor, size: int, keep_arrays: tuple[str, ...]) -> GGUFHeader:
-    path = cur.path
-    cur.take(4)
-    version = cur.unpack("<I")
-    if version not in (2, 3):
-        raise BadModelFile(f"{path}: unsupported GGUF version {version}")
-    n_tensors = cur.unpack("<Q")
-    n_kv = cur.unpack("<Q")
-    if n_tensors > 1_000_000 or n_kv > 1_000_000:
-        raise BadModelFile(f"{path}: GGUF header counts are implausible; file is corrupt")
-    metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = cur.string()
-        vtype = cur.unpack("<I")
-        metadata[key] = cur.value(vtype, keep=key in keep_arrays)
-    tensors = []
-    import gguf
-
-    for _ in range(n_tensors):
-        name = _printable(cur.string())
-        n_dims = cur.unpack("<I")
-        if n_dims > 8:
-            raise BadModelFile(f"{path}: tensor {name} has {n_dims} dimensions; file is corrupt")
-        shape = tuple(cur.unpack("<Q") for _ in range(n_dims))
-        type_id = cur.unpack("<I")
-        offset = cur.unpack("<Q")
-        try:
-            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
-        except (ValueError, KeyError):
-            raise BadModelFile(f"{path}: tensor {name} has unknown type {type_id}") from None
-        n = 1
-        for d in shape:
-            n *= d
-        if shape and shape[0] % block:
-            raise BadModelFile(f"{path}: tensor {name} rows are not a multiple of its block size")
-        tensors.append(TensorInfo(name, shape, type_id, offset, n // block * type_size))
-    alignment = metadata.get("general.alignment", 32)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise BadModelFile(f"{path}: invalid general.alignment {alignment!r}")
-    data_offset = (cur.pos + alignment - 1) // alignment * alignment
-    return GGUFHeader(path, size, version, metadata, tensors, data_offset)
-
-
-def _stamp(path: str) -> tuple[str, int, int]:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise BadModelFile(f"{path}: cannot read model file ({exc.strerror or exc})") from None
-    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _checked(stamp: tuple[str, int, int]) -> GGUFHeader:
-    return _check(stamp[0])
+    Without `keep_arrays` the header is read once per file identity (`gguf_cache`: this
+    process, then the disk entry); with them the file is parsed each time.
+    """
+    if keep_arrays:
+        return parse_header(path, keep_arrays=keep_arrays)
+    return gguf_cache.header(path)
 
 
 def read_vocab_arrays(path: str | os.PathLike[str]) -> tuple[list[str], list[int]]:
     """The GGUF's `tokenizer.ggml.tokens` and `token_type` arrays."""
     keys = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
-    header = read_header(path, keep_arrays=keys)
+    header = parse_header(path, keep_arrays=keys)
     tokens, types = (header.metadata.get(k) for k in keys)
     if not isinstance(tokens, list) or not isinstance(types, list) or len(tokens) != len(types):
         raise BadModelFile(f"{header.path}: the GGUF has no usable tokenizer token list")
@@ -301,9 +97,21 @@ def read_vocab_arrays(path: str | os.PathLike[str]) -> tuple[list[str], list[int
 def check_model_file(path: str | os.PathLike[str]) -> GGUFHeader:
     """Raise `BadModelFile` with a one-line reason unless llama.cpp can safely load `path`.
 
-    Results are remembered per (path, size, mtime): a file is parsed once per process.
+    The header is read once per file identity (`gguf_cache`) and a file that passed is
+    remembered by it in this process; a file modified seconds ago is checked every time.
     """
-    return _checked(_stamp(os.fspath(path)))
+    fid = gguf_cache.file_id(path)
+    with _checked_lock:
+        hit = _checked.get(fid)
+    if hit is not None and not gguf_cache.racy(fid):
+        return hit
+    header = _check(gguf_cache.header(path))
+    if not gguf_cache.racy(fid):
+        with _checked_lock:
+            _checked[fid] = header
+            while len(_checked) > _CHECKED_MEMO:
+                _checked.popitem(last=False)
+    return header
 
 
 def _check_hyperparameters(header: GGUFHeader) -> None:
@@ -325,22 +133,16 @@ def _check_hyperparameters(header: GGUFHeader) -> None:
             f"only {len(header.tensors)} tensors"
         )
     for key in REQUIRED_TOKENIZER_KEYS[1:]:
-        if not isinstance(header.metadata[key], list | _Skipped):
+        if not isinstance(header.metadata[key], list | Skipped):
             raise BadModelFile(f"{p}: {key} is {_short(header.metadata[key])}, not an array")
 
 
-def _printable(name: str) -> str:
-    """A name from the file, safe in a one-line message (control characters escaped)."""
-    return name if name.isprintable() else repr(name)[1:-1]
-
-
 def _short(v: Any) -> str:
-    text = repr(v.count) + " elements" if isinstance(v, _Skipped) else repr(v)
+    text = repr(v.count) + " elements" if isinstance(v, Skipped) else repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _check(path: str) -> GGUFHeader:
-    header = read_header(path)
+def _check(header: GGUFHeader) -> GGUFHeader:
     p = header.path
     arch = header.architecture
     if arch is None:

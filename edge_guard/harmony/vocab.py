@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -144,22 +145,53 @@ class Vocab:
         cls, tokens: Sequence[str], types: Sequence[int], name: str = "gguf"
     ) -> Vocab:
         """Build from a GGUF's `tokenizer.ggml.tokens` / `token_type` arrays (gpt2-style BPE)."""
-        token_bytes: list[bytes] = []
-        control: set[int] = set()
-        for i, (tok, typ) in enumerate(zip(tokens, types, strict=True)):
-            if typ == TOKEN_TYPE_NORMAL:
-                token_bytes.append(gpt2_symbols_to_bytes(tok))
-            else:
-                token_bytes.append(tok.encode("utf-8"))
-                control.add(i)
-        return cls(token_bytes, frozenset(control), name=name)
+        token_bytes, control = token_tables(tokens, types)
+        return cls(token_bytes, control, name=name)
 
     @classmethod
     def from_gguf(cls, path: str | os.PathLike[str]) -> Vocab:
-        """The vocabulary stored in a GGUF (cached per path, size and mtime)."""
+        """The vocabulary stored in a GGUF: built once per file identity (this process,
+        then `engine.gguf_cache`'s disk entry), so the same file gives the same object."""
+        from edge_guard.engine import gguf_cache
+
         path = os.fspath(path)
-        st = os.stat(path)
-        return _vocab_from_gguf(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+        fid = gguf_cache.file_id(path)
+        with _memo_lock:
+            hit = _memo.get(fid)
+        if hit is not None and not gguf_cache.racy(fid):
+            return hit
+        try:
+            token_bytes, control = gguf_cache.vocab_tables(path, token_tables, TABLES_BUILD)
+        except (ValueError, TypeError) as exc:
+            raise BadModelFile(
+                f"{path}: the tokenizer is not a byte-level BPE vocabulary ({exc})"
+            ) from None
+        vocab = cls(token_bytes, control, name=fid[0])
+        if not gguf_cache.racy(fid):
+            with _memo_lock:
+                _memo[fid] = vocab
+                while len(_memo) > 4:
+                    _memo.pop(next(iter(_memo)))
+        return vocab
+
+
+def token_tables(tokens: Sequence[str], types: Sequence[int]) -> tuple[list[bytes], frozenset[int]]:
+    """A GGUF's token strings and types -> (bytes of each id, the control ids)."""
+    token_bytes: list[bytes] = []
+    control: set[int] = set()
+    for i, (tok, typ) in enumerate(zip(tokens, types, strict=True)):
+        if typ == TOKEN_TYPE_NORMAL:
+            token_bytes.append(gpt2_symbols_to_bytes(tok))
+        else:
+            token_bytes.append(tok.encode("utf-8"))
+            control.add(i)
+    return token_bytes, frozenset(control)
+
+
+_memo: dict[tuple[str, int, int, int, int], Vocab] = {}
+_memo_lock = threading.Lock()
+# The version of `token_tables` that built a cached vocabulary (`gguf_cache` keys by it).
+TABLES_BUILD = "gpt2-bytes-1"
 
 
 def o200k_base_ranks() -> dict[bytes, int]:
@@ -232,16 +264,3 @@ class ContentEncoder:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
-
-
-@functools.lru_cache(maxsize=4)
-def _vocab_from_gguf(path: str, size: int, mtime_ns: int) -> Vocab:
-    from edge_guard.engine.gguf_check import read_vocab_arrays
-
-    tokens, types = read_vocab_arrays(path)
-    try:
-        return Vocab.from_token_strings(tokens, types, name=path)
-    except (ValueError, TypeError) as exc:
-        raise BadModelFile(
-            f"{path}: the tokenizer is not a byte-level BPE vocabulary ({exc})"
-        ) from None
