@@ -25,7 +25,12 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.policy.core import Policy
 from edge_guard.result import ClassificationResult, MultiResult
-from edge_guard.settings import InferenceBackend, Model, Settings, resolve_settings
+from edge_guard.settings import (
+    InferenceBackend,
+    Model,
+    Settings,
+    resolve_settings,
+)
 from edge_guard.store import Store
 
 PolicyRef = str | Path | types.ModuleType | Policy
@@ -58,14 +63,9 @@ def build_classifier(
     """
     settings = settings or resolve_settings()
     if backend is None and settings.backend == "server":  # an `edge-guard serve` (detected)
-        from edge_guard.service.client import remote_classifier
-
-        remote = remote_classifier(policies, settings.backend_config(), style=settings.style,
-                                   effort=settings.effort, date=settings.date,
-                                   sampling=sampling or settings.sampling(),
-                                   use_cache=settings.use_cache)  # fmt: skip
+        remote = _remote(policies, settings, sampling)
         if remote is not None:
-            return remote  # type: ignore[return-value]
+            return remote  # type: ignore[no-any-return]
     if backend is None:
         backend = build_backend(settings, interactive=interactive)
     return Classifier(
@@ -82,6 +82,32 @@ def build_classifier(
         reasoning=settings.reasoning,
         cascade=settings.cascade,
     )
+
+
+def _remote(policies: Any, settings: Settings, sampling: SamplingConfig | None) -> Any:
+    """A classifier on an edge-guard server (None for other servers). It is handed the
+    whole spec; a client that cannot carry a request option refuses it in one line."""
+    import inspect
+
+    from edge_guard.service.client import remote_classifier
+
+    params = inspect.signature(remote_classifier).parameters
+    if "settings" in params:
+        return remote_classifier(policies, settings.backend_config(), settings=settings,
+                                 sampling=sampling)  # fmt: skip
+    carried = {"style", "effort", "date", "temperature", "seed", "max_tokens"}
+    dropped = [n for n, v in settings.request().items()
+               if n not in carried and v != getattr(Settings, n)]  # fmt: skip
+    remote = remote_classifier(policies, settings.backend_config(), style=settings.style,
+                               effort=settings.effort, date=settings.date,
+                               sampling=sampling or settings.sampling(),
+                               use_cache=settings.use_cache)  # fmt: skip
+    if remote is not None and dropped:
+        from edge_guard.settings import SettingError, option_name
+
+        raise SettingError(f"the edge-guard server client cannot send {option_name(dropped[0], 'python')} "
+                           f"(request options it carries: {', '.join(sorted(carried))})", dropped[0])  # fmt: skip
+    return remote
 
 
 def is_interactive() -> bool:
@@ -165,33 +191,27 @@ def classify(
              "use_cache": use_cache, "truncate": truncate}  # fmt: skip
     if sampling is not None and (temperature, seed, max_tokens) != (None, None, None):
         raise EdgeGuardError("pass either sampling= or temperature/seed/max_tokens, not both")
-    if settings is None:
-        settings = resolve_settings(flags)
-    else:  # keywords over the given settings
-        changes = {k: v for k, v in flags.items() if v is not None}
-        if isinstance(changes.get("backend"), InferenceBackend):
-            changes["style"] = changes.pop("backend").value
-        settings = settings.replace(**changes)
+    settings = resolve_settings(flags, base=settings)  # keywords over `settings` if given
     if ready is None and engine_settings is not None and settings.backend == "local":
         ready = make_backend(settings.model, engine_settings, yes=settings.yes)
     pset = _as_set(policy)  # a PolicySet (or a set's name): its policies, thresholds applied
-    if pset is not None:
-        policy = pset.policies
-    classifier = build_classifier(policy, settings, backend=ready, store=store, sampling=sampling)
-    if pset is not None and (run_items, samplings, on_event) == (None, None, None):
+    if pset is None and _policy_list(policy) is not None:
+        from edge_guard.policy.sets import adhoc_set
+
+        pset = adhoc_set(_policy_list(policy))  # type: ignore[arg-type]
+    classifier = build_classifier(pset.policies if pset is not None else policy, settings,
+                                  backend=ready, store=store, sampling=sampling)  # fmt: skip
+    one = isinstance(text, str | Conversation)  # one text or conversation, else a list
+    texts = [text] if one else list(text)  # type: ignore[list-item]
+    if pset is not None:  # every set and list of policies: one path, thresholds applied
         from edge_guard.runs.multi import classify_set
 
         procs = logits_processors
         steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])  # type: ignore[index]
-        multi = classify_set(classifier, pset, [text] if isinstance(text, str) else list(text),
-                             steer=steer)  # fmt: skip
-        return multi[0] if isinstance(text, str) else multi
+        multi = classify_set(classifier, pset, texts, steer=steer, samplings=samplings,
+                             on_event=on_event, run_items=run_items)  # fmt: skip
+        return multi[0] if one else multi
     kwargs = {"run_items": run_items, "samplings": samplings,
               "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
-    one = isinstance(text, str | Conversation)  # one text or conversation, else a list
-    texts = [text] if one else list(text)
-    if _policy_list(policy) is not None:
-        multi = classifier.classify_multi(texts, **kwargs)
-        return multi[0] if one else multi
     results = classifier.classify(texts, **kwargs)
     return results[0] if one else results

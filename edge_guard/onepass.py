@@ -10,15 +10,15 @@ straight into the final channel, so the next token is the answer's first token:
 The engine scores that prompt once (a score-only request, no sampling): log-probs of each
 label's first token when every label is one distinct token, else the summed log-probs of
 each label's whole token sequence (``score_sequences``, all labels in one batch). The
-probabilities are normalised over the labels; the verdict is ``P(violation) >= threshold``
-(``[output] threshold`` in policy.toml, default 0.5). Only closed output kinds (binary,
+probabilities are normalised over the labels (the one label scoring,
+`policy.parsers.scores_from_logprobs`); the verdict is ``P(violation) >= threshold``
+(``[output] threshold`` in policy.toml, default 0.5; the one rule, `policy.sets.violates`). Only closed output kinds (binary,
 likert, labels) have a label set to score; any other kind is refused. A policy's custom
 ``parse()`` is not run: there is no answer text to parse.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.policy.core import OutputSpec, Policy
+from edge_guard.policy.parsers import label_token_map, scores_from_logprobs, scores_from_probs
+from edge_guard.policy.sets import side_label, violates
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 
@@ -91,23 +93,15 @@ class LabelScoring:
 
 
 def label_scoring(spec: OutputSpec, vocab: Vocab) -> LabelScoring:
-    """Single-token labels (and their leading-space variants): next-token log-probs; any
-    multi-token label: every label's ids (and its spaced variant's) as sequences."""
+    """Single-token labels (and their leading-space variants, `label_token_map`):
+    next-token log-probs; any multi-token label: every label's ids (and its spaced
+    variant's) as sequences."""
     enc = vocab.encoder.encode
     plain = {label: enc(label) for label in spec.labels}
     if all(len(ids) == 1 for ids in plain.values()) and len(
         {ids[0] for ids in plain.values()}
     ) == len(plain):
-        tmap = {ids[0]: label for label, ids in plain.items()}
-        spaced: dict[int, set[str]] = {}
-        for label in spec.labels:
-            ids = enc(" " + label)
-            if len(ids) == 1:
-                spaced.setdefault(ids[0], set()).add(label)
-        for tok, labels in spaced.items():
-            if len(labels) == 1 and tok not in tmap:
-                tmap[tok] = labels.pop()
-        return LabelScoring(tmap, ())
+        return LabelScoring(label_token_map(spec, vocab.encoder), ())
     seqs: list[tuple[str, tuple[int, ...]]] = []
     seen: set[tuple[int, ...]] = set()
     for label in spec.labels:
@@ -121,10 +115,8 @@ def label_scoring(spec: OutputSpec, vocab: Vocab) -> LabelScoring:
 
 def label_probs(spec: OutputSpec, scoring: LabelScoring,
                 response: ModelResponse) -> dict[str, Any] | None:  # fmt: skip
-    """Label probabilities normalised over the labels (None when nothing was scored).
-
-    Summed in log space, so long labels whose probabilities underflow a float still
-    compare (`label_mass` may then be 0.0)."""
+    """Label probabilities normalised over the labels (None when nothing was scored), by
+    the one label scoring (`policy.parsers.scores_from_logprobs`, underflow-safe)."""
     pairs: list[tuple[str, float]] = []
     if scoring.token_map is not None:
         lp = response.final_token_logprobs or {}
@@ -133,24 +125,7 @@ def label_probs(spec: OutputSpec, scoring: LabelScoring,
         seq_lp: Sequence[float] | None = getattr(response, "sequence_logprobs", None)
         if seq_lp and len(seq_lp) == len(scoring.sequences):
             pairs = [(label, v) for (label, _ids), v in zip(scoring.sequences, seq_lp, strict=True)]
-    pairs = [(label, float(v)) for label, v in pairs if not math.isnan(v)]
-    top = max((v for _, v in pairs), default=-math.inf)
-    if not math.isfinite(top):
-        return None
-    raw = dict.fromkeys(spec.labels, 0.0)
-    for label, v in pairs:
-        raw[label] += math.exp(v - top)  # the largest term is 1: no underflow to all zeros
-    total = sum(raw.values())
-    mass = total * math.exp(top)
-    return scores_from_probs(spec, {k: v / total for k, v in raw.items()}, mass)
-
-
-def scores_from_probs(spec: OutputSpec, probs: dict[str, float], mass: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"label_probs": probs, "label_mass": mass,
-                           "p_violation": sum(probs[v] for v in spec.violation)}  # fmt: skip
-    if spec.kind == "likert":
-        out["expected_rating"] = sum(int(k) * p for k, p in probs.items())
-    return out
+    return scores_from_logprobs(spec, pairs)
 
 
 def decide(policy: Policy, scores: dict[str, Any] | None, response: ModelResponse,
@@ -167,10 +142,9 @@ def decide(policy: Policy, scores: dict[str, Any] | None, response: ModelRespons
     spec = policy.output
     meta.update(scores)
     probs: dict[str, float] = scores["label_probs"]
-    violating = bool(spec.violation) and scores["p_violation"] >= t
-    side = [lab for lab in spec.labels if (lab in spec.violation) == violating] or list(spec.labels)
-    label = max(side, key=lambda lab: (probs[lab], -spec.labels.index(lab)))
-    value = scores["expected_rating"] if spec.kind == "likert" else scores["p_violation"]
+    violating = bool(spec.violation) and violates(scores.get("p_violation", 0.0), t)
+    label = side_label(spec, probs, violating)
+    value = scores["expected_rating"] if spec.kind == "likert" else scores.get("p_violation")
     verdict = Verdict.VIOLATION if violating else Verdict.NO_VIOLATION
     return ClassificationResult(violating, label, value, meta, response, True, verdict)
 

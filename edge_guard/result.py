@@ -7,6 +7,7 @@ Undetermined (refusal, empty answer, cut off, unparsable, parser error) is never
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -106,6 +107,18 @@ def headline_score(metadata: dict[str, Any], float_label: float | None) -> tuple
     return None if float_label is None else ("score", float(float_label))
 
 
+def flagged(verdicts: Iterable[Verdict | str]) -> bool | None:
+    """THE `flagged` of several verdicts (a set, a text under several policies): True if
+    any is violation; None if none is but one is undetermined (or there are none, never
+    "not flagged"); False otherwise."""
+    vs = [str(v) for v in verdicts]
+    if Verdict.VIOLATION.value in vs:
+        return True
+    if Verdict.UNDETERMINED.value in vs or not vs:
+        return None
+    return False
+
+
 @dataclass
 class MultiResult:
     """One text under several policies: a result per policy (policy order) and `flagged`."""
@@ -116,10 +129,7 @@ class MultiResult:
     @property
     def flagged(self) -> bool | None:
         """True if any policy is violated; None if none is but some are undetermined."""
-        verdicts = [r.verdict for r in self.results.values()]
-        if Verdict.VIOLATION in verdicts:
-            return True
-        return None if Verdict.UNDETERMINED in verdicts else False
+        return flagged(r.verdict for r in self.results.values())
 
     @property
     def violations(self) -> list[str]:

@@ -1,10 +1,24 @@
-"""`Settings`: every choice that shapes a classification, resolved in one place.
+"""`Settings`: the one request spec. Every choice that shapes a classification, resolved once.
 
 Model reference, backend and server options, engine (load) settings, prompt style/effort/
-date, sampling, the store and the cache policy. The CLI (flags), the TUI, `compare`,
-`study`, `policies test`, the scripts, the server and the Python API (keywords) all build
-a `Settings` with `resolve_settings(flags)` — flag > environment > `config.toml` > default —
-and hand it to `edge_guard.api.build_classifier`.
+date, reasoning path and cascade, sampling, truncation, the store and the cache policy.
+Every door — the CLI (flags), the TUI (its controls), `compare`, `study`, `policies test`,
+the scripts, the server (its flags as defaults, request fields over them) and the Python
+API (keywords) — builds its `Settings` with ONE function, `resolve_settings`: given values
+over the environment over `config.toml` over the defaults (or over a `base` spec, e.g. a
+server's defaults). A `Settings` is frozen and validated: every number is checked here, so
+nothing below a door reads a flag or a default of its own. It goes to
+`edge_guard.api.build_classifier`, and from there unchanged into the engine requests and
+the store key (`edge_guard.classifier.cache_key`).
+
+Errors speak the door's language (`door=`): a bad value is one line naming the flag
+(`--seed`, CLI), the keyword (`seed=`, Python), the request field (`seed`, HTTP) or the
+control (TUI); `SettingError.setting` names the field. The seed is a non-negative integer
+(0 to 2**63-1): a negative seed is refused, never passed on to the sampler.
+
+The fields marked `request` (`request_options()`) are the options a single request may
+set: they change what is sent to the model or how its answer is decided, so they are part
+of every door's request (tests/test_parity.py checks each door against the CLI for each).
 
 Environment variables (besides the backend's, see `edge_guard.config`): `EDGE_GUARD_MODEL`,
 `EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_PARALLEL`,
@@ -21,15 +35,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.config import (
-    BACKEND_KINDS,
     DEFAULT_TIMEOUT,
-    SERVER_KINDS,
     BackendConfig,
     backend_config,
     config_path,
@@ -37,13 +48,15 @@ from edge_guard.config import (
 )
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
-from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES, PromptConfig
-from edge_guard.onepass import REASONING_MODES
+from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig
+from edge_guard.setting_values import DOORS, SettingError, convert, option_name
 
 if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
 
 DEFAULT_CTX = 16384
+__all__ = ["DOORS", "InferenceBackend", "Model", "SettingError", "Settings", "option_name",
+           "request_options", "resolve_settings", "setting_flags"]  # fmt: skip
 
 
 class Model(StrEnum):
@@ -58,6 +71,11 @@ class InferenceBackend(StrEnum):
 
     API_INJECT_HARMONY = "harmony"
     API = "chat-template"
+
+
+def _request(default: Any) -> Any:
+    """A field a single request may set (see `request_options`)."""
+    return field(default=default, metadata={"request": True})
 
 
 @dataclass(frozen=True)
@@ -81,37 +99,41 @@ class Settings:
     force: bool = False
     yes: bool = False
     # prompt
-    style: str = DEFAULT_STYLE
-    effort: str = DEFAULT_EFFORT
-    date: str | None = None
+    style: str = _request(DEFAULT_STYLE)
+    effort: str = _request(DEFAULT_EFFORT)
+    date: str | None = _request(None)
     # reasoning path: full | none | none-empty-analysis; cascade "LOW:HIGH" (edge_guard.cascade)
-    reasoning: str = "full"
-    cascade: str | None = None
+    reasoning: str = _request("full")
+    cascade: str | None = _request(None)
     # sampling
-    temperature: float = 0.0
-    seed: int = 0
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = _request(0.0)
+    seed: int = _request(0)
+    max_tokens: int = _request(DEFAULT_MAX_TOKENS)
     # store and cache policy
     db: str | None = None
     use_cache: bool = True
-    truncate: bool = False
+    truncate: bool = _request(False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = _convert(f.name, getattr(self, f.name), "settings")
+            value = convert(f.name, getattr(self, f.name), "settings", "python")
             object.__setattr__(self, f.name, value)
         if self.backend == "server" and self.url is None:
-            raise EdgeGuardError("the server backend needs a URL (url=...)")
+            raise SettingError("the server backend needs a URL (url=...)", "url")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes` applied (validated like any `Settings`)."""
         unknown = sorted(set(changes) - SETTING_NAMES)
         if unknown:
-            raise EdgeGuardError(f"unknown setting(s) {', '.join(unknown)}")
+            raise SettingError(f"unknown setting(s) {', '.join(unknown)}", unknown[0])
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def request(self) -> dict[str, Any]:
+        """The request options (`request_options()`) and their values."""
+        return {name: getattr(self, name) for name in request_options()}
 
     # -- the objects the classifier and the backends take ----------------------------------
     def sampling(self) -> SamplingConfig:
@@ -135,6 +157,13 @@ class Settings:
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+def request_options() -> tuple[str, ...]:
+    """The `Settings` fields one request may set (prompt, reasoning path, sampling,
+    truncation), in field order: what every door must carry or refuse."""
+    return tuple(f.name for f in fields(Settings) if f.metadata.get("request"))
+
 
 # Settings name -> `config.backend_config` key.
 _BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
@@ -168,27 +197,35 @@ def resolve_settings(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    base: Settings | None = None,
+    door: str = "python",
 ) -> Settings:
-    """Settings from `flags` (None = unset) over `env` (default `os.environ`) over the config
-    file (a path, an already parsed mapping, or None = `config_path()`) over the defaults.
+    """THE resolution of every door: `flags` (None = unset) over `env` (default
+    `os.environ`) over the config file (a path, a parsed mapping, or None = `config_path()`)
+    over the defaults — or, with `base`, `flags` over that spec (env and file are already in
+    it). `door` ("cli", "python", "http", "tui") names a bad given value in its own terms.
 
     Seed values are accepted: `model=Model.X`, `backend=InferenceBackend.Y` (a prompt style:
     the backend kind then comes from env/config/default).
     """
-    env = os.environ if env is None else env
+    if door not in DOORS:
+        raise ValueError(f"unknown door {door!r}")
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     unknown = sorted(set(flags) - SETTING_NAMES)
     if unknown:
-        raise EdgeGuardError(
-            f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(SETTING_NAMES))})"
-        )
+        raise SettingError(f"unknown setting(s) {', '.join(unknown)} (known: "
+                           f"{', '.join(sorted(SETTING_NAMES))})", unknown[0], door)  # fmt: skip
     if isinstance(flags.get("backend"), InferenceBackend):
         style = str(flags.pop("backend").value)
         if flags.get("style") not in (None, style):
-            raise EdgeGuardError(
-                f"backend={style!r} prompt format conflicts with style={flags['style']!r}"
-            )
+            raise SettingError(f"backend={style!r} prompt format conflicts with "
+                               f"{option_name('style', door)} {flags['style']!r}", "style", door)  # fmt: skip
         flags["style"] = style
+    given = {name: convert(name, value, "given", door) for name, value in flags.items()}
+    if base is not None:
+        return replace(base, **given)
+    env = os.environ if env is None else env
     if isinstance(config, Mapping):
         file, where = dict(config), "the given config"
     else:
@@ -197,13 +234,15 @@ def resolve_settings(
     values: dict[str, Any] = {}
     for name, (table, var) in _SOURCES.items():
         section = file.get(table, {}) if table else file
-        if name in flags:
-            values[name] = _convert(name, flags[name], "the command line")
+        if name in given:
+            values[name] = given[name]
         elif var is not None and env.get(var):
-            values[name] = _convert(name, env[var], f"${var}")
+            values[name] = convert(name, env[var], f"${var}", door)
         elif name in section:
-            values[name] = _convert(name, section[name], f"[{table or 'top level'}] in {where}")
-    cfg = backend_config({key: flags.get(name) for name, key in _BACKEND_KEYS.items()},
+            values[name] = convert(
+                name, section[name], f"[{table or 'top level'}] in {where}", door
+            )
+    cfg = backend_config({key: given.get(name) for name, key in _BACKEND_KEYS.items()},
                          config if not isinstance(config, Mapping) else None,
                          env=env, file=file)  # fmt: skip
     values.update(backend=cfg.kind, url=cfg.url, api_key_env=cfg.api_key_env,
@@ -228,71 +267,3 @@ def _check_file(file: Mapping[str, Any], where: str) -> None:
         bad += [f"{table}.{k}" for k in sorted(set(section) - known)]
     if bad:
         raise EdgeGuardError(f"{where}: unknown setting(s) {', '.join(bad)}")
-
-
-_INTS = {"ctx": 0, "threads": 1, "parallel": 1, "seed": None, "max_tokens": 1, "concurrency": 1}
-_BOOLS = ("force", "yes", "use_cache", "truncate")
-_CHOICES = {"style": STYLES, "effort": EFFORTS, "backend": BACKEND_KINDS,
-            "reasoning": REASONING_MODES,
-            "server_kind": SERVER_KINDS}  # fmt: skip
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _convert(name: str, value: Any, where: str) -> Any:
-    """`value` as the type `name` takes (strings from env/files are parsed), or a one-line error."""
-    if value is None:
-        return None
-    what = f"{name} = {value!r} (from {where})"
-    if name in _BOOLS:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise EdgeGuardError(f"{what}: must be true or false")
-    if name in _INTS:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise EdgeGuardError(f"{what}: must be an integer")
-        try:
-            n = int(value)
-        except ValueError:
-            raise EdgeGuardError(f"{what}: must be an integer") from None
-        low = _INTS[name]
-        if low is not None and n < low:
-            raise EdgeGuardError(f"{what}: must be >= {low}")
-        return n
-    if name in ("temperature", "timeout"):
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            raise EdgeGuardError(f"{what}: must be a number") from None
-        if x < 0 or (name == "timeout" and x == 0) or x != x:
-            raise EdgeGuardError(f"{what}: must be {'>' if name == 'timeout' else '>='} 0")
-        return x
-    if name == "gpu_layers":
-        text = str(value).strip().lower()
-        if text == "auto":
-            return "auto"
-        try:
-            return int(text)
-        except ValueError:
-            raise EdgeGuardError(f"{what}: must be 'auto' or a number of layers") from None
-    if isinstance(value, Path) and name in ("model", "db"):
-        return str(value)
-    if name == "cascade":  # "LOW:HIGH" or a (low, high) pair -> "LOW:HIGH", checked
-        from edge_guard.cascade import parse_bounds
-
-        bounds = parse_bounds(value)
-        return None if bounds is None else f"{bounds[0]!r}:{bounds[1]!r}"
-    if isinstance(value, StrEnum):
-        value = str(value.value)
-    if not isinstance(value, str):
-        raise EdgeGuardError(f"{what}: must be a string")
-    if name in _CHOICES and value not in _CHOICES[name]:
-        raise EdgeGuardError(f"{what}: must be one of {', '.join(_CHOICES[name])}")
-    if name == "date":
-        PromptConfig(date=value)  # YYYY-MM-DD, a calendar date
-    if name == "url":
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise EdgeGuardError(f"{what}: must start with http:// or https://")
-    return value

@@ -191,8 +191,8 @@ def test_cli_flags(tiny_o200k_model: Path, tmp_path: Path) -> None:
     got = got[0] if isinstance(got, list) else got
     assert got["finish_reason"] == "scored" and got["metadata"]["path"] == "one-pass"
     code, out = cli("-p", "toxic_simple", "--cascade", "0.9:0.1", "hello")
-    assert code != 0 and out.strip().splitlines()[-1] == (
-        "error: cascade bounds must satisfy 0 <= LOW <= HIGH <= 1, got 0.9:0.1")  # fmt: skip
+    assert code == 2 and out.strip().splitlines() == [
+        "error: --cascade '0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1, got 0.9:0.1"]  # fmt: skip
     code, out = cli("-p", "spam", "--reasoning", "none", "hello")
     assert code != 0 and "needs a closed output kind (binary, likert or labels), not 'json'" in out
     code, out = cli("-p", "toxic_simple", "--reasoning", "fast", "hello")

@@ -169,10 +169,47 @@ def test_threshold_sets_verdict_from_p_violation() -> None:
     assert apply_threshold(_result(False, 0.3), 0.25).verdict == Verdict.VIOLATION
     assert apply_threshold(_result(True, 0.2), 0.25).verdict == Verdict.NO_VIOLATION
     low = apply_threshold(_result(True, 0.2), 0.25)
-    assert low.metadata == {"p_violation": 0.2, "threshold": 0.25, "model_verdict": "violation"}
+    assert low.metadata == {"p_violation": 0.2, "threshold": 0.25, "model_verdict": "violation",
+                            "model_label": "1"}  # fmt: skip
+    assert (low.binary_label, low.fine_grain_label) == (False, None)  # labels unknown: none
     assert apply_threshold(_result(None, 0.9), 0.25).verdict == Verdict.UNDETERMINED
     assert apply_threshold(_result(False, None), 0.25).verdict == Verdict.NO_VIOLATION
     assert apply_threshold(_result(False, 0.9), None).verdict == Verdict.NO_VIOLATION
+
+
+def test_a_thresholded_result_is_consistent_in_every_field() -> None:
+    from edge_guard.policy.core import load_policy
+
+    pol = load_policy("toxic_simple")  # binary: "1" violates
+    res = _result(True, 0.2)
+    res.metadata["label_probs"] = {"0": 0.8, "1": 0.2}
+    low = apply_threshold(res, 0.25, pol)
+    assert (low.verdict, low.binary_label, low.fine_grain_label) == (Verdict.NO_VIOLATION, False, "0")
+    assert (low.metadata["model_verdict"], low.metadata["model_label"]) == ("violation", "1")
+    again = apply_threshold(low, 0.1, pol)  # from the model's own answer, not the first threshold
+    assert (again.verdict, again.binary_label, again.fine_grain_label) == (Verdict.VIOLATION, True, "1")
+    assert again.metadata["model_verdict"] == "violation"
+    assert (res.verdict, res.binary_label, res.fine_grain_label) == (Verdict.VIOLATION, True, "1")
+
+
+def test_a_likert_threshold_picks_the_decided_sides_likeliest_label(tmp_path: Path) -> None:
+    from edge_guard.policy.core import load_policy
+
+    (tmp_path / "lk").mkdir()
+    (tmp_path / "lk" / "policy.toml").write_text(
+        'name = "lk"\n[output]\nkind = "likert"\nmin = 1\nmax = 5\nviolation = ["4", "5"]\n'
+    )
+    (tmp_path / "lk" / "policy.md").write_text("Rate 1-5.\n")
+    pol = load_policy(tmp_path / "lk")
+    probs = {"1": 0.05, "2": 0.1, "3": 0.45, "4": 0.3, "5": 0.1}
+    res = ClassificationResult(False, "3", 3.4, {"p_violation": 0.4, "label_probs": probs},
+                               ModelResponse(response="3", reasoning="", finish_reason="return"),
+                               True)  # fmt: skip
+    up = apply_threshold(res, 0.35, pol)
+    assert (up.verdict, up.binary_label, up.fine_grain_label) == (Verdict.VIOLATION, True, "4")
+    assert up.float_label == 3.4 and up.metadata["model_label"] == "3"
+    keep = apply_threshold(res, 0.5, pol)  # the verdict stands: the model's own label stays
+    assert (keep.verdict, keep.binary_label, keep.fine_grain_label) == (Verdict.NO_VIOLATION, False, "3")
 
 
 V, N, U = Verdict.VIOLATION, Verdict.NO_VIOLATION, Verdict.UNDETERMINED

@@ -16,7 +16,7 @@ from edge_guard.classifier import Classifier
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.response import ModelResponse
-from edge_guard.settings import Settings, resolve_settings
+from edge_guard.settings import SettingError, Settings, resolve_settings
 from edge_guard.store import Store
 
 SHORT = SamplingConfig(max_tokens=12)
@@ -76,7 +76,12 @@ def test_config_file_is_read_from_path(tmp_path: Path) -> None:
         ({}, {"EDGE_GUARD_MAX_TOKENS": "lots"}, {}, "max_tokens = 'lots' (from $EDGE_GUARD_MAX_TOKENS): must be an integer"),
         ({}, {}, {"sampling": {"max_tokens": 0}}, "max_tokens = 0 (from [sampling] in the given config): must be >= 1"),
         ({}, {}, {"prompt": {"efort": "low"}}, "the given config: unknown setting(s) prompt.efort"),
-        ({"effort": "extreme"}, {}, {}, "effort = 'extreme' (from the command line): must be one of low, medium, high"),
+        ({"effort": "extreme"}, {}, {}, "effort='extreme': must be one of low, medium, high"),
+        ({"seed": -1}, {}, {}, "seed=-1: must be from 0 to 9223372036854775807"),
+        ({}, {"EDGE_GUARD_SEED": "-1"}, {}, "seed = '-1' (from $EDGE_GUARD_SEED): must be from 0"),
+        ({"temperature": float("nan")}, {}, {}, "temperature=nan: must be a finite number >= 0"),
+        ({"gpu_layers": -2}, {}, {}, "gpu_layers=-2: must be 'auto', -1 (all)"),
+        ({"cascade": "0.9:0.1"}, {}, {}, "cascade='0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1"),
         ({"backend": "server"}, {}, {}, "needs a URL"),
     ],
 )  # fmt: skip
@@ -86,6 +91,51 @@ def test_bad_settings_are_one_line_errors(flags: dict[str, Any], env: dict[str, 
         resolve_settings(flags, env=env, config=config)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("door", "message"),
+    [
+        ("cli", "--seed -1: must be from 0 to 9223372036854775807"),
+        ("python", "seed=-1: must be from 0 to 9223372036854775807"),
+        ("http", "request field 'seed' = -1: must be from 0 to 9223372036854775807"),
+        ("tui", "--seed -1: must be from 0"),
+    ],
+)
+def test_a_bad_value_is_named_in_the_doors_terms(door: str, message: str) -> None:
+    with pytest.raises(SettingError) as info:
+        resolve_settings({"seed": -1}, env={}, config={}, door=door)
+    assert str(info.value) == message if door != "tui" else message in str(info.value)
+    assert (info.value.setting, info.value.exit_code) == ("seed", 2)
+    with pytest.raises(SettingError, match=r"^the max tokens box = 0: must be >= 1$"):
+        resolve_settings({"max_tokens": 0}, env={}, config={}, door="tui")
+
+
+def test_request_overrides_resolve_over_a_base_spec_and_are_checked() -> None:
+    base = resolve_settings({"effort": "low", "date": "2020-01-01"}, env={}, config={})
+    s = resolve_settings({"reasoning": "none", "cascade": (0.2, 0.8)}, base=base, door="http")
+    assert (s.effort, s.date, s.reasoning, s.cascade) == ("low", "2020-01-01", "none", "0.2:0.8")
+    assert s.request() == {"style": "harmony", "effort": "low", "date": "2020-01-01",
+                           "reasoning": "none", "cascade": "0.2:0.8", "temperature": 0.0,
+                           "seed": 0, "max_tokens": DEFAULT_MAX_TOKENS, "truncate": False}  # fmt: skip
+    with pytest.raises(SettingError, match="request field 'cascade' = 'abc': is not LOW:HIGH"):
+        resolve_settings({"cascade": "abc"}, base=base, door="http")
+
+
+def test_cli_negative_seed_is_a_usage_error_naming_the_flag(tiny_o200k_model: Path) -> None:
+    from edge_guard.cli import main
+
+    out = CliRunner().invoke(main, ["classify", "-p", "toxic_simple", "-m", str(tiny_o200k_model),
+                                   "--seed", "-1", "--temperature", "0.7", "x"])  # fmt: skip
+    assert out.exit_code == 2
+    assert out.output.strip().splitlines() == [
+        "error: --seed -1: must be from 0 to 9223372036854775807"
+    ]
+
+
+def test_python_negative_seed_is_refused_naming_the_keyword(tiny_o200k_model: Path) -> None:
+    with pytest.raises(SettingError, match=r"^seed=-1: must be from 0 to 9223372036854775807$"):
+        classify("x", "toxic_simple", model=tiny_o200k_model, seed=-1, temperature=0.7)
 
 
 def test_engine_and_backend_objects_from_settings() -> None:

@@ -141,7 +141,7 @@ def settings_from_opts(opts: dict[str, Any], *, model: str | None = None) -> Set
         del opts[name]
     if model is not None:
         flags["model"] = model
-    return resolve_settings(_unset_flags_off(flags))
+    return resolve_settings(_unset_flags_off(flags), door="cli")
 
 
 def _unset_flags_off(flags: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def pass_opts(f: Callable[..., Any]) -> Callable[..., Any]:
             source = ctx.get_parameter_source(name) if ctx is not None else None
             flags[name] = None if source in _DEFAULTED else kwargs[name]
         if flags:
-            resolved = resolve_settings(_unset_flags_off(flags))
+            resolved = resolve_settings(_unset_flags_off(flags), door="cli")
             kwargs.update({name: getattr(resolved, name) for name in flags})
         return f(opts=kwargs)
 

@@ -54,14 +54,34 @@ def label_scores(spec: OutputSpec, token_map: dict[int, str] | None,
     """Probabilities of each label at the first answer token, normalised over the labels."""
     if token_map is None or not logprobs:
         return None
-    raw = dict.fromkeys(spec.labels, 0.0)
-    for tok, label in token_map.items():
-        if tok in logprobs:
-            raw[label] += math.exp(logprobs[tok])
-    mass = sum(raw.values())
-    if mass <= 0:
+    return scores_from_logprobs(
+        spec, [(label, logprobs[tok]) for tok, label in token_map.items() if tok in logprobs]
+    )
+
+
+def scores_from_logprobs(spec: OutputSpec,
+                         pairs: Sequence[tuple[str, float]]) -> dict[str, Any] | None:  # fmt: skip
+    """THE label scoring (full reasoning's first answer token, one-pass tokens or
+    sequences): (label, log-prob) pairs — several per label add up — normalised over the
+    labels; None when nothing finite was scored.
+
+    Summed in log space, so labels whose probabilities underflow a float still compare
+    (`label_mass` may then be 0.0)."""
+    finite = [(label, float(v)) for label, v in pairs if label in spec.labels and not math.isnan(v)]
+    top = max((v for _, v in finite), default=-math.inf)
+    if not math.isfinite(top):
         return None
-    probs = {k: v / mass for k, v in raw.items()}
+    raw = dict.fromkeys(spec.labels, 0.0)
+    for label, v in finite:
+        raw[label] += math.exp(v - top)  # the largest term is 1: no underflow to all zeros
+    total = sum(raw.values())
+    return scores_from_probs(spec, {k: v / total for k, v in raw.items()}, total * math.exp(top))
+
+
+def scores_from_probs(spec: OutputSpec, probs: dict[str, float], mass: float) -> dict[str, Any]:
+    """The scores kept in a result's metadata: label probabilities, their mass before
+    normalising, P(violation) (policies with violation labels) and a Likert policy's
+    expected rating."""
     out: dict[str, Any] = {"label_probs": probs, "label_mass": mass}
     if spec.violation:
         out["p_violation"] = sum(probs[v] for v in spec.violation)

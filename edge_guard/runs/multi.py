@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from edge_guard.datasets.files import Dataset, column_values, usable_dataset
 from edge_guard.datasets.gold import Gold, map_gold_values, select_rows
-from edge_guard.engine.sampling import LogitsProcessor
+from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
 from edge_guard.policy.combined import (
     MODE_COMBINED,
     MODES,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from edge_guard.classifier import Classifier, RunItem
 
 PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
+EventHook = Callable[[int, Event], None]  # (text idx, engine event)
 # steer(text idx) -> a logits processor for every prompt of that text (tests and demos)
 Steer = Callable[[int], LogitsProcessor | None]
 
@@ -83,6 +85,17 @@ def member_classifier(base: Classifier, policy: Policy, *, modes: bool = True) -
                       sampling=base.sampling, store=base.store, use_cache=base.use_cache,
                       parallel=base.parallel, truncate=getattr(base, "truncate", False),
                       **extra)  # fmt: skip
+
+
+def check_mode(pset: PolicySet, mode: str) -> None:
+    """A known mode; combined refuses thresholds (no P(violation) per policy to apply)."""
+    if mode not in MODES:
+        raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+    with_thresholds = sorted(m.name for m in pset.members if m.threshold is not None)
+    if mode == MODE_COMBINED and with_thresholds:
+        raise EdgeGuardError(f"set {pset.name}: its thresholds ({', '.join(with_thresholds)}) "
+                             "need a P(violation) per policy, which a combined answer has not; "
+                             "use separate mode")  # fmt: skip
 
 
 def set_hash(pset: PolicySet, mode: str) -> str:
@@ -145,8 +158,7 @@ def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: Policy
 
     `conversation`: `usable_dataset`'s messages_field / prompt_field / response_field /
     target (rows become conversations)."""
-    if mode not in MODES:
-        raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+    check_mode(pset, mode)
     ds = usable_dataset(dataset, text_field=text_field, id_field=id_field, **conversation)
     fields = dict(label_fields or {})
     golds: dict[str, list[Gold | None]] = {}
@@ -224,13 +236,17 @@ def pair_item(plan: MultiPlan, t: int, p: int) -> RunItem:
 # -- classifying pairs -----------------------------------------------------------------------
 def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
                   pairs: Sequence[tuple[int, int]],
-                  items: Sequence[RunItem] | None = None,
-                  steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
-    """(pair position, result) for each (text idx, policy idx) pair, one prompt per pair.
+                  items: Sequence[RunItem] | None = None, steer: Steer | None = None,
+                  samplings: Sequence[SamplingConfig] | None = None,
+                  on_event: EventHook | None = None,
+                  ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """(pair position, result) for each (text idx, policy idx) pair, one prompt per pair,
+    the member's threshold applied (`apply_threshold`).
 
     Texts missing the same policies are classified together through
     `classify_loop.iter_pairs`: every miss of every policy in one backend call, so the
     engine batches all pairs (one group on a fresh run; a resumed run has a few groups).
+    `samplings[t]` / `on_event(t, event)` are per text index.
     """
     from edge_guard.classify_loop import iter_pairs
 
@@ -247,10 +263,13 @@ def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
         if items is not None:
             its = [[items[members[t][p]] for t in ts] for p in pols]
         procs = [steer(t) for t in ts] if steer else None
+        sams = [samplings[t] for t in ts] if samplings is not None else None
+        events = (lambda k, ev, ts=ts: on_event(ts[k], ev)) if on_event is not None else None
         for k, n, result in iter_pairs([lanes[p] for p in pols], [texts[t] for t in ts],
-                                       run_items=its, logits_processors=procs):  # fmt: skip
-            p = pols[n]
-            yield members[ts[k]][p], apply_threshold(result, pset.members[p].threshold)
+                                       run_items=its, logits_processors=procs, samplings=sams,
+                                       on_event=events):  # fmt: skip
+            m = pset.members[pols[n]]
+            yield members[ts[k]][pols[n]], apply_threshold(result, m.threshold, m.policy)
 
 
 def set_lanes(base: Classifier, pset: PolicySet) -> list[Classifier]:
@@ -264,17 +283,23 @@ def set_lanes(base: Classifier, pset: PolicySet) -> list[Classifier]:
 
 def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
                   pairs: Sequence[tuple[int, int]],
-                  items: Sequence[RunItem] | None = None,
-                  steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+                  items: Sequence[RunItem] | None = None, steer: Steer | None = None,
+                  samplings: Sequence[SamplingConfig] | None = None,
+                  on_event: EventHook | None = None,
+                  ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
     """(pair position, result) per pair from one combined prompt per text; with run items,
     each pair's derived row is stored and linked as its text completes."""
+    check_mode(pset, MODE_COMBINED)
     clf = member_classifier(base, combined_policy(pset), modes=False)
     by_text: dict[int, list[int]] = {}
     for j, (t, _p) in enumerate(pairs):
         by_text.setdefault(t, []).append(j)
     order = list(by_text)
     procs = [steer(t) for t in order] if steer else None
-    for k, result in clf.iter([texts[t] for t in order], logits_processors=procs):
+    sams = [samplings[t] for t in order] if samplings is not None else None
+    events = (lambda k, ev: on_event(order[k], ev)) if on_event is not None else None
+    for k, result in clf.iter([texts[t] for t in order], logits_processors=procs, samplings=sams,
+                              on_event=events):  # fmt: skip
         split = split_combined(result, pset)
         for j in by_text[order[k]]:
             member = pset.members[pairs[j][1]]
@@ -297,11 +322,13 @@ def store_member(clf: Classifier, res: ClassificationResult, policy: Policy, ite
 
 def classify_pairs(base: Classifier, pset: PolicySet, texts: Sequence[str],
                    pairs: Sequence[tuple[int, int]], *, mode: str = "separate",
-                   items: Sequence[RunItem] | None = None,
-                   steer: Steer | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+                   items: Sequence[RunItem] | None = None, steer: Steer | None = None,
+                   samplings: Sequence[SamplingConfig] | None = None,
+                   on_event: EventHook | None = None,
+                   ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
     """Results for (text idx, policy idx) pairs in `mode`, yielded as they complete."""
     fn = iter_combined if mode == MODE_COMBINED else iter_separate
-    return fn(base, pset, texts, pairs, items, steer)
+    return fn(base, pset, texts, pairs, items, steer, samplings, on_event)
 
 
 def execute_multi_run(plan: MultiPlan, base: Classifier, *,
@@ -330,17 +357,42 @@ def is_multi_run(run: Mapping[str, Any] | None) -> bool:
 
 
 def classify_set(base: Classifier, pset: PolicySet, texts: Sequence[Any], *,
-                 mode: str = "separate", steer: Steer | None = None) -> list[MultiResult]:  # fmt: skip
-    """One `MultiResult` per text: a result per member in set order, thresholds applied;
-    separate mode batches every (text, policy) pair, combined mode one prompt per text."""
+                 mode: str = "separate", steer: Steer | None = None,
+                 samplings: Sequence[SamplingConfig] | None = None,
+                 on_event: EventHook | None = None,
+                 run_items: Sequence[RunItem] | Mapping[str, Sequence[RunItem]] | None = None,
+                 ) -> list[MultiResult]:  # fmt: skip
+    """One `MultiResult` per text: a result per member in set order, thresholds applied —
+    THE path of every set (and every list of policies) at every door. Separate mode
+    batches every (text, policy) pair, combined mode one prompt per text. `samplings`,
+    `on_event(text idx, event)` and `run_items` ({policy name: a RunItem per text}) as
+    `Classifier.iter_pairs`."""
     from edge_guard.conversation import item_text
 
-    if mode not in MODES:
-        raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+    check_mode(pset, mode)
     pairs = [(t, p) for t in range(len(texts)) for p in range(len(pset.members))]
+    items = _pair_items(pset, run_items, len(texts))
     got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
-    for j, res in classify_pairs(base, pset, texts, pairs, mode=mode, steer=steer):
+    for j, res in classify_pairs(base, pset, texts, pairs, mode=mode, items=items, steer=steer,
+                                 samplings=samplings, on_event=on_event):  # fmt: skip
         t, p = pairs[j]
         got[t][pset.members[p].name] = res
     return [MultiResult(item_text(x), {n: got[t][n] for n in pset.names})
             for t, x in enumerate(texts)]  # fmt: skip
+
+
+def _pair_items(pset: PolicySet, run_items: Any, n_texts: int) -> list[RunItem] | None:
+    """{policy name: a RunItem per text} as one RunItem per (text, policy) pair."""
+    if run_items is None:
+        return None
+    if not isinstance(run_items, Mapping):
+        if len(pset.members) != 1:
+            raise EdgeGuardError("several policies need run items per policy name")
+        run_items = {pset.members[0].name: run_items}
+    if sorted(run_items) != sorted(pset.names) or any(
+        len(v) != n_texts for v in run_items.values()
+    ):
+        raise EdgeGuardError(
+            f"run items: give one per text for each policy ({', '.join(pset.names)})"
+        )
+    return [run_items[m.name][t] for t in range(n_texts) for m in pset.members]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy.sets import flagged
+from edge_guard.policy.sets import flagged, threshold_verdict
 from edge_guard.runs.batch import item_score
 from edge_guard.runs.metrics import HEADLINE, METRICS, evaluate, fmt_ci, predictions
 from edge_guard.store import Store
@@ -36,14 +36,12 @@ class PolicyOutcomes:
 
 
 def thresholded(verdict: str, row: dict[str, Any], threshold: float | None) -> str:
-    """A stored verdict with the set's threshold applied (undetermined stays undetermined)."""
-    if threshold is None or verdict not in ("violation", "no_violation"):
+    """A stored verdict with the set's threshold applied (`policy.sets.threshold_verdict`,
+    the rule `apply_threshold` uses; undetermined stays undetermined)."""
+    if threshold is None:
         return verdict
     meta = json.loads(row.get("metadata") or "{}")
-    p = meta.get("p_violation") if isinstance(meta, dict) else None
-    if not isinstance(p, int | float):
-        return verdict
-    return "violation" if float(p) >= threshold else "no_violation"
+    return str(threshold_verdict(verdict, meta if isinstance(meta, dict) else {}, threshold))
 
 
 def multi_outcomes(store: Store, name: str) -> tuple[dict[str, Any], dict[str, PolicyOutcomes]]:
