@@ -37,7 +37,7 @@ from typing import Any
 from edge_guard.engine import llama_runtime as rt
 from edge_guard.engine import safety
 from edge_guard.engine.gguf_check import check_model_file
-from edge_guard.engine.handles import Group, Handle, iter_completed
+from edge_guard.engine.handles import BATCH, INTERACTIVE, Group, Handle, iter_completed
 from edge_guard.engine.loop import EngineLoop
 from edge_guard.engine.prefix_state import make_prefix_store, shared_prefix
 from edge_guard.engine.prefixes import PrefixCache
@@ -50,7 +50,8 @@ from edge_guard.response import ModelResponse
 DEFAULT_N_CTX = 16384
 
 
-__all__ = ["DEFAULT_N_CTX", "Engine", "GenerationRequest", "Handle", "default_threads"]
+__all__ = ["BATCH", "DEFAULT_N_CTX", "INTERACTIVE", "Engine", "GenerationRequest", "Handle",
+           "default_threads"]  # fmt: skip
 
 
 class Engine:
@@ -214,30 +215,35 @@ class Engine:
         }
 
     # -- generation ------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, *, stream: bool = False) -> Handle:
-        """Queue one request from any thread; the handle streams, waits or cancels it."""
-        return self.loop.submit(request, stream=stream)
+    def submit(self, request: GenerationRequest, *, stream: bool = False,
+               priority: int = BATCH) -> Handle:  # fmt: skip
+        """Queue one request (a job of its own) from any thread; the handle streams, waits
+        or cancels it. `priority`: `INTERACTIVE` for a door a person waits on."""
+        return self.loop.submit(request, stream=stream, priority=priority)
 
-    def generate(self, request: GenerationRequest | Sequence[int], **kwargs: Any) -> ModelResponse:
+    def generate(self, request: GenerationRequest | Sequence[int], *, priority: int = BATCH,
+                 **kwargs: Any) -> ModelResponse:  # fmt: skip
         if not isinstance(request, GenerationRequest):
             request = GenerationRequest(list(request), **kwargs)
-        for _, response in self.generate_many([request]):
+        for _, response in self.generate_many([request], priority=priority):
             return response
         raise AssertionError("unreachable")
 
     def generate_many(
-        self, requests: Iterable[GenerationRequest], n_parallel: int | None = None
-    ) -> Iterator[tuple[int, ModelResponse]]:
+        self, requests: Iterable[GenerationRequest], n_parallel: int | None = None,
+        priority: int = BATCH,
+    ) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
         """Complete every request; yields (input index, response) as each one finishes.
 
-        At most `n_parallel` of these requests run at once (other callers' requests share
-        the batch too). Closing the iterator early cancels the requests still running.
+        The requests are one job: at most `n_parallel` of them run at once, and other
+        callers' jobs share the batch round-robin (`admission`), `priority` first.
+        Closing the iterator early cancels the requests still running.
         """
         reqs = list(requests)
         if not reqs:
             return
         width = max(1, min(n_parallel or self.n_parallel, self.n_parallel))
-        group = Group(width)
+        group = Group(width, priority)
         hintless = [r.prompt_ids for r in reqs if r.prefix_len is None and r.prompt_ids]
         if len(hintless) > 1:
             group.shared = shared_prefix(hintless, [None] * len(hintless),

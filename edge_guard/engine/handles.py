@@ -1,16 +1,19 @@
 """Handles on submitted requests: stream a request's events, wait for (or await) its response,
-cancel it; `iter_completed` yields a group's responses as they finish."""
+cancel it; `iter_completed` yields a group's responses as they finish. A `Group` is one job
+(one submit or generate_many call), the unit of the loop's fair share (`admission`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edge_guard.engine.slots import GenerationRequest
+from edge_guard.engine.slots import CallbackError, GenerationRequest
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.response import ModelResponse
@@ -21,15 +24,30 @@ class _Wakeable(Protocol):
 
 
 CANCELLED = "cancelled"
+# Priorities of a job (`Group.priority`): interactive doors (one text typed or sent by a
+# person) are admitted before batch jobs; equal priorities share the slots round-robin.
+BATCH, INTERACTIVE = 0, 1
+
+log = logging.getLogger("edge_guard.engine")
 
 
-@dataclass
+@dataclass(eq=False)
 class Group:
-    """Requests submitted together: at most `width` of them run at once."""
+    """Requests submitted together (one job): at most `width` of them run at once.
+
+    `priority`: higher is admitted first (`INTERACTIVE` for doors a person waits on).
+    The rest is the engine loop's, kept by its thread: running requests (`active`), the
+    requests still waiting, and the job's place in the round-robin (`admission`)."""
 
     width: int
+    priority: int = BATCH
     active: int = 0
     shared: list[int] | None = None  # the prefix of requests that give no `prefix_len`
+    waiting: deque[Handle] = field(default_factory=deque)
+    tag: int = 0  # the virtual finish time of its next request (admission's fair queuing)
+    last: int = 0  # ... and of its latest admitted request
+    arrival: int = 0  # order in which jobs started waiting (ties: the earlier first)
+    admitted: int = 0  # requests admitted so far
 
 
 class Handle:
@@ -48,6 +66,8 @@ class Handle:
         self._lock = threading.Lock()
         self._waiters: list[Any] = []  # callbacks run once the response is in
         self.cancelled = False
+        self.seq_id: int | None = None  # its sequence while it runs
+        self.admitted: int | None = None  # its place in the loop's admission order
         # An exception a request's own callback raised (not an engine failure): re-raised
         # to the caller by result() and iter_completed instead of a response.
         self.exception: BaseException | None = None
@@ -99,9 +119,13 @@ class Handle:
 
     # -- called by the loop thread ----------------------------------------------------------
     def emit(self, events: list[Event]) -> None:
+        on_event = self.request.on_event
         for ev in events:
-            if self.request.on_event is not None:
-                self.request.on_event(ev)
+            if on_event is not None:
+                try:
+                    on_event(ev)
+                except Exception as exc:  # the caller's own: it fails this request alone
+                    raise CallbackError(exc) from exc
             if self._events is not None:
                 self._events.put(ev)
 
@@ -112,12 +136,20 @@ class Handle:
             self._response = response
             self._done.set()
             waiters, self._waiters = self._waiters, []
+        # Nothing a waiter does may stop the loop (an asyncio loop closed before its
+        # response came raises here): the response is in; a waiter that is gone misses it.
         for wake in waiters:
-            wake()
+            try:
+                wake()
+            except Exception as exc:
+                log.debug("a waiter of request %d could not be woken: %s", self.index, exc)
         if self._events is not None:
             self._events.put(None)
         if self._sink is not None:
-            self._sink.put((self.index, response))
+            try:
+                self._sink.put((self.index, response))
+            except Exception as exc:
+                log.warning("request %d: its response could not be delivered: %s", self.index, exc)
 
 
 def iter_completed(handles: list[Handle],

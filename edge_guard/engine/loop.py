@@ -3,40 +3,53 @@
 `EngineLoop.submit(request)` may be called from any thread (an asyncio task uses
 `Handle.wait_async`) and returns a `Handle` that streams the request's events, gives its
 final `ModelResponse` and can be cancelled. A single decode thread, started when work
-arrives and gone when there is none, runs continuous batching across every caller:
-each step decodes one token for every generating sequence plus prompt chunks for new
-ones; a finished or cancelled sequence frees its slot for the next waiting request. A
-score-then-continue sequence (the cascade in place) keeps its generation prompt's last
-logits while it scores, and when its request escalates it goes on generating in its slot.
+arrives and gone when there is none, runs continuous batching across every caller
+(`step`): each step decodes one token for every generating sequence plus prompt chunks
+for new ones; a finished or cancelled sequence frees its slot for the next waiting
+request. Waiting requests are admitted job by job, round-robin (`admission`).
 
 Admission accounts for every KV cell: resident prefixes (`prefixes.PrefixCache`) plus,
 for each running sequence, its own prompt suffix and its generation budget. A request
 joins when a slot is free, its group (`generate_many` call) is under its width, its
 prefix is or can be made resident, and its cells fit — or when nothing else runs.
-A failure (NaN logits, a callback that raises) fails only its own request; a failed
-decode fails the sequences that were in that batch.
+
+A bad request fails alone: a request is checked at submit (`GenerationRequest.problem`),
+and whatever raises while admitting, starting, decoding, scoring, finishing or calling
+back for one request fails that request, returns its slot and its prefix reference, and
+the loop goes on serving the others (a failed decode of several sequences is retried one
+sequence at a time). A fault of the loop itself fails the requests it was working on,
+restores the loop's bookkeeping from the running sequences, and the loop goes on. Each
+pass of the loop either makes progress or ends the thread: it never spins.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.engine import llama_runtime as rt
-from edge_guard.engine.handles import CANCELLED, Group, Handle
+from edge_guard.engine.admission import WaitingJobs
+from edge_guard.engine.handles import BATCH, CANCELLED, Group, Handle
 from edge_guard.engine.sampling import Sampler
-from edge_guard.engine.slots import GenerationRequest, Slot
-from edge_guard.errors import EdgeGuardError
+from edge_guard.engine.slots import GenerationRequest, Slot, blame
+from edge_guard.engine.step import Stepper
 from edge_guard.harmony.parse import HarmonyStreamParser
 from edge_guard.response import ModelResponse
 
 if TYPE_CHECKING:
     from edge_guard.engine.engine import Engine
 
+__all__ = ["EngineLoop", "Group", "Handle"]
 
-class EngineLoop:
+log = logging.getLogger("edge_guard.engine")
+ADMITTED, SKIP, BLOCK = "admitted", "skip", "block"
+STUCK = "internal error: the engine could not admit this request"
+
+
+class EngineLoop(Stepper):
     """Schedules every request of one `Engine` through one continuous batch."""
 
     def __init__(self, engine: Engine) -> None:
@@ -45,21 +58,25 @@ class EngineLoop:
         self._incoming: list[Handle] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._reap = False  # a cancel arrived: look for cancelled requests
         # Owned by the loop thread (under engine.lock):
-        self._waiting: list[Handle] = []
+        self._queue = WaitingJobs()
         self.slots: dict[int, Slot] = {}
-        first = engine.max_prefixes
-        self._free = list(range(first + engine.n_parallel - 1, first - 1, -1))
+        self._free = self._all_seq_ids()
+        self._touched: list[Handle] = []  # what the loop is working on (a fault fails these)
+        self.faults = 0  # faults of the loop itself, recovered from
 
     # -- any thread -------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, group: Group | None = None, index: int = 0,
                sink: queue.Queue[tuple[int, ModelResponse]] | None = None,
-               stream: bool = False) -> Handle:  # fmt: skip
+               stream: bool = False, priority: int = BATCH) -> Handle:  # fmt: skip
+        """Queue `request` (part of `group`'s job, else a job of its own at `priority`)."""
         eng = self.engine
-        handle = Handle(self, request, group or Group(eng.n_parallel), index, sink, stream)
-        problem = self._problem(request)
+        handle = Handle(self, request, group or Group(eng.n_parallel, priority), index, sink,
+                        stream)  # fmt: skip
+        problem = self._problem(handle)
         if problem is not None:
-            handle.complete(ModelResponse.failed(problem, request.prompt_ids, eng.model_path))
+            handle.complete(ModelResponse.failed(problem, _ids(request), eng.model_path))
             return handle
         with self._cv:
             if self._closed:
@@ -75,21 +92,21 @@ class EngineLoop:
         return handle
 
     def wake(self) -> None:
+        """A handle was cancelled: the loop looks for cancelled requests on its next pass."""
         with self._cv:
+            self._reap = True
             self._cv.notify_all()
 
     def close(self) -> None:
         """Cancel everything and wait for the loop thread to end."""
         with self._cv:
             self._closed = True
+            self._reap = True
             for h in self._incoming:
                 h.cancelled = True
             thread = self._thread
             self._cv.notify_all()
         if thread is not None and thread is not threading.current_thread():
-            running = list(self.slots.values())  # one C-level copy: safe against the loop
-            for h in [*list(self._waiting), *(s.handle for s in running)]:
-                h.cancelled = True
             thread.join()
 
     @property
@@ -97,82 +114,165 @@ class EngineLoop:
         with self._cv:
             return self._thread is not None
 
-    def _problem(self, req: GenerationRequest) -> str | None:
-        n_ctx = self.engine.n_ctx
-        if len(req.prompt_ids) == 0:
-            return "empty prompt"
-        if len(req.prompt_ids) + 1 > n_ctx:
-            return (f"prompt is {len(req.prompt_ids)} tokens but the context holds {n_ctx}"
-                    " (raise --ctx, shorten the text or pass --truncate)")  # fmt: skip
-        if req.score_only and any(len(s) == 0 for s in req.score_sequences):
-            return "an empty continuation cannot be scored"
-        if (req.continue_at is None) != (req.escalate is None):
-            return "score-then-continue needs both continue_at and escalate"
-        if req.continue_at is not None and not (
-            req.score_only and 0 < req.continue_at < len(req.prompt_ids)
-        ):
-            return "continue_at must split a score-only prompt into a prompt and a header"
-        return None
+    def _problem(self, h: Handle) -> str | None:
+        eng = self.engine
+        g = h.group
+        if isinstance(g.width, bool) or not isinstance(g.width, int) or g.width < 1:
+            return f"a group's width must be an integer >= 1, got {g.width!r}"
+        if isinstance(g.priority, bool) or not isinstance(g.priority, int):
+            return f"priority must be an integer, got {g.priority!r}"
+        req = h.request
+        if not isinstance(req, GenerationRequest):
+            return "not a GenerationRequest"
+        try:
+            return req.problem(eng.n_ctx, eng.n_vocab, eng.n_batch)
+        except Exception as exc:  # a malformed request: it fails here, never in the loop
+            return f"invalid request: {type(exc).__name__}: {exc}"
 
     # -- the loop thread --------------------------------------------------------------------
     def _run(self) -> None:
-        eng = self.engine
         try:
             while True:
-                with self._cv:
-                    self._waiting.extend(self._incoming)
-                    self._incoming.clear()
-                    if not self._waiting and not self.slots:
-                        self._thread = None
-                        return
-                with eng.lock:
-                    if eng.closed:
-                        self._fail_all("the engine is closed")
-                        continue
-                    self._reap_cancelled()
-                    self._admit()
-                    if self.slots:
-                        self._step()
-        except BaseException as exc:  # a bug: no caller may wait forever
-            self._fail_all(f"internal error in the engine loop: {type(exc).__name__}: {exc}")
+                try:
+                    self._serve()
+                    return
+                except BaseException as exc:  # a fault of the loop itself: restart
+                    self._recover(exc)
+        finally:
             with self._cv:
-                self._thread = None
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _serve(self) -> None:
+        """Admit and decode until there is nothing left to do."""
+        eng = self.engine
+        while True:
+            with self._cv:
+                incoming, self._incoming = self._incoming, []
+                reap, self._reap = self._reap, False
+                closed = self._closed
+                if not incoming and not self._queue and not self.slots:
+                    self._thread = None
+                    return
+            with eng.lock:
+                self._touched = incoming
+                for h in incoming:
+                    self._queue.add(h)
+                if eng.closed:
+                    self._fail_all("the engine is closed")
+                    continue
+                if closed:
+                    for h in [*self._queue.handles(), *(s.handle for s in self.slots.values())]:
+                        h.cancelled = True
+                if reap or closed:
+                    self._reap_cancelled()
+                admitted = self._admit()
+                if self.slots:
+                    self._step()
+                elif self._queue and not admitted:
+                    self._unstick()
+                self._touched = []
+
+    def _recover(self, exc: BaseException) -> None:
+        """Fail the requests a fault of the loop touched (all when it touched none still
+        open), release the sequences it left finished, and restore the bookkeeping."""
+        self.faults += 1
+        error = f"internal error in the engine loop: {type(exc).__name__}: {exc}"
+        log.error("%s (recovered)", error, exc_info=exc)
+        touched, self._touched = self._touched, []
+        with self.engine.lock:
+            open_ = [h for h in touched if not h.done()]
+            if not open_:
+                with self._cv:
+                    incoming, self._incoming = self._incoming, []
+                open_ = [
+                    *incoming,
+                    *self._queue.handles(),
+                    *(s.handle for s in self.slots.values()),
+                ]
+            for h in open_:
+                _quietly(self._fail, h, error)
+            for slot in [s for s in self.slots.values() if s.done]:
+                _quietly(self._release, slot.seq_id)
+            self._reconcile()
+
+    def _all_seq_ids(self) -> list[int]:
+        first = self.engine.max_prefixes
+        return list(range(first + self.engine.n_parallel - 1, first - 1, -1))
+
+    def _reconcile(self) -> None:
+        """Free slots, prefix users and group counts recomputed from the running sequences."""
+        eng = self.engine
+        running = list(self.slots.values())
+        self._free = [s for s in self._all_seq_ids() if s not in self.slots]
+        if eng._mem is not None:
+            for seq_id in self._free:
+                rt.seq_rm(eng._mem, seq_id)
+        for r in eng.prefixes.residents:
+            r.users = sum(1 for s in running if s.resident is r)
+        for g in {
+            id(g): g for g in [*self._queue.jobs(), *(s.handle.group for s in running)]
+        }.values():
+            g.active = sum(1 for s in running if s.handle.group is g)
+
+    def _unstick(self) -> None:
+        """Requests wait, nothing runs and none could be admitted: only lost bookkeeping
+        does that. Restore it and try again; requests still refused fail (no spinning)."""
+        self._reconcile()
+        if self._admit() or self.slots:
+            return
+        for h in self._queue.handles():
+            self._fail(h, STUCK)
+
+    def _fail(self, h: Handle, error: str) -> None:
+        """End `h` with `error` wherever it is: running, waiting or between the two."""
+        slot = self.slots.get(h.seq_id) if h.seq_id is not None else None
+        if slot is not None and slot.handle is h:
+            self._release(h.seq_id, error)  # type: ignore[arg-type]
+            return
+        self._queue.remove(h)
+        h.complete(ModelResponse.failed(error, h.request.prompt_ids, self.engine.model_path))
 
     def _fail_all(self, error: str) -> None:
         with self._cv:
-            self._waiting.extend(self._incoming)
-            self._incoming.clear()
+            incoming, self._incoming = self._incoming, []
+        for h in incoming:
+            self._queue.add(h)
         for seq_id in list(self.slots):
             self._release(seq_id, error)
-        for h in self._waiting:
-            h.complete(ModelResponse.failed(error, h.request.prompt_ids, self.engine.model_path))
-        self._waiting.clear()
+        for h in self._queue.handles():
+            self._fail(h, error)
 
     def _reap_cancelled(self) -> None:
-        for h in [h for h in self._waiting if h.cancelled]:
-            self._waiting.remove(h)
-            h.complete(ModelResponse.failed(CANCELLED, h.request.prompt_ids,
-                                            self.engine.model_path))  # fmt: skip
+        for h in [h for h in self._queue.handles() if h.cancelled]:
+            self._touched = [h]
+            self._fail(h, CANCELLED)
         for seq_id, slot in list(self.slots.items()):
             if slot.handle.cancelled:
+                self._touched = [slot.handle]
                 self._release(seq_id, CANCELLED)
 
     def _release(self, seq_id: int, error: str | None = None) -> None:
-        """End a running sequence: free its cells and slot; complete its handle."""
-        slot = self.slots.pop(seq_id)
-        rt.seq_rm(self.engine._mem, seq_id)
+        """End a running sequence: free its slot, cells and prefix reference; complete its
+        handle (a response that cannot be built becomes an internal error)."""
+        slot = self.slots.pop(seq_id, None)
+        if slot is None:
+            return
+        h = slot.handle
+        h.seq_id = None
         self._free.append(seq_id)
-        slot.handle.group.active -= 1
+        h.group.active -= 1
         if slot.resident is not None:
             slot.resident.users -= 1
+        rt.seq_rm(self.engine._mem, seq_id)
         if error is not None:
             slot.error = error
         try:
             response = self.engine.decoder.finish(slot)
         except Exception as exc:
-            response = ModelResponse.failed(f"internal error: {exc}", slot.request.prompt_ids,
+            response = ModelResponse.failed(blame(h, exc), slot.request.prompt_ids,
                                             self.engine.model_path)  # fmt: skip
-        slot.handle.complete(response)
+        h.complete(response)
 
     def prefix_of(self, req: GenerationRequest, shared: list[int] | None = None) -> list[int]:
         """The leading ids of `req` held in a resident prefix (`shared`: its group's)."""
@@ -186,48 +286,64 @@ class EngineLoop:
             return list(shared[:n])
         return list(ids[:n])
 
-    def _admit(self) -> None:
+    def _admit(self) -> int:
+        """Admit waiting requests, job by job, while slots are free; how many left the queue
+        (admitted, or failed alone while being admitted)."""
+        moved = 0
+        while self._free and self._queue:
+            outcome = SKIP
+            for g in self._queue.order():
+                if g.active >= g.width:
+                    continue
+                for h in g.waiting:
+                    self._touched = [h]
+                    try:
+                        outcome = self._try_admit(h)
+                    except Exception as exc:  # this request fails alone
+                        self._fail(h, blame(h, exc))
+                        outcome = ADMITTED
+                    if outcome != SKIP:
+                        break
+                if outcome != SKIP:
+                    break
+            if outcome != ADMITTED:
+                return moved
+            moved += 1
+        return moved
+
+    def _try_admit(self, h: Handle) -> str:
         eng = self.engine
-        for h in list(self._waiting):
-            if not self._free:
-                return
-            if h.group.active >= h.group.width:
-                continue
-            req = h.request
-            prefix = self.prefix_of(req, h.group.shared)
-            reserve = len(req.prompt_ids) - len(prefix) + req.generation_budget(eng.n_ctx)
-            used = eng.prefixes.n_tokens + sum(s.reserved for s in self.slots.values())
-            resident = eng.prefixes.find(prefix) if prefix else None
-            room = eng.n_ctx - used - reserve
-            if self.slots and room < 0 and (resident is not None or not prefix):
-                return  # FIFO: a request that does not fit waits, and so do those after it
-            ms = 0.0
-            if prefix and resident is None:
-                got = eng.prefixes.acquire(prefix, room)
-                if got is None:
-                    if self.slots and room < len(prefix):
-                        return
-                    continue  # every prefix sequence is in use: later requests may fit
-                resident, ms = got
-            elif resident is not None:
-                resident.touch()
-            self._waiting.remove(h)
-            self._start(h, prefix, resident, reserve, ms)
+        req = h.request
+        prefix = self.prefix_of(req, h.group.shared)
+        reserve = len(req.prompt_ids) - len(prefix) + req.generation_budget(eng.n_ctx)
+        used = eng.prefixes.n_tokens + sum(s.reserved for s in self.slots.values())
+        resident = eng.prefixes.find(prefix) if prefix else None
+        room = eng.n_ctx - used - reserve
+        if self.slots and room < 0 and (resident is not None or not prefix):
+            return BLOCK  # it waits for cells, and so does everyone after it
+        ms = 0.0
+        if prefix and resident is None:
+            got = eng.prefixes.acquire(prefix, room)
+            if got is None:  # every prefix sequence is in use: others may fit
+                return BLOCK if self.slots and room < len(prefix) else SKIP
+            resident, ms = got
+        elif resident is not None:
+            resident.touch()
+        self._start(h, prefix, resident, reserve, ms)
+        return ADMITTED
 
     def _start(self, h: Handle, prefix: list[int], resident: Any, reserve: int,
                prefix_ms: float) -> None:  # fmt: skip
         eng = self.engine
-        seq_id = self._free.pop()
-        rt.seq_rm(eng._mem, seq_id)
-        if resident is not None:
-            rt.seq_cp(eng._mem, resident.seq_id, seq_id)
-            resident.users += 1
         req = h.request
+        parser = HarmonyStreamParser(eng.vocab)  # what can fail comes before taking a slot
+        sampler = Sampler(req.sampling)
+        seq_id = self._free[-1]
         slot = Slot(
             seq_id=seq_id,
             handle=h,
-            parser=HarmonyStreamParser(eng.vocab),
-            sampler=Sampler(req.sampling),
+            parser=parser,
+            sampler=sampler,
             pending=list(req.prompt_ids[len(prefix) :]),
             n_past=len(prefix),
             reserved=reserve,
@@ -237,99 +353,28 @@ class EngineLoop:
             extra_prompt_ms=prefix_ms,
             score_only=req.score_only,
         )
+        self._queue.admitted(h)
+        self._free.pop()
+        self.slots[seq_id], h.seq_id = slot, seq_id  # _release undoes what follows
         h.group.active += 1
-        self.slots[seq_id] = slot
+        if resident is not None:
+            resident.users += 1
         eng.stats["max_active"] = max(eng.stats["max_active"], len(self.slots))
+        rt.seq_rm(eng._mem, seq_id)  # from here on a failure releases the slot (_fail)
+        if resident is not None:
+            rt.seq_cp(eng._mem, resident.seq_id, seq_id)
 
-    def _step(self) -> None:
-        """Decode one batch for every running sequence; finish those that are done."""
-        eng = self.engine
-        batch = eng._batch
-        batch.clear()
-        want: list[tuple[Slot, int, int, int]] = []  # slot, batch row, continuation, token
-        budget = eng.n_batch
-        for slot in self.slots.values():  # generating sequences first: one token each
-            if slot.generating and not slot.score_only:
-                want.append((slot, batch.n, -1, -1))
-                batch.add(slot.last, slot.n_past, slot.seq_id, True)  # type: ignore[arg-type]
-                slot.n_past += 1
-                budget -= 1
-        for slot in self.slots.values():
-            if slot.pending and budget > 0:
-                chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
-                resume = slot.request.continue_at
-                for j, tok in enumerate(chunk):
-                    last = not slot.pending and j == len(chunk) - 1
-                    if last:
-                        want.append((slot, batch.n, -1, -1))
-                    elif resume is not None and slot.n_past == resume - 1:
-                        want.append((slot, batch.n, -2, -1))  # the generation prompt's end
-                        last = True
-                    batch.add(tok, slot.n_past, slot.seq_id, last)
-                    slot.n_past += 1
-                budget -= len(chunk)
-            elif not slot.pending and slot.jobs and budget >= len(slot.jobs[0][1]) - 1:
-                k, cont = slot.jobs[0]  # score-only: one continuation's tokens, all rows wanted
-                for j, tok in enumerate(cont[:-1]):
-                    want.append((slot, batch.n, k, j))
-                    batch.add(tok, slot.n_past + j, slot.seq_id, True)
-                budget -= len(cont) - 1
-        if batch.n == 0:
-            return
-        try:
-            rt.decode(eng._ctx, batch)
-        except EdgeGuardError as exc:
-            for slot in {id(s): s for s, *_ in want}.values():
-                self._release(slot.seq_id, str(exc))
-            return
-        finished: dict[int, str | None] = {}
-        for slot, row, k, j in want:
-            if slot.seq_id in finished:
-                continue
-            try:
-                if self._apply(slot, row, k, j):
-                    finished[slot.seq_id] = None
-            except Exception as exc:  # NaN logits or a callback: this item only
-                if isinstance(exc, EdgeGuardError | RuntimeError):
-                    finished[slot.seq_id] = str(exc)
-                else:  # a caller's own exception (e.g. the TUI's Cancelled): re-raised to it
-                    slot.handle.exception = exc
-                    finished[slot.seq_id] = f"{type(exc).__name__}: {exc}"
-        for seq_id, error in finished.items():
-            self._release(seq_id, error)
 
-    def _apply(self, slot: Slot, row: int, k: int, j: int) -> bool:
-        """Use batch row `row`'s logits for `slot`; True when the slot is finished."""
-        eng = self.engine
-        req = slot.request
-        dec = eng.decoder
-        if k == -2:  # kept for a score-then-continue request that escalates
-            slot.resume_logits = rt.logits(eng._ctx, row, eng.n_vocab, copy=True)
-            return False
-        if k >= 0:
-            dec.score_continuation(slot, k, j, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
-            if j == len(req.score_sequences[k]) - 2:  # this continuation is done: cut it off
-                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
-                slot.jobs.pop(0)
-                return not slot.jobs and self._scored(slot)
-            return False
-        if slot.score_only:
-            done = dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
-            return done and self._scored(slot)
-        # A processor gets its own copy (it may keep it); otherwise read llama.cpp's buffer
-        # in place: no 201k-float copy per sequence per token.
-        copy = req.logits_processor is not None
-        return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
+def _quietly(fn: Any, *args: Any) -> None:
+    """Recovery goes on whatever one request's cleanup raises."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.error("engine loop recovery: %s: %s", type(exc).__name__, exc)
 
-    def _scored(self, slot: Slot) -> bool:
-        """A scored sequence: True (finished) unless its request escalates it, in which case
-        it drops the header's cells and goes on generating in place."""
-        req = slot.request
-        if req.escalate is None:
-            return True
-        scored = self.engine.decoder.finish(slot)
-        if not req.escalate(scored):
-            return True
-        assert req.continue_at is not None
-        rt.seq_rm(self.engine._mem, slot.seq_id, req.continue_at)
-        return self.engine.decoder.continue_generating(slot, scored)
+
+def _ids(request: Any) -> list[int]:
+    try:
+        return list(request.prompt_ids)
+    except Exception:
+        return []

@@ -137,9 +137,13 @@ class PrefixCache:
             return None
         if replaced:
             self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
-        if keep == 0:
-            self._copy_common(best, prefix)
-        ms = best.state.set(prefix)
+        try:
+            if keep == 0:
+                self._copy_common(best, prefix)
+            ms = best.state.set(prefix)
+        except BaseException:  # half evaluated: its cells and tokens no longer agree
+            best.state.reset()
+            raise
         best.touch()
         return best, ms
 

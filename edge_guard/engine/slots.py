@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,44 @@ from edge_guard.response import ModelResponse, Timings
 
 if TYPE_CHECKING:
     from edge_guard.engine.prefixes import Resident
+
+
+class CallbackError(Exception):
+    """A request's own callback (logits processor, on_event, escalate) raised `original`.
+
+    It fails that request alone; the loop re-raises `original` to the request's caller
+    (e.g. the TUI's own Cancelled) unless it is an EdgeGuardError or RuntimeError, whose
+    message becomes the request's error."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original
+
+
+def blame(handle: Any, exc: BaseException) -> str:
+    """The error of a request that raised `exc`. A caller's own exception (from its
+    callback) is also kept on the handle, to be re-raised to that caller."""
+    if isinstance(exc, CallbackError):
+        orig = exc.original
+        if isinstance(orig, EdgeGuardError | RuntimeError):
+            return str(orig)
+        handle.exception = orig
+        return f"{type(orig).__name__}: {orig}"
+    if isinstance(exc, EdgeGuardError):
+        return str(exc)
+    return f"internal error in the engine: {type(exc).__name__}: {exc}"
+
+
+def _ids_problem(name: str, ids: Sequence[int], n_vocab: int) -> str | None:
+    """A one-line error when `ids` are not token ids of this vocabulary."""
+    if len(ids) == 0:
+        return None
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        return f"{name} must be a list of integer token ids"
+    if int(arr.min()) < 0 or int(arr.max()) >= n_vocab:
+        return f"{name} holds a token id outside the vocabulary [0, {n_vocab})"
+    return None
 
 
 @dataclass
@@ -48,6 +87,48 @@ class GenerationRequest:
     score_sequences: Sequence[Sequence[int]] = ()
     continue_at: int | None = None
     escalate: Callable[[ModelResponse], bool] | None = None
+
+    def problem(self, n_ctx: int, n_vocab: int, n_batch: int) -> str | None:
+        """Why this request cannot run on a context of `n_ctx` cells, or None: checked again
+        at submit (whatever the door checked), so nothing invalid reaches the loop."""
+        if not isinstance(self.sampling, SamplingConfig):
+            return "sampling must be a SamplingConfig"
+        bad = self.sampling.problem()  # again: a frozen config can still be forced
+        if bad is not None:
+            return bad
+        if len(self.prompt_ids) == 0:
+            return "empty prompt"
+        bad = _ids_problem("the prompt", self.prompt_ids, n_vocab)
+        if bad is None:
+            bad = _ids_problem("score_token_ids", self.score_token_ids, n_vocab)
+        for k, cont in enumerate(self.score_sequences):
+            if bad is None:
+                bad = _ids_problem(f"score_sequences[{k}]", cont, n_vocab)
+            if bad is None and len(cont) > n_batch + 1:
+                bad = f"score_sequences[{k}] is longer than a batch ({n_batch + 1} tokens)"
+        if bad is not None:
+            return bad
+        for name in ("prefix_len", "min_tokens", "continue_at"):
+            value = getattr(self, name)
+            if value is None and name != "min_tokens":
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                return f"{name} must be an integer >= 0, got {value!r}"
+        for name in ("logits_processor", "on_event", "escalate"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                return f"{name} must be callable"
+        if len(self.prompt_ids) + 1 > n_ctx:
+            return (f"prompt is {len(self.prompt_ids)} tokens but the context holds {n_ctx}"
+                    " (raise --ctx, shorten the text or pass --truncate)")  # fmt: skip
+        if self.score_only and any(len(s) == 0 for s in self.score_sequences):
+            return "an empty continuation cannot be scored"
+        if (self.continue_at is None) != (self.escalate is None):
+            return "score-then-continue needs both continue_at and escalate"
+        if self.continue_at is not None and not (
+            self.score_only and 0 < self.continue_at < len(self.prompt_ids)
+        ):
+            return "continue_at must split a score-only prompt into a prompt and a header"
+        return None
 
     def generation_budget(self, n_ctx: int) -> int:
         """KV cells this request needs beyond its prompt."""
@@ -80,6 +161,7 @@ class Slot:
     extra_prompt_ms: float = 0.0
     finish: str | None = None
     error: str | None = None
+    done: bool = False  # finished, to be released
     # score-only: summed log-probs per continuation, and the continuations still to evaluate
     seq_logprobs: list[float] | None = None
     jobs: list[tuple[int, list[int]]] = field(default_factory=list)
@@ -116,7 +198,10 @@ class Decoder:
             lp = log_softmax(logits)
             slot.logprobs = {int(t): float(lp[t]) for t in req.score_token_ids}
         if req.logits_processor is not None:
-            edited = req.logits_processor(slot.output, logits)
+            try:
+                edited = req.logits_processor(slot.output, logits)
+            except Exception as exc:  # the caller's own: it fails this request alone
+                raise CallbackError(exc) from exc
             if edited is not None:
                 logits = edited
         if np.isnan(logits.max()):  # broken weights (or processor); this sequence fails alone

@@ -1,0 +1,156 @@
+"""One step of the engine loop's continuous batch: fill the batch, decode it, use its logits.
+
+Each step decodes one token for every generating sequence plus prompt chunks (and
+score-only continuations) for the others, up to the batch size. A row's logits advance
+its own sequence only: whatever raises while using them (NaN logits, a callback, the
+parser, a score) fails that sequence alone. A decode that fails for a batch of several
+sequences is undone and retried one sequence at a time, so only a sequence that fails
+alone fails. A step that finds nothing to decode fails the sequences that cannot move
+(a loop never spins on them).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.slots import CallbackError, Slot, blame
+
+if TYPE_CHECKING:
+    from edge_guard.engine.engine import Engine
+    from edge_guard.engine.handles import Handle
+
+Row = tuple[Slot, int, int, int]  # slot, batch row, continuation (-1 next token, -2 kept), token
+NO_PROGRESS = "internal error: the request made no progress"
+
+
+class Stepper:
+    """The decoding half of `loop.EngineLoop` (which provides the attributes below)."""
+
+    engine: Engine
+    slots: dict[int, Slot]
+    _touched: list[Handle]
+
+    def _release(self, seq_id: int, error: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _step(self, only: list[Slot] | None = None) -> None:
+        """Decode one batch for every running sequence (or `only` these); finish those done."""
+        eng = self.engine
+        slots = list(self.slots.values()) if only is None else only
+        self._touched = [s.handle for s in slots]
+        saved = {s.seq_id: (s.n_past, s.pending) for s in slots}
+        want, parts = self._fill(slots)
+        if not parts:
+            for slot in slots:
+                self._release(slot.seq_id, NO_PROGRESS)
+            return
+        try:
+            rt.decode(eng._ctx, eng._batch)
+        except Exception as exc:
+            if len(parts) == 1:
+                self._touched = [parts[0].handle]
+                self._release(parts[0].seq_id, blame(parts[0].handle, exc))
+                return
+            for slot in parts:  # undo the step, then each sequence alone
+                slot.n_past, slot.pending = saved[slot.seq_id]
+                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
+            for slot in parts:
+                if slot.seq_id in self.slots:
+                    self._step([slot])
+            return
+        finished: dict[int, str | None] = {}
+        for slot, row, k, j in want:
+            if slot.seq_id in finished:
+                continue
+            try:
+                if self._apply(slot, row, k, j):
+                    finished[slot.seq_id] = None
+            except Exception as exc:  # NaN logits, a callback, the parser: this item only
+                finished[slot.seq_id] = blame(slot.handle, exc)
+        for seq_id, error in finished.items():  # marked first: a fault of the loop while
+            slot = self.slots[seq_id]  # releasing one leaves the others to its recovery
+            slot.done, slot.error = True, error
+        for seq_id in finished:
+            self._touched = [self.slots[seq_id].handle]
+            self._release(seq_id)
+
+    def _fill(self, slots: list[Slot]) -> tuple[list[Row], list[Slot]]:
+        """Put the next tokens of `slots` in the engine's batch: the rows whose logits count
+        and the slots that have rows."""
+        eng = self.engine
+        batch = eng._batch
+        batch.clear()
+        want: list[Row] = []
+        parts: list[Slot] = []
+        budget = eng.n_batch
+        for slot in slots:  # generating sequences first: one token each
+            if slot.generating and not slot.score_only and budget > 0:
+                parts.append(slot)
+                want.append((slot, batch.n, -1, -1))
+                batch.add(slot.last, slot.n_past, slot.seq_id, True)  # type: ignore[arg-type]
+                slot.n_past += 1
+                budget -= 1
+        for slot in slots:
+            if slot.pending and budget > 0:
+                parts.append(slot)
+                chunk, slot.pending = slot.pending[:budget], slot.pending[budget:]
+                resume = slot.request.continue_at
+                for j, tok in enumerate(chunk):
+                    last = not slot.pending and j == len(chunk) - 1
+                    if last:
+                        want.append((slot, batch.n, -1, -1))
+                    elif resume is not None and slot.n_past == resume - 1:
+                        want.append((slot, batch.n, -2, -1))  # the generation prompt's end
+                        last = True
+                    batch.add(tok, slot.n_past, slot.seq_id, last)
+                    slot.n_past += 1
+                budget -= len(chunk)
+            elif not slot.pending and slot.jobs and budget >= len(slot.jobs[0][1]) - 1:
+                parts.append(slot)
+                k, cont = slot.jobs[0]  # score-only: one continuation's tokens, all rows wanted
+                for j, tok in enumerate(cont[:-1]):
+                    want.append((slot, batch.n, k, j))
+                    batch.add(tok, slot.n_past + j, slot.seq_id, True)
+                budget -= len(cont) - 1
+        return want, parts
+
+    def _apply(self, slot: Slot, row: int, k: int, j: int) -> bool:
+        """Use batch row `row`'s logits for `slot`; True when the slot is finished."""
+        eng = self.engine
+        req = slot.request
+        dec = eng.decoder
+        if k == -2:  # kept for a score-then-continue request that escalates
+            slot.resume_logits = rt.logits(eng._ctx, row, eng.n_vocab, copy=True)
+            return False
+        if k >= 0:
+            dec.score_continuation(slot, k, j, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            if j == len(req.score_sequences[k]) - 2:  # this continuation is done: cut it off
+                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
+                slot.jobs.pop(0)
+                return not slot.jobs and self._scored(slot)
+            return False
+        if slot.score_only:
+            done = dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            return done and self._scored(slot)
+        # A processor gets its own copy (it may keep it); otherwise read llama.cpp's buffer
+        # in place: no 201k-float copy per sequence per token.
+        copy = req.logits_processor is not None
+        return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
+
+    def _scored(self, slot: Slot) -> bool:
+        """A scored sequence: True (finished) unless its request escalates it, in which case
+        it drops the header's cells and goes on generating in place."""
+        req = slot.request
+        if req.escalate is None:
+            return True
+        scored = self.engine.decoder.finish(slot)
+        try:
+            escalate = req.escalate(scored)
+        except Exception as exc:  # the caller's own: it fails this request alone
+            raise CallbackError(exc) from exc
+        if not escalate:
+            return True
+        assert req.continue_at is not None
+        rt.seq_rm(self.engine._mem, slot.seq_id, req.continue_at)
+        return self.engine.decoder.continue_generating(slot, scored)
