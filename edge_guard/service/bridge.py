@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,7 +53,12 @@ def _thread_safe(backend: Any) -> bool:
 
 
 class ServiceBackend:
-    """Delegates to `inner`; adds cancellation, a cached vocabulary and a load() call."""
+    """Delegates to `inner`; adds cancellation, a cached vocabulary and a load() call.
+
+    The classifier reads what the wrapped backend offers, exactly as it would unwrapped:
+    its numerics class (so the server's store keys are the CLI's for the same settings)
+    and its context size (for --truncate / "truncate").
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -60,6 +66,15 @@ class ServiceBackend:
         self.model_ref = inner.model_ref
         self._vocab: Any = None
         self._serial = None if _thread_safe(inner) else threading.Lock()
+        if callable(getattr(inner, "numerics", None)):  # absent stays absent (same key)
+            self.numerics = inner.numerics
+
+    def info(self) -> Any:
+        """What `Classifier.context_size` reads from a non-local backend: `n_ctx`."""
+        info = getattr(self.inner, "info", None)
+        if callable(info):
+            return info()
+        return types.SimpleNamespace(n_ctx=self.context_size())
 
     def identity(self) -> str:
         return str(self.inner.identity())
