@@ -1,19 +1,36 @@
-"""`edge-guard serve`: load the model once and answer HTTP requests (uvicorn) until stopped."""
+"""`edge-guard serve`: load the model once and answer HTTP requests (uvicorn) until stopped.
+
+The server's settings resolve like every command's (flag > environment > config.toml >
+default, `edge_guard.settings`): its prompt, reasoning-path and sampling flags become the
+defaults of every request (a `/v1/classify` request may override each), its engine flags
+load the model. It refuses at start what `classify` refuses with the same flags.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextlib import asynccontextmanager
 from typing import Any
 
 import click
 
-from edge_guard.cli.options import db_option, engine_options, model_option, prompt_options
-from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
+from edge_guard.cli.options import (
+    db_option,
+    engine_options,
+    model_option,
+    pass_opts,
+    prompt_options,
+    sampling_options,
+    settings_from_opts,
+)
 from edge_guard.errors import EdgeGuardError
 
 GRACE_S = 8.0  # seconds in-flight requests get to finish after SIGTERM / Ctrl-C
+MAX_TOKENS_LIMIT = 8192  # a request's max_tokens cap (or the server's default, if higher)
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+_KEY = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what every HTTP client can send
 
 
 def is_loopback(host: str) -> bool:
@@ -26,7 +43,8 @@ def is_loopback(host: str) -> bool:
 
 
 def read_api_key(var: str | None, host: str) -> str | None:
-    """The key from env var `var`; a non-loopback `host` without one is refused."""
+    """The key from env var `var`; a non-loopback `host` without one is refused, and so is
+    a key that HTTP clients cannot all send (anything but visible ASCII)."""
     key = None
     if var:
         key = os.environ.get(var, "")
@@ -35,6 +53,10 @@ def read_api_key(var: str | None, host: str) -> str | None:
                 f"--api-key-env {var}: that environment variable is empty or unset"
             )
         key = key.strip()
+        if not _KEY.match(key):
+            raise EdgeGuardError(f"--api-key-env {var}: the key must be visible ASCII "
+                                 "characters (no spaces or accents): clients send it as "
+                                 "header bytes")  # fmt: skip
     if key is None and not is_loopback(host):
         raise EdgeGuardError(
             f"refusing to bind {host} without an API key: pass --api-key-env VAR "
@@ -43,51 +65,108 @@ def read_api_key(var: str | None, host: str) -> str | None:
     return key
 
 
+def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    for origin in origins:
+        if not _ORIGIN.match(origin.rstrip("/")):
+            raise click.BadParameter(f"{origin!r} is not an origin like https://app.example:8443 "
+                                     "(exact origins only, no '*')",
+                                     param_hint="'--cors-origin'")  # fmt: skip
+    return tuple(o.rstrip("/") for o in origins)
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=int, default=8089, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True)
 @click.option("--policy", "-p", "policies", multiple=True,
               help="Policy to preload and use when a request names none (repeatable).")  # fmt: skip
 @click.option("--set", "policy_set", default=None, help="Policy set to preload (the default).")
-@click.option("--api-key-env", default=None, metavar="VAR",
+@click.option("--api-key-env", "key_env", default=None, metavar="VAR",
               help="Environment variable holding the bearer key clients must send.")  # fmt: skip
 @click.option("--allow-inline-policies", is_flag=True,
               help="Accept policy text in /v1/classify requests (built-in parsers only).")  # fmt: skip
-@click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
-              help="Tokens to generate per label when a request sets none.")  # fmt: skip
-@click.option("--max-texts", type=int, default=256, show_default=True, help="Texts per request.")
-@click.option("--max-text-chars", type=int, default=64_000, show_default=True,
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="A browser origin allowed to call (repeatable); other Origins are refused.")  # fmt: skip
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name to answer besides the bound address and localhost "
+              "(repeatable; other names are refused: DNS rebinding).")  # fmt: skip
+@click.option("--max-texts", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Texts per request.")  # fmt: skip
+@click.option("--max-text-chars", type=click.IntRange(min=1), default=64_000, show_default=True,
               help="Characters per text.")  # fmt: skip
-@click.option("--max-body", type=int, default=4 << 20, show_default=True,
+@click.option("--max-body", type=click.IntRange(min=1), default=4 << 20, show_default=True,
               help="Request body bytes (larger: 413).")  # fmt: skip
-@click.option("--deadline", type=float, default=600.0, show_default=True,
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True,
               help="Seconds a request may take (then 504; completed labels stay stored).")  # fmt: skip
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))  # fmt: skip
+@click.option("--truncate", is_flag=True,
+              help="Default for requests: cut texts too long for the context instead of failing.")  # fmt: skip
 @db_option
 @engine_options
+@sampling_options
 @prompt_options
 @model_option
-def serve(**opts: Any) -> None:
-    """Serve the model over HTTP: /v1/moderations (OpenAI shape), /v1/classify, /docs."""
-    import uvicorn
+@pass_opts
+def serve(opts: dict[str, Any]) -> None:
+    """Serve the model over HTTP: /v1/moderations (OpenAI shape), /v1/classify, /docs.
 
+    The prompt, reasoning and sampling flags are the defaults of every request."""
     host, port = opts["host"], opts["port"]
-    api_key = read_api_key(opts["api_key_env"], host)
-    for name, lo in (("--max-texts", 1), ("--max-text-chars", 1), ("--max-body", 1),
-                     ("--max-tokens", 1), ("--port", 0)):  # fmt: skip
-        value = opts[name[2:].replace("-", "_")]
-        if value < lo:
-            raise EdgeGuardError(f"{name} must be >= {lo}, got {value}")
-    core = build_core(opts)
-    from edge_guard.service.app import create_app
-
-    version = _version()
-    app = create_app(core, api_key=api_key, version=version)
-    app.router.lifespan_context = _lifespan(core)
+    api_key = read_api_key(opts["key_env"], host)
+    cors = check_origins(opts["cors_origins"])
+    app, core = build_app(opts, api_key=api_key, cors=cors)
     click.echo(f"edge-guard serve: model {core.backend.model_ref} on http://{host}:{port} "
                f"(docs at /docs; Ctrl-C stops)", err=True)  # fmt: skip
-    config = uvicorn.Config(app, host=host, port=port, log_level=opts["log_level"],
+    run_server(app, core, host, port, opts["log_level"])
+
+
+def build_app(opts: dict[str, Any], *, api_key: str | None = None,
+              cors: tuple[str, ...] = ()) -> tuple[Any, Any]:  # fmt: skip
+    """The app and its core from the command's options (settings resolved, model loaded,
+    default policies checked under the default settings and their prefixes preloaded)."""
+    from edge_guard.service.app import create_app
+    from edge_guard.service.guard import HostRule
+
+    core = build_core(opts)
+    app = create_app(core, api_key=api_key, version=_version(), cors_origins=cors,
+                     hosts=HostRule(opts["host"], opts["allowed_hosts"]))  # fmt: skip
+    app.router.lifespan_context = _lifespan(core)
+    return app, core
+
+
+def build_core(opts: dict[str, Any]) -> Any:
+    """Settings (flags > env > config.toml), the backend and store they name, the policies."""
+    from edge_guard.api import build_backend
+    from edge_guard.service.core import Limits, ServiceCore
+    from edge_guard.store import Store
+
+    policies = list(opts["policies"])
+    if opts["policy_set"] and policies:
+        raise EdgeGuardError("give --policy or --set, not both")
+    # serve runs the model here ([backend] in config.toml is for its clients)
+    settings = settings_from_opts(opts).replace(backend="local")
+    backend = build_backend(settings)
+    limits = Limits(max_body_bytes=opts["max_body"], max_texts=opts["max_texts"],
+                    max_text_chars=opts["max_text_chars"], deadline_s=opts["deadline"],
+                    max_tokens=max(MAX_TOKENS_LIMIT, settings.max_tokens))  # fmt: skip
+    core = ServiceCore(backend, Store(settings.db), settings, default_policies=policies,
+                       default_set=opts["policy_set"],
+                       allow_inline=opts["allow_inline_policies"], limits=limits)  # fmt: skip
+    try:
+        core.preload()
+    except BaseException:
+        core.shutdown(grace_s=0)
+        core.store.close()
+        raise
+    return core
+
+
+def run_server(app: Any, core: Any, host: str, port: int, log_level: str) -> None:
+    """uvicorn until SIGTERM/Ctrl-C: running requests get GRACE_S, then a 503."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=GRACE_S + 5, access_log=False)  # fmt: skip
 
     class Server(uvicorn.Server):
@@ -100,32 +179,6 @@ def serve(**opts: Any) -> None:
     finally:
         core.shutdown(grace_s=0)
         core.store.close()
-
-
-def build_core(opts: dict[str, Any]) -> Any:
-    """Load the model, open the store, check and preload the policies."""
-    from edge_guard.backends.local import EngineSettings
-    from edge_guard.classifier import make_backend
-    from edge_guard.service.core import Limits, ServiceCore
-    from edge_guard.store import Store
-
-    policies = list(opts["policies"])
-    if opts["policy_set"] and policies:
-        raise EdgeGuardError("give --policy or --set, not both")
-    parallel = opts["parallel"]
-    settings = EngineSettings(
-        n_ctx=opts["ctx"], n_gpu_layers=opts["gpu_layers"], n_threads=opts["threads"],
-        n_parallel=parallel or 8, extra={"force": True} if opts["force"] else {},
-    )  # fmt: skip
-    backend = make_backend(opts["model"], settings, yes=opts["yes"], interactive=False)
-    limits = Limits(max_body_bytes=opts["max_body"], max_texts=opts["max_texts"],
-                    max_text_chars=opts["max_text_chars"], deadline_s=opts["deadline"])  # fmt: skip
-    core = ServiceCore(backend, Store(opts["db"]), default_policies=policies,
-                       default_set=opts["policy_set"],
-                       allow_inline=opts["allow_inline_policies"], parallel=parallel,
-                       limits=limits, max_tokens=opts["max_tokens"])  # fmt: skip
-    core.preload(opts["style"], opts["effort"])
-    return core
 
 
 def _lifespan(core: Any) -> Any:

@@ -1,30 +1,35 @@
-"""The HTTP layer: `create_app(core, ...)` -> a FastAPI app (routes, auth, limits, errors).
+"""The HTTP layer: `create_app(core, ...)` -> a FastAPI app (routes, errors).
 
-Thin by design: it validates requests, turns them into `JobSpec`s for `ServiceCore`,
-waits for the job while watching for a client that went away or a passed deadline
-(either cancels the job's remaining work; computed labels stay stored), and shapes the
-results. Errors use OpenAI's `{"error": {...}}` body: 400 names the bad field, 401 bad
-key, 403 not allowed here, 404 unknown policy, 413 body too large, 504 deadline passed.
+Thin by design: `guard` checks who may call and what a body must be; `request` turns a
+body into a checked `JobSpec` for `ServiceCore`; this module waits for the job while
+watching for a client that went away, a passed deadline or the end of shutdown's drain
+(each cancels the job's remaining work; computed labels stay stored), and shapes the
+results. Every error, 404 and 405 included, has OpenAI's `{"error": {"message", "type",
+"param", "code"}}` body: 400 names the bad field (`param`), 401 bad key, 403 not allowed
+here, 404 unknown policy or route, 405 wrong method, 413 body too large, 415 not JSON,
+500 a policy the server cannot load (by name; the log has the detail), 503 shutting down,
+504 deadline passed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
+import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
-from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import ContentDelta
+from edge_guard.service.catalog import BadInlinePolicy, PolicyUnavailable
 from edge_guard.service.core import (
     Forbidden,
     Job,
@@ -34,95 +39,29 @@ from edge_guard.service.core import (
     UnknownPolicy,
     failed_result,
 )
+from edge_guard.service.guard import GuardMiddleware, HostRule, error
 from edge_guard.service.metrics import ServiceMetrics
+from edge_guard.service.request import classify_spec, field_terms, moderation_spec, spec_summary
 from edge_guard.service.schemas import (
     ClassifyRequest,
+    FieldError,
     ModerationRequest,
     ModerationResponse,
-    error_body,
     moderation_result,
     result_json,
 )
 
+log = logging.getLogger("edge_guard.service")
 SERVICE_MARKER = "edge_guard"
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|function-.*)$")
-OPEN_PATHS = ("/health", "/docs", "/openapi.json")  # no key needed (no data in them)
 STOPPING = "the server is shutting down; labels completed so far are stored (retry for them)"
-ROUTES = ("/v1/moderations", "/v1/classify", "/v1/policies", "/v1/models", "/health", "/metrics")
+_HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type_: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param = status, message, type_, param
-
-
-def _error(status: int, message: str, type_: str, param: str | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
-    return JSONResponse(error_body(message, type_, param), status_code=status, headers=headers)
-
-
-class GuardMiddleware:
-    """Pure ASGI: bearer-key check, body-size limit (413) and per-route metrics."""
-
-    def __init__(self, app: Any, *, api_key: str | None, max_body: int,
-                 metrics: ServiceMetrics) -> None:  # fmt: skip
-        self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body, metrics
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        route = path if path in ROUTES else "other"
-        start = time.monotonic()
-        status = {"code": 500}
-
-        async def send_wrapped(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            early = self._check(scope)
-            if early is not None:
-                await early(scope, receive, send_wrapped)
-                return
-            if scope.get("method") == "POST":  # bodies are JSON whatever the header says
-                scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
-                                              if k.lower() != b"content-type"]
-                         + [(b"content-type", b"application/json")]}  # fmt: skip
-            await self.app(scope, self._limited(receive), send_wrapped)
-        finally:
-            self.metrics.request(route, status["code"], time.monotonic() - start)
-
-    def _check(self, scope: dict[str, Any]) -> Response | None:
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if self.api_key is not None and scope.get("path") not in OPEN_PATHS:
-            auth = headers.get("authorization", b"").decode("latin-1")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                return _error(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                              "authentication_error", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return _error(413, f"request body over {self.max_body} bytes", "invalid_request_error")
-        return None
-
-    def _limited(self, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
-        seen = 0
-
-        async def wrapped() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise ApiError(413, f"request body over {self.max_body} bytes",
-                                   "invalid_request_error")  # fmt: skip
-            return message
-
-        return wrapped
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -134,16 +73,31 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
+def _parse_problem(exc: BaseException) -> str:
+    """Why FastAPI could not read a JSON body (the cause it wraps), in a few words."""
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        return "request body: JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 (bad byte at offset {cause.start})"
+    if isinstance(cause, ValueError):
+        return f"request body is not valid JSON ({str(cause).splitlines()[0]})"
+    return "request body could not be read as JSON"
+
+
 def create_app(core: ServiceCore, *, api_key: str | None = None,
-               metrics: ServiceMetrics | None = None, version: str = "") -> FastAPI:  # fmt: skip
-    """The service app over `core` (which holds the model, store and policies)."""
+               metrics: ServiceMetrics | None = None, version: str = "",
+               hosts: HostRule | None = None, cors_origins: tuple[str, ...] = ()) -> FastAPI:  # fmt: skip
+    """The service app over `core` (which holds the model, store, settings and policies).
+    `hosts`: the Host names it answers to (default: loopback names only)."""
     metrics = metrics or ServiceMetrics()
     if core.observer is None:
         core.observer = metrics
     app = FastAPI(title="edge_guard", version=version or "0",
                   description="Local policy classification (OpenAI Moderation-compatible).")  # fmt: skip
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body=core.limits.max_body_bytes,
-                       metrics=metrics)  # fmt: skip
+                       metrics=metrics, hosts=hosts or HostRule("127.0.0.1"),
+                       cors_origins=cors_origins)  # fmt: skip
     app.state.core = core
 
     @app.exception_handler(RequestValidationError)
@@ -151,35 +105,64 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
         errors = list(exc.errors())  # a union gives one per member: report the deepest
         err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
         if err.get("type") == "json_invalid":
-            return _error(400, "request body is not valid JSON", "invalid_request_error")
+            where = (err.get("ctx") or {}).get("error") or "invalid"
+            return error(400, f"request body is not valid JSON ({where})",
+                         "invalid_request_error")  # fmt: skip
         name = _field(err.get("loc", ())) or "body"
-        return _error(400, f"field {name!r}: {err.get('msg', 'invalid')}",
-                      "invalid_request_error", name)  # fmt: skip
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        return error(400, f"field {name!r}: {msg}", "invalid_request_error", name)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body
+            return error(400, _parse_problem(exc), "invalid_request_error")
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        return error(exc.status_code, message, _HTTP_TYPES.get(exc.status_code, "api_error"),
+                     headers=dict(exc.headers or {}))  # fmt: skip
 
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.type, exc.param)
+        return error(exc.status, exc.message, exc.type, exc.param)
+
+    @app.exception_handler(FieldError)
+    async def _field_error(_r: Request, exc: FieldError) -> JSONResponse:
+        return error(400, str(exc), "invalid_request_error", exc.field)
 
     @app.exception_handler(EdgeGuardError)
     async def _edge_error(_r: Request, exc: EdgeGuardError) -> JSONResponse:
         if isinstance(exc, UnknownPolicy):
-            return _error(404, str(exc), "not_found_error", "model")
+            return error(404, str(exc), "not_found_error", "model")
         if isinstance(exc, Forbidden):
-            return _error(403, str(exc), "permission_error")
+            return error(403, str(exc), "permission_error")
         if isinstance(exc, ShuttingDown):
-            return _error(503, str(exc), "server_shutting_down")
-        return _error(400, str(exc).splitlines()[0], "invalid_request_error")
+            return error(503, str(exc), "server_shutting_down")
+        if isinstance(exc, PolicyUnavailable):
+            return error(500, str(exc), "server_error")
+        if isinstance(exc, BadInlinePolicy):
+            return error(400, str(exc), "invalid_request_error", exc.param)
+        message, param = field_terms(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return error(400, message, "invalid_request_error", param)
+
+    @app.exception_handler(Exception)
+    async def _internal(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error", exc_info=exc)
+        return error(500, "internal error (the server log has the detail)", "server_error")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "service": SERVICE_MARKER, "version": version,
                 **core.info(), "default_policies": core.default_policies,
+                "default_set": core.default_set, "defaults": core.settings.request(),
                 "allow_inline_policies": core.allow_inline,
                 "jobs_in_flight": core.active_jobs()}  # fmt: skip
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        names = sorted(set(core.catalog()) | set(core.set_names()))
+        names = sorted(set(core.policy_names()) | set(core.set_names()))
         data = [{"id": n, "object": "model", "created": 0, "owned_by": SERVICE_MARKER}
                 for n in names]  # fmt: skip
         return {"object": "list", "data": data, SERVICE_MARKER: core.info()}
@@ -197,14 +180,11 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
     @app.post("/v1/moderations", response_model=ModerationResponse)
     async def moderations(body: ModerationRequest, request: Request) -> dict[str, Any]:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        _check_texts(core, texts, "input")
-        policies, thresholds = core.resolve(body.model)
-        spec = JobSpec(texts, policies, sampling=SamplingConfig(max_tokens=core.max_tokens),
-                       thresholds=thresholds)  # fmt: skip
+        spec = moderation_spec(core, texts, body.model)
         job = await _run(core, Job(spec), request)
-        names = [p.name for p in policies]
+        names = [p.name for p in spec.policies]
         results = [
-            moderation_result(names, [_filled(job, p, i) for p in range(len(policies))])
+            moderation_result(names, [_filled(job, p, i) for p in range(len(names))])
             for i in range(len(texts))
         ]  # fmt: skip
         model = body.model or core.default_set or ",".join(names)
@@ -212,37 +192,20 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request) -> Any:
-        try:
-            texts = body.all_texts()
-        except ValueError as exc:
-            raise ApiError(400, f"field 'texts': {exc}", "invalid_request_error", "texts") from None
-        _check_texts(core, texts, "texts")
-        if body.policy_text is not None:
-            if body.policy is not None:
-                raise ApiError(400, "field 'policy_text': give policy or policy_text, not both",
-                               "invalid_request_error", "policy_text")  # fmt: skip
-            policies, thresholds = [core.inline_policy(body.policy_text, body.policy_output)], {}
-        else:
-            policies, thresholds = core.resolve(body.policy)
-        max_tokens = body.max_tokens or core.max_tokens
-        if max_tokens > core.limits.max_tokens:
-            raise ApiError(400, f"field 'max_tokens': at most {core.limits.max_tokens}",
-                           "invalid_request_error", "max_tokens")  # fmt: skip
-        sampling = SamplingConfig(temperature=body.temperature, top_p=body.top_p,
-                                  top_k=body.top_k, seed=body.seed, max_tokens=max_tokens)  # fmt: skip
-        spec = JobSpec(texts, policies, body.style, body.effort, sampling, not body.no_cache,
-                       thresholds)  # fmt: skip
+        spec = classify_spec(core, body)
         if body.stream:
-            return StreamingResponse(_stream(core, spec, body.reasoning),
+            return StreamingResponse(_stream(core, spec, body.include_reasoning),
                                      media_type="text/event-stream")  # fmt: skip
         job = await _run(core, Job(spec), request)
         return {
             "object": "classification",
-            "model": core.backend.model_ref,
-            "policies": [p.name for p in policies],
+            "model": core.info()["model"],
+            "policies": [p.name for p in spec.policies],
+            "options": spec_summary(spec),
             "results": [
-                {**result_json(_filled(job, p, i), reasoning=body.reasoning), "index": i}
-                for p in range(len(policies)) for i in range(len(texts))
+                {**result_json(_filled(job, p, i), include_reasoning=body.include_reasoning),
+                 "index": i}
+                for p in range(len(spec.policies)) for i in range(len(spec.texts))
             ],
         }  # fmt: skip
 
@@ -250,9 +213,10 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
 
 def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every policy (name, hash, output) and every set (its members), errors as fields."""
+    """Every policy (name, hash, output) and every set (its members), errors as fields
+    (by name only: the detail of a load failure is in the server log, never here)."""
     rows = []
-    for name in sorted(core.catalog()):
+    for name in core.policy_names():
         try:
             p = core.policy(name)
         except EdgeGuardError as exc:
@@ -260,7 +224,7 @@ def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any
             continue
         rows.append({"name": name, "description": p.description, "hash": p.hash,
                      "text_hash": p.text_hash, "output": p.output.as_dict(),
-                     "custom_parser": p.parser is not None,
+                     "custom_parser": p.parser is not None, "judges": p.judges,
                      "default": name in core.default_policies})  # fmt: skip
     sets: dict[str, Any] = {}
     for name in core.set_names():
@@ -269,21 +233,9 @@ def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any
         except EdgeGuardError as exc:
             sets[name] = {"name": name, "error": str(exc).splitlines()[0]}
         sets[name].pop("path", None)
+        for member in sets[name].get("policies", []):
+            member.pop("ref", None)  # how the set file names it: maybe a path
     return rows, sets
-
-
-def _check_texts(core: ServiceCore, texts: list[str], field: str) -> None:
-    lim = core.limits
-    if not texts:
-        raise ApiError(400, f"field {field!r}: no texts", "invalid_request_error", field)
-    if len(texts) > lim.max_texts:
-        raise ApiError(400, f"field {field!r}: {len(texts)} texts, at most {lim.max_texts}",
-                       "invalid_request_error", field)  # fmt: skip
-    for i, t in enumerate(texts):
-        if len(t) > lim.max_text_chars:
-            where = f"{field}[{i}]"
-            raise ApiError(400, f"field {where!r}: {len(t)} characters, at most "
-                           f"{lim.max_text_chars}", "invalid_request_error", where)  # fmt: skip
 
 
 def _filled(job: Job, p: int, i: int) -> Any:
@@ -312,17 +264,15 @@ async def _run(core: ServiceCore, job: Job, request: Request) -> Job:
         if await request.is_disconnected():
             job.cancel()
             raise ApiError(499, "client closed the request", "cancelled")
-        if core.draining_over():
+        stop = _stopped(core, deadline)
+        if stop is not None:
             job.cancel()
-            raise ApiError(503, STOPPING, "server_shutting_down")
-        if time.monotonic() > deadline:
-            job.cancel()
-            raise ApiError(504, f"request deadline of {core.limits.deadline_s:g} s passed "
-                           "(completed labels are stored)", "timeout")  # fmt: skip
+            raise ApiError(503 if stop[1] == "server_shutting_down" else 504, *stop)
 
 
-async def _stream(core: ServiceCore, spec: JobSpec, reasoning: bool) -> AsyncIterator[str]:
-    """SSE: `reasoning` deltas, one `result` per label, then `done` (or `error`)."""
+async def _stream(core: ServiceCore, spec: JobSpec, include_reasoning: bool) -> AsyncIterator[str]:
+    """SSE: `reasoning` deltas, one `result` per label, then `done` (or `error`). The
+    deadline and the end of shutdown's drain cut the stream however fast tokens come."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
@@ -334,7 +284,7 @@ async def _stream(core: ServiceCore, spec: JobSpec, reasoning: bool) -> AsyncIte
             put("reasoning", {"policy": spec.policies[p].name, "index": i, "delta": ev.text})
 
     def on_result(p: int, i: int, res: Any) -> None:
-        put("result", {**result_json(res, reasoning=reasoning), "index": i})
+        put("result", {**result_json(res, include_reasoning=include_reasoning), "index": i})
 
     job = Job(spec, on_result=on_result, on_event=on_event)
     core.submit(job)
@@ -343,24 +293,37 @@ async def _stream(core: ServiceCore, spec: JobSpec, reasoning: bool) -> AsyncIte
     deadline = time.monotonic() + core.limits.deadline_s
     try:
         while True:
+            stop = _stopped(core, deadline)
+            if stop is not None:
+                job.cancel()
+                yield _sse("error", {"message": stop[0], "type": stop[1]})
+                return
+            wait = min(0.25, max(0.0, deadline - time.monotonic()))
             try:
-                kind, data = await asyncio.wait_for(queue.get(), 0.25)
+                kind, data = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
-                stop = STOPPING if core.draining_over() else None
-                if stop is None and time.monotonic() > deadline:
-                    stop = "request deadline passed (completed labels are stored)"
-                if stop is not None:
-                    job.cancel()
-                    yield _sse("error", {"message": stop})
-                    return
                 continue
             if kind == "done":
-                error = data.get("error")
-                yield _sse("error" if error else "done", {"message": error} if error else {})
+                failed = data.get("error")
+                if failed:
+                    message = field_terms(failed)[0]
+                    yield _sse("error", {"message": message, "type": "invalid_request_error"})
+                else:
+                    yield _sse("done", {})
                 return
             yield _sse(kind, data)
     finally:
         job.cancel()  # no-op when finished; a client gone mid-stream cancels the rest
+
+
+def _stopped(core: ServiceCore, deadline: float) -> tuple[str, str] | None:
+    """(message, type) when a request must stop now: shutdown's drain over, or its deadline."""
+    if core.draining_over():
+        return STOPPING, "server_shutting_down"
+    if time.monotonic() > deadline:
+        return (f"request deadline of {core.limits.deadline_s:g} s passed (completed labels "
+                "are stored)", "timeout")  # fmt: skip
+    return None
 
 
 def _exc_text(fut: Any) -> str | None:

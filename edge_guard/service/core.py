@@ -1,51 +1,48 @@
 """The service's engine side: one model, one store, policies by name, and cancellable jobs.
 
-`ServiceCore` knows nothing of HTTP. It resolves a policy name (or, when allowed, inline
-policy text with the built-in parser only), keeps one `Classifier` per policy x style x
-effort over the one shared backend, and runs each request as a `Job` on a worker thread.
-Jobs from many requests call the backend at once; the engine batches them together. A
-job can be cancelled (client gone, deadline, shutdown): results already computed stay
-in the store, the rest are dropped.
+`ServiceCore` knows nothing of HTTP. It holds the server's `Settings` (its flags, the
+environment and config.toml: the defaults of every request), resolves policy and set
+names (`catalog`), builds one `Classifier` per policy x request settings through
+`edge_guard.api.build_classifier` over the one shared backend, and runs each request as a
+`Job` on a worker thread. Jobs from many requests call the backend at once; the engine
+batches them together. A job can be cancelled (client gone, deadline, shutdown): results
+already computed stay in the store, the rest are dropped.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edge_guard.classifier import Classifier
 from edge_guard.classify_loop import iter_pairs
+from edge_guard.conversation import Item, item_text
 from edge_guard.engine.engine import GenerationRequest
-from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
+from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
-from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE
-from edge_guard.policy.core import OutputSpec, Policy, list_policies, load_policy
-from edge_guard.policy.sets import PolicySet, apply_threshold, list_sets, load_set
+from edge_guard.policy.core import Policy
+from edge_guard.policy.sets import PolicySet, apply_threshold
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.service.bridge import CancelledJob, ServiceBackend, job_scope
+from edge_guard.service.catalog import Catalog, Forbidden, UnknownPolicy, inline_policy
+from edge_guard.settings import Settings
 from edge_guard.store import Store
 
 MAX_CLASSIFIERS = 64
-
-
-class UnknownPolicy(EdgeGuardError):
-    """A request named a policy or set the server does not have (HTTP 404)."""
+__all__ = ["Forbidden", "Job", "JobSpec", "Limits", "ServiceCore", "ShuttingDown",
+           "UnknownPolicy", "failed_result"]  # fmt: skip
 
 
 class ShuttingDown(EdgeGuardError):
     """The server is stopping: no new jobs (HTTP 503)."""
-
-
-class Forbidden(EdgeGuardError):
-    """A request asked for something this server does not allow (HTTP 403)."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +58,13 @@ class Limits:
 
 @dataclass
 class JobSpec:
-    """One request's work: texts under one or more policies, one prompt/sampling setting."""
+    """One request's work: texts (or conversations) under one or more policies, with the
+    request's settings (the server's, overridden per request) and sampling."""
 
-    texts: list[str]
+    texts: list[Item]
     policies: list[Policy]
-    style: str = DEFAULT_STYLE
-    effort: str = DEFAULT_EFFORT
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    use_cache: bool = True
+    settings: Settings
+    sampling: SamplingConfig  # settings.sampling() plus the request's top_p/top_k
     thresholds: dict[str, float] = field(default_factory=dict)  # a set's, per policy name
 
 
@@ -93,26 +89,23 @@ class Job:
 
 
 class ServiceCore:
-    """Everything a request needs besides HTTP: policies, classifiers, the job pool."""
+    """Everything a request needs besides HTTP: settings, policies, classifiers, the jobs."""
 
-    def __init__(self, backend: Any, store: Store, *, default_policies: Sequence[str] = (),
-                 default_set: str | None = None, allow_inline: bool = False,
-                 parallel: int | None = None, limits: Limits | None = None,
-                 workers: int = 64, observer: Any = None,
-                 max_tokens: int = DEFAULT_MAX_TOKENS) -> None:  # fmt: skip
+    def __init__(self, backend: Any, store: Store, settings: Settings, *,
+                 default_policies: Sequence[str] = (), default_set: str | None = None,
+                 allow_inline: bool = False, limits: Limits | None = None,
+                 workers: int = 64, observer: Any = None) -> None:  # fmt: skip
         self.store = store
         if getattr(backend, "_identity", "") is None and hasattr(backend, "set_identity"):
             backend.set_identity(store.model_identity(backend.path))  # cached file hash
         self.backend = ServiceBackend(backend)
-        self.max_tokens = max_tokens  # default for requests that set none (moderations)
+        self.settings = settings  # every request's defaults
         self.allow_inline = allow_inline
-        self.parallel = parallel
         self.limits = limits or Limits()
         self.observer = observer  # metrics sink: .job_started/.job_done/.result(...)
-        self._policies: dict[str, Policy] = {}
-        self._sets: dict[str, PolicySet] = {}
+        self.catalog = Catalog()
         self.default_set = default_set
-        self._classifiers: OrderedDict[tuple[str, str, str], Classifier] = OrderedDict()
+        self._classifiers: OrderedDict[tuple[Any, ...], Classifier] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eg-job")
         self._jobs: set[Job] = set()
@@ -127,44 +120,23 @@ class ServiceCore:
             self.policy(name)
 
     # -- policies ------------------------------------------------------------------------
-    def catalog(self) -> dict[str, Path]:
-        """Policy names a request may use: what `edge-guard policies list` shows."""
-        out: dict[str, Path] = {}
-        for p in list_policies():
-            out.setdefault(p.stem if p.is_file() else p.name, p)
-        return out
-
     def policy(self, name: str) -> Policy:
-        """A policy by name only (never a path from a request); loaded once."""
-        with self._lock:
-            if name in self._policies:
-                return self._policies[name]
-        if self.default_set is not None:  # the set's own members may be paths in its file
+        """A policy by name (never a path from a request); a default set's own members
+        (which its file may name by path) first."""
+        if self.default_set is not None:
             for member in self.policy_set(self.default_set).policies:
                 if member.name == name:
                     return member
-        path = self.catalog().get(name)
-        if path is None:
-            raise UnknownPolicy(f"policy {name!r} not found (GET /v1/policies lists them)")
-        policy = load_policy(path)
-        with self._lock:
-            self._policies[name] = policy
-            return policy
+        return self.catalog.policy(name)
 
     def set_names(self) -> list[str]:
-        return sorted(p.stem for p in list_sets())
+        return self.catalog.set_names()
+
+    def policy_names(self) -> list[str]:
+        return sorted(self.catalog.policy_paths())
 
     def policy_set(self, name: str) -> PolicySet:
-        """A policy set by name (policies/sets/NAME.toml on the search path); loaded once."""
-        with self._lock:
-            if name in self._sets:
-                return self._sets[name]
-        if name not in self.set_names():
-            raise UnknownPolicy(f"policy or set {name!r} not found (GET /v1/policies lists them)")
-        found = load_set(name)
-        with self._lock:
-            self._sets[name] = found
-            return found
+        return self.catalog.policy_set(name)
 
     def resolve(self, name: str | None) -> tuple[list[Policy], dict[str, float]]:
         """A policy or set name -> (its policies, per-policy thresholds); None -> defaults.
@@ -175,42 +147,48 @@ class ServiceCore:
             if not self.default_policies:
                 raise UnknownPolicy("no policy named and the server has no default (--policy)")
             return [self.policy(n) for n in self.default_policies], {}
-        if name not in self.catalog() and name in self.set_names():
+        if name not in self.catalog.policy_paths() and name in self.catalog.set_paths():
             ps = self.policy_set(name)
-            thresholds = {m.name: m.threshold for m in ps.members if m.threshold is not None}
-            return ps.policies, thresholds
+            return ps.policies, dict(ps.thresholds)
         return [self.policy(name)], {}
 
-    def inline_policy(self, text: str, output: dict[str, Any] | None = None,
-                      name: str = "inline") -> Policy:  # fmt: skip
+    def inline_policy(self, text: str, output: dict[str, Any] | None = None) -> Policy:
         """Client-supplied policy text: only with --allow-inline-policies; built-in parser."""
         if not self.allow_inline:
             raise Forbidden("inline policies are off on this server (--allow-inline-policies)")
-        if not text.strip():
-            raise EdgeGuardError("policy_text is empty")
-        spec = OutputSpec.from_dict(dict(output or {}), "policy_output")
-        return Policy(name=name, text=text, output=spec)
+        return inline_policy(text, output)
 
-    def classifier(self, policy: Policy, style: str, effort: str) -> Classifier:
-        key = (policy.hash, style, effort)
+    def classifier(self, policy: Policy, settings: Settings | None = None,
+                   sampling: SamplingConfig | None = None) -> Classifier:  # fmt: skip
+        """The classifier for `policy` under `settings` (default: the server's), built as
+        every caller builds one (`api.build_classifier`); kept for the next request."""
+        from edge_guard.api import build_classifier
+
+        settings = settings or self.settings
+        sampling = sampling or settings.sampling()
+        # The chat template pins today's date when none is set: a new day, a new classifier.
+        today = _dt.date.today() if settings.date is None else None
+        key = (policy.hash, policy.name, settings, sampling, today)
         with self._lock:
             clf = self._classifiers.get(key)
             if clf is not None:
                 self._classifiers.move_to_end(key)
                 return clf
-        clf = Classifier(policy, self.backend, style=style, effort=effort, store=self.store,
-                         parallel=self.parallel)  # fmt: skip
+        clf = build_classifier(policy, settings, backend=self.backend, store=self.store,
+                               sampling=sampling)  # fmt: skip
         with self._lock:
             self._classifiers[key] = clf
             while len(self._classifiers) > MAX_CLASSIFIERS:
                 self._classifiers.popitem(last=False)
         return clf
 
-    def preload(self, style: str = DEFAULT_STYLE, effort: str = DEFAULT_EFFORT) -> None:
-        """Load the model and evaluate each default policy's prompt prefix once."""
+    def preload(self) -> None:
+        """Build each default policy's classifier with the server's settings (refusing at
+        start what a request would be refused), load the model and evaluate each prompt
+        prefix once."""
+        clfs = [self.classifier(self.policy(name)) for name in self.default_policies]
         self.backend.load()
-        for name in self.default_policies:
-            clf = self.classifier(self.policy(name), style, effort)
+        for clf in clfs:
             prompt = clf._renderer().render(clf.policy.text, "", clf.prompt_config)
             req = GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=1),
                                     prefix_len=prompt.prefix_len)  # fmt: skip
@@ -224,7 +202,7 @@ class ServiceCore:
         spec = job.spec
         job.results = [[None] * len(spec.texts) for _ in spec.policies]
         # Build classifiers here (policy errors surface before the job is queued).
-        clfs = [self.classifier(p, spec.style, spec.effort) for p in spec.policies]
+        clfs = [self.classifier(p, spec.settings, spec.sampling) for p in spec.policies]
         with self._lock:
             self._jobs.add(job)
         if self.observer is not None:
@@ -234,13 +212,12 @@ class ServiceCore:
 
     def _run(self, job: Job, clfs: list[Classifier]) -> None:
         spec = job.spec
-        lanes = clfs if spec.use_cache else [_uncached(c) for c in clfs]
-        samplings = [spec.sampling] * len(spec.texts)
+        lanes = clfs  # the request's sampling and cache policy are the classifiers' own
         try:
             with job_scope(job.cancel_event):
                 if job.on_event is None or len(lanes) == 1:
                     # Every (text, policy) pair in one backend call.
-                    pairs = iter_pairs(lanes, spec.texts, samplings=samplings,
+                    pairs = iter_pairs(lanes, spec.texts,
                                        on_event=_bind_events(job.on_event, 0))  # fmt: skip
                     for i, p, res in pairs:
                         self._record(job, p, i, res)
@@ -248,8 +225,7 @@ class ServiceCore:
                             break
                     return
                 for p, lane in enumerate(lanes):  # streamed reasoning: one policy at a time
-                    for i, res in lane.iter(spec.texts, samplings=samplings,
-                                            on_event=_bind_events(job.on_event, p)):  # fmt: skip
+                    for i, res in lane.iter(spec.texts, on_event=_bind_events(job.on_event, p)):
                         self._record(job, p, i, res)
                         if job.cancelled:
                             return
@@ -262,12 +238,19 @@ class ServiceCore:
                 self.observer.job_done(len(spec.texts) * len(spec.policies), job.results)
 
     def _record(self, job: Job, p: int, i: int, res: ClassificationResult) -> None:
-        res = apply_threshold(res, job.spec.thresholds.get(job.spec.policies[p].name))
+        policy = job.spec.policies[p]
+        res = apply_threshold(res, job.spec.thresholds.get(policy.name), policy)
         job.results[p][i] = res
         if self.observer is not None:
             self.observer.result(res)
         if job.on_result is not None:
             job.on_result(p, i, res)
+
+    def engine_parallel(self) -> int | None:
+        """Sequences the local engine decodes at once (a request's `parallel` cap)."""
+        settings = getattr(self.backend.inner, "settings", None)
+        n = getattr(settings, "n_parallel", None)
+        return int(n) if isinstance(n, int) else None
 
     def active_jobs(self) -> int:
         with self._lock:
@@ -294,9 +277,17 @@ class ServiceCore:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def info(self) -> dict[str, Any]:
+        """The model as clients see it: its reference, never a file path (a path's name)."""
         b = self.backend
-        return {"model": b.model_ref, "identity": b.identity(), "engine": b.engine_version(),
-                "backend": b.name}  # fmt: skip
+        return {"model": public_ref(b.model_ref), "identity": b.identity(),
+                "engine": b.engine_version(), "backend": b.name}  # fmt: skip
+
+
+def public_ref(ref: str) -> str:
+    """A model reference safe to show clients: a .gguf path becomes its file name."""
+    if ref.startswith(("hf:", "synth:")) or not any(c in ref for c in "/\\"):
+        return ref
+    return ref.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _bind_events(cb: Callable[[int, int, Event], None] | None,
@@ -304,20 +295,11 @@ def _bind_events(cb: Callable[[int, int, Event], None] | None,
     return None if cb is None else (lambda i, ev: cb(p, i, ev))
 
 
-def _uncached(clf: Classifier) -> Classifier:
-    """A shallow copy of `clf` that recomputes (and overwrites) instead of reading the store."""
-    import copy
-
-    other = copy.copy(clf)
-    other.use_cache = False
-    return other
-
-
-def failed_result(text: str, policy: Policy, error: str) -> ClassificationResult:
+def failed_result(item: Item, policy: Policy, error: str) -> ClassificationResult:
     """An undetermined result for an item that was never computed (cancelled, deadline)."""
     resp = ModelResponse.failed(error)
     res = ClassificationResult(None, None, None, {}, resp, False)
-    res.text, res.policy, res.error = text, policy.name, error
+    res.text, res.policy, res.error = item_text(item), policy.name, error
     return res
 
 

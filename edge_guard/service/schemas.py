@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_guard.conversation import Conversation, ConversationError
 from edge_guard.result import ClassificationResult, Verdict, headline_score
 
 
@@ -43,11 +44,29 @@ class ModerationResponse(BaseModel):
     results: list[ModerationResult]
 
 
+# Numbers a request may carry: finite, in range, integers strict (no "5", no 5.0, no true).
+SEED_MAX = 2**63 - 1
+TOP_K_MAX = 1 << 20
+Reasoning = Literal["full", "none", "none-empty-analysis"]
+
+
 class ClassifyRequest(_Strict):
-    """The native call. Give `text` or `texts`, and `policy` (a name) or `policy_text`."""
+    """The native call: the input (`text`, `texts`, or a conversation as `messages` with
+    `target`), the policy (`policy`, a name, or `policy_text`), and per-request settings.
+
+    Every setting left out takes the server's value (its flags, environment and
+    config.toml): style, effort, date, reasoning, cascade, truncate, parallel,
+    temperature, seed, max_tokens. `date` and `cascade` given as null turn them off.
+    """
 
     texts: list[str] | None = None
     text: str | None = None
+    messages: list[Any] | None = Field(
+        None, description='A conversation: a list of {"role", "content"} messages.'
+    )
+    target: Literal["last", "user", "assistant", "all"] | None = Field(
+        None, description="Which message of `messages` is judged (default last)."
+    )
     policy: str | None = Field(None, description="A policy or policy-set name.")
     policy_text: str | None = Field(
         None, description="Inline policy text (only with --allow-inline-policies)."
@@ -55,29 +74,71 @@ class ClassifyRequest(_Strict):
     policy_output: dict[str, Any] | None = Field(
         None, description="Inline policy's [output] table: kind, labels, violation."
     )
-    effort: Literal["low", "medium", "high"] = "medium"
-    style: Literal["harmony", "chat-template"] = "harmony"
-    temperature: float = Field(0.0, ge=0.0, le=5.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    seed: int = 0
-    max_tokens: int | None = Field(None, ge=1)
-    reasoning: bool = Field(False, description="Include the model's reasoning in results.")
-    no_cache: bool = Field(False, description="Recompute even when the store has the label.")
-    stream: bool = Field(False, description="Server-sent events: reasoning deltas, results.")
+    style: Literal["harmony", "chat-template"] | None = None
+    effort: Literal["low", "medium", "high"] | None = None
+    date: str | None = Field(None, description="Date line YYYY-MM-DD (null: none).")
+    reasoning: Reasoning | None = Field(
+        None, description="Reasoning path: full, none (one pass), none-empty-analysis."
+    )
+    cascade: str | list[float] | None = Field(
+        None, description='One pass, then full reasoning for P(violation) in "LOW:HIGH".'
+    )
+    truncate: bool | None = Field(None, strict=True)
+    parallel: int | None = Field(None, ge=1, strict=True)
+    temperature: float | None = Field(None, ge=0.0, le=5.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0, le=TOP_K_MAX, strict=True)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, strict=True)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    include_reasoning: bool = Field(
+        False, strict=True, description="Include the model's reasoning text in results."
+    )
+    no_cache: bool = Field(
+        False, strict=True, description="Recompute even when the store has the label."
+    )
+    stream: bool = Field(
+        False, strict=True, description="Server-sent events: reasoning deltas, results."
+    )
 
-    def all_texts(self) -> list[str]:
-        if self.texts is not None and self.text is not None:
-            raise ValueError("give either text or texts, not both")
-        if self.texts is None and self.text is None:
-            raise ValueError("give text or texts")
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _mode_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a reasoning mode (full, none, none-empty-analysis); the "
+                             "reasoning text is asked for with include_reasoning")  # fmt: skip
+        return value
+
+    def inputs(self) -> list[str | Conversation]:
+        """The texts, or the one conversation (validated as `--messages` is)."""
+        given = [n for n in ("text", "texts", "messages") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise FieldError(
+                given[1], f"give one of text, texts or messages, not {' and '.join(given)}"
+            )
+        if not given:
+            raise FieldError("texts", "give text, texts or messages")
+        if self.target is not None and self.messages is None:
+            raise FieldError("target", "needs messages")
+        if self.messages is not None:
+            try:
+                return [Conversation.from_json(self.messages, self.target, where="messages")]
+            except ConversationError as exc:
+                raise FieldError("messages", str(exc).removeprefix("messages: ")) from None
         return list(self.texts) if self.texts is not None else [self.text or ""]
 
 
-def result_json(res: ClassificationResult, *, reasoning: bool) -> dict[str, Any]:
+class FieldError(ValueError):
+    """A request field that is not valid: HTTP 400 naming it (`param`)."""
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"field {field!r}: {why}")
+        self.field = field
+
+
+def result_json(res: ClassificationResult, *, include_reasoning: bool) -> dict[str, Any]:
     """The full native result: verdict, labels, scores, answer, finish, cache, timings, key."""
     d = res.to_dict()
-    if not reasoning:
+    if not include_reasoning:
         d.pop("reasoning", None)
     score = headline_score(res.metadata or {}, res.float_label)
     d["score"] = None if score is None else {"kind": score[0], "value": score[1]}

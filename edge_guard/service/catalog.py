@@ -1,0 +1,202 @@
+"""The policies and sets a server request may name, loaded once, errors by name only.
+
+A request names a policy or a set, never a path. Names are what `edge-guard policies
+list` and `edge-guard policies sets` show (a set file's own `name`, else its file name;
+the file name also works, as for `--set`). A policy or set that fails to load is reported
+to the client by its name only: the detail (file paths, parser tracebacks) goes to the
+server's log. Inline policy text (only with --allow-inline-policies) is checked like a
+policy file: UTF-8 text without NUL, an `[output]` table of the documented keys and types,
+distinct labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge_guard.errors import EdgeGuardError
+from edge_guard.policy.core import OutputSpec, Policy, list_policies, load_policy
+from edge_guard.policy.sets import NAME_RE, PolicySet, list_sets, load_set
+
+log = logging.getLogger("edge_guard.service")
+
+MAX_INLINE_POLICY_CHARS = 200_000
+OUTPUT_KEYS = {"kind": str, "labels": list, "violation": list, "min": int, "max": int,
+               "threshold": float}  # fmt: skip
+
+
+class UnknownPolicy(EdgeGuardError):
+    """A request named a policy or set the server does not have (HTTP 404)."""
+
+
+class PolicyUnavailable(EdgeGuardError):
+    """A policy or set the server has but cannot load (HTTP 500; detail in the log)."""
+
+
+class Forbidden(EdgeGuardError):
+    """A request asked for something this server does not allow (HTTP 403)."""
+
+
+class BadInlinePolicy(EdgeGuardError):
+    """Inline policy text or output table that is not a valid policy (HTTP 400)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Catalog:
+    """Policies and sets by name (loaded once each; the files are re-listed per call)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._policies: dict[str, Policy] = {}
+        self._sets: dict[str, PolicySet] = {}
+        # (path, mtime) -> (shown name, aliases)
+        self._set_names: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+
+    def policy_paths(self) -> dict[str, Path]:
+        """Policy names a request may use: what `edge-guard policies list` shows."""
+        out: dict[str, Path] = {}
+        for p in list_policies():
+            out.setdefault(p.stem if p.is_file() else p.name, p)
+        return out
+
+    def set_paths(self) -> dict[str, Path]:
+        """Set name (as `policies sets` shows it) -> file; its file name and its `aliases`
+        answer too (a shown name wins over a file name, which wins over an alias)."""
+        shown: dict[str, Path] = {}
+        stems: dict[str, Path] = {}
+        aliases: dict[str, Path] = {}
+        for path in list_sets():
+            name, also = self._names(path)
+            shown.setdefault(name, path)
+            stems.setdefault(path.stem, path)
+            for alias in also:
+                aliases.setdefault(alias, path)
+        return {**aliases, **stems, **shown}
+
+    def set_names(self) -> list[str]:
+        return sorted({self._names(p)[0] for p in list_sets()})
+
+    def _names(self, path: Path) -> tuple[str, tuple[str, ...]]:
+        """(the set's shown name, its aliases), read from its file (cached per mtime)."""
+        try:
+            stamp = (str(path), path.stat().st_mtime_ns)
+        except OSError:
+            return path.stem, ()
+        with self._lock:
+            if stamp in self._set_names:
+                return self._set_names[stamp]
+        try:
+            meta = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            meta = {}
+        name = meta.get("name", path.stem)
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            name = path.stem
+        raw = meta.get("aliases", [])
+        also = (
+            tuple(a for a in raw if isinstance(a, str) and NAME_RE.match(a))
+            if isinstance(raw, list)
+            else ()
+        )
+        with self._lock:
+            self._set_names[stamp] = (name, also)
+        return name, also
+
+    def policy(self, name: str) -> Policy:
+        """A policy by name (never a path from a request); loaded once."""
+        with self._lock:
+            if name in self._policies:
+                return self._policies[name]
+        path = self.policy_paths().get(name)
+        if path is None:
+            raise UnknownPolicy(f"policy {name!r} not found (GET /v1/policies lists them)")
+        try:
+            policy = load_policy(path)
+        except EdgeGuardError as exc:
+            raise unavailable("policy", name, exc) from None
+        with self._lock:
+            return self._policies.setdefault(name, policy)
+
+    def policy_set(self, name: str) -> PolicySet:
+        """A set by the name `policies sets` shows (or its file name); loaded once."""
+        with self._lock:
+            if name in self._sets:
+                return self._sets[name]
+        path = self.set_paths().get(name)
+        if path is None:
+            raise UnknownPolicy(f"policy or set {name!r} not found (GET /v1/policies lists them)")
+        try:
+            found = load_set(path)
+        except EdgeGuardError as exc:
+            raise unavailable("policy set", name, exc) from None
+        with self._lock:
+            return self._sets.setdefault(name, found)
+
+
+def unavailable(what: str, name: str, exc: BaseException) -> PolicyUnavailable:
+    """The client's error (the name only); the server log gets the detail."""
+    log.error("%s %r failed to load: %s", what, name, exc)
+    return PolicyUnavailable(f"{what} {name!r} failed to load on the server "
+                             "(the server log has the detail)")  # fmt: skip
+
+
+def inline_policy(text: str, output: dict[str, Any] | None, name: str = "inline") -> Policy:
+    """Client-supplied policy text and `[output]` table, checked like a policy file."""
+    if "\x00" in text:
+        raise BadInlinePolicy("field 'policy_text': contains NUL characters", "policy_text")
+    _check_unicode(text, "policy_text")
+    if not text.strip():
+        raise BadInlinePolicy("field 'policy_text': is empty", "policy_text")
+    if len(text) > MAX_INLINE_POLICY_CHARS:
+        raise BadInlinePolicy(f"field 'policy_text': {len(text)} characters, at most "
+                              f"{MAX_INLINE_POLICY_CHARS}", "policy_text")  # fmt: skip
+    table = dict(output or {})
+    for key, value in table.items():
+        where = f"policy_output.{key}"
+        kind = OUTPUT_KEYS.get(key)
+        if kind is None:
+            known = ", ".join(OUTPUT_KEYS)
+            raise BadInlinePolicy(f"field {where!r}: unknown key (known: {known})", where)
+        if not _is(value, kind):
+            raise BadInlinePolicy(f"field {where!r}: must be {_NAMES[kind]}", where)
+        if kind is list:
+            for i, item in enumerate(value):
+                if not isinstance(item, str) or not item.strip() or "\x00" in item:
+                    raise BadInlinePolicy(f"field '{where}[{i}]': must be a non-empty string "
+                                          "without NUL", f"{where}[{i}]")  # fmt: skip
+                _check_unicode(item, f"{where}[{i}]")
+            twice = sorted({v for v in value if value.count(v) > 1})
+            if twice:
+                raise BadInlinePolicy(f"field {where!r}: {twice[0]!r} is listed twice", where)
+    try:
+        spec = OutputSpec.from_dict(table, "policy_output")
+    except EdgeGuardError as exc:
+        why = str(exc).removeprefix("policy_output: ")
+        raise BadInlinePolicy(f"field 'policy_output': {why}", "policy_output") from None
+    return Policy(name=name, text=text, output=spec)
+
+
+_NAMES = {str: "a string", list: "a list of strings", int: "an integer", float: "a number"}
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _check_unicode(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInlinePolicy(f"field {where!r}: unpaired surrogate at character {exc.start}",
+                              where) from None  # fmt: skip
