@@ -1,7 +1,9 @@
 """`RemoteClassifier`: the `Classifier` surface (`classify`, `iter`) over a running server.
 
 `edge-guard serve` answers `GET /health` with `"service": "edge_guard"`; `detect()` looks
-for that marker. The policy goes by name when the server has the same version (same
+for that marker. Every request option (style, effort, date, reasoning mode, cascade,
+truncate, parallel, sampling, the cache policy) goes with each request; a conversation
+goes as `messages` + `target`. The policy goes by name when the server has the same version (same
 hash), else as inline text (the server must run with --allow-inline-policies; a policy
 with its own parse.py cannot be sent: code never goes over HTTP). Results come back as
 `ClassificationResult`s, stored in the server's store (not this machine's).
@@ -18,6 +20,9 @@ from typing import Any
 
 import httpx
 
+from edge_guard import onepass
+from edge_guard.cascade import parse_bounds
+from edge_guard.conversation import Conversation, Item, item_text
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.parse import ContentDelta, Event
@@ -71,26 +76,36 @@ class _RemoteBackend:
 
 
 class RemoteClassifier:
-    """Classifies texts under one policy on an edge-guard server at `url`."""
+    """Classifies texts (or conversations) under one policy on an edge-guard server.
+
+    The attributes mean what `Classifier`'s do (`reasoning` is a reasoning mode, `cascade`
+    a (low, high) band), and every one is sent with each request, so the server computes
+    (and stores) exactly what a local classifier with the same settings would.
+    `include_reasoning` asks the server for the reasoning text of each result.
+    """
 
     def __init__(self, policy: str | Path | types.ModuleType | Policy, url: str, *,
                  api_key: str | None = None, style: str = DEFAULT_STYLE,
                  effort: str = DEFAULT_EFFORT, date: str | None = None,
+                 reasoning: str = "full", cascade: str | tuple[float, float] | None = None,
+                 truncate: bool = False, parallel: int | None = None,
                  sampling: SamplingConfig | None = None, use_cache: bool = True,
-                 timeout: float = 600.0, reasoning: bool = True) -> None:  # fmt: skip
-        if date is not None:
-            raise EdgeGuardError("an edge-guard server uses its own date line; drop --date")
+                 timeout: float = 600.0, include_reasoning: bool = True) -> None:  # fmt: skip
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.prompt_config = PromptConfig(style=style, effort=effort, date=date)
+        self.reasoning = onepass.check_mode(reasoning)
+        self.cascade = parse_bounds(cascade)
+        self.truncate = truncate
+        self.parallel = parallel
+        self.sampling = sampling or SamplingConfig()
+        self.use_cache = use_cache
+        self.include_reasoning = include_reasoning
         health = detect(self.url, api_key)
         if health is None:
             raise EdgeGuardError(f"{self.url} is not an edge-guard server (GET /health)")
         self.backend = _RemoteBackend(self.url, health)
-        self.prompt_config = PromptConfig(style=style, effort=effort)
-        self.sampling = sampling or SamplingConfig()
-        self.use_cache = use_cache
-        self.reasoning = reasoning
         self._policy_field = self._choose_policy(policy)
         self.policy = self._policy_obj
 
@@ -136,16 +151,32 @@ class RemoteClassifier:
             raise EdgeGuardError(f"server {self.url}: reply is not a JSON object")
         return body
 
-    def _body(self, texts: Sequence[str], sampling: SamplingConfig, stream: bool) -> dict[str, Any]:
-        return {**self._policy_field, "texts": list(texts),
-                "effort": self.prompt_config.effort, "style": self.prompt_config.style,
-                "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "top_k": sampling.top_k, "seed": sampling.seed,
-                "max_tokens": sampling.max_tokens, "reasoning": self.reasoning,
-                "no_cache": not self.use_cache, "stream": stream}  # fmt: skip
+    def options(self, sampling: SamplingConfig) -> dict[str, Any]:
+        """Every request option, as `/v1/classify` fields (none left to the server)."""
+        cfg, bounds = self.prompt_config, self.cascade
+        out = {"style": cfg.style, "effort": cfg.effort, "date": cfg.date,
+               "reasoning": self.reasoning,
+               "cascade": None if bounds is None else f"{bounds[0]!r}:{bounds[1]!r}",
+               "truncate": self.truncate, "temperature": sampling.temperature,
+               "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
+               "max_tokens": sampling.max_tokens, "no_cache": not self.use_cache,
+               "include_reasoning": self.include_reasoning}  # fmt: skip
+        if self.parallel is not None:
+            out["parallel"] = self.parallel
+        return out
+
+    def _body(
+        self, items: Sequence[Item], sampling: SamplingConfig, stream: bool
+    ) -> dict[str, Any]:
+        body = {**self._policy_field, **self.options(sampling), "stream": stream}
+        if len(items) == 1 and isinstance(items[0], Conversation):
+            conv = items[0]
+            return {**body, "messages": [m.as_dict() for m in conv.messages],
+                    "target": conv.target}  # fmt: skip
+        return {**body, "texts": list(items)}
 
     # -- the Classifier surface ----------------------------------------------------------
-    def classify(self, texts: Sequence[str],
+    def classify(self, texts: Sequence[Item],
                  **kwargs: Any) -> list[ClassificationResult] | list[MultiResult]:  # fmt: skip
         """Results in input order; a set name (several policies): one `MultiResult` per text."""
         got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
@@ -153,29 +184,28 @@ class RemoteClassifier:
             got[i][str(res.policy)] = res
         if all(len(g) <= 1 for g in got):
             return [next(iter(g.values())) for g in got]  # type: ignore[misc]
-        return [MultiResult(t, g) for t, g in zip(texts, got, strict=True)]
+        return [MultiResult(item_text(t), g) for t, g in zip(texts, got, strict=True)]
 
-    def iter(self, texts: Sequence[str], *, run_items: Any = None,
+    def iter(self, texts: Sequence[Item], *, run_items: Any = None,
              samplings: Sequence[SamplingConfig] | None = None,
              logits_processors: Any = None,
              on_event: Callable[[int, Event], None] | None = None,
              ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
-        """Yield (index, result) as the server returns them (by batches of BATCH texts)."""
+        """Yield (index, result) as the server returns them: texts by batches of BATCH, a
+        conversation by itself (one request each)."""
         if run_items is not None:
             raise EdgeGuardError("named runs keep their results in this machine's store: "
                                  "run them with the local backend")  # fmt: skip
         if logits_processors is not None:
             raise EdgeGuardError("logits processors run in Python and cannot go to a server")
-        if any(not isinstance(t, str) for t in texts):
-            raise EdgeGuardError("an edge-guard server classifies plain texts: classify a "
-                                 "conversation with the local or llama-server backend")  # fmt: skip
+        if any(not isinstance(t, str | Conversation) for t in texts):
+            raise EdgeGuardError("an edge-guard server classifies texts and conversations")
         sampling = self.sampling
         if samplings:
             if any(s != samplings[0] for s in samplings):
                 raise EdgeGuardError("an edge-guard server takes one sampling setting per call")
             sampling = samplings[0]
-        for start in range(0, len(texts), BATCH):
-            chunk = texts[start : start + BATCH]
+        for start, chunk in _chunks(texts):
             if on_event is None:
                 body = self._json(httpx.post(self.url + "/v1/classify",
                                              json=self._body(chunk, sampling, False),
@@ -187,7 +217,7 @@ class RemoteClassifier:
                 for i, res in self._stream(chunk, sampling, on_event, start):
                     yield start + i, res
 
-    def _stream(self, chunk: Sequence[str], sampling: SamplingConfig,
+    def _stream(self, chunk: Sequence[Item], sampling: SamplingConfig,
                 on_event: Callable[[int, Event], None],
                 offset: int) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
         with httpx.stream("POST", self.url + "/v1/classify", json=self._body(chunk, sampling, True),
@@ -210,6 +240,24 @@ class RemoteClassifier:
                         raise EdgeGuardError(f"server {self.url}: {data.get('message')}")
 
 
+def _chunks(items: Sequence[Item]) -> Iterator[tuple[int, list[Item]]]:
+    """(offset, items): runs of up to BATCH texts; each conversation alone."""
+    run: list[Item] = []
+    start = 0
+    for i, item in enumerate(items):
+        if isinstance(item, Conversation) or len(run) == BATCH:
+            if run:
+                yield start, run
+            run, start = [], i
+        if isinstance(item, Conversation):
+            yield i, [item]
+            start = i + 1
+            continue
+        run.append(item)
+    if run:
+        yield start, run
+
+
 def result_from_json(row: dict[str, Any]) -> ClassificationResult:
     """A `/v1/classify` result row -> `ClassificationResult` (with its `ModelResponse`)."""
     t = row.get("timings") or {}
@@ -226,14 +274,22 @@ def result_from_json(row: dict[str, Any]) -> ClassificationResult:
                                bool(row.get("parsed_successfully")), row.get("verdict"))  # fmt: skip
     res.text, res.policy, res.key = row.get("text"), row.get("policy"), row.get("key")
     res.cached, res.error = bool(row.get("cached")), row.get("error")
+    if row.get("conversation") is not None:
+        res.conversation = json.dumps(row["conversation"], sort_keys=True, ensure_ascii=False,
+                                      separators=(",", ":"))  # fmt: skip
     return res
 
 
-def remote_classifier(policies: Any, cfg: Any, *, style: str = DEFAULT_STYLE,
-                      effort: str = DEFAULT_EFFORT, date: str | None = None,
-                      sampling: SamplingConfig | None = None,
-                      use_cache: bool = True) -> RemoteClassifier | None:  # fmt: skip
-    """A `RemoteClassifier` when backend config `cfg` points at an edge-guard server.
+# The request options (`Settings.request()`) a RemoteClassifier sends with every request.
+SENT = ("style", "effort", "date", "reasoning", "cascade", "truncate", "temperature", "seed",
+        "max_tokens")  # fmt: skip
+
+
+def remote_classifier(policies: Any, cfg: Any, *, settings: Any,
+                      sampling: SamplingConfig | None = None) -> RemoteClassifier | None:  # fmt: skip
+    """A `RemoteClassifier` carrying every request option of `settings` (a `Settings`)
+    when backend config `cfg` points at an edge-guard server; `sampling` replaces the
+    settings' sampling. A request option this client cannot send is refused (one line).
 
     None for other servers (llama-server, vLLM: `ServerBackend` handles them). Server kind
     "auto" probes `GET /health`; "edge-guard" requires the marker.
@@ -247,10 +303,19 @@ def remote_classifier(policies: Any, cfg: Any, *, style: str = DEFAULT_STYLE,
         if kind == "edge-guard":
             raise EdgeGuardError(f"{url} is not an edge-guard server (GET /health has no marker)")
         return None
+    request = settings.request() if callable(getattr(settings, "request", None)) else {}
+    unsent = [name for name in request if name not in SENT]
+    if unsent:
+        raise EdgeGuardError(f"the edge-guard server client cannot send the option {unsent[0]!r}; "
+                             "use the local backend")  # fmt: skip
     if isinstance(policies, list | tuple):
         if len(policies) != 1:
             raise EdgeGuardError("an edge-guard server takes one policy or set name per call")
         policies = policies[0]
-    return RemoteClassifier(policies, url, api_key=api_key, style=style, effort=effort,
-                            date=date, sampling=sampling, use_cache=use_cache,
+    return RemoteClassifier(policies, url, api_key=api_key, style=settings.style,
+                            effort=settings.effort, date=settings.date,
+                            reasoning=settings.reasoning, cascade=settings.cascade,
+                            truncate=settings.truncate, parallel=settings.parallel,
+                            sampling=sampling or settings.sampling(),
+                            use_cache=settings.use_cache,
                             timeout=float(getattr(cfg, "timeout", 600.0)))  # fmt: skip
