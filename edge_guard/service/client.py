@@ -48,10 +48,13 @@ def api_key_from_env(var: str | None) -> str | None:
     return key
 
 
-def detect(url: str, api_key: str | None = None, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The server's /health when `url` is an edge-guard server, else None."""
+def detect(url: str, api_key: str | None = None, timeout: float = 5.0,
+           http: httpx.Client | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """The server's /health when `url` is an edge-guard server, else None. `http`: a
+    client to send it with (e.g. over a Unix socket: `edge_guard.warm`)."""
     try:
-        r = httpx.get(url.rstrip("/") + "/health", headers=_headers(api_key), timeout=timeout)
+        r = (http or httpx).get(url.rstrip("/") + "/health", headers=_headers(api_key),
+                                timeout=timeout)  # fmt: skip
         body = r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -90,8 +93,10 @@ class RemoteClassifier:
                  reasoning: str = "full", cascade: str | tuple[float, float] | None = None,
                  truncate: bool = False, parallel: int | None = None,
                  sampling: SamplingConfig | None = None, use_cache: bool = True,
-                 timeout: float = 600.0, include_reasoning: bool = True) -> None:  # fmt: skip
+                 timeout: float = 600.0, include_reasoning: bool = True,
+                 http: httpx.Client | None = None) -> None:  # fmt: skip
         self.url = url.rstrip("/")
+        self._http = http  # None: httpx's own functions (TCP)
         self.api_key = api_key
         self.timeout = timeout
         self.prompt_config = PromptConfig(style=style, effort=effort, date=date)
@@ -102,7 +107,7 @@ class RemoteClassifier:
         self.sampling = sampling or SamplingConfig()
         self.use_cache = use_cache
         self.include_reasoning = include_reasoning
-        health = detect(self.url, api_key)
+        health = detect(self.url, api_key, http=http)
         if health is None:
             raise EdgeGuardError(f"{self.url} is not an edge-guard server (GET /health)")
         self.backend = _RemoteBackend(self.url, health)
@@ -136,7 +141,8 @@ class RemoteClassifier:
 
     # -- HTTP ----------------------------------------------------------------------------
     def _get(self, path: str) -> dict[str, Any]:
-        r = httpx.get(self.url + path, headers=_headers(self.api_key), timeout=self.timeout)
+        r = (self._http or httpx).get(self.url + path, headers=_headers(self.api_key),
+                                      timeout=self.timeout)  # fmt: skip
         return self._json(r)
 
     def _json(self, r: httpx.Response) -> dict[str, Any]:
@@ -207,7 +213,7 @@ class RemoteClassifier:
             sampling = samplings[0]
         for start, chunk in _chunks(texts):
             if on_event is None:
-                body = self._json(httpx.post(self.url + "/v1/classify",
+                body = self._json((self._http or httpx).post(self.url + "/v1/classify",
                                              json=self._body(chunk, sampling, False),
                                              headers=_headers(self.api_key),
                                              timeout=self.timeout))  # fmt: skip
@@ -220,7 +226,8 @@ class RemoteClassifier:
     def _stream(self, chunk: Sequence[Item], sampling: SamplingConfig,
                 on_event: Callable[[int, Event], None],
                 offset: int) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
-        with httpx.stream("POST", self.url + "/v1/classify", json=self._body(chunk, sampling, True),
+        with (self._http or httpx).stream("POST", self.url + "/v1/classify",
+                                          json=self._body(chunk, sampling, True),
                           headers=_headers(self.api_key), timeout=self.timeout) as r:  # fmt: skip
             if r.status_code != 200:
                 r.read()
