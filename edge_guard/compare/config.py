@@ -81,8 +81,9 @@ KEYS: dict[str, Callable[[str], Any]] = {
     "effort": _choice(EFFORTS),
     "reasoning": _choice(REASONING_MODES),
     "cascade": _cascade,
-    # several policies: separate (one prompt per policy) or combined (one prompt for all)
-    "mode": _choice(("separate", "combined")),
+    # several policies: separate (one prompt per policy), combined (one prompt for all) or
+    # taxonomy (one prompt for all, a 0/1 per policy: scored in one pass with reasoning=none)
+    "mode": _choice(("separate", "combined", "taxonomy")),
     "date": _text,
     "max_tokens": _int(1),
     "temperature": _float,

@@ -1,11 +1,11 @@
 """Comparing configs over several policies, e.g. separate vs combined mode side by side.
 
-Each config (`mode=combined` or any other `compare` key) becomes a multi-policy run of kind
-"compare" (`runs.multi`: one pair per (text, policy), resumable) named
-`<comparison>/<k>:<label>`. `multi_summary` then compares every candidate with the first
-config policy by policy, on the texts both have: agreement, Cohen's κ, flips (verdict
-changes, with their transitions), and each config's F1 / undetermined rate per policy and
-for "any violation".
+Each config (`mode=combined`, `mode=taxonomy` — see `compare.taxonomy` — or any other
+`compare` key) becomes a multi-policy run of kind "compare" (`runs.multi`: one pair per
+(text, policy), resumable) named `<comparison>/<k>:<label>`. `multi_summary` then
+compares every candidate with the first config policy by policy, on the texts both have:
+agreement, Cohen's κ, flips (verdict changes, with their transitions), and each config's
+F1 / undetermined rate per policy and for "any violation".
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from edge_guard.compare.config import CompareConfig, check_configs
 from edge_guard.compare.runner import RUN_KIND, config_run_name
 from edge_guard.datasets.files import Dataset, usable_dataset
 from edge_guard.policy.sets import PolicySet
+from edge_guard.policy.taxonomy import MODE_TAXONOMY
 from edge_guard.runs.batch import RunProgress
 from edge_guard.runs.metrics import agreement, fmt_ci
 from edge_guard.runs.multi import Steer, execute_multi_run, plan_multi_run
@@ -64,9 +65,14 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
         meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,
                 "reference": labels[0], "mode": mode, "backend": classifier.backend.name}  # fmt: skip
         run_name = config_run_name(name, k, label)
-        plan = plan_multi_run(ds, classifier, pset, mode=mode, label_fields=label_fields,
-                              name=run_name, limit=limit, sample=sample, seed=sample_seed,
-                              kind=RUN_KIND, extra_config={"compare": meta})  # fmt: skip
+        plan_fn, execute_fn = plan_multi_run, execute_multi_run
+        if mode == MODE_TAXONOMY:  # one prompt per text, a 0/1 per policy (compare/taxonomy.py)
+            from edge_guard.compare.taxonomy import execute_taxonomy_run, plan_taxonomy_run
+
+            plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run  # type: ignore[assignment]
+        plan = plan_fn(ds, classifier, pset, mode=mode, label_fields=label_fields,
+                       name=run_name, limit=limit, sample=sample, seed=sample_seed,
+                       kind=RUN_KIND, extra_config={"compare": meta})  # fmt: skip
         if on_start is not None:
             on_start(k, label, plan)
 
@@ -74,8 +80,8 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
             if on_result is not None:
                 on_result(k, p, *rest)
 
-        execute_multi_run(plan, classifier, on_result=_on,
-                          steer=steer(k, cfg) if steer is not None else None)  # fmt: skip
+        execute_fn(plan, classifier, on_result=_on,
+                   steer=steer(k, cfg) if steer is not None else None)  # fmt: skip
         classifier.backend.close()
         runs.append(run_name)
     assert store is not None

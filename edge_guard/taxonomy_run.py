@@ -1,0 +1,277 @@
+"""Taxonomy mode's execution: every member of a set answered from one prompt per text.
+
+- One pass (`reasoning` none / none-empty-analysis; the cheap path): per text, one
+  score-only request per member. They share the prompt up to the final-channel header
+  (`prefix_len` covers the taxonomy policy *and* the text), so the engine evaluates the
+  text once into a resident prefix and copies it into every member's sequence; each
+  member then evaluates only the rest of its cue (``{"name":`` less the tokens every cue
+  starts with, which join the shared part: 2 to 6 tokens, all members batched together) and reads the next-token log-probs of ``0`` / ``1``: P(violation), decided by
+  `onepass.decide` with the member's threshold. A first request holding just the policy
+  prefix makes it resident (and snapshot-able) before any text extends it.
+- Full reasoning: one reasoning pass per text (`policy.taxonomy.taxonomy_policy` through a
+  `Classifier`), its answer split per member (`policy.taxonomy.split_answer`).
+
+Each member's result is its own stored row (key: the taxonomy prompt's key, the member,
+the scoring), linked to its run item, so reruns and resumed runs read it back without the
+model. `iter_taxonomy` has `runs.multi.iter_combined`'s signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edge_guard import onepass
+from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.errors import EdgeGuardError
+from edge_guard.policy.sets import PolicySet, SetMember, apply_threshold
+from edge_guard.policy.taxonomy import (
+    MODE_TAXONOMY,
+    SCORE_VERSION,
+    check_members,
+    cue_text,
+    split_answer,
+    taxonomy_policy,
+)
+from edge_guard.response import ModelResponse
+from edge_guard.result import ClassificationResult, MultiResult
+
+if TYPE_CHECKING:
+    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.harmony.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class Cues:
+    """What the one-pass path appends to a prompt: the answer header and the tokens every
+    cue starts with (`shared`), then the rest of one cue per member; `scoring` holds the
+    0/1 tokens scored after a cue."""
+
+    mode: str
+    shared: tuple[int, ...]  # header + the cues' common leading tokens
+    cues: tuple[tuple[str, tuple[int, ...]], ...]  # (member name, rest of its cue), set order
+    scoring: onepass.LabelScoring
+
+
+def make_cues(pset: PolicySet, vocab: Vocab, mode: str) -> Cues:
+    """The header and cues of `pset`'s members for one-pass `mode` (binary members only)."""
+    check_members(pset)
+    if mode not in onepass.ONE_PASS_MODES:
+        raise EdgeGuardError(f"the one-pass taxonomy path needs --reasoning "
+                             f"{' or '.join(onepass.ONE_PASS_MODES)}, not {mode!r}")  # fmt: skip
+    enc = vocab.encoder.encode
+    full = [enc(cue_text(m.name)) for m in pset.members]
+    n = 0  # the common leading tokens, leaving every cue at least one token of its own
+    while all(len(ids) > n + 1 and ids[n] == full[0][n] for ids in full):
+        n += 1
+    cues = tuple((m.name, tuple(ids[n:])) for m, ids in zip(pset.members, full, strict=True))
+    scoring = onepass.label_scoring(pset.members[0].policy.output, vocab)  # binary: "0"/"1"
+    shared = (*onepass.answer_header(vocab, mode), *full[0][:n])
+    return Cues(mode, shared, cues, scoring)
+
+
+def warm_request(prompt_ids: Sequence[int], prefix_len: int) -> GenerationRequest:
+    """A request that makes the policy prefix resident before texts extend it (so a text
+    never re-evaluates the policy, and the prefix alone is what gets snapshotted)."""
+    ids = list(prompt_ids[: prefix_len + 1])
+    return GenerationRequest(ids, SamplingConfig(max_tokens=1), prefix_len=prefix_len,
+                             score_only=True)  # fmt: skip
+
+
+def member_requests(prompt_ids: Sequence[int], cues: Cues,
+                    sampling: SamplingConfig | None = None) -> list[GenerationRequest]:  # fmt: skip
+    """One score-only request per member (set order): prompt + header + that member's cue,
+    sharing everything before the cue's own tokens as their prefix."""
+    shared = list(prompt_ids) + list(cues.shared)
+    s = sampling or SamplingConfig(max_tokens=1)
+    return [GenerationRequest(shared + list(ids), s, prefix_len=len(shared), score_only=True,
+                              score_token_ids=cues.scoring.score_token_ids)
+            for _name, ids in cues.cues]  # fmt: skip
+
+
+def member_result(member: SetMember, cues: Cues, response: ModelResponse,
+                  set_name: str) -> ClassificationResult:  # fmt: skip
+    """A member's one-pass result from its score response (undetermined on an error)."""
+    scores = None
+    if not response.error:
+        scores = onepass.label_probs(member.policy.output, cues.scoring, response)
+    result = onepass.decide(member.policy, scores, response, cues.mode)
+    result.metadata.update({"mode": MODE_TAXONOMY, "taxonomy": set_name})
+    return result
+
+
+# -- through the classifier's store ----------------------------------------------------------
+def taxonomy_classifier(base: Classifier, pset: PolicySet) -> Classifier:
+    """A full-reasoning classifier of the taxonomy policy sharing `base`'s backend, store,
+    prompt, sampling and truncation (its prompt and key are the one-pass path's too)."""
+    from edge_guard.runs.multi import member_classifier
+
+    return member_classifier(base, taxonomy_policy(pset), modes=False)
+
+
+def _check_base(base: Classifier) -> None:
+    if getattr(base, "cascade", None) is not None:
+        raise EdgeGuardError("taxonomy mode has no cascade: give --reasoning none (one pass "
+                             "for every policy) or full (one reasoning pass per text)")  # fmt: skip
+
+
+class _Scorer:
+    """The one-pass path for one classifier setup: keys, requests, rows."""
+
+    def __init__(self, base: Classifier, pset: PolicySet) -> None:
+        _check_base(base)
+        onepass.check_backend(base.backend, base.reasoning)
+        self.pset, self.clf = pset, taxonomy_classifier(base, pset)
+        self.cues = make_cues(pset, base.backend.vocab(), base.reasoning)
+
+    def key(self, item: Any, member: SetMember) -> str:
+        fields = {**self.clf.key_fields(item),
+                  "taxonomy_score": {"v": SCORE_VERSION, "reasoning": self.cues.mode,
+                                     "member": member.name, "cue": cue_text(member.name),
+                                     "labels": list(member.policy.output.labels)}}  # fmt: skip
+        blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def stored(self, key: str, member: SetMember, item: Any) -> ClassificationResult | None:
+        row = self.clf.store.get(key) if self.clf.use_cache else None
+        if row is None or row.get("error"):
+            return None
+        result = member_result(member, self.cues, onepass.stored_response(row), self.pset.name)
+        return self._named(result, member, item, key, cached=True)
+
+    def _named(self, result: ClassificationResult, member: SetMember, item: Any, key: str,
+               cached: bool = False) -> ClassificationResult:  # fmt: skip
+        from edge_guard.conversation import Conversation, item_text
+
+        result.text, result.policy, result.key = item_text(item), member.name, key
+        result.cached = cached
+        if isinstance(item, Conversation):
+            result.conversation = item.canonical()
+        response = result.model_response
+        result.error = result.error or (response.error if response is not None else None)
+        return result
+
+    def save(self, result: ClassificationResult, response: ModelResponse, member: SetMember,
+             item: Any, run_item: RunItem | None) -> None:  # fmt: skip
+        row = self.clf._row(result, response, item, result.key or "", self.clf.sampling)
+        row.update({"policy_name": member.name, "policy_hash": member.policy.hash,
+                    "policy_text_hash": member.policy.text_hash,
+                    "prompt_token_ids": []})  # the ids follow from text + key (13 x 8k ids)  # fmt: skip
+        self.clf.store.put(row, run_item.row(result.key or "") if run_item is not None else None)
+
+    def link(self, member: SetMember, key: str, run_item: RunItem) -> None:
+        from edge_guard.store import utcnow
+
+        with self.clf.store.transaction() as db:
+            db["run_items"].upsert({**run_item.row(key), "extra": json.dumps(run_item.extra or {}),
+                                    "policy_hash": member.policy.hash,
+                                    "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
+
+    def reject(self, member: SetMember, item: Any, key: str, problem: str) -> ClassificationResult:
+        response = ModelResponse.failed(problem, [], self.clf.backend.model_ref)
+        result = onepass.decide(member.policy, None, response, self.cues.mode)
+        result.metadata.update({"mode": MODE_TAXONOMY, "taxonomy": self.pset.name})
+        return self._named(result, member, item, key)
+
+
+def iter_scored(base: Classifier, pset: PolicySet, texts: Sequence[Any],
+                pairs: Sequence[tuple[int, int]],
+                items: Sequence[RunItem] | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """(pair position, result) for (text idx, member idx) pairs by the one-pass path: stored
+    rows first, then each text's missing members in one backend call.
+
+    One text at a time: its prefix (policy + text) is resident while its members score,
+    and the engine's KV budget counts each resident prefix whole, so several texts' long
+    prefixes in flight at once would push the policy-only prefix out (re-evaluated). The
+    members of one text still decode together; texts gain nothing from sharing a batch
+    here (a prefix is evaluated on its own anyway)."""
+    from edge_guard.conversation import item_content
+    from edge_guard.engine import safety
+
+    sc = _Scorer(base, pset)
+    todo: dict[int, list[tuple[int, int, str]]] = {}  # text -> [(pair position, member, key)]
+    for j, (t, p) in enumerate(pairs):
+        member, item = pset.members[p], texts[t]
+        key = sc.key(item, member)
+        problem = safety.text_problem(item_content(item))
+        if problem:  # an error for this text's pairs (stored, so a run counts it), not the batch
+            res = sc.reject(member, item, key, problem)
+            sc.save(res, res.model_response, member, item, items[j] if items else None)  # type: ignore[arg-type]
+            yield j, apply_threshold(res, member.threshold, member.policy)
+            continue
+        hit = sc.stored(key, member, item)
+        if hit is not None:
+            if items is not None:
+                sc.link(member, key, items[j])
+            yield j, apply_threshold(hit, member.threshold, member.policy)
+            continue
+        todo.setdefault(t, []).append((j, p, key))
+    warm = True
+    for t, wanted in todo.items():  # one text at a time (see the docstring)
+        prompt = sc.clf._prompt(texts[t])
+        per_member = member_requests(prompt.token_ids, sc.cues, sc.clf.sampling)
+        requests = [per_member[p] for _j, p, _key in wanted]
+        if warm:
+            requests.insert(0, warm_request(prompt.token_ids, prompt.prefix_len))
+        for n, response in base.backend.execute(requests, n_parallel=base.parallel):
+            if warm and n == 0:
+                continue
+            j, p, key = wanted[n - 1 if warm else n]
+            member, item = pset.members[p], texts[t]
+            res = sc._named(member_result(member, sc.cues, response, pset.name), member, item, key)
+            sc.save(res, response, member, item, items[j] if items else None)
+            yield j, apply_threshold(res, member.threshold, member.policy)
+        warm = False
+
+
+def iter_reasoned(base: Classifier, pset: PolicySet, texts: Sequence[Any],
+                  pairs: Sequence[tuple[int, int]],
+                  items: Sequence[RunItem] | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """(pair position, result) per pair from one full-reasoning taxonomy answer per text."""
+    from edge_guard.runs.multi import store_member
+
+    _check_base(base)
+    clf = taxonomy_classifier(base, pset)
+    by_text: dict[int, list[int]] = {}
+    for j, (t, _p) in enumerate(pairs):
+        by_text.setdefault(t, []).append(j)
+    order = list(by_text)
+    for k, result in clf.iter([texts[t] for t in order]):
+        split = split_answer(result, pset)
+        for j in by_text[order[k]]:
+            member = pset.members[pairs[j][1]]
+            res = split[member.name]
+            if items is not None:
+                store_member(clf, res, member.policy, items[j])
+            yield j, res
+
+
+def iter_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any],
+                  pairs: Sequence[tuple[int, int]], items: Sequence[RunItem] | None = None,
+                  steer: Any = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    """Results for (text idx, member idx) pairs in taxonomy mode, yielded as they complete:
+    the one-pass path when `base` scores in one pass, else one reasoning pass per text."""
+    if steer is not None:
+        raise EdgeGuardError("taxonomy mode cannot steer generation (no per-text logits "
+                             "processors); use separate mode")  # fmt: skip
+    if base.reasoning in onepass.ONE_PASS_MODES:
+        return iter_scored(base, pset, texts, pairs, items)
+    return iter_reasoned(base, pset, texts, pairs, items)
+
+
+def classify_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any]) -> list[MultiResult]:
+    """One `MultiResult` per text (a result per member, set order, thresholds applied)."""
+    from edge_guard.conversation import item_text
+
+    pairs = [(t, p) for t in range(len(texts)) for p in range(len(pset.members))]
+    got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
+    for j, res in iter_taxonomy(base, pset, texts, pairs):
+        t, p = pairs[j]
+        got[t][pset.members[p].name] = copy.copy(res)
+    return [MultiResult(item_text(texts[t]), {n: got[t][n] for n in pset.names})
+            for t in range(len(texts))]  # fmt: skip
