@@ -132,6 +132,15 @@ def policy_output(store: Store, name: str, policy_hash: str | None) -> OutputSpe
         return None
 
 
+def policy_path(store: Store, name: str, policy_hash: str | None) -> str | None:
+    """Where the policy version was loaded from when it was tested (if that still exists)."""
+    from pathlib import Path
+
+    rows = store.query("SELECT path FROM policy_versions WHERE policy_name = ? AND hash = ? "
+                       "AND path IS NOT NULL", [name, policy_hash or ""])  # fmt: skip
+    return rows[0]["path"] if rows and Path(rows[0]["path"]).exists() else None
+
+
 def _recent(store: Store) -> str:
     names = [r["name"] for r in
              store.query("SELECT name FROM runs ORDER BY updated_at DESC LIMIT 5")]  # fmt: skip

@@ -35,6 +35,10 @@ def _screen(mode: str) -> Screen[Any]:
         "models": models.ModelsScreen,
         "tests": tests.TestsScreen,
     }
+    if mode == "review":  # not a nav tab: F9, or open_review from elsewhere
+        from edge_guard.tui.screens.review import ReviewScreen
+
+        return ReviewScreen()
     return classes[mode]()
 
 
@@ -46,7 +50,7 @@ class EdgeGuardApp(App[None]):
     COMMANDS = App.COMMANDS | {ScreensProvider, ScreenActionsProvider}
     MODES: ClassVar[dict[str, Any]] = {
         mode: (lambda m=mode: _screen(m)) for mode, _title, _key in SCREENS
-    }
+    } | {"review": lambda: _screen("review")}
     DEFAULT_MODE = "workbench"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help", priority=True),
@@ -54,6 +58,7 @@ class EdgeGuardApp(App[None]):
             Binding(key, f"goto('{mode}')", title, show=False, priority=True)
             for mode, title, key in SCREENS
         ],
+        Binding("f9", "goto('review')", "Review", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -84,6 +89,7 @@ class EdgeGuardApp(App[None]):
         self.run_options = RunOptions(model=self.model_ref)
         self.pending_workbench: tuple[str | None, str] | None = None
         self.pending_tests: Any = None
+        self.pending_review: str | None = None
 
     # -- actions ----------------------------------------------------------------------------
     def action_goto(self, mode: str) -> None:
@@ -110,6 +116,14 @@ class EdgeGuardApp(App[None]):
         """Switch to the Tests screen and run `policy`'s golden cases (an edited policy too)."""
         self.pending_tests = policy
         self.switch_mode("tests")
+
+    def open_review(self, run: str) -> None:
+        """Switch to the Review screen (F9) on run `run`."""
+        self.pending_review = run
+        if self.current_mode == "review":
+            self.screen.refresh_data()  # type: ignore[attr-defined]
+        else:
+            self.switch_mode("review")
 
     def set_model(self, ref: str) -> None:
         """Remember the model the user chose (other screens default to it)."""
