@@ -124,8 +124,8 @@ class Classifier:
         self.backend = make_backend(model, engine_settings)
         self.use_cache = use_cache
         self.parallel = parallel
-        if isinstance(self.backend, LocalBackend) and self.backend._identity is None:
-            self.backend.set_identity(self.store.model_identity(self.backend.path))
+        if isinstance(self.backend, LocalBackend) and self.backend._identify is None:
+            self.backend.identify_with(self.store.model_identity)  # a memo by file stamp
         self._token_map: dict[int, str] | bool | None = False
         self._renderer_obj: PromptRenderer | None = None
         # Over-long texts: cut to fit the context (middle dropped) instead of failing.

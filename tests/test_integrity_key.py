@@ -142,3 +142,36 @@ def test_server_batching_changes_the_key(tiny_model: Path, store: Store) -> None
 
     assert key(backend(4), 1) != key(backend(4), None)
     assert key(backend(4), 1) == key(backend(1), None)
+
+
+def test_a_replaced_gguf_is_never_served_the_old_files_rows(tmp_path: Path, synth_model: Any) -> None:
+    """A GGUF replaced at the same path (same size and mtime: `cp -p`) gets its own keys:
+    a long-lived classifier, a new one and the Python API all recompute with the new
+    weights, and the old file's row stays the old file's."""
+    from edge_guard import classify
+    from edge_guard.engine.sampling import SamplingConfig
+    from tests.test_store import _replace_keeping_size_and_mtime
+
+    old, new = synth_model("tiny-o200k"), synth_model("tiny-o200k", seed=7)
+    assert old.stat().st_size == new.stat().st_size
+    path = tmp_path / "model.gguf"
+    path.write_bytes(old.read_bytes())
+    store = Store(tmp_path / "db.sqlite")
+    short = SamplingConfig(max_tokens=6)
+    clf = Classifier("toxic_simple", path, store=store, sampling=short)
+    before = clf.classify([TEXT])[0]
+    assert clf.classify([TEXT])[0].cached  # the same file: a hit
+    _replace_keeping_size_and_mtime(path, new.read_bytes())
+    after = clf.classify([TEXT])[0]  # the same classifier object, the file swapped under it
+    assert not after.cached and after.key != before.key
+    assert store.get(before.key)["model"] == store.get(before.key)["model"]  # kept, untouched
+    assert store.get(after.key)["model"] != store.get(before.key)["model"]
+    fresh = Classifier("toxic_simple", path, store=store, sampling=short).classify([TEXT])[0]
+    assert fresh.cached and fresh.key == after.key
+    api = classify(TEXT, "toxic_simple", model=path, db=tmp_path / "db.sqlite", max_tokens=6)
+    assert api.key == after.key
+    # What the new weights say, from their own file: the swapped path answered with them.
+    ref = Classifier("toxic_simple", new, store=Store(tmp_path / "ref.sqlite"), sampling=short)
+    reference = ref.classify([TEXT])[0].model_response
+    assert after.model_response.output_token_ids == reference.output_token_ids
+    assert before.model_response.output_token_ids != reference.output_token_ids

@@ -44,6 +44,39 @@ def test_model_identity_is_remembered(tmp_path: Path, tiny_model: Path) -> None:
     assert store.model_identity(tiny_model) == ident
 
 
+def _replace_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """Put `data` (the same size) at `path` as `cp -p` / `rsync -a` would: mtime kept."""
+    st = path.stat()
+    assert len(data) == st.st_size
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, path)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_a_model_file_replaced_at_the_same_path_is_identified_again(tmp_path: Path,
+                                                                     tiny_model: Path) -> None:  # fmt: skip
+    import hashlib
+
+    path = tmp_path / "model.gguf"
+    data = tiny_model.read_bytes()
+    path.write_bytes(data)
+    store = Store(tmp_path / "s.db")
+    first = store.model_identity(path)
+    assert first == "sha256:" + hashlib.sha256(data).hexdigest()
+    grown = data + b"\0" * 32  # another size, written in place
+    path.write_bytes(grown)
+    assert store.model_identity(path) == "sha256:" + hashlib.sha256(grown).hexdigest()
+    path.write_bytes(data)
+    os.utime(path, ns=(0, 10**18))  # the same bytes back, another mtime: hashed again, same id
+    assert store.model_identity(path) == first
+    other = bytes([data[0] ^ 1]) + data[1:]  # other content, same size, same mtime
+    _replace_keeping_size_and_mtime(path, other)
+    assert store.model_identity(path) == "sha256:" + hashlib.sha256(other).hexdigest()
+    assert Store(tmp_path / "s.db").model_identity(path) == store.model_identity(path)
+
+
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     with pytest.raises(RuntimeError), store.transaction() as db:

@@ -8,7 +8,7 @@ weights) and `execute()`, which yields responses as they complete.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,12 +48,16 @@ class EngineSettings:
 
 # One loaded engine per process (a 12 GB model twice would not fit a laptop).
 _ENGINE_LOCK = threading.Lock()
-_ENGINE: tuple[tuple[str, EngineSettings], Engine] | None = None
+_ENGINE: tuple[tuple[str, tuple[int, ...], EngineSettings], Engine] | None = None
 
 
 def shared_engine(path: str, settings: EngineSettings) -> Engine:
+    """The process's one engine for `path` as it is now: a file replaced at the same path
+    (another stamp) is loaded afresh, never answered by the old file's weights."""
+    from edge_guard.store import file_stamp
+
     global _ENGINE
-    key = (path, settings)
+    key = (path, file_stamp(path), settings)
     with _ENGINE_LOCK:
         if _ENGINE is not None and _ENGINE[0] == key:
             return _ENGINE[1]
@@ -88,22 +92,49 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, path: str | Path, *, model_ref: str | None = None,
-                 settings: EngineSettings | None = None, identity: str | None = None) -> None:  # fmt: skip
+                 settings: EngineSettings | None = None, identity: str | None = None,
+                 identify: Callable[[str], str] | None = None) -> None:  # fmt: skip
         self.path = str(Path(path).resolve())
         self.model_ref = model_ref or str(path)
         self.settings = settings or EngineSettings()
-        self._identity = identity
+        self._identify = identify  # path -> identity (a store's memo); default: hash the file
+        self._identity: str | None = None
+        self._stamp: tuple[int, ...] | None = None
+        if identity is not None:
+            self.set_identity(identity)
         self._engine_version: str | None = None
 
     def identity(self) -> str:
-        if self._identity is None:
-            from edge_guard.store import sha256_file
+        """The model file's identity (part of every cache key), checked against the file's
+        stamp on every call: a file replaced at the same path is identified again, so its
+        results never take the old file's keys."""
+        from edge_guard.store import file_stamp, sha256_file
 
-            self._identity = f"sha256:{sha256_file(self.path)}"
+        try:
+            stamp: tuple[int, ...] | None = file_stamp(self.path)
+        except OSError:
+            stamp = None  # gone: keep what we know (loading it will fail on its own)
+        if self._identity is None or (stamp is not None and stamp != self._stamp):
+            self._identity = (self._identify(self.path) if self._identify is not None
+                              else f"sha256:{sha256_file(self.path)}")  # fmt: skip
+            self._stamp = stamp
         return self._identity
 
-    def set_identity(self, identity: str) -> None:
+    def set_identity(self, identity: str, identify: Callable[[str], str] | None = None) -> None:
+        """Take `identity` for the file as it is now (and `identify` to use when it changes)."""
+        from edge_guard.store import file_stamp
+
+        try:
+            self._stamp = file_stamp(self.path)
+        except OSError:
+            self._stamp = None
         self._identity = identity
+        if identify is not None:
+            self._identify = identify
+
+    def identify_with(self, identify: Callable[[str], str]) -> None:
+        """Identify the file with `identify` (e.g. `Store.model_identity`, a memo)."""
+        self._identify = identify
 
     def engine_version(self) -> str:
         """Part of every cache key (computed once: the settings are frozen)."""

@@ -45,10 +45,11 @@ def enabled_by_env(default: bool = True) -> bool:
 
 
 def file_identity(path: str | os.PathLike[str]) -> str:
-    """A cheap identity for a model file: real path, size and mtime (no 12 GB hash)."""
+    """A cheap identity for a model file: real path, size, mtime, inode and ctime (no 12 GB
+    hash; a file replaced at the same path with the same size and mtime is another file)."""
     real = os.path.realpath(path)
     st = os.stat(real)
-    return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{real}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def snapshot_identity(model_path: str, *, gpu_layers: int, flash_attn: bool | str,

@@ -145,18 +145,21 @@ class Store:
 
     # -- model identity --------------------------------------------------------------------
     def model_identity(self, path: str | os.PathLike[str]) -> str:
-        """`sha256:<hex>` of a GGUF, computed once and remembered by path + size + mtime."""
+        """`sha256:<hex>` of a GGUF, computed once and remembered by path and file stamp
+        (size, mtime, inode, ctime): a file replaced at the same path is hashed again."""
         p = Path(path).resolve()
-        st = p.stat()
+        stamp = file_stamp(p)
         with self._lock:
             rows = list(self.db["model_files"].rows_where("path = ?", [str(p)]))
-        if rows and rows[0]["size"] == st.st_size and rows[0]["mtime_ns"] == st.st_mtime_ns:
+        if rows and _row_stamp(rows[0]) == stamp:
             return f"sha256:{rows[0]['sha256']}"
         digest = sha256_file(p)
+        if file_stamp(p) != stamp:  # changed while hashed: remember nothing
+            return f"sha256:{digest}"
         with self.transaction() as db:
             db["model_files"].upsert(
-                {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                 "sha256": digest, "computed_at": utcnow()},
+                {"path": str(p), "size": stamp[0], "mtime_ns": stamp[1], "ino": stamp[2],
+                 "ctime_ns": stamp[3], "sha256": digest, "computed_at": utcnow()},
                 pk="path",
             )  # fmt: skip
         return f"sha256:{digest}"
@@ -274,6 +277,16 @@ def _encode(value: Any) -> Any:
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, ensure_ascii=False)
     return value
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten or replaced: (size, mtime, inode, ctime)."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _row_stamp(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["size"], row["mtime_ns"], row.get("ino"), row.get("ctime_ns"))
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:

@@ -221,3 +221,12 @@ def m005_review_decisions(db: Database) -> None:
         "CREATE INDEX review_decisions_item ON review_decisions (policy_name, content_key, id)"
     )
     db.execute("CREATE INDEX review_decisions_run ON review_decisions (run, idx)")
+
+
+@migrations(name="m006_model_file_stamp")
+def m006_model_file_stamp(db: Database) -> None:
+    """A model file's identity memo also remembers its inode and ctime: a file replaced at
+    the same path with the same size and mtime (`cp -p`, `rsync -a`) is hashed again.
+    Rows from before have NULLs there, so each such file is hashed once more."""
+    db["model_files"].add_column("ino", int)
+    db["model_files"].add_column("ctime_ns", int)
