@@ -13,7 +13,7 @@ The file's tables (every key optional; `edge_guard.settings.resolve_settings` re
     timeout = 600                    # seconds per request
     server_kind = "auto"             # auto | llama-server | vllm | openai | edge-guard
 
-    [engine]    ctx, gpu_layers, threads, parallel, force
+    [engine]    ctx, gpu_layers, threads, parallel, force, keep_alive (seconds or "5m")
     [prompt]    style, effort, date, reasoning, cascade
     [sampling]  temperature, seed, max_tokens
     [store]     db, use_cache

@@ -109,6 +109,13 @@ def convert(name: str, value: Any, where: str, door: str = "python") -> Any:
         if not math.isfinite(x) or x < 0 or (name == "timeout" and x == 0):
             raise bad(f"must be a finite number {'>' if name == 'timeout' else '>='} 0")
         return x
+    if name == "keep_alive":  # seconds, or 90s / 5m / 1h
+        from edge_guard.warm.keepalive import RULE, parse_keep_alive
+
+        try:
+            return parse_keep_alive(value)
+        except ValueError:
+            raise bad(RULE) from None
     if name == "gpu_layers":
         text = str(value).strip().lower()
         if text == "auto":

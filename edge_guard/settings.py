@@ -24,8 +24,8 @@ Environment variables (besides the backend's, see `edge_guard.config`): `EDGE_GU
 `EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_PARALLEL`,
 `EDGE_GUARD_STYLE`, `EDGE_GUARD_EFFORT`, `EDGE_GUARD_DATE`, `EDGE_GUARD_REASONING`,
 `EDGE_GUARD_CASCADE`, `EDGE_GUARD_TEMPERATURE`,
-`EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB` (`EDGE_GUARD_THREADS` is read by
-the engine when `threads` is unset).
+`EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB`, `EDGE_GUARD_KEEP_ALIVE`
+(`EDGE_GUARD_THREADS` is read by the engine when `threads` is unset).
 
 `Model` and `InferenceBackend` let seed code (`model=Model.GPT_OSS_20B,
 backend=InferenceBackend.API_INJECT_HARMONY`) run unchanged.
@@ -98,6 +98,9 @@ class Settings:
     parallel: int | None = None
     force: bool = False
     yes: bool = False
+    # seconds a warm engine stays loaded after its last request (`edge_guard.warm`); None:
+    # the door's default (commands: `warm.keepalive.default_keep_alive()`; Python: in-process)
+    keep_alive: float | None = None
     # prompt
     style: str = _request(DEFAULT_STYLE)
     effort: str = _request(DEFAULT_EFFORT)
@@ -179,6 +182,7 @@ _SOURCES: dict[str, tuple[str, str | None]] = {
     "parallel": ("engine", "EDGE_GUARD_PARALLEL"),
     "force": ("engine", None),
     "yes": ("engine", None),
+    "keep_alive": ("engine", "EDGE_GUARD_KEEP_ALIVE"),
     "style": ("prompt", "EDGE_GUARD_STYLE"),
     "effort": ("prompt", "EDGE_GUARD_EFFORT"),
     "date": ("prompt", "EDGE_GUARD_DATE"),

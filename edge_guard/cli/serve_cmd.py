@@ -102,6 +102,11 @@ def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))  # fmt: skip
 @click.option("--truncate", is_flag=True,
               help="Default for requests: cut texts too long for the context instead of failing.")  # fmt: skip
+@click.option("--uds", default=None, metavar="PATH",
+              help="Listen on this Unix socket instead of TCP (mode 0600, in a directory of "
+              "yours; connections from other users are refused).")  # fmt: skip
+@click.option("--keep-alive", "idle_exit", default=None, metavar="DURATION",
+              help="Exit after this long without a request (300, 90s, 5m; default: never).")  # fmt: skip
 @db_option
 @engine_options
 @sampling_options
@@ -115,10 +120,14 @@ def serve(opts: dict[str, Any]) -> None:
     host, port = opts["host"], opts["port"]
     api_key = read_api_key(opts["key_env"], host)
     cors = check_origins(opts["cors_origins"])
+    from edge_guard.warm.listen import listener_from_options
+
+    listener = listener_from_options(opts["uds"], opts["idle_exit"])  # binds before the load
     app, core = build_app(opts, api_key=api_key, cors=cors)
-    click.echo(f"edge-guard serve: model {core.backend.model_ref} on http://{host}:{port} "
+    where = f"unix:{opts['uds']}" if opts["uds"] else f"http://{host}:{port}"
+    click.echo(f"edge-guard serve: model {core.backend.model_ref} on {where} "
                f"(docs at /docs; Ctrl-C stops)", err=True)  # fmt: skip
-    run_server(app, core, host, port, opts["log_level"])
+    run_server(app, core, host, port, opts["log_level"], listener=listener)
 
 
 def build_app(opts: dict[str, Any], *, api_key: str | None = None,
@@ -162,21 +171,30 @@ def build_core(opts: dict[str, Any]) -> Any:
     return core
 
 
-def run_server(app: Any, core: Any, host: str, port: int, log_level: str) -> None:
-    """uvicorn until SIGTERM/Ctrl-C: running requests get GRACE_S, then a 503."""
+def run_server(app: Any, core: Any, host: str, port: int, log_level: str,
+               listener: Any = None) -> None:  # fmt: skip
+    """uvicorn until SIGTERM/Ctrl-C: running requests get GRACE_S, then a 503. `listener`
+    (`edge_guard.warm.listen`): a Unix socket instead of TCP and/or the idle exit."""
     import uvicorn
 
+    if listener is not None:
+        app = listener.wrap(app)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=GRACE_S + 5, access_log=False)  # fmt: skip
+                            timeout_graceful_shutdown=GRACE_S + 5, access_log=False,
+                            **(listener.config_kwargs() if listener is not None else {}))  # fmt: skip
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             core.begin_shutdown(GRACE_S)  # running requests: GRACE_S to finish, then 503
             super().handle_exit(sig, frame)
 
+    if listener is not None:
+        listener.started(core.backend.model_ref)
     try:
         Server(config).run()
     finally:
+        if listener is not None:
+            listener.close()
         core.shutdown(grace_s=0)
         core.store.close()
 
