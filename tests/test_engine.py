@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_helpers import DEADLINE_S
 
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
@@ -67,7 +68,7 @@ def test_load(engine: Engine) -> None:
 
 def test_greedy_generation(engine: Engine) -> None:
     req = prompt(engine, "hello there")
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.error is None
     assert 1 <= len(r.output_token_ids) <= GREEDY.max_tokens
     assert r.prompt_token_ids == req.prompt_ids
@@ -80,9 +81,11 @@ def test_greedy_generation(engine: Engine) -> None:
 
 
 def test_greedy_is_deterministic(engine: Engine) -> None:
-    a = engine.generate(prompt(engine, "same text twice"))
-    engine.generate(prompt(engine, "something else in between", policy="Other policy."))
-    b = engine.generate(prompt(engine, "same text twice"))
+    a = engine.generate(prompt(engine, "same text twice"), timeout=DEADLINE_S)
+    engine.generate(
+        prompt(engine, "something else in between", policy="Other policy."), timeout=DEADLINE_S
+    )
+    b = engine.generate(prompt(engine, "same text twice"), timeout=DEADLINE_S)
     assert a.output_token_ids == b.output_token_ids
 
 
@@ -93,7 +96,7 @@ def test_forced_script_gives_answer_reasoning_and_scores(engine: Engine) -> None
     req.sampling = SamplingConfig(max_tokens=200)
     req.logits_processor = ForcedTokens(sc)
     req.score_token_ids = label_ids
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.response == "1"
     assert r.reasoning == "thinking about it"
     assert r.finish_reason == "return"
@@ -111,7 +114,7 @@ def test_scores_are_a_distribution(engine: Engine) -> None:
     req.logits_processor = ForcedTokens(script(engine))
     req.score_token_ids = range(engine.n_vocab)
     req.sampling = SamplingConfig(max_tokens=64)
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.final_token_logprobs is not None
     assert len(r.final_token_logprobs) == engine.n_vocab
     total = math.fsum(math.exp(v) for v in r.final_token_logprobs.values())
@@ -123,14 +126,14 @@ def test_no_scores_without_final(engine: Engine) -> None:
     req.score_token_ids = [engine.vocab.encoder.encode("1")[0]]
     req.logits_processor = ForcedTokens(ids(engine, "<|channel|>", "analysis", "<|message|>"))
     req.sampling = SamplingConfig(max_tokens=5)
-    assert engine.generate(req).final_token_logprobs is None
+    assert engine.generate(req, timeout=DEADLINE_S).final_token_logprobs is None
 
 
 def test_max_tokens_truncation(engine: Engine) -> None:
     req = prompt(engine, "cut me off")
     req.logits_processor = ForcedTokens(script(engine))
     req.sampling = SamplingConfig(max_tokens=5)
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.finish_reason == "length" and r.truncated
     assert r.response is None
     assert len(r.output_token_ids) == 5
@@ -141,7 +144,7 @@ def test_final_cut_mid_answer_has_no_response(engine: Engine) -> None:
     req = prompt(engine, "cut in the answer")
     req.logits_processor = ForcedTokens(sc)
     req.sampling = SamplingConfig(max_tokens=len(sc) - 2)
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.finish_reason == "length"
     assert r.response is None
     assert r.messages[-1].channel == "final" and not r.messages[-1].complete
@@ -160,7 +163,7 @@ def test_forced_call(engine: Engine) -> None:
     req = prompt(engine, "call a tool")
     req.logits_processor = ForcedTokens(sc)
     req.sampling = SamplingConfig(max_tokens=100)
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.finish_reason == "call"
     assert r.response is None
     assert r.output_token_ids == sc
@@ -174,7 +177,7 @@ def test_streaming_events_reconstruct_the_answer(engine: Engine) -> None:
     req.logits_processor = ForcedTokens(script(engine, "step one; step two", "safe 😀 ok"))
     req.sampling = SamplingConfig(max_tokens=100)
     req.on_event = events.append
-    r = engine.generate(req)
+    r = engine.generate(req, timeout=DEADLINE_S)
     assert r.response == "safe 😀 ok"
     final = "".join(e.text for e in events if isinstance(e, ContentDelta) and e.channel == "final")
     analysis = "".join(
@@ -187,7 +190,7 @@ def test_streaming_events_reconstruct_the_answer(engine: Engine) -> None:
 
 
 def _run_each(engine: Engine, reqs: list[GenerationRequest]) -> list[ModelResponse]:
-    return [engine.generate(r) for r in reqs]
+    return [engine.generate(r, timeout=DEADLINE_S) for r in reqs]
 
 
 def test_prefix_parallel_and_scratch_are_identical(engine: Engine) -> None:
@@ -201,8 +204,10 @@ def test_prefix_parallel_and_scratch_are_identical(engine: Engine) -> None:
     assert all(r.timings.cached_tokens > 0 for r in one_by_one[1:])
 
     # 2. all together, in parallel sequences, after a different policy took the state
-    engine.generate(prompt(engine, "evict", policy="A different policy entirely."))
-    together = dict(engine.generate_many(reqs))
+    engine.generate(
+        prompt(engine, "evict", policy="A different policy entirely."), timeout=DEADLINE_S
+    )
+    together = dict(engine.generate_many(reqs, timeout=DEADLINE_S))
     assert sorted(together) == list(range(len(reqs)))
 
     # 3. from scratch, no prefix state at all
@@ -223,8 +228,8 @@ def test_prefix_parallel_and_scratch_are_identical(engine: Engine) -> None:
 
 def test_parallel_width_does_not_change_outputs(engine: Engine) -> None:
     reqs = [prompt(engine, t) for t in TEXTS]
-    wide = dict(engine.generate_many(reqs))
-    narrow = dict(engine.generate_many(reqs, n_parallel=1))
+    wide = dict(engine.generate_many(reqs, timeout=DEADLINE_S))
+    narrow = dict(engine.generate_many(reqs, n_parallel=1, timeout=DEADLINE_S))
     assert [wide[i].output_token_ids for i in range(len(reqs))] == [
         narrow[i].output_token_ids for i in range(len(reqs))
     ]
@@ -237,9 +242,9 @@ def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
         return req
 
     def sample(seed: int, **kw: float) -> list[int]:
-        return engine.generate(request(seed, **kw)).output_token_ids
+        return engine.generate(request(seed, **kw), timeout=DEADLINE_S).output_token_ids
 
-    greedy = engine.generate(prompt(engine, "sample me")).output_token_ids[:8]
+    greedy = engine.generate(prompt(engine, "sample me"), timeout=DEADLINE_S).output_token_ids[:8]
     first = sample(7)
     assert sample(7) == first
     assert sample(7, top_p=0.9, top_k=50) == sample(7, top_p=0.9, top_k=50)
@@ -247,7 +252,7 @@ def test_seeded_sampling_is_reproducible(engine: Engine) -> None:
     assert len(outputs) > 1  # the seed really drives the sampler
     assert any(list(o) != greedy for o in outputs)
     # In a parallel batch, a sequence samples exactly as it would alone.
-    batch = dict(engine.generate_many([request(7), request(1)]))
+    batch = dict(engine.generate_many([request(7), request(1)], timeout=DEADLINE_S))
     assert batch[0].output_token_ids == first
     assert batch[1].output_token_ids == sample(1)
 
@@ -256,7 +261,7 @@ def test_too_long_prompt_fails_alone(engine: Engine) -> None:
     long_text = " ".join(f"w{i}" for i in range(N_CTX))
     reqs = [prompt(engine, "short one"), prompt(engine, long_text), prompt(engine, "another")]
     assert len(reqs[1].prompt_ids) > N_CTX
-    results = dict(engine.generate_many(reqs))
+    results = dict(engine.generate_many(reqs, timeout=DEADLINE_S))
     bad = results[1]
     assert bad.finish_reason == "error" and bad.response is None
     assert bad.error is not None and "\n" not in bad.error
@@ -265,18 +270,20 @@ def test_too_long_prompt_fails_alone(engine: Engine) -> None:
         assert results[i].error is None
         assert len(results[i].output_token_ids) == GREEDY.max_tokens
     # The survivors decode exactly as they would alone.
-    assert results[2].output_token_ids == engine.generate(reqs[2]).output_token_ids
+    assert (
+        results[2].output_token_ids == engine.generate(reqs[2], timeout=DEADLINE_S).output_token_ids
+    )
 
 
 def test_empty_prompt_fails(engine: Engine) -> None:
-    r = engine.generate([])
+    r = engine.generate([], timeout=DEADLINE_S)
     assert r.finish_reason == "error" and r.error == "empty prompt"
 
 
 def test_generate_accepts_plain_ids(engine: Engine) -> None:
     req = prompt(engine, "plain ids")
-    a = engine.generate(req.prompt_ids, sampling=GREEDY)
-    b = engine.generate(req)
+    a = engine.generate(req.prompt_ids, sampling=GREEDY, timeout=DEADLINE_S)
+    b = engine.generate(req, timeout=DEADLINE_S)
     assert a.output_token_ids == b.output_token_ids
 
 

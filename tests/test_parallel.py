@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_helpers import DEADLINE_S
 
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import BiasTokens, ForcedTokens, SamplingConfig, harmony_script
@@ -73,7 +74,7 @@ def reference(tiny_model: Path) -> Reference:
     with Engine(tiny_model, n_ctx=N_CTX, n_parallel=1, n_threads=1, prefix_cache=False,
                 prefix_snapshots=False) as eng:  # fmt: skip
         reqs = workload(eng)
-        return reqs, [eng.generate(r) for r in reqs]
+        return reqs, [eng.generate(r, timeout=DEADLINE_S) for r in reqs]
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
@@ -84,7 +85,7 @@ def test_parallel_matches_sequential_from_scratch(tiny_model: Path, reference: R
                 prefix_snapshots=False) as eng:  # fmt: skip
         order = []
         got: dict[int, object] = {}
-        for i, resp in eng.generate_many(reqs, n_parallel=width):
+        for i, resp in eng.generate_many(reqs, n_parallel=width, timeout=DEADLINE_S):
             order.append(i)
             got[i] = resp
         assert eng.stats["max_active"] == width
@@ -121,7 +122,7 @@ def test_small_context_admits_fewer_sequences(tiny_model: Path, reference: Refer
     n_ctx = max(len(r.prompt_ids) for r in sub) + 2 * need + 8
     with Engine(tiny_model, n_ctx=n_ctx, n_parallel=8, n_threads=1,
                 prefix_snapshots=False) as eng:  # fmt: skip
-        got = dict(eng.generate_many(sub))
+        got = dict(eng.generate_many(sub, timeout=DEADLINE_S))
         assert 1 < eng.stats["max_active"] < 8  # the KV cache limited admission
     for j, i in enumerate(keep):
         assert summary(got[j]) == summary(expected[i]), f"request {i}"
@@ -135,9 +136,9 @@ def test_min_tokens_suppresses_stop_tokens(tiny_model: Path) -> None:
         prompt = eng.renderer.render("Policy.", "hello")
         eager = BiasTokens({ret: 1000.0})  # the model wants to stop at once
         free = eng.generate(GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=9),
-                                              logits_processor=eager))  # fmt: skip
+                                              logits_processor=eager), timeout=DEADLINE_S)  # fmt: skip
         forced = eng.generate(GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=9),
-                                                logits_processor=eager, min_tokens=5))  # fmt: skip
+                                                logits_processor=eager, min_tokens=5), timeout=DEADLINE_S)  # fmt: skip
     assert free.output_token_ids == [ret]
     assert len(forced.output_token_ids) == 6 and forced.output_token_ids[-1] == ret
     assert not set(forced.output_token_ids[:5]) & eng.stop_ids

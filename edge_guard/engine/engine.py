@@ -222,22 +222,23 @@ class Engine:
         return self.loop.submit(request, stream=stream, priority=priority)
 
     def generate(self, request: GenerationRequest | Sequence[int], *, priority: int = BATCH,
-                 **kwargs: Any) -> ModelResponse:  # fmt: skip
+                 timeout: float | None = None, **kwargs: Any) -> ModelResponse:  # fmt: skip
         if not isinstance(request, GenerationRequest):
             request = GenerationRequest(list(request), **kwargs)
-        for _, response in self.generate_many([request], priority=priority):
+        for _, response in self.generate_many([request], priority=priority, timeout=timeout):
             return response
         raise AssertionError("unreachable")
 
     def generate_many(
         self, requests: Iterable[GenerationRequest], n_parallel: int | None = None,
-        priority: int = BATCH,
+        priority: int = BATCH, timeout: float | None = None,
     ) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
         """Complete every request; yields (input index, response) as each one finishes.
 
         The requests are one job: at most `n_parallel` of them run at once, and other
         callers' jobs share the batch round-robin (`admission`), `priority` first.
-        Closing the iterator early cancels the requests still running.
+        Closing the iterator early cancels the requests still running; so does `timeout`
+        (seconds for them all), which then raises TimeoutError.
         """
         reqs = list(requests)
         if not reqs:
@@ -250,7 +251,7 @@ class Engine:
                                          enabled=self.prefix_cache)  # fmt: skip
         sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
         handles = [self.loop.submit(r, group=group, index=i, sink=sink) for i, r in enumerate(reqs)]
-        yield from iter_completed(handles, sink)
+        yield from iter_completed(handles, sink, timeout)
 
 
 def default_threads() -> int:

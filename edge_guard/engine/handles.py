@@ -8,6 +8,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -152,12 +153,20 @@ class Handle:
                 log.warning("request %d: its response could not be delivered: %s", self.index, exc)
 
 
-def iter_completed(handles: list[Handle],
-                   sink: queue.Queue[tuple[int, ModelResponse]]) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
-    """Yield (index, response) as each handle completes; closing early cancels the rest."""
+def iter_completed(handles: list[Handle], sink: queue.Queue[tuple[int, ModelResponse]],
+                   timeout: float | None = None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    """Yield (index, response) as each handle completes; closing early cancels the rest.
+
+    `timeout`: seconds for the whole group; past it the rest are cancelled and
+    TimeoutError is raised (None: wait as long as it takes)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         for _ in range(len(handles)):
-            index, response = sink.get()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                index, response = sink.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError(f"the requests did not complete within {timeout}s") from None
             if handles[index].exception is not None:
                 raise handles[index].exception
             yield index, response
