@@ -201,7 +201,8 @@ def iter_scored(base: Classifier, pset: PolicySet, texts: Sequence[Any],
         problem = safety.text_problem(item_content(item))
         if problem:  # an error for this text's pairs (stored, so a run counts it), not the batch
             res = sc.reject(member, item, key, problem)
-            sc.save(res, res.model_response, member, item, items[j] if items else None)  # type: ignore[arg-type]
+            storable = item_content(item).encode("utf-8", "backslashreplace").decode("utf-8")
+            sc.save(res, res.model_response, member, storable, items[j] if items else None)  # type: ignore[arg-type]
             yield j, apply_threshold(res, member.threshold, member.policy)
             continue
         hit = sc.stored(key, member, item)
