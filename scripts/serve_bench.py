@@ -10,12 +10,20 @@ One server (`edge-guard serve` on 127.0.0.1, fresh store) and one in-process `Cl
 Rounds alternate so that load from other processes on a shared machine hits both sides;
 the best round of each side is compared (labels/s, ratio) with the server's p50/p95
 latency, errors, and a check that every server label was stored exactly once.
+
+    python scripts/serve_bench.py --mixed [--model synth:tiny] [--big-texts 256]
+
+The mixed workload (fair share, issue 26): CLIENTS threads send one-text requests back to
+back, alone, then beside one more client that sends BIG-TEXTS-text jobs back to back;
+rounds alternate. It reports the one-text p50/p95 latency of each (all rounds pooled) and
+p95 beside / p95 alone (goal <= 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import statistics
 import subprocess
@@ -113,6 +121,117 @@ def server_round(args: argparse.Namespace, url: str, texts: list[str]) -> dict[s
             "p95_s": latencies[max(0, int(0.95 * len(latencies)) - 1)]}  # fmt: skip
 
 
+def one_text_clients(args: argparse.Namespace, url: str, tag: str) -> tuple[list[float], list[str]]:
+    """CLIENTS threads, each sending REQUESTS one-text requests back to back."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=600) as http:
+            for j in range(args.requests):
+                t = time.perf_counter()
+                err = post(http, url, [f"mixed {tag} client {k} text {j}: toxic or fine?"])
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+                    if err:
+                        errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, errors
+
+
+def post(http: httpx.Client, url: str, texts: list[str]) -> str | None:
+    """One moderation request; its error, or None."""
+    try:
+        r = http.post(
+            url + "/v1/moderations", json={"input": texts if len(texts) > 1 else texts[0]}
+        )
+        if r.status_code == 200 and len(r.json()["results"]) == len(texts):
+            return None
+        return f"HTTP {r.status_code}: {r.text[:200]}"
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def mixed_round(args: argparse.Namespace, url: str, with_big: bool) -> dict[str, Any]:
+    """The one-text clients alone, or beside a client sending big jobs back to back (it
+    starts first, and its last job ends after the one-text clients are done)."""
+    tag = uuid.uuid4().hex[:8]
+    stop, sent = threading.Event(), threading.Event()
+    big: dict[str, Any] = {"jobs": 0, "errors": []}
+
+    def big_client() -> None:
+        with httpx.Client(timeout=3600) as http:
+            while not stop.is_set():
+                texts = [f"mixed {tag} big job {big['jobs']} text {i}: toxic or fine?"
+                         for i in range(args.big_texts)]  # fmt: skip
+                sent.set()
+                err = post(http, url, texts)
+                big["jobs"] += 1
+                if err:
+                    big["errors"].append(err)
+
+    thread = threading.Thread(target=big_client)
+    if with_big:
+        thread.start()
+        sent.wait()
+        time.sleep(0.5)  # its texts reach the engine's queue before the one-text clients start
+    latencies, errors = one_text_clients(args, url, tag)
+    stop.set()
+    if with_big:
+        thread.join()
+    return {"latencies": latencies, "errors": errors + big["errors"], "big_jobs": big["jobs"]}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
+
+
+def mixed_main(args: argparse.Namespace) -> None:
+    alone: list[float] = []
+    beside: list[float] = []
+    errors: list[str] = []
+    big_jobs = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        proc, url = start_server(args, folder / "server.db", folder / "serve.log")
+        try:
+            for r in range(args.rounds):
+                for with_big in (False, True):
+                    got = mixed_round(args, url, with_big)
+                    (beside if with_big else alone).extend(got["latencies"])
+                    errors += got["errors"]
+                    big_jobs += got["big_jobs"]
+                    print(f"round {r + 1} {'beside the big job' if with_big else 'alone'}: "
+                          f"p95 {percentile(got['latencies'], 0.95):.3f}s", file=sys.stderr)  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    figures = {
+        "model": args.model, "clients": args.clients, "requests_per_client": args.requests,
+        "rounds": args.rounds, "parallel": args.parallel, "max_tokens": args.max_tokens,
+        "big_texts": args.big_texts, "big_jobs": big_jobs,
+        "alone_p50_s": round(statistics.median(alone), 3),
+        "alone_p95_s": round(percentile(alone, 0.95), 3),
+        "beside_p50_s": round(statistics.median(beside), 3),
+        "beside_p95_s": round(percentile(beside, 0.95), 3),
+        "p95_ratio": round(percentile(beside, 0.95) / percentile(alone, 0.95), 2),
+        "errors": len(errors),
+    }  # fmt: skip
+    print(json.dumps(figures, indent=2))
+    for e in errors[:5]:
+        print("error:", e, file=sys.stderr)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")
+    sys.exit(0 if not errors else 1)
+
+
 def stored_once(db: Path, texts: list[str]) -> tuple[int, int]:
     import sqlite3
 
@@ -137,9 +256,17 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--json", dest="json_out", default=None, help="Also write the figures here.")
+    ap.add_argument("--mixed", action="store_true",
+                    help="One-text latency alone and beside a client sending big jobs.")  # fmt: skip
+    ap.add_argument("--big-texts", type=int, default=256, help="Texts per big job (--mixed).")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.requests <= 200 or not 1 <= args.rounds <= 10:
         raise SystemExit("--clients 1..64, --requests 1..200, --rounds 1..10 (a bounded load)")
+    if not 1 <= args.big_texts <= 256:
+        raise SystemExit("--big-texts 1..256 (the server's --max-texts)")
+    if args.mixed:
+        mixed_main(args)
+        return
     n = args.clients * args.requests
     inproc_walls: list[float] = []
     rounds: list[dict[str, Any]] = []
