@@ -111,9 +111,6 @@ def test_a_model_file_replaced_at_the_same_path_is_never_served_the_old_rows(
     assert Store(db).get(again.key)["model"] == f"sha256:{digest}"
 
 
-@pytest.mark.xfail(strict=True, reason="backends/local.py keeps one loaded engine per (path, "
-                   "settings): a file replaced at the same path is answered by the old weights "
-                   "in a long-lived process (TUI, service, Python session)")  # fmt: skip
 def test_a_model_file_replaced_at_the_same_path_answers_with_the_new_weights(
     tmp_path: Path, two_models: tuple[Path, Path]
 ) -> None:
@@ -246,15 +243,34 @@ def test_set_thresholds_decide_a_multi_policy_run_and_its_eval(
 
 
 # -- the service: set thresholds and no_cache -----------------------------------------------
+def serve_args(tmp_path: Path, model: Path, *more: str) -> list[str]:
+    return ["--model", str(model), "--policy", "yn", "--max-tokens", "64", "--parallel", "2",
+            "--ctx", "4096", "--db", str(tmp_path / "serve.db"), *more]  # fmt: skip
+
+
 @pytest.fixture
 def service(tmp_path: Path, tiny_o200k_model: Path, policies: Path,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # fmt: skip
     """A TestClient on the app `edge-guard serve` builds (no socket); marked texts steered."""
     steer_marked_texts(monkeypatch)
-    with served_app(monkeypatch, ["--model", str(tiny_o200k_model), "--policy", "yn",
-                                  "--max-tokens", "64", "--parallel", "2", "--ctx", "4096",
-                                  "--db", str(tmp_path / "serve.db")]) as client:  # fmt: skip
+    with served_app(monkeypatch, serve_args(tmp_path, tiny_o200k_model)) as client:
         yield client
+
+
+def test_service_refuses_a_wrong_or_missing_key(
+    tmp_path: Path, tiny_o200k_model: Path, policies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EG_WIRING_KEY", "s3cret-key")
+    args = serve_args(tmp_path, tiny_o200k_model, "--api-key-env", "EG_WIRING_KEY")
+    with served_app(monkeypatch, args) as client:
+        body = {"text": "hello", "policy": "yn", "max_tokens": 4}
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret-key"}):
+            r = client.post("/v1/classify", json=body, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+            assert "s3cret" not in r.text
+        ok = client.post("/v1/classify", json=body, headers={"Authorization": "Bearer s3cret-key"})
+        assert ok.status_code == 200, ok.text
+        assert client.get("/health").status_code == 200  # open: no data in it
 
 
 def test_service_applies_a_sets_thresholds(service: Any, policies: Path) -> None:
