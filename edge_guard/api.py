@@ -54,21 +54,26 @@ def build_classifier(
     store: Store | None = None,
     sampling: SamplingConfig | None = None,
     interactive: bool = False,
+    warm: bool = False,
 ) -> Classifier:
     """A `Classifier` for one policy or several, configured by `settings`.
 
     `backend` (a ready backend) and `store` (an open store) replace the ones `settings`
     would build; `sampling` replaces its temperature/seed/max_tokens (top_p/top_k).
-    `interactive` lets a missing model be offered for download on a terminal.
+    `interactive` lets a missing model be offered for download on a terminal. `warm`
+    (the commands; Python when given `keep_alive`): its labels are computed by a warm
+    engine for this model and engine settings (`edge_guard.warm`), kept loaded
+    `settings.keep_alive` seconds after the last request.
     """
     settings = settings or resolve_settings()
     if backend is None and settings.backend == "server":  # an `edge-guard serve` (detected)
         remote = _remote(policies, settings, sampling)
         if remote is not None:
             return remote  # type: ignore[no-any-return]
+    warm = warm and backend is None and store is None
     if backend is None:
         backend = build_backend(settings, interactive=interactive)
-    return Classifier(
+    classifier = Classifier(
         policies,
         backend,
         style=settings.style,
@@ -82,6 +87,11 @@ def build_classifier(
         reasoning=settings.reasoning,
         cascade=settings.cascade,
     )
+    if warm:
+        from edge_guard.warm.route import wrap
+
+        return wrap(classifier, settings)  # type: ignore[no-any-return]
+    return classifier
 
 
 def _remote(policies: Any, settings: Settings, sampling: SamplingConfig | None) -> Any:
@@ -156,6 +166,7 @@ def classify(
     db: str | Path | None = None,
     use_cache: bool | None = None,
     truncate: bool | None = None,
+    keep_alive: float | str | None = None,
     settings: Settings | None = None,
     sampling: SamplingConfig | None = None,
     store: Store | None = None,
@@ -173,6 +184,9 @@ def classify(
     ones come from the environment, config.toml, then the defaults; `settings=` gives a
     ready base instead). `model` may also be a ready backend; `backend` a kind
     ("local"/"server"), a seed `InferenceBackend` (a prompt format) or a ready backend.
+    `keep_alive` (seconds, or "5m"): compute on a warm engine that stays loaded that long
+    after its last request, shared with the commands (`edge_guard.warm`); without it
+    the model loads in this process.
     """
     ready = None
     for candidate in (model, backend):
@@ -188,7 +202,7 @@ def classify(
              "force": force, "yes": yes, "style": style, "effort": effort, "date": date,
              "reasoning": reasoning, "cascade": cascade,
              "temperature": temperature, "seed": seed, "max_tokens": max_tokens, "db": db,
-             "use_cache": use_cache, "truncate": truncate}  # fmt: skip
+             "use_cache": use_cache, "truncate": truncate, "keep_alive": keep_alive}  # fmt: skip
     if sampling is not None and (temperature, seed, max_tokens) != (None, None, None):
         raise EdgeGuardError("pass either sampling= or temperature/seed/max_tokens, not both")
     settings = resolve_settings(flags, base=settings)  # keywords over `settings` if given
@@ -200,7 +214,8 @@ def classify(
 
         pset = adhoc_set(_policy_list(policy))  # type: ignore[arg-type]
     classifier = build_classifier(pset.policies if pset is not None else policy, settings,
-                                  backend=ready, store=store, sampling=sampling)  # fmt: skip
+                                  backend=ready, store=store, sampling=sampling,
+                                  warm=keep_alive is not None)  # fmt: skip
     one = isinstance(text, str | Conversation)  # one text or conversation, else a list
     texts = [text] if one else list(text)  # type: ignore[list-item]
     if pset is not None:  # every set and list of policies: one path, thresholds applied

@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "tui": "edge_guard.cli.tui_cmd:tui",
     "compare": "edge_guard.cli.compare_cmd:compare",
     "serve": "edge_guard.cli.serve_cmd:serve",
+    "ps": "edge_guard.cli.warm_cmd:ps",
+    "stop": "edge_guard.cli.warm_cmd:stop",
     "review": "edge_guard.cli.review_cmd:review",
 }
 

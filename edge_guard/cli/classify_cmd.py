@@ -10,6 +10,7 @@ import click
 from edge_guard.cli.multi_opts import multi_json, policy_options, policy_set, print_multi
 from edge_guard.cli.options import build_classifier, classify_options, pass_opts
 from edge_guard.cli.prompt_cmd import messages_option, target_option, text_or_messages
+from edge_guard.cli.warm_cmd import keep_alive_option
 from edge_guard.conversation import Conversation
 from edge_guard.result import headline_score
 from edge_guard.sanitize import term, term_json
@@ -72,6 +73,7 @@ def print_result(result: Any) -> None:
 @click.option("--no-cache", is_flag=True, help="Recompute even if cached (and overwrite).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @classify_options
+@keep_alive_option
 @messages_option
 @target_option
 @click.argument("text", required=False)

@@ -131,7 +131,7 @@ def build_classifier(policy: Any, opts: dict[str, Any], *, use_cache: bool = Tru
 
     settings = settings_from_opts(opts, model=model)
     settings = settings.replace(use_cache=settings.use_cache and use_cache)
-    return build(policy, settings, interactive=is_interactive())
+    return build(policy, settings, interactive=is_interactive(), warm=True)
 
 
 def settings_from_opts(opts: dict[str, Any], *, model: str | None = None) -> Settings:

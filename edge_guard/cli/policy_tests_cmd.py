@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
+from edge_guard.cli.warm_cmd import keep_alive_option
 from edge_guard.errors import EdgeGuardError
 from edge_guard.sanitize import term, term_json, term_line
 
@@ -125,6 +126,7 @@ def print_flips(diff: Any, short: bool = False) -> None:
               help="Also write JUnit XML (one testcase per case) for CI.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @classify_options
+@keep_alive_option
 @pass_opts
 def test_cmd(opts: dict[str, Any]) -> None:
     """Run a policy's golden cases; exit 1 if any case fails (2 if it cannot run).

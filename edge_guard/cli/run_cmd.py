@@ -17,6 +17,7 @@ import click
 from edge_guard.cli.multi_opts import policy_options, policy_set, run_set, single_label_field
 from edge_guard.cli.options import build_classifier, classify_options, db_option, pass_opts
 from edge_guard.cli.outfile import check_out, force_option
+from edge_guard.cli.warm_cmd import keep_alive_option
 from edge_guard.conversation import TARGETS
 from edge_guard.datasets.files import SAMPLES
 from edge_guard.sanitize import term, term_json, term_line
@@ -92,6 +93,7 @@ class _Progress:
 @click.option("--sample-seed", type=int, default=None, help="Seed for --sample (default: --seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (+ eval) on stdout.")
 @classify_options
+@keep_alive_option
 @pass_opts
 def run(opts: dict[str, Any]) -> None:
     """Classify every row of DATASET (.jsonl/.csv/.parquet or a pulled name like toxic-chat)

@@ -192,3 +192,18 @@ def live_records() -> list[tuple[Path, dict[str, Any]]]:
         else:
             forget(record, path)
     return out
+
+
+def prune(max_age_s: float = 24 * 3600.0) -> None:
+    """Remove the lock and log files of services gone for more than `max_age_s`."""
+    import time
+
+    base = warm_dir()
+    live = {p.stem for p in base.glob("*.json")}
+    cutoff = time.time() - max_age_s
+    for p in [*base.glob("*.lock"), *base.glob("*.log")]:
+        try:
+            if p.stem not in live and p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass
