@@ -27,7 +27,7 @@ def policy(tmp_path: Path) -> Path:
 
 
 def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_model) -> None:  # type: ignore[no-untyped-def]
-    sg, base = str(synth_model("tiny-o200k", seed=1)), str(synth_model("tiny-o200k", seed=2))
+    sg, base = str(synth_model("tiny", seed=1)), str(synth_model("tiny", seed=2))
     dataset = write_dataset(tmp_path / "d.jsonl", TEXTS, ["a"] * 4 + ["b"] * 4)
     answers = {
         "seed1": dict(zip([f"i{k}" for k in range(8)], ["3", "3", "3", "3", "2", "4", "3", "maybe"], strict=True)),
@@ -42,13 +42,13 @@ def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_
     assert run["kind"] == "study" and run["status"] == "done"
 
     a = analyze(from_run(store, res.name))
-    m_sg, m_base = a["models"]["tiny-o200k-seed1"], a["models"]["tiny-o200k-seed2"]
+    m_sg, m_base = a["models"]["tiny-seed1"], a["models"]["tiny-seed2"]
     assert m_sg["counts"] == {"1": 0, "2": 1, "3": 5, "4": 1, "5": 0}
     assert m_base["counts"] == {"1": 1, "2": 1, "3": 4, "4": 1, "5": 1}
     assert m_sg["middle_share"] == pytest.approx(5 / 7)
     assert m_base["middle_share"] == pytest.approx(4 / 8)
-    assert [u["id"] for u in a["unparsed"]["tiny-o200k-seed1"]] == ["i7"]
-    assert a["unparsed"]["tiny-o200k-seed1"][0]["reason"] == "answer 'maybe' is not a rating"
+    assert [u["id"] for u in a["unparsed"]["tiny-seed1"]] == ["i7"]
+    assert a["unparsed"]["tiny-seed1"][0]["reason"] == "answer 'maybe' is not a rating"
     (pair,) = a["pairs"]
     assert (pair["n_paired"], pair["n_excluded"]) == (7, 1)
     assert pair["exact_agreement"] == pytest.approx(3 / 7)  # items 0, 3, 6
