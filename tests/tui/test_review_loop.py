@@ -33,7 +33,7 @@ def reviewer(idx: int) -> str:
 
 async def test_the_policy_loop_on_a_synthetic_model(
     make_app, db_path: Path, tmp_path: Path, tiny_o200k_model: Path,
-    steer_cli: Callable[[Callable[[str], str]], None],
+    steer_cli: Callable[[Callable[[str], str]], None],  # noqa: F811 - the imported fixture
 ) -> None:  # fmt: skip
     folder = write_policy(tmp_path / "rude")
     model_run(db_path, tiny_o200k_model, folder, ROWS, "r30", lambda t: MODEL[t])
