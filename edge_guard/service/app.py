@@ -14,6 +14,7 @@ here, 404 unknown policy or route, 405 wrong method, 413 body too large, 415 not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -41,12 +42,13 @@ from edge_guard.service.core import (
 )
 from edge_guard.service.guard import GuardMiddleware, HostRule, error
 from edge_guard.service.metrics import ServiceMetrics
-from edge_guard.service.request import classify_spec, field_terms, moderation_spec, spec_summary
+from edge_guard.service.request import classify_spec, moderation_spec, spec_summary
 from edge_guard.service.schemas import (
     ClassifyRequest,
     FieldError,
     ModerationRequest,
     ModerationResponse,
+    field_terms,
     moderation_result,
     result_json,
 )
@@ -277,7 +279,9 @@ async def _stream(core: ServiceCore, spec: JobSpec, include_reasoning: bool) -> 
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def put(kind: str, data: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (kind, data))
+        if not loop.is_closed():  # the stream may have ended (cut, client gone) before the job
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, data))
 
     def on_event(p: int, i: int, ev: Any) -> None:
         if isinstance(ev, ContentDelta) and ev.channel == "analysis":

@@ -1,7 +1,9 @@
 """The one backend every service classifier shares, with per-job cancellation.
 
 `ServiceBackend` wraps the real backend. Its `execute()` reads the calling job's cancel
-event (set by `job_scope` on the job's worker thread) and, once it is set, closes the
+event and priority (set by `job_scope` on the job's worker thread: each execute call is
+one job for the engine's round-robin admission, a one-text request an interactive one)
+and, once the event is set, closes the
 backend's generator, which cancels that job's queued and in-flight sequences; results
 already yielded were stored by the classifier. Many jobs call `execute()` at once and the
 engine batches them (a backend that is not thread-safe is serialized here instead).
@@ -28,17 +30,22 @@ class CancelledJob(Exception):
 
 
 @contextmanager
-def job_scope(cancel: threading.Event) -> Iterator[None]:
-    """Mark the current thread as running a job that `cancel` can stop."""
-    _local.cancel = cancel
+def job_scope(cancel: threading.Event, priority: int | None = None) -> Iterator[None]:
+    """Mark the current thread as running a job that `cancel` can stop, admitted at
+    `priority` (the engine's INTERACTIVE for a one-text request; default BATCH)."""
+    _local.cancel, _local.priority = cancel, priority
     try:
         yield
     finally:
-        _local.cancel = None
+        _local.cancel = _local.priority = None
 
 
 def current_cancel() -> threading.Event | None:
     return getattr(_local, "cancel", None)
+
+
+def current_priority() -> int | None:
+    return getattr(_local, "priority", None)
 
 
 def _thread_safe(backend: Any) -> bool:
@@ -147,7 +154,9 @@ class ServiceBackend:
         from edge_guard.engine.loop import Group
 
         n = loop.engine.n_parallel
-        group = Group(max(1, min(n_parallel or n, n)))
+        width = max(1, min(n_parallel or n, n))
+        priority = current_priority()
+        group = Group(width) if priority is None else Group(width, priority)
         sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
         handles = [loop.submit(r, group=group, index=i, sink=sink) for i, r in enumerate(requests)]
         try:

@@ -23,7 +23,7 @@ from typing import Any
 from edge_guard.classifier import Classifier
 from edge_guard.classify_loop import iter_pairs
 from edge_guard.conversation import Item, item_text
-from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.engine import BATCH, INTERACTIVE, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
@@ -214,7 +214,7 @@ class ServiceCore:
         spec = job.spec
         lanes = clfs  # the request's sampling and cache policy are the classifiers' own
         try:
-            with job_scope(job.cancel_event):
+            with job_scope(job.cancel_event, _priority(spec)):
                 if job.on_event is None or len(lanes) == 1:
                     # Every (text, policy) pair in one backend call.
                     pairs = iter_pairs(lanes, spec.texts,
@@ -288,6 +288,11 @@ def public_ref(ref: str) -> str:
     if ref.startswith(("hf:", "synth:")) or not any(c in ref for c in "/\\"):
         return ref
     return ref.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _priority(spec: JobSpec) -> int:
+    """One text (a person waiting on an answer): the engine admits it before batch work."""
+    return INTERACTIVE if len(spec.texts) == 1 else BATCH
 
 
 def _bind_events(cb: Callable[[int, int, Event], None] | None,

@@ -11,7 +11,6 @@ field's terms (`field_terms`).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from edge_guard.conversation import Conversation, Item, judges_problem
@@ -19,7 +18,7 @@ from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import Policy
 from edge_guard.service.core import JobSpec, ServiceCore
-from edge_guard.service.schemas import ClassifyRequest, FieldError
+from edge_guard.service.schemas import ClassifyRequest, FieldError, field_terms
 from edge_guard.settings import Settings, resolve_settings
 
 # /v1/classify field -> the `Settings` field it sets (no_cache sets use_cache, inverted).
@@ -29,11 +28,6 @@ REQUEST_FIELDS = {"style": "style", "effort": "effort", "date": "date", "reasoni
                   "no_cache": "use_cache"}  # fmt: skip
 NULLABLE = ("date", "cascade")  # null turns these off; any other null means "the server's"
 FIELD_OF = {v: k for k, v in REQUEST_FIELDS.items()}
-# Values a flag's error may quote after the flag ("--reasoning none" -> "reasoning": "none").
-_VALUES = r"full|none-empty-analysis|none|low|medium|high|harmony|chat-template"
-_FLAG = re.compile(rf"--(?P<flag>[a-z][a-z-]*)(?: (?P<value>{_VALUES})\b)?")
-_FLAG_FIELDS = {**{f.replace("_", "-"): f for f in REQUEST_FIELDS}, "messages": "messages",
-                "target": "target", "policy": "policy", "no-cache": "no_cache"}  # fmt: skip
 
 
 def request_settings(core: ServiceCore, body: ClassifyRequest) -> Settings:
@@ -131,21 +125,6 @@ def check_judges(policies: list[Policy], items: list[Item]) -> None:
             problem = judges_problem(judges, item)
             if problem:
                 raise FieldError("target", f"policy {policy.name} {problem}")
-
-
-def field_terms(message: str) -> tuple[str, str | None]:
-    """An error written in flags ("--reasoning none ... use --reasoning full") in request
-    fields ('"reasoning": "none" ... use "reasoning": "full"'), and the first field named."""
-    first: list[str] = []
-
-    def repl(m: re.Match[str]) -> str:
-        field = _FLAG_FIELDS.get(m["flag"])
-        if field is None:
-            return m[0]
-        first.append(field)
-        return f'"{field}": "{m["value"]}"' if m["value"] else f"field {field!r}"
-
-    return _FLAG.sub(repl, message), (first[0] if first else None)
 
 
 def _reason(message: str, field: str) -> str:

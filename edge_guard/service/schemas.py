@@ -9,6 +9,7 @@ decide (fail closed), so code reading only `flagged` never takes "undecided" for
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -43,6 +44,13 @@ class ModerationResponse(BaseModel):
     model: str
     results: list[ModerationResult]
 
+
+# Values a flag's error may quote after the flag ("--reasoning none" -> "reasoning": "none").
+_VALUES = r"full|none-empty-analysis|none|low|medium|high|harmony|chat-template"
+_FLAG = re.compile(rf"--(?P<flag>[a-z][a-z-]*)(?: (?P<value>{_VALUES})\b)?")
+_FIELD_NAMES = ("style", "effort", "date", "reasoning", "cascade", "truncate", "parallel",
+                "temperature", "seed", "max-tokens", "messages", "target", "policy", "no-cache")  # fmt: skip
+_FLAG_FIELDS = {name: name.replace("-", "_") for name in _FIELD_NAMES}
 
 # Numbers a request may carry: finite, in range, integers strict (no "5", no 5.0, no true).
 SEED_MAX = 2**63 - 1
@@ -135,9 +143,26 @@ class FieldError(ValueError):
         self.field = field
 
 
+def field_terms(message: str) -> tuple[str, str | None]:
+    """An error written in flags ("--reasoning none ... use --reasoning full") in request
+    fields ('"reasoning": "none" ... use "reasoning": "full"'), and the first field named."""
+    first: list[str] = []
+
+    def repl(m: re.Match[str]) -> str:
+        field = _FLAG_FIELDS.get(m["flag"])
+        if field is None:
+            return m[0]
+        first.append(field)
+        return f'"{field}": "{m["value"]}"' if m["value"] else f"field {field!r}"
+
+    return _FLAG.sub(repl, message), (first[0] if first else None)
+
+
 def result_json(res: ClassificationResult, *, include_reasoning: bool) -> dict[str, Any]:
     """The full native result: verdict, labels, scores, answer, finish, cache, timings, key."""
     d = res.to_dict()
+    if d.get("error"):
+        d["error"] = field_terms(str(d["error"]))[0]
     if not include_reasoning:
         d.pop("reasoning", None)
     score = headline_score(res.metadata or {}, res.float_label)
