@@ -91,7 +91,7 @@ def serve_in_process(args: list[str]) -> tuple[Any, Any]:
 
     got: dict[str, Any] = {}
 
-    def capture(app: Any, core: Any, *_args: Any) -> None:
+    def capture(app: Any, core: Any, *_args: Any, **_kwargs: Any) -> None:
         got.update(app=app, core=core)
 
     original = serve_cmd.run_server
