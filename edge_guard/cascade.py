@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from edge_guard import onepass
-from edge_guard.conversation import Conversation, item_content
-from edge_guard.engine import safety
+from edge_guard.conversation import Conversation
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.errors import EdgeGuardError
-from edge_guard.lane_request import request_for
+from edge_guard.lane_request import item_problem, request_for
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 
@@ -145,7 +144,7 @@ def iter_cascade(
     scored: dict[int, ClassificationResult] = {}
     fresh: dict[int, tuple[str, str]] = {}  # text -> its (one-pass, full) keys: goes in place
     for i in todo:
-        if not safety.text_problem(item_content(texts[i])):  # else the one pass stores an error
+        if not item_problem(first, texts[i]):  # else the one pass stores an error
             ks = (first.key(texts[i]), full.key(texts[i], samplings[i] if samplings else None,
                                                  procs[i]))  # fmt: skip
             if not first.use_cache or not (_stored(first, ks[0]) or _stored(full, ks[1])):

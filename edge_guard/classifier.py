@@ -5,21 +5,16 @@ the backend and the store); `edge_guard.classify_loop.iter_pairs` runs every (te
 policy) pair, all misses in one backend call. `edge_guard.api` builds classifiers from
 `Settings` and holds the Python `classify()`.
 
-The cache key hashes everything that changes the model's output — model identity
-(sha256 of the GGUF or the server's identity), engine version, prompt style, effort,
-date, identity line, policy text, the text (a `Conversation`: its rendering and its
-canonical JSON, target included), sampling settings and the scored labels — and nothing
-else (not the parser: a parser edit re-parses the stored answer). A hit returns without
-loading the model. Each miss is committed to the store as it completes.
+The cache key (`edge_guard.keys`, one function for every door) hashes everything that
+changes the model's output and nothing else; a hit returns without loading the model.
+Each miss is committed to the store as it completes.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import types
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +23,9 @@ from typing import Any
 from edge_guard import onepass
 from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
 from edge_guard.cascade import check as cascade_check
-from edge_guard.cascade import first_stage_mode, parse_bounds, path_fields
+from edge_guard.cascade import first_stage_mode, parse_bounds
 from edge_guard.classify_loop import iter_pairs
-from edge_guard.conversation import Conversation, Item, item_content, item_text
+from edge_guard.conversation import Conversation, Item, item_text
 from edge_guard.engine import safety
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
@@ -42,14 +37,18 @@ from edge_guard.harmony.render import (
     PromptConfig,
     PromptRenderer,
 )
+from edge_guard.keys import KEY_VERSION, key_fields, request_key
+from edge_guard.lane_request import context_size, fit_for, prompt_for, renderer_for
 from edge_guard.policy.core import Policy, load_policy
 from edge_guard.policy.parsers import apply_scores, label_scores, label_token_map, run_parser
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.store import Store
 from edge_guard.store.rows import parse_fields, response_fields, row_to_result, storable_text
+from edge_guard.truncation import Fitter
 
-KEY_VERSION = 2  # 2: the backend's numerics class joined the key (older rows miss)
+__all__ = ["KEY_VERSION", "Classifier", "RunItem", "make_backend"]
+
 
 PolicyArg = str | Path | types.ModuleType | Policy
 
@@ -128,9 +127,9 @@ class Classifier:
             self.backend.identify_with(self.store.model_identity)  # a memo by file stamp
         self._token_map: dict[int, str] | bool | None = False
         self._renderer_obj: PromptRenderer | None = None
-        # Over-long texts: cut to fit the context (middle dropped) instead of failing.
+        # Over-long items: cut to fit the context (edge_guard.truncation) instead of failing.
         self.truncate = truncate
-        self._truncator: safety.Truncator | None = None
+        self._truncator: Fitter | None = None
         # One-pass scoring (reasoning "none" / "none-empty-analysis") and the cascade.
         self.reasoning, self.cascade = onepass.check_mode(reasoning), parse_bounds(cascade)
         first = first_stage_mode(reasoning) if self.cascade else reasoning
@@ -162,82 +161,22 @@ class Classifier:
         view._others = []
         return view
 
-    # -- keys ------------------------------------------------------------------------------
+    # -- keys and prompts (edge_guard.keys, edge_guard.lane_request) -----------------------
     def key_fields(self, item: Item, sampling: SamplingConfig | None = None,
                    processor: LogitsProcessor | None = None) -> dict[str, Any]:  # fmt: skip
-        text = item_content(item)  # a conversation: its rendering (+ canonical form below)
-        s = sampling or self.sampling
-        cfg = self.prompt_config
-        fields = {
-            "v": KEY_VERSION,
-            "model": self.backend.identity(),
-            "engine": self.backend.engine_version(),
-            "style": cfg.style,
-            "effort": cfg.effort,
-            "date": cfg.date,
-            "identity": cfg.identity,
-            "policy": self.policy.text,
-            "text": text,
-            "sampling": s.cache_dict(),
-            "score_labels": list(self.policy.output.labels) if self.policy.output.closed else [],
-        }
-        if isinstance(item, Conversation):
-            fields["conversation"] = item.canonical()
-        fields.update(path_fields(self))  # one-pass / cascade results: keys of their own
-        numerics = getattr(self.backend, "numerics", None)
-        if callable(numerics):  # batch width, flash attention, batch size, GPU split
-            fields["numerics"] = numerics(self.parallel)
-        if processor is not None:
-            # Steered outputs never share a key with free generation.
-            fields["steer"] = getattr(processor, "cache_id", None) or uuid.uuid4().hex
-        cut = self._cut(text)[1]
-        if cut is not None:
-            fields["truncate"] = cut
-        return fields
-
-    # -- over-long texts -------------------------------------------------------------------
-    def context_size(self) -> int | None:
-        """The context the backend will use (local: --ctx capped by the trained context)."""
-        b = self.backend
-        if isinstance(b, LocalBackend):
-            from edge_guard.engine.gguf_check import check_model_file
-
-            train = check_model_file(b.path).arch_key("context_length") or 0
-            n = b.settings.n_ctx
-            return (min(n, train) if train else n) if n > 0 else (train or None)
-        info = getattr(b, "info", None)
-        n_ctx = getattr(info(), "n_ctx", None) if callable(info) else None
-        return int(n_ctx) if n_ctx else None
-
-    def _cut(self, text: str) -> tuple[list[int] | None, dict[str, Any] | None]:
-        """(kept text ids, truncation record) for an over-long text when truncating."""
-        if not self.truncate or safety.text_problem(text):
-            return None, None
-        if self._truncator is None:
-            n_ctx = self.context_size()
-            if n_ctx is None:
-                raise EdgeGuardError("--truncate needs the context size; the backend reports none")
-            self._truncator = safety.Truncator(self._renderer(), self.policy.text,
-                                               self.prompt_config, n_ctx,
-                                               self.sampling.max_tokens)  # fmt: skip
-        return self._truncator.cut(text)
-
-    def _prompt(self, item: Item) -> Prompt:
-        text = item_content(item)
-        renderer = self._renderer()
-        kept = self._cut(text)[0]
-        if kept is None:
-            return renderer.render(self.policy.text, text, self.prompt_config)
-        base = renderer.render(self.policy.text, "", self.prompt_config)
-        n = base.prefix_len
-        return Prompt(base.token_ids[:n] + kept + base.token_ids[n:], n, base.config)
+        return key_fields(self, item, sampling, processor)
 
     def key(self, text: Item, sampling: SamplingConfig | None = None,
             processor: LogitsProcessor | None = None) -> str:  # fmt: skip
-        blob = json.dumps(
-            self.key_fields(text, sampling, processor), sort_keys=True, ensure_ascii=False
-        )
-        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+        """THE store key (`edge_guard.keys.request_key`) of `text` under this policy."""
+        return request_key(self, text, sampling, processor)
+
+    def context_size(self) -> int | None:
+        """The context the backend will use (local: --ctx capped by the trained context)."""
+        return context_size(self)
+
+    def _prompt(self, item: Item) -> Prompt:
+        return prompt_for(self, item)
 
     def token_map(self) -> dict[int, str] | None:
         if self._token_map is False:
@@ -304,9 +243,7 @@ class Classifier:
             yield i, lanes[n].policy.name, res
 
     def _renderer(self) -> PromptRenderer:
-        if self._renderer_obj is None:
-            self._renderer_obj = PromptRenderer(self.backend.vocab())
-        return self._renderer_obj
+        return renderer_for(self)
 
     def _link(self, item: RunItem, key: str) -> None:
         from edge_guard.store import utcnow
@@ -332,18 +269,23 @@ class Classifier:
             result.conversation = text.canonical()
         if response.error and not result.error:
             result.error = response.error
-        cut = self._cut(item_content(text))[1]
+        cut = fit_for(self, text).record
         if cut is not None:
             result.metadata.update(cut)
         return result
 
-    def _reject(self, text: str, key: str, problem: str,
+    def _reject(self, text: Item, key: str, problem: str,
                 item: RunItem | None) -> ClassificationResult:  # fmt: skip
-        """An error result for an unusable text, stored (so a run counts it) and retried."""
+        """An error result for an unusable item, stored (so a run counts it) and retried."""
         response = ModelResponse.failed(problem, [], self.backend.model_ref)
         result = ClassificationResult(None, None, None, {}, response, False)
-        result.text, result.policy, result.key, result.error = text, self.policy.name, key, problem
-        storable = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        result.text, result.policy, result.key = item_text(text), self.policy.name, key
+        result.error = problem
+        storable: Item = text
+        if isinstance(text, Conversation):
+            result.conversation = text.canonical()
+        else:
+            storable = text.encode("utf-8", "backslashreplace").decode("utf-8")
         row = self._row(result, response, storable, key, self.sampling)
         self.store.put(row, item.row(key) if item is not None else None)
         return result

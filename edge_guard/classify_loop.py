@@ -16,12 +16,11 @@ from typing import Any
 
 from edge_guard import onepass
 from edge_guard.cascade import iter_cascade
-from edge_guard.conversation import Conversation, item_content, judges_problem
-from edge_guard.engine import safety
+from edge_guard.conversation import Conversation, judges_problem
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
-from edge_guard.lane_request import request_for
+from edge_guard.lane_request import item_problem, request_for
 from edge_guard.result import ClassificationResult
 
 
@@ -63,8 +62,8 @@ def iter_pairs(
         groups: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
             key = lane.key(text, samplings[i] if samplings else None, procs[i])
-            problem = safety.text_problem(item_content(text))
-            if problem:  # e.g. a lone surrogate: an error for this item, not the batch
+            problem = item_problem(lane, text)
+            if problem:  # a lone surrogate, no fit even cut: an error for this item only
                 item = items[n][i] if items[n] is not None else None  # type: ignore[index]
                 yield i, n, lane._reject(text, key, problem, item)
                 continue

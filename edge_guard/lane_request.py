@@ -1,22 +1,30 @@
-"""The engine request of one (text, policy) pair: the lane's prompt as token ids, its
-sampling, label ids and event hook (a one-pass lane turns it into a score-only request)."""
+"""The engine request of one (text, policy) pair: the lane's prompt as token ids (fitted to
+the context when truncating, `edge_guard.truncation`), its sampling, label ids and event
+hook (a one-pass lane turns it into a score-only request)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from edge_guard.conversation import item_content
+from edge_guard.engine import safety
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
+from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
+from edge_guard.harmony.render import Prompt, PromptRenderer
 from edge_guard.policy.parsers import score_token_ids
+from edge_guard.truncation import Fit, Fitter
+
+NO_CUT = Fit()
 
 
 def request_for(lane: Any, item: Any, sampling: SamplingConfig | None,
                 processor: LogitsProcessor | None,
                 on_event: Callable[[Event], None] | None) -> GenerationRequest:  # fmt: skip
     """The full-reasoning request of `item` under `lane` (a single-policy `Classifier`)."""
-    prompt = lane._prompt(item)
+    prompt = prompt_for(lane, item)
     return GenerationRequest(
         prompt.token_ids,
         sampling or lane.sampling,
@@ -25,3 +33,68 @@ def request_for(lane: Any, item: Any, sampling: SamplingConfig | None,
         score_token_ids=score_token_ids(lane.token_map()),
         on_event=on_event,
     )
+
+
+def context_size(lane: Any) -> int | None:
+    """The context the lane's backend will use (local: --ctx capped by the trained one)."""
+    from edge_guard.backends.local import LocalBackend
+
+    b = lane.backend
+    if isinstance(b, LocalBackend):
+        from edge_guard.engine.gguf_check import check_model_file
+
+        train = check_model_file(b.path).arch_key("context_length") or 0
+        n = b.settings.n_ctx
+        return (min(n, train) if train else n) if n > 0 else (train or None)
+    info = getattr(b, "info", None)
+    n_ctx = getattr(info(), "n_ctx", None) if callable(info) else None
+    return int(n_ctx) if n_ctx else None
+
+
+def fitter_for(lane: Any) -> Fitter:
+    """The lane's `Fitter` (built once: its budget depends on the policy and settings)."""
+    fitter = getattr(lane, "_truncator", None)
+    if fitter is None:
+        n_ctx = context_size(lane)
+        if n_ctx is None:
+            raise EdgeGuardError("--truncate needs the context size; the backend reports none")
+        fitter = Fitter(renderer_for(lane), lane.policy.text, lane.prompt_config, n_ctx,
+                        lane.sampling.max_tokens)  # fmt: skip
+        lane._truncator = fitter
+    return fitter
+
+
+def fit_for(lane: Any, item: Any) -> Fit:
+    """How `item` fits the lane's context (nothing cut unless the lane truncates)."""
+    if not getattr(lane, "truncate", False) or safety.text_problem(item_content(item)):
+        return NO_CUT
+    return fitter_for(lane).fit(item)
+
+
+def item_problem(lane: Any, item: Any) -> str | None:
+    """Why `item` cannot be classified by `lane` (an error for this item only), or None."""
+    return safety.text_problem(item_content(item)) or fit_for(lane, item).error
+
+
+def renderer_for(lane: Any) -> PromptRenderer:
+    renderer = getattr(lane, "_renderer_obj", None)
+    if renderer is None:
+        renderer = lane._renderer_obj = PromptRenderer(lane.backend.vocab())
+    return renderer
+
+
+def prompt_for(lane: Any, item: Any) -> Prompt:
+    """The full-reasoning prompt of `item` (cut to fit when the lane truncates)."""
+    fit = fit_for(lane, item)
+    return build_prompt(renderer_for(lane), lane.policy.text, lane.prompt_config, item, fit)
+
+
+def build_prompt(renderer: PromptRenderer, policy_text: str, config: Any, item: Any,
+                 fit: Fit = NO_CUT) -> Prompt:  # fmt: skip
+    """THE prompt of `item` (what `classify` sends and `edge-guard prompt` shows): the
+    rendering, with the fitted content when `fit` cut it."""
+    if fit.ids is None:
+        return renderer.render(policy_text, item_content(item), config)
+    base = renderer.render(policy_text, "", config)  # `fit.ids` as the user message
+    n = base.prefix_len
+    return Prompt(base.token_ids[:n] + fit.ids + base.token_ids[n:], n, base.config)

@@ -195,9 +195,12 @@ def test_prompt_stdin_through_the_real_entry_point(tmp_path: Path) -> None:
     [
         (("--effort", "extreme"), "'extreme' is not one of 'low', 'medium', 'high'"),
         (("--style", "chatml"), "'chatml' is not one of 'harmony', 'chat-template'"),
-        (("--date", "2025-13-01"), "date '2025-13-01' is not a calendar date"),
-        (("--date", "yesterday"), "date 'yesterday' is not in YYYY-MM-DD form"),
-        (("--date", "2025-02-30"), "is not a calendar date"),
+        (("--date", "2025-13-01"), "--date '2025-13-01': must be a calendar date written YYYY-MM-DD"),
+        (("--date", "yesterday"), "--date 'yesterday': must be a calendar date written YYYY-MM-DD"),
+        (("--date", "2025-02-30"), "--date '2025-02-30': must be a calendar date"),
+        (("--ctx", "-5", "--truncate"), "--ctx -5: must be >= 0"),
+        (("--max-tokens", "0"), "--max-tokens 0: must be >= 1"),
+        (("--reasoning", "none", "--policy", "spam"), "needs a closed output kind"),
     ],
 )
 def test_prompt_rejects_bad_options(in_repo: Path, args: tuple[str, ...], phrase: str) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from edge_guard.cli.options import pass_opts
 from edge_guard.conversation import TARGETS, Conversation, item_content
+from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
+from edge_guard.onepass import REASONING_MODES
 from edge_guard.sanitize import term, term_json
+from edge_guard.settings import DEFAULT_CTX
 
 
 def read_text_arg(text: str) -> str:
@@ -32,17 +37,13 @@ def read_messages(ref: str, target: str | None) -> Conversation:
             with open(ref, "rb") as fh:
                 data = fh.read(MAX_MESSAGES_BYTES + 1)
         except OSError as exc:
-            raise EdgeGuardError(
-                f"{ref}: cannot read messages ({exc.strerror or exc})"
-            ) from None
+            raise EdgeGuardError(f"{ref}: cannot read messages ({exc.strerror or exc})") from None
     if len(data) > MAX_MESSAGES_BYTES:
         raise EdgeGuardError(f"{ref}: messages file over {MAX_MESSAGES_BYTES} bytes")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise EdgeGuardError(
-            f"{ref}: messages are not UTF-8 (bad byte at {exc.start})"
-        ) from None
+        raise EdgeGuardError(f"{ref}: messages are not UTF-8 (bad byte at {exc.start})") from None
     return Conversation.from_json(text, target, "stdin" if ref == "-" else ref)
 
 
@@ -81,50 +82,89 @@ target_option = click.option(
     default=None,
     help="Current date line (YYYY-MM-DD); chat-template uses today if unset.",
 )
+@click.option("--reasoning", type=click.Choice(REASONING_MODES), default="full", show_default=True,
+              help="none / none-empty-analysis: show the one-pass answer header appended.")  # fmt: skip
+@click.option("--truncate", is_flag=True,
+              help="Cut the item to fit --ctx as classify --truncate does (a conversation's "
+              "context first) and show the cut prompt.")  # fmt: skip
+@click.option("--ctx", type=int, default=DEFAULT_CTX, show_default=True,
+              help="Context size (tokens) that --truncate fits into.")  # fmt: skip
+@click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
+              help="Output tokens --truncate keeps room for (at most half the context).")  # fmt: skip
 @click.option(
-    "--model", "-m", default=None, help="Use this model's vocabulary (default: o200k_harmony)."
-)
+    "--model", "-m", "model_ref", default=None,
+    help="Use this model's vocabulary and trained context (default: o200k_harmony).",
+)  # fmt: skip
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print {style, effort, text, token_ids, n_tokens}."
-)
+    "--json", "as_json", is_flag=True,
+    help="Print {style, effort, reasoning, text, token_ids, n_tokens, truncation, ...}.",
+)  # fmt: skip
 @messages_option
 @target_option
 @click.argument("text", required=False)
-def prompt(policy: str, style: str, effort: str, date: str | None, model: str | None,
-           as_json: bool, messages: str | None, target: str | None,
-           text: str | None) -> None:  # fmt: skip
-    """Show the exact harmony prompt (specials visible) for POLICY and TEXT (`-` = stdin)
-    or a conversation (--messages FILE)."""
-    item = text_or_messages(text, messages, target)
+@pass_opts
+def prompt(opts: dict[str, Any]) -> None:
+    """Show the exact prompt (specials visible) that classify sends for POLICY and TEXT
+    (`-` = stdin) or a conversation (--messages FILE), with --truncate / --reasoning too."""
+    item = text_or_messages(opts["text"], opts["messages"], opts["target"])
+    from edge_guard import onepass
+    from edge_guard.engine.safety import text_problem
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
-    from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
+    from edge_guard.lane_request import NO_CUT, build_prompt
     from edge_guard.policy.core import load_policy
 
-    pol = load_policy(policy)
-    config = PromptConfig(style=style, effort=effort, date=date)
-    if model:
-        from edge_guard.engine.gguf_check import check_model_file
-        from edge_guard.registry import resolve
-
-        path = resolve(model).path
-        check_model_file(path)
-        vocab = Vocab.from_gguf(path)
-    else:
-        vocab = o200k_harmony_vocab()
+    pol = load_policy(opts["policy"])
+    onepass.check_policy(pol, opts["reasoning"])  # what classify refuses, prompt refuses
+    config = PromptConfig(style=opts["style"], effort=opts["effort"], date=opts["date"]).resolved()
+    vocab, trained = _vocab(opts["model_ref"])
     renderer = PromptRenderer(vocab)
-    rendered = renderer.render(pol.text, item_content(item), config)
-    shown = renderer.display(rendered)
-    if as_json:
+    fit, n_ctx = NO_CUT, None
+    if opts["truncate"] and not text_problem(item_content(item)):
+        from edge_guard.truncation import Fitter
+
+        n_ctx = min(opts["ctx"], trained) if opts["ctx"] and trained else opts["ctx"] or trained
+        if not n_ctx:
+            raise click.UsageError("--ctx 0 (the model's own context) needs --model")
+        fit = Fitter(renderer, pol.text, config, n_ctx, opts["max_tokens"]).fit(item)
+        if fit.error:
+            raise EdgeGuardError(fit.error)
+    rendered = build_prompt(renderer, pol.text, config, item, fit)
+    ids = rendered.token_ids + onepass.answer_header(vocab, opts["reasoning"])
+    shown = vocab.decode(ids)
+    if opts["as_json"]:
         out = {
-            "style": style,
-            "effort": effort,
-            "date": rendered.config.date,
+            "style": config.style,
+            "effort": config.effort,
+            "date": config.date,
+            "reasoning": opts["reasoning"],
             "policy": pol.name,
             "text": shown,
-            "token_ids": rendered.token_ids,
-            "n_tokens": len(rendered.token_ids),
+            "token_ids": ids,
+            "n_tokens": len(ids),
             "prefix_len": rendered.prefix_len,
+            "n_ctx": n_ctx,
+            "truncation": fit.record,
         }
         click.echo(term_json(out))
-    else:
-        click.echo(term(shown))  # control characters shown as escapes, never obeyed
+        return
+    click.echo(term(shown))  # control characters shown as escapes, never obeyed
+    if fit.record is not None:
+        r = fit.record
+        what = ("the text's middle" if r["truncation"] == "middle" else
+                f"message(s) {', '.join(map(str, r['cut_messages']))}")  # fmt: skip
+        click.echo(f"truncated to fit {n_ctx} tokens: {r['original_tokens']} -> "
+                   f"{r['kept_tokens']} tokens of content, cut {what}", err=True)  # fmt: skip
+
+
+def _vocab(model_ref: str | None) -> tuple[Any, int | None]:
+    """(vocabulary, trained context) of --model, else o200k_harmony and no cap."""
+    from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
+
+    if not model_ref:
+        return o200k_harmony_vocab(), None
+    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.registry import resolve
+
+    path = resolve(model_ref).path
+    info = check_model_file(path)
+    return Vocab.from_gguf(path), int(info.arch_key("context_length") or 0) or None

@@ -2,7 +2,8 @@
 
 - **Text**: `text_problem(text)` names what makes a text unusable (not a string, an
   unpaired surrogate that cannot be stored or tokenized faithfully); `truncate_middle`
-  cuts a token list to a budget keeping its head and tail.
+  cuts a token list to a budget keeping its head and tail (`edge_guard.truncation` fits
+  whole items, conversations context first).
 - **Memory**: `check_memory(...)` refuses (one line, `DoesNotFit`) a model that does not
   fit the free RAM/VRAM at the requested context (`registry.fit.check_fit`), unless forced.
 - **Load probes**: llama.cpp aborts the whole process on some malformed files that pass
@@ -26,12 +27,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge_guard.errors import BadModelFile, EdgeGuardError
-
-if TYPE_CHECKING:
-    from edge_guard.harmony.render import PromptConfig, PromptRenderer
 
 PROBE_TIMEOUT_S = 300.0
 PROBE_FILE = "load_probes.json"
@@ -67,46 +65,6 @@ def truncate_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]
         return ids[: max(0, budget)]
     head = (room + 1) // 2
     return ids[:head] + marker + ids[len(ids) - (room - head) :]
-
-
-class Truncator:
-    """Cuts texts that do not fit a context to `budget` tokens (the middle is dropped).
-
-    budget = n_ctx - prompt scaffolding (policy, headers) - output reserve, where the
-    reserve is `max_tokens` but at most half the context.
-    """
-
-    def __init__(self, renderer: PromptRenderer, policy_text: str, config: PromptConfig,
-                 n_ctx: int, max_tokens: int) -> None:  # fmt: skip
-        self.encoder = renderer.encoder
-        scaffold = len(renderer.render(policy_text, "", config))
-        reserve = min(max_tokens, n_ctx // 2)
-        self.budget = n_ctx - scaffold - reserve
-        if self.budget < 16:
-            raise EdgeGuardError(
-                f"the policy prompt ({scaffold} tokens) + {reserve} output tokens leave no room "
-                f"for text in a {n_ctx}-token context (raise --ctx)"
-            )
-        self.marker = self.encoder.encode(TRUNCATION_MARKER)
-        self._cache: dict[str, tuple[list[int] | None, dict[str, Any] | None]] = {}
-
-    def cut(self, text: str) -> tuple[list[int] | None, dict[str, Any] | None]:
-        """(kept ids, {"truncated": True, "original_tokens": n, ...}) or (None, None) if it fits."""
-        hit = self._cache.get(text)
-        if hit is not None:
-            return hit
-        # Every token holds at least one byte: short texts need no tokenizing here.
-        short = len(text) * 4 <= self.budget or len(text.encode("utf-8")) <= self.budget
-        ids = [] if short else self.encoder.encode(text)
-        out: tuple[list[int] | None, dict[str, Any] | None] = (None, None)
-        if len(ids) > self.budget:
-            kept = truncate_middle(ids, self.budget, self.marker)
-            out = (kept, {"truncated": True, "truncation": "middle",
-                          "original_tokens": len(ids), "kept_tokens": len(kept)})  # fmt: skip
-        if len(self._cache) > 256:
-            self._cache.clear()
-        self._cache[text] = out
-        return out
 
 
 # -- memory ----------------------------------------------------------------------------------
