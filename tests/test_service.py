@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from service_helpers import SAFE, VIOLATE, ServiceProcess
 
 from edge_guard.cli import main
+from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import load_policy
 from edge_guard.store import Store
 
@@ -317,3 +318,58 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
 def _swallow(fn: object, *args: object, **kwargs: object) -> None:
     with contextlib.suppress(httpx.HTTPError):
         fn(*args, **kwargs)  # type: ignore[operator]
+
+
+def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
+    served: tuple[ServiceProcess, Path], tiny_o200k_model: Path
+) -> None:
+    """`classify(..., url=server)` (the remote client) with reasoning mode, cascade, effort,
+    parallel, truncate and sampling: the server stores the row a local classify() with the
+    same options then finds (and the reverse)."""
+    from edge_guard import classify
+    from edge_guard.conversation import Conversation
+
+    proc, db = served
+    remote = {"backend": "server", "url": proc.url, "max_tokens": 16}
+    local = {"model": str(tiny_o200k_model), "db": db, "ctx": 4096, "parallel": 4, "max_tokens": 16}
+    cases = [
+        {"reasoning": "none", "effort": "low"},
+        {"cascade": "0.2:0.8", "effort": "high"},
+        {"temperature": 0.5, "seed": 7, "date": "2021-02-03", "truncate": True},
+        {"style": "chat-template", "parallel": 2},
+    ]  # fmt: skip
+    for n, options in enumerate(cases):
+        text = f"remote {n} {VIOLATE}"
+        got = classify(text, "toxic_simple", **{**remote, **options})
+        assert (got.cached, got.error) == (False, None), options
+        here = classify(text, "toxic_simple", **{**local, **options})
+        assert (here.key, here.cached, here.verdict) == (got.key, True, got.verdict), options
+        first = classify(f"local {n} {SAFE}", "toxic_simple", **{**local, **options})
+        again = classify(f"local {n} {SAFE}", "toxic_simple", **{**remote, **options})
+        assert (again.key, again.cached) == (first.key, True), options
+    one_pass = classify("remote 0 " + VIOLATE, "toxic_simple", **remote, reasoning="none",
+                        effort="low")  # fmt: skip
+    assert one_pass.metadata["path"] == "one-pass"
+    # A conversation goes as messages + target.
+    chat = Conversation([{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": f"hello {VIOLATE}"}], "assistant")  # fmt: skip
+    res = classify(chat, "harmful_assistance", **remote)
+    assert (res.text, res.conversation) == (f"hello {VIOLATE}", chat.canonical())
+    # What the server cannot do is one line, in the client's error.
+    with pytest.raises(EdgeGuardError) as exc:
+        classify("wide", "toxic_simple", **remote, parallel=64)
+    assert str(exc.value) == (f"server {proc.url}: HTTP 400: field 'parallel': at most 4 on "
+                              "this server (its --parallel)")  # fmt: skip
+
+
+def test_remote_classifier_reasoning_is_a_mode(url: str) -> None:
+    from edge_guard.service.client import RemoteClassifier
+
+    clf = RemoteClassifier("toxic_simple", url, reasoning="none", cascade=(0.2, 0.8),
+                           truncate=True, parallel=2)  # fmt: skip
+    assert (clf.reasoning, clf.cascade, clf.include_reasoning) == ("none", (0.2, 0.8), True)
+    body = clf.options(clf.sampling)
+    assert (body["reasoning"], body["cascade"], body["truncate"], body["parallel"]) == (
+        "none", "0.2:0.8", True, 2)  # fmt: skip
+    with pytest.raises(EdgeGuardError):
+        RemoteClassifier("toxic_simple", url, reasoning=True)  # type: ignore[arg-type]
