@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_guard import onepass
 from edge_guard.cascade import iter_cascade
-from edge_guard.conversation import Conversation, judges_problem
+from edge_guard.conversation import Conversation, ConversationNeeded, judges_problem
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
@@ -48,9 +48,9 @@ def iter_pairs(
         if not isinstance(text, str | Conversation):
             raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
         for lane in lanes:
-            wrong = judges_problem(getattr(lane.policy, "judges", "any"), text)
-            if wrong:
-                raise EdgeGuardError(f"policy {lane.policy.name} {wrong} (item {i})")
+            judges = getattr(lane.policy, "judges", "any")
+            if judges_problem(judges, text):  # the door names the fix (`for_door`)
+                raise ConversationNeeded(lane.policy.name, judges, text, i)
     misses: list[tuple[int, str, list[int]]] = []  # (lane, key, text indexes)
     for n, lane in enumerate(lanes):
         if lane.cascade is not None:  # two stages: edge_guard.cascade

@@ -63,6 +63,18 @@ class ConversationError(EdgeGuardError):
     """A conversation that cannot be used (one line saying why)."""
 
 
+class ConversationNeeded(ConversationError):
+    """A policy judges conversations (or model responses) and got something else. `str()`
+    names the fix in Python's terms; `for_door(door)` in the CLI's, HTTP's or the TUI's."""
+
+    def __init__(self, policy: str, judges: str, item: Any, index: int) -> None:
+        self.policy, self.judges, self.item, self.index = policy, judges, item, index
+        super().__init__(self.for_door("python"))
+
+    def for_door(self, door: str) -> str:
+        return f"policy {self.policy} {judges_problem(self.judges, self.item, door)} (item {self.index})"
+
+
 @dataclass(frozen=True)
 class Message:
     role: str
@@ -253,8 +265,18 @@ def item_role(item: Item) -> str:
     return item.judged_role if isinstance(item, Conversation) else "text"
 
 
-def judges_problem(judges: str, item: Item) -> str | None:
-    """Why a policy that judges `judges` must not classify `item` (None when it may)."""
+# How each door gives a conversation (the fix named by the conversation-needed error).
+CONVERSATION_HOW = {
+    "cli": "--messages, a messages column, or --prompt-field/--response-field",
+    "python": "pass a Conversation(messages, target) instead of a string",
+    "http": "the request field 'messages', a list of {role, content}, with 'target'",
+    "tui": "Ctrl+K for conversation mode, then Ctrl+N adds each turn",
+}
+
+
+def judges_problem(judges: str, item: Item, door: str = "cli") -> str | None:
+    """Why a policy that judges `judges` must not classify `item` (None when it may),
+    naming the fix in `door`'s terms ("cli", "python", "http", "tui")."""
     if judges == "any":
         return None
     if not isinstance(item, Conversation):
@@ -262,8 +284,7 @@ def judges_problem(judges: str, item: Item) -> str | None:
             return None
         return (
             f"judges {'model responses' if judges == 'assistant' else 'conversations'}, "
-            "but got plain text: give a conversation (--messages, a messages column, or "
-            "--prompt-field/--response-field)"
+            f"but got plain text: give a conversation ({CONVERSATION_HOW[door]})"
         )
     role = item.judged_role
     if judges == "conversation" or role == judges:

@@ -77,9 +77,13 @@ def test_policy_judges_are_enforced(tiny_o200k_model: Path) -> None:
     clf = Classifier("harmful_assistance", tiny_o200k_model, sampling=SHORT)
     with pytest.raises(EdgeGuardError) as info:
         clf.classify(["a plain text"])
-    assert str(info.value) == (
+    assert str(info.value) == (  # the Python door's terms
         "policy harmful_assistance judges model responses, but got plain text: give a "
-        "conversation (--messages, a messages column, or --prompt-field/--response-field) (item 0)"
+        "conversation (pass a Conversation(messages, target) instead of a string) (item 0)"
+    )
+    assert info.value.for_door("tui") == (  # type: ignore[attr-defined]
+        "policy harmful_assistance judges model responses, but got plain text: give a "
+        "conversation (Ctrl+K for conversation mode, then Ctrl+N adds each turn) (item 0)"
     )
     with pytest.raises(
         EdgeGuardError, match=r"judges assistant messages, but target 'user' judges user"
@@ -295,7 +299,10 @@ def test_cli_classify_messages(tmp_path: Path, tiny_o200k_model: Path,
     assert (got["verdict"], got["text"]) == ("violation", CHAT[1]["content"])
     assert got["conversation"] == {"messages": CHAT, "target": "assistant"}
     plain = cli("classify", "-p", "harmful_assistance", "hello", "--model", str(tiny_o200k_model))
-    assert plain.exit_code != 0 and "judges model responses, but got plain text" in plain.stderr
+    assert plain.exit_code != 0 and plain.stderr.strip().splitlines() == [  # the CLI's terms
+        "error: policy harmful_assistance judges model responses, but got plain text: give a "
+        "conversation (--messages, a messages column, or --prompt-field/--response-field) (item 0)"
+    ]
 
 
 def test_reports_and_flips_show_the_conversation_marked(

@@ -57,8 +57,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except EdgeGuardError as exc:
-            fail(str(exc), exc.exit_code)
+        except EdgeGuardError as exc:  # in the CLI's terms where the error has its own
+            fail(exc.for_door("cli") if hasattr(exc, "for_door") else str(exc), exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

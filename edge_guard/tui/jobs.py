@@ -171,7 +171,7 @@ def error_text(exc: BaseException) -> str:
 
     if isinstance(exc, ModelNotFound):
         return f"{exc} — or pull it on the Models screen (F7); synth:tiny-o200k works offline"
-    if isinstance(exc, EdgeGuardError):
-        return str(exc)
+    if isinstance(exc, EdgeGuardError):  # in the TUI's terms where the error has its own
+        return exc.for_door("tui") if hasattr(exc, "for_door") else str(exc)
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
