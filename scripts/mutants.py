@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,36 +114,44 @@ def drop_tree(tree: Path, working: bool) -> None:
                        check=False, capture_output=True)  # fmt: skip
 
 
-def pytest(tree: Path, tests: list[str], timeout: float, env: dict[str, str]) -> tuple[int, str]:
-    """(exit status, output tail) of the named tests in `tree`; -1 when it ran past `timeout`."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0",
-           f"--timeout={int(timeout)}", *tests]  # fmt: skip
+def pytest(tree: Path, tests: list[str], timeout: float, env: dict[str, str], *,
+           first_failure: bool = True) -> tuple[int, str]:  # fmt: skip
+    """(exit status, output) of the named tests in `tree`; -1 when it ran past `timeout`."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-n", "0",
+           f"--timeout={int(timeout)}", *(["-x"] if first_failure else []), *tests]  # fmt: skip
     try:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                              timeout=timeout + 60)  # fmt: skip
+                              timeout=timeout * (1 if first_failure else len(tests)) + 60)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout if isinstance(exc.stdout, str) else ""
-        return -1, out[-1500:]
+        return -1, out
     out = proc.stdout + proc.stderr
-    if "Timeout" in out and proc.returncode != 0 and "+++++ Timeout" in out:
-        return -1, out[-1500:]
-    return proc.returncode, out[-1500:]
+    if proc.returncode != 0 and "+++++ Timeout" in out:
+        return -1, out
+    return proc.returncode, out
+
+
+def failing_tests(tree: Path, tests: list[str], timeout: float, env: dict[str, str]) -> set[str]:
+    """The node ids (or files) among `tests` that fail unbroken, from one run of them all."""
+    rc, out = pytest(tree, tests, timeout, env, first_failure=False)
+    if rc == 0:
+        return set()
+    bad = {line.split()[1] for line in out.splitlines()
+           if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1}  # fmt: skip
+    return bad or set(tests)  # no ids (a crash, a timeout): every selection is suspect
 
 
 def run(mutants: list[Mutant], tree: Path, timeout: float, scratch: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    failing: set[str] = set()
     every = sorted({t for m in mutants for t in m.tests})
-    rc, out = pytest(tree, every, timeout * 2, env)
-    if rc != 0:  # find which selections fail unbroken
-        for tests in {tuple(m.tests) for m in mutants}:
-            if pytest(tree, list(tests), timeout, env)[0] != 0:
-                failing.add(" ".join(tests))
+    failing = failing_tests(tree, every, timeout, env)
+    for bad in sorted(failing):
+        print(f"baseline: {bad} fails unbroken", flush=True)
     for m in mutants:
         why = problem(tree, m)
         if why is not None:
             m.result, m.detail = "stale", why
-        elif " ".join(m.tests) in failing:
+        elif any(f.startswith(t) or t.startswith(f) for f in failing for t in m.tests):
             m.result = "baseline fails"
         else:
             path = tree / m.file
@@ -161,7 +170,7 @@ def run(mutants: list[Mutant], tree: Path, timeout: float, scratch: Path) -> Non
                 path.write_text(saved, encoding="utf-8")
             m.seconds = time.monotonic() - start
             m.result = {-1: "caught (timeout)", 0: "MISSED", 1: "caught"}.get(rc, "error")
-            m.detail = "" if rc in (-1, 1) else out
+            m.detail = "" if rc in (-1, 1) else out[-1500:]
         print(f"{m.result:<17} {m.name:<40} {m.seconds:6.1f} s  {m.detail.splitlines()[-1] if m.detail else ''}",
               flush=True)  # fmt: skip
 
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in mutants:
             print(f"{m.package:<10} {m.name:<40} {m.file}  ({m.why})")
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the copy when stopped
     with tempfile.TemporaryDirectory(prefix="edge-guard-mutants-") as tmp:
         scratch = Path(tmp)
         tree = make_tree(args.rev, args.working_tree, scratch)
