@@ -188,10 +188,11 @@ def run_server(app: Any, core: Any, host: str, port: int, log_level: str,
             core.begin_shutdown(GRACE_S)  # running requests: GRACE_S to finish, then 503
             super().handle_exit(sig, frame)
 
+    server = Server(config)
     if listener is not None:
-        listener.started(core.backend.model_ref)
+        listener.started(core.backend.model_ref, server)
     try:
-        Server(config).run()
+        server.run()
     finally:
         if listener is not None:
             listener.close()

@@ -140,6 +140,7 @@ class WarmListener:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.spec = _spec_from_env()
+        self._server: Any = None
         self.record_path: Path | None = None
 
     # -- uvicorn ---------------------------------------------------------------------
@@ -154,6 +155,9 @@ class WarmListener:
         listener = self
 
         async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":  # shut down (idle, SIGTERM): stop being found
+                await app(scope, receive, _on_shutdown(send, listener.close))
+                return
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
@@ -201,9 +205,12 @@ class WarmListener:
                 "keep_alive_s": self.keep_alive, "rss_bytes": rss_bytes()}  # fmt: skip
 
     # -- life cycle ------------------------------------------------------------------
-    def started(self, model_ref: str) -> None:
-        """The model is loaded and the socket listens: record, watch idleness, say ready."""
+    def started(self, model_ref: str, server: Any = None) -> None:
+        """The model is loaded and the socket listens: record, watch idleness, say ready.
+        `server` (a uvicorn.Server) is stopped gracefully after the keep-alive (else this
+        process gets SIGTERM)."""
         self.last_activity = time.monotonic()
+        self._server = server
         if self.spec is not None and self.uds:
             paths = registry.paths_for(self.spec.key)
             self.record_path = paths.record
@@ -225,7 +232,10 @@ class WarmListener:
             if self.closing:
                 log.warning("idle for %.0f s (keep-alive %g s): stopping", idle, self.keep_alive)
                 self._retire()
-                os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful stop
+                if self._server is not None:
+                    self._server.should_exit = True  # uvicorn's graceful stop, exit status 0
+                else:
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return
             self._wake.wait(max(0.05, self.keep_alive - idle))
             self._wake.clear()
@@ -233,10 +243,13 @@ class WarmListener:
     def _retire(self) -> None:
         """Stop being found: no new command picks a service that is about to exit."""
         if self.record_path is not None:
-            with contextlib.suppress(OSError):
-                self.record_path.unlink(missing_ok=True)
+            record = registry.read_record(self.record_path)
+            if record is not None and int(record["pid"]) == os.getpid():  # not a successor's
+                with contextlib.suppress(OSError):
+                    self.record_path.unlink()
 
     def close(self) -> None:
+        """Stop watching, remove the record and the socket file (if still ours)."""
         self._stop.set()
         self._wake.set()
         self._retire()
@@ -286,6 +299,15 @@ def _say_ready() -> None:
         os.close(int(raw))
     except OSError:  # the command that started us is gone: serve anyway
         pass
+
+
+def _on_shutdown(send: Any, callback: Any) -> Any:
+    async def wrapped(message: dict[str, Any]) -> None:
+        if message.get("type") == "lifespan.shutdown.complete":
+            callback()
+        await send(message)
+
+    return wrapped
 
 
 async def _json_response(send: Any, body: dict[str, Any], status: int = 200) -> None:

@@ -89,7 +89,11 @@ class WarmClassifier:
             chunk = list(texts[start : start + BATCH])
             sampling = samplings[start : start + BATCH] if samplings else None
             items = run_items[start : start + BATCH] if run_items is not None else None
-            got = self._compute(chunk, sampling, _offset(on_event, start))
+            todo = self._misses(chunk, sampling)
+            got: dict[int, Any] | None = {}
+            if todo:  # stored labels need no service (and start none)
+                got = self._compute([chunk[i] for i in todo], _pick(sampling, todo),
+                                    _offset(on_event, start, todo))  # fmt: skip
             if got is None:  # the service is out of reach: this chunk and the rest here
                 stats["local_calls"] += 1
                 rest = {k: (v[start:] if k in ("run_items", "samplings") and v else v)
@@ -97,6 +101,7 @@ class WarmClassifier:
                 for i, res in self.local.iter(list(texts[start:]), **rest):
                     yield start + i, res
                 return
+            got = {todo[j]: res for j, res in got.items()}
             yield from self._read(reader, chunk, got, sampling, items, start)
 
     # -- the parts ----------------------------------------------------------------------
@@ -109,6 +114,22 @@ class WarmClassifier:
         from edge_guard.conversation import Conversation
 
         return bool(texts) and all(isinstance(t, str | Conversation) for t in texts)
+
+    def _misses(self, chunk: list[Any], samplings: Any) -> list[int]:
+        """Indexes of `chunk` whose label is not stored yet (all of them for a cascade,
+        whose stages the service decides, or without the cache)."""
+        local = self.local
+        if not local.use_cache or local.cascade is not None:
+            return list(range(len(chunk)))
+        out = []
+        for i, text in enumerate(chunk):
+            try:
+                row = local.store.get(local.key(text, samplings[i] if samplings else None))
+            except EdgeGuardError:  # an unusable text: the service answers it as it should
+                row = None
+            if row is None or row.get("error"):
+                out.append(i)
+        return out
 
     def _compute(self, chunk: list[Any], samplings: Any, on_event: Any) -> dict[int, Any] | None:
         """Have the service compute (and store) `chunk`: {index: its result}, or None when
@@ -146,16 +167,17 @@ class WarmClassifier:
               items: Any, start: int) -> Iterator[tuple[int, Any]]:  # fmt: skip
         """The chunk's results as the local classifier reads them from the store (those
         the service answered with an error: its result, or with run items, computed here)."""
-        ok = [i for i in range(len(chunk)) if i in got and not got[i].error]
+        ok = [i for i in range(len(chunk)) if i not in got or not got[i].error]
         for j, res in reader.iter([chunk[i] for i in ok], run_items=_pick(items, ok),
                                   samplings=_pick(samplings, ok)):  # fmt: skip
             i = ok[j]
             if not res.cached:  # not in the store after all: computed here (a key mismatch)
                 stats["local_misses"] += 1
-            res.cached = got[i].cached
+            if i in got:
+                res.cached = got[i].cached
             yield start + i, res
         bad = [i for i in range(len(chunk)) if i not in set(ok)]
-        if bad and items is None and all(i in got for i in bad):
+        if bad and items is None:
             for i in bad:
                 yield start + i, got[i]
         elif bad:
@@ -201,7 +223,8 @@ def _pick(values: Sequence[Any] | None, idxs: list[int]) -> list[Any] | None:
     return None if values is None else [values[i] for i in idxs]
 
 
-def _offset(on_event: Any, start: int) -> Any:
-    if on_event is None or start == 0:
-        return on_event
-    return lambda i, event: on_event(start + i, event)
+def _offset(on_event: Any, start: int, idxs: list[int]) -> Any:
+    """`on_event` for a service call on `idxs` of the chunk that starts at `start`."""
+    if on_event is None:
+        return None
+    return lambda i, event: on_event(start + idxs[i], event)
