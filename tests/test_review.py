@@ -49,11 +49,12 @@ def write_policy(folder: Path, *, name: str = "rude", text: str = POLICY_V1,
 
 
 def store_run(db: Path, name: str, items: Sequence[dict[str, Any]], *, policy: str = "rude",
-              policy_hash: str = "h1", kind: str = "run") -> Store:  # fmt: skip
+              policy_hash: str = "h1", kind: str = "run",
+              config: dict[str, Any] | None = None) -> Store:  # fmt: skip
     """A run written straight into the store: each item {text, verdict, p, gold[, conv]}."""
     store = Store(db)
-    store.ensure_run(name, kind=kind, policy=policy, model="m",
-                     config={"policy": policy, "policy_hash": policy_hash}, n_items=len(items))  # fmt: skip
+    cfg = {"policy": policy, "policy_hash": policy_hash, **(config or {})}
+    store.ensure_run(name, kind=kind, policy=policy, model="m", config=cfg, n_items=len(items))
     for i, it in enumerate(items):
         conv = it.get("conversation")
         row = {"key": f"{name}-k{i}", "text": it["text"], "verdict": it["verdict"],
@@ -121,6 +122,23 @@ def test_queues_order_items_by_what_needs_a_human(tmp_path: Path) -> None:
     assert [i["item"] for i in flips["items"]] == [4, 6, 1, 3]  # largest change in P first
     assert flips["items"][0]["partners"] == [{"run": "r2", "verdict": "violation", "score": 0.9}]
     assert flips["partners"] == ["r2"]
+
+
+def test_a_comparison_is_reviewed_against_its_other_configs(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    specs = [{"model": "a"}, {"model": "b"}]
+    for k, verdict in enumerate(("no_violation", "violation")):
+        meta = {"compare": {"name": "cmp", "index": k, "configs": specs}}
+        items = [{**ITEMS[4], "verdict": verdict, "p": 0.1 + 0.8 * k}, ITEMS[2]]
+        store_run(db, f"cmp/{k}:{'ab'[k]}", items, kind="compare", config=meta)
+    res = cli("review", "cmp", "--db", str(db), "--queue", "flips", "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert (got["run"], got["partners"]) == ("cmp/0:a", ["cmp/1:b"])
+    assert [i["item"] for i in got["items"]] == [0]
+    assert got["items"][0]["partners"][0]["verdict"] == "violation"
+    one = json.loads(cli("review", "cmp/1:b", "--db", str(db), "--json").stdout)
+    assert one["partners"] == ["cmp/0:a"]  # a member run finds its comparison by itself
 
 
 def test_review_of_an_unknown_run_lists_recent_ones(tmp_path: Path) -> None:
@@ -419,3 +437,11 @@ def test_promoted_cases_join_the_next_test_and_its_version_diff(
     after = cli("policies", "test", str(folder), *model)
     assert "since v1 → v2: fixed 2 · broke 1 · still failing 0" in after.output
     assert "+comment 1" in after.output and "-comment 4" in after.output
+    # a tested policy's name reviews its latest test run, against the previous version's
+    flips = json.loads(cli("review", "rude", "--db", str(db), "--queue", "flips", "--json").stdout)
+    assert flips["kind"] == "test" and flips["run"].startswith("test:rude:v2:")
+    assert flips["partners"][0].startswith("test:rude:v1:")
+    assert sorted(i["text"] for i in flips["items"]) == ["comment 1", "comment 3", "comment 4"]
+    wrong = json.loads(cli("review", "rude", "--db", str(db), "--queue", "disagree",
+                           "--json").stdout)  # fmt: skip
+    assert [i["text"] for i in wrong["items"]] == ["comment 4"]  # the failing case
