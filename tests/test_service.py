@@ -336,7 +336,7 @@ def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
         {"reasoning": "none", "effort": "low"},
         {"cascade": "0.2:0.8", "effort": "high"},
         {"temperature": 0.5, "seed": 7, "date": "2021-02-03", "truncate": True},
-        {"style": "chat-template", "parallel": 2},
+        {"style": "chat-template"},
     ]  # fmt: skip
     for n, options in enumerate(cases):
         text = f"remote {n} {VIOLATE}"

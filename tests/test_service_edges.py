@@ -276,3 +276,11 @@ def test_conversation_errors_name_fields_not_flags(
     err = _error(r, 400)
     assert err["param"] == param and says in err["message"], err
     assert "--" not in err["message"]
+
+
+def test_moderations_point_conversation_policies_to_classify(apps: dict[str, Any]) -> None:
+    r = apps["open"].post("/v1/moderations", json={"input": "x", "model": "harmful_assistance"})
+    err = _error(r, 400)
+    assert (err["param"], err["message"]) == (
+        "input", "field 'input': policy harmful_assistance judges model responses: send the "
+        "conversation to /v1/classify as 'messages'")  # fmt: skip

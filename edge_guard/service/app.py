@@ -293,7 +293,7 @@ async def _stream(core: ServiceCore, spec: JobSpec, include_reasoning: bool) -> 
     job = Job(spec, on_result=on_result, on_event=on_event)
     core.submit(job)
     assert job.future is not None
-    job.future.add_done_callback(lambda f: put("done", {"error": _exc_text(f)}))
+    job.future.add_done_callback(lambda f: put("done", _failure(f)))
     deadline = time.monotonic() + core.limits.deadline_s
     try:
         while True:
@@ -308,12 +308,7 @@ async def _stream(core: ServiceCore, spec: JobSpec, include_reasoning: bool) -> 
             except TimeoutError:
                 continue
             if kind == "done":
-                failed = data.get("error")
-                if failed:
-                    message = field_terms(failed)[0]
-                    yield _sse("error", {"message": message, "type": "invalid_request_error"})
-                else:
-                    yield _sse("done", {})
+                yield _sse("error", data) if data else _sse("done", {})
                 return
             yield _sse(kind, data)
     finally:
@@ -330,9 +325,17 @@ def _stopped(core: ServiceCore, deadline: float) -> tuple[str, str] | None:
     return None
 
 
-def _exc_text(fut: Any) -> str | None:
+def _failure(fut: Any) -> dict[str, str]:
+    """A streamed job's failure as an error event ({} when it succeeded): a request error
+    in field terms; anything else a generic line (the detail goes to the server log)."""
     exc = fut.exception() if not fut.cancelled() else None
-    return None if exc is None else str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if exc is None:
+        return {}
+    if isinstance(exc, EdgeGuardError) and str(exc):
+        return {"message": field_terms(str(exc).splitlines()[0])[0],
+                "type": "invalid_request_error"}  # fmt: skip
+    log.error("streamed job failed", exc_info=exc)
+    return {"message": "internal error (the server log has the detail)", "type": "server_error"}
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

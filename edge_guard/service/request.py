@@ -87,7 +87,7 @@ def moderation_spec(core: ServiceCore, texts: list[str], model: str | None) -> J
     """`/v1/moderations`: the server's settings as they are."""
     check_texts(core, texts, "input")  # type: ignore[arg-type]
     policies, thresholds = core.resolve(model)
-    check_judges(policies, texts)  # type: ignore[arg-type]
+    check_judges(policies, texts, "input")  # type: ignore[arg-type]
     return JobSpec(list(texts), policies, core.settings, request_sampling(core.settings),
                    thresholds)  # fmt: skip
 
@@ -110,17 +110,20 @@ def check_texts(core: ServiceCore, items: list[Item], field: str) -> None:
                 raise FieldError(where, f"unpaired surrogate at character {exc.start}") from None
 
 
-def check_judges(policies: list[Policy], items: list[Item]) -> None:
-    """A policy that judges replies or conversations needs `messages` (said in HTTP terms)."""
+def check_judges(policies: list[Policy], items: list[Item], field: str = "texts") -> None:
+    """A policy that judges replies or conversations needs `messages` (said in HTTP terms;
+    `/v1/moderations`, whose `input` is plain text, points to /v1/classify)."""
     for policy in policies:
         judges = getattr(policy, "judges", "any")
         for item in items:
             if not isinstance(item, Conversation):
                 if judges in ("assistant", "conversation"):
                     what = "model responses" if judges == "assistant" else "conversations"
-                    raise FieldError("messages", f"policy {policy.name} judges {what}: send the "
-                                     "conversation as 'messages' (a list of {role, content}) "
-                                     "with 'target', not 'text'")  # fmt: skip
+                    how = ("send the conversation as 'messages' (a list of {role, content}) with "
+                           "'target', not 'text'") if field != "input" else (
+                           "send the conversation to /v1/classify as 'messages'")  # fmt: skip
+                    raise FieldError("messages" if field != "input" else field,
+                                     f"policy {policy.name} judges {what}: {how}")  # fmt: skip
                 continue
             problem = judges_problem(judges, item)
             if problem:
