@@ -194,6 +194,22 @@ def test_labels_keep_history_latest_wins_and_export_is_formula_safe(tmp_path: Pa
     assert again.exit_code == 1 and "exists: pass --force" in again.stderr
 
 
+def test_export_to_a_terminal_stays_valid_json_with_controls_escaped(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    hostile = "evil \u202e\x85\x1b]0;pwned\x07 [/]"
+    store_run(db, "h", [{"text": hostile, "verdict": "violation", "p": 0.9, "gold": None}])
+    cli("review", "label", "h", "0", "violation", "--db", str(db), "--note", hostile)
+    out = cli("review", "export", "--db", str(db)).stdout
+    assert not any(c in out for c in "\u202e\x85\x1b\x07")  # nothing a terminal would obey
+    row = json.loads(out)
+    assert row["text"] == hostile and row["note"] == hostile
+    listed_ = cli("review", "h", "--db", str(db)).stdout
+    assert "\\x1b]0;pwned\\x07 [/]" in listed_ and "\x1b" not in listed_
+    shown = cli("review", "show", "h", "0", "--db", str(db)).stdout
+    assert "    evil \\u202e\\x85\\x1b]0;pwned\\x07 [/]" in shown
+    assert not any(c in shown for c in "\u202e\x85\x1b\x07")
+
+
 def test_bad_label_requests_fail_alone_in_one_line(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     store_run(db, "r", ITEMS)

@@ -218,10 +218,14 @@ def export_cmd(run: str | None, policy: str | None, out: str | None, fmt: str | 
 
     path = check_out(out, force) if out else None
     rows = export.export_rows(Store(db), run=run, policy=policy, history=include_history)
-    text = export.render(rows, export.format_of(out, fmt))
-    if path is None:
-        click.echo(term(text), nl=False)
+    fmt = export.format_of(out, fmt)
+    if path is None:  # a terminal: JSON stays valid JSON, controls shown not obeyed
+        for row in rows if fmt == "jsonl" else ():
+            click.echo(term_json(row))
+        if fmt == "csv":
+            click.echo(term(export.render(rows, fmt)), nl=False)
         return
+    text = export.render(rows, fmt)
     export.write(text, path)
     click.echo(f"wrote {len(rows)} decisions to {term_line(path)}", err=True)
 
