@@ -373,3 +373,16 @@ def test_remote_classifier_reasoning_is_a_mode(url: str) -> None:
         "none", "0.2:0.8", True, 2)  # fmt: skip
     with pytest.raises(EdgeGuardError):
         RemoteClassifier("toxic_simple", url, reasoning=True)  # type: ignore[arg-type]
+
+
+def test_a_client_using_a_name_the_server_refuses_is_told_why(url: str) -> None:
+    """A Host the server does not answer to (DNS rebinding guard): the client's error says
+    which flag lets it, instead of "not an edge-guard server"."""
+    from edge_guard.service.client import detect
+
+    with (
+        httpx.Client(headers={"Host": "gpu-box:8089"}) as named,
+        pytest.raises(EdgeGuardError) as exc,
+    ):
+        detect(url, http=named)
+    assert "--allowed-host" in str(exc.value) and str(exc.value).startswith(f"{url}: HTTP 403")

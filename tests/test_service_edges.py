@@ -284,3 +284,14 @@ def test_moderations_point_conversation_policies_to_classify(apps: dict[str, Any
     assert (err["param"], err["message"]) == (
         "input", "field 'input': policy harmful_assistance judges model responses: send the "
         "conversation to /v1/classify as 'messages'")  # fmt: skip
+
+
+def test_host_rule_for_specific_and_wildcard_binds() -> None:
+    from edge_guard.service.guard import HostRule
+
+    one = HostRule("192.168.1.5", ["gpu-box"])
+    assert [one.allows(h) for h in ("192.168.1.5:8089", "gpu-box:8089", "localhost",
+                                    "10.0.0.9", "attacker.example")] == [True, True, True, False, False]  # fmt: skip
+    every = HostRule("0.0.0.0")  # any interface: IP literals (no name to rebind), local names
+    assert [every.allows(h) for h in ("10.0.0.9:8089", "[fe80::1]:8089", "localhost:8089",
+                                      "gpu-box")] == [True, True, True, False]  # fmt: skip

@@ -55,8 +55,13 @@ def detect(url: str, api_key: str | None = None, timeout: float = 5.0,
     try:
         r = (http or httpx).get(url.rstrip("/") + "/health", headers=_headers(api_key),
                                 timeout=timeout)  # fmt: skip
-        body = r.json() if r.status_code == 200 else None
+        body = r.json() if r.status_code in (200, 403) else None
     except (httpx.HTTPError, ValueError):
+        return None
+    if r.status_code == 403 and isinstance(body, dict):  # an edge-guard refusing this Host
+        message = str((body.get("error") or {}).get("message") or "")
+        if "--allowed-host" in message:
+            raise EdgeGuardError(f"{url.rstrip('/')}: HTTP 403: {message}")
         return None
     return body if isinstance(body, dict) and body.get("service") == MARKER else None
 
