@@ -40,6 +40,8 @@ def wrap(classifier: Any, settings: Any) -> Any:
     keep_alive = effective_keep_alive(settings)
     if keep_alive <= 0 or settings.backend != "local" or classifier._others:
         return classifier
+    if settings.db and (settings.db == ":memory:" or settings.db.startswith("file:")):
+        return classifier  # a store no other process can open
     path = getattr(classifier.backend, "path", None)
     if getattr(classifier.backend, "name", "") != "local" or path is None:
         return classifier
