@@ -22,6 +22,8 @@ p95 beside / p95 alone (goal <= 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import math
 import socket
@@ -160,21 +162,33 @@ def post(http: httpx.Client, url: str, texts: list[str]) -> str | None:
 
 def mixed_round(args: argparse.Namespace, url: str, with_big: bool) -> dict[str, Any]:
     """The one-text clients alone, or beside a client sending big jobs back to back (it
-    starts first, and its last job ends after the one-text clients are done)."""
+    starts first; when the one-text clients are done it hangs up, which cancels its job)."""
     tag = uuid.uuid4().hex[:8]
     stop, sent = threading.Event(), threading.Event()
-    big: dict[str, Any] = {"jobs": 0, "errors": []}
+    big: dict[str, Any] = {"jobs": 0, "done": 0, "errors": [], "conn": None}
+    host, port = url.removeprefix("http://").split(":")
 
     def big_client() -> None:
-        with httpx.Client(timeout=3600) as http:
-            while not stop.is_set():
-                texts = [f"mixed {tag} big job {big['jobs']} text {i}: toxic or fine?"
-                         for i in range(args.big_texts)]  # fmt: skip
+        while not stop.is_set():
+            texts = [f"mixed {tag} big job {big['jobs']} text {i}: toxic or fine?"
+                     for i in range(args.big_texts)]  # fmt: skip
+            conn = http.client.HTTPConnection(host, int(port), timeout=3600)
+            big["conn"], big["jobs"] = conn, big["jobs"] + 1
+            try:
+                conn.request("POST", "/v1/moderations", json.dumps({"input": texts}),
+                             {"Content-Type": "application/json"})  # fmt: skip
                 sent.set()
-                err = post(http, url, texts)
-                big["jobs"] += 1
-                if err:
-                    big["errors"].append(err)
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status == 200:
+                    big["done"] += 1
+                elif not stop.is_set():
+                    big["errors"].append(f"big job: HTTP {reply.status}")
+            except OSError as exc:
+                if not stop.is_set():
+                    big["errors"].append(f"big job: {type(exc).__name__}: {exc}")
+            finally:
+                conn.close()
 
     thread = threading.Thread(target=big_client)
     if with_big:
@@ -184,8 +198,14 @@ def mixed_round(args: argparse.Namespace, url: str, with_big: bool) -> dict[str,
     latencies, errors = one_text_clients(args, url, tag)
     stop.set()
     if with_big:
+        conn = big["conn"]
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # hang up: the server cancels that job
         thread.join()
-    return {"latencies": latencies, "errors": errors + big["errors"], "big_jobs": big["jobs"]}
+        time.sleep(1.0)  # the cancelled job's sequences leave the engine before the next round
+    return {"latencies": latencies, "errors": errors + big["errors"], "big_jobs": big["jobs"],
+            "big_jobs_done": big["done"]}  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -197,7 +217,7 @@ def mixed_main(args: argparse.Namespace) -> None:
     alone: list[float] = []
     beside: list[float] = []
     errors: list[str] = []
-    big_jobs = 0
+    big_jobs = big_done = 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         proc, url = start_server(args, folder / "server.db", folder / "serve.log")
@@ -208,6 +228,7 @@ def mixed_main(args: argparse.Namespace) -> None:
                     (beside if with_big else alone).extend(got["latencies"])
                     errors += got["errors"]
                     big_jobs += got["big_jobs"]
+                    big_done += got.get("big_jobs_done", 0)
                     print(f"round {r + 1} {'beside the big job' if with_big else 'alone'}: "
                           f"p95 {percentile(got['latencies'], 0.95):.3f}s", file=sys.stderr)  # fmt: skip
         finally:
@@ -216,7 +237,7 @@ def mixed_main(args: argparse.Namespace) -> None:
     figures = {
         "model": args.model, "clients": args.clients, "requests_per_client": args.requests,
         "rounds": args.rounds, "parallel": args.parallel, "max_tokens": args.max_tokens,
-        "big_texts": args.big_texts, "big_jobs": big_jobs,
+        "big_texts": args.big_texts, "big_jobs_sent": big_jobs, "big_jobs_completed": big_done,
         "alone_p50_s": round(statistics.median(alone), 3),
         "alone_p95_s": round(percentile(alone, 0.95), 3),
         "beside_p50_s": round(statistics.median(beside), 3),
