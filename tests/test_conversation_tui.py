@@ -39,10 +39,9 @@ async def test_workbench_conversation_mode_classifies_the_judged_turn(
     app = make_app(final="1", policy="harmful_assistance")
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
+        await pilot.pause()
         conv = screen.query_one(ConversationInput)
-        assert not conv.active
-        await pilot.press("ctrl+k")
-        assert conv.active
+        assert conv.active  # a policy that judges model responses opens in conversation mode
         text = screen.query_one("#wb-text", TextArea)
         text.load_text("How do I get into my ex's email?")
         await pilot.press("ctrl+n")
@@ -73,6 +72,53 @@ async def test_workbench_conversation_mode_classifies_the_judged_turn(
         ],
         "target": "assistant",
     }
+
+
+async def test_workbench_opens_on_a_plain_text_policy_and_follows_the_policys_input(
+    make_app, db_path: Path
+) -> None:
+    from edge_guard.tui.widgets.policy_editor import PolicyEditor
+
+    app = make_app(final="1", policy=None)  # nothing used yet: toxic_simple, plain text
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        editor, conv = screen.query_one(PolicyEditor), screen.query_one(ConversationInput)
+        assert editor.policy.name == "toxic_simple" and not conv.active
+        editor.reload_choices(select="harmful_assistance")  # judges model responses
+        await pilot.pause()
+        assert conv.active and screen.query_one("#wb-text").border_title == "Next turn"
+        editor.reload_choices(select="spam")  # judges any text, no turns entered: back
+        await pilot.pause()
+        assert not conv.active and screen.query_one("#wb-text").border_title == "Text"
+        screen.query_one("#wb-text", TextArea).load_text("buy cheap pills")
+        await pilot.press("ctrl+r")
+        await wait_idle(pilot, screen)
+    # Used last: spam (a plain-text policy) -> the next start opens on it; a conversation
+    # policy used after it does not count.
+    Store(db_path).put({"key": "k-conv", "created_at": "2999-01-01T00:00:00", "text": "x",
+                        "verdict": "violation", "policy_name": "harmful_assistance"})  # fmt: skip
+    again = make_app(final="1", policy=None)
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert again.screen.query_one(PolicyEditor).policy.name == "spam"
+
+
+async def test_plain_text_on_a_conversation_policy_names_the_tuis_fix(make_app) -> None:
+    app = make_app(final="1", policy="harmful_assistance")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("ctrl+k")  # the user turns conversation mode off anyway
+        assert not screen.query_one(ConversationInput).active
+        screen.query_one("#wb-text", TextArea).load_text("a plain text")
+        await pilot.press("ctrl+r")
+        await wait_idle(pilot, screen)
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors == [
+            "policy harmful_assistance judges model responses, but got plain text: give a "
+            "conversation (Ctrl+K for conversation mode, then Ctrl+N adds each turn) (item 0)"
+        ]
 
 
 async def test_results_detail_shows_the_conversation_marked(make_app, db_path: Path) -> None:

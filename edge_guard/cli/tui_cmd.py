@@ -23,16 +23,12 @@ SCREEN_NAMES = ("workbench", "results", "runs", "study", "compare", "models", "t
 def tui(model: str | None, policy: str | None, db: str | None, screen: str | None, ctx: int,
         threads: int | None, gpu_layers: str) -> None:  # fmt: skip
     """Open the terminal UI: policy workbench, results, runs, study, comparisons, models."""
-    import functools
-
     from edge_guard.settings import resolve_settings
     from edge_guard.tui import run_tui
-    from edge_guard.tui.jobs import default_classifier_factory
 
     ctx_ = click.get_current_context()
     given = {"ctx": ctx, "threads": threads, "gpu_layers": gpu_layers, "db": db}
     flags = {k: (None if ctx_.get_parameter_source(k) == ParameterSource.DEFAULT else v)
              for k, v in given.items()}  # fmt: skip
-    settings = resolve_settings(flags)
-    factory = functools.partial(default_classifier_factory, settings=settings)
-    run_tui(model=model, policy=policy, db=db, start=screen, classifier_factory=factory)
+    settings = resolve_settings(flags, door="cli")  # the TUI's spec; its controls go over it
+    run_tui(model=model, policy=policy, db=db, start=screen, settings=settings)

@@ -71,6 +71,7 @@ class EdgeGuardApp(App[None]):
         classifier_factory: ClassifierFactory | None = None,
         steer: Steering | None = None,
         start: str | None = None,
+        settings: Any = None,
     ) -> None:
         if start is not None:
             if start not in self.MODES:
@@ -80,11 +81,15 @@ class EdgeGuardApp(App[None]):
                 raise EdgeGuardError(f"unknown TUI screen {start!r} (choose {names})")
             self.DEFAULT_MODE = start  # type: ignore[misc]
         super().__init__()
+        from edge_guard.settings import resolve_settings
         from edge_guard.store import Store
 
-        self.store = Store(db)
-        self.models = ModelAccess(classifier_factory, steer)
-        self.model_ref = model or _default_model()
+        # The TUI's spec (its flags, env, config.toml): the controls start from it and every
+        # classification resolves the controls over it (`jobs.tui_settings`).
+        self.settings = settings if settings is not None else resolve_settings(door="tui")
+        self.store = Store(db if db is not None else self.settings.db)
+        self.models = ModelAccess(classifier_factory, steer, self.settings)
+        self.model_ref = model or self.settings.model or _default_model()
         self.initial_policy = policy
         self.run_options = RunOptions(model=self.model_ref)
         self.pending_workbench: tuple[str | None, str] | None = None

@@ -68,36 +68,46 @@ class CancellableBackend:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What the user chose for a classification: model, prompt shape, budget."""
+    """What the user chose in the TUI's controls; None = not chosen there, so the TUI's
+    `Settings` decide (its command flags, the environment, config.toml, the defaults)."""
 
-    model: str
-    style: str = "harmony"
-    effort: str = "medium"
-    max_tokens: int = 4096
-    temperature: float = 0.0
-    reasoning: str = "full"  # full | none | none-empty-analysis (edge_guard.onepass)
+    model: str | None = None
+    style: str | None = None
+    effort: str | None = None
+    max_tokens: int | str | None = None  # the box's text is checked by `resolve_settings`
+    temperature: float | None = None
+    reasoning: str | None = None  # full | none | none-empty-analysis (edge_guard.onepass)
+
+    def controls(self) -> dict[str, Any]:
+        """The chosen values as `Settings` fields (unchosen ones left out)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None and v != ""}
 
 
-# factory(policy, options, *, store, use_cache) -> Classifier
+# factory(policy, options, *, store, use_cache, settings=None) -> Classifier
 ClassifierFactory = Callable[..., Any]
 # steer(classifier, texts) -> logits_processors argument for Classifier.iter (tests only)
 Steering = Callable[[Any, Sequence[str]], Any]
+
+
+def tui_settings(options: RunOptions, settings: Any = None, *, use_cache: bool = True) -> Any:
+    """THE resolution of the TUI's request: its controls over `settings` (default: env and
+    config.toml), checked by `resolve_settings`, errors naming the control."""
+    from edge_guard.settings import resolve_settings
+
+    base = settings if settings is not None else resolve_settings(door="tui")
+    flags = {**options.controls(), "use_cache": None if use_cache else False}
+    return resolve_settings(flags, base=base, door="tui")
 
 
 def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
                                use_cache: bool = True, engine_settings: Any = None,
                                settings: Any = None) -> Any:  # fmt: skip
     """A classifier for the TUI: `settings` (default: env/config.toml) with the user's
-    choices; a missing model raises the registry's one-line error."""
+    choices (`tui_settings`); a missing model raises the registry's one-line error."""
     from edge_guard.api import build_classifier
     from edge_guard.classifier import make_backend
-    from edge_guard.settings import resolve_settings
 
-    base = settings if settings is not None else resolve_settings()
-    chosen = base.replace(model=options.model or base.model, style=options.style,
-                          effort=options.effort, max_tokens=options.max_tokens,
-                          temperature=options.temperature, use_cache=use_cache,
-                          reasoning=options.reasoning)  # fmt: skip
+    chosen = tui_settings(options, settings, use_cache=use_cache)
     backend = None
     if engine_settings is not None and chosen.backend == "local":
         backend = make_backend(chosen.model, engine_settings)
@@ -108,9 +118,10 @@ class ModelAccess:
     """Creates classifiers and lets one job at a time use the model."""
 
     def __init__(self, factory: ClassifierFactory | None = None,
-                 steering: Steering | None = None) -> None:  # fmt: skip
+                 steering: Steering | None = None, settings: Any = None) -> None:  # fmt: skip
         self.factory = factory or default_classifier_factory
         self.steering = steering
+        self.settings = settings  # the TUI's spec, handed to the factory with the controls
         self._lock = threading.Lock()
         self._flags: weakref.WeakSet[CancelFlag] = weakref.WeakSet()
 
@@ -142,9 +153,22 @@ class ModelAccess:
 
     def classifier(self, policy: Any, options: RunOptions, *, store: Any, flag: CancelFlag,
                    use_cache: bool = True) -> Any:  # fmt: skip
-        clf = self.factory(policy, options, store=store, use_cache=use_cache)
+        extra = {"settings": self.settings} if self._takes_settings() else {}
+        clf = self.factory(policy, options, store=store, use_cache=use_cache, **extra)
         clf.backend = CancellableBackend(clf.backend, flag)
         return clf
+
+    def _takes_settings(self) -> bool:
+        """Whether the factory takes `settings=` (a custom one may not: it resolves its own)."""
+        import inspect
+
+        if self.settings is None:
+            return False
+        try:
+            params = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return False
+        return any(p.name == "settings" or p.kind is p.VAR_KEYWORD for p in params)
 
     def processors(self, classifier: Any, texts: Sequence[str]) -> Any:
         return self.steering(classifier, texts) if self.steering is not None else None

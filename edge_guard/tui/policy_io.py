@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_guard.errors import PolicyError
 from edge_guard.policy.core import Policy, find_policy, list_policies
@@ -28,6 +29,32 @@ def policy_choices() -> list[tuple[str, str]]:
         name = path.name if path.is_dir() else path.stem
         out.append((name, str(path)))
     return out
+
+
+PLAIN_TEXT_JUDGES = ("any", "user")  # policies that classify a plain text
+OPENING_POLICY = "toxic_simple"
+
+
+def opening_policy(store: Any, given: str | None = None) -> str:
+    """The Workbench's first policy: `given`, else the last plain-text policy used (the
+    newest stored result's that judges a text), else `toxic_simple`."""
+    if given:
+        return given
+    from edge_guard.policy.core import load_policy
+
+    rows = store.query("SELECT policy_name FROM results WHERE policy_name IS NOT NULL "
+                       "ORDER BY created_at DESC LIMIT 200")  # fmt: skip
+    for name in dict.fromkeys(r["policy_name"] for r in rows):
+        path = find_policy(name)
+        if path is None:
+            continue
+        try:
+            policy = load_policy(path)
+        except PolicyError:
+            continue
+        if getattr(policy, "judges", "any") in PLAIN_TEXT_JUDGES:
+            return name
+    return OPENING_POLICY
 
 
 def next_free_name(base: str) -> str:

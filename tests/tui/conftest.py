@@ -73,7 +73,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def factory(policy: Any, options: Any, *, store: Any, use_cache: bool = True) -> Any:
+def factory(policy: Any, options: Any, *, store: Any, use_cache: bool = True,
+            settings: Any = None) -> Any:  # fmt: skip
     """The app's default classifier factory with the test engine settings."""
     return default_classifier_factory(policy, options, store=store, use_cache=use_cache,
-                                      engine_settings=TEST_ENGINE)  # fmt: skip
+                                      engine_settings=TEST_ENGINE, settings=settings)  # fmt: skip

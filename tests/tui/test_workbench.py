@@ -92,6 +92,24 @@ async def test_missing_model_is_an_error_notification_not_a_crash(make_app) -> N
         assert app.screen.query_one("#wb-run").disabled is False
 
 
+async def test_controls_start_from_the_settings_and_a_bad_value_names_its_control(
+    make_app, db_path
+) -> None:
+    from edge_guard.settings import resolve_settings
+
+    spec = resolve_settings({"effort": "low", "reasoning": "none", "max_tokens": 77}, env={},
+                            config={})  # fmt: skip
+    app = make_app(settings=spec)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert (screen.query_one("#wb-effort", Select).value, screen.query_one("#wb-path", Select).value,
+                screen.query_one("#wb-max-tokens", Input).value) == ("low", "none", "77")  # fmt: skip
+        screen.query_one("#wb-max-tokens", Input).value = "0"
+        await classify(pilot, app, "hello")
+        assert notes(app)[-1] == "the max tokens box = '0': must be >= 1"
+        assert not screen.running and Store(db_path).query("SELECT key FROM results") == []
+
+
 async def test_escape_cancels_a_generation_and_stores_nothing(make_app, db_path) -> None:
     started, release = threading.Event(), threading.Event()
 

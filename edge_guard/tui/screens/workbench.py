@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Select, TextArea
 
 from edge_guard.harmony.render import EFFORTS, STYLES
-from edge_guard.tui.format import cell, line, meta_of, score_short, score_text, verdict_cell, when
-from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
+from edge_guard.tui.format import score_text
+from edge_guard.tui.jobs import CancelFlag, RunOptions, error_text
+from edge_guard.tui.policy_io import opening_policy
 from edge_guard.tui.screens.base import EdgeScreen
+from edge_guard.tui.widgets.classify_job import Delta, Failed, Finished, classify_job
 from edge_guard.tui.widgets.conversation import ConversationInput
+from edge_guard.tui.widgets.history import PolicyHistory, row_summary
 from edge_guard.tui.widgets.policy_editor import PolicyEditor
 from edge_guard.tui.widgets.set_results import (
     SetFinished,
@@ -31,24 +32,6 @@ from edge_guard.tui.widgets.verdict import VerdictPanel
 REASONING_CHOICES = [("reason", "full"), ("1 pass", "none"),
                      ("1 pass, empty analysis", "none-empty-analysis")]  # fmt: skip
 MODEL_SUGGESTIONS = ["synth:tiny-o200k", "gpt-oss-safeguard-20b:mxfp4", "gpt-oss-20b:mxfp4"]
-
-
-class Delta(Message):
-    def __init__(self, channel: str | None, text: str) -> None:
-        super().__init__()
-        self.channel, self.text = channel, text
-
-
-class Finished(Message):
-    def __init__(self, result: Any, model: str) -> None:
-        super().__init__()
-        self.result, self.model = result, model
-
-
-class Failed(Message):
-    def __init__(self, error: str | None) -> None:
-        super().__init__()
-        self.error = error  # None = cancelled
 
 
 class WorkbenchScreen(EdgeScreen):
@@ -86,8 +69,9 @@ class WorkbenchScreen(EdgeScreen):
         self.last: dict[str, Any] | None = None  # what Copy copies
 
     def compose_body(self) -> ComposeResult:
+        spec = self.eg.settings  # the controls start from the TUI's settings
         with Horizontal(id="wb-main"):
-            yield PolicyEditor(self.eg.initial_policy, id="wb-policy")
+            yield PolicyEditor(opening_policy(self.eg.store, self.eg.initial_policy), id="wb-policy")
             with Vertical(id="wb-right"):
                 yield TextArea("", id="wb-text", soft_wrap=True,
                                placeholder="Type the text to classify, then press Ctrl+R")  # fmt: skip
@@ -96,15 +80,15 @@ class WorkbenchScreen(EdgeScreen):
                     yield Input(self.eg.model_ref, id="wb-model", placeholder="model",
                                 suggester=SuggestFromList(MODEL_SUGGESTIONS),
                                 tooltip="model id, .gguf path, hf:… or synth:tiny-o200k", compact=True)  # fmt: skip
-                    yield Select([(s, s) for s in STYLES], value="harmony", allow_blank=False,
+                    yield Select([(s, s) for s in STYLES], value=spec.style, allow_blank=False,
                                  id="wb-style", tooltip="prompt style", compact=True)  # fmt: skip
-                    yield Select([(f"effort {e}", e) for e in EFFORTS], value="medium",
+                    yield Select([(f"effort {e}", e) for e in EFFORTS], value=spec.effort,
                                  allow_blank=False, id="wb-effort", compact=True)  # fmt: skip
                 with Horizontal(id="wb-options-2"):
-                    yield Select(REASONING_CHOICES, value="full", allow_blank=False, id="wb-path",
+                    yield Select(REASONING_CHOICES, value=spec.reasoning, allow_blank=False, id="wb-path",
                                  tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
                                  compact=True)  # fmt: skip
-                    yield Input("4096", id="wb-max-tokens", type="integer",
+                    yield Input(str(spec.max_tokens), id="wb-max-tokens", type="integer",
                                 tooltip="most tokens to generate", compact=True)  # fmt: skip
                     yield Select(set_choices(), value="", allow_blank=False, id="wb-set",
                                  tooltip="the edited policy, or a policy set", compact=True)  # fmt: skip
@@ -120,14 +104,11 @@ class WorkbenchScreen(EdgeScreen):
                 yield SetResults(id="wb-set-results")
                 yield TextArea("", id="wb-reasoning", read_only=True, soft_wrap=True,
                                placeholder="The model's reasoning streams here.")  # fmt: skip
-        yield DataTable(id="wb-history", cursor_type="row", zebra_stripes=True)
+        yield PolicyHistory(id="wb-history")
 
     def on_mount(self) -> None:
         self.query_one("#wb-reasoning").border_title = "Reasoning"
         self.query_one("#wb-text").border_title = "Text"
-        table = self.query_one("#wb-history", DataTable)
-        table.border_title = "History of this policy"
-        table.add_columns("when", "verdict", "score", "answer", "text", "model", "version")
         self.query_one("#wb-text", TextArea).focus()
         self._hint_model()
 
@@ -148,23 +129,25 @@ class WorkbenchScreen(EdgeScreen):
         return self.flag is not None
 
     def _options(self) -> RunOptions | None:
-        raw = self.query_one("#wb-max-tokens", Input).value.strip() or "4096"
-        try:
-            max_tokens = int(raw)
-            if max_tokens < 1:
-                raise ValueError
-        except ValueError:
-            self.notify(f"max tokens must be a positive integer, not {raw!r}", severity="error")
-            return None
+        """The controls' choices, checked now by the one resolution (`jobs.tui_settings`):
+        a bad value is a notification naming its control, and nothing runs."""
+        from edge_guard.tui.jobs import tui_settings
+
         model = self.query_one("#wb-model", Input).value.strip()
         self.eg.set_model(model)
-        return RunOptions(
+        options = RunOptions(
             model=model or self.eg.model_ref,
             style=str(self.query_one("#wb-style", Select).value),
             effort=str(self.query_one("#wb-effort", Select).value),
             reasoning=str(self.query_one("#wb-path", Select).value),
-            max_tokens=max_tokens,
+            max_tokens=self.query_one("#wb-max-tokens", Input).value.strip(),
         )
+        try:
+            tui_settings(options, self.eg.settings)
+        except Exception as exc:
+            self.notify(error_text(exc), severity="error")
+            return None
+        return options
 
     def action_run(self, use_cache: bool = True) -> None:
         if self.running:
@@ -194,12 +177,13 @@ class WorkbenchScreen(EdgeScreen):
         self.query_one("#wb-reasoning", TextArea).load_text("")
         self.query_one(VerdictPanel).show_running("starting")
         self.query_one(SetResults).hide()
-        choice = parse_choice(self.query_one("#wb-set", Select).value)
+        choice, flag = parse_choice(self.query_one("#wb-set", Select).value), self.flag
         if choice is not None:  # a policy set: one row per policy
-            job = lambda: set_job(self, choice, text, options, use_cache, self.flag, Failed)  # noqa: E731
-            self.run_worker(job, thread=True, group="classify")
-            return
-        self._classify(editor.current(), text, options, use_cache, self.flag)
+            job = lambda: set_job(self, choice, text, options, use_cache, flag, Failed)  # noqa: E731
+        else:
+            policy = editor.current()
+            job = lambda: classify_job(self, policy, text, options, use_cache, flag)  # noqa: E731
+        self.run_worker(job, thread=True, group="classify")
 
     def action_rerun(self) -> None:
         self.action_run(use_cache=False)
@@ -227,37 +211,6 @@ class WorkbenchScreen(EdgeScreen):
         self.query_one("#wb-run", Button).disabled = running
         self.query_one("#wb-rerun", Button).disabled = running
         self.query_one("#wb-cancel", Button).disabled = not running
-
-    @work(thread=True, group="classify")
-    def _classify(self, policy: Any, text: str, options: RunOptions, use_cache: bool,
-                  flag: CancelFlag) -> None:  # fmt: skip
-        from edge_guard.harmony.parse import ContentDelta
-
-        access = self.eg.models
-        try:
-            access.acquire(flag, on_wait=lambda: self.post_message(Delta("status", "waiting")))
-        except Cancelled:
-            self.post_message(Failed(None))
-            return
-        try:
-            clf = access.classifier(policy, options, store=self.eg.store, flag=flag,
-                                    use_cache=use_cache)  # fmt: skip
-
-            def on_event(_i: int, event: Any) -> None:
-                if isinstance(event, ContentDelta):
-                    self.post_message(Delta(event.channel, event.text))
-
-            result = None
-            procs = access.processors(clf, [text])
-            for _i, res in clf.iter([text], logits_processors=procs, on_event=on_event):
-                result = res
-            self.post_message(Finished(result, clf.backend.model_ref))
-        except Cancelled:
-            self.post_message(Failed(None))
-        except Exception as exc:
-            self.post_message(Failed(error_text(exc)))
-        finally:
-            access.release()
 
     def on_delta(self, message: Delta) -> None:
         if message.channel == "status":
@@ -386,29 +339,25 @@ class WorkbenchScreen(EdgeScreen):
 
     # -- history ------------------------------------------------------------------------------
     def on_policy_editor_loaded(self, event: PolicyEditor.Loaded) -> None:
+        self._match_input(event.policy)
         self.refresh_data()
+
+    def _match_input(self, policy: Any) -> None:
+        """Conversation mode for a policy that judges conversations or model responses;
+        back to plain text for one that judges a text (unless turns were entered)."""
+        judges = getattr(policy, "judges", "any")
+        wants, conv = judges in ("assistant", "conversation"), self.query_one(ConversationInput)
+        if wants != conv.active and (wants or not conv.turns):
+            self.action_conversation_mode()
+            if wants:
+                self.notify(f"{policy.name} judges {'model responses' if judges == 'assistant' else 'conversations'}: "
+                            "conversation mode (Ctrl+N adds the text box as a turn)", timeout=4)  # fmt: skip
 
     def refresh_data(self) -> None:
         editor = self.query_one(PolicyEditor)
-        table = self.query_one("#wb-history", DataTable)
-        table.clear()
-        if editor.policy is None:
-            return
-        current = editor.current().hash
-        rows = self.eg.store.query(
-            "SELECT key, created_at, verdict, metadata, float_label, final, text, model_ref, "
-            "policy_hash FROM results WHERE policy_name = ? ORDER BY created_at DESC LIMIT 200",
-            [editor.policy.name],
-        )
-        for r in rows:
-            version = (r["policy_hash"] or "")[:7] + (" •" if r["policy_hash"] == current else "")
-            table.add_row(cell(when(r["created_at"])), verdict_cell(r["verdict"]),
-                          cell(score_short(meta_of(r), r["float_label"])), cell(r["final"], 12),
-                          cell(r["text"], 50), cell(r["model_ref"], 28), cell(version),
-                          key=r["key"])  # fmt: skip
-        table.border_title = line(
-            f"History of {editor.policy.name} · {len(rows)} stored (• = this version)"
-        )
+        name = editor.policy.name if editor.policy is not None else None
+        current = editor.current().hash if editor.policy is not None else None
+        self.query_one(PolicyHistory).show(self.eg.store, name, current)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "wb-history" or self.running:
@@ -419,12 +368,4 @@ class WorkbenchScreen(EdgeScreen):
         self.query_one(VerdictPanel).show_row(row)
         self.query_one("#wb-reasoning", TextArea).load_text(row.get("reasoning") or "")
         self.query_one("#wb-text", TextArea).load_text(row.get("text") or "")
-        self.last = {
-            "verdict": row["verdict"],
-            "score": score_text(meta_of(row), row.get("float_label")),
-            "policy": row["policy_name"],
-            "model": row["model_ref"],
-            "text": row["text"],
-            "answer": row["final"],
-            "reasoning": row["reasoning"] or "",
-        }
+        self.last = row_summary(row)
