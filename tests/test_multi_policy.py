@@ -331,3 +331,69 @@ def test_policies_test_runs_every_members_cases(policies: Path, tmp_path: Path,
     assert res.output.rstrip().endswith("set alpha+beta: 0/2 policies pass (failing: alpha, beta)")
     res = CliRunner().invoke(main, [*args[:4], "gamma", *args[4:]])
     assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1
+
+
+@pytest.fixture
+def thr_set(policies: Path) -> Path:
+    """A set whose thresholds decide every determined pair: alpha flags all (P >= 1e-9),
+    beta none (P >= 1 never holds on a random model's scores)."""
+    (policies / "sets" / "thr.toml").write_text(
+        'policies = ["alpha", "beta"]\n[thresholds]\nalpha = 1e-9\nbeta = 1.0\n'
+    )
+    return policies
+
+
+def _consistent(res: object) -> tuple[str, bool | None, str | None]:
+    return (str(res.verdict), res.binary_label, res.fine_grain_label)  # type: ignore[attr-defined]
+
+
+def test_set_thresholds_reach_every_path_and_eval(thr_set: Path, tmp_path: Path,
+                                                  tiny_model: Path) -> None:  # fmt: skip
+    """classify() with samplings / run items / on_event, a multi-policy run and its eval all
+    apply the set's thresholds; each thresholded result is consistent in every field."""
+    from edge_guard import classify
+    from edge_guard.classifier import RunItem
+    from edge_guard.engine.sampling import SamplingConfig
+
+    vocab = Vocab.from_gguf(tiny_model)
+    procs = [ForcedTokens(harmony_script(vocab, a, "r")) for a in ("1", "0")]
+    db, kw = str(tmp_path / "s.db"), {"model": str(tiny_model), "max_tokens": 64}
+    Store(db).ensure_run("r", kind="run", n_items=4)
+    plain = classify(["x", "y"], "thr", db=db, logits_processors=procs, **kw)
+    events: list[int] = []
+    items = {n: [RunItem("r", 2 * t + k, None) for t in range(2)] for k, n in enumerate(NAMES[:2])}
+    paths = {
+        "samplings": {"samplings": [SamplingConfig(max_tokens=64)] * 2},
+        "on_event": {"on_event": lambda i, ev: events.append(i), "use_cache": False},
+        "run_items": {"run_items": items},
+    }
+    for how, extra in [("plain", {}), *paths.items()]:
+        out = plain if how == "plain" else classify(["x", "y"], "thr", db=db,
+                                                    logits_processors=procs, **kw, **extra)  # fmt: skip
+        for m in out:
+            alpha, beta = m.results["alpha"], m.results["beta"]
+            assert _consistent(alpha) == ("violation", True, "1"), how
+            assert _consistent(beta) == ("no_violation", False, "0"), how
+            assert (alpha.metadata["threshold"], beta.metadata["threshold"]) == (1e-9, 1.0)
+            assert m.flagged is True
+        assert [m.results["beta"].metadata["model_verdict"] for m in out] == [
+            "violation", "no_violation"]  # the model's own verdicts, kept  # fmt: skip
+    assert events and set(events) <= {0, 1}
+    # A run of the set: the pairs it reports and its eval use the thresholds; the stored
+    # rows keep the model's own verdicts (another set may threshold them otherwise).
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"message {i}", "a": i % 2}
+                                              for i in range(6)])  # fmt: skip
+    clf = make_classifier(tiny_model, tmp_path / "s.db")
+    pset = load_set("thr")
+    plan = plan_multi_run(data, clf, pset, label_fields={"alpha": "a"}, name="t")
+    seen: list[tuple[str, str]] = []
+    execute_multi_run(plan, clf, steer=steer_separate(vocab),
+                      on_result=lambda _p, t, p, r: seen.append((pset.names[p], str(r.verdict))))  # fmt: skip
+    assert sorted(seen) == [("alpha", "violation")] * 6 + [("beta", "no_violation")] * 6
+    stored = {r["verdict"] for r in clf.store.run_results("t")}
+    assert stored == {"violation", "no_violation"}  # odd texts answered 1, even 0
+    ev = evaluate_multi_run(clf.store, "t", n_resamples=20)
+    assert ev["per_policy"]["alpha"]["verdicts"]["violation"] == 6
+    assert ev["per_policy"]["beta"]["verdicts"]["violation"] == 0
+    assert ev["per_policy"]["alpha"]["recall"]["value"] == 1.0
+    assert ev["per_policy"]["alpha"]["precision"]["value"] == 0.5  # gold: the 3 odd texts
