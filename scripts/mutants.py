@@ -133,9 +133,12 @@ def pytest(tree: Path, tests: list[str], timeout: float, env: dict[str, str], *,
 
 def failing_tests(tree: Path, tests: list[str], timeout: float, env: dict[str, str]) -> set[str]:
     """The node ids (or files) among `tests` that fail unbroken, from one run of them all."""
+    files = {t for t in tests if "::" not in t}
+    tests = sorted(files | {t for t in tests if t.split("::")[0] not in files})
     rc, out = pytest(tree, tests, timeout, env, first_failure=False)
     if rc == 0:
         return set()
+    print(out[-3000:], flush=True)
     bad = {line.split()[1] for line in out.splitlines()
            if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1}  # fmt: skip
     return bad or set(tests)  # no ids (a crash, a timeout): every selection is suspect

@@ -331,3 +331,31 @@ def test_a_stored_conversation_is_reparsed_as_a_conversation(
         == json.loads(conv.canonical())
     )
     assert again.text == first.text == "Mix flour, water and yeast."
+
+
+# -- a custom parser never decides a cut-off answer ------------------------------------------
+EAGER_PARSE = """
+from edge_guard import ClassificationResult
+
+
+def parse(response):  # the seed's style: anything but "1" is safe
+    text = (response.response or "").strip()
+    flagged = text == "1"
+    return ClassificationResult(binary_label=flagged, fine_grain_label=text or "0",
+                                float_label=float(flagged), metadata={},
+                                model_response=response, parsed_successfully=True)
+"""
+
+
+def test_a_custom_parser_never_turns_a_cut_off_answer_into_a_verdict(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    folder = write_policy(tmp_path / "pols", "eager", {"kind": "binary"})
+    (folder / "parse.py").write_text(EAGER_PARSE)
+    clf = Classifier(
+        folder, tiny_model, db=tmp_path / "s.db", sampling=SamplingConfig(max_tokens=6)
+    )
+    res = clf.classify(["is this fine?"])[0]
+    assert res.model_response.response is None  # no complete final answer
+    assert res.verdict == Verdict.UNDETERMINED  # never "safe", whatever parse() says
+    assert Store(tmp_path / "s.db").get(res.key)["verdict"] == "undetermined"
