@@ -326,6 +326,9 @@ def test_a_loop_fault_while_releasing_leaves_the_rest_of_that_step_whole(engine:
     assert [len(w) for w in want] == [4] * 4
     faults = engine.loop.faults
     with engine.lock:
+        # The loop thread, started by the first submit, may take that request alone before
+        # the others arrive: a first request of its own keeps the four together.
+        first = engine.submit(req(engine, "first"))
         handles = [engine.submit(r) for r in reqs]
         real = handles[0].complete
 
@@ -335,6 +338,7 @@ def test_a_loop_fault_while_releasing_leaves_the_rest_of_that_step_whole(engine:
 
         handles[0].complete = complete  # type: ignore[method-assign]
     got = [wait(h) for h in handles]
+    assert wait(first).error is None
     assert got[0].error == "internal error in the engine loop: Injected: injected"
     assert [r.output_token_ids for r in got[1:]] == want[1:]
     assert engine.loop.faults == faults + 1

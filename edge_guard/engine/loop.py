@@ -158,6 +158,7 @@ class EngineLoop(Stepper):
                 self._touched = incoming
                 for h in incoming:
                     self._queue.add(h)
+                self._touched = []
                 if eng.closed:
                     self._fail_all("the engine is closed")
                     continue
@@ -251,6 +252,7 @@ class EngineLoop(Stepper):
             if slot.handle.cancelled:
                 self._touched = [slot.handle]
                 self._release(seq_id, CANCELLED)
+        self._touched = []
 
     def _release(self, seq_id: int, error: str | None = None) -> None:
         """End a running sequence: free its slot, cells and prefix reference; complete its
@@ -302,6 +304,7 @@ class EngineLoop(Stepper):
                     except Exception as exc:  # this request fails alone
                         self._fail(h, blame(h, exc))
                         outcome = ADMITTED
+                    self._touched = []
                     if outcome != SKIP:
                         break
                 if outcome != SKIP:

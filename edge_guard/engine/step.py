@@ -74,6 +74,7 @@ class Stepper:
         for seq_id in finished:
             self._touched = [self.slots[seq_id].handle]
             self._release(seq_id)
+        self._touched = []
 
     def _fill(self, slots: list[Slot]) -> tuple[list[Row], list[Slot]]:
         """Put the next tokens of `slots` in the engine's batch: the rows whose logits count
