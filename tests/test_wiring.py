@@ -335,15 +335,16 @@ def test_a_stored_conversation_is_reparsed_as_a_conversation(
 
 # -- a custom parser never decides a cut-off answer ------------------------------------------
 EAGER_PARSE = """
-from edge_guard import ClassificationResult
+from edge_guard import ClassificationResult, Verdict
 
 
-def parse(response):  # the seed's style: anything but "1" is safe
+def parse(response):  # says "safe" to anything but "1", verdict and all
     text = (response.response or "").strip()
     flagged = text == "1"
     return ClassificationResult(binary_label=flagged, fine_grain_label=text or "0",
                                 float_label=float(flagged), metadata={},
-                                model_response=response, parsed_successfully=True)
+                                model_response=response, parsed_successfully=True,
+                                verdict=Verdict.VIOLATION if flagged else Verdict.NO_VIOLATION)
 """
 
 
@@ -359,3 +360,23 @@ def test_a_custom_parser_never_turns_a_cut_off_answer_into_a_verdict(
     assert res.model_response.response is None  # no complete final answer
     assert res.verdict == Verdict.UNDETERMINED  # never "safe", whatever parse() says
     assert Store(tmp_path / "s.db").get(res.key)["verdict"] == "undetermined"
+
+
+# -- an edited policy is asked again ---------------------------------------------------------
+def test_an_edited_policy_text_is_never_served_the_old_texts_answers(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    folder = write_policy(tmp_path / "pols", "edited", {"kind": "binary"})
+    db = tmp_path / "s.db"
+
+    def classify() -> Any:
+        return Classifier(folder, tiny_model, db=db, sampling=SHORT).classify([TEXT])[0]
+
+    first = classify()
+    assert classify().cached  # same policy: the stored answer
+    (folder / "policy.md").write_text("Is the message rude? Answer 1 if it is, 0 if not.\n")
+    again = classify()
+    assert not again.cached and again.key != first.key
+    prompt = again.model_response.prompt_token_ids
+    vocab = Classifier(folder, tiny_model, db=db).backend.vocab()
+    assert "Is the message rude?" in vocab.decode(prompt)  # asked with the new text
