@@ -6,7 +6,11 @@
   realistic lengths: a ~600-token policy, ~64-token texts and 128 reasoning tokens per
   text (stop tokens suppressed; ``--output-tokens 512`` for the long case), every variant,
   a short run by default (the slow one-at-a-time loops on 2 texts, roofline phases once,
-  the generation rate timed over 32 steps).
+  the generation rate timed over 32 steps);
+- ``moderation`` / ``moderation-laptop``: every category of the openai-moderation set per
+  text — one one-pass label, 13 separate one-pass labels, taxonomy mode's cheap path and
+  full reasoning combined (`bench/moderation.py`) — on the mini model (its context widened
+  to hold the 13 policies) or the 20b-shape model.
 
 A workload fills in only the options not given on the command line.
 """
@@ -42,6 +46,22 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "variants": _ALL,
         "roofline_repeats": 1,
         "roofline_steps": 32,
+    },
+    "moderation": {
+        "synth": "mini",
+        "moderation_set": "openai-moderation",
+        "text_tokens": 64,
+        "output_tokens": 16,
+        "n": 8,
+        "parallel": 16,
+    },
+    "moderation-laptop": {
+        "synth": "20b-shape",
+        "moderation_set": "openai-moderation",
+        "text_tokens": 64,
+        "output_tokens": 128,
+        "n": 3,
+        "parallel": 16,
     },
 }
 

@@ -47,10 +47,13 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--variants", default="cold,llama_cpp,sequential,parallel,threads", show_default=True,
               help="Comma-separated variants: cold, llama_cpp, sequential, parallel, threads, one_pass, "
               "cascade_10, cascade_30.")  # fmt: skip
-@click.option("--workload", type=click.Choice(["mini", "laptop"]), default=None,
+@click.option("--workload", type=click.Choice(["mini", "laptop", "moderation", "moderation-laptop"]),
+              default=None,
               help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
               "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
-              "options given explicitly win.")  # fmt: skip
+              "moderation / moderation-laptop: all 13 openai-moderation categories per text "
+              "(one label, 13 separate labels, the cheap path, full reasoning combined) on "
+              "the mini / 20b-shape model; options given explicitly win.")  # fmt: skip
 @click.option("--policies", "n_policies", type=int, default=None,
               help="Multi-policy workload instead: N policies x --n texts (pairs/s next to the "
               "single-policy labels/s, the roofline, and the engine's prefix evaluations).")  # fmt: skip
@@ -80,6 +83,10 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
 
     if model and synth:
         raise EdgeGuardError("give --model or --synth, not both")
+    if p.get("moderation_set"):  # every category of a set per text: bench/moderation.py
+        from edge_guard.bench.moderation import moderation_cli
+
+        return moderation_cli(p, as_json, lambda m: click.echo(f"bench: {m}", err=True))
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     unknown = [v for v in chosen if v not in ALL_VARIANTS]
     if unknown:

@@ -1,0 +1,247 @@
+"""`edge-guard bench --workload moderation`: every category of a policy set (openai-moderation's
+13) for one text, four ways, on one engine, one text at a time, every prefix resident:
+
+- ``one_label``: one one-pass label (the set's first policy): the unit of cost;
+- ``separate``: each member's one-pass label, its own prompt (13 score-only requests, each
+  on its own resident policy prefix, decoded together);
+- ``cheap``: taxonomy mode's one-pass path (`taxonomy_run.member_requests`, exactly the
+  requests `classify` sends): the text evaluated once after the taxonomy prompt, then one
+  cue per member, all decoded together;
+- ``full_combined``: taxonomy mode with full reasoning: one reasoning pass per text of
+  exactly `output_tokens` tokens (stop tokens suppressed until then, as every bench does).
+
+Each variant first runs one untimed text (its prefixes become resident), then is timed on
+`n` texts submitted one by one: seconds per text (wall and process CPU), and the tokens
+the engine evaluated per text (prompt tokens not served from a resident prefix, plus the
+prefix tokens it evaluated). Goals (issue 29): cheap <= 2x one_label; separate >= 5x cheap.
+
+The mini/tiny synthetic models hold 8192 positions, less than the 13 policies need: a
+synthetic preset runs as a copy whose trained context is `context` (default 32768).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edge_guard.bench.core import _round_up, synthetic_text
+from edge_guard.engine.engine import Engine, GenerationRequest
+from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.onepass import NONE, answer_header, label_scoring
+from edge_guard.policy.sets import PolicySet, load_set
+from edge_guard.policy.taxonomy import taxonomy_text
+from edge_guard.sanitize import term_line
+from edge_guard.taxonomy_run import make_cues, member_requests, warm_request
+
+VARIANTS = ("one_label", "separate", "cheap", "full_combined")
+LABELS = {"one_label": "one one-pass label (1 policy)",
+          "separate": "separate one-pass ({n} labels)",
+          "cheap": "cheap path ({n} scores, one prompt)",
+          "full_combined": "full reasoning, combined ({out} tok)"}  # fmt: skip
+GOAL_CHEAP_OVER_ONE = 2.0  # cheap s/text <= 2x one label's
+GOAL_SEPARATE_OVER_CHEAP = 5.0  # separate s/text >= 5x the cheap path's
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ModerationBenchConfig:
+    policy_set: str = "openai-moderation"
+    n: int = 8  # timed texts per variant
+    text_tokens: int = 64
+    output_tokens: int = 16
+    parallel: int = 16
+    threads: int | None = None
+    gpu_layers: int | str = "auto"
+    seed: int = 0
+    variants: tuple[str, ...] = VARIANTS
+
+
+def synth_path(preset: str, context: int = 32768) -> str:
+    """A synthetic preset's file whose trained context is at least `context` (written once)."""
+    from edge_guard.errors import EdgeGuardError
+    from edge_guard.paths import synth_dir
+    from edge_guard.registry.synth import PRESETS, write_synthetic_model
+
+    p = PRESETS.get(preset)
+    if p is None:
+        raise EdgeGuardError(f"unknown synthetic preset {preset!r} (choose {', '.join(PRESETS)})")
+    if p.context_length < context:
+        p = dataclasses.replace(p, context_length=context)
+    digest = hashlib.sha256(repr(p).encode()).hexdigest()[:12]
+    path = synth_dir() / f"bench-{preset}-ctx{p.context_length}-{digest}.gguf"
+    if not path.exists():
+        write_synthetic_model(path, p)
+    return str(path)
+
+
+def _score(ids: list[int], prefix_len: int, score_ids: Sequence[int]) -> GenerationRequest:
+    return GenerationRequest(ids, SamplingConfig(max_tokens=1), prefix_len=prefix_len,
+                             score_only=True, score_token_ids=list(score_ids))  # fmt: skip
+
+
+def requests_for(engine: Engine, pset: PolicySet, text: str, variant: str,
+                 output_tokens: int) -> list[GenerationRequest]:  # fmt: skip
+    """The engine requests one text costs in `variant` (what classify would submit)."""
+    render = engine.renderer.render
+    header = answer_header(engine.vocab, NONE)
+    score_ids = label_scoring(pset.members[0].policy.output, engine.vocab).score_token_ids
+    if variant in ("one_label", "separate"):
+        members = pset.members[:1] if variant == "one_label" else pset.members
+        out = []
+        for m in members:
+            prompt = render(m.policy.text, text)
+            out.append(_score(prompt.token_ids + header, prompt.prefix_len, score_ids))
+        return out
+    prompt = render(taxonomy_text(pset), text)
+    if variant == "cheap":
+        cues = make_cues(pset, engine.vocab, NONE)
+        warm = warm_request(prompt.token_ids, prompt.prefix_len)
+        return [warm, *member_requests(prompt.token_ids, cues)]
+    sampling = SamplingConfig(max_tokens=output_tokens)
+    return [GenerationRequest(prompt.token_ids, sampling, prefix_len=prompt.prefix_len,
+                              min_tokens=output_tokens)]  # fmt: skip
+
+
+def _time_texts(engine: Engine, per_text: list[list[GenerationRequest]],
+                width: int) -> dict[str, Any]:  # fmt: skip
+    """Seconds, CPU seconds and tokens evaluated per text, texts submitted one by one."""
+    walls, cpus, evaluated, errors = [], [], [], 0
+    for reqs in per_text:
+        before = engine.stats["prefix_tokens"]
+        t0, c0 = time.perf_counter(), time.process_time()
+        n_eval = 0
+        for _i, resp in engine.generate_many(reqs, n_parallel=width):
+            errors += bool(resp.error)
+            t = resp.timings
+            n_eval += t.prompt_tokens - t.cached_tokens + t.output_tokens
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        evaluated.append(n_eval + engine.stats["prefix_tokens"] - before)
+    n = len(per_text)
+    return {"texts": n, "requests_per_text": len(per_text[0]), "errors": errors,
+            "s_per_text": sum(walls) / n, "cpu_s_per_text": sum(cpus) / n,
+            "min_s_per_text": min(walls), "tokens_per_text": sum(evaluated) / n}  # fmt: skip
+
+
+def run_moderation_bench(cfg: ModerationBenchConfig, model_path: str,
+                         progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+    """Time every variant on one engine; returns a JSON-ready report with the ratios."""
+    say = progress or (lambda _msg: None)
+    pset = load_set(cfg.policy_set)
+    probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
+                   n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    encode = probe.vocab.encoder.encode
+    texts = [synthetic_text(encode, cfg.text_tokens, cfg.seed + 1 + i) for i in range(cfg.n + 1)]
+    sizes = {v: [len(r.prompt_ids) for r in requests_for(probe, pset, texts[0], v, 1)]
+             for v in VARIANTS}  # fmt: skip
+    probe.close()
+    width = max(cfg.parallel, len(pset.members) + 1)
+    # room for every member's policy prefix and suffix (separate), or the taxonomy prefix
+    # twice (the policy alone and with the text: the engine counts a resident prefix whole)
+    need = max(sum(sizes["separate"]), 2 * max(sizes["cheap"]) + len(pset.members) * 8)
+    n_ctx = _round_up(need + cfg.output_tokens + width * 8 + 256, 256)
+    engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
+                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False,
+                    max_prefixes=len(pset.members) + 2)  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for v in cfg.variants:
+            per_text = [requests_for(engine, pset, t, v, cfg.output_tokens) for t in texts]
+            engine.reset_state()
+            say(f"{v}: warming its prefixes on one untimed text")
+            for _ in engine.generate_many(per_text[0], n_parallel=width):
+                pass
+            say(f"{v}: {cfg.n} texts, one at a time")
+            results[v] = _time_texts(engine, per_text[1:], width)
+        info = {"n_ctx": engine.n_ctx, "n_parallel": width, "n_threads": engine.n_threads,
+                "max_prefixes": engine.max_prefixes, "gpu_layers": engine.gpu_layers}  # fmt: skip
+    finally:
+        engine.close()
+    return {"config": asdict(cfg), "model": model_path, "engine": info,
+            "workload": {"policies": len(pset.members), "set": pset.name,
+                         "text_tokens": cfg.text_tokens, "output_tokens": cfg.output_tokens,
+                         "prompt_tokens": {v: sizes[v] for v in VARIANTS}},
+            "results": results, "ratios": ratios(results)}  # fmt: skip
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """cheap / one_label and separate / cheap (wall and CPU seconds per text) vs the goals."""
+    out: dict[str, Any] = {}
+    for key, num, den in (("cheap_over_one_label", "cheap", "one_label"),
+                          ("separate_over_cheap", "separate", "cheap"),
+                          ("full_combined_over_cheap", "full_combined", "cheap")):  # fmt: skip
+        a, b = results.get(num), results.get(den)
+        out[key] = a["s_per_text"] / b["s_per_text"] if a and b else None
+        out[f"{key}_cpu"] = a["cpu_s_per_text"] / b["cpu_s_per_text"] if a and b else None
+        out[f"{key}_tokens"] = a["tokens_per_text"] / b["tokens_per_text"] if a and b else None
+    c, s = out["cheap_over_one_label"], out["separate_over_cheap"]
+    out["meets_cheap_goal"] = None if c is None else c <= GOAL_CHEAP_OVER_ONE
+    out["meets_separate_goal"] = None if s is None else s >= GOAL_SEPARATE_OVER_CHEAP
+    return out
+
+
+def format_moderation_table(report: dict[str, Any]) -> str:
+    """Plain-text table: seconds, CPU seconds and tokens per text per variant, the ratios."""
+    w, res, r = report["workload"], report["results"], report["ratios"]
+    n, out = w["policies"], w["output_tokens"]
+    e = report["engine"]
+    lines = [f"model: {term_line(report['model'])}",
+             f"workload: set {term_line(w['set'])} ({n} policies), {w['text_tokens']}-token "
+             f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}", "",
+             f"{'variant':38} {'texts':>5} {'req/text':>8} {'s/text':>8} {'cpu s/text':>10} "
+             f"{'tokens/text':>11} {'x one label':>11}"]  # fmt: skip
+    unit = (res.get("one_label") or {}).get("s_per_text")
+    for v in VARIANTS:
+        row = res.get(v)
+        if row is None:
+            continue
+        rel = f"{row['s_per_text'] / unit:.2f}" if unit else "—"
+        lines.append(f"{LABELS[v].format(n=n, out=out):38} {row['texts']:>5} "
+                     f"{row['requests_per_text']:>8} {row['s_per_text']:>8.3f} "
+                     f"{row['cpu_s_per_text']:>10.3f} {row['tokens_per_text']:>11.0f} {rel:>11}")  # fmt: skip
+    lines.append("")
+    for key, goal, sign, met in (
+        ("cheap_over_one_label", GOAL_CHEAP_OVER_ONE, "<=", r["meets_cheap_goal"]),
+        ("separate_over_cheap", GOAL_SEPARATE_OVER_CHEAP, ">=", r["meets_separate_goal"]),
+    ):
+        if r[key] is None:
+            continue
+        verdict = "met" if met else "NOT met"
+        lines.append(f"{key.replace('_', ' ')} = {r[key]:.2f} (goal {sign} {goal:g}: {verdict}); "
+                     f"from CPU time {r[key + '_cpu']:.2f}, tokens {r[key + '_tokens']:.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
+    """`edge-guard bench --workload moderation[-laptop]` (options `p` from bench_cmd)."""
+    import json
+
+    import click
+
+    from edge_guard.errors import EdgeGuardError
+
+    if p.get("synth"):
+        say(f"synthetic model {p['synth']} (context widened for {p['moderation_set']})")
+        path = synth_path(str(p["synth"]))
+    elif p.get("model"):
+        from edge_guard.registry import resolve
+
+        path = str(resolve(p["model"]).path)
+    else:
+        raise EdgeGuardError("give --model or --synth")
+    for name in ("text_tokens", "output_tokens", "n", "parallel"):
+        if int(p[name]) < 1:
+            raise EdgeGuardError(f"--{name.replace('_', '-')} must be at least 1, got {p[name]}")
+    gpu = p.get("gpu_layers", "auto")
+    cfg = ModerationBenchConfig(policy_set=str(p["moderation_set"]), n=int(p["n"]),
+                                text_tokens=int(p["text_tokens"]),
+                                output_tokens=int(p["output_tokens"]),
+                                parallel=int(p["parallel"]), threads=p.get("threads"),
+                                gpu_layers=gpu if gpu == "auto" else int(gpu))  # fmt: skip
+    report = run_moderation_bench(cfg, path, progress=say)
+    click.echo(json.dumps(report, indent=2) if as_json else format_moderation_table(report))

@@ -1,0 +1,82 @@
+"""`edge-guard bench --workload moderation`: one label, separate labels, the cheap path and full
+reasoning combined, per text, on one engine; the requests are exactly taxonomy mode's and
+the tokens each variant makes the engine evaluate are the ones the design says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edge_guard.bench.moderation import (
+    VARIANTS,
+    ModerationBenchConfig,
+    format_moderation_table,
+    requests_for,
+    run_moderation_bench,
+)
+from edge_guard.engine.engine import Engine
+from edge_guard.policy.sets import load_set
+from edge_guard.policy.taxonomy import taxonomy_text
+from edge_guard.taxonomy_run import make_cues
+from tests.test_policy_sets import NAMES, write_policy
+
+
+@pytest.fixture
+def abc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    folder = tmp_path / "pols"
+    for n in NAMES:
+        write_policy(folder, n)
+    (folder / "sets").mkdir()
+    (folder / "sets" / "abc.toml").write_text('policies = ["alpha", "beta", "gamma"]\n')
+    monkeypatch.setenv("EDGE_GUARD_POLICIES", str(folder))
+    return load_set("abc")
+
+
+def test_bench_times_every_variant_and_counts_the_designed_tokens(tiny_o200k_model: Path,
+                                                                   abc: Any) -> None:  # fmt: skip
+    cfg = ModerationBenchConfig(policy_set="abc", n=2, text_tokens=16, output_tokens=4,
+                                parallel=4)  # fmt: skip
+    report = run_moderation_bench(cfg, str(tiny_o200k_model))
+    res = report["results"]
+    assert list(res) == list(VARIANTS)
+    assert [res[v]["requests_per_text"] for v in VARIANTS] == [1, 3, 1 + 3, 1]
+    assert all(res[v]["errors"] == 0 and res[v]["texts"] == 2 for v in VARIANTS)
+    engine = Engine(tiny_o200k_model, n_ctx=4096, n_parallel=1, prefix_snapshots=False)
+    try:
+        from edge_guard.bench.core import synthetic_text
+
+        text = synthetic_text(engine.vocab.encoder.encode, 16, 2)  # the first timed text
+        prompt = engine.renderer.render(taxonomy_text(abc), text)
+        cues = make_cues(abc, engine.vocab, "none")
+        sep = requests_for(engine, abc, text, "separate", 4)
+    finally:
+        engine.close()
+    text_part = len(prompt.token_ids) - prompt.prefix_len
+    # cheap: the text (+ header + shared cue start) once, each member its own cue, 1 warm token
+    cheap = text_part + len(cues.shared) + sum(len(c) for _, c in cues.cues) + 1
+    separate = sum(len(r.prompt_ids) - (r.prefix_len or 0) for r in sep)
+    assert res["cheap"]["tokens_per_text"] == pytest.approx(cheap, abs=2)
+    assert res["separate"]["tokens_per_text"] == pytest.approx(separate, abs=6)
+    assert res["full_combined"]["tokens_per_text"] == pytest.approx(text_part + 4, abs=2)
+    r = report["ratios"]
+    assert r["cheap_over_one_label"] == pytest.approx(
+        res["cheap"]["s_per_text"] / res["one_label"]["s_per_text"])  # fmt: skip
+    assert r["meets_cheap_goal"] == (r["cheap_over_one_label"] <= 2.0)
+    table = format_moderation_table(report)
+    assert "cheap path (3 scores, one prompt)" in table and "goal >= 5" in table
+
+
+def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
+    from edge_guard.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "--workload", "moderation", "--model",
+                                    str(tiny_o200k_model), "--n", "1", "--text-tokens", "8",
+                                    "--output-tokens", "2", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{") :])
+    assert report["workload"]["set"] == "openai-moderation" and report["workload"]["policies"] == 13
+    assert report["results"]["cheap"]["requests_per_text"] == 14
