@@ -7,7 +7,8 @@
 Each round runs the bench once per tree (ABBA order across rounds, so that a trend in the
 machine's load hits both), each in its own process with the tree first on PYTHONPATH and
 the same virtual environment. It prints, per variant, each tree's labels/s (median of the
-rounds) and after/before (1.0 = unchanged).
+rounds) and after/before (1.0 = unchanged), by wall time and by the process's CPU time
+(labels per CPU-second: steadier than wall time on a machine other work shares).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
         if not (tree / "edge_guard" / "__init__.py").is_file():
             raise SystemExit(f"{name}: {tree} holds no edge_guard package")
     rates: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    cpu_rates: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     for r in range(args.rounds):
         order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
         for name in order:
@@ -56,19 +58,24 @@ def main() -> None:
             for variant, row in report["results"].items():
                 if isinstance(row, dict) and "labels_per_s" in row and variant != "roofline":
                     rates[name].setdefault(variant, []).append(float(row["labels_per_s"]))
+                    per_cpu = row["n"] / row["cpu_seconds"] if row.get("cpu_seconds") else 0.0
+                    cpu_rates[name].setdefault(variant, []).append(per_cpu)
             got = {v: round(x[-1], 2) for v, x in rates[name].items()}
             print(f"round {r + 1} {name}: {got}", file=sys.stderr)
     figures: dict[str, Any] = {"bench_args": bench_args, "rounds": args.rounds, "variants": {}}
     for variant in rates["after"]:
-        before = statistics.median(rates["before"].get(variant, [0.0]))
-        after = statistics.median(rates["after"][variant])
-        figures["variants"][variant] = {
-            "before_labels_per_s": round(before, 2),
-            "after_labels_per_s": round(after, 2),
-            "after_over_before": round(after / before, 3) if before else None,
-            "all_before": [round(x, 2) for x in rates["before"].get(variant, [])],
-            "all_after": [round(x, 2) for x in rates["after"][variant]],
-        }
+        row: dict[str, Any] = {}
+        for label, table in (("labels_per_s", rates), ("labels_per_cpu_s", cpu_rates)):
+            before = statistics.median(table["before"].get(variant, [0.0]))
+            after = statistics.median(table["after"][variant])
+            row[label] = {
+                "before": round(before, 2),
+                "after": round(after, 2),
+                "after_over_before": round(after / before, 3) if before else None,
+                "all_before": [round(x, 2) for x in table["before"].get(variant, [])],
+                "all_after": [round(x, 2) for x in table["after"][variant]],
+            }
+        figures["variants"][variant] = row
     print(json.dumps(figures, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2) + "\n")

@@ -303,8 +303,8 @@ def paused_big_job(eng: Engine, n: int) -> tuple[list[Handle], threading.Event]:
 
     job = Group(eng.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
-    handles = [eng.loop.submit(req(eng, f"big {i}", logits_processor=hold), group=job, index=i,
-                               sink=sink) for i in range(n)]  # fmt: skip
+    handles = [eng.loop.submit(req(eng, f"big {i}", min_tokens=12, logits_processor=hold),
+                               group=job, index=i, sink=sink) for i in range(n)]  # fmt: skip
     try:
         assert paused.wait(DEADLINE_S)
         assert sum(h.admitted is not None for h in handles) >= eng.n_parallel
@@ -345,4 +345,23 @@ def test_interactive_jobs_go_first_and_jobs_take_turns(engine: Engine) -> None:
     # the two jobs alternate: neither waits for the other's backlog
     assert [a[k].admitted < big[k + 1] for k in range(4)] == [True] * 4  # type: ignore[operator]
     assert big[0] < a[1].admitted  # type: ignore[operator]
+    wait_idle(engine)
+
+
+def test_a_big_job_leaves_a_slot_for_each_other_job(engine: Engine) -> None:
+    """While a one-text job runs, a big job refills slots only while one stays free for it
+    (its client's next text finds a slot); alone, the big job had every slot."""
+    handles, gate = paused_big_job(engine, 64)
+    big = handles[0].group
+    held: list[int] = []
+
+    def count(_out: object, _logits: object) -> None:  # each step of the one-text request
+        held.append(sum(1 for s in engine.loop.slots.values() if s.handle.group is big))
+
+    one = engine.submit(req(engine, "one text", max_tokens=60, min_tokens=60,
+                            logits_processor=count))  # fmt: skip
+    gate.set()
+    assert wait(one).error is None and len(held) == 60
+    assert held[-1] == engine.n_parallel - 2  # one slot for the one-text job, one kept free
+    assert [wait(h).error for h in handles] == [None] * 64
     wait_idle(engine)

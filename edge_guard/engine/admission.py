@@ -8,6 +8,11 @@ starts waiting begins one past the virtual time of the latest admission, and a j
 has had nothing admitted yet goes first on a tie. So a one-text job is admitted at the
 next free slot instead of after a big job's backlog, a big job still gets its turn
 among a stream of small ones, and requests of one job keep their submission order.
+
+Slots are shared too (`over_share`): a job holding its share of the slots (all of them
+when it is alone) takes another only while a free slot stays for each other active job.
+A client sending one text after another gets its slot back at once instead of finding
+it taken by a big job in the moment between two of its requests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edge_guard.engine.handles import Group, Handle
+
+
+def over_share(g: Group, n_slots: int, n_free: int, n_jobs: int) -> bool:
+    """True when job `g` may not take a free slot now: it already holds its share of the
+    `n_slots` (divided among the `n_jobs` jobs running or waiting, rounded up), and taking
+    one would leave fewer free slots than there are other jobs."""
+    share = -(-n_slots // max(1, n_jobs))
+    return g.active >= share and n_free - 1 < n_jobs - 1
 
 
 class WaitingJobs:

@@ -31,7 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.engine import llama_runtime as rt
-from edge_guard.engine.admission import WaitingJobs
+from edge_guard.engine.admission import WaitingJobs, over_share
 from edge_guard.engine.handles import BATCH, CANCELLED, Group, Handle
 from edge_guard.engine.sampling import Sampler
 from edge_guard.engine.slots import GenerationRequest, Slot, blame
@@ -292,10 +292,13 @@ class EngineLoop(Stepper):
         """Admit waiting requests, job by job, while slots are free; how many left the queue
         (admitted, or failed alone while being admitted)."""
         moved = 0
+        n_slots = self.engine.n_parallel
         while self._free and self._queue:
             outcome = SKIP
-            for g in self._queue.order():
-                if g.active >= g.width:
+            jobs = self._queue.order()
+            active = len({id(g) for g in jobs} | {id(s.handle.group) for s in self.slots.values()})
+            for g in jobs:
+                if g.active >= g.width or over_share(g, n_slots, len(self._free), active):
                     continue
                 for h in g.waiting:
                     self._touched = [h]
