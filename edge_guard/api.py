@@ -95,29 +95,12 @@ def build_classifier(
 
 
 def _remote(policies: Any, settings: Settings, sampling: SamplingConfig | None) -> Any:
-    """A classifier on an edge-guard server (None for other servers). It is handed the
-    whole spec; a client that cannot carry a request option refuses it in one line."""
-    import inspect
-
+    """A classifier on an edge-guard server (None for other servers), handed the whole
+    spec: a request option the client cannot send is refused in one line there."""
     from edge_guard.service.client import remote_classifier
 
-    params = inspect.signature(remote_classifier).parameters
-    if "settings" in params:
-        return remote_classifier(policies, settings.backend_config(), settings=settings,
-                                 sampling=sampling)  # fmt: skip
-    carried = {"style", "effort", "date", "temperature", "seed", "max_tokens"}
-    dropped = [n for n, v in settings.request().items()
-               if n not in carried and v != getattr(Settings, n)]  # fmt: skip
-    remote = remote_classifier(policies, settings.backend_config(), style=settings.style,
-                               effort=settings.effort, date=settings.date,
-                               sampling=sampling or settings.sampling(),
-                               use_cache=settings.use_cache)  # fmt: skip
-    if remote is not None and dropped:
-        from edge_guard.settings import SettingError, option_name
-
-        raise SettingError(f"the edge-guard server client cannot send {option_name(dropped[0], 'python')} "
-                           f"(request options it carries: {', '.join(sorted(carried))})", dropped[0])  # fmt: skip
-    return remote
+    return remote_classifier(policies, settings.backend_config(), settings=settings,
+                             sampling=sampling)  # fmt: skip
 
 
 def is_interactive() -> bool:
@@ -208,7 +191,16 @@ def classify(
     settings = resolve_settings(flags, base=settings)  # keywords over `settings` if given
     if ready is None and engine_settings is not None and settings.backend == "local":
         ready = make_backend(settings.model, engine_settings, yes=settings.yes)
+    one = isinstance(text, str | Conversation)  # one text or conversation, else a list
+    texts = [text] if one else list(text)  # type: ignore[list-item]
     pset = _as_set(policy)  # a PolicySet (or a set's name): its policies, thresholds applied
+    if ready is None and settings.backend == "server":  # an edge-guard server: by name
+        remote = _remote(pset.name if pset is not None else policy, settings, sampling)
+        if remote is not None:  # the server applies a set's thresholds (its apply_threshold)
+            out = remote.classify(texts, run_items=run_items, samplings=samplings,
+                                  logits_processors=logits_processors, on_event=on_event)  # fmt: skip
+            return out[0] if one else out
+        ready = build_backend(settings)  # another server (llama-server, vLLM): probed once
     if pset is None and _policy_list(policy) is not None:
         from edge_guard.policy.sets import adhoc_set
 
@@ -216,8 +208,6 @@ def classify(
     classifier = build_classifier(pset.policies if pset is not None else policy, settings,
                                   backend=ready, store=store, sampling=sampling,
                                   warm=keep_alive is not None)  # fmt: skip
-    one = isinstance(text, str | Conversation)  # one text or conversation, else a list
-    texts = [text] if one else list(text)  # type: ignore[list-item]
     if pset is not None:  # every set and list of policies: one path, thresholds applied
         from edge_guard.runs.multi import classify_set
 

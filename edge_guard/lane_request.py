@@ -36,16 +36,12 @@ def request_for(lane: Any, item: Any, sampling: SamplingConfig | None,
 
 
 def context_size(lane: Any) -> int | None:
-    """The context the lane's backend will use (local: --ctx capped by the trained one)."""
-    from edge_guard.backends.local import LocalBackend
-
+    """The context the lane's backend will use (local: --ctx capped by the trained one;
+    a backend wrapped by the TUI or the server answers through its wrapper)."""
     b = lane.backend
-    if isinstance(b, LocalBackend):
-        from edge_guard.engine.gguf_check import check_model_file
-
-        train = check_model_file(b.path).arch_key("context_length") or 0
-        n = b.settings.n_ctx
-        return (min(n, train) if train else n) if n > 0 else (train or None)
+    own = getattr(b, "context_size", None)
+    if callable(own):
+        return own()  # type: ignore[no-any-return]
     info = getattr(b, "info", None)
     n_ctx = getattr(info(), "n_ctx", None) if callable(info) else None
     return int(n_ctx) if n_ctx else None

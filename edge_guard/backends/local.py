@@ -172,6 +172,15 @@ class LocalBackend:
                 "flash_attn": {True: "on", False: "off"}.get(fa, str(fa)),  # type: ignore[call-overload]
                 "n_batch": max(32, int(s.extra.get("n_batch", 512))), "gpu_layers": gpu}  # fmt: skip
 
+    def context_size(self) -> int | None:
+        """The context the engine will use: --ctx capped by the trained context (0: the
+        trained one)."""
+        from edge_guard.engine.gguf_check import check_model_file
+
+        train = check_model_file(self.path).arch_key("context_length") or 0
+        n = self.settings.n_ctx
+        return (min(n, train) if train else n) if n > 0 else (train or None)
+
     def vocab(self) -> Vocab:
         from edge_guard.engine.gguf_check import check_model_file
 

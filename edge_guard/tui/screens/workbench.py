@@ -67,6 +67,7 @@ class WorkbenchScreen(EdgeScreen):
         super().__init__()
         self.flag: CancelFlag | None = None
         self.last: dict[str, Any] | None = None  # what Copy copies
+        self.result: Any = None  # the classification on display (a MultiResult for a set)
 
     def compose_body(self) -> ComposeResult:
         spec = self.eg.settings  # the controls start from the TUI's settings
@@ -225,7 +226,7 @@ class WorkbenchScreen(EdgeScreen):
     def on_finished(self, message: Finished) -> None:
         self.flag = None
         self._set_running(False)
-        result = message.result
+        result = self.result = message.result
         self.query_one(VerdictPanel).show_result(result)
         resp = result.model_response
         area = self.query_one("#wb-reasoning", TextArea)
@@ -245,6 +246,7 @@ class WorkbenchScreen(EdgeScreen):
     def on_set_finished(self, message: SetFinished) -> None:
         self.flag = None
         self._set_running(False)
+        self.result = message.multi
         self.query_one(SetResults).show(message.multi, message.set_name, message.mode)
         self.on_set_results_picked(SetResults.Picked(headline(message.multi)))
 
