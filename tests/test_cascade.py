@@ -144,6 +144,27 @@ def test_cascade_decisions_are_cached_and_full_results_shared(backend: ScriptedB
     assert [other[i].metadata["path"] for i in range(6)] == ["escalated"] + ["one-pass"] * 5
 
 
+def test_a_policy_edit_decides_stored_cascades_again(backend: ScriptedBackend) -> None:
+    """A threshold edit keeps every key (same text, same labels) but is another policy
+    version: its stored decisions are decided again from the stored stages, not served."""
+    import dataclasses
+
+    from edge_guard.policy.core import load_policy
+
+    store, pol = Store(), load_policy("toxic_simple")
+    first = dict(Classifier(pol, backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    assert first[0].verdict == Verdict.NO_VIOLATION  # P = 0.05 < 0.5
+    edited = dataclasses.replace(pol, output=dataclasses.replace(pol.output, threshold=0.01))
+    backend.calls.clear()
+    again = dict(Classifier(edited, backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
+    assert backend.calls == []  # nothing computed again: the stages are stored
+    assert again[0].key == first[0].key
+    assert (again[0].verdict, again[0].metadata["path"]) == (Verdict.VIOLATION, "one-pass")
+    assert again[0].metadata["threshold"] == 0.01
+    assert [again[i].metadata["path"] for i in range(1, 5)] == ["escalated"] * 4
+    assert again[1].metadata["one_pass_p_violation"] == pytest.approx(0.2, abs=1e-12)
+
+
 def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
     res = classify(TEXTS, "toxic_simple", backend, reasoning="none")
     assert [r.verdict for r in res] == [Verdict.NO_VIOLATION] * 3 + [Verdict.VIOLATION] * 3

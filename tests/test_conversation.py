@@ -271,3 +271,25 @@ def test_cache_key_covers_target_and_every_message(tiny_o200k_model: Path) -> No
     fields = clf.key_fields(base)
     assert fields["text"] == base.render() and fields["conversation"] == base.canonical()
     assert "conversation" not in clf.key_fields("plain")
+
+
+def test_a_stored_conversation_reparsed_under_another_version_stays_a_conversation(
+    tiny_o200k_model: Path,
+) -> None:
+    """Another version of the policy (same text: same key) re-parses the stored answer of
+    a conversation row as the conversation, not as its judged text."""
+    import dataclasses
+
+    from edge_guard.policy.core import load_policy
+    from edge_guard.store import Store
+
+    store, pol = Store(), load_policy("toxic_simple")
+    conv = Conversation(THREE, "user")
+    first = Classifier(pol, tiny_o200k_model, store=store,
+                       sampling=SamplingConfig(max_tokens=8)).classify([conv])[0]  # fmt: skip
+    other = dataclasses.replace(pol, output=dataclasses.replace(pol.output, threshold=0.3))
+    again = Classifier(other, tiny_o200k_model, store=store,
+                       sampling=SamplingConfig(max_tokens=8)).classify([conv])[0]  # fmt: skip
+    assert other.hash != pol.hash and again.key == first.key and again.cached
+    assert again.conversation == conv.canonical() and again.text == THREE[1]["content"]
+    assert store.get_parse(first.key, other.hash) is not None  # this version's own parse

@@ -210,3 +210,27 @@ def test_tiny_label_probabilities_do_not_underflow(tmp_path: Path, tiny_o200k_mo
     p = 1 / (1 + math.exp(-1))
     assert scores["label_probs"] == pytest.approx({"fine": 1 - p, "spam offer": p}, abs=1e-12)
     assert onepass.label_probs(pol.output, scoring, scored(seqs=[-math.inf] * 4)) is None
+
+
+def test_a_labels_spaced_variant_counts_for_it(tiny_o200k_model: Path) -> None:
+    """A model that answers " unsafe" (space first) scores label "unsafe": both first
+    tokens count (one-pass scoring and full reasoning's first answer token alike)."""
+    from edge_guard.policy.core import OutputSpec, Policy
+    from edge_guard.policy.parsers import label_scores, label_token_map
+
+    spec = OutputSpec.from_dict({"kind": "labels", "labels": ["safe", "unsafe"],
+                                 "violation": ["unsafe"]}, "test")  # fmt: skip
+    pol = Policy("words", "Answer safe or unsafe.", output=spec)
+    vocab = Vocab.from_gguf(tiny_o200k_model)
+    ids = {label: vocab.encoder.encode(label) for label in ("safe", "unsafe", " safe", " unsafe")}
+    assert all(len(v) == 1 for v in ids.values())  # four distinct single tokens
+    scoring = onepass.label_scoring(pol.output, vocab)
+    assert scoring.token_map == label_token_map(spec, vocab.encoder)
+    assert set(scoring.token_map or {}) == {v[0] for v in ids.values()}
+    lp = {ids["safe"][0]: math.log(0.2), ids["unsafe"][0]: math.log(0.01),
+          ids[" unsafe"][0]: math.log(0.6), ids[" safe"][0]: math.log(0.19)}  # fmt: skip
+    resp = ModelResponse(None, "", "scored", [], final_token_logprobs=lp)
+    probs = onepass.label_probs(pol.output, scoring, resp)
+    assert probs is not None and probs["p_violation"] == pytest.approx(0.61)
+    full = label_scores(spec, label_token_map(spec, vocab.encoder), lp)
+    assert full is not None and full["p_violation"] == pytest.approx(0.61)
