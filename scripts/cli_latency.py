@@ -44,8 +44,9 @@ POLICY = "toxic_simple"
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """Wall seconds of one `edge-guard` process and its parsed --json output."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edge_guard", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-P", "-m", "edge_guard", *args], env=env,
+                          cwd=env["EDGE_GUARD_HOME"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"edge-guard {' '.join(args[:4])} failed: {proc.stderr.strip()[-500:]}")
@@ -101,9 +102,9 @@ def measure(model: str, reasoning: str, args: argparse.Namespace,
 
 
 def snapshot(dest: Path) -> Path:
-    """A copy of the edge_guard package (a stable code version for the run)."""
-    shutil.copytree(REPO / "edge_guard", dest / "edge_guard",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    """A copy of the edge_guard package and the policies (a stable code version)."""
+    for name in ("edge_guard", "policies"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 
 
@@ -154,8 +155,7 @@ def main() -> None:
     env["EDGE_GUARD_HOME"] = str(home)
     if os.environ.get("EDGE_GUARD_THREADS"):
         env["EDGE_GUARD_THREADS"] = os.environ["EDGE_GUARD_THREADS"]
-    if not args.no_snapshot:
-        env["PYTHONPATH"] = str(snapshot(tmp / "src"))
+    env["PYTHONPATH"] = str(REPO if args.no_snapshot else snapshot(tmp / "src"))
     rows = []
     try:
         for model in models:

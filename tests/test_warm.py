@@ -268,9 +268,9 @@ def _connect_as_nobody(path: str) -> str:
         "import socket, sys\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "try:\n    s.connect(sys.argv[1])\nexcept OSError:\n    print('refused'); sys.exit()\n"
-        "s.sendall(b'GET /warm HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\n"
         "s.settimeout(30)\n"
-        "try:\n    data = s.recv(100)\nexcept OSError:\n    data = b''\n"
+        "try:\n    s.sendall(b'GET /warm HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\n"
+        "    data = s.recv(100)\nexcept OSError:\n    data = b''\n"
         "print('answered' if data else 'dropped')\n"
     )  # fmt: skip
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable

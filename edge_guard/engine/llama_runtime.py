@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import os
+import sys
 import threading
 from importlib import metadata
 from typing import Any
@@ -32,7 +34,6 @@ def _ll() -> Any:
 @functools.cache
 def install_logger() -> Any:
     ll = _ll()
-    import sys
 
     @ll.llama_log_callback
     def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -69,8 +70,40 @@ def build_info() -> str:
     return f"llama-cpp-python {ll.__version__}; {info.decode('utf-8', 'replace').strip()}"
 
 
+@functools.cache
 def supports_gpu() -> bool:
+    """Whether this llama.cpp build offloads to a GPU. Before `llama_cpp` is imported (a
+    command reading results a warm engine computed never needs the package: ~0.1 s), it
+    is asked of the library llama-cpp-python would load, directly."""
+    if "llama_cpp" not in sys.modules:
+        ask = _library_function("llama_supports_gpu_offload")
+        if ask is not None:
+            return bool(ask())
     return bool(_ll().llama_supports_gpu_offload())
+
+
+def _library_function(name: str) -> Any:
+    """`name` from llama-cpp-python's shared library (the file its loader picks on Linux
+    and macOS), or None where that is not known."""
+    import importlib.util
+    from pathlib import Path
+
+    if os.environ.get("LLAMA_CPP_LIB_PATH") or not sys.platform.startswith(("linux", "darwin")):
+        return None
+    try:
+        spec = importlib.util.find_spec("llama_cpp")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        if not roots:
+            return None
+        names = ["libllama.so"] + (["libllama.dylib"] if sys.platform == "darwin" else [])
+        for lib in (Path(roots[0]) / "lib" / n for n in names):
+            if lib.is_file():
+                fn = getattr(ctypes.CDLL(str(lib)), name)
+                fn.argtypes, fn.restype = [], ctypes.c_bool
+                return fn
+    except (OSError, AttributeError, ImportError, ValueError):
+        return None
+    return None
 
 
 def resolve_gpu_layers(n_gpu_layers: int | str) -> int:

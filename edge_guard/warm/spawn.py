@@ -131,7 +131,8 @@ def stop_idle_siblings(spec: registry.ServiceSpec) -> None:
 def service_argv(spec: registry.ServiceSpec, settings: Any, keep_alive: float,
                  socket_path: str) -> list[str]:  # fmt: skip
     """The `edge-guard serve` command line of the service for `spec`."""
-    argv = [sys.executable, "-m", "edge_guard", "serve", "--uds", socket_path,
+    # -P: not the current directory's `edge_guard`, but this one ($PYTHONPATH, see _start)
+    argv = [sys.executable, "-P", "-m", "edge_guard", "serve", "--uds", socket_path,
             "--keep-alive", f"{keep_alive:g}", "--model", spec.model_ref,
             "--ctx", str(spec.ctx), "--gpu-layers", str(spec.gpu_layers), "--db", spec.db,
             "--allow-inline-policies", "--max-tokens", str(1 << 20), "--max-texts", "256",
