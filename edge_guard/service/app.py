@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import ContentDelta
+from edge_guard.service import openai_shape
 from edge_guard.service.catalog import BadInlinePolicy, PolicyUnavailable
 from edge_guard.service.core import (
     Forbidden,
@@ -181,14 +182,16 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.post("/v1/moderations", response_model=ModerationResponse)
     async def moderations(body: ModerationRequest, request: Request) -> dict[str, Any]:
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        texts = openai_shape.input_texts(body.input)  # image parts: a 400
         spec = moderation_spec(core, texts, body.model)
+        spec.policy_set = openai_shape.taxonomy_set(spec)  # OpenAI's 13 keys: one prompt
         job = await _run(core, Job(spec), request)
         names = [p.name for p in spec.policies]
-        results = [
-            moderation_result(names, [_filled(job, p, i) for p in range(len(names))])
-            for i in range(len(texts))
-        ]  # fmt: skip
+        results = []
+        for i in range(len(texts)):
+            got = [_filled(job, p, i) for p in range(len(names))]
+            shaped = moderation_result(names, got)
+            results.append(openai_shape.shape(shaped, got) if spec.policy_set else shaped)
         model = body.model or core.default_set or ",".join(names)
         return {"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results}
 

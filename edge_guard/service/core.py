@@ -66,6 +66,7 @@ class JobSpec:
     settings: Settings
     sampling: SamplingConfig  # settings.sampling() plus the request's top_p/top_k
     thresholds: dict[str, float] = field(default_factory=dict)  # a set's, per policy name
+    policy_set: PolicySet | None = None  # run in taxonomy mode (service/openai_shape.py)
 
 
 @dataclass(eq=False)
@@ -188,6 +189,10 @@ class ServiceCore:
         prefix once."""
         clfs = [self.classifier(self.policy(name)) for name in self.default_policies]
         self.backend.load()
+        from edge_guard.service.openai_shape import preload_taxonomy
+
+        if clfs and preload_taxonomy(self, clfs[0]):  # one prompt for the set's policies
+            return
         for clf in clfs:
             prompt = clf._renderer().render(clf.policy.text, "", clf.prompt_config)
             req = GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=1),
@@ -215,6 +220,14 @@ class ServiceCore:
         lanes = clfs  # the request's sampling and cache policy are the classifiers' own
         try:
             with job_scope(job.cancel_event, _priority(spec)):
+                if spec.policy_set is not None:  # taxonomy mode: service/openai_shape.py
+                    from edge_guard.service.openai_shape import iter_job
+
+                    for i, p, res in iter_job(lanes[0], spec):
+                        self._record(job, p, i, res)
+                        if job.cancelled:
+                            break
+                    return
                 if job.on_event is None or len(lanes) == 1:
                     # Every (text, policy) pair in one backend call.
                     pairs = iter_pairs(lanes, spec.texts,

@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 class ModerationRequest(BaseModel):
     """OpenAI's body; unknown extra fields are ignored as OpenAI does."""
 
-    input: str | list[str]
+    input: str | list[str] | list[dict[str, Any]]  # content parts: service/openai_shape.py
     model: str | None = None
 
 
