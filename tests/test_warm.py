@@ -338,3 +338,27 @@ def test_the_warm_dir_is_private(warm: Path) -> None:
     os.chmod(warm / "warm", 0o755)
     registry.warm_dir()
     assert stat.S_IMODE(os.stat(warm / "warm").st_mode) == 0o700
+
+
+def test_two_commands_at_once_start_one_service(warm: Path, tiny_o200k_model: Path) -> None:
+    """The start runs under a lock on <key>.lock: the second command waits, then finds it."""
+    import threading
+
+    from edge_guard.settings import resolve_settings
+
+    settings = resolve_settings({"model": str(tiny_o200k_model)})
+    spec = registry.spec_for(settings, str(tiny_o200k_model), str(tiny_o200k_model))
+    go = threading.Barrier(2)
+    got: list[dict[str, Any]] = []
+
+    def start() -> None:
+        go.wait()
+        got.append(spawn.ensure(spec, settings, 60.0))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(got) == 2 and got[0]["pid"] == got[1]["pid"]
+    assert len(spawn._children) == 1 and _only_service()["pid"] == got[0]["pid"]
