@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,12 +74,24 @@ def hold_after(n: int) -> Callable[..., None]:
     return on_result
 
 
+def python_m(module: str, *args: str) -> list[str]:
+    """argv for `python -m module ARGS` where Ctrl-C (SIGINT) works as at a terminal, even
+    when the tests run with SIGINT ignored (a background job: `cmd &` in a script)."""
+    boot = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
+    return [sys.executable, "-c", boot, *args]
+
+
 class HeldRun:
     """A child process that holds at a known point; its output goes to `log`."""
 
     def __init__(self, argv: Sequence[str], log: Path, **popen_kw: Any) -> None:
         read, write = os.pipe()
-        env = {**popen_kw.pop("env", os.environ), HOLD_FD_ENV: str(write)}
+        env = {
+            **popen_kw.pop("env", os.environ),
+            HOLD_FD_ENV: str(write),
+            "PYTHONFAULTHANDLER": "1",
+        }  # SIGABRT prints every thread's stack (finish)
         self.log = log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
@@ -99,14 +113,20 @@ class HeldRun:
                 f"{self.output()[-2000:]}"
             )
 
-    def finish(self, timeout: float = 60) -> int:
-        """The child's exit status (killed if it does not end within `timeout`)."""
+    def finish(self, timeout: float = 120) -> int:
+        """The child's exit status; fails with its threads' stacks if it does not end."""
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes the stacks to the log
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            raise AssertionError(
+                f"the child did not end within {timeout} s: {self.output()[-6000:]}"
+            ) from None
 
 
 class SlowForced(ForcedTokens):

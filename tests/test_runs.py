@@ -27,6 +27,7 @@ from tests.runs_helpers import (
     HeldRun,
     labelled_rows,
     make_classifier,
+    python_m,
     run_item_rows,
     steer_by_want,
     wants_of,
@@ -209,11 +210,10 @@ def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
     (policy / "parse.py").write_text(HELD_PARSE)
     args = ["run", str(data), "-p", str(policy), "-m", str(tiny_model), "--max-tokens", "24",
             "--db", str(db), "--name", "ctrl-c"]  # fmt: skip
-    run = HeldRun([sys.executable, "-m", "edge_guard", *args, "--parallel", "1"],
-                  tmp_path / "run.log", cwd=REPO)  # fmt: skip
+    run = HeldRun(python_m("edge_guard", *args, "--parallel", "1"), tmp_path / "run.log", cwd=REPO)
     run.wait_held()
     run.proc.send_signal(signal.SIGINT)
-    rc, out = run.finish(60), run.output()
+    rc, out = run.finish(), run.output()
     assert rc == 130, out
     assert "interrupted: 2/40 items saved" in out and "--name ctrl-c" in out
     assert "resume with: edge-guard run" in out
