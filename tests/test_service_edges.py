@@ -286,6 +286,57 @@ def test_moderations_point_conversation_policies_to_classify(apps: dict[str, Any
         "conversation to /v1/classify as 'messages'")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        ({"effort": "low"}, "effort", "the server's settings (its flags); send per-request options to /v1/classify"),
+        ({"no_cache": True}, "no_cache", "send per-request options to /v1/classify"),
+        ({"top_p": 0.5, "extra_thing": 1, "stream": True}, "top_p", "(also not taken here: stream)"),
+        ({"messages": [{"role": "user", "content": "x"}], "target": "user"}, "messages",
+         "send a conversation to /v1/classify as 'messages' with 'target' (also not taken here: target)"),
+        ({"target": "user"}, "target", "send a conversation to /v1/classify"),
+        ({"text": "x"}, "text", "takes its texts as 'input'"),
+        ({"policy": "toxic_simple"}, "policy", "names its policy or set as 'model'"),
+        ({"policy_text": "Flag insults."}, "policy_text", "/v1/classify"),
+    ],
+)  # fmt: skip
+def test_moderations_refuse_the_edge_guard_fields_they_cannot_take(
+    apps: dict[str, Any], fields: dict[str, Any], param: str, says: str
+) -> None:
+    r = apps["open"].post("/v1/moderations", json={"input": "refused field", **fields})
+    err = _error(r, 400)
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    message = err["message"]
+    assert message.startswith(f"field {param!r}: /v1/moderations ") and says in message
+    assert "\n" not in message and "--" not in message
+
+
+def test_moderations_ignore_unknown_fields_as_openai_does(apps: dict[str, Any]) -> None:
+    body = {"input": "ignored extras", "user": "u-1", "metadata": {"a": 1}, "texts_": []}
+    r = apps["open"].post("/v1/moderations", json=body)
+    assert r.status_code == 200, r.text
+    assert list(r.json()["results"][0]["categories"]) == ["toxic_simple"]
+
+
+def test_moderations_flagged_is_the_one_flagged_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flagged` is `result.flagged`, its undetermined (None) mapped to true in one place."""
+    from edge_guard import result
+    from edge_guard.result import ClassificationResult, Verdict
+    from edge_guard.service.schemas import moderation_result
+
+    def res(verdict: Verdict) -> ClassificationResult:
+        return ClassificationResult(None, None, None, verdict=verdict, policy="p")
+
+    v, n, u = Verdict.VIOLATION, Verdict.NO_VIOLATION, Verdict.UNDETERMINED
+    cases = [[v, u], [n, u], [u], [n, n]]
+    flags = [moderation_result(["a", "b"][: len(c)], [res(x) for x in c]).flagged for c in cases]
+    assert flags == [True, True, True, False]
+    calls: list[list[str]] = []
+    monkeypatch.setattr(result, "flagged", lambda vs: calls.append([str(x) for x in vs]) or False)
+    assert moderation_result(["a"], [res(v)]).flagged is False
+    assert calls == [["violation"]]
+
+
 def test_host_rule_for_specific_and_wildcard_binds() -> None:
     from edge_guard.service.guard import HostRule
 

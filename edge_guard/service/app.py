@@ -8,7 +8,8 @@ results. Every error, 404 and 405 included, has OpenAI's `{"error": {"message", 
 "param", "code"}}` body: 400 names the bad field (`param`), 401 bad key, 403 not allowed
 here, 404 unknown policy or route, 405 wrong method, 413 body too large, 415 not JSON,
 500 a policy the server cannot load (by name; the log has the detail), 503 shutting down,
-504 deadline passed.
+504 deadline passed. `/v1/moderations` refuses the edge-guard fields it cannot take (400
+pointing to /v1/classify) and ignores other unknown fields, as OpenAI does.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from edge_guard.service.schemas import (
     ModerationResponse,
     field_terms,
     moderation_result,
+    refuse_classify_fields,
     result_json,
 )
 
@@ -182,6 +184,7 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.post("/v1/moderations", response_model=ModerationResponse)
     async def moderations(body: ModerationRequest, request: Request) -> dict[str, Any]:
+        refuse_classify_fields(body)  # an edge-guard field it cannot take: 400, not dropped
         texts = openai_shape.input_texts(body.input)  # image parts: a 400
         spec = moderation_spec(core, texts, body.model)
         spec.policy_set = openai_shape.taxonomy_set(spec)  # OpenAI's 13 keys: one prompt

@@ -3,19 +3,25 @@
 `/v1/moderations` follows the OpenAI Moderation shape. Undetermined rule (also in the
 README): a policy that could not decide has `categories[policy] = null`, its
 `category_scores[policy]` is P(violation) when it was measured (else null), and it is
-listed in `undetermined`; `flagged` is true when any policy found a violation OR could not
-decide (fail closed), so code reading only `flagged` never takes "undecided" for "fine".
+listed in `undetermined`; `flagged` is `edge_guard.result.flagged` (the one rule) with its
+undetermined (None) mapped to true in `openai_flagged` (fail closed), so code reading only
+`flagged` never takes "undecided" for "fine". A moderation body that carries an
+edge-guard field it cannot take (a request option, a conversation, a /v1/classify field)
+is refused (`refuse_classify_fields`); other unknown fields are ignored, as OpenAI does.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_guard import result as _result
 from edge_guard.conversation import Conversation, ConversationError
 from edge_guard.result import ClassificationResult, Verdict, headline_score
+from edge_guard.settings import request_options
 
 
 class _Strict(BaseModel):
@@ -23,8 +29,10 @@ class _Strict(BaseModel):
 
 
 class ModerationRequest(BaseModel):
-    """OpenAI's body; unknown extra fields are ignored as OpenAI does."""
+    """OpenAI's body. Extra fields are kept so that `refuse_classify_fields` can refuse the
+    edge-guard ones; any other unknown field is ignored, as OpenAI does."""
 
+    model_config = ConfigDict(extra="allow")
     input: str | list[str] | list[dict[str, Any]]  # content parts: service/openai_shape.py
     model: str | None = None
 
@@ -135,6 +143,36 @@ class ClassifyRequest(_Strict):
         return list(self.texts) if self.texts is not None else [self.text or ""]
 
 
+# Fields /v1/moderations refuses (400 pointing to /v1/classify) instead of ignoring them:
+# every request option and every /v1/classify field that OpenAI's body does not have.
+MODERATION_REFUSED = tuple(dict.fromkeys(
+    [*request_options(), *(n for n in ClassifyRequest.model_fields
+                           if n not in ModerationRequest.model_fields)]))  # fmt: skip
+_MODERATION_WHY = {
+    "messages": "/v1/moderations judges the text in 'input'; send a conversation to "
+                "/v1/classify as 'messages' with 'target'",
+    "text": "/v1/moderations takes its texts as 'input' ('text'/'texts' are /v1/classify's)",
+    "policy": "/v1/moderations names its policy or set as 'model' (inline policies and "
+              "'policy' are /v1/classify's)",
+}  # fmt: skip
+_MODERATION_WHY.update(target=_MODERATION_WHY["messages"], texts=_MODERATION_WHY["text"],
+                       policy_text=_MODERATION_WHY["policy"],
+                       policy_output=_MODERATION_WHY["policy"])  # fmt: skip
+_OPTION_WHY = ("/v1/moderations uses the server's settings (its flags); send per-request "
+               "options to /v1/classify")  # fmt: skip
+
+
+def refuse_classify_fields(body: ModerationRequest) -> None:
+    """A FieldError (400, `param` = the first such field) when a moderation body carries
+    an edge-guard field /v1/moderations cannot take: never silently dropped."""
+    refused = [name for name in (body.model_extra or {}) if name in MODERATION_REFUSED]
+    if not refused:
+        return
+    why = _MODERATION_WHY.get(refused[0], _OPTION_WHY)
+    more = f" (also not taken here: {', '.join(refused[1:])})" if refused[1:] else ""
+    raise FieldError(refused[0], why + more)
+
+
 class FieldError(ValueError):
     """A request field that is not valid: HTTP 400 naming it (`param`)."""
 
@@ -190,9 +228,8 @@ def moderation_result(policies: list[str],
             undetermined.append(name)
         else:
             categories[name] = res.verdict == Verdict.VIOLATION
-    flagged = any(v is True for v in categories.values()) or bool(undetermined)
     return ModerationResult(
-        flagged=flagged,
+        flagged=openai_flagged(res.verdict for res in results),
         categories=categories,
         category_scores=scores,
         category_applied_input_types={n: ["text"] for n in policies},
@@ -200,6 +237,17 @@ def moderation_result(policies: list[str],
         verdicts=verdicts,
         cached=cached,
     )
+
+
+# The one place an undetermined `flagged` (None) becomes the bool OpenAI's shape needs:
+# flagged, fail closed (README, "Use it from other programs": how undetermined is reported).
+UNDETERMINED_FLAGGED = True
+
+
+def openai_flagged(verdicts: Iterable[Verdict | str]) -> bool:
+    """`edge_guard.result.flagged` (the one rule) as OpenAI's bool: None -> flagged."""
+    flag = _result.flagged(verdicts)
+    return UNDETERMINED_FLAGGED if flag is None else flag
 
 
 def error_body(message: str, type_: str, param: str | None = None,
