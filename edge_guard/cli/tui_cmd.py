@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-SCREEN_NAMES = ("workbench", "results", "runs", "study", "compare", "models", "tests")
+from edge_guard.tui.screen_list import SCREEN_NAMES  # Textual-free: the nav bar's screens
 
 
 @click.command()
@@ -22,7 +22,8 @@ SCREEN_NAMES = ("workbench", "results", "runs", "study", "compare", "models", "t
               help="Layers to offload to the GPU ('auto' = all when the build has a GPU).")  # fmt: skip
 def tui(model: str | None, policy: str | None, db: str | None, screen: str | None, ctx: int,
         threads: int | None, gpu_layers: str) -> None:  # fmt: skip
-    """Open the terminal UI: policy workbench, results, runs, study, comparisons, models."""
+    """Open the terminal UI: policy workbench, results, runs, study, comparisons, models,
+    tests and review."""
     from edge_guard.settings import resolve_settings
     from edge_guard.tui import run_tui
 

@@ -24,7 +24,16 @@ STYLES = Path(__file__).parent / "styles"
 
 
 def _screen(mode: str) -> Screen[Any]:
-    from edge_guard.tui.screens import compare, models, results, runs, study, tests, workbench
+    from edge_guard.tui.screens import (
+        compare,
+        models,
+        results,
+        review,
+        runs,
+        study,
+        tests,
+        workbench,
+    )
 
     classes = {
         "workbench": workbench.WorkbenchScreen,
@@ -34,11 +43,8 @@ def _screen(mode: str) -> Screen[Any]:
         "compare": compare.CompareScreen,
         "models": models.ModelsScreen,
         "tests": tests.TestsScreen,
+        "review": review.ReviewScreen,
     }
-    if mode == "review":  # not a nav tab: F9, or open_review from elsewhere
-        from edge_guard.tui.screens.review import ReviewScreen
-
-        return ReviewScreen()
     return classes[mode]()
 
 
@@ -50,7 +56,7 @@ class EdgeGuardApp(App[None]):
     COMMANDS = App.COMMANDS | {ScreensProvider, ScreenActionsProvider}
     MODES: ClassVar[dict[str, Any]] = {
         mode: (lambda m=mode: _screen(m)) for mode, _title, _key in SCREENS
-    } | {"review": lambda: _screen("review")}
+    }
     DEFAULT_MODE = "workbench"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help", priority=True),
@@ -58,7 +64,6 @@ class EdgeGuardApp(App[None]):
             Binding(key, f"goto('{mode}')", title, show=False, priority=True)
             for mode, title, key in SCREENS
         ],
-        Binding("f9", "goto('review')", "Review", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

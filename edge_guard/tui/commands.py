@@ -6,13 +6,13 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from edge_guard.tui.widgets.navbar import SCREENS
+from edge_guard.tui.screen_list import SCREENS
 
 HELP_ENTRY = ("help", "Help", "f1")
 
 
 class ScreensProvider(Provider):
-    """`Go to Workbench`, `Go to Runs`, … and `Help`."""
+    """`Go to Workbench`, `Go to Runs`, … `Go to Review` (every screen), and `Help`."""
 
     def _entries(self) -> list[tuple[str, str, str]]:
         out = []

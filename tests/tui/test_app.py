@@ -139,3 +139,40 @@ def test_edge_guard_without_a_command_opens_the_tui(monkeypatch, db_path) -> Non
     assert out.exit_code == 0, out.output
     assert opened[1].current_mode == "runs" and opened[1].model_ref == "synth:tiny-o200k"
     assert opened[1].store.path == str(db_path)
+
+
+async def test_review_is_a_tab_a_go_to_entry_a_help_row_and_a_start_screen(
+    make_app, monkeypatch, db_path
+) -> None:
+    """The Review screen is reached like every other one: its F9 tab, Ctrl+P "Go to
+    Review", a row in F1 help, and `edge-guard tui --screen review`."""
+    from textual.widgets import Markdown
+
+    from edge_guard.cli import main
+    from edge_guard.tui.screens.review import ReviewScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert str(app.screen.query_one("#nav-review").render()) == "F9 Review"
+        await pilot.click("#nav-review")
+        await pilot.pause()
+        assert app.current_mode == "review" and isinstance(app.screen, ReviewScreen)
+        assert app.screen.query_one("#nav-review").has_class("-active")
+        await pilot.press("f2")
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "go to review")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.current_mode == "review"
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        help_text = app.screen.query_one("#help-text", Markdown).source
+        assert "| F9 | Review | go through a run by queue" in help_text
+        assert "| Review (F9) | pick a run and a queue" in help_text
+    opened: list[EdgeGuardApp] = []
+    monkeypatch.setattr(EdgeGuardApp, "run", lambda self: opened.append(self))
+    out = CliRunner().invoke(main, ["tui", "--screen", "review", "--db", str(db_path)])
+    assert out.exit_code == 0, out.output
+    assert opened[0].current_mode == "review"

@@ -37,12 +37,13 @@ model — a tiny random model that runs anywhere (its answers are noise).
 | F6 | Compare | agreement matrix and label flips between two runs |
 | F7 | Models | installed and available builds; pull, info, fit |
 | F8 | Tests | run a policy's test cases and see which fail |
+| F9 | Review | go through a run by queue, record decisions, promote them to test cases |
 
 ## Keys everywhere
 | Key | Action |
 |-----|--------|
 | F1 | this help (Esc closes it) |
-| F2 … F8 | switch screen |
+| F2 … F9 | switch screen |
 | Ctrl+P | command palette: every screen and action by name |
 | Tab / Shift+Tab | move between fields |
 | Ctrl+Q | quit |
@@ -67,6 +68,7 @@ model — a tiny random model that runs anywhere (its answers are noise).
 | Compare (F6) | pick runs A and B · Ctrl+X swap · arrows over flips show both answers |
 | Models (F7) | Ctrl+R pull · Ctrl+U use this model everywhere · arrows show info and memory fit |
 | Tests (F8) | Ctrl+R run the cases · Esc cancel · failures are listed first |
+| Review (F9) | pick a run and a queue · ↑/↓ move · `1` violation · `0` no violation · `s` skip · `n` note · `t` tags · `p` promote to cases · Ctrl+T test the policy |
 """
 
 

@@ -6,16 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label
 
-# (mode, title, key) in display order; F1 is help.
-SCREENS: list[tuple[str, str, str]] = [
-    ("workbench", "Workbench", "f2"),
-    ("results", "Results", "f3"),
-    ("runs", "Runs", "f4"),
-    ("study", "Study", "f5"),
-    ("compare", "Compare", "f6"),
-    ("models", "Models", "f7"),
-    ("tests", "Tests", "f8"),
-]
+from edge_guard.tui.screen_list import SCREENS as SCREENS  # (mode, title, key); F1 is help
 
 
 class NavTab(Label):
