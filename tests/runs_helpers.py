@@ -5,15 +5,19 @@ A dataset row may carry a `want` field: "1" / "0" steer the synthetic model to t
 answer, anything else (e.g. "?") to an unparsable answer (undetermined).
 
 Held runs: `HeldRun(argv)` starts a child with the write end of a pipe in `$EG_TEST_HOLD_FD`;
-code in the child (a run's `on_result=hold_after(n)`, or a test policy's parse.py) writes
-"held" to it and blocks until a signal ends the process. `wait_held()` returns once the
-child holds, or fails with its output if it ended first: no sleep, no race.
+code in the child (a run's `on_result=hold_after(n)`, or a policy from `write_held_policy`
+whose parse.py holds at its n-th answer) writes "held" to it and blocks until a signal ends
+the process. `wait_held()` returns once the child holds, or fails with its output if it
+ended first: no sleep, no race. `HoldPipe` is that pipe alone, for children started
+elsewhere (a steered `edge-guard serve`: tests/service_helpers.py writes its events there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,6 +56,7 @@ def labelled_rows(n: int, *, hostile_every: int = 0) -> list[dict[str, Any]]:
 
 
 HOLD_FD_ENV = "EG_TEST_HOLD_FD"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def hold_here() -> NoReturn:
@@ -74,6 +79,40 @@ def hold_after(n: int) -> Callable[..., None]:
     return on_result
 
 
+# parse.py of `write_held_policy`: answers are parsed in the consumer loop right before each
+# is stored, so holding at the n-th answer leaves exactly n - 1 stored, however fast the model.
+HELD_PARSE = """
+import os, time
+from edge_guard.policy.core import OutputSpec
+from edge_guard.policy.parsers import ParserTimeout, builtin_parse
+
+calls = 0
+
+def parse(response):
+    global calls
+    calls += 1
+    fd = os.environ.get({env!r})
+    if fd and calls == {at}:
+        os.write(int(fd), b"held\\n")
+        while True:  # until a signal (SIGINT: KeyboardInterrupt, SIGKILL) ends the run
+            try:
+                time.sleep(3600)
+            except ParserTimeout:  # parse()'s own time limit: keep holding
+                pass
+    return builtin_parse(response, OutputSpec())
+"""
+
+
+def write_held_policy(folder: Path, at: int) -> Path:
+    """toxic_simple's text as policy `folder.name`, whose parse() holds a `HeldRun` child at
+    its `at`-th answer (`at - 1` answers stored); outside a held child it parses as usual."""
+    folder.mkdir(parents=True)
+    (folder / "policy.md").write_text((REPO / "policies/toxic_simple/policy.md").read_text())
+    (folder / "policy.toml").write_text(f'name = "{folder.name}"\n[output]\nkind = "binary"\n')
+    (folder / "parse.py").write_text(HELD_PARSE.format(env=HOLD_FD_ENV, at=at))
+    return folder
+
+
 def python_m(module: str, *args: str) -> list[str]:
     """argv for `python -m module ARGS` where Ctrl-C (SIGINT) works as at a terminal, even
     when the tests run with SIGINT ignored (a background job: `cmd &` in a script)."""
@@ -82,36 +121,96 @@ def python_m(module: str, *args: str) -> list[str]:
     return [sys.executable, "-c", boot, *args]
 
 
+class PipeClosed(AssertionError):
+    """Every writer of a `HoldPipe` is gone (the child ended) before the awaited line."""
+
+
+class HoldPipe:
+    """A pipe a child reports on, one line per event. Its write end goes to the child as
+    `$EG_TEST_HOLD_FD` (`child_env()`, with `pass_fds=(pipe.write_fd,)`); `started()`
+    closes it here once the child has its copy, so that the child's exit reads as EOF.
+    `wait_for(prefix)` blocks until a line starting with `prefix` (earlier lines are kept
+    in `lines`): the child's own report, never a guess at how long something takes."""
+
+    def __init__(self) -> None:
+        self._read, self.write_fd = os.pipe()
+        self._buf = b""
+        self.lines: list[str] = []
+
+    def child_env(self) -> dict[str, str]:
+        return {HOLD_FD_ENV: str(self.write_fd)}
+
+    def started(self) -> None:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self) -> None:
+        self.started()
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
+
+    def wait_for(self, prefix: str, timeout: float = 120) -> str:
+        """The next line starting with `prefix`. Fails when the child ends first
+        (`PipeClosed`) or after `timeout` s without it: a bound for a broken build (the
+        event never comes), not a pace the test relies on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace")
+                self.lines.append(line)
+                if line.startswith(prefix):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._read], [], [], left)[0]:
+                raise AssertionError(f"no {prefix!r} line within {timeout:g} s "
+                                     f"(lines so far: {self.lines[-5:]})")  # fmt: skip
+            chunk = os.read(self._read, 4096)
+            if not chunk:
+                raise PipeClosed(f"the child ended before {prefix!r} (lines: {self.lines[-5:]})")
+            self._buf += chunk
+
+
 class HeldRun:
     """A child process that holds at a known point; its output goes to `log`."""
 
     def __init__(self, argv: Sequence[str], log: Path, **popen_kw: Any) -> None:
-        read, write = os.pipe()
+        self.pipe = HoldPipe()
         env = {
             **popen_kw.pop("env", os.environ),
-            HOLD_FD_ENV: str(write),
+            **self.pipe.child_env(),
             "PYTHONFAULTHANDLER": "1",
         }  # SIGABRT prints every thread's stack (finish)
         self.log = log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
-                                         pass_fds=(write,), env=env, **popen_kw)  # fmt: skip
-        os.close(write)  # only the child holds the write end: its exit reads as EOF here
-        self._read = read
+        try:
+            with open(log, "wb") as out:
+                self.proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
+                                             pass_fds=(self.pipe.write_fd,), env=env,
+                                             **popen_kw)  # fmt: skip
+        finally:
+            self.pipe.started()  # only the child holds the write end: its exit reads as EOF
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def wait_held(self) -> None:
+    def wait_held(self, timeout: float = 240) -> None:
         """Block until the child holds; fail (with its output) if it ended first."""
-        with os.fdopen(self._read, "rb") as pipe:
-            said = pipe.readline()
-        if said != b"held\n":
+        try:
+            self.pipe.wait_for("held", timeout)
+        except PipeClosed:
             self.proc.wait(60)
             raise AssertionError(
                 f"the run ended before it was held (rc {self.proc.returncode}): "
                 f"{self.output()[-2000:]}"
-            )
+            ) from None
+        except AssertionError as exc:  # not held in time: its threads' stacks say where it is
+            with contextlib.suppress(AssertionError):
+                self.finish(0.01)
+            raise AssertionError(f"{exc}: {self.output()[-6000:]}") from None
+        finally:
+            self.pipe.close()
 
     def finish(self, timeout: float = 120) -> int:
         """The child's exit status; fails with its threads' stacks if it does not end."""
@@ -129,27 +228,13 @@ class HeldRun:
             ) from None
 
 
-class SlowForced(ForcedTokens):
-    """ForcedTokens that sleeps per token: a run slow enough to be killed half-way."""
-
-    def __init__(self, script: Sequence[int], delay: float) -> None:
-        super().__init__(script)
-        self.delay = delay
-
-    def __call__(self, output_ids, logits):  # type: ignore[no-untyped-def]
-        time.sleep(self.delay)
-        return super().__call__(output_ids, logits)
-
-
-def steer_by_want(vocab: Vocab, wants: dict[str, str], delay: float = 0.0
-                  ) -> Callable[[int, Row], ForcedTokens]:  # fmt: skip
+def steer_by_want(vocab: Vocab, wants: dict[str, str]) -> Callable[[int, Row], ForcedTokens]:
     """A `run_dataset(steer=...)` function reading each row's `want` (by row text)."""
 
     def steer(_idx: int, row: Row) -> ForcedTokens:
         want = wants.get(row.text, "?")
         final = want if want in ("0", "1") else "maybe"
-        script = harmony_script(vocab, final, "thinking about it")
-        return SlowForced(script, delay) if delay else ForcedTokens(script)
+        return ForcedTokens(harmony_script(vocab, final, "thinking about it"))
 
     return steer
 

@@ -5,9 +5,7 @@ mode splits one strict answer into per-policy rows, eval reports per-policy/macr
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -20,9 +18,8 @@ from edge_guard.policy.sets import load_set
 from edge_guard.runs.multi import execute_multi_run, parse_label_fields, plan_multi_run
 from edge_guard.runs.multi_eval import evaluate_multi_run
 from edge_guard.store import Store
-from tests.runs_helpers import SlowForced, make_classifier, run_item_rows, write_jsonl
+from tests.runs_helpers import HeldRun, make_classifier, run_item_rows, write_jsonl
 from tests.test_policy_sets import NAMES, write_policy
-from tests.test_runs import _wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 N_TEXTS = 30
@@ -50,10 +47,9 @@ def answer(t: int) -> str:
     return str(t % 2)
 
 
-def steer_separate(vocab: Vocab, delay: float = 0.0):  # type: ignore[no-untyped-def]
+def steer_separate(vocab: Vocab):  # type: ignore[no-untyped-def]
     def steer(t: int) -> ForcedTokens:
-        script = harmony_script(vocab, answer(t), "thinking")
-        return SlowForced(script, delay) if delay else ForcedTokens(script)
+        return ForcedTokens(harmony_script(vocab, answer(t), "thinking"))
 
     return steer
 
@@ -100,28 +96,28 @@ def test_killed_multi_run_resumes_exactly_the_missing_pairs(policies: Path, tmp_
                                                             tiny_model: Path) -> None:  # fmt: skip
     data = write_jsonl(tmp_path / "d.jsonl", rows())
     db = tmp_path / "store.db"
-    script = tmp_path / "slow_multi.py"
+    script = tmp_path / "held_multi.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from edge_guard.harmony.vocab import Vocab
         from edge_guard.policy.sets import load_set
         from edge_guard.runs.multi import execute_multi_run, plan_multi_run
-        from tests.runs_helpers import make_classifier
+        from tests.runs_helpers import hold_after, make_classifier
         from tests.test_multi_policy import steer_separate
         model = {str(tiny_model)!r}
         clf = make_classifier(model, {str(db)!r}, parallel=2)
         plan = plan_multi_run({str(data)!r}, clf, load_set("abc"), name="killme")
-        execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(model), delay=0.02))
+        execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(model)),
+                          on_result=hold_after(5))
     """))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ})  # fmt: skip
-    _wait_for(db, "killme", 5, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    run = HeldRun([sys.executable, str(script)], tmp_path / "run.log")
+    run.wait_held()  # 5 pairs stored, the 6th not yet: kill it there
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(30) == -signal.SIGKILL
     store = Store(db)
     before = {r["idx"]: r["key"] for r in run_item_rows(store, "killme")}
-    assert 5 <= len(before) < 90, "the run was not killed half-way"
+    assert len(before) == 5, "the run was not killed after its 5th stored pair"
     assert store.run("killme")["status"] == "running"
     clf = make_classifier(tiny_model, db)
     plan = plan_multi_run(data, clf, load_set("abc"), name="killme")

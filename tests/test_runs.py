@@ -3,14 +3,10 @@ refused, a SIGKILLed run resumes with every item once, Ctrl-C marks the run inte
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
-import sqlite3
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,6 @@ from edge_guard.runs.batch import default_run_name, evaluate_run, plan_run, run_
 from edge_guard.runs.metrics import predictions
 from edge_guard.store import Store
 from tests.runs_helpers import (
-    HOLD_FD_ENV,
     HeldRun,
     labelled_rows,
     make_classifier,
@@ -31,43 +26,11 @@ from tests.runs_helpers import (
     run_item_rows,
     steer_by_want,
     wants_of,
+    write_held_policy,
     write_jsonl,
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _count_committed(db: Path, run: str) -> int:
-    """Committed items, read without opening a `Store` (no migrations racing the child's)."""
-    if not db.exists():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as c:
-            return c.execute(
-                "SELECT count(*) FROM run_items ri JOIN results r ON r.key = ri.key "
-                "WHERE ri.run = ?",
-                [run],
-            ).fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def _wait_for(
-    db: Path, run: str, n: int, proc: subprocess.Popen[bytes], limit_s: float = 120
-) -> int:
-    """Poll until `n` items are committed (tests/test_multi_policy.py still uses this; the
-    tests here hold their child at a known point instead: `runs_helpers.HeldRun`)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        done = _count_committed(db, run)
-        if done >= n:
-            return done
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"the run ended early (rc {proc.returncode}): {out[-2000:]}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("no results were committed in time")
 
 
 def test_steered_run_stores_verdicts_gold_and_evaluates(tmp_path: Path, tiny_model: Path) -> None:
@@ -174,40 +137,14 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path, tiny_model: Pat
     assert len(results) == 40 and len({r["key"] for r in results}) == 40
 
 
-# A policy whose parse() holds the run at its third answer (two items stored) until the
-# test's SIGINT: the interrupt lands mid-run however fast the machine is.
-HELD_PARSE = f"""
-import os, time
-from edge_guard.policy.core import OutputSpec
-from edge_guard.policy.parsers import ParserTimeout, builtin_parse
-
-calls = 0
-
-def parse(response):
-    global calls
-    calls += 1
-    fd = os.environ.get({HOLD_FD_ENV!r})
-    if fd and calls == 3:
-        os.write(int(fd), b"held\\n")
-        while True:  # until SIGINT (KeyboardInterrupt) ends the run
-            try:
-                time.sleep(3600)
-            except ParserTimeout:  # parse()'s own time limit: keep holding
-                pass
-    return builtin_parse(response, OutputSpec())
-"""
-
-
 def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", labelled_rows(40))
     db = tmp_path / "store.db"
-    policy = tmp_path / "held"
-    policy.mkdir()
-    (policy / "policy.md").write_text((REPO / "policies/toxic_simple/policy.md").read_text())
-    (policy / "policy.toml").write_text('name = "held"\n[output]\nkind = "binary"\n')
-    (policy / "parse.py").write_text(HELD_PARSE)
+    # parse() holds the run at its third answer (two items stored) until the test's SIGINT:
+    # the interrupt lands mid-run however fast the machine is.
+    policy = write_held_policy(tmp_path / "held", at=3)
     args = ["run", str(data), "-p", str(policy), "-m", str(tiny_model), "--max-tokens", "24",
             "--db", str(db), "--name", "ctrl-c"]  # fmt: skip
     run = HeldRun(python_m("edge_guard", *args, "--parallel", "1"), tmp_path / "run.log", cwd=REPO)

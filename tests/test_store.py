@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from edge_guard.errors import StoreError
 from edge_guard.store import Store
+from tests.runs_helpers import REPO, HeldRun
 
 
 def test_schema_and_pragmas(tmp_path: Path) -> None:
@@ -118,10 +118,12 @@ def test_concurrent_writers_do_not_lock(tmp_path: Path) -> None:
 
 BATCH = textwrap.dedent(
     """
-    import sys
+    import os, sys
+    sys.path.insert(0, sys.argv[4])  # the repository: tests.runs_helpers
     from edge_guard.classifier import Classifier, RunItem
     from edge_guard.engine.sampling import SamplingConfig
     from edge_guard.store import Store
+    from tests.runs_helpers import HOLD_FD_ENV, hold_after
     store = Store(sys.argv[2])
     c = Classifier("toxic_simple", sys.argv[1], store=store, parallel=4,
                    sampling=SamplingConfig(max_tokens=int(sys.argv[3])))
@@ -129,9 +131,11 @@ BATCH = textwrap.dedent(
     store.ensure_run("batch", kind="run", n_items=50)
     done = store.done_indices("batch")
     todo = [i for i in range(50) if i not in done]
+    print(f"todo {len(todo)}", flush=True)
     items = [RunItem("batch", i, item_id=f"id{i}") for i in todo]
+    held = hold_after(4) if HOLD_FD_ENV in os.environ else lambda: None
     for _ in c.iter([texts[i] for i in todo], run_items=items):
-        pass
+        held()  # in a held child: 4 items stored, then it waits for the kill
     store.set_run_status("batch", "done")
     print("finished")
     """
@@ -143,24 +147,22 @@ def test_kill_9_mid_batch_then_rerun_loses_nothing(tmp_path: Path, tiny_o200k_mo
     Store(db)
     script = tmp_path / "batch.py"
     script.write_text(BATCH)
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_o200k_model), str(db), "120"])
+    argv = [sys.executable, str(script), str(tiny_o200k_model), str(db), "120", str(REPO)]
+    run = HeldRun(argv, tmp_path / "batch.log")
+    run.wait_held()  # 4 items stored, the 5th not yet: kill it there
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(30) == -signal.SIGKILL
     store = Store(db)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        n = store.query("SELECT count(*) AS n FROM results")[0]["n"]
-        if n >= 4:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = store.query("SELECT count(*) AS n FROM run_items")[0]["n"]
-    assert 0 < partial < 50, "the batch should have been killed part-way"
-    rerun = subprocess.run([sys.executable, str(script), str(tiny_o200k_model), str(db), "120"],
-                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    before = {r["idx"]: r["key"] for r in store.query("SELECT idx, key FROM run_items")}
+    assert len(before) == 4, "the batch was not killed after its 4th stored item"
+    assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 4  # committed: kept
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines() == ["todo 46", "finished"]  # only the missing items
     items = store.query("SELECT idx, item_id, key FROM run_items WHERE run = 'batch' ORDER BY idx")
     assert [r["idx"] for r in items] == list(range(50))
     assert [r["item_id"] for r in items] == [f"id{i}" for i in range(50)]
+    assert all(before[r["idx"]] == r["key"] for r in items if r["idx"] in before)
     assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 50
     orphans = store.query("SELECT count(*) AS n FROM run_items ri LEFT JOIN results r ON r.key = ri.key "
                           "WHERE r.key IS NULL")  # fmt: skip

@@ -4,13 +4,11 @@ CLI run at once), and `kill -9` in the middle of `edge-guard run`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from click.testing import CliRunner
 from edge_guard.cli import main
 from edge_guard.errors import StoreError
 from edge_guard.store import Store
+from tests.runs_helpers import HeldRun, write_held_policy
 
 
 def damaged(tmp_path: Path, how: str) -> Path:
@@ -138,8 +137,9 @@ def _dataset(path: Path, n: int) -> Path:
     return path
 
 
-def _run_cmd(data: Path, model: Path, db: Path, max_tokens: int) -> list[str]:
-    return [sys.executable, "-m", "edge_guard", "run", str(data), "-p", "toxic_simple", "-m",
+def _run_cmd(data: Path, model: Path, db: Path, max_tokens: int,
+             policy: str = "toxic_simple") -> list[str]:  # fmt: skip
+    return [sys.executable, "-m", "edge_guard", "run", str(data), "-p", policy, "-m",
             str(model), "--max-tokens", str(max_tokens), "--parallel", "4", "--db", str(db),
             "--name", "batch"]  # fmt: skip
 
@@ -149,25 +149,23 @@ def test_kill_9_during_edge_guard_run_then_rerun_loses_nothing(tmp_path: Path,
     n = 60
     data, db = _dataset(tmp_path / "d.jsonl", n), tmp_path / "batch.db"
     Store(db)
-    proc = subprocess.Popen(_run_cmd(data, tiny_model, db, 150), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    # parse() holds the run at its 5th answer (4 items stored) until the kill, at any speed
+    policy = write_held_policy(tmp_path / "held", at=5)
+    cmd = _run_cmd(data, tiny_model, db, 150, policy=str(policy))
+    run = HeldRun(cmd, tmp_path / "run.log")
+    run.wait_held()
+    run.proc.send_signal(signal.SIGKILL)
+    assert run.finish(30) == -signal.SIGKILL
     store = Store(db)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if store.query("SELECT count(*) AS n FROM results")[0]["n"] >= 4:
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = store.query("SELECT count(*) AS n FROM run_items")[0]["n"]
-    assert 0 < partial < n, "the run should have been killed part-way"
-    rerun = subprocess.run(_run_cmd(data, tiny_model, db, 150), capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    before = {r["idx"]: r["key"] for r in store.query("SELECT idx, key FROM run_items")}
+    assert sorted(before) == [0, 1, 2, 3], "the run was not killed after its 4th stored item"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resuming: {partial} done, {n - partial} to do" in rerun.stderr
-    items = store.query("SELECT idx, item_id FROM run_items WHERE run = 'batch' ORDER BY idx")
+    assert f"resuming: 4 done, {n - 4} to do" in rerun.stderr
+    items = store.query("SELECT idx, item_id, key FROM run_items WHERE run = 'batch' ORDER BY idx")
     assert [r["idx"] for r in items] == list(range(n))
     assert [r["item_id"] for r in items] == [f"id{i}" for i in range(n)]
+    assert all(before[r["idx"]] == r["key"] for r in items if r["idx"] in before)
     assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == n
     orphans = store.query("SELECT count(*) AS n FROM run_items ri LEFT JOIN results r "
                           "ON r.key = ri.key WHERE r.key IS NULL")  # fmt: skip
