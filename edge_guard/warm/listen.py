@@ -78,7 +78,10 @@ def peer_checked_protocol() -> type:
 def bind_private(path: str) -> socket.socket:
     """A listening Unix socket at `path`, mode 0600, in a directory only we can enter."""
     parent = Path(path).parent
-    st = os.stat(parent)
+    try:
+        st = os.stat(parent)
+    except OSError as exc:
+        raise EdgeGuardError(f"--uds {path}: {exc.strerror or exc} ({parent})") from None
     if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
         raise EdgeGuardError(f"--uds {path}: its directory must be yours with mode 0700")
     if os.path.lexists(path):
