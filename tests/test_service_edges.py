@@ -218,8 +218,10 @@ def test_a_policy_that_fails_to_load_is_reported_by_name_only(
         ({"policy_output": {"kind": "likert", "min": "1"}}, "policy_output.min"),
         ({"policy_output": {"threshold": "high"}}, "policy_output.threshold"),
         ({"policy_output": {"colour": "red"}}, "policy_output.colour"),
-        ({"policy_output": {"kind": "telepathy"}}, "policy_output"),
-        ({"policy_output": {"violation": ["9"]}}, "policy_output"),
+        ({"policy_output": {"kind": "telepathy"}}, "policy_output.kind"),
+        ({"policy_output": {"violation": ["9"]}}, "policy_output.violation"),
+        ({"policy_output": {"violation": ["1", "1"]}}, "policy_output.violation"),
+        ({"policy_output": ["kind", "binary"]}, "policy_output"),
     ],
 )  # fmt: skip
 def test_bad_inline_policies_are_400_never_500(

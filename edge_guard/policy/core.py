@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import math
 import stat
 import sys
 import tomllib
@@ -47,6 +48,68 @@ def check_regular_file(path: Path, limit: int, what: str) -> None:
         raise PolicyError(f"{path}: {what} is {st.st_size} bytes; the limit is {limit} bytes")
 
 
+# The keys an `[output]` table may have and the type of each (`check_output`).
+OUTPUT_KEYS: dict[str, type] = {"kind": str, "labels": list, "violation": list, "min": int,
+                                "max": int, "threshold": float}  # fmt: skip
+_TYPE_NAMES = {str: "a string", list: "a list of strings", int: "an integer", float: "a number"}
+
+
+class OutputError(PolicyError):
+    """An `[output]` table that is not valid: one line naming where it came from (a
+    policy.toml, a module, `policy_output`) and the key (`key`: "labels", "labels[2]",
+    "" for the table itself); `why` is the reason alone."""
+
+    def __init__(self, where: str, key: str, why: str) -> None:
+        super().__init__(f"{where}: [output] {key} {why}" if key else f"{where}: [output] {why}")
+        self.where, self.key, self.why = where, key, why
+
+
+def _number(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _check_strings(values: list[Any], where: str, key: str, numbers: bool) -> tuple[str, ...]:
+    """A list of non-empty strings (integers too where `numbers`: a likert `violation`),
+    without NUL or lone surrogates, none listed twice."""
+    out: list[str] = []
+    for i, item in enumerate(values):
+        if numbers and isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str) or not item.strip() or "\x00" in item:
+            raise OutputError(where, f"{key}[{i}]", "must be a non-empty string without NUL")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise OutputError(where, f"{key}[{i}]", f"has an unpaired surrogate at character "
+                                                    f"{exc.start}") from None  # fmt: skip
+        if item in out:
+            raise OutputError(where, key, f"lists {item!r} twice")
+        out.append(item)
+    return tuple(out)
+
+
+def check_output(d: Any, where: str) -> dict[str, Any]:
+    """THE check of an `[output]` table (policy.toml, a module's OUTPUT, the service's
+    inline `policy_output`): a table of known keys of the right types, lists of distinct
+    non-empty strings. Returns it with the lists as tuples of strings; `OutputError` else."""
+    if not isinstance(d, dict):
+        raise OutputError(where, "", "must be a table")
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        kind = OUTPUT_KEYS.get(key)
+        if kind is None:
+            raise OutputError(where, str(key), f"is not a known key (known: "
+                                               f"{', '.join(OUTPUT_KEYS)})")  # fmt: skip
+        if not _number(value, kind):
+            raise OutputError(where, key, f"must be {_TYPE_NAMES[kind]}")
+        out[key] = _check_strings(value, where, key, key == "violation") if kind is list else value
+    return out
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """The declared answer format. `labels` are the closed set of answers (not for json)."""
@@ -61,46 +124,36 @@ class OutputSpec:
         return self.kind in ("binary", "likert", "labels")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str) -> OutputSpec:
+    def from_dict(cls, d: Any, where: str) -> OutputSpec:
+        """The spec of an `[output]` table, checked (`check_output`, then each kind's rules)."""
+        d = check_output(d, where)
         kind = d.get("kind", "binary")
         if kind not in OUTPUT_KINDS:
-            raise PolicyError(
-                f"{where}: output kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"
-            )
+            raise OutputError(where, "kind", f"{kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
         if kind == "binary":
             labels: tuple[str, ...] = ("0", "1")
-            violation = tuple(str(v) for v in d.get("violation", ["1"]))
+            violation = d.get("violation", ("1",))
         elif kind == "likert":
             lo, hi = d.get("min", 1), d.get("max", 5)
-            if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi and hi - lo <= 20):
-                raise PolicyError(f"{where}: likert needs integer min < max (got {lo}..{hi})")
+            if not (lo < hi and hi - lo <= 20):
+                raise OutputError(where, "min", f"must be below max, by at most 20 (got "
+                                                f"{lo}..{hi})")  # fmt: skip
             labels = tuple(str(i) for i in range(lo, hi + 1))
-            violation = tuple(str(v) for v in d.get("violation", []))
+            violation = d.get("violation", ())
         elif kind == "labels":
-            raw = d.get("labels")
-            if (
-                not isinstance(raw, list)
-                or len(raw) < 2
-                or not all(isinstance(x, str) and x.strip() for x in raw)
-            ):
-                raise PolicyError(
-                    f"{where}: output kind 'labels' needs a list of >= 2 non-empty labels"
-                )
-            labels = tuple(raw)
-            violation = tuple(str(v) for v in d.get("violation", []))
+            labels = d.get("labels", ())
+            if len(labels) < 2:
+                raise OutputError(where, "labels", "must list >= 2 labels for kind 'labels'")
+            violation = d.get("violation", ())
         else:  # json
             labels, violation = (), ()
         bad = [v for v in violation if labels and v not in labels]
         if bad:
-            raise PolicyError(
-                f"{where}: violation value(s) {bad} are not among the labels {list(labels)}"
-            )
+            raise OutputError(where, "violation", f"value(s) {bad} are not among the labels "
+                                                  f"{list(labels)}")  # fmt: skip
         threshold = d.get("threshold", 0.5)
-        numeric = isinstance(threshold, int | float) and not isinstance(threshold, bool)
-        if not numeric or not 0 <= threshold <= 1:
-            raise PolicyError(
-                f"{where}: output threshold must be a number in [0, 1], got {threshold!r}"
-            )
+        if not 0 <= threshold <= 1:
+            raise OutputError(where, "threshold", f"must be a number in [0, 1], got {threshold!r}")
         return cls(kind, labels, violation, float(threshold))
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,11 +207,21 @@ def _read_text(path: Path) -> str:
         raise PolicyError(
             f"{path}: policy is not UTF-8 text (bad byte at offset {exc.start})"
         ) from None
-    if "\x00" in text:
-        raise PolicyError(f"{path}: policy contains NUL bytes")
-    if not text.strip():
-        raise PolicyError(f"{path}: policy text is empty")
+    why = policy_text_problem(text)
+    if why:
+        raise PolicyError(f"{path}: policy {why}")
     return text
+
+
+def policy_text_problem(text: str) -> str | None:
+    """Why `text` cannot be a policy's text (a file's or the service's inline one), or None."""
+    if "\x00" in text:
+        return "contains NUL bytes"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"has an unpaired surrogate at character {exc.start}"
+    return None if text.strip() else "text is empty"
 
 
 def _import_file(path: Path, name: str) -> types.ModuleType:

@@ -4,29 +4,33 @@ A request names a policy or a set, never a path. Names are what `edge-guard poli
 list` and `edge-guard policies sets` show (a set file's own `name`, else its file name;
 the file name also works, as for `--set`). A policy or set that fails to load is reported
 to the client by its name only: the detail (file paths, parser tracebacks) goes to the
-server's log. Inline policy text (only with --allow-inline-policies) is checked like a
-policy file: UTF-8 text without NUL, an `[output]` table of the documented keys and types,
-distinct labels.
+server's log. Inline policy text (only with --allow-inline-policies) is checked by the
+checks a policy file gets (`edge_guard.policy.core`): text without NUL or lone surrogates,
+an `[output]` table of the documented keys and types, distinct labels.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy.core import OutputSpec, Policy, list_policies, load_policy
+from edge_guard.policy.core import (
+    OutputError,
+    OutputSpec,
+    Policy,
+    list_policies,
+    load_policy,
+    policy_text_problem,
+)
 from edge_guard.policy.sets import NAME_RE, PolicySet, list_sets, load_set
 
 log = logging.getLogger("edge_guard.service")
 
 MAX_INLINE_POLICY_CHARS = 200_000
-OUTPUT_KEYS = {"kind": str, "labels": list, "violation": list, "min": int, "max": int,
-               "threshold": float}  # fmt: skip
 
 
 class UnknownPolicy(EdgeGuardError):
@@ -148,55 +152,17 @@ def unavailable(what: str, name: str, exc: BaseException) -> PolicyUnavailable:
 
 
 def inline_policy(text: str, output: dict[str, Any] | None, name: str = "inline") -> Policy:
-    """Client-supplied policy text and `[output]` table, checked like a policy file."""
-    if "\x00" in text:
-        raise BadInlinePolicy("field 'policy_text': contains NUL characters", "policy_text")
-    _check_unicode(text, "policy_text")
-    if not text.strip():
-        raise BadInlinePolicy("field 'policy_text': is empty", "policy_text")
+    """Client-supplied policy text and `[output]` table, checked by the checks policy files
+    get (`policy_text_problem`, `OutputSpec.from_dict`), errors naming the field."""
+    why = policy_text_problem(text)
+    if why:
+        raise BadInlinePolicy(f"field 'policy_text': {why}", "policy_text")
     if len(text) > MAX_INLINE_POLICY_CHARS:
         raise BadInlinePolicy(f"field 'policy_text': {len(text)} characters, at most "
                               f"{MAX_INLINE_POLICY_CHARS}", "policy_text")  # fmt: skip
-    table = dict(output or {})
-    for key, value in table.items():
-        where = f"policy_output.{key}"
-        kind = OUTPUT_KEYS.get(key)
-        if kind is None:
-            known = ", ".join(OUTPUT_KEYS)
-            raise BadInlinePolicy(f"field {where!r}: unknown key (known: {known})", where)
-        if not _is(value, kind):
-            raise BadInlinePolicy(f"field {where!r}: must be {_NAMES[kind]}", where)
-        if kind is list:
-            for i, item in enumerate(value):
-                if not isinstance(item, str) or not item.strip() or "\x00" in item:
-                    raise BadInlinePolicy(f"field '{where}[{i}]': must be a non-empty string "
-                                          "without NUL", f"{where}[{i}]")  # fmt: skip
-                _check_unicode(item, f"{where}[{i}]")
-            twice = sorted({v for v in value if value.count(v) > 1})
-            if twice:
-                raise BadInlinePolicy(f"field {where!r}: {twice[0]!r} is listed twice", where)
     try:
-        spec = OutputSpec.from_dict(table, "policy_output")
-    except EdgeGuardError as exc:
-        why = str(exc).removeprefix("policy_output: ")
-        raise BadInlinePolicy(f"field 'policy_output': {why}", "policy_output") from None
+        spec = OutputSpec.from_dict(output or {}, "policy_output")
+    except OutputError as exc:
+        param = f"policy_output.{exc.key}" if exc.key else "policy_output"
+        raise BadInlinePolicy(f"field {param!r}: {exc.why}", param) from None
     return Policy(name=name, text=text, output=spec)
-
-
-_NAMES = {str: "a string", list: "a list of strings", int: "an integer", float: "a number"}
-
-
-def _is(value: Any, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, int | float) and math.isfinite(value)
-    return isinstance(value, kind)
-
-
-def _check_unicode(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BadInlinePolicy(f"field {where!r}: unpaired surrogate at character {exc.start}",
-                              where) from None  # fmt: skip

@@ -33,7 +33,7 @@ def folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
         ({"policy.md": b"Flag\x00toxic"}, "contains NUL bytes"),
         ({"policy.md": b"ok", "policy.toml": b"[output\nkind="}, "invalid TOML"),
         ({"policy.md": b"ok", "policy.toml": b"name = '\xff'"}, "not UTF-8 text"),
-        ({"policy.md": b"ok", "policy.toml": b"[output]\nkind = 'poem'"}, "output kind 'poem'"),
+        ({"policy.md": b"ok", "policy.toml": b"[output]\nkind = 'poem'"}, "[output] kind 'poem'"),
         ({"policy.md": b"ok", "parse.py": b"raise RuntimeError('boom')\n"},
          "importing it failed: RuntimeError: boom"),
         ({"policy.md": b"ok", "parse.py": b"def parse(:\n"}, "importing it failed: SyntaxError"),
@@ -46,6 +46,73 @@ def test_unusable_policy_files_are_one_line_errors(tmp_path: Path, files: dict[s
     with pytest.raises(PolicyError) as info:
         load_policy(folder(tmp_path, files))
     assert "\n" not in str(info.value) and phrase in str(info.value)
+
+
+KNOWN = "known: kind, labels, violation, min, max, threshold"
+BAD_OUTPUTS = [
+    ({"kind": "labels", "labels": ["spam", "ham", "spam"]}, "labels", "lists 'spam' twice"),
+    ({"kind": "labels", "labels": ["a", "b"], "violation": ["a", "a"]}, "violation",
+     "lists 'a' twice"),
+    ({"violation": 1}, "violation", "must be a list of strings"),
+    ({"violation": "1"}, "violation", "must be a list of strings"),
+    ({"labels": ["", "1"]}, "labels[0]", "must be a non-empty string without NUL"),
+    ({"violations": ["1"]}, "violations", f"is not a known key ({KNOWN})"),
+    ({"kind": "likert", "min": 1.5}, "min", "must be an integer"),
+    ({"kind": "likert", "min": 3, "max": 2}, "min", "must be below max, by at most 20 (got 3..2)"),
+    ({"kind": "labels", "labels": ["only"]}, "labels", "must list >= 2 labels for kind 'labels'"),
+    ({"violation": ["9"]}, "violation", "value(s) ['9'] are not among the labels ['0', '1']"),
+    ({"threshold": True}, "threshold", "must be a number"),
+    ({"kind": "poem"}, "kind", "'poem' is not one of binary, likert, json, labels"),
+]  # fmt: skip
+
+
+def _toml(table: dict[str, object]) -> str:
+    import json
+
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())  # TOML's subset
+
+
+@pytest.mark.parametrize(("table", "key", "why"), BAD_OUTPUTS)
+def test_bad_output_tables_are_one_line_errors_naming_the_file_and_key(
+    tmp_path: Path, table: dict[str, object], key: str, why: str
+) -> None:
+    """Repeated labels and a non-list `violation` included (it was a TypeError); the HTTP
+    door's inline `policy_output` gets the same check and reason, naming its field."""
+    from edge_guard.service.catalog import BadInlinePolicy, inline_policy
+
+    toml = f"[output]\n{_toml(table)}".encode()
+    path = folder(tmp_path, {"policy.md": b"ok", "policy.toml": toml})
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path / 'policy.toml'}: [output] {key} {why}"
+    with pytest.raises(BadInlinePolicy) as inline:
+        inline_policy("Answer 1 for spam, else 0.", table)
+    assert (inline.value.param, str(inline.value)) == (
+        f"policy_output.{key}", f"field 'policy_output.{key}': {why}")  # fmt: skip
+
+
+def test_a_module_output_and_a_non_table_output_are_checked_too(tmp_path: Path) -> None:
+    mod = tmp_path / "mod_policy.py"
+    mod.write_text("POLICY = 'Answer 1 or 0.'\nOUTPUT = {'kind': 'labels', 'labels': ['a', 'a']}\n")
+    with pytest.raises(PolicyError, match=r"mod_policy\.py: \[output\] labels lists 'a' twice$"):
+        load_policy(mod)
+    path = folder(tmp_path, {"policy.md": b"ok", "policy.toml": b"output = 5\n"})
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path / 'policy.toml'}: [output] must be a table"
+
+
+def test_a_non_list_violation_through_the_cli_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    path = folder(tmp_path, {"policy.md": b"ok", "policy.toml": b"[output]\nviolation = 1\n"})
+    result = CliRunner().invoke(main, ["prompt", "-p", str(path), "hello"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path / 'policy.toml'}: [output] violation must be a list of strings"
+    ]
 
 
 def test_unusable_policy_through_the_cli(tmp_path: Path) -> None:
