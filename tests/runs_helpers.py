@@ -5,9 +5,9 @@ A dataset row may carry a `want` field: "1" / "0" steer the synthetic model to t
 answer, anything else (e.g. "?") to an unparsable answer (undetermined).
 
 Held runs: `HeldRun(argv)` starts a child with the write end of a pipe in `$EG_TEST_HOLD_FD`;
-code in the child (a run's `on_result=hold_after(n)`, or a policy from `write_held_policy`
-whose parse.py holds at its n-th answer) writes "held" to it and blocks until a signal ends
-the process. `wait_held()` returns once the child holds, or fails with its output if it
+code in the child (a run's `on_result=hold_after(n)`, or `hold_after_stored(n)` put in a
+CLI child by `python_m(..., hold_after_items=n)`) writes "held" to it and blocks until a
+signal ends the process. `wait_held()` returns once the child holds, or fails with its output if it
 ended first: no sleep, no race. `HoldPipe` is that pipe alone, for children started
 elsewhere (a steered `edge-guard serve`: tests/service_helpers.py writes its events there).
 """
@@ -79,45 +79,37 @@ def hold_after(n: int) -> Callable[..., None]:
     return on_result
 
 
-# parse.py of `write_held_policy`: answers are parsed in the consumer loop right before each
-# is stored, so holding at the n-th answer leaves exactly n - 1 stored, however fast the model.
-HELD_PARSE = """
-import os, time
-from edge_guard.policy.core import OutputSpec
-from edge_guard.policy.parsers import ParserTimeout, builtin_parse
+def hold_after_stored(n: int) -> None:
+    """In a child of `HeldRun`: hold (`hold_here`) right after its n-th run item is committed
+    (`Store.put` with a run item), whatever stores it (a CLI run, a TUI job). The hold is
+    in the consumer loop, so exactly n items are stored, however fast the model, and it
+    does not depend on where parse() runs."""
+    from edge_guard.store import Store
 
-calls = 0
+    put = Store.put
+    count = 0
 
-def parse(response):
-    global calls
-    calls += 1
-    fd = os.environ.get({env!r})
-    if fd and calls == {at}:
-        os.write(int(fd), b"held\\n")
-        while True:  # until a signal (SIGINT: KeyboardInterrupt, SIGKILL) ends the run
-            try:
-                time.sleep(3600)
-            except ParserTimeout:  # parse()'s own time limit: keep holding
-                pass
-    return builtin_parse(response, OutputSpec())
-"""
+    def held_put(self: Store, row: dict[str, Any], run_item: dict[str, Any] | None = None) -> None:
+        nonlocal count
+        put(self, row, run_item)
+        if run_item is not None:
+            count += 1
+            if count == n:
+                hold_here()
+
+    Store.put = held_put  # type: ignore[method-assign]
 
 
-def write_held_policy(folder: Path, at: int) -> Path:
-    """toxic_simple's text as policy `folder.name`, whose parse() holds a `HeldRun` child at
-    its `at`-th answer (`at - 1` answers stored); outside a held child it parses as usual."""
-    folder.mkdir(parents=True)
-    (folder / "policy.md").write_text((REPO / "policies/toxic_simple/policy.md").read_text())
-    (folder / "policy.toml").write_text(f'name = "{folder.name}"\n[output]\nkind = "binary"\n')
-    (folder / "parse.py").write_text(HELD_PARSE.format(env=HOLD_FD_ENV, at=at))
-    return folder
-
-
-def python_m(module: str, *args: str) -> list[str]:
+def python_m(module: str, *args: str, hold_after_items: int | None = None) -> list[str]:
     """argv for `python -m module ARGS` where Ctrl-C (SIGINT) works as at a terminal, even
-    when the tests run with SIGINT ignored (a background job: `cmd &` in a script)."""
-    boot = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
+    when the tests run with SIGINT ignored (a background job: `cmd &` in a script); with
+    `hold_after_items=n`, a `HeldRun` child that holds once n run items are stored."""
+    hold = ""
+    if hold_after_items is not None:
+        hold = (f"sys.path.insert(0, {str(REPO)!r}); from tests.runs_helpers import "
+                f"hold_after_stored; hold_after_stored({hold_after_items}); ")  # fmt: skip
+    boot = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"{hold}runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
     return [sys.executable, "-c", boot, *args]
 
 

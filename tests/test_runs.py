@@ -26,7 +26,6 @@ from tests.runs_helpers import (
     run_item_rows,
     steer_by_want,
     wants_of,
-    write_held_policy,
     write_jsonl,
 )
 
@@ -142,12 +141,12 @@ def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", labelled_rows(40))
     db = tmp_path / "store.db"
-    # parse() holds the run at its third answer (two items stored) until the test's SIGINT:
-    # the interrupt lands mid-run however fast the machine is.
-    policy = write_held_policy(tmp_path / "held", at=3)
-    args = ["run", str(data), "-p", str(policy), "-m", str(tiny_model), "--max-tokens", "24",
+    args = ["run", str(data), "-p", "toxic_simple", "-m", str(tiny_model), "--max-tokens", "24",
             "--db", str(db), "--name", "ctrl-c"]  # fmt: skip
-    run = HeldRun(python_m("edge_guard", *args, "--parallel", "1"), tmp_path / "run.log", cwd=REPO)
+    # The child holds once two items are stored, until the test's SIGINT: the interrupt
+    # lands mid-run however fast the machine is.
+    argv = python_m("edge_guard", *args, "--parallel", "1", hold_after_items=2)
+    run = HeldRun(argv, tmp_path / "run.log", cwd=REPO)
     run.wait_held()
     run.proc.send_signal(signal.SIGINT)
     rc, out = run.finish(), run.output()
@@ -156,7 +155,7 @@ def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
     assert "resume with: edge-guard run" in out
     store = Store(db)
     assert store.run("ctrl-c")["status"] == "interrupted"
-    assert len(store.done_indices("ctrl-c")) == 2  # the two answers parsed before the hold
+    assert len(store.done_indices("ctrl-c")) == 2  # the two items stored before the hold
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 0, res.output
     assert "resuming: 2 done, 38 to do" in res.stderr
