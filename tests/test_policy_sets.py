@@ -127,6 +127,35 @@ def test_unknown_set_names_the_known_ones(policy_dir: Path) -> None:
     assert "abc" in str(exc.value) and "community" in str(exc.value)
 
 
+def test_a_set_is_found_by_its_inner_name_by_every_door(policy_dir: Path, tmp_path: Path,
+                                                        tiny_o200k_model: Path) -> None:  # fmt: skip
+    """`find_set`, `load_set`, the CLI's --set / -p and the service look a set up the same
+    way: its shown `name` (over another file's file name), its file name, its aliases."""
+    from edge_guard.policy.sets import find_set, set_index
+    from edge_guard.service.catalog import Catalog
+
+    sets = policy_dir / "sets"
+    (sets / "strict_file.toml").write_text('name = "strict"\npolicies = ["alpha"]\n')
+    (sets / "strict.toml").write_text('name = "other"\npolicies = ["beta"]\naliases = ["al"]\n')
+    (sets / "broken.toml").write_text("policies = [\n")
+    assert find_set("strict") == sets / "strict_file.toml"  # a shown name wins over a file name
+    assert find_set("strict_file") == sets / "strict_file.toml"
+    assert find_set("other") == find_set("al") == sets / "strict.toml"
+    assert find_set("broken") == sets / "broken.toml" and find_set("nope") is None
+    assert load_set("strict").names == ["alpha"] and is_set_ref("strict")
+    assert Catalog().set_paths() == set_index()  # the service's lookup is this one
+    runner = CliRunner()
+    res = runner.invoke(main, ["policies", "show", "strict"])
+    assert res.exit_code == 0 and "- alpha" in res.output and "beta" not in res.output, res.output
+    for args in (["--set", "strict"], ["-p", "strict"]):
+        res = runner.invoke(main, ["classify", *args, "-m", str(tiny_o200k_model), "--max-tokens",
+                                   "4", "--db", str(tmp_path / "s.db"), "--json", "hello"])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert list(json.loads(res.stdout)["results"]) == ["alpha"]
+    with pytest.raises(PolicyError, match=r"known: abc, .*broken, community, .*other, strict\)$"):
+        load_set("nosuch")
+
+
 def test_cli_sets_show_check(policy_dir: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(main, ["policies", "sets", "--json"])

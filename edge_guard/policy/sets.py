@@ -1,7 +1,8 @@
 """Policy sets: several policies checked together, and how their verdicts combine.
 
-A set is a TOML file `policies/sets/<name>.toml` (searched like policies, see
-`paths.policy_search_path()`):
+A set is a TOML file `policies/sets/<file>.toml` (searched like policies, see
+`paths.policy_search_path()`), found by its `name` (else its file name), its file name, or
+one of its `aliases` (`set_index`: the one lookup of the CLI, the API and the service):
 
     name = "community"
     description = "What a forum checks every post for."
@@ -24,7 +25,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,29 +194,40 @@ def _load_member(ref: str, base: Path | None, where: str) -> Policy:
     raise PolicyError(f"{where}: policy {ref!r}: {last or 'not found'}")
 
 
-def find_set(name: str) -> Path | None:
-    """`sets/<name>.toml` on the policy search path (first match wins), else the set file
-    listing `name` in its `aliases` (a set's own name always wins over an alias)."""
-    if not NAME_RE.match(name):
-        return None
-    for base in policy_search_path():
-        candidate = base / SETS_DIR / f"{name}.toml"
-        if candidate.is_file():
-            return candidate
-    return _alias_of(name)
+def set_file_names(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(the name a set file shows: its `name`, else its file name; its valid `aliases`),
+    read without loading its policies. A broken file answers to its file name only (loading
+    it by that name reports why)."""
+    try:
+        meta = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return path.stem, ()
+    name = meta.get("name", path.stem)
+    raw = meta.get("aliases", [])
+    aliases = [a for a in raw if isinstance(a, str) and NAME_RE.match(a)] if isinstance(raw, list) else []  # fmt: skip
+    return (name if isinstance(name, str) and NAME_RE.match(name) else path.stem), tuple(aliases)
 
 
-def _alias_of(name: str) -> Path | None:
-    """The first set file on the search path whose `aliases` list `name`."""
+def set_index(names: Callable[[Path], tuple[str, tuple[str, ...]]] = set_file_names) -> dict[str, Path]:  # fmt: skip
+    """THE set lookup (`find_set`, `--set`, the service): every name a set answers to -> its
+    file. A set's shown name (`policies sets`) wins over a file name, which wins over an
+    alias; within each, the first on the policy search path. `names` reads a file's names
+    (the service passes a cached reader)."""
+    shown: dict[str, Path] = {}
+    stems: dict[str, Path] = {}
+    aliases: dict[str, Path] = {}
     for path in list_sets():
-        try:
-            meta = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            continue  # a broken set file answers to nothing; loading it by name reports why
-        aliases = meta.get("aliases")
-        if isinstance(aliases, list) and name in aliases:
-            return path
-    return None
+        name, also = names(path)
+        shown.setdefault(name, path)
+        stems.setdefault(path.stem, path)
+        for alias in also:
+            aliases.setdefault(alias, path)
+    return {**aliases, **stems, **shown}
+
+
+def find_set(name: str) -> Path | None:
+    """The set file answering to `name` (`set_index`), or None."""
+    return set_index().get(name) if NAME_RE.match(name) else None
 
 
 def is_set_ref(ref: Any) -> bool:
@@ -240,7 +252,7 @@ def load_set(ref: str | Path | PolicySet) -> PolicySet:
     if not path.is_file():
         found = find_set(str(ref)) if not any(s in str(ref) for s in "/\\") else None
         if found is None:
-            known = ", ".join(p.stem for p in list_sets()) or "none"
+            known = ", ".join(sorted({set_file_names(p)[0] for p in list_sets()})) or "none"
             raise PolicyError(f"policy set {str(ref)!r} not found (a .toml file or a name in "
                               f"policies/sets/; known: {known})")  # fmt: skip
         path = found

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from edge_guard.policy.core import (
     load_policy,
     policy_text_problem,
 )
-from edge_guard.policy.sets import NAME_RE, PolicySet, list_sets, load_set
+from edge_guard.policy.sets import PolicySet, list_sets, load_set, set_file_names, set_index
 
 log = logging.getLogger("edge_guard.service")
 
@@ -71,24 +70,15 @@ class Catalog:
         return out
 
     def set_paths(self) -> dict[str, Path]:
-        """Set name (as `policies sets` shows it) -> file; its file name and its `aliases`
-        answer too (a shown name wins over a file name, which wins over an alias)."""
-        shown: dict[str, Path] = {}
-        stems: dict[str, Path] = {}
-        aliases: dict[str, Path] = {}
-        for path in list_sets():
-            name, also = self._names(path)
-            shown.setdefault(name, path)
-            stems.setdefault(path.stem, path)
-            for alias in also:
-                aliases.setdefault(alias, path)
-        return {**aliases, **stems, **shown}
+        """Every name a set answers to -> its file (`sets.set_index`, the one lookup the
+        CLI's --set uses too)."""
+        return set_index(self._names)
 
     def set_names(self) -> list[str]:
         return sorted({self._names(p)[0] for p in list_sets()})
 
     def _names(self, path: Path) -> tuple[str, tuple[str, ...]]:
-        """(the set's shown name, its aliases), read from its file (cached per mtime)."""
+        """`sets.set_file_names`, cached per file and mtime."""
         try:
             stamp = (str(path), path.stat().st_mtime_ns)
         except OSError:
@@ -96,22 +86,10 @@ class Catalog:
         with self._lock:
             if stamp in self._set_names:
                 return self._set_names[stamp]
-        try:
-            meta = tomllib.loads(path.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            meta = {}
-        name = meta.get("name", path.stem)
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            name = path.stem
-        raw = meta.get("aliases", [])
-        also = (
-            tuple(a for a in raw if isinstance(a, str) and NAME_RE.match(a))
-            if isinstance(raw, list)
-            else ()
-        )
+        names = set_file_names(path)
         with self._lock:
-            self._set_names[stamp] = (name, also)
-        return name, also
+            self._set_names[stamp] = names
+        return names
 
     def policy(self, name: str) -> Policy:
         """A policy by name (never a path from a request); loaded once."""
