@@ -56,7 +56,11 @@ def build_classifier(
     interactive: bool = False,
     warm: bool = False,
 ) -> Classifier:
-    """A `Classifier` for one policy or several, configured by `settings`.
+    """A `Classifier` for one policy or several (or a `PolicySet`), configured by `settings`.
+
+    On an edge-guard server (`settings.backend == "server"`) it is a `RemoteClassifier`,
+    and a `PolicySet` goes by its name, so the server applies the set's thresholds (run
+    the set with `classify_set_with`, as `classify()` and the CLI do).
 
     `backend` (a ready backend) and `store` (an open store) replace the ones `settings`
     would build; `sampling` replaces its temperature/seed/max_tokens (top_p/top_k).
@@ -66,9 +70,13 @@ def build_classifier(
     `settings.keep_alive` seconds after the last request.
     """
     settings = settings or resolve_settings()
+    pset = _as_set(policies) if not isinstance(policies, str | Path) else None  # a PolicySet
+    if pset is not None:
+        policies = pset.policies
     if backend is None and settings.backend == "server":  # an `edge-guard serve` (detected)
-        remote = _remote(policies, settings, sampling)
-        if remote is not None:
+        named = pset is not None and not pset.adhoc  # `-p a -p b`: no name a server knows
+        remote = _remote(pset.name if named else policies, settings, sampling)
+        if remote is not None:  # a set goes by its name: the server applies its thresholds
             return remote  # type: ignore[no-any-return]
     warm = warm and backend is None and store is None
     if backend is None:
@@ -194,29 +202,50 @@ def classify(
     one = isinstance(text, str | Conversation)  # one text or conversation, else a list
     texts = [text] if one else list(text)  # type: ignore[list-item]
     pset = _as_set(policy)  # a PolicySet (or a set's name): its policies, thresholds applied
-    if ready is None and settings.backend == "server":  # an edge-guard server: by name
-        remote = _remote(pset.name if pset is not None else policy, settings, sampling)
-        if remote is not None:  # the server applies a set's thresholds (its apply_threshold)
-            out = remote.classify(texts, run_items=run_items, samplings=samplings,
-                                  logits_processors=logits_processors, on_event=on_event)  # fmt: skip
-            return out[0] if one else out
-        ready = build_backend(settings)  # another server (llama-server, vLLM): probed once
+    classifier: Any = None
+    if ready is None and settings.backend == "server":  # an edge-guard server: a set by name
+        named = pset is not None and not pset.adhoc
+        classifier = _remote(pset.name if named else policy, settings, sampling)
+        if classifier is None:
+            ready = build_backend(settings)  # another server (llama-server, vLLM): probed once
     if pset is None and _policy_list(policy) is not None:
         from edge_guard.policy.sets import adhoc_set
 
         pset = adhoc_set(_policy_list(policy))  # type: ignore[arg-type]
-    classifier = build_classifier(pset.policies if pset is not None else policy, settings,
-                                  backend=ready, store=store, sampling=sampling,
-                                  warm=keep_alive is not None)  # fmt: skip
+    if classifier is None:
+        classifier = build_classifier(pset if pset is not None else policy, settings,
+                                      backend=ready, store=store, sampling=sampling,
+                                      warm=keep_alive is not None)  # fmt: skip
     if pset is not None:  # every set and list of policies: one path, thresholds applied
-        from edge_guard.runs.multi import classify_set
-
         procs = logits_processors
         steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])  # type: ignore[index]
-        multi = classify_set(classifier, pset, texts, steer=steer, samplings=samplings,
-                             on_event=on_event, run_items=run_items)  # fmt: skip
+        multi = classify_set_with(classifier, pset, texts, steer=steer, samplings=samplings,
+                                  on_event=on_event, run_items=run_items)  # fmt: skip
         return multi[0] if one else multi
     kwargs = {"run_items": run_items, "samplings": samplings,
               "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
     results = classifier.classify(texts, **kwargs)
     return results[0] if one else results
+
+
+def classify_set_with(classifier: Any, pset: Any, texts: Sequence[Any], *,
+                      mode: str = "separate", **kwargs: Any) -> list[MultiResult]:  # fmt: skip
+    """A set's results, one `MultiResult` per text with its thresholds applied, through
+    `classifier` (from `build_classifier`): locally `runs.multi.classify_set` applies them;
+    on an edge-guard server (a `RemoteClassifier` built for the set's name) the server
+    does. `kwargs`: steer, samplings, on_event, run_items (`classify_set`'s)."""
+    client = sys.modules.get("edge_guard.service.client")  # a RemoteClassifier needs it
+    if client is None or not isinstance(classifier, client.RemoteClassifier):
+        from edge_guard.runs.multi import classify_set
+
+        return classify_set(classifier, pset, texts, mode=mode, **kwargs)
+    if mode != "separate":
+        raise EdgeGuardError(f"--mode {mode} runs in this process: an edge-guard server runs a "
+                             "set's policies separately (use --mode separate or the local "
+                             "backend)")  # fmt: skip
+    steer = kwargs.pop("steer", None)
+    out = classifier.classify(texts, logits_processors=steer, **kwargs)
+    from edge_guard.conversation import item_text
+
+    return [r if isinstance(r, MultiResult) else MultiResult(item_text(t), {str(r.policy): r})
+            for t, r in zip(texts, out, strict=True)]  # fmt: skip

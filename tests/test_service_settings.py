@@ -192,6 +192,63 @@ def test_set_thresholds_and_a_set_named_unlike_its_file(
     assert cli.results["toxic_simple"].key == res["key"]
 
 
+def test_cli_classify_of_a_set_on_a_server_sends_the_set_name(
+    low: tuple[TestClient, Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`classify --set S --backend server` (and `-p S`) sends the set's name, as the Python
+    API does: the server applies the set's thresholds (its policy list was refused)."""
+    import httpx
+    from click.testing import CliRunner
+
+    from edge_guard.cli import main
+
+    client, _core, db = low
+    folder = tmp_path / "pols"
+    (folder / "sets").mkdir(parents=True)
+    (folder / "sets" / "strict_file.toml").write_text(
+        'name = "strict"\npolicies = ["toxic_simple"]\n[thresholds]\ntoxic_simple = 1.0\n'
+    )
+    monkeypatch.setenv("EDGE_GUARD_POLICIES", str(folder))
+    for verb in ("get", "post", "stream"):
+        monkeypatch.setattr(httpx, verb, getattr(client, verb))
+    served = client.post("/v1/classify", json={"text": "a thresholded text", "policy": "strict"})
+    want = served.json()["results"][0]
+    assert (want["verdict"], want["metadata"]["model_verdict"]) == ("no_violation", "violation")
+    flags = ["--backend", "server", "--url", BASE, "--effort", "low", "--reasoning", "none",
+             "--max-tokens", "16", "--parallel", "4"]  # fmt: skip
+    runner = CliRunner()
+    before = _count(db)
+    for pick in (["--set", "strict"], ["-p", "strict"]):
+        r = runner.invoke(main, ["classify", *pick, *flags, "--json", "a thresholded text"])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        got = out["results"]["toxic_simple"]
+        assert (out["policy_set"], out["flagged"], got["verdict"], got["binary_label"]) == (
+            "strict", False, "no_violation", False)  # fmt: skip
+        assert (got["key"], got["metadata"]["threshold"]) == (want["key"], 1.0)
+    assert _count(db) == before  # the server's row, found again
+    r = runner.invoke(main, ["classify", "--set", "strict", "--mode", "combined", *flags, "x"])
+    assert r.exit_code != 0 and r.stderr.strip().splitlines() == [
+        "error: --mode combined runs in this process: an edge-guard server runs a set's "
+        "policies separately (use --mode separate or the local backend)"]  # fmt: skip
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"text": "a thresholded text"}\n')
+    for pick in (["--set", "strict"], ["-p", "toxic_simple"]):  # a run's rows stay here: refused
+        r = runner.invoke(main, ["run", str(data), *pick, *flags, "--db", str(tmp_path / "r.db")])
+        assert r.exit_code == 1 and r.stderr.strip().splitlines() == [
+            "error: a named run keeps its results in this machine's store: run it with the local "
+            "backend (--backend local), or send texts to the server with `edge-guard classify "
+            "--backend server`"], r.output  # fmt: skip
+
+
+def _count(db: Path) -> int:
+    store = Store(db)
+    try:
+        return int(store.query("SELECT COUNT(*) AS n FROM results")[0]["n"])
+    finally:
+        store.close()
+
+
 def test_config_toml_and_environment_set_the_server(
     tiny_o200k_model: Path, tmp_path: Path, edge_guard_home: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -83,12 +83,13 @@ def classify(opts: dict[str, Any]) -> None:
     text = text_or_messages(opts.pop("text"), opts.pop("messages"), opts.pop("target"))
     as_json = opts.pop("as_json")
     policy, mode = policy_set(opts)
-    classifier = build_classifier(policy if mode is None else policy.policies, opts,
-                                  use_cache=not opts.pop("no_cache"))  # fmt: skip
+    # A set (or several policies) goes whole: to an edge-guard server by the set's name, so
+    # the server applies its thresholds (the Python API's path: api.classify_set_with).
+    classifier = build_classifier(policy, opts, use_cache=not opts.pop("no_cache"))
     if mode is not None:  # several policies (or a set): a result per policy
-        from edge_guard.runs.multi import classify_set
+        from edge_guard.api import classify_set_with
 
-        mr = classify_set(classifier, policy, [text], mode=mode)[0]
+        mr = classify_set_with(classifier, policy, [text], mode=mode)[0]
         if as_json:
             click.echo(term_json(multi_json(mr, policy, mode, classifier)))
         else:

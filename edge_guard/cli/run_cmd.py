@@ -25,6 +25,19 @@ from edge_guard.sanitize import term, term_json, term_line
 LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-commercial use only."
 
 
+def _local(classifier: Any) -> Any:
+    """`classifier`, unless it is an edge-guard server's: a named run keeps its results in
+    this machine's store (a one-line error instead of a crash)."""
+    client = sys.modules.get("edge_guard.service.client")  # a RemoteClassifier needs it
+    if client is not None and isinstance(classifier, client.RemoteClassifier):
+        from edge_guard.errors import EdgeGuardError
+
+        raise EdgeGuardError("a named run keeps its results in this machine's store: run it "
+                             "with the local backend (--backend local), or send texts to the "
+                             "server with `edge-guard classify --backend server`")  # fmt: skip
+    return classifier
+
+
 def _echo_err(msg: str, **style: Any) -> None:
     msg = term(msg)
     click.echo(click.style(msg, **style) if style else msg, err=True)
@@ -112,11 +125,11 @@ def run(opts: dict[str, Any]) -> None:
     policy, mode = policy_set(opts)
     label_fields = list(plan_kw.pop("label_field") or ())
     if mode is not None:  # several policies: one run item per (text, policy) pair
-        classifier = build_classifier(policy.policies, opts)
+        classifier = _local(build_classifier(policy, opts))
         return run_set(dataset, classifier, policy, mode, label_fields=label_fields,
                        plan_kw=plan_kw, seed=seed, as_json=as_json, progress=_Progress,
                        echo_err=_echo_err)  # fmt: skip
-    classifier = build_classifier(policy, opts)
+    classifier = _local(build_classifier(policy, opts))
     plan_kw["label_field"] = single_label_field(label_fields, classifier.policy.name)
     plan = plan_run(dataset, classifier, seed=seed, **plan_kw)
     if detect_benchmark(str(plan.dataset.path)) == "toxic-chat":

@@ -65,6 +65,7 @@ class PolicySet:
     path: Path | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # other names it answers to (`find_set`)
+    adhoc: bool = False  # policies given one by one (`adhoc_set`): a name no server knows
 
     @property
     def policies(self) -> list[Policy]:
@@ -296,7 +297,7 @@ def adhoc_set(refs: Sequence[str | Path | Policy], name: str | None = None) -> P
         members.append(SetMember(str(ref) if not isinstance(ref, Policy) else ref.name, policy))
     if not members:
         raise PolicyError("no policies given")
-    return PolicySet(name or "+".join(m.name for m in members), tuple(members))
+    return PolicySet(name or "+".join(m.name for m in members), tuple(members), adhoc=True)
 
 
 def resolve_policies(policies: Iterable[str] = (), set_ref: str | None = None) -> PolicySet:
