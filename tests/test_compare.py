@@ -80,6 +80,21 @@ def test_config_errors_are_one_line(values: list[str], styles: str | None, messa
     assert message in one_line_error(CliRunner().invoke(main, args))
 
 
+@pytest.mark.parametrize("policies", [["-p", "toxic_simple"], ["-p", "toxic_simple", "-p", "spam"]])
+def test_compare_cli_errors_name_flags_not_keywords(policies: list[str], tmp_path: Path,
+                                                    tiny_model: Path) -> None:  # fmt: skip
+    """A setting refused while a config resolves speaks the CLI's language (the compare
+    CLI passes door="cli" to run_compare and run_multi_compare), never Python keywords."""
+    data = write_jsonl(tmp_path / "d.jsonl", rows(2))
+    args = ["compare", "-d", str(data), *policies, "--db", str(tmp_path / "c.db"),
+            "--config", f"{tiny_model},seed=-1", "--config", f"{tiny_model},effort=low"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output  # a bad setting, as `classify --seed -1`
+    assert res.stderr.strip().splitlines() == [
+        "error: --seed -1: must be from 0 to 9223372036854775807"
+    ]
+
+
 def test_kappa_and_its_interval_match_sklearn() -> None:
     import numpy as np
 

@@ -126,7 +126,7 @@ def compare(opts: dict[str, Any]) -> None:
     run_kw["label_field"] = single_label_field(label_fields, policy)
     try:
         result = run_compare(dataset, policy, configs, base_opts=opts, on_start=progress.start,
-                             on_result=progress.result, **run_kw)  # fmt: skip
+                             on_result=progress.result, door="cli", **run_kw)  # fmt: skip
     except KeyboardInterrupt:
         _err(f"interrupted: finished items are saved; resume with: "
              f"{shlex.join(['edge-guard', *sys.argv[1:]])}")  # fmt: skip

@@ -163,7 +163,7 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
     try:
         store, runs, labels = run_multi_compare(
             dataset, pset, configs, base_opts=opts, label_fields=fields, on_start=progress.start,
-            on_result=progress.result, **run_kw)  # fmt: skip
+            on_result=progress.result, door="cli", **run_kw)  # fmt: skip
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished pairs are saved; resume with: "
                    f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}", err=True)  # fmt: skip

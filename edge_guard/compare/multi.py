@@ -43,8 +43,10 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
                       limit: int | None = None, sample: str | None = None, sample_seed: int = 0,
                       steer: Callable[[int, CompareConfig], Steer | None] | None = None,
                       on_start: Callable[[int, str, Any], None] | None = None,
-                      on_result: Callable[..., None] | None = None) -> tuple[Store, list[str], list[str]]:  # fmt: skip
-    """Run the set through every config (first = reference); (store, run names, labels)."""
+                      on_result: Callable[..., None] | None = None,
+                      door: str = "python") -> tuple[Store, list[str], list[str]]:  # fmt: skip
+    """Run the set through every config (first = reference); (store, run names, labels).
+    A bad setting is named in the terms of the caller's `door` (the compare CLI: "cli")."""
     from edge_guard.api import build_classifier
     from edge_guard.settings import resolve_settings, setting_flags
 
@@ -60,7 +62,8 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
     for k, (cfg, label) in enumerate(zip(configs, labels, strict=True)):
         merged = {**base, **cfg.opts, "model": cfg.model or base.get("model")}
         mode = str(merged.pop("mode", "separate"))
-        classifier = build_classifier(pset.policies, resolve_settings(setting_flags(merged)))
+        settings = resolve_settings(setting_flags(merged), door=door)
+        classifier = build_classifier(pset.policies, settings)
         store = classifier.store
         meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,
                 "reference": labels[0], "mode": mode, "backend": classifier.backend.name}  # fmt: skip

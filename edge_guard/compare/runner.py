@@ -117,12 +117,14 @@ def run_compare(
     steer: Steer | None = None,
     on_start: Callable[[int, str, RunPlan], None] | None = None,
     on_result: Callable[[int, RunProgress, int, ClassificationResult], None] | None = None,
+    door: str = "python",
 ) -> CompareRun:
     """Classify `dataset` under `policy` with every config (the first is the reference).
 
     `base_opts` are `Settings` fields (model, style, max_tokens, db, ...; other keys are
     ignored) that each config's modifiers override; a config without a model uses
-    `base_opts["model"]`. Each config's settings resolve like flags (over env/config.toml).
+    `base_opts["model"]`. Each config's settings resolve like flags (over env/config.toml);
+    a bad value is named in the terms of the caller's `door` (the compare CLI: "cli").
     """
     from edge_guard.api import build_classifier
     from edge_guard.backends.local import LocalBackend, release_engine
@@ -139,7 +141,7 @@ def run_compare(
     store: Store | None = None
     for k, (cfg, label) in enumerate(zip(configs, labels, strict=True)):
         flags = setting_flags({**base, **cfg.opts, "model": cfg.model or base.get("model")})
-        classifier = build_classifier(policy, resolve_settings(flags))
+        classifier = build_classifier(policy, resolve_settings(flags, door=door))
         store = classifier.store
         path, size = _model_file(classifier)
         meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,
