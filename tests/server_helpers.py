@@ -70,6 +70,7 @@ class ServerProcess:
 
     ready_path = "/v1/models"  # answers 200 once the server is up
     start_timeout = 60.0
+    pass_fds: tuple[int, ...] = ()  # descriptors the server inherits (an event pipe's write end)
 
     def __init__(self, argv: list[str], port: int, log: Path,
                  env: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -102,7 +103,7 @@ class ServerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env)  # fmt: skip
+                                         env=self.env, pass_fds=self.pass_fds)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -8,23 +8,25 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 from click.testing import CliRunner
-from service_helpers import SAFE, VIOLATE, ServiceProcess
+from service_helpers import HOLD, SAFE, SLOW, VIOLATE, ServiceProcess
 
 from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import load_policy
 from edge_guard.store import Store
+from tests.runs_helpers import HoldPipe
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +36,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path) -> 
     args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "16",
             "--parallel", "4", "--ctx", "4096", "--db", str(db), "--allow-inline-policies",
             "--max-texts", "20", "--max-body", "20000"]  # fmt: skip
-    proc = ServiceProcess(args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)}).start()
+    events = HoldPipe()  # the server's events (service_helpers): act on them, never sleep
+    proc = ServiceProcess(args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)},
+                          events=events).start()  # fmt: skip
     try:
         yield proc, db
     finally:
         proc.kill()
+        events.close()
 
 
 @pytest.fixture
@@ -219,32 +224,59 @@ def test_cli_classify_through_the_server(url: str, tiny_o200k_model: Path) -> No
 
 
 def test_client_that_disconnects_leaves_nothing_running(served: tuple[ServiceProcess, Path]) -> None:  # fmt: skip
+    """A client that hangs up cancels its job: labels computed are kept, nothing else runs.
+    The slow texts would reason for minutes, so only the cancel ends their job (the
+    server's `done` event), and none of them is ever stored."""
     proc, db = served
-    texts = [f"gone {i} free text" for i in range(20)]
-    body = {"texts": texts, "stream": True, "max_tokens": 200}
+    texts = [f"gone 0 {SAFE}"] + [f"gone {i} {SLOW}" for i in range(1, 20)]
+    body = {"texts": texts, "stream": True, "max_tokens": 8000}
     with httpx.stream("POST", proc.url + "/v1/classify", json=body, timeout=120) as r:
         for line in r.iter_lines():
             if line == "event: result":
                 break  # hang up after the first label
-    deadline = time.monotonic() + 120
-    while httpx.get(proc.url + "/health").json()["jobs_in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    proc.events.wait_for("done gone")
     assert httpx.get(proc.url + "/health").json()["jobs_in_flight"] == 0
-    assert 1 <= len(_stored(db, texts)) < len(texts)  # computed labels kept, the rest dropped
+    assert _stored(db, texts) == [texts[0]]  # the computed label kept, the rest never computed
     after = httpx.post(proc.url + "/v1/moderations", json={"input": [f"after {SAFE}"]}, timeout=120)
     assert [r["flagged"] for r in after.json()["results"]] == [False]
-    # A plain (not streamed) request whose client gives up: its job is cancelled too.
-    texts = [f"impatient {i} free text" for i in range(20)]
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(proc.url + "/v1/classify", json={"texts": texts, "max_tokens": 200}, timeout=1.0)
-    deadline = time.monotonic() + 120
-    while httpx.get(proc.url + "/health").json()["jobs_in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(_stored(db, texts)) < len(texts)
+    # A plain (not streamed) request whose client gives up once its job runs: cancelled too.
+    texts = [f"impatient {i} {SLOW}" for i in range(20)]
+    with _abandoned_post(proc.url, "/v1/classify", {"texts": texts, "max_tokens": 8000}):
+        proc.events.wait_for("slow impatient")  # its job is running: now the client leaves
+    proc.events.wait_for("done impatient")
+    assert httpx.get(proc.url + "/health").json()["jobs_in_flight"] == 0
+    assert _stored(db, texts) == []
     again = httpx.post(
         proc.url + "/v1/moderations", json={"input": [f"again {VIOLATE}"]}, timeout=120
     )
     assert [r["flagged"] for r in again.json()["results"]] == [True]
+
+
+@contextlib.contextmanager
+def _abandoned_post(url: str, path: str, body: dict[str, Any]) -> Iterator[None]:
+    """POST `body` as JSON on a connection the client closes when the block ends, before
+    any answer (a client that gave up)."""
+    host = httpx.URL(url)
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host.host}:{host.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")  # fmt: skip
+    with socket.create_connection((host.host, host.port), timeout=120) as sock:
+        sock.sendall(head.encode() + data)
+        yield
+
+
+def _result_indexes(response: httpx.Response, n: int) -> list[int]:
+    """The `index` of a stream's first `n` result events."""
+    got: list[int] = []
+    kind = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: ") and kind == "result":
+            got.append(json.loads(line[6:])["index"])
+            if len(got) == n:
+                break
+    return got
 
 
 def test_non_loopback_without_key_is_refused(tiny_o200k_model: Path) -> None:
@@ -261,11 +293,15 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     tmp_path: Path, tiny_o200k_model: Path
 ) -> None:
     db = tmp_path / "kill.db"
+    # --parallel 1: one text at a time, so the held text starts once those before it are done
     args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "32",
-            "--parallel", "2", "--ctx", "4096", "--db", str(db), "--api-key-env", "EG_TEST_KEY"]  # fmt: skip
+            "--parallel", "1", "--ctx", "4096", "--db", str(db), "--api-key-env", "EG_TEST_KEY"]  # fmt: skip
     env = {"EDGE_GUARD_HOME": str(tmp_path), "EG_TEST_KEY": "s3cret"}
-    proc = ServiceProcess(args, tmp_path / "kill.log", env=env).start()
+    auth = {"Authorization": "Bearer s3cret"}
+    events = HoldPipe()
+    proc = ServiceProcess(args, tmp_path / "kill.log", env=env, events=events).start()
     texts = [f"load {i} plain text" for i in range(8)]
+    texts[3] = f"load 3 {HOLD}"  # holds the engine at its first token (service_helpers)
     try:
         assert httpx.get(proc.url + "/v1/models").status_code == 401
         assert httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401  # fmt: skip
@@ -276,48 +312,48 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
         ok = _client(proc.url, "s3cret").moderations.create(input=f"auth {VIOLATE}")
         assert [r.flagged for r in ok.results] == [True]
         inline = httpx.post(proc.url + "/v1/classify", json={"text": "x", "policy_text": "p"},
-                            headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+                            headers=auth)  # fmt: skip
         assert inline.status_code == 403  # inline policies are off unless allowed
-        # Mid-load: an 8-text request; kill -9 once some labels are stored.
-        ctx = httpx.Client(timeout=120, headers={"Authorization": "Bearer s3cret"})
-        threading.Thread(target=lambda: _swallow(ctx.post, proc.url + "/v1/moderations",
-                                                 json={"input": texts}), daemon=True).start()  # fmt: skip
-        deadline = time.monotonic() + 120
-        while not _stored(db, texts) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.kill()
+        # Mid-load: an 8-text request, killed -9 while its 4th text runs, once the three
+        # before it are stored (a result event comes after its label is committed).
+        body = {"texts": texts, "stream": True}
+        with httpx.stream("POST", proc.url + "/v1/classify", json=body, headers=auth,
+                          timeout=120) as r:  # fmt: skip
+            first = _result_indexes(r, 3)
+            events.wait_for("held load 3")
+            proc.kill()
     finally:
         proc.kill()
+        events.close()
+    assert first == [0, 1, 2]
     done_before = set(_stored(db, texts))
-    assert 1 <= len(done_before) < len(texts)
+    assert done_before == set(texts[:3])  # every label committed before the kill, no other
     assert "s3cret" not in (tmp_path / "kill.log").read_text()
-    again = ServiceProcess(args, tmp_path / "kill2.log", env=env).start()
-    auth = {"Authorization": "Bearer s3cret"}
+    rest = texts[:3] + texts[4:]  # the held text would hold this server too
+    events = HoldPipe()
+    again = ServiceProcess(args, tmp_path / "kill2.log", env=env, events=events).start()
     late: dict[str, httpx.Response] = {}
     try:
-        r = httpx.post(again.url + "/v1/moderations", json={"input": texts}, timeout=300,
+        r = httpx.post(again.url + "/v1/moderations", json={"input": rest}, timeout=300,
                        headers=auth)  # fmt: skip
-        # SIGTERM while a long request runs: it gets the grace period, then a clean 503.
-        long_body = {"texts": [f"long {i} text" for i in range(12)], "max_tokens": 2000}
+        # SIGTERM while a long request runs (slow texts: minutes each): it gets the grace
+        # period, then a clean 503.
+        long_body = {"texts": [f"long {i} {SLOW}" for i in range(12)], "max_tokens": 8000}
         worker = threading.Thread(target=lambda: late.setdefault("r", httpx.post(
             again.url + "/v1/classify", json=long_body, headers=auth, timeout=120)))  # fmt: skip
         worker.start()
-        time.sleep(1.0)
+        events.wait_for("slow long")  # its job is running
     finally:
         assert again.stop() == -signal.SIGTERM  # uvicorn re-raises SIGTERM after its clean stop
+        events.close()
     worker.join(60)
     assert late["r"].status_code == 503
     assert late["r"].json()["error"]["type"] == "server_shutting_down"
-    cached = {t for t, res in zip(texts, r.json()["results"], strict=True)
+    cached = {t for t, res in zip(rest, r.json()["results"], strict=True)
               if res["cached"]["toxic_simple"]}  # fmt: skip
     assert cached == done_before
-    assert sorted(_stored(db, texts)) == sorted(texts)  # every label stored, once
+    assert sorted(_stored(db, texts)) == sorted(rest)  # every label stored, once; never the held
     assert "Traceback" not in (tmp_path / "kill2.log").read_text()
-
-
-def _swallow(fn: object, *args: object, **kwargs: object) -> None:
-    with contextlib.suppress(httpx.HTTPError):
-        fn(*args, **kwargs)  # type: ignore[operator]
 
 
 def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
