@@ -10,12 +10,14 @@ command line names the test's data dir).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,11 @@ def _kill_all(home: Path) -> None:
     for client in spawn._clients.values():
         client.close()
     spawn._clients.clear()
+    warm_dir = home / "warm"  # sockets of services killed before they wrote a record
+    short = hashlib.sha256(str(warm_dir).encode()).hexdigest()[:8]
+    for sock in [*warm_dir.glob("*.sock"), *Path(tempfile.gettempdir()).glob(
+            f"edge-guard-{os.getuid()}/{short}-*.sock")]:  # fmt: skip
+        sock.unlink(missing_ok=True)
 
 
 @pytest.fixture
