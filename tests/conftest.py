@@ -127,6 +127,8 @@ def edge_guard_home(_own_environ: None, tmp_path: Path, monkeypatch: pytest.Monk
     home = tmp_path / "edge_guard_home"
     monkeypatch.setenv("EDGE_GUARD_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # No warm engines unless a test opts in (tests/test_warm.py): none may outlive a test.
+    monkeypatch.setenv("EDGE_GUARD_KEEP_ALIVE", "0")
     return home
 
 
