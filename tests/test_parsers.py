@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
+import types
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_guard.harmony.vocab import o200k_harmony_vocab
-from edge_guard.policy.core import OutputSpec, Policy
-from edge_guard.policy.parsers import builtin_parse, label_scores, label_token_map, run_parser
+from edge_guard.policy.core import OutputSpec, Policy, load_policy
+from edge_guard.policy.parsers import (
+    builtin_parse,
+    label_scores,
+    label_token_map,
+    run_parser,
+    run_parsers,
+)
 from edge_guard.response import ModelResponse
-from edge_guard.result import Verdict
+from edge_guard.result import ClassificationResult, Verdict
 
 BINARY = OutputSpec()
 LIKERT = OutputSpec("likert", tuple(str(i) for i in range(1, 6)), ())
@@ -124,3 +136,125 @@ def test_custom_parser_failures_are_recorded() -> None:
         assert time.monotonic() - t0 < 10
         assert r.verdict == Verdict.UNDETERMINED
         assert needle in (r.error or "")
+
+
+# A policy folder whose parse() hangs on the answer "hang" (after writing its pid where the
+# test reads it), prints on the others and reports the pid of the process that parsed.
+HANGING_PARSE = """
+import os, time
+from edge_guard.policy.core import OutputSpec
+from edge_guard.policy.parsers import builtin_parse
+
+def parse(response):
+    if response.response == "hang":
+        with open(PID_FILE, "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            try:
+                time.sleep(0.05)
+            except BaseException:  # nothing raised into it may stop it
+                pass
+    print("parsed", response.response)
+    result = builtin_parse(response, OutputSpec())
+    result.metadata["pid"] = os.getpid()
+    return result
+"""
+
+
+def hanging_policy(tmp_path: Path) -> tuple[Path, Path]:
+    folder, pid_file = tmp_path / "hanging", tmp_path / "pid"
+    folder.mkdir()
+    (folder / "policy.md").write_text("Answer 1 if toxic, else 0.")
+    (folder / "parse.py").write_text(f"PID_FILE = {str(pid_file)!r}\n" + HANGING_PARSE)
+    return folder, pid_file
+
+
+@pytest.mark.parametrize("thread", ["main", "worker"])
+def test_a_hung_parser_is_stopped_in_any_thread_without_signals_or_threads(
+    thread: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, pid_file = hanging_policy(tmp_path)
+    policy = load_policy(folder)
+    touched: list[str] = []
+    for name in ("signal", "setitimer", "alarm"):
+        real = getattr(signal, name)
+        monkeypatch.setattr(
+            signal, name, lambda *a, _n=name, _r=real: (touched.append(_n), _r(*a))[1]
+        )
+    threads_before = set(threading.enumerate())
+    box: dict[str, list[ClassificationResult]] = {}
+
+    def go() -> None:
+        box["results"] = run_parsers(policy, [resp("hang"), resp("1")], time_limit=0.5)
+
+    if thread == "main":
+        go()
+    else:
+        worker = threading.Thread(target=go)
+        worker.start()
+        worker.join(120)
+        assert not worker.is_alive()
+    hung, after = box["results"]
+    assert hung.verdict == Verdict.UNDETERMINED
+    assert hung.error == "policy hanging: parse() did not return within 0.5 s"
+    assert hung.metadata == {"parser_error": hung.error}
+    # the hung parser ran in another process, which is gone (killed and reaped)
+    pid = int(pid_file.read_text())
+    assert pid != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    # the next answer went on in a fresh worker
+    assert after.verdict == Verdict.VIOLATION and after.error is None
+    assert after.metadata["pid"] not in (pid, os.getpid())
+    assert capsys.readouterr().out == "parsed 1\n"  # print() reaches the caller's stdout
+    assert set(threading.enumerate()) == threads_before  # no thread left behind
+    assert touched == []  # no signal handler or timer was set, even for a moment
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_an_edited_parse_py_is_never_run_for_the_policy_loaded_before(tmp_path: Path) -> None:
+    folder, _ = hanging_policy(tmp_path)
+    old = load_policy(folder)
+    first = run_parser(old, resp("1"))
+    assert first.verdict == Verdict.VIOLATION
+    source = (folder / "parse.py").read_text()
+    (folder / "parse.py").write_text(source.replace('print("parsed"', 'print("PARSED"'))
+    stale = run_parser(old, resp("1"))
+    assert stale.verdict == Verdict.UNDETERMINED
+    assert f"{folder / 'parse.py'} changed since it was loaded: load the policy again" in (
+        stale.error or ""
+    )
+    fresh = run_parser(load_policy(folder), resp("0"))
+    assert fresh.verdict == Verdict.NO_VIOLATION and fresh.metadata["pid"] != first.metadata["pid"]
+
+
+def test_builtin_set_parsers_and_script_functions_run_in_process() -> None:
+    from edge_guard.policy.parser_worker import parser_ref
+
+    def nested(r: ModelResponse) -> ClassificationResult:
+        return builtin_parse(r, BINARY)
+
+    assert parser_ref(builtin_parse) is None  # edge_guard's own code
+    ref = parser_ref(nested)  # a nested function travels as code with its module's globals
+    assert ref is not None and ref.attr is None and ref.code is not None
+    main = types.FunctionType(nested.__code__, {"__name__": "__main__", "__file__": __file__})
+    assert parser_ref(main) is None  # loading the running script again would run it again
+
+
+def test_a_result_the_caller_cannot_read_back_fails_its_item_only(tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "policy.md").write_text("Answer 1 if toxic, else 0.")
+    (folder / "parse.py").write_text(
+        "from edge_guard.policy.core import OutputSpec\n"
+        "from edge_guard.policy.parsers import builtin_parse\n"
+        "class Tag:\n    pass\n"
+        "def parse(r):\n    result = builtin_parse(r, OutputSpec())\n"
+        "    if r.response == '1':\n        result.metadata['tag'] = Tag()\n    return result\n"
+    )
+    odd, fine = run_parsers(load_policy(folder), [resp("1"), resp("0")])
+    assert odd.verdict == Verdict.UNDETERMINED
+    assert (odd.error or "").startswith(
+        "policy odd: parse(): returned a result that cannot be read back (ModuleNotFoundError"
+    )
+    assert fine.verdict == Verdict.NO_VIOLATION and fine.error is None

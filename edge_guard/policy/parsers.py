@@ -2,16 +2,15 @@
 
 Built-in parsers accept the whole final answer only (`"1"`, `" 1\\n"`); "first digit
 anywhere" is not a parse. Label scores turn the logits at the first answer token into a
-probability per label. Custom `parse()` functions are user code: exceptions, wrong return
-types and hangs (time limit) make that item undetermined with the error recorded.
+probability per label. Custom `parse()` functions are user code, run in a worker process
+that can be stopped (`parser_worker`): exceptions, wrong return types and hangs (time limit)
+make that item undetermined with the error recorded.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -154,53 +153,56 @@ def builtin_parse(response: ModelResponse, spec: OutputSpec) -> ClassificationRe
 
 
 class ParserTimeout(BaseException):
-    """Raised into a parser that overran its time limit (a BaseException, so that a
-    parser's own `except Exception:` cannot swallow it and hang the batch)."""
-
-
-def _call_with_limit(fn: Callable[[Any], Any], arg: Any, limit: float) -> Any:
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-
-        def on_alarm(signum: int, frame: Any) -> None:
-            raise ParserTimeout
-
-        old = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, limit)
-        try:
-            return fn(arg)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn(arg)
-        except BaseException as exc:
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, daemon=True, name="edge-guard-parser")
-    worker.start()
-    worker.join(limit)
-    if worker.is_alive():
-        raise ParserTimeout
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+    """Kept for parse.py files that name it. Nothing raises it any more: a parser that
+    overruns its time limit is stopped with its worker process (`parser_worker`)."""
 
 
 def run_parser(policy: Policy, response: ModelResponse, *,
                time_limit: float = PARSER_TIME_LIMIT_S) -> ClassificationResult:  # fmt: skip
     """Parse with the policy's parser; any failure of user code → undetermined + error."""
+    return run_parsers(policy, [response], time_limit=time_limit)[0]
+
+
+def run_parsers(policy: Policy, responses: Sequence[ModelResponse], *,
+                time_limit: float = PARSER_TIME_LIMIT_S) -> list[ClassificationResult]:  # fmt: skip
+    """`run_parser` for several responses at once (one message to the parser's worker).
+
+    Built-in parsers run here. A custom `parse()` runs in a worker process
+    (`parser_worker`): one that raises, returns something other than a
+    ClassificationResult, or does not return within `time_limit` seconds (it is then
+    stopped) makes that response's result undetermined with the error recorded."""
     if policy.parser is None:
-        return builtin_parse(response, policy.output)
-    where = f"policy {policy.name}: parse()"
+        return [builtin_parse(r, policy.output) for r in responses]
+    from edge_guard.policy.parser_worker import parser_ref, run_in_worker
+
+    ref = parser_ref(policy.parser)
+    if ref is None:  # a built-in parser, or one with no module file: called here
+        outcomes = [_call_here(policy.parser, r) for r in responses]
+    else:
+        outcomes = run_in_worker(ref, responses, time_limit)
+    return [_checked(policy, r, o, time_limit) for r, o in zip(responses, outcomes, strict=True)]
+
+
+def _call_here(fn: Callable[[Any], Any], response: ModelResponse) -> tuple[str, Any]:
     try:
-        result = _call_with_limit(policy.parser, response, time_limit)
-    except ParserTimeout:
-        return _failed(response, f"{where} did not return within {time_limit:g} s")
+        result = fn(response)
     except (Exception, SystemExit) as exc:  # sys.exit() in a parser must not end the batch
-        return _failed(response, f"{where} raised {type(exc).__name__}: {exc}")
+        return ("raised", f"{type(exc).__name__}: {exc}")
+    return ("ok", result)
+
+
+def _checked(policy: Policy, response: ModelResponse, outcome: tuple[str, Any],
+             time_limit: float) -> ClassificationResult:  # fmt: skip
+    where = f"policy {policy.name}: parse()"
+    tag, result = outcome
+    if tag == "timeout":
+        return _failed(response, f"{where} did not return within {time_limit:g} s")
+    if tag == "raised":
+        return _failed(response, f"{where} raised {result}")
+    if tag == "type":
+        return _failed(response, f"{where} returned {result}, not ClassificationResult")
+    if tag != "ok":  # its worker died or could not load it; a result that cannot travel
+        return _failed(response, f"{where}: {result}")
     if not isinstance(result, ClassificationResult):
         return _failed(
             response, f"{where} returned {type(result).__name__}, not ClassificationResult"
