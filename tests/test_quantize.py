@@ -33,9 +33,10 @@ def test_f16_model_quantized_to_q8_0_and_q4_0_is_smaller_typed_and_loads(
     from edge_guard.engine import llama_runtime as rt
 
     assert file_type_name(f16_o200k) == "MOSTLY_F16"
+    (tmp_path / "out").mkdir()
     sizes = {}
     for qtype, ggml in (("q8_0", "Q8_0"), ("Q4_0", "Q4_0")):
-        out = tmp_path / f"m-{qtype}.gguf"
+        out = tmp_path / "out" / f"m-{qtype}.gguf"
         res = quantize_model(f16_o200k, out, qtype)
         assert res.out == out and out.is_file() and res.qtype == qtype.lower()
         assert res.src_bytes == f16_o200k.stat().st_size and res.out_bytes == out.stat().st_size
@@ -51,7 +52,8 @@ def test_f16_model_quantized_to_q8_0_and_q4_0_is_smaller_typed_and_loads(
         model.close()
         sizes[ggml] = res.out_bytes
     assert sizes["Q4_0"] < sizes["Q8_0"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_0.gguf", "m-q8_0.gguf"]
+    # (tmp_path also holds the test's data dir: the outputs have a folder of their own)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m-Q4_0.gguf", "m-q8_0.gguf"]
 
 
 def test_quantized_tiny_model_classifies(tmp_path: Path, tiny_model: Path) -> None:
@@ -97,11 +99,12 @@ def test_unknown_type_lists_the_valid_ones(tmp_path: Path, tiny_model: Path) -> 
 def test_failing_quantization_leaves_no_partial_output(tmp_path: Path, synth_model) -> None:  # type: ignore[no-untyped-def]
     # Attention matrices already Q8_0: llama.cpp refuses to requantize them to Q4_0.
     src = synth_model("tiny", matrix_type="Q8_0")
-    out = tmp_path / "out.gguf"
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "out.gguf"
     res = CliRunner().invoke(main, ["models", "quantize", str(src), str(out), "-t", "q4_0"])
     line = one_line_error(res)
     assert "requantizing from type q8_0 is disabled" in line and "--allow-requantize" in line
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.parent.iterdir()) == []
 
 
 def test_bad_source_is_refused_before_llama_cpp(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ def _kill_all(home: Path) -> None:
 def warm(edge_guard_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Warm engines on (keep-alive 60 s), each one killed when the test ends."""
     monkeypatch.setenv("EDGE_GUARD_KEEP_ALIVE", "60")
+    from edge_guard.backends.local import release_engine
+
+    release_engine()  # an earlier test file on this worker may have left one loaded here
     for key in route.stats:
         route.stats[key] = 0
     try:
