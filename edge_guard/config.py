@@ -18,10 +18,9 @@ The file's tables (every key optional; `edge_guard.settings.resolve_settings` re
     [sampling]  temperature, seed, max_tokens
     [store]     db, use_cache
 
-Environment: `EDGE_GUARD_BACKEND`, `EDGE_GUARD_SERVER_URL`, `EDGE_GUARD_SERVER_API_KEY_ENV`,
-`EDGE_GUARD_SERVER_CONCURRENCY`, `EDGE_GUARD_SERVER_TIMEOUT`, `EDGE_GUARD_SERVER_KIND` (this
-module), and the others listed in `edge_guard.settings`; `EDGE_GUARD_CONFIG` names another
-config file. Precedence: flag > environment > file > default.
+Environment: the `[backend]` keys' variables (`EDGE_GUARD_BACKEND`, `EDGE_GUARD_SERVER_*`) and
+`EDGE_GUARD_CONFIG` (another config file) are read here, the others by `edge_guard.settings`;
+all are listed in `edge_guard.defaults.ENV`. Precedence: flag > environment > file > default.
 """
 
 from __future__ import annotations
@@ -33,19 +32,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edge_guard import defaults
 from edge_guard.errors import EdgeGuardError
 
 BACKEND_KINDS = ("local", "server")
 SERVER_KINDS = ("auto", "llama-server", "vllm", "openai", "edge-guard")
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = defaults.DEFAULT_SERVER_TIMEOUT_S
 
+# [backend] key -> its environment variable (the `Settings` field of the same meaning's)
 _ENV = {
-    "kind": "EDGE_GUARD_BACKEND",
-    "url": "EDGE_GUARD_SERVER_URL",
-    "api_key_env": "EDGE_GUARD_SERVER_API_KEY_ENV",
-    "concurrency": "EDGE_GUARD_SERVER_CONCURRENCY",
-    "timeout": "EDGE_GUARD_SERVER_TIMEOUT",
-    "server_kind": "EDGE_GUARD_SERVER_KIND",
+    key: defaults.ENV_BY_SETTING["backend" if key == "kind" else key]
+    for key in ("kind", "url", "api_key_env", "concurrency", "timeout", "server_kind")
 }
 
 
@@ -63,9 +60,9 @@ class BackendConfig:
 
 
 def config_path() -> Path:
-    env = os.environ.get("EDGE_GUARD_CONFIG")
-    if env:
-        return Path(env).expanduser()
+    given = defaults.env("EDGE_GUARD_CONFIG")
+    if given:
+        return Path(given).expanduser()
     from edge_guard.paths import data_dir
 
     return data_dir() / "config.toml"
@@ -92,7 +89,6 @@ def backend_config(overrides: dict[str, Any] | None = None,
     `env` defaults to `os.environ`; `file` is an already parsed config file (else `path`,
     else `config_path()`, is read).
     """
-    env = os.environ if env is None else env
     where = path or config_path()
     file_cfg = (load_config(path) if file is None else file).get("backend", {})
     if not isinstance(file_cfg, dict):
@@ -108,7 +104,7 @@ def backend_config(overrides: dict[str, Any] | None = None,
     source = "default"
     layers = [
         (file_cfg, f"config file {where}"),
-        ({k: env[v] for k, v in _ENV.items() if env.get(v)}, "environment"),
+        ({k: defaults.env(v, env) for k, v in _ENV.items() if defaults.env(v, env)}, "environment"),
         ({k: v for k, v in (overrides or {}).items() if v is not None}, "command line"),
     ]
     for layer, name in layers:

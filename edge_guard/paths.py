@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge_guard.defaults import env
+
 
 def data_dir() -> Path:
     """`$EDGE_GUARD_HOME`, else `$XDG_DATA_HOME/edge-guard`, else `~/.local/share/edge-guard`."""
-    home = os.environ.get("EDGE_GUARD_HOME")
+    home = env("EDGE_GUARD_HOME")
     if home:
         path = Path(home).expanduser()
     else:
@@ -37,7 +39,7 @@ def repo_root() -> Path:
 def policy_search_path() -> list[Path]:
     """Folders searched for a policy given by name, first match wins."""
     paths = []
-    extra = os.environ.get("EDGE_GUARD_POLICIES")
+    extra = env("EDGE_GUARD_POLICIES")
     if extra:
         paths += [Path(p).expanduser() for p in extra.split(os.pathsep) if p]
     paths += [Path.cwd() / "policies", data_dir() / "policies", repo_root() / "policies"]

@@ -20,12 +20,9 @@ The fields marked `request` (`request_options()`) are the options a single reque
 set: they change what is sent to the model or how its answer is decided, so they are part
 of every door's request (tests/test_parity.py checks each door against the CLI for each).
 
-Environment variables (besides the backend's, see `edge_guard.config`): `EDGE_GUARD_MODEL`,
-`EDGE_GUARD_CTX`, `EDGE_GUARD_GPU_LAYERS`, `EDGE_GUARD_PARALLEL`,
-`EDGE_GUARD_STYLE`, `EDGE_GUARD_EFFORT`, `EDGE_GUARD_DATE`, `EDGE_GUARD_REASONING`,
-`EDGE_GUARD_CASCADE`, `EDGE_GUARD_TEMPERATURE`,
-`EDGE_GUARD_SEED`, `EDGE_GUARD_MAX_TOKENS`, `EDGE_GUARD_DB`, `EDGE_GUARD_KEEP_ALIVE`
-(`EDGE_GUARD_THREADS` is read by the engine when `threads` is unset).
+Environment variables: each field's is in `edge_guard.defaults.ENV` (`ENV_BY_SETTING`; the
+backend's are read by `edge_guard.config`; `EDGE_GUARD_THREADS` by the engine when
+`threads` is unset).
 
 `Model` and `InferenceBackend` let seed code (`model=Model.GPT_OSS_20B,
 backend=InferenceBackend.API_INJECT_HARMONY`) run unchanged.
@@ -39,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from edge_guard import defaults
 from edge_guard.config import (
     DEFAULT_TIMEOUT,
     BackendConfig,
@@ -54,7 +52,7 @@ from edge_guard.setting_values import DOORS, SettingError, convert, option_name
 if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
 
-DEFAULT_CTX = 16384
+DEFAULT_CTX = defaults.DEFAULT_CTX
 __all__ = ["DOORS", "InferenceBackend", "Model", "SettingError", "Settings", "option_name",
            "request_options", "resolve_settings", "setting_flags"]  # fmt: skip
 
@@ -150,7 +148,7 @@ class Settings:
         from edge_guard.backends.local import EngineSettings
 
         return EngineSettings(n_ctx=self.ctx, n_gpu_layers=self.gpu_layers,
-                              n_threads=self.threads, n_parallel=self.parallel or 8,
+                              n_threads=self.threads, n_parallel=self.parallel or defaults.DEFAULT_PARALLEL,
                               extra={"force": True} if self.force else {})  # fmt: skip
 
     def backend_config(self) -> BackendConfig:
@@ -172,27 +170,22 @@ def request_options() -> tuple[str, ...]:
 _BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
                  "concurrency": "concurrency", "timeout": "timeout", "server_kind": "server_kind"}  # fmt: skip
 
-# Settings name -> (config.toml table, "" = top level; environment variable or None).
+# Settings name -> config.toml table ("" = top level); its environment variable, if it has
+# one, is `defaults.ENV_BY_SETTING[name]` (`threads` has none: unset, the engine reads
+# $EDGE_GUARD_THREADS itself).
+_TABLE_OF = {
+    name: table
+    for table, names in (
+        ("", ("model", "truncate")),
+        ("engine", ("ctx", "gpu_layers", "threads", "parallel", "force", "yes", "keep_alive")),
+        ("prompt", ("style", "effort", "date", "reasoning", "cascade")),
+        ("sampling", ("temperature", "seed", "max_tokens")),
+        ("store", ("db", "use_cache")),
+    )
+    for name in names
+}
 _SOURCES: dict[str, tuple[str, str | None]] = {
-    "model": ("", "EDGE_GUARD_MODEL"),
-    "truncate": ("", None),
-    "ctx": ("engine", "EDGE_GUARD_CTX"),
-    "gpu_layers": ("engine", "EDGE_GUARD_GPU_LAYERS"),
-    "threads": ("engine", None),  # unset: the engine reads $EDGE_GUARD_THREADS itself
-    "parallel": ("engine", "EDGE_GUARD_PARALLEL"),
-    "force": ("engine", None),
-    "yes": ("engine", None),
-    "keep_alive": ("engine", "EDGE_GUARD_KEEP_ALIVE"),
-    "style": ("prompt", "EDGE_GUARD_STYLE"),
-    "effort": ("prompt", "EDGE_GUARD_EFFORT"),
-    "date": ("prompt", "EDGE_GUARD_DATE"),
-    "reasoning": ("prompt", "EDGE_GUARD_REASONING"),
-    "cascade": ("prompt", "EDGE_GUARD_CASCADE"),
-    "temperature": ("sampling", "EDGE_GUARD_TEMPERATURE"),
-    "seed": ("sampling", "EDGE_GUARD_SEED"),
-    "max_tokens": ("sampling", "EDGE_GUARD_MAX_TOKENS"),
-    "db": ("store", "EDGE_GUARD_DB"),
-    "use_cache": ("store", None),
+    name: (table, defaults.ENV_BY_SETTING.get(name)) for name, table in _TABLE_OF.items()
 }
 _TABLES = {table for table, _ in _SOURCES.values() if table}
 
@@ -240,7 +233,7 @@ def resolve_settings(
         section = file.get(table, {}) if table else file
         if name in given:
             values[name] = given[name]
-        elif var is not None and env.get(var):
+        elif var is not None and defaults.env(var, env):
             values[name] = convert(name, env[var], f"${var}", door)
         elif name in section:
             values[name] = convert(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge_guard.defaults import DEFAULT_CTX, DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.llama_runtime import llama_cpp_version
 from edge_guard.harmony.render import PromptRenderer
@@ -37,10 +38,10 @@ class Backend(Protocol):
 class EngineSettings:
     """How to load a local model (not part of the cache key, except the GPU/CPU split)."""
 
-    n_ctx: int = 16384
+    n_ctx: int = DEFAULT_CTX
     n_gpu_layers: int | str = "auto"
     n_threads: int | None = None
-    n_parallel: int = 8
+    n_parallel: int = DEFAULT_PARALLEL
     swa_full: bool = True
     flash_attn: bool | str = "auto"
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)

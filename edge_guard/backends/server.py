@@ -47,6 +47,7 @@ from edge_guard.backends.server_protocol import (
     short_model,
     steering,
 )
+from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
@@ -126,7 +127,7 @@ class ServerBackend:
         """The numerics class (part of the cache key): one request at a time on a one-slot
         server, or several batched together (the server's own kernels are in its version)."""
         i = self.info()
-        width = max(1, self.concurrency or n_parallel or i.slots or 8)
+        width = max(1, self.concurrency or n_parallel or i.slots or DEFAULT_PARALLEL)
         return {"decode": "seq" if width == 1 or i.slots == 1 else "par"}
 
     def vocab(self) -> Vocab:
@@ -273,7 +274,7 @@ class ServerBackend:
     # -- HTTP with retries --------------------------------------------------------------
     def _http(self) -> DeadlineClient:
         if self._client is None:
-            n = (self.concurrency or 8) * 2 + 4
+            n = (self.concurrency or DEFAULT_PARALLEL) * 2 + 4
             self._client = DeadlineClient(self.url, self._headers, self._auth, self.timeout,
                                           self.max_reply_bytes, n)  # fmt: skip
         return self._client

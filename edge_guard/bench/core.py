@@ -32,6 +32,7 @@ from edge_guard.bench import onepass as bench_onepass
 from edge_guard.bench.roofline import ROOFLINE_DEFINITION, measure_roofline
 from edge_guard.bench.table import STEADY_DEFINITION
 from edge_guard.bench.table import format_table as _format_table
+from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 
@@ -58,7 +59,7 @@ class BenchConfig:
     text_tokens: int = 64
     output_tokens: int = 16
     n: int = 200
-    parallel: int = 8
+    parallel: int = DEFAULT_PARALLEL
     threads: int | None = None
     gpu_layers: int | str = "auto"
     baseline_n: int | None = 10  # texts timed for (a), (b), (c), scaled to `n`; None: all

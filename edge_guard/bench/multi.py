@@ -21,6 +21,7 @@ from typing import Any
 
 from edge_guard.bench.core import Progress, _round_up, _row, synthetic_text
 from edge_guard.bench.roofline import measure_roofline
+from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.sanitize import term_line
@@ -35,7 +36,7 @@ class MultiBenchConfig:
     policy_tokens: int = 600
     text_tokens: int = 64
     output_tokens: int = 16
-    parallel: int = 8
+    parallel: int = DEFAULT_PARALLEL
     threads: int | None = None
     gpu_layers: int | str = "auto"
     seed: int = 0

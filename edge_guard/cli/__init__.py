@@ -7,13 +7,13 @@ Each command group lives in its own module and is registered lazily in `COMMANDS
 from __future__ import annotations
 
 import importlib
-import os
 import sqlite3
 import sys
 from typing import Any
 
 import click
 
+from edge_guard.defaults import env
 from edge_guard.errors import EdgeGuardError
 from edge_guard.sanitize import term
 
@@ -70,7 +70,7 @@ class LazyGroup(click.Group):
             ):
                 fail(f"cannot write the result store: {exc} (check the file's permissions and "
                      "free space, or pass --db to use another file)")  # fmt: skip
-            if os.environ.get("EDGE_GUARD_DEBUG"):
+            if env("EDGE_GUARD_DEBUG"):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             fail(

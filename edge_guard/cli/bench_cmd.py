@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from edge_guard.defaults import DEFAULT_PARALLEL
+
 
 def synth_model_path(preset: str) -> Path:
     """A synthetic preset's file in the data dir, named by the preset's content (never stale)."""
@@ -38,7 +40,9 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--output-tokens", type=int, default=16, show_default=True,
               help="Tokens generated per text (stop tokens suppressed until then).")  # fmt: skip
 @click.option("--n", "n", type=int, default=200, show_default=True, help="Texts.")
-@click.option("--parallel", type=int, default=8, show_default=True, help="Sequences for (d).")
+@click.option(
+    "--parallel", type=int, default=DEFAULT_PARALLEL, show_default=True, help="Sequences for (d)."
+)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
 @click.option("--baseline-n", type=int, default=10, show_default=True,

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from edge_guard.defaults import DEFAULT_CTX
+
 
 @click.group()
 def models() -> None:
@@ -171,7 +173,7 @@ def info_cmd(model: str, as_json: bool) -> None:
     "n_ctx",
     type=int,
     default=None,
-    help="Context size in tokens (default 16384, 0 = the model's trained context).",
+    help=f"Context size in tokens (default {DEFAULT_CTX}, 0 = the model's trained context).",
 )
 @click.option(
     "--n-gpu-layers",

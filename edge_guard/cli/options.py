@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
+from edge_guard.defaults import DEFAULT_MODEL
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
 from edge_guard.onepass import REASONING_MODES
@@ -35,7 +36,7 @@ def model_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--model", "-m", default=None,
         help="Model: manifest id (name:tag), .gguf path, hf:REPO/FILE.gguf[@REV], or synth:PRESET. "
-        "Default: $EDGE_GUARD_MODEL or gpt-oss-safeguard-20b:mxfp4.",
+        f"Default: $EDGE_GUARD_MODEL or {DEFAULT_MODEL}.",
     )(f)  # fmt: skip
 
 

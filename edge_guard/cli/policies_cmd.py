@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from edge_guard.defaults import DEFAULT_CTX
 from edge_guard.errors import PolicyError
 from edge_guard.sanitize import term, term_json, term_line
 
 IDEAL_TOKENS = (400, 600)
 
 
-def policy_report(ref: str, n_ctx: int = 16384) -> dict[str, object]:
+def policy_report(ref: str, n_ctx: int = DEFAULT_CTX) -> dict[str, object]:
     """Load a policy, import its parser, count its tokens; raise PolicyError if unusable."""
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import o200k_harmony_vocab
@@ -93,7 +94,7 @@ def show(name: str) -> None:
 @policies.command("check")
 @click.argument("path")
 @click.option(
-    "--ctx", type=int, default=16384, show_default=True, help="Context the policy must fit."
+    "--ctx", type=int, default=DEFAULT_CTX, show_default=True, help="Context the policy must fit."
 )
 @click.option("--json", "as_json", is_flag=True)
 def check(path: str, ctx: int, as_json: bool) -> None:

@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
+from edge_guard.defaults import DEFAULT_CTX
 from edge_guard.errors import PolicyError
 from edge_guard.sanitize import term, term_json, term_line
 
 PolicyReport = Callable[[Any, int], dict[str, Any]]
 
 
-def set_report(ref: str, policy_report: PolicyReport, n_ctx: int = 16384) -> dict[str, Any]:
+def set_report(ref: str, policy_report: PolicyReport, n_ctx: int = DEFAULT_CTX) -> dict[str, Any]:
     """Load a set and check every member (tokens, parser) plus the combined-mode prompt."""
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import o200k_harmony_vocab

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
+from edge_guard.defaults import DEFAULT_CTX
 from edge_guard.tui.screen_list import SCREEN_NAMES  # Textual-free: the nav bar's screens
 
 
@@ -16,7 +17,9 @@ from edge_guard.tui.screen_list import SCREEN_NAMES  # Textual-free: the nav bar
               help="Result store (default: $EDGE_GUARD_HOME/edge_guard.db).")  # fmt: skip
 @click.option("--screen", type=click.Choice(SCREEN_NAMES), default=None,
               help="Screen to open first (default: workbench).")  # fmt: skip
-@click.option("--ctx", type=int, default=16384, show_default=True, help="Context size (tokens).")
+@click.option(
+    "--ctx", type=int, default=DEFAULT_CTX, show_default=True, help="Context size (tokens)."
+)
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True,
               help="Layers to offload to the GPU ('auto' = all when the build has a GPU).")  # fmt: skip

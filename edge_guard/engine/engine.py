@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from edge_guard.defaults import DEFAULT_CTX, DEFAULT_PARALLEL, env
 from edge_guard.engine import llama_runtime as rt
 from edge_guard.engine import safety
 from edge_guard.engine.gguf_check import check_model_file
@@ -47,7 +48,7 @@ from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.response import ModelResponse
 
-DEFAULT_N_CTX = 16384
+DEFAULT_N_CTX = DEFAULT_CTX
 
 
 __all__ = ["BATCH", "DEFAULT_N_CTX", "INTERACTIVE", "Engine", "GenerationRequest", "Handle",
@@ -67,7 +68,7 @@ class Engine:
         n_threads: int | None = None,
         flash_attn: bool | str = "auto",
         swa_full: bool = True,
-        n_parallel: int = 8,
+        n_parallel: int = DEFAULT_PARALLEL,
         n_batch: int = 512,
         prefix_cache: bool = True,
         prefix_snapshots: bool | None = None,
@@ -256,7 +257,7 @@ class Engine:
 
 def default_threads() -> int:
     """`$EDGE_GUARD_THREADS`, else every core (llama.cpp's threads spin: do not oversubscribe)."""
-    env = os.environ.get("EDGE_GUARD_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    given = env("EDGE_GUARD_THREADS") or ""
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     return os.cpu_count() or 1

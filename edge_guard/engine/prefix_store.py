@@ -30,16 +30,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import PREFIX_STORE_MB, env
+
 MAGIC = b"EGPS1\n"
-DEFAULT_MAX_MB = 1024
+DEFAULT_MAX_MB = PREFIX_STORE_MB
 MIN_PREFIX_TOKENS = 64  # shorter prefixes evaluate faster than a file round trip is worth
 ENV_ENABLE = "EDGE_GUARD_PREFIX_STORE"  # "0" disables snapshots
 ENV_MAX_MB = "EDGE_GUARD_PREFIX_STORE_MB"
 
 
 def enabled_by_env(default: bool = True) -> bool:
-    value = os.environ.get(ENV_ENABLE)
-    if value is None or value == "":
+    value = env(ENV_ENABLE)
+    if value is None:
         return default
     return value.strip().lower() not in ("0", "false", "no", "off")
 
@@ -80,7 +82,7 @@ class PrefixStore:
             folder = data_dir() / "prefix_states"
         self.folder = Path(folder)
         if max_bytes is None:
-            max_bytes = int(float(os.environ.get(ENV_MAX_MB) or DEFAULT_MAX_MB) * 1024 * 1024)
+            max_bytes = int(float(env(ENV_MAX_MB) or DEFAULT_MAX_MB) * 1024 * 1024)
         self.max_bytes = max_bytes
 
     @staticmethod

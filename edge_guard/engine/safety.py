@@ -29,9 +29,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edge_guard import defaults
+from edge_guard.defaults import PROBE_TIMEOUT_S
 from edge_guard.errors import BadModelFile, EdgeGuardError
 
-PROBE_TIMEOUT_S = 300.0
 PROBE_FILE = "load_probes.json"
 # Exit codes of the probe child.
 _PROBE_OK, _PROBE_LOAD_FAILED, _PROBE_NAN = 0, 3, 4
@@ -219,7 +220,7 @@ def probe_load(path: str, *, timeout: float | None = None) -> None:
 
 def _env_timeout() -> float:
     try:
-        return float(os.environ.get("EDGE_GUARD_PROBE_TIMEOUT", PROBE_TIMEOUT_S))
+        return float(defaults.env("EDGE_GUARD_PROBE_TIMEOUT") or PROBE_TIMEOUT_S)
     except ValueError:
         return PROBE_TIMEOUT_S
 

@@ -14,13 +14,11 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from edge_guard.defaults import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 
 # (output ids so far, logits) -> logits (may edit in place and return None).
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], "np.ndarray | None"]
-
-DEFAULT_MAX_TOKENS = 4096
-
 
 SEED_MAX = 2**63 - 1
 

@@ -15,13 +15,12 @@ import datetime as _dt
 import re
 from dataclasses import asdict, dataclass
 
+from edge_guard.defaults import DEFAULT_EFFORT, DEFAULT_STYLE
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 
 STYLES = ("harmony", "chat-template")
 EFFORTS = ("low", "medium", "high")
-DEFAULT_STYLE = "harmony"
-DEFAULT_EFFORT = "medium"
 DEFAULT_IDENTITY = "You are ChatGPT, a large language model trained by OpenAI."
 KNOWLEDGE_CUTOFF = "2024-06"
 CHANNELS_LINE = (

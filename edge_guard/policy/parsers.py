@@ -14,12 +14,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from edge_guard.defaults import PARSER_TIME_LIMIT_S
 from edge_guard.harmony.vocab import ContentEncoder
 from edge_guard.policy.core import OutputSpec, Policy
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 
-PARSER_TIME_LIMIT_S = 5.0
 ANSWER_WHITESPACE = " \t\r\n\x0b\x0c"
 _CONFIDENCE_WORDS = {"low": 0.25, "medium": 0.5, "high": 0.9}
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import DEFAULT_MODEL, env
 from edge_guard.errors import ModelNotFound
 from edge_guard.registry.manifests import (
     Manifest,
@@ -25,8 +26,6 @@ from edge_guard.registry.manifests import (
     load_manifests,
     parse_hf_ref,
 )
-
-DEFAULT_MODEL = "gpt-oss-safeguard-20b:mxfp4"
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -69,7 +68,7 @@ class Target:
 
 
 def default_model_ref() -> str:
-    return os.environ.get("EDGE_GUARD_MODEL") or DEFAULT_MODEL
+    return env("EDGE_GUARD_MODEL") or DEFAULT_MODEL
 
 
 def is_offline() -> bool:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import DEFAULT_CTX
 from edge_guard.registry.errors import DoesNotFit
 from edge_guard.registry.store import fmt_size
 
-DEFAULT_N_CTX = 16384  # edge_guard.engine.engine's default context
+DEFAULT_N_CTX = DEFAULT_CTX
 GPU_RESERVE = 512 * 1024 * 1024  # CUDA context and allocator slack per process
 CPU_BASE = 64 * 1024 * 1024  # runtime buffers beyond the estimate below
 _BLK = re.compile(r"^blk\.(\d+)\.")
@@ -167,7 +168,7 @@ def fit_report(
     ram_bytes: int | None = None,
     vram_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Memory needed for `path` at `n_ctx` (default 16384, capped at the trained context;
+    """Memory needed for `path` at `n_ctx` (default DEFAULT_CTX, capped at the trained context;
     0 = the trained context) vs what this machine has.
 
     `n_gpu_layers=None` suggests the most layers that fit the free VRAM (-1 = all);

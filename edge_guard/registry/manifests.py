@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_guard.defaults import env
 from edge_guard.registry.errors import ManifestError, ModelNotFound
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
@@ -79,9 +80,9 @@ class Manifest:
 
 def manifest_dirs() -> list[Path]:
     """Folders searched for `*.toml` manifests, in order (an id found first wins)."""
-    env = os.environ.get("EDGE_GUARD_MANIFESTS")
-    if env:
-        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    given = env("EDGE_GUARD_MANIFESTS")
+    if given:
+        return [Path(p).expanduser() for p in given.split(os.pathsep) if p]
     from edge_guard.paths import data_dir, repo_root
 
     return [repo_root() / "models", data_dir() / "manifests"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import env
 from edge_guard.errors import EdgeGuardError
 
 # Our type name -> llama.cpp's LLAMA_FTYPE_MOSTLY_<NAME> (types needing an imatrix left out).
@@ -145,9 +146,7 @@ def _run_quantizer(src: Path, tmp: Path, key: str, *, threads: int | None,
     rt.install_logger()  # llama.cpp's per-tensor log goes to our buffer, not the terminal
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANT_TYPES[key]}")
-    params.nthread = (
-        threads or int(os.environ.get("EDGE_GUARD_THREADS") or 0) or (os.cpu_count() or 1)
-    )
+    params.nthread = threads or int(env("EDGE_GUARD_THREADS") or 0) or (os.cpu_count() or 1)
     params.allow_requantize = allow_requantize
     if echo is not None:
         echo(f"quantizing {src.name} to {key} with {params.nthread} thread(s)…")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from edge_guard.defaults import env
 from edge_guard.registry.errors import RegistryError
 from edge_guard.registry.manifests import Source
 
@@ -31,9 +32,9 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def models_dir() -> Path:
-    env = os.environ.get("EDGE_GUARD_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
+    given = env("EDGE_GUARD_MODELS_DIR")
+    if given:
+        return Path(given).expanduser()
     from edge_guard.paths import data_dir
 
     return data_dir() / "models"

@@ -14,11 +14,11 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from edge_guard.defaults import env
 from edge_guard.errors import EdgeGuardError
 from edge_guard.store import Store, utcnow
 
@@ -36,7 +36,7 @@ def content_key(text: str | None, conversation: str | None = None) -> str:
 
 def default_reviewer() -> str:
     """Who is reviewing: $EDGE_GUARD_REVIEWER, else the login name."""
-    who = os.environ.get("EDGE_GUARD_REVIEWER", "").strip()
+    who = (env("EDGE_GUARD_REVIEWER") or "").strip()
     if who:
         return who
     try:

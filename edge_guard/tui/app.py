@@ -173,4 +173,6 @@ def _default_model() -> str:
 
         return default_model_ref()
     except Exception:
-        return os.environ.get("EDGE_GUARD_MODEL") or "gpt-oss-safeguard-20b:mxfp4"
+        from edge_guard.defaults import DEFAULT_MODEL, env
+
+        return env("EDGE_GUARD_MODEL") or DEFAULT_MODEL

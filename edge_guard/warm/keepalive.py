@@ -15,7 +15,8 @@ import os
 import re
 from collections.abc import Mapping
 
-DEFAULT_KEEP_ALIVE_S = 300.0
+from edge_guard.defaults import DEFAULT_KEEP_ALIVE_S
+
 ENV_VAR = "EDGE_GUARD_KEEP_ALIVE"
 MAX_KEEP_ALIVE_S = 7 * 24 * 3600.0
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}

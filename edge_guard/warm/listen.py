@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import env, take_env
 from edge_guard.errors import EdgeGuardError
 from edge_guard.warm import registry
 
@@ -284,7 +285,7 @@ def listener_from_options(uds: str | None, keep_alive: str | None) -> WarmListen
 
 
 def _spec_from_env() -> registry.ServiceSpec | None:
-    raw = os.environ.get(registry.SPEC_ENV)
+    raw = env(registry.SPEC_ENV)
     if not raw:
         return None
     try:
@@ -294,7 +295,7 @@ def _spec_from_env() -> registry.ServiceSpec | None:
 
 
 def _say_ready() -> None:
-    raw = os.environ.pop(registry.READY_FD_ENV, "")
+    raw = take_env(registry.READY_FD_ENV) or ""
     if not raw.isdigit():
         return
     try:

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edge_guard.defaults import env
 from edge_guard.errors import EdgeGuardError
 
 WARM_DIR = "warm"
@@ -73,8 +74,8 @@ def spec_for(settings: Any, model_ref: str, model_path: str) -> ServiceSpec:
 
     st = os.stat(model_path)
     threads = settings.threads
-    if threads is None and os.environ.get("EDGE_GUARD_THREADS", "").strip():
-        threads = int(os.environ["EDGE_GUARD_THREADS"])  # what the engine would read
+    if threads is None and env("EDGE_GUARD_THREADS"):
+        threads = int(env("EDGE_GUARD_THREADS") or 0)  # what the engine would read
     db = os.path.realpath(settings.db) if settings.db else str(default_db_path().resolve())
     return ServiceSpec(model_ref, os.path.realpath(model_path),
                        (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), int(settings.ctx),

@@ -13,6 +13,7 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 
+from edge_guard.defaults import DEFAULT_MAX_TOKENS
 from edge_guard.tui.format import cell, line, options, plain, when
 from edge_guard.tui.jobs import CancelFlag, Cancelled, RunOptions, error_text
 from edge_guard.tui.policy_io import policy_choices
@@ -95,7 +96,7 @@ class RunsScreen(EdgeScreen):
             yield Label("limit", classes="field-label")
             yield Input(placeholder="all", id="rn-limit", type="integer", compact=True)
             yield Label("max tokens", classes="field-label")
-            yield Input("4096", placeholder="max tokens", id="rn-max-tokens", type="integer",
+            yield Input(str(DEFAULT_MAX_TOKENS), placeholder="max tokens", id="rn-max-tokens", type="integer",
                         compact=True, tooltip="most tokens per item")  # fmt: skip
             yield Select([], prompt="runs of any policy", id="rn-filter", compact=True)
             yield Button("Start ^R", variant="primary", id="rn-start", compact=True)
@@ -154,7 +155,7 @@ class RunsScreen(EdgeScreen):
             self.notify("choose a policy", severity="warning")
             return
         limit = self._int("#rn-limit", "limit", None)
-        max_tokens = self._int("#rn-max-tokens", "max tokens", 4096)
+        max_tokens = self._int("#rn-max-tokens", "max tokens", DEFAULT_MAX_TOKENS)
         if limit is False or max_tokens is False:
             return
         model = self.query_one("#rn-model", Input).value.strip() or self.eg.model_ref
