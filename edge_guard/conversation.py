@@ -260,11 +260,6 @@ def item_content(item: Item) -> str:
     return item.render() if isinstance(item, Conversation) else item
 
 
-def item_role(item: Item) -> str:
-    """What an item is, in `judges` terms: plain text counts as a user message."""
-    return item.judged_role if isinstance(item, Conversation) else "text"
-
-
 # How each door gives a conversation (the fix named by the conversation-needed error).
 CONVERSATION_HOW = {
     "cli": "--messages, a messages column, or --prompt-field/--response-field",

@@ -21,9 +21,5 @@ class PolicyError(EdgeGuardError):
     """A policy that cannot be loaded or used."""
 
 
-class PromptTooLong(EdgeGuardError):
-    """A prompt that does not fit the model's context."""
-
-
 class StoreError(EdgeGuardError):
     """The result store cannot be opened or written."""

@@ -26,7 +26,7 @@ from typing import Any
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.policy.core import OutputSpec, Policy
-from edge_guard.policy.parsers import label_token_map, scores_from_logprobs, scores_from_probs
+from edge_guard.policy.parsers import label_token_map, scores_from_logprobs
 from edge_guard.policy.sets import side_label, violates
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
@@ -147,17 +147,6 @@ def decide(policy: Policy, scores: dict[str, Any] | None, response: ModelRespons
     value = scores["expected_rating"] if spec.kind == "likert" else scores.get("p_violation")
     verdict = Verdict.VIOLATION if violating else Verdict.NO_VIOLATION
     return ClassificationResult(violating, label, value, meta, response, True, verdict)
-
-
-def redecide(policy: Policy, metadata: dict[str, Any], response: ModelResponse,
-             mode: str) -> ClassificationResult:  # fmt: skip
-    """A stored one-pass result decided again under the current policy (threshold edit)."""
-    probs = metadata.get("label_probs")
-    if not isinstance(probs, dict) or set(probs) != set(policy.output.labels):
-        return decide(policy, None, response, mode)
-    scores = scores_from_probs(policy.output, {k: float(v) for k, v in probs.items()},
-                               float(metadata.get("label_mass", 1.0)))  # fmt: skip
-    return decide(policy, scores, response, mode)
 
 
 # -- the Classifier's one-pass path (called from edge_guard.classifier) -----------------------

@@ -103,12 +103,12 @@ class Fitter:
         pieces = [self.encoder.encode(m.content) for m in conv.messages]
         caps: dict[int, int | None] = {}
         # Context first: the largest common cap (water-filling) that fits, maybe zero.
-        cut = self._cap(conv, pieces, context, caps, len(ids))
+        cut = self._cap(conv, pieces, context, caps)
         judged_cut = False
         if cut is None:
             caps.update(dict.fromkeys(context, 0))
             group = [judged] if judged is not None else everyone
-            cut = self._cap(conv, pieces, group, caps, len(ids), floor=MIN_JUDGED)
+            cut = self._cap(conv, pieces, group, caps, floor=MIN_JUDGED)
             judged_cut = True
             if cut is None:
                 return self._too_long(len(ids))
@@ -122,7 +122,7 @@ class Fitter:
         return Fit(kept_ids, record)
 
     def _cap(self, conv: Conversation, pieces: Sequence[list[int]], group: list[int],
-             caps: dict[int, int | None], n_ids: int,
+             caps: dict[int, int | None],
              floor: int = 0) -> tuple[Conversation, list[int]] | None:  # fmt: skip
         """The conversation with `group`'s messages cut to the largest common cap (>= floor)
         that fits the budget, and its ids; None when even the floor does not fit."""

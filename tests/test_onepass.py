@@ -118,7 +118,9 @@ def test_multi_token_labels_scored_as_sequences(tmp_path: Path, tiny_o200k_model
 
 def test_likert_picks_the_likeliest_label_on_the_decided_side(tmp_path: Path) -> None:
     pol = load_policy(make_policy(tmp_path, 'kind = "likert"\nmin = 1\nmax = 3\nviolation = ["3"]'))
-    scores = onepass.scores_from_probs(pol.output, {"1": 0.2, "2": 0.5, "3": 0.3}, 1.0)
+    from edge_guard.policy.parsers import scores_from_probs
+
+    scores = scores_from_probs(pol.output, {"1": 0.2, "2": 0.5, "3": 0.3}, 1.0)
     res = onepass.decide(pol, scores, scored(), "none")
     assert (res.verdict, res.fine_grain_label) == (Verdict.NO_VIOLATION, "2")
     assert res.float_label == pytest.approx(2.1, abs=1e-12)  # the expected rating

@@ -100,14 +100,6 @@ def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
-def dominant_types(info: dict[str, Any]) -> dict[str, str]:
-    """The type holding most parameters in each tensor group (e.g. experts: MXFP4)."""
-    out = {}
-    for group, types in info["tensor_types"].items():
-        out[group] = max(types.items(), key=lambda kv: kv[1]["params"])[0]
-    return out
-
-
 def _hash_with_bar(path: Path, progress: bool) -> str:
     from edge_guard.registry.store import sha256_file
 

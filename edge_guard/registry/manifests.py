@@ -193,13 +193,3 @@ def parse_hf_ref(ref: str, manifests: dict[str, Manifest] | None = None) -> Sour
         if (s.repo, s.filename, s.revision) == (repo, filename, revision):
             return s
     return Source(repo, filename, revision)
-
-
-def manifest_for_source(
-    source: Source, manifests: dict[str, Manifest] | None = None
-) -> Manifest | None:
-    manifests = load_manifests() if manifests is None else manifests
-    for m in manifests.values():
-        if m.source.key == source.key:
-            return m
-    return None

@@ -15,7 +15,7 @@ import datetime as _dt
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -319,10 +319,3 @@ def failed_result(item: Item, policy: Policy, error: str) -> ClassificationResul
     res = ClassificationResult(None, None, None, {}, resp, False)
     res.text, res.policy, res.error = item_text(item), policy.name, error
     return res
-
-
-def iter_done(job: Job) -> Iterator[tuple[int, int, ClassificationResult]]:
-    for p, row in enumerate(job.results):
-        for i, res in enumerate(row):
-            if res is not None:
-                yield p, i, res

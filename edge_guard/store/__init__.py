@@ -297,10 +297,6 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def open_store(path: str | os.PathLike[str] | None = None) -> Store:
-    return Store(path)
-
-
 def check_store(path: str | os.PathLike[str]) -> str | None:
     """None if the database at `path` opens and passes `PRAGMA quick_check`, else why not."""
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -118,8 +117,3 @@ def dataset_hash(items: list[StudyItem]) -> str:
         h.update(json.dumps(ident, ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
-
-
-def topic_counts(items: list[StudyItem]) -> dict[str, int]:
-    """Items per topic (None → "(none)"), most common first."""
-    return dict(Counter(it.topic or "(none)" for it in items).most_common())

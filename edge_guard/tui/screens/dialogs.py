@@ -1,4 +1,4 @@
-"""Modal dialogs: save a policy edit under a new name; confirm an action."""
+"""Modal dialogs: save a policy edit under a new name."""
 
 from __future__ import annotations
 
@@ -60,29 +60,3 @@ class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """Yes / no."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,n", "answer(False)", "No"),
-        Binding("y", "answer(True)", "Yes"),
-    ]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
-            yield Label(plain(self.question), classes="dialog-title")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Yes (y)", variant="primary", id="confirm-yes")
-                yield Button("No (n)", id="confirm-no")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
