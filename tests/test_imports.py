@@ -1,9 +1,12 @@
-"""Import hygiene, read from the source (nothing imported): no cycles, shells stay shells.
+"""Import hygiene, read from the source (nothing imported): the layer order holds, no cycles.
 
-Every `import` counts, inside functions too (a lazy import still ties two modules
-together); only those under `if TYPE_CHECKING:` are skipped. The core never imports the
-command line (`edge_guard.cli`) or the terminal UI (`edge_guard.tui`); the TUI never
-imports the CLI; only the CLI's `tui` command opens the TUI.
+`LAYERS` is the rule, bottom to top: a module may import its own layer and the layers below
+it, never one above. Shells (the service, the TUI, the CLI) are the top layer and import
+each other only where `SHELL_EDGES` says (the CLI starts the server and opens the TUI).
+Every `import` counts, inside functions too (a lazy import still ties two modules together);
+only those under `if TYPE_CHECKING:` are skipped. `KNOWN_EXCEPTIONS` are today's breaks of
+the order, each named with the issue that removes it; any other break fails, and so does an
+exception that no longer happens (delete it from the list).
 """
 
 from __future__ import annotations
@@ -11,15 +14,48 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import edge_guard
 
 ROOT = Path(edge_guard.__file__).parent
-# module -> the shell packages it may import besides its own
-ALLOWED_SHELL_IMPORTS = {
-    "edge_guard.__main__": {"edge_guard.cli"},
-    "edge_guard.cli.tui_cmd": {"edge_guard.tui"},
+
+# The layer order, bottom -> top. Names are edge_guard's top-level modules and packages
+# ("edge_guard" is the package's own __init__).
+LAYERS = (
+    ("foundation", ("edge_guard", "defaults", "errors", "sanitize", "paths", "lazy", "config")),
+    ("gguf reading", ("gguf",)),  # issue 31 moves engine/gguf_*.py here
+    ("harmony", ("harmony",)),
+    ("data", ("conversation", "response", "result")),
+    ("engine", ("engine",)),
+    ("store", ("store",)),
+    ("policy", ("policy",)),
+    ("models, backends", ("registry", "backends", "datasets", "warm")),
+    ("classify steps", ("keys", "truncation", "lane_request", "onepass", "cascade")),
+    ("classifier", ("classify_loop", "classifier", "setting_values", "settings")),
+    ("runs", ("runs", "taxonomy_run")),
+    ("api", ("api",)),
+    ("workflows", ("compare", "study", "review", "report", "bench")),
+    ("shells", ("service", "tui", "cli", "__main__")),
+)
+# The only imports between shells: (importing module, imported shell).
+SHELL_EDGES = {
+    ("edge_guard.__main__", "cli"),
+    ("edge_guard.cli.serve_cmd", "service"),  # `edge-guard serve`
+    ("edge_guard.cli.tui_cmd", "tui"),  # `edge-guard tui`
 }
-SHELLS = ("edge_guard.cli", "edge_guard.tui")
+# Today's breaks of the order: (importing module, imported module or package) -> the issue
+# whose work removes it.
+KNOWN_EXCEPTIONS = {
+    ("edge_guard.harmony.vocab", "edge_guard.engine"): "31: GGUF reading moves to edge_guard.gguf",
+    ("edge_guard.engine.safety", "edge_guard.registry"): "31: engine/safety.py is split",
+    ("edge_guard.engine.safety", "edge_guard.store"): "31: engine/safety.py is split",
+    ("edge_guard.policy.testing", "edge_guard.api"): "31: policy tests move up to the workflows",
+    ("edge_guard.policy.testing", "edge_guard.classifier"): "31: policy tests move up",
+    ("edge_guard.policy.testing", "edge_guard.settings"): "31: policy tests move up",
+    ("edge_guard.api", "edge_guard.service"): "31: the server client moves to edge_guard.backends",
+    ("edge_guard.warm.route", "edge_guard.service"): "31: the server client moves to backends",
+}
 
 
 def module_names(root: Path) -> dict[str, tuple[Path, bool]]:
@@ -116,32 +152,72 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def shell_breaks(graph: dict[str, set[str]]) -> list[str]:
-    """'A imports B' for each import of a shell package from outside it (not allowed)."""
+Layers = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _unit(module: str) -> str:
+    """The top-level module or package a module belongs to ("edge_guard" for the root)."""
+    return module.split(".")[1] if "." in module else module
+
+
+def layer_of(module: str, layers: Layers = LAYERS) -> int:
+    unit = _unit(module)
+    for level, (_, units) in enumerate(layers):
+        if unit in units:
+            return level
+    raise KeyError(f"{module}: its package {unit!r} is in no layer of LAYERS (add it)")
+
+
+def layer_breaks(
+    graph: dict[str, set[str]],
+    layers: Layers = LAYERS,
+    shell_edges: set[tuple[str, str]] = SHELL_EDGES,
+) -> list[tuple[str, str]]:
+    """(importer, imported) for every import against the order: up a layer, or from one
+    shell to another outside `shell_edges`."""
+    top = len(layers) - 1
     bad = []
     for name, deps in sorted(graph.items()):
-        own = next((s for s in SHELLS if name == s or name.startswith(s + ".")), None)
-        allowed = ALLOWED_SHELL_IMPORTS.get(name, set())
+        mine = layer_of(name, layers)
         for dep in sorted(deps):
-            shell = next((s for s in SHELLS if dep == s or dep.startswith(s + ".")), None)
-            if shell is not None and shell != own and shell not in allowed:
-                bad.append(f"{name} imports {dep}")
+            theirs = layer_of(dep, layers)
+            between_shells = mine == theirs == top and _unit(name) != _unit(dep)
+            if theirs > mine or (between_shells and (name, _unit(dep)) not in shell_edges):
+                bad.append((name, dep))
     return bad
+
+
+def _excepted(brk: tuple[str, str]) -> tuple[str, str] | None:
+    name, dep = brk
+    for key in KNOWN_EXCEPTIONS:
+        if name == key[0] and (dep == key[1] or dep.startswith(key[1] + ".")):
+            return key
+    return None
+
+
+def test_every_module_is_in_a_layer() -> None:
+    graph = import_graph(ROOT)
+    assert len(graph) > 100  # every module was read
+    for name in graph:
+        layer_of(name)
+
+
+def test_no_import_goes_up_the_layers() -> None:
+    breaks = layer_breaks(import_graph(ROOT))
+    assert [b for b in breaks if _excepted(b) is None] == []
+    used = {_excepted(b) for b in breaks}
+    assert sorted(set(KNOWN_EXCEPTIONS) - used) == [], "no longer happens: delete it"
 
 
 def test_no_import_cycles_between_edge_guard_modules() -> None:
     graph = import_graph(ROOT)
-    assert len(graph) > 100  # every module was read
+    assert len(graph) > 100
     assert cycles(graph) == []
 
 
-def test_core_never_imports_the_cli_or_the_tui() -> None:
-    assert shell_breaks(import_graph(ROOT)) == []
-
-
-def test_the_checks_catch_lazy_cycles_and_shell_imports(tmp_path: Path) -> None:
+def test_the_checks_catch_lazy_imports_up_the_layers_and_between_shells(tmp_path: Path) -> None:
     pkg = tmp_path / "edge_guard"
-    for folder in (pkg, pkg / "cli", pkg / "tui", pkg / "core"):
+    for folder in (pkg, pkg / "cli", pkg / "tui", pkg / "service", pkg / "core"):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "__init__.py").write_text("")
     (pkg / "core" / "a.py").write_text("from edge_guard.core import b\n")
@@ -151,15 +227,20 @@ def test_the_checks_catch_lazy_cycles_and_shell_imports(tmp_path: Path) -> None:
         "def f():\n    from . import a\n    from edge_guard.cli.main import run\n"
     )
     (pkg / "cli" / "main.py").write_text("import edge_guard.tui.app\n")
-    (pkg / "tui" / "app.py").write_text("from edge_guard.cli import main\n")
+    (pkg / "cli" / "serve.py").write_text("from edge_guard.service import app\n")
+    (pkg / "tui" / "app.py").write_text("def g():\n    from edge_guard.cli import main\n")
+    (pkg / "service" / "app.py").write_text("")
+    layers = (("core", ("edge_guard", "core")), ("shells", ("service", "tui", "cli")))
     graph = import_graph(pkg)
     assert cycles(graph) == [
         ["edge_guard.cli.main", "edge_guard.tui.app"],
         ["edge_guard.core.a", "edge_guard.core.b"],
     ]
-    assert shell_breaks(graph) == [
-        "edge_guard.cli.main imports edge_guard.tui.app",
-        "edge_guard.core.b imports edge_guard.cli.main",
-        "edge_guard.tui.app imports edge_guard.cli",
-        "edge_guard.tui.app imports edge_guard.cli.main",
+    assert layer_breaks(graph, layers, {("edge_guard.cli.serve", "service")}) == [
+        ("edge_guard.cli.main", "edge_guard.tui.app"),  # shell to shell, not allowed
+        ("edge_guard.core.b", "edge_guard.cli.main"),  # lazy, up a layer
+        ("edge_guard.tui.app", "edge_guard.cli"),
+        ("edge_guard.tui.app", "edge_guard.cli.main"),
     ]
+    with pytest.raises(KeyError, match="'extra' is in no layer"):
+        layer_of("edge_guard.extra.x", layers)
