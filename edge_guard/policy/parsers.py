@@ -163,8 +163,9 @@ def run_parser(policy: Policy, response: ModelResponse, *,
     return run_parsers(policy, [response], time_limit=time_limit)[0]
 
 
-def run_parsers(policy: Policy, responses: Sequence[ModelResponse], *,
-                time_limit: float = PARSER_TIME_LIMIT_S) -> list[ClassificationResult]:  # fmt: skip
+def run_parsers(
+    policy: Policy, responses: Sequence[ModelResponse], *, time_limit: float = PARSER_TIME_LIMIT_S
+) -> list[ClassificationResult]:
     """`run_parser` for several responses at once (one message to the parser's worker).
 
     Built-in parsers run here. A custom `parse()` runs in a worker process
@@ -191,8 +192,9 @@ def _call_here(fn: Callable[[Any], Any], response: ModelResponse) -> tuple[str, 
     return ("ok", result)
 
 
-def _checked(policy: Policy, response: ModelResponse, outcome: tuple[str, Any],
-             time_limit: float) -> ClassificationResult:  # fmt: skip
+def _checked(
+    policy: Policy, response: ModelResponse, outcome: tuple[str, Any], time_limit: float
+) -> ClassificationResult:
     where = f"policy {policy.name}: parse()"
     tag, result = outcome
     if tag == "timeout":
