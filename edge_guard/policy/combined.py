@@ -53,15 +53,16 @@ def combined_text(pset: PolicySet) -> str:
     return "".join(parts)
 
 
-class _DuplicateKey(ValueError):
-    pass
+class DuplicateKey(ValueError):
+    """A JSON answer that gives one key twice (which value counts would be a guess)."""
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object hook: the object, or `DuplicateKey` for a repeated key."""
     seen: dict[str, Any] = {}
     for k, v in pairs:
         if k in seen:
-            raise _DuplicateKey(k)
+            raise DuplicateKey(k)
         seen[k] = v
     return seen
 
@@ -73,8 +74,8 @@ def parse_violations(
     if answer is None:
         return None, "no complete final answer"
     try:
-        obj = json.loads(answer, object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as exc:
+        obj = json.loads(answer, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKey as exc:
         return None, f"key {exc.args[0]!r} appears more than once"
     except (json.JSONDecodeError, RecursionError):
         return None, "answer is not JSON"

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_guard.errors import PolicyError
+from edge_guard.policy.combined import DuplicateKey, no_duplicate_keys
 from edge_guard.policy.core import OutputSpec, Policy
 from edge_guard.policy.sets import PolicySet
 from edge_guard.response import ModelResponse
@@ -87,27 +88,14 @@ def cue_text(name: str) -> str:
     return "{" + _key(name) + ":"
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in seen:
-            raise _DuplicateKey(k)
-        seen[k] = v
-    return seen
-
-
 def parse_answer(answer: str | None,
                  names: Sequence[str]) -> tuple[dict[str, int] | None, str | None]:  # fmt: skip
     """({name: 0 or 1} in member order, None) or (None, why the answer is unusable)."""
     if answer is None:
         return None, "no complete final answer"
     try:
-        obj = json.loads(answer, object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as exc:
+        obj = json.loads(answer, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKey as exc:
         return None, f"key {exc.args[0]!r} appears more than once"
     except (json.JSONDecodeError, RecursionError):
         return None, "answer is not JSON"
