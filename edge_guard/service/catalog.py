@@ -93,33 +93,29 @@ class Catalog:
 
     def policy(self, name: str) -> Policy:
         """A policy by name (never a path from a request); loaded once."""
-        with self._lock:
-            if name in self._policies:
-                return self._policies[name]
-        path = self.policy_paths().get(name)
-        if path is None:
-            raise UnknownPolicy(f"policy {name!r} not found (GET /v1/policies lists them)")
-        try:
-            policy = load_policy(path)
-        except EdgeGuardError as exc:
-            raise unavailable("policy", name, exc) from None
-        with self._lock:
-            return self._policies.setdefault(name, policy)
+        return self._load_once(self._policies, name, self.policy_paths, load_policy, "policy")
 
     def policy_set(self, name: str) -> PolicySet:
         """A set by the name `policies sets` shows (or its file name); loaded once."""
+        return self._load_once(self._sets, name, self.set_paths, load_set, "policy set")
+
+    def _load_once(self, cache: dict[str, Any], name: str, paths: Any, load: Any,
+                   kind: str) -> Any:  # fmt: skip
+        """`name` from `cache`, else found in `paths()` and loaded by `load` (one 404 line for
+        an unknown name; a file that fails to load is reported by name only)."""
         with self._lock:
-            if name in self._sets:
-                return self._sets[name]
-        path = self.set_paths().get(name)
+            if name in cache:
+                return cache[name]
+        path = paths().get(name)
         if path is None:
-            raise UnknownPolicy(f"policy or set {name!r} not found (GET /v1/policies lists them)")
+            what = "policy" if kind == "policy" else "policy or set"
+            raise UnknownPolicy(f"{what} {name!r} not found (GET /v1/policies lists them)")
         try:
-            found = load_set(path)
+            loaded = load(path)
         except EdgeGuardError as exc:
-            raise unavailable("policy set", name, exc) from None
+            raise unavailable(kind, name, exc) from None
         with self._lock:
-            return self._sets.setdefault(name, found)
+            return cache.setdefault(name, loaded)
 
 
 def unavailable(what: str, name: str, exc: BaseException) -> PolicyUnavailable:
