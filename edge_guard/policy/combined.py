@@ -67,10 +67,9 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def parse_violations(
-    answer: str | None, names: Sequence[str]
-) -> tuple[list[str] | None, str | None]:
-    """(violated names in answer order, None) or (None, why the answer is unusable)."""
+def answer_object(answer: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(the final answer as a JSON object, None) or (None, why it is not one): cut off,
+    not JSON, a repeated key, or not an object."""
     if answer is None:
         return None, "no complete final answer"
     try:
@@ -81,6 +80,16 @@ def parse_violations(
         return None, "answer is not JSON"
     if not isinstance(obj, dict):
         return None, "answer is not a JSON object"
+    return obj, None
+
+
+def parse_violations(
+    answer: str | None, names: Sequence[str]
+) -> tuple[list[str] | None, str | None]:
+    """(violated names in answer order, None) or (None, why the answer is unusable)."""
+    obj, why = answer_object(answer)
+    if obj is None:
+        return None, why
     if set(obj) != {KEY}:
         extra = sorted(set(obj) - {KEY})
         return None, (f"unexpected key(s) {extra}" if extra else f"no {KEY!r} key")

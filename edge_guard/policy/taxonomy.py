@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_guard.errors import PolicyError
-from edge_guard.policy.combined import DuplicateKey, no_duplicate_keys
+from edge_guard.policy.combined import answer_object
 from edge_guard.policy.core import OutputSpec, Policy
 from edge_guard.policy.sets import PolicySet
 from edge_guard.response import ModelResponse
@@ -91,16 +91,9 @@ def cue_text(name: str) -> str:
 def parse_answer(answer: str | None,
                  names: Sequence[str]) -> tuple[dict[str, int] | None, str | None]:  # fmt: skip
     """({name: 0 or 1} in member order, None) or (None, why the answer is unusable)."""
-    if answer is None:
-        return None, "no complete final answer"
-    try:
-        obj = json.loads(answer, object_pairs_hook=no_duplicate_keys)
-    except DuplicateKey as exc:
-        return None, f"key {exc.args[0]!r} appears more than once"
-    except (json.JSONDecodeError, RecursionError):
-        return None, "answer is not JSON"
-    if not isinstance(obj, dict):
-        return None, "answer is not a JSON object"
+    obj, why = answer_object(answer)
+    if obj is None:
+        return None, why
     unknown = [k for k in obj if k not in names]
     if unknown:
         return None, f"unknown policy name(s) {unknown[:5]}"
