@@ -234,22 +234,13 @@ def iter_reasoned(base: Classifier, pset: PolicySet, texts: Sequence[Any],
                   pairs: Sequence[tuple[int, int]],
                   items: Sequence[RunItem] | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
     """(pair position, result) per pair from one full-reasoning taxonomy answer per text."""
-    from edge_guard.runs.multi import store_member
+    from edge_guard.runs.members import spread_answers
 
     _check_base(base)
     clf = taxonomy_classifier(base, pset)
-    by_text: dict[int, list[int]] = {}
-    for j, (t, _p) in enumerate(pairs):
-        by_text.setdefault(t, []).append(j)
-    order = list(by_text)
-    for k, result in clf.iter([texts[t] for t in order]):
-        split = split_answer(result, pset)
-        for j in by_text[order[k]]:
-            member = pset.members[pairs[j][1]]
-            res = split[member.name]
-            if items is not None:
-                store_member(clf, res, member.policy, items[j])
-            yield j, res
+    order = list({t: None for t, _p in pairs})  # each text once, in first-pair order
+    answers = clf.iter([texts[t] for t in order])
+    yield from spread_answers(clf, pset, pairs, items, answers, split_answer)
 
 
 def iter_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any],

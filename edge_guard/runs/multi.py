@@ -41,6 +41,7 @@ from edge_guard.runs.batch import (
     run_config,
     run_status,
 )
+from edge_guard.runs.members import spread_answers
 
 if TYPE_CHECKING:
     from edge_guard.classifier import Classifier, RunItem
@@ -291,33 +292,13 @@ def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
     each pair's derived row is stored and linked as its text completes."""
     check_mode(pset, MODE_COMBINED)
     clf = member_classifier(base, combined_policy(pset), modes=False)
-    by_text: dict[int, list[int]] = {}
-    for j, (t, _p) in enumerate(pairs):
-        by_text.setdefault(t, []).append(j)
-    order = list(by_text)
+    order = list({t: None for t, _p in pairs})  # each text once, in first-pair order
     procs = [steer(t) for t in order] if steer else None
     sams = [samplings[t] for t in order] if samplings is not None else None
     events = (lambda k, ev: on_event(order[k], ev)) if on_event is not None else None
-    for k, result in clf.iter([texts[t] for t in order], logits_processors=procs, samplings=sams,
-                              on_event=events):  # fmt: skip
-        split = split_combined(result, pset)
-        for j in by_text[order[k]]:
-            member = pset.members[pairs[j][1]]
-            res = split[member.name]
-            if items is not None:
-                store_member(clf, res, member.policy, items[j])
-            yield j, res
-
-
-def store_member(clf: Classifier, res: ClassificationResult, policy: Policy, item: RunItem) -> None:
-    """Store a member's derived row (combined mode) and link it to its run item."""
-    resp = res.model_response
-    if resp is None or res.key is None:
-        return
-    row = clf._row(res, resp, res.text or "", res.key, clf.sampling)
-    row.update({"policy_name": policy.name, "policy_hash": policy.hash,
-                "policy_text_hash": policy.text_hash, "prompt_token_ids": []})  # fmt: skip
-    clf.store.put(row, item.row(res.key))
+    answers = clf.iter([texts[t] for t in order], logits_processors=procs, samplings=sams,
+                       on_event=events)  # fmt: skip
+    yield from spread_answers(clf, pset, pairs, items, answers, split_combined)
 
 
 def classify_pairs(base: Classifier, pset: PolicySet, texts: Sequence[str],
