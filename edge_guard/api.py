@@ -42,8 +42,9 @@ def build_backend(settings: Settings, *, interactive: bool = False) -> Backend:
         from edge_guard.backends.server import server_backend_from_config
 
         return server_backend_from_config(settings.backend_config(), settings.model)
-    return make_backend(settings.model, settings.engine_settings(), yes=settings.yes,
-                        interactive=interactive)  # fmt: skip
+    return make_backend(
+        settings.model, settings.engine_settings(), yes=settings.yes, interactive=interactive
+    )
 
 
 def build_classifier(
@@ -107,8 +108,9 @@ def _remote(policies: Any, settings: Settings, sampling: SamplingConfig | None) 
     spec: a request option the client cannot send is refused in one line there."""
     from edge_guard.service.client import remote_classifier
 
-    return remote_classifier(policies, settings.backend_config(), settings=settings,
-                             sampling=sampling)  # fmt: skip
+    return remote_classifier(
+        policies, settings.backend_config(), settings=settings, sampling=sampling
+    )
 
 
 def is_interactive() -> bool:
@@ -187,13 +189,33 @@ def classify(
         model = None
     if ready is backend:
         backend = None
-    flags = {"model": model, "backend": backend, "url": url, "api_key_env": api_key_env,
-             "concurrency": concurrency, "timeout": timeout, "server_kind": server_kind,
-             "ctx": ctx, "gpu_layers": gpu_layers, "threads": threads, "parallel": parallel,
-             "force": force, "yes": yes, "style": style, "effort": effort, "date": date,
-             "reasoning": reasoning, "cascade": cascade,
-             "temperature": temperature, "seed": seed, "max_tokens": max_tokens, "db": db,
-             "use_cache": use_cache, "truncate": truncate, "keep_alive": keep_alive}  # fmt: skip
+    flags = {
+        "model": model,
+        "backend": backend,
+        "url": url,
+        "api_key_env": api_key_env,
+        "concurrency": concurrency,
+        "timeout": timeout,
+        "server_kind": server_kind,
+        "ctx": ctx,
+        "gpu_layers": gpu_layers,
+        "threads": threads,
+        "parallel": parallel,
+        "force": force,
+        "yes": yes,
+        "style": style,
+        "effort": effort,
+        "date": date,
+        "reasoning": reasoning,
+        "cascade": cascade,
+        "temperature": temperature,
+        "seed": seed,
+        "max_tokens": max_tokens,
+        "db": db,
+        "use_cache": use_cache,
+        "truncate": truncate,
+        "keep_alive": keep_alive,
+    }
     if sampling is not None and (temperature, seed, max_tokens) != (None, None, None):
         raise EdgeGuardError("pass either sampling= or temperature/seed/max_tokens, not both")
     settings = resolve_settings(flags, base=settings)  # keywords over `settings` if given
@@ -213,23 +235,40 @@ def classify(
 
         pset = adhoc_set(_policy_list(policy))  # type: ignore[arg-type]
     if classifier is None:
-        classifier = build_classifier(pset if pset is not None else policy, settings,
-                                      backend=ready, store=store, sampling=sampling,
-                                      warm=keep_alive is not None)  # fmt: skip
+        classifier = build_classifier(
+            pset if pset is not None else policy,
+            settings,
+            backend=ready,
+            store=store,
+            sampling=sampling,
+            warm=keep_alive is not None,
+        )
     if pset is not None:  # every set and list of policies: one path, thresholds applied
         procs = logits_processors
         steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])  # type: ignore[index]
-        multi = classify_set_with(classifier, pset, texts, steer=steer, samplings=samplings,
-                                  on_event=on_event, run_items=run_items)  # fmt: skip
+        multi = classify_set_with(
+            classifier,
+            pset,
+            texts,
+            steer=steer,
+            samplings=samplings,
+            on_event=on_event,
+            run_items=run_items,
+        )
         return multi[0] if one else multi
-    kwargs = {"run_items": run_items, "samplings": samplings,
-              "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
+    kwargs = {
+        "run_items": run_items,
+        "samplings": samplings,
+        "logits_processors": logits_processors,
+        "on_event": on_event,
+    }
     results = classifier.classify(texts, **kwargs)
     return results[0] if one else results
 
 
-def classify_set_with(classifier: Any, pset: Any, texts: Sequence[Any], *,
-                      mode: str = "separate", **kwargs: Any) -> list[MultiResult]:  # fmt: skip
+def classify_set_with(
+    classifier: Any, pset: Any, texts: Sequence[Any], *, mode: str = "separate", **kwargs: Any
+) -> list[MultiResult]:
     """A set's results, one `MultiResult` per text with its thresholds applied, through
     `classifier` (from `build_classifier`): locally `runs.multi.classify_set` applies them;
     on an edge-guard server (a `RemoteClassifier` built for the set's name) the server
@@ -240,12 +279,16 @@ def classify_set_with(classifier: Any, pset: Any, texts: Sequence[Any], *,
 
         return classify_set(classifier, pset, texts, mode=mode, **kwargs)
     if mode != "separate":
-        raise EdgeGuardError(f"--mode {mode} runs in this process: an edge-guard server runs a "
-                             "set's policies separately (use --mode separate or the local "
-                             "backend)")  # fmt: skip
+        raise EdgeGuardError(
+            f"--mode {mode} runs in this process: an edge-guard server runs a "
+            "set's policies separately (use --mode separate or the local "
+            "backend)"
+        )
     steer = kwargs.pop("steer", None)
     out = classifier.classify(texts, logits_processors=steer, **kwargs)
     from edge_guard.conversation import item_text
 
-    return [r if isinstance(r, MultiResult) else MultiResult(item_text(t), {str(r.policy): r})
-            for t, r in zip(texts, out, strict=True)]  # fmt: skip
+    return [
+        r if isinstance(r, MultiResult) else MultiResult(item_text(t), {str(r.policy): r})
+        for t, r in zip(texts, out, strict=True)
+    ]

@@ -80,8 +80,9 @@ def escalates(p_violation: float | None, bounds: tuple[float, float]) -> bool:
     return p_violation is None or bounds[0] <= p_violation <= bounds[1]
 
 
-def escalation(spec: Any, scoring: onepass.LabelScoring,
-               bounds: tuple[float, float]) -> Callable[[ModelResponse], bool]:  # fmt: skip
+def escalation(
+    spec: Any, scoring: onepass.LabelScoring, bounds: tuple[float, float]
+) -> Callable[[ModelResponse], bool]:
     """The engine's `escalate` callback: whether a score response's P(violation) (over
     `spec`'s labels, scored as `scoring` says) goes on to full reasoning."""
 
@@ -92,13 +93,19 @@ def escalation(spec: Any, scoring: onepass.LabelScoring,
     return escalate
 
 
-def in_place_request(score: GenerationRequest, full: GenerationRequest,
-                     escalate: Callable[[ModelResponse], bool]) -> GenerationRequest:  # fmt: skip
+def in_place_request(
+    score: GenerationRequest, full: GenerationRequest, escalate: Callable[[ModelResponse], bool]
+) -> GenerationRequest:
     """`score` (the one-pass form of `full`: its prompt plus the answer header) made to go
     on, when `escalate` says so, generating `full`'s answer in the same sequence."""
-    return dataclasses.replace(score, sampling=full.sampling, min_tokens=full.min_tokens,
-                               logits_processor=full.logits_processor,
-                               continue_at=len(full.prompt_ids), escalate=escalate)  # fmt: skip
+    return dataclasses.replace(
+        score,
+        sampling=full.sampling,
+        min_tokens=full.min_tokens,
+        logits_processor=full.logits_processor,
+        continue_at=len(full.prompt_ids),
+        escalate=escalate,
+    )
 
 
 def stage(clf: Any, reasoning: str) -> Any:
@@ -145,12 +152,15 @@ def iter_cascade(
     fresh: dict[int, tuple[str, str]] = {}  # text -> its (one-pass, full) keys: goes in place
     for i in todo:
         if not item_problem(first, texts[i]):  # else the one pass stores an error
-            ks = (first.key(texts[i]), full.key(texts[i], samplings[i] if samplings else None,
-                                                 procs[i]))  # fmt: skip
+            ks = (
+                first.key(texts[i]),
+                full.key(texts[i], samplings[i] if samplings else None, procs[i]),
+            )
             if not first.use_cache or not (_stored(first, ks[0]) or _stored(full, ks[1])):
                 fresh[i] = ks
-    for i, one, res in _in_place(first, full, bounds, texts, fresh, keys, samplings, procs,
-                                 on_event):  # fmt: skip
+    for i, one, res in _in_place(
+        first, full, bounds, texts, fresh, keys, samplings, procs, on_event
+    ):
         if one.error is not None:  # scoring failed: full reasoning below
             scored[i] = one
             continue
@@ -158,17 +168,21 @@ def iter_cascade(
     rest = [i for i in todo if i not in fresh]
     for j, res in first.iter([texts[i] for i in rest]):
         scored[rest[j]] = res
-    up = [i for i in todo if i in scored
-          and escalates(scored[i].metadata.get("p_violation"), bounds)]  # fmt: skip
+    up = [
+        i for i in todo if i in scored and escalates(scored[i].metadata.get("p_violation"), bounds)
+    ]
     for i in rest:
         if i not in up:
             yield i, _decide(clf, texts[i], keys[i], scored[i], None, run_items, samplings, i)
     if not up:
         return
     events = (lambda j, ev: on_event(up[j], ev)) if on_event else None
-    for j, res in full.iter([texts[i] for i in up], samplings=[samplings[i] for i in up]
-                            if samplings else None, logits_processors=[procs[i] for i in up],
-                            on_event=events):  # fmt: skip
+    for j, res in full.iter(
+        [texts[i] for i in up],
+        samplings=[samplings[i] for i in up] if samplings else None,
+        logits_processors=[procs[i] for i in up],
+        on_event=events,
+    ):
         i = up[j]
         yield i, _decide(clf, texts[i], keys[i], scored[i], res, run_items, samplings, i)
 
@@ -178,11 +192,17 @@ def _stored(lane: Any, key: str) -> bool:
     return row is not None and not row.get("error")
 
 
-def _in_place(first: Any, full: Any, bounds: tuple[float, float], texts: Sequence[Any],
-              fresh: dict[int, tuple[str, str]], keys: Sequence[str],
-              samplings: Sequence[Any] | None, procs: Sequence[Any],
-              on_event: Callable[[int, Any], None] | None,
-              ) -> Iterator[tuple[int, ClassificationResult, ClassificationResult | None]]:  # fmt: skip
+def _in_place(
+    first: Any,
+    full: Any,
+    bounds: tuple[float, float],
+    texts: Sequence[Any],
+    fresh: dict[int, tuple[str, str]],
+    keys: Sequence[str],
+    samplings: Sequence[Any] | None,
+    procs: Sequence[Any],
+    on_event: Callable[[int, Any], None] | None,
+) -> Iterator[tuple[int, ClassificationResult, ClassificationResult | None]]:
     """(i, one-pass result, full result if escalated) for each text of `fresh`, scored
     and, when unsure, reasoned in one engine sequence; each stage stored under its key."""
     if not fresh:
@@ -212,27 +232,37 @@ def _in_place(first: Any, full: Any, bounds: tuple[float, float], texts: Sequenc
             yield k, copy.copy(one), copy.copy(res) if res is not None else None
 
 
-def _store(lane: Any, item: Any, key: str, response: ModelResponse,
-           sampling: Any) -> ClassificationResult:  # fmt: skip
+def _store(
+    lane: Any, item: Any, key: str, response: ModelResponse, sampling: Any
+) -> ClassificationResult:
     """A stage's result of `response`, stored under the stage's own key."""
     result = lane._finish(response, item, key, lane.token_map())
     lane.store.put(lane._row(result, response, item, key, sampling))
     return result
 
 
-def _decide(clf: Any, item: Any, key: str, scored: ClassificationResult,
-            full: ClassificationResult | None, run_items: Sequence[Any] | None,
-            samplings: Sequence[Any] | None, i: int) -> ClassificationResult:  # fmt: skip
+def _decide(
+    clf: Any,
+    item: Any,
+    key: str,
+    scored: ClassificationResult,
+    full: ClassificationResult | None,
+    run_items: Sequence[Any] | None,
+    samplings: Sequence[Any] | None,
+    i: int,
+) -> ClassificationResult:
     """The cascade's decision for item i: stored under its own key, linked to the run."""
     chosen = copy.copy(full if full is not None else scored)
     meta = dict(chosen.metadata)
-    meta.update({
-        "path": onepass.PATH_ONE_PASS if full is None else onepass.PATH_ESCALATED,
-        "cascade": list(clf.cascade),
-        "one_pass_reasoning": first_stage_mode(clf.reasoning),
-        "one_pass_p_violation": scored.metadata.get("p_violation"),
-        "one_pass_key": scored.key,
-    })  # fmt: skip
+    meta.update(
+        {
+            "path": onepass.PATH_ONE_PASS if full is None else onepass.PATH_ESCALATED,
+            "cascade": list(clf.cascade),
+            "one_pass_reasoning": first_stage_mode(clf.reasoning),
+            "one_pass_p_violation": scored.metadata.get("p_violation"),
+            "one_pass_key": scored.key,
+        }
+    )
     if full is not None:
         meta["full_key"] = full.key
     chosen.metadata, chosen.key, chosen.cached = meta, key, False

@@ -64,12 +64,23 @@ class RunItem:
     extra: dict[str, Any] | None = None
 
     def row(self, key: str) -> dict[str, Any]:
-        return {"run": self.run, "idx": self.idx, "item_id": self.item_id, "key": key,
-                "gold": self.gold, "extra": self.extra or {}}  # fmt: skip
+        return {
+            "run": self.run,
+            "idx": self.idx,
+            "item_id": self.item_id,
+            "key": key,
+            "gold": self.gold,
+            "extra": self.extra or {},
+        }
 
 
-def make_backend(model: str | Path | Backend | None, settings: EngineSettings | None = None,
-                 *, yes: bool = False, interactive: bool = False) -> Backend:  # fmt: skip
+def make_backend(
+    model: str | Path | Backend | None,
+    settings: EngineSettings | None = None,
+    *,
+    yes: bool = False,
+    interactive: bool = False,
+) -> Backend:
     """A backend for a model reference (manifest id, path, hf:, synth:) or a ready backend."""
     if model is not None and not isinstance(model, str | Path):
         return model
@@ -162,12 +173,20 @@ class Classifier:
         return view
 
     # -- keys and prompts (edge_guard.keys, edge_guard.lane_request) -----------------------
-    def key_fields(self, item: Item, sampling: SamplingConfig | None = None,
-                   processor: LogitsProcessor | None = None) -> dict[str, Any]:  # fmt: skip
+    def key_fields(
+        self,
+        item: Item,
+        sampling: SamplingConfig | None = None,
+        processor: LogitsProcessor | None = None,
+    ) -> dict[str, Any]:
         return key_fields(self, item, sampling, processor)
 
-    def key(self, text: Item, sampling: SamplingConfig | None = None,
-            processor: LogitsProcessor | None = None) -> str:  # fmt: skip
+    def key(
+        self,
+        text: Item,
+        sampling: SamplingConfig | None = None,
+        processor: LogitsProcessor | None = None,
+    ) -> str:
         """THE store key (`edge_guard.keys.request_key`) of `text` under this policy."""
         return request_key(self, text, sampling, processor)
 
@@ -184,8 +203,9 @@ class Classifier:
         return self._token_map  # type: ignore[return-value]
 
     # -- classification --------------------------------------------------------------------
-    def classify(self, texts: Sequence[Item],
-                 **kwargs: Any) -> list[ClassificationResult] | list[MultiResult]:  # fmt: skip
+    def classify(
+        self, texts: Sequence[Item], **kwargs: Any
+    ) -> list[ClassificationResult] | list[MultiResult]:
         """Results in input order; with several policies, one `MultiResult` per text."""
         if self._others:
             return self.classify_multi(texts, **kwargs)
@@ -200,10 +220,13 @@ class Classifier:
         for i, name, res in self.iter_pairs(texts, **kwargs):
             got[i][name] = res
         names = [p.name for p in self.policies]
-        return [MultiResult(item_text(t), {n: got[i][n] for n in names})
-                for i, t in enumerate(texts)]  # fmt: skip
+        return [
+            MultiResult(item_text(t), {n: got[i][n] for n in names}) for i, t in enumerate(texts)
+        ]
 
-    def iter(self, texts: Sequence[Item], **kwargs: Any) -> Iterator[tuple[int, ClassificationResult]]:
+    def iter(
+        self, texts: Sequence[Item], **kwargs: Any
+    ) -> Iterator[tuple[int, ClassificationResult]]:
         """Yield (text index, result) as results become available: cache hits first.
 
         With several policies every (text, policy) pair is yielded (`result.policy` names
@@ -238,8 +261,14 @@ class Classifier:
             if self._others:
                 raise EdgeGuardError("several policies need run items per policy name")
             per_lane = [run_items]
-        for i, n, res in iter_pairs(lanes, texts, run_items=per_lane, samplings=samplings,
-                                    logits_processors=logits_processors, on_event=on_event):  # fmt: skip
+        for i, n, res in iter_pairs(
+            lanes,
+            texts,
+            run_items=per_lane,
+            samplings=samplings,
+            logits_processors=logits_processors,
+            on_event=on_event,
+        ):
             yield i, lanes[n].policy.name, res
 
     def _renderer(self) -> PromptRenderer:
@@ -249,12 +278,19 @@ class Classifier:
         from edge_guard.store import utcnow
 
         with self.store.transaction() as db:
-            db["run_items"].upsert({**item.row(key), "extra": json.dumps(item.extra or {}),
-                                    "policy_hash": self.policy.hash,  # reads this parse
-                                    "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
+            db["run_items"].upsert(
+                {
+                    **item.row(key),
+                    "extra": json.dumps(item.extra or {}),
+                    "policy_hash": self.policy.hash,  # reads this parse
+                    "created_at": utcnow(),
+                },
+                pk=("run", "idx"),
+            )
 
-    def _finish(self, response: ModelResponse, text: Item, key: str,
-                token_map: dict[int, str] | None) -> ClassificationResult:  # fmt: skip
+    def _finish(
+        self, response: ModelResponse, text: Item, key: str, token_map: dict[int, str] | None
+    ) -> ClassificationResult:
         if self.reasoning != "full":
             result = onepass.finish(self, response)
         else:
@@ -274,8 +310,9 @@ class Classifier:
             result.metadata.update(cut)
         return result
 
-    def _reject(self, text: Item, key: str, problem: str,
-                item: RunItem | None) -> ClassificationResult:  # fmt: skip
+    def _reject(
+        self, text: Item, key: str, problem: str, item: RunItem | None
+    ) -> ClassificationResult:
         """An error result for an unusable item, stored (so a run counts it) and retried."""
         response = ModelResponse.failed(problem, [], self.backend.model_ref)
         result = ClassificationResult(None, None, None, {}, response, False)
@@ -290,8 +327,14 @@ class Classifier:
         self.store.put(row, item.row(key) if item is not None else None)
         return result
 
-    def _row(self, result: ClassificationResult, response: ModelResponse, text: Item, key: str,
-             sampling: SamplingConfig) -> dict[str, Any]:  # fmt: skip
+    def _row(
+        self,
+        result: ClassificationResult,
+        response: ModelResponse,
+        text: Item,
+        key: str,
+        sampling: SamplingConfig,
+    ) -> dict[str, Any]:
         cfg = self.prompt_config
         return {
             "key": key,
@@ -325,10 +368,12 @@ class Classifier:
             if row.get("conversation"):
                 item = Conversation.from_json(row["conversation"])
             result = self._finish(onepass.stored_response(row), item, row["key"], self.token_map())
-            fields = {**parse_fields(result), "policy_name": self.policy.name,
-                      "error": result.error}  # fmt: skip
+            fields = {
+                **parse_fields(result),
+                "policy_name": self.policy.name,
+                "error": result.error,
+            }
             self.store.put_parse(row["key"], self.policy.hash, fields)
             result.cached = True
         result.policy = self.policy.name
         return result
-

@@ -55,8 +55,14 @@ def iter_pairs(
     for n, lane in enumerate(lanes):
         if lane.cascade is not None:  # two stages: edge_guard.cascade
             alone = lane.alone()
-            for i, res in iter_cascade(alone, texts, run_items=items[n], samplings=samplings,
-                                       logits_processors=logits_processors, on_event=on_event):  # fmt: skip
+            for i, res in iter_cascade(
+                alone,
+                texts,
+                run_items=items[n],
+                samplings=samplings,
+                logits_processors=logits_processors,
+                on_event=on_event,
+            ):
                 yield i, n, res
             continue
         groups: dict[str, list[int]] = {}
@@ -83,8 +89,13 @@ def iter_pairs(
     requests = []
     for n, _key, idxs in misses:
         lane, i = lanes[n], idxs[0]
-        request = request_for(lane, texts[i], samplings[i] if samplings else None, procs[i],
-                              (lambda ev, i=i: on_event(i, ev)) if on_event else None)  # fmt: skip
+        request = request_for(
+            lane,
+            texts[i],
+            samplings[i] if samplings else None,
+            procs[i],
+            (lambda ev, i=i: on_event(i, ev)) if on_event else None,
+        )
         if lane.reasoning != "full":
             request = onepass.score_request(lane, request)
         requests.append(request)

@@ -80,10 +80,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         raise EdgeGuardError(f"cannot read config file {p}: {exc}") from None
 
 
-def backend_config(overrides: dict[str, Any] | None = None,
-                   path: str | os.PathLike[str] | None = None, *,
-                   env: Mapping[str, str] | None = None,
-                   file: Mapping[str, Any] | None = None) -> BackendConfig:  # fmt: skip
+def backend_config(
+    overrides: dict[str, Any] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    file: Mapping[str, Any] | None = None,
+) -> BackendConfig:
     """Merge flag values (`overrides`, None = unset) over environment, file and defaults.
 
     `env` defaults to `os.environ`; `file` is an already parsed config file (else `path`,

@@ -206,8 +206,9 @@ class Conversation:
 
     # -- reading -----------------------------------------------------------------------
     @classmethod
-    def from_json(cls, data: str | bytes | Any, target: str | None = None,
-                  where: str = "messages") -> Conversation:  # fmt: skip
+    def from_json(
+        cls, data: str | bytes | Any, target: str | None = None, where: str = "messages"
+    ) -> Conversation:
         """From JSON text or a parsed value: a list of messages or {"messages", "target"}.
 
         `target` overrides one given in the data (default `last`).
@@ -243,8 +244,10 @@ class Conversation:
     @classmethod
     def exchange(cls, prompt: str, response: str, target: str = "assistant") -> Conversation:
         """A user prompt and a model response (judge the response in the prompt's context)."""
-        return cls([{"role": "user", "content": prompt},
-                    {"role": "assistant", "content": response}], target)  # fmt: skip
+        return cls(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            target,
+        )
 
 
 Item = str | Conversation
@@ -295,20 +298,24 @@ def shown_lines(conversation: str | Mapping[str, Any] | None) -> list[tuple[int,
     if not conversation:
         return []
     try:
-        conv = Conversation.from_json(conversation if isinstance(conversation, str)
-                                      else dict(conversation))  # fmt: skip
+        conv = Conversation.from_json(
+            conversation if isinstance(conversation, str) else dict(conversation)
+        )
     except ConversationError:
         return []
     judged = conv.judged_index
-    return [(i + 1, m.role, m.content, judged is None or i == judged)
-            for i, m in enumerate(conv.messages)]  # fmt: skip
+    return [
+        (i + 1, m.role, m.content, judged is None or i == judged)
+        for i, m in enumerate(conv.messages)
+    ]
 
 
 JUDGED_PREFIX = ">>> "
 
 
-def shown_text(text: str | None, conversation: str | Mapping[str, Any] | None = None,
-               clip: int = 600) -> str | None:  # fmt: skip
+def shown_text(
+    text: str | None, conversation: str | Mapping[str, Any] | None = None, clip: int = 600
+) -> str | None:
     """What reports, flips and the TUI show for an item: the text, or the conversation with
     one message per block, the judged message(s) marked `>>> ` and `(judged)`::
 

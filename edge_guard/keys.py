@@ -27,8 +27,12 @@ from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 KEY_VERSION = 2  # 2: the backend's numerics class joined the key (older rows miss)
 
 
-def key_fields(lane: Any, item: Any, sampling: SamplingConfig | None = None,
-               processor: LogitsProcessor | None = None) -> dict[str, Any]:  # fmt: skip
+def key_fields(
+    lane: Any,
+    item: Any,
+    sampling: SamplingConfig | None = None,
+    processor: LogitsProcessor | None = None,
+) -> dict[str, Any]:
     """What the key of `item` under `lane` (a single-policy `Classifier`) hashes."""
     from edge_guard.lane_request import fit_for
 

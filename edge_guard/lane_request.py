@@ -20,9 +20,13 @@ from edge_guard.truncation import Fit, Fitter
 NO_CUT = Fit()
 
 
-def request_for(lane: Any, item: Any, sampling: SamplingConfig | None,
-                processor: LogitsProcessor | None,
-                on_event: Callable[[Event], None] | None) -> GenerationRequest:  # fmt: skip
+def request_for(
+    lane: Any,
+    item: Any,
+    sampling: SamplingConfig | None,
+    processor: LogitsProcessor | None,
+    on_event: Callable[[Event], None] | None,
+) -> GenerationRequest:
     """The full-reasoning request of `item` under `lane` (a single-policy `Classifier`)."""
     prompt = prompt_for(lane, item)
     return GenerationRequest(
@@ -54,8 +58,13 @@ def fitter_for(lane: Any) -> Fitter:
         n_ctx = context_size(lane)
         if n_ctx is None:
             raise EdgeGuardError("--truncate needs the context size; the backend reports none")
-        fitter = Fitter(renderer_for(lane), lane.policy.text, lane.prompt_config, n_ctx,
-                        lane.sampling.max_tokens)  # fmt: skip
+        fitter = Fitter(
+            renderer_for(lane),
+            lane.policy.text,
+            lane.prompt_config,
+            n_ctx,
+            lane.sampling.max_tokens,
+        )
         lane._truncator = fitter
     return fitter
 
@@ -85,8 +94,9 @@ def prompt_for(lane: Any, item: Any) -> Prompt:
     return build_prompt(renderer_for(lane), lane.policy.text, lane.prompt_config, item, fit)
 
 
-def build_prompt(renderer: PromptRenderer, policy_text: str, config: Any, item: Any,
-                 fit: Fit = NO_CUT) -> Prompt:  # fmt: skip
+def build_prompt(
+    renderer: PromptRenderer, policy_text: str, config: Any, item: Any, fit: Fit = NO_CUT
+) -> Prompt:
     """THE prompt of `item` (what `classify` sends and `edge-guard prompt` shows): the
     rendering, with the fitted content when `fit` cut it."""
     if fit.ids is None:

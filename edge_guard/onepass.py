@@ -113,8 +113,9 @@ def label_scoring(spec: OutputSpec, vocab: Vocab) -> LabelScoring:
     return LabelScoring(None, tuple(seqs))
 
 
-def label_probs(spec: OutputSpec, scoring: LabelScoring,
-                response: ModelResponse) -> dict[str, Any] | None:  # fmt: skip
+def label_probs(
+    spec: OutputSpec, scoring: LabelScoring, response: ModelResponse
+) -> dict[str, Any] | None:
     """Label probabilities normalised over the labels (None when nothing was scored), by
     the one label scoring (`policy.parsers.scores_from_logprobs`, underflow-safe)."""
     pairs: list[tuple[str, float]] = []
@@ -128,8 +129,13 @@ def label_probs(spec: OutputSpec, scoring: LabelScoring,
     return scores_from_logprobs(spec, pairs)
 
 
-def decide(policy: Policy, scores: dict[str, Any] | None, response: ModelResponse,
-           mode: str, threshold: float | None = None) -> ClassificationResult:  # fmt: skip
+def decide(
+    policy: Policy,
+    scores: dict[str, Any] | None,
+    response: ModelResponse,
+    mode: str,
+    threshold: float | None = None,
+) -> ClassificationResult:
     """The verdict from the label probabilities: violation iff P(violation) >= threshold.
 
     The fine-grained label is the most probable label on the decided side (violation
@@ -165,10 +171,15 @@ def score_request(clf: Any, req: Any) -> Any:
 
     scoring = scoring_for(clf)
     header = answer_header(clf.backend.vocab(), clf.reasoning)
-    return GenerationRequest(list(req.prompt_ids) + header, req.sampling,
-                             prefix_len=req.prefix_len, on_event=req.on_event, score_only=True,
-                             score_token_ids=scoring.score_token_ids,
-                             score_sequences=scoring.score_sequences)  # fmt: skip
+    return GenerationRequest(
+        list(req.prompt_ids) + header,
+        req.sampling,
+        prefix_len=req.prefix_len,
+        on_event=req.on_event,
+        score_only=True,
+        score_token_ids=scoring.score_token_ids,
+        score_sequences=scoring.score_sequences,
+    )
 
 
 def finish(clf: Any, response: ModelResponse) -> ClassificationResult:

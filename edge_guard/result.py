@@ -140,6 +140,10 @@ class MultiResult:
         return [name for name, r in self.results.items() if r.undetermined]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "flagged": self.flagged, "violations": self.violations,
-                "undetermined": self.undetermined,
-                "results": {name: r.to_dict() for name, r in self.results.items()}}  # fmt: skip
+        return {
+            "text": self.text,
+            "flagged": self.flagged,
+            "violations": self.violations,
+            "undetermined": self.undetermined,
+            "results": {name: r.to_dict() for name, r in self.results.items()},
+        }

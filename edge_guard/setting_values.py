@@ -25,17 +25,31 @@ GIVEN = "given"  # `where` for a value the door itself was given (flag, keyword,
 MAX_SEED = 2**63 - 1
 
 # The TUI's controls (fields without one come from its command flags, env or config.toml).
-TUI_CONTROLS = {"model": "the model box", "style": "the style choice", "effort": "the effort choice",
-                "reasoning": "the reasoning choice", "max_tokens": "the max tokens box"}  # fmt: skip
+TUI_CONTROLS = {
+    "model": "the model box",
+    "style": "the style choice",
+    "effort": "the effort choice",
+    "reasoning": "the reasoning choice",
+    "max_tokens": "the max tokens box",
+}
 _CLI_FLAGS = {"use_cache": "--no-cache"}
 
 _INTS: dict[str, tuple[int | None, int | None]] = {
-    "ctx": (0, None), "threads": (1, None), "parallel": (1, None), "seed": (0, MAX_SEED),
-    "max_tokens": (1, None), "concurrency": (1, None),
-}  # fmt: skip
+    "ctx": (0, None),
+    "threads": (1, None),
+    "parallel": (1, None),
+    "seed": (0, MAX_SEED),
+    "max_tokens": (1, None),
+    "concurrency": (1, None),
+}
 _BOOLS = ("force", "yes", "use_cache", "truncate")
-_CHOICES = {"style": STYLES, "effort": EFFORTS, "backend": BACKEND_KINDS,
-            "reasoning": REASONING_MODES, "server_kind": SERVER_KINDS}  # fmt: skip
+_CHOICES = {
+    "style": STYLES,
+    "effort": EFFORTS,
+    "backend": BACKEND_KINDS,
+    "reasoning": REASONING_MODES,
+    "server_kind": SERVER_KINDS,
+}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

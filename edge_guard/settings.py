@@ -53,8 +53,17 @@ if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
 
 DEFAULT_CTX = defaults.DEFAULT_CTX
-__all__ = ["DOORS", "InferenceBackend", "Model", "SettingError", "Settings", "option_name",
-           "request_options", "resolve_settings", "setting_flags"]  # fmt: skip
+__all__ = [
+    "DOORS",
+    "InferenceBackend",
+    "Model",
+    "SettingError",
+    "Settings",
+    "option_name",
+    "request_options",
+    "resolve_settings",
+    "setting_flags",
+]
 
 
 class Model(StrEnum):
@@ -138,8 +147,9 @@ class Settings:
 
     # -- the objects the classifier and the backends take ----------------------------------
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, seed=self.seed,
-                              max_tokens=self.max_tokens)  # fmt: skip
+        return SamplingConfig(
+            temperature=self.temperature, seed=self.seed, max_tokens=self.max_tokens
+        )
 
     def prompt_config(self) -> PromptConfig:
         return PromptConfig(style=self.style, effort=self.effort, date=self.date)
@@ -147,14 +157,24 @@ class Settings:
     def engine_settings(self) -> EngineSettings:
         from edge_guard.backends.local import EngineSettings
 
-        return EngineSettings(n_ctx=self.ctx, n_gpu_layers=self.gpu_layers,
-                              n_threads=self.threads, n_parallel=self.parallel or defaults.DEFAULT_PARALLEL,
-                              extra={"force": True} if self.force else {})  # fmt: skip
+        return EngineSettings(
+            n_ctx=self.ctx,
+            n_gpu_layers=self.gpu_layers,
+            n_threads=self.threads,
+            n_parallel=self.parallel or defaults.DEFAULT_PARALLEL,
+            extra={"force": True} if self.force else {},
+        )
 
     def backend_config(self) -> BackendConfig:
-        return BackendConfig(kind=self.backend, url=self.url, api_key_env=self.api_key_env,
-                             concurrency=self.concurrency, timeout=self.timeout,
-                             server_kind=self.server_kind, source="settings")  # fmt: skip
+        return BackendConfig(
+            kind=self.backend,
+            url=self.url,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            server_kind=self.server_kind,
+            source="settings",
+        )
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))
@@ -167,8 +187,14 @@ def request_options() -> tuple[str, ...]:
 
 
 # Settings name -> `config.backend_config` key.
-_BACKEND_KEYS = {"backend": "kind", "url": "url", "api_key_env": "api_key_env",
-                 "concurrency": "concurrency", "timeout": "timeout", "server_kind": "server_kind"}  # fmt: skip
+_BACKEND_KEYS = {
+    "backend": "kind",
+    "url": "url",
+    "api_key_env": "api_key_env",
+    "concurrency": "concurrency",
+    "timeout": "timeout",
+    "server_kind": "server_kind",
+}
 
 # Settings name -> config.toml table ("" = top level); its environment variable, if it has
 # one, is `defaults.ENV_BY_SETTING[name]` (`threads` has none: unset, the engine reads
@@ -211,13 +237,20 @@ def resolve_settings(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     unknown = sorted(set(flags) - SETTING_NAMES)
     if unknown:
-        raise SettingError(f"unknown setting(s) {', '.join(unknown)} (known: "
-                           f"{', '.join(sorted(SETTING_NAMES))})", unknown[0], door)  # fmt: skip
+        raise SettingError(
+            f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(SETTING_NAMES))})",
+            unknown[0],
+            door,
+        )
     if isinstance(flags.get("backend"), InferenceBackend):
         style = str(flags.pop("backend").value)
         if flags.get("style") not in (None, style):
-            raise SettingError(f"backend={style!r} prompt format conflicts with "
-                               f"{option_name('style', door)} {flags['style']!r}", "style", door)  # fmt: skip
+            raise SettingError(
+                f"backend={style!r} prompt format conflicts with "
+                f"{option_name('style', door)} {flags['style']!r}",
+                "style",
+                door,
+            )
         flags["style"] = style
     given = {name: convert(name, value, "given", door) for name, value in flags.items()}
     if base is not None:
@@ -239,11 +272,20 @@ def resolve_settings(
             values[name] = convert(
                 name, section[name], f"[{table or 'top level'}] in {where}", door
             )
-    cfg = backend_config({key: given.get(name) for name, key in _BACKEND_KEYS.items()},
-                         config if not isinstance(config, Mapping) else None,
-                         env=env, file=file)  # fmt: skip
-    values.update(backend=cfg.kind, url=cfg.url, api_key_env=cfg.api_key_env,
-                  concurrency=cfg.concurrency, timeout=cfg.timeout, server_kind=cfg.server_kind)  # fmt: skip
+    cfg = backend_config(
+        {key: given.get(name) for name, key in _BACKEND_KEYS.items()},
+        config if not isinstance(config, Mapping) else None,
+        env=env,
+        file=file,
+    )
+    values.update(
+        backend=cfg.kind,
+        url=cfg.url,
+        api_key_env=cfg.api_key_env,
+        concurrency=cfg.concurrency,
+        timeout=cfg.timeout,
+        server_kind=cfg.server_kind,
+    )
     return Settings(**values)
 
 

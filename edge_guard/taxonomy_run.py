@@ -62,8 +62,10 @@ def make_cues(pset: PolicySet, vocab: Vocab, mode: str) -> Cues:
     """The header and cues of `pset`'s members for one-pass `mode` (binary members only)."""
     check_members(pset)
     if mode not in onepass.ONE_PASS_MODES:
-        raise EdgeGuardError(f"the one-pass taxonomy path needs --reasoning "
-                             f"{' or '.join(onepass.ONE_PASS_MODES)}, not {mode!r}")  # fmt: skip
+        raise EdgeGuardError(
+            f"the one-pass taxonomy path needs --reasoning "
+            f"{' or '.join(onepass.ONE_PASS_MODES)}, not {mode!r}"
+        )
     enc = vocab.encoder.encode
     full = [enc(cue_text(m.name)) for m in pset.members]
     n = 0  # the common leading tokens, leaving every cue at least one token of its own
@@ -79,23 +81,33 @@ def warm_request(prompt_ids: Sequence[int], prefix_len: int) -> GenerationReques
     """A request that makes the policy prefix resident before texts extend it (so a text
     never re-evaluates the policy, and the prefix alone is what gets snapshotted)."""
     ids = list(prompt_ids[: prefix_len + 1])
-    return GenerationRequest(ids, SamplingConfig(max_tokens=1), prefix_len=prefix_len,
-                             score_only=True)  # fmt: skip
+    return GenerationRequest(
+        ids, SamplingConfig(max_tokens=1), prefix_len=prefix_len, score_only=True
+    )
 
 
-def member_requests(prompt_ids: Sequence[int], cues: Cues,
-                    sampling: SamplingConfig | None = None) -> list[GenerationRequest]:  # fmt: skip
+def member_requests(
+    prompt_ids: Sequence[int], cues: Cues, sampling: SamplingConfig | None = None
+) -> list[GenerationRequest]:
     """One score-only request per member (set order): prompt + header + that member's cue,
     sharing everything before the cue's own tokens as their prefix."""
     shared = list(prompt_ids) + list(cues.shared)
     s = sampling or SamplingConfig(max_tokens=1)
-    return [GenerationRequest(shared + list(ids), s, prefix_len=len(shared), score_only=True,
-                              score_token_ids=cues.scoring.score_token_ids)
-            for _name, ids in cues.cues]  # fmt: skip
+    return [
+        GenerationRequest(
+            shared + list(ids),
+            s,
+            prefix_len=len(shared),
+            score_only=True,
+            score_token_ids=cues.scoring.score_token_ids,
+        )
+        for _name, ids in cues.cues
+    ]
 
 
-def member_result(member: SetMember, cues: Cues, response: ModelResponse,
-                  set_name: str) -> ClassificationResult:  # fmt: skip
+def member_result(
+    member: SetMember, cues: Cues, response: ModelResponse, set_name: str
+) -> ClassificationResult:
     """A member's one-pass result from its score response (undetermined on an error)."""
     scores = None
     if not response.error:
@@ -116,8 +128,10 @@ def taxonomy_classifier(base: Classifier, pset: PolicySet) -> Classifier:
 
 def _check_base(base: Classifier) -> None:
     if getattr(base, "cascade", None) is not None:
-        raise EdgeGuardError("taxonomy mode has no cascade: give --reasoning none (one pass "
-                             "for every policy) or full (one reasoning pass per text)")  # fmt: skip
+        raise EdgeGuardError(
+            "taxonomy mode has no cascade: give --reasoning none (one pass "
+            "for every policy) or full (one reasoning pass per text)"
+        )
 
 
 class _Scorer:
@@ -130,10 +144,16 @@ class _Scorer:
         self.cues = make_cues(pset, base.backend.vocab(), base.reasoning)
 
     def key(self, item: Any, member: SetMember) -> str:
-        fields = {**self.clf.key_fields(item),
-                  "taxonomy_score": {"v": SCORE_VERSION, "reasoning": self.cues.mode,
-                                     "member": member.name, "cue": cue_text(member.name),
-                                     "labels": list(member.policy.output.labels)}}  # fmt: skip
+        fields = {
+            **self.clf.key_fields(item),
+            "taxonomy_score": {
+                "v": SCORE_VERSION,
+                "reasoning": self.cues.mode,
+                "member": member.name,
+                "cue": cue_text(member.name),
+                "labels": list(member.policy.output.labels),
+            },
+        }
         blob = json.dumps(fields, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -144,8 +164,14 @@ class _Scorer:
         result = member_result(member, self.cues, onepass.stored_response(row), self.pset.name)
         return self._named(result, member, item, key, cached=True)
 
-    def _named(self, result: ClassificationResult, member: SetMember, item: Any, key: str,
-               cached: bool = False) -> ClassificationResult:  # fmt: skip
+    def _named(
+        self,
+        result: ClassificationResult,
+        member: SetMember,
+        item: Any,
+        key: str,
+        cached: bool = False,
+    ) -> ClassificationResult:
         from edge_guard.conversation import Conversation, item_text
 
         result.text, result.policy, result.key = item_text(item), member.name, key
@@ -156,21 +182,38 @@ class _Scorer:
         result.error = result.error or (response.error if response is not None else None)
         return result
 
-    def save(self, result: ClassificationResult, response: ModelResponse, member: SetMember,
-             item: Any, run_item: RunItem | None) -> None:  # fmt: skip
+    def save(
+        self,
+        result: ClassificationResult,
+        response: ModelResponse,
+        member: SetMember,
+        item: Any,
+        run_item: RunItem | None,
+    ) -> None:
         row = self.clf._row(result, response, item, result.key or "", self.clf.sampling)
-        row.update({"policy_name": member.name, "policy_hash": member.policy.hash,
-                    "policy_text_hash": member.policy.text_hash,
-                    "prompt_token_ids": []})  # the ids follow from text + key (13 x 8k ids)  # fmt: skip
+        row.update(
+            {
+                "policy_name": member.name,
+                "policy_hash": member.policy.hash,
+                "policy_text_hash": member.policy.text_hash,
+                "prompt_token_ids": [],
+            }
+        )  # the ids follow from text + key (13 x 8k ids)
         self.clf.store.put(row, run_item.row(result.key or "") if run_item is not None else None)
 
     def link(self, member: SetMember, key: str, run_item: RunItem) -> None:
         from edge_guard.store import utcnow
 
         with self.clf.store.transaction() as db:
-            db["run_items"].upsert({**run_item.row(key), "extra": json.dumps(run_item.extra or {}),
-                                    "policy_hash": member.policy.hash,
-                                    "created_at": utcnow()}, pk=("run", "idx"))  # fmt: skip
+            db["run_items"].upsert(
+                {
+                    **run_item.row(key),
+                    "extra": json.dumps(run_item.extra or {}),
+                    "policy_hash": member.policy.hash,
+                    "created_at": utcnow(),
+                },
+                pk=("run", "idx"),
+            )
 
     def reject(self, member: SetMember, item: Any, key: str, problem: str) -> ClassificationResult:
         response = ModelResponse.failed(problem, [], self.clf.backend.model_ref)
@@ -179,9 +222,13 @@ class _Scorer:
         return self._named(result, member, item, key)
 
 
-def iter_scored(base: Classifier, pset: PolicySet, texts: Sequence[Any],
-                pairs: Sequence[tuple[int, int]],
-                items: Sequence[RunItem] | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def iter_scored(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, result) for (text idx, member idx) pairs by the one-pass path: stored
     rows first, then each text's missing members in one backend call.
 
@@ -230,9 +277,13 @@ def iter_scored(base: Classifier, pset: PolicySet, texts: Sequence[Any],
         warm = False
 
 
-def iter_reasoned(base: Classifier, pset: PolicySet, texts: Sequence[Any],
-                  pairs: Sequence[tuple[int, int]],
-                  items: Sequence[RunItem] | None = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def iter_reasoned(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, result) per pair from one full-reasoning taxonomy answer per text."""
     from edge_guard.runs.members import spread_answers
 
@@ -243,14 +294,21 @@ def iter_reasoned(base: Classifier, pset: PolicySet, texts: Sequence[Any],
     yield from spread_answers(clf, pset, pairs, items, answers, split_answer)
 
 
-def iter_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any],
-                  pairs: Sequence[tuple[int, int]], items: Sequence[RunItem] | None = None,
-                  steer: Any = None) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def iter_taxonomy(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None = None,
+    steer: Any = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """Results for (text idx, member idx) pairs in taxonomy mode, yielded as they complete:
     the one-pass path when `base` scores in one pass, else one reasoning pass per text."""
     if steer is not None:
-        raise EdgeGuardError("taxonomy mode cannot steer generation (no per-text logits "
-                             "processors); use separate mode")  # fmt: skip
+        raise EdgeGuardError(
+            "taxonomy mode cannot steer generation (no per-text logits "
+            "processors); use separate mode"
+        )
     if base.reasoning in onepass.ONE_PASS_MODES:
         return iter_scored(base, pset, texts, pairs, items)
     return iter_reasoned(base, pset, texts, pairs, items)
@@ -265,5 +323,7 @@ def classify_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any]) -
     for j, res in iter_taxonomy(base, pset, texts, pairs):
         t, p = pairs[j]
         got[t][pset.members[p].name] = copy.copy(res)
-    return [MultiResult(item_text(texts[t]), {n: got[t][n] for n in pset.names})
-            for t in range(len(texts))]  # fmt: skip
+    return [
+        MultiResult(item_text(texts[t]), {n: got[t][n] for n in pset.names})
+        for t in range(len(texts))
+    ]

@@ -45,8 +45,14 @@ class Fit:
 class Fitter:
     """Cuts items that do not fit a context of `n_ctx` tokens (see the module doc)."""
 
-    def __init__(self, renderer: PromptRenderer, policy_text: str, config: PromptConfig,
-                 n_ctx: int, max_tokens: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        renderer: PromptRenderer,
+        policy_text: str,
+        config: PromptConfig,
+        n_ctx: int,
+        max_tokens: int,
+    ) -> None:
         from edge_guard.onepass import NONE_EMPTY_ANALYSIS, answer_header
 
         self.encoder = renderer.encoder
@@ -74,10 +80,14 @@ class Fitter:
         return hit
 
     def _too_long(self, n_tokens: int) -> Fit:
-        return Fit(error=(f"prompt cannot fit a {self.n_ctx}-token context even truncated: the "
-                          f"policy prompt takes {self.scaffold} tokens and {self.reserve} are "
-                          f"kept for the answer, leaving {max(0, self.budget)} for this "
-                          f"{n_tokens}-token item (raise --ctx or lower --max-tokens)"))  # fmt: skip
+        return Fit(
+            error=(
+                f"prompt cannot fit a {self.n_ctx}-token context even truncated: the "
+                f"policy prompt takes {self.scaffold} tokens and {self.reserve} are "
+                f"kept for the answer, leaving {max(0, self.budget)} for this "
+                f"{n_tokens}-token item (raise --ctx or lower --max-tokens)"
+            )
+        )
 
     def _fit_text(self, text: str) -> Fit:
         # Every token holds at least one byte: short texts need no tokenizing here.
@@ -89,8 +99,15 @@ class Fitter:
         if self.budget < MIN_JUDGED + len(self.marker):
             return self._too_long(len(ids))
         kept = truncate_middle(ids, self.budget, self.marker)
-        return Fit(kept, {"truncated": True, "truncation": "middle",
-                          "original_tokens": len(ids), "kept_tokens": len(kept)})  # fmt: skip
+        return Fit(
+            kept,
+            {
+                "truncated": True,
+                "truncation": "middle",
+                "original_tokens": len(ids),
+                "kept_tokens": len(kept),
+            },
+        )
 
     # -- conversations -----------------------------------------------------------------------
     def _fit_conversation(self, conv: Conversation) -> Fit:
@@ -116,14 +133,24 @@ class Fitter:
         numbers = [
             i + 1 for i in everyone if kept_conv.messages[i].content != conv.messages[i].content
         ]
-        record = {"truncated": True, "truncation": "judged" if judged_cut else "context",
-                  "original_tokens": len(ids), "kept_tokens": len(kept_ids),
-                  "cut_messages": numbers, "judged_cut": judged_cut}  # fmt: skip
+        record = {
+            "truncated": True,
+            "truncation": "judged" if judged_cut else "context",
+            "original_tokens": len(ids),
+            "kept_tokens": len(kept_ids),
+            "cut_messages": numbers,
+            "judged_cut": judged_cut,
+        }
         return Fit(kept_ids, record)
 
-    def _cap(self, conv: Conversation, pieces: Sequence[list[int]], group: list[int],
-             caps: dict[int, int | None],
-             floor: int = 0) -> tuple[Conversation, list[int]] | None:  # fmt: skip
+    def _cap(
+        self,
+        conv: Conversation,
+        pieces: Sequence[list[int]],
+        group: list[int],
+        caps: dict[int, int | None],
+        floor: int = 0,
+    ) -> tuple[Conversation, list[int]] | None:
         """The conversation with `group`'s messages cut to the largest common cap (>= floor)
         that fits the budget, and its ids; None when even the floor does not fit."""
         if not group:
@@ -140,8 +167,9 @@ class Fitter:
                 high = mid - 1
         return best
 
-    def _cut(self, conv: Conversation, pieces: Sequence[list[int]],
-             caps: dict[int, int | None]) -> Conversation:  # fmt: skip
+    def _cut(
+        self, conv: Conversation, pieces: Sequence[list[int]], caps: dict[int, int | None]
+    ) -> Conversation:
         """`conv` with message i's content cut to caps[i] tokens in its middle."""
         messages = []
         for i, m in enumerate(conv.messages):

@@ -47,9 +47,14 @@ POLICY = "toxic_simple"
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     """Wall seconds of one `edge-guard` process and its parsed --json output."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-P", "-m", "edge_guard", *args], env=env,
-                          cwd=env["EDGE_GUARD_HOME"], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-P", "-m", "edge_guard", *args],
+        env=env,
+        cwd=env["EDGE_GUARD_HOME"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"edge-guard {' '.join(args[:4])} failed: {proc.stderr.strip()[-500:]}")
@@ -66,12 +71,28 @@ def label_seconds(out: dict[str, Any]) -> float | None:
     return (float(t.get("prompt_ms", 0)) + float(t.get("output_ms", 0))) / 1000
 
 
-def classify(model: str, reasoning: str, max_tokens: int, keep_alive: str,
-             env: dict[str, str]) -> tuple[float, float | None, bool]:  # fmt: skip
+def classify(
+    model: str, reasoning: str, max_tokens: int, keep_alive: str, env: dict[str, str]
+) -> tuple[float, float | None, bool]:
     text = f"latency probe {uuid.uuid4().hex[:12]}: is this text rude or fine?"
-    wall, out = run_cli(["classify", "--model", model, "-p", POLICY, "--reasoning", reasoning,
-                         "--max-tokens", str(max_tokens), "--keep-alive", keep_alive, "--json",
-                         text], env)  # fmt: skip
+    wall, out = run_cli(
+        [
+            "classify",
+            "--model",
+            model,
+            "-p",
+            POLICY,
+            "--reasoning",
+            reasoning,
+            "--max-tokens",
+            str(max_tokens),
+            "--keep-alive",
+            keep_alive,
+            "--json",
+            text,
+        ],
+        env,
+    )
     return wall, label_seconds(out), bool(out.get("cached"))
 
 
@@ -80,8 +101,9 @@ def service_pids(env: dict[str, str]) -> list[int]:
     return [int(r["pid"]) for r in out] if isinstance(out, list) else []
 
 
-def measure(model: str, reasoning: str, args: argparse.Namespace,
-            env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+def measure(
+    model: str, reasoning: str, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, Any]:
     run_cli(["stop"], env)
     mt = args.max_tokens
     classify(model, reasoning, mt, "0", env)  # the per-file caches, as after any earlier use
@@ -98,16 +120,23 @@ def measure(model: str, reasoning: str, args: argparse.Namespace,
     over = [c[0] - c[1] for c in warm if c[1] is not None]
     cold_over = [c[0] - c[1] for c in cold if c[1] is not None]
     return {
-        "model": model, "reasoning": reasoning, "max_tokens": mt,
-        "cold_s": statistics.median(c[0] for c in cold), "cold_runs": [c[0] for c in cold],
-        "start_s": start[0], "warm_s": warm_med, "warm_runs": [c[0] for c in warm],
-        "label_s": label, "warm_over_label": statistics.median(per_call) if per_call else None,
+        "model": model,
+        "reasoning": reasoning,
+        "max_tokens": mt,
+        "cold_s": statistics.median(c[0] for c in cold),
+        "cold_runs": [c[0] for c in cold],
+        "start_s": start[0],
+        "warm_s": warm_med,
+        "warm_runs": [c[0] for c in warm],
+        "label_s": label,
+        "warm_over_label": statistics.median(per_call) if per_call else None,
         "warm_overhead_s": statistics.median(over) if over else None,
         "cold_overhead_s": statistics.median(cold_over) if cold_over else None,
         "warm_labels": labels,
         "cold_over_warm": statistics.median(c[0] for c in cold) / warm_med,
-        "service_restarted": restarted, "any_cached": any(c[2] for c in cold + warm),
-    }  # fmt: skip
+        "service_restarted": restarted,
+        "any_cached": any(c[2] for c in cold + warm),
+    }
 
 
 def snapshot(dest: Path) -> Path:
@@ -118,8 +147,10 @@ def snapshot(dest: Path) -> Path:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'model':18} {'path':5} {'cold s':>7} {'start s':>8} {'warm s':>7} "
-            f"{'label s':>8} {'warm/label':>10} {'cold-label':>10} {'warm-label':>10}")  # fmt: skip
+    head = (
+        f"{'model':18} {'path':5} {'cold s':>7} {'start s':>8} {'warm s':>7} "
+        f"{'label s':>8} {'warm/label':>10} {'cold-label':>10} {'warm-label':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         label = "-" if r["label_s"] is None else f"{r['label_s']:.3f}"
@@ -127,28 +158,45 @@ def table(rows: list[dict[str, Any]]) -> str:
         path = "one" if r["reasoning"] == "none" else "full"
         note = "  (service restarted during the warm calls)" if r["service_restarted"] else ""
         co, wo = r["cold_overhead_s"], r["warm_overhead_s"]
-        lines.append(f"{r['model']:18} {path:5} {r['cold_s']:7.2f} {r['start_s']:8.2f} "
-                     f"{r['warm_s']:7.2f} {label:>8} {ratio:>10} "
-                     f"{'-' if co is None else f'{co:.2f}':>10} "
-                     f"{'-' if wo is None else f'{wo:.2f}':>10}{note}")  # fmt: skip
+        lines.append(
+            f"{r['model']:18} {path:5} {r['cold_s']:7.2f} {r['start_s']:8.2f} "
+            f"{r['warm_s']:7.2f} {label:>8} {ratio:>10} "
+            f"{'-' if co is None else f'{co:.2f}':>10} "
+            f"{'-' if wo is None else f'{wo:.2f}':>10}{note}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", default=None,
-                    help="Model reference (repeatable; default synth:tiny-o200k, synth:mini).")  # fmt: skip
-    ap.add_argument("--reasoning", action="append", choices=("none", "full"), default=None,
-                    help="Reasoning path (repeatable; default both).")  # fmt: skip
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="Model reference (repeatable; default synth:tiny-o200k, synth:mini).",
+    )
+    ap.add_argument(
+        "--reasoning",
+        action="append",
+        choices=("none", "full"),
+        default=None,
+        help="Reasoning path (repeatable; default both).",
+    )
     ap.add_argument("--cold", type=int, default=3, help="Timed cold calls (median).")
     ap.add_argument("--warm", type=int, default=10, help="Timed warm calls (median).")
     ap.add_argument("--max-tokens", type=int, default=32, help="Tokens for full reasoning.")
     ap.add_argument("--keep-alive", default="300", help="The warm engine's keep-alive.")
-    ap.add_argument("--home", default=None,
-                    help="Data dir to use (default: a temporary one; synth models are written "
-                    "there, except that --models-from links the ones already built).")  # fmt: skip
-    ap.add_argument("--models-from", default=None,
-                    help="A data dir whose synth/ models to link instead of writing them.")  # fmt: skip
+    ap.add_argument(
+        "--home",
+        default=None,
+        help="Data dir to use (default: a temporary one; synth models are written "
+        "there, except that --models-from links the ones already built).",
+    )
+    ap.add_argument(
+        "--models-from",
+        default=None,
+        help="A data dir whose synth/ models to link instead of writing them.",
+    )
     ap.add_argument("--no-snapshot", action="store_true", help="Run the checkout itself.")
     ap.add_argument("--json", default=None, help="Also write the rows to this file.")
     args = ap.parse_args()

@@ -33,8 +33,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--out", "-o", default=None, help="Report file (.html or .md).")
     p.add_argument("--outdir", default=None, help="Where the quants go (default: next to SRC).")
     p.add_argument("--rebuild", action="store_true", help="Quantize again even if a quant exists.")
-    p.add_argument("--allow-requantize", action="store_true",
-                   help="Allow re-quantizing already-quantized tensors (lower quality).")  # fmt: skip
+    p.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="Allow re-quantizing already-quantized tensors (lower quality).",
+    )
     p.add_argument("--quantize-threads", type=int, default=None, help="Quantizer threads.")
     return p.parse_known_args(argv)
 
@@ -63,20 +66,39 @@ def main(argv: list[str] | None = None) -> int:
         for t in types:
             out = outdir / f"{src.stem}-{t}.gguf"
             if out.exists() and not args.rebuild:
-                click.echo(f"using existing {out} ({fmt_size(out.stat().st_size)}; --rebuild to "
-                           "quantize again)", err=True)  # fmt: skip
+                click.echo(
+                    f"using existing {out} ({fmt_size(out.stat().st_size)}; --rebuild to "
+                    "quantize again)",
+                    err=True,
+                )
             else:
-                res = quantize_model(src, out, t, force=True, threads=args.quantize_threads,
-                                     allow_requantize=args.allow_requantize)  # fmt: skip
-                click.echo(f"quantized {t}: {fmt_size(res.src_bytes)} -> "
-                           f"{fmt_size(res.out_bytes)} in {res.seconds:.1f} s", err=True)  # fmt: skip
+                res = quantize_model(
+                    src,
+                    out,
+                    t,
+                    force=True,
+                    threads=args.quantize_threads,
+                    allow_requantize=args.allow_requantize,
+                )
+                click.echo(
+                    f"quantized {t}: {fmt_size(res.src_bytes)} -> "
+                    f"{fmt_size(res.out_bytes)} in {res.seconds:.1f} s",
+                    err=True,
+                )
             quants.append((t, out))
     except EdgeGuardError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     src_type = (file_type_name(src) or "source").removeprefix("MOSTLY_").removeprefix("ALL_")
-    cmd = ["compare", "--dataset", args.dataset, "--policy", args.policy,
-           "--config", f"{src},name={src_type.lower()} (source)"]  # fmt: skip
+    cmd = [
+        "compare",
+        "--dataset",
+        args.dataset,
+        "--policy",
+        args.policy,
+        "--config",
+        f"{src},name={src_type.lower()} (source)",
+    ]
     for t, path in quants:
         cmd += ["--config", f"{path},name={t}"]
     if args.out:

@@ -29,8 +29,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     width = max(1, args.width)
-    eng = Engine(args.model, n_ctx=PROMPT * width + args.steps * width + 256, n_parallel=width,
-                 n_threads=args.threads, prefix_snapshots=False)  # fmt: skip
+    eng = Engine(
+        args.model,
+        n_ctx=PROMPT * width + args.steps * width + 256,
+        n_parallel=width,
+        n_threads=args.threads,
+        prefix_snapshots=False,
+    )
     batch, ctx, mem = eng._batch, eng._ctx, eng._mem
     seqs = list(range(eng.max_prefixes, eng.max_prefixes + width))
 

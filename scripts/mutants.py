@@ -68,8 +68,17 @@ def load(path: Path) -> list[Mutant]:
             edits.insert(0, (m["original"], m["replacement"]))
         if not edits or not m.get("tests"):
             raise SystemExit(f"{path}: mutant {i + 1} ({m.get('name')}) needs an edit and tests")
-        out.append(Mutant(m["name"], m.get("package", ""), m["file"], edits, list(m["tests"]),
-                          m.get("why", ""), bool(m.get("issue", False))))  # fmt: skip
+        out.append(
+            Mutant(
+                m["name"],
+                m.get("package", ""),
+                m["file"],
+                edits,
+                list(m["tests"]),
+                m.get("why", ""),
+                bool(m.get("issue", False)),
+            )
+        )
     names = [m.name for m in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -94,8 +103,12 @@ def problem(tree: Path, m: Mutant) -> str | None:
 def make_tree(rev: str, working: bool, scratch: Path) -> Path:
     tree = scratch / "tree"
     if working:  # tracked and untracked (not ignored) files as they are now
-        listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
-                                check=True, capture_output=True).stdout.split(b"\0")  # fmt: skip
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout.split(b"\0")
         for name in filter(None, listed):
             src = ROOT / os.fsdecode(name)
             if src.is_file():
@@ -103,25 +116,49 @@ def make_tree(rev: str, working: bool, scratch: Path) -> Path:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
     else:
-        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), rev],
-                       cwd=ROOT, check=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev], cwd=ROOT, check=True
+        )
     return tree
 
 
 def drop_tree(tree: Path, working: bool) -> None:
     if not working:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
-                       check=False, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+        )
 
 
-def pytest(tree: Path, tests: list[str], timeout: float, env: dict[str, str], *,
-           first_failure: bool = True) -> tuple[int, str]:  # fmt: skip
+def pytest(
+    tree: Path, tests: list[str], timeout: float, env: dict[str, str], *, first_failure: bool = True
+) -> tuple[int, str]:
     """(exit status, output) of the named tests in `tree`; -1 when it ran past `timeout`."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-n", "0",
-           f"--timeout={int(timeout)}", *(["-x"] if first_failure else []), *tests]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "0",
+        f"--timeout={int(timeout)}",
+        *(["-x"] if first_failure else []),
+        *tests,
+    ]
     try:
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                              timeout=timeout * (1 if first_failure else len(tests)) + 60)  # fmt: skip
+        proc = subprocess.run(
+            cmd,
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout * (1 if first_failure else len(tests)) + 60,
+        )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout if isinstance(exc.stdout, str) else ""
         return -1, out
@@ -139,8 +176,11 @@ def failing_tests(tree: Path, tests: list[str], timeout: float, env: dict[str, s
     if rc == 0:
         return set()
     print(out[-3000:], flush=True)
-    bad = {line.split()[1] for line in out.splitlines()
-           if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1}  # fmt: skip
+    bad = {
+        line.split()[1]
+        for line in out.splitlines()
+        if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1
+    }
     return bad or set(tests)  # no ids (a crash, a timeout): every selection is suspect
 
 
@@ -174,8 +214,10 @@ def run(mutants: list[Mutant], tree: Path, timeout: float, scratch: Path) -> Non
             m.seconds = time.monotonic() - start
             m.result = {-1: "caught (timeout)", 0: "MISSED", 1: "caught"}.get(rc, "error")
             m.detail = "" if rc in (-1, 1) else out[-1500:]
-        print(f"{m.result:<17} {m.name:<40} {m.seconds:6.1f} s  {m.detail.splitlines()[-1] if m.detail else ''}",
-              flush=True)  # fmt: skip
+        print(
+            f"{m.result:<17} {m.name:<40} {m.seconds:6.1f} s  {m.detail.splitlines()[-1] if m.detail else ''}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=[], help="run this entry (repeatable)")
     ap.add_argument("--package", action="append", default=[], help="entries of this package")
     ap.add_argument("--rev", default="HEAD", help="the commit to break (default HEAD)")
-    ap.add_argument("--working-tree", action="store_true",
-                    help="break a copy of the working tree (uncommitted changes included)")  # fmt: skip
+    ap.add_argument(
+        "--working-tree",
+        action="store_true",
+        help="break a copy of the working tree (uncommitted changes included)",
+    )
     ap.add_argument("--timeout", type=float, default=180, help="seconds per test run")
     ap.add_argument("--check", action="store_true", help="only check that each text is found")
     ap.add_argument("--list", action="store_true", help="list the entries")

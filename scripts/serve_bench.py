@@ -53,8 +53,14 @@ def in_process_classifier(args: argparse.Namespace, db: Path) -> Any:
     from edge_guard.store import Store
 
     settings = EngineSettings(n_ctx=args.ctx, n_parallel=args.parallel)
-    clf = Classifier(args.policy, args.model, sampling=SamplingConfig(max_tokens=args.max_tokens),
-                     store=Store(db), parallel=args.parallel, engine_settings=settings)  # fmt: skip
+    clf = Classifier(
+        args.policy,
+        args.model,
+        sampling=SamplingConfig(max_tokens=args.max_tokens),
+        store=Store(db),
+        parallel=args.parallel,
+        engine_settings=settings,
+    )
     clf.classify([f"warm-up {uuid.uuid4().hex}"])  # load the model and the policy prefix
     return clf
 
@@ -72,9 +78,26 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "edge_guard", "serve", "--port", str(port), "--model",
-            args.model, "--policy", args.policy, "--max-tokens", str(args.max_tokens),
-            "--parallel", str(args.parallel), "--ctx", str(args.ctx), "--db", str(db)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "edge_guard",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--policy",
+        args.policy,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--parallel",
+        str(args.parallel),
+        "--ctx",
+        str(args.ctx),
+        "--db",
+        str(db),
+    ]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
@@ -119,8 +142,12 @@ def server_round(args: argparse.Namespace, url: str, texts: list[str]) -> dict[s
         th.join()
     wall = time.perf_counter() - t0
     latencies.sort()
-    return {"wall_s": wall, "errors": errors, "p50_s": statistics.median(latencies),
-            "p95_s": latencies[max(0, int(0.95 * len(latencies)) - 1)]}  # fmt: skip
+    return {
+        "wall_s": wall,
+        "errors": errors,
+        "p50_s": statistics.median(latencies),
+        "p95_s": latencies[max(0, int(0.95 * len(latencies)) - 1)],
+    }
 
 
 def one_text_clients(args: argparse.Namespace, url: str, tag: str) -> tuple[list[float], list[str]]:
@@ -170,13 +197,19 @@ def mixed_round(args: argparse.Namespace, url: str, with_big: bool) -> dict[str,
 
     def big_client() -> None:
         while not stop.is_set():
-            texts = [f"mixed {tag} big job {big['jobs']} text {i}: toxic or fine?"
-                     for i in range(args.big_texts)]  # fmt: skip
+            texts = [
+                f"mixed {tag} big job {big['jobs']} text {i}: toxic or fine?"
+                for i in range(args.big_texts)
+            ]
             conn = http.client.HTTPConnection(host, int(port), timeout=3600)
             big["conn"], big["jobs"] = conn, big["jobs"] + 1
             try:
-                conn.request("POST", "/v1/moderations", json.dumps({"input": texts}),
-                             {"Content-Type": "application/json"})  # fmt: skip
+                conn.request(
+                    "POST",
+                    "/v1/moderations",
+                    json.dumps({"input": texts}),
+                    {"Content-Type": "application/json"},
+                )
                 sent.set()
                 reply = conn.getresponse()
                 reply.read()
@@ -204,8 +237,12 @@ def mixed_round(args: argparse.Namespace, url: str, with_big: bool) -> dict[str,
                 conn.sock.shutdown(socket.SHUT_RDWR)  # hang up: the server cancels that job
         thread.join()
         time.sleep(1.0)  # the cancelled job's sequences leave the engine before the next round
-    return {"latencies": latencies, "errors": errors + big["errors"], "big_jobs": big["jobs"],
-            "big_jobs_done": big["done"]}  # fmt: skip
+    return {
+        "latencies": latencies,
+        "errors": errors + big["errors"],
+        "big_jobs": big["jobs"],
+        "big_jobs_done": big["done"],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -229,22 +266,31 @@ def mixed_main(args: argparse.Namespace) -> None:
                     errors += got["errors"]
                     big_jobs += got["big_jobs"]
                     big_done += got.get("big_jobs_done", 0)
-                    print(f"round {r + 1} {'beside the big job' if with_big else 'alone'}: "
-                          f"p95 {percentile(got['latencies'], 0.95):.3f}s", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"round {r + 1} {'beside the big job' if with_big else 'alone'}: "
+                        f"p95 {percentile(got['latencies'], 0.95):.3f}s",
+                        file=sys.stderr,
+                    )
         finally:
             proc.terminate()
             proc.wait(timeout=60)
     figures = {
-        "model": args.model, "clients": args.clients, "requests_per_client": args.requests,
-        "rounds": args.rounds, "parallel": args.parallel, "max_tokens": args.max_tokens,
-        "big_texts": args.big_texts, "big_jobs_sent": big_jobs, "big_jobs_completed": big_done,
+        "model": args.model,
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+        "rounds": args.rounds,
+        "parallel": args.parallel,
+        "max_tokens": args.max_tokens,
+        "big_texts": args.big_texts,
+        "big_jobs_sent": big_jobs,
+        "big_jobs_completed": big_done,
         "alone_p50_s": round(statistics.median(alone), 3),
         "alone_p95_s": round(percentile(alone, 0.95), 3),
         "beside_p50_s": round(statistics.median(beside), 3),
         "beside_p95_s": round(percentile(beside, 0.95), 3),
         "p95_ratio": round(percentile(beside, 0.95) / percentile(alone, 0.95), 2),
         "errors": len(errors),
-    }  # fmt: skip
+    }
     print(json.dumps(figures, indent=2))
     for e in errors[:5]:
         print("error:", e, file=sys.stderr)
@@ -277,8 +323,11 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--json", dest="json_out", default=None, help="Also write the figures here.")
-    ap.add_argument("--mixed", action="store_true",
-                    help="One-text latency alone and beside a client sending big jobs.")  # fmt: skip
+    ap.add_argument(
+        "--mixed",
+        action="store_true",
+        help="One-text latency alone and beside a client sending big jobs.",
+    )
     ap.add_argument("--big-texts", type=int, default=256, help="Texts per big job (--mixed).")
     args = ap.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.requests <= 200 or not 1 <= args.rounds <= 10:
@@ -304,8 +353,11 @@ def main() -> None:
                 inproc_walls.append(in_process_round(clf, mine))
                 rounds.append(server_round(args, url, theirs))
                 all_server_texts += theirs
-                print(f"round {r + 1}: in-process {n / inproc_walls[-1]:.2f} labels/s, "
-                      f"server {n / rounds[-1]['wall_s']:.2f} labels/s", file=sys.stderr)  # fmt: skip
+                print(
+                    f"round {r + 1}: in-process {n / inproc_walls[-1]:.2f} labels/s, "
+                    f"server {n / rounds[-1]['wall_s']:.2f} labels/s",
+                    file=sys.stderr,
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -315,15 +367,23 @@ def main() -> None:
     server = n / float(best["wall_s"])
     errors = [e for x in rounds for e in x["errors"]]
     figures = {
-        "model": args.model, "labels_per_round": n, "rounds": args.rounds,
-        "clients": args.clients, "parallel": args.parallel, "max_tokens": args.max_tokens,
-        "in_process_labels_per_s": round(inproc, 2), "server_labels_per_s": round(server, 2),
+        "model": args.model,
+        "labels_per_round": n,
+        "rounds": args.rounds,
+        "clients": args.clients,
+        "parallel": args.parallel,
+        "max_tokens": args.max_tokens,
+        "in_process_labels_per_s": round(inproc, 2),
+        "server_labels_per_s": round(server, 2),
         "ratio": round(server / inproc, 3),
-        "p50_s": round(float(best["p50_s"]), 3), "p95_s": round(float(best["p95_s"]), 3),
+        "p50_s": round(float(best["p50_s"]), 3),
+        "p95_s": round(float(best["p95_s"]), 3),
         "all_rounds_in_process": [round(n / w, 2) for w in inproc_walls],
         "all_rounds_server": [round(n / x["wall_s"], 2) for x in rounds],
-        "errors": len(errors), "stored_rows": rows, "stored_distinct_texts": distinct,
-    }  # fmt: skip
+        "errors": len(errors),
+        "stored_rows": rows,
+        "stored_distinct_texts": distinct,
+    }
     print(json.dumps(figures, indent=2))
     for e in errors[:5]:
         print("error:", e, file=sys.stderr)

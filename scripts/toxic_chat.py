@@ -68,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         data = dataset_path(args)
-        settings = resolve_settings({"effort": args.effort, "max_tokens": args.max_tokens,
-                                     "ctx": args.ctx, "parallel": args.parallel, "db": args.db})  # fmt: skip
+        settings = resolve_settings(
+            {
+                "effort": args.effort,
+                "max_tokens": args.max_tokens,
+                "ctx": args.ctx,
+                "parallel": args.parallel,
+                "db": args.db,
+            }
+        )
         store = Store(settings.db)
         names = []
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -79,16 +86,25 @@ def main(argv: list[str] | None = None) -> int:
 
                 def show(p: RunProgress, *_: object) -> None:
                     if p.done == p.total or p.done % 10 == 0:
-                        print(f"  {p.done}/{p.total} · {p.labels_per_s:.2f} labels/s · "
-                              f"{p.tokens_per_s:.0f} tok/s", file=sys.stderr)  # fmt: skip
+                        print(
+                            f"  {p.done}/{p.total} · {p.labels_per_s:.2f} labels/s · "
+                            f"{p.tokens_per_s:.0f} tok/s",
+                            file=sys.stderr,
+                        )
 
                 print(f"{model} × {policy}", file=sys.stderr)
-                summary = run_dataset(data, clf, limit=args.n, sample=args.sample, seed=args.seed,
-                                      on_result=show)  # fmt: skip
+                summary = run_dataset(
+                    data, clf, limit=args.n, sample=args.sample, seed=args.seed, on_result=show
+                )
                 names.append(summary.name)
             release_engine()
-        out = write_report(names, Path(args.out), store=store, benchmark="toxic-chat",
-                           title="ToxicChat: policies × models")  # fmt: skip
+        out = write_report(
+            names,
+            Path(args.out),
+            store=store,
+            benchmark="toxic-chat",
+            title="ToxicChat: policies × models",
+        )
     except EdgeGuardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

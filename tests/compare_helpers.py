@@ -37,8 +37,9 @@ def rows(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def steer_answers(vocab: Vocab, answers: Sequence[dict[int, str]]
-                  ) -> Callable[[int, CompareConfig, int, Row], ForcedTokens]:  # fmt: skip
+def steer_answers(
+    vocab: Vocab, answers: Sequence[dict[int, str]]
+) -> Callable[[int, CompareConfig, int, Row], ForcedTokens]:
     """Config k answers `answers[k].get(idx)`, else the gold label; non-0/1 = unparsable."""
 
     def steer(k: int, _cfg: CompareConfig, idx: int, row: Row) -> ForcedTokens:

@@ -22,8 +22,13 @@ def wait(handle: Handle, timeout: float = DEADLINE_S) -> ModelResponse:
     return handle.result(0)
 
 
-def run_job(eng: Engine, reqs: Sequence[GenerationRequest], *, width: int | None = None,
-            timeout: float = DEADLINE_S) -> dict[int, ModelResponse]:  # fmt: skip
+def run_job(
+    eng: Engine,
+    reqs: Sequence[GenerationRequest],
+    *,
+    width: int | None = None,
+    timeout: float = DEADLINE_S,
+) -> dict[int, ModelResponse]:
     """`reqs` as one job (like generate_many), every response within `timeout`."""
     group = Group(width or eng.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()

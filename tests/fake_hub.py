@@ -149,11 +149,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _tree(self, repo: str) -> None:
         """The repository's files, one page, in the hub's JSON shape."""
         entries = [
-            {"type": "file", "path": name, "size": len(f.data),
-             "oid": hashlib.sha1(f.data).hexdigest(),
-             "lfs": {"oid": _etag(f), "size": len(f.data), "pointerSize": 134}}
-            for (r, name), f in sorted(self.hub.files.items()) if r == repo
-        ]  # fmt: skip
+            {
+                "type": "file",
+                "path": name,
+                "size": len(f.data),
+                "oid": hashlib.sha1(f.data).hexdigest(),
+                "lfs": {"oid": _etag(f), "size": len(f.data), "pointerSize": 134},
+            }
+            for (r, name), f in sorted(self.hub.files.items())
+            if r == repo
+        ]
         if not entries:
             return self._error(404, "RepoNotFound")
         data = json.dumps(entries).encode()
@@ -229,10 +234,29 @@ def setup_manifests(
 ) -> Path:
     """Two test builds of one synthetic model: unpinned (TOFU) and pinned to `pin`."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_manifest(folder, "unpinned", id=UNPINNED, family="safeguard", quant="f16", repo=REPO,
-                   filename=FILE, size=len(data), default=True)  # fmt: skip
-    write_manifest(folder, "pinned", id=PINNED, family="safeguard", quant="f16", repo=REPO,
-                   filename="tiny-pinned.gguf", revision="main", size=len(data),
-                   sha256=pin or hashlib.sha256(data).hexdigest(), verified=True)  # fmt: skip
+    write_manifest(
+        folder,
+        "unpinned",
+        id=UNPINNED,
+        family="safeguard",
+        quant="f16",
+        repo=REPO,
+        filename=FILE,
+        size=len(data),
+        default=True,
+    )
+    write_manifest(
+        folder,
+        "pinned",
+        id=PINNED,
+        family="safeguard",
+        quant="f16",
+        repo=REPO,
+        filename="tiny-pinned.gguf",
+        revision="main",
+        size=len(data),
+        sha256=pin or hashlib.sha256(data).hexdigest(),
+        verified=True,
+    )
     monkeypatch.setenv("EDGE_GUARD_MANIFESTS", str(folder))
     return folder

@@ -47,8 +47,10 @@ class Option:
         text = self.text(door)
         if not self.conversation:
             return text
-        return Conversation([{"role": "user", "content": text},
-                             {"role": "assistant", "content": "An answer."}], "user")  # fmt: skip
+        return Conversation(
+            [{"role": "user", "content": text}, {"role": "assistant", "content": "An answer."}],
+            "user",
+        )
 
 
 OPTIONS = [
@@ -118,8 +120,18 @@ def cli(*args: str) -> Any:
 
 def cli_classify(option: Option, door: str, model: Path, db: Path, tmp: Path) -> Outcome:
     """`edge-guard classify` (the reference every other door is held to)."""
-    r = cli("classify", *_policy_flags(option), "-m", model, *BASE_FLAGS, *option.flags,
-            "--db", db, "--json", *_input_flags(option, door, tmp))  # fmt: skip
+    r = cli(
+        "classify",
+        *_policy_flags(option),
+        "-m",
+        model,
+        *BASE_FLAGS,
+        *option.flags,
+        "--db",
+        db,
+        "--json",
+        *_input_flags(option, door, tmp),
+    )
     if r.exit_code != 0:
         return Outcome(refused=r.output.strip())
     return Outcome(_from_json(json.loads(r.stdout)))
@@ -135,8 +147,21 @@ def cli_run(option: Option, door: str, model: Path, db: Path, tmp: Path) -> Outc
     data = tmp / "one.jsonl"
     data.write_text(json.dumps(row) + "\n")
     extra = ["--target", "user"] if isinstance(item, Conversation) else []
-    r = cli("run", data, *_policy_flags(option), "--name", "parity", "-m", model, *BASE_FLAGS,
-            *option.flags, *extra, "--db", db, "--json")  # fmt: skip
+    r = cli(
+        "run",
+        data,
+        *_policy_flags(option),
+        "--name",
+        "parity",
+        "-m",
+        model,
+        *BASE_FLAGS,
+        *option.flags,
+        *extra,
+        "--db",
+        db,
+        "--json",
+    )
     if r.exit_code != 0:
         return Outcome(refused=r.output.strip())
     store = Store(db)
@@ -188,8 +213,10 @@ def serve_classify(option: Option, door: str, client: Any) -> Outcome:
 def serve_moderations(option: Option, door: str, client: Any) -> Outcome:
     """/v1/moderations on a server started with the option's flags (its defaults)."""
     item = option.item(door)
-    body: dict[str, Any] = {"input": item if isinstance(item, str) else item.judged_text,
-                            "model": option.policy}  # fmt: skip
+    body: dict[str, Any] = {
+        "input": item if isinstance(item, str) else item.judged_text,
+        "model": option.policy,
+    }
     if isinstance(item, Conversation):  # what a user would try: the conversation's fields
         body.update(messages=[m.as_dict() for m in item.messages], target=item.target)
     r = client.post("/v1/moderations", json=body)

@@ -106,10 +106,14 @@ def python_m(module: str, *args: str, hold_after_items: int | None = None) -> li
     `hold_after_items=n`, a `HeldRun` child that holds once n run items are stored."""
     hold = ""
     if hold_after_items is not None:
-        hold = (f"sys.path.insert(0, {str(REPO)!r}); from tests.runs_helpers import "
-                f"hold_after_stored; hold_after_stored({hold_after_items}); ")  # fmt: skip
-    boot = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            f"{hold}runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
+        hold = (
+            f"sys.path.insert(0, {str(REPO)!r}); from tests.runs_helpers import "
+            f"hold_after_stored; hold_after_stored({hold_after_items}); "
+        )
+    boot = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"{hold}runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
     return [sys.executable, "-c", boot, *args]
 
 
@@ -157,8 +161,9 @@ class HoldPipe:
                     return line
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._read], [], [], left)[0]:
-                raise AssertionError(f"no {prefix!r} line within {timeout:g} s "
-                                     f"(lines so far: {self.lines[-5:]})")  # fmt: skip
+                raise AssertionError(
+                    f"no {prefix!r} line within {timeout:g} s (lines so far: {self.lines[-5:]})"
+                )
             chunk = os.read(self._read, 4096)
             if not chunk:
                 raise PipeClosed(f"the child ended before {prefix!r} (lines: {self.lines[-5:]})")
@@ -178,9 +183,14 @@ class HeldRun:
         self.log = log
         try:
             with open(log, "wb") as out:
-                self.proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
-                                             pass_fds=(self.pipe.write_fd,), env=env,
-                                             **popen_kw)  # fmt: skip
+                self.proc = subprocess.Popen(
+                    list(argv),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(self.pipe.write_fd,),
+                    env=env,
+                    **popen_kw,
+                )
         finally:
             self.pipe.started()  # only the child holds the write end: its exit reads as EOF
 

@@ -72,26 +72,64 @@ class ServerProcess:
     start_timeout = 60.0
     pass_fds: tuple[int, ...] = ()  # descriptors the server inherits (an event pipe's write end)
 
-    def __init__(self, argv: list[str], port: int, log: Path,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.argv, self.port, self.log, self.env = argv, port, log, env
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def shim(cls, model: Path, dialect: str, log_dir: Path, *, n_ctx: int = 2048,
-             port: int | None = None) -> ServerProcess:  # fmt: skip
+    def shim(
+        cls, model: Path, dialect: str, log_dir: Path, *, n_ctx: int = 2048, port: int | None = None
+    ) -> ServerProcess:
         port = port or free_port()
-        argv = [sys.executable, str(Path(__file__).resolve()), "--model", str(model),
-                "--port", str(port), "--dialect", dialect, "--n-ctx", str(n_ctx)]  # fmt: skip
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--dialect",
+            dialect,
+            "--n-ctx",
+            str(n_ctx),
+        ]
         return cls(argv, port, log_dir / f"{dialect}-{port}.log")
 
     @classmethod
-    def llama_server(cls, binary: str, model: Path, log_dir: Path, *, n_ctx: int = 4096,
-                     parallel: int = 2, threads: int = 1) -> ServerProcess:  # fmt: skip
+    def llama_server(
+        cls,
+        binary: str,
+        model: Path,
+        log_dir: Path,
+        *,
+        n_ctx: int = 4096,
+        parallel: int = 2,
+        threads: int = 1,
+    ) -> ServerProcess:
         port = free_port()
-        argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                "-c", str(n_ctx), "--parallel", str(parallel), "-fa", "off", "-t", str(threads),
-                "-tb", str(threads), "--no-webui", "--kv-unified"]  # fmt: skip
+        argv = [
+            binary,
+            "-m",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "-c",
+            str(n_ctx),
+            "--parallel",
+            str(parallel),
+            "-fa",
+            "off",
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-webui",
+            "--kv-unified",
+        ]
         return cls(argv, port, log_dir / f"llama-server-{port}.log")
 
     @property
@@ -102,8 +140,13 @@ class ServerProcess:
         timeout = timeout or self.start_timeout
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env=self.env, pass_fds=self.pass_fds)  # fmt: skip
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                pass_fds=self.pass_fds,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -126,8 +169,9 @@ class ServerProcess:
 class FlakyProxy:
     """Forwards to `target`; the first `fail` POSTs to `path` answer HTTP `status` instead."""
 
-    def __init__(self, target: str, *, fail: int = 2, status: int = 500,
-                 path: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, target: str, *, fail: int = 2, status: int = 500, path: str | None = None
+    ) -> None:
         self.target, self.fail, self.status, self.path = target.rstrip("/"), fail, status, path
         self.log: list[tuple[str, str, int]] = []
         proxy = self
@@ -144,8 +188,13 @@ class FlakyProxy:
                     self._send(proxy.status, b'{"error": {"message": "injected failure"}}')
                     proxy.log.append((method, self.path, proxy.status))
                     return
-                r = httpx.request(method, proxy.target + self.path, content=body or None,
-                                  headers={"Content-Type": "application/json"}, timeout=60)  # fmt: skip
+                r = httpx.request(
+                    method,
+                    proxy.target + self.path,
+                    content=body or None,
+                    headers={"Content-Type": "application/json"},
+                    timeout=60,
+                )
                 proxy.log.append((method, self.path, r.status_code))
                 self._send(r.status_code, r.content)
 
@@ -181,11 +230,18 @@ class FakeLlamaServer:
     request's method, path and headers.
     """
 
-    def __init__(self, default: Any = None, *, props: Any = "default",
-                 models: Any = "default") -> None:  # fmt: skip
-        self.props = ({"build_info": "b1-fake", "total_slots": 1,
-                       "default_generation_settings": {"n_ctx": 4096}}
-                      if props == "default" else props)  # fmt: skip
+    def __init__(
+        self, default: Any = None, *, props: Any = "default", models: Any = "default"
+    ) -> None:
+        self.props = (
+            {
+                "build_info": "b1-fake",
+                "total_slots": 1,
+                "default_generation_settings": {"n_ctx": 4096},
+            }
+            if props == "default"
+            else props
+        )
         self.models = {"data": [{"id": "fake.gguf"}]} if models == "default" else models
         self.script: list[Any] = []
         self.default = default
@@ -285,8 +341,15 @@ def flood(n_bytes: int, announce: bool) -> Any:
 
 
 # -- the server process ---------------------------------------------------------------------
-def _decode(llama: Any, prompt: list[int], n: int, n_probs: int, want: list[int],
-            bias: dict[int, float], stop_ids: set[int]) -> dict[str, Any]:  # fmt: skip
+def _decode(
+    llama: Any,
+    prompt: list[int],
+    n: int,
+    n_probs: int,
+    want: list[int],
+    bias: dict[int, float],
+    stop_ids: set[int],
+) -> dict[str, Any]:
     """Greedy decoding on the raw logits, as llama-server / vLLM do at temperature 0."""
     import llama_cpp
     import numpy as np
@@ -318,8 +381,13 @@ def _decode(llama: Any, prompt: list[int], n: int, n_probs: int, want: list[int]
             break
         llama.eval([tok])
     t2 = time.perf_counter()
-    return {"tokens": out, "tops": tops, "stop": stop, "prompt_ms": (t1 - t0) * 1000,
-            "predicted_ms": (t2 - t1) * 1000}  # fmt: skip
+    return {
+        "tokens": out,
+        "tops": tops,
+        "stop": stop,
+        "prompt_ms": (t1 - t0) * 1000,
+        "predicted_ms": (t2 - t1) * 1000,
+    }
 
 
 def build_app(model: str, n_ctx: int, dialect: str) -> Any:
@@ -328,8 +396,9 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
     from llama_cpp.server import app as lapp
     from llama_cpp.server.settings import Settings
 
-    app = lapp.create_app(settings=Settings(model=model, n_ctx=n_ctx, logits_all=False,
-                                            n_threads=1, verbose=False))  # fmt: skip
+    app = lapp.create_app(
+        settings=Settings(model=model, n_ctx=n_ctx, logits_all=False, n_threads=1, verbose=False)
+    )
     if dialect == "stock":
         return app
     import llama_cpp
@@ -341,9 +410,11 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
     def too_long(prompt: list[int]) -> JSONResponse | None:
         if len(prompt) < n_ctx:
             return None
-        msg = (f"request ({len(prompt)} tokens) exceeds the available context size ({n_ctx} tokens), try increasing it"
-               if dialect == "llama-server" else
-               f"This model's maximum context length is {n_ctx} tokens. However, you requested {len(prompt)} tokens in the prompt.")  # fmt: skip
+        msg = (
+            f"request ({len(prompt)} tokens) exceeds the available context size ({n_ctx} tokens), try increasing it"
+            if dialect == "llama-server"
+            else f"This model's maximum context length is {n_ctx} tokens. However, you requested {len(prompt)} tokens in the prompt."
+        )
         return JSONResponse(
             {"error": {"code": 400, "message": msg, "type": "exceed_context_size_error"}}, 400
         )
@@ -353,8 +424,13 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        entry = {"id": model, "object": "model", "owned_by": "test", "max_model_len": n_ctx,
-                 "meta": {"n_vocab": llama.n_vocab(), "n_ctx_train": n_ctx}}  # fmt: skip
+        entry = {
+            "id": model,
+            "object": "model",
+            "owned_by": "test",
+            "max_model_len": n_ctx,
+            "meta": {"n_vocab": llama.n_vocab(), "n_ctx_train": n_ctx},
+        }
         return {"object": "list", "data": [entry]}
 
     if dialect == "llama-server":
@@ -365,8 +441,12 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
 
         @app.get("/props")
         def props() -> dict[str, Any]:
-            return {"default_generation_settings": {"n_ctx": n_ctx}, "total_slots": 1,
-                    "model_path": model, "build_info": f"llama-cpp-python-{llama_cpp.__version__}-shim"}  # fmt: skip
+            return {
+                "default_generation_settings": {"n_ctx": n_ctx},
+                "total_slots": 1,
+                "model_path": model,
+                "build_info": f"llama-cpp-python-{llama_cpp.__version__}-shim",
+            }
 
         @app.post("/detokenize")
         def detokenize(body: dict[str, Any]) -> dict[str, str]:
@@ -384,18 +464,30 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
             with lock:
                 r = _decode(llama, prompt, int(body.get("n_predict", -1)), n_probs, [], bias, set())
             res: dict[str, Any] = {
-                "content": text(r["tokens"]), "tokens": r["tokens"] if body.get("return_tokens") else [],
-                "stop": True, "stop_type": r["stop"], "tokens_evaluated": len(prompt),
-                "truncated": False, "tokens_cached": len(prompt) + len(r["tokens"]),
-                "timings": {"prompt_n": len(prompt), "prompt_ms": r["prompt_ms"], "cache_n": 0,
-                            "predicted_n": len(r["tokens"]), "predicted_ms": r["predicted_ms"]},
-            }  # fmt: skip
+                "content": text(r["tokens"]),
+                "tokens": r["tokens"] if body.get("return_tokens") else [],
+                "stop": True,
+                "stop_type": r["stop"],
+                "tokens_evaluated": len(prompt),
+                "truncated": False,
+                "tokens_cached": len(prompt) + len(r["tokens"]),
+                "timings": {
+                    "prompt_n": len(prompt),
+                    "prompt_ms": r["prompt_ms"],
+                    "cache_n": 0,
+                    "predicted_n": len(r["tokens"]),
+                    "predicted_ms": r["predicted_ms"],
+                },
+            }
             if n_probs:
                 res["completion_probabilities"] = [
-                    {"id": tok, "logprob": top.get(tok, -99.0),
-                     "top_logprobs": [{"id": i, "logprob": lp} for i, lp in top.items()]}
+                    {
+                        "id": tok,
+                        "logprob": top.get(tok, -99.0),
+                        "top_logprobs": [{"id": i, "logprob": lp} for i, lp in top.items()],
+                    }
                     for tok, top in zip(r["tokens"], r["tops"], strict=False)
-                ]  # fmt: skip
+                ]
             return res
 
         return _ours_first(app, stock_routes)
@@ -423,22 +515,37 @@ def build_app(model: str, n_ctx: int, dialect: str) -> Any:
             r = _decode(llama, prompt, int(body.get("max_tokens", 16)), n_probs, want, bias, stops)
         ids = r["tokens"]
         choice: dict[str, Any] = {
-            "index": 0, "text": text(ids), "finish_reason": "length" if r["stop"] == "limit" else "stop",
+            "index": 0,
+            "text": text(ids),
+            "finish_reason": "length" if r["stop"] == "limit" else "stop",
             "stop_reason": ids[-1] if ids and ids[-1] in stops else None,
-        }  # fmt: skip
+        }
         if body.get("return_token_ids"):
             choice["token_ids"], choice["prompt_token_ids"] = ids, prompt
         if n_probs:
-            name = (lambda i: f"token_id:{i}") if body.get("return_tokens_as_token_ids") else (lambda i: text([i]))  # fmt: skip
+            name = (
+                (lambda i: f"token_id:{i}")
+                if body.get("return_tokens_as_token_ids")
+                else (lambda i: text([i]))
+            )
             choice["logprobs"] = {
-                "tokens": [name(i) for i in ids], "text_offset": [0] * len(ids),
+                "tokens": [name(i) for i in ids],
+                "text_offset": [0] * len(ids),
                 "token_logprobs": [top.get(i) for i, top in zip(ids, r["tops"], strict=False)],
                 "top_logprobs": [{name(i): lp for i, lp in top.items()} for top in r["tops"]],
-            }  # fmt: skip
-        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(ids),
-                 "total_tokens": len(prompt) + len(ids)}  # fmt: skip
-        return {"id": "cmpl-test", "object": "text_completion", "model": model,
-                "choices": [choice], "usage": usage}  # fmt: skip
+            }
+        usage = {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": len(ids),
+            "total_tokens": len(prompt) + len(ids),
+        }
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
 
     return _ours_first(app, stock_routes)
 

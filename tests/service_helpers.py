@@ -113,8 +113,9 @@ def install_steering() -> Callable[[], None]:
             if marker in text:
                 request.logits_processor = ForcedTokens(harmony_script(vocab, answer, "steered"))
         if SLOW in text:
-            request.logits_processor = _Slow(harmony_script(vocab, "1", " on" * 100_000),
-                                             tag(text, SLOW))  # fmt: skip
+            request.logits_processor = _Slow(
+                harmony_script(vocab, "1", " on" * 100_000), tag(text, SLOW)
+            )
         if HOLD in text:
             request.logits_processor = _Hold(harmony_script(vocab, "1", "steered"), tag(text, HOLD))
         return original(self, request, **kwargs)
@@ -186,14 +187,32 @@ class ServiceProcess(ServerProcess):
     ready_path = "/health"
     start_timeout = 120.0
 
-    def __init__(self, args: list[str], log: Path, *, port: int | None = None,
-                 env: dict[str, str] | None = None, events: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        events: Any = None,
+    ) -> None:
         """`events`: a `runs_helpers.HoldPipe` the server writes its events to (above)."""
         self.port = port or free_port()
-        self.argv = [sys.executable, str(Path(__file__).resolve()), "--host", "127.0.0.1",
-                     "--port", str(self.port), *args]  # fmt: skip
-        self.env = {**os.environ, "EDGE_GUARD_THREADS": "1",
-                    **(env or {}), **(events.child_env() if events else {})}  # fmt: skip
+        self.argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
+        self.env = {
+            **os.environ,
+            "EDGE_GUARD_THREADS": "1",
+            **(env or {}),
+            **(events.child_env() if events else {}),
+        }
         self.events = events
         self.pass_fds = (events.write_fd,) if events else ()
         self.log = log

@@ -12,8 +12,20 @@ from edge_guard.bench.core import VARIANTS, synthetic_text
 from edge_guard.cli import main
 from edge_guard.harmony.vocab import o200k_harmony_vocab
 
-SMALL = ["--policy-tokens", "70", "--text-tokens", "12", "--output-tokens", "5", "--n", "7",
-         "--parallel", "3", "--threads", "1"]  # fmt: skip
+SMALL = [
+    "--policy-tokens",
+    "70",
+    "--text-tokens",
+    "12",
+    "--output-tokens",
+    "5",
+    "--n",
+    "7",
+    "--parallel",
+    "3",
+    "--threads",
+    "1",
+]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -25,15 +37,31 @@ def test_bench_json_report(tiny_model: Path) -> None:
     code, out = run("--model", str(tiny_model), *SMALL, "--baseline-n", "4", "--json")
     assert code == 0, out
     report = json.loads(out)
-    assert set(report) >= {"config", "model", "workload", "engine", "rates", "results", "ratios",
-                           "roofline_definition"}  # fmt: skip
+    assert set(report) >= {
+        "config",
+        "model",
+        "workload",
+        "engine",
+        "rates",
+        "results",
+        "ratios",
+        "roofline_definition",
+    }
     res = report["results"]
     assert set(res) == {*VARIANTS, "roofline"}
     for name in VARIANTS:
         row = res[name]
-        assert set(row) >= {"n", "seconds", "cpu_seconds", "labels_per_s", "tokens_per_s",
-                            "prompt_tokens", "output_tokens", "output_tokens_per_s",
-                            "outputs_match_cold"}  # fmt: skip
+        assert set(row) >= {
+            "n",
+            "seconds",
+            "cpu_seconds",
+            "labels_per_s",
+            "tokens_per_s",
+            "prompt_tokens",
+            "output_tokens",
+            "output_tokens_per_s",
+            "outputs_match_cold",
+        }
         assert row["n"] == 7  # one-at-a-time loops: 4 timed, scaled to 7
         assert row["timed_texts"] == (7 if name in ("parallel", "threads") else 4)
         assert row["outputs_match_cold"] is True  # every variant decodes the same tokens
@@ -46,8 +74,9 @@ def test_bench_json_report(tiny_model: Path) -> None:
     assert w["n"] == 7 and w["baseline_n"] == 4 and w["output_tokens"] == 5
     assert w["prefix_tokens"] > 70 and w["mean_suffix_tokens"] >= 12
     assert report["rates"]["gen_batch"] == 3
-    assert set(report["ratios"]) == {f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential",
-                                                               "threads", "roofline")}  # fmt: skip
+    assert set(report["ratios"]) == {
+        f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential", "threads", "roofline")
+    }
     assert all(v > 0 for v in report["ratios"].values())
     assert set(report["cpu_ratios"]) == set(report["ratios"])
     assert set(report["rates"]["cpu"]) == {"prefix_s", "prompt_tok_s", "suffix_tok_s", "gen_tok_s"}

@@ -47,8 +47,9 @@ class ScriptedBackend:
     def close(self) -> None:
         pass
 
-    def execute(self, requests: Sequence[Any], n_parallel: int | None = None
-                ) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    def execute(
+        self, requests: Sequence[Any], n_parallel: int | None = None
+    ) -> Iterator[tuple[int, ModelResponse]]:
         self.calls.append(list(requests))
         for i, req in enumerate(requests):
             text = self._vocab.decode(req.prompt_ids)
@@ -84,9 +85,13 @@ def test_parse_bounds() -> None:
     assert cascade.parse_bounds("0.2:0.8") == (0.2, 0.8)
     assert cascade.parse_bounds((0, 1)) == (0.0, 1.0)
     assert cascade.parse_bounds(None) is None
-    for bad, msg in [("0.2", "is not LOW:HIGH"), ("a:b", "is not LOW:HIGH"),
-                     ("0.8:0.2", "0 <= LOW <= HIGH <= 1"), ("-1:0.5", "0 <= LOW"),
-                     ("0.1:0.2:0.3", "is not LOW:HIGH")]:  # fmt: skip
+    for bad, msg in [
+        ("0.2", "is not LOW:HIGH"),
+        ("a:b", "is not LOW:HIGH"),
+        ("0.8:0.2", "0 <= LOW <= HIGH <= 1"),
+        ("-1:0.5", "0 <= LOW"),
+        ("0.1:0.2:0.3", "is not LOW:HIGH"),
+    ]:
         with pytest.raises(EdgeGuardError, match=msg):
             cascade.parse_bounds(bad)
 
@@ -117,8 +122,10 @@ def test_exactly_the_texts_in_the_band_escalate(backend: ScriptedBackend) -> Non
     assert len({esc.key, esc.metadata["one_pass_key"], esc.metadata["full_key"]}) == 3
     # The run links the cascade rows, whose stored metadata records the path.
     store = clf.store
-    rows = store.query("SELECT r.metadata FROM run_items i JOIN results r ON r.key = i.key "
-                       "WHERE i.run = 'casc' ORDER BY i.idx")  # fmt: skip
+    rows = store.query(
+        "SELECT r.metadata FROM run_items i JOIN results r ON r.key = i.key "
+        "WHERE i.run = 'casc' ORDER BY i.idx"
+    )
     import json
 
     assert [json.loads(r["metadata"])["path"] for r in rows] == paths
@@ -168,8 +175,9 @@ def test_a_policy_edit_decides_stored_cascades_again(backend: ScriptedBackend) -
 def test_one_pass_only_through_the_api(backend: ScriptedBackend) -> None:
     res = classify(TEXTS, "toxic_simple", backend, reasoning="none")
     assert [r.verdict for r in res] == [Verdict.NO_VIOLATION] * 3 + [Verdict.VIOLATION] * 3
-    assert all(r.metadata["path"] == "one-pass" and r.model_response.finish_reason == "scored"
-               for r in res)  # fmt: skip
+    assert all(
+        r.metadata["path"] == "one-pass" and r.model_response.finish_reason == "scored" for r in res
+    )
     assert [len(c) for c in backend.calls] == [6]
     casc = classify(TEXTS, "toxic_simple", backend, cascade=(0.2, 0.8))
     assert [r.metadata["path"] for r in casc] == ["one-pass"] + ["escalated"] * 4 + ["one-pass"]
@@ -209,14 +217,25 @@ def test_eval_paths_share_escalated_and_agreement_with_full(backend: ScriptedBac
     from edge_guard.runs.paths import format_paths, path_summary
 
     store = Store()
-    base = {"dataset_sha256": "abc", "policy_hash": "h", "model_identity": "scripted:1",
-            "style": "harmony", "effort": "medium"}  # fmt: skip
+    base = {
+        "dataset_sha256": "abc",
+        "policy_hash": "h",
+        "model_identity": "scripted:1",
+        "style": "harmony",
+        "effort": "medium",
+    }
     store.ensure_run("full", config=base)
     store.ensure_run("casc", config={**base, "reasoning": "none", "cascade": [0.2, 0.8]})
-    list(Classifier("toxic_simple", backend, store=store).iter(
-        TEXTS, run_items=[RunItem("full", i) for i in range(6)]))  # fmt: skip
-    list(Classifier("toxic_simple", backend, store=store, cascade=(0.2, 0.8)).iter(
-        TEXTS, run_items=[RunItem("casc", i) for i in range(6)]))  # fmt: skip
+    list(
+        Classifier("toxic_simple", backend, store=store).iter(
+            TEXTS, run_items=[RunItem("full", i) for i in range(6)]
+        )
+    )
+    list(
+        Classifier("toxic_simple", backend, store=store, cascade=(0.2, 0.8)).iter(
+            TEXTS, run_items=[RunItem("casc", i) for i in range(6)]
+        )
+    )
     assert path_summary(store, "full") is None  # a plain full-reasoning run
     s = path_summary(store, "casc")
     assert s is not None
@@ -245,7 +264,9 @@ def test_a_failed_score_escalates_in_a_second_stage(backend: ScriptedBackend) ->
     # every stage was stored: the same classifier again calls nothing
     backend.calls.clear()
     again = dict(Classifier("toxic_simple", backend, cascade=(0.2, 0.8), store=store).iter(TEXTS))
-    assert backend.calls == [] and [again[i].metadata["path"] for i in range(6)] == ["escalated"] * 6
+    assert (
+        backend.calls == [] and [again[i].metadata["path"] for i in range(6)] == ["escalated"] * 6
+    )
 
 
 def test_in_place_on_the_engine_equals_the_two_stages(tiny_o200k_model: Path) -> None:
@@ -256,23 +277,27 @@ def test_in_place_on_the_engine_equals_the_two_stages(tiny_o200k_model: Path) ->
     texts = ["hello there", "some text to judge with care", "x"]
     kw: dict[str, Any] = {"sampling": SamplingConfig(max_tokens=24), "parallel": 1}
     plain = Classifier("toxic_simple", tiny_o200k_model, store=Store(), **kw).classify(texts)
-    one = Classifier("toxic_simple", tiny_o200k_model, store=Store(), reasoning="none",
-                     **kw).classify(texts)  # fmt: skip
+    one = Classifier(
+        "toxic_simple", tiny_o200k_model, store=Store(), reasoning="none", **kw
+    ).classify(texts)
     store = Store()
-    casc = Classifier("toxic_simple", tiny_o200k_model, store=store, cascade=(0.0, 1.0),
-                      **kw).classify(texts)  # fmt: skip
+    casc = Classifier(
+        "toxic_simple", tiny_o200k_model, store=store, cascade=(0.0, 1.0), **kw
+    ).classify(texts)
     for c, p, o in zip(casc, plain, one, strict=True):
         assert c.metadata["path"] == "escalated"
         assert c.model_response.output_token_ids == p.model_response.output_token_ids
         assert c.model_response.prompt_token_ids == p.model_response.prompt_token_ids
-        assert c.metadata["one_pass_p_violation"] == pytest.approx(o.metadata["p_violation"],
-                                                                    abs=1e-6)  # fmt: skip
+        assert c.metadata["one_pass_p_violation"] == pytest.approx(
+            o.metadata["p_violation"], abs=1e-6
+        )
         assert c.metadata["full_key"] == p.key and c.metadata["one_pass_key"] == o.key
     assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 9  # 3 keys per text
     p0 = one[0].metadata["p_violation"]  # the random model: about 1 - 2e-7, the others 1.0
     assert p0 < min(one[1].metadata["p_violation"], one[2].metadata["p_violation"])
-    mixed = Classifier("toxic_simple", tiny_o200k_model, store=Store(), cascade=(p0, p0),
-                       **kw).classify(texts)  # fmt: skip
+    mixed = Classifier(
+        "toxic_simple", tiny_o200k_model, store=Store(), cascade=(p0, p0), **kw
+    ).classify(texts)
     assert [k.metadata["path"] for k in mixed] == ["escalated", "one-pass", "one-pass"]
     assert [mixed[i].verdict for i in (1, 2)] == [one[i].verdict for i in (1, 2)]
     assert mixed[0].model_response.output_token_ids == plain[0].model_response.output_token_ids

@@ -134,20 +134,24 @@ def test_label_scores_binary_sum_to_one(tiny_o200k_model: Path) -> None:
     # and the output up to that token (a different batch shape: equal to float rounding).
     resp = r.model_response
     vocab = Vocab.from_gguf(tiny_o200k_model)
-    k = len(resp.output_token_ids) - 1 - resp.output_token_ids[::-1].index(
-        vocab.special_id("<|message|>")
+    k = (
+        len(resp.output_token_ids)
+        - 1
+        - resp.output_token_ids[::-1].index(vocab.special_id("<|message|>"))
     )  # the final channel's <|message|>: the answer starts after it
     assert resp.output_token_ids[k + 1] == vocab.encoder.encode("1")[0]
     labels = label_token_map(load_policy("toxic_simple").output, vocab.encoder)
     assert labels is not None and set(labels.values()) == {"0", "1"}
-    req = GenerationRequest(resp.prompt_token_ids + resp.output_token_ids[: k + 1],
-                            score_only=True, score_token_ids=sorted(labels))  # fmt: skip
+    req = GenerationRequest(
+        resp.prompt_token_ids + resp.output_token_ids[: k + 1],
+        score_only=True,
+        score_token_ids=sorted(labels),
+    )
     [(_, scored)] = list(backends.LocalBackend(tiny_o200k_model).execute([req]))
     mass = {"0": 0.0, "1": 0.0}
     for t, lp in scored.final_token_logprobs.items():
         mass[labels[t]] += math.exp(lp)
-    assert r.metadata["p_violation"] == pytest.approx(mass["1"] / (mass["0"] + mass["1"]),
-                                                      rel=1e-4)  # fmt: skip
+    assert r.metadata["p_violation"] == pytest.approx(mass["1"] / (mass["0"] + mass["1"]), rel=1e-4)
     assert r.metadata["p_violation"] == probs["1"]
 
 
@@ -245,7 +249,9 @@ def test_policy_text_edit_is_a_miss_parser_edit_reparses_without_model(
     from edge_guard.policy.core import load_policy
 
     assert Store().query("SELECT verdict FROM results") == [{"verdict": "undetermined"}]
-    stored = Store().query("SELECT verdict FROM parses WHERE policy_hash = ?", [load_policy(folder).hash])
+    stored = Store().query(
+        "SELECT verdict FROM parses WHERE policy_hash = ?", [load_policy(folder).hash]
+    )
     assert stored == [{"verdict": "violation"}]
     # Editing the policy text changes the prompt: a miss.
     (folder / "policy.md").write_text("Answer 1 if toxic, else 0. Be careful.\n")
@@ -265,8 +271,16 @@ def test_no_cache_recomputes_and_overwrites(tiny_o200k_model: Path) -> None:
 def test_error_rows_are_retried(tiny_o200k_model: Path) -> None:
     c = Classifier("toxic_simple", tiny_o200k_model, sampling=SHORT)
     key = c.key("retry me")
-    Store().put({"key": key, "text": "retry me", "verdict": "undetermined", "error": "server said 500",
-                 "policy_hash": c.policy.hash, "parsed": 0})  # fmt: skip
+    Store().put(
+        {
+            "key": key,
+            "text": "retry me",
+            "verdict": "undetermined",
+            "error": "server said 500",
+            "policy_hash": c.policy.hash,
+            "parsed": 0,
+        }
+    )
     r = c.classify(["retry me"])[0]
     assert not r.cached and r.error is None
     row = Store().get(key)
@@ -283,8 +297,23 @@ def test_result_row_holds_everything(tiny_o200k_model: Path) -> None:
     row = Store().get(r.key)
     assert row is not None
     assert row["model"].startswith("sha256:") and row["engine"].startswith("llama-cpp-python")
-    for col in ("style", "effort", "sampling", "policy_hash", "text", "prompt_token_ids", "output_token_ids",
-                "reasoning", "final", "verdict", "label_probs", "finish_reason", "prompt_tokens",
-                "prompt_ms", "output_tokens", "created_at"):  # fmt: skip
+    for col in (
+        "style",
+        "effort",
+        "sampling",
+        "policy_hash",
+        "text",
+        "prompt_token_ids",
+        "output_token_ids",
+        "reasoning",
+        "final",
+        "verdict",
+        "label_probs",
+        "finish_reason",
+        "prompt_tokens",
+        "prompt_ms",
+        "output_tokens",
+        "created_at",
+    ):
         assert row[col] not in (None, ""), col
     assert row["final"] == "0" and row["verdict"] == "no_violation"

@@ -195,7 +195,10 @@ def test_prompt_stdin_through_the_real_entry_point(tmp_path: Path) -> None:
     [
         (("--effort", "extreme"), "'extreme' is not one of 'low', 'medium', 'high'"),
         (("--style", "chatml"), "'chatml' is not one of 'harmony', 'chat-template'"),
-        (("--date", "2025-13-01"), "--date '2025-13-01': must be a calendar date written YYYY-MM-DD"),
+        (
+            ("--date", "2025-13-01"),
+            "--date '2025-13-01': must be a calendar date written YYYY-MM-DD",
+        ),
         (("--date", "yesterday"), "--date 'yesterday': must be a calendar date written YYYY-MM-DD"),
         (("--date", "2025-02-30"), "--date '2025-02-30': must be a calendar date"),
         (("--ctx", "-5", "--truncate"), "--ctx -5: must be >= 0"),

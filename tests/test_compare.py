@@ -69,8 +69,9 @@ def test_config_grammar() -> None:
         ([], "harmony,html", "--styles 'harmony,html'"),
     ],
 )
-def test_config_errors_are_one_line(values: list[str], styles: str | None, message: str,
-                                    tmp_path: Path) -> None:  # fmt: skip
+def test_config_errors_are_one_line(
+    values: list[str], styles: str | None, message: str, tmp_path: Path
+) -> None:
     with pytest.raises(EdgeGuardError) as exc:
         check_configs(build_configs(values, styles), None)
     assert message in str(exc.value) and "\n" not in str(exc.value)
@@ -81,13 +82,24 @@ def test_config_errors_are_one_line(values: list[str], styles: str | None, messa
 
 
 @pytest.mark.parametrize("policies", [["-p", "toxic_simple"], ["-p", "toxic_simple", "-p", "spam"]])
-def test_compare_cli_errors_name_flags_not_keywords(policies: list[str], tmp_path: Path,
-                                                    tiny_model: Path) -> None:  # fmt: skip
+def test_compare_cli_errors_name_flags_not_keywords(
+    policies: list[str], tmp_path: Path, tiny_model: Path
+) -> None:
     """A setting refused while a config resolves speaks the CLI's language (the compare
     CLI passes door="cli" to run_compare and run_multi_compare), never Python keywords."""
     data = write_jsonl(tmp_path / "d.jsonl", rows(2))
-    args = ["compare", "-d", str(data), *policies, "--db", str(tmp_path / "c.db"),
-            "--config", f"{tiny_model},seed=-1", "--config", f"{tiny_model},effort=low"]  # fmt: skip
+    args = [
+        "compare",
+        "-d",
+        str(data),
+        *policies,
+        "--db",
+        str(tmp_path / "c.db"),
+        "--config",
+        f"{tiny_model},seed=-1",
+        "--config",
+        f"{tiny_model},effort=low",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2, res.output  # a bad setting, as `classify --seed -1`
     assert res.stderr.strip().splitlines() == [
@@ -123,8 +135,9 @@ def test_steered_comparison_matches_the_stored_results(tmp_path: Path, tiny_mode
     answers = [{}, {1: "1", 4: "1", 6: "maybe"}, {0: "0", 3: "0"}]
     configs = build_configs([f"{tiny_model};{q8}", f"{tiny_model},style=chat-template,name=chat"])
     steer = steer_answers(vocab, answers)
-    res = run_compare(data, "toxic_simple", configs, base_opts={"max_tokens": 64}, steer=steer,
-                      name="cmp")  # fmt: skip
+    res = run_compare(
+        data, "toxic_simple", configs, base_opts={"max_tokens": 64}, steer=steer, name="cmp"
+    )
     assert res.labels == ["tiny", "tiny-q8_0", "chat"]
     assert comparison_runs(res.store, "cmp") == res.run_names
     assert [res.store.run(n)["kind"] for n in res.run_names] == ["compare"] * 3
@@ -144,8 +157,11 @@ def test_steered_comparison_matches_the_stored_results(tmp_path: Path, tiny_mode
         assert lo <= same / 12 <= hi
         flips = [i for i in range(12) if verdicts[0][i] != verdicts[k][i]]
         assert [f["idx"] for f in vs["flips"]] == flips == sorted({1, 4, 6} if k == 1 else {0, 3})
-        deltas = [abs(item_score(b) - item_score(a)) for a, b in zip(stored[0], stored[k], strict=True)
-                  if item_score(a) is not None and item_score(b) is not None]  # fmt: skip
+        deltas = [
+            abs(item_score(b) - item_score(a))
+            for a, b in zip(stored[0], stored[k], strict=True)
+            if item_score(a) is not None and item_score(b) is not None
+        ]
         assert vs["delta_p"]["n"] == len(deltas)
         assert math.isclose(vs["delta_p"]["mean_abs"], sum(deltas) / len(deltas), abs_tol=1e-12)
     flip = c["configs"][1]["vs_reference"]["flips"][0]
@@ -153,8 +169,11 @@ def test_steered_comparison_matches_the_stored_results(tmp_path: Path, tiny_mode
     assert flip["ref"]["reasoning"] == "config 0 on <item 1>"
     assert flip["cand"]["reasoning"] == "config 1 on <item 1>"
     for k in range(3):
-        pairs = [(g, v == "violation") for g, v in zip(gold, verdicts[k], strict=True)
-                 if v != "undetermined"]  # fmt: skip
+        pairs = [
+            (g, v == "violation")
+            for g, v in zip(gold, verdicts[k], strict=True)
+            if v != "undetermined"
+        ]
         f1 = f1_score([g for g, _ in pairs], [int(p) for _, p in pairs])
         assert c["configs"][k]["eval"]["f1"]["value"] == pytest.approx(f1)
     assert c["configs"][1]["eval"]["undetermined_rate"] == pytest.approx(1 / 12)
@@ -172,8 +191,9 @@ def test_steered_comparison_matches_the_stored_results(tmp_path: Path, tiny_mode
     md = write_report(c, tmp_path / "r.md").read_text()
     assert "<script>" not in md and "<item" not in md and "data:image/svg+xml;base64" in md
     # A rerun is served from the cache and keeps the measured resources.
-    again = run_compare(data, "toxic_simple", configs, base_opts={"max_tokens": 64}, steer=steer,
-                        name="cmp")  # fmt: skip
+    again = run_compare(
+        data, "toxic_simple", configs, base_opts={"max_tokens": 64}, steer=steer, name="cmp"
+    )
     assert [r.summary.n_new for r in again.runs] == [0, 0, 0]
     assert [r.resources for r in again.runs] == [r.resources for r in res.runs]
 
@@ -181,9 +201,24 @@ def test_steered_comparison_matches_the_stored_results(tmp_path: Path, tiny_mode
 def test_styles_shortcut_from_the_cli(tmp_path: Path, tiny_model: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", rows(3))
     out = tmp_path / "styles.md"
-    args = ["compare", "-d", str(data), "-p", "toxic_simple", "-m", str(tiny_model), "--styles",
-            "harmony,chat-template", "--max-tokens", "4", "--json", "--out", str(out),
-            "--resamples", "50"]  # fmt: skip
+    args = [
+        "compare",
+        "-d",
+        str(data),
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(tiny_model),
+        "--styles",
+        "harmony,chat-template",
+        "--max-tokens",
+        "4",
+        "--json",
+        "--out",
+        str(out),
+        "--resamples",
+        "50",
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     c = json.loads(res.stdout)
@@ -209,15 +244,33 @@ def test_compare_quants_script_end_to_end(tmp_path: Path, synth_model, capsys) -
     src.write_bytes(synth_model("tiny", seed=3).read_bytes())
     data = write_jsonl(tmp_path / "d.jsonl", rows(10))
     report = tmp_path / "report.html"
-    cmd = [sys.executable, str(REPO / "scripts" / "compare_quants.py"), str(src), "--types",
-           "q8_0,q4_0", "--dataset", str(data), "--policy", "toxic_simple", "--out", str(report),
-           "--max-tokens", "8", "--resamples", "100", "--name", "quants"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "compare_quants.py"),
+        str(src),
+        "--types",
+        "q8_0,q4_0",
+        "--dataset",
+        str(data),
+        "--policy",
+        "toxic_simple",
+        "--out",
+        str(report),
+        "--max-tokens",
+        "8",
+        "--resamples",
+        "100",
+        "--name",
+        "quants",
+    ]
     env = {**os.environ, "EDGE_GUARD_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob("*.gguf")) == [
-        "tiny-f16-q4_0.gguf", "tiny-f16-q8_0.gguf", "tiny-f16.gguf"
-    ]  # fmt: skip
+        "tiny-f16-q4_0.gguf",
+        "tiny-f16-q8_0.gguf",
+        "tiny-f16.gguf",
+    ]
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("comparison quants: 10 items")
     assert [ln.split()[1] for ln in lines[2:5]] == ["f16", "q8_0", "q4_0"]

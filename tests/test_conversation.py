@@ -120,9 +120,11 @@ def test_boundary_imitation_renders_differently_from_a_real_turn() -> None:
 
 
 @HYPOTHESIS_SETTINGS
-@given(contents=st.lists(injection_text.filter(str.strip), min_size=1, max_size=4),
-       roles=st.lists(st.sampled_from(["user", "assistant", "system"]), min_size=4, max_size=4),
-       target=st.sampled_from(["last", "all"]))  # fmt: skip
+@given(
+    contents=st.lists(injection_text.filter(str.strip), min_size=1, max_size=4),
+    roles=st.lists(st.sampled_from(["user", "assistant", "system"]), min_size=4, max_size=4),
+    target=st.sampled_from(["last", "all"]),
+)
 def test_rendering_is_unambiguous(contents: list[str], roles: list[str], target: str) -> None:
     """Whatever the messages say, the rendering parses back to exactly those messages."""
     msgs = [{"role": roles[i], "content": c} for i, c in enumerate(contents)]
@@ -179,26 +181,48 @@ def test_classifier_prompt_of_a_conversation_is_the_rendering(tiny_o200k_model: 
 @pytest.mark.parametrize(
     ("messages", "target", "error"),
     [
-        ([{"role": "tool", "content": "x"}], "last",
-         "message 1: role 'tool' is not one of user, assistant, system"),
+        (
+            [{"role": "tool", "content": "x"}],
+            "last",
+            "message 1: role 'tool' is not one of user, assistant, system",
+        ),
         ([{"role": "user", "content": "  "}], "last", "message 1 (user): content is empty"),
         ([{"role": "user"}], "last", "message 1 (user): content is missing"),
-        ([{"role": "user", "content": 3}], "last", "message 1 (user): content is int, not a string"),
-        ([{"role": "user", "content": "x", "name": "bob"}], "last",
-         "message 1: unknown field(s) 'name'"),
+        (
+            [{"role": "user", "content": 3}],
+            "last",
+            "message 1 (user): content is int, not a string",
+        ),
+        (
+            [{"role": "user", "content": "x", "name": "bob"}],
+            "last",
+            "message 1: unknown field(s) 'name'",
+        ),
         (["hello"], "last", "message 1 is str, not an object with role and content"),
-        ([{"role": "\x1b[31muser", "content": "x", "\x1b[2J": 1}], "last",
-         "message 1: unknown field(s) '\\x1b[2J'"),
-        ([{"role": "\x1b[31muser", "content": "x"}], "last",
-         "message 1: role '\\x1b[31muser' is not one of user, assistant, system"),
+        (
+            [{"role": "\x1b[31muser", "content": "x", "\x1b[2J": 1}],
+            "last",
+            "message 1: unknown field(s) '\\x1b[2J'",
+        ),
+        (
+            [{"role": "\x1b[31muser", "content": "x"}],
+            "last",
+            "message 1: role '\\x1b[31muser' is not one of user, assistant, system",
+        ),
         ([], "last", "a conversation needs at least one message"),
-        ([{"role": "user", "content": "x"}], "assistant",
-         "target assistant: the conversation has no assistant message"),
-        ([{"role": "user", "content": "x"}], "first",
-         "target 'first' is not one of last, user, assistant, all"),
+        (
+            [{"role": "user", "content": "x"}],
+            "assistant",
+            "target assistant: the conversation has no assistant message",
+        ),
+        (
+            [{"role": "user", "content": "x"}],
+            "first",
+            "target 'first' is not one of last, user, assistant, all",
+        ),
         ("hello", "last", "messages must be a list of {role, content} objects, not str"),
     ],
-)  # fmt: skip
+)
 def test_validation_errors_are_one_line(messages: object, target: str, error: str) -> None:
     with pytest.raises(ConversationError) as info:
         Conversation(messages, target)  # type: ignore[arg-type]
@@ -285,11 +309,13 @@ def test_a_stored_conversation_reparsed_under_another_version_stays_a_conversati
 
     store, pol = Store(), load_policy("toxic_simple")
     conv = Conversation(THREE, "user")
-    first = Classifier(pol, tiny_o200k_model, store=store,
-                       sampling=SamplingConfig(max_tokens=8)).classify([conv])[0]  # fmt: skip
+    first = Classifier(
+        pol, tiny_o200k_model, store=store, sampling=SamplingConfig(max_tokens=8)
+    ).classify([conv])[0]
     other = dataclasses.replace(pol, output=dataclasses.replace(pol.output, threshold=0.3))
-    again = Classifier(other, tiny_o200k_model, store=store,
-                       sampling=SamplingConfig(max_tokens=8)).classify([conv])[0]  # fmt: skip
+    again = Classifier(
+        other, tiny_o200k_model, store=store, sampling=SamplingConfig(max_tokens=8)
+    ).classify([conv])[0]
     assert other.hash != pol.hash and again.key == first.key and again.cached
     assert again.conversation == conv.canonical() and again.text == THREE[1]["content"]
     assert store.get_parse(first.key, other.hash) is not None  # this version's own parse

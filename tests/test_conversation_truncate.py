@@ -23,9 +23,14 @@ JUDGED = "Sure: JUDGED-START take the pipe JUDGED-END"
 
 
 def _classifier(model: Path, tmp_path: Path, policy: str) -> Classifier:
-    return Classifier(policy, model, truncate=True,
-                      store=Store(tmp_path / "s.db"), sampling=SamplingConfig(max_tokens=MAX_TOKENS),
-                      engine_settings=EngineSettings(n_ctx=N_CTX, n_parallel=2))  # fmt: skip
+    return Classifier(
+        policy,
+        model,
+        truncate=True,
+        store=Store(tmp_path / "s.db"),
+        sampling=SamplingConfig(max_tokens=MAX_TOKENS),
+        engine_settings=EngineSettings(n_ctx=N_CTX, n_parallel=2),
+    )
 
 
 @pytest.fixture
@@ -40,13 +45,18 @@ def _prompt_text(clf: Classifier, result: Any) -> str:
 
 
 def test_context_is_cut_first_and_the_judged_message_is_read_whole(clf: Classifier) -> None:
-    conv = Conversation([{"role": "user", "content": LONG},
-                         {"role": "assistant", "content": JUDGED}], "assistant")  # fmt: skip
+    conv = Conversation(
+        [{"role": "user", "content": LONG}, {"role": "assistant", "content": JUDGED}], "assistant"
+    )
     result = clf.classify([conv])[0]
     assert result.error is None and result.text == JUDGED
     meta = result.metadata
     assert (meta["truncated"], meta["truncation"], meta["cut_messages"], meta["judged_cut"]) == (
-        True, "context", [1], False)  # fmt: skip
+        True,
+        "context",
+        [1],
+        False,
+    )
     assert meta["kept_tokens"] < meta["original_tokens"]
     shown = _prompt_text(clf, result)
     assert "Classify message [2] (assistant)" in shown
@@ -59,8 +69,9 @@ def test_context_is_cut_first_and_the_judged_message_is_read_whole(clf: Classifi
 
 def test_a_judged_message_too_long_alone_is_cut_in_its_own_middle(clf: Classifier) -> None:
     judged = "JUDGED-START " + "word " * 3000 + "JUDGED-END"
-    conv = Conversation([{"role": "user", "content": LONG},
-                         {"role": "assistant", "content": judged}], "assistant")  # fmt: skip
+    conv = Conversation(
+        [{"role": "user", "content": LONG}, {"role": "assistant", "content": judged}], "assistant"
+    )
     result = clf.classify([conv])[0]
     meta = result.metadata
     assert (meta["truncation"], meta["cut_messages"], meta["judged_cut"]) == (
@@ -77,8 +88,13 @@ def test_a_judged_message_too_long_alone_is_cut_in_its_own_middle(clf: Classifie
 
 def test_target_all_cuts_every_message_alike(tiny_o200k_model: Path, tmp_path: Path) -> None:
     clf = _classifier(tiny_o200k_model, tmp_path, "toxic_simple")  # judges any input
-    conv = Conversation([{"role": "user", "content": LONG},
-                         {"role": "assistant", "content": LONG.replace("CTX", "ANS")}], "all")  # fmt: skip
+    conv = Conversation(
+        [
+            {"role": "user", "content": LONG},
+            {"role": "assistant", "content": LONG.replace("CTX", "ANS")},
+        ],
+        "all",
+    )
     result = clf.classify([conv])[0]
     assert (result.metadata["truncation"], result.metadata["cut_messages"]) == ("judged", [1, 2])
     shown = _prompt_text(clf, result)
@@ -87,10 +103,14 @@ def test_target_all_cuts_every_message_alike(tiny_o200k_model: Path, tmp_path: P
 
 
 def test_an_item_that_cannot_fit_is_an_error_for_that_item_only(clf: Classifier) -> None:
-    crowd = Conversation([{"role": "user", "content": f"m{i}"} for i in range(600)]
-                         + [{"role": "assistant", "content": JUDGED}], "assistant")  # fmt: skip
-    fits = Conversation([{"role": "user", "content": "hi"},
-                         {"role": "assistant", "content": JUDGED}], "assistant")  # fmt: skip
+    crowd = Conversation(
+        [{"role": "user", "content": f"m{i}"} for i in range(600)]
+        + [{"role": "assistant", "content": JUDGED}],
+        "assistant",
+    )
+    fits = Conversation(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": JUDGED}], "assistant"
+    )
     bad, good = clf.classify([crowd, fits])
     assert bad.error is not None and bad.error.startswith("prompt cannot fit a 2048-token context")
     assert "\n" not in bad.error and str(bad.verdict) == "undetermined"
@@ -104,14 +124,32 @@ def _cli(*args: str) -> Any:
 
 
 @pytest.mark.parametrize("reasoning", ["full", "none"])
-def test_prompt_command_shows_exactly_what_classify_sends(tiny_o200k_model: Path, tmp_path: Path,
-                                                          reasoning: str) -> None:  # fmt: skip
+def test_prompt_command_shows_exactly_what_classify_sends(
+    tiny_o200k_model: Path, tmp_path: Path, reasoning: str
+) -> None:
     messages = tmp_path / "conv.json"
-    messages.write_text(json.dumps([{"role": "user", "content": LONG},
-                                    {"role": "assistant", "content": JUDGED}]))  # fmt: skip
-    common = ["-p", "harmful_assistance", "-m", str(tiny_o200k_model), "--messages", str(messages),
-              "--truncate", "--ctx", str(N_CTX), "--max-tokens", str(MAX_TOKENS),
-              "--reasoning", reasoning, "--effort", "low", "--date", "2020-01-01"]  # fmt: skip
+    messages.write_text(
+        json.dumps([{"role": "user", "content": LONG}, {"role": "assistant", "content": JUDGED}])
+    )
+    common = [
+        "-p",
+        "harmful_assistance",
+        "-m",
+        str(tiny_o200k_model),
+        "--messages",
+        str(messages),
+        "--truncate",
+        "--ctx",
+        str(N_CTX),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--reasoning",
+        reasoning,
+        "--effort",
+        "low",
+        "--date",
+        "2020-01-01",
+    ]
     shown = _cli("prompt", *common, "--json")
     assert shown.exit_code == 0, shown.output
     prompt = json.loads(shown.stdout)
@@ -124,6 +162,8 @@ def test_prompt_command_shows_exactly_what_classify_sends(tiny_o200k_model: Path
     assert prompt["truncation"]["cut_messages"] == [1]
     plain = _cli("prompt", *common[:-4])
     assert plain.exit_code == 0 and plain.stdout.endswith(
-        "<|end|><|start|>assistant" + ("<|channel|>final<|message|>" if reasoning == "none" else "")
-        + "\n")  # fmt: skip
+        "<|end|><|start|>assistant"
+        + ("<|channel|>final<|message|>" if reasoning == "none" else "")
+        + "\n"
+    )
     assert "truncated to fit 2048 tokens" in plain.stderr and "cut message(s) 1" in plain.stderr

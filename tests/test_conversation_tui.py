@@ -96,8 +96,15 @@ async def test_workbench_opens_on_a_plain_text_policy_and_follows_the_policys_in
         await wait_idle(pilot, screen)
     # Used last: spam (a plain-text policy) -> the next start opens on it; a conversation
     # policy used after it does not count.
-    Store(db_path).put({"key": "k-conv", "created_at": "2999-01-01T00:00:00", "text": "x",
-                        "verdict": "violation", "policy_name": "harmful_assistance"})  # fmt: skip
+    Store(db_path).put(
+        {
+            "key": "k-conv",
+            "created_at": "2999-01-01T00:00:00",
+            "text": "x",
+            "verdict": "violation",
+            "policy_name": "harmful_assistance",
+        }
+    )
     again = make_app(final="1", policy=None)
     async with again.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -124,12 +131,22 @@ async def test_plain_text_on_a_conversation_policy_names_the_tuis_fix(make_app) 
 async def test_results_detail_shows_the_conversation_marked(make_app, db_path: Path) -> None:
     from edge_guard.conversation import Conversation
 
-    conv = Conversation([{"role": "user", "content": "[bold]hi[/bold]"},
-                         {"role": "assistant", "content": "hello"}], "assistant")  # fmt: skip
+    conv = Conversation(
+        [{"role": "user", "content": "[bold]hi[/bold]"}, {"role": "assistant", "content": "hello"}],
+        "assistant",
+    )
     store = Store(db_path)
-    store.put({"key": "k0", "created_at": "2025-01-01T00:00:00", "text": "hello",
-               "conversation": conv.canonical(), "verdict": "no_violation",
-               "policy_name": "harmful_assistance", "model_ref": "m"})  # fmt: skip
+    store.put(
+        {
+            "key": "k0",
+            "created_at": "2025-01-01T00:00:00",
+            "text": "hello",
+            "conversation": conv.canonical(),
+            "verdict": "no_violation",
+            "policy_name": "harmful_assistance",
+            "model_ref": "m",
+        }
+    )
     app = make_app(start="results")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()

@@ -183,12 +183,25 @@ def test_pull_converts_toxicchat_csv_to_jsonl(
 ) -> None:
     import huggingface_hub
 
-    src = _write_csv(tmp_path / "annot.csv", [
-        {"conv_id": "c1", "user_input": "hello there", "model_output": "hi", "toxicity": "0",
-         "jailbreaking": "0"},
-        {"conv_id": "c2", "user_input": "you are <b>awful</b>", "model_output": "no",
-         "toxicity": "1", "jailbreaking": "0"},
-    ])  # fmt: skip
+    src = _write_csv(
+        tmp_path / "annot.csv",
+        [
+            {
+                "conv_id": "c1",
+                "user_input": "hello there",
+                "model_output": "hi",
+                "toxicity": "0",
+                "jailbreaking": "0",
+            },
+            {
+                "conv_id": "c2",
+                "user_input": "you are <b>awful</b>",
+                "model_output": "no",
+                "toxicity": "1",
+                "jailbreaking": "0",
+            },
+        ],
+    )
     calls = []
 
     def fake_download(repo_id: str, filename: str, repo_type: str) -> str:
@@ -201,8 +214,12 @@ def test_pull_converts_toxicchat_csv_to_jsonl(
     assert calls == [("lmsys/toxic-chat", "data/0124/toxic-chat_annotation_test.csv", "dataset")]
     assert n == 2 and path == KNOWN["toxic-chat"].local_path("toxicchat0124", "test")
     rows = [json.loads(x) for x in path.read_text().splitlines()]
-    assert rows[1] == {"conv_id": "c2", "user_input": "you are <b>awful</b>",
-                       "model_output": "no", "toxicity": 1}  # fmt: skip
+    assert rows[1] == {
+        "conv_id": "c2",
+        "user_input": "you are <b>awful</b>",
+        "model_output": "no",
+        "toxicity": 1,
+    }
     assert resolve_dataset("toxic-chat") == path
     ds = load_dataset("toxic-chat")
     assert [g.violation for g in map_golds(ds.rows, OutputSpec())[0] if g] == [False, True]

@@ -42,16 +42,20 @@ def engine(tiny_model: Path) -> Iterator[Engine]:
     eng.close()
 
 
-def req(eng: Engine, text: str, policy: str = POLICIES[0], max_tokens: int = 8,
-        **kw: Any) -> GenerationRequest:  # fmt: skip
+def req(
+    eng: Engine, text: str, policy: str = POLICIES[0], max_tokens: int = 8, **kw: Any
+) -> GenerationRequest:
     p = eng.renderer.render(policy, text, PromptConfig(effort="low"))
-    return GenerationRequest(p.token_ids, SamplingConfig(max_tokens=max_tokens),
-                             prefix_len=p.prefix_len, **kw)  # fmt: skip
+    return GenerationRequest(
+        p.token_ids, SamplingConfig(max_tokens=max_tokens), prefix_len=p.prefix_len, **kw
+    )
 
 
 def good_requests(eng: Engine) -> list[GenerationRequest]:
-    return [req(eng, f"good text {i} " + "word " * (i % 5), POLICIES[i % 2], 4 + i % 9)
-            for i in range(N_GOOD)]  # fmt: skip
+    return [
+        req(eng, f"good text {i} " + "word " * (i % 5), POLICIES[i % 2], 4 + i % 9)
+        for i in range(N_GOOD)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +69,15 @@ def baseline(engine: Engine) -> list[list[int]]:
 def scoring(eng: Engine, text: str, **kw: Any) -> GenerationRequest:
     base = req(eng, text)
     header = [eng.vocab.special_id("<|channel|>"), 65, eng.vocab.special_id("<|message|>")]
-    return GenerationRequest([*base.prompt_ids, *header], base.sampling, prefix_len=base.prefix_len,
-                             score_only=True, score_token_ids=[65, 66],
-                             score_sequences=[[65, 66], [67]], **kw)  # fmt: skip
+    return GenerationRequest(
+        [*base.prompt_ids, *header],
+        base.sampling,
+        prefix_len=base.prefix_len,
+        score_only=True,
+        score_token_ids=[65, 66],
+        score_sequences=[[65, 66], [67]],
+        **kw,
+    )
 
 
 class Injected(Exception):
@@ -98,14 +108,16 @@ def admit(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[Gener
 
     mp.setattr(rt, "decode", decode)
     return req(eng, "bad", "Policy admit: a policy only the bad request uses."), (
-        "decoding failed: injected")  # fmt: skip
+        "decoding failed: injected"
+    )
 
 
 def start(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[GenerationRequest, Any]:
     """Its sampler cannot be made (as np.random.default_rng(-1) once did)."""
     r = req(eng, "bad")
-    mp.setattr(loop_module, "Sampler",
-               lambda cfg: injected() if cfg is r.sampling else Sampler(cfg))  # fmt: skip
+    mp.setattr(
+        loop_module, "Sampler", lambda cfg: injected() if cfg is r.sampling else Sampler(cfg)
+    )
     return r, "internal error in the engine: Injected: injected"
 
 
@@ -125,8 +137,11 @@ def decode(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[Gene
 def score(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[GenerationRequest, Any]:
     r = scoring(eng, "bad")
     real = eng.decoder.score_prompt
-    mp.setattr(eng.decoder, "score_prompt",
-               lambda slot, lg: injected() if slot.request is r else real(slot, lg))  # fmt: skip
+    mp.setattr(
+        eng.decoder,
+        "score_prompt",
+        lambda slot, lg: injected() if slot.request is r else real(slot, lg),
+    )
     return r, "internal error in the engine: Injected: injected"
 
 
@@ -146,13 +161,13 @@ def parse(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[Gener
 def finish(eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]) -> tuple[GenerationRequest, Any]:
     r = req(eng, "bad")
     real = eng.decoder.finish
-    mp.setattr(eng.decoder, "finish",
-               lambda slot: injected() if slot.request is r else real(slot))  # fmt: skip
+    mp.setattr(eng.decoder, "finish", lambda slot: injected() if slot.request is r else real(slot))
     return r, "internal error in the engine: Injected: injected"
 
 
-def logits_processor(eng: Engine, mp: pytest.MonkeyPatch,
-                     bad: list[Handle]) -> tuple[GenerationRequest, Any]:  # fmt: skip
+def logits_processor(
+    eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]
+) -> tuple[GenerationRequest, Any]:
     return req(eng, "bad", logits_processor=injected), Injected
 
 
@@ -189,8 +204,9 @@ def delivery(
     return req(eng, "bad"), None
 
 
-def loop_itself(eng: Engine, mp: pytest.MonkeyPatch,
-                bad: list[Handle]) -> tuple[GenerationRequest, Any]:  # fmt: skip
+def loop_itself(
+    eng: Engine, mp: pytest.MonkeyPatch, bad: list[Handle]
+) -> tuple[GenerationRequest, Any]:
     """The loop's own code raises while it completes the bad request: the fault fails the
     request it touched, and the loop restarts with its bookkeeping restored."""
 
@@ -219,10 +235,18 @@ def broken_sink() -> Any:
 
 
 STAGES: dict[str, Stage] = {
-    "admit": admit, "start": start, "decode": decode, "score": score, "parse": parse,
-    "finish": finish, "logits_processor": logits_processor, "on_event": on_event,
-    "escalate": escalate, "delivery": delivery, "loop": loop_itself,
-}  # fmt: skip
+    "admit": admit,
+    "start": start,
+    "decode": decode,
+    "score": score,
+    "parse": parse,
+    "finish": finish,
+    "logits_processor": logits_processor,
+    "on_event": on_event,
+    "escalate": escalate,
+    "delivery": delivery,
+    "loop": loop_itself,
+}
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -236,8 +260,9 @@ def test_a_request_failing_at_any_stage_fails_alone(
     job = Group(engine.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
     with engine.lock:  # the loop waits: every request is queued before any is admitted
-        handles = [engine.loop.submit(r, group=job, index=i, sink=sink)
-                   for i, r in enumerate(good[:16])]  # fmt: skip
+        handles = [
+            engine.loop.submit(r, group=job, index=i, sink=sink) for i, r in enumerate(good[:16])
+        ]
         handles += [engine.submit(r) for r in good[16:24]]
         bad = engine.submit(bad_req)
         hooks.insert(0, bad)
@@ -298,18 +323,22 @@ def test_an_invalid_request_fails_at_submit_and_never_reaches_the_loop(engine: E
     object.__setattr__(forced, "seed", -1)  # what a frozen dataclass cannot stop
     base = req(engine, "x")
     cases = {
-        "seed must be an integer in [0, 2**63-1], got -1": GenerationRequest(base.prompt_ids, forced),
+        "seed must be an integer in [0, 2**63-1], got -1": GenerationRequest(
+            base.prompt_ids, forced
+        ),
         "the prompt holds a token id outside the vocabulary [0, "
         f"{engine.n_vocab})": GenerationRequest([*base.prompt_ids, engine.n_vocab]),
         "the prompt must be a list of integer token ids": GenerationRequest([1.5, 2.0]),  # type: ignore[list-item]
-        "min_tokens must be an integer >= 0, got -1": GenerationRequest(base.prompt_ids, min_tokens=-1),
+        "min_tokens must be an integer >= 0, got -1": GenerationRequest(
+            base.prompt_ids, min_tokens=-1
+        ),
         "score_token_ids holds a token id outside the vocabulary [0, "
         f"{engine.n_vocab})": GenerationRequest(base.prompt_ids, score_token_ids=[-1]),
-        f"score_sequences[0] is longer than a batch ({engine.n_batch + 1} tokens)":
-            GenerationRequest(base.prompt_ids, score_only=True,
-                              score_sequences=[[65] * (engine.n_batch + 2)]),
+        f"score_sequences[0] is longer than a batch ({engine.n_batch + 1} tokens)": GenerationRequest(
+            base.prompt_ids, score_only=True, score_sequences=[[65] * (engine.n_batch + 2)]
+        ),
         "sampling must be a SamplingConfig": GenerationRequest(base.prompt_ids, "greedy"),  # type: ignore[arg-type]
-    }  # fmt: skip
+    }
     with engine.lock:  # nothing is admitted meanwhile: each fails inside submit itself
         handles = {want: engine.submit(r) for want, r in cases.items()}
         assert all(h.done() for h in handles.values())
@@ -353,8 +382,9 @@ def test_a_prefix_that_fails_half_evaluated_is_evaluated_again(
     long_policy = "Policy long: " + " ".join(f"rule {k} says be careful." for k in range(40))
 
     def make() -> Engine:
-        return Engine(tiny_model, n_ctx=4096, n_parallel=4, n_threads=1, n_batch=256,
-                      prefix_snapshots=False)  # fmt: skip
+        return Engine(
+            tiny_model, n_ctx=4096, n_parallel=4, n_threads=1, n_batch=256, prefix_snapshots=False
+        )
 
     with make() as fresh:
         expected = alone(fresh, req(fresh, "bad", long_policy)).output_token_ids

@@ -33,11 +33,13 @@ def engine(tiny_model: Path) -> Iterator[Engine]:
     eng.close()
 
 
-def req(eng: Engine, text: str, policy: str = POLICIES[0], max_tokens: int = 12,
-        **kw: object) -> GenerationRequest:  # fmt: skip
+def req(
+    eng: Engine, text: str, policy: str = POLICIES[0], max_tokens: int = 12, **kw: object
+) -> GenerationRequest:
     p = eng.renderer.render(policy, text, PromptConfig(effort="low"))
-    return GenerationRequest(p.token_ids, SamplingConfig(max_tokens=max_tokens),
-                             prefix_len=p.prefix_len, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return GenerationRequest(
+        p.token_ids, SamplingConfig(max_tokens=max_tokens), prefix_len=p.prefix_len, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_threads_share_one_batch_and_match_one_caller(engine: Engine) -> None:
@@ -66,8 +68,7 @@ def test_threads_share_one_batch_and_match_one_caller(engine: Engine) -> None:
 
 
 def test_each_prefix_is_evaluated_once_across_callers(tiny_model: Path) -> None:
-    with Engine(tiny_model, n_ctx=4096, n_parallel=4, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=4096, n_parallel=4, n_threads=1, prefix_snapshots=False) as eng:
         reqs = [req(eng, t, p) for t in TEXTS for p in POLICIES]
         list(eng.generate_many(reqs, timeout=DEADLINE_S))
         list(eng.generate_many(reqs[:3], timeout=DEADLINE_S))
@@ -83,8 +84,9 @@ def prefix_of(eng: Engine, policy: str) -> list[int]:
 def test_more_policies_than_prefix_sequences_replace_the_least_recently_used(
     tiny_model: Path,
 ) -> None:
-    with Engine(tiny_model, n_ctx=2048, n_parallel=2, n_threads=1, max_prefixes=2,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(
+        tiny_model, n_ctx=2048, n_parallel=2, n_threads=1, max_prefixes=2, prefix_snapshots=False
+    ) as eng:
         out = [eng.generate(req(eng, "t", p, max_tokens=4), timeout=DEADLINE_S) for p in POLICIES]
         assert all(r.error is None for r in out)
         assert eng.stats["prefix_evals"] == 3 and eng.stats["prefix_evictions"] == 1
@@ -94,12 +96,10 @@ def test_more_policies_than_prefix_sequences_replace_the_least_recently_used(
 
 
 def test_short_kv_budget_drops_idle_prefixes(tiny_model: Path) -> None:
-    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1,
-                prefix_snapshots=False) as probe:  # fmt: skip
+    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1, prefix_snapshots=False) as probe:
         plen = len(prefix_of(probe, POLICIES[2]))
     n_ctx = 2 * plen + 40  # two prefixes and one short text fit, three prefixes do not
-    with Engine(tiny_model, n_ctx=n_ctx, n_parallel=2, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=n_ctx, n_parallel=2, n_threads=1, prefix_snapshots=False) as eng:
         out = [eng.generate(req(eng, "t", p, max_tokens=4), timeout=DEADLINE_S) for p in POLICIES]
         assert [r.error for r in out] == [None, None, None]
         assert eng.stats["prefix_evictions"] >= 1
@@ -109,8 +109,9 @@ def test_short_kv_budget_drops_idle_prefixes(tiny_model: Path) -> None:
 
 def test_cancel_a_running_request_leaves_no_stuck_sequence(engine: Engine) -> None:
     started = threading.Event()
-    handle = engine.submit(req(engine, "long", max_tokens=4000,
-                               logits_processor=lambda _o, _l: started.set()))  # fmt: skip
+    handle = engine.submit(
+        req(engine, "long", max_tokens=4000, logits_processor=lambda _o, _l: started.set())
+    )
     assert started.wait(30)
     handle.cancel()
     resp = handle.result(timeout=30)
@@ -164,17 +165,32 @@ def test_score_only_gives_next_token_and_continuation_logprobs(engine: Engine) -
     base = req(engine, "score this")
     prompt = list(base.prompt_ids)
     a, b, c = 65, 66, 67
-    scored = engine.generate(GenerationRequest(prompt, prefix_len=base.prefix_len, score_only=True,
-                                               score_token_ids=[a, b],
-                                               score_sequences=[[a], [a, b], [a, b, c]]), timeout=DEADLINE_S)  # fmt: skip
+    scored = engine.generate(
+        GenerationRequest(
+            prompt,
+            prefix_len=base.prefix_len,
+            score_only=True,
+            score_token_ids=[a, b],
+            score_sequences=[[a], [a, b], [a, b, c]],
+        ),
+        timeout=DEADLINE_S,
+    )
     assert scored.finish_reason == "scored" and scored.output_token_ids == []
     lp = scored.final_token_logprobs
     assert lp is not None and set(lp) == {a, b}
     # the same numbers from single-token score passes over the extended prompts
-    step1 = engine.generate(GenerationRequest([*prompt, a], prefix_len=base.prefix_len,
-                                              score_only=True, score_token_ids=[b]), timeout=DEADLINE_S)  # fmt: skip
-    step2 = engine.generate(GenerationRequest([*prompt, a, b], prefix_len=base.prefix_len,
-                                              score_only=True, score_token_ids=[c]), timeout=DEADLINE_S)  # fmt: skip
+    step1 = engine.generate(
+        GenerationRequest(
+            [*prompt, a], prefix_len=base.prefix_len, score_only=True, score_token_ids=[b]
+        ),
+        timeout=DEADLINE_S,
+    )
+    step2 = engine.generate(
+        GenerationRequest(
+            [*prompt, a, b], prefix_len=base.prefix_len, score_only=True, score_token_ids=[c]
+        ),
+        timeout=DEADLINE_S,
+    )
     assert step1.final_token_logprobs and step2.final_token_logprobs
     seq = scored.sequence_logprobs
     assert seq is not None and len(seq) == 3
@@ -184,9 +200,15 @@ def test_score_only_gives_next_token_and_continuation_logprobs(engine: Engine) -
     assert seq[2] == pytest.approx(want, abs=1e-3)
     # and the next-token log-probs are the ones a generation sees at its first step
     seen: list[np.ndarray] = []
-    engine.generate(GenerationRequest(prompt, SamplingConfig(max_tokens=1),
-                                      prefix_len=base.prefix_len,
-                                      logits_processor=lambda _o, lg: seen.append(lg.copy())), timeout=DEADLINE_S)  # fmt: skip
+    engine.generate(
+        GenerationRequest(
+            prompt,
+            SamplingConfig(max_tokens=1),
+            prefix_len=base.prefix_len,
+            logits_processor=lambda _o, lg: seen.append(lg.copy()),
+        ),
+        timeout=DEADLINE_S,
+    )
     first = log_softmax(seen[0])
     assert lp[a] == pytest.approx(float(first[a]), abs=1e-4)
     wait_idle(engine)
@@ -215,8 +237,7 @@ def test_a_callers_own_exception_reaches_that_caller(engine: Engine) -> None:
 
 
 def test_warm_prefix_makes_the_requests_own_prefix_resident(tiny_model: Path) -> None:
-    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1, prefix_snapshots=False) as eng:
         r = req(eng, "hello there")
         eng.warm_prefix(r)
         assert eng.stats["prefix_evals"] == 1
@@ -228,12 +249,19 @@ def test_warm_prefix_makes_the_requests_own_prefix_resident(tiny_model: Path) ->
         assert eng.stats["prefix_evals"] == 1  # admission found it: not evaluated again
 
 
-def then(eng: Engine, base: GenerationRequest, header: list[int], decide: object,
-         **kw: object) -> GenerationRequest:  # fmt: skip
+def then(
+    eng: Engine, base: GenerationRequest, header: list[int], decide: object, **kw: object
+) -> GenerationRequest:
     """`base` scored after `header`, then (if `decide` says so) generated in place."""
-    return GenerationRequest([*base.prompt_ids, *header], base.sampling, prefix_len=base.prefix_len,
-                             score_only=True, continue_at=len(base.prompt_ids),
-                             escalate=decide, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return GenerationRequest(
+        [*base.prompt_ids, *header],
+        base.sampling,
+        prefix_len=base.prefix_len,
+        score_only=True,
+        continue_at=len(base.prompt_ids),
+        escalate=decide,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_score_then_continue_generates_in_place_as_a_plain_request_would(engine: Engine) -> None:
@@ -242,10 +270,19 @@ def test_score_then_continue_generates_in_place_as_a_plain_request_would(engine:
     texts = ["escalate me", "keep me", "and me too", "not me"]
     bases = [req(engine, t, max_tokens=10) for t in texts]
     plain = [engine.generate(b, timeout=DEADLINE_S) for b in bases]
-    scores = [engine.generate(GenerationRequest([*b.prompt_ids, *header], prefix_len=b.prefix_len,
-                                                score_only=True, score_token_ids=labels,
-                                                score_sequences=[[65, 66], [67]]), timeout=DEADLINE_S)
-              for b in bases]  # fmt: skip
+    scores = [
+        engine.generate(
+            GenerationRequest(
+                [*b.prompt_ids, *header],
+                prefix_len=b.prefix_len,
+                score_only=True,
+                score_token_ids=labels,
+                score_sequences=[[65, 66], [67]],
+            ),
+            timeout=DEADLINE_S,
+        )
+        for b in bases
+    ]
     seen: list[ModelResponse] = []
     up = {tuple(bases[0].prompt_ids), tuple(bases[2].prompt_ids)}
 
@@ -253,8 +290,10 @@ def test_score_then_continue_generates_in_place_as_a_plain_request_would(engine:
         seen.append(score)
         return tuple(score.prompt_token_ids[: -len(header)]) in up
 
-    reqs = [then(engine, b, header, decide, score_token_ids=labels,
-                 score_sequences=[[65, 66], [67]]) for b in bases]  # fmt: skip
+    reqs = [
+        then(engine, b, header, decide, score_token_ids=labels, score_sequences=[[65, 66], [67]])
+        for b in bases
+    ]
     got = dict(engine.generate_many(reqs, timeout=DEADLINE_S))
     assert len(seen) == 4
     for i in (0, 2):  # escalated: the plain generation, with the score attached
@@ -279,10 +318,11 @@ def test_score_then_continue_needs_both_fields_and_a_header(engine: Engine) -> N
     cases = [
         GenerationRequest([*base.prompt_ids, 65], score_only=True, continue_at=n),
         GenerationRequest([*base.prompt_ids, 65], score_only=True, escalate=lambda _r: True),
-        GenerationRequest(list(base.prompt_ids), score_only=True, continue_at=n,
-                          escalate=lambda _r: True),
+        GenerationRequest(
+            list(base.prompt_ids), score_only=True, continue_at=n, escalate=lambda _r: True
+        ),
         GenerationRequest([*base.prompt_ids, 65], continue_at=n, escalate=lambda _r: True),
-    ]  # fmt: skip
+    ]
     errors = [engine.submit(c).result(5).error for c in cases]
     assert (
         errors
@@ -303,8 +343,15 @@ def paused_big_job(eng: Engine, n: int) -> tuple[list[Handle], threading.Event]:
 
     job = Group(eng.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
-    handles = [eng.loop.submit(req(eng, f"big {i}", min_tokens=12, logits_processor=hold),
-                               group=job, index=i, sink=sink) for i in range(n)]  # fmt: skip
+    handles = [
+        eng.loop.submit(
+            req(eng, f"big {i}", min_tokens=12, logits_processor=hold),
+            group=job,
+            index=i,
+            sink=sink,
+        )
+        for i in range(n)
+    ]
     try:
         assert paused.wait(DEADLINE_S)
         assert sum(h.admitted is not None for h in handles) >= eng.n_parallel
@@ -331,8 +378,9 @@ def test_interactive_jobs_go_first_and_jobs_take_turns(engine: Engine) -> None:
     backlog = [h for h in handles if h.admitted is None]
     small = Group(engine.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
-    a = [engine.loop.submit(req(engine, f"a {i}"), group=small, index=i, sink=sink)
-         for i in range(4)]  # fmt: skip
+    a = [
+        engine.loop.submit(req(engine, f"a {i}"), group=small, index=i, sink=sink) for i in range(4)
+    ]
     b = engine.submit(req(engine, "b"))
     person = engine.submit(req(engine, "typed by a person"), priority=INTERACTIVE)
     gate.set()
@@ -358,8 +406,9 @@ def test_a_big_job_leaves_a_slot_for_each_other_job(engine: Engine) -> None:
     def count(_out: object, _logits: object) -> None:  # each step of the one-text request
         held.append(sum(1 for s in engine.loop.slots.values() if s.handle.group is big))
 
-    one = engine.submit(req(engine, "one text", max_tokens=60, min_tokens=60,
-                            logits_processor=count))  # fmt: skip
+    one = engine.submit(
+        req(engine, "one text", max_tokens=60, min_tokens=60, logits_processor=count)
+    )
     gate.set()
     assert wait(one).error is None and len(held) == 60
     assert held[-1] == engine.n_parallel - 2  # one slot for the one-text job, one kept free

@@ -23,10 +23,18 @@ from edge_guard.store import Store
 TEXT = "is this toxic?"
 
 
-def _key(model: Path, store: Store, *, policy: Any = "toxic_simple", parallel: int | None = None,
-         processor: Any = None, **settings: Any) -> str:  # fmt: skip
-    clf = Classifier(policy, model, store=store, parallel=parallel,
-                     engine_settings=EngineSettings(**settings))  # fmt: skip
+def _key(
+    model: Path,
+    store: Store,
+    *,
+    policy: Any = "toxic_simple",
+    parallel: int | None = None,
+    processor: Any = None,
+    **settings: Any,
+) -> str:
+    clf = Classifier(
+        policy, model, store=store, parallel=parallel, engine_settings=EngineSettings(**settings)
+    )
     return clf.key(TEXT, processor=processor)
 
 
@@ -107,8 +115,16 @@ def test_model_engine_identity_labels_and_steering_change_the_key(
     vocab = Vocab.from_gguf(tiny_model)
     steer1 = ForcedTokens(harmony_script(vocab, "1", "x"))
     steer0 = ForcedTokens(harmony_script(vocab, "0", "x"))
-    assert len({base, _key(tiny_model, store, processor=steer1),
-                _key(tiny_model, store, processor=steer0)}) == 3  # fmt: skip
+    assert (
+        len(
+            {
+                base,
+                _key(tiny_model, store, processor=steer1),
+                _key(tiny_model, store, processor=steer0),
+            }
+        )
+        == 3
+    )
     assert _key(tiny_model, store, processor=steer1) == _key(
         tiny_model, store, processor=ForcedTokens(harmony_script(vocab, "1", "x"))
     )
@@ -120,8 +136,12 @@ def test_numerics_of_the_local_backend(tiny_model: Path) -> None:
     s = LocalBackend(tiny_model, settings=EngineSettings()).numerics()
     assert s == {"decode": "par", "flash_attn": "off", "n_batch": 512, "gpu_layers": "none"}
     one = LocalBackend(tiny_model, settings=EngineSettings(n_parallel=1, n_threads=3, n_ctx=2048))
-    assert one.numerics() == {"decode": "seq", "flash_attn": "off", "n_batch": 512,
-                               "gpu_layers": "none"}  # fmt: skip
+    assert one.numerics() == {
+        "decode": "seq",
+        "flash_attn": "off",
+        "n_batch": 512,
+        "gpu_layers": "none",
+    }
 
 
 def test_server_batching_changes_the_key(tiny_model: Path, store: Store) -> None:
@@ -144,7 +164,9 @@ def test_server_batching_changes_the_key(tiny_model: Path, store: Store) -> None
     assert key(backend(4), 1) == key(backend(1), None)
 
 
-def test_a_replaced_gguf_is_never_served_the_old_files_rows(tmp_path: Path, synth_model: Any) -> None:
+def test_a_replaced_gguf_is_never_served_the_old_files_rows(
+    tmp_path: Path, synth_model: Any
+) -> None:
     """A GGUF replaced at the same path (same size and mtime: `cp -p`) gets its own keys:
     a long-lived classifier, a new one and the Python API all recompute with the new
     weights, and the old file's row stays the old file's."""

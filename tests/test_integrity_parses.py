@@ -43,8 +43,10 @@ def _policies(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _seen(store: Store, run: str) -> list[tuple[str, str, str | None, str]]:
-    return [(r["verdict"], r["policy_name"], r["fine_grain_label"], r["policy_hash"])
-            for r in store.run_results(run)]  # fmt: skip
+    return [
+        (r["verdict"], r["policy_name"], r["fine_grain_label"], r["policy_hash"])
+        for r in store.run_results(run)
+    ]
 
 
 def test_a_second_parser_never_rewrites_the_first_runs_results(
@@ -77,12 +79,16 @@ def test_a_second_parser_never_rewrites_the_first_runs_results(
     from edge_guard.report import build_report
 
     c = load_comparison(store, ["A", "B"], n_resamples=0)
-    assert c["items"]["verdicts"] == [[A_VERDICT[r["want"]] for r in rows],
-                                      [B_VERDICT[r["want"]] for r in rows]]  # fmt: skip
+    assert c["items"]["verdicts"] == [
+        [A_VERDICT[r["want"]] for r in rows],
+        [B_VERDICT[r["want"]] for r in rows],
+    ]
     assert c["configs"][1]["vs_reference"]["n_flips"] == sum(r["want"] != "?" for r in rows)
     rep = build_report(["A", "B"], store, n_resamples=50, benchmark=None, plots=False)
     assert [r.eval["verdicts"] for r in rep.runs] == [
-        eval_a["verdicts"], evaluate_run(store, "B", n_resamples=50)["verdicts"]]  # fmt: skip
+        eval_a["verdicts"],
+        evaluate_run(store, "B", n_resamples=50)["verdicts"],
+    ]
     # The shared result rows keep the parse (and name) of the run that produced them.
     assert {r["policy_name"] for r in store.query("SELECT policy_name FROM results")} == {"pol_a"}
     # Each policy's cache hits come back with its own parse.
@@ -98,15 +104,21 @@ def test_a_second_parser_never_rewrites_the_first_runs_results(
     ]
 
 
-def _put(store: Store, key: str, policy: str, verdict: str, error: str | None,
-         run: str) -> None:  # fmt: skip
+def _put(store: Store, key: str, policy: str, verdict: str, error: str | None, run: str) -> None:
     store.ensure_run(run, kind="run", config={"policy_hash": f"h-{policy}"}, n_items=1)
     store.put(
-        {"key": key, "text": "t", "policy_name": policy, "policy_hash": f"h-{policy}",
-         "verdict": verdict, "parsed": int(verdict != "undetermined"), "error": error,
-         "metadata": {"by": policy}},
+        {
+            "key": key,
+            "text": "t",
+            "policy_name": policy,
+            "policy_hash": f"h-{policy}",
+            "verdict": verdict,
+            "parsed": int(verdict != "undetermined"),
+            "error": error,
+            "metadata": {"by": policy},
+        },
         {"run": run, "idx": 0, "item_id": "i0", "key": key, "gold": "1", "extra": {}},
-    )  # fmt: skip
+    )
 
 
 def test_a_retry_by_another_policy_leaves_the_first_runs_error_and_resume_redoes_it(
@@ -117,7 +129,11 @@ def test_a_retry_by_another_policy_leaves_the_first_runs_error_and_resume_redoes
     _put(store, "k", "b", "violation", None, "B")  # B retried the error row and got an answer
     [a] = store.run_results("A")
     assert (a["verdict"], a["error"], a["policy_name"], json.loads(a["metadata"])) == (
-        "undetermined", "server said 500", "a", {"by": "a"})  # fmt: skip
+        "undetermined",
+        "server said 500",
+        "a",
+        {"by": "a"},
+    )
     [b] = store.run_results("B")
     assert (b["verdict"], b["error"], b["policy_name"]) == ("violation", None, "b")
     assert store.get("k")["verdict"] == "violation"  # the newest answer, as B parsed it
@@ -133,15 +149,24 @@ def test_migration_moves_existing_parses_and_run_items_to_their_policy(tmp_path:
 
     db = Database(conn)
     migrations.apply(db, stop_before="m004_parses")
-    db["results"].insert({"key": "k", "policy_name": "a", "policy_hash": "h-a",
-                          "verdict": "violation", "parsed": 1, "metadata": "{}"})  # fmt: skip
+    db["results"].insert(
+        {
+            "key": "k",
+            "policy_name": "a",
+            "policy_hash": "h-a",
+            "verdict": "violation",
+            "parsed": 1,
+            "metadata": "{}",
+        }
+    )
     db["runs"].insert({"name": "A", "kind": "run"})
     db["run_items"].insert({"run": "A", "idx": 0, "key": "k", "gold": "1", "extra": "{}"})
     conn.close()
     store = Store(path)
     parses = store.query("SELECT key, policy_hash, policy_name, verdict, parsed FROM parses")
-    assert parses == [{"key": "k", "policy_hash": "h-a", "policy_name": "a",
-                       "verdict": "violation", "parsed": 1}]  # fmt: skip
+    assert parses == [
+        {"key": "k", "policy_hash": "h-a", "policy_name": "a", "verdict": "violation", "parsed": 1}
+    ]
     assert store.query("SELECT policy_hash FROM run_items") == [{"policy_hash": "h-a"}]
     # Deleting a result deletes its parses (`cache clear` deletes results rows).
     with store.transaction() as tx:

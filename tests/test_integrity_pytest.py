@@ -48,8 +48,12 @@ def test_plain_pytest_collects_modules_that_import_tests_helpers() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
         [str(script), "--collect-only", "-q", "-p", "no:cacheprovider", *modules],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]  # before: 9 import errors
     collected = {line.split("::")[0] for line in proc.stdout.splitlines() if "::" in line}
     assert collected == set(modules)

@@ -23,18 +23,44 @@ def _row(
     idx: int, verdict: str, p: float | None, float_label: float | None = None
 ) -> dict[str, Any]:
     meta = {} if p is None else {"p_violation": p}
-    return {"idx": idx, "item_id": f"i{idx}", "verdict": verdict, "metadata": json.dumps(meta),
-            "float_label": float_label, "text": f"text {idx}", "final": None, "reasoning": "",
-            "finish_reason": "length" if verdict == U else "eos", "error": None,
-            "parsed": int(verdict != U), "prompt_ms": 0.0, "output_ms": 0.0, "prompt_tokens": 0,
-            "cached_tokens": 0, "output_tokens": 0}  # fmt: skip
+    return {
+        "idx": idx,
+        "item_id": f"i{idx}",
+        "verdict": verdict,
+        "metadata": json.dumps(meta),
+        "float_label": float_label,
+        "text": f"text {idx}",
+        "final": None,
+        "reasoning": "",
+        "finish_reason": "length" if verdict == U else "eos",
+        "error": None,
+        "parsed": int(verdict != U),
+        "prompt_ms": 0.0,
+        "output_ms": 0.0,
+        "prompt_tokens": 0,
+        "cached_tokens": 0,
+        "output_tokens": 0,
+    }
 
 
 def _outcomes(name: str, rows: list[dict[str, Any]], gold: list[bool | None]) -> Outcomes:
-    run = {"name": name, "status": "done", "policy": "p", "model": "m", "n_items": len(rows),
-           "config": json.dumps({"compare": {"label": name}}), "notes": "{}"}  # fmt: skip
-    return Outcomes(run, rows, [r["verdict"] for r in rows], gold,
-                    [item_score(r) for r in rows], [bool(r["parsed"]) for r in rows])  # fmt: skip
+    run = {
+        "name": name,
+        "status": "done",
+        "policy": "p",
+        "model": "m",
+        "n_items": len(rows),
+        "config": json.dumps({"compare": {"label": name}}),
+        "notes": "{}",
+    }
+    return Outcomes(
+        run,
+        rows,
+        [r["verdict"] for r in rows],
+        gold,
+        [item_score(r) for r in rows],
+        [bool(r["parsed"]) for r in rows],
+    )
 
 
 def test_item_score_of_an_undetermined_answer_is_none_not_its_float_label() -> None:
@@ -49,8 +75,14 @@ def test_item_score_of_an_undetermined_answer_is_none_not_its_float_label() -> N
 
 
 def test_roc_auc_and_auprc_leave_undetermined_items_out_and_count_them() -> None:
-    rows = [_row(0, V, 0.9), _row(1, N, 0.2), _row(2, U, None, 0.0), _row(3, N, 0.6),
-            _row(4, V, 0.55), _row(5, N, None, None)]  # fmt: skip
+    rows = [
+        _row(0, V, 0.9),
+        _row(1, N, 0.2),
+        _row(2, U, None, 0.0),
+        _row(3, N, 0.6),
+        _row(4, V, 0.55),
+        _row(5, N, None, None),
+    ]
     gold = [True, False, True, False, True, False]
     scores = [item_score(r) for r in rows]
     assert scores == [0.9, 0.2, None, 0.6, 0.55, None]
@@ -76,8 +108,13 @@ def test_score_metrics_drops_undetermined_items_even_when_given_a_score() -> Non
 def test_eval_text_says_how_many_undetermined_items_have_no_score() -> None:
     from edge_guard.cli.run_cmd import format_eval
 
-    rows = [_row(0, V, 0.9), _row(1, N, 0.2), _row(2, U, None, 0.0), _row(3, N, 0.6),
-            _row(4, V, 0.55)]  # fmt: skip
+    rows = [
+        _row(0, V, 0.9),
+        _row(1, N, 0.2),
+        _row(2, U, None, 0.0),
+        _row(3, N, 0.6),
+        _row(4, V, 0.55),
+    ]
     out = _outcomes("a", rows, [True, False, True, False, True])
     from edge_guard.runs.batch import evaluate_outcomes
 
@@ -90,10 +127,16 @@ def test_eval_text_says_how_many_undetermined_items_have_no_score() -> None:
 
 
 def test_mean_abs_delta_p_leaves_undetermined_items_out_and_counts_them() -> None:
-    ref = _outcomes("ref", [_row(0, V, 0.9), _row(1, N, 0.2), _row(2, U, None, 0.0),
-                            _row(3, N, 0.1)], [True, False, True, False])  # fmt: skip
-    cand = _outcomes("cand", [_row(0, V, 0.8), _row(1, N, 0.4), _row(2, N, 0.3),
-                              _row(3, U, None, 0.0)], [True, False, True, False])  # fmt: skip
+    ref = _outcomes(
+        "ref",
+        [_row(0, V, 0.9), _row(1, N, 0.2), _row(2, U, None, 0.0), _row(3, N, 0.1)],
+        [True, False, True, False],
+    )
+    cand = _outcomes(
+        "cand",
+        [_row(0, V, 0.8), _row(1, N, 0.4), _row(2, N, 0.3), _row(3, U, None, 0.0)],
+        [True, False, True, False],
+    )
     dp = pair_stats(ref, cand, n_resamples=0)["delta_p"]
     # before: |0.3 - 0.0| and |0.0 - 0.1| entered as if 0.0 were a score (n 4, mean 0.175)
     assert dp["n"] == 2

@@ -28,8 +28,13 @@ def test_a_text_too_long_for_the_context_stores_a_small_error_row(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     store = Store(tmp_path / "db.sqlite")
-    clf = Classifier("toxic_simple", tiny_model, sampling=SHORT, store=store,
-                     engine_settings=EngineSettings(n_ctx=512, n_threads=1))  # fmt: skip
+    clf = Classifier(
+        "toxic_simple",
+        tiny_model,
+        sampling=SHORT,
+        store=store,
+        engine_settings=EngineSettings(n_ctx=512, n_threads=1),
+    )
     [result] = clf.classify([BIG])
     assert result.error is not None and str(result.verdict) == "undetermined"
     row = store.get(result.key)
@@ -50,8 +55,9 @@ def test_rows_of_responses_that_ran_keep_their_prompt_ids() -> None:
     failed = ModelResponse.failed("prompt of 800012 tokens does not fit", list(range(10)))
     assert response_fields(failed)["prompt_token_ids"] == []
     # A failure after some output (the model ran) keeps them.
-    partial = ModelResponse(None, "half", "error", prompt_token_ids=[1, 2], output_token_ids=[7],
-                            error="decode failed")  # fmt: skip
+    partial = ModelResponse(
+        None, "half", "error", prompt_token_ids=[1, 2], output_token_ids=[7], error="decode failed"
+    )
     assert response_fields(partial)["prompt_token_ids"] == [1, 2]
     assert storable_text("short", failed) == "short"
     assert storable_text(BIG, ran) == BIG

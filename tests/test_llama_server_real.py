@@ -64,7 +64,9 @@ def model(synth_model: Any, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(llama_bin: str, model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:  # fmt: skip
+def server(
+    llama_bin: str, model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     log_dir = tmp_path_factory.mktemp("llama-server-logs")
     srv = ServerProcess.llama_server(llama_bin, model, log_dir, n_ctx=N_CTX, parallel=1, threads=1)
     try:
@@ -92,9 +94,12 @@ def local(model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
 
 
 @pytest.fixture(scope="module")
-def served(server: ServerProcess, model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # fmt: skip
-    backend = ServerBackend(server.url, model, vocab_ref="synth:tiny", concurrency=1,
-                            score_top_k=280)  # fmt: skip
+def served(
+    server: ServerProcess, model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    backend = ServerBackend(
+        server.url, model, vocab_ref="synth:tiny", concurrency=1, score_top_k=280
+    )
     out = _run(backend, Store(tmp_path_factory.mktemp("served") / "served.db"))
     out["info"] = backend.info()
     backend.close()
@@ -107,7 +112,9 @@ def test_real_llama_server_is_discovered(served: dict[str, Any]) -> None:
     assert info.version.startswith("b") and info.model.endswith(".gguf")
 
 
-def test_free_generations_equal_local_ones(seed: int, local: dict[str, Any], served: dict[str, Any]) -> None:  # fmt: skip
+def test_free_generations_equal_local_ones(
+    seed: int, local: dict[str, Any], served: dict[str, Any]
+) -> None:
     for loc, srv in zip(local["free"], served["free"], strict=True):
         assert srv.error is None
         assert srv.model_response.prompt_token_ids == loc.model_response.prompt_token_ids
@@ -117,7 +124,9 @@ def test_free_generations_equal_local_ones(seed: int, local: dict[str, Any], ser
         assert srv.verdict == loc.verdict
     assert [r.model_response.finish_reason for r in local["free"]] == FINISH[seed]
     ended = [r for r in served["free"] if r.model_response.finish_reason != "length"]
-    assert [len(r.model_response.output_token_ids) < FREE.max_tokens for r in ended] == [True] * len(ended)  # fmt: skip
+    assert [len(r.model_response.output_token_ids) < FREE.max_tokens for r in ended] == [
+        True
+    ] * len(ended)
 
 
 def test_label_scores_equal_local_ones(local: dict[str, Any], served: dict[str, Any]) -> None:

@@ -38,8 +38,10 @@ def policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def rows() -> list[dict[str, object]]:
     """30 texts; gold: alpha = odd texts, beta = multiples of 3, gamma unlabelled."""
-    return [{"id": f"t{i}", "text": f"message {i}", "a": i % 2, "b": int(i % 3 == 0)}
-            for i in range(N_TEXTS)]  # fmt: skip
+    return [
+        {"id": f"t{i}", "text": f"message {i}", "a": i % 2, "b": int(i % 3 == 0)}
+        for i in range(N_TEXTS)
+    ]
 
 
 def answer(t: int) -> str:
@@ -54,8 +56,9 @@ def steer_separate(vocab: Vocab):  # type: ignore[no-untyped-def]
     return steer
 
 
-def test_every_pair_stored_once_and_rerun_is_cached(policies: Path, tmp_path: Path,
-                                                    tiny_model: Path) -> None:  # fmt: skip
+def test_every_pair_stored_once_and_rerun_is_cached(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", rows())
     clf = make_classifier(tiny_model, tmp_path / "s.db")
     pset = load_set("abc")
@@ -75,8 +78,9 @@ def test_every_pair_stored_once_and_rerun_is_cached(policies: Path, tmp_path: Pa
         assert r["verdict"] == ("violation" if t % 2 else "no_violation")
     gold = {(json.loads(r["extra"])["policy"], r["idx"] // 3): r["gold"] for r in res}
     assert gold[("alpha", 3)] == "1" and gold[("beta", 3)] == "1" and gold[("gamma", 3)] is None
-    again = plan_multi_run(data, make_classifier(tiny_model, tmp_path / "s.db"), pset,
-                           label_fields=fields, name="m")  # fmt: skip
+    again = plan_multi_run(
+        data, make_classifier(tiny_model, tmp_path / "s.db"), pset, label_fields=fields, name="m"
+    )
     assert again.resumed and again.todo == []
     ev = evaluate_multi_run(clf.store, "m", n_resamples=50)
     alpha, beta = ev["per_policy"]["alpha"], ev["per_policy"]["beta"]
@@ -92,12 +96,14 @@ def test_every_pair_stored_once_and_rerun_is_cached(policies: Path, tmp_path: Pa
     assert anyv["recall"]["value"] == 15 / 20 and anyv["precision"]["value"] == 1.0
 
 
-def test_killed_multi_run_resumes_exactly_the_missing_pairs(policies: Path, tmp_path: Path,
-                                                            tiny_model: Path) -> None:  # fmt: skip
+def test_killed_multi_run_resumes_exactly_the_missing_pairs(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", rows())
     db = tmp_path / "store.db"
     script = tmp_path / "held_multi.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from edge_guard.harmony.vocab import Vocab
@@ -110,7 +116,8 @@ def test_killed_multi_run_resumes_exactly_the_missing_pairs(policies: Path, tmp_
         plan = plan_multi_run({str(data)!r}, clf, load_set("abc"), name="killme")
         execute_multi_run(plan, clf, steer=steer_separate(Vocab.from_gguf(model)),
                           on_result=hold_after(5))
-    """))  # fmt: skip
+    """)
+    )
     run = HeldRun([sys.executable, str(script)], tmp_path / "run.log")
     run.wait_held()  # 5 pairs stored, the 6th not yet: kill it there
     run.proc.send_signal(signal.SIGKILL)
@@ -136,12 +143,14 @@ def combined_answer(t: int) -> str:
     """Text t's combined answer: t % 5 == 4 is bad JSON (all undetermined)."""
     if t % 5 == 4:
         return '{"violations": ["alpha"'
-    return json.dumps({"violations": [n for n, hit in zip(NAMES, (t % 2, t % 3 == 0, 0),
-                                                          strict=True) if hit]})  # fmt: skip
+    return json.dumps(
+        {"violations": [n for n, hit in zip(NAMES, (t % 2, t % 3 == 0, 0), strict=True) if hit]}
+    )
 
 
-def test_combined_mode_splits_one_answer_per_text(policies: Path, tmp_path: Path,
-                                                  tiny_model: Path) -> None:  # fmt: skip
+def test_combined_mode_splits_one_answer_per_text(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", rows()[:10])
     clf = make_classifier(tiny_model, tmp_path / "s.db")
     vocab = Vocab.from_gguf(tiny_model)
@@ -160,27 +169,53 @@ def test_combined_mode_splits_one_answer_per_text(policies: Path, tmp_path: Path
             else:
                 hit = n in json.loads(want)["violations"]
                 assert got[(t, n)] == ("violation" if hit else "no_violation"), (t, n, p)
-    combined_rows = clf.store.query("SELECT count(*) AS n FROM results WHERE policy_name = ?",
-                                    ["combined:abc"])  # fmt: skip
+    combined_rows = clf.store.query(
+        "SELECT count(*) AS n FROM results WHERE policy_name = ?", ["combined:abc"]
+    )
     assert combined_rows[0]["n"] == 10  # one prompt (and one stored answer) per text
-    again = plan_multi_run(data, make_classifier(tiny_model, tmp_path / "s.db"), load_set("abc"),
-                           mode="combined", name="c")  # fmt: skip
+    again = plan_multi_run(
+        data,
+        make_classifier(tiny_model, tmp_path / "s.db"),
+        load_set("abc"),
+        mode="combined",
+        name="c",
+    )
     assert again.todo == []
 
 
-def test_classify_json_is_one_object_with_a_result_per_policy(policies: Path, tmp_path: Path,
-                                                              tiny_model: Path) -> None:  # fmt: skip
+def test_classify_json_is_one_object_with_a_result_per_policy(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     from click.testing import CliRunner
 
     from edge_guard.cli import main
 
-    args = ["classify", "-m", str(tiny_model), "--max-tokens", "4", "--db", str(tmp_path / "s.db"),
-            "--json"]  # fmt: skip
+    args = [
+        "classify",
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "4",
+        "--db",
+        str(tmp_path / "s.db"),
+        "--json",
+    ]
     res = CliRunner().invoke(main, [*args, "-p", "gamma", "-p", "alpha", "hello"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    assert sorted(out) == ["effort", "flagged", "mode", "model", "policies", "policy_set",
-                           "results", "style", "text", "undetermined", "violations"]  # fmt: skip
+    assert sorted(out) == [
+        "effort",
+        "flagged",
+        "mode",
+        "model",
+        "policies",
+        "policy_set",
+        "results",
+        "style",
+        "text",
+        "undetermined",
+        "violations",
+    ]
     assert (out["text"], out["policies"], out["mode"]) == ("hello", ["gamma", "alpha"], "separate")
     assert out["policy_set"] == "gamma+alpha" and list(out["results"]) == ["gamma", "alpha"]
     for name, r in out["results"].items():
@@ -199,16 +234,30 @@ def test_classify_json_is_one_object_with_a_result_per_policy(policies: Path, tm
     )
 
 
-def test_cli_run_maps_gold_columns_to_policies(policies: Path, tmp_path: Path,
-                                               tiny_model: Path) -> None:  # fmt: skip
+def test_cli_run_maps_gold_columns_to_policies(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     from click.testing import CliRunner
 
     from edge_guard.cli import main
 
     data = write_jsonl(tmp_path / "d.jsonl", rows()[:3])
     db = str(tmp_path / "s.db")
-    base = ["run", str(data), "-m", str(tiny_model), "--max-tokens", "4", "--db", db,
-            "--set", "abc", "--name", "r", "--json"]  # fmt: skip
+    base = [
+        "run",
+        str(data),
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "4",
+        "--db",
+        db,
+        "--set",
+        "abc",
+        "--name",
+        "r",
+        "--json",
+    ]
     res = CliRunner().invoke(main, [*base, "--label-field", "alpha=a", "--label-field", "gamma=b"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.splitlines()[-1])
@@ -220,12 +269,15 @@ def test_cli_run_maps_gold_columns_to_policies(policies: Path, tmp_path: Path,
     assert [golds[i] for i in range(9)] == ["0", None, "1", "1", None, "0", "0", None, "0"]
     bad = CliRunner().invoke(main, [*base[:-3], "--name", "r2", "--label-field", "delta=a"])
     assert bad.exit_code == 1
-    assert bad.output.endswith("error: --label-field 'delta=a': no policy 'delta' in the set "
-                               "(policies: alpha, beta, gamma)\n")  # fmt: skip
+    assert bad.output.endswith(
+        "error: --label-field 'delta=a': no policy 'delta' in the set "
+        "(policies: alpha, beta, gamma)\n"
+    )
 
 
-def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tmp_path: Path,
-                                                              tiny_model: Path) -> None:  # fmt: skip
+def test_compare_separate_vs_combined_counts_flips_per_policy(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     from edge_guard.compare.config import build_configs
     from edge_guard.compare.multi import multi_summary, run_multi_compare
 
@@ -239,23 +291,33 @@ def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tm
 
     configs = build_configs(["mode=separate;mode=combined"])
     store, runs, labels = run_multi_compare(
-        data, load_set("abc"), configs, base_opts={"model": str(tiny_model), "max_tokens": 64,
-        "db": str(tmp_path / "s.db")}, steer=steer)  # fmt: skip
+        data,
+        load_set("abc"),
+        configs,
+        base_opts={"model": str(tiny_model), "max_tokens": 64, "db": str(tmp_path / "s.db")},
+        steer=steer,
+    )
     c = multi_summary(store, runs, labels, n_resamples=20)
     assert c["modes"] == ["separate", "combined"]
     per = c["vs_reference"][0]["policies"]
     # texts 0-5. separate: 1 on odd texts for every policy. combined: alpha on odd texts,
     # beta on multiples of 3, gamma never; text 4's answer is bad JSON (all undetermined).
     assert per["alpha"]["transitions"] == {"no_violation→undetermined": 1}
-    assert per["beta"]["transitions"] == {"no_violation→undetermined": 1,
-                                          "no_violation→violation": 1,
-                                          "violation→no_violation": 2}  # fmt: skip
-    assert per["gamma"]["transitions"] == {"no_violation→undetermined": 1,
-                                           "violation→no_violation": 3}  # fmt: skip
+    assert per["beta"]["transitions"] == {
+        "no_violation→undetermined": 1,
+        "no_violation→violation": 1,
+        "violation→no_violation": 2,
+    }
+    assert per["gamma"]["transitions"] == {
+        "no_violation→undetermined": 1,
+        "violation→no_violation": 3,
+    }
     assert [per[n]["flips"] for n in NAMES] == [1, 4, 4]
     assert per["alpha"]["agreement"] == 5 / 6
-    assert per["any_violation"]["transitions"] == {"no_violation→undetermined": 1,
-                                                   "no_violation→violation": 1}  # fmt: skip
+    assert per["any_violation"]["transitions"] == {
+        "no_violation→undetermined": 1,
+        "no_violation→violation": 1,
+    }
     from edge_guard.compare.multi import write_multi_compare
 
     md = write_multi_compare(c, tmp_path / "c.md").read_text()
@@ -268,19 +330,29 @@ def test_compare_separate_vs_combined_counts_flips_per_policy(policies: Path, tm
 def test_multi_bench_reports_pairs_and_prefix_evaluations(tiny_model: Path) -> None:
     from edge_guard.bench.multi import MultiBenchConfig, format_multi_table, run_multi_bench
 
-    cfg = MultiBenchConfig(n_policies=3, n=4, policy_tokens=120, text_tokens=16, output_tokens=4,
-                           parallel=4, threads=1, roofline_repeats=1)  # fmt: skip
+    cfg = MultiBenchConfig(
+        n_policies=3,
+        n=4,
+        policy_tokens=120,
+        text_tokens=16,
+        output_tokens=4,
+        parallel=4,
+        threads=1,
+        roofline_repeats=1,
+    )
     report = run_multi_bench(cfg, str(tiny_model))
     assert report["workload"]["pairs"] == 12 and len(report["workload"]["prefix_tokens"]) == 3
-    assert [report["results"][k]["n"] for k in ("single", "multi", "roofline_single",
-                                                "roofline_multi")] == [4, 12, 4, 12]  # fmt: skip
+    assert [
+        report["results"][k]["n"] for k in ("single", "multi", "roofline_single", "roofline_multi")
+    ] == [4, 12, 4, 12]
     assert report["results"]["multi"]["output_tokens"] == 12 * 4  # min_tokens: exactly 4 each
     # each policy's prefix evaluated exactly once
     assert report["prefix_evals"] == {"single": 1, "multi": 3}
     assert report["prefix_evaluated_twice"] is False
     assert report["goal"] == 0.8 and isinstance(report["meets_goal"], bool)
     assert "prefix evaluated twice: no (prefix_evals: single 1, multi 3 for 3 policies)" in (
-        format_multi_table(report))  # fmt: skip
+        format_multi_table(report)
+    )
 
 
 def test_python_classify_takes_a_policy_set(
@@ -291,29 +363,55 @@ def test_python_classify_takes_a_policy_set(
 
     vocab = Vocab.from_gguf(tiny_model)
     procs = [ForcedTokens(harmony_script(vocab, a, "r")) for a in ("1", "0", "nope")]
-    out = classify(["x", "y", "z"], load_set("abc"), str(tiny_model), max_tokens=64,
-                   db=str(tmp_path / "s.db"), logits_processors=procs)  # fmt: skip
+    out = classify(
+        ["x", "y", "z"],
+        load_set("abc"),
+        str(tiny_model),
+        max_tokens=64,
+        db=str(tmp_path / "s.db"),
+        logits_processors=procs,
+    )
     assert [type(m) for m in out] == [MultiResult] * 3
     assert [list(m.results) for m in out] == [NAMES] * 3
     assert [m.flagged for m in out] == [True, False, None]  # "nope" is undetermined, not safe
     assert [m.text for m in out] == ["x", "y", "z"]
-    one = classify("x", "abc", str(tiny_model), max_tokens=64, db=str(tmp_path / "s.db"),
-                   logits_processors=procs[:1])  # a set's name works too  # fmt: skip
+    one = classify(
+        "x",
+        "abc",
+        str(tiny_model),
+        max_tokens=64,
+        db=str(tmp_path / "s.db"),
+        logits_processors=procs[:1],
+    )  # a set's name works too
     assert isinstance(one, MultiResult) and one.violations == NAMES and one.results["alpha"].cached
 
 
-def test_policies_test_runs_every_members_cases(policies: Path, tmp_path: Path,
-                                                tiny_model: Path) -> None:  # fmt: skip
+def test_policies_test_runs_every_members_cases(
+    policies: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     from click.testing import CliRunner
 
     from edge_guard.cli import main
 
     for name in ("alpha", "beta"):
         (policies / name / "cases.jsonl").write_text(
-            json.dumps({"id": f"{name}-1", "text": f"about {name}", "expected": "1"}) + "\n"
-            + json.dumps({"id": f"{name}-2", "text": "about nothing", "expected": "0"}) + "\n")  # fmt: skip
-    args = ["policies", "test", "alpha", "beta", "-m", str(tiny_model), "--max-tokens", "4",
-            "--db", str(tmp_path / "s.db")]  # fmt: skip
+            json.dumps({"id": f"{name}-1", "text": f"about {name}", "expected": "1"})
+            + "\n"
+            + json.dumps({"id": f"{name}-2", "text": "about nothing", "expected": "0"})
+            + "\n"
+        )
+    args = [
+        "policies",
+        "test",
+        "alpha",
+        "beta",
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "4",
+        "--db",
+        str(tmp_path / "s.db"),
+    ]
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 1  # 4 tokens: every answer undetermined, so no case passes
     out = json.loads(res.output)
@@ -343,8 +441,9 @@ def _consistent(res: object) -> tuple[str, bool | None, str | None]:
     return (str(res.verdict), res.binary_label, res.fine_grain_label)  # type: ignore[attr-defined]
 
 
-def test_set_thresholds_reach_every_path_and_eval(thr_set: Path, tmp_path: Path,
-                                                  tiny_model: Path) -> None:  # fmt: skip
+def test_set_thresholds_reach_every_path_and_eval(
+    thr_set: Path, tmp_path: Path, tiny_model: Path
+) -> None:
     """classify() with samplings / run items / on_event, a multi-policy run and its eval all
     apply the set's thresholds; each thresholded result is consistent in every field."""
     from edge_guard import classify
@@ -364,8 +463,11 @@ def test_set_thresholds_reach_every_path_and_eval(thr_set: Path, tmp_path: Path,
         "run_items": {"run_items": items},
     }
     for how, extra in [("plain", {}), *paths.items()]:
-        out = plain if how == "plain" else classify(["x", "y"], "thr", db=db,
-                                                    logits_processors=procs, **kw, **extra)  # fmt: skip
+        out = (
+            plain
+            if how == "plain"
+            else classify(["x", "y"], "thr", db=db, logits_processors=procs, **kw, **extra)
+        )
         for m in out:
             alpha, beta = m.results["alpha"], m.results["beta"]
             assert _consistent(alpha) == ("violation", True, "1"), how
@@ -373,18 +475,25 @@ def test_set_thresholds_reach_every_path_and_eval(thr_set: Path, tmp_path: Path,
             assert (alpha.metadata["threshold"], beta.metadata["threshold"]) == (1e-9, 1.0)
             assert m.flagged is True
         assert [m.results["beta"].metadata["model_verdict"] for m in out] == [
-            "violation", "no_violation"]  # the model's own verdicts, kept  # fmt: skip
+            "violation",
+            "no_violation",
+        ]  # the model's own verdicts, kept
     assert events and set(events) <= {0, 1}
     # A run of the set: the pairs it reports and its eval use the thresholds; the stored
     # rows keep the model's own verdicts (another set may threshold them otherwise).
-    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"message {i}", "a": i % 2}
-                                              for i in range(6)])  # fmt: skip
+    data = write_jsonl(
+        tmp_path / "d.jsonl", [{"text": f"message {i}", "a": i % 2} for i in range(6)]
+    )
     clf = make_classifier(tiny_model, tmp_path / "s.db")
     pset = load_set("thr")
     plan = plan_multi_run(data, clf, pset, label_fields={"alpha": "a"}, name="t")
     seen: list[tuple[str, str]] = []
-    execute_multi_run(plan, clf, steer=steer_separate(vocab),
-                      on_result=lambda _p, t, p, r: seen.append((pset.names[p], str(r.verdict))))  # fmt: skip
+    execute_multi_run(
+        plan,
+        clf,
+        steer=steer_separate(vocab),
+        on_result=lambda _p, t, p, r: seen.append((pset.names[p], str(r.verdict))),
+    )
     assert sorted(seen) == [("alpha", "violation")] * 6 + [("beta", "no_violation")] * 6
     stored = {r["verdict"] for r in clf.store.run_results("t")}
     assert stored == {"violation", "no_violation"}  # odd texts answered 1, even 0

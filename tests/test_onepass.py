@@ -71,8 +71,9 @@ def test_score_request_appends_the_header_to_the_normal_prompt(tiny_o200k_model:
         (0.71, Verdict.NO_VIOLATION, "0"),
     ],
 )
-def test_binary_verdict_from_probabilities(tmp_path: Path, tiny_o200k_model: Path,
-                                           threshold: float, verdict: Verdict, label: str) -> None:  # fmt: skip
+def test_binary_verdict_from_probabilities(
+    tmp_path: Path, tiny_o200k_model: Path, threshold: float, verdict: Verdict, label: str
+) -> None:
     pol = load_policy(make_policy(tmp_path, f'kind = "binary"\nthreshold = {threshold}'))
     assert pol.output.threshold == threshold
     scoring = onepass.label_scoring(pol.output, Vocab.from_gguf(tiny_o200k_model))
@@ -97,12 +98,19 @@ def test_default_threshold_and_bad_threshold(tmp_path: Path) -> None:
 
 
 def test_multi_token_labels_scored_as_sequences(tmp_path: Path, tiny_o200k_model: Path) -> None:
-    pol = load_policy(make_policy(
-        tmp_path, 'kind = "labels"\nlabels = ["fine", "spam offer"]\nviolation = ["spam offer"]'))  # fmt: skip
+    pol = load_policy(
+        make_policy(
+            tmp_path, 'kind = "labels"\nlabels = ["fine", "spam offer"]\nviolation = ["spam offer"]'
+        )
+    )
     scoring = onepass.label_scoring(pol.output, Vocab.from_gguf(tiny_o200k_model))
     assert scoring.token_map is None
-    assert scoring.sequences == (("fine", (107932,)), ("fine", (8975,)),
-                                 ("spam offer", (170644, 2961)), ("spam offer", (33874, 2961)))  # fmt: skip
+    assert scoring.sequences == (
+        ("fine", (107932,)),
+        ("fine", (8975,)),
+        ("spam offer", (170644, 2961)),
+        ("spam offer", (33874, 2961)),
+    )
     resp = scored(seqs=[math.log(0.1), math.log(0.1), math.log(0.5), math.log(0.3)])
     res = onepass.decide(pol, onepass.label_probs(pol.output, scoring, resp), resp, "none")
     assert res.metadata["label_probs"] == pytest.approx({"fine": 0.2, "spam offer": 0.8}, abs=1e-12)
@@ -138,8 +146,10 @@ def test_open_output_kind_is_refused(tmp_path: Path, tiny_o200k_model: Path) -> 
 
 
 def test_cache_keys_differ_between_paths(tiny_o200k_model: Path) -> None:
-    keys = {mode: Classifier("toxic_simple", tiny_o200k_model, reasoning=mode).key("hello")
-            for mode in onepass.REASONING_MODES}  # fmt: skip
+    keys = {
+        mode: Classifier("toxic_simple", tiny_o200k_model, reasoning=mode).key("hello")
+        for mode in onepass.REASONING_MODES
+    }
     keys["cascade"] = Classifier("toxic_simple", tiny_o200k_model, cascade=(0.2, 0.8)).key("hello")
     keys["cascade2"] = Classifier("toxic_simple", tiny_o200k_model, cascade=(0.1, 0.8)).key("hello")
     assert len(set(keys.values())) == 5
@@ -170,8 +180,9 @@ def test_one_pass_through_the_engine(tiny_o200k_model: Path) -> None:
     assert [r.metadata["p_violation"] for r in cached] == [
         r.metadata["p_violation"] for r in results
     ]
-    empty = Classifier("toxic_simple", tiny_o200k_model, reasoning="none-empty-analysis",
-                       store=clf.store).classify(texts[:1])[0]  # fmt: skip
+    empty = Classifier(
+        "toxic_simple", tiny_o200k_model, reasoning="none-empty-analysis", store=clf.store
+    ).classify(texts[:1])[0]
     assert empty.model_response.prompt_token_ids[-9:] == EMPTY_ANALYSIS_HEADER
     assert empty.metadata["reasoning"] == "none-empty-analysis" and not empty.cached
 
@@ -194,7 +205,8 @@ def test_cli_flags(tiny_o200k_model: Path, tmp_path: Path) -> None:
     assert got["finish_reason"] == "scored" and got["metadata"]["path"] == "one-pass"
     code, out = cli("-p", "toxic_simple", "--cascade", "0.9:0.1", "hello")
     assert code == 2 and out.strip().splitlines() == [
-        "error: --cascade '0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1, got 0.9:0.1"]  # fmt: skip
+        "error: --cascade '0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1, got 0.9:0.1"
+    ]
     code, out = cli("-p", "spam", "--reasoning", "none", "hello")
     assert code != 0 and "needs a closed output kind (binary, likert or labels), not 'json'" in out
     code, out = cli("-p", "toxic_simple", "--reasoning", "fast", "hello")
@@ -202,8 +214,11 @@ def test_cli_flags(tiny_o200k_model: Path, tmp_path: Path) -> None:
 
 
 def test_tiny_label_probabilities_do_not_underflow(tmp_path: Path, tiny_o200k_model: Path) -> None:
-    pol = load_policy(make_policy(
-        tmp_path, 'kind = "labels"\nlabels = ["fine", "spam offer"]\nviolation = ["spam offer"]'))  # fmt: skip
+    pol = load_policy(
+        make_policy(
+            tmp_path, 'kind = "labels"\nlabels = ["fine", "spam offer"]\nviolation = ["spam offer"]'
+        )
+    )
     scoring = onepass.label_scoring(pol.output, Vocab.from_gguf(tiny_o200k_model))
     # exp(-800) is 0.0 as a float; the ratios are still e^-1 : e^0 within each label pair.
     resp = scored(seqs=[-801.0, -math.inf, -800.0, -math.inf])
@@ -220,8 +235,9 @@ def test_a_labels_spaced_variant_counts_for_it(tiny_o200k_model: Path) -> None:
     from edge_guard.policy.core import OutputSpec, Policy
     from edge_guard.policy.parsers import label_scores, label_token_map
 
-    spec = OutputSpec.from_dict({"kind": "labels", "labels": ["safe", "unsafe"],
-                                 "violation": ["unsafe"]}, "test")  # fmt: skip
+    spec = OutputSpec.from_dict(
+        {"kind": "labels", "labels": ["safe", "unsafe"], "violation": ["unsafe"]}, "test"
+    )
     pol = Policy("words", "Answer safe or unsafe.", output=spec)
     vocab = Vocab.from_gguf(tiny_o200k_model)
     ids = {label: vocab.encoder.encode(label) for label in ("safe", "unsafe", " safe", " unsafe")}
@@ -229,8 +245,12 @@ def test_a_labels_spaced_variant_counts_for_it(tiny_o200k_model: Path) -> None:
     scoring = onepass.label_scoring(pol.output, vocab)
     assert scoring.token_map == label_token_map(spec, vocab.encoder)
     assert set(scoring.token_map or {}) == {v[0] for v in ids.values()}
-    lp = {ids["safe"][0]: math.log(0.2), ids["unsafe"][0]: math.log(0.01),
-          ids[" unsafe"][0]: math.log(0.6), ids[" safe"][0]: math.log(0.19)}  # fmt: skip
+    lp = {
+        ids["safe"][0]: math.log(0.2),
+        ids["unsafe"][0]: math.log(0.01),
+        ids[" unsafe"][0]: math.log(0.6),
+        ids[" safe"][0]: math.log(0.19),
+    }
     resp = ModelResponse(None, "", "scored", [], final_token_logprobs=lp)
     probs = onepass.label_probs(pol.output, scoring, resp)
     assert probs is not None and probs["p_violation"] == pytest.approx(0.61)

@@ -26,11 +26,27 @@ from edge_guard.policy.taxonomy import (
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 
-KEYS = ["harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-        "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
-        "sexual/minors", "violence", "violence/graphic"]  # fmt: skip
-ALIASES = ["omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest",
-           "text-moderation-stable"]  # fmt: skip
+KEYS = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
+ALIASES = [
+    "omni-moderation-latest",
+    "omni-moderation-2024-09-26",
+    "text-moderation-latest",
+    "text-moderation-stable",
+]
 SECTIONS = ["## INSTRUCTIONS", "## DEFINITIONS", "## VIOLATES (1)", "## SAFE (0)", "## EXAMPLES"]
 BORDERLINE = {"quoting", "fiction", "news", "recovery", "sexed"}
 
@@ -167,7 +183,10 @@ def test_parse_answer_any_order_and_split(pset) -> None:  # type: ignore[no-unty
     split = split_answer(result, pset)
     assert list(split) == KEYS
     assert [split[k].verdict for k in ("hate", "violence", "sexual")] == [
-        Verdict.VIOLATION, Verdict.VIOLATION, Verdict.NO_VIOLATION]  # fmt: skip
+        Verdict.VIOLATION,
+        Verdict.VIOLATION,
+        Verdict.NO_VIOLATION,
+    ]
     assert split["hate"].fine_grain_label == "1" and split["sexual"].fine_grain_label == "0"
     assert len({r.key for r in split.values()}) == 13
     bad = policy.parser(ModelResponse('{"hate":1}', "", None))  # type: ignore[misc]

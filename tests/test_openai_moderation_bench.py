@@ -36,10 +36,10 @@ def abc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_set("abc")
 
 
-def test_bench_times_every_variant_and_counts_the_designed_tokens(tiny_o200k_model: Path,
-                                                                   abc: Any) -> None:  # fmt: skip
-    cfg = ModerationBenchConfig(policy_set="abc", n=2, text_tokens=16, output_tokens=4,
-                                parallel=4)  # fmt: skip
+def test_bench_times_every_variant_and_counts_the_designed_tokens(
+    tiny_o200k_model: Path, abc: Any
+) -> None:
+    cfg = ModerationBenchConfig(policy_set="abc", n=2, text_tokens=16, output_tokens=4, parallel=4)
     report = run_moderation_bench(cfg, str(tiny_o200k_model))
     res = report["results"]
     assert list(res) == list(VARIANTS)
@@ -64,7 +64,8 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(tiny_o200k_mod
     assert res["full_combined"]["tokens_per_text"] == pytest.approx(text_part + 4, abs=2)
     r = report["ratios"]
     assert r["cheap_over_one_label"] == pytest.approx(
-        res["cheap"]["s_per_text"] / res["one_label"]["s_per_text"])  # fmt: skip
+        res["cheap"]["s_per_text"] / res["one_label"]["s_per_text"]
+    )
     assert r["meets_cheap_goal"] == (r["cheap_over_one_label"] <= 2.0)
     table = format_moderation_table(report)
     assert "cheap path (3 scores, one prompt)" in table and "goal >= 5" in table
@@ -73,9 +74,23 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(tiny_o200k_mod
 def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
     from edge_guard.cli import main
 
-    res = CliRunner().invoke(main, ["bench", "--workload", "moderation", "--model",
-                                    str(tiny_o200k_model), "--n", "1", "--text-tokens", "8",
-                                    "--output-tokens", "2", "--json"])  # fmt: skip
+    res = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--workload",
+            "moderation",
+            "--model",
+            str(tiny_o200k_model),
+            "--n",
+            "1",
+            "--text-tokens",
+            "8",
+            "--output-tokens",
+            "2",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output[res.output.index("{") :])
     assert report["workload"]["set"] == "openai-moderation" and report["workload"]["policies"] == 13

@@ -29,8 +29,11 @@ from edge_guard.taxonomy_run import classify_taxonomy, make_cues
 from tests.runs_helpers import write_jsonl
 from tests.test_policy_sets import NAMES, write_policy
 
-TEXTS = ["I will find you and hurt you.", "What a lovely afternoon at the park.",
-         "how do I pick a lock"]  # fmt: skip
+TEXTS = [
+    "I will find you and hurt you.",
+    "What a lovely afternoon at the park.",
+    "how do I pick a lock",
+]
 
 
 @pytest.fixture
@@ -48,10 +51,14 @@ def abc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def make(model: Path, tmp_path: Path, n_parallel: int, **kw: Any) -> Classifier:
     pset = load_set("abc")
-    return Classifier(pset.policies, model, store=Store(tmp_path / "s.db"),
-                      sampling=SamplingConfig(max_tokens=16),
-                      engine_settings=EngineSettings(n_ctx=4096, n_parallel=n_parallel),
-                      **kw)  # fmt: skip
+    return Classifier(
+        pset.policies,
+        model,
+        store=Store(tmp_path / "s.db"),
+        sampling=SamplingConfig(max_tokens=16),
+        engine_settings=EngineSettings(n_ctx=4096, n_parallel=n_parallel),
+        **kw,
+    )
 
 
 def alone(clf: Classifier, pset: Any, text: str, name: str) -> tuple[dict[int, float], float]:
@@ -60,8 +67,11 @@ def alone(clf: Classifier, pset: Any, text: str, name: str) -> tuple[dict[int, f
     one-pass header, the member's cue."""
     engine = clf.backend.engine()
     vocab = engine.vocab
-    ids = (engine.renderer.render(taxonomy_text(pset), text).token_ids
-           + answer_header(vocab, "none") + vocab.encoder.encode(cue_text(name)))  # fmt: skip
+    ids = (
+        engine.renderer.render(taxonomy_text(pset), text).token_ids
+        + answer_header(vocab, "none")
+        + vocab.encoder.encode(cue_text(name))
+    )
     zero, one = vocab.encoder.encode("0")[0], vocab.encoder.encode("1")[0]
     engine.reset_state()
     resp = engine.generate(GenerationRequest(ids, score_only=True, score_token_ids=[zero, one]))
@@ -69,8 +79,9 @@ def alone(clf: Classifier, pset: Any, text: str, name: str) -> tuple[dict[int, f
     return lp, math.exp(lp[one]) / (math.exp(lp[zero]) + math.exp(lp[one]))
 
 
-def test_each_score_is_its_prompt_scored_alone(tiny_o200k_model: Path, tmp_path: Path,
-                                               abc: Any) -> None:  # fmt: skip
+def test_each_score_is_its_prompt_scored_alone(
+    tiny_o200k_model: Path, tmp_path: Path, abc: Any
+) -> None:
     clf = make(tiny_o200k_model, tmp_path, n_parallel=1, reasoning="none")
     out = classify_taxonomy(clf, abc, TEXTS)
     assert [list(mr.results) for mr in out] == [NAMES] * len(TEXTS)
@@ -142,8 +153,9 @@ def test_full_reasoning_is_one_pass_per_text_and_reruns_are_stored(
     assert calls == []
 
 
-def test_unusable_options_and_texts_are_refused_alone(tiny_o200k_model: Path, tmp_path: Path,
-                                                     abc: Any) -> None:  # fmt: skip
+def test_unusable_options_and_texts_are_refused_alone(
+    tiny_o200k_model: Path, tmp_path: Path, abc: Any
+) -> None:
     from edge_guard.taxonomy_run import iter_taxonomy
 
     clf = make(tiny_o200k_model, tmp_path, n_parallel=4, reasoning="none")
@@ -158,17 +170,25 @@ def test_unusable_options_and_texts_are_refused_alone(tiny_o200k_model: Path, tm
     assert out[1].flagged is None
 
 
-def test_compare_puts_taxonomy_beside_separate(tiny_o200k_model: Path, tmp_path: Path,
-                                               abc: Any) -> None:  # fmt: skip
-    data = write_jsonl(tmp_path / "d.jsonl", [{"text": t, "a": i % 2} for i, t in enumerate(
-        [*TEXTS, "fine", "another message", "a third one"])])  # fmt: skip
+def test_compare_puts_taxonomy_beside_separate(
+    tiny_o200k_model: Path, tmp_path: Path, abc: Any
+) -> None:
+    data = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"text": t, "a": i % 2}
+            for i, t in enumerate([*TEXTS, "fine", "another message", "a third one"])
+        ],
+    )
     model = str(tiny_o200k_model)
-    configs = [CompareConfig(None, (("reasoning", "none"), ("name", "separate"))),
-               CompareConfig(None, (("mode", "taxonomy"), ("reasoning", "none"),
-                                    ("name", "one-prompt")))]  # fmt: skip
+    configs = [
+        CompareConfig(None, (("reasoning", "none"), ("name", "separate"))),
+        CompareConfig(None, (("mode", "taxonomy"), ("reasoning", "none"), ("name", "one-prompt"))),
+    ]
     opts = {"model": model, "db": str(tmp_path / "c.db"), "ctx": 4096}
-    store, runs, labels = run_multi_compare(data, abc, configs, base_opts=opts,
-                                            label_fields={"alpha": "a"})  # fmt: skip
+    store, runs, labels = run_multi_compare(
+        data, abc, configs, base_opts=opts, label_fields={"alpha": "a"}
+    )
     summary = multi_summary(store, runs, labels, n_resamples=50)
     assert summary["modes"] == ["separate", "taxonomy"]
     per = summary["vs_reference"][0]["policies"]
@@ -186,9 +206,21 @@ def test_compare_puts_taxonomy_beside_separate(tiny_o200k_model: Path, tmp_path:
 
 
 def test_policies_test_runs_the_whole_set(tiny_o200k_model: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(main_cli(), ["policies", "test", "openai-moderation", "--model",
-                                          str(tiny_o200k_model), "--reasoning", "none",
-                                          "--db", str(tmp_path / "t.db"), "--json"])  # fmt: skip
+    res = CliRunner().invoke(
+        main_cli(),
+        [
+            "policies",
+            "test",
+            "openai-moderation",
+            "--model",
+            str(tiny_o200k_model),
+            "--reasoning",
+            "none",
+            "--db",
+            str(tmp_path / "t.db"),
+            "--json",
+        ],
+    )
     assert res.exit_code in (0, 1), res.output
     import json
 

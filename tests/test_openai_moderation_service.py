@@ -18,8 +18,12 @@ from service_helpers import ServiceProcess, serve_in_process
 from edge_guard.bench.moderation import synth_path
 from edge_guard.service.openai_shape import OPENAI_CATEGORIES
 
-ALIASES = ["omni-moderation-latest", "omni-moderation-2024-09-26", "text-moderation-latest",
-           "text-moderation-stable"]  # fmt: skip
+ALIASES = [
+    "omni-moderation-latest",
+    "omni-moderation-2024-09-26",
+    "text-moderation-latest",
+    "text-moderation-stable",
+]
 ATTRS = {k: k.replace("/", "_").replace("-", "_") for k in OPENAI_CATEGORIES}
 EXTRAS = {"undetermined", "verdicts", "cached"}
 
@@ -44,8 +48,20 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[str]:
     home = tmp_path_factory.mktemp("om_serve")
-    args = ["--model", model, "--set", "omni-moderation-latest", "--reasoning", "none",
-            "--parallel", "16", "--ctx", "16384", "--db", str(home / "serve.db")]  # fmt: skip
+    args = [
+        "--model",
+        model,
+        "--set",
+        "omni-moderation-latest",
+        "--reasoning",
+        "none",
+        "--parallel",
+        "16",
+        "--ctx",
+        "16384",
+        "--db",
+        str(home / "serve.db"),
+    ]
     proc = ServiceProcess(args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)}).start()
     try:
         yield proc.url
@@ -72,8 +88,9 @@ def _check_typed(result: Any, raw: dict[str, Any]) -> None:
 
 def test_single_and_list_input_through_the_typed_client(url: str) -> None:
     client = _client(url)
-    raw = client.moderations.with_raw_response.create(model="omni-moderation-latest",
-                                                      input="I will find you and hurt you.")  # fmt: skip
+    raw = client.moderations.with_raw_response.create(
+        model="omni-moderation-latest", input="I will find you and hurt you."
+    )
     one, body = raw.parse(), json.loads(raw.text)
     assert one.model == "omni-moderation-latest" and len(one.results) == 1
     r = one.results[0]
@@ -93,7 +110,8 @@ def test_single_and_list_input_through_the_typed_client(url: str) -> None:
     again = client.moderations.create(model="text-moderation-stable", input=texts)
     assert all(all(c.values()) for c in (r.model_extra["cached"] for r in again.results))
     assert [r.category_scores.harassment for r in again.results] == [
-        r.category_scores.harassment for r in many.results]  # fmt: skip
+        r.category_scores.harassment for r in many.results
+    ]
 
 
 @pytest.mark.parametrize("alias", [*ALIASES, "openai-moderation"])
@@ -116,8 +134,10 @@ def test_text_parts_are_one_input_and_an_image_part_is_refused(url: str) -> None
     assert len(resp.results) == 1
     joined = client.moderations.create(model="omni-moderation-latest", input="part one\npart two")
     assert resp.results[0].category_scores.hate == joined.results[0].category_scores.hate
-    image = [{"type": "text", "text": "look"},
-             {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}]  # fmt: skip
+    image = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
+    ]
     with pytest.raises(openai.BadRequestError) as exc:
         client.moderations.create(model="omni-moderation-latest", input=image)  # type: ignore[arg-type]
     assert exc.value.status_code == 400
@@ -140,9 +160,22 @@ def test_undetermined_is_null_listed_and_flagged(url: str) -> None:
 # -- in process: full reasoning (steered answers) and the preload --------------------------------
 @pytest.fixture
 def full_app(tmp_path: Path, model: str) -> Iterator[tuple[Any, Any]]:
-    app, core = serve_in_process(["--model", model, "--set", "openai-moderation", "--ctx", "16384",
-                                  "--parallel", "4", "--max-tokens", "200",
-                                  "--db", str(tmp_path / "f.db")])  # fmt: skip
+    app, core = serve_in_process(
+        [
+            "--model",
+            model,
+            "--set",
+            "openai-moderation",
+            "--ctx",
+            "16384",
+            "--parallel",
+            "4",
+            "--max-tokens",
+            "200",
+            "--db",
+            str(tmp_path / "f.db"),
+        ]
+    )
     try:
         yield app, core
     finally:
@@ -183,10 +216,12 @@ def test_full_reasoning_one_pass_per_text_through_the_client(full_app: tuple[Any
     undo = _steer(answers, submitted)
     try:
         with TestClient(app) as http:
-            client = openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http,
-                                   max_retries=0)  # fmt: skip
-            resp = client.moderations.create(model="omni-moderation-2024-09-26",
-                                             input=["a zzgoodzz text", "a zzbadzz text"])  # fmt: skip
+            client = openai.OpenAI(
+                base_url="http://127.0.0.1/v1", api_key="x", http_client=http, max_retries=0
+            )
+            resp = client.moderations.create(
+                model="omni-moderation-2024-09-26", input=["a zzgoodzz text", "a zzbadzz text"]
+            )
     finally:
         undo()
     assert len(submitted) == 2  # one reasoning pass per text, not 13

@@ -50,10 +50,15 @@ def workload(eng: Engine) -> list[GenerationRequest]:
         steer = None
         if i % 3 == 0:  # a well-formed answer, ending (<|return|>) at a step that varies
             steer = ForcedTokens(harmony_script(eng.vocab, str(i % 2), "why " * (i % 7)))
-        reqs.append(GenerationRequest(
-            prompt.token_ids, SamplingConfig(max_tokens=rng.choice([1, 3, 8, 17, 30, 60])),
-            prefix_len=prompt.prefix_len, logits_processor=steer, score_token_ids=answer_ids,
-        ))  # fmt: skip
+        reqs.append(
+            GenerationRequest(
+                prompt.token_ids,
+                SamplingConfig(max_tokens=rng.choice([1, 3, 8, 17, 30, 60])),
+                prefix_len=prompt.prefix_len,
+                logits_processor=steer,
+                score_token_ids=answer_ids,
+            )
+        )
     long_ids = eng.renderer.render(policies[0], _text(rng, 900)).token_ids
     assert len(long_ids) > N_CTX
     reqs.insert(11, GenerationRequest(long_ids, SamplingConfig(max_tokens=4)))
@@ -62,8 +67,13 @@ def workload(eng: Engine) -> list[GenerationRequest]:
 
 def summary(resp) -> tuple:  # type: ignore[no-untyped-def]
     lp = resp.final_token_logprobs
-    return (resp.output_token_ids, resp.finish_reason, resp.response, resp.error is not None,
-            None if lp is None else sorted(lp))  # fmt: skip
+    return (
+        resp.output_token_ids,
+        resp.finish_reason,
+        resp.response,
+        resp.error is not None,
+        None if lp is None else sorted(lp),
+    )
 
 
 Reference = tuple[list[GenerationRequest], list[ModelResponse]]
@@ -71,18 +81,24 @@ Reference = tuple[list[GenerationRequest], list[ModelResponse]]
 
 @pytest.fixture(scope="module")
 def reference(tiny_model: Path) -> Reference:
-    with Engine(tiny_model, n_ctx=N_CTX, n_parallel=1, n_threads=1, prefix_cache=False,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(
+        tiny_model,
+        n_ctx=N_CTX,
+        n_parallel=1,
+        n_threads=1,
+        prefix_cache=False,
+        prefix_snapshots=False,
+    ) as eng:
         reqs = workload(eng)
         return reqs, [eng.generate(r, timeout=DEADLINE_S) for r in reqs]
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
-def test_parallel_matches_sequential_from_scratch(tiny_model: Path, reference: Reference,
-                                                  width: int) -> None:  # fmt: skip
+def test_parallel_matches_sequential_from_scratch(
+    tiny_model: Path, reference: Reference, width: int
+) -> None:
     reqs, expected = reference
-    with Engine(tiny_model, n_ctx=N_CTX, n_parallel=8, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=N_CTX, n_parallel=8, n_threads=1, prefix_snapshots=False) as eng:
         order = []
         got: dict[int, object] = {}
         for i, resp in eng.generate_many(reqs, n_parallel=width, timeout=DEADLINE_S):
@@ -120,8 +136,7 @@ def test_small_context_admits_fewer_sequences(tiny_model: Path, reference: Refer
     prefix = min(r.prefix_len or 0 for r in sub)
     need = max(len(r.prompt_ids) - prefix + r.sampling.max_tokens for r in sub)
     n_ctx = max(len(r.prompt_ids) for r in sub) + 2 * need + 8
-    with Engine(tiny_model, n_ctx=n_ctx, n_parallel=8, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=n_ctx, n_parallel=8, n_threads=1, prefix_snapshots=False) as eng:
         got = dict(eng.generate_many(sub, timeout=DEADLINE_S))
         assert 1 < eng.stats["max_active"] < 8  # the KV cache limited admission
     for j, i in enumerate(keep):
@@ -130,15 +145,22 @@ def test_small_context_admits_fewer_sequences(tiny_model: Path, reference: Refer
 
 
 def test_min_tokens_suppresses_stop_tokens(tiny_model: Path) -> None:
-    with Engine(tiny_model, n_ctx=N_CTX, n_parallel=2, n_threads=1,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(tiny_model, n_ctx=N_CTX, n_parallel=2, n_threads=1, prefix_snapshots=False) as eng:
         ret = eng.vocab.special_id("<|return|>")
         prompt = eng.renderer.render("Policy.", "hello")
         eager = BiasTokens({ret: 1000.0})  # the model wants to stop at once
-        free = eng.generate(GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=9),
-                                              logits_processor=eager), timeout=DEADLINE_S)  # fmt: skip
-        forced = eng.generate(GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=9),
-                                                logits_processor=eager, min_tokens=5), timeout=DEADLINE_S)  # fmt: skip
+        free = eng.generate(
+            GenerationRequest(
+                prompt.token_ids, SamplingConfig(max_tokens=9), logits_processor=eager
+            ),
+            timeout=DEADLINE_S,
+        )
+        forced = eng.generate(
+            GenerationRequest(
+                prompt.token_ids, SamplingConfig(max_tokens=9), logits_processor=eager, min_tokens=5
+            ),
+            timeout=DEADLINE_S,
+        )
     assert free.output_token_ids == [ret]
     assert len(forced.output_token_ids) == 6 and forced.output_token_ids[-1] == ret
     assert not set(forced.output_token_ids[:5]) & eng.stop_ids
@@ -153,8 +175,14 @@ def test_classifier_decodes_a_list_in_parallel_by_default(tiny_model: Path, tmp_
     results = {}
     for width in (None, 1):
         backend = LocalBackend(tiny_model, settings=EngineSettings(n_ctx=4096, n_threads=1))
-        clf = Classifier("toxic_simple", backend, db=tmp_path / "store.db", use_cache=False,
-                         sampling=SamplingConfig(max_tokens=12), parallel=width)  # fmt: skip
+        clf = Classifier(
+            "toxic_simple",
+            backend,
+            db=tmp_path / "store.db",
+            use_cache=False,
+            sampling=SamplingConfig(max_tokens=12),
+            parallel=width,
+        )
         results[width] = [
             (r.model_response.output_token_ids, r.verdict) for r in clf.classify(texts)
         ]

@@ -43,9 +43,15 @@ from tests.parity_doors import (
 )
 
 # door -> the language its errors speak (settings.DOORS)
-MATRIX_DOORS = {"CLI classify": "cli", "CLI run": "cli", "Python classify()": "python",
-                "serve /v1/classify": "http", "serve /v1/moderations": "http",
-                "remote client": "python", "TUI Workbench": "tui"}  # fmt: skip
+MATRIX_DOORS = {
+    "CLI classify": "cli",
+    "CLI run": "cli",
+    "Python classify()": "python",
+    "serve /v1/classify": "http",
+    "serve /v1/moderations": "http",
+    "remote client": "python",
+    "TUI Workbench": "tui",
+}
 SERVED = ("serve /v1/classify", "serve /v1/moderations", "remote client")
 # Cells a door refuses by design, and what its one line must name.
 REFUSED = {("serve /v1/moderations", "conversation target"): "/v1/classify"}
@@ -69,8 +75,9 @@ def _set_on_path(policies: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path,
-            policies: Path) -> Iterator[Callable[[Option | None], tuple[TestClient, Path]]]:  # fmt: skip
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path, policies: Path
+) -> Iterator[Callable[[Option | None], tuple[TestClient, Path]]]:
     """server(None): `serve -p toxic_simple` with the CLI's base flags (requests carry the
     options); server(option): the same started with the option's flags (its defaults)."""
     db = tmp_path_factory.mktemp("parity_serve") / "serve.db"
@@ -82,8 +89,18 @@ def servers(tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path,
             flags = [] if option is None else list(option.flags)
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("EDGE_GUARD_POLICIES", str(policies))
-                app, core = serve_in_process(["-p", POLICY, "--model", str(tiny_o200k_model),
-                                              *BASE_FLAGS, *flags, "--db", str(db)])  # fmt: skip
+                app, core = serve_in_process(
+                    [
+                        "-p",
+                        POLICY,
+                        "--model",
+                        str(tiny_o200k_model),
+                        *BASE_FLAGS,
+                        *flags,
+                        "--db",
+                        str(db),
+                    ]
+                )
             started[name] = (TestClient(app, base_url=SERVER), core)
         return started[name][0], db
 
@@ -147,8 +164,15 @@ async def _tui(option: Option, door: str, model: Path, db: Path) -> Outcome:
     return Outcome({str(n): (r.key, str(r.verdict)) for n, r in items})
 
 
-def _door(label: str, option: Option, model: Path, db: Path, tmp: Path, client: Any,
-          monkeypatch: pytest.MonkeyPatch) -> Outcome:  # fmt: skip
+def _door(
+    label: str,
+    option: Option,
+    model: Path,
+    db: Path,
+    tmp: Path,
+    client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Outcome:
     """`label` is the door, maybe with a "#k" (another text: see test_cell)."""
     door = label.split(" #")[0]
     if door == "CLI classify":
@@ -172,8 +196,14 @@ def _door(label: str, option: Option, model: Path, db: Path, tmp: Path, client: 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.name.replace(" ", "-"))
 @pytest.mark.parametrize("door", list(MATRIX_DOORS))
-def test_cell(door: str, option: Option, tiny_o200k_model: Path, tmp_path: Path,
-              servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_cell(
+    door: str,
+    option: Option,
+    tiny_o200k_model: Path,
+    tmp_path: Path,
+    servers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, db = None, tmp_path / "s.db"
     if door in SERVED:
         client, db = servers(option if door == "serve /v1/moderations" else None)
@@ -199,25 +229,29 @@ def test_cell(door: str, option: Option, tiny_o200k_model: Path, tmp_path: Path,
     assert _keys(db) == before, f"{door} stored a row of its own for {option.name}"
 
 
-@pytest.mark.parametrize("option", [o for o in OPTIONS if o.fields],
-                         ids=lambda o: o.name.replace(" ", "-"))  # fmt: skip
+@pytest.mark.parametrize(
+    "option", [o for o in OPTIONS if o.fields], ids=lambda o: o.name.replace(" ", "-")
+)
 def test_each_option_changes_the_request(option: Option, tiny_o200k_model: Path) -> None:
     """A cell can only catch a door dropping an option the key depends on: each does."""
     from edge_guard.api import build_classifier
     from edge_guard.settings import resolve_settings
 
     def key(**values: Any) -> str:
-        spec = resolve_settings({**BASE, "model": str(tiny_o200k_model), **values}, env={},
-                                config={})  # fmt: skip
+        spec = resolve_settings(
+            {**BASE, "model": str(tiny_o200k_model), **values}, env={}, config={}
+        )
         return build_classifier(POLICY, spec).key(option.item("key"))
 
     assert key(**option.values) != key()
 
 
-@pytest.mark.parametrize("option", [o for o in OPTIONS if o.fields],
-                         ids=lambda o: o.name.replace(" ", "-"))  # fmt: skip
-def test_moderations_refuses_the_request_options_it_does_not_take(option: Option,
-                                                                   servers: Any) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "option", [o for o in OPTIONS if o.fields], ids=lambda o: o.name.replace(" ", "-")
+)
+def test_moderations_refuses_the_request_options_it_does_not_take(
+    option: Option, servers: Any
+) -> None:
     """/v1/moderations takes the server's defaults: an option sent with it is refused (one
     line naming the field and /v1/classify), never dropped."""
     client, db = servers(None)

@@ -76,8 +76,19 @@ def test_labels_exact_match_case_insensitive() -> None:
 
 
 def test_json_output() -> None:
-    ok = builtin_parse(resp(json.dumps({"violation": 1, "policy_category": "phishing", "confidence": "high",
-                                        "rationale": "asks for a password"})), JSON)  # fmt: skip
+    ok = builtin_parse(
+        resp(
+            json.dumps(
+                {
+                    "violation": 1,
+                    "policy_category": "phishing",
+                    "confidence": "high",
+                    "rationale": "asks for a password",
+                }
+            )
+        ),
+        JSON,
+    )
     assert ok.verdict == Verdict.VIOLATION and ok.metadata["policy_category"] == "phishing"
     assert ok.metadata["confidence_value"] == 0.9
     assert builtin_parse(resp('{"violation": 0}'), JSON).verdict == Verdict.NO_VIOLATION

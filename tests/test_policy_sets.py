@@ -89,24 +89,35 @@ BAD_SETS = [
     ('policies = "alpha"\n', "`policies` must be a non-empty list of policy names"),
     ('policies = ["alpha", "alpha"]\n', "policy 'alpha' is listed twice ('alpha' and 'alpha')"),
     ('policies = ["alpha", "nope"]\n', "policy 'nope': policy 'nope' not found"),
-    ('policies = ["alpha", "delta"]\n[thresholds]\ndelta = 0.5\n',
-     "threshold for 'delta': its output (json) has no P(violation) to threshold"),
-    ('policies = ["alpha"]\n[thresholds]\nalpha = 1.5\n',
-     "threshold for 'alpha' must be in (0, 1], got 1.5"),
-    ('policies = ["alpha"]\n[thresholds]\nalpha = "high"\n',
-     "threshold for 'alpha' must be a number, got 'high'"),
-    ('policies = ["alpha"]\n[thresholds]\nbeta = 0.5\n',
-     "threshold for 'beta', which is not in `policies`"),
+    (
+        'policies = ["alpha", "delta"]\n[thresholds]\ndelta = 0.5\n',
+        "threshold for 'delta': its output (json) has no P(violation) to threshold",
+    ),
+    (
+        'policies = ["alpha"]\n[thresholds]\nalpha = 1.5\n',
+        "threshold for 'alpha' must be in (0, 1], got 1.5",
+    ),
+    (
+        'policies = ["alpha"]\n[thresholds]\nalpha = "high"\n',
+        "threshold for 'alpha' must be a number, got 'high'",
+    ),
+    (
+        'policies = ["alpha"]\n[thresholds]\nbeta = 0.5\n',
+        "threshold for 'beta', which is not in `policies`",
+    ),
     ('name = "bad name!"\npolicies = ["alpha"]\n', "`name` must be 1-64 letters"),
-    ('policies = ["user_only", "reply_only"]\n',
-     "its policies judge different inputs (user_only judges user, reply_only judges assistant)"),
+    (
+        'policies = ["user_only", "reply_only"]\n',
+        "its policies judge different inputs (user_only judges user, reply_only judges assistant)",
+    ),
     ("policies = [\n", "invalid TOML"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_SETS)
-def test_bad_sets_are_one_line_errors(policy_dir: Path, tmp_path: Path, body: str,
-                                      message: str) -> None:  # fmt: skip
+def test_bad_sets_are_one_line_errors(
+    policy_dir: Path, tmp_path: Path, body: str, message: str
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(body)
     with pytest.raises(PolicyError) as exc:
@@ -127,8 +138,9 @@ def test_unknown_set_names_the_known_ones(policy_dir: Path) -> None:
     assert "abc" in str(exc.value) and "community" in str(exc.value)
 
 
-def test_a_set_is_found_by_its_inner_name_by_every_door(policy_dir: Path, tmp_path: Path,
-                                                        tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_a_set_is_found_by_its_inner_name_by_every_door(
+    policy_dir: Path, tmp_path: Path, tiny_o200k_model: Path
+) -> None:
     """`find_set`, `load_set`, the CLI's --set / -p and the service look a set up the same
     way: its shown `name` (over another file's file name), its file name, its aliases."""
     from edge_guard.policy.sets import find_set, set_index
@@ -148,8 +160,21 @@ def test_a_set_is_found_by_its_inner_name_by_every_door(policy_dir: Path, tmp_pa
     res = runner.invoke(main, ["policies", "show", "strict"])
     assert res.exit_code == 0 and "- alpha" in res.output and "beta" not in res.output, res.output
     for args in (["--set", "strict"], ["-p", "strict"]):
-        res = runner.invoke(main, ["classify", *args, "-m", str(tiny_o200k_model), "--max-tokens",
-                                   "4", "--db", str(tmp_path / "s.db"), "--json", "hello"])  # fmt: skip
+        res = runner.invoke(
+            main,
+            [
+                "classify",
+                *args,
+                "-m",
+                str(tiny_o200k_model),
+                "--max-tokens",
+                "4",
+                "--db",
+                str(tmp_path / "s.db"),
+                "--json",
+                "hello",
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert list(json.loads(res.stdout)["results"]) == ["alpha"]
     with pytest.raises(PolicyError, match=r"known: abc, .*broken, community, .*other, strict\)$"):
@@ -190,16 +215,26 @@ def test_flagged_never_reports_undetermined_as_not_flagged() -> None:
 def _result(verdict: bool | None, p: float | None) -> ClassificationResult:
     resp = ModelResponse(response="1" if verdict else "0", reasoning="", finish_reason="return")
     meta = {} if p is None else {"p_violation": p}
-    return ClassificationResult(verdict, None if verdict is None else str(int(verdict)), None, meta,
-                                resp, verdict is not None)  # fmt: skip
+    return ClassificationResult(
+        verdict,
+        None if verdict is None else str(int(verdict)),
+        None,
+        meta,
+        resp,
+        verdict is not None,
+    )
 
 
 def test_threshold_sets_verdict_from_p_violation() -> None:
     assert apply_threshold(_result(False, 0.3), 0.25).verdict == Verdict.VIOLATION
     assert apply_threshold(_result(True, 0.2), 0.25).verdict == Verdict.NO_VIOLATION
     low = apply_threshold(_result(True, 0.2), 0.25)
-    assert low.metadata == {"p_violation": 0.2, "threshold": 0.25, "model_verdict": "violation",
-                            "model_label": "1"}  # fmt: skip
+    assert low.metadata == {
+        "p_violation": 0.2,
+        "threshold": 0.25,
+        "model_verdict": "violation",
+        "model_label": "1",
+    }
     assert (low.binary_label, low.fine_grain_label) == (False, None)  # labels unknown: none
     assert apply_threshold(_result(None, 0.9), 0.25).verdict == Verdict.UNDETERMINED
     assert apply_threshold(_result(False, None), 0.25).verdict == Verdict.NO_VIOLATION
@@ -213,10 +248,18 @@ def test_a_thresholded_result_is_consistent_in_every_field() -> None:
     res = _result(True, 0.2)
     res.metadata["label_probs"] = {"0": 0.8, "1": 0.2}
     low = apply_threshold(res, 0.25, pol)
-    assert (low.verdict, low.binary_label, low.fine_grain_label) == (Verdict.NO_VIOLATION, False, "0")
+    assert (low.verdict, low.binary_label, low.fine_grain_label) == (
+        Verdict.NO_VIOLATION,
+        False,
+        "0",
+    )
     assert (low.metadata["model_verdict"], low.metadata["model_label"]) == ("violation", "1")
     again = apply_threshold(low, 0.1, pol)  # from the model's own answer, not the first threshold
-    assert (again.verdict, again.binary_label, again.fine_grain_label) == (Verdict.VIOLATION, True, "1")
+    assert (again.verdict, again.binary_label, again.fine_grain_label) == (
+        Verdict.VIOLATION,
+        True,
+        "1",
+    )
     assert again.metadata["model_verdict"] == "violation"
     assert (res.verdict, res.binary_label, res.fine_grain_label) == (Verdict.VIOLATION, True, "1")
 
@@ -231,14 +274,23 @@ def test_a_likert_threshold_picks_the_decided_sides_likeliest_label(tmp_path: Pa
     (tmp_path / "lk" / "policy.md").write_text("Rate 1-5.\n")
     pol = load_policy(tmp_path / "lk")
     probs = {"1": 0.05, "2": 0.1, "3": 0.45, "4": 0.3, "5": 0.1}
-    res = ClassificationResult(False, "3", 3.4, {"p_violation": 0.4, "label_probs": probs},
-                               ModelResponse(response="3", reasoning="", finish_reason="return"),
-                               True)  # fmt: skip
+    res = ClassificationResult(
+        False,
+        "3",
+        3.4,
+        {"p_violation": 0.4, "label_probs": probs},
+        ModelResponse(response="3", reasoning="", finish_reason="return"),
+        True,
+    )
     up = apply_threshold(res, 0.35, pol)
     assert (up.verdict, up.binary_label, up.fine_grain_label) == (Verdict.VIOLATION, True, "4")
     assert up.float_label == 3.4 and up.metadata["model_label"] == "3"
     keep = apply_threshold(res, 0.5, pol)  # the verdict stands: the model's own label stays
-    assert (keep.verdict, keep.binary_label, keep.fine_grain_label) == (Verdict.NO_VIOLATION, False, "3")
+    assert (keep.verdict, keep.binary_label, keep.fine_grain_label) == (
+        Verdict.NO_VIOLATION,
+        False,
+        "3",
+    )
 
 
 V, N, U = Verdict.VIOLATION, Verdict.NO_VIOLATION, Verdict.UNDETERMINED
@@ -246,7 +298,11 @@ PARSE_CASES = [
     ('{"violations": ["beta"]}', [N, V, N], None),
     ('  {"violations": ["gamma", "alpha"]}\n', [V, N, V], None),
     ('{"violations": []}', [N, N, N], None),
-    ('{"violations": ["beta", "beta"]}', [U, U, U], "policy name(s) ['beta'] listed more than once"),
+    (
+        '{"violations": ["beta", "beta"]}',
+        [U, U, U],
+        "policy name(s) ['beta'] listed more than once",
+    ),
     ('{"violations": ["beta", "spam"]}', [U, U, U], "unknown policy name(s) ['spam']"),
     ('{"violations": ["Beta"]}', [U, U, U], "unknown policy name(s) ['Beta']"),
     ('{"violations": ["beta"]', [U, U, U], "answer is not JSON"),
@@ -257,15 +313,20 @@ PARSE_CASES = [
     ('{"violations": [1]}', [U, U, U], "'violations' is not a list of policy names"),
     ('{"violations": [], "rationale": "x"}', [U, U, U], "unexpected key(s) ['rationale']"),
     ('{"violation": 1}', [U, U, U], "unexpected key(s) ['violation']"),
-    ('{"violations": [], "violations": ["beta"]}', [U, U, U], "key 'violations' appears more than once"),
+    (
+        '{"violations": [], "violations": ["beta"]}',
+        [U, U, U],
+        "key 'violations' appears more than once",
+    ),
     ("", [U, U, U], "answer is not JSON"),
     (None, [U, U, U], "no complete final answer"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("answer", "verdicts", "why"), PARSE_CASES)
-def test_combined_parser_is_strict(answer: str | None, verdicts: list[Verdict],
-                                   why: str | None) -> None:  # fmt: skip
+def test_combined_parser_is_strict(
+    answer: str | None, verdicts: list[Verdict], why: str | None
+) -> None:
     assert member_verdicts(answer, NAMES) == dict(zip(NAMES, verdicts, strict=True))
     assert parse_violations(answer, NAMES)[1] == why
 
@@ -286,7 +347,10 @@ def test_combined_policy_and_split(policy_dir: Path) -> None:
     parsed.text, parsed.policy, parsed.key = "t", pol.name, "k" * 64
     parts = split_combined(parsed, s)
     assert {n: str(r.verdict) for n, r in parts.items()} == {
-        "alpha": "no_violation", "beta": "no_violation", "gamma": "violation"}  # fmt: skip
+        "alpha": "no_violation",
+        "beta": "no_violation",
+        "gamma": "violation",
+    }
     assert [r.policy for r in parts.values()] == NAMES
     assert len({r.key for r in parts.values()}) == 3
     cut = ModelResponse(response=None, reasoning="r", finish_reason="length")

@@ -35,8 +35,13 @@ CASES = [
 ]
 
 
-def write_policy(folder: Path, text: str = POLICY_V1, cases: list[dict] | None = None,
-                 name: str = "rude", csv_text: str | None = None) -> Path:  # fmt: skip
+def write_policy(
+    folder: Path,
+    text: str = POLICY_V1,
+    cases: list[dict] | None = None,
+    name: str = "rude",
+    csv_text: str | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "policy.md").write_text(text)
     (folder / "policy.toml").write_text(f'name = "{name}"\n[output]\nkind = "binary"\n')
@@ -99,12 +104,14 @@ def test_expected_values_follow_the_output_kind(tmp_path: Path) -> None:
         ('{"text": "a", "expected": "1"}\n{"text": "", "expected": "0"}\n', r":2: 'text' must"),
         ('{"text": "a", "expected": "yes"}\n', r":1: expected 'yes' is not an answer"),
         ('{"text": "a"}\n', r":1: 'expected' is missing"),
-        ('{"id": "x", "text": "a", "expected": 1}\n{"id": "x", "text": "b", "expected": 0}\n',
-         r":2: duplicate case id 'x' \(first on line 1\)"),
+        (
+            '{"id": "x", "text": "a", "expected": 1}\n{"id": "x", "text": "b", "expected": 0}\n',
+            r":2: duplicate case id 'x' \(first on line 1\)",
+        ),
         ("[1, 2]\n", r":1: each line must be a JSON object"),
         ("", r"no cases"),
     ],
-)  # fmt: skip
+)
 def test_malformed_cases_name_the_line(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "cases.jsonl"
     path.write_text(content)
@@ -136,7 +143,9 @@ def test_shipped_policy_checks_and_has_valid_cases(folder: Path, harmony_encodin
     expected = {c.expected for c in cases}
     assert len(expected) >= 2, "cases should cover both sides of the policy"
     # The policy's token count is openai-harmony's o200k encoding of its text.
-    assert report["policy_tokens"] == len(harmony_encoding.encode(policy.text, allowed_special=set()))
+    assert report["policy_tokens"] == len(
+        harmony_encoding.encode(policy.text, allowed_special=set())
+    )
     if folder.name == "toxic_chat":
         assert 400 <= report["policy_tokens"] <= 600  # the guide's 400-600 token band
         for section in ("INSTRUCTIONS", "DEFINITIONS", "VIOLATES (1)", "SAFE (0)", "EXAMPLES"):
@@ -167,8 +176,9 @@ def test_versions_cache_and_diff_across_edits(tmp_path: Path, tiny_o200k_model: 
     assert [r["item_id"] for r in rows] == ["insult", "polite", "sarcasm"]
     assert clf.store.run(first.run)["kind"] == "test"
 
-    again = run_policy_tests(folder, {"model": tiny_o200k_model, "sampling": SHORT},
-                             logits_processors=steer)  # fmt: skip
+    again = run_policy_tests(
+        folder, {"model": tiny_o200k_model, "sampling": SHORT}, logits_processors=steer
+    )
     assert (again.version.id, again.new_version) == (first.version.id, False)
     assert again.cached == again.total == 3  # unchanged policy: answered from the store
     assert [o.outcome for o in again.outcomes] == ["pass", "pass", "fail"]
@@ -186,7 +196,9 @@ def test_versions_cache_and_diff_across_edits(tmp_path: Path, tiny_o200k_model: 
 
     history = policy_history(clf.store, "rude")
     assert [(h.version.label, h.runs, h.last.passed) for h in history] == [
-        ("v1", 2, 2), ("v2", 1, 2)]  # fmt: skip
+        ("v1", 2, 2),
+        ("v2", 1, 2),
+    ]
     assert history[0].version.message == "first try"
     diff = diff_versions(clf.store, "rude")
     assert "-Decide if the message is rude.\n" in diff.text_diff
@@ -194,13 +206,13 @@ def test_versions_cache_and_diff_across_edits(tmp_path: Path, tiny_o200k_model: 
     assert [f.name for f in diff.fixed] == ["sarcasm"] and diff.notes == []
 
     (folder / "policy.md").write_text(POLICY_V1)  # reverting is the old version again
-    back = run_policy_tests(folder, {"model": tiny_o200k_model, "sampling": SHORT},
-                            logits_processors=steer)  # fmt: skip
+    back = run_policy_tests(
+        folder, {"model": tiny_o200k_model, "sampling": SHORT}, logits_processors=steer
+    )
     assert (back.version.label, back.new_version, back.cached) == ("v1", False, 3)
 
 
-def test_junit_xml_counts_failures_and_undetermined(tmp_path: Path,
-                                                    tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_junit_xml_counts_failures_and_undetermined(tmp_path: Path, tiny_o200k_model: Path) -> None:
     folder = write_policy(tmp_path / "rude")
     clf = Classifier(folder, tiny_o200k_model, sampling=SHORT)
     # pass, wrong answer, and an unparsable answer with a control character in it
@@ -237,12 +249,22 @@ def test_tags_select_cases(tmp_path: Path, tiny_o200k_model: Path) -> None:
         run_policy_tests(None, clf, tags=["nope"])
 
 
-def test_cli_free_generation_is_undetermined_and_exits_1(tmp_path: Path,
-                                                         tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_cli_free_generation_is_undetermined_and_exits_1(
+    tmp_path: Path, tiny_o200k_model: Path
+) -> None:
     folder = write_policy(tmp_path / "rude")
     junit = tmp_path / "junit.xml"
-    args = ["policies", "test", str(folder), "--model", str(tiny_o200k_model),
-            "--max-tokens", "8", "--junit", str(junit)]  # fmt: skip
+    args = [
+        "policies",
+        "test",
+        str(folder),
+        "--model",
+        str(tiny_o200k_model),
+        "--max-tokens",
+        "8",
+        "--junit",
+        str(junit),
+    ]
     result = cli(*args)
     assert result.exit_code == 1, result.output
     assert "3 cases: 0 passed, 0 failed, 3 undetermined" in result.output
@@ -277,8 +299,9 @@ def steer_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], Non
     def install(answers: dict[str, str]) -> None:
         def steered(self: Classifier, texts, **kw):  # type: ignore[no-untyped-def]
             vocab = self.backend.vocab()
-            kw["logits_processors"] = [ForcedTokens(harmony_script(vocab, answers[t]))
-                                       for t in texts]  # fmt: skip
+            kw["logits_processors"] = [
+                ForcedTokens(harmony_script(vocab, answers[t])) for t in texts
+            ]
             return original(self, texts, **kw)
 
         monkeypatch.setattr(Classifier, "iter", steered)
@@ -286,8 +309,9 @@ def steer_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], Non
     return install
 
 
-def test_cli_test_history_and_diff(tmp_path: Path, tiny_o200k_model: Path,
-                                   steer_cli: Callable[[dict[str, str]], None]) -> None:  # fmt: skip
+def test_cli_test_history_and_diff(
+    tmp_path: Path, tiny_o200k_model: Path, steer_cli: Callable[[dict[str, str]], None]
+) -> None:
     folder = write_policy(tmp_path / "rude")
     model = ["--model", str(tiny_o200k_model), "--max-tokens", "24"]
     steer_cli({"you are an idiot": "1", "thank you kindly": "0", "wow, what a genius": "1"})
@@ -323,8 +347,9 @@ def test_history_of_an_untested_policy_is_an_error() -> None:
     assert "no tested versions of policy 'never_tested'" in result.stderr
 
 
-def test_json_and_likert_answers_are_judged_in_their_kind(tmp_path: Path,
-                                                          tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_json_and_likert_answers_are_judged_in_their_kind(
+    tmp_path: Path, tiny_o200k_model: Path
+) -> None:
     spam = tmp_path / "spam"
     spam.mkdir()
     (spam / "policy.md").write_text(
@@ -336,8 +361,13 @@ def test_json_and_likert_answers_are_judged_in_their_kind(tmp_path: Path,
         '{"id": "ok", "text": "see you at 5", "expected": false}\n'
     )
     clf = Classifier(spam, tiny_o200k_model, sampling=SamplingConfig(max_tokens=48))
-    steer = steer_by_id(clf, {"scam": '{"violation": 1, "policy_category": "scam"}',
-                              "ok": '{"violation": 1, "policy_category": "bulk"}'})  # fmt: skip
+    steer = steer_by_id(
+        clf,
+        {
+            "scam": '{"violation": 1, "policy_category": "scam"}',
+            "ok": '{"violation": 1, "policy_category": "bulk"}',
+        },
+    )
     report = run_policy_tests(None, clf, logits_processors=steer)
     assert [(o.got, o.outcome) for o in report.outcomes] == [("1", "pass"), ("1", "fail")]
     assert report.metrics["kind"] == "binary" and report.metrics["fp"] == 1

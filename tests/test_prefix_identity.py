@@ -42,8 +42,9 @@ def text(seed: int, n_words: int) -> str:
     return " ".join(rng.choice(POLICY_WORDS) for _ in range(n_words))
 
 
-def requests(engine: Engine, policies: list[str], n: int, seed: int = 0,
-             max_tokens: int = 10) -> list[GenerationRequest]:  # fmt: skip
+def requests(
+    engine: Engine, policies: list[str], n: int, seed: int = 0, max_tokens: int = 10
+) -> list[GenerationRequest]:
     """`n` prompts cycling through `policies`, texts of varied length."""
     rng = random.Random(seed)
     out = []
@@ -51,15 +52,21 @@ def requests(engine: Engine, policies: list[str], n: int, seed: int = 0,
         prompt = engine.renderer.render(
             policies[i % len(policies)], text(seed + i, rng.randint(1, 40))
         )
-        out.append(GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=max_tokens),
-                                     prefix_len=prompt.prefix_len))  # fmt: skip
+        out.append(
+            GenerationRequest(
+                prompt.token_ids,
+                SamplingConfig(max_tokens=max_tokens),
+                prefix_len=prompt.prefix_len,
+            )
+        )
     return out
 
 
 def scratch(path: Path, reqs: list[GenerationRequest]) -> list[list[int]]:
     """Every prompt evaluated from an empty cache, one at a time."""
-    with Engine(path, n_ctx=2048, n_parallel=1, n_threads=1, prefix_cache=False,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(
+        path, n_ctx=2048, n_parallel=1, n_threads=1, prefix_cache=False, prefix_snapshots=False
+    ) as eng:
         return [eng.generate(r).output_token_ids for r in reqs]
 
 
@@ -76,8 +83,9 @@ def logits_trace(eng: Engine, reqs: list[GenerationRequest]) -> list[np.ndarray]
 
 
 def scratch_trace(path: Path, reqs: list[GenerationRequest]) -> list[np.ndarray]:
-    with Engine(path, n_ctx=2048, n_parallel=1, n_threads=1, prefix_cache=False,
-                prefix_snapshots=False) as eng:  # fmt: skip
+    with Engine(
+        path, n_ctx=2048, n_parallel=1, n_threads=1, prefix_cache=False, prefix_snapshots=False
+    ) as eng:
         return logits_trace(eng, reqs)
 
 
@@ -161,9 +169,14 @@ def test_cut_prefix_after_window_cells_were_reused(tiny_model: Path) -> None:
         policy = _ids(rng, 240)
 
         def reqs_for(prefix: list[int], n: int, mt: int) -> list[GenerationRequest]:
-            return [GenerationRequest(prefix + _ids(rng, rng.randint(5, 60)),
-                                      SamplingConfig(max_tokens=mt), prefix_len=len(prefix))
-                    for _ in range(n)]  # fmt: skip
+            return [
+                GenerationRequest(
+                    prefix + _ids(rng, rng.randint(5, 60)),
+                    SamplingConfig(max_tokens=mt),
+                    prefix_len=len(prefix),
+                )
+                for _ in range(n)
+            ]
 
         for _ in range(20):  # a small cache wraps around until early cells are reused
             list(eng.generate_many(reqs_for(policy, 16, 30), n_parallel=4))
@@ -239,8 +252,9 @@ def test_snapshot_is_saved_then_loaded_with_identical_results(
     assert bit_identical(warm_trace, cold_trace)
 
 
-def test_damaged_snapshot_is_discarded(tiny_model: Path, policies: list[str],
-                                       edge_guard_home: Path) -> None:  # fmt: skip
+def test_damaged_snapshot_is_discarded(
+    tiny_model: Path, policies: list[str], edge_guard_home: Path
+) -> None:
     with engine(tiny_model, prefix_snapshots=True) as first:
         reqs = requests(first, policies[1:2], 3, seed=4)
         cold = _outputs(first, reqs, 2)

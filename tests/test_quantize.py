@@ -45,8 +45,17 @@ def test_f16_model_quantized_to_q8_0_and_q4_0_is_smaller_typed_and_loads(
         types = {t.name: t.type_name for t in read_header(out).tensors}
         assert types["blk.0.attn_q.weight"] == types["blk.1.ffn_down_exps.weight"] == ggml
         assert types["output_norm.weight"] == "F32"
-        model, ctx = rt.load(str(out), n_gpu_layers=0, n_ctx=64, n_batch=64, n_seq_max=1,
-                             n_threads=1, flash_attn="auto", swa_full=True, verbose=False)  # fmt: skip
+        model, ctx = rt.load(
+            str(out),
+            n_gpu_layers=0,
+            n_ctx=64,
+            n_batch=64,
+            n_seq_max=1,
+            n_threads=1,
+            flash_attn="auto",
+            swa_full=True,
+            verbose=False,
+        )
         assert rt.n_vocab(model) == 201088
         ctx.close()
         model.close()
@@ -64,8 +73,9 @@ def test_quantized_tiny_model_classifies(tmp_path: Path, tiny_model: Path) -> No
     assert result.verdict.value == "violation" and result.error is None
 
 
-def test_cli_reports_sizes_and_refuses_existing_output_unless_force(tmp_path: Path,
-                                                                    tiny_model: Path) -> None:  # fmt: skip
+def test_cli_reports_sizes_and_refuses_existing_output_unless_force(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     out = tmp_path / "q.gguf"
     res = CliRunner().invoke(main, ["models", "quantize", str(tiny_model), str(out), "-t", "q8_0"])
     assert res.exit_code == 0, res.output

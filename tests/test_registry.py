@@ -54,8 +54,11 @@ def one_line(msg: str) -> str:
 
 def test_shipped_manifests_load_and_default_is_safeguard_mxfp4() -> None:
     ms = load_manifests([repo_root() / "models"])
-    expected = {f"{n}:{q}" for n in ("gpt-oss-safeguard-20b", "gpt-oss-20b")
-                for q in ("mxfp4", "q8_0", "q4_k_m", "f16")}  # fmt: skip
+    expected = {
+        f"{n}:{q}"
+        for n in ("gpt-oss-safeguard-20b", "gpt-oss-20b")
+        for q in ("mxfp4", "q8_0", "q4_k_m", "f16")
+    }
     assert set(ms) == expected
     assert DEFAULT_MODEL == "gpt-oss-safeguard-20b:mxfp4" == default_model_ref()
     assert find_manifest("gpt-oss-safeguard-20b", ms).id == DEFAULT_MODEL  # type: ignore[union-attr]
@@ -271,10 +274,16 @@ def test_fit_20b_shape_header(tmp_path: Path) -> None:
 
     path = tmp_path / "shape.gguf"
     w = gguf.GGUFWriter(str(path), "gpt-oss")
-    for k, v in {"context_length": 131072, "embedding_length": 2880, "block_count": 24,
-                 "attention.head_count": 64, "attention.head_count_kv": 8,
-                 "attention.key_length": 64, "attention.value_length": 64,
-                 "attention.sliding_window": 128}.items():  # fmt: skip
+    for k, v in {
+        "context_length": 131072,
+        "embedding_length": 2880,
+        "block_count": 24,
+        "attention.head_count": 64,
+        "attention.head_count_kv": 8,
+        "attention.key_length": 64,
+        "attention.value_length": 64,
+        "attention.sliding_window": 128,
+    }.items():
         w.add_uint32(f"gpt-oss.{k}", v)
     mib = 2**20  # tensor infos only (no data): 24 layers of 100 MiB, 50 MiB embeddings/head
     for name, n in [("token_embd.weight", 50), ("output.weight", 50)] + [
@@ -298,8 +307,9 @@ def test_fit_20b_shape_header(tmp_path: Path) -> None:
 def test_gpu_info_parses_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fitmod.shutil, "which", lambda _: "/usr/bin/nvidia-smi")
     out = "0, NVIDIA H200, 143771, 140000\n"
-    monkeypatch.setattr(fitmod.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out))  # fmt: skip
+    monkeypatch.setattr(
+        fitmod.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out)
+    )
     assert fitmod.gpu_info() == [
         {"index": 0, "name": "NVIDIA H200", "total": 143771 * 2**20, "free": 140000 * 2**20}
     ]

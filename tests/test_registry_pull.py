@@ -275,11 +275,17 @@ def test_hf_ref_pull_via_cdn_redirect(hub: FakeHub, data: bytes) -> None:
 
 def test_ensure_model_pulls_when_allowed(hub: FakeHub, data: bytes) -> None:
     asked: list[str] = []
-    r = ensure_model(UNPINNED, yes=False, interactive=True,
-                     confirm=lambda q: asked.append(q) is None, echo=lambda s: None)  # fmt: skip
+    r = ensure_model(
+        UNPINNED,
+        yes=False,
+        interactive=True,
+        confirm=lambda q: asked.append(q) is None,
+        echo=lambda s: None,
+    )
     assert asked == [f"pull {UNPINNED} (336.6 kB)?"] and r.path.read_bytes() == data
-    r2 = ensure_model(f"hf:{REPO}/tiny-pinned.gguf", yes=True, interactive=False,
-                      echo=lambda s: None)  # fmt: skip
+    r2 = ensure_model(
+        f"hf:{REPO}/tiny-pinned.gguf", yes=True, interactive=False, echo=lambda s: None
+    )
     assert r2.path.read_bytes() == data
 
 
@@ -312,8 +318,15 @@ HINT = f"pull one with `edge-guard models pull hf:{GUARD_REPO}/FILE.gguf`"
 
 
 def _guard_manifest(tmp_path: Path, tag: str, filename: str) -> str:
-    write_manifest(tmp_path / "manifests", f"guard-{tag}", id=f"tiny-guard:{tag}",
-                   family="safeguard", quant=tag, repo=GUARD_REPO, filename=filename)  # fmt: skip
+    write_manifest(
+        tmp_path / "manifests",
+        f"guard-{tag}",
+        id=f"tiny-guard:{tag}",
+        family="safeguard",
+        quant=tag,
+        repo=GUARD_REPO,
+        filename=filename,
+    )
     return f"tiny-guard:{tag}"
 
 
@@ -343,7 +356,9 @@ def test_missing_manifest_file_falls_back_to_the_quant_file(
     assert (again.trust, again.remote_file) == ("tofu-matched", "Tiny-Guard-mxfp4.gguf")
 
 
-def test_ambiguous_or_absent_quant_file_is_refused(hub: FakeHub, data: bytes, tmp_path: Path) -> None:  # fmt: skip
+def test_ambiguous_or_absent_quant_file_is_refused(
+    hub: FakeHub, data: bytes, tmp_path: Path
+) -> None:
     for name in ("guard-a-Q8_0.gguf", "guard-b.q8_0.gguf", "guard-Q4_K_M-00001-of-00002.gguf"):
         hub.add(GUARD_REPO, name, data)
     q8 = _guard_manifest(tmp_path, "q8_0", "guard-Q8_0.gguf")
@@ -373,12 +388,21 @@ def test_shipped_manifests_pull_when_hub_names_differ(
 
     monkeypatch.setenv("EDGE_GUARD_MANIFESTS", str(repo_root() / "models"))
     repo = "unsloth/gpt-oss-safeguard-20b-GGUF"
-    for name in ("gpt-oss-safeguard-20b-mxfp4.gguf", "GPT-OSS-Safeguard-20B.Q8_0.gguf",
-                 "gpt-oss-safeguard-20b-F16.gguf", "gpt-oss-safeguard-20b-BF16.gguf"):  # fmt: skip
+    for name in (
+        "gpt-oss-safeguard-20b-mxfp4.gguf",
+        "GPT-OSS-Safeguard-20B.Q8_0.gguf",
+        "gpt-oss-safeguard-20b-F16.gguf",
+        "gpt-oss-safeguard-20b-BF16.gguf",
+    ):
         hub.add(repo, name, data)
     quiet = {"echo": lambda s: None}
-    assert pull("gpt-oss-safeguard-20b:mxfp4", **quiet).remote_file == "gpt-oss-safeguard-20b-mxfp4.gguf"  # fmt: skip
-    assert pull("gpt-oss-safeguard-20b:q8_0", **quiet).remote_file == "GPT-OSS-Safeguard-20B.Q8_0.gguf"  # fmt: skip
+    assert (
+        pull("gpt-oss-safeguard-20b:mxfp4", **quiet).remote_file
+        == "gpt-oss-safeguard-20b-mxfp4.gguf"
+    )
+    assert (
+        pull("gpt-oss-safeguard-20b:q8_0", **quiet).remote_file == "GPT-OSS-Safeguard-20B.Q8_0.gguf"
+    )
     listings = [r for r in hub.gets() if r["path"].startswith("/api/models/")]
     assert len(listings) == 2
     f16 = pull("gpt-oss-safeguard-20b:f16", **quiet)  # its name exists: no listing, no substitute

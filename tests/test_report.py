@@ -89,8 +89,9 @@ def test_report_reference_can_be_turned_off_and_bad_inputs(tmp_path: Path, two_r
 def test_report_command(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
     _store, names = two_runs
     out = tmp_path / "cli.html"
-    res = CliRunner().invoke(main, ["report", *names, "--out", str(out), "--resamples", "50",
-                                    "--reference", "none"])  # fmt: skip
+    res = CliRunner().invoke(
+        main, ["report", *names, "--out", str(out), "--resamples", "50", "--reference", "none"]
+    )
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == f"wrote {out}"
     html = out.read_text()
@@ -101,9 +102,20 @@ def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_mo
     data = write_jsonl(tmp_path / "local.jsonl", labelled_rows(8, hostile_every=4))
     out = tmp_path / "tc.html"
     env = {**os.environ, "EDGE_GUARD_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, str(REPO / "scripts" / "toxic_chat.py"), "--models",
-            str(tiny_o200k_model), "--dataset", str(data), "-n", "4", "--max-tokens", "6",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        sys.executable,
+        str(REPO / "scripts" / "toxic_chat.py"),
+        "--models",
+        str(tiny_o200k_model),
+        "--dataset",
+        str(data),
+        "-n",
+        "4",
+        "--max-tokens",
+        "6",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
@@ -116,7 +128,9 @@ def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_mo
     # the first run printed each run's progress, ending at 4/4
     model = str(tiny_o200k_model)
     assert [ln for ln in proc.stderr.splitlines() if not ln.startswith("  ")] == [
-        f"{model} × toxic_simple", f"{model} × toxic_chat"]  # fmt: skip
+        f"{model} × toxic_simple",
+        f"{model} × toxic_chat",
+    ]
     assert sum(ln.startswith("  4/4 · ") for ln in proc.stderr.splitlines()) == 2
     # rerunning resumes: nothing new to classify, so no progress lines at all
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)

@@ -29,17 +29,24 @@ from edge_guard.store import Store
 SHORT = SamplingConfig(max_tokens=64)
 POLICY_V1 = "Decide if the message is rude.\nAnswer with a single character: 1 if rude, 0 if not.\n"
 POLICY_V2 = POLICY_V1.replace("rude.", "rude or mocking.", 1)
-BASE_CASES = [{"id": "insult", "text": "you are an idiot", "expected": "1"},
-              {"id": "polite", "text": "thank you kindly", "expected": "0"}]  # fmt: skip
+BASE_CASES = [
+    {"id": "insult", "text": "you are an idiot", "expected": "1"},
+    {"id": "polite", "text": "thank you kindly", "expected": "0"},
+]
 
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
-def write_policy(folder: Path, *, name: str = "rude", text: str = POLICY_V1,
-                 cases: Sequence[dict[str, Any]] | None = BASE_CASES,
-                 output: str = 'kind = "binary"') -> Path:  # fmt: skip
+def write_policy(
+    folder: Path,
+    *,
+    name: str = "rude",
+    text: str = POLICY_V1,
+    cases: Sequence[dict[str, Any]] | None = BASE_CASES,
+    output: str = 'kind = "binary"',
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "policy.md").write_text(text)
     (folder / "policy.toml").write_text(f'name = "{name}"\n[output]\n{output}\n')
@@ -48,27 +55,47 @@ def write_policy(folder: Path, *, name: str = "rude", text: str = POLICY_V1,
     return folder
 
 
-def store_run(db: Path, name: str, items: Sequence[dict[str, Any]], *, policy: str = "rude",
-              policy_hash: str = "h1", kind: str = "run",
-              config: dict[str, Any] | None = None) -> Store:  # fmt: skip
+def store_run(
+    db: Path,
+    name: str,
+    items: Sequence[dict[str, Any]],
+    *,
+    policy: str = "rude",
+    policy_hash: str = "h1",
+    kind: str = "run",
+    config: dict[str, Any] | None = None,
+) -> Store:
     """A run written straight into the store: each item {text, verdict, p, gold[, conv]}."""
     store = Store(db)
     cfg = {"policy": policy, "policy_hash": policy_hash, **(config or {})}
     store.ensure_run(name, kind=kind, policy=policy, model="m", config=cfg, n_items=len(items))
     for i, it in enumerate(items):
         conv = it.get("conversation")
-        row = {"key": f"{name}-k{i}", "text": it["text"], "verdict": it["verdict"],
-               "policy_name": policy, "policy_hash": policy_hash, "model_ref": "m",
-               "parsed": int(it["verdict"] != "undetermined"),
-               "final": {"violation": "1", "no_violation": "0"}.get(it["verdict"]),
-               "reasoning": it.get("reasoning", f"reasoning {i}"), "finish_reason": "return",
-               "metadata": {"p_violation": it["p"]} if it.get("p") is not None else {},
-               "conversation": json.dumps(conv, sort_keys=True, separators=(",", ":"))
-               if conv else None}  # fmt: skip
+        row = {
+            "key": f"{name}-k{i}",
+            "text": it["text"],
+            "verdict": it["verdict"],
+            "policy_name": policy,
+            "policy_hash": policy_hash,
+            "model_ref": "m",
+            "parsed": int(it["verdict"] != "undetermined"),
+            "final": {"violation": "1", "no_violation": "0"}.get(it["verdict"]),
+            "reasoning": it.get("reasoning", f"reasoning {i}"),
+            "finish_reason": "return",
+            "metadata": {"p_violation": it["p"]} if it.get("p") is not None else {},
+            "conversation": json.dumps(conv, sort_keys=True, separators=(",", ":"))
+            if conv
+            else None,
+        }
         gold = it.get("gold")
-        item = {"run": name, "idx": i, "item_id": it.get("id", f"item-{i}"), "key": row["key"],
-                "gold": None if gold is None else str(int(gold)),
-                "extra": {"gold_violation": gold}}  # fmt: skip
+        item = {
+            "run": name,
+            "idx": i,
+            "item_id": it.get("id", f"item-{i}"),
+            "key": row["key"],
+            "gold": None if gold is None else str(int(gold)),
+            "extra": {"gold_violation": gold},
+        }
         store.put(row, run_item=item)
     store.set_run_status(name, "done")
     return store
@@ -154,12 +181,28 @@ def test_review_of_an_unknown_run_lists_recent_ones(tmp_path: Path) -> None:
 def test_labels_keep_history_latest_wins_and_export_is_formula_safe(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     store_run(db, "r", ITEMS)
-    first = cli("review", "label", "r", "0", "no_violation", "--db", str(db), "--note",
-                "=cmd|' /C calc'!A0", "--tag", "fp", "--tag", "gold-wrong,fp", "--reviewer", "ann")  # fmt: skip
+    first = cli(
+        "review",
+        "label",
+        "r",
+        "0",
+        "no_violation",
+        "--db",
+        str(db),
+        "--note",
+        "=cmd|' /C calc'!A0",
+        "--tag",
+        "fp",
+        "--tag",
+        "gold-wrong,fp",
+        "--reviewer",
+        "ann",
+    )
     assert first.exit_code == 0, first.output
     assert first.stdout.startswith("item 0 → no_violation (decision #1 by ann)")
-    second = cli("review", "label", "r", "item-0", "violation", "--db", str(db),
-                 "--reviewer", "bob")  # fmt: skip
+    second = cli(
+        "review", "label", "r", "item-0", "violation", "--db", str(db), "--reviewer", "bob"
+    )
     assert second.exit_code == 0, second.output
     assert (
         "replaces no_violation (#1 by ann" in second.stdout and "kept in history" in second.stdout
@@ -245,9 +288,13 @@ def test_a_kill_9_loses_no_reported_decision(tmp_path: Path) -> None:
     store_run(db, "r", ITEMS).close()
     script = tmp_path / "reviewer.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(db)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
     try:
         seen = [proc.stdout.readline().strip() for _ in range(4)]  # type: ignore[union-attr]
         assert seen == ["recorded 1", "recorded 2", "recorded 3", "writing"]
@@ -263,8 +310,13 @@ def test_a_kill_9_loses_no_reported_decision(tmp_path: Path) -> None:
 
 
 # -- cases from decisions ------------------------------------------------------------------------
-CONV = {"messages": [{"role": "user", "content": "is this ok?"},
-                     {"role": "assistant", "content": "you fool"}], "target": "last"}  # fmt: skip
+CONV = {
+    "messages": [
+        {"role": "user", "content": "is this ok?"},
+        {"role": "assistant", "content": "you fool"},
+    ],
+    "target": "last",
+}
 
 
 def test_cases_from_review_append_with_provenance_never_rewriting(tmp_path: Path) -> None:
@@ -272,15 +324,40 @@ def test_cases_from_review_append_with_provenance_never_rewriting(tmp_path: Path
     folder = write_policy(tmp_path / "rude")
     before = (folder / "cases.jsonl").read_bytes().rstrip(b"\n")  # no final newline: added
     (folder / "cases.jsonl").write_bytes(before)
-    items = [*ITEMS[:3], {"text": "you are an idiot", "verdict": "violation", "p": 0.9,
-                          "gold": False},
-             {"text": "you fool", "conversation": CONV, "verdict": "no_violation", "p": 0.2,
-              "gold": True}]  # fmt: skip
+    items = [
+        *ITEMS[:3],
+        {"text": "you are an idiot", "verdict": "violation", "p": 0.9, "gold": False},
+        {
+            "text": "you fool",
+            "conversation": CONV,
+            "verdict": "no_violation",
+            "p": 0.2,
+            "gold": True,
+        },
+    ]
     store_run(db, "r", items)
-    for idx, label in ((0, "no_violation"), (1, "violation"), (2, "skip"), (3, "no_violation"),
-                       (4, "violation")):  # fmt: skip
-        res = cli("review", "label", "r", str(idx), label, "--db", str(db), "--reviewer", "ann",
-                  "--note", f"why {idx}", "--tag", "batch1")  # fmt: skip
+    for idx, label in (
+        (0, "no_violation"),
+        (1, "violation"),
+        (2, "skip"),
+        (3, "no_violation"),
+        (4, "violation"),
+    ):
+        res = cli(
+            "review",
+            "label",
+            "r",
+            str(idx),
+            label,
+            "--db",
+            str(db),
+            "--reviewer",
+            "ann",
+            "--note",
+            f"why {idx}",
+            "--tag",
+            "batch1",
+        )
         assert res.exit_code == 0, res.output
     res = cli("policies", "cases", "add", str(folder), "--from-review", "r", "--db", str(db))
     assert res.exit_code == 0, res.output
@@ -295,7 +372,11 @@ def test_cases_from_review_append_with_provenance_never_rewriting(tmp_path: Path
     assert added[0]["note"] == "why 0" and added[0]["tags"] == ["batch1", "review"]
     prov = added[0]["provenance"]
     assert (prov["run"], prov["item"], prov["decision"], prov["reviewer"]) == (
-        "r", 0, "no_violation", "ann")  # fmt: skip
+        "r",
+        0,
+        "no_violation",
+        "ann",
+    )
     assert prov["model_verdict"] == "violation" and prov["decision_id"] == 1
     assert added[2]["messages"] == CONV["messages"] and added[2]["target"] == "last"
     from edge_guard.policy.cases import load_cases
@@ -305,8 +386,9 @@ def test_cases_from_review_append_with_provenance_never_rewriting(tmp_path: Path
     assert len(cases) == 5 and cases[4].conversation is not None
     assert cases[4].text == "you fool"
     # a second promotion adds nothing (de-duplicated by text), and says so
-    again = cli("policies", "cases", "add", str(folder), "--from-review", "r", "--db", str(db),
-                "--json")  # fmt: skip
+    again = cli(
+        "policies", "cases", "add", str(folder), "--from-review", "r", "--db", str(db), "--json"
+    )
     assert json.loads(again.stdout)["n_added"] == 0
     assert json.loads(again.stdout)["duplicates"] == [0, 1, 3, 4]
     assert (folder / "cases.jsonl").read_bytes() == raw
@@ -324,9 +406,11 @@ def test_cases_from_review_refusals_are_one_line(tmp_path: Path) -> None:
     (csv_policy / "cases.csv").write_text("text,expected\nhello,0\n")
     res = cli("policies", "cases", "add", str(csv_policy), "--from-review", "r", "--db", str(db))
     assert res.exit_code == 1 and "cases from review are appended to cases.jsonl only" in res.stderr
-    likert = write_policy(tmp_path / "lik", cases=None,
-                          output='kind = "likert"\nlabels = ["1", "2", "3"]\n'
-                                 'violation = ["2", "3"]')  # fmt: skip
+    likert = write_policy(
+        tmp_path / "lik",
+        cases=None,
+        output='kind = "likert"\nlabels = ["1", "2", "3"]\nviolation = ["2", "3"]',
+    )
     res = cli("policies", "cases", "add", str(likert), "--from-review", "r", "--db", str(db))
     assert res.exit_code == 0, res.output
     assert "added 0 case(s)" in res.stdout
@@ -338,8 +422,14 @@ def test_cases_from_review_refusals_are_one_line(tmp_path: Path) -> None:
 def test_eval_scores_against_review_decisions_and_reports_agreement(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     store_run(db, "r", ITEMS)
-    for idx, label in ((0, "no_violation"), (1, "violation"), (2, "violation"), (3, "violation"),
-                       (5, "no_violation"), (4, "skip")):  # fmt: skip
+    for idx, label in (
+        (0, "no_violation"),
+        (1, "violation"),
+        (2, "violation"),
+        (3, "violation"),
+        (5, "no_violation"),
+        (4, "skip"),
+    ):
         cli("review", "label", "r", str(idx), label, "--db", str(db))
     ev = json.loads(cli("eval", "r", "--db", str(db), "--gold", "review", "--json").stdout)
     assert ev["gold_source"] == "review" and ev["n_labelled"] == 5
@@ -354,8 +444,9 @@ def test_eval_scores_against_review_decisions_and_reports_agreement(tmp_path: Pa
     assert r["reviewer_vs_gold"]["agreement"]["value"] == pytest.approx(0.75)
     assert r["model_vs_gold"]["n"] == 6
     assert len(r["model_vs_reviewer"]["agreement"]["ci"]) == 2
-    fill = json.loads(cli("eval", "r", "--db", str(db), "--gold", "dataset+review",
-                          "--json").stdout)  # fmt: skip
+    fill = json.loads(
+        cli("eval", "r", "--db", str(db), "--gold", "dataset+review", "--json").stdout
+    )
     assert fill["n_labelled"] == 7  # item 5 labelled by its decision
     plain = json.loads(cli("eval", "r", "--db", str(db), "--json").stdout)
     assert plain["n_labelled"] == 6 and plain["review"]["n_reviewed"] == 5
@@ -407,8 +498,14 @@ def steer_cli(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], str]
     return install
 
 
-def model_run(db: Path, model: Path, policy: Path, rows: Sequence[dict[str, Any]], name: str,
-              answers: Callable[[str], str]) -> None:  # fmt: skip
+def model_run(
+    db: Path,
+    model: Path,
+    policy: Path,
+    rows: Sequence[dict[str, Any]],
+    name: str,
+    answers: Callable[[str], str],
+) -> None:
     from edge_guard.runs.batch import run_dataset
 
     data = policy.parent / f"{name}.jsonl"
@@ -458,6 +555,7 @@ def test_promoted_cases_join_the_next_test_and_its_version_diff(
     assert flips["kind"] == "test" and flips["run"].startswith("test:rude:v2:")
     assert flips["partners"][0].startswith("test:rude:v1:")
     assert sorted(i["text"] for i in flips["items"]) == ["comment 1", "comment 3", "comment 4"]
-    wrong = json.loads(cli("review", "rude", "--db", str(db), "--queue", "disagree",
-                           "--json").stdout)  # fmt: skip
+    wrong = json.loads(
+        cli("review", "rude", "--db", str(db), "--queue", "disagree", "--json").stdout
+    )
     assert [i["text"] for i in wrong["items"]] == ["comment 4"]  # the failing case

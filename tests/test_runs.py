@@ -125,8 +125,9 @@ def test_killed_run_resumes_with_every_item_once(tmp_path: Path, tiny_model: Pat
     assert len(before) == 5, "the run was not killed after its 5th stored item"
     assert store.run("killme")["status"] == "running"  # killed: nobody could mark it
     clf = make_classifier(tiny_model, db)
-    summary = run_dataset(data, clf, name="killme",
-                          steer=steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows)))  # fmt: skip
+    summary = run_dataset(
+        data, clf, name="killme", steer=steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows))
+    )
     assert summary.n_new == 40 - len(before)  # only the missing items were classified
     items = run_item_rows(store, "killme")
     assert [r["idx"] for r in items] == list(range(40))  # every item, once
@@ -141,8 +142,20 @@ def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
 ) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", labelled_rows(40))
     db = tmp_path / "store.db"
-    args = ["run", str(data), "-p", "toxic_simple", "-m", str(tiny_model), "--max-tokens", "24",
-            "--db", str(db), "--name", "ctrl-c"]  # fmt: skip
+    args = [
+        "run",
+        str(data),
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "24",
+        "--db",
+        str(db),
+        "--name",
+        "ctrl-c",
+    ]
     # The child holds once two items are stored, until the test's SIGINT: the interrupt
     # lands mid-run however fast the machine is.
     argv = python_m("edge_guard", *args, "--parallel", "1", hold_after_items=2)
@@ -167,8 +180,20 @@ def test_ctrl_c_marks_interrupted_and_the_same_command_resumes(
 def test_cli_run_reports_malformed_rows_and_prints_eval(tmp_path: Path, tiny_model: Path) -> None:
     good = [json.dumps({"text": f"t{i}", "label": i % 2}) for i in range(4)]
     p = tmp_path / "mixed.jsonl"
-    p.write_bytes("\n".join([good[0], "{not json", good[1], '{"label": 1}', good[2], good[3],
-                             '{"text": "x", "label": "perhaps"}']).encode() + b"\n")  # fmt: skip
+    p.write_bytes(
+        "\n".join(
+            [
+                good[0],
+                "{not json",
+                good[1],
+                '{"label": 1}',
+                good[2],
+                good[3],
+                '{"text": "x", "label": "perhaps"}',
+            ]
+        ).encode()
+        + b"\n"
+    )
     args = ["run", str(p), "-p", "toxic_simple", "-m", str(tiny_model), "--max-tokens", "4"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -183,8 +208,21 @@ def test_cli_run_reports_malformed_rows_and_prints_eval(tmp_path: Path, tiny_mod
     assert notes["malformed_first"][0] == [2, notes["malformed_first"][0][1]]
     assert notes["unmapped_labels"] == {"perhaps": 1}
     ev = json.loads(CliRunner().invoke(main, ["eval", run["name"], "--json"]).stdout)
-    for key in ("accuracy", "precision", "recall", "f1", "treatments", "confusion", "verdicts",
-                "undetermined_rate", "parse_rate", "scores", "ci", "headline", "n_labelled"):  # fmt: skip
+    for key in (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "treatments",
+        "confusion",
+        "verdicts",
+        "undetermined_rate",
+        "parse_rate",
+        "scores",
+        "ci",
+        "headline",
+        "n_labelled",
+    ):
         assert key in ev
     assert ev["n_labelled"] == 4 and ev["verdicts"]["undetermined"] == 5  # cut off at 4 tokens
     assert ev["treatments"]["as_safe"]["n"] == 4 and ev["treatments"]["excluded"]["n"] == 0

@@ -13,7 +13,9 @@ CLEAR = "\x1b[2J"
 def test_term_shows_escape_sequences_instead_of_obeying_them() -> None:
     assert term(f"a{OSC_TITLE}b{CLEAR}c") == "a\\x1b]0;pwned\\x07b\\x1b[2Jc"
     assert term("C1 csi \x9b2J, del \x7f, nul \x00") == "C1 csi \\x9b2J, del \\x7f, nul \\x00"
-    assert term("bidi \u202eevil\u202c, isolate \u2066") == "bidi \\u202eevil\\u202c, isolate \\u2066"
+    assert (
+        term("bidi \u202eevil\u202c, isolate \u2066") == "bidi \\u202eevil\\u202c, isolate \\u2066"
+    )
     assert term("lone \udc80 surrogate") == "lone \\udc80 surrogate"
     assert term("keeps\ttabs\nand newlines\r\nCRLF, bare \r CR") == (
         "keeps\ttabs\nand newlines\nCRLF, bare \\x0d CR"
@@ -47,4 +49,4 @@ def test_csv_cell_neutralises_formulas_only() -> None:
         assert csv_cell(formula) == "'" + formula
     assert csv_cell("ok =1") == "ok =1"
     assert csv_cell(-1.5) == -1.5 and csv_cell(None) is None and csv_cell("") == ""
-    assert csv_row({"a": "=HYPERLINK(\"x\")", "b": 2}) == {"a": "'=HYPERLINK(\"x\")", "b": 2}
+    assert csv_row({"a": '=HYPERLINK("x")', "b": 2}) == {"a": '\'=HYPERLINK("x")', "b": 2}

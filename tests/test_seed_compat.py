@@ -76,11 +76,11 @@ def test_seed_names_mean_the_default_builds() -> None:
 def test_seed_readme_call_verbatim(toy_example_policy, pulled_base_model: Path) -> None:  # type: ignore[no-untyped-def]
     response: ClassificationResult = classify(
         text="I hate puppies",
-        policy=toy_example_policy, # Just pass in your policy module
-        model = Model.GPT_OSS_20B,
-        backend = InferenceBackend.API_INJECT_HARMONY,
+        policy=toy_example_policy,  # Just pass in your policy module
+        model=Model.GPT_OSS_20B,
+        backend=InferenceBackend.API_INJECT_HARMONY,
         use_cache=True,
-    )  # fmt: skip
+    )
     print(response.binary_label)
     assert isinstance(response, ClassificationResult)
     assert (response.text, response.policy, response.cached) == (
@@ -94,13 +94,22 @@ def test_seed_readme_call_verbatim(toy_example_policy, pulled_base_model: Path) 
     row = Store().get(response.key)
     assert (row["model_ref"], row["backend"], row["style"]) == ("gpt-oss-20b", "local", "harmony")
     assert json.loads(row["sampling"])["max_tokens"] == 16
-    again = classify(text="I hate puppies", policy=toy_example_policy, model=Model.GPT_OSS_20B,
-                     backend=InferenceBackend.API_INJECT_HARMONY, use_cache=True)  # fmt: skip
+    again = classify(
+        text="I hate puppies",
+        policy=toy_example_policy,
+        model=Model.GPT_OSS_20B,
+        backend=InferenceBackend.API_INJECT_HARMONY,
+        use_cache=True,
+    )
     assert again.key == response.key  # same cache entry (an error result is retried, not served)
     assert Store().query("SELECT count(*) AS n FROM results")[0]["n"] == 1
 
 
 def test_seed_api_backend_is_the_chat_template(toy_example_policy, pulled_base_model: Path) -> None:  # type: ignore[no-untyped-def]
-    response = classify(text="I hate puppies", policy=toy_example_policy,
-                        model=Model.GPT_OSS_20B, backend=InferenceBackend.API)  # fmt: skip
+    response = classify(
+        text="I hate puppies",
+        policy=toy_example_policy,
+        model=Model.GPT_OSS_20B,
+        backend=InferenceBackend.API,
+    )
     assert Store().get(response.key)["style"] == "chat-template"

@@ -73,7 +73,9 @@ def vllm_shim(tiny_o200k_model: Path, log_dir: Path) -> Iterator[ServerProcess]:
 @pytest.fixture(
     scope="module", params=["llama-server-dialect", "vllm-dialect", "llama-server-binary"]
 )
-def server(request: pytest.FixtureRequest, tiny_o200k_model: Path, log_dir: Path) -> Iterator[ServerProcess]:  # fmt: skip
+def server(
+    request: pytest.FixtureRequest, tiny_o200k_model: Path, log_dir: Path
+) -> Iterator[ServerProcess]:
     if request.param == "llama-server-dialect":
         yield request.getfixturevalue("llama_shim")
     elif request.param == "vllm-dialect":
@@ -88,7 +90,9 @@ def server(request: pytest.FixtureRequest, tiny_o200k_model: Path, log_dir: Path
 
 
 @pytest.fixture(scope="module")
-def local_results(tiny_o200k_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # fmt: skip
+def local_results(
+    tiny_o200k_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The local engine's results on TEXTS: free (greedy, 12 tokens) and steered."""
     store = Store(tmp_path_factory.mktemp("local") / "local.db")
     backend = LocalBackend(tiny_o200k_model, settings=EngineSettings(n_ctx=4096, n_parallel=2))
@@ -186,8 +190,9 @@ def test_killed_server_gives_error_rows_and_a_rerun_completes_only_those(
                 assert srv.url in r["error"] and "attempt" in r["error"]
                 assert r["finish_reason"] == "error"
 
-        srv = ServerProcess.shim(tiny_o200k_model, "llama-server", log_dir, n_ctx=SERVER_CTX,
-                                 port=srv.port).start()  # fmt: skip
+        srv = ServerProcess.shim(
+            tiny_o200k_model, "llama-server", log_dir, n_ctx=SERVER_CTX, port=srv.port
+        ).start()
         sent: list[int] = []
         execute = backend.execute
 
@@ -196,8 +201,11 @@ def test_killed_server_gives_error_rows_and_a_rerun_completes_only_those(
             return execute(requests, n_parallel)
 
         backend.execute = counting  # type: ignore[method-assign]
-        again = dict(Classifier("toxic_simple", backend, sampling=FREE, store=store)
-                     .iter(TEXTS, run_items=items))  # fmt: skip
+        again = dict(
+            Classifier("toxic_simple", backend, sampling=FREE, store=store).iter(
+                TEXTS, run_items=items
+            )
+        )
         assert sent == [len(failed)]
         assert {i for i, r in again.items() if not r.cached} == failed
         rows = store.run_results("r1")
@@ -206,27 +214,39 @@ def test_killed_server_gives_error_rows_and_a_rerun_completes_only_those(
         srv.kill()
 
 
-def test_server_errors_are_retried_with_a_bound(llama_shim: ServerProcess, tiny_o200k_model: Path) -> None:  # fmt: skip
-    direct = Classifier("toxic_simple", _server_backend(llama_shim, tiny_o200k_model),
-                        sampling=FREE, use_cache=False).classify(["have a nice day"])[0]  # fmt: skip
+def test_server_errors_are_retried_with_a_bound(
+    llama_shim: ServerProcess, tiny_o200k_model: Path
+) -> None:
+    direct = Classifier(
+        "toxic_simple",
+        _server_backend(llama_shim, tiny_o200k_model),
+        sampling=FREE,
+        use_cache=False,
+    ).classify(["have a nice day"])[0]
     proxy = FlakyProxy(llama_shim.url, fail=2, status=500, path="/completion")
     try:
         backend = _server_backend(proxy, tiny_o200k_model, concurrency=1, retries=4, backoff=0.01)
-        res = Classifier("toxic_simple", backend, sampling=FREE, use_cache=False).classify(["have a nice day"])[0]  # fmt: skip
+        res = Classifier("toxic_simple", backend, sampling=FREE, use_cache=False).classify(
+            ["have a nice day"]
+        )[0]
         assert res.error is None
         assert res.model_response.output_token_ids == direct.model_response.output_token_ids
         assert [s for m, p, s in proxy.log if p == "/completion"] == [500, 500, 200]
 
         proxy.fail = 3  # more failures than attempts: that item fails, the next one succeeds
         backend = _server_backend(proxy, tiny_o200k_model, concurrency=1, retries=3, backoff=0.01)
-        first, second = Classifier("toxic_simple", backend, sampling=FREE, use_cache=False).classify(["a", "b"])  # fmt: skip
+        first, second = Classifier(
+            "toxic_simple", backend, sampling=FREE, use_cache=False
+        ).classify(["a", "b"])
         assert "failed after 3 attempt(s): HTTP 500: injected failure" in (first.error or "")
         assert second.error is None and second.model_response.output_token_ids
     finally:
         proxy.close()
 
 
-def test_llama_cpp_python_stock_server_is_refused_clearly(tiny_o200k_model: Path, log_dir: Path) -> None:  # fmt: skip
+def test_llama_cpp_python_stock_server_is_refused_clearly(
+    tiny_o200k_model: Path, log_dir: Path
+) -> None:
     srv = ServerProcess.shim(tiny_o200k_model, "stock", log_dir, n_ctx=512).start()
     try:
         # Why: it rejects token-id prompts, and its output text has no special tokens.
@@ -240,7 +260,9 @@ def test_llama_cpp_python_stock_server_is_refused_clearly(tiny_o200k_model: Path
         srv.kill()
 
 
-def test_a_python_logits_processor_fails_only_its_item(llama_shim: ServerProcess, tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_a_python_logits_processor_fails_only_its_item(
+    llama_shim: ServerProcess, tiny_o200k_model: Path
+) -> None:
     clf = Classifier("toxic_simple", _server_backend(llama_shim, tiny_o200k_model), sampling=FREE)
     custom = lambda ids, logits: logits  # noqa: E731
     bad, good = clf.classify(["x", "y"], logits_processors=[custom, None])
@@ -272,8 +294,17 @@ def test_cli_classify_uses_the_server_from_the_environment(
 
     monkeypatch.setenv("EDGE_GUARD_BACKEND", "server")
     monkeypatch.setenv("EDGE_GUARD_SERVER_URL", llama_shim.url)
-    args = ["classify", "-p", "toxic_simple", "-m", str(tiny_o200k_model), "--max-tokens", "6",
-            "--json", "have a nice day"]  # fmt: skip
+    args = [
+        "classify",
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(tiny_o200k_model),
+        "--max-tokens",
+        "6",
+        "--json",
+        "have a nice day",
+    ]
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["model"].endswith(f"@127.0.0.1:{llama_shim.port}")
@@ -310,8 +341,15 @@ def test_reply_parsing_recovers_ids(tiny_o200k_model: Path) -> None:
     ids = harmony_script(vocab, final="1", analysis="short")
     assert retokenize(vocab, vocab.decode(ids)) == ids
     ret = vocab.special_id("<|return|>")
-    data = {"choices": [{"logprobs": {"tokens": [f"token_id:{i}" for i in ids[:-1]]},
-                         "finish_reason": "stop", "stop_reason": ret}]}  # fmt: skip
+    data = {
+        "choices": [
+            {
+                "logprobs": {"tokens": [f"token_id:{i}" for i in ids[:-1]]},
+                "finish_reason": "stop",
+                "stop_reason": ret,
+            }
+        ]
+    }
     assert openai_reply(data, [1, 2], vocab).tokens == ids  # stop token appended
     data = {"choices": [{"text": vocab.decode(ids), "finish_reason": "stop"}]}
     assert openai_reply(data, [1, 2], vocab).tokens == ids
@@ -326,8 +364,9 @@ def test_reply_parsing_recovers_ids(tiny_o200k_model: Path) -> None:
 @pytest.fixture
 def fake(tiny_model: Path) -> Iterator[FakeLlamaServer]:
     """Answers every /completion with <|return|> unless a test scripts otherwise."""
-    srv = FakeLlamaServer({"tokens": [Vocab.from_gguf(tiny_model).special_id("<|return|>")],
-                           "stop_type": "eos"})  # fmt: skip
+    srv = FakeLlamaServer(
+        {"tokens": [Vocab.from_gguf(tiny_model).special_id("<|return|>")], "stop_type": "eos"}
+    )
     yield srv
     srv.close()
 
@@ -404,8 +443,19 @@ def test_credentials_stay_off_the_terminal(
     monkeypatch.setenv("EDGE_GUARD_BACKEND", "server")
     monkeypatch.setenv("EDGE_GUARD_SERVER_URL", f"http://alice:{PASSWORD}@127.0.0.1:{fake.port}")
     monkeypatch.setenv("EDGE_GUARD_SERVER_API_KEY_ENV", "EG_TEST_KEY")
-    out = CliRunner().invoke(main, ["classify", "-p", "toxic_simple", "-m", str(tiny_model),
-                                    "--max-tokens", "6", "have a nice day"])  # fmt: skip
+    out = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            "-p",
+            "toxic_simple",
+            "-m",
+            str(tiny_model),
+            "--max-tokens",
+            "6",
+            "have a nice day",
+        ],
+    )
     assert fake.seen[-1]["headers"]["Authorization"] == f"Bearer {KEY}"  # the key wins
     assert "HTTP 400" in out.output and "[redacted]" in out.output
     assert _leaks(out.output) == []
@@ -414,8 +464,10 @@ def test_credentials_stay_off_the_terminal(
 
 def test_redactor_blanks_known_and_credential_shaped_secrets() -> None:
     r = Redactor("https://bob:p%40ss-word@gpu-box:8080", "tok-123456")
-    text = ("key tok-123456 pw p@ss-word enc p%40ss-word basic Ym9iOnBAc3Mtd29yZA== "
-            "url ftp://x:y@h/ api_key=abcd1234 {\"x-api-key\": \"zzzz9999\"} bearer qwerty123 the bearer of news")  # fmt: skip
+    text = (
+        "key tok-123456 pw p@ss-word enc p%40ss-word basic Ym9iOnBAc3Mtd29yZA== "
+        'url ftp://x:y@h/ api_key=abcd1234 {"x-api-key": "zzzz9999"} bearer qwerty123 the bearer of news'
+    )
     assert r(text) == (
         "key [redacted] pw [redacted] enc [redacted] basic [redacted] url ftp://[redacted]@h/ "
         'api_key=[redacted] {"x-api-key": "[redacted]"} bearer [redacted] the bearer of news'
@@ -424,7 +476,9 @@ def test_redactor_blanks_known_and_credential_shaped_secrets() -> None:
     assert safe_url("http://gpu-box:8080") == "http://gpu-box:8080"
 
 
-def test_timeout_is_a_deadline_for_the_whole_exchange(fake: FakeLlamaServer, tiny_model: Path) -> None:  # fmt: skip
+def test_timeout_is_a_deadline_for_the_whole_exchange(
+    fake: FakeLlamaServer, tiny_model: Path
+) -> None:
     ok = json.dumps(fake.default).encode().ljust(100)  # 10 s to send at one byte per 0.1 s
     fake.script = [drip(ok, 0.1)]
     backend = ServerBackend(fake.url, tiny_model, concurrency=1, timeout=1.0)
@@ -459,9 +513,12 @@ def test_bad_token_ids_and_fields_fail_their_item(fake: FakeLlamaServer, tiny_mo
         ({"tokens": [5, 280]}, "a token id in `tokens` = 280, not an integer in [0, 280)"),
         ({"tokens": "5 6"}, "`tokens` = '5 6', not a list of token ids"),
         ({"tokens": [5], "tokens_evaluated": "9"}, "`tokens_evaluated` = '9', not an integer >= 0"),
-        ({"tokens": [5], "timings": {"prompt_ms": "fast"}}, "`timings.prompt_ms` = 'fast', not a number"),
+        (
+            {"tokens": [5], "timings": {"prompt_ms": "fast"}},
+            "`timings.prompt_ms` = 'fast', not a number",
+        ),
         ({"tokens": [5], "timings": [1]}, "`timings` = [1], not an object"),
-    ]  # fmt: skip
+    ]
     fake.script = [reply for reply, _ in bad]
     results = _classify(
         ServerBackend(fake.url, tiny_model, concurrency=1),
@@ -476,18 +533,27 @@ def test_bad_token_ids_and_fields_fail_their_item(fake: FakeLlamaServer, tiny_mo
 @pytest.mark.parametrize(
     ("props", "models", "msg"),
     [
-        ({"build_info": "b1", "total_slots": "many"}, "default",
-         "/props `total_slots` = 'many', not an integer >= 1"),
-        ({"build_info": "b1", "default_generation_settings": {"n_ctx": -4}}, "default",
-         "/props `n_ctx` = -4, not an integer >= 1"),
+        (
+            {"build_info": "b1", "total_slots": "many"},
+            "default",
+            "/props `total_slots` = 'many', not an integer >= 1",
+        ),
+        (
+            {"build_info": "b1", "default_generation_settings": {"n_ctx": -4}},
+            "default",
+            "/props `n_ctx` = -4, not an integer >= 1",
+        ),
         ({"build_info": 7}, "default", "/props `build_info` = 7, not a string"),
         ("default", {"data": "fake.gguf"}, "/v1/models `data` = 'fake.gguf', not a list"),
         ("default", {"data": [{"id": 7}]}, "a /v1/models entry with id = 7"),
-        ("default", {"data": [{"id": "m", "meta": {"n_vocab": "lots"}}]},
-         "/v1/models `meta.n_vocab` = 'lots', not an integer >= 1"),
+        (
+            "default",
+            {"data": [{"id": "m", "meta": {"n_vocab": "lots"}}]},
+            "/v1/models `meta.n_vocab` = 'lots', not an integer >= 1",
+        ),
         ("default", {"data": ["m"]}, "a /v1/models entry = 'm', not an object"),
     ],
-)  # fmt: skip
+)
 def test_malformed_server_metadata_is_one_line(
     tiny_model: Path, props: Any, models: Any, msg: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,15 +30,34 @@ from tests.runs_helpers import HoldPipe
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path) -> Iterator[tuple[ServiceProcess, Path]]:  # fmt: skip
+def served(
+    tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path
+) -> Iterator[tuple[ServiceProcess, Path]]:
     home = tmp_path_factory.mktemp("serve_home")
     db = home / "serve.db"
-    args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "16",
-            "--parallel", "4", "--ctx", "4096", "--db", str(db), "--allow-inline-policies",
-            "--max-texts", "20", "--max-body", "20000"]  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_o200k_model),
+        "--policy",
+        "toxic_simple",
+        "--max-tokens",
+        "16",
+        "--parallel",
+        "4",
+        "--ctx",
+        "4096",
+        "--db",
+        str(db),
+        "--allow-inline-policies",
+        "--max-texts",
+        "20",
+        "--max-body",
+        "20000",
+    ]
     events = HoldPipe()  # the server's events (service_helpers): act on them, never sleep
-    proc = ServiceProcess(args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)},
-                          events=events).start()  # fmt: skip
+    proc = ServiceProcess(
+        args, home / "serve.log", env={"EDGE_GUARD_HOME": str(home)}, events=events
+    ).start()
     try:
         yield proc, db
     finally:
@@ -77,7 +96,10 @@ def test_openai_client_single_list_and_cached(url: str) -> None:
     first = client.moderations.create(model="toxic_simple", input=texts)
     assert [r.flagged for r in first.results] == [False, True, True]
     assert [r.categories.model_extra for r in first.results] == [
-        {"toxic_simple": False}, {"toxic_simple": True}, {"toxic_simple": None}]  # fmt: skip
+        {"toxic_simple": False},
+        {"toxic_simple": True},
+        {"toxic_simple": None},
+    ]
     # Undetermined is flagged (fail closed) and said so, never a silent "not flagged".
     assert [r.model_extra["undetermined"] for r in first.results] == [[], [], ["toxic_simple"]]
     assert [r.model_extra["cached"] for r in first.results] == [{"toxic_simple": False}] * 3
@@ -96,8 +118,9 @@ def test_default_policy_and_unknown_policy(url: str) -> None:
     assert "no_such_policy" in exc.value.body["message"]  # type: ignore[index]
     # A set name: one category per member policy (spam's JSON answer format reads "1" as
     # undetermined, so the text is flagged and says which policy could not decide).
-    r = httpx.post(url + "/v1/moderations", json={"input": f"set {VIOLATE}", "model": "community"},
-                   timeout=120).json()  # fmt: skip
+    r = httpx.post(
+        url + "/v1/moderations", json={"input": f"set {VIOLATE}", "model": "community"}, timeout=120
+    ).json()
     assert r["model"] == "community"
     assert r["results"][0]["categories"] == {"toxic_chat": True, "spam": None}
     assert (r["results"][0]["flagged"], r["results"][0]["undetermined"]) == (True, ["spam"])
@@ -126,7 +149,9 @@ def test_bad_json_limits_and_native_fields(url: str) -> None:
     json_type = {"Content-Type": "application/json"}
     r = httpx.post(url + "/v1/moderations", content=b'{"input": ', headers=json_type)
     assert (r.status_code, r.json()["error"]["message"]) == (
-        400, "request body is not valid JSON (Expecting value)")  # fmt: skip
+        400,
+        "request body is not valid JSON (Expecting value)",
+    )
     # A form post (what any web page may send without a CORS preflight) is refused.
     r = httpx.post(url + "/v1/moderations", data={"input": "x"})
     assert (r.status_code, r.json()["error"]["type"]) == (415, "invalid_request_error")
@@ -150,9 +175,11 @@ def test_bad_json_limits_and_native_fields(url: str) -> None:
 def test_native_classify_full_result_and_store(served: tuple[ServiceProcess, Path]) -> None:
     proc, db = served
     text = f"native {VIOLATE}"
-    r = httpx.post(proc.url + "/v1/classify",
-                   json={"texts": [text], "policy": "toxic_simple", "include_reasoning": True},
-                   timeout=120)  # fmt: skip
+    r = httpx.post(
+        proc.url + "/v1/classify",
+        json={"texts": [text], "policy": "toxic_simple", "include_reasoning": True},
+        timeout=120,
+    )
     assert r.status_code == 200
     res = r.json()["results"][0]
     assert (res["verdict"], res["fine_grain_label"], res["binary_label"]) == (
@@ -207,23 +234,43 @@ def test_policies_models_health_metrics(url: str) -> None:
     assert (health["service"], health["default_policies"]) == ("edge_guard", ["toxic_simple"])
     httpx.post(url + "/v1/moderations", json={"input": f"metrics {VIOLATE}"}, timeout=120)
     text = httpx.get(url + "/metrics").text
-    for name in ("edge_guard_requests_total", 'edge_guard_labels_total{verdict="violation"}',
-                 "edge_guard_cache_hits_total", 'edge_guard_tokens_total{kind="output"}',
-                 "edge_guard_queue_depth 0.0", "edge_guard_request_seconds_bucket"):  # fmt: skip
+    for name in (
+        "edge_guard_requests_total",
+        'edge_guard_labels_total{verdict="violation"}',
+        "edge_guard_cache_hits_total",
+        'edge_guard_tokens_total{kind="output"}',
+        "edge_guard_queue_depth 0.0",
+        "edge_guard_request_seconds_bucket",
+    ):
         assert name in text
     assert httpx.get(url + "/docs").status_code == 200
 
 
 def test_cli_classify_through_the_server(url: str, tiny_o200k_model: Path) -> None:
-    result = CliRunner().invoke(main, ["classify", "--backend", "server", "--url", url,
-                                       "-p", "toxic_simple", "--max-tokens", "16", "--json",
-                                       f"cli {VIOLATE}"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            "--backend",
+            "server",
+            "--url",
+            url,
+            "-p",
+            "toxic_simple",
+            "--max-tokens",
+            "16",
+            "--json",
+            f"cli {VIOLATE}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert (out["verdict"], out["model"]) == ("violation", tiny_o200k_model.name)  # no path
 
 
-def test_client_that_disconnects_leaves_nothing_running(served: tuple[ServiceProcess, Path]) -> None:  # fmt: skip
+def test_client_that_disconnects_leaves_nothing_running(
+    served: tuple[ServiceProcess, Path],
+) -> None:
     """A client that hangs up cancels its job: labels computed are kept, nothing else runs.
     The slow texts would reason for minutes, so only the cancel ends their job (the
     server's `done` event), and none of them is ever stored."""
@@ -258,8 +305,10 @@ def _abandoned_post(url: str, path: str, body: dict[str, Any]) -> Iterator[None]
     any answer (a client that gave up)."""
     host = httpx.URL(url)
     data = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host.host}:{host.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host.host}:{host.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
     with socket.create_connection((host.host, host.port), timeout=120) as sock:
         sock.sendall(head.encode() + data)
         yield
@@ -280,9 +329,21 @@ def _result_indexes(response: httpx.Response, n: int) -> list[int]:
 
 
 def test_non_loopback_without_key_is_refused(tiny_o200k_model: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "edge_guard", "serve", "--host", "0.0.0.0",
-                        "--model", str(tiny_o200k_model)],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_guard",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--model",
+            str(tiny_o200k_model),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "error: refusing to bind 0.0.0.0 without an API key: pass --api-key-env VAR (or bind 127.0.0.1)"
@@ -294,8 +355,22 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
 ) -> None:
     db = tmp_path / "kill.db"
     # --parallel 1: one text at a time, so the held text starts once those before it are done
-    args = ["--model", str(tiny_o200k_model), "--policy", "toxic_simple", "--max-tokens", "32",
-            "--parallel", "1", "--ctx", "4096", "--db", str(db), "--api-key-env", "EG_TEST_KEY"]  # fmt: skip
+    args = [
+        "--model",
+        str(tiny_o200k_model),
+        "--policy",
+        "toxic_simple",
+        "--max-tokens",
+        "32",
+        "--parallel",
+        "1",
+        "--ctx",
+        "4096",
+        "--db",
+        str(db),
+        "--api-key-env",
+        "EG_TEST_KEY",
+    ]
     env = {"EDGE_GUARD_HOME": str(tmp_path), "EG_TEST_KEY": "s3cret"}
     auth = {"Authorization": "Bearer s3cret"}
     events = HoldPipe()
@@ -304,21 +379,26 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     texts[3] = f"load 3 {HOLD}"  # holds the engine at its first token (service_helpers)
     try:
         assert httpx.get(proc.url + "/v1/models").status_code == 401
-        assert httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401  # fmt: skip
+        assert (
+            httpx.get(proc.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code
+            == 401
+        )
         assert httpx.get(proc.url + "/health").status_code == 200
         assert httpx.get(proc.url + "/openapi.json").json()["paths"]["/v1/moderations"]
         with pytest.raises(openai.AuthenticationError):
             _client(proc.url, "wrong").moderations.create(input="x")
         ok = _client(proc.url, "s3cret").moderations.create(input=f"auth {VIOLATE}")
         assert [r.flagged for r in ok.results] == [True]
-        inline = httpx.post(proc.url + "/v1/classify", json={"text": "x", "policy_text": "p"},
-                            headers=auth)  # fmt: skip
+        inline = httpx.post(
+            proc.url + "/v1/classify", json={"text": "x", "policy_text": "p"}, headers=auth
+        )
         assert inline.status_code == 403  # inline policies are off unless allowed
         # Mid-load: an 8-text request, killed -9 while its 4th text runs, once the three
         # before it are stored (a result event comes after its label is committed).
         body = {"texts": texts, "stream": True}
-        with httpx.stream("POST", proc.url + "/v1/classify", json=body, headers=auth,
-                          timeout=120) as r:  # fmt: skip
+        with httpx.stream(
+            "POST", proc.url + "/v1/classify", json=body, headers=auth, timeout=120
+        ) as r:
             first = _result_indexes(r, 3)
             events.wait_for("held load 3")
             proc.kill()
@@ -334,13 +414,18 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     again = ServiceProcess(args, tmp_path / "kill2.log", env=env, events=events).start()
     late: dict[str, httpx.Response] = {}
     try:
-        r = httpx.post(again.url + "/v1/moderations", json={"input": rest}, timeout=300,
-                       headers=auth)  # fmt: skip
+        r = httpx.post(
+            again.url + "/v1/moderations", json={"input": rest}, timeout=300, headers=auth
+        )
         # SIGTERM while a long request runs (slow texts: minutes each): it gets the grace
         # period, then a clean 503.
         long_body = {"texts": [f"long {i} {SLOW}" for i in range(12)], "max_tokens": 8000}
-        worker = threading.Thread(target=lambda: late.setdefault("r", httpx.post(
-            again.url + "/v1/classify", json=long_body, headers=auth, timeout=120)))  # fmt: skip
+        worker = threading.Thread(
+            target=lambda: late.setdefault(
+                "r",
+                httpx.post(again.url + "/v1/classify", json=long_body, headers=auth, timeout=120),
+            )
+        )
         worker.start()
         events.wait_for("slow long")  # its job is running
     finally:
@@ -349,8 +434,9 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     worker.join(60)
     assert late["r"].status_code == 503
     assert late["r"].json()["error"]["type"] == "server_shutting_down"
-    cached = {t for t, res in zip(rest, r.json()["results"], strict=True)
-              if res["cached"]["toxic_simple"]}  # fmt: skip
+    cached = {
+        t for t, res in zip(rest, r.json()["results"], strict=True) if res["cached"]["toxic_simple"]
+    }
     assert cached == done_before
     assert sorted(_stored(db, texts)) == sorted(rest)  # every label stored, once; never the held
     assert "Traceback" not in (tmp_path / "kill2.log").read_text()
@@ -373,7 +459,7 @@ def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
         {"cascade": "0.2:0.8", "effort": "high"},
         {"temperature": 0.5, "seed": 7, "date": "2021-02-03", "truncate": True},
         {"style": "chat-template"},
-    ]  # fmt: skip
+    ]
     for n, options in enumerate(cases):
         text = f"remote {n} {VIOLATE}"
         got = classify(text, "toxic_simple", **{**remote, **options})
@@ -383,30 +469,39 @@ def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
         first = classify(f"local {n} {SAFE}", "toxic_simple", **{**local, **options})
         again = classify(f"local {n} {SAFE}", "toxic_simple", **{**remote, **options})
         assert (again.key, again.cached) == (first.key, True), options
-    one_pass = classify("remote 0 " + VIOLATE, "toxic_simple", **remote, reasoning="none",
-                        effort="low")  # fmt: skip
+    one_pass = classify(
+        "remote 0 " + VIOLATE, "toxic_simple", **remote, reasoning="none", effort="low"
+    )
     assert one_pass.metadata["path"] == "one-pass"
     # A conversation goes as messages + target.
-    chat = Conversation([{"role": "user", "content": "hi"},
-                         {"role": "assistant", "content": f"hello {VIOLATE}"}], "assistant")  # fmt: skip
+    chat = Conversation(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": f"hello {VIOLATE}"}],
+        "assistant",
+    )
     res = classify(chat, "harmful_assistance", **remote)
     assert (res.text, res.conversation) == (f"hello {VIOLATE}", chat.canonical())
     # What the server cannot do is one line, in the client's error.
     with pytest.raises(EdgeGuardError) as exc:
         classify("wide", "toxic_simple", **remote, parallel=64)
-    assert str(exc.value) == (f"server {proc.url}: HTTP 400: field 'parallel': at most 4 on "
-                              "this server (its --parallel)")  # fmt: skip
+    assert str(exc.value) == (
+        f"server {proc.url}: HTTP 400: field 'parallel': at most 4 on this server (its --parallel)"
+    )
 
 
 def test_remote_classifier_reasoning_is_a_mode(url: str) -> None:
     from edge_guard.service.client import RemoteClassifier
 
-    clf = RemoteClassifier("toxic_simple", url, reasoning="none", cascade=(0.2, 0.8),
-                           truncate=True, parallel=2)  # fmt: skip
+    clf = RemoteClassifier(
+        "toxic_simple", url, reasoning="none", cascade=(0.2, 0.8), truncate=True, parallel=2
+    )
     assert (clf.reasoning, clf.cascade, clf.include_reasoning) == ("none", (0.2, 0.8), True)
     body = clf.options(clf.sampling)
     assert (body["reasoning"], body["cascade"], body["truncate"], body["parallel"]) == (
-        "none", "0.2:0.8", True, 2)  # fmt: skip
+        "none",
+        "0.2:0.8",
+        True,
+        2,
+    )
     with pytest.raises(EdgeGuardError):
         RemoteClassifier("toxic_simple", url, reasoning=True)  # type: ignore[arg-type]
 

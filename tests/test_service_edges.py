@@ -21,21 +21,38 @@ KEY = "edge-key-123"
 
 
 @pytest.fixture(scope="module")
-def apps(tmp_path_factory: pytest.TempPathFactory,
-         tiny_o200k_model: Path) -> Iterator[dict[str, Any]]:  # fmt: skip
+def apps(
+    tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path
+) -> Iterator[dict[str, Any]]:
     """Two servers over one model: without a key (inline policies on, one allowed web
     origin) and with a key."""
     home = tmp_path_factory.mktemp("edges")
-    common = ["--model", str(tiny_o200k_model), "-p", "toxic_simple", "--max-tokens", "8",
-              "--parallel", "4", "--ctx", "4096", "--db", str(home / "e.db")]  # fmt: skip
-    open_app, open_core = serve_in_process([*common, "--allow-inline-policies",
-                                            "--cors-origin", "https://app.example"])  # fmt: skip
+    common = [
+        "--model",
+        str(tiny_o200k_model),
+        "-p",
+        "toxic_simple",
+        "--max-tokens",
+        "8",
+        "--parallel",
+        "4",
+        "--ctx",
+        "4096",
+        "--db",
+        str(home / "e.db"),
+    ]
+    open_app, open_core = serve_in_process(
+        [*common, "--allow-inline-policies", "--cors-origin", "https://app.example"]
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EG_EDGE_KEY", KEY)
         keyed_app, keyed_core = serve_in_process([*common, "--api-key-env", "EG_EDGE_KEY"])
     try:
-        yield {"open": TestClient(open_app, base_url=BASE),
-               "keyed": TestClient(keyed_app, base_url=BASE), "core": open_core}  # fmt: skip
+        yield {
+            "open": TestClient(open_app, base_url=BASE),
+            "keyed": TestClient(keyed_app, base_url=BASE),
+            "core": open_core,
+        }
     finally:
         for core in (open_core, keyed_core):
             core.shutdown(0)
@@ -75,7 +92,7 @@ def _error(r: Any, status: int) -> dict[str, Any]:
         ({"truncate": "yes"}, "truncate"),
         ({"no_cache": 1}, "no_cache"),
     ],
-)  # fmt: skip
+)
 def test_bad_numbers_and_options_are_400_naming_the_field(
     apps: dict[str, Any], fields: dict[str, Any], param: str
 ) -> None:
@@ -88,8 +105,9 @@ def test_bad_numbers_and_options_are_400_naming_the_field(
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
 def test_non_finite_temperature_is_400(apps: dict[str, Any], literal: bytes) -> None:
     body = b'{"text": "x", "temperature": ' + literal + b"}"
-    r = apps["open"].post("/v1/classify", content=body,
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    r = apps["open"].post(
+        "/v1/classify", content=body, headers={"Content-Type": "application/json"}
+    )
     assert _error(r, 400)["param"] == "temperature"
 
 
@@ -102,8 +120,10 @@ def test_a_server_error_in_flag_terms_is_said_in_field_terms(apps: dict[str, Any
     r = apps["open"].post("/v1/classify", json={"text": "x", "policy": "spam", "reasoning": "none"})
     err = _error(r, 400)
     assert err["param"] == "reasoning"
-    assert err["message"] == ('policy spam: "reasoning": "none" needs a closed output kind '
-                              "(binary, likert or labels), not 'json'; use \"reasoning\": \"full\"")  # fmt: skip
+    assert err["message"] == (
+        'policy spam: "reasoning": "none" needs a closed output kind '
+        '(binary, likert or labels), not \'json\'; use "reasoning": "full"'
+    )
 
 
 # -- what a web page can do: Content-Type, Origin, Host ------------------------------------
@@ -113,11 +133,13 @@ def test_web_pages_are_refused_with_and_without_a_key(apps: dict[str, Any], whic
     auth = {"Authorization": f"Bearer {KEY}"}
     form = client.post("/v1/moderations", data={"input": "x"}, headers=auth)
     assert _error(form, 415)["type"] == "invalid_request_error"
-    plain = client.post("/v1/classify", content=b'{"text": "x"}',
-                        headers={**auth, "Content-Type": "text/plain"})  # fmt: skip
+    plain = client.post(
+        "/v1/classify", content=b'{"text": "x"}', headers={**auth, "Content-Type": "text/plain"}
+    )
     assert _error(plain, 415)["message"].endswith("(got 'text/plain')")
-    evil = client.post("/v1/classify", json={"text": "x"},
-                       headers={**auth, "Origin": "https://evil.example"})  # fmt: skip
+    evil = client.post(
+        "/v1/classify", json={"text": "x"}, headers={**auth, "Origin": "https://evil.example"}
+    )
     assert "--cors-origin" in _error(evil, 403)["message"]
     for host in ("evil.example", "evil.example:8089", "127.0.0.1.evil.example"):
         rebound = client.get("/health", headers={"Host": host})
@@ -128,12 +150,15 @@ def test_web_pages_are_refused_with_and_without_a_key(apps: dict[str, Any], whic
 
 def test_an_allowed_origin_gets_cors_and_the_docs_page_its_own(apps: dict[str, Any]) -> None:
     client: TestClient = apps["open"]
-    ok = client.post("/v1/classify", json={"text": "cors text"},
-                     headers={"Origin": "https://app.example"})  # fmt: skip
+    ok = client.post(
+        "/v1/classify", json={"text": "cors text"}, headers={"Origin": "https://app.example"}
+    )
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "https://app.example"
-    pre = client.options("/v1/classify", headers={"Origin": "https://app.example",
-                                                  "Access-Control-Request-Method": "POST"})  # fmt: skip
+    pre = client.options(
+        "/v1/classify",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
     assert pre.status_code == 204 and "POST" in pre.headers["access-control-allow-methods"]
     same = client.get("/v1/models", headers={"Origin": BASE})  # /docs' "try it out"
     assert same.status_code == 200 and "access-control-allow-origin" not in same.headers
@@ -147,8 +172,10 @@ def test_non_ascii_api_key_is_refused_at_start(
         run(["serve", "--model", str(tiny_o200k_model), "--api-key-env", "EG_ACCENT_KEY"])
     assert exc.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == ["error: --api-key-env EG_ACCENT_KEY: the key must be visible ASCII "
-                     "characters (no spaces or accents): clients send it as header bytes"]  # fmt: skip
+    assert lines == [
+        "error: --api-key-env EG_ACCENT_KEY: the key must be visible ASCII "
+        "characters (no spaces or accents): clients send it as header bytes"
+    ]
     assert "clé" not in lines[0]
 
 
@@ -167,14 +194,19 @@ def test_404_405_and_bad_bodies_have_the_openai_shape(apps: dict[str, Any]) -> N
     wrong = client.get("/v1/classify")
     assert _error(wrong, 405)["message"] == "method GET is not allowed on /v1/classify"
     assert wrong.headers["allow"] == "POST"
-    deep = client.post("/v1/classify", content=b"[" * 100_000,
-                       headers={"Content-Type": "application/json"})  # fmt: skip
+    deep = client.post(
+        "/v1/classify", content=b"[" * 100_000, headers={"Content-Type": "application/json"}
+    )
     assert _error(deep, 400)["message"] == "request body: JSON nested too deeply"
-    bad = client.post("/v1/classify", content=b'{"text": "caf\xe9"}',
-                      headers={"Content-Type": "application/json"})  # fmt: skip
+    bad = client.post(
+        "/v1/classify", content=b'{"text": "caf\xe9"}', headers={"Content-Type": "application/json"}
+    )
     assert _error(bad, 400)["message"] == "request body is not valid UTF-8 (bad byte at offset 13)"
-    utf16 = client.post("/v1/classify", content='{"text": "x"}'.encode("utf-16-le"),
-                        headers={"Content-Type": "application/json"})  # fmt: skip
+    utf16 = client.post(
+        "/v1/classify",
+        content='{"text": "x"}'.encode("utf-16-le"),
+        headers={"Content-Type": "application/json"},
+    )
     assert _error(utf16, 400)["message"].startswith("request body is not UTF-8 JSON")
 
 
@@ -187,9 +219,11 @@ def test_health_and_models_show_no_file_paths(apps: dict[str, Any], tiny_o200k_m
 
 
 def test_a_policy_that_fails_to_load_is_reported_by_name_only(
-    apps: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    apps: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     folder = tmp_path / "secret_place" / "broken"
     folder.mkdir(parents=True)
     (folder / "policy.md").write_text("Answer 1 or 0.")
@@ -197,8 +231,9 @@ def test_a_policy_that_fails_to_load_is_reported_by_name_only(
     monkeypatch.setenv("EDGE_GUARD_POLICIES", str(folder.parent))
     client: TestClient = apps["open"]
     err = _error(client.post("/v1/classify", json={"text": "x", "policy": "broken"}), 500)
-    assert err["message"] == ("policy 'broken' failed to load on the server (the server log "
-                              "has the detail)")  # fmt: skip
+    assert err["message"] == (
+        "policy 'broken' failed to load on the server (the server log has the detail)"
+    )
     row = next(p for p in client.get("/v1/policies").json()["data"] if p["name"] == "broken")
     assert "secret_place" not in json.dumps(row)
     assert "secret_place" in caplog.text  # the operator sees where
@@ -213,7 +248,10 @@ def test_a_policy_that_fails_to_load_is_reported_by_name_only(
         ({"policy_text": "   "}, "policy_text"),
         ({"policy_output": {"kind": "labels", "labels": ["a", "a"]}}, "policy_output.labels"),
         ({"policy_output": {"kind": "labels", "labels": ["a", 5]}}, "policy_output.labels[1]"),
-        ({"policy_output": {"kind": "labels", "labels": ["a", "b\ud800"]}}, "policy_output.labels[1]"),
+        (
+            {"policy_output": {"kind": "labels", "labels": ["a", "b\ud800"]}},
+            "policy_output.labels[1]",
+        ),
         ({"policy_output": {"violation": 1}}, "policy_output.violation"),
         ({"policy_output": {"kind": "likert", "min": "1"}}, "policy_output.min"),
         ({"policy_output": {"threshold": "high"}}, "policy_output.threshold"),
@@ -223,27 +261,37 @@ def test_a_policy_that_fails_to_load_is_reported_by_name_only(
         ({"policy_output": {"violation": ["1", "1"]}}, "policy_output.violation"),
         ({"policy_output": ["kind", "binary"]}, "policy_output"),
     ],
-)  # fmt: skip
+)
 def test_bad_inline_policies_are_400_never_500(
     apps: dict[str, Any], fields: dict[str, Any], param: str
 ) -> None:
     body = {"text": "x", "policy_text": "Answer 1 for spam, else 0.", **fields}
-    r = apps["open"].post("/v1/classify", content=json.dumps(body).encode(),
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    r = apps["open"].post(
+        "/v1/classify",
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     assert _error(r, 400)["param"] == param
 
 
 def test_texts_with_lone_surrogates_are_400(apps: dict[str, Any]) -> None:
-    r = apps["open"].post("/v1/classify", content=b'{"texts": ["ok", "x\\ud800y"]}',
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    r = apps["open"].post(
+        "/v1/classify",
+        content=b'{"texts": ["ok", "x\\ud800y"]}',
+        headers={"Content-Type": "application/json"},
+    )
     err = _error(r, 400)
     assert (err["param"], err["message"]) == (
-        "texts[1]", "field 'texts[1]': unpaired surrogate at character 1")  # fmt: skip
+        "texts[1]",
+        "field 'texts[1]': unpaired surrogate at character 1",
+    )
 
 
 # -- conversations over HTTP --------------------------------------------------------------
-CHAT = [{"role": "user", "content": "How do I pick a lock?"},
-        {"role": "assistant", "content": "I can't help with that."}]  # fmt: skip
+CHAT = [
+    {"role": "user", "content": "How do I pick a lock?"},
+    {"role": "assistant", "content": "I can't help with that."},
+]
 
 
 def test_conversation_policies_work_over_http(apps: dict[str, Any]) -> None:
@@ -251,8 +299,10 @@ def test_conversation_policies_work_over_http(apps: dict[str, Any]) -> None:
     models = [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert {"harmful_assistance", "assistant_replies"} <= set(models)
     for policy in ("harmful_assistance", "assistant_replies"):
-        r = client.post("/v1/classify", json={"messages": CHAT, "target": "assistant",
-                                              "policy": policy, "max_tokens": 8})  # fmt: skip
+        r = client.post(
+            "/v1/classify",
+            json={"messages": CHAT, "target": "assistant", "policy": policy, "max_tokens": 8},
+        )
         assert r.status_code == 200, r.text
         for res in r.json()["results"]:
             assert res["text"] == "I can't help with that."
@@ -270,7 +320,7 @@ def test_conversation_policies_work_over_http(apps: dict[str, Any]) -> None:
         ({"text": "x", "target": "last"}, "target", "needs messages"),
         ({"text": "x", "messages": CHAT}, "messages", "not text and messages"),
     ],
-)  # fmt: skip
+)
 def test_conversation_errors_name_fields_not_flags(
     apps: dict[str, Any], fields: dict[str, Any], param: str, says: str
 ) -> None:
@@ -284,24 +334,37 @@ def test_moderations_point_conversation_policies_to_classify(apps: dict[str, Any
     r = apps["open"].post("/v1/moderations", json={"input": "x", "model": "harmful_assistance"})
     err = _error(r, 400)
     assert (err["param"], err["message"]) == (
-        "input", "field 'input': policy harmful_assistance judges model responses: send the "
-        "conversation to /v1/classify as 'messages'")  # fmt: skip
+        "input",
+        "field 'input': policy harmful_assistance judges model responses: send the "
+        "conversation to /v1/classify as 'messages'",
+    )
 
 
 @pytest.mark.parametrize(
     ("fields", "param", "says"),
     [
-        ({"effort": "low"}, "effort", "the server's settings (its flags); send per-request options to /v1/classify"),
+        (
+            {"effort": "low"},
+            "effort",
+            "the server's settings (its flags); send per-request options to /v1/classify",
+        ),
         ({"no_cache": True}, "no_cache", "send per-request options to /v1/classify"),
-        ({"top_p": 0.5, "extra_thing": 1, "stream": True}, "top_p", "(also not taken here: stream)"),
-        ({"messages": [{"role": "user", "content": "x"}], "target": "user"}, "messages",
-         "send a conversation to /v1/classify as 'messages' with 'target' (also not taken here: target)"),
+        (
+            {"top_p": 0.5, "extra_thing": 1, "stream": True},
+            "top_p",
+            "(also not taken here: stream)",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "target": "user"},
+            "messages",
+            "send a conversation to /v1/classify as 'messages' with 'target' (also not taken here: target)",
+        ),
         ({"target": "user"}, "target", "send a conversation to /v1/classify"),
         ({"text": "x"}, "text", "takes its texts as 'input'"),
         ({"policy": "toxic_simple"}, "policy", "names its policy or set as 'model'"),
         ({"policy_text": "Flag insults."}, "policy_text", "/v1/classify"),
     ],
-)  # fmt: skip
+)
 def test_moderations_refuse_the_edge_guard_fields_they_cannot_take(
     apps: dict[str, Any], fields: dict[str, Any], param: str, says: str
 ) -> None:
@@ -343,8 +406,11 @@ def test_host_rule_for_specific_and_wildcard_binds() -> None:
     from edge_guard.service.guard import HostRule
 
     one = HostRule("192.168.1.5", ["gpu-box"])
-    assert [one.allows(h) for h in ("192.168.1.5:8089", "gpu-box:8089", "localhost",
-                                    "10.0.0.9", "attacker.example")] == [True, True, True, False, False]  # fmt: skip
+    assert [
+        one.allows(h)
+        for h in ("192.168.1.5:8089", "gpu-box:8089", "localhost", "10.0.0.9", "attacker.example")
+    ] == [True, True, True, False, False]
     every = HostRule("0.0.0.0")  # any interface: IP literals (no name to rebind), local names
-    assert [every.allows(h) for h in ("10.0.0.9:8089", "[fe80::1]:8089", "localhost:8089",
-                                      "gpu-box")] == [True, True, True, False]  # fmt: skip
+    assert [
+        every.allows(h) for h in ("10.0.0.9:8089", "[fe80::1]:8089", "localhost:8089", "gpu-box")
+    ] == [True, True, True, False]

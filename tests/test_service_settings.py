@@ -24,18 +24,33 @@ BASE = "http://127.0.0.1:8089"  # the Host a client of the default bind sends
 
 
 def _args(model: Path, db: Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--max-tokens", "16", "--parallel", "4", "--ctx", "4096",
-            "--db", str(db), *extra]  # fmt: skip
+    return [
+        "--model",
+        str(model),
+        "--max-tokens",
+        "16",
+        "--parallel",
+        "4",
+        "--ctx",
+        "4096",
+        "--db",
+        str(db),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
-def low(tmp_path_factory: pytest.TempPathFactory,
-        tiny_o200k_model: Path) -> Iterator[tuple[TestClient, Any, Path]]:  # fmt: skip
+def low(
+    tmp_path_factory: pytest.TempPathFactory, tiny_o200k_model: Path
+) -> Iterator[tuple[TestClient, Any, Path]]:
     """`serve -p toxic_simple --effort low --reasoning none` (steered markers)."""
     db = tmp_path_factory.mktemp("serve_low") / "low.db"
     with steering():
-        app, core = serve_in_process(_args(tiny_o200k_model, db, "-p", "toxic_simple",
-                                           "--effort", "low", "--reasoning", "none"))  # fmt: skip
+        app, core = serve_in_process(
+            _args(
+                tiny_o200k_model, db, "-p", "toxic_simple", "--effort", "low", "--reasoning", "none"
+            )
+        )
         try:
             yield TestClient(app, base_url=BASE), core, db
         finally:
@@ -55,8 +70,15 @@ def _row(db: Path, key: str) -> dict[str, Any]:
 
 def _cli_classify(model: Path, db: Path, text: str, **options: Any) -> Any:
     """What `edge-guard classify` with the same flags computes (the Python door)."""
-    return classify(text, "toxic_simple", model=str(model), db=db, parallel=4, ctx=4096,
-                    **{"max_tokens": 16, **options})  # fmt: skip
+    return classify(
+        text,
+        "toxic_simple",
+        model=str(model),
+        db=db,
+        parallel=4,
+        ctx=4096,
+        **{"max_tokens": 16, **options},
+    )
 
 
 def test_serve_effort_low_reasoning_none_answers_at_low_effort_in_one_pass(
@@ -68,36 +90,51 @@ def test_serve_effort_low_reasoning_none_answers_at_low_effort_in_one_pass(
     assert (res["options"]["effort"], res["options"]["reasoning"]) == ("low", "none")
     one = res["results"][0]
     assert (one["metadata"]["path"], one["finish_reason"], one["cached"]) == (
-        "one-pass", "scored", False)  # fmt: skip
+        "one-pass",
+        "scored",
+        False,
+    )
     row = _row(db, one["key"])
     assert (row["effort"], row["finish_reason"]) == ("low", "scored")
     # The moderation route uses the same defaults: the same row, from the store.
     mod = client.post("/v1/moderations", json={"input": "a plain one-pass text"}).json()
     assert mod["results"][0]["cached"] == {"toxic_simple": True}
     # `classify --effort low --reasoning none` with the same flags: a hit on the server's row.
-    cli = _cli_classify(tiny_o200k_model, db, "a plain one-pass text", effort="low",
-                        reasoning="none")  # fmt: skip
+    cli = _cli_classify(
+        tiny_o200k_model, db, "a plain one-pass text", effort="low", reasoning="none"
+    )
     assert (cli.key, cli.cached, str(cli.verdict)) == (one["key"], True, one["verdict"])
 
 
 # Each request's overrides, and the same options as the Python door's keywords.
 OVERRIDES = [
-    ({"effort": "medium", "reasoning": "full", "max_tokens": 64}, {"effort": "medium", "max_tokens": 64}),
-    ({"reasoning": "full", "style": "chat-template", "date": "2020-01-01", "max_tokens": 64},
-     {"effort": "low", "style": "chat-template", "date": "2020-01-01", "max_tokens": 64}),
-    ({"reasoning": "full", "temperature": 0.7, "seed": 5, "max_tokens": 64},
-     {"effort": "low", "temperature": 0.7, "seed": 5, "max_tokens": 64}),
-    ({"cascade": "0.2:0.8", "max_tokens": 64},
-     {"effort": "low", "reasoning": "none", "cascade": "0.2:0.8", "max_tokens": 64}),
+    (
+        {"effort": "medium", "reasoning": "full", "max_tokens": 64},
+        {"effort": "medium", "max_tokens": 64},
+    ),
+    (
+        {"reasoning": "full", "style": "chat-template", "date": "2020-01-01", "max_tokens": 64},
+        {"effort": "low", "style": "chat-template", "date": "2020-01-01", "max_tokens": 64},
+    ),
+    (
+        {"reasoning": "full", "temperature": 0.7, "seed": 5, "max_tokens": 64},
+        {"effort": "low", "temperature": 0.7, "seed": 5, "max_tokens": 64},
+    ),
+    (
+        {"cascade": "0.2:0.8", "max_tokens": 64},
+        {"effort": "low", "reasoning": "none", "cascade": "0.2:0.8", "max_tokens": 64},
+    ),
     ({"truncate": True}, {"effort": "low", "reasoning": "none", "truncate": True}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("fields", "keywords"), OVERRIDES)
 def test_request_overrides_store_the_rows_the_cli_finds_and_the_reverse(
-    low: tuple[TestClient, Any, Path], tiny_o200k_model: Path,
-    fields: dict[str, Any], keywords: dict[str, Any],
-) -> None:  # fmt: skip
+    low: tuple[TestClient, Any, Path],
+    tiny_o200k_model: Path,
+    fields: dict[str, Any],
+    keywords: dict[str, Any],
+) -> None:
     client, _core, db = low
     tag = json.dumps(fields, sort_keys=True)
     served = client.post("/v1/classify", json={"text": f"s {tag} {VIOLATE}", **fields}).json()
@@ -118,9 +155,22 @@ def test_truncate_cuts_as_the_cli_does(tiny_o200k_model: Path, tmp_path: Path) -
     """A text over the context, cut (truncate: true) by the server and by `classify
     --truncate`: one row. Its own --ctx: an engine with no other prefix resident."""
     db, long = tmp_path / "t.db", "word " * 4000
-    app, core = serve_in_process(["--model", str(tiny_o200k_model), "-p", "toxic_simple",
-                                  "--reasoning", "none", "--ctx", "3072", "--parallel", "4",
-                                  "--db", str(db)])  # fmt: skip
+    app, core = serve_in_process(
+        [
+            "--model",
+            str(tiny_o200k_model),
+            "-p",
+            "toxic_simple",
+            "--reasoning",
+            "none",
+            "--ctx",
+            "3072",
+            "--parallel",
+            "4",
+            "--db",
+            str(db),
+        ]
+    )
     try:
         client = TestClient(app, base_url=BASE)
         refused = client.post("/v1/classify", json={"text": long}).json()["results"][0]
@@ -128,8 +178,16 @@ def test_truncate_cuts_as_the_cli_does(tiny_o200k_model: Path, tmp_path: Path) -
         res = client.post("/v1/classify", json={"text": long, "truncate": True}).json()
         one = res["results"][0]
         assert (one["metadata"]["truncated"], one["error"]) == (True, None)
-        cli = classify(long, "toxic_simple", model=str(tiny_o200k_model), db=db, ctx=3072,
-                       parallel=4, reasoning="none", truncate=True)  # fmt: skip
+        cli = classify(
+            long,
+            "toxic_simple",
+            model=str(tiny_o200k_model),
+            db=db,
+            ctx=3072,
+            parallel=4,
+            reasoning="none",
+            truncate=True,
+        )
         assert (cli.key, cli.cached) == (one["key"], True)
     finally:
         core.shutdown(0)
@@ -142,7 +200,9 @@ def test_parallel_is_a_job_width_up_to_the_servers(low: tuple[TestClient, Any, P
     assert ok["options"]["parallel"] == 1
     wide = client.post("/v1/classify", json={"text": "wide", "parallel": 5}).json()["error"]
     assert (wide["param"], wide["message"]) == (
-        "parallel", "field 'parallel': at most 4 on this server (its --parallel)")  # fmt: skip
+        "parallel",
+        "field 'parallel': at most 4 on this server (its --parallel)",
+    )
 
 
 def test_every_request_option_is_a_classify_field() -> None:
@@ -152,7 +212,7 @@ def test_every_request_option_is_a_classify_field() -> None:
 
 def test_no_cache_recomputes_and_the_store_answers_otherwise(
     low: tuple[TestClient, Any, Path],
-) -> None:  # fmt: skip
+) -> None:
     client, _core, _db = low
     body = {"text": "no cache please"}
     assert client.post("/v1/classify", json=body).json()["results"][0]["cached"] is False
@@ -162,9 +222,11 @@ def test_no_cache_recomputes_and_the_store_answers_otherwise(
 
 
 def test_set_thresholds_and_a_set_named_unlike_its_file(
-    low: tuple[TestClient, Any, Path], tiny_o200k_model: Path, tmp_path: Path,
+    low: tuple[TestClient, Any, Path],
+    tiny_o200k_model: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     client, _core, db = low
     folder = tmp_path / "pols"
     (folder / "sets").mkdir(parents=True)
@@ -185,16 +247,26 @@ def test_set_thresholds_and_a_set_named_unlike_its_file(
     assert mod.json()["results"][0]["categories"] == {"toxic_simple": False}
     from edge_guard.policy.sets import load_set
 
-    cli = classify("a thresholded text", load_set(folder / "sets" / "strict_file.toml"),
-                   model=str(tiny_o200k_model), db=db, max_tokens=16, parallel=4, ctx=4096,
-                   effort="low", reasoning="none")  # fmt: skip
+    cli = classify(
+        "a thresholded text",
+        load_set(folder / "sets" / "strict_file.toml"),
+        model=str(tiny_o200k_model),
+        db=db,
+        max_tokens=16,
+        parallel=4,
+        ctx=4096,
+        effort="low",
+        reasoning="none",
+    )
     assert str(cli.results["toxic_simple"].verdict) == "no_violation"
     assert cli.results["toxic_simple"].key == res["key"]
 
 
 def test_cli_classify_of_a_set_on_a_server_sends_the_set_name(
-    low: tuple[TestClient, Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    low: tuple[TestClient, Any, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`classify --set S --backend server` (and `-p S`) sends the set's name, as the Python
     API does: the server applies the set's thresholds (its policy list was refused)."""
     import httpx
@@ -214,8 +286,20 @@ def test_cli_classify_of_a_set_on_a_server_sends_the_set_name(
     served = client.post("/v1/classify", json={"text": "a thresholded text", "policy": "strict"})
     want = served.json()["results"][0]
     assert (want["verdict"], want["metadata"]["model_verdict"]) == ("no_violation", "violation")
-    flags = ["--backend", "server", "--url", BASE, "--effort", "low", "--reasoning", "none",
-             "--max-tokens", "16", "--parallel", "4"]  # fmt: skip
+    flags = [
+        "--backend",
+        "server",
+        "--url",
+        BASE,
+        "--effort",
+        "low",
+        "--reasoning",
+        "none",
+        "--max-tokens",
+        "16",
+        "--parallel",
+        "4",
+    ]
     runner = CliRunner()
     before = _count(db)
     for pick in (["--set", "strict"], ["-p", "strict"]):
@@ -224,13 +308,18 @@ def test_cli_classify_of_a_set_on_a_server_sends_the_set_name(
         out = json.loads(r.stdout)
         got = out["results"]["toxic_simple"]
         assert (out["policy_set"], out["flagged"], got["verdict"], got["binary_label"]) == (
-            "strict", False, "no_violation", False)  # fmt: skip
+            "strict",
+            False,
+            "no_violation",
+            False,
+        )
         assert (got["key"], got["metadata"]["threshold"]) == (want["key"], 1.0)
     assert _count(db) == before  # the server's row, found again
     r = runner.invoke(main, ["classify", "--set", "strict", "--mode", "combined", *flags, "x"])
     assert r.exit_code != 0 and r.stderr.strip().splitlines() == [
         "error: --mode combined runs in this process: an edge-guard server runs a set's "
-        "policies separately (use --mode separate or the local backend)"]  # fmt: skip
+        "policies separately (use --mode separate or the local backend)"
+    ]
     data = tmp_path / "one.jsonl"
     data.write_text('{"text": "a thresholded text"}\n')
     for pick in (["--set", "strict"], ["-p", "toxic_simple"]):  # a run's rows stay here: refused
@@ -238,7 +327,8 @@ def test_cli_classify_of_a_set_on_a_server_sends_the_set_name(
         assert r.exit_code == 1 and r.stderr.strip().splitlines() == [
             "error: a named run keeps its results in this machine's store: run it with the local "
             "backend (--backend local), or send texts to the server with `edge-guard classify "
-            "--backend server`"], r.output  # fmt: skip
+            "--backend server`"
+        ], r.output
 
 
 def _count(db: Path) -> int:
@@ -250,16 +340,20 @@ def _count(db: Path) -> int:
 
 
 def test_config_toml_and_environment_set_the_server(
-    tiny_o200k_model: Path, tmp_path: Path, edge_guard_home: Path,
+    tiny_o200k_model: Path,
+    tmp_path: Path,
+    edge_guard_home: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     edge_guard_home.mkdir(parents=True, exist_ok=True)
-    (edge_guard_home / "config.toml").write_text('[prompt]\neffort = "high"\n'
-                                                 '[sampling]\nmax_tokens = 48\n')  # fmt: skip
+    (edge_guard_home / "config.toml").write_text(
+        '[prompt]\neffort = "high"\n[sampling]\nmax_tokens = 48\n'
+    )
     monkeypatch.setenv("EDGE_GUARD_PARALLEL", "2")
     monkeypatch.setenv("EDGE_GUARD_CTX", "2048")
-    app, core = serve_in_process(["--model", str(tiny_o200k_model), "-p", "toxic_simple",
-                                  "--db", str(tmp_path / "c.db")])  # fmt: skip
+    app, core = serve_in_process(
+        ["--model", str(tiny_o200k_model), "-p", "toxic_simple", "--db", str(tmp_path / "c.db")]
+    )
     try:
         defaults = TestClient(app, base_url=BASE).get("/health").json()["defaults"]
         assert (defaults["effort"], defaults["max_tokens"]) == ("high", 48)
@@ -279,18 +373,25 @@ def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["-p", "spam", "--reasoning", "none"],
-         "error: policy spam: --reasoning none needs a closed output kind (binary, likert or "
-         "labels), not 'json'; use --reasoning full"),
-        (["-p", "toxic_simple", "--cascade", "abc"],
-         "error: --cascade 'abc': is not LOW:HIGH (e.g. 0.2:0.8)"),
+        (
+            ["-p", "spam", "--reasoning", "none"],
+            "error: policy spam: --reasoning none needs a closed output kind (binary, likert or "
+            "labels), not 'json'; use --reasoning full",
+        ),
+        (
+            ["-p", "toxic_simple", "--cascade", "abc"],
+            "error: --cascade 'abc': is not LOW:HIGH (e.g. 0.2:0.8)",
+        ),
         (["-p", "toxic_simple", "--parallel", "-3"], "error: --parallel -3: must be >= 1"),
     ],
-)  # fmt: skip
+)
 def test_serve_refuses_at_start_what_classify_refuses(
-    args: list[str], line: str, tiny_o200k_model: Path, tmp_path: Path,
+    args: list[str],
+    line: str,
+    tiny_o200k_model: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     common = ["--model", str(tiny_o200k_model), "--db", str(tmp_path / "r.db"), *args]
     served = _cli_error(["serve", *common], capsys)
     assert served[1] == [line]
@@ -300,14 +401,16 @@ def test_serve_refuses_at_start_what_classify_refuses(
 def test_serve_port_out_of_range_is_a_one_line_usage_error(
     tiny_o200k_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, lines = _cli_error(["serve", "--model", str(tiny_o200k_model), "--port", "70000"],
-                             capsys)  # fmt: skip
+    code, lines = _cli_error(["serve", "--model", str(tiny_o200k_model), "--port", "70000"], capsys)
     assert code == 2 and len(lines) == 1
-    assert lines[0].startswith("error: Invalid value for '--port': 70000 is not in the range "
-                               "0<=x<=65535.")  # fmt: skip
+    assert lines[0].startswith(
+        "error: Invalid value for '--port': 70000 is not in the range 0<=x<=65535."
+    )
 
 
-def _events(client: TestClient, body: dict[str, Any], on_first: Any = None) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+def _events(
+    client: TestClient, body: dict[str, Any], on_first: Any = None
+) -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = []
     with client.stream("POST", "/v1/classify", json={**body, "stream": True}) as r:
         kind = ""
@@ -329,8 +432,9 @@ def test_a_stream_that_keeps_producing_is_cut(
     begun after the first delta) cuts it, and the job is cancelled."""
     deadline = "1" if stop == "deadline" else "600"
     with steering():
-        app, core = serve_in_process(_args(tiny_o200k_model, tmp_path / "s.db", "-p",
-                                           "toxic_simple", "--deadline", deadline))  # fmt: skip
+        app, core = serve_in_process(
+            _args(tiny_o200k_model, tmp_path / "s.db", "-p", "toxic_simple", "--deadline", deadline)
+        )
         try:
             jobs: list[Any] = []
 

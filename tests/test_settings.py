@@ -28,8 +28,12 @@ CONFIG = {
     "store": {"db": "/cfg/store.db", "use_cache": False},
     "backend": {"kind": "server", "url": "http://cfg:1"},
 }
-ENV = {"EDGE_GUARD_MAX_TOKENS": "9", "EDGE_GUARD_EFFORT": "low", "EDGE_GUARD_CTX": "4096",
-       "EDGE_GUARD_SERVER_URL": "http://env:2/"}  # fmt: skip
+ENV = {
+    "EDGE_GUARD_MAX_TOKENS": "9",
+    "EDGE_GUARD_EFFORT": "low",
+    "EDGE_GUARD_CTX": "4096",
+    "EDGE_GUARD_SERVER_URL": "http://env:2/",
+}
 FLAGS = {"max_tokens": 7, "effort": "medium", "ctx": 8192, "url": "http://flag:3"}
 
 
@@ -73,20 +77,36 @@ def test_config_file_is_read_from_path(tmp_path: Path) -> None:
     ("flags", "env", "config", "message"),
     [
         ({"max_token": 3}, {}, {}, "unknown setting(s) max_token"),
-        ({}, {"EDGE_GUARD_MAX_TOKENS": "lots"}, {}, "max_tokens = 'lots' (from $EDGE_GUARD_MAX_TOKENS): must be an integer"),
-        ({}, {}, {"sampling": {"max_tokens": 0}}, "max_tokens = 0 (from [sampling] in the given config): must be >= 1"),
+        (
+            {},
+            {"EDGE_GUARD_MAX_TOKENS": "lots"},
+            {},
+            "max_tokens = 'lots' (from $EDGE_GUARD_MAX_TOKENS): must be an integer",
+        ),
+        (
+            {},
+            {},
+            {"sampling": {"max_tokens": 0}},
+            "max_tokens = 0 (from [sampling] in the given config): must be >= 1",
+        ),
         ({}, {}, {"prompt": {"efort": "low"}}, "the given config: unknown setting(s) prompt.efort"),
         ({"effort": "extreme"}, {}, {}, "effort='extreme': must be one of low, medium, high"),
         ({"seed": -1}, {}, {}, "seed=-1: must be from 0 to 9223372036854775807"),
         ({}, {"EDGE_GUARD_SEED": "-1"}, {}, "seed = '-1' (from $EDGE_GUARD_SEED): must be from 0"),
         ({"temperature": float("nan")}, {}, {}, "temperature=nan: must be a finite number >= 0"),
         ({"gpu_layers": -2}, {}, {}, "gpu_layers=-2: must be 'auto', -1 (all)"),
-        ({"cascade": "0.9:0.1"}, {}, {}, "cascade='0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1"),
+        (
+            {"cascade": "0.9:0.1"},
+            {},
+            {},
+            "cascade='0.9:0.1': bounds must satisfy 0 <= LOW <= HIGH <= 1",
+        ),
         ({"backend": "server"}, {}, {}, "needs a URL"),
     ],
-)  # fmt: skip
-def test_bad_settings_are_one_line_errors(flags: dict[str, Any], env: dict[str, str],
-                                          config: dict[str, Any], message: str) -> None:  # fmt: skip
+)
+def test_bad_settings_are_one_line_errors(
+    flags: dict[str, Any], env: dict[str, str], config: dict[str, Any], message: str
+) -> None:
     with pytest.raises(EdgeGuardError) as info:
         resolve_settings(flags, env=env, config=config)
     assert message in str(info.value)
@@ -115,9 +135,17 @@ def test_request_overrides_resolve_over_a_base_spec_and_are_checked() -> None:
     base = resolve_settings({"effort": "low", "date": "2020-01-01"}, env={}, config={})
     s = resolve_settings({"reasoning": "none", "cascade": (0.2, 0.8)}, base=base, door="http")
     assert (s.effort, s.date, s.reasoning, s.cascade) == ("low", "2020-01-01", "none", "0.2:0.8")
-    assert s.request() == {"style": "harmony", "effort": "low", "date": "2020-01-01",
-                           "reasoning": "none", "cascade": "0.2:0.8", "temperature": 0.0,
-                           "seed": 0, "max_tokens": DEFAULT_MAX_TOKENS, "truncate": False}  # fmt: skip
+    assert s.request() == {
+        "style": "harmony",
+        "effort": "low",
+        "date": "2020-01-01",
+        "reasoning": "none",
+        "cascade": "0.2:0.8",
+        "temperature": 0.0,
+        "seed": 0,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "truncate": False,
+    }
     with pytest.raises(SettingError, match="request field 'cascade' = 'abc': is not LOW:HIGH"):
         resolve_settings({"cascade": "abc"}, base=base, door="http")
 
@@ -125,8 +153,21 @@ def test_request_overrides_resolve_over_a_base_spec_and_are_checked() -> None:
 def test_cli_negative_seed_is_a_usage_error_naming_the_flag(tiny_o200k_model: Path) -> None:
     from edge_guard.cli import main
 
-    out = CliRunner().invoke(main, ["classify", "-p", "toxic_simple", "-m", str(tiny_o200k_model),
-                                   "--seed", "-1", "--temperature", "0.7", "x"])  # fmt: skip
+    out = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            "-p",
+            "toxic_simple",
+            "-m",
+            str(tiny_o200k_model),
+            "--seed",
+            "-1",
+            "--temperature",
+            "0.7",
+            "x",
+        ],
+    )
     assert out.exit_code == 2
     assert out.output.strip().splitlines() == [
         "error: --seed -1: must be from 0 to 9223372036854775807"
@@ -169,8 +210,15 @@ def test_keyword_api_max_tokens_reaches_the_request(
     tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _spy_execute(monkeypatch)
-    r = classify("x", "toxic_simple", model=tiny_o200k_model, max_tokens=7, effort="low",
-                 temperature=0.0, parallel=2)  # fmt: skip
+    r = classify(
+        "x",
+        "toxic_simple",
+        model=tiny_o200k_model,
+        max_tokens=7,
+        effort="low",
+        temperature=0.0,
+        parallel=2,
+    )
     assert [[req.sampling.max_tokens for req in c] for c in calls] == [[7]]
     assert r.model_response.timings.output_tokens == 7
     row = Store().get(r.key)
@@ -184,8 +232,9 @@ def test_keyword_api_rejects_unknown_and_conflicting_keywords(tiny_o200k_model: 
         classify("x", "toxic_simple", model=tiny_o200k_model, sampling=SHORT, max_tokens=7)
 
 
-def test_cli_flag_default_yields_to_config(tiny_o200k_model: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_cli_flag_default_yields_to_config(
+    tiny_o200k_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edge_guard.cli import main
 
     cfg = tmp_path / "config.toml"
@@ -217,8 +266,13 @@ def test_multi_policy_classifier_one_execute_six_rows(
     assert [len(c) for c in calls] == [6]
     rows = clf.store.query("SELECT text, policy_name FROM results ORDER BY text, policy_name")
     assert [(r["text"], r["policy_name"]) for r in rows] == [
-        ("one", "toxic_chat"), ("one", "toxic_simple"), ("three", "toxic_chat"),
-        ("three", "toxic_simple"), ("two", "toxic_chat"), ("two", "toxic_simple")]  # fmt: skip
+        ("one", "toxic_chat"),
+        ("one", "toxic_simple"),
+        ("three", "toxic_chat"),
+        ("three", "toxic_simple"),
+        ("two", "toxic_chat"),
+        ("two", "toxic_simple"),
+    ]
     multi = clf.classify(texts)  # all cached now: no further execute
     assert len(calls) == 1
     assert [type(m) for m in multi] == [MultiResult] * 3
@@ -228,8 +282,9 @@ def test_multi_policy_classifier_one_execute_six_rows(
 
 
 def test_classify_list_of_policies_returns_multi_results(tiny_o200k_model: Path) -> None:
-    out = classify(["a", "b"], ["toxic_simple", "toxic_chat"], model=tiny_o200k_model,
-                   max_tokens=12)  # fmt: skip
+    out = classify(
+        ["a", "b"], ["toxic_simple", "toxic_chat"], model=tiny_o200k_model, max_tokens=12
+    )
     assert [m.text for m in out] == ["a", "b"]
     assert [sorted(m.results) for m in out] == [["toxic_chat", "toxic_simple"]] * 2
     assert [m.flagged for m in out] == [None, None]  # cut off: undetermined, never "safe"
@@ -247,8 +302,14 @@ def test_same_policy_twice_is_an_error(tiny_o200k_model: Path) -> None:
 
 def _result(verdict: Verdict) -> ClassificationResult:
     label = {Verdict.VIOLATION: True, Verdict.NO_VIOLATION: False}.get(verdict)
-    return ClassificationResult(label, None, None, {}, ModelResponse.failed("x", [], "m")
-                                if label is None else None, label is not None)  # fmt: skip
+    return ClassificationResult(
+        label,
+        None,
+        None,
+        {},
+        ModelResponse.failed("x", [], "m") if label is None else None,
+        label is not None,
+    )
 
 
 @pytest.mark.parametrize(

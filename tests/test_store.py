@@ -55,8 +55,9 @@ def _replace_keeping_size_and_mtime(path: Path, data: bytes) -> None:
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
-def test_a_model_file_replaced_at_the_same_path_is_identified_again(tmp_path: Path,
-                                                                     tiny_model: Path) -> None:  # fmt: skip
+def test_a_model_file_replaced_at_the_same_path_is_identified_again(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     import hashlib
 
     path = tmp_path / "model.gguf"
@@ -164,7 +165,9 @@ def test_kill_9_mid_batch_then_rerun_loses_nothing(tmp_path: Path, tiny_o200k_mo
     assert [r["item_id"] for r in items] == [f"id{i}" for i in range(50)]
     assert all(before[r["idx"]] == r["key"] for r in items if r["idx"] in before)
     assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == 50
-    orphans = store.query("SELECT count(*) AS n FROM run_items ri LEFT JOIN results r ON r.key = ri.key "
-                          "WHERE r.key IS NULL")  # fmt: skip
+    orphans = store.query(
+        "SELECT count(*) AS n FROM run_items ri LEFT JOIN results r ON r.key = ri.key "
+        "WHERE r.key IS NULL"
+    )
     assert orphans[0]["n"] == 0
     assert store.run("batch")["status"] == "done"

@@ -17,8 +17,18 @@ from edge_guard.study.dataset import default_dataset_path, load_dataset
 # The seed's dataset lives in the shared folder beside the repository (`../shared/data`).
 SEED_MICRO = Path(__file__).resolve().parents[2] / "shared" / "data" / "controversial-micro.jsonl"
 NO_SEED = f"the seed's dataset is not beside the repository ({SEED_MICRO} is absent)"
-TOPICS = {"politics", "parenting", "food", "technology", "work", "religion", "science",
-          "culture", "economics", "lifestyle"}  # fmt: skip
+TOPICS = {
+    "politics",
+    "parenting",
+    "food",
+    "technology",
+    "work",
+    "religion",
+    "science",
+    "culture",
+    "economics",
+    "lifestyle",
+}
 
 
 def test_packaged_dataset_is_balanced_short_and_unique() -> None:
@@ -66,8 +76,10 @@ def test_dataset_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(EdgeGuardError, match="non-empty string"):
         load_dataset(empty)
     assert [it.id for it in load_dataset(default_dataset_path(), limit=3)] == [
-        "pol-01", "pol-02", "pol-03"
-    ]  # fmt: skip
+        "pol-01",
+        "pol-02",
+        "pol-03",
+    ]
 
 
 def _seed_results(path: Path) -> Path:

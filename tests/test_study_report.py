@@ -52,9 +52,13 @@ def _analysis() -> dict:
     texts = ["<script>alert(1)</script> is | fine", "plain opinion", "another & more"]
     items = [StudyItem(f"i{k}", t, "food") for k, t in enumerate(texts)]
     obs = {
-        "gpt-oss-safeguard-20b:mxfp4": {"i0": [Obs(0, 3)], "i1": [Obs(0, 3)], "i2": [Obs(0, None, reason="answer 'x' is not a rating")]},
+        "gpt-oss-safeguard-20b:mxfp4": {
+            "i0": [Obs(0, 3)],
+            "i1": [Obs(0, 3)],
+            "i2": [Obs(0, None, reason="answer 'x' is not a rating")],
+        },
         "gpt-oss-20b:mxfp4": {"i0": [Obs(0, 1)], "i1": [Obs(0, 3)], "i2": [Obs(0, 4)]},
-    }  # fmt: skip
+    }
     return analyze(StudyData("demo", list(obs), items, obs, config={"policy": "is_good"}))
 
 

@@ -17,8 +17,16 @@ from edge_guard.study.analysis import analyze
 from edge_guard.study.data import from_run, load_study
 from edge_guard.study.runner import StudyConfig, run_study
 
-TEXTS = ["Tea beats coffee.", "Cats rule.", "Rain is nice.", "Mondays are fine.",
-         "Jazz is dull.", "Maps are art.", "Snow is bad.", "Buses are fun."]  # fmt: skip
+TEXTS = [
+    "Tea beats coffee.",
+    "Cats rule.",
+    "Rain is nice.",
+    "Mondays are fine.",
+    "Jazz is dull.",
+    "Maps are art.",
+    "Snow is bad.",
+    "Buses are fun.",
+]
 
 
 @pytest.fixture
@@ -30,9 +38,17 @@ def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_
     sg, base = str(synth_model("tiny", seed=1)), str(synth_model("tiny", seed=2))
     dataset = write_dataset(tmp_path / "d.jsonl", TEXTS, ["a"] * 4 + ["b"] * 4)
     answers = {
-        "seed1": dict(zip([f"i{k}" for k in range(8)], ["3", "3", "3", "3", "2", "4", "3", "maybe"], strict=True)),
-        "seed2": dict(zip([f"i{k}" for k in range(8)], ["3", "2", "4", "3", "1", "5", "3", "3"], strict=True)),
-    }  # fmt: skip
+        "seed1": dict(
+            zip(
+                [f"i{k}" for k in range(8)],
+                ["3", "3", "3", "3", "2", "4", "3", "maybe"],
+                strict=True,
+            )
+        ),
+        "seed2": dict(
+            zip([f"i{k}" for k in range(8)], ["3", "2", "4", "3", "1", "5", "3", "3"], strict=True)
+        ),
+    }
     steer = Steering(answers)
     store = Store()
     config = StudyConfig(models=[sg, base], dataset=str(dataset), policy=str(policy), max_tokens=48)
@@ -59,8 +75,11 @@ def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_
     # unparsed: it has label probabilities but no score).
     rows = [r for r in store.run_results(res.name) if json.loads(r["extra"])["model"] == sg]
     assert len(rows) == 8 and all(r["label_probs"] for r in rows)
-    exp = [sum(int(k) * p for k, p in json.loads(r["label_probs"]).items())
-           for r in rows if r["item_id"] != "i7"]  # fmt: skip
+    exp = [
+        sum(int(k) * p for k, p in json.loads(r["label_probs"]).items())
+        for r in rows
+        if r["item_id"] != "i7"
+    ]
     assert m_sg["n_expected"] == len(exp) == 7
     assert m_sg["mean_expected"] == pytest.approx(sum(exp) / 7, rel=1e-12)
 
@@ -72,8 +91,10 @@ def test_full_study_on_two_synthetic_models(tmp_path: Path, policy: Path, synth_
 def test_killed_study_resumes(tmp_path: Path, policy: Path, synth_model) -> None:  # type: ignore[no-untyped-def]
     m1, m2 = str(synth_model("tiny", seed=1)), str(synth_model("tiny", seed=2))
     dataset = write_dataset(tmp_path / "d.jsonl", TEXTS[:3])
-    answers = {"seed1": {f"i{k}": str(k + 1) for k in range(3)},
-               "seed2": {f"i{k}": str(5 - k) for k in range(3)}}  # fmt: skip
+    answers = {
+        "seed1": {f"i{k}": str(k + 1) for k in range(3)},
+        "seed2": {f"i{k}": str(5 - k) for k in range(3)},
+    }
     config = StudyConfig(models=[m1, m2], dataset=str(dataset), policy=str(policy), max_tokens=48)
     store = Store()
 
@@ -118,8 +139,15 @@ def test_repeats_at_temperature_zero_are_refused() -> None:
 def test_repeats_give_per_item_stability(tmp_path: Path, policy: Path, tiny_model: Path) -> None:
     dataset = write_dataset(tmp_path / "d.jsonl", TEXTS[:3])
     answers = {"tiny": {"i0": ["3", "3", "3"], "i1": ["2", "4", "2"], "i2": ["5", "maybe", "1"]}}
-    config = StudyConfig(models=[str(tiny_model)], dataset=str(dataset), policy=str(policy),
-                         repeats=3, temperature=0.7, seed=10, max_tokens=48)  # fmt: skip
+    config = StudyConfig(
+        models=[str(tiny_model)],
+        dataset=str(dataset),
+        policy=str(policy),
+        repeats=3,
+        temperature=0.7,
+        seed=10,
+        max_tokens=48,
+    )
     store = Store()
     res = run_study(config, store=store, steer=Steering(answers))
     assert res.n_total == 9
@@ -147,8 +175,20 @@ def test_cli_study_run_lists_undetermined_results(
     tmp_path: Path, policy: Path, tiny_model: Path
 ) -> None:
     dataset = write_dataset(tmp_path / "d.jsonl", TEXTS[:3])
-    r = _cli("study", "run", "--models", str(tiny_model), "--dataset", str(dataset),
-             "--policy", str(policy), "--max-tokens", "8", "--name", "free")  # fmt: skip
+    r = _cli(
+        "study",
+        "run",
+        "--models",
+        str(tiny_model),
+        "--dataset",
+        str(dataset),
+        "--policy",
+        str(policy),
+        "--max-tokens",
+        "8",
+        "--name",
+        "free",
+    )
     assert r.exit_code == 0, r.output
     assert "Unparsed ratings of tiny: 3 (excluded from the statistics)" in r.output
     assert r.output.count("no final answer (finish: length)") == 3

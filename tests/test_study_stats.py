@@ -124,9 +124,14 @@ def test_analyze_counts_pairs_and_lists_unparsed() -> None:
     assert sg["middle_share"] == pytest.approx(3 / 8)
     assert a["models"]["base"]["middle_share"] == pytest.approx(4 / 9)  # i8 rated 3 by base only
     assert a["unparsed"]["sg"] == [
-        {"id": "i8", "topic": "y", "text": "text 8", "repeat": 0,
-         "reason": "no final answer (finish: length)"}
-    ]  # fmt: skip
+        {
+            "id": "i8",
+            "topic": "y",
+            "text": "text 8",
+            "repeat": 0,
+            "reason": "no final answer (finish: length)",
+        }
+    ]
     (pair,) = a["pairs"]
     assert (pair["n_paired"], pair["n_excluded"]) == (8, 1)
     assert pair["exact_agreement"] == 0.5 and pair["differ_share"] == 0.5

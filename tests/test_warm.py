@@ -55,8 +55,10 @@ def _kill_all(home: Path) -> None:
     spawn._clients.clear()
     warm_dir = home / "warm"  # sockets of services killed before they wrote a record
     short = hashlib.sha256(str(warm_dir).encode()).hexdigest()[:8]
-    for sock in [*warm_dir.glob("*.sock"), *Path(tempfile.gettempdir()).glob(
-            f"edge-guard-{os.getuid()}/{short}-*.sock")]:  # fmt: skip
+    for sock in [
+        *warm_dir.glob("*.sock"),
+        *Path(tempfile.gettempdir()).glob(f"edge-guard-{os.getuid()}/{short}-*.sock"),
+    ]:
         sock.unlink(missing_ok=True)
 
 
@@ -91,8 +93,18 @@ def _cli(*args: str) -> Any:
 
 
 def _classify(model: Path, text: str, *extra: str) -> dict[str, Any]:
-    out = _cli("classify", "--model", str(model), "-p", POLICY, "--reasoning", "none",
-               "--json", *extra, text)  # fmt: skip
+    out = _cli(
+        "classify",
+        "--model",
+        str(model),
+        "-p",
+        POLICY,
+        "--reasoning",
+        "none",
+        "--json",
+        *extra,
+        text,
+    )
     return json.loads(out.stdout)
 
 
@@ -109,7 +121,9 @@ def _engine_loaded_here() -> bool:
 
 
 # -- starting, reusing -------------------------------------------------------------------
-def test_a_command_starts_a_service_and_the_next_reuses_it(warm: Path, tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_a_command_starts_a_service_and_the_next_reuses_it(
+    warm: Path, tiny_o200k_model: Path
+) -> None:
     first = _classify(tiny_o200k_model, "you are all idiots")
     service = _only_service()
     assert route.stats["remote_calls"] == 1 and not _engine_loaded_here()
@@ -129,8 +143,9 @@ def test_a_command_starts_a_service_and_the_next_reuses_it(warm: Path, tiny_o200
     assert ps[0]["idle_s"] >= 0 and ps[0]["model_path"] == str(tiny_o200k_model.resolve())
 
 
-def test_warm_results_are_the_in_process_ones(warm: Path, tiny_o200k_model: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_warm_results_are_the_in_process_ones(
+    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Same key, same stored row, same printed JSON as a command with no warm engine."""
     text = "you are all idiots and I hate you"
     hot = _classify(tiny_o200k_model, text, "--db", str(warm / "hot.db"))
@@ -150,8 +165,9 @@ def test_warm_results_are_the_in_process_ones(warm: Path, tiny_o200k_model: Path
     assert row("hot.db") == row("cold.db")
 
 
-def test_keep_alive_0_never_starts_one(warm: Path, tiny_o200k_model: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_keep_alive_0_never_starts_one(
+    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     started: list[Any] = []
     monkeypatch.setattr(spawn, "_start", lambda *a: started.append(a))
     _classify(tiny_o200k_model, "one", "--keep-alive", "0")
@@ -164,14 +180,16 @@ def test_keep_alive_0_never_starts_one(warm: Path, tiny_o200k_model: Path,
 
 
 def test_a_bad_keep_alive_is_one_line(warm: Path, tiny_o200k_model: Path) -> None:
-    result = CliRunner().invoke(main, ["classify", "--model", str(tiny_o200k_model), "-p", POLICY,
-                                       "--keep-alive", "-5", "x"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["classify", "--model", str(tiny_o200k_model), "-p", POLICY, "--keep-alive", "-5", "x"],
+    )
     assert result.exit_code == 2
     assert "--keep-alive '-5': must be seconds >= 0 or a duration" in result.output
 
 
 # -- settings ----------------------------------------------------------------------------
-def test_other_settings_never_use_the_running_service(warm: Path, tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_other_settings_never_use_the_running_service(warm: Path, tiny_o200k_model: Path) -> None:
     _classify(tiny_o200k_model, "first", "--ctx", "4096")
     a = _only_service()
     assert a["spec"]["ctx"] == 4096
@@ -214,7 +232,9 @@ def test_the_service_exits_when_idle(warm: Path, tiny_o200k_model: Path) -> None
     assert "idle for" in Path(service["log"]).read_text()
 
 
-def test_a_killed_service_is_restarted_and_nothing_is_lost(warm: Path, tiny_o200k_model: Path) -> None:  # fmt: skip
+def test_a_killed_service_is_restarted_and_nothing_is_lost(
+    warm: Path, tiny_o200k_model: Path
+) -> None:
     first = _classify(tiny_o200k_model, "stored before the kill")
     service = _only_service()
     os.kill(service["pid"], signal.SIGKILL)
@@ -228,8 +248,9 @@ def test_a_killed_service_is_restarted_and_nothing_is_lost(warm: Path, tiny_o200
     assert new["cached"] is False and route.stats["local_misses"] == 0
 
 
-def test_a_service_killed_during_a_call_is_restarted_in_it(warm: Path, tiny_o200k_model: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_service_killed_during_a_call_is_restarted_in_it(
+    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edge_guard.api import classify
 
     monkeypatch.setattr(route, "BATCH", 2)
@@ -247,8 +268,7 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(warm: Path, tiny_o200
 
     monkeypatch.setattr(route.WarmClassifier, "_compute", compute_then_kill)
     texts = ["one", "two", "three", "four"]
-    results = classify(texts, POLICY, model=str(tiny_o200k_model), reasoning="none",
-                       keep_alive=60)  # fmt: skip
+    results = classify(texts, POLICY, model=str(tiny_o200k_model), reasoning="none", keep_alive=60)
     assert [r.text for r in results] == texts
     assert all(r.verdict in ("violation", "no_violation") for r in results)
     assert route.stats["restarts"] == 1 and route.stats["local_misses"] == 0
@@ -282,11 +302,19 @@ def _connect_as_nobody(path: str) -> str:
         "try:\n    s.sendall(b'GET /warm HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n')\n"
         "    data = s.recv(100)\nexcept OSError:\n    data = b''\n"
         "print('answered' if data else 'dropped')\n"
-    )  # fmt: skip
+    )
     python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
-    out = subprocess.run([python, "-c", code, path], user=65534, group=65534, extra_groups=[],
-                         capture_output=True, text=True, timeout=60, cwd="/",
-                         env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    out = subprocess.run(
+        [python, "-c", code, path],
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -314,8 +342,11 @@ def test_another_users_process_is_refused(open_home: Path, tiny_o200k_model: Pat
     service = _only_service()
     assert Path(service["socket"]).parent == open_home / "warm"
     sock = service["socket"]
-    for path, mode in ((Path(sock).parent, 0o700), (Path(sock), 0o600),
-                       (registry.warm_dir() / f"{service['spec']['key']}.json", 0o600)):  # fmt: skip
+    for path, mode in (
+        (Path(sock).parent, 0o700),
+        (Path(sock), 0o600),
+        (registry.warm_dir() / f"{service['spec']['key']}.json", 0o600),
+    ):
         st = os.stat(path)
         assert stat.S_IMODE(st.st_mode) == mode and st.st_uid == os.getuid(), path
     assert _connect_as_nobody(sock) == "refused"  # the 0700 directory stops it

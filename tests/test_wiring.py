@@ -76,8 +76,9 @@ def _cli(*args: str) -> Any:
 
 def _one_pass_score(model: Path, text: str = TEXT) -> float:
     """yn's one-pass P(violation) for `text`, from a plain classify."""
-    out = json.loads(_cli("classify", "-p", "yn", "--reasoning", "none", "-m", str(model),
-                          "--json", text).stdout)  # fmt: skip
+    out = json.loads(
+        _cli("classify", "-p", "yn", "--reasoning", "none", "-m", str(model), "--json", text).stdout
+    )
     return float(out["metadata"]["p_violation"])
 
 
@@ -145,8 +146,7 @@ def test_every_text_policy_pair_goes_to_the_engine_in_one_call(
 ) -> None:
     backend = CountingBackend(tiny_model)
     backend.calls = []
-    clf = Classifier(["toxic_simple", "yn", "plain"], backend, db=tmp_path / "s.db",
-                     sampling=SHORT)  # fmt: skip
+    clf = Classifier(["toxic_simple", "yn", "plain"], backend, db=tmp_path / "s.db", sampling=SHORT)
     texts = ["first text", "second text"]
     results = clf.classify(texts)
     assert [sorted(r.results) for r in results] == [["plain", "toxic_simple", "yn"]] * 2
@@ -164,10 +164,15 @@ def test_one_pass_score_counts_the_spaced_answers(
     texts = [f"message number {i}" for i in range(8)]
     results = clf.classify(texts)
     # The same prompt scored directly: P(yes) counts "yes" and " yes" against all four.
-    requests = [GenerationRequest(clf._prompt(t).token_ids + onepass.answer_header(vocab, "none"),
-                                  SamplingConfig(max_tokens=1), score_only=True,
-                                  score_token_ids=[v[0] for v in ids.values()])
-                for t in texts]  # fmt: skip
+    requests = [
+        GenerationRequest(
+            clf._prompt(t).token_ids + onepass.answer_header(vocab, "none"),
+            SamplingConfig(max_tokens=1),
+            score_only=True,
+            score_token_ids=[v[0] for v in ids.values()],
+        )
+        for t in texts
+    ]
     seen = 0
     for j, resp in clf.backend.execute(requests):
         e = {w: math.exp(resp.final_token_logprobs[v[0]]) for w, v in ids.items()}
@@ -190,8 +195,19 @@ def test_cascade_decides_again_after_a_threshold_edit(
     toml = policies / "yn" / "policy.toml"
 
     def verdict() -> tuple[str, bool]:
-        out = json.loads(_cli("classify", "-p", "yn", "--cascade", "0:0", "-m",
-                              str(tiny_o200k_model), "--json", TEXT).stdout)  # fmt: skip
+        out = json.loads(
+            _cli(
+                "classify",
+                "-p",
+                "yn",
+                "--cascade",
+                "0:0",
+                "-m",
+                str(tiny_o200k_model),
+                "--json",
+                TEXT,
+            ).stdout
+        )
         assert out["metadata"]["path"] == "one-pass"  # band [0, 0]: nothing escalates
         return out["verdict"], out["cached"]
 
@@ -206,11 +222,23 @@ def test_cascade_decides_again_after_a_threshold_edit(
 def test_set_thresholds_decide_classify_with_a_set(tiny_o200k_model: Path, policies: Path) -> None:
     write_sets(policies, _one_pass_score(tiny_o200k_model))
     for name, want in (("strict", "violation"), ("lax", "no_violation")):
-        out = json.loads(_cli("classify", "--set", name, "--reasoning", "none", "-m",
-                              str(tiny_o200k_model), "--json", TEXT).stdout)  # fmt: skip
+        out = json.loads(
+            _cli(
+                "classify",
+                "--set",
+                name,
+                "--reasoning",
+                "none",
+                "-m",
+                str(tiny_o200k_model),
+                "--json",
+                TEXT,
+            ).stdout
+        )
         assert out["results"]["yn"]["verdict"] == want, name
-        assert out["flagged"] == (want == "violation" or out["results"]["plain"]["verdict"]
-                                  != "no_violation")  # fmt: skip
+        assert out["flagged"] == (
+            want == "violation" or out["results"]["plain"]["verdict"] != "no_violation"
+        )
 
 
 def test_set_thresholds_decide_a_multi_policy_run_and_its_eval(
@@ -236,21 +264,36 @@ def test_set_thresholds_decide_a_multi_policy_run_and_its_eval(
 
         execute_multi_run(plan, clf, on_result=on_result)
         assert live[plan.pset.names.index("yn")] == want, name  # as each pair completes
-        ev = json.loads(_cli("eval", f"run-{name}", "--db", str(tmp_path / "s.db"),
-                             "--json").stdout)  # fmt: skip
+        ev = json.loads(
+            _cli("eval", f"run-{name}", "--db", str(tmp_path / "s.db"), "--json").stdout
+        )
         counts = ev["per_policy"]["yn"]["verdicts"]
         assert counts[want] == 1 and ev["thresholds"]["yn"] == thresholds[name]
 
 
 # -- the service: set thresholds and no_cache -----------------------------------------------
 def serve_args(tmp_path: Path, model: Path, *more: str) -> list[str]:
-    return ["--model", str(model), "--policy", "yn", "--max-tokens", "64", "--parallel", "2",
-            "--ctx", "4096", "--db", str(tmp_path / "serve.db"), *more]  # fmt: skip
+    return [
+        "--model",
+        str(model),
+        "--policy",
+        "yn",
+        "--max-tokens",
+        "64",
+        "--parallel",
+        "2",
+        "--ctx",
+        "4096",
+        "--db",
+        str(tmp_path / "serve.db"),
+        *more,
+    ]
 
 
 @pytest.fixture
-def service(tmp_path: Path, tiny_o200k_model: Path, policies: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # fmt: skip
+def service(
+    tmp_path: Path, tiny_o200k_model: Path, policies: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
     """A TestClient on the app `edge-guard serve` builds (no socket); marked texts steered."""
     steer_marked_texts(monkeypatch)
     with served_app(monkeypatch, serve_args(tmp_path, tiny_o200k_model)) as client:
@@ -308,11 +351,17 @@ def test_a_stored_conversation_is_reparsed_as_a_conversation(
 ) -> None:
     folder = write_policy(tmp_path / "pols", "conv", {"kind": "binary"}, judges="assistant")
     parse = folder / "parse.py"
-    parse.write_text("from edge_guard.policy.core import OutputSpec\n"
-                     "from edge_guard.policy.parsers import builtin_parse\n\n\n"
-                     "def parse(response):\n    return builtin_parse(response, OutputSpec())\n")  # fmt: skip
-    conv = Conversation([{"role": "user", "content": "how do I bake bread?"},
-                         {"role": "assistant", "content": "Mix flour, water and yeast."}])  # fmt: skip
+    parse.write_text(
+        "from edge_guard.policy.core import OutputSpec\n"
+        "from edge_guard.policy.parsers import builtin_parse\n\n\n"
+        "def parse(response):\n    return builtin_parse(response, OutputSpec())\n"
+    )
+    conv = Conversation(
+        [
+            {"role": "user", "content": "how do I bake bread?"},
+            {"role": "assistant", "content": "Mix flour, water and yeast."},
+        ]
+    )
     db = tmp_path / "s.db"
 
     def classify() -> Any:

@@ -20,8 +20,14 @@ import pytest
 SAY_YES, SAY_NO = "zzsayyeszz please", "zzsaynozz please"  # texts steered to answer yes / no
 
 
-def write_policy(folder: Path, name: str, output: Mapping[str, Any], *,
-                 judges: str = "any", threshold: float = 0.5) -> Path:  # fmt: skip
+def write_policy(
+    folder: Path,
+    name: str,
+    output: Mapping[str, Any],
+    *,
+    judges: str = "any",
+    threshold: float = 0.5,
+) -> Path:
     """folder/name/{policy.md, policy.toml}: an [output] table as given, threshold explicit."""
     d = folder / name
     d.mkdir(parents=True)
@@ -43,8 +49,9 @@ def json_toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def write_set(folder: Path, name: str, members: Sequence[str],
-              thresholds: Mapping[str, float] | None = None) -> Path:  # fmt: skip
+def write_set(
+    folder: Path, name: str, members: Sequence[str], thresholds: Mapping[str, float] | None = None
+) -> Path:
     path = folder / "sets" / f"{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"policies = {json_toml(list(members))}\n"
@@ -94,8 +101,7 @@ def served_app(monkeypatch: pytest.MonkeyPatch, args: Sequence[str]) -> Iterator
 
     def serve() -> None:
         try:
-            main.main(["serve", "--host", "127.0.0.1", "--port", "0", *args],
-                      standalone_mode=False)  # fmt: skip
+            main.main(["serve", "--host", "127.0.0.1", "--port", "0", *args], standalone_mode=False)
         except BaseException as exc:  # reported to the test below
             handed["error"] = exc
         finally:

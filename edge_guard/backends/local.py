@@ -92,9 +92,15 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, path: str | Path, *, model_ref: str | None = None,
-                 settings: EngineSettings | None = None, identity: str | None = None,
-                 identify: Callable[[str], str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        model_ref: str | None = None,
+        settings: EngineSettings | None = None,
+        identity: str | None = None,
+        identify: Callable[[str], str] | None = None,
+    ) -> None:
         self.path = str(Path(path).resolve())
         self.model_ref = model_ref or str(path)
         self.settings = settings or EngineSettings()
@@ -116,8 +122,11 @@ class LocalBackend:
         except OSError:
             stamp = None  # gone: keep what we know (loading it will fail on its own)
         if self._identity is None or (stamp is not None and stamp != self._stamp):
-            self._identity = (self._identify(self.path) if self._identify is not None
-                              else f"sha256:{sha256_file(self.path)}")  # fmt: skip
+            self._identity = (
+                self._identify(self.path)
+                if self._identify is not None
+                else f"sha256:{sha256_file(self.path)}"
+            )
             self._stamp = stamp
         return self._identity
 
@@ -169,9 +178,12 @@ class LocalBackend:
         fa = s.flash_attn
         if fa == "auto" and gpu in ("none", 0):
             fa = False  # what the engine resolves it to without GPU layers
-        return {"decode": "seq" if width == 1 and prefixes == 1 else "par",
-                "flash_attn": {True: "on", False: "off"}.get(fa, str(fa)),  # type: ignore[call-overload]
-                "n_batch": max(32, int(s.extra.get("n_batch", 512))), "gpu_layers": gpu}  # fmt: skip
+        return {
+            "decode": "seq" if width == 1 and prefixes == 1 else "par",
+            "flash_attn": {True: "on", False: "off"}.get(fa, str(fa)),  # type: ignore[call-overload]
+            "n_batch": max(32, int(s.extra.get("n_batch", 512))),
+            "gpu_layers": gpu,
+        }
 
     def context_size(self) -> int | None:
         """The context the engine will use: --ctx capped by the trained context (0: the

@@ -78,11 +78,22 @@ class ServerBackend:
 
     name = "server"
 
-    def __init__(self, url: str, vocab_path: str | Path, *, vocab_ref: str | None = None,
-                 api_key_env: str | None = None, concurrency: int | None = None,
-                 timeout: float = 600.0, server_kind: str = "auto", served_model: str | None = None,
-                 retries: int = 4, backoff: float = 0.5, score_top_k: int = 20,
-                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        vocab_path: str | Path,
+        *,
+        vocab_ref: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int | None = None,
+        timeout: float = 600.0,
+        server_kind: str = "auto",
+        served_model: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.5,
+        score_top_k: int = 20,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
         import os
 
         self._auth = url_credentials(url.rstrip("/"))  # user:password@ goes as Basic auth
@@ -232,8 +243,9 @@ class ServerBackend:
             version, slots, n_ctx = llama_props(props or {})
         else:
             n_ctx = max_len
-        info = ServerInfo(kind, self.redact(model), self.redact(version or "unknown"),
-                          self.hostport, slots, n_ctx)  # fmt: skip
+        info = ServerInfo(
+            kind, self.redact(model), self.redact(version or "unknown"), self.hostport, slots, n_ctx
+        )
         self._check_vocab(kind, model)
         return info
 
@@ -275,12 +287,18 @@ class ServerBackend:
     def _http(self) -> DeadlineClient:
         if self._client is None:
             n = (self.concurrency or DEFAULT_PARALLEL) * 2 + 4
-            self._client = DeadlineClient(self.url, self._headers, self._auth, self.timeout,
-                                          self.max_reply_bytes, n)  # fmt: skip
+            self._client = DeadlineClient(
+                self.url, self._headers, self._auth, self.timeout, self.max_reply_bytes, n
+            )
         return self._client
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                 attempts: int | None = None) -> Any:  # fmt: skip
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        attempts: int | None = None,
+    ) -> Any:
         """One HTTP exchange, retried on connection errors, 429 and 5xx (bounded)."""
         import httpx
 
@@ -387,9 +405,15 @@ class ServerBackend:
         names = ("<|return|>", "<|call|>", "<|endoftext|>")
         return frozenset(v.special_id(n) for n in names if v.has_special(n))
 
-    def _generate(self, prompt: list[int], n: int, s: SamplingConfig,
-                  bias: dict[int, float], n_probs: int = 0,
-                  want: Sequence[int] = ()) -> Reply:  # fmt: skip
+    def _generate(
+        self,
+        prompt: list[int],
+        n: int,
+        s: SamplingConfig,
+        bias: dict[int, float],
+        n_probs: int = 0,
+        want: Sequence[int] = (),
+    ) -> Reply:
         kind = self.info().kind
         if kind == "llama-server":
             body = llama_body(prompt, n, s, n_probs, bias)

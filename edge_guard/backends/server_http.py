@@ -58,8 +58,9 @@ class _Stream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:  # fmt: skip
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         inner = self._inner.start_tls(ssl_context, server_hostname, self._clock.budget(timeout))
         return _Stream(inner, self._clock)
 
@@ -91,15 +92,22 @@ class DeadlineBackend(httpcore.NetworkBackend):
         finally:
             self._local.at = None
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:  # fmt: skip
-        inner = self._inner.connect_tcp(host, port, self.budget(timeout), local_address,
-                                        socket_options)  # fmt: skip
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.connect_tcp(
+            host, port, self.budget(timeout), local_address, socket_options
+        )
         return _Stream(inner, self)
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:  # fmt: skip
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
         inner = self._inner.connect_unix_socket(path, self.budget(timeout), socket_options)
         return _Stream(inner, self)
 
@@ -110,8 +118,15 @@ class DeadlineBackend(httpcore.NetworkBackend):
 class DeadlineClient:
     """An httpx client whose `fetch` reads a whole reply within `timeout` s and `max_bytes`."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], auth: tuple[str, str] | None,
-                 timeout: float, max_bytes: int, keepalive: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        auth: tuple[str, str] | None,
+        timeout: float,
+        max_bytes: int,
+        keepalive: int,
+    ) -> None:
         self.timeout, self.max_bytes = timeout, max_bytes
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=keepalive)
         transport = httpx.HTTPTransport(limits=limits)

@@ -104,17 +104,34 @@ class Reply:
 
 
 # -- llama-server ---------------------------------------------------------------------------
-def llama_body(prompt: list[int], n: int, s: SamplingConfig, n_probs: int,
-               bias: dict[int, float]) -> dict[str, Any]:  # fmt: skip
+def llama_body(
+    prompt: list[int], n: int, s: SamplingConfig, n_probs: int, bias: dict[int, float]
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "prompt": prompt, "n_predict": n, "stream": False, "cache_prompt": True,
-        "return_tokens": True, "n_probs": n_probs, "post_sampling_probs": False,
-        "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p, "seed": s.seed,
-        "min_p": 0.0, "typical_p": 1.0, "top_n_sigma": -1.0, "xtc_probability": 0.0,
-        "repeat_penalty": 1.0, "repeat_last_n": 0, "presence_penalty": 0.0,
-        "frequency_penalty": 0.0, "dry_multiplier": 0.0, "mirostat": 0, "dynatemp_range": 0.0,
+        "prompt": prompt,
+        "n_predict": n,
+        "stream": False,
+        "cache_prompt": True,
+        "return_tokens": True,
+        "n_probs": n_probs,
+        "post_sampling_probs": False,
+        "temperature": s.temperature,
+        "top_k": s.top_k,
+        "top_p": s.top_p,
+        "seed": s.seed,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "top_n_sigma": -1.0,
+        "xtc_probability": 0.0,
+        "repeat_penalty": 1.0,
+        "repeat_last_n": 0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "dry_multiplier": 0.0,
+        "mirostat": 0,
+        "dynatemp_range": 0.0,
         "ignore_eos": False,
-    }  # fmt: skip
+    }
     if bias:
         body["logit_bias"] = [[int(t), float(b)] for t, b in bias.items()]
     return body
@@ -157,18 +174,36 @@ def llama_reply(data: dict[str, Any], n_prompt: int, n_vocab: int | None = None)
 
 
 # -- vLLM / OpenAI-style /v1/completions ----------------------------------------------------
-def openai_body(model: str, prompt: list[int], n: int, s: SamplingConfig, n_probs: int,
-                bias: dict[int, float], want: Sequence[int],
-                stop_ids: Sequence[int]) -> dict[str, Any]:  # fmt: skip
+def openai_body(
+    model: str,
+    prompt: list[int],
+    n: int,
+    s: SamplingConfig,
+    n_probs: int,
+    bias: dict[int, float],
+    want: Sequence[int],
+    stop_ids: Sequence[int],
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": model, "prompt": prompt, "max_tokens": n, "stream": False,
-        "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k or -1, "seed": s.seed,
-        "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
-        "frequency_penalty": 0.0, "stop_token_ids": list(stop_ids),
-        "skip_special_tokens": False, "spaces_between_special_tokens": False,
-        "include_stop_str_in_output": True, "add_special_tokens": False,
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": n,
+        "stream": False,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k or -1,
+        "seed": s.seed,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "stop_token_ids": list(stop_ids),
+        "skip_special_tokens": False,
+        "spaces_between_special_tokens": False,
+        "include_stop_str_in_output": True,
+        "add_special_tokens": False,
         "return_token_ids": True,
-    }  # fmt: skip
+    }
     if n_probs:
         body["logprobs"], body["return_tokens_as_token_ids"] = n_probs, True
     if want:
@@ -361,6 +396,12 @@ def is_context_error(msg: str) -> bool:
     m = msg.lower()
     return any(
         s in m
-        for s in ("context size", "context length", "context window", "max_model_len",
-                  "exceeds the available context", "larger than the max context")
-    )  # fmt: skip
+        for s in (
+            "context size",
+            "context length",
+            "context window",
+            "max_model_len",
+            "exceeds the available context",
+            "larger than the max context",
+        )
+    )

@@ -38,15 +38,53 @@ from edge_guard.engine.sampling import SamplingConfig
 
 VARIANTS = ("cold", "llama_cpp", "sequential", "parallel", "threads")
 ALL_VARIANTS = (*VARIANTS, *bench_onepass.ONE_PASS_VARIANTS)  # (e)-(g): bench/onepass.py
-LABELS = {"cold": "(a) cold loop", "llama_cpp": "(b) llama-cpp-python loop",
-          "sequential": "(c) edge_guard sequential", "parallel": "(d) edge_guard parallel",
-          "threads": "(d') edge_guard, N threads submitting",
-          "roofline": "roofline (llama.cpp rates)", **bench_onepass.LABELS}  # fmt: skip
-_WORDS = ("policy", "content", "user", "message", "review", "safety", "allowed", "request",
-          "example", "harmful", "context", "label", "violation", "rule", "text", "model", "answer",
-          "reason", "public", "private", "account", "service", "data", "report", "threat",
-          "language", "spam", "offer", "click", "link", "price", "free", "great", "product",
-          "people", "work")  # fmt: skip
+LABELS = {
+    "cold": "(a) cold loop",
+    "llama_cpp": "(b) llama-cpp-python loop",
+    "sequential": "(c) edge_guard sequential",
+    "parallel": "(d) edge_guard parallel",
+    "threads": "(d') edge_guard, N threads submitting",
+    "roofline": "roofline (llama.cpp rates)",
+    **bench_onepass.LABELS,
+}
+_WORDS = (
+    "policy",
+    "content",
+    "user",
+    "message",
+    "review",
+    "safety",
+    "allowed",
+    "request",
+    "example",
+    "harmful",
+    "context",
+    "label",
+    "violation",
+    "rule",
+    "text",
+    "model",
+    "answer",
+    "reason",
+    "public",
+    "private",
+    "account",
+    "service",
+    "data",
+    "report",
+    "threat",
+    "language",
+    "spam",
+    "offer",
+    "click",
+    "link",
+    "price",
+    "free",
+    "great",
+    "product",
+    "people",
+    "work",
+)
 
 Progress = Callable[[str], None]
 
@@ -94,8 +132,14 @@ def workload(engine: Engine, cfg: BenchConfig) -> tuple[list[GenerationRequest],
         text = synthetic_text(encode, cfg.text_tokens, cfg.seed + 1 + i)
         prompt = engine.renderer.render(policy, text)
         prefix_len = prompt.prefix_len
-        reqs.append(GenerationRequest(prompt.token_ids, sampling, prefix_len=prompt.prefix_len,
-                                      min_tokens=cfg.output_tokens))  # fmt: skip
+        reqs.append(
+            GenerationRequest(
+                prompt.token_ids,
+                sampling,
+                prefix_len=prompt.prefix_len,
+                min_tokens=cfg.output_tokens,
+            )
+        )
     return reqs, prefix_len
 
 
@@ -106,8 +150,14 @@ def run_bench(
     say = progress or (lambda _msg: None)
     from edge_guard.engine import llama_runtime as rt
 
-    probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
-                   n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    probe = Engine(
+        model_path,
+        n_ctx=512,
+        n_parallel=1,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+    )
     reqs, prefix_len = workload(probe, cfg)
     stops, threads = sorted(probe.stop_ids), probe.n_threads
     probe.close()
@@ -125,8 +175,14 @@ def run_bench(
             model_path, reqs[:base_n], cfg, llama_ctx, stops, threads
         )
         results["llama_cpp"] = _extrapolated(times, cfg.n, n_out_b, prompt_total, first_apart=True)
-    engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
-                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    engine = Engine(
+        model_path,
+        n_ctx=n_ctx,
+        n_parallel=width,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+    )
     try:
         for name in ("cold", "sequential", "parallel", "threads"):
             if name not in cfg.variants:
@@ -143,11 +199,16 @@ def run_bench(
         )
         say("roofline: llama.cpp prompt and generation rates")
         steps = min(cfg.output_tokens, cfg.roofline_steps or cfg.output_tokens)
-        roof = measure_roofline(engine, reqs[: min(width, len(reqs))], steps,
-                                repeats=cfg.roofline_repeats)  # fmt: skip
-        info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
-                "flash_attn": str(engine.flash_attn), "gpu_layers": engine.gpu_layers,
-                "build": rt.build_info()}  # fmt: skip
+        roof = measure_roofline(
+            engine, reqs[: min(width, len(reqs))], steps, repeats=cfg.roofline_repeats
+        )
+        info = {
+            "n_ctx": engine.n_ctx,
+            "n_threads": engine.n_threads,
+            "flash_attn": str(engine.flash_attn),
+            "gpu_layers": engine.gpu_layers,
+            "build": rt.build_info(),
+        }
     finally:
         engine.close()
     n_out = cfg.output_tokens
@@ -156,11 +217,18 @@ def run_bench(
     def ideal(r: dict[str, float]) -> float:
         return r["prefix_s"] + cfg.n * (mean_suffix / r["suffix_tok_s"] + n_out / r["gen_tok_s"])
 
-    results["roofline"] = _row(cfg.n, ideal(roof), ideal(roof["cpu"]), prompt_total,
-                               cfg.n * n_out, prefix_s=roof["prefix_s"])  # fmt: skip
+    results["roofline"] = _row(
+        cfg.n,
+        ideal(roof),
+        ideal(roof["cpu"]),
+        prompt_total,
+        cfg.n * n_out,
+        prefix_s=roof["prefix_s"],
+    )
     if "one_pass" in results:
-        results["one_pass_roofline"] = bench_onepass.roofline_row(roof, reqs, prefix_len,
-                                                                  header_len, _row)  # fmt: skip
+        results["one_pass_roofline"] = bench_onepass.roofline_row(
+            roof, reqs, prefix_len, header_len, _row
+        )
     ref = outputs.get("cold") or outputs.get("sequential")
     for name, outs in outputs.items():
         differ = None if ref is None else _differing(outs, ref, name)
@@ -175,8 +243,7 @@ def run_bench(
         key = f"parallel/{k}"
         ratios[key] = other["seconds"] / d["seconds"] if d and other else None
         cpu_ratios[key] = other["cpu_seconds"] / d["cpu_seconds"] if d and other else None
-        steady_ratios[key] = (other["steady_seconds"] / d["steady_seconds"]
-                              if d and other else None)  # fmt: skip
+        steady_ratios[key] = other["steady_seconds"] / d["steady_seconds"] if d and other else None
     return {
         "config": asdict(cfg),
         "model": model_path,
@@ -212,9 +279,16 @@ def _differing(outs: list[list[int]], ref: list[list[int]], name: str) -> int:
     )
 
 
-def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens: int,
-         timed: int | None = None, measured_s: float | None = None,
-         prefix_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
+def _row(
+    n: int,
+    seconds: float,
+    cpu_s: float,
+    prompt_tokens: int,
+    output_tokens: int,
+    timed: int | None = None,
+    measured_s: float | None = None,
+    prefix_s: float = 0.0,
+) -> dict[str, Any]:
     """One variant's figures for `n` texts; `timed` < n: the seconds are extrapolated.
 
     `prefix_s`: the part of `seconds` spent evaluating the policy prefix once; the
@@ -238,8 +312,9 @@ def _row(n: int, seconds: float, cpu_s: float, prompt_tokens: int, output_tokens
     }
 
 
-def _extrapolated(times: list[tuple[float, float]], n: int, n_out: int, prompt_tokens: int,
-                  first_apart: bool) -> dict[str, Any]:  # fmt: skip
+def _extrapolated(
+    times: list[tuple[float, float]], n: int, n_out: int, prompt_tokens: int, first_apart: bool
+) -> dict[str, Any]:
     """A loop timed per text, (wall, cpu) s, on len(times) of n equal-sized texts, scaled to n.
 
     `first_apart`: the first text also paid for something once (the first call evaluates
@@ -254,16 +329,30 @@ def _extrapolated(times: list[tuple[float, float]], n: int, n_out: int, prompt_t
     wall, cpu = [t[0] for t in times], [t[1] for t in times]
     # the first text's extra time is its prefix evaluation
     prefix_s = max(0.0, wall[0] - sum(wall[1:]) / (k - 1)) if first_apart and k > 1 else 0.0
-    return _row(n, scale(wall), scale(cpu), prompt_tokens, round(n_out * n / k), timed=k,
-                measured_s=sum(wall), prefix_s=prefix_s)  # fmt: skip
+    return _row(
+        n,
+        scale(wall),
+        scale(cpu),
+        prompt_tokens,
+        round(n_out * n / k),
+        timed=k,
+        measured_s=sum(wall),
+        prefix_s=prefix_s,
+    )
 
 
 Outputs = list[list[int]]
 Times = list[tuple[float, float]]
 
 
-def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width: int,
-                 n_total: int, prompt_total: int) -> tuple[dict[str, Any], Outputs]:  # fmt: skip
+def _engine_loop(
+    engine: Engine,
+    reqs: list[GenerationRequest],
+    name: str,
+    width: int,
+    n_total: int,
+    prompt_total: int,
+) -> tuple[dict[str, Any], Outputs]:
     """Run `reqs` through the engine. The one-text-at-a-time loops are timed per text and
     scaled to `n_total` texts; the parallel variant must be given (and timed on) them all."""
     outs: list[list[int]] = [[] for _ in reqs]
@@ -288,8 +377,14 @@ def _engine_loop(engine: Engine, reqs: list[GenerationRequest], name: str, width
     n_out = sum(len(o) for o in outs)
     if name in ("parallel", "threads"):
         wall, cpu = clock.total()
-        return _row(len(reqs), prefix_wall + wall, prefix_cpu + cpu, prompt_total, n_out,
-                    prefix_s=prefix_wall), outs  # fmt: skip
+        return _row(
+            len(reqs),
+            prefix_wall + wall,
+            prefix_cpu + cpu,
+            prompt_total,
+            n_out,
+            prefix_s=prefix_wall,
+        ), outs
     return _extrapolated(times, n_total, n_out, prompt_total, first_apart=name != "cold"), outs
 
 
@@ -300,8 +395,9 @@ def warm_prefix(engine: Engine, reqs: list[GenerationRequest]) -> tuple[float, f
     return clock.total()
 
 
-def _submit_from_threads(engine: Engine, reqs: list[GenerationRequest], n_threads: int,
-                         outs: Outputs) -> None:  # fmt: skip
+def _submit_from_threads(
+    engine: Engine, reqs: list[GenerationRequest], n_threads: int, outs: Outputs
+) -> None:
     """`n_threads` callers at once, each generating its share of `reqs` one at a time."""
     import threading
 
@@ -332,8 +428,14 @@ class _Clock:
         return time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]
 
 
-def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, n_ctx: int,
-                    stop_ids: list[int], threads: int) -> tuple[Times, int, Outputs]:  # fmt: skip
+def _llama_cpp_loop(
+    path: str,
+    reqs: list[GenerationRequest],
+    cfg: BenchConfig,
+    n_ctx: int,
+    stop_ids: list[int],
+    threads: int,
+) -> tuple[Times, int, Outputs]:
     """Per-text (wall, cpu) seconds, output tokens and outputs of llama-cpp-python's loop."""
     import numpy as np
     from llama_cpp import Llama, LogitsProcessorList
@@ -341,9 +443,18 @@ def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, 
     from edge_guard.engine import llama_runtime as rt
 
     gpu = rt.resolve_gpu_layers(cfg.gpu_layers)
-    llm = Llama(model_path=path, n_ctx=_round_up(n_ctx, 256), n_batch=512, n_ubatch=512,
-                n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu,
-                flash_attn=gpu != 0, swa_full=True, verbose=False)  # fmt: skip
+    llm = Llama(
+        model_path=path,
+        n_ctx=_round_up(n_ctx, 256),
+        n_batch=512,
+        n_ubatch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=gpu,
+        flash_attn=gpu != 0,
+        swa_full=True,
+        verbose=False,
+    )
     stops = np.array(stop_ids, dtype=np.int64)
 
     def no_stop(_ids: Any, scores: Any) -> Any:
@@ -356,9 +467,13 @@ def _llama_cpp_loop(path: str, reqs: list[GenerationRequest], cfg: BenchConfig, 
     n_out = 0
     clock = _Clock()
     for req in reqs:
-        done = llm.create_completion(list(req.prompt_ids), max_tokens=cfg.output_tokens,
-                                     temperature=0.0, repeat_penalty=1.0,
-                                     logits_processor=processors)  # fmt: skip
+        done = llm.create_completion(
+            list(req.prompt_ids),
+            max_tokens=cfg.output_tokens,
+            temperature=0.0,
+            repeat_penalty=1.0,
+            logits_processor=processors,
+        )
         times.append(clock.lap())
         k = int(done["usage"]["completion_tokens"])  # type: ignore[index]
         n_out += k

@@ -38,10 +38,12 @@ from edge_guard.sanitize import term_line
 from edge_guard.taxonomy_run import make_cues, member_requests, warm_request
 
 VARIANTS = ("one_label", "separate", "cheap", "full_combined")
-LABELS = {"one_label": "one one-pass label (1 policy)",
-          "separate": "separate one-pass ({n} labels)",
-          "cheap": "cheap path ({n} scores, one prompt)",
-          "full_combined": "full reasoning, combined ({out} tok)"}  # fmt: skip
+LABELS = {
+    "one_label": "one one-pass label (1 policy)",
+    "separate": "separate one-pass ({n} labels)",
+    "cheap": "cheap path ({n} scores, one prompt)",
+    "full_combined": "full reasoning, combined ({out} tok)",
+}
 GOAL_CHEAP_OVER_ONE = 2.0  # cheap s/text <= 2x one label's
 GOAL_SEPARATE_OVER_CHEAP = 5.0  # separate s/text >= 5x the cheap path's
 
@@ -80,12 +82,18 @@ def synth_path(preset: str, context: int = 32768) -> str:
 
 
 def _score(ids: list[int], prefix_len: int, score_ids: Sequence[int]) -> GenerationRequest:
-    return GenerationRequest(ids, SamplingConfig(max_tokens=1), prefix_len=prefix_len,
-                             score_only=True, score_token_ids=list(score_ids))  # fmt: skip
+    return GenerationRequest(
+        ids,
+        SamplingConfig(max_tokens=1),
+        prefix_len=prefix_len,
+        score_only=True,
+        score_token_ids=list(score_ids),
+    )
 
 
-def requests_for(engine: Engine, pset: PolicySet, text: str, variant: str,
-                 output_tokens: int) -> list[GenerationRequest]:  # fmt: skip
+def requests_for(
+    engine: Engine, pset: PolicySet, text: str, variant: str, output_tokens: int
+) -> list[GenerationRequest]:
     """The engine requests one text costs in `variant` (what classify would submit)."""
     render = engine.renderer.render
     header = answer_header(engine.vocab, NONE)
@@ -103,12 +111,16 @@ def requests_for(engine: Engine, pset: PolicySet, text: str, variant: str,
         warm = warm_request(prompt.token_ids, prompt.prefix_len)
         return [warm, *member_requests(prompt.token_ids, cues)]
     sampling = SamplingConfig(max_tokens=output_tokens)
-    return [GenerationRequest(prompt.token_ids, sampling, prefix_len=prompt.prefix_len,
-                              min_tokens=output_tokens)]  # fmt: skip
+    return [
+        GenerationRequest(
+            prompt.token_ids, sampling, prefix_len=prompt.prefix_len, min_tokens=output_tokens
+        )
+    ]
 
 
-def _time_texts(engine: Engine, per_text: list[list[GenerationRequest]],
-                width: int) -> dict[str, Any]:  # fmt: skip
+def _time_texts(
+    engine: Engine, per_text: list[list[GenerationRequest]], width: int
+) -> dict[str, Any]:
     """Seconds, CPU seconds and tokens evaluated per text, texts submitted one by one."""
     walls, cpus, evaluated, errors = [], [], [], 0
     for reqs in per_text:
@@ -123,31 +135,51 @@ def _time_texts(engine: Engine, per_text: list[list[GenerationRequest]],
         cpus.append(time.process_time() - c0)
         evaluated.append(n_eval + engine.stats["prefix_tokens"] - before)
     n = len(per_text)
-    return {"texts": n, "requests_per_text": len(per_text[0]), "errors": errors,
-            "s_per_text": sum(walls) / n, "cpu_s_per_text": sum(cpus) / n,
-            "min_s_per_text": min(walls), "tokens_per_text": sum(evaluated) / n}  # fmt: skip
+    return {
+        "texts": n,
+        "requests_per_text": len(per_text[0]),
+        "errors": errors,
+        "s_per_text": sum(walls) / n,
+        "cpu_s_per_text": sum(cpus) / n,
+        "min_s_per_text": min(walls),
+        "tokens_per_text": sum(evaluated) / n,
+    }
 
 
-def run_moderation_bench(cfg: ModerationBenchConfig, model_path: str,
-                         progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+def run_moderation_bench(
+    cfg: ModerationBenchConfig, model_path: str, progress: Progress | None = None
+) -> dict[str, Any]:
     """Time every variant on one engine; returns a JSON-ready report with the ratios."""
     say = progress or (lambda _msg: None)
     pset = load_set(cfg.policy_set)
-    probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
-                   n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    probe = Engine(
+        model_path,
+        n_ctx=512,
+        n_parallel=1,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+    )
     encode = probe.vocab.encoder.encode
     texts = [synthetic_text(encode, cfg.text_tokens, cfg.seed + 1 + i) for i in range(cfg.n + 1)]
-    sizes = {v: [len(r.prompt_ids) for r in requests_for(probe, pset, texts[0], v, 1)]
-             for v in VARIANTS}  # fmt: skip
+    sizes = {
+        v: [len(r.prompt_ids) for r in requests_for(probe, pset, texts[0], v, 1)] for v in VARIANTS
+    }
     probe.close()
     width = max(cfg.parallel, len(pset.members) + 1)
     # room for every member's policy prefix and suffix (separate), or the taxonomy prefix
     # twice (the policy alone and with the text: the engine counts a resident prefix whole)
     need = max(sum(sizes["separate"]), 2 * max(sizes["cheap"]) + len(pset.members) * 8)
     n_ctx = _round_up(need + cfg.output_tokens + width * 8 + 256, 256)
-    engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
-                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False,
-                    max_prefixes=len(pset.members) + 2)  # fmt: skip
+    engine = Engine(
+        model_path,
+        n_ctx=n_ctx,
+        n_parallel=width,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+        max_prefixes=len(pset.members) + 2,
+    )
     results: dict[str, dict[str, Any]] = {}
     try:
         for v in cfg.variants:
@@ -158,23 +190,39 @@ def run_moderation_bench(cfg: ModerationBenchConfig, model_path: str,
                 pass
             say(f"{v}: {cfg.n} texts, one at a time")
             results[v] = _time_texts(engine, per_text[1:], width)
-        info = {"n_ctx": engine.n_ctx, "n_parallel": width, "n_threads": engine.n_threads,
-                "max_prefixes": engine.max_prefixes, "gpu_layers": engine.gpu_layers}  # fmt: skip
+        info = {
+            "n_ctx": engine.n_ctx,
+            "n_parallel": width,
+            "n_threads": engine.n_threads,
+            "max_prefixes": engine.max_prefixes,
+            "gpu_layers": engine.gpu_layers,
+        }
     finally:
         engine.close()
-    return {"config": asdict(cfg), "model": model_path, "engine": info,
-            "workload": {"policies": len(pset.members), "set": pset.name,
-                         "text_tokens": cfg.text_tokens, "output_tokens": cfg.output_tokens,
-                         "prompt_tokens": {v: sizes[v] for v in VARIANTS}},
-            "results": results, "ratios": ratios(results)}  # fmt: skip
+    return {
+        "config": asdict(cfg),
+        "model": model_path,
+        "engine": info,
+        "workload": {
+            "policies": len(pset.members),
+            "set": pset.name,
+            "text_tokens": cfg.text_tokens,
+            "output_tokens": cfg.output_tokens,
+            "prompt_tokens": {v: sizes[v] for v in VARIANTS},
+        },
+        "results": results,
+        "ratios": ratios(results),
+    }
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """cheap / one_label and separate / cheap (wall and CPU seconds per text) vs the goals."""
     out: dict[str, Any] = {}
-    for key, num, den in (("cheap_over_one_label", "cheap", "one_label"),
-                          ("separate_over_cheap", "separate", "cheap"),
-                          ("full_combined_over_cheap", "full_combined", "cheap")):  # fmt: skip
+    for key, num, den in (
+        ("cheap_over_one_label", "cheap", "one_label"),
+        ("separate_over_cheap", "separate", "cheap"),
+        ("full_combined_over_cheap", "full_combined", "cheap"),
+    ):
         a, b = results.get(num), results.get(den)
         out[key] = a["s_per_text"] / b["s_per_text"] if a and b else None
         out[f"{key}_cpu"] = a["cpu_s_per_text"] / b["cpu_s_per_text"] if a and b else None
@@ -190,20 +238,25 @@ def format_moderation_table(report: dict[str, Any]) -> str:
     w, res, r = report["workload"], report["results"], report["ratios"]
     n, out = w["policies"], w["output_tokens"]
     e = report["engine"]
-    lines = [f"model: {term_line(report['model'])}",
-             f"workload: set {term_line(w['set'])} ({n} policies), {w['text_tokens']}-token "
-             f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}", "",
-             f"{'variant':38} {'texts':>5} {'req/text':>8} {'s/text':>8} {'cpu s/text':>10} "
-             f"{'tokens/text':>11} {'x one label':>11}"]  # fmt: skip
+    lines = [
+        f"model: {term_line(report['model'])}",
+        f"workload: set {term_line(w['set'])} ({n} policies), {w['text_tokens']}-token "
+        f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}",
+        "",
+        f"{'variant':38} {'texts':>5} {'req/text':>8} {'s/text':>8} {'cpu s/text':>10} "
+        f"{'tokens/text':>11} {'x one label':>11}",
+    ]
     unit = (res.get("one_label") or {}).get("s_per_text")
     for v in VARIANTS:
         row = res.get(v)
         if row is None:
             continue
         rel = f"{row['s_per_text'] / unit:.2f}" if unit else "—"
-        lines.append(f"{LABELS[v].format(n=n, out=out):38} {row['texts']:>5} "
-                     f"{row['requests_per_text']:>8} {row['s_per_text']:>8.3f} "
-                     f"{row['cpu_s_per_text']:>10.3f} {row['tokens_per_text']:>11.0f} {rel:>11}")  # fmt: skip
+        lines.append(
+            f"{LABELS[v].format(n=n, out=out):38} {row['texts']:>5} "
+            f"{row['requests_per_text']:>8} {row['s_per_text']:>8.3f} "
+            f"{row['cpu_s_per_text']:>10.3f} {row['tokens_per_text']:>11.0f} {rel:>11}"
+        )
     lines.append("")
     for key, goal, sign, met in (
         ("cheap_over_one_label", GOAL_CHEAP_OVER_ONE, "<=", r["meets_cheap_goal"]),
@@ -212,8 +265,10 @@ def format_moderation_table(report: dict[str, Any]) -> str:
         if r[key] is None:
             continue
         verdict = "met" if met else "NOT met"
-        lines.append(f"{key.replace('_', ' ')} = {r[key]:.2f} (goal {sign} {goal:g}: {verdict}); "
-                     f"from CPU time {r[key + '_cpu']:.2f}, tokens {r[key + '_tokens']:.2f}")  # fmt: skip
+        lines.append(
+            f"{key.replace('_', ' ')} = {r[key]:.2f} (goal {sign} {goal:g}: {verdict}); "
+            f"from CPU time {r[key + '_cpu']:.2f}, tokens {r[key + '_tokens']:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -238,10 +293,14 @@ def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
         if int(p[name]) < 1:
             raise EdgeGuardError(f"--{name.replace('_', '-')} must be at least 1, got {p[name]}")
     gpu = p.get("gpu_layers", "auto")
-    cfg = ModerationBenchConfig(policy_set=str(p["moderation_set"]), n=int(p["n"]),
-                                text_tokens=int(p["text_tokens"]),
-                                output_tokens=int(p["output_tokens"]),
-                                parallel=int(p["parallel"]), threads=p.get("threads"),
-                                gpu_layers=gpu if gpu == "auto" else int(gpu))  # fmt: skip
+    cfg = ModerationBenchConfig(
+        policy_set=str(p["moderation_set"]),
+        n=int(p["n"]),
+        text_tokens=int(p["text_tokens"]),
+        output_tokens=int(p["output_tokens"]),
+        parallel=int(p["parallel"]),
+        threads=p.get("threads"),
+        gpu_layers=gpu if gpu == "auto" else int(gpu),
+    )
     report = run_moderation_bench(cfg, path, progress=say)
     click.echo(json.dumps(report, indent=2) if as_json else format_moderation_table(report))

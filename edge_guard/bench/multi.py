@@ -48,8 +48,10 @@ def multi_workload(
 ) -> tuple[list[list[GenerationRequest]], list[int]]:
     """(requests[text][policy], prefix length per policy): distinct policies and texts."""
     encode = engine.vocab.encoder.encode
-    policies = [synthetic_text(encode, cfg.policy_tokens, cfg.seed + 10_000 * (p + 1))
-                for p in range(cfg.n_policies)]  # fmt: skip
+    policies = [
+        synthetic_text(encode, cfg.policy_tokens, cfg.seed + 10_000 * (p + 1))
+        for p in range(cfg.n_policies)
+    ]
     texts = [synthetic_text(encode, cfg.text_tokens, cfg.seed + 1 + i) for i in range(cfg.n)]
     sampling = SamplingConfig(max_tokens=cfg.output_tokens)
     reqs: list[list[GenerationRequest]] = []
@@ -59,8 +61,14 @@ def multi_workload(
         for p, policy in enumerate(policies):
             prompt = engine.renderer.render(policy, text)
             prefix_lens[p] = prompt.prefix_len
-            row.append(GenerationRequest(prompt.token_ids, sampling, prefix_len=prompt.prefix_len,
-                                         min_tokens=cfg.output_tokens))  # fmt: skip
+            row.append(
+                GenerationRequest(
+                    prompt.token_ids,
+                    sampling,
+                    prefix_len=prompt.prefix_len,
+                    min_tokens=cfg.output_tokens,
+                )
+            )
         reqs.append(row)
     return reqs, prefix_lens
 
@@ -83,20 +91,33 @@ def _timed_run(
     return wall, cpu, n_out, delta
 
 
-def run_multi_bench(cfg: MultiBenchConfig, model_path: str,
-                    progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+def run_multi_bench(
+    cfg: MultiBenchConfig, model_path: str, progress: Progress | None = None
+) -> dict[str, Any]:
     """Time the single-policy and the multi-policy workloads and the roofline (JSON-ready)."""
     say = progress or (lambda _msg: None)
-    probe = Engine(model_path, n_ctx=512, n_parallel=1, n_threads=cfg.threads,
-                   n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False)  # fmt: skip
+    probe = Engine(
+        model_path,
+        n_ctx=512,
+        n_parallel=1,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+    )
     reqs, prefix_lens = multi_workload(probe, cfg)
     probe.close()
     width = max(1, cfg.parallel)
     suffix = max(len(r.prompt_ids) - r.prefix_len for row in reqs for r in row)  # type: ignore[operator]
     n_ctx = _round_up(sum(prefix_lens) + width * (suffix + cfg.output_tokens) + 64, 256)
-    engine = Engine(model_path, n_ctx=n_ctx, n_parallel=width, n_threads=cfg.threads,
-                    n_gpu_layers=cfg.gpu_layers, prefix_snapshots=False,
-                    max_prefixes=max(cfg.n_policies, 1))  # fmt: skip
+    engine = Engine(
+        model_path,
+        n_ctx=n_ctx,
+        n_parallel=width,
+        n_threads=cfg.threads,
+        n_gpu_layers=cfg.gpu_layers,
+        prefix_snapshots=False,
+        max_prefixes=max(cfg.n_policies, 1),
+    )
     single = [row[0] for row in reqs]
     pairs = [r for row in reqs for r in row]
     try:
@@ -105,10 +126,18 @@ def run_multi_bench(cfg: MultiBenchConfig, model_path: str,
         say(f"{cfg.n_policies} policies: {len(pairs)} (text, policy) pairs")
         m_wall, m_cpu, m_out, m_stats = _timed_run(engine, pairs, width)
         say("roofline: llama.cpp prompt and generation rates")
-        roof = measure_roofline(engine, single[: min(width, len(single))], cfg.output_tokens,
-                                repeats=cfg.roofline_repeats)  # fmt: skip
-        info = {"n_ctx": engine.n_ctx, "n_threads": engine.n_threads,
-                "max_prefixes": engine.max_prefixes, "gpu_layers": engine.gpu_layers}  # fmt: skip
+        roof = measure_roofline(
+            engine,
+            single[: min(width, len(single))],
+            cfg.output_tokens,
+            repeats=cfg.roofline_repeats,
+        )
+        info = {
+            "n_ctx": engine.n_ctx,
+            "n_threads": engine.n_threads,
+            "max_prefixes": engine.max_prefixes,
+            "gpu_layers": engine.gpu_layers,
+        }
     finally:
         engine.close()
     mean_suffix = sum(len(r.prompt_ids) - r.prefix_len for r in pairs) / len(pairs)  # type: ignore[operator]
@@ -123,14 +152,26 @@ def run_multi_bench(cfg: MultiBenchConfig, model_path: str,
     prompt_single = sum(len(r.prompt_ids) for r in single)
     prompt_pairs = sum(len(r.prompt_ids) for r in pairs)
     results = {
-        "single": {**_row(len(single), s_wall, s_cpu, prompt_single, s_out), "engine_stats": s_stats},
+        "single": {
+            **_row(len(single), s_wall, s_cpu, prompt_single, s_out),
+            "engine_stats": s_stats,
+        },
         "multi": {**_row(len(pairs), m_wall, m_cpu, prompt_pairs, m_out), "engine_stats": m_stats},
-        "roofline_single": _row(len(single), ideal(roof, 1, len(single)),
-                                ideal(roof["cpu"], 1, len(single)), prompt_single, len(single) * n_out),
-        "roofline_multi": _row(len(pairs), ideal(roof, cfg.n_policies, len(pairs)),
-                               ideal(roof["cpu"], cfg.n_policies, len(pairs)), prompt_pairs,
-                               len(pairs) * n_out),
-    }  # fmt: skip
+        "roofline_single": _row(
+            len(single),
+            ideal(roof, 1, len(single)),
+            ideal(roof["cpu"], 1, len(single)),
+            prompt_single,
+            len(single) * n_out,
+        ),
+        "roofline_multi": _row(
+            len(pairs),
+            ideal(roof, cfg.n_policies, len(pairs)),
+            ideal(roof["cpu"], cfg.n_policies, len(pairs)),
+            prompt_pairs,
+            len(pairs) * n_out,
+        ),
+    }
     single_rate = results["single"]["labels_per_s"]
     ratio = results["multi"]["labels_per_s"] / single_rate if single_rate else None
     # the same from process CPU time (robust on a busy machine with --threads 1)
@@ -174,13 +215,19 @@ def format_multi_table(report: dict[str, Any]) -> str:
         "",
         f"{'variant':34} {'prompts':>8} {'seconds':>9} {'cpu s':>9} {'labels/s':>9} {'prefix evals':>13}",
     ]
-    names = {"single": "single policy (labels/s)", "multi": f"{w['policies']} policies (pairs/s)",
-             "roofline_single": "roofline, single policy", "roofline_multi": f"roofline, {w['policies']} policies"}  # fmt: skip
+    names = {
+        "single": "single policy (labels/s)",
+        "multi": f"{w['policies']} policies (pairs/s)",
+        "roofline_single": "roofline, single policy",
+        "roofline_multi": f"roofline, {w['policies']} policies",
+    }
     for key, label in names.items():
         r = res[key]
         evals = r.get("engine_stats", {}).get("prefix_evals", "")
-        lines.append(f"{label:34} {r['n']:>8} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
-                     f"{r['labels_per_s']:>9.2f} {evals!s:>13}")  # fmt: skip
+        lines.append(
+            f"{label:34} {r['n']:>8} {r['seconds']:>9.2f} {r['cpu_seconds']:>9.2f} "
+            f"{r['labels_per_s']:>9.2f} {evals!s:>13}"
+        )
     ratio = report["pairs_per_s_over_single_labels_per_s"]
     rm, rs = res["roofline_multi"]["labels_per_s"], res["roofline_single"]["labels_per_s"]
     lines += [

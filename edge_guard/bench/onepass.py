@@ -31,9 +31,12 @@ from edge_guard.response import ModelResponse
 
 ONE_PASS_VARIANTS = ("one_pass", "cascade_10", "cascade_30")
 CASCADE_SHARES = {"cascade_10": 0.10, "cascade_30": 0.30}
-LABELS = {"one_pass": "(e) one-pass scoring", "cascade_10": "(f) cascade, 10% escalated",
-          "cascade_30": "(g) cascade, 30% escalated",
-          "one_pass_roofline": "one-pass roofline"}  # fmt: skip
+LABELS = {
+    "one_pass": "(e) one-pass scoring",
+    "cascade_10": "(f) cascade, 10% escalated",
+    "cascade_30": "(g) cascade, 30% escalated",
+    "one_pass_roofline": "one-pass roofline",
+}
 ROOFLINE_DEFINITION = (
     "one_pass_roofline_s = prefix_s + n * mean_one_pass_suffix_tokens / suffix_tok_s (the "
     "prompt work alone at the same llama.cpp rates; a one-pass suffix is the text's suffix "
@@ -43,17 +46,24 @@ ROOFLINE_DEFINITION = (
 RowFn = Callable[..., dict[str, Any]]
 
 
-def score_requests(engine: Engine, reqs: Sequence[GenerationRequest],
-                   mode: str = NONE) -> list[GenerationRequest]:  # fmt: skip
+def score_requests(
+    engine: Engine, reqs: Sequence[GenerationRequest], mode: str = NONE
+) -> list[GenerationRequest]:
     """The one-pass (score-only) form of each full-reasoning request: binary labels 0/1."""
     header = answer_header(engine.vocab, mode)
     scoring = label_scoring(OutputSpec(), engine.vocab)
     out = []
     for r in reqs:
-        out.append(GenerationRequest(list(r.prompt_ids) + header, SamplingConfig(max_tokens=1),
-                                     prefix_len=r.prefix_len, score_only=True,
-                                     score_token_ids=scoring.score_token_ids,
-                                     score_sequences=scoring.score_sequences))  # fmt: skip
+        out.append(
+            GenerationRequest(
+                list(r.prompt_ids) + header,
+                SamplingConfig(max_tokens=1),
+                prefix_len=r.prefix_len,
+                score_only=True,
+                score_token_ids=scoring.score_token_ids,
+                score_sequences=scoring.score_sequences,
+            )
+        )
     return out
 
 
@@ -77,26 +87,33 @@ def band_for_share(scores: Sequence[float | None], share: float) -> tuple[float,
     return low, high, k
 
 
-def in_place_requests(engine: Engine, reqs: Sequence[GenerationRequest],
-                      band: tuple[float, float]) -> list[GenerationRequest]:  # fmt: skip
+def in_place_requests(
+    engine: Engine, reqs: Sequence[GenerationRequest], band: tuple[float, float]
+) -> list[GenerationRequest]:
     """Score-then-continue requests: each full request scored, and generated in place
     when its P(violation) lies in `band` (what `classify --cascade` sends)."""
     escalate = escalation(OutputSpec(), label_scoring(OutputSpec(), engine.vocab), band)
-    return [in_place_request(s, r, escalate)
-            for r, s in zip(reqs, score_requests(engine, reqs), strict=True)]  # fmt: skip
+    return [
+        in_place_request(s, r, escalate)
+        for r, s in zip(reqs, score_requests(engine, reqs), strict=True)
+    ]
 
 
-def _run(engine: Engine, reqs: Sequence[GenerationRequest],
-         width: int) -> list[ModelResponse]:  # fmt: skip
+def _run(engine: Engine, reqs: Sequence[GenerationRequest], width: int) -> list[ModelResponse]:
     out: list[ModelResponse | None] = [None] * len(reqs)
     for i, resp in engine.generate_many(list(reqs), n_parallel=width):
         out[i] = resp
     return out  # type: ignore[return-value]
 
 
-def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequence[str],
-                 width: int, row_fn: RowFn,
-                 say: Callable[[str], None]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def run_variants(
+    engine: Engine,
+    reqs: list[GenerationRequest],
+    variants: Sequence[str],
+    width: int,
+    row_fn: RowFn,
+    say: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
     """Time the chosen one-pass variants on all `reqs` (full-reasoning requests)."""
     results: dict[str, dict[str, Any]] = {}
     scored = score_requests(engine, reqs)
@@ -125,15 +142,19 @@ def run_variants(engine: Engine, reqs: list[GenerationRequest], variants: Sequen
         row = row_fn(len(reqs), wall, cpu, prompt_total, n_out, prefix_s=prefix_s)
         row["unscored"] = sum(p is None for p in got)
         if band is not None:
-            row.update(band=list(band), escalated=len(up),
-                       escalated_share=len(up) / len(reqs))  # fmt: skip
+            row.update(band=list(band), escalated=len(up), escalated_share=len(up) / len(reqs))
         results[name] = row
         say(f"{LABELS[name]}: {row['labels_per_hour']:.0f} labels/hour ({wall:.1f} s)")
     return results
 
 
-def roofline_row(rates: dict[str, Any], reqs: Sequence[GenerationRequest], prefix_len: int,
-                 header_len: int, row_fn: RowFn) -> dict[str, Any]:  # fmt: skip
+def roofline_row(
+    rates: dict[str, Any],
+    reqs: Sequence[GenerationRequest],
+    prefix_len: int,
+    header_len: int,
+    row_fn: RowFn,
+) -> dict[str, Any]:
     """Prompt tokens at the batched prompt rate: what one-pass scoring cannot beat."""
     n = len(reqs)
     suffix = sum(len(r.prompt_ids) - prefix_len for r in reqs) / n + header_len
@@ -142,12 +163,10 @@ def roofline_row(rates: dict[str, Any], reqs: Sequence[GenerationRequest], prefi
         return float(r["prefix_s"] + n * suffix / r["suffix_tok_s"])
 
     prompt_total = sum(len(r.prompt_ids) + header_len for r in reqs)
-    return row_fn(n, ideal(rates), ideal(rates["cpu"]), prompt_total, 0,
-                  prefix_s=rates["prefix_s"])  # fmt: skip
+    return row_fn(n, ideal(rates), ideal(rates["cpu"]), prompt_total, 0, prefix_s=rates["prefix_s"])
 
 
-def ratios(results: dict[str, dict[str, Any]],
-           field: str = "seconds") -> dict[str, float | None]:  # fmt: skip
+def ratios(results: dict[str, dict[str, Any]], field: str = "seconds") -> dict[str, float | None]:
     """labels/s of each one-pass variant over full reasoning in parallel (d), and one-pass
     over its own roofline (the share of the roofline it reaches); from `field`
     (``seconds``, or ``steady_seconds``: once the policy prefix is resident)."""
@@ -171,10 +190,14 @@ def table_notes(report: dict[str, Any]) -> list[str]:
         r = res.get(name)
         if r is not None:
             low, high = r["band"]
-            lines.append(f"{LABELS[name]}: LOW:HIGH = {low:.6g}:{high:.6g}, escalated "
-                         f"{r['escalated']}/{r['n']} ({100 * r['escalated_share']:.1f}%)")  # fmt: skip
-    for title, key in (("one-pass ratios (labels/s)", "one_pass_ratios"),
-                       ("steady one-pass ratios", "one_pass_steady_ratios")):  # fmt: skip
+            lines.append(
+                f"{LABELS[name]}: LOW:HIGH = {low:.6g}:{high:.6g}, escalated "
+                f"{r['escalated']}/{r['n']} ({100 * r['escalated_share']:.1f}%)"
+            )
+    for title, key in (
+        ("one-pass ratios (labels/s)", "one_pass_ratios"),
+        ("steady one-pass ratios", "one_pass_steady_ratios"),
+    ):
         shown = [f"{k} = {v:.2f}" for k, v in (report.get(key) or {}).items() if v]
         if shown:
             lines.append(f"{title}: " + ", ".join(shown))

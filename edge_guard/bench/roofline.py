@@ -17,8 +17,9 @@ ROOFLINE_DEFINITION = (
 )
 
 
-def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int,
-                     repeats: int = 3) -> dict[str, Any]:  # fmt: skip
+def measure_roofline(
+    engine: Engine, reqs: list[GenerationRequest], n_out: int, repeats: int = 3
+) -> dict[str, Any]:
     """llama.cpp's own rates on `engine`'s context: prefix, batched suffixes, batched decode.
 
     Each phase is timed `repeats` times from the same state and the fastest kept (the
@@ -39,11 +40,18 @@ def measure_roofline(engine: Engine, reqs: list[GenerationRequest], n_out: int,
             rt.decode(ctx, batch)
         return time.perf_counter() - t0, time.process_time() - c0
 
-    pending = [(tok, pos, s, pos == len(r.prompt_ids) - 1) for s, r in zip(seqs, reqs, strict=True)
-               for pos, tok in enumerate(r.prompt_ids) if pos >= len(prefix)]  # fmt: skip
+    pending = [
+        (tok, pos, s, pos == len(r.prompt_ids) - 1)
+        for s, r in zip(seqs, reqs, strict=True)
+        for pos, tok in enumerate(r.prompt_ids)
+        if pos >= len(prefix)
+    ]
     token = reqs[0].prompt_ids[-1]
-    steps = [(token, len(r.prompt_ids) + k, s, True) for k in range(n_out)
-             for s, r in zip(seqs, reqs, strict=True)]  # fmt: skip
+    steps = [
+        (token, len(r.prompt_ids) + k, s, True)
+        for k in range(n_out)
+        for s, r in zip(seqs, reqs, strict=True)
+    ]
     timings: list[tuple[tuple[float, float], ...]] = []
     for _ in range(max(1, repeats)):
         engine.reset_state()

@@ -23,8 +23,7 @@ def _timed(row: dict[str, Any]) -> str:
     return f"{row['timed_texts']}/{row['n']}"
 
 
-def format_table(report: dict[str, Any], variants: tuple[str, ...],
-                 labels: dict[str, str]) -> str:  # fmt: skip
+def format_table(report: dict[str, Any], variants: tuple[str, ...], labels: dict[str, str]) -> str:
     """A plain-text table of the results plus the ratios and the roofline's definition."""
     res, w = report["results"], report["workload"]
     lines = [

@@ -66,8 +66,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_workload(name: str | None, params: Mapping[str, Any],
-                   given: set[str]) -> dict[str, Any]:  # fmt: skip
+def apply_workload(name: str | None, params: Mapping[str, Any], given: set[str]) -> dict[str, Any]:
     """`params` with the workload's values for every option not in `given`."""
     out = dict(params)
     if name is None:

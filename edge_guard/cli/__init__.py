@@ -68,8 +68,10 @@ class LazyGroup(click.Group):
             if isinstance(exc, sqlite3.OperationalError) and (
                 getattr(exc, "sqlite_errorcode", 0) & 0xFF in _STORE_USER_ERRORS
             ):
-                fail(f"cannot write the result store: {exc} (check the file's permissions and "
-                     "free space, or pass --db to use another file)")  # fmt: skip
+                fail(
+                    f"cannot write the result store: {exc} (check the file's permissions and "
+                    "free space, or pass --db to use another file)"
+                )
             if env("EDGE_GUARD_DEBUG"):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""

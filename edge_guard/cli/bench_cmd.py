@@ -37,35 +37,69 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--synth", default=None, help="Synthetic preset instead of --model (e.g. mini).")
 @click.option("--policy-tokens", type=int, default=1000, show_default=True)
 @click.option("--text-tokens", type=int, default=64, show_default=True)
-@click.option("--output-tokens", type=int, default=16, show_default=True,
-              help="Tokens generated per text (stop tokens suppressed until then).")  # fmt: skip
+@click.option(
+    "--output-tokens",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Tokens generated per text (stop tokens suppressed until then).",
+)
 @click.option("--n", "n", type=int, default=200, show_default=True, help="Texts.")
 @click.option(
     "--parallel", type=int, default=DEFAULT_PARALLEL, show_default=True, help="Sequences for (d)."
 )
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
-@click.option("--baseline-n", type=int, default=10, show_default=True,
-              help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
-              "scale their time to --n (0: time all). (d) always runs all --n texts.")  # fmt: skip
-@click.option("--variants", default="cold,llama_cpp,sequential,parallel,threads", show_default=True,
-              help="Comma-separated variants: cold, llama_cpp, sequential, parallel, threads, one_pass, "
-              "cascade_10, cascade_30.")  # fmt: skip
-@click.option("--workload", type=click.Choice(["mini", "laptop", "moderation", "moderation-laptop"]),
-              default=None,
-              help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
-              "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
-              "moderation / moderation-laptop: all 13 openai-moderation categories per text "
-              "(one label, 13 separate labels, the cheap path, full reasoning combined) on "
-              "the mini / 20b-shape model; options given explicitly win.")  # fmt: skip
-@click.option("--policies", "n_policies", type=int, default=None,
-              help="Multi-policy workload instead: N policies x --n texts (pairs/s next to the "
-              "single-policy labels/s, the roofline, and the engine's prefix evaluations).")  # fmt: skip
+@click.option(
+    "--baseline-n",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Time the one-text-at-a-time loops (a), (b), (c) on this many texts and "
+    "scale their time to --n (0: time all). (d) always runs all --n texts.",
+)
+@click.option(
+    "--variants",
+    default="cold,llama_cpp,sequential,parallel,threads",
+    show_default=True,
+    help="Comma-separated variants: cold, llama_cpp, sequential, parallel, threads, one_pass, "
+    "cascade_10, cascade_30.",
+)
+@click.option(
+    "--workload",
+    type=click.Choice(["mini", "laptop", "moderation", "moderation-laptop"]),
+    default=None,
+    help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
+    "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
+    "moderation / moderation-laptop: all 13 openai-moderation categories per text "
+    "(one label, 13 separate labels, the cheap path, full reasoning combined) on "
+    "the mini / 20b-shape model; options given explicitly win.",
+)
+@click.option(
+    "--policies",
+    "n_policies",
+    type=int,
+    default=None,
+    help="Multi-policy workload instead: N policies x --n texts (pairs/s next to the "
+    "single-policy labels/s, the roofline, and the engine's prefix evaluations).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens: int,
-          output_tokens: int, n: int, parallel: int, threads: int | None, gpu_layers: str,
-          baseline_n: int | None, variants: str, workload: str | None,
-          n_policies: int | None, as_json: bool) -> None:  # fmt: skip
+def bench(
+    model: str | None,
+    synth: str | None,
+    policy_tokens: int,
+    text_tokens: int,
+    output_tokens: int,
+    n: int,
+    parallel: int,
+    threads: int | None,
+    gpu_layers: str,
+    baseline_n: int | None,
+    variants: str,
+    workload: str | None,
+    n_policies: int | None,
+    as_json: bool,
+) -> None:
     """Benchmark classification throughput on one synthetic workload.
 
     Variants: (a) cold loop (state reset per text), (b) llama-cpp-python's own loop with
@@ -82,8 +116,17 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     given = {k for k in ctx.params if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     p = apply_workload(workload, ctx.params, given)
     synth, policy_tokens, text_tokens, output_tokens, n, baseline_n, variants = (
-        p[k] for k in ("synth", "policy_tokens", "text_tokens", "output_tokens", "n",
-                       "baseline_n", "variants"))  # fmt: skip
+        p[k]
+        for k in (
+            "synth",
+            "policy_tokens",
+            "text_tokens",
+            "output_tokens",
+            "n",
+            "baseline_n",
+            "variants",
+        )
+    )
 
     if model and synth:
         raise EdgeGuardError("give --model or --synth, not both")
@@ -95,8 +138,13 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
     unknown = [v for v in chosen if v not in ALL_VARIANTS]
     if unknown:
         raise EdgeGuardError(f"unknown variant {unknown[0]!r} (choose {', '.join(ALL_VARIANTS)})")
-    sizes = {"--policy-tokens": policy_tokens, "--text-tokens": text_tokens,
-             "--output-tokens": output_tokens, "--n": n, "--parallel": parallel}  # fmt: skip
+    sizes = {
+        "--policy-tokens": policy_tokens,
+        "--text-tokens": text_tokens,
+        "--output-tokens": output_tokens,
+        "--n": n,
+        "--parallel": parallel,
+    }
     for name, value in sizes.items():
         if value < 1:
             raise EdgeGuardError(f"{name} must be at least 1, got {value}")
@@ -112,21 +160,38 @@ def bench(model: str | None, synth: str | None, policy_tokens: int, text_tokens:
 
         if n_policies < 1:
             raise EdgeGuardError(f"--policies must be at least 1, got {n_policies}")
-        mcfg = MultiBenchConfig(n_policies=n_policies, n=n, policy_tokens=policy_tokens,
-                                text_tokens=text_tokens, output_tokens=output_tokens,
-                                parallel=parallel, threads=threads, gpu_layers=gpu,
-                                roofline_repeats=p.get("roofline_repeats", 3))  # fmt: skip
+        mcfg = MultiBenchConfig(
+            n_policies=n_policies,
+            n=n,
+            policy_tokens=policy_tokens,
+            text_tokens=text_tokens,
+            output_tokens=output_tokens,
+            parallel=parallel,
+            threads=threads,
+            gpu_layers=gpu,
+            roofline_repeats=p.get("roofline_repeats", 3),
+        )
         mreport = run_multi_bench(
             mcfg, path, progress=lambda m: click.echo(f"bench: {m}", err=True)
         )
         click.echo(json.dumps(mreport, indent=2) if as_json else format_multi_table(mreport))
         return
-    cfg = BenchConfig(model=model, synth=synth, policy_tokens=policy_tokens,
-                      text_tokens=text_tokens, output_tokens=output_tokens, n=n,
-                      parallel=parallel, threads=threads, gpu_layers=gpu,
-                      baseline_n=baseline_n or None, variants=chosen,
-                      roofline_repeats=p.get("roofline_repeats", 3),
-                      roofline_steps=p.get("roofline_steps"), workload=workload)  # fmt: skip
+    cfg = BenchConfig(
+        model=model,
+        synth=synth,
+        policy_tokens=policy_tokens,
+        text_tokens=text_tokens,
+        output_tokens=output_tokens,
+        n=n,
+        parallel=parallel,
+        threads=threads,
+        gpu_layers=gpu,
+        baseline_n=baseline_n or None,
+        variants=chosen,
+        roofline_repeats=p.get("roofline_repeats", 3),
+        roofline_steps=p.get("roofline_steps"),
+        workload=workload,
+    )
 
     def progress(msg: str) -> None:
         click.echo(f"bench: {msg}", err=True)

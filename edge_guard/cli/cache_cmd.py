@@ -13,11 +13,35 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.sanitize import csv_row, term_json, term_line
 
 EXPORT_COLUMNS = (
-    "key", "created_at", "model", "model_ref", "engine", "backend", "style", "effort", "date",
-    "sampling", "policy_name", "policy_hash", "text", "verdict", "binary_label", "fine_grain_label",
-    "float_label", "parsed", "label_probs", "final", "reasoning", "finish_reason", "error",
-    "prompt_tokens", "cached_tokens", "prompt_ms", "output_tokens", "output_ms",
-)  # fmt: skip
+    "key",
+    "created_at",
+    "model",
+    "model_ref",
+    "engine",
+    "backend",
+    "style",
+    "effort",
+    "date",
+    "sampling",
+    "policy_name",
+    "policy_hash",
+    "text",
+    "verdict",
+    "binary_label",
+    "fine_grain_label",
+    "float_label",
+    "parsed",
+    "label_probs",
+    "final",
+    "reasoning",
+    "finish_reason",
+    "error",
+    "prompt_tokens",
+    "cached_tokens",
+    "prompt_ms",
+    "output_tokens",
+    "output_ms",
+)
 
 
 @click.group()
@@ -53,7 +77,9 @@ def stats(db: str | None, as_json: bool) -> None:
     size = Path(store.path).stat().st_size if store.path != ":memory:" else 0
     if as_json:
         click.echo(
-            term_json({"db": store.path, "results": total, "runs": runs, "bytes": size, "groups": by})
+            term_json(
+                {"db": store.path, "results": total, "runs": runs, "bytes": size, "groups": by}
+            )
         )
         return
     click.echo(f"{term_line(store.path)}: {total} results, {runs} runs, {size / 1e6:.1f} MB")
@@ -126,8 +152,10 @@ def repair(db: str | None, yes: bool) -> None:
     if not yes:
         click.confirm(f"move {path} aside and start a fresh store?", abort=True, err=True)
     aside = repair_store(path)
-    click.echo(f"moved the damaged store to {aside} (kept; `sqlite3 {aside} .recover` may "
-               f"salvage rows); a fresh store is at {path}")  # fmt: skip
+    click.echo(
+        f"moved the damaged store to {aside} (kept; `sqlite3 {aside} .recover` may "
+        f"salvage rows); a fresh store is at {path}"
+    )
 
 
 def write_rows(rows: list[dict[str, object]], out: Path) -> None:

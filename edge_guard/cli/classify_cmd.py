@@ -120,7 +120,9 @@ def classify(opts: dict[str, Any]) -> None:
         click.echo(term_json(out))
     else:
         if isinstance(text, Conversation):
-            click.echo(f"conversation: {len(text.messages)} messages, judging "
-                       f"{'all' if text.judged_index is None else text.judged_index + 1} "
-                       f"({text.judged_role})")  # fmt: skip
+            click.echo(
+                f"conversation: {len(text.messages)} messages, judging "
+                f"{'all' if text.judged_index is None else text.judged_index + 1} "
+                f"({text.judged_role})"
+            )
         print_result(result)

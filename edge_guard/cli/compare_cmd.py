@@ -39,8 +39,9 @@ class _Progress:
 
     def start(self, k: int, label: str, plan: Any) -> None:
         self.total, self.last = plan.n_items, -1
-        state = (f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed
-                 else "new")  # fmt: skip
+        state = (
+            f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
+        )
         _err(f"[{k + 1}/{self.n}] {label}: {plan.n_items} items ({state}) — run {plan.name}")
         for msg in plan.messages() if k == 0 else []:
             _err(f"warning: {msg}")
@@ -49,37 +50,72 @@ class _Progress:
         pct = int(100 * p.done / max(1, self.total)) // 10 * 10
         if pct != self.last:
             self.last = pct
-            _err(f"  {p.done}/{self.total} ({pct}%) {p.labels_per_s:.2f} labels/s · "
-                 f"{p.tokens_per_s:.0f} tok/s{f' · {p.cached} cached' if p.cached else ''}")  # fmt: skip
+            _err(
+                f"  {p.done}/{self.total} ({pct}%) {p.labels_per_s:.2f} labels/s · "
+                f"{p.tokens_per_s:.0f} tok/s{f' · {p.cached} cached' if p.cached else ''}"
+            )
 
 
 @click.command()
-@click.option("--dataset", "-d", required=True,
-              help="A .jsonl/.csv/.tsv/.parquet file, or a pulled name like toxic-chat.")  # fmt: skip
+@click.option(
+    "--dataset",
+    "-d",
+    required=True,
+    help="A .jsonl/.csv/.tsv/.parquet file, or a pulled name like toxic-chat.",
+)
 @policy_options(mode=False)
 @click.option("--configs", "configs_opt", default=None, metavar="'REF;CAND...'", help=CONFIG_HELP)
-@click.option("--config", "config_list", multiple=True, metavar="CONFIG",
-              help="One config (repeat it; the first is the reference). Combines with --configs.")  # fmt: skip
-@click.option("--styles", default=None, metavar="STYLE,STYLE",
-              help="Does the prompt format matter? One config per style (harmony, "
-              "chat-template) for the --model (or each --config).")  # fmt: skip
+@click.option(
+    "--config",
+    "config_list",
+    multiple=True,
+    metavar="CONFIG",
+    help="One config (repeat it; the first is the reference). Combines with --configs.",
+)
+@click.option(
+    "--styles",
+    default=None,
+    metavar="STYLE,STYLE",
+    help="Does the prompt format matter? One config per style (harmony, "
+    "chat-template) for the --model (or each --config).",
+)
 @click.option("--out", "-o", default=None, help="Write a report: .html or .md.")
-@click.option("--name", default=None,
-              help="Comparison name (default: from dataset, policy, configs; reruns resume it).")  # fmt: skip
+@click.option(
+    "--name",
+    default=None,
+    help="Comparison name (default: from dataset, policy, configs; reruns resume it).",
+)
 @click.option("--title", default=None, help="Report title.")
 @click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
-@click.option("--label-field", multiple=True,
-              help="Field holding the gold label (default: auto); with several policies "
-              "POLICY=FIELD, repeated.")  # fmt: skip
+@click.option(
+    "--label-field",
+    multiple=True,
+    help="Field holding the gold label (default: auto); with several policies "
+    "POLICY=FIELD, repeated.",
+)
 @click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
 @click.option("--limit", type=int, default=None, help="Compare on at most N items.")
-@click.option("--sample", type=click.Choice(SAMPLES), default=None,
-              help="natural: seeded random N; balanced: equal numbers per gold class.")  # fmt: skip
+@click.option(
+    "--sample",
+    type=click.Choice(SAMPLES),
+    default=None,
+    help="natural: seeded random N; balanced: equal numbers per gold class.",
+)
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed for --sample.")
-@click.option("--resamples", type=int, default=1000, show_default=True,
-              help="Bootstrap resamples for the intervals.")  # fmt: skip
-@click.option("--max-flips", type=int, default=50, show_default=True,
-              help="Label flips listed per candidate in the report.")  # fmt: skip
+@click.option(
+    "--resamples",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the intervals.",
+)
+@click.option(
+    "--max-flips",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Label flips listed per candidate in the report.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
 @classify_options
 @pass_opts
@@ -110,29 +146,60 @@ def compare(opts: dict[str, Any]) -> None:
         from edge_guard.cli.outfile import check_out
 
         check_out(out, bool(opts.get("force")))
-    run_kw = {k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit",
-                                       "sample", "sample_seed")}  # fmt: skip
+    run_kw = {
+        k: opts.pop(k)
+        for k in ("name", "text_field", "label_field", "id_field", "limit", "sample", "sample_seed")
+    }
     dataset = opts.pop("dataset")
     policy, multi = policy_set(opts)
     label_fields = list(run_kw.pop("label_field") or ())
     progress = _Progress(len(configs))
     if multi is not None:  # several policies: per-policy agreement/kappa/flips (e.g. mode=combined)
-        return compare_set(dataset, policy, configs, opts, run_kw, label_fields, progress,
-                           as_json=as_json, resamples=resamples, out=out)  # fmt: skip
+        return compare_set(
+            dataset,
+            policy,
+            configs,
+            opts,
+            run_kw,
+            label_fields,
+            progress,
+            as_json=as_json,
+            resamples=resamples,
+            out=out,
+        )
     if any(dict(c.options).get("mode") == "combined" for c in configs):
         from edge_guard.errors import EdgeGuardError
 
-        raise EdgeGuardError("mode=combined needs several policies (-p a -p b) or a policy set (--set)")
+        raise EdgeGuardError(
+            "mode=combined needs several policies (-p a -p b) or a policy set (--set)"
+        )
     run_kw["label_field"] = single_label_field(label_fields, policy)
     try:
-        result = run_compare(dataset, policy, configs, base_opts=opts, on_start=progress.start,
-                             on_result=progress.result, door="cli", **run_kw)  # fmt: skip
+        result = run_compare(
+            dataset,
+            policy,
+            configs,
+            base_opts=opts,
+            on_start=progress.start,
+            on_result=progress.result,
+            door="cli",
+            **run_kw,
+        )
     except KeyboardInterrupt:
-        _err(f"interrupted: finished items are saved; resume with: "
-             f"{shlex.join(['edge-guard', *sys.argv[1:]])}")  # fmt: skip
+        _err(
+            f"interrupted: finished items are saved; resume with: "
+            f"{shlex.join(['edge-guard', *sys.argv[1:]])}"
+        )
         sys.exit(130)
-    report = build_report(result.store, result.run_names, labels=result.labels, title=title,
-                          n_resamples=resamples, max_flips=max_flips, plots=out is not None)  # fmt: skip
+    report = build_report(
+        result.store,
+        result.run_names,
+        labels=result.labels,
+        title=title,
+        n_resamples=resamples,
+        max_flips=max_flips,
+        plots=out is not None,
+    )
     if as_json:
         click.echo(term_json(jsonable(report), default=str))
     else:

@@ -65,10 +65,18 @@ def list_cmd(as_json: bool) -> None:
     table = [("", "ID", "FAMILY", "QUANT", "SIZE", "STATUS", "TRUST", "LOCATION")]
     for r in rows:
         status = "installed" if r["installed"] else "partial" if r["partial"] else "-"
-        table.append((
-            "*" if r["default"] else "", r["id"], r["family"] or r["kind"], r["quant"] or "-",
-            _size(r["size"], r["size_exact"]), status, r["trust"], _home(r["path"]),
-        ))  # fmt: skip
+        table.append(
+            (
+                "*" if r["default"] else "",
+                r["id"],
+                r["family"] or r["kind"],
+                r["quant"] or "-",
+                _size(r["size"], r["size_exact"]),
+                status,
+                r["trust"],
+                _home(r["path"]),
+            )
+        )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -83,7 +91,7 @@ def list_cmd(as_json: bool) -> None:
     help="Forget the trust-on-first-use hash (the upstream file changed on purpose).",
 )
 @click.option("--force", is_flag=True, help="Download again even if a local copy exists.")
-def pull_cmd(model: str, yes: bool, retrust: bool, force: bool) -> None:  # fmt: skip
+def pull_cmd(model: str, yes: bool, retrust: bool, force: bool) -> None:
     """Download MODEL (a model id or hf:REPO/FILE.gguf[@REV]) and verify its sha256.
 
     Interrupted pulls resume where they stopped. Afterwards the model works offline.
@@ -100,7 +108,9 @@ def pull_cmd(model: str, yes: bool, retrust: bool, force: bool) -> None:  # fmt:
         and (target.path is None or force)
     ):
         size = fmt_size(target.source.size) if target.source.size else "size unknown"
-        click.confirm(f"pull {target.id} ({size}) from {target.source.repo}?", default=True, abort=True)  # fmt: skip
+        click.confirm(
+            f"pull {target.id} ({size}) from {target.source.repo}?", default=True, abort=True
+        )
     pull(model, echo=click.echo, retrust=retrust, force=force)
 
 
@@ -115,11 +125,13 @@ def verify_cmd(model: str, as_json: bool) -> None:
     if as_json:
         _dump(res)
         return
-    against = {"pinned": "matches the manifest's pinned sha256",
-               "tofu": "matches the sha256 recorded on first use",
-               "tofu-recorded": "recorded now (trust on first use)",
-               "registered": "matches the sha256 recorded by `models add`",
-               "none": "no reference hash (a plain file)"}[res["trust"]]  # fmt: skip
+    against = {
+        "pinned": "matches the manifest's pinned sha256",
+        "tofu": "matches the sha256 recorded on first use",
+        "tofu-recorded": "recorded now (trust on first use)",
+        "registered": "matches the sha256 recorded by `models add`",
+        "none": "no reference hash (a plain file)",
+    }[res["trust"]]
     click.echo(f"ok: {res['path']} ({_size(res['size'])})")
     click.echo("  gguf    valid gpt-oss model")
     click.echo(f"  sha256  {res['sha256']} — {against}")
@@ -137,9 +149,15 @@ def info_cmd(model: str, as_json: bool) -> None:
     info = {"id": target.id, **model_info(resolve(model).path)}
     if target.manifest is not None:
         m = target.manifest
-        info["manifest"] = {"family": m.family, "quant": m.quant, "repo": m.source.repo,
-                            "filename": m.source.filename, "revision": m.source.revision,
-                            "verified": m.verified, "license": m.license}  # fmt: skip
+        info["manifest"] = {
+            "family": m.family,
+            "quant": m.quant,
+            "repo": m.source.repo,
+            "filename": m.source.filename,
+            "revision": m.source.revision,
+            "verified": m.verified,
+            "license": m.license,
+        }
     if as_json:
         _dump(info)
         return
@@ -147,16 +165,28 @@ def info_cmd(model: str, as_json: bool) -> None:
     rows = [
         ("model", info["id"]),
         ("file", f"{info['path']} ({_size(info['file_size'])}, GGUF v{info['gguf_version']})"),
-        ("architecture", f"{info['architecture']} ({info['name'] or 'unnamed'}, file type {info['file_type']})"),
+        (
+            "architecture",
+            f"{info['architecture']} ({info['name'] or 'unnamed'}, file type {info['file_type']})",
+        ),
         ("parameters", f"{_count(info['parameters'])} ({info['n_tensors']} tensors)"),
         ("context", f"{info['context_length']} tokens, sliding window {info['sliding_window']}"),
-        ("layers", f"{info['block_count']} x {info['embedding_length']} wide, "
-                   f"{info['head_count']} heads / {info['head_count_kv']} KV heads x {hd}"),
-        ("experts", f"{info['expert_count']} ({info['expert_used_count']} active), "
-                    f"FFN {info['expert_feed_forward_length']}"),
-        ("vocab", f"{info['vocab_size']} tokens, chat template "
-                  f"{'present' if info['chat_template'] else 'absent'}"),
-    ]  # fmt: skip
+        (
+            "layers",
+            f"{info['block_count']} x {info['embedding_length']} wide, "
+            f"{info['head_count']} heads / {info['head_count_kv']} KV heads x {hd}",
+        ),
+        (
+            "experts",
+            f"{info['expert_count']} ({info['expert_used_count']} active), "
+            f"FFN {info['expert_feed_forward_length']}",
+        ),
+        (
+            "vocab",
+            f"{info['vocab_size']} tokens, chat template "
+            f"{'present' if info['chat_template'] else 'absent'}",
+        ),
+    ]
     for group, types in info["tensor_types"].items():
         parts = [f"{t} {_count(v['params'])} params {_size(v['bytes'])}" for t, v in types.items()]
         rows.append((f"  {group}", "; ".join(parts)))
@@ -182,7 +212,7 @@ def info_cmd(model: str, as_json: bool) -> None:
     help="Evaluate this many GPU layers (-1 = all) instead of suggesting.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def fit_cmd(model: str, n_ctx: int | None, n_gpu_layers: int | None, as_json: bool) -> None:  # fmt: skip
+def fit_cmd(model: str, n_ctx: int | None, n_gpu_layers: int | None, as_json: bool) -> None:
     """Will MODEL fit this machine's RAM/VRAM? Suggests n_gpu_layers and the context that fits."""
     from edge_guard.registry import resolve
     from edge_guard.registry.fit import fit_report
@@ -195,14 +225,18 @@ def fit_cmd(model: str, n_ctx: int | None, n_gpu_layers: int | None, as_json: bo
     click.echo(
         f"model      {rep['path']} ({_size(rep['weights_bytes'])} of weights, {rep['n_layer']} layers)"
     )
-    click.echo(f"kv cache   {rep['kv_bytes_per_token'] / 1024:.1f} KiB/token -> {_size(rep['kv_bytes'])} "
-               f"at n_ctx={rep['n_ctx']} (trained {rep['n_ctx_train']}, swa_full={rep['swa_full']})")  # fmt: skip
+    click.echo(
+        f"kv cache   {rep['kv_bytes_per_token'] / 1024:.1f} KiB/token -> {_size(rep['kv_bytes'])} "
+        f"at n_ctx={rep['n_ctx']} (trained {rep['n_ctx_train']}, swa_full={rep['swa_full']})"
+    )
     click.echo(
         f"ram        {_size(rep['ram_needed'])} needed, {_size(rep['ram_available'])} available ({rep['ram_source']})"
     )
     click.echo(f"vram       {_size(rep['vram_needed'])} needed; GPUs: {gpus}")
-    click.echo(f"suggest    n_gpu_layers={rep['n_gpu_layers']} (offload {rep['offload']}), "
-               f"largest context that fits: {rep['max_ctx']}")  # fmt: skip
+    click.echo(
+        f"suggest    n_gpu_layers={rep['n_gpu_layers']} (offload {rep['offload']}), "
+        f"largest context that fits: {rep['max_ctx']}"
+    )
     click.echo("fits       yes" if rep["fits"] else f"fits       NO: {rep['reason']}")
 
 

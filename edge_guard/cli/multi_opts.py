@@ -17,21 +17,37 @@ from edge_guard.policy.combined import MODES
 from edge_guard.sanitize import term
 
 
-def policy_options(required: bool = True,
-                   mode: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # fmt: skip
+def policy_options(
+    required: bool = True, mode: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`--policy/-p` (repeatable), `--set`, and `--mode separate|combined` unless `mode` is
     False (compare sets the mode per config)."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         if mode:
-            f = click.option("--mode", type=click.Choice(MODES), default="separate", show_default=True,
-                         help="Several policies: one prompt per (text, policy), or all policies "
-                         "in one prompt answered with {\"violations\": [...]}.")(f)  # fmt: skip
-        f = click.option("--set", "policy_set", default=None, metavar="SET",
-                         help="A policy set (policies/sets/SET.toml or a .toml file).")(f)  # fmt: skip
-        return click.option("--policy", "-p", "policy", multiple=True,
-                            help="Policy name, folder, or file (repeat for several, or a set's "
-                            "name)." + (" Required unless --set." if required else ""))(f)  # fmt: skip
+            f = click.option(
+                "--mode",
+                type=click.Choice(MODES),
+                default="separate",
+                show_default=True,
+                help="Several policies: one prompt per (text, policy), or all policies "
+                'in one prompt answered with {"violations": [...]}.',
+            )(f)
+        f = click.option(
+            "--set",
+            "policy_set",
+            default=None,
+            metavar="SET",
+            help="A policy set (policies/sets/SET.toml or a .toml file).",
+        )(f)
+        return click.option(
+            "--policy",
+            "-p",
+            "policy",
+            multiple=True,
+            help="Policy name, folder, or file (repeat for several, or a set's "
+            "name)." + (" Required unless --set." if required else ""),
+        )(f)
 
     return deco
 
@@ -60,21 +76,35 @@ def policy_set(opts: dict[str, Any]) -> tuple[Any, str | None]:
 def multi_json(mr: Any, pset: Any, mode: str, classifier: Any) -> dict[str, Any]:
     """One text under a set as one JSON object: flagged + a result per policy."""
     out = mr.to_dict()
-    out.update({"policy_set": pset.name, "policies": pset.names, "mode": mode,
-                "model": classifier.backend.model_ref, "style": classifier.prompt_config.style,
-                "effort": classifier.prompt_config.effort})  # fmt: skip
+    out.update(
+        {
+            "policy_set": pset.name,
+            "policies": pset.names,
+            "mode": mode,
+            "model": classifier.backend.model_ref,
+            "style": classifier.prompt_config.style,
+            "effort": classifier.prompt_config.effort,
+        }
+    )
     return out
 
 
-def print_multi(mr: Any, pset: Any, mode: str, score_line: Callable[[Any], str],
-                verdict_style: dict[str, tuple[str, str]]) -> None:  # fmt: skip
+def print_multi(
+    mr: Any,
+    pset: Any,
+    mode: str,
+    score_line: Callable[[Any], str],
+    verdict_style: dict[str, tuple[str, str]],
+) -> None:
     """One row per policy (verdict, score, answer), the set's verdict, then the reasoning."""
     from edge_guard.policy.sets import flag_label
 
     flag = flag_label(mr.flagged)
     color = {"flagged": "red", "not_flagged": "green", "undetermined": "yellow"}[flag]
-    click.echo(click.style(flag.upper().replace("_", " "), fg=color, bold=True)
-               + f"  set {term(pset.name)} ({len(pset.names)} policies, {mode})")  # fmt: skip
+    click.echo(
+        click.style(flag.upper().replace("_", " "), fg=color, bold=True)
+        + f"  set {term(pset.name)} ({len(pset.names)} policies, {mode})"
+    )
     width = max(len(n) for n in pset.names) + 2
     for name, res in mr.results.items():
         label, col = verdict_style[str(res.verdict)]
@@ -82,8 +112,11 @@ def print_multi(mr: Any, pset: Any, mode: str, score_line: Callable[[Any], str],
         final = resp.response if resp else None
         answer = term(repr(final)) if final is not None else "(no complete answer)"
         cached = " [cached]" if res.cached else ""
-        click.echo(f"  {term(name):<{width}}" + click.style(f"{label:<13}", fg=col)
-                   + f" {score_line(res):<22} answer {answer}{cached}")  # fmt: skip
+        click.echo(
+            f"  {term(name):<{width}}"
+            + click.style(f"{label:<13}", fg=col)
+            + f" {score_line(res):<22} answer {answer}{cached}"
+        )
         if res.error:
             click.echo(click.style(f"  {'':<{width}}error: {term(res.error)}", fg="yellow"))
     seen: set[int] = set()
@@ -98,9 +131,19 @@ def print_multi(mr: Any, pset: Any, mode: str, score_line: Callable[[Any], str],
         )
 
 
-def run_set(dataset: str, classifier: Any, pset: Any, mode: str, *, label_fields: list[str],
-            plan_kw: dict[str, Any], seed: int, as_json: bool, progress: Any,
-            echo_err: Callable[..., None]) -> None:  # fmt: skip
+def run_set(
+    dataset: str,
+    classifier: Any,
+    pset: Any,
+    mode: str,
+    *,
+    label_fields: list[str],
+    plan_kw: dict[str, Any],
+    seed: int,
+    as_json: bool,
+    progress: Any,
+    echo_err: Callable[..., None],
+) -> None:
     """`edge-guard run` over several policies: a pair per (text, policy), resumable, then the
     per-policy evaluation when the dataset has gold columns (`--label-field POLICY=COLUMN`)."""
     import shlex
@@ -111,25 +154,33 @@ def run_set(dataset: str, classifier: Any, pset: Any, mode: str, *, label_fields
     from edge_guard.sanitize import term_json, term_line
 
     fields = parse_label_fields(label_fields, pset.names)
-    plan = plan_multi_run(dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed,
-                          **plan_kw)  # fmt: skip
+    plan = plan_multi_run(
+        dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed, **plan_kw
+    )
     for msg in plan.messages():
         echo_err(f"warning: {term_line(msg)}", fg="yellow")
     state = f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
-    echo_err(f"run {term_line(plan.name)}: {plan.n_texts} texts x {plan.n_policies} policies = "
-             f"{plan.n_items} pairs, {mode} mode ({state})")  # fmt: skip
+    echo_err(
+        f"run {term_line(plan.name)}: {plan.n_texts} texts x {plan.n_policies} policies = "
+        f"{plan.n_items} pairs, {mode} mode ({state})"
+    )
     bar = progress(plan.n_items, len(plan.done), plan.name)
     try:
         summary = execute_multi_run(plan, classifier, on_result=bar.update)
     except KeyboardInterrupt:
         bar.stop()
-        echo_err(f"interrupted: run {term_line(plan.name)} keeps its finished pairs; resume with: "
-                 f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}", fg="yellow")  # fmt: skip
+        echo_err(
+            f"interrupted: run {term_line(plan.name)} keeps its finished pairs; resume with: "
+            f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}",
+            fg="yellow",
+        )
         sys.exit(130)
     bar.stop()
-    echo_err(f"done: {summary.n_done}/{summary.n_items} pairs ({summary.n_new} new, "
-             f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
-             f"{summary.labels_per_s:.2f} pairs/s · {summary.tokens_per_s:.0f} tok/s")  # fmt: skip
+    echo_err(
+        f"done: {summary.n_done}/{summary.n_items} pairs ({summary.n_new} new, "
+        f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
+        f"{summary.labels_per_s:.2f} pairs/s · {summary.tokens_per_s:.0f} tok/s"
+    )
     has_gold = any(g is not None for gs in plan.golds.values() for g in gs)
     ev = evaluate_multi_run(classifier.store, plan.name) if has_gold else None
     if as_json:
@@ -147,9 +198,19 @@ def single_label_field(values: list[str], policy: str) -> str | None:
     return parse_label_fields(values, [policy])[policy]
 
 
-def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
-                run_kw: dict[str, Any], label_fields: list[str], progress: Any, *,
-                as_json: bool, resamples: int, out: str | None) -> None:  # fmt: skip
+def compare_set(
+    dataset: str,
+    pset: Any,
+    configs: Any,
+    opts: dict[str, Any],
+    run_kw: dict[str, Any],
+    label_fields: list[str],
+    progress: Any,
+    *,
+    as_json: bool,
+    resamples: int,
+    out: str | None,
+) -> None:
     """`edge-guard compare` over several policies: each config a multi-policy run, then
     per-policy agreement, kappa and flips against the first config."""
     import shlex
@@ -162,11 +223,22 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
     fields = parse_label_fields(label_fields, pset.names)
     try:
         store, runs, labels = run_multi_compare(
-            dataset, pset, configs, base_opts=opts, label_fields=fields, on_start=progress.start,
-            on_result=progress.result, door="cli", **run_kw)  # fmt: skip
+            dataset,
+            pset,
+            configs,
+            base_opts=opts,
+            label_fields=fields,
+            on_start=progress.start,
+            on_result=progress.result,
+            door="cli",
+            **run_kw,
+        )
     except KeyboardInterrupt:
-        click.echo(f"interrupted: finished pairs are saved; resume with: "
-                   f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}", err=True)  # fmt: skip
+        click.echo(
+            f"interrupted: finished pairs are saved; resume with: "
+            f"{term_line(shlex.join(['edge-guard', *sys.argv[1:]]))}",
+            err=True,
+        )
         sys.exit(130)
     summary = multi_summary(store, runs, labels, n_resamples=resamples)
     click.echo(term_json(summary) if as_json else term(format_multi_summary(summary)))
@@ -176,8 +248,14 @@ def compare_set(dataset: str, pset: Any, configs: Any, opts: dict[str, Any],
         click.echo(f"wrote {term_line(write_multi_compare(summary, out))}", err=as_json)
 
 
-def test_set(refs: list[str], opts: dict[str, Any], *, as_json: bool, junit: str | None,
-             print_report: Callable[[Any], None]) -> None:  # fmt: skip
+def test_set(
+    refs: list[str],
+    opts: dict[str, Any],
+    *,
+    as_json: bool,
+    junit: str | None,
+    print_report: Callable[[Any], None],
+) -> None:
     """`policies test a b` / `policies test SET`: every member's golden cases, one shared
     model; exit 1 if any case fails, 2 if a policy cannot be tested."""
     from edge_guard.cli import fail
@@ -198,22 +276,32 @@ def test_set(refs: list[str], opts: dict[str, Any], *, as_json: bool, junit: str
         tags, message = opts.pop("tags"), opts.pop("message")
         for lane in classifier.lanes:
             cases = policy_cases(lane.policy, None)
-            reports[lane.policy.name] = run_policy_tests(lane.policy, lane.alone(), cases=cases,
-                                                         tags=tags, message=message)  # fmt: skip
+            reports[lane.policy.name] = run_policy_tests(
+                lane.policy, lane.alone(), cases=cases, tags=tags, message=message
+            )
     except EdgeGuardError as exc:
         fail(str(exc), 2)
         return
     ok = all(r.ok for r in reports.values())
     if as_json:
-        click.echo(term_json({"policy_set": pset.name, "ok": ok,
-                              "reports": {n: r.to_dict() for n, r in reports.items()}},
-                             default=str))  # fmt: skip
+        click.echo(
+            term_json(
+                {
+                    "policy_set": pset.name,
+                    "ok": ok,
+                    "reports": {n: r.to_dict() for n, r in reports.items()},
+                },
+                default=str,
+            )
+        )
     else:
         for r in reports.values():
             print_report(r)
             click.echo()
         fails = [n for n, r in reports.items() if not r.ok]
-        click.echo(f"set {term(pset.name)}: {len(reports) - len(fails)}/{len(reports)} policies pass"
-                   + (f" (failing: {', '.join(fails)})" if fails else ""))  # fmt: skip
+        click.echo(
+            f"set {term(pset.name)}: {len(reports) - len(fails)}/{len(reports)} policies pass"
+            + (f" (failing: {', '.join(fails)})" if fails else "")
+        )
     if not ok:
         raise SystemExit(1)

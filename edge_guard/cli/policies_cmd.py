@@ -61,8 +61,14 @@ def list_cmd(as_json: bool) -> None:
     for path in list_policies():
         try:
             p = load_policy(path)
-            rows.append({"name": p.name, "kind": p.output.kind, "path": str(path),
-                         "description": p.description})  # fmt: skip
+            rows.append(
+                {
+                    "name": p.name,
+                    "kind": p.output.kind,
+                    "path": str(path),
+                    "description": p.description,
+                }
+            )
         except PolicyError as exc:
             rows.append(
                 {"name": path.stem, "kind": "?", "path": str(path), "description": f"error: {exc}"}
@@ -71,7 +77,9 @@ def list_cmd(as_json: bool) -> None:
         click.echo(term_json(rows))
         return
     for r in rows:
-        click.echo(f"{term_line(r['name']):<16} {r['kind']:<7} {term_line(r['description'])}  ({term_line(r['path'])})")
+        click.echo(
+            f"{term_line(r['name']):<16} {r['kind']:<7} {term_line(r['description'])}  ({term_line(r['path'])})"
+        )
 
 
 @policies.command("show")
@@ -84,7 +92,10 @@ def show(name: str) -> None:
     if is_set_ref(name):
         return show_set(name)
     p = load_policy(name)
-    click.echo(click.style(f"# {term_line(p.name)}", bold=True) + f"  ({p.output.kind}; {term_line(p.path)})")
+    click.echo(
+        click.style(f"# {term_line(p.name)}", bold=True)
+        + f"  ({p.output.kind}; {term_line(p.path)})"
+    )
     if p.description:
         click.echo(term(p.description))
     click.echo()
@@ -109,9 +120,11 @@ def check(path: str, ctx: int, as_json: bool) -> None:
         click.echo(term_json(report))
         return
     out = report["output"]
-    click.echo(f"ok: {term_line(report['name'])} — output {out['kind']}"  # type: ignore[index]
-               f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}, "
-               f"judges {report['judges']}")  # type: ignore[index]  # fmt: skip
+    click.echo(
+        f"ok: {term_line(report['name'])} — output {out['kind']}"  # type: ignore[index]
+        f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}, "
+        f"judges {report['judges']}"
+    )  # type: ignore[index]
     click.echo(
         f"tokens: policy {report['policy_tokens']}, prompt prefix {report['prompt_prefix_tokens']}"
     )

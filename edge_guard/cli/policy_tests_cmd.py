@@ -38,24 +38,31 @@ def print_report(report: Any) -> None:
     """The pass/fail table, counts, binary metrics, and the change since the last version."""
     width = shutil.get_terminal_size((100, 20)).columns
     v = report.version
-    head = (f"{term_line(report.policy.name)} {v.label} ({v.hash[:10]}{', new' if report.new_version else ''})"
-            f" · model {term_line(report.model_ref)} · {report.config['prompt']['style']}/"
-            f"{report.config['prompt']['effort']} · {report.total} cases"
-            f" ({report.cached} cached)")  # fmt: skip
+    head = (
+        f"{term_line(report.policy.name)} {v.label} ({v.hash[:10]}{', new' if report.new_version else ''})"
+        f" · model {term_line(report.model_ref)} · {report.config['prompt']['style']}/"
+        f"{report.config['prompt']['effort']} · {report.total} cases"
+        f" ({report.cached} cached)"
+    )
     click.echo(click.style(head, bold=True))
     id_w = min(max((len(_clip(o.case.name, 28)) for o in report.outcomes), default=4), 28)
     for o in report.outcomes:
         mark, color = MARK[o.outcome]
         got = "—" if o.got is None else term_line(o.got)
-        left = (
-            f"  {mark}  {_clip(o.case.name, id_w):<{id_w}}  exp {term_line(o.case.expected):<4} got {got:<4} "
-        )
+        left = f"  {mark}  {_clip(o.case.name, id_w):<{id_w}}  exp {term_line(o.case.expected):<4} got {got:<4} "
         extra = ""
         if o.outcome == "undetermined":
-            extra = f"  [{_clip(o.result.error or 'finish ' + str(o.finish_reason), 200)}]" if o.result else ""
+            extra = (
+                f"  [{_clip(o.result.error or 'finish ' + str(o.finish_reason), 200)}]"
+                if o.result
+                else ""
+            )
         text = _clip(o.case.text, max(width - len(left) - len(extra) - 1, 10))
-        click.echo(click.style(left, fg=color if o.outcome != "pass" else None) + text
-                   + click.style(extra, dim=True))  # fmt: skip
+        click.echo(
+            click.style(left, fg=color if o.outcome != "pass" else None)
+            + text
+            + click.style(extra, dim=True)
+        )
     click.echo(
         f"{report.total} cases: {report.passed} passed, {report.failed} failed, "
         f"{report.undetermined} undetermined — pass rate {report.pass_rate:.1%}"
@@ -65,20 +72,25 @@ def print_report(report: Any) -> None:
         if m.get("precision") is None:
             click.echo("binary: no determined answers, so no precision/recall")
         else:
-            click.echo(f"binary: precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
-                       f"F1 {m['f1']:.3f}  (over {m['determined']} determined; "
-                       f"tp {m['tp']} fp {m['fp']} fn {m['fn']})")  # fmt: skip
+            click.echo(
+                f"binary: precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                f"F1 {m['f1']:.3f}  (over {m['determined']} determined; "
+                f"tp {m['tp']} fp {m['fp']} fn {m['fn']})"
+            )
     elif m.get("kind") == "likert" and m.get("mae") is not None:
-        click.echo(f"likert: mean abs. error {m['mae']:.2f}, within one {m['within_one']:.1%} "
-                   f"(over {m['determined']} determined)")  # fmt: skip
+        click.echo(
+            f"likert: mean abs. error {m['mae']:.2f}, within one {m['within_one']:.1%} "
+            f"(over {m['determined']} determined)"
+        )
     if report.previous is not None:
         print_flips(report.previous, short=True)
     if report.ok:
         click.echo(click.style("OK: every case passed", fg="green", bold=True))
     else:
         n = report.failed + report.undetermined
-        click.echo(click.style(f"FAILED: {n} of {report.total} cases did not pass", fg="red",
-                               bold=True))  # fmt: skip
+        click.echo(
+            click.style(f"FAILED: {n} of {report.total} cases did not pass", fg="red", bold=True)
+        )
 
 
 def print_flips(diff: Any, short: bool = False) -> None:
@@ -88,27 +100,37 @@ def print_flips(diff: Any, short: bool = False) -> None:
     if diff.old_run is None or diff.new_run is None:
         return
     if short:
-        parts = [f"fixed {len(diff.fixed)}", f"broke {len(diff.broke)}",
-                 f"still failing {len(diff.still_failing)}"]  # fmt: skip
+        parts = [
+            f"fixed {len(diff.fixed)}",
+            f"broke {len(diff.broke)}",
+            f"still failing {len(diff.still_failing)}",
+        ]
         detail = ""
         if diff.fixed or diff.broke:
-            names = [f"+{term_line(f.name)}" for f in diff.fixed] + [f"-{term_line(f.name)}" for f in diff.broke]
+            names = [f"+{term_line(f.name)}" for f in diff.fixed] + [
+                f"-{term_line(f.name)}" for f in diff.broke
+            ]
             detail = " (" + ", ".join(names[:8]) + (", …" if len(names) > 8 else "") + ")"
         click.echo(f"since {label}: " + " · ".join(parts) + detail)
         return
     old_rate, new_rate = diff.old_run.pass_rate, diff.new_run.pass_rate
-    click.echo(click.style(f"outcomes {label}", bold=True)
-               + f"  pass rate {old_rate:.1%} → {new_rate:.1%}"
-               f"  ({term_line(diff.old_run.model_ref)} · {term_line(diff.new_run.model_ref)})")  # fmt: skip
-    for title, flips, color, sign in (("fixed", diff.fixed, "green", "+"),
-                                      ("broke", diff.broke, "red", "-"),
-                                      ("still failing", diff.still_failing, "yellow", "·")):  # fmt: skip
+    click.echo(
+        click.style(f"outcomes {label}", bold=True) + f"  pass rate {old_rate:.1%} → {new_rate:.1%}"
+        f"  ({term_line(diff.old_run.model_ref)} · {term_line(diff.new_run.model_ref)})"
+    )
+    for title, flips, color, sign in (
+        ("fixed", diff.fixed, "green", "+"),
+        ("broke", diff.broke, "red", "-"),
+        ("still failing", diff.still_failing, "yellow", "·"),
+    ):
         click.echo(click.style(f"{title} ({len(flips)})", fg=color, bold=bool(flips)))
         for f in flips:
             old = f.old_got if f.old_got is not None else f.old_outcome
             new = f.new_got if f.new_got is not None else f.new_outcome
-            click.echo(f"  {sign} {_clip(f.name, 28):<28}  expected {term_line(f.expected)}: "
-                       f"{diff.old.label} {term_line(old)} → {diff.new.label} {term_line(new)}")  # fmt: skip
+            click.echo(
+                f"  {sign} {_clip(f.name, 28):<28}  expected {term_line(f.expected)}: "
+                f"{diff.old.label} {term_line(old)} → {diff.new.label} {term_line(new)}"
+            )
     tail = f"still passing {diff.still_passing}"
     if diff.added or diff.removed:
         tail += f" · cases added {len(diff.added)} · removed {len(diff.removed)}"
@@ -117,13 +139,23 @@ def print_flips(diff: Any, short: bool = False) -> None:
 
 @click.command("test")
 @click.argument("policy_ref", metavar="NAME|PATH|SET...", nargs=-1, required=True)
-@click.option("--cases", "cases_file", default=None, type=click.Path(dir_okay=False),
-              help="Cases file (.jsonl/.csv) instead of the policy's cases.jsonl.")  # fmt: skip
-@click.option("--tags", multiple=True,
-              help="Only cases with any of these tags (comma-separated or repeated).")  # fmt: skip
+@click.option(
+    "--cases",
+    "cases_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Cases file (.jsonl/.csv) instead of the policy's cases.jsonl.",
+)
+@click.option(
+    "--tags", multiple=True, help="Only cases with any of these tags (comma-separated or repeated)."
+)
 @click.option("--message", default=None, help="Note stored with a new policy version.")
-@click.option("--junit", default=None, type=click.Path(dir_okay=False),
-              help="Also write JUnit XML (one testcase per case) for CI.")  # fmt: skip
+@click.option(
+    "--junit",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write JUnit XML (one testcase per case) for CI.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @classify_options
 @keep_alive_option
@@ -153,8 +185,9 @@ def test_cmd(opts: dict[str, Any]) -> None:
         policy = load_policy(ref)
         cases = policy_cases(policy, opts.pop("cases_file"))
         classifier = build_classifier(policy, opts)  # type: ignore[arg-type]
-        report = run_policy_tests(policy, classifier, cases=cases, tags=opts.pop("tags"),
-                                  message=opts.pop("message"))  # fmt: skip
+        report = run_policy_tests(
+            policy, classifier, cases=cases, tags=opts.pop("tags"), message=opts.pop("message")
+        )
         if junit:
             write_junit(report, junit)
     except EdgeGuardError as exc:
@@ -191,9 +224,11 @@ def history_cmd(name: str, db: str | None, as_json: bool) -> None:
         if last is None:
             result = "not tested"
         else:
-            result = (f"{last.passed}/{last.n_cases} passed ({last.pass_rate:.0%})"
-                      f"{f', {last.undetermined} undetermined' if last.undetermined else ''}"
-                      f" · {term_line(last.model_ref)}")  # fmt: skip
+            result = (
+                f"{last.passed}/{last.n_cases} passed ({last.pass_rate:.0%})"
+                f"{f', {last.undetermined} undetermined' if last.undetermined else ''}"
+                f" · {term_line(last.model_ref)}"
+            )
         msg = f"  “{term_line(v.message)}”" if v.message else ""
         click.echo(f"  {v.label:<4} {when}  {v.hash[:10]}  {result} · {e.runs} run(s){msg}")
 
@@ -205,8 +240,9 @@ def history_cmd(name: str, db: str | None, as_json: bool) -> None:
 @db_option
 @click.option("--no-text", is_flag=True, help="Only the case outcomes, not the text diff.")
 @click.option("--json", "as_json", is_flag=True)
-def diff_cmd(name: str, v1: str | None, v2: str | None, db: str | None, no_text: bool,
-             as_json: bool) -> None:  # fmt: skip
+def diff_cmd(
+    name: str, v1: str | None, v2: str | None, db: str | None, no_text: bool, as_json: bool
+) -> None:
     """Text diff of two versions and which cases flipped (default: previous vs latest).
 
     V1/V2: a version number (2 or v2), `latest`, or a hash prefix.
@@ -225,8 +261,15 @@ def diff_cmd(name: str, v1: str | None, v2: str | None, db: str | None, no_text:
         if not diff.text_diff:
             click.echo(click.style("(policy text identical)", dim=True))
         for line in diff.text_diff:
-            color = ("green" if line.startswith("+") else "red" if line.startswith("-")
-                     else "cyan" if line.startswith("@@") else None)  # fmt: skip
+            color = (
+                "green"
+                if line.startswith("+")
+                else "red"
+                if line.startswith("-")
+                else "cyan"
+                if line.startswith("@@")
+                else None
+            )
             click.echo(click.style(term_line(line.rstrip("\n")), fg=color))
         click.echo()
     print_flips(diff)

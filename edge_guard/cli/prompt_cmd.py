@@ -63,14 +63,18 @@ def text_or_messages(
 
 
 messages_option = click.option(
-    "--messages", default=None, metavar="FILE",
+    "--messages",
+    default=None,
+    metavar="FILE",
     help='A conversation to classify instead of TEXT: a JSON list of {"role", "content"} '
-         '(or {"messages": [...], "target": ...}); `-` reads stdin.',
-)  # fmt: skip
+    '(or {"messages": [...], "target": ...}); `-` reads stdin.',
+)
 target_option = click.option(
-    "--target", type=click.Choice(TARGETS), default=None,
+    "--target",
+    type=click.Choice(TARGETS),
+    default=None,
     help="Which message of --messages to judge: last (default), user, assistant, all.",
-)  # fmt: skip
+)
 
 
 @click.command()
@@ -82,23 +86,46 @@ target_option = click.option(
     default=None,
     help="Current date line (YYYY-MM-DD); chat-template uses today if unset.",
 )
-@click.option("--reasoning", type=click.Choice(REASONING_MODES), default="full", show_default=True,
-              help="none / none-empty-analysis: show the one-pass answer header appended.")  # fmt: skip
-@click.option("--truncate", is_flag=True,
-              help="Cut the item to fit --ctx as classify --truncate does (a conversation's "
-              "context first) and show the cut prompt.")  # fmt: skip
-@click.option("--ctx", type=int, default=DEFAULT_CTX, show_default=True,
-              help="Context size (tokens) that --truncate fits into.")  # fmt: skip
-@click.option("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, show_default=True,
-              help="Output tokens --truncate keeps room for (at most half the context).")  # fmt: skip
 @click.option(
-    "--model", "-m", "model_ref", default=None,
+    "--reasoning",
+    type=click.Choice(REASONING_MODES),
+    default="full",
+    show_default=True,
+    help="none / none-empty-analysis: show the one-pass answer header appended.",
+)
+@click.option(
+    "--truncate",
+    is_flag=True,
+    help="Cut the item to fit --ctx as classify --truncate does (a conversation's "
+    "context first) and show the cut prompt.",
+)
+@click.option(
+    "--ctx",
+    type=int,
+    default=DEFAULT_CTX,
+    show_default=True,
+    help="Context size (tokens) that --truncate fits into.",
+)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=DEFAULT_MAX_TOKENS,
+    show_default=True,
+    help="Output tokens --truncate keeps room for (at most half the context).",
+)
+@click.option(
+    "--model",
+    "-m",
+    "model_ref",
+    default=None,
     help="Use this model's vocabulary and trained context (default: o200k_harmony).",
-)  # fmt: skip
+)
 @click.option(
-    "--json", "as_json", is_flag=True,
+    "--json",
+    "as_json",
+    is_flag=True,
     help="Print {style, effort, reasoning, text, token_ids, n_tokens, truncation, ...}.",
-)  # fmt: skip
+)
 @messages_option
 @target_option
 @click.argument("text", required=False)
@@ -150,10 +177,16 @@ def prompt(opts: dict[str, Any]) -> None:
     click.echo(term(shown))  # control characters shown as escapes, never obeyed
     if fit.record is not None:
         r = fit.record
-        what = ("the text's middle" if r["truncation"] == "middle" else
-                f"message(s) {', '.join(map(str, r['cut_messages']))}")  # fmt: skip
-        click.echo(f"truncated to fit {n_ctx} tokens: {r['original_tokens']} -> "
-                   f"{r['kept_tokens']} tokens of content, cut {what}", err=True)  # fmt: skip
+        what = (
+            "the text's middle"
+            if r["truncation"] == "middle"
+            else f"message(s) {', '.join(map(str, r['cut_messages']))}"
+        )
+        click.echo(
+            f"truncated to fit {n_ctx} tokens: {r['original_tokens']} -> "
+            f"{r['kept_tokens']} tokens of content, cut {what}",
+            err=True,
+        )
 
 
 def _vocab(model_ref: str | None) -> tuple[Any, int | None]:

@@ -16,16 +16,36 @@ from edge_guard.registry.quantize import QUANT_TYPES
 @click.command("quantize")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--type", "-t", "qtype", required=True, metavar="TYPE",
-              help=f"Quantization type: {', '.join(QUANT_TYPES)}.")  # fmt: skip
+@click.option(
+    "--type",
+    "-t",
+    "qtype",
+    required=True,
+    metavar="TYPE",
+    help=f"Quantization type: {', '.join(QUANT_TYPES)}.",
+)
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
-@click.option("--threads", type=int, default=None,
-              help="Quantizer threads (default: $EDGE_GUARD_THREADS, else all cores).")  # fmt: skip
-@click.option("--allow-requantize", is_flag=True,
-              help="Allow re-quantizing tensors that are already quantized (lower quality).")  # fmt: skip
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Quantizer threads (default: $EDGE_GUARD_THREADS, else all cores).",
+)
+@click.option(
+    "--allow-requantize",
+    is_flag=True,
+    help="Allow re-quantizing tensors that are already quantized (lower quality).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def quantize(src: str, out: str, qtype: str, force: bool, threads: int | None,
-             allow_requantize: bool, as_json: bool) -> None:  # fmt: skip
+def quantize(
+    src: str,
+    out: str,
+    qtype: str,
+    force: bool,
+    threads: int | None,
+    allow_requantize: bool,
+    as_json: bool,
+) -> None:
     """Quantize SRC (an F16/BF16/F32 .gguf) to OUT with llama.cpp's quantizer.
 
     The source is checked first; OUT is written under a temporary name and renamed when
@@ -35,12 +55,20 @@ def quantize(src: str, out: str, qtype: str, force: bool, threads: int | None,
     from edge_guard.registry.quantize import quantize_model
     from edge_guard.registry.store import fmt_size
 
-    res = quantize_model(src, out, qtype, force=force, threads=threads,
-                         allow_requantize=allow_requantize,
-                         echo=None if as_json else lambda s: click.echo(s, err=True))  # fmt: skip
+    res = quantize_model(
+        src,
+        out,
+        qtype,
+        force=force,
+        threads=threads,
+        allow_requantize=allow_requantize,
+        echo=None if as_json else lambda s: click.echo(s, err=True),
+    )
     if as_json:
         click.echo(json.dumps(res.as_dict()))
         return
-    click.echo(f"wrote {res.out} ({res.file_type}): {fmt_size(res.src_bytes)} -> "
-               f"{fmt_size(res.out_bytes)} ({100 * res.ratio:.0f}% of the source) in "
-               f"{res.seconds:.1f} s")  # fmt: skip
+    click.echo(
+        f"wrote {res.out} ({res.file_type}): {fmt_size(res.src_bytes)} -> "
+        f"{fmt_size(res.out_bytes)} ({100 * res.ratio:.0f}% of the source) in "
+        f"{res.seconds:.1f} s"
+    )

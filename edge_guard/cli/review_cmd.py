@@ -44,8 +44,9 @@ def _gold(v: bool | None) -> str:
     return "—" if v is None else "violation" if v else "no_violation"
 
 
-def _source(db: str | None, run: str, against: tuple[str, ...] = (),
-            threshold: float | None = None) -> tuple[Any, Any]:  # fmt: skip
+def _source(
+    db: str | None, run: str, against: tuple[str, ...] = (), threshold: float | None = None
+) -> tuple[Any, Any]:
     from edge_guard.review.items import load_source
     from edge_guard.store import Store
 
@@ -54,10 +55,12 @@ def _source(db: str | None, run: str, against: tuple[str, ...] = (),
 
 
 against_option = click.option(
-    "--against", multiple=True, metavar="RUN",
+    "--against",
+    multiple=True,
+    metavar="RUN",
     help="Compare with this run (another policy version or model over the same items); "
-         "repeatable. Default: a comparison's other configs, a test run's previous version.",
-)  # fmt: skip
+    "repeatable. Default: a comparison's other configs, a test run's previous version.",
+)
 
 
 @click.group(cls=_ReviewGroup)
@@ -68,19 +71,43 @@ def review() -> None:
 
 @review.command("list")
 @click.argument("run")
-@click.option("--queue", "-q", type=click.Choice(QUEUE_NAMES), default="triage",
-              show_default=True, help="Which items, in which order.")  # fmt: skip
-@click.option("--limit", "-n", type=int, default=None,
-              help="List at most N items (the sample's size for --queue sample; default 20).")  # fmt: skip
+@click.option(
+    "--queue",
+    "-q",
+    type=click.Choice(QUEUE_NAMES),
+    default="triage",
+    show_default=True,
+    help="Which items, in which order.",
+)
+@click.option(
+    "--limit",
+    "-n",
+    type=int,
+    default=None,
+    help="List at most N items (the sample's size for --queue sample; default 20).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --queue sample.")
-@click.option("--threshold", type=float, default=None,
-              help="Decision threshold for 'uncertain' (default: the policy's, else 0.5).")  # fmt: skip
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Decision threshold for 'uncertain' (default: the policy's, else 0.5).",
+)
 @click.option("--todo", is_flag=True, help="Only items without a decision.")
 @against_option
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def list_cmd(run: str, queue: str, limit: int | None, seed: int, threshold: float | None,
-             todo: bool, against: tuple[str, ...], db: str | None, as_json: bool) -> None:  # fmt: skip
+def list_cmd(
+    run: str,
+    queue: str,
+    limit: int | None,
+    seed: int,
+    threshold: float | None,
+    todo: bool,
+    against: tuple[str, ...],
+    db: str | None,
+    as_json: bool,
+) -> None:
     """List RUN's items in review order (RUN: a run, a comparison, or a tested policy)."""
     from edge_guard.review.queues import build_queue
 
@@ -94,26 +121,40 @@ def list_cmd(run: str, queue: str, limit: int | None, seed: int, threshold: floa
         if source.partners
         else ""
     )
-    click.echo(click.style(f"run {term_line(source.run)} · policy {term_line(source.policy_name)} "
-                           f"({source.kind}) · queue {queue} · threshold {source.threshold:g}{vs}",
-                           bold=True))  # fmt: skip
+    click.echo(
+        click.style(
+            f"run {term_line(source.run)} · policy {term_line(source.policy_name)} "
+            f"({source.kind}) · queue {queue} · threshold {source.threshold:g}{vs}",
+            bold=True,
+        )
+    )
     shown = q.shown
-    click.echo(f"{len(q.items)} items in queue · reviewed {q.reviewed} · remaining {q.remaining}"
-               f" · showing {len(shown)}")  # fmt: skip
+    click.echo(
+        f"{len(q.items)} items in queue · reviewed {q.reviewed} · remaining {q.remaining}"
+        f" · showing {len(shown)}"
+    )
     if q.note:
         click.echo(click.style(f"note: {term(q.note)}", fg="yellow"))
     if not shown:
         return
-    click.echo(f"{'item':>6}  {'why':<18} {'verdict':<13} {'P(viol)':<8} {'gold':<13} "
-               f"{'decision':<13} text")  # fmt: skip
+    click.echo(
+        f"{'item':>6}  {'why':<18} {'verdict':<13} {'P(viol)':<8} {'gold':<13} "
+        f"{'decision':<13} text"
+    )
     for it in shown:
         why = ",".join(q.why.get(it.idx, [])) or "—"
         dec = it.decision.label if it.decision else "—"
-        click.echo(f"{it.idx:>6}  {why:<18} {it.verdict:<13} {_num(it.score):<8} "
-                   f"{_gold(it.gold):<13} {dec:<13} {_clip(it.text, 60)}")  # fmt: skip
-    click.echo(click.style(f"record a decision: edge-guard review label {term_line(source.run)} "
-                           "ITEM violation|no_violation|skip [--note TEXT] [--tag T]",
-                           dim=True))  # fmt: skip
+        click.echo(
+            f"{it.idx:>6}  {why:<18} {it.verdict:<13} {_num(it.score):<8} "
+            f"{_gold(it.gold):<13} {dec:<13} {_clip(it.text, 60)}"
+        )
+    click.echo(
+        click.style(
+            f"record a decision: edge-guard review label {term_line(source.run)} "
+            "ITEM violation|no_violation|skip [--note TEXT] [--tag T]",
+            dim=True,
+        )
+    )
 
 
 @review.command("show")
@@ -122,8 +163,7 @@ def list_cmd(run: str, queue: str, limit: int | None, seed: int, threshold: floa
 @against_option
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def show_cmd(run: str, item: str, against: tuple[str, ...], db: str | None,
-             as_json: bool) -> None:  # fmt: skip
+def show_cmd(run: str, item: str, against: tuple[str, ...], db: str | None, as_json: bool) -> None:
     """Print one item in full: what was judged, the answer, reasoning and decision history."""
     from edge_guard.conversation import shown_text
     from edge_guard.review.decisions import history
@@ -133,12 +173,19 @@ def show_cmd(run: str, item: str, against: tuple[str, ...], db: str | None,
     it = source.item(item)
     past = history(store, source.policy_name, it.content_key)
     if as_json:
-        click.echo(term_json({**it.to_dict(), "reasons": reasons(it),
-                              "history": [d.to_dict() for d in past]}))  # fmt: skip
+        click.echo(
+            term_json(
+                {**it.to_dict(), "reasons": reasons(it), "history": [d.to_dict() for d in past]}
+            )
+        )
         return
     ident = f" (id {term_line(it.item_id)})" if it.item_id else ""
-    click.echo(click.style(f"item {it.idx}{ident} of run {term_line(it.run)} · policy "
-                           f"{term_line(it.policy_name)}", bold=True))  # fmt: skip
+    click.echo(
+        click.style(
+            f"item {it.idx}{ident} of run {term_line(it.run)} · policy {term_line(it.policy_name)}",
+            bold=True,
+        )
+    )
     click.echo(f"why: {', '.join(reasons(it)) or '—'}")
     click.echo(f"verdict: {it.verdict} · P(violation) {_num(it.score)} · gold: {_gold(it.gold)}")
     for p in it.partners:
@@ -164,8 +211,10 @@ def _decision_line(d: Any, current: bool) -> str:
     extra = f" — {term_line(d.note)}" if d.note else ""
     tags = f" [{', '.join(term_line(t) for t in d.tags)}]" if d.tags else ""
     mark = "in force" if current else "earlier"
-    return (f"decision #{d.id} ({mark}): {d.label} by {term_line(d.reviewer)} at "
-            f"{d.created_at[:19].replace('T', ' ')}{extra}{tags}")  # fmt: skip
+    return (
+        f"decision #{d.id} ({mark}): {d.label} by {term_line(d.reviewer)} at "
+        f"{d.created_at[:19].replace('T', ' ')}{extra}{tags}"
+    )
 
 
 @review.command("label")
@@ -174,29 +223,55 @@ def _decision_line(d: Any, current: bool) -> str:
 @click.argument("label", type=click.Choice(LABEL_NAMES))
 @click.option("--note", default="", help="Why (kept with the decision, and on a promoted case).")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable, or comma-separated).")
-@click.option("--reviewer", default=None,
-              help="Who decides (default: $EDGE_GUARD_REVIEWER, else the login name).")  # fmt: skip
-@click.option("--queue", type=click.Choice(QUEUE_NAMES), default=None,
-              help="The queue the item was reviewed from (kept with the decision).")  # fmt: skip
+@click.option(
+    "--reviewer",
+    default=None,
+    help="Who decides (default: $EDGE_GUARD_REVIEWER, else the login name).",
+)
+@click.option(
+    "--queue",
+    type=click.Choice(QUEUE_NAMES),
+    default=None,
+    help="The queue the item was reviewed from (kept with the decision).",
+)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the stored decision as JSON.")
-def label_cmd(run: str, item: str, label: str, note: str, tags: tuple[str, ...],
-              reviewer: str | None, queue: str | None, db: str | None, as_json: bool) -> None:  # fmt: skip
+def label_cmd(
+    run: str,
+    item: str,
+    label: str,
+    note: str,
+    tags: tuple[str, ...],
+    reviewer: str | None,
+    queue: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Record a decision on ITEM of RUN (ITEM: the index `review RUN` lists, or the item id)."""
     from edge_guard.review.decisions import record
 
     store, source = _source(db, run)
     it = source.item(item)
-    d = record(store, it.target(), label, note=note, tags=tags, reviewer=reviewer, queue=queue,
-               source="cli")  # fmt: skip
+    d = record(
+        store,
+        it.target(),
+        label,
+        note=note,
+        tags=tags,
+        reviewer=reviewer,
+        queue=queue,
+        source="cli",
+    )
     if as_json:
         click.echo(term_json(d.to_dict()))
         return
     msg = f"item {it.idx} → {d.label} (decision #{d.id} by {term_line(d.reviewer)})"
     old = d.replaced
     if old is not None:
-        msg += (f"; replaces {old.label} (#{old.id} by {term_line(old.reviewer)}, "
-                f"{old.created_at[:19].replace('T', ' ')}), kept in history")  # fmt: skip
+        msg += (
+            f"; replaces {old.label} (#{old.id} by {term_line(old.reviewer)}, "
+            f"{old.created_at[:19].replace('T', ' ')}), kept in history"
+        )
     click.echo(msg)
 
 
@@ -204,14 +279,30 @@ def label_cmd(run: str, item: str, label: str, note: str, tags: tuple[str, ...],
 @click.argument("run", required=False)
 @click.option("--policy", default=None, help="Only decisions under this policy name.")
 @click.option("--out", "-o", default=None, help="Write to this file (default: stdout).")
-@click.option("--format", "fmt", type=click.Choice(("jsonl", "csv")), default=None,
-              help="Default: from --out's suffix (.csv), else jsonl.")  # fmt: skip
-@click.option("--history", "include_history", is_flag=True,
-              help="Every decision, not only the one in force per item.")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("jsonl", "csv")),
+    default=None,
+    help="Default: from --out's suffix (.csv), else jsonl.",
+)
+@click.option(
+    "--history",
+    "include_history",
+    is_flag=True,
+    help="Every decision, not only the one in force per item.",
+)
 @db_option
 @force_option
-def export_cmd(run: str | None, policy: str | None, out: str | None, fmt: str | None,
-               include_history: bool, db: str | None, force: bool) -> None:  # fmt: skip
+def export_cmd(
+    run: str | None,
+    policy: str | None,
+    out: str | None,
+    fmt: str | None,
+    include_history: bool,
+    db: str | None,
+    force: bool,
+) -> None:
     """Write review decisions (all, or those on RUN's items) as JSONL or CSV."""
     from edge_guard.review import export
     from edge_guard.store import Store
@@ -238,14 +329,24 @@ def cases_cmd() -> None:
 
 @cases_cmd.command("add")
 @click.argument("policy_ref", metavar="POLICY")
-@click.option("--from-review", "run", required=True, metavar="RUN",
-              help="Append the items of RUN that have a review decision.")  # fmt: skip
-@click.option("--item", "items", multiple=True,
-              help="Only this item (index or id; repeatable). Default: every decided item.")  # fmt: skip
+@click.option(
+    "--from-review",
+    "run",
+    required=True,
+    metavar="RUN",
+    help="Append the items of RUN that have a review decision.",
+)
+@click.option(
+    "--item",
+    "items",
+    multiple=True,
+    help="Only this item (index or id; repeatable). Default: every decided item.",
+)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print what was added as JSON.")
-def cases_add(policy_ref: str, run: str, items: tuple[str, ...], db: str | None,
-              as_json: bool) -> None:  # fmt: skip
+def cases_add(
+    policy_ref: str, run: str, items: tuple[str, ...], db: str | None, as_json: bool
+) -> None:
     """Append RUN's reviewed items to POLICY's cases.jsonl (expected = the decision; note,
     tags and provenance kept; texts already among the cases are left out)."""
     from edge_guard.policy.core import load_policy
@@ -258,17 +359,27 @@ def cases_add(policy_ref: str, run: str, items: tuple[str, ...], db: str | None,
         click.echo(term_json(done.to_dict()))
         return
     click.echo(f"added {len(done.added)} case(s) to {term_line(done.path)}")
-    for what, idxs in (("already cases (same text)", done.duplicates),
-                       ("decided skip", done.skipped), ("not reviewed", done.unreviewed)):  # fmt: skip
+    for what, idxs in (
+        ("already cases (same text)", done.duplicates),
+        ("decided skip", done.skipped),
+        ("not reviewed", done.unreviewed),
+    ):
         if idxs:
             click.echo(f"left out, {what}: items {', '.join(map(str, idxs))}")
     for idx, case, decided in done.conflicts:
-        click.echo(click.style(f"conflict, item {idx}: the existing case expects {term_line(case)}, "
-                               f"the decision says {decided}; the case is left as it is (edit "
-                               "cases.jsonl to change it)", fg="yellow"))  # fmt: skip
+        click.echo(
+            click.style(
+                f"conflict, item {idx}: the existing case expects {term_line(case)}, "
+                f"the decision says {decided}; the case is left as it is (edit "
+                "cases.jsonl to change it)",
+                fg="yellow",
+            )
+        )
     for idx, why in done.unmappable:
         click.echo(click.style(f"left out item {idx}: {term(why)}", fg="yellow"))
     if done.added:
-        click.echo(f"next: edge-guard policies test {term_line(policy_ref)} (the new cases are "
-                   "judged like any case; edit the policy and test again to see them fixed or "
-                   "broken)")  # fmt: skip
+        click.echo(
+            f"next: edge-guard policies test {term_line(policy_ref)} (the new cases are "
+            "judged like any case; edit the policy and test again to see them fixed or "
+            "broken)"
+        )

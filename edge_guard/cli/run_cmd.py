@@ -32,9 +32,11 @@ def _local(classifier: Any) -> Any:
     if client is not None and isinstance(classifier, client.RemoteClassifier):
         from edge_guard.errors import EdgeGuardError
 
-        raise EdgeGuardError("a named run keeps its results in this machine's store: run it "
-                             "with the local backend (--backend local), or send texts to the "
-                             "server with `edge-guard classify --backend server`")  # fmt: skip
+        raise EdgeGuardError(
+            "a named run keeps its results in this machine's store: run it "
+            "with the local backend (--backend local), or send texts to the "
+            "server with `edge-guard classify --backend server`"
+        )
     return classifier
 
 
@@ -55,12 +57,18 @@ class _Progress:
             import rich.progress as rp
 
             self.bar = rp.Progress(
-                rp.TextColumn("{task.description}", markup=False), rp.BarColumn(),
-                rp.MofNCompleteColumn(), rp.TextColumn("{task.fields[rate]}", markup=False),
-                rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
+                rp.TextColumn("{task.description}", markup=False),
+                rp.BarColumn(),
+                rp.MofNCompleteColumn(),
+                rp.TextColumn("{task.fields[rate]}", markup=False),
+                rp.TimeElapsedColumn(),
+                rp.TextColumn("ETA"),
+                rp.TimeRemainingColumn(),
                 console=self.console,
-            )  # fmt: skip
-            self.task = self.bar.add_task(term_line(name)[:40], total=total, completed=done, rate="")
+            )
+            self.task = self.bar.add_task(
+                term_line(name)[:40], total=total, completed=done, rate=""
+            )
             self.bar.start()
 
     def update(self, p: Any, *_: Any) -> None:
@@ -87,22 +95,39 @@ class _Progress:
     "--name", default=None, help="Run name (default: from dataset, policy, model, options)."
 )
 @click.option("--text-field", default=None, help="Field holding the text (default: auto-detect).")
-@click.option("--label-field", multiple=True,
-              help="Field holding the gold label (default: auto); with several policies "
-              "POLICY=FIELD, repeated (e.g. toxic_chat=toxicity).")  # fmt: skip
+@click.option(
+    "--label-field",
+    multiple=True,
+    help="Field holding the gold label (default: auto); with several policies "
+    "POLICY=FIELD, repeated (e.g. toxic_chat=toxicity).",
+)
 @click.option("--id-field", default=None, help="Field holding an item id (default: auto).")
-@click.option("--messages-field", default=None,
-              help="Field holding a conversation: a JSON list of {role, content} "
-                   "(default: a 'messages' column when no --text-field).")  # fmt: skip
-@click.option("--prompt-field", default=None,
-              help="With --response-field: judge the response in this prompt's context.")  # fmt: skip
+@click.option(
+    "--messages-field",
+    default=None,
+    help="Field holding a conversation: a JSON list of {role, content} "
+    "(default: a 'messages' column when no --text-field).",
+)
+@click.option(
+    "--prompt-field",
+    default=None,
+    help="With --response-field: judge the response in this prompt's context.",
+)
 @click.option("--response-field", default=None, help="Field holding the model's response.")
-@click.option("--target", type=click.Choice(TARGETS), default=None,
-              help="Which message of a conversation to judge (default: last; assistant for "
-                   "--prompt-field/--response-field).")  # fmt: skip
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default=None,
+    help="Which message of a conversation to judge (default: last; assistant for "
+    "--prompt-field/--response-field).",
+)
 @click.option("--limit", type=int, default=None, help="Run at most N items.")
-@click.option("--sample", type=click.Choice(SAMPLES), default=None,
-              help="natural: seeded random N; balanced: equal numbers per gold class.")  # fmt: skip
+@click.option(
+    "--sample",
+    type=click.Choice(SAMPLES),
+    default=None,
+    help="natural: seeded random N; balanced: equal numbers per gold class.",
+)
 @click.option("--sample-seed", type=int, default=None, help="Seed for --sample (default: --seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (+ eval) on stdout.")
 @classify_options
@@ -120,15 +145,26 @@ def run(opts: dict[str, Any]) -> None:
     plan_kw = {
         k: opts.pop(k) for k in ("name", "text_field", "label_field", "id_field", "limit", "sample")
     }
-    conv_kw = {k: opts.pop(k) for k in ("messages_field", "prompt_field", "response_field", "target")}
+    conv_kw = {
+        k: opts.pop(k) for k in ("messages_field", "prompt_field", "response_field", "target")
+    }
     plan_kw.update({k: v for k, v in conv_kw.items() if v is not None})
     policy, mode = policy_set(opts)
     label_fields = list(plan_kw.pop("label_field") or ())
     if mode is not None:  # several policies: one run item per (text, policy) pair
         classifier = _local(build_classifier(policy, opts))
-        return run_set(dataset, classifier, policy, mode, label_fields=label_fields,
-                       plan_kw=plan_kw, seed=seed, as_json=as_json, progress=_Progress,
-                       echo_err=_echo_err)  # fmt: skip
+        return run_set(
+            dataset,
+            classifier,
+            policy,
+            mode,
+            label_fields=label_fields,
+            plan_kw=plan_kw,
+            seed=seed,
+            as_json=as_json,
+            progress=_Progress,
+            echo_err=_echo_err,
+        )
     classifier = _local(build_classifier(policy, opts))
     plan_kw["label_field"] = single_label_field(label_fields, classifier.policy.name)
     plan = plan_run(dataset, classifier, seed=seed, **plan_kw)
@@ -144,13 +180,18 @@ def run(opts: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         bar.stop()
         n = len(classifier.store.done_indices(plan.name))
-        _echo_err(f"interrupted: {n}/{plan.n_items} items saved in run {term_line(plan.name)}; resume with: "
-                  f"{shlex.join(['edge-guard', *sys.argv[1:]])}", fg="yellow")  # fmt: skip
+        _echo_err(
+            f"interrupted: {n}/{plan.n_items} items saved in run {term_line(plan.name)}; resume with: "
+            f"{shlex.join(['edge-guard', *sys.argv[1:]])}",
+            fg="yellow",
+        )
         sys.exit(130)
     bar.stop()
-    _echo_err(f"done: {summary.n_done}/{summary.n_items} items ({summary.n_new} new, "
-              f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
-              f"{summary.labels_per_s:.2f} labels/s · {summary.tokens_per_s:.0f} tok/s")  # fmt: skip
+    _echo_err(
+        f"done: {summary.n_done}/{summary.n_items} items ({summary.n_new} new, "
+        f"{summary.n_cached} cached) in {summary.elapsed_s:.1f} s · "
+        f"{summary.labels_per_s:.2f} labels/s · {summary.tokens_per_s:.0f} tok/s"
+    )
     ev = (
         evaluate_run(classifier.store, plan.name)
         if any(g is not None for g in plan.golds)
@@ -200,14 +241,22 @@ def format_eval(ev: dict[str, Any]) -> str:
     s = ev.get("scores") or {}
     if s.get("roc_auc") is not None:
         left = s.get("n_left_out") or 0
-        why = f"; {left} labelled item{'s' * (left != 1)} left out: " \
-              f"{s.get('n_undetermined_left_out') or 0} undetermined" if left else ""  # fmt: skip
-        lines.append(f"\nlabel scores (n={s['n']}{why}): ROC-AUC {s['roc_auc']:.3f}, AUPRC "
-                     f"{s['auprc']:.3f} (prevalence {s['prevalence']:.3f})")  # fmt: skip
+        why = (
+            f"; {left} labelled item{'s' * (left != 1)} left out: "
+            f"{s.get('n_undetermined_left_out') or 0} undetermined"
+            if left
+            else ""
+        )
+        lines.append(
+            f"\nlabel scores (n={s['n']}{why}): ROC-AUC {s['roc_auc']:.3f}, AUPRC "
+            f"{s['auprc']:.3f} (prevalence {s['prevalence']:.3f})"
+        )
     ci = ev["ci"]
-    lines.append(f"\n[lo, hi] = {int(ci['level'] * 100)}% {ci['method']}, {ci['resamples']} "
-                 f"resamples, seed {ci['seed']}; headline = undetermined excluded, read it with "
-                 "the undetermined rate")  # fmt: skip
+    lines.append(
+        f"\n[lo, hi] = {int(ci['level'] * 100)}% {ci['method']}, {ci['resamples']} "
+        f"resamples, seed {ci['seed']}; headline = undetermined excluded, read it with "
+        "the undetermined rate"
+    )
     return "\n".join(lines + paths)
 
 
@@ -225,10 +274,13 @@ def _review_lines(ev: dict[str, Any]) -> list[str]:
 
 GOLD_CHOICES = ("dataset", "review", "dataset+review")
 gold_option = click.option(
-    "--gold", type=click.Choice(GOLD_CHOICES), default="dataset", show_default=True,
+    "--gold",
+    type=click.Choice(GOLD_CHOICES),
+    default="dataset",
+    show_default=True,
     help="Score against the dataset's labels, the review decisions (edge-guard review), or "
-         "the dataset's labels with review decisions where an item has none.",
-)  # fmt: skip
+    "the dataset's labels with review decisions where an item has none.",
+)
 
 
 @click.command("eval")
@@ -238,8 +290,9 @@ gold_option = click.option(
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(run_name: str, db: str | None, gold: str, resamples: int, seed: int,
-          as_json: bool) -> None:  # fmt: skip
+def eval_(
+    run_name: str, db: str | None, gold: str, resamples: int, seed: int, as_json: bool
+) -> None:
     """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN
     (and its agreement with review decisions, when it has any)."""
     from edge_guard.review.gold import evaluate_with_gold
@@ -262,18 +315,38 @@ def eval_(run_name: str, db: str | None, gold: str, resamples: int, seed: int,
 @click.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN...")
 @click.option("--out", "-o", default="report.html", show_default=True, help="Output .html or .md.")
-@click.option("--reference", type=click.Choice(["auto", "toxic-chat", "none"]), default="auto",
-              show_default=True, help="Reference figures to show beside ours.")  # fmt: skip
+@click.option(
+    "--reference",
+    type=click.Choice(["auto", "toxic-chat", "none"]),
+    default="auto",
+    show_default=True,
+    help="Reference figures to show beside ours.",
+)
 @click.option("--title", default=None)
-@click.option("--examples", type=int, default=10, show_default=True,
-              help="Misclassified examples shown per kind and run.")  # fmt: skip
+@click.option(
+    "--examples",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Misclassified examples shown per kind and run.",
+)
 @click.option("--resamples", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @db_option
 @gold_option
 @force_option
-def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, examples: int,
-           resamples: int, seed: int, db: str | None, gold: str, force: bool) -> None:  # fmt: skip
+def report(
+    runs: tuple[str, ...],
+    out: str,
+    reference: str,
+    title: str | None,
+    examples: int,
+    resamples: int,
+    seed: int,
+    db: str | None,
+    gold: str,
+    force: bool,
+) -> None:
     """Write a self-contained report (tables, plots, examples) over one or more RUNs."""
     from edge_guard.report import write_report
     from edge_guard.store import Store
@@ -292,13 +365,22 @@ def report(runs: tuple[str, ...], out: str, reference: str, title: str | None, e
             raise EdgeGuardError("report either multi-policy runs or single-policy runs, not both")
         if gold != "dataset":
             raise click.UsageError("--gold review works on single-policy runs")
-        path = write_multi_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
-                                  title=title)  # fmt: skip
+        path = write_multi_report(
+            list(runs), out, store=store, n_resamples=resamples, seed=seed, title=title
+        )
         click.echo(f"wrote {term_line(path)}")
         return
-    path = write_report(list(runs), out, store=store, n_resamples=resamples, seed=seed,
-                        benchmark=None if reference == "none" else reference,
-                        max_examples=examples, title=title, gold=gold)  # fmt: skip
+    path = write_report(
+        list(runs),
+        out,
+        store=store,
+        n_resamples=resamples,
+        seed=seed,
+        benchmark=None if reference == "none" else reference,
+        max_examples=examples,
+        title=title,
+        gold=gold,
+    )
     click.echo(f"wrote {term_line(path)}")
 
 
@@ -318,8 +400,10 @@ def pull(name: str, config: str, split: str) -> None:
     known = KNOWN[name]
     _echo_err(f"{known.repo} is licensed {known.license}")
     path, n = pull_dataset(name, config, split)
-    click.echo(f"saved {n} rows to {path} (text field {known.text_field}, label "
-               f"{known.label_field}); run it with: edge-guard run {name} --policy POLICY")  # fmt: skip
+    click.echo(
+        f"saved {n} rows to {path} (text field {known.text_field}, label "
+        f"{known.label_field}); run it with: edge-guard run {name} --policy POLICY"
+    )
 
 
 @datasets.command("list")
@@ -328,16 +412,27 @@ def list_(as_json: bool) -> None:
     """Known datasets (with licenses) and the local files pulled into the data dir."""
     from edge_guard.datasets.hub import KNOWN, datasets_dir, local_datasets
 
-    known = [{"name": k.name, "repo": k.repo, "license": k.license, "configs": list(k.configs),
-              "splits": list(k.splits), "description": k.description} for k in KNOWN.values()]  # fmt: skip
+    known = [
+        {
+            "name": k.name,
+            "repo": k.repo,
+            "license": k.license,
+            "configs": list(k.configs),
+            "splits": list(k.splits),
+            "description": k.description,
+        }
+        for k in KNOWN.values()
+    ]
     local = [{"path": str(p), "bytes": p.stat().st_size} for p in local_datasets()]
     if as_json:
         click.echo(json.dumps({"known": known, "local": local, "dir": str(datasets_dir())}))
         return
     click.echo("known datasets:")
     for k in known:
-        click.echo(f"  {k['name']:<12} {k['repo']}  configs {', '.join(k['configs'])}; "
-                   f"splits {', '.join(k['splits'])}")  # fmt: skip
+        click.echo(
+            f"  {k['name']:<12} {k['repo']}  configs {', '.join(k['configs'])}; "
+            f"splits {', '.join(k['splits'])}"
+        )
         click.echo(f"  {'':<12} {k['description']}")
         click.echo(f"  {'':<12} license: {k['license']}")
     click.echo(f"local datasets in {datasets_dir()}:")

@@ -54,9 +54,11 @@ def read_api_key(var: str | None, host: str) -> str | None:
             )
         key = key.strip()
         if not _KEY.match(key):
-            raise EdgeGuardError(f"--api-key-env {var}: the key must be visible ASCII "
-                                 "characters (no spaces or accents): clients send it as "
-                                 "header bytes")  # fmt: skip
+            raise EdgeGuardError(
+                f"--api-key-env {var}: the key must be visible ASCII "
+                "characters (no spaces or accents): clients send it as "
+                "header bytes"
+            )
     if key is None and not is_loopback(host):
         raise EdgeGuardError(
             f"refusing to bind {host} without an API key: pass --api-key-env VAR "
@@ -68,45 +70,105 @@ def read_api_key(var: str | None, host: str) -> str | None:
 def check_origins(origins: tuple[str, ...]) -> tuple[str, ...]:
     for origin in origins:
         if not _ORIGIN.match(origin.rstrip("/")):
-            raise click.BadParameter(f"{origin!r} is not an origin like https://app.example:8443 "
-                                     "(exact origins only, no '*')",
-                                     param_hint="'--cors-origin'")  # fmt: skip
+            raise click.BadParameter(
+                f"{origin!r} is not an origin like https://app.example:8443 "
+                "(exact origins only, no '*')",
+                param_hint="'--cors-origin'",
+            )
     return tuple(o.rstrip("/") for o in origins)
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True)
-@click.option("--policy", "-p", "policies", multiple=True,
-              help="Policy to preload and use when a request names none (repeatable).")  # fmt: skip
+@click.option(
+    "--policy",
+    "-p",
+    "policies",
+    multiple=True,
+    help="Policy to preload and use when a request names none (repeatable).",
+)
 @click.option("--set", "policy_set", default=None, help="Policy set to preload (the default).")
-@click.option("--api-key-env", "key_env", default=None, metavar="VAR",
-              help="Environment variable holding the bearer key clients must send.")  # fmt: skip
-@click.option("--allow-inline-policies", is_flag=True,
-              help="Accept policy text in /v1/classify requests (built-in parsers only).")  # fmt: skip
-@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
-              help="A browser origin allowed to call (repeatable); other Origins are refused.")  # fmt: skip
-@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
-              help="A Host name to answer besides the bound address and localhost "
-              "(repeatable; other names are refused: DNS rebinding).")  # fmt: skip
-@click.option("--max-texts", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Texts per request.")  # fmt: skip
-@click.option("--max-text-chars", type=click.IntRange(min=1), default=64_000, show_default=True,
-              help="Characters per text.")  # fmt: skip
-@click.option("--max-body", type=click.IntRange(min=1), default=4 << 20, show_default=True,
-              help="Request body bytes (larger: 413).")  # fmt: skip
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=600.0,
-              show_default=True,
-              help="Seconds a request may take (then 504; completed labels stay stored).")  # fmt: skip
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))  # fmt: skip
-@click.option("--truncate", is_flag=True,
-              help="Default for requests: cut texts too long for the context instead of failing.")  # fmt: skip
-@click.option("--uds", default=None, metavar="PATH",
-              help="Listen on this Unix socket instead of TCP (mode 0600, in a directory of "
-              "yours; connections from other users are refused).")  # fmt: skip
-@click.option("--keep-alive", "idle_exit", default=None, metavar="DURATION",
-              help="Exit after this long without a request (300, 90s, 5m; default: never).")  # fmt: skip
+@click.option(
+    "--api-key-env",
+    "key_env",
+    default=None,
+    metavar="VAR",
+    help="Environment variable holding the bearer key clients must send.",
+)
+@click.option(
+    "--allow-inline-policies",
+    is_flag=True,
+    help="Accept policy text in /v1/classify requests (built-in parsers only).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A browser origin allowed to call (repeatable); other Origins are refused.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A Host name to answer besides the bound address and localhost "
+    "(repeatable; other names are refused: DNS rebinding).",
+)
+@click.option(
+    "--max-texts",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Texts per request.",
+)
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(min=1),
+    default=64_000,
+    show_default=True,
+    help="Characters per text.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=4 << 20,
+    show_default=True,
+    help="Request body bytes (larger: 413).",
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds a request may take (then 504; completed labels stay stored).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.option(
+    "--truncate",
+    is_flag=True,
+    help="Default for requests: cut texts too long for the context instead of failing.",
+)
+@click.option(
+    "--uds",
+    default=None,
+    metavar="PATH",
+    help="Listen on this Unix socket instead of TCP (mode 0600, in a directory of "
+    "yours; connections from other users are refused).",
+)
+@click.option(
+    "--keep-alive",
+    "idle_exit",
+    default=None,
+    metavar="DURATION",
+    help="Exit after this long without a request (300, 90s, 5m; default: never).",
+)
 @db_option
 @engine_options
 @sampling_options
@@ -125,21 +187,30 @@ def serve(opts: dict[str, Any]) -> None:
     listener = listener_from_options(opts["uds"], opts["idle_exit"])  # binds before the load
     app, core = build_app(opts, api_key=api_key, cors=cors)
     where = f"unix:{opts['uds']}" if opts["uds"] else f"http://{host}:{port}"
-    click.echo(f"edge-guard serve: model {core.backend.model_ref} on {where} "
-               f"(docs at /docs; Ctrl-C stops)", err=True)  # fmt: skip
+    click.echo(
+        f"edge-guard serve: model {core.backend.model_ref} on {where} "
+        f"(docs at /docs; Ctrl-C stops)",
+        err=True,
+    )
     run_server(app, core, host, port, opts["log_level"], listener=listener)
 
 
-def build_app(opts: dict[str, Any], *, api_key: str | None = None,
-              cors: tuple[str, ...] = ()) -> tuple[Any, Any]:  # fmt: skip
+def build_app(
+    opts: dict[str, Any], *, api_key: str | None = None, cors: tuple[str, ...] = ()
+) -> tuple[Any, Any]:
     """The app and its core from the command's options (settings resolved, model loaded,
     default policies checked under the default settings and their prefixes preloaded)."""
     from edge_guard.service.app import create_app
     from edge_guard.service.guard import HostRule
 
     core = build_core(opts)
-    app = create_app(core, api_key=api_key, version=_version(), cors_origins=cors,
-                     hosts=HostRule(opts["host"], opts["allowed_hosts"]))  # fmt: skip
+    app = create_app(
+        core,
+        api_key=api_key,
+        version=_version(),
+        cors_origins=cors,
+        hosts=HostRule(opts["host"], opts["allowed_hosts"]),
+    )
     app.router.lifespan_context = _lifespan(core)
     return app, core
 
@@ -156,12 +227,22 @@ def build_core(opts: dict[str, Any]) -> Any:
     # serve runs the model here ([backend] in config.toml is for its clients)
     settings = settings_from_opts(opts).replace(backend="local")
     backend = build_backend(settings)
-    limits = Limits(max_body_bytes=opts["max_body"], max_texts=opts["max_texts"],
-                    max_text_chars=opts["max_text_chars"], deadline_s=opts["deadline"],
-                    max_tokens=max(MAX_TOKENS_LIMIT, settings.max_tokens))  # fmt: skip
-    core = ServiceCore(backend, Store(settings.db), settings, default_policies=policies,
-                       default_set=opts["policy_set"],
-                       allow_inline=opts["allow_inline_policies"], limits=limits)  # fmt: skip
+    limits = Limits(
+        max_body_bytes=opts["max_body"],
+        max_texts=opts["max_texts"],
+        max_text_chars=opts["max_text_chars"],
+        deadline_s=opts["deadline"],
+        max_tokens=max(MAX_TOKENS_LIMIT, settings.max_tokens),
+    )
+    core = ServiceCore(
+        backend,
+        Store(settings.db),
+        settings,
+        default_policies=policies,
+        default_set=opts["policy_set"],
+        allow_inline=opts["allow_inline_policies"],
+        limits=limits,
+    )
     try:
         core.preload()
     except BaseException:
@@ -171,17 +252,24 @@ def build_core(opts: dict[str, Any]) -> Any:
     return core
 
 
-def run_server(app: Any, core: Any, host: str, port: int, log_level: str,
-               listener: Any = None) -> None:  # fmt: skip
+def run_server(
+    app: Any, core: Any, host: str, port: int, log_level: str, listener: Any = None
+) -> None:
     """uvicorn until SIGTERM/Ctrl-C: running requests get GRACE_S, then a 503. `listener`
     (`edge_guard.warm.listen`): a Unix socket instead of TCP and/or the idle exit."""
     import uvicorn
 
     if listener is not None:
         app = listener.wrap(app)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=GRACE_S + 5, access_log=False,
-                            **(listener.config_kwargs() if listener is not None else {}))  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACE_S + 5,
+        access_log=False,
+        **(listener.config_kwargs() if listener is not None else {}),
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

@@ -36,8 +36,10 @@ def set_report(ref: str, policy_report: PolicyReport, n_ctx: int = DEFAULT_CTX) 
     n_combined = len(PromptRenderer(o200k_harmony_vocab()).prefix(combined.text, PromptConfig()))
     warnings = []
     if n_combined + 64 > n_ctx:
-        warnings.append(f"combined mode: the prompt prefix is {n_combined} tokens and cannot fit "
-                        f"a {n_ctx}-token context (separate mode still works)")  # fmt: skip
+        warnings.append(
+            f"combined mode: the prompt prefix is {n_combined} tokens and cannot fit "
+            f"a {n_ctx}-token context (separate mode still works)"
+        )
     return {
         "name": pset.name,
         "path": str(pset.path) if pset.path else None,
@@ -59,11 +61,23 @@ def sets_cmd(as_json: bool) -> None:
     for path in list_sets():
         try:
             s = load_set(path)
-            rows.append({"name": s.name, "policies": s.names, "path": str(path),
-                         "description": s.description})  # fmt: skip
+            rows.append(
+                {
+                    "name": s.name,
+                    "policies": s.names,
+                    "path": str(path),
+                    "description": s.description,
+                }
+            )
         except PolicyError as exc:
-            rows.append({"name": path.stem, "policies": [], "path": str(path),
-                         "description": f"error: {exc}"})  # fmt: skip
+            rows.append(
+                {
+                    "name": path.stem,
+                    "policies": [],
+                    "path": str(path),
+                    "description": f"error: {exc}",
+                }
+            )
     if as_json:
         click.echo(term_json(rows))
         return
@@ -88,9 +102,13 @@ def show_set(name: str) -> None:
     click.echo()
     for m in s.members:
         th = f"  flag at P(violation) >= {m.threshold:g}" if m.threshold is not None else ""
-        click.echo(term_line(f"- {m.name:<16} {m.policy.output.kind:<7}{th}  {m.policy.description}"))
-    click.echo("\nflagged = any policy's verdict is violation; an undetermined policy is shown as "
-               "undetermined, never as not flagged")  # fmt: skip
+        click.echo(
+            term_line(f"- {m.name:<16} {m.policy.output.kind:<7}{th}  {m.policy.description}")
+        )
+    click.echo(
+        "\nflagged = any policy's verdict is violation; an undetermined policy is shown as "
+        "undetermined, never as not flagged"
+    )
 
 
 def check_set(ref: str, ctx: int, as_json: bool, policy_report: PolicyReport) -> None:
@@ -102,11 +120,15 @@ def check_set(ref: str, ctx: int, as_json: bool, policy_report: PolicyReport) ->
     click.echo(f"ok: set {term_line(report['name'])} — {len(report['policies'])} policies")
     for m in report["policies"]:
         th = f", threshold {m['threshold']:g}" if m["threshold"] is not None else ""
-        click.echo(f"  {term_line(m['name']):<16} output {m['output']['kind']}, parser {m['parser']}, "
-                   f"prefix {m['prompt_prefix_tokens']} tokens{th}")  # fmt: skip
+        click.echo(
+            f"  {term_line(m['name']):<16} output {m['output']['kind']}, parser {m['parser']}, "
+            f"prefix {m['prompt_prefix_tokens']} tokens{th}"
+        )
         for w in m["warnings"]:
             click.echo(click.style(term(f"  warning: {m['name']}: {w}"), fg="yellow"))
-    click.echo(f"prompt prefixes: separate {report['separate_prefix_tokens']} tokens in all, "
-               f"combined {report['combined_prefix_tokens']} tokens")  # fmt: skip
+    click.echo(
+        f"prompt prefixes: separate {report['separate_prefix_tokens']} tokens in all, "
+        f"combined {report['combined_prefix_tokens']} tokens"
+    )
     for w in report["warnings"]:
         click.echo(click.style(f"warning: {term(w)}", fg="yellow"))

@@ -19,18 +19,38 @@ def study() -> None:
 
 
 @study.command("run")
-@click.option("--models", default=None,
-              help="Comma-separated model references (default: gpt-oss-safeguard-20b:mxfp4,"
-              "gpt-oss-20b:mxfp4; a single --model also works).")  # fmt: skip
-@click.option("--dataset", type=click.Path(dir_okay=False), default=None,
-              help="JSONL of {id, topic, text} (or the seed's {text}); default: the packaged "
-              "controversial-opinion set.")  # fmt: skip
-@click.option("--policy", "-p", default="is_good", show_default=True,
-              help="A likert policy (name, folder or file).")  # fmt: skip
-@click.option("--repeats", type=int, default=1, show_default=True,
-              help="Ratings per item and model, with seeds --seed + r (needs --temperature > 0).")  # fmt: skip
-@click.option("--name", default=None,
-              help="Run name (default: derived from the settings, so the same command resumes).")  # fmt: skip
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated model references (default: gpt-oss-safeguard-20b:mxfp4,"
+    "gpt-oss-20b:mxfp4; a single --model also works).",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSONL of {id, topic, text} (or the seed's {text}); default: the packaged "
+    "controversial-opinion set.",
+)
+@click.option(
+    "--policy",
+    "-p",
+    default="is_good",
+    show_default=True,
+    help="A likert policy (name, folder or file).",
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Ratings per item and model, with seeds --seed + r (needs --temperature > 0).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Run name (default: derived from the settings, so the same command resumes).",
+)
 @click.option("--limit", type=int, default=None, help="Only the first N items (a pilot).")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 @classify_options
@@ -51,10 +71,18 @@ def run(opts: dict[str, Any]) -> None:
     policy = opts.pop("policy")
     as_json = opts.pop("as_json")
     config = StudyConfig(
-        models=models, dataset=opts.pop("dataset"), policy=policy, repeats=opts.pop("repeats"),
-        temperature=opts["temperature"], seed=opts["seed"], max_tokens=opts["max_tokens"],
-        style=opts["style"], effort=opts["effort"], date=opts["date"], limit=opts.pop("limit"),
-    )  # fmt: skip
+        models=models,
+        dataset=opts.pop("dataset"),
+        policy=policy,
+        repeats=opts.pop("repeats"),
+        temperature=opts["temperature"],
+        seed=opts["seed"],
+        max_tokens=opts["max_tokens"],
+        style=opts["style"],
+        effort=opts["effort"],
+        date=opts["date"],
+        limit=opts.pop("limit"),
+    )
     config.validate()
     name = opts.pop("name")
     store = Store(opts["db"])
@@ -65,12 +93,15 @@ def run(opts: dict[str, Any]) -> None:
 
     def on_progress(done: int, total: int, model: str) -> None:
         if tty:
-            click.echo(f"\r{done}/{total} rated ({term_line(model_label(model))})   ", err=True, nl=False)
+            click.echo(
+                f"\r{done}/{total} rated ({term_line(model_label(model))})   ", err=True, nl=False
+            )
         elif done == total:
             click.echo(f"{done}/{total} rated", err=True)
 
-    result = run_study(config, name=name, store=store, classifier_factory=factory,
-                       on_progress=on_progress)  # fmt: skip
+    result = run_study(
+        config, name=name, store=store, classifier_factory=factory, on_progress=on_progress
+    )
     if tty:
         click.echo(err=True)
     click.echo(
@@ -91,13 +122,28 @@ def _ref_argument(f: Any) -> Any:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full analysis as JSON.")
 @click.option("--top", type=int, default=10, show_default=True, help="Most divergent items shown.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also write the Likert chart (.svg or .png).")  # fmt: skip
-@click.option("--export", type=click.Path(dir_okay=False), default=None,
-              help="Also write one row per rating (.jsonl, .csv or .parquet).")  # fmt: skip
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the Likert chart (.svg or .png).",
+)
+@click.option(
+    "--export",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write one row per rating (.jsonl, .csv or .parquet).",
+)
 @force_option
-def analyze_cmd(ref: str | None, db: str | None, as_json: bool, top: int, plot: str | None,
-                export: str | None, force: bool) -> None:  # fmt: skip
+def analyze_cmd(
+    ref: str | None,
+    db: str | None,
+    as_json: bool,
+    top: int,
+    plot: str | None,
+    export: str | None,
+    force: bool,
+) -> None:
     """Statistics of a study run (default: the latest) or a results file (ours or the seed's)."""
     from edge_guard.study.analysis import analyze
     from edge_guard.study.data import load_study
@@ -125,8 +171,13 @@ def analyze_cmd(ref: str | None, db: str | None, as_json: bool, top: int, plot: 
 @study.command("report")
 @_ref_argument
 @db_option
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
-              help="Report file: .html or .md (self-contained, charts embedded).")  # fmt: skip
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Report file: .html or .md (self-contained, charts embedded).",
+)
 @click.option("--top", type=int, default=15, show_default=True, help="Most divergent items listed.")
 @force_option
 def report(ref: str | None, db: str | None, out: str, top: int, force: bool) -> None:

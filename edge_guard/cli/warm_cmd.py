@@ -20,11 +20,13 @@ from edge_guard.sanitize import term, term_json
 def keep_alive_option(f: Any) -> Any:
     """`--keep-alive` for the commands that use a warm engine (classify, run, ...)."""
     return click.option(
-        "--keep-alive", default=None, metavar="DURATION",
+        "--keep-alive",
+        default=None,
+        metavar="DURATION",
         help="Keep the model loaded in a warm engine this long after the last request "
         "(300, 90s, 5m; 0 = load it in this process). Default: $EDGE_GUARD_KEEP_ALIVE, "
         "config.toml [engine] keep_alive, else 5m (0 under CI and pytest).",
-    )(f)  # fmt: skip
+    )(f)
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -34,17 +36,25 @@ def _rows() -> list[dict[str, Any]]:
     for path, record in registry.live_records():
         st = spawn.status(record, timeout=3.0)
         spec = record["spec"]
-        rows.append({"key": spec["key"], "pid": record["pid"], "model": record.get("model"),
-                     "model_path": spec["model_path"],
-                     "settings": {k: spec[k] for k in ("ctx", "gpu_layers", "threads",
-                                                       "parallel")},
-                     "db": spec["db"], "keep_alive_s": record.get("keep_alive_s"),
-                     "started": record.get("started"),
-                     "rss_bytes": st.get("rss_bytes") if st else None,
-                     "idle_s": st.get("idle_s") if st else None,
-                     "in_flight": st.get("in_flight") if st else None,
-                     "answering": st is not None, "socket": record["socket"],
-                     "log": record.get("log"), "record": str(path)})  # fmt: skip
+        rows.append(
+            {
+                "key": spec["key"],
+                "pid": record["pid"],
+                "model": record.get("model"),
+                "model_path": spec["model_path"],
+                "settings": {k: spec[k] for k in ("ctx", "gpu_layers", "threads", "parallel")},
+                "db": spec["db"],
+                "keep_alive_s": record.get("keep_alive_s"),
+                "started": record.get("started"),
+                "rss_bytes": st.get("rss_bytes") if st else None,
+                "idle_s": st.get("idle_s") if st else None,
+                "in_flight": st.get("in_flight") if st else None,
+                "answering": st is not None,
+                "socket": record["socket"],
+                "log": record.get("log"),
+                "record": str(path),
+            }
+        )
     return rows
 
 
@@ -74,13 +84,17 @@ def ps(as_json: bool) -> None:
         idle = r["idle_s"]
         left = None if idle is None or not r["keep_alive_s"] else r["keep_alive_s"] - idle
         s = r["settings"]
-        settings = (f"ctx {s['ctx']}, gpu layers {s['gpu_layers']}, threads "
-                    f"{s['threads'] or 'auto'}, parallel {s['parallel'] or 'default'}")  # fmt: skip
+        settings = (
+            f"ctx {s['ctx']}, gpu layers {s['gpu_layers']}, threads "
+            f"{s['threads'] or 'auto'}, parallel {s['parallel'] or 'default'}"
+        )
         busy = f" ({r['in_flight']} running)" if r["in_flight"] else ""
-        click.echo(f"{r['key']:16}  {r['pid']:>7}  {_size(r['rss_bytes']):>9}  "
-                   f"{'?' if idle is None else format_seconds(idle):>6}  "
-                   f"{'?' if left is None else format_seconds(max(0.0, left)):>8}  "
-                   f"{term(str(r['model']))}{busy}")  # fmt: skip
+        click.echo(
+            f"{r['key']:16}  {r['pid']:>7}  {_size(r['rss_bytes']):>9}  "
+            f"{'?' if idle is None else format_seconds(idle):>6}  "
+            f"{'?' if left is None else format_seconds(max(0.0, left)):>8}  "
+            f"{term(str(r['model']))}{busy}"
+        )
         click.echo(
             f"{'':16}  {'':>7}  {'':>9}  {'':>6}  {'':>8}  {settings}; store {term(r['db'])}"
         )
@@ -94,12 +108,19 @@ def stop(which: tuple[str, ...], as_json: bool) -> None:
     from edge_guard.warm import registry, spawn
 
     records = registry.live_records()
-    chosen = [(p, r) for p, r in records
-              if not which or any(w in (r["spec"]["key"], r.get("model"), r["spec"]["model_path"])
-                                  for w in which)]  # fmt: skip
-    unknown = [w for w in which
-               if not any(w in (r["spec"]["key"], r.get("model"), r["spec"]["model_path"])
-                          for _, r in records)]  # fmt: skip
+    chosen = [
+        (p, r)
+        for p, r in records
+        if not which
+        or any(w in (r["spec"]["key"], r.get("model"), r["spec"]["model_path"]) for w in which)
+    ]
+    unknown = [
+        w
+        for w in which
+        if not any(
+            w in (r["spec"]["key"], r.get("model"), r["spec"]["model_path"]) for _, r in records
+        )
+    ]
     if unknown:
         from edge_guard.errors import EdgeGuardError
 
@@ -108,9 +129,14 @@ def stop(which: tuple[str, ...], as_json: bool) -> None:
     for path, record in chosen:
         t0 = time.monotonic()
         spawn.stop(record, path)
-        stopped.append({"key": record["spec"]["key"], "pid": record["pid"],
-                        "model": record.get("model"),
-                        "seconds": round(time.monotonic() - t0, 2)})  # fmt: skip
+        stopped.append(
+            {
+                "key": record["spec"]["key"],
+                "pid": record["pid"],
+                "model": record.get("model"),
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+        )
     if as_json:
         click.echo(json.dumps(stopped))
         return

@@ -71,7 +71,9 @@ def _cascade(v: str) -> str:
     try:
         parse_bounds(v)
     except EdgeGuardError as exc:
-        raise ValueError(str(exc).replace(f"cascade {v!r} ", "").replace("cascade b", "b")) from None
+        raise ValueError(
+            str(exc).replace(f"cascade {v!r} ", "").replace("cascade b", "b")
+        ) from None
     return v
 
 

@@ -28,23 +28,40 @@ from edge_guard.runs.multi_eval import ANY, any_outcomes, evaluate_multi_run, mu
 from edge_guard.store import Store
 
 
-def default_multi_name(ds: Dataset, pset: PolicySet, configs: Sequence[CompareConfig],
-                       selection: dict[str, Any]) -> str:  # fmt: skip
-    blob = json.dumps({"configs": [c.spec() for c in configs], "sha": ds.sha256,
-                       "policies": [m.policy.hash for m in pset.members], **selection},
-                      sort_keys=True, default=str)  # fmt: skip
+def default_multi_name(
+    ds: Dataset, pset: PolicySet, configs: Sequence[CompareConfig], selection: dict[str, Any]
+) -> str:
+    blob = json.dumps(
+        {
+            "configs": [c.spec() for c in configs],
+            "sha": ds.sha256,
+            "policies": [m.policy.hash for m in pset.members],
+            **selection,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return f"compare__{Path(ds.path).stem}__set-{pset.name}__{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
-                      configs: Sequence[CompareConfig], *, base_opts: dict[str, Any] | None = None,
-                      name: str | None = None, label_fields: dict[str, str] | None = None,
-                      text_field: str | None = None, id_field: str | None = None,
-                      limit: int | None = None, sample: str | None = None, sample_seed: int = 0,
-                      steer: Callable[[int, CompareConfig], Steer | None] | None = None,
-                      on_start: Callable[[int, str, Any], None] | None = None,
-                      on_result: Callable[..., None] | None = None,
-                      door: str = "python") -> tuple[Store, list[str], list[str]]:  # fmt: skip
+def run_multi_compare(
+    dataset: str | Path | Dataset,
+    pset: PolicySet,
+    configs: Sequence[CompareConfig],
+    *,
+    base_opts: dict[str, Any] | None = None,
+    name: str | None = None,
+    label_fields: dict[str, str] | None = None,
+    text_field: str | None = None,
+    id_field: str | None = None,
+    limit: int | None = None,
+    sample: str | None = None,
+    sample_seed: int = 0,
+    steer: Callable[[int, CompareConfig], Steer | None] | None = None,
+    on_start: Callable[[int, str, Any], None] | None = None,
+    on_result: Callable[..., None] | None = None,
+    door: str = "python",
+) -> tuple[Store, list[str], list[str]]:
     """Run the set through every config (first = reference); (store, run names, labels).
     A bad setting is named in the terms of the caller's `door` (the compare CLI: "cli")."""
     from edge_guard.api import build_classifier
@@ -53,8 +70,13 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
     base = dict(base_opts or {})
     labels = check_configs(configs, base.get("model"))
     ds = usable_dataset(dataset, text_field=text_field, id_field=id_field)
-    selection = {"limit": limit, "sample": sample, "sample_seed": sample_seed if sample else None,
-                 "labels": label_fields or {}, "fields": [ds.text_field, ds.id_field]}  # fmt: skip
+    selection = {
+        "limit": limit,
+        "sample": sample,
+        "sample_seed": sample_seed if sample else None,
+        "labels": label_fields or {},
+        "fields": [ds.text_field, ds.id_field],
+    }
     name = name or default_multi_name(ds, pset, configs, selection)
     specs = [c.spec() for c in configs]
     runs: list[str] = []
@@ -65,17 +87,35 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
         settings = resolve_settings(setting_flags(merged), door=door)
         classifier = build_classifier(pset.policies, settings)
         store = classifier.store
-        meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,
-                "reference": labels[0], "mode": mode, "backend": classifier.backend.name}  # fmt: skip
+        meta = {
+            "name": name,
+            "index": k,
+            "label": label,
+            "spec": specs[k],
+            "configs": specs,
+            "reference": labels[0],
+            "mode": mode,
+            "backend": classifier.backend.name,
+        }
         run_name = config_run_name(name, k, label)
         plan_fn, execute_fn = plan_multi_run, execute_multi_run
         if mode == MODE_TAXONOMY:  # one prompt per text, a 0/1 per policy (compare/taxonomy.py)
             from edge_guard.compare.taxonomy import execute_taxonomy_run, plan_taxonomy_run
 
             plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run  # type: ignore[assignment]
-        plan = plan_fn(ds, classifier, pset, mode=mode, label_fields=label_fields,
-                       name=run_name, limit=limit, sample=sample, seed=sample_seed,
-                       kind=RUN_KIND, extra_config={"compare": meta})  # fmt: skip
+        plan = plan_fn(
+            ds,
+            classifier,
+            pset,
+            mode=mode,
+            label_fields=label_fields,
+            name=run_name,
+            limit=limit,
+            sample=sample,
+            seed=sample_seed,
+            kind=RUN_KIND,
+            extra_config={"compare": meta},
+        )
         if on_start is not None:
             on_start(k, label, plan)
 
@@ -83,8 +123,9 @@ def run_multi_compare(dataset: str | Path | Dataset, pset: PolicySet,
             if on_result is not None:
                 on_result(k, p, *rest)
 
-        execute_fn(plan, classifier, on_result=_on,
-                   steer=steer(k, cfg) if steer is not None else None)  # fmt: skip
+        execute_fn(
+            plan, classifier, on_result=_on, steer=steer(k, cfg) if steer is not None else None
+        )
         classifier.backend.close()
         runs.append(run_name)
     assert store is not None
@@ -107,8 +148,14 @@ def _pair(ref: dict[int, str], cand: dict[int, str]) -> dict[str, Any]:
     return {**agr, "flips": sum(trans.values()), "transitions": dict(sorted(trans.items()))}
 
 
-def multi_summary(store: Store, run_names: Sequence[str], labels: Sequence[str], *,
-                  n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def multi_summary(
+    store: Store,
+    run_names: Sequence[str],
+    labels: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per config: per-policy and any-violation metrics; per candidate and policy: agreement,
     κ and flips against the reference (the first config)."""
     evs = [evaluate_multi_run(store, r, n_resamples=n_resamples, seed=seed) for r in run_names]
@@ -121,8 +168,14 @@ def multi_summary(store: Store, run_names: Sequence[str], labels: Sequence[str],
         tk, vk, _ = any_outcomes(outs[k])
         per[ANY] = _pair(dict(zip(t0, v0, strict=True)), dict(zip(tk, vk, strict=True)))
         vs_ref.append({"label": labels[k], "run": run_names[k], "policies": per})
-    return {"runs": list(run_names), "labels": list(labels), "policies": names,
-            "modes": [e["mode"] for e in evs], "evals": evs, "vs_reference": vs_ref}  # fmt: skip
+    return {
+        "runs": list(run_names),
+        "labels": list(labels),
+        "policies": names,
+        "modes": [e["mode"] for e in evs],
+        "evals": evs,
+        "vs_reference": vs_ref,
+    }
 
 
 def format_multi_summary(c: dict[str, Any]) -> str:
@@ -132,15 +185,31 @@ def format_multi_summary(c: dict[str, Any]) -> str:
     rows = [["config", "mode", "policy", "F1", "undetermined"]]
     for label, ev in zip(c["labels"], c["evals"], strict=True):
         for n, e in [*ev["per_policy"].items(), (ANY, ev[ANY])]:
-            rows.append([label, ev["mode"], n, fmt_ci(e["f1"]) if e["n_labelled"] else "—",
-                         pct(e["undetermined_rate"])])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    ev["mode"],
+                    n,
+                    fmt_ci(e["f1"]) if e["n_labelled"] else "—",
+                    pct(e["undetermined_rate"]),
+                ]
+            )
     lines = [*_table(rows), "", f"vs reference {c['labels'][0]} (same texts):"]
     rows = [["candidate", "policy", "n", "agreement", "kappa", "flips", "transitions"]]
     for v in c["vs_reference"]:
         for n, s in v["policies"].items():
             trans = ", ".join(f"{k} {x}" for k, x in s["transitions"].items()) or "—"
-            rows.append([v["label"], n, str(s["n"]), pct(s["agreement"]), num(s["kappa"]),
-                         str(s["flips"]), trans])  # fmt: skip
+            rows.append(
+                [
+                    v["label"],
+                    n,
+                    str(s["n"]),
+                    pct(s["agreement"]),
+                    num(s["kappa"]),
+                    str(s["flips"]),
+                    trans,
+                ]
+            )
     return "\n".join(lines + _table(rows))
 
 
@@ -167,20 +236,40 @@ def write_multi_compare(c: dict[str, Any], out: str | Path, title: str | None = 
     rows = [["candidate", "policy", "n", "agreement", "kappa", "flips", "transitions"]]
     for v in c["vs_reference"]:
         for n, s in v["policies"].items():
-            rows.append([v["label"], n, str(s["n"]),
-                         "—" if s["agreement"] is None else f"{100 * s['agreement']:.1f}%",
-                         "—" if s["kappa"] is None else f"{s['kappa']:.3f}", str(s["flips"]),
-                         ", ".join(f"{k} {x}" for k, x in s["transitions"].items()) or "—"])  # fmt: skip
+            rows.append(
+                [
+                    v["label"],
+                    n,
+                    str(s["n"]),
+                    "—" if s["agreement"] is None else f"{100 * s['agreement']:.1f}%",
+                    "—" if s["kappa"] is None else f"{s['kappa']:.3f}",
+                    str(s["flips"]),
+                    ", ".join(f"{k} {x}" for k, x in s["transitions"].items()) or "—",
+                ]
+            )
     head = f"vs reference {c['labels'][0]} (same texts)"
     if suffix in (".html", ".htm"):
         esc = lambda x: html.escape(term(x))  # noqa: E731
-        table = (f"<h2>{esc(head)}</h2><table>" + "".join(
-            "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{esc(x)}</{'th' if i == 0 else 'td'}>"
-                             for x in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")  # fmt: skip
+        table = (
+            f"<h2>{esc(head)}</h2><table>"
+            + "".join(
+                "<tr>"
+                + "".join(
+                    f"<{'th' if i == 0 else 'td'}>{esc(x)}</{'th' if i == 0 else 'td'}>" for x in r
+                )
+                + "</tr>"
+                for i, r in enumerate(rows)
+            )
+            + "</table>"
+        )
         text = render_html(c["evals"], title).replace("<p><small>", table + "\n<p><small>", 1)
     else:
-        md = [f"## {md_cell(head)}", "", "| " + " | ".join(md_cell(x) for x in rows[0]) + " |",
-              "|" + "---|" * len(rows[0])]  # fmt: skip
+        md = [
+            f"## {md_cell(head)}",
+            "",
+            "| " + " | ".join(md_cell(x) for x in rows[0]) + " |",
+            "|" + "---|" * len(rows[0]),
+        ]
         md += ["| " + " | ".join(md_cell(x) for x in r) + " |" for r in rows[1:]]
         text = render_markdown(c["evals"], title) + "\n" + "\n".join(md) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

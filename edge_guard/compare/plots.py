@@ -41,8 +41,15 @@ def agreement_heatmap(comparison: dict[str, Any]) -> str | None:
             txt = f"{data[i, j]:.1f}%" + (
                 "" if i == j else f"\nκ {k:.2f}" if k is not None else "\nκ —"
             )
-            ax.text(j, i, txt, ha="center", va="center", fontsize="small",
-                    color="black" if data[i, j] > 80 else "white")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                txt,
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="black" if data[i, j] > 80 else "white",
+            )
     ticks = [_text(_short(s)) for s in labels]
     ax.set_xticks(range(n), ticks, rotation=30, ha="right", fontsize="small")
     ax.set_yticks(range(n), ticks, fontsize="small")
@@ -51,8 +58,9 @@ def agreement_heatmap(comparison: dict[str, Any]) -> str | None:
     return to_svg(fig)
 
 
-def score_scatter(comparison: dict[str, Any], scores: list[list[float | None]],
-                  verdicts: list[list[str]]) -> str | None:  # fmt: skip
+def score_scatter(
+    comparison: dict[str, Any], scores: list[list[float | None]], verdicts: list[list[str]]
+) -> str | None:
     """P(violation): reference (x) against each candidate (y); flipped verdicts in red.
 
     `scores[k]` / `verdicts[k]` are config k's per-item values, aligned by item index.
@@ -60,9 +68,11 @@ def score_scatter(comparison: dict[str, Any], scores: list[list[float | None]],
     labels = comparison["pairwise"]["labels"]
     panels = []
     for k in range(1, len(labels)):
-        pts = [(a, b, va != vb) for a, b, va, vb in
-               zip(scores[0], scores[k], verdicts[0], verdicts[k], strict=True)
-               if a is not None and b is not None]  # fmt: skip
+        pts = [
+            (a, b, va != vb)
+            for a, b, va, vb in zip(scores[0], scores[k], verdicts[0], verdicts[k], strict=True)
+            if a is not None and b is not None
+        ]
         if pts:
             panels.append((labels[k], pts))
     if not panels:
@@ -78,11 +88,13 @@ def score_scatter(comparison: dict[str, Any], scores: list[list[float | None]],
         flip = [(a, b) for a, b, f in pts if f]
         ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=1)
         if same:
-            ax.scatter(*zip(*same, strict=True), s=14, color=COLORS[0], alpha=0.7,
-                       label="same verdict")  # fmt: skip
+            ax.scatter(
+                *zip(*same, strict=True), s=14, color=COLORS[0], alpha=0.7, label="same verdict"
+            )
         if flip:
-            ax.scatter(*zip(*flip, strict=True), s=22, color=COLORS[1], marker="x",
-                       label="verdict flipped")  # fmt: skip
+            ax.scatter(
+                *zip(*flip, strict=True), s=22, color=COLORS[1], marker="x", label="verdict flipped"
+            )
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(_text(_short(labels[0], 36)) + " P(violation)", fontsize="small")

@@ -18,19 +18,34 @@ from edge_guard.compare.summary import SUMMARY_HEAD, format_summary, summary_tab
 from edge_guard.errors import EdgeGuardError
 from edge_guard.store import Store
 
-__all__ = ["SUMMARY_HEAD", "build_report", "format_summary", "make_plots", "summary_table",
-           "write_report"]  # fmt: skip
+__all__ = [
+    "SUMMARY_HEAD",
+    "build_report",
+    "format_summary",
+    "make_plots",
+    "summary_table",
+    "write_report",
+]
 
 
-def build_report(store: Store, run_names: Sequence[str], *, labels: Sequence[str] | None = None,
-                 title: str | None = None, n_resamples: int = 1000, seed: int = 0,
-                 max_flips: int = 50, plots: bool = True) -> dict[str, Any]:  # fmt: skip
+def build_report(
+    store: Store,
+    run_names: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    max_flips: int = 50,
+    plots: bool = True,
+) -> dict[str, Any]:
     """The comparison dict plus title, generation time, version and plots (SVG strings)."""
     from edge_guard import __version__
     from edge_guard.compare.stats import load_comparison
 
-    c = load_comparison(store, run_names, labels, n_resamples=n_resamples, seed=seed,
-                        max_flips=max_flips)  # fmt: skip
+    c = load_comparison(
+        store, run_names, labels, n_resamples=n_resamples, seed=seed, max_flips=max_flips
+    )
     c["title"] = title or f"edge_guard comparison: {c['name']}"
     c["generated_at"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     c["version"] = __version__
@@ -42,11 +57,13 @@ def make_plots(c: dict[str, Any]) -> dict[str, str]:
     from edge_guard.compare import plots as P
 
     made = {
-        "Agreement matrix: verdict agreement and Cohen's kappa between every pair of configs":
-            P.agreement_heatmap(c),
-        "Label score P(violation): reference against each candidate (red × = verdict flipped)":
-            P.score_scatter(c, c["items"]["scores"], c["items"]["verdicts"]),
-    }  # fmt: skip
+        "Agreement matrix: verdict agreement and Cohen's kappa between every pair of configs": P.agreement_heatmap(
+            c
+        ),
+        "Label score P(violation): reference against each candidate (red × = verdict flipped)": P.score_scatter(
+            c, c["items"]["scores"], c["items"]["verdicts"]
+        ),
+    }
     return {k: v for k, v in made.items() if v is not None}
 
 

@@ -65,8 +65,13 @@ def _smi(*args: str) -> list[list[str]] | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, *args, "--format=csv,noheader,nounits"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [exe, *args, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
@@ -125,8 +130,15 @@ class ResourceMeter:
         wall = round(time.monotonic() - self._t0, 3)
         if not self.local:
             na = "n/a (server backend: the memory is used on the server)"
-            return {"peak_rss_bytes": None, "baseline_rss_bytes": None, "model_rss_bytes": None,
-                    "rss_method": na, "gpu_bytes": None, "gpu_method": na, "wall_s": wall}  # fmt: skip
+            return {
+                "peak_rss_bytes": None,
+                "baseline_rss_bytes": None,
+                "model_rss_bytes": None,
+                "rss_method": na,
+                "gpu_bytes": None,
+                "gpu_method": na,
+                "wall_s": wall,
+            }
         self.sample(force=True)
         peak = peak_rss_bytes()
         gpu, gpu_method = None, "n/a (no nvidia-smi)"

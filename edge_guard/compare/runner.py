@@ -32,8 +32,17 @@ from edge_guard.store import Store
 
 RUN_KIND = "compare"
 # Options that change outputs: part of the default comparison name.
-_NAMED_OPTS = ("model", "style", "effort", "date", "temperature", "seed", "max_tokens",
-               "backend", "url")  # fmt: skip
+_NAMED_OPTS = (
+    "model",
+    "style",
+    "effort",
+    "date",
+    "temperature",
+    "seed",
+    "max_tokens",
+    "backend",
+    "url",
+)
 
 # steer(config_index, config, item_idx, row) -> a logits processor (tests and demos).
 Steer = Callable[[int, CompareConfig, int, Row], LogitsProcessor | None]
@@ -70,12 +79,24 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:=-]+", "-", s).strip("-")[:80] or "x"
 
 
-def default_name(dataset: Dataset, policy: str, configs: Sequence[CompareConfig],
-                 base: dict[str, Any], selection: dict[str, Any]) -> str:  # fmt: skip
+def default_name(
+    dataset: Dataset,
+    policy: str,
+    configs: Sequence[CompareConfig],
+    base: dict[str, Any],
+    selection: dict[str, Any],
+) -> str:
     """`compare__<dataset>__<policy>__<hash of configs and settings>` (stable across reruns)."""
-    blob = json.dumps({"configs": [c.spec() for c in configs], "sha": dataset.sha256,
-                       "opts": {k: base.get(k) for k in _NAMED_OPTS}, **selection},
-                      sort_keys=True, default=str)  # fmt: skip
+    blob = json.dumps(
+        {
+            "configs": [c.spec() for c in configs],
+            "sha": dataset.sha256,
+            "opts": {k: base.get(k) for k in _NAMED_OPTS},
+            **selection,
+        },
+        sort_keys=True,
+        default=str,
+    )
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     return f"compare__{_slug(dataset.path.stem)}__{_slug(policy)}__{digest}"
 
@@ -84,12 +105,28 @@ def config_run_name(name: str, index: int, label: str) -> str:
     return f"{name}/{index}:{_slug(label)}"
 
 
-def plan_config_run(ds: Dataset, classifier: Classifier, name: str, meta: dict[str, Any], *,
-                    limit: int | None, sample: str | None, seed: int) -> RunPlan:  # fmt: skip
+def plan_config_run(
+    ds: Dataset,
+    classifier: Classifier,
+    name: str,
+    meta: dict[str, Any],
+    *,
+    limit: int | None,
+    sample: str | None,
+    seed: int,
+) -> RunPlan:
     """`runs.plan_run` for a run of kind "compare" (resumes; refuses another config)."""
-    return plan_run(ds, classifier, name=name, limit=limit, sample=sample, seed=seed,
-                    kind=RUN_KIND, extra_config={"compare": meta},
-                    keep_notes=("resources",))  # fmt: skip
+    return plan_run(
+        ds,
+        classifier,
+        name=name,
+        limit=limit,
+        sample=sample,
+        seed=seed,
+        kind=RUN_KIND,
+        extra_config={"compare": meta},
+        keep_notes=("resources",),
+    )
 
 
 def _model_file(classifier: Classifier) -> tuple[str | None, int | None]:
@@ -133,8 +170,12 @@ def run_compare(
     base = dict(base_opts or {})
     labels = check_configs(configs, base.get("model"))
     ds = usable_dataset(dataset, text_field=text_field, label_field=label_field, id_field=id_field)
-    selection = {"limit": limit, "sample": sample, "sample_seed": sample_seed if sample else None,
-                 "fields": [ds.text_field, ds.label_field, ds.id_field]}  # fmt: skip
+    selection = {
+        "limit": limit,
+        "sample": sample,
+        "sample_seed": sample_seed if sample else None,
+        "fields": [ds.text_field, ds.label_field, ds.id_field],
+    }
     name = name or default_name(ds, policy, configs, base, selection)
     specs = [c.spec() for c in configs]
     done: list[ConfigRun] = []
@@ -144,12 +185,21 @@ def run_compare(
         classifier = build_classifier(policy, resolve_settings(flags, door=door))
         store = classifier.store
         path, size = _model_file(classifier)
-        meta = {"name": name, "index": k, "label": label, "spec": specs[k], "configs": specs,
-                "reference": labels[0], "model_path": path, "file_bytes": size,
-                "backend": classifier.backend.name}  # fmt: skip
+        meta = {
+            "name": name,
+            "index": k,
+            "label": label,
+            "spec": specs[k],
+            "configs": specs,
+            "reference": labels[0],
+            "model_path": path,
+            "file_bytes": size,
+            "backend": classifier.backend.name,
+        }
         run_name = config_run_name(name, k, label)
-        plan = plan_config_run(ds, classifier, run_name, meta, limit=limit, sample=sample,
-                               seed=sample_seed)  # fmt: skip
+        plan = plan_config_run(
+            ds, classifier, run_name, meta, limit=limit, sample=sample, seed=sample_seed
+        )
         if on_start is not None:
             on_start(k, label, plan)
         local = isinstance(classifier.backend, LocalBackend)
@@ -163,8 +213,13 @@ def run_compare(
             gc.collect()
             meter.start()
 
-        def _on_result(p: RunProgress, idx: int, res: ClassificationResult, k: int = k,
-                       meter: ResourceMeter = meter) -> None:  # fmt: skip
+        def _on_result(
+            p: RunProgress,
+            idx: int,
+            res: ClassificationResult,
+            k: int = k,
+            meter: ResourceMeter = meter,
+        ) -> None:
             meter.sample()
             if on_result is not None:
                 on_result(k, p, idx, res)

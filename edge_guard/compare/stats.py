@@ -38,8 +38,14 @@ def kappa_rows(a: Any, b: Any, k: int = len(VERDICTS)) -> Any:
         return np.where(pe < 1.0, (po - pe) / (1.0 - pe), np.nan)
 
 
-def agreement_ci(a: Sequence[str], b: Sequence[str], *, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, tuple[float, float] | None]:  # fmt: skip
+def agreement_ci(
+    a: Sequence[str],
+    b: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
     """Bootstrap intervals for raw agreement and Cohen's kappa of two verdict lists."""
     import numpy as np
 
@@ -75,13 +81,25 @@ def _clip(s: str | None, n: int) -> str | None:
 
 
 def _side(row: dict[str, Any]) -> dict[str, Any]:
-    return {"verdict": row["verdict"], "final": _clip(row.get("final"), 400),
-            "reasoning": _clip(row.get("reasoning"), 2000), "p_violation": item_score(row),
-            "finish": row.get("finish_reason"), "error": row.get("error")}  # fmt: skip
+    return {
+        "verdict": row["verdict"],
+        "final": _clip(row.get("final"), 400),
+        "reasoning": _clip(row.get("reasoning"), 2000),
+        "p_violation": item_score(row),
+        "finish": row.get("finish_reason"),
+        "error": row.get("error"),
+    }
 
 
-def pair_stats(ref: Outcomes, cand: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
-               level: float = 0.95, max_flips: int = 50) -> dict[str, Any]:  # fmt: skip
+def pair_stats(
+    ref: Outcomes,
+    cand: Outcomes,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    max_flips: int = 50,
+) -> dict[str, Any]:
     """The candidate against the reference on the items both have done (matched by index)."""
     by_idx = {r["idx"]: (r, g) for r, g in zip(ref.rows, ref.gold, strict=True)}
     pairs = [(by_idx[r["idx"]], r) for r in cand.rows if r["idx"] in by_idx]
@@ -92,17 +110,25 @@ def pair_stats(ref: Outcomes, cand: Outcomes, *, n_resamples: int = 1000, seed: 
     transitions = {v: dict.fromkeys(VERDICTS, 0) for v in VERDICTS}
     flips, deltas, left_out = [], [], 0
     for ((ra, gold), rb), a, b in zip(pairs, va, vb, strict=True):
-        transitions[a if a in VERDICTS else "undetermined"][b if b in VERDICTS else "undetermined"] += 1  # fmt: skip
+        transitions[a if a in VERDICTS else "undetermined"][
+            b if b in VERDICTS else "undetermined"
+        ] += 1
         sa, sb = item_score(ra), item_score(rb)  # None for an undetermined answer
         if sa is not None and sb is not None and not (math.isnan(sa) or math.isnan(sb)):
             deltas.append(abs(sb - sa))
         else:
             left_out += 1
         if a != b:
-            flips.append({"idx": ra["idx"], "item_id": ra.get("item_id"), "gold": gold,
-                          "text": _clip(shown_text(ra.get("text"), ra.get("conversation"), 500),
-                                        2000), "ref": _side(ra),
-                          "cand": _side(rb)})  # fmt: skip
+            flips.append(
+                {
+                    "idx": ra["idx"],
+                    "item_id": ra.get("item_id"),
+                    "gold": gold,
+                    "text": _clip(shown_text(ra.get("text"), ra.get("conversation"), 500), 2000),
+                    "ref": _side(ra),
+                    "cand": _side(rb),
+                }
+            )
     return {
         "n": point["n"],
         "agreement": {"value": point["agreement"], "ci": ci["agreement"]},
@@ -138,9 +164,15 @@ def speed(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compare_outcomes(outcomes: Sequence[Outcomes], labels: Sequence[str], *,
-                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                     max_flips: int = 50) -> dict[str, Any]:  # fmt: skip
+def compare_outcomes(
+    outcomes: Sequence[Outcomes],
+    labels: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    max_flips: int = 50,
+) -> dict[str, Any]:
     """Everything a comparison report shows, as one JSON-ready dict (config 0 = reference)."""
     import json
 
@@ -151,16 +183,30 @@ def compare_outcomes(outcomes: Sequence[Outcomes], labels: Sequence[str], *,
         meta = cfg.get("compare") or {}
         notes = json.loads(out.run.get("notes") or "{}")
         ev = evaluate_outcomes(out, n_resamples=n_resamples, seed=seed, level=level)
-        configs.append({
-            "index": k, "label": label, "run": out.run["name"], "spec": meta.get("spec"),
-            "model": cfg.get("model"), "model_identity": cfg.get("model_identity"),
-            "model_path": meta.get("model_path"), "file_bytes": meta.get("file_bytes"),
-            "backend": meta.get("backend"), "style": cfg.get("style"),
-            "effort": cfg.get("effort"), "sampling": cfg.get("sampling"),
-            "eval": ev, "speed": speed(out.rows), "resources": notes.get("resources"),
-            "vs_reference": None if k == 0 else pair_stats(
-                ref, out, n_resamples=n_resamples, seed=seed, level=level, max_flips=max_flips),
-        })  # fmt: skip
+        configs.append(
+            {
+                "index": k,
+                "label": label,
+                "run": out.run["name"],
+                "spec": meta.get("spec"),
+                "model": cfg.get("model"),
+                "model_identity": cfg.get("model_identity"),
+                "model_path": meta.get("model_path"),
+                "file_bytes": meta.get("file_bytes"),
+                "backend": meta.get("backend"),
+                "style": cfg.get("style"),
+                "effort": cfg.get("effort"),
+                "sampling": cfg.get("sampling"),
+                "eval": ev,
+                "speed": speed(out.rows),
+                "resources": notes.get("resources"),
+                "vs_reference": None
+                if k == 0
+                else pair_stats(
+                    ref, out, n_resamples=n_resamples, seed=seed, level=level, max_flips=max_flips
+                ),
+            }
+        )
     n = len(outcomes)
     matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
     kappas: list[list[float | None]] = [[None] * n for _ in range(n)]
@@ -193,8 +239,9 @@ def compare_outcomes(outcomes: Sequence[Outcomes], labels: Sequence[str], *,
     }
 
 
-def load_comparison(store: Store, run_names: Sequence[str], labels: Sequence[str] | None = None,
-                    **kw: Any) -> dict[str, Any]:  # fmt: skip
+def load_comparison(
+    store: Store, run_names: Sequence[str], labels: Sequence[str] | None = None, **kw: Any
+) -> dict[str, Any]:
     """`compare_outcomes` over stored runs (labels default to the ones recorded at run time)."""
     from edge_guard.runs.batch import run_outcomes
 

@@ -24,18 +24,23 @@ if TYPE_CHECKING:
     from edge_guard.classifier import Classifier
 
 
-def plan_taxonomy_run(dataset: str | Path | Dataset, base: Classifier, pset: PolicySet,
-                      **kw: Any) -> MultiPlan:  # fmt: skip
+def plan_taxonomy_run(
+    dataset: str | Path | Dataset, base: Classifier, pset: PolicySet, **kw: Any
+) -> MultiPlan:
     """`plan_multi_run`'s plan for a taxonomy-mode run (keywords as `plan_multi_run`'s)."""
     kw.pop("mode", None)
-    extra = {**(kw.pop("extra_config", None) or {}), "mode": MODE_TAXONOMY,
-             "policy_hash": set_hash(pset, MODE_TAXONOMY)}  # fmt: skip
+    extra = {
+        **(kw.pop("extra_config", None) or {}),
+        "mode": MODE_TAXONOMY,
+        "policy_hash": set_hash(pset, MODE_TAXONOMY),
+    }
     plan = plan_multi_run(dataset, base, pset, mode="separate", extra_config=extra, **kw)
     return dataclasses.replace(plan, mode=MODE_TAXONOMY)
 
 
-def execute_taxonomy_run(plan: MultiPlan, base: Classifier, *,
-                         on_result: PairCallback | None = None, steer: Any = None) -> RunSummary:  # fmt: skip
+def execute_taxonomy_run(
+    plan: MultiPlan, base: Classifier, *, on_result: PairCallback | None = None, steer: Any = None
+) -> RunSummary:
     """Classify the plan's missing pairs in taxonomy mode (as `runs.multi.execute_multi_run`)."""
     from edge_guard.taxonomy_run import iter_taxonomy
 

@@ -43,8 +43,12 @@ class ConversationFields:
 
     def config(self) -> dict[str, Any]:
         """The run-config keys (all absent for plain-text datasets)."""
-        return {"target": self.target, "messages_field": self.messages_field,
-                "prompt_field": self.prompt_field, "response_field": self.response_field}  # fmt: skip
+        return {
+            "target": self.target,
+            "messages_field": self.messages_field,
+            "prompt_field": self.prompt_field,
+            "response_field": self.response_field,
+        }
 
     def conversation(self, rec: dict[str, Any]) -> tuple[Conversation | None, str | None]:
         """(conversation, None), or (None, why the row is malformed)."""
@@ -74,10 +78,16 @@ class ConversationFields:
             return None, str(exc)
 
 
-def conversation_fields(columns: list[str], path: Path, *, text_field: str | None,
-                        messages_field: str | None, prompt_field: str | None,
-                        response_field: str | None,
-                        target: str | None) -> ConversationFields | None:  # fmt: skip
+def conversation_fields(
+    columns: list[str],
+    path: Path,
+    *,
+    text_field: str | None,
+    messages_field: str | None,
+    prompt_field: str | None,
+    response_field: str | None,
+    target: str | None,
+) -> ConversationFields | None:
     """How a dataset makes conversations (None: a plain-text dataset). One-line errors."""
     if target is not None and target not in TARGETS:
         raise EdgeGuardError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
@@ -96,8 +106,11 @@ def conversation_fields(columns: list[str], path: Path, *, text_field: str | Non
             raise EdgeGuardError(
                 "--prompt-field/--response-field replace --text-field and --messages-field"
             )
-        return ConversationFields(target or "assistant", prompt_field=need(prompt_field, "prompt"),
-                                  response_field=need(response_field, "response"))  # fmt: skip
+        return ConversationFields(
+            target or "assistant",
+            prompt_field=need(prompt_field, "prompt"),
+            response_field=need(response_field, "response"),
+        )
     if messages_field is None and text_field is None:
         lower = {c.lower(): c for c in columns}
         messages_field = next((lower[c] for c in MESSAGES_FIELDS if c in lower), None)

@@ -27,10 +27,16 @@ from edge_guard.errors import EdgeGuardError
 TEXT_FIELDS = ("text", "user_input", "prompt", "content", "input", "message", "comment_text")
 LABEL_FIELDS = ("label", "toxicity", "gold", "is_toxic", "toxic", "target", "violation")
 ID_FIELDS = ("id", "conv_id", "item_id", "uid", "example_id")
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
-           ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 SAMPLES = ("natural", "balanced")
-
 
 
 @dataclass
@@ -88,10 +94,17 @@ def describe_problems(
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
-                 label_field: str | None = None, id_field: str | None = None,
-                 messages_field: str | None = None, prompt_field: str | None = None,
-                 response_field: str | None = None, target: str | None = None) -> Dataset:  # fmt: skip
+def load_dataset(
+    path: str | os.PathLike[str],
+    *,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    id_field: str | None = None,
+    messages_field: str | None = None,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    target: str | None = None,
+) -> Dataset:
     """Read a JSONL, CSV/TSV or Parquet file; fields are auto-detected when not given.
 
     A `messages` column (or `messages_field`), or `prompt_field` + `response_field`, makes
@@ -115,10 +128,20 @@ def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
     columns: list[str] = []
     for _line, rec in records[:1000]:
         columns += [k for k in rec if k not in columns]
-    conv = conversation_fields(columns, p, text_field=text_field, messages_field=messages_field,
-                               prompt_field=prompt_field, response_field=response_field,
-                               target=target)  # fmt: skip
-    tf = conv.text_field if conv else _pick(columns, text_field, TEXT_FIELDS, "text", p, required=True)
+    conv = conversation_fields(
+        columns,
+        p,
+        text_field=text_field,
+        messages_field=messages_field,
+        prompt_field=prompt_field,
+        response_field=response_field,
+        target=target,
+    )
+    tf = (
+        conv.text_field
+        if conv
+        else _pick(columns, text_field, TEXT_FIELDS, "text", p, required=True)
+    )
     lf = _pick(columns, label_field, LABEL_FIELDS, "label", p)
     idf = _pick(columns, id_field, ID_FIELDS, "id", p)
     rows: list[Row] = []
@@ -129,15 +152,27 @@ def load_dataset(path: str | os.PathLike[str], *, text_field: str | None = None,
             continue
         item_id = rec.get(idf) if idf else None
         text = conversation.judged_text if conversation is not None else rec[tf]
-        rows.append(Row(line, text, rec.get(lf) if lf else None,
-                        None if item_id is None else str(item_id), conversation))  # fmt: skip
+        rows.append(
+            Row(
+                line,
+                text,
+                rec.get(lf) if lf else None,
+                None if item_id is None else str(item_id),
+                conversation,
+            )
+        )
     bad.sort(key=lambda m: m.line)
     return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad, conv)  # type: ignore[arg-type]
 
 
-def usable_dataset(dataset: str | os.PathLike[str] | Dataset, *, text_field: str | None = None,
-                   label_field: str | None = None, id_field: str | None = None,
-                   **conversation: Any) -> Dataset:  # fmt: skip
+def usable_dataset(
+    dataset: str | os.PathLike[str] | Dataset,
+    *,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    id_field: str | None = None,
+    **conversation: Any,
+) -> Dataset:
     """A loaded dataset (or `dataset` itself) that has at least one usable row.
 
     `conversation`: load_dataset's messages_field / prompt_field / response_field / target.
@@ -146,7 +181,10 @@ def usable_dataset(dataset: str | os.PathLike[str] | Dataset, *, text_field: str
         dataset
         if isinstance(dataset, Dataset)
         else load_dataset(
-            dataset, text_field=text_field, label_field=label_field, id_field=id_field,
+            dataset,
+            text_field=text_field,
+            label_field=label_field,
+            id_field=id_field,
             **conversation,
         )
     )
@@ -157,8 +195,14 @@ def usable_dataset(dataset: str | os.PathLike[str] | Dataset, *, text_field: str
     return ds
 
 
-def _pick(columns: list[str], given: str | None, candidates: Sequence[str], what: str, path: Path,
-          required: bool = False) -> str | None:  # fmt: skip
+def _pick(
+    columns: list[str],
+    given: str | None,
+    candidates: Sequence[str],
+    what: str,
+    path: Path,
+    required: bool = False,
+) -> str | None:
     if given is not None:
         if given not in columns:
             raise EdgeGuardError(
@@ -242,8 +286,14 @@ def _read_csv(p: Path, delimiter: str) -> tuple[Records, list[Malformed]]:
                 break
             except csv.Error as exc:
                 eof = "unexpected end of data" in str(exc)  # a quoted field ran to the end
-                bad.append(Malformed(first + start, "unclosed quote (its field would run to the "
-                                     "end of the file)" if eof else f"invalid CSV ({exc})"))  # fmt: skip
+                bad.append(
+                    Malformed(
+                        first + start,
+                        "unclosed quote (its field would run to the end of the file)"
+                        if eof
+                        else f"invalid CSV ({exc})",
+                    )
+                )
                 if eof or reader.line_num > start:  # it swallowed later lines: read them again
                     resume = first + start
                     break
@@ -256,13 +306,19 @@ def _read_csv(p: Path, delimiter: str) -> tuple[Records, list[Malformed]]:
             if not values:
                 continue
             if len(values) > len(header):
-                bad.append(Malformed(line, f"{len(values)} fields but the header has "
-                                           f"{len(header)} (quote a text that contains "
-                                           f"{delimiter!r})"))  # fmt: skip
+                bad.append(
+                    Malformed(
+                        line,
+                        f"{len(values)} fields but the header has "
+                        f"{len(header)} (quote a text that contains "
+                        f"{delimiter!r})",
+                    )
+                )
                 continue
             rec = dict(zip(header, values, strict=False))
-            if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v)
-                   for v in values):  # fmt: skip
+            if any(
+                isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values
+            ):
                 bad.append(Malformed(line, "invalid UTF-8"))
                 continue
             records.append((line, rec))

@@ -14,10 +14,39 @@ from edge_guard.policy.core import OutputSpec
 if TYPE_CHECKING:
     from edge_guard.datasets.files import Row
 
-TRUE_WORDS = {"1", "true", "yes", "y", "toxic", "violation", "violating", "unsafe", "harmful",
-              "positive", "flagged", "bad", "abusive", "offensive"}  # fmt: skip
-FALSE_WORDS = {"0", "false", "no", "n", "non-toxic", "nontoxic", "not toxic", "not_toxic", "safe",
-               "benign", "negative", "no_violation", "clean", "ok", "neutral"}  # fmt: skip
+TRUE_WORDS = {
+    "1",
+    "true",
+    "yes",
+    "y",
+    "toxic",
+    "violation",
+    "violating",
+    "unsafe",
+    "harmful",
+    "positive",
+    "flagged",
+    "bad",
+    "abusive",
+    "offensive",
+}
+FALSE_WORDS = {
+    "0",
+    "false",
+    "no",
+    "n",
+    "non-toxic",
+    "nontoxic",
+    "not toxic",
+    "not_toxic",
+    "safe",
+    "benign",
+    "negative",
+    "no_violation",
+    "clean",
+    "ok",
+    "neutral",
+}
 
 
 # -- gold labels -----------------------------------------------------------------------------
@@ -65,8 +94,9 @@ def map_golds(rows: Sequence[Row], output: OutputSpec) -> tuple[list[Gold | None
     return map_gold_values([r.label for r in rows], output)
 
 
-def map_gold_values(values: Sequence[Any],
-                    output: OutputSpec) -> tuple[list[Gold | None], dict[str, int]]:  # fmt: skip
+def map_gold_values(
+    values: Sequence[Any], output: OutputSpec
+) -> tuple[list[Gold | None], dict[str, int]]:
     """`map_golds` over raw label values (one gold column of a multi-policy dataset)."""
     mapper = GoldMapper(output)
     golds: list[Gold | None] = []
@@ -80,8 +110,13 @@ def map_gold_values(values: Sequence[Any],
 
 
 # -- sampling --------------------------------------------------------------------------------
-def select_rows(golds: Sequence[Gold | None], *, limit: int | None = None,
-                sample: str | None = None, seed: int = 0) -> tuple[list[int], str | None]:  # fmt: skip
+def select_rows(
+    golds: Sequence[Gold | None],
+    *,
+    limit: int | None = None,
+    sample: str | None = None,
+    seed: int = 0,
+) -> tuple[list[int], str | None]:
     """Indices of the rows to run (in file order) and a note when a request was reduced.
 
     No `sample`: the first `limit`. `natural`: a seeded random `limit` rows. `balanced`:

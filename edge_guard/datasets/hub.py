@@ -21,8 +21,15 @@ from edge_guard.datasets.known import (
 )
 from edge_guard.errors import EdgeGuardError
 
-__all__ = ["DEFAULT_CONFIG", "KNOWN", "KnownDataset", "datasets_dir", "local_datasets",
-           "pull_dataset", "resolve_dataset"]  # fmt: skip
+__all__ = [
+    "DEFAULT_CONFIG",
+    "KNOWN",
+    "KnownDataset",
+    "datasets_dir",
+    "local_datasets",
+    "pull_dataset",
+    "resolve_dataset",
+]
 
 
 def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -> tuple[Path, int]:
@@ -54,12 +61,17 @@ def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -
         ) from None
     from edge_guard.datasets.files import load_dataset
 
-    ds = load_dataset(csv_path, text_field=known.text_field, label_field=known.label_field,
-                      id_field=known.id_field)  # fmt: skip
+    ds = load_dataset(
+        csv_path,
+        text_field=known.text_field,
+        label_field=known.label_field,
+        id_field=known.id_field,
+    )
     responses: dict[int, str] = {}
     if known.response_field:  # kept beside the prompt: judge the reply in its context
-        exchanges = load_dataset(csv_path, prompt_field=known.text_field,
-                                 response_field=known.response_field)  # fmt: skip
+        exchanges = load_dataset(
+            csv_path, prompt_field=known.text_field, response_field=known.response_field
+        )
         responses = {r.line: r.text for r in exchanges.rows}  # text = the judged response
     out = known.local_path(config, split)
     tmp = out.with_name(out.name + ".partial")

@@ -36,13 +36,18 @@ class KnownDataset:
 
 KNOWN: dict[str, KnownDataset] = {
     "toxic-chat": KnownDataset(
-        "toxic-chat", "lmsys/toxic-chat", "CC-BY-NC-4.0 (non-commercial use only)",
-        {"toxicchat0124": "0124", "toxicchat1123": "1123"}, ("test", "train"),
-        "user_input", "toxicity", "conv_id",
+        "toxic-chat",
+        "lmsys/toxic-chat",
+        "CC-BY-NC-4.0 (non-commercial use only)",
+        {"toxicchat0124": "0124", "toxicchat1123": "1123"},
+        ("test", "train"),
+        "user_input",
+        "toxicity",
+        "conv_id",
         "ToxicChat: real user prompts to an LLM demo, human-labelled toxicity (~7% toxic)",
         "model_output",
     ),
-}  # fmt: skip
+}
 DEFAULT_CONFIG = "toxicchat0124"
 
 

@@ -51,8 +51,15 @@ from edge_guard.response import ModelResponse
 DEFAULT_N_CTX = DEFAULT_CTX
 
 
-__all__ = ["BATCH", "DEFAULT_N_CTX", "INTERACTIVE", "Engine", "GenerationRequest", "Handle",
-           "default_threads"]  # fmt: skip
+__all__ = [
+    "BATCH",
+    "DEFAULT_N_CTX",
+    "INTERACTIVE",
+    "Engine",
+    "GenerationRequest",
+    "Handle",
+    "default_threads",
+]
 
 
 class Engine:
@@ -104,8 +111,13 @@ class Engine:
         # Refuse what would swap the machine to death (unless forced), and load an
         # untrusted file in a child process first: llama.cpp aborts on some bad files.
         if not force:
-            safety.check_memory(self.model_path, n_ctx=self.n_ctx, n_gpu_layers=gpu_layers,
-                                swa_full=swa_full, n_ubatch=self.n_batch)  # fmt: skip
+            safety.check_memory(
+                self.model_path,
+                n_ctx=self.n_ctx,
+                n_gpu_layers=gpu_layers,
+                swa_full=swa_full,
+                n_ubatch=self.n_batch,
+            )
         safety.ensure_loadable(self.model_path)
         n_seq = self.max_prefixes + self.n_parallel
         self._model, self._ctx = rt.load(
@@ -140,15 +152,28 @@ class Engine:
             n_batch=self.n_batch,
         )
         # Counters for tests and benchmarks; max_active: most sequences decoded together.
-        self.stats = {"prefix_evals": 0, "prefix_tokens": 0, "snapshot_loads": 0,
-                      "snapshot_saves": 0, "max_active": 0, "prefix_evictions": 0}  # fmt: skip
+        self.stats = {
+            "prefix_evals": 0,
+            "prefix_tokens": 0,
+            "snapshot_loads": 0,
+            "snapshot_saves": 0,
+            "max_active": 0,
+            "prefix_evictions": 0,
+        }
         # The loop thread holds `lock` while it touches the context; so do reset and close.
         self.lock = threading.RLock()
         self.loop = EngineLoop(self)
-        self.prefixes = PrefixCache(self._ctx, self._mem, self._batch, n_swa=self.n_swa,
-                                    store=self.prefix_store, n_seq=n_seq,
-                                    max_prefixes=self.max_prefixes, stats=self.stats,
-                                    others_busy=lambda: bool(self.loop.slots))  # fmt: skip
+        self.prefixes = PrefixCache(
+            self._ctx,
+            self._mem,
+            self._batch,
+            n_swa=self.n_swa,
+            store=self.prefix_store,
+            n_seq=n_seq,
+            max_prefixes=self.max_prefixes,
+            stats=self.stats,
+            others_busy=lambda: bool(self.loop.slots),
+        )
         end = self.vocab.special_id("<|end|>")
         self.stop_ids = frozenset(
             i for i in self.vocab.control_ids if rt.is_eog(self._model, i) and i != end
@@ -216,14 +241,21 @@ class Engine:
         }
 
     # -- generation ------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, *, stream: bool = False,
-               priority: int = BATCH) -> Handle:  # fmt: skip
+    def submit(
+        self, request: GenerationRequest, *, stream: bool = False, priority: int = BATCH
+    ) -> Handle:
         """Queue one request (a job of its own) from any thread; the handle streams, waits
         or cancels it. `priority`: `INTERACTIVE` for a door a person waits on."""
         return self.loop.submit(request, stream=stream, priority=priority)
 
-    def generate(self, request: GenerationRequest | Sequence[int], *, priority: int = BATCH,
-                 timeout: float | None = None, **kwargs: Any) -> ModelResponse:  # fmt: skip
+    def generate(
+        self,
+        request: GenerationRequest | Sequence[int],
+        *,
+        priority: int = BATCH,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ModelResponse:
         if not isinstance(request, GenerationRequest):
             request = GenerationRequest(list(request), **kwargs)
         for _, response in self.generate_many([request], priority=priority, timeout=timeout):
@@ -231,9 +263,12 @@ class Engine:
         raise AssertionError("unreachable")
 
     def generate_many(
-        self, requests: Iterable[GenerationRequest], n_parallel: int | None = None,
-        priority: int = BATCH, timeout: float | None = None,
-    ) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+        self,
+        requests: Iterable[GenerationRequest],
+        n_parallel: int | None = None,
+        priority: int = BATCH,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[int, ModelResponse]]:
         """Complete every request; yields (input index, response) as each one finishes.
 
         The requests are one job: at most `n_parallel` of them run at once, and other
@@ -248,8 +283,9 @@ class Engine:
         group = Group(width, priority)
         hintless = [r.prompt_ids for r in reqs if r.prefix_len is None and r.prompt_ids]
         if len(hintless) > 1:
-            group.shared = shared_prefix(hintless, [None] * len(hintless),
-                                         enabled=self.prefix_cache)  # fmt: skip
+            group.shared = shared_prefix(
+                hintless, [None] * len(hintless), enabled=self.prefix_cache
+            )
         sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
         handles = [self.loop.submit(r, group=group, index=i, sink=sink) for i, r in enumerate(reqs)]
         yield from iter_completed(handles, sink, timeout)

@@ -79,8 +79,9 @@ def header(path: str | os.PathLike[str]) -> GGUFHeader:
     return head
 
 
-def vocab_tables(path: str | os.PathLike[str], build: Callable[[list[Any], list[Any]], Tables],
-                 build_id: str) -> Tables:  # fmt: skip
+def vocab_tables(
+    path: str | os.PathLike[str], build: Callable[[list[Any], list[Any]], Tables], build_id: str
+) -> Tables:
     """`build(tokens, token_types)` of the GGUF's tokenizer arrays, cached with the header.
 
     `build_id` names the builder's version: an entry built by another is not used.
@@ -116,8 +117,9 @@ def clear_memo() -> None:
 
 
 # -- parsing -----------------------------------------------------------------------------
-def _parse(fid: FileId, path: str, *,
-           write: bool) -> tuple[GGUFHeader, tuple[list[Any], list[Any]]]:  # fmt: skip
+def _parse(
+    fid: FileId, path: str, *, write: bool
+) -> tuple[GGUFHeader, tuple[list[Any], list[Any]]]:
     """One parse that keeps the tokenizer arrays (for a vocabulary built next)."""
     full = parse_header(path, keep_arrays=VOCAB_KEYS)
     stats["parses"] += 1
@@ -126,8 +128,15 @@ def _parse(fid: FileId, path: str, *,
     for key in VOCAB_KEYS:
         if isinstance(meta.get(key), list):
             meta[key] = Skipped(len(meta[key]))
-    head = GGUFHeader(full.path, full.file_size, full.version, meta, full.tensors,
-                      full.data_offset, full.header_len)  # fmt: skip
+    head = GGUFHeader(
+        full.path,
+        full.file_size,
+        full.version,
+        meta,
+        full.tensors,
+        full.data_offset,
+        full.header_len,
+    )
     if racy(fid) or file_id(path) != fid:  # changed while we read it: use, never keep
         return head, arrays  # type: ignore[return-value]
     _remember(fid, head)
@@ -179,20 +188,27 @@ def _write_entry(fid: FileId, head: GGUFHeader, tables: Tables | None, build_id:
     if digest is None:
         return
     doc: dict[str, Any] = {
-        "id": list(fid), "header_sha256": digest, "version": head.version,
-        "data_offset": head.data_offset, "header_len": head.header_len,
+        "id": list(fid),
+        "header_sha256": digest,
+        "version": head.version,
+        "data_offset": head.data_offset,
+        "header_len": head.header_len,
         "metadata": {k: _encode_value(v) for k, v in head.metadata.items()},
         "tensors": [[t.name, list(t.shape), t.type_id, t.offset, t.n_bytes] for t in head.tensors],
         "vocab": None,
-    }  # fmt: skip
+    }
     parts: list[bytes] = []
     if tables is not None:
         token_bytes, control = tables
         lengths = array("I", (len(b) for b in token_bytes))
         ctl = array("I", sorted(control))
         blob = b"".join(token_bytes)
-        doc["vocab"] = {"n": len(token_bytes), "n_control": len(ctl), "blob": len(blob),
-                        "build": build_id}  # fmt: skip
+        doc["vocab"] = {
+            "n": len(token_bytes),
+            "n_control": len(ctl),
+            "blob": len(blob),
+            "build": build_id,
+        }
         parts = [lengths.tobytes(), ctl.tobytes(), blob]
     try:
         text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
@@ -211,8 +227,9 @@ def _write_entry(fid: FileId, head: GGUFHeader, tables: Tables | None, build_id:
         tmp.unlink(missing_ok=True)
 
 
-def _read_entry(fid: FileId, path: str, *, want_vocab: bool,
-                build_id: str = "") -> tuple[GGUFHeader, Tables | None] | None:  # fmt: skip
+def _read_entry(
+    fid: FileId, path: str, *, want_vocab: bool, build_id: str = ""
+) -> tuple[GGUFHeader, Tables | None] | None:
     """The entry for `fid` if it exists, matches and its header bytes still hash the same."""
     try:
         raw = _entry_path(fid[0]).read_bytes()
@@ -229,12 +246,17 @@ def _read_entry(fid: FileId, path: str, *, want_vocab: bool,
         if want_vocab and (not isinstance(vocab, dict) or vocab.get("build") != build_id):
             return None
         head = GGUFHeader(
-            path, fid[3], int(doc["version"]),
+            path,
+            fid[3],
+            int(doc["version"]),
             {str(k): _decode_value(v) for k, v in doc["metadata"].items()},
-            [TensorInfo(str(t[0]), tuple(int(d) for d in t[1]), int(t[2]), int(t[3]), int(t[4]))
-             for t in doc["tensors"]],
-            int(doc["data_offset"]), int(doc["header_len"]),
-        )  # fmt: skip
+            [
+                TensorInfo(str(t[0]), tuple(int(d) for d in t[1]), int(t[2]), int(t[3]), int(t[4]))
+                for t in doc["tensors"]
+            ],
+            int(doc["data_offset"]),
+            int(doc["header_len"]),
+        )
         if _header_digest(path, head.header_len) != doc["header_sha256"]:
             return None
         tables = _tables(raw, 16 + n, vocab) if want_vocab else None

@@ -19,8 +19,14 @@ from edge_guard.engine.gguf_cache import FileId
 from edge_guard.engine.gguf_read import GGUF_MAGIC, GGUFHeader, Skipped, TensorInfo, parse_header
 from edge_guard.errors import BadModelFile
 
-__all__ = ["GGUF_MAGIC", "GGUFHeader", "TensorInfo", "check_model_file", "read_header",
-           "read_vocab_arrays"]  # fmt: skip
+__all__ = [
+    "GGUF_MAGIC",
+    "GGUFHeader",
+    "TensorInfo",
+    "check_model_file",
+    "read_header",
+    "read_vocab_arrays",
+]
 ARCH = "gpt-oss"
 REQUIRED_ARCH_KEYS = (
     "context_length",

@@ -54,8 +54,15 @@ class Group:
 class Handle:
     """A submitted request: its events, its final response, and a way to cancel it."""
 
-    def __init__(self, loop: _Wakeable, request: GenerationRequest, group: Group, index: int,
-                 sink: queue.Queue[tuple[int, ModelResponse]] | None, stream: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        loop: _Wakeable,
+        request: GenerationRequest,
+        group: Group,
+        index: int,
+        sink: queue.Queue[tuple[int, ModelResponse]] | None,
+        stream: bool,
+    ) -> None:
         self._loop = loop
         self.request = request
         self.group = group
@@ -153,8 +160,11 @@ class Handle:
                 log.warning("request %d: its response could not be delivered: %s", self.index, exc)
 
 
-def iter_completed(handles: list[Handle], sink: queue.Queue[tuple[int, ModelResponse]],
-                   timeout: float | None = None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+def iter_completed(
+    handles: list[Handle],
+    sink: queue.Queue[tuple[int, ModelResponse]],
+    timeout: float | None = None,
+) -> Iterator[tuple[int, ModelResponse]]:
     """Yield (index, response) as each handle completes; closing early cancels the rest.
 
     `timeout`: seconds for the whole group; past it the rest are cancelled and

@@ -128,9 +128,18 @@ class _Handle:
             self.ptr = None
 
 
-def load(path: str, *, n_gpu_layers: int, n_ctx: int, n_batch: int, n_seq_max: int,
-         n_threads: int, flash_attn: bool | str, swa_full: bool,
-         verbose: bool) -> tuple[_Handle, _Handle]:  # fmt: skip
+def load(
+    path: str,
+    *,
+    n_gpu_layers: int,
+    n_ctx: int,
+    n_batch: int,
+    n_seq_max: int,
+    n_threads: int,
+    flash_attn: bool | str,
+    swa_full: bool,
+    verbose: bool,
+) -> tuple[_Handle, _Handle]:
     """Load model + context. Raises `BadModelFile` with llama.cpp's reason on failure."""
     global _VERBOSE
     _VERBOSE = verbose

@@ -67,26 +67,36 @@ class EngineLoop(Stepper):
         self.faults = 0  # faults of the loop itself, recovered from
 
     # -- any thread -------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, *, group: Group | None = None, index: int = 0,
-               sink: queue.Queue[tuple[int, ModelResponse]] | None = None,
-               stream: bool = False, priority: int = BATCH) -> Handle:  # fmt: skip
+    def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        group: Group | None = None,
+        index: int = 0,
+        sink: queue.Queue[tuple[int, ModelResponse]] | None = None,
+        stream: bool = False,
+        priority: int = BATCH,
+    ) -> Handle:
         """Queue `request` (part of `group`'s job, else a job of its own at `priority`)."""
         eng = self.engine
-        handle = Handle(self, request, group or Group(eng.n_parallel, priority), index, sink,
-                        stream)  # fmt: skip
+        handle = Handle(
+            self, request, group or Group(eng.n_parallel, priority), index, sink, stream
+        )
         problem = self._problem(handle)
         if problem is not None:
             handle.complete(ModelResponse.failed(problem, _ids(request), eng.model_path))
             return handle
         with self._cv:
             if self._closed:
-                handle.complete(ModelResponse.failed("the engine is closed", request.prompt_ids,
-                                                     eng.model_path))  # fmt: skip
+                handle.complete(
+                    ModelResponse.failed("the engine is closed", request.prompt_ids, eng.model_path)
+                )
                 return handle
             self._incoming.append(handle)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="edge-guard-engine",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(
+                    target=self._run, name="edge-guard-engine", daemon=True
+                )
                 self._thread.start()
             self._cv.notify_all()
         return handle
@@ -272,8 +282,9 @@ class EngineLoop(Stepper):
         try:
             response = self.engine.decoder.finish(slot)
         except Exception as exc:
-            response = ModelResponse.failed(blame(h, exc), slot.request.prompt_ids,
-                                            self.engine.model_path)  # fmt: skip
+            response = ModelResponse.failed(
+                blame(h, exc), slot.request.prompt_ids, self.engine.model_path
+            )
         h.complete(response)
 
     def prefix_of(self, req: GenerationRequest, shared: list[int] | None = None) -> list[int]:
@@ -338,8 +349,9 @@ class EngineLoop(Stepper):
         self._start(h, prefix, resident, reserve, ms)
         return ADMITTED
 
-    def _start(self, h: Handle, prefix: list[int], resident: Any, reserve: int,
-               prefix_ms: float) -> None:  # fmt: skip
+    def _start(
+        self, h: Handle, prefix: list[int], resident: Any, reserve: int, prefix_ms: float
+    ) -> None:
         eng = self.engine
         req = h.request
         parser = HarmonyStreamParser(eng.vocab)  # what can fail comes before taking a slot

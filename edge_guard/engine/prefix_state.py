@@ -26,8 +26,9 @@ from edge_guard.engine.prefix_store import (
 SNAPSHOTS_BY_DEFAULT = True
 
 
-def shared_prefix(prompts: Sequence[Sequence[int]], hints: Sequence[int | None], *,
-                  enabled: bool = True) -> list[int]:  # fmt: skip
+def shared_prefix(
+    prompts: Sequence[Sequence[int]], hints: Sequence[int | None], *, enabled: bool = True
+) -> list[int]:
     """The prefix to keep in sequence 0 for these prompts (each keeps >= 1 token of its own).
 
     One prompt: its `prefix_len` hint (the policy prefix), so the next text reuses it.
@@ -53,16 +54,24 @@ def shared_prefix(prompts: Sequence[Sequence[int]], hints: Sequence[int | None],
     return list(first[: max(0, n)])
 
 
-def make_prefix_store(enabled: bool | None, prefix_cache: bool, model_path: str, *,
-                      gpu_layers: int, flash_attn: bool | str, swa_full: bool,
-                      n_batch: int) -> PrefixStore | None:  # fmt: skip
+def make_prefix_store(
+    enabled: bool | None,
+    prefix_cache: bool,
+    model_path: str,
+    *,
+    gpu_layers: int,
+    flash_attn: bool | str,
+    swa_full: bool,
+    n_batch: int,
+) -> PrefixStore | None:
     """The on-disk snapshot store for this model and settings, or None when disabled."""
     if enabled is None:
         enabled = enabled_by_env(default=SNAPSHOTS_BY_DEFAULT)
     if not enabled or not prefix_cache:
         return None
-    identity = snapshot_identity(model_path, gpu_layers=gpu_layers, flash_attn=flash_attn,
-                                 swa_full=swa_full, n_batch=n_batch)  # fmt: skip
+    identity = snapshot_identity(
+        model_path, gpu_layers=gpu_layers, flash_attn=flash_attn, swa_full=swa_full, n_batch=n_batch
+    )
     return PrefixStore(identity=identity)
 
 
@@ -74,9 +83,19 @@ class PrefixState:
     taken of sequence 0 evaluated into an empty cache).
     """
 
-    def __init__(self, ctx: Any, mem: Any, batch: rt.Batch, *, n_swa: int,
-                 store: PrefixStore | None, n_seq: int, stats: dict[str, int],
-                 seq_id: int = 0, alone: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ctx: Any,
+        mem: Any,
+        batch: rt.Batch,
+        *,
+        n_swa: int,
+        store: PrefixStore | None,
+        n_seq: int,
+        stats: dict[str, int],
+        seq_id: int = 0,
+        alone: Any = None,
+    ) -> None:
         self._ctx, self._mem, self._batch = ctx, mem, batch
         self.n_swa, self.store, self.n_seq, self.stats = n_swa, store, n_seq, stats
         self.seq_id = seq_id

@@ -54,8 +54,9 @@ def file_identity(path: str | os.PathLike[str]) -> str:
     return f"{real}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
-def snapshot_identity(model_path: str, *, gpu_layers: int, flash_attn: bool | str,
-                      swa_full: bool, n_batch: int) -> dict[str, Any]:  # fmt: skip
+def snapshot_identity(
+    model_path: str, *, gpu_layers: int, flash_attn: bool | str, swa_full: bool, n_batch: int
+) -> dict[str, Any]:
     """Everything besides the prefix that determines the bytes of a prefix state."""
     from edge_guard.engine import llama_runtime as rt
 
@@ -73,8 +74,12 @@ def snapshot_identity(model_path: str, *, gpu_layers: int, flash_attn: bool | st
 class PrefixStore:
     """A bounded folder of prefix-state snapshots keyed by content hash."""
 
-    def __init__(self, folder: str | os.PathLike[str] | None = None, max_bytes: int | None = None,
-                 identity: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: str | os.PathLike[str] | None = None,
+        max_bytes: int | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.identity = identity or {}
         if folder is None:
             from edge_guard.paths import data_dir

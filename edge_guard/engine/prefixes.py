@@ -57,9 +57,19 @@ def _common(a: list[int], b: list[int]) -> int:
 class PrefixCache:
     """The resident prefixes of one context (driven by the engine loop's thread only)."""
 
-    def __init__(self, ctx: Any, mem: Any, batch: rt.Batch, *, n_swa: int,
-                 store: PrefixStore | None, n_seq: int, max_prefixes: int,
-                 stats: dict[str, int], others_busy: Callable[[], bool]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ctx: Any,
+        mem: Any,
+        batch: rt.Batch,
+        *,
+        n_swa: int,
+        store: PrefixStore | None,
+        n_seq: int,
+        max_prefixes: int,
+        stats: dict[str, int],
+        others_busy: Callable[[], bool],
+    ) -> None:
         self._mem = mem
         self._others_busy = others_busy
         self.stats = stats

@@ -69,8 +69,9 @@ def truncate_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]
 
 
 # -- memory ----------------------------------------------------------------------------------
-def check_memory(path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool,
-                 n_ubatch: int = 512) -> dict[str, Any]:  # fmt: skip
+def check_memory(
+    path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool, n_ubatch: int = 512
+) -> dict[str, Any]:
     """`check_fit` for the settings the engine will really use; raises `DoesNotFit`.
 
     Without a VRAM figure (no `nvidia-smi`: Apple unified memory, other GPUs) everything
@@ -82,8 +83,9 @@ def check_memory(path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool,
     gpus = fit.gpu_info() if n_gpu_layers != 0 else None
     layers = n_gpu_layers if gpus else 0
     vram = sum(g["free"] for g in gpus) if gpus else 0
-    report = fit.fit_report(path, n_ctx, n_gpu_layers=layers, swa_full=swa_full,
-                            n_ubatch=n_ubatch, vram_bytes=vram)  # fmt: skip
+    report = fit.fit_report(
+        path, n_ctx, n_gpu_layers=layers, swa_full=swa_full, n_ubatch=n_ubatch, vram_bytes=vram
+    )
     if report["fits"]:
         return report
     hint = "use a smaller --ctx"
@@ -193,8 +195,11 @@ def probe_load(path: str, *, timeout: float | None = None) -> None:
     try:
         proc = subprocess.run(
             [sys.executable, "-c", PROBE_CODE, path],
-            capture_output=True, timeout=limit, env=env, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            capture_output=True,
+            timeout=limit,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise BadModelFile(
             f"llama.cpp did not finish loading {path} within {limit:g} s in a test process"
@@ -228,8 +233,14 @@ def _env_timeout() -> float:
 def _reason(stderr: str) -> str | None:
     """The most telling line of a probe's stderr (llama.cpp's error or a failed assert)."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for needle in ("edge_guard probe:", "GGML_ASSERT", "error loading model:", "unsupported",
-                   "error", "failed"):  # fmt: skip
+    for needle in (
+        "edge_guard probe:",
+        "GGML_ASSERT",
+        "error loading model:",
+        "unsupported",
+        "error",
+        "failed",
+    ):
         for line in reversed(lines):
             if needle in line:
                 line = line.split("edge_guard probe:", 1)[-1].strip()
@@ -249,8 +260,17 @@ def _probe_main(path: str) -> int:
         print(f"edge_guard probe: {msg}", file=sys.stderr, flush=True)
 
     try:
-        model, ctx = rt.load(path, n_gpu_layers=0, n_ctx=64, n_batch=32, n_seq_max=1,
-                             n_threads=1, flash_attn=False, swa_full=True, verbose=True)  # fmt: skip
+        model, ctx = rt.load(
+            path,
+            n_gpu_layers=0,
+            n_ctx=64,
+            n_batch=32,
+            n_seq_max=1,
+            n_threads=1,
+            flash_attn=False,
+            swa_full=True,
+            verbose=True,
+        )
     except EdgeGuardError as exc:
         with rt._LOG_LOCK:
             log = list(rt._LOG)

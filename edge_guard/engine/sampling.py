@@ -171,7 +171,16 @@ def harmony_script(
     sid = vocab.special_id  # type: ignore[attr-defined]
     enc = vocab.encoder.encode  # type: ignore[attr-defined]
     return [
-        sid("<|channel|>"), *enc("analysis"), sid("<|message|>"), *enc(analysis), sid("<|end|>"),
-        sid("<|start|>"), *enc("assistant"), sid("<|channel|>"), *enc(channel), sid("<|message|>"),
-        *enc(final), sid("<|return|>"),
-    ]  # fmt: skip
+        sid("<|channel|>"),
+        *enc("analysis"),
+        sid("<|message|>"),
+        *enc(analysis),
+        sid("<|end|>"),
+        sid("<|start|>"),
+        *enc("assistant"),
+        sid("<|channel|>"),
+        *enc(channel),
+        sid("<|message|>"),
+        *enc(final),
+        sid("<|return|>"),
+    ]

@@ -118,8 +118,10 @@ class GenerationRequest:
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 return f"{name} must be callable"
         if len(self.prompt_ids) + 1 > n_ctx:
-            return (f"prompt is {len(self.prompt_ids)} tokens but the context holds {n_ctx}"
-                    " (raise --ctx, shorten the text or pass --truncate)")  # fmt: skip
+            return (
+                f"prompt is {len(self.prompt_ids)} tokens but the context holds {n_ctx}"
+                " (raise --ctx, shorten the text or pass --truncate)"
+            )
         if self.score_only and any(len(s) == 0 for s in self.score_sequences):
             return "an empty continuation cannot be scored"
         if (self.continue_at is None) != (self.escalate is None):
@@ -275,13 +277,15 @@ class Decoder:
         )
         if slot.score_only:
             return ModelResponse(
-                None, "", "scored",
+                None,
+                "",
+                "scored",
                 prompt_token_ids=prompt,
                 timings=timings,
                 final_token_logprobs=slot.logprobs,
                 sequence_logprobs=slot.seq_logprobs if req.score_sequences else None,
                 model=self.model,
-            )  # fmt: skip
+            )
         parsed = slot.parser.finish(slot.finish)
         return ModelResponse.from_parsed(
             parsed,

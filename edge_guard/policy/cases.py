@@ -63,8 +63,13 @@ class Case:
         return flat if len(flat) <= 40 else flat[:39] + "…"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"id": self.id, "text": self.text, "expected": self.expected,
-               "note": self.note, "tags": list(self.tags)}  # fmt: skip
+        out = {
+            "id": self.id,
+            "text": self.text,
+            "expected": self.expected,
+            "note": self.note,
+            "tags": list(self.tags),
+        }
         if self.conversation is not None:
             out.update(self.conversation.to_dict())
         return out
@@ -116,8 +121,9 @@ def make_case(obj: dict[str, Any], spec: OutputSpec, where: str, line: int = 0) 
         if obj.get("text") not in (None, ""):
             raise CasesError(f"{where}: give 'text' or 'messages', not both")
         try:
-            conversation = Conversation.from_json(obj["messages"], obj.get("target") or None,
-                                                  "'messages'")  # fmt: skip
+            conversation = Conversation.from_json(
+                obj["messages"], obj.get("target") or None, "'messages'"
+            )
         except ConversationError as exc:
             raise CasesError(f"{where}: {exc}") from None
     elif obj.get("target") not in (None, ""):

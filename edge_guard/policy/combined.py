@@ -46,8 +46,7 @@ answer {{"violations": []}} when the message violates none of them.
 def combined_text(pset: PolicySet) -> str:
     """The developer message: the shared instructions, then each member policy verbatim."""
     names = [m.name for m in pset.members]
-    parts = [HEADER.format(n=len(names), names=", ".join(f"`{n}`" for n in names),
-                           first=names[0])]  # fmt: skip
+    parts = [HEADER.format(n=len(names), names=", ".join(f"`{n}`" for n in names), first=names[0])]
     for m in pset.members:
         parts.append(f"\n## POLICY `{m.name}`\n\n{m.policy.text.strip()}\n")
     return "".join(parts)
@@ -118,13 +117,18 @@ def _parser(names: tuple[str, ...]) -> Any:
     def parse(response: ModelResponse) -> ClassificationResult:
         violated, why = parse_violations(response.response, names)
         if violated is None:
-            meta: dict[str, Any] = {"mode": MODE_COMBINED, "policies": list(names),
-                                    "violations": None, "combined_error": why}  # fmt: skip
+            meta: dict[str, Any] = {
+                "mode": MODE_COMBINED,
+                "policies": list(names),
+                "violations": None,
+                "combined_error": why,
+            }
             return ClassificationResult(None, None, None, meta, response, False)
         meta = {"mode": MODE_COMBINED, "policies": list(names), "violations": violated}
         label = json.dumps(violated, ensure_ascii=False)
-        return ClassificationResult(bool(violated), label, float(bool(violated)), meta, response,
-                                    True)  # fmt: skip
+        return ClassificationResult(
+            bool(violated), label, float(bool(violated)), meta, response, True
+        )
 
     return parse
 
@@ -158,8 +162,9 @@ def split_combined(
     meta = result.metadata or {}
     violated = meta.get(KEY) if result.parsed_successfully and not result.undetermined else None
     if isinstance(violated, list):
-        verdicts = {n: Verdict.VIOLATION if n in violated else Verdict.NO_VIOLATION
-                    for n in pset.names}  # fmt: skip
+        verdicts = {
+            n: Verdict.VIOLATION if n in violated else Verdict.NO_VIOLATION for n in pset.names
+        }
     else:
         verdicts = {n: Verdict.UNDETERMINED for n in pset.names}
     out: dict[str, ClassificationResult] = {}
@@ -170,12 +175,17 @@ def split_combined(
             hit if det else None,
             ("1" if hit else "0") if det else None,
             (1.0 if hit else 0.0) if det else None,
-            {"mode": MODE_COMBINED, "combined_policy": result.policy,
-             **({"combined_error": meta["combined_error"]} if meta.get("combined_error") else {})},
+            {
+                "mode": MODE_COMBINED,
+                "combined_policy": result.policy,
+                **(
+                    {"combined_error": meta["combined_error"]} if meta.get("combined_error") else {}
+                ),
+            },
             result.model_response,
             det,
             verdict,
-        )  # fmt: skip
+        )
         r.text, r.policy, r.cached, r.error = result.text, name, result.cached, result.error
         r.key = member_key(result.key, name) if result.key else None
         out[name] = r

@@ -49,8 +49,14 @@ def check_regular_file(path: Path, limit: int, what: str) -> None:
 
 
 # The keys an `[output]` table may have and the type of each (`check_output`).
-OUTPUT_KEYS: dict[str, type] = {"kind": str, "labels": list, "violation": list, "min": int,
-                                "max": int, "threshold": float}  # fmt: skip
+OUTPUT_KEYS: dict[str, type] = {
+    "kind": str,
+    "labels": list,
+    "violation": list,
+    "min": int,
+    "max": int,
+    "threshold": float,
+}
 _TYPE_NAMES = {str: "a string", list: "a list of strings", int: "an integer", float: "a number"}
 
 
@@ -84,8 +90,9 @@ def _check_strings(values: list[Any], where: str, key: str, numbers: bool) -> tu
         try:
             item.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise OutputError(where, f"{key}[{i}]", f"has an unpaired surrogate at character "
-                                                    f"{exc.start}") from None  # fmt: skip
+            raise OutputError(
+                where, f"{key}[{i}]", f"has an unpaired surrogate at character {exc.start}"
+            ) from None
         if item in out:
             raise OutputError(where, key, f"lists {item!r} twice")
         out.append(item)
@@ -102,8 +109,9 @@ def check_output(d: Any, where: str) -> dict[str, Any]:
     for key, value in d.items():
         kind = OUTPUT_KEYS.get(key)
         if kind is None:
-            raise OutputError(where, str(key), f"is not a known key (known: "
-                                               f"{', '.join(OUTPUT_KEYS)})")  # fmt: skip
+            raise OutputError(
+                where, str(key), f"is not a known key (known: {', '.join(OUTPUT_KEYS)})"
+            )
         if not _number(value, kind):
             raise OutputError(where, key, f"must be {_TYPE_NAMES[kind]}")
         out[key] = _check_strings(value, where, key, key == "violation") if kind is list else value
@@ -136,8 +144,9 @@ class OutputSpec:
         elif kind == "likert":
             lo, hi = d.get("min", 1), d.get("max", 5)
             if not (lo < hi and hi - lo <= 20):
-                raise OutputError(where, "min", f"must be below max, by at most 20 (got "
-                                                f"{lo}..{hi})")  # fmt: skip
+                raise OutputError(
+                    where, "min", f"must be below max, by at most 20 (got {lo}..{hi})"
+                )
             labels = tuple(str(i) for i in range(lo, hi + 1))
             violation = d.get("violation", ())
         elif kind == "labels":
@@ -149,8 +158,9 @@ class OutputSpec:
             labels, violation = (), ()
         bad = [v for v in violation if labels and v not in labels]
         if bad:
-            raise OutputError(where, "violation", f"value(s) {bad} are not among the labels "
-                                                  f"{list(labels)}")  # fmt: skip
+            raise OutputError(
+                where, "violation", f"value(s) {bad} are not among the labels {list(labels)}"
+            )
         threshold = d.get("threshold", 0.5)
         if not 0 <= threshold <= 1:
             raise OutputError(where, "threshold", f"must be a number in [0, 1], got {threshold!r}")
@@ -312,8 +322,9 @@ def _from_module(module: types.ModuleType, where: str, path: Path | None = None)
     output = OutputSpec.from_dict(getattr(module, "OUTPUT", {}) or {}, where)
     name = getattr(module, "NAME", None) or module.__name__.rsplit(".", 1)[-1]
     judges = _judges({"judges": getattr(module, "JUDGES", "any")}, where)
-    return Policy(name, text, output, (module.__doc__ or "").strip(), path, parser, source,
-                  judges=judges)  # fmt: skip
+    return Policy(
+        name, text, output, (module.__doc__ or "").strip(), path, parser, source, judges=judges
+    )
 
 
 def find_policy(name: str) -> Path | None:

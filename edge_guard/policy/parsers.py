@@ -48,8 +48,9 @@ def label_token_map(spec: OutputSpec, encoder: ContentEncoder) -> dict[int, str]
     return out
 
 
-def label_scores(spec: OutputSpec, token_map: dict[int, str] | None,
-                 logprobs: dict[int, float] | None) -> dict[str, Any] | None:  # fmt: skip
+def label_scores(
+    spec: OutputSpec, token_map: dict[int, str] | None, logprobs: dict[int, float] | None
+) -> dict[str, Any] | None:
     """Probabilities of each label at the first answer token, normalised over the labels."""
     if token_map is None or not logprobs:
         return None
@@ -58,8 +59,9 @@ def label_scores(spec: OutputSpec, token_map: dict[int, str] | None,
     )
 
 
-def scores_from_logprobs(spec: OutputSpec,
-                         pairs: Sequence[tuple[str, float]]) -> dict[str, Any] | None:  # fmt: skip
+def scores_from_logprobs(
+    spec: OutputSpec, pairs: Sequence[tuple[str, float]]
+) -> dict[str, Any] | None:
     """THE label scoring (full reasoning's first answer token, one-pass tokens or
     sequences): (label, log-prob) pairs — several per label add up — normalised over the
     labels; None when nothing finite was scored.
@@ -89,8 +91,12 @@ def scores_from_probs(spec: OutputSpec, probs: dict[str, float], mass: float) ->
     return out
 
 
-def _result(label: str | None, spec: OutputSpec, response: ModelResponse,
-            extra: dict[str, Any] | None = None) -> ClassificationResult:  # fmt: skip
+def _result(
+    label: str | None,
+    spec: OutputSpec,
+    response: ModelResponse,
+    extra: dict[str, Any] | None = None,
+) -> ClassificationResult:
     if label is None:
         return ClassificationResult(None, None, None, dict(extra or {}), response, False)
     violating = label in spec.violation
@@ -157,8 +163,9 @@ class ParserTimeout(BaseException):
     overruns its time limit is stopped with its worker process (`parser_worker`)."""
 
 
-def run_parser(policy: Policy, response: ModelResponse, *,
-               time_limit: float = PARSER_TIME_LIMIT_S) -> ClassificationResult:  # fmt: skip
+def run_parser(
+    policy: Policy, response: ModelResponse, *, time_limit: float = PARSER_TIME_LIMIT_S
+) -> ClassificationResult:
     """Parse with the policy's parser; any failure of user code → undetermined + error."""
     return run_parsers(policy, [response], time_limit=time_limit)[0]
 
@@ -222,8 +229,9 @@ def _failed(response: ModelResponse, error: str) -> ClassificationResult:
     return res
 
 
-def apply_scores(result: ClassificationResult, policy: Policy,
-                 scores: dict[str, Any] | None) -> None:  # fmt: skip
+def apply_scores(
+    result: ClassificationResult, policy: Policy, scores: dict[str, Any] | None
+) -> None:
     """Put label scores into the result: `float_label` for built-in parsers, metadata always."""
     if not scores:
         return

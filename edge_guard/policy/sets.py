@@ -90,11 +90,16 @@ class PolicySet:
             "path": str(self.path) if self.path else None,
             "aliases": list(self.aliases),
             "policies": [
-                {"name": m.name, "ref": m.ref, "kind": m.policy.output.kind,
-                 "hash": m.policy.hash, "threshold": m.threshold}
+                {
+                    "name": m.name,
+                    "ref": m.ref,
+                    "kind": m.policy.output.kind,
+                    "hash": m.policy.hash,
+                    "threshold": m.threshold,
+                }
                 for m in self.members
             ],
-        }  # fmt: skip
+        }
 
 
 def _thresholdable(policy: Policy) -> bool:
@@ -111,8 +116,9 @@ def _check_threshold(where: str, name: str, value: Any) -> float:
     return v
 
 
-def set_from_dict(meta: Mapping[str, Any], where: str, path: Path | None = None,
-                  default_name: str | None = None) -> PolicySet:  # fmt: skip
+def set_from_dict(
+    meta: Mapping[str, Any], where: str, path: Path | None = None, default_name: str | None = None
+) -> PolicySet:
     """Validate a set's fields and load its policies; every problem is one PolicyError line."""
     unknown = [k for k in meta if k not in SET_KEYS]
     if unknown:
@@ -145,15 +151,19 @@ def set_from_dict(meta: Mapping[str, Any], where: str, path: Path | None = None,
     for ref in refs:
         policy = _load_member(ref, base, where)
         if policy.name in seen:
-            raise PolicyError(f"{where}: policy {policy.name!r} is listed twice "
-                              f"({seen[policy.name]!r} and {ref!r})")  # fmt: skip
+            raise PolicyError(
+                f"{where}: policy {policy.name!r} is listed twice "
+                f"({seen[policy.name]!r} and {ref!r})"
+            )
         seen[policy.name] = ref
         members.append(SetMember(ref, policy))
     judged = {getattr(m.policy, "judges", "any") for m in members} - {"any"}
     if len(judged) > 1:
         what = ", ".join(f"{m.name} judges {getattr(m.policy, 'judges', 'any')}" for m in members)
-        raise PolicyError(f"{where}: its policies judge different inputs ({what}); a set's "
-                          "policies must judge the same thing")  # fmt: skip
+        raise PolicyError(
+            f"{where}: its policies judge different inputs ({what}); a set's "
+            "policies must judge the same thing"
+        )
     by_name = {m.name: m for m in members} | {m.ref: m for m in members}
     thresholds: dict[str, float] = {}
     for key, value in raw_thresholds.items():
@@ -161,8 +171,10 @@ def set_from_dict(meta: Mapping[str, Any], where: str, path: Path | None = None,
         if m is None:
             raise PolicyError(f"{where}: threshold for {key!r}, which is not in `policies`")
         if not _thresholdable(m.policy):
-            raise PolicyError(f"{where}: threshold for {m.name!r}: its output ({m.policy.output.kind}) "
-                              "has no P(violation) to threshold")  # fmt: skip
+            raise PolicyError(
+                f"{where}: threshold for {m.name!r}: its output ({m.policy.output.kind}) "
+                "has no P(violation) to threshold"
+            )
         thresholds[m.name] = _check_threshold(where, key, value)
     members = [SetMember(m.ref, m.policy, thresholds.get(m.name)) for m in members]
     return PolicySet(name, tuple(members), desc, path, thresholds, _aliases(meta, where))
@@ -172,8 +184,9 @@ def _aliases(meta: Mapping[str, Any], where: str) -> tuple[str, ...]:
     """A set's `aliases = [...]`: other names it answers to (e.g. a hosted model's name)."""
     raw = meta.get("aliases", [])
     if not isinstance(raw, list) or not all(isinstance(a, str) and NAME_RE.match(a) for a in raw):
-        raise PolicyError(f"{where}: `aliases` must be a list of names (1-64 letters, digits, "
-                          "'.', '_' or '-')")  # fmt: skip
+        raise PolicyError(
+            f"{where}: `aliases` must be a list of names (1-64 letters, digits, '.', '_' or '-')"
+        )
     return tuple(dict.fromkeys(raw))
 
 
@@ -205,11 +218,15 @@ def set_file_names(path: Path) -> tuple[str, tuple[str, ...]]:
         return path.stem, ()
     name = meta.get("name", path.stem)
     raw = meta.get("aliases", [])
-    aliases = [a for a in raw if isinstance(a, str) and NAME_RE.match(a)] if isinstance(raw, list) else []  # fmt: skip
+    aliases = (
+        [a for a in raw if isinstance(a, str) and NAME_RE.match(a)] if isinstance(raw, list) else []
+    )
     return (name if isinstance(name, str) and NAME_RE.match(name) else path.stem), tuple(aliases)
 
 
-def set_index(names: Callable[[Path], tuple[str, tuple[str, ...]]] = set_file_names) -> dict[str, Path]:  # fmt: skip
+def set_index(
+    names: Callable[[Path], tuple[str, tuple[str, ...]]] = set_file_names,
+) -> dict[str, Path]:
     """THE set lookup (`find_set`, `--set`, the service): every name a set answers to -> its
     file. A set's shown name (`policies sets`) wins over a file name, which wins over an
     alias; within each, the first on the policy search path. `names` reads a file's names
@@ -254,8 +271,10 @@ def load_set(ref: str | Path | PolicySet) -> PolicySet:
         found = find_set(str(ref)) if not any(s in str(ref) for s in "/\\") else None
         if found is None:
             known = ", ".join(sorted({set_file_names(p)[0] for p in list_sets()})) or "none"
-            raise PolicyError(f"policy set {str(ref)!r} not found (a .toml file or a name in "
-                              f"policies/sets/; known: {known})")  # fmt: skip
+            raise PolicyError(
+                f"policy set {str(ref)!r} not found (a .toml file or a name in "
+                f"policies/sets/; known: {known})"
+            )
         path = found
     try:
         raw = path.read_bytes().decode("utf-8")
@@ -318,8 +337,9 @@ def violates(p_violation: float, threshold: float) -> bool:
     return float(p_violation) >= threshold
 
 
-def side_label(spec: Any, probs: Mapping[str, float] | None, violating: bool,
-               prefer: str | None = None) -> str | None:  # fmt: skip
+def side_label(
+    spec: Any, probs: Mapping[str, float] | None, violating: bool, prefer: str | None = None
+) -> str | None:
     """The fine-grained label on the decided side: `prefer` (the model's own label) when it
     lies on that side, else that side's most probable label (None without scores)."""
     side = [lab for lab in spec.labels if (lab in spec.violation) == violating] or list(spec.labels)
@@ -330,8 +350,9 @@ def side_label(spec: Any, probs: Mapping[str, float] | None, violating: bool,
     return max(side, key=lambda lab: (float(probs.get(lab, 0.0)), -spec.labels.index(lab)))
 
 
-def threshold_verdict(verdict: Verdict | str, metadata: Mapping[str, Any] | None,
-                      threshold: float | None) -> Verdict:  # fmt: skip
+def threshold_verdict(
+    verdict: Verdict | str, metadata: Mapping[str, Any] | None, threshold: float | None
+) -> Verdict:
     """A verdict with `threshold` applied to the P(violation) in `metadata` (stored rows:
     eval, compare, reports). Undetermined stays; no threshold or no score: unchanged."""
     v = Verdict(str(verdict))
@@ -345,8 +366,9 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def apply_threshold(result: ClassificationResult, threshold: float | None,
-                    policy: Policy | None = None) -> ClassificationResult:  # fmt: skip
+def apply_threshold(
+    result: ClassificationResult, threshold: float | None, policy: Policy | None = None
+) -> ClassificationResult:
     """`result` decided by P(violation) >= threshold: a copy consistent in every field —
     `verdict`, `binary_label` and `fine_grain_label` (the model's own label when it lies on
     the decided side, else that side's most probable label; pass the member's `policy` so
@@ -364,15 +386,20 @@ def apply_threshold(result: ClassificationResult, threshold: float | None,
         model_verdict, model_label = str(result.verdict), result.fine_grain_label
     violating = violates(meta["p_violation"], threshold)
     out = copy.copy(result)
-    out.metadata = {**meta, "threshold": threshold, "model_verdict": model_verdict,
-                    "model_label": model_label}  # fmt: skip
+    out.metadata = {
+        **meta,
+        "threshold": threshold,
+        "model_verdict": model_verdict,
+        "model_label": model_label,
+    }
     out.verdict = Verdict.VIOLATION if violating else Verdict.NO_VIOLATION
     out.binary_label = violating
     if str(model_verdict) == str(out.verdict):
         out.fine_grain_label = model_label
     elif policy is not None and policy.output.closed:
-        out.fine_grain_label = side_label(policy.output, meta.get("label_probs"), violating,
-                                          model_label)  # fmt: skip
+        out.fine_grain_label = side_label(
+            policy.output, meta.get("label_probs"), violating, model_label
+        )
     else:  # the policy's labels unknown here: no label rather than one from the other side
         out.fine_grain_label = None
     return out

@@ -58,8 +58,10 @@ def check_members(pset: PolicySet) -> None:
     """PolicyError unless every member is a binary (0/1) policy: the answer holds a 0/1 each."""
     bad = [m.name for m in pset.members if m.policy.output.kind != "binary"]
     if bad:
-        raise PolicyError(f"set {pset.name}: taxonomy mode needs binary (0/1) policies; "
-                          f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not")  # fmt: skip
+        raise PolicyError(
+            f"set {pset.name}: taxonomy mode needs binary (0/1) policies; "
+            f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not"
+        )
 
 
 def _key(name: str) -> str:
@@ -74,9 +76,15 @@ def taxonomy_text(pset: PolicySet) -> str:
     """The developer message: the shared instructions, then each member policy verbatim."""
     check_members(pset)
     names = pset.names
-    parts = [HEADER.format(n=len(names), names=", ".join(_key(n) for n in names),
-                           first=names[0], example_hit=_example(names, names[0]),
-                           example_none=_example(names, None))]  # fmt: skip
+    parts = [
+        HEADER.format(
+            n=len(names),
+            names=", ".join(_key(n) for n in names),
+            first=names[0],
+            example_hit=_example(names, names[0]),
+            example_none=_example(names, None),
+        )
+    ]
     for m in pset.members:
         parts.append(f"\n## POLICY {_key(m.name)}\n\n{m.policy.text.strip()}\n")
     return "".join(parts)
@@ -88,8 +96,9 @@ def cue_text(name: str) -> str:
     return "{" + _key(name) + ":"
 
 
-def parse_answer(answer: str | None,
-                 names: Sequence[str]) -> tuple[dict[str, int] | None, str | None]:  # fmt: skip
+def parse_answer(
+    answer: str | None, names: Sequence[str]
+) -> tuple[dict[str, int] | None, str | None]:
     """({name: 0 or 1} in member order, None) or (None, why the answer is unusable)."""
     obj, why = answer_object(answer)
     if obj is None:
@@ -114,8 +123,9 @@ def _parser(names: tuple[str, ...]) -> Any:
             meta["taxonomy_error"] = why
             return ClassificationResult(None, None, None, meta, response, False)
         hit = [n for n in names if values[n] == 1]
-        return ClassificationResult(bool(hit), json.dumps(hit, ensure_ascii=False),
-                                    float(bool(hit)), meta, response, True)  # fmt: skip
+        return ClassificationResult(
+            bool(hit), json.dumps(hit, ensure_ascii=False), float(bool(hit)), meta, response, True
+        )
 
     return parse
 
@@ -142,8 +152,7 @@ def member_key(taxonomy_key: str, name: str) -> str:
     return hashlib.sha256(f"{taxonomy_key}\0{MODE_TAXONOMY}\0{name}".encode()).hexdigest()
 
 
-def split_answer(result: ClassificationResult,
-                 pset: PolicySet) -> dict[str, ClassificationResult]:  # fmt: skip
+def split_answer(result: ClassificationResult, pset: PolicySet) -> dict[str, ClassificationResult]:
     """One result per member from a full-reasoning taxonomy result (a cut-off or bad answer:
     all undetermined). Each member result shares the one model response; its label is the
     member's own ("1"/"0") mapped to its verdict through the member's violation labels."""
@@ -155,15 +164,18 @@ def split_answer(result: ClassificationResult,
             label = str(values[m.name])
             hit = label in m.policy.output.violation
             verdict = Verdict.VIOLATION if hit else Verdict.NO_VIOLATION
-            r = ClassificationResult(hit, label, float(hit), {}, result.model_response, True,
-                                     verdict)  # fmt: skip
+            r = ClassificationResult(
+                hit, label, float(hit), {}, result.model_response, True, verdict
+            )
         else:
-            r = ClassificationResult(None, None, None, {}, result.model_response, False,
-                                     Verdict.UNDETERMINED)  # fmt: skip
+            r = ClassificationResult(
+                None, None, None, {}, result.model_response, False, Verdict.UNDETERMINED
+            )
             if meta.get("taxonomy_error"):
                 r.metadata["taxonomy_error"] = meta["taxonomy_error"]
-        r.metadata.update({"mode": MODE_TAXONOMY, "taxonomy_policy": result.policy,
-                           "reasoning": "full"})  # fmt: skip
+        r.metadata.update(
+            {"mode": MODE_TAXONOMY, "taxonomy_policy": result.policy, "reasoning": "full"}
+        )
         r.text, r.policy, r.cached, r.error = result.text, m.name, result.cached, result.error
         r.conversation = result.conversation
         r.key = member_key(result.key, m.name) if result.key else None

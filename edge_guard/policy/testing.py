@@ -44,9 +44,18 @@ from edge_guard.policy.versions import (
 from edge_guard.result import ClassificationResult, Verdict
 
 __all__ = [
-    "Case", "CaseOutcome", "PolicyVersion", "TestReport", "VersionDiff", "diff_versions",
-    "judge", "junit_xml", "policy_history", "run_policy_tests", "write_junit",
-]  # fmt: skip
+    "Case",
+    "CaseOutcome",
+    "PolicyVersion",
+    "TestReport",
+    "VersionDiff",
+    "diff_versions",
+    "judge",
+    "junit_xml",
+    "policy_history",
+    "run_policy_tests",
+    "write_junit",
+]
 
 Steering = Sequence[LogitsProcessor | None] | Callable[[Case], LogitsProcessor | None]
 
@@ -98,16 +107,26 @@ class CaseOutcome:
         if self.outcome == FAIL:
             return f"expected {self.case.expected}, got {self.got}"
         error = self.result.error if self.result else None
-        detail = error or (f"finish {self.finish_reason}" if self.final is None
-                           else f"unparsable answer {_clip(self.final, 60)!r}")  # fmt: skip
+        detail = error or (
+            f"finish {self.finish_reason}"
+            if self.final is None
+            else f"unparsable answer {_clip(self.final, 60)!r}"
+        )
         return f"undetermined: expected {self.case.expected}, no verdict ({detail})"
 
     def to_dict(self) -> dict[str, Any]:
         r = self.result
-        return {**self.case.to_dict(), "outcome": self.outcome, "got": self.got,
-                "final": self.final, "finish_reason": self.finish_reason,
-                "verdict": str(r.verdict) if r else None, "cached": bool(r and r.cached),
-                "error": r.error if r else None, "key": r.key if r else None}  # fmt: skip
+        return {
+            **self.case.to_dict(),
+            "outcome": self.outcome,
+            "got": self.got,
+            "final": self.final,
+            "finish_reason": self.finish_reason,
+            "verdict": str(r.verdict) if r else None,
+            "cached": bool(r and r.cached),
+            "error": r.error if r else None,
+            "key": r.key if r else None,
+        }
 
 
 def judge(case: Case, result: ClassificationResult, spec: OutputSpec) -> CaseOutcome:
@@ -124,8 +143,13 @@ def case_metrics(outcomes: Sequence[CaseOutcome], spec: OutputSpec) -> dict[str,
         viol = set(spec.violation) if spec.kind == "binary" else {"1"}
         y_true = [int(o.case.expected in viol) for o in done]
         y_pred = [int(o.got in viol) for o in done]
-        out: dict[str, Any] = {"kind": "binary", "determined": len(done),
-                               "precision": None, "recall": None, "f1": None}  # fmt: skip
+        out: dict[str, Any] = {
+            "kind": "binary",
+            "determined": len(done),
+            "precision": None,
+            "recall": None,
+            "f1": None,
+        }
         if done:
             from sklearn.metrics import precision_recall_fscore_support
 
@@ -139,9 +163,12 @@ def case_metrics(outcomes: Sequence[CaseOutcome], spec: OutputSpec) -> dict[str,
         return out
     if spec.kind == "likert":
         errs = [abs(int(o.got) - int(o.case.expected)) for o in done if o.got.lstrip("-").isdigit()]  # type: ignore[union-attr]
-        return {"kind": "likert", "determined": len(done),
-                "mae": sum(errs) / len(errs) if errs else None,
-                "within_one": sum(e <= 1 for e in errs) / len(errs) if errs else None}  # fmt: skip
+        return {
+            "kind": "likert",
+            "determined": len(done),
+            "mae": sum(errs) / len(errs) if errs else None,
+            "within_one": sum(e <= 1 for e in errs) / len(errs) if errs else None,
+        }
     return None
 
 
@@ -199,15 +226,26 @@ class TestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "policy": self.policy.name, "version": self.version.to_dict(),
-            "new_version": self.new_version, "run": self.run, "test_run_id": self.test_run.id,
-            "model": self.model_ref, "config": self.config, "cases_path": self.cases_path,
-            "total": self.total, "passed": self.passed, "failed": self.failed,
-            "undetermined": self.undetermined, "pass_rate": self.pass_rate, "ok": self.ok,
-            "cached": self.cached, "seconds": self.seconds, "metrics": self.metrics,
+            "policy": self.policy.name,
+            "version": self.version.to_dict(),
+            "new_version": self.new_version,
+            "run": self.run,
+            "test_run_id": self.test_run.id,
+            "model": self.model_ref,
+            "config": self.config,
+            "cases_path": self.cases_path,
+            "total": self.total,
+            "passed": self.passed,
+            "failed": self.failed,
+            "undetermined": self.undetermined,
+            "pass_rate": self.pass_rate,
+            "ok": self.ok,
+            "cached": self.cached,
+            "seconds": self.seconds,
+            "metrics": self.metrics,
             "cases": [o.to_dict() for o in self.outcomes],
             "previous": self.previous.to_dict() if self.previous else None,
-        }  # fmt: skip
+        }
 
 
 def _clip(s: str, n: int) -> str:
@@ -219,7 +257,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _processors(steer: Steering | None, cases: Sequence[Case]) -> list[LogitsProcessor | None] | None:  # fmt: skip
+def _processors(
+    steer: Steering | None, cases: Sequence[Case]
+) -> list[LogitsProcessor | None] | None:
     if steer is None:
         return None
     if callable(steer):
@@ -281,15 +321,28 @@ def run_policy_tests(
     procs = _processors(logits_processors, chosen)
     store = clf.store
     version, created = record_version(store, pol, message)
-    config = {"model": clf.backend.identity(), "engine": clf.backend.engine_version(),
-              "prompt": clf.prompt_config.as_dict(), "sampling": clf.sampling.cache_dict(),
-              "steered": procs is not None}  # fmt: skip
+    config = {
+        "model": clf.backend.identity(),
+        "engine": clf.backend.engine_version(),
+        "prompt": clf.prompt_config.as_dict(),
+        "sampling": clf.sampling.cache_dict(),
+        "steered": procs is not None,
+    }
     config_hash, c_hash = _digest(config), cases_hash(chosen)
     run = f"test:{pol.name}:{version.label}:{_digest([config_hash, c_hash])[:12]}"
-    store.ensure_run(run, kind="test", dataset=where, policy=pol.name,
-                     model=clf.backend.model_ref, config=config, n_items=len(chosen))  # fmt: skip
-    items = [RunItem(run, i, c.id, c.expected, {"note": c.note, "tags": list(c.tags)})
-             for i, c in enumerate(chosen)]  # fmt: skip
+    store.ensure_run(
+        run,
+        kind="test",
+        dataset=where,
+        policy=pol.name,
+        model=clf.backend.model_ref,
+        config=config,
+        n_items=len(chosen),
+    )
+    items = [
+        RunItem(run, i, c.id, c.expected, {"note": c.note, "tags": list(c.tags)})
+        for i, c in enumerate(chosen)
+    ]
     outcomes: list[CaseOutcome | None] = [None] * len(chosen)
     started = time.perf_counter()
     for i, result in clf.iter([c.item for c in chosen], run_items=items, logits_processors=procs):
@@ -299,20 +352,50 @@ def run_policy_tests(
     done: list[CaseOutcome] = outcomes  # type: ignore[assignment]
     seconds = time.perf_counter() - started
     metrics = case_metrics(done, pol.output)
-    rows = [{"idx": i, "case_key": o.case.key, "case_id": o.case.id, "text": o.case.text,
-             "expected": o.case.expected, "got": o.got, "outcome": o.outcome,
-             "verdict": str(o.result.verdict) if o.result else None, "final": o.final,
-             "result_key": o.result.key if o.result else None, "note": o.case.note,
-             "tags": list(o.case.tags),
-             "conversation": o.case.conversation.canonical() if o.case.conversation else None}
-            for i, o in enumerate(done)]  # fmt: skip
-    info = save_test_run(store, version=version, run=run, model=clf.backend.identity(),
-                         model_ref=clf.backend.model_ref, config=config,
-                         config_hash=config_hash, cases_hash=c_hash, rows=rows,
-                         metrics=metrics)  # fmt: skip
+    rows = [
+        {
+            "idx": i,
+            "case_key": o.case.key,
+            "case_id": o.case.id,
+            "text": o.case.text,
+            "expected": o.case.expected,
+            "got": o.got,
+            "outcome": o.outcome,
+            "verdict": str(o.result.verdict) if o.result else None,
+            "final": o.final,
+            "result_key": o.result.key if o.result else None,
+            "note": o.case.note,
+            "tags": list(o.case.tags),
+            "conversation": o.case.conversation.canonical() if o.case.conversation else None,
+        }
+        for i, o in enumerate(done)
+    ]
+    info = save_test_run(
+        store,
+        version=version,
+        run=run,
+        model=clf.backend.identity(),
+        model_ref=clf.backend.model_ref,
+        config=config,
+        config_hash=config_hash,
+        cases_hash=c_hash,
+        rows=rows,
+        metrics=metrics,
+    )
     store.set_run_status(run, "done")
-    report = TestReport(pol, version, created, run, info, clf.backend.model_ref, config, done,
-                        metrics, cases_path=where, seconds=seconds)  # fmt: skip
+    report = TestReport(
+        pol,
+        version,
+        created,
+        run,
+        info,
+        clf.backend.model_ref,
+        config,
+        done,
+        metrics,
+        cases_path=where,
+        seconds=seconds,
+    )
     prev = previous_tested(store, pol.name, version)
     if prev is not None:
         prev_runs = test_runs(store, pol.name, prev.id)
@@ -334,19 +417,43 @@ def junit_xml(report: TestReport) -> ET.Element:
     """One <testsuite> per report, one <testcase> per case; undetermined = failure."""
     n_fail = report.failed + report.undetermined
     seconds = f"{report.seconds:.3f}"
-    root = ET.Element("testsuites", name="edge-guard policies test", tests=str(report.total),
-                      failures=str(n_fail), errors="0", time=seconds)  # fmt: skip
-    suite = ET.SubElement(root, "testsuite", name=_x(f"policies.{report.policy.name}"),
-                          tests=str(report.total), failures=str(n_fail), errors="0",
-                          skipped="0", time=seconds, timestamp=report.test_run.created_at)  # fmt: skip
+    root = ET.Element(
+        "testsuites",
+        name="edge-guard policies test",
+        tests=str(report.total),
+        failures=str(n_fail),
+        errors="0",
+        time=seconds,
+    )
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=_x(f"policies.{report.policy.name}"),
+        tests=str(report.total),
+        failures=str(n_fail),
+        errors="0",
+        skipped="0",
+        time=seconds,
+        timestamp=report.test_run.created_at,
+    )
     props = ET.SubElement(suite, "properties")
-    for k, v in (("policy", report.policy.name), ("version", report.version.label),
-                 ("policy_hash", report.version.hash), ("model", report.model_ref),
-                 ("run", report.run), ("undetermined", report.undetermined)):  # fmt: skip
+    for k, v in (
+        ("policy", report.policy.name),
+        ("version", report.version.label),
+        ("policy_hash", report.version.hash),
+        ("model", report.model_ref),
+        ("run", report.run),
+        ("undetermined", report.undetermined),
+    ):
         ET.SubElement(props, "property", name=k, value=_x(v))
     for o in report.outcomes:
-        tc = ET.SubElement(suite, "testcase", classname=_x(f"policies.{report.policy.name}"),
-                           name=_x(o.case.name), time=f"{o.seconds:.3f}")  # fmt: skip
+        tc = ET.SubElement(
+            suite,
+            "testcase",
+            classname=_x(f"policies.{report.policy.name}"),
+            name=_x(o.case.name),
+            time=f"{o.seconds:.3f}",
+        )
         if o.outcome == PASS:
             continue
         kind = "WrongAnswer" if o.outcome == FAIL else "Undetermined"

@@ -41,9 +41,18 @@ class PolicyVersion:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PolicyVersion:
         out = row.get("output")
-        return cls(row["id"], row["policy_name"], row["version"], row["hash"], row["text"],
-                   row.get("parser_hash") or "", json.loads(out) if out else {}, row.get("path"),
-                   row.get("created_at") or "", row.get("message"))  # fmt: skip
+        return cls(
+            row["id"],
+            row["policy_name"],
+            row["version"],
+            row["hash"],
+            row["text"],
+            row.get("parser_hash") or "",
+            json.loads(out) if out else {},
+            row.get("path"),
+            row.get("created_at") or "",
+            row.get("message"),
+        )
 
     def to_dict(self, text: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -77,17 +86,27 @@ class TestRunInfo:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TestRunInfo:
-        return cls(row["id"], row["version_id"], row["run"], row["model_ref"] or "",
-                   row["config_hash"] or "", row["n_cases"], row["passed"], row["failed"],
-                   row["undetermined"], json.loads(row["metrics"]) if row["metrics"] else None,
-                   row["created_at"])  # fmt: skip
+        return cls(
+            row["id"],
+            row["version_id"],
+            row["run"],
+            row["model_ref"] or "",
+            row["config_hash"] or "",
+            row["n_cases"],
+            row["passed"],
+            row["failed"],
+            row["undetermined"],
+            json.loads(row["metrics"]) if row["metrics"] else None,
+            row["created_at"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "pass_rate": self.pass_rate}
 
 
-def record_version(store: Store, policy: Policy,
-                   message: str | None = None) -> tuple[PolicyVersion, bool]:  # fmt: skip
+def record_version(
+    store: Store, policy: Policy, message: str | None = None
+) -> tuple[PolicyVersion, bool]:
     """The version of this policy text (+parser), creating v(n+1) if new; (version, created)."""
     parser_hash = (
         hashlib.sha256(policy.parser_source.encode("utf-8")).hexdigest()
@@ -95,8 +114,11 @@ def record_version(store: Store, policy: Policy,
         else ""
     )
     with store.transaction() as db:
-        rows = list(db["policy_versions"].rows_where(
-            "policy_name = ? AND hash = ?", [policy.name, policy.hash]))  # fmt: skip
+        rows = list(
+            db["policy_versions"].rows_where(
+                "policy_name = ? AND hash = ?", [policy.name, policy.hash]
+            )
+        )
         if rows:
             row = rows[0]
             if message and not row["message"]:
@@ -107,11 +129,17 @@ def record_version(store: Store, policy: Policy,
             "SELECT COALESCE(MAX(version), 0) FROM policy_versions WHERE policy_name = ?",
             [policy.name],
         ).fetchone()[0]
-        row = {"policy_name": policy.name, "version": last + 1, "hash": policy.hash,
-               "text": policy.text, "parser_hash": parser_hash,
-               "output": json.dumps(policy.output.as_dict()),
-               "path": str(policy.path) if policy.path else None, "created_at": utcnow(),
-               "message": message}  # fmt: skip
+        row = {
+            "policy_name": policy.name,
+            "version": last + 1,
+            "hash": policy.hash,
+            "text": policy.text,
+            "parser_hash": parser_hash,
+            "output": json.dumps(policy.output.as_dict()),
+            "path": str(policy.path) if policy.path else None,
+            "created_at": utcnow(),
+            "message": message,
+        }
         row["id"] = db["policy_versions"].insert(row).last_pk
         return PolicyVersion.from_row(row), True
 
@@ -145,25 +173,46 @@ def resolve_version(store: Store, name: str, ref: str | int) -> PolicyVersion:
     return hits[0]
 
 
-def save_test_run(store: Store, *, version: PolicyVersion, run: str, model: str, model_ref: str,
-                  config: dict[str, Any], config_hash: str, cases_hash: str,
-                  rows: list[dict[str, Any]], metrics: dict[str, Any] | None) -> TestRunInfo:  # fmt: skip
+def save_test_run(
+    store: Store,
+    *,
+    version: PolicyVersion,
+    run: str,
+    model: str,
+    model_ref: str,
+    config: dict[str, Any],
+    config_hash: str,
+    cases_hash: str,
+    rows: list[dict[str, Any]],
+    metrics: dict[str, Any] | None,
+) -> TestRunInfo:
     """Record one test run and each case's outcome (one transaction)."""
     counts = {k: sum(r["outcome"] == k for r in rows) for k in (PASS, FAIL, UNDETERMINED)}
     with store.transaction() as db:
-        head = {"policy_name": version.policy_name, "version_id": version.id, "run": run,
-                "model": model, "model_ref": model_ref, "config": json.dumps(config),
-                "config_hash": config_hash, "cases_hash": cases_hash, "n_cases": len(rows),
-                "passed": counts[PASS], "failed": counts[FAIL],
-                "undetermined": counts[UNDETERMINED],
-                "metrics": json.dumps(metrics) if metrics is not None else None,
-                "created_at": utcnow()}  # fmt: skip
+        head = {
+            "policy_name": version.policy_name,
+            "version_id": version.id,
+            "run": run,
+            "model": model,
+            "model_ref": model_ref,
+            "config": json.dumps(config),
+            "config_hash": config_hash,
+            "cases_hash": cases_hash,
+            "n_cases": len(rows),
+            "passed": counts[PASS],
+            "failed": counts[FAIL],
+            "undetermined": counts[UNDETERMINED],
+            "metrics": json.dumps(metrics) if metrics is not None else None,
+            "created_at": utcnow(),
+        }
         head["id"] = db["policy_test_runs"].insert(head).last_pk
         db["policy_test_results"].insert_all(
-            [{**r, "test_run_id": head["id"], "tags": json.dumps(r.get("tags") or [])}
-             for r in rows],
+            [
+                {**r, "test_run_id": head["id"], "tags": json.dumps(r.get("tags") or [])}
+                for r in rows
+            ],
             pk=("test_run_id", "idx"),
-        )  # fmt: skip
+        )
     return TestRunInfo.from_row(head)
 
 
@@ -190,8 +239,11 @@ class HistoryEntry:
     last: TestRunInfo | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.version.to_dict(), "runs": self.runs,
-                "last_run": self.last.to_dict() if self.last else None}  # fmt: skip
+        return {
+            **self.version.to_dict(),
+            "runs": self.runs,
+            "last_run": self.last.to_dict() if self.last else None,
+        }
 
 
 def policy_history(store: Store, name: str) -> list[HistoryEntry]:
@@ -249,28 +301,48 @@ class VersionDiff:
     def to_dict(self) -> dict[str, Any]:
         flips = ("fixed", "broke", "still_failing", "added", "removed")
         return {
-            "policy": self.policy_name, "old": self.old.to_dict(), "new": self.new.to_dict(),
+            "policy": self.policy_name,
+            "old": self.old.to_dict(),
+            "new": self.new.to_dict(),
             "text_diff": "".join(self.text_diff),
             "old_run": self.old_run.to_dict() if self.old_run else None,
             "new_run": self.new_run.to_dict() if self.new_run else None,
             **{k: [f.to_dict() for f in getattr(self, k)] for k in flips},
-            "still_passing": self.still_passing, "notes": self.notes,
-        }  # fmt: skip
+            "still_passing": self.still_passing,
+            "notes": self.notes,
+        }
 
 
 def _flip(key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> CaseFlip:
     ref = new or old or {}
-    return CaseFlip(key, ref.get("case_id"), ref.get("text") or "", ref.get("expected") or "",
-                    old and old["got"], old and old["outcome"],
-                    new and new["got"], new and new["outcome"])  # fmt: skip
+    return CaseFlip(
+        key,
+        ref.get("case_id"),
+        ref.get("text") or "",
+        ref.get("expected") or "",
+        old and old["got"],
+        old and old["outcome"],
+        new and new["got"],
+        new and new["outcome"],
+    )
 
 
-def compare_runs(store: Store, old: PolicyVersion, new: PolicyVersion,
-                 old_run: TestRunInfo | None, new_run: TestRunInfo | None) -> VersionDiff:  # fmt: skip
+def compare_runs(
+    store: Store,
+    old: PolicyVersion,
+    new: PolicyVersion,
+    old_run: TestRunInfo | None,
+    new_run: TestRunInfo | None,
+) -> VersionDiff:
     """Text diff of two versions and which cases flipped between two of their test runs."""
-    text_diff = list(difflib.unified_diff(
-        old.text.splitlines(keepends=True), new.text.splitlines(keepends=True),
-        fromfile=f"{old.policy_name} {old.label}", tofile=f"{new.policy_name} {new.label}"))  # fmt: skip
+    text_diff = list(
+        difflib.unified_diff(
+            old.text.splitlines(keepends=True),
+            new.text.splitlines(keepends=True),
+            fromfile=f"{old.policy_name} {old.label}",
+            tofile=f"{new.policy_name} {new.label}",
+        )
+    )
     diff = VersionDiff(old.policy_name, old, new, text_diff, old_run, new_run)
     if not text_diff and old.hash != new.hash:
         diff.notes.append("policy text unchanged: the parser or the output format changed")
@@ -309,8 +381,9 @@ def _matching_run(runs: list[TestRunInfo], like: TestRunInfo | None) -> TestRunI
     return runs[0] if runs else None
 
 
-def diff_versions(store: Store, name: str, v1: str | int | None = None,
-                  v2: str | int | None = None) -> VersionDiff:  # fmt: skip
+def diff_versions(
+    store: Store, name: str, v1: str | int | None = None, v2: str | int | None = None
+) -> VersionDiff:
     """Compare two versions (default: the one before the latest vs the latest)."""
     new = resolve_version(store, name, v2 if v2 is not None else "latest")
     if v1 is None:

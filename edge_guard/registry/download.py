@@ -392,9 +392,15 @@ def _pull_locked(
         say(f"sha256 {sha[:16]}… matches {what}")
     with store.editing() as reg:
         reg["pulled"][source.key] = {
-            "id": pid, "path": str(dest), "sha256": sha, "size": size, "commit": meta.commit,
-            "etag": meta.etag, "pulled": store.now(), **({"file": remote} if remote else {}),
-        }  # fmt: skip
+            "id": pid,
+            "path": str(dest),
+            "sha256": sha,
+            "size": size,
+            "commit": meta.commit,
+            "etag": meta.etag,
+            "pulled": store.now(),
+            **({"file": remote} if remote else {}),
+        }
     say(f"{pid} ready: {dest}")
     return PullResult(pid, dest, sha, size, trust, True, have, remote)
 

@@ -69,19 +69,30 @@ def gpu_info() -> list[dict[str, Any]] | None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.total,memory.free",
-             "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+            [
+                exe,
+                "--query-gpu=index,name,memory.total,memory.free",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     gpus = []
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 4 and parts[2].isdigit() and parts[3].isdigit():
-            gpus.append({"index": int(parts[0]) if parts[0].isdigit() else parts[0],
-                         "name": parts[1], "total": int(parts[2]) * 2**20,
-                         "free": int(parts[3]) * 2**20})  # fmt: skip
+            gpus.append(
+                {
+                    "index": int(parts[0]) if parts[0].isdigit() else parts[0],
+                    "name": parts[1],
+                    "total": int(parts[2]) * 2**20,
+                    "free": int(parts[3]) * 2**20,
+                }
+            )
     return gpus or None
 
 
@@ -128,9 +139,16 @@ def _shape(path: str | os.PathLike[str], n_ubatch: int) -> tuple[_Shape, int, in
     n_vocab = len(tokens) if tokens is not None else 0
     compute = n_ubatch * (n_vocab * 4 + n_embd * 4 * 8) + CPU_BASE
     shape = _Shape(
-        n_layer, layer_bytes, cpu_only, output, n_kv * (k_dim + v_dim) * 2,
-        n_layer // 2 if window else 0, int(window), int(ak("context_length") or 0), compute,
-    )  # fmt: skip
+        n_layer,
+        layer_bytes,
+        cpu_only,
+        output,
+        n_kv * (k_dim + v_dim) * 2,
+        n_layer // 2 if window else 0,
+        int(window),
+        int(ak("context_length") or 0),
+        compute,
+    )
     return shape, h.file_size, sum(t.n_bytes for t in h.tensors)
 
 
@@ -221,8 +239,12 @@ def fit_report(
             + f" at n_ctx={ctx} but {fmt_size(ram_avail)} RAM"
             + (f" + {fmt_size(vram_free)} VRAM" if vram_free else "")
             + " is free; "
-            + (f"the largest context that fits is {max_ctx}" if max_ctx else "it does not fit at any context")
-        )  # fmt: skip
+            + (
+                f"the largest context that fits is {max_ctx}"
+                if max_ctx
+                else "it does not fit at any context"
+            )
+        )
     return {
         "path": str(path),
         "file_size": file_size,

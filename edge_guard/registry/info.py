@@ -107,8 +107,9 @@ def _hash_with_bar(path: Path, progress: bool) -> str:
         return sha256_file(path)
     from tqdm import tqdm
 
-    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256",
-              file=sys.stderr) as bar:  # fmt: skip
+    with tqdm(
+        total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256", file=sys.stderr
+    ) as bar:
         return sha256_file(path, bar.update)
 
 
@@ -139,8 +140,11 @@ def verify_model(
         expected = store.local_models()[target.id].get("sha256")
         trust = "registered" if expected else "none"
     if expected and sha != expected:
-        what = {"pinned": "the manifest's pin", "tofu": "the hash recorded on first use",
-                "registered": "the hash recorded by `models add`"}[trust]  # fmt: skip
+        what = {
+            "pinned": "the manifest's pin",
+            "tofu": "the hash recorded on first use",
+            "registered": "the hash recorded by `models add`",
+        }[trust]
         raise HashMismatch(
             f"{path}: sha256 {sha[:16]}… does not match {what} ({expected[:16]}…); the file is "
             "corrupt or was replaced — delete it and pull again"

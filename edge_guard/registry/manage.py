@@ -31,8 +31,12 @@ def add_local(path: str | Path, model_id: str, *, force: bool = False) -> dict[s
     if not p.is_file():
         raise ModelNotFound(f"no such model file: {path}")
     check_model_file(p)
-    rec = {"path": str(p), "sha256": store.sha256_file(p), "size": p.stat().st_size,
-           "added": store.now()}  # fmt: skip
+    rec = {
+        "path": str(p),
+        "sha256": store.sha256_file(p),
+        "size": p.stat().st_size,
+        "added": store.now(),
+    }
     with store.editing() as reg:
         reg["local"][model_id] = rec
     return rec
@@ -45,13 +49,21 @@ def removal_plan(ref: str) -> dict[str, Any]:
     target = lookup(ref)
     if target.kind == "local":
         path = store.local_models()[target.id]["path"]
-        return {"kind": "local", "id": target.id, "files": [],
-                "question": f"unregister {target.id} (its file {path} is kept)?"}  # fmt: skip
+        return {
+            "kind": "local",
+            "id": target.id,
+            "files": [],
+            "question": f"unregister {target.id} (its file {path} is kept)?",
+        }
     if target.kind == "synth":
         if target.path is None:
             raise ModelNotFound(f"{target.id} has not been built")
-        return {"kind": "synth", "id": target.id, "files": [str(target.path)],
-                "question": f"delete the synthetic model {target.path}?"}  # fmt: skip
+        return {
+            "kind": "synth",
+            "id": target.id,
+            "files": [str(target.path)],
+            "question": f"delete the synthetic model {target.path}?",
+        }
     if target.source is None:
         raise RegistryError(f"{ref} is a plain file, not a registered model; delete it yourself")
     mine = store.download_path(target.source)
@@ -60,17 +72,26 @@ def removal_plan(ref: str) -> dict[str, Any]:
     lock = [str(lock_path(mine))] if lock_path(mine).exists() else []
     if mine.is_file():
         size = store.fmt_size(mine.stat().st_size)
-        return {"kind": "download", "id": target.id, "key": target.source.key,
-                "files": [str(mine), *leftovers, *lock],
-                "question": f"delete {target.id} ({size}) at {mine}?"}  # fmt: skip
+        return {
+            "kind": "download",
+            "id": target.id,
+            "key": target.source.key,
+            "files": [str(mine), *leftovers, *lock],
+            "question": f"delete {target.id} ({size}) at {mine}?",
+        }
     if target.path is not None:
         raise RegistryError(
             f"{target.id} is in the Hugging Face cache ({target.path}); remove it with "
             "`hf cache rm` (edge-guard only deletes its own downloads)"
         )
     if leftovers:
-        return {"kind": "download", "id": target.id, "key": target.source.key,
-                "files": leftovers + lock, "question": f"delete the partial download of {target.id}?"}  # fmt: skip
+        return {
+            "kind": "download",
+            "id": target.id,
+            "key": target.source.key,
+            "files": leftovers + lock,
+            "question": f"delete the partial download of {target.id}?",
+        }
     raise ModelNotFound(f"model {target.id} is not downloaded; nothing to remove")
 
 
@@ -127,22 +148,40 @@ def list_models() -> list[dict[str, Any]]:
     seen = set()
     for m in sorted(manifests.values(), key=lambda m: (m.family != "safeguard", m.id)):
         seen.add(m.source.key)
-        rows.append(source_row(m.id, m.source, kind="manifest", family=m.family, quant=m.quant,
-                               verified=m.verified))  # fmt: skip
+        rows.append(
+            source_row(
+                m.id, m.source, kind="manifest", family=m.family, quant=m.quant, verified=m.verified
+            )
+        )
     for key, rec in sorted(reg["pulled"].items()):
         if key not in seen and str(rec.get("id", "")).startswith("hf:"):
             from edge_guard.registry.manifests import parse_hf_ref
 
             src = parse_hf_ref(rec["id"], manifests)
-            rows.append(source_row(rec["id"], src, kind="hf", family=None, quant=None,
-                                   verified=False))  # fmt: skip
+            rows.append(
+                source_row(rec["id"], src, kind="hf", family=None, quant=None, verified=False)
+            )
     for mid, rec in sorted(reg["local"].items()):
         p = Path(rec["path"])
-        rows.append({
-            "id": mid, "kind": "local", "family": None, "quant": None, "verified": False,
-            "repo": None, "filename": p.name, "revision": None,
-            "size": p.stat().st_size if p.is_file() else rec.get("size"), "size_exact": True,
-            "installed": p.is_file(), "location": "local", "path": str(p), "partial": False,
-            "trust": "registered", "sha256": rec.get("sha256"), "default": mid == default_id,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": mid,
+                "kind": "local",
+                "family": None,
+                "quant": None,
+                "verified": False,
+                "repo": None,
+                "filename": p.name,
+                "revision": None,
+                "size": p.stat().st_size if p.is_file() else rec.get("size"),
+                "size_exact": True,
+                "installed": p.is_file(),
+                "location": "local",
+                "path": str(p),
+                "partial": False,
+                "trust": "registered",
+                "sha256": rec.get("sha256"),
+                "default": mid == default_id,
+            }
+        )
     return rows

@@ -25,9 +25,21 @@ REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FAMILIES = ("safeguard", "base")
 _FIELDS = {
-    "id", "family", "quant", "repo", "filename", "revision", "size", "sha256", "verified",
-    "license", "description", "notes", "upstream", "default",
-}  # fmt: skip
+    "id",
+    "family",
+    "quant",
+    "repo",
+    "filename",
+    "revision",
+    "size",
+    "sha256",
+    "verified",
+    "license",
+    "description",
+    "notes",
+    "upstream",
+    "default",
+}
 
 
 @dataclass(frozen=True)

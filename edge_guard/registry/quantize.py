@@ -23,11 +23,26 @@ from edge_guard.errors import EdgeGuardError
 
 # Our type name -> llama.cpp's LLAMA_FTYPE_MOSTLY_<NAME> (types needing an imatrix left out).
 QUANT_TYPES: dict[str, str] = {
-    "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M",
-    "q5_k_s": "Q5_K_S", "q5_1": "Q5_1", "q5_0": "Q5_0", "q4_k_m": "Q4_K_M", "q4_k_s": "Q4_K_S",
-    "q4_1": "Q4_1", "q4_0": "Q4_0", "iq4_nl": "IQ4_NL", "iq4_xs": "IQ4_XS", "q3_k_l": "Q3_K_L",
-    "q3_k_m": "Q3_K_M", "q3_k_s": "Q3_K_S", "q2_k": "Q2_K", "mxfp4_moe": "MXFP4_MOE",
-}  # fmt: skip
+    "f16": "F16",
+    "bf16": "BF16",
+    "q8_0": "Q8_0",
+    "q6_k": "Q6_K",
+    "q5_k_m": "Q5_K_M",
+    "q5_k_s": "Q5_K_S",
+    "q5_1": "Q5_1",
+    "q5_0": "Q5_0",
+    "q4_k_m": "Q4_K_M",
+    "q4_k_s": "Q4_K_S",
+    "q4_1": "Q4_1",
+    "q4_0": "Q4_0",
+    "iq4_nl": "IQ4_NL",
+    "iq4_xs": "IQ4_XS",
+    "q3_k_l": "Q3_K_L",
+    "q3_k_m": "Q3_K_M",
+    "q3_k_s": "Q3_K_S",
+    "q2_k": "Q2_K",
+    "mxfp4_moe": "MXFP4_MOE",
+}
 
 
 @dataclass
@@ -111,24 +126,33 @@ def quantize_model(
     check_model_file(src_p)
     src_bytes = src_p.stat().st_size
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_p.name}.", suffix=".partial",
-                                        dir=out_p.parent)  # fmt: skip
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{out_p.name}.", suffix=".partial", dir=out_p.parent
+        )
     except OSError as exc:
         raise EdgeGuardError(f"cannot write {out_p}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     t0 = time.perf_counter()
     try:
-        _run_quantizer(src_p, tmp, key, threads=threads, allow_requantize=allow_requantize,
-                       echo=echo)  # fmt: skip
+        _run_quantizer(
+            src_p, tmp, key, threads=threads, allow_requantize=allow_requantize, echo=echo
+        )
         check_model_file(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; give it normal permissions
         os.replace(tmp, out_p)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return QuantizeResult(src_p, out_p, key, src_bytes, out_p.stat().st_size,
-                          time.perf_counter() - t0, file_type_name(out_p))  # fmt: skip
+    return QuantizeResult(
+        src_p,
+        out_p,
+        key,
+        src_bytes,
+        out_p.stat().st_size,
+        time.perf_counter() - t0,
+        file_type_name(out_p),
+    )
 
 
 def _umask() -> int:
@@ -137,8 +161,15 @@ def _umask() -> int:
     return mask
 
 
-def _run_quantizer(src: Path, tmp: Path, key: str, *, threads: int | None,
-                   allow_requantize: bool, echo: Callable[[str], Any] | None) -> None:  # fmt: skip
+def _run_quantizer(
+    src: Path,
+    tmp: Path,
+    key: str,
+    *,
+    threads: int | None,
+    allow_requantize: bool,
+    echo: Callable[[str], Any] | None,
+) -> None:
     import llama_cpp
 
     from edge_guard.engine import llama_runtime as rt

@@ -48,18 +48,76 @@ class SynthPreset:
 PRESETS: dict[str, SynthPreset] = {
     p.name: p
     for p in (
-        SynthPreset("tiny", "byte-level vocab + harmony specials, 2 layers, < 1 MB (unit tests)",
-                    "bytes", 2, 64, 4, 2, 16, 4, 2, 64, 8, 4096),
-        SynthPreset("tiny-o200k", "real o200k_harmony vocab (real token ids), 2 small layers",
-                    "o200k", 2, 64, 4, 2, 16, 4, 2, 64, 8, 8192, embd_type="Q8_0"),
-        SynthPreset("mini", "o200k vocab, 8 layers of width 512, 4 of 16 MXFP4 experts of 2048 (CPU bench)",
-                    "o200k", 8, 512, 8, 4, 64, 16, 4, 2048, 128, 8192,
-                    expert_type="MXFP4", matrix_type="Q8_0", embd_type="Q8_0"),
-        SynthPreset("20b-shape", "gpt-oss-20b's exact shapes, MXFP4 experts (GPU benchmarks)",
-                    "o200k", 24, 2880, 64, 8, 64, 32, 4, 2880, 128, 131072,
-                    expert_type="MXFP4", matrix_type="Q8_0", embd_type="Q8_0", raw_random=True),
+        SynthPreset(
+            "tiny",
+            "byte-level vocab + harmony specials, 2 layers, < 1 MB (unit tests)",
+            "bytes",
+            2,
+            64,
+            4,
+            2,
+            16,
+            4,
+            2,
+            64,
+            8,
+            4096,
+        ),
+        SynthPreset(
+            "tiny-o200k",
+            "real o200k_harmony vocab (real token ids), 2 small layers",
+            "o200k",
+            2,
+            64,
+            4,
+            2,
+            16,
+            4,
+            2,
+            64,
+            8,
+            8192,
+            embd_type="Q8_0",
+        ),
+        SynthPreset(
+            "mini",
+            "o200k vocab, 8 layers of width 512, 4 of 16 MXFP4 experts of 2048 (CPU bench)",
+            "o200k",
+            8,
+            512,
+            8,
+            4,
+            64,
+            16,
+            4,
+            2048,
+            128,
+            8192,
+            expert_type="MXFP4",
+            matrix_type="Q8_0",
+            embd_type="Q8_0",
+        ),
+        SynthPreset(
+            "20b-shape",
+            "gpt-oss-20b's exact shapes, MXFP4 experts (GPU benchmarks)",
+            "o200k",
+            24,
+            2880,
+            64,
+            8,
+            64,
+            32,
+            4,
+            2880,
+            128,
+            131072,
+            expert_type="MXFP4",
+            matrix_type="Q8_0",
+            embd_type="Q8_0",
+            raw_random=True,
+        ),
     )
-}  # fmt: skip
+}
 
 HARMONY_SPECIAL_NAMES = (
     *hv.O200K_HARMONY_SPECIALS.values(),
@@ -86,9 +144,13 @@ def _merges_for(token_bytes: list[bytes], ranks: dict[bytes, int]) -> list[str]:
             left, right = tok[:cut], tok[cut:]
             if left in ranks and right in ranks:
                 merges.append(
-                    (rank, ranks[left], ranks[right],
-                     f"{hv.bytes_to_gpt2_symbols(left)} {hv.bytes_to_gpt2_symbols(right)}")
-                )  # fmt: skip
+                    (
+                        rank,
+                        ranks[left],
+                        ranks[right],
+                        f"{hv.bytes_to_gpt2_symbols(left)} {hv.bytes_to_gpt2_symbols(right)}",
+                    )
+                )
     merges.sort()
     return [m[3] for m in merges]
 
@@ -101,8 +163,10 @@ def build_vocab(kind: str) -> tuple[list[str], list[int], list[str], dict[str, i
             hv.bytes_to_gpt2_symbols(b) if i not in v.control_ids else b.decode()
             for i, b in enumerate(v.token_bytes)
         ]
-        types = [hv.TOKEN_TYPE_CONTROL if i in v.control_ids else hv.TOKEN_TYPE_NORMAL
-                 for i in range(len(tokens))]  # fmt: skip
+        types = [
+            hv.TOKEN_TYPE_CONTROL if i in v.control_ids else hv.TOKEN_TYPE_NORMAL
+            for i in range(len(tokens))
+        ]
         ranks = {b: i for i, b in enumerate(v.token_bytes[: hv.O200K_N_NORMAL])}
         merges = _merges_for(v.token_bytes, ranks)
     elif kind == "bytes":
@@ -176,8 +240,9 @@ def _raw_blocks(rng: np.random.Generator, qtype: str, shape: tuple[int, ...]) ->
     return out.reshape(*shape[:-1], shape[-1] // block * size)
 
 
-def _encode_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...], qtype: str,
-                   raw: bool) -> tuple[np.ndarray, object | None]:  # fmt: skip
+def _encode_tensor(
+    rng: np.random.Generator, name: str, shape: tuple[int, ...], qtype: str, raw: bool
+) -> tuple[np.ndarray, object | None]:
     g = _gguf()
     if raw and qtype in ("MXFP4", "Q8_0"):
         return _raw_blocks(rng, qtype, shape), g.GGMLQuantizationType[qtype]
@@ -190,8 +255,13 @@ def _encode_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...], 
     return g.quants.quantize(values, t), t
 
 
-def write_synthetic_model(out: str | os.PathLike[str], preset: str | SynthPreset = "tiny",
-                          *, seed: int = 0, **overrides: object) -> str:  # fmt: skip
+def write_synthetic_model(
+    out: str | os.PathLike[str],
+    preset: str | SynthPreset = "tiny",
+    *,
+    seed: int = 0,
+    **overrides: object,
+) -> str:
     """Write a synthetic gpt-oss GGUF; returns its path. Same preset + seed → same bytes."""
     g = _gguf()
     p = PRESETS.get(preset) if isinstance(preset, str) else preset

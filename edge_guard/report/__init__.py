@@ -71,24 +71,39 @@ def _dataset_label(ev: dict[str, Any]) -> str:
     return Path(str(ev.get("dataset") or "?")).stem
 
 
-def _examples(rows: list[dict[str, Any]], gold: list[bool | None], scores: list[float | None],
-              limit: int) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+def _examples(
+    rows: list[dict[str, Any]], gold: list[bool | None], scores: list[float | None], limit: int
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {k: [] for k, _ in EXAMPLE_KINDS}
     for row, g, s in zip(rows, gold, scores, strict=True):
         v = row["verdict"]
         if g is None:
             continue
-        kind = ("fn" if g and v == "no_violation" else "fp" if not g and v == "violation"
-                else "undetermined" if v not in ("violation", "no_violation") else None)  # fmt: skip
+        kind = (
+            "fn"
+            if g and v == "no_violation"
+            else "fp"
+            if not g and v == "violation"
+            else "undetermined"
+            if v not in ("violation", "no_violation")
+            else None
+        )
         if kind is None or len(out[kind]) >= limit:
             continue
-        out[kind].append({
-            "idx": row["idx"], "item_id": row.get("item_id"), "gold": g, "verdict": v, "score": s,
-            "text": _clip(shown_text(row.get("text"), row.get("conversation"), 300), 1600),
-            "final": _clip(row.get("final"), 300),
-            "reasoning": _clip(row.get("reasoning"), 1500), "finish": row.get("finish_reason"),
-            "error": row.get("error"),
-        })  # fmt: skip
+        out[kind].append(
+            {
+                "idx": row["idx"],
+                "item_id": row.get("item_id"),
+                "gold": g,
+                "verdict": v,
+                "score": s,
+                "text": _clip(shown_text(row.get("text"), row.get("conversation"), 300), 1600),
+                "final": _clip(row.get("final"), 300),
+                "reasoning": _clip(row.get("reasoning"), 1500),
+                "finish": row.get("finish_reason"),
+                "error": row.get("error"),
+            }
+        )
     return out
 
 
@@ -98,10 +113,18 @@ def _clip(s: str | None, n: int) -> str | None:
     return s if len(s) <= n else s[:n] + f"… [{len(s) - n} more characters]"
 
 
-def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, seed: int = 0,
-                 benchmark: str | None = "auto", max_examples: int = 10,
-                 title: str | None = None, plots: bool = True,
-                 gold: str = "dataset") -> Report:  # fmt: skip
+def build_report(
+    names: list[str],
+    store: Store,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    benchmark: str | None = "auto",
+    max_examples: int = 10,
+    title: str | None = None,
+    plots: bool = True,
+    gold: str = "dataset",
+) -> Report:
     """Evaluate runs and gather everything a report shows (`benchmark`: auto | name | None;
     `gold`: dataset | review | dataset+review, see `review.gold`)."""
     from edge_guard import __version__
@@ -122,8 +145,17 @@ def build_report(names: list[str], store: Store, *, n_resamples: int = 1000, see
         review = agreement_section(store, raw, n_resamples=n_resamples, seed=seed)
         ev["gold_source"], ev["review"] = gold, review if review["n_reviewed"] else None
         label = f"{ev['policy']} · {short_model(str(ev['model']))}"
-        runs.append(RunReport(name, label, ev, out.config, out.gold, out.scores,
-                              _examples(out.rows, out.gold, out.scores, max_examples)))  # fmt: skip
+        runs.append(
+            RunReport(
+                name,
+                label,
+                ev,
+                out.config,
+                out.gold,
+                out.scores,
+                _examples(out.rows, out.gold, out.scores, max_examples),
+            )
+        )
     labels = [r.label for r in runs]
     if len(set(labels)) < len(labels):  # same policy·model on several datasets/configs
         for r in runs:
@@ -169,8 +201,9 @@ def render(report: Report, fmt: str) -> str:
     return render_markdown(report)
 
 
-def write_report(names: list[str], out: str | os.PathLike[str], *, store: Store | None = None,
-                 **kw: Any) -> Path:  # fmt: skip
+def write_report(
+    names: list[str], out: str | os.PathLike[str], *, store: Store | None = None, **kw: Any
+) -> Path:
     """Build and write a report; `.html`/`.htm` → HTML, `.md` → Markdown (atomic write)."""
     path = Path(out)
     suffix = path.suffix.lower()

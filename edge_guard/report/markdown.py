@@ -70,18 +70,56 @@ def render_markdown(report: Report) -> str:
     body = []
     for k, r in enumerate(runs, 1):
         e, s = r.eval, r.eval.get("scores") or {}
-        body.append([str(k), md(r.name), md(e["policy"]), md(e["model"]),
-                     f"{e['n_done']}/{e['n_items']}", md(e["status"]), md(fmt_ci(e["f1"])),
-                     md(fmt_ci(e["precision"])), md(fmt_ci(e["recall"])),
-                     num(e["treatments"]["as_violation"]["f1"]["value"]),
-                     num(e["treatments"]["as_safe"]["f1"]["value"]), pct(e["parse_rate"]),
-                     pct(e["undetermined_rate"]), num(s.get("roc_auc")), num(s.get("auprc"))])  # fmt: skip
-    out.append(table(["#", "run", "policy", "model", "done", "status", "F1 (95% CI)", "precision",
-                      "recall", "F1 und.=viol.", "F1 und.=safe", "parse", "undet.", "ROC-AUC",
-                      "AUPRC"], body))  # fmt: skip
+        body.append(
+            [
+                str(k),
+                md(r.name),
+                md(e["policy"]),
+                md(e["model"]),
+                f"{e['n_done']}/{e['n_items']}",
+                md(e["status"]),
+                md(fmt_ci(e["f1"])),
+                md(fmt_ci(e["precision"])),
+                md(fmt_ci(e["recall"])),
+                num(e["treatments"]["as_violation"]["f1"]["value"]),
+                num(e["treatments"]["as_safe"]["f1"]["value"]),
+                pct(e["parse_rate"]),
+                pct(e["undetermined_rate"]),
+                num(s.get("roc_auc")),
+                num(s.get("auprc")),
+            ]
+        )
+    out.append(
+        table(
+            [
+                "#",
+                "run",
+                "policy",
+                "model",
+                "done",
+                "status",
+                "F1 (95% CI)",
+                "precision",
+                "recall",
+                "F1 und.=viol.",
+                "F1 und.=safe",
+                "parse",
+                "undet.",
+                "ROC-AUC",
+                "AUPRC",
+            ],
+            body,
+        )
+    )
     if paths_rows(runs):  # one-pass / cascade runs
-        out += ["", "## Reasoning paths", "", table(HEAD, [[md(c) for c in row]
-                for row in paths_rows(runs)]), "", md(NOTE)]  # fmt: skip
+        out += [
+            "",
+            "## Reasoning paths",
+            "",
+            table(HEAD, [[md(c) for c in row] for row in paths_rows(runs)]),
+            "",
+            md(NOTE),
+        ]
     if report.benchmark == "toxic-chat":
         out += ["", "## Reference figures (ToxicChat)", ""]
         ours = []
@@ -89,18 +127,53 @@ def render_markdown(report: Report) -> str:
             fam = ref.model_family(r.eval["model"]) or ""
             seed = ref.SEED_TOXICCHAT.get(str(r.eval["policy"]), (0, {}))[1].get(fam)
             oa = ref.OPENAI_F1.get(fam)
-            ours.append([md(r.eval["policy"]), md(r.eval["model"]), md(fmt_ci(r.eval["f1"])),
-                         num(r.eval["treatments"]["as_safe"]["f1"]["value"]),
-                         num(seed[2]) if seed else "—", f"{oa[1] / 100:.3f}" if oa else "—"])  # fmt: skip
-        out.append(table(["policy", "model", "our F1 (headline)", "our F1 (und.=safe)",
-                          f"seed F1 (n={ref.SEED_N})", "OpenAI F1"], ours))  # fmt: skip
-        seed_rows = [[md(p), f"\\~{c:,}", " / ".join(num(x) for x in bm["gpt-oss-20b"][:3]),
-                      " / ".join(num(x) for x in bm["gpt-oss-safeguard-20b"][:3])]
-                     for p, (c, bm) in ref.SEED_TOXICCHAT.items()]  # fmt: skip
-        out += ["", table(["policy", "chars", "gpt-oss-20b P / R / F1", "safeguard-20b P / R / F1"],
-                          seed_rows), "", f"Source: {md(ref.SEED_SOURCE)}.", ""]  # fmt: skip
-        out.append(table(["model", "OpenAI Mod 2022 F1", "ToxicChat F1"],
-                         [[md(m), f"{a:.1f}", f"{b:.1f}"] for m, (a, b) in ref.OPENAI_F1.items()]))  # fmt: skip
+            ours.append(
+                [
+                    md(r.eval["policy"]),
+                    md(r.eval["model"]),
+                    md(fmt_ci(r.eval["f1"])),
+                    num(r.eval["treatments"]["as_safe"]["f1"]["value"]),
+                    num(seed[2]) if seed else "—",
+                    f"{oa[1] / 100:.3f}" if oa else "—",
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "policy",
+                    "model",
+                    "our F1 (headline)",
+                    "our F1 (und.=safe)",
+                    f"seed F1 (n={ref.SEED_N})",
+                    "OpenAI F1",
+                ],
+                ours,
+            )
+        )
+        seed_rows = [
+            [
+                md(p),
+                f"\\~{c:,}",
+                " / ".join(num(x) for x in bm["gpt-oss-20b"][:3]),
+                " / ".join(num(x) for x in bm["gpt-oss-safeguard-20b"][:3]),
+            ]
+            for p, (c, bm) in ref.SEED_TOXICCHAT.items()
+        ]
+        out += [
+            "",
+            table(
+                ["policy", "chars", "gpt-oss-20b P / R / F1", "safeguard-20b P / R / F1"], seed_rows
+            ),
+            "",
+            f"Source: {md(ref.SEED_SOURCE)}.",
+            "",
+        ]
+        out.append(
+            table(
+                ["model", "OpenAI Mod 2022 F1", "ToxicChat F1"],
+                [[md(m), f"{a:.1f}", f"{b:.1f}"] for m, (a, b) in ref.OPENAI_F1.items()],
+            )
+        )
         out += ["", f"Source: {md(ref.OPENAI_SOURCE)}."]
     if report.plots:
         out += ["", "## Plots", ""]
@@ -110,33 +183,56 @@ def render_markdown(report: Report) -> str:
     out += ["", "## Run details"]
     for k, r in enumerate(runs, 1):
         e = r.eval
-        out += ["", f"### \\#{k} {md(r.name)}", "",
-                f"Dataset {md(e.get('dataset'))}; policy {md(e['policy'])}; model {md(e['model'])}; "
-                f"{e['n_done']}/{e['n_items']} done, {e['n_labelled']} labelled "
-                f"({e['n_gold_violation']} violations).", ""]  # fmt: skip
+        out += [
+            "",
+            f"### \\#{k} {md(r.name)}",
+            "",
+            f"Dataset {md(e.get('dataset'))}; policy {md(e['policy'])}; model {md(e['model'])}; "
+            f"{e['n_done']}/{e['n_items']} done, {e['n_labelled']} labelled "
+            f"({e['n_gold_violation']} violations).",
+            "",
+        ]
         from edge_guard.review.gold import review_summary
 
         if review_summary(e):  # scored against review decisions, or the run has some
             out += [md(review_summary(e)), ""]
-        head = ["metric"] + [md(TREATMENT_TITLES[t]) + (" (headline)" if t == e["headline"] else "")
-                             for t in TREATMENTS]  # fmt: skip
+        head = ["metric"] + [
+            md(TREATMENT_TITLES[t]) + (" (headline)" if t == e["headline"] else "")
+            for t in TREATMENTS
+        ]
         rows_ = [[m] + [md(fmt_ci(e["treatments"][t][m])) for t in TREATMENTS] for m in METRICS]
         out.append(table(head, rows_))
         conf = e["confusion"]
-        out += ["", table(["", *(f"verdict {v}" for v in VERDICTS)],
-                          [[f"gold {g}"] + [str(conf[g][v]) for v in VERDICTS]
-                           for g in ("violation", "no_violation")])]  # fmt: skip
+        out += [
+            "",
+            table(
+                ["", *(f"verdict {v}" for v in VERDICTS)],
+                [
+                    [f"gold {g}"] + [str(conf[g][v]) for v in VERDICTS]
+                    for g in ("violation", "no_violation")
+                ],
+            ),
+        ]
         notes = e.get("notes") or {}
         if notes.get("malformed"):
-            out += ["", f"{notes['malformed']} malformed rows skipped (first: "
-                    + md(", ".join(f"{a}: {b}" for a, b in notes.get('malformed_first', [])[:10])) + ")."]  # fmt: skip
+            out += [
+                "",
+                f"{notes['malformed']} malformed rows skipped (first: "
+                + md(", ".join(f"{a}: {b}" for a, b in notes.get("malformed_first", [])[:10]))
+                + ").",
+            ]
     out += ["", "## Misclassified examples"]
     for k, r in enumerate(runs, 1):
         for kind, title in EXAMPLE_KINDS:
             for x in r.examples[kind]:
-                out += ["", f"**\\#{k} {md(r.name)} — {md(title)}**, item {x['idx']}, verdict "
-                        f"{md(x['verdict'])}, P(violation) {num(x['score'])}, answer "
-                        f"{md(repr(x['final']))}", "", block(x["text"])]  # fmt: skip
+                out += [
+                    "",
+                    f"**\\#{k} {md(r.name)} — {md(title)}**, item {x['idx']}, verdict "
+                    f"{md(x['verdict'])}, P(violation) {num(x['score'])}, answer "
+                    f"{md(repr(x['final']))}",
+                    "",
+                    block(x["text"]),
+                ]
                 if x["reasoning"]:
                     out += ["", "Reasoning:", "", block(x["reasoning"])]
     return "\n".join(out) + "\n"

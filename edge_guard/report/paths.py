@@ -7,10 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
-HEAD = ["#", "run", "path", "one-pass", "escalated", "share escalated", "full-reasoning run",
-        "n", "agreement", "kappa", "F1 vs full", "P vs full", "R vs full"]  # fmt: skip
-NOTE = ("F1, precision and recall take the full-reasoning run's verdicts as the reference; "
-        "items undetermined in either run are left out.")  # fmt: skip
+HEAD = [
+    "#",
+    "run",
+    "path",
+    "one-pass",
+    "escalated",
+    "share escalated",
+    "full-reasoning run",
+    "n",
+    "agreement",
+    "kappa",
+    "F1 vs full",
+    "P vs full",
+    "R vs full",
+]
+NOTE = (
+    "F1, precision and recall take the full-reasoning run's verdicts as the reference; "
+    "items undetermined in either run are left out."
+)
 
 
 def _n(x: float | None) -> str:
@@ -24,12 +39,28 @@ def paths_rows(runs: list[Any]) -> list[list[str]]:
         s = r.eval.get("paths")
         if not s:
             continue
-        how = f"cascade {':'.join(str(b) for b in s['cascade'])}" if s["cascade"] else \
-            f"reasoning {s['reasoning']}"  # fmt: skip
+        how = (
+            f"cascade {':'.join(str(b) for b in s['cascade'])}"
+            if s["cascade"]
+            else f"reasoning {s['reasoning']}"
+        )
         share = s["escalated_share"]
         v = s.get("vs_full") or {}
-        rows.append([str(k), str(r.name), how, str(s["one_pass"]), str(s["escalated"]),
-                     "—" if share is None else f"{100 * share:.1f}%", str(v.get("run") or "none"),
-                     str(v.get("n", "")), _n(v.get("agreement")), _n(v.get("kappa")),
-                     _n(v.get("f1")), _n(v.get("precision")), _n(v.get("recall"))])  # fmt: skip
+        rows.append(
+            [
+                str(k),
+                str(r.name),
+                how,
+                str(s["one_pass"]),
+                str(s["escalated"]),
+                "—" if share is None else f"{100 * share:.1f}%",
+                str(v.get("run") or "none"),
+                str(v.get("n", "")),
+                _n(v.get("agreement")),
+                _n(v.get("kappa")),
+                _n(v.get("f1")),
+                _n(v.get("precision")),
+                _n(v.get("recall")),
+            ]
+        )
     return rows

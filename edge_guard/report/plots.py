@@ -51,8 +51,15 @@ def f1_bars(labels: Sequence[str], evals: Sequence[dict[str, Any]]) -> str | Non
             err = None
             if f1["ci"]:
                 err = [[f1["value"] - f1["ci"][0]], [f1["ci"][1] - f1["value"]]]
-            ax.barh(y, f1["value"], color=COLORS[0], alpha=0.75, xerr=err, capsize=3,
-                    label=TREATMENT_TITLES["excluded"] + " (95% CI)" if y == ys[0] else None)  # fmt: skip
+            ax.barh(
+                y,
+                f1["value"],
+                color=COLORS[0],
+                alpha=0.75,
+                xerr=err,
+                capsize=3,
+                label=TREATMENT_TITLES["excluded"] + " (95% CI)" if y == ys[0] else None,
+            )
         for t, marker in (("as_violation", "^"), ("as_safe", "v")):
             v = e["treatments"][t]["f1"]["value"]
             if v is not None:
@@ -66,8 +73,11 @@ def f1_bars(labels: Sequence[str], evals: Sequence[dict[str, Any]]) -> str | Non
     return to_svg(fig)
 
 
-def pr_curves(labels: Sequence[str], golds: Sequence[Sequence[bool | None]],
-              scores: Sequence[Sequence[float | None]]) -> str | None:  # fmt: skip
+def pr_curves(
+    labels: Sequence[str],
+    golds: Sequence[Sequence[bool | None]],
+    scores: Sequence[Sequence[float | None]],
+) -> str | None:
     """Precision-recall curves from the label scores (runs with both gold classes)."""
     curves = [(lab, pr_curve(g, s)) for lab, g, s in zip(labels, golds, scores, strict=True)]
     curves = [(lab, c) for lab, c in curves if c is not None]
@@ -105,16 +115,25 @@ def confusion_grid(labels: Sequence[str], evals: Sequence[dict[str, Any]]) -> st
         ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1, int(m.max())))
         for i in range(2):
             for j in range(3):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if m[i, j] > m.max() / 2 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black",
+                )
         ax.set_xticks(range(3), ["violation", "no viol.", "undet."], fontsize="small")
         ax.set_yticks(range(2), ["gold viol.", "gold safe"], fontsize="small")
         ax.set_title(_text(lab), fontsize="small")
     return to_svg(fig)
 
 
-def score_histograms(labels: Sequence[str], golds: Sequence[Sequence[bool | None]],
-                     scores: Sequence[Sequence[float | None]]) -> str | None:  # fmt: skip
+def score_histograms(
+    labels: Sequence[str],
+    golds: Sequence[Sequence[bool | None]],
+    scores: Sequence[Sequence[float | None]],
+) -> str | None:
     """Distribution of the label score by gold class, one panel per run with scores."""
     panels = []
     for lab, g, s in zip(labels, golds, scores, strict=True):
@@ -130,8 +149,13 @@ def score_histograms(labels: Sequence[str], golds: Sequence[Sequence[bool | None
     bins = [i / 20 for i in range(21)]
     for k, (lab, pos, neg) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
-        ax.hist([neg, pos], bins=bins, label=["gold safe", "gold violation"],
-                color=[COLORS[0], COLORS[1]], alpha=0.8)  # fmt: skip
+        ax.hist(
+            [neg, pos],
+            bins=bins,
+            label=["gold safe", "gold violation"],
+            color=[COLORS[0], COLORS[1]],
+            alpha=0.8,
+        )
         ax.set_yscale("symlog")
         ax.set_xlabel("P(violation)", fontsize="small")
         ax.set_title(_text(lab), fontsize="small")

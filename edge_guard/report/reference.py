@@ -28,13 +28,28 @@ SEED_SOURCE = (
 SEED_N = 2000
 # policy -> (approx. policy length in chars, {model: (precision, recall, F1, parse rate)})
 SEED_TOXICCHAT: dict[str, tuple[int, dict[str, tuple[float, float, float, float]]]] = {
-    "toxic_chat_claude_1": (3000, {"gpt-oss-20b": (0.590, 0.431, 0.498, 0.923),
-                                   "gpt-oss-safeguard-20b": (0.882, 0.375, 0.526, 0.998)}),
-    "toxic_simple": (270, {"gpt-oss-20b": (0.582, 0.600, 0.591, 0.938),
-                           "gpt-oss-safeguard-20b": (0.809, 0.581, 0.676, 0.996)}),
-    "toxic_known_dataset": (560, {"gpt-oss-20b": (0.497, 0.525, 0.511, 0.922),
-                                  "gpt-oss-safeguard-20b": (0.689, 0.694, 0.692, 0.992)}),
-}  # fmt: skip
+    "toxic_chat_claude_1": (
+        3000,
+        {
+            "gpt-oss-20b": (0.590, 0.431, 0.498, 0.923),
+            "gpt-oss-safeguard-20b": (0.882, 0.375, 0.526, 0.998),
+        },
+    ),
+    "toxic_simple": (
+        270,
+        {
+            "gpt-oss-20b": (0.582, 0.600, 0.591, 0.938),
+            "gpt-oss-safeguard-20b": (0.809, 0.581, 0.676, 0.996),
+        },
+    ),
+    "toxic_known_dataset": (
+        560,
+        {
+            "gpt-oss-20b": (0.497, 0.525, 0.511, 0.922),
+            "gpt-oss-safeguard-20b": (0.689, 0.694, 0.692, 0.992),
+        },
+    ),
+}
 SEED_NOTES = (
     "Base vs safeguard agreement on the same 2000 items: 94-96%, Cohen's kappa about 0.5.",
     "The same hosted configuration gave F1 .737 one month and .652 the next (hosted drift).",

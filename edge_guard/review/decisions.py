@@ -108,8 +108,9 @@ class Decision:
         d.pop("replaced")
         d["tags"] = list(self.tags)
         if self.replaced is not None:
-            d["replaced"] = {k: getattr(self.replaced, k)
-                             for k in ("id", "label", "reviewer", "created_at")}  # fmt: skip
+            d["replaced"] = {
+                k: getattr(self.replaced, k) for k in ("id", "label", "reviewer", "created_at")
+            }
         return d
 
 
@@ -133,23 +134,43 @@ class Target:
         return content_key(self.text, self.conversation)
 
 
-def record(store: Store, target: Target, label: str, *, note: str = "",
-           tags: Sequence[str] = (), reviewer: str | None = None, queue: str | None = None,
-           source: str = "cli") -> Decision:  # fmt: skip
+def record(
+    store: Store,
+    target: Target,
+    label: str,
+    *,
+    note: str = "",
+    tags: Sequence[str] = (),
+    reviewer: str | None = None,
+    queue: str | None = None,
+    source: str = "cli",
+) -> Decision:
     """Store one decision (its own committed transaction) and return it, with `replaced`
     set to the decision it supersedes (kept as history), if any."""
     label = check_label(label)
     note = note or ""
     if len(note) > MAX_NOTE:
         raise EdgeGuardError(f"note is {len(note)} characters; the limit is {MAX_NOTE}")
-    row = {"policy_name": target.policy_name, "content_key": target.content_key,
-           "label": label, "note": note, "tags": json.dumps(list(clean_tags(tags))),
-           "reviewer": (reviewer or "").strip() or default_reviewer(), "created_at": utcnow(),
-           "run": target.run, "idx": target.idx, "item_id": target.item_id,
-           "result_key": target.result_key, "policy_hash": target.policy_hash,
-           "text": target.text, "conversation": target.conversation,
-           "model_verdict": target.model_verdict, "model_score": target.model_score,
-           "queue": queue, "source": source}  # fmt: skip
+    row = {
+        "policy_name": target.policy_name,
+        "content_key": target.content_key,
+        "label": label,
+        "note": note,
+        "tags": json.dumps(list(clean_tags(tags))),
+        "reviewer": (reviewer or "").strip() or default_reviewer(),
+        "created_at": utcnow(),
+        "run": target.run,
+        "idx": target.idx,
+        "item_id": target.item_id,
+        "result_key": target.result_key,
+        "policy_hash": target.policy_hash,
+        "text": target.text,
+        "conversation": target.conversation,
+        "model_verdict": target.model_verdict,
+        "model_score": target.model_score,
+        "queue": queue,
+        "source": source,
+    }
     with store.transaction() as db:
         prev = db.execute(
             "SELECT * FROM review_decisions WHERE policy_name = ? AND content_key = ? "
@@ -184,8 +205,9 @@ def history(store: Store, policy_name: str, key: str) -> list[Decision]:
     return [Decision.from_row(r) for r in rows]
 
 
-def all_decisions(store: Store, *, policy_name: str | None = None,
-                  include_history: bool = False) -> list[Decision]:  # fmt: skip
+def all_decisions(
+    store: Store, *, policy_name: str | None = None, include_history: bool = False
+) -> list[Decision]:
     """Every decision (oldest first), or only the latest per item; optionally one policy's."""
     sql, params = "SELECT * FROM review_decisions", []
     if policy_name is not None:

@@ -20,13 +20,33 @@ from edge_guard.sanitize import csv_row
 from edge_guard.store import Store
 
 FORMATS = ("jsonl", "csv")
-COLUMNS = ("id", "policy_name", "label", "note", "tags", "reviewer", "created_at", "run", "idx",
-           "item_id", "text", "conversation", "model_verdict", "model_score", "result_key",
-           "policy_hash", "content_key", "queue", "source", "in_force")  # fmt: skip
+COLUMNS = (
+    "id",
+    "policy_name",
+    "label",
+    "note",
+    "tags",
+    "reviewer",
+    "created_at",
+    "run",
+    "idx",
+    "item_id",
+    "text",
+    "conversation",
+    "model_verdict",
+    "model_score",
+    "result_key",
+    "policy_hash",
+    "content_key",
+    "queue",
+    "source",
+    "in_force",
+)
 
 
-def export_rows(store: Store, *, run: str | None = None, policy: str | None = None,
-                history: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def export_rows(
+    store: Store, *, run: str | None = None, policy: str | None = None, history: bool = False
+) -> list[dict[str, Any]]:
     """Decisions as flat dicts (COLUMNS); `in_force` marks the latest decision per item."""
     current = {d.id for d in all_decisions(store, policy_name=policy)}
     found: list[Decision] = all_decisions(store, policy_name=policy, include_history=history)

@@ -20,8 +20,11 @@ from edge_guard.runs.batch import Outcomes
 from edge_guard.store import Store
 
 GOLD_SOURCES = ("dataset", "review", "dataset+review")
-GOLD_TITLES = {"dataset": "dataset labels", "review": "review decisions",
-               "dataset+review": "dataset labels, review decisions where unlabelled"}  # fmt: skip
+GOLD_TITLES = {
+    "dataset": "dataset labels",
+    "review": "review decisions",
+    "dataset+review": "dataset labels, review decisions where unlabelled",
+}
 
 
 def review_labels(store: Store, out: Outcomes) -> list[bool | None]:
@@ -44,8 +47,9 @@ def with_gold(store: Store, out: Outcomes, source: str) -> Outcomes:
     review = review_labels(store, out)
     if source == "review":
         return replace(out, gold=review)
-    return replace(out, gold=[g if g is not None else r
-                              for g, r in zip(out.gold, review, strict=True)])  # fmt: skip
+    return replace(
+        out, gold=[g if g is not None else r for g, r in zip(out.gold, review, strict=True)]
+    )
 
 
 def _pair(a: list[str], b: list[str], n_resamples: int, seed: int, level: float) -> dict[str, Any]:
@@ -54,31 +58,42 @@ def _pair(a: list[str], b: list[str], n_resamples: int, seed: int, level: float)
 
     point = agreement(a, b)
     ci = agreement_ci(a, b, n_resamples=n_resamples, seed=seed, level=level)
-    return {"n": point["n"],
-            "agreement": {"value": point["agreement"], "ci": ci["agreement"]},
-            "kappa": {"value": point["kappa"],
-                      "ci": ci["kappa"] if point["kappa"] is not None else None}}  # fmt: skip
+    return {
+        "n": point["n"],
+        "agreement": {"value": point["agreement"], "ci": ci["agreement"]},
+        "kappa": {
+            "value": point["kappa"],
+            "ci": ci["kappa"] if point["kappa"] is not None else None,
+        },
+    }
 
 
 def _side(v: bool) -> str:
     return "violation" if v else "no_violation"
 
 
-def agreement_section(store: Store, out: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def agreement_section(
+    store: Store, out: Outcomes, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """Model–reviewer, model–gold and reviewer–gold agreement over the run's items."""
     review = review_labels(store, out)
     dataset = out.gold  # the run's own labels, whatever gold the metrics use
     verdicts = out.verdicts
 
     def pair(xs: list[Any], ys: list[bool | None]) -> dict[str, Any]:
-        idx = [i for i, (x, y) in enumerate(zip(xs, ys, strict=True))
-               if x is not None and y is not None]  # fmt: skip
+        idx = [
+            i
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+            if x is not None and y is not None
+        ]
         a = [xs[i] if isinstance(xs[i], str) else _side(xs[i]) for i in idx]
         return _pair(a, [_side(ys[i]) for i in idx], n_resamples, seed, level)  # type: ignore[arg-type]
 
-    n_und = sum(1 for v, r in zip(verdicts, review, strict=True)
-                if r is not None and v not in ("violation", "no_violation"))  # fmt: skip
+    n_und = sum(
+        1
+        for v, r in zip(verdicts, review, strict=True)
+        if r is not None and v not in ("violation", "no_violation")
+    )
     return {
         "n_reviewed": sum(r is not None for r in review),
         "n_review_violation": sum(bool(r) for r in review if r is not None),
@@ -95,8 +110,15 @@ def agreement_section(store: Store, out: Outcomes, *, n_resamples: int = 1000, s
     }
 
 
-def evaluate_with_gold(store: Store, name: str, *, gold: str = "dataset", n_resamples: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def evaluate_with_gold(
+    store: Store,
+    name: str,
+    *,
+    gold: str = "dataset",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """`runs.evaluate_run` scored against `gold`, with `gold_source` and (when the run's
     items have review decisions, or `gold` uses them) the `review` agreement section."""
     from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
@@ -125,12 +147,17 @@ def format_review(ev: dict[str, Any]) -> list[str]:
         return []
     if not s["n_reviewed"]:
         return ["", f"review: no decisions on this run's items yet (edge-guard review {ev['run']})"]
-    lines = ["", f"review: {s['n_reviewed']} items decided ({s['n_review_violation']} violation); "
-             f"{s['n_reviewed_undetermined']} of them undetermined by the model (counted as "
-             "disagreement)"]  # fmt: skip
-    for key, title in (("model_vs_reviewer", "model vs reviewer"),
-                       ("model_vs_gold", "model vs dataset gold"),
-                       ("reviewer_vs_gold", "reviewer vs dataset gold")):  # fmt: skip
+    lines = [
+        "",
+        f"review: {s['n_reviewed']} items decided ({s['n_review_violation']} violation); "
+        f"{s['n_reviewed_undetermined']} of them undetermined by the model (counted as "
+        "disagreement)",
+    ]
+    for key, title in (
+        ("model_vs_reviewer", "model vs reviewer"),
+        ("model_vs_gold", "model vs dataset gold"),
+        ("reviewer_vs_gold", "reviewer vs dataset gold"),
+    ):
         m = s[key]
         lines.append(
             f"  {title:<26} n={m['n']:<5} " + (_fmt(m) if m["n"] else "no items in common")
@@ -147,9 +174,11 @@ def review_summary(ev: dict[str, Any]) -> str | None:
     parts = [f"gold: {GOLD_TITLES[src]}"]
     if s:
         parts.append(f"{s['n_reviewed']} items reviewed")
-        for key, title in (("model_vs_reviewer", "model vs reviewer"),
-                           ("model_vs_gold", "model vs dataset gold"),
-                           ("reviewer_vs_gold", "reviewer vs dataset gold")):  # fmt: skip
+        for key, title in (
+            ("model_vs_reviewer", "model vs reviewer"),
+            ("model_vs_gold", "model vs dataset gold"),
+            ("reviewer_vs_gold", "reviewer vs dataset gold"),
+        ):
             if s[key]["n"]:
                 parts.append(f"{title} (n={s[key]['n']}) {_fmt(s[key])}")
     return "; ".join(parts)

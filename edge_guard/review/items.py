@@ -63,19 +63,38 @@ class ReviewItem:
         return self.verdict in DECIDED
 
     def target(self) -> Target:
-        return Target(self.policy_name, self.text, self.conversation, self.run, self.idx,
-                      self.item_id, self.key, self.policy_hash, self.verdict,
-                      self.score)  # fmt: skip
+        return Target(
+            self.policy_name,
+            self.text,
+            self.conversation,
+            self.run,
+            self.idx,
+            self.item_id,
+            self.key,
+            self.policy_hash,
+            self.verdict,
+            self.score,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item": self.idx, "item_id": self.item_id, "run": self.run, "key": self.key,
-                "text": self.text,
-                "conversation": json.loads(self.conversation) if self.conversation else None,
-                "verdict": self.verdict, "p_violation": self.score, "final": self.final,
-                "reasoning": self.reasoning, "finish_reason": self.finish_reason,
-                "error": self.error, "gold": _side(self.gold), "gold_raw": self.gold_raw,
-                "partners": [p.to_dict() for p in self.partners],
-                "decision": self.decision.to_dict() if self.decision else None}  # fmt: skip
+        return {
+            "item": self.idx,
+            "item_id": self.item_id,
+            "run": self.run,
+            "key": self.key,
+            "text": self.text,
+            "conversation": json.loads(self.conversation) if self.conversation else None,
+            "verdict": self.verdict,
+            "p_violation": self.score,
+            "final": self.final,
+            "reasoning": self.reasoning,
+            "finish_reason": self.finish_reason,
+            "error": self.error,
+            "gold": _side(self.gold),
+            "gold_raw": self.gold_raw,
+            "partners": [p.to_dict() for p in self.partners],
+            "decision": self.decision.to_dict() if self.decision else None,
+        }
 
 
 def _side(v: bool | None) -> str | None:
@@ -106,8 +125,10 @@ class ReviewSource:
         if len(hits) == 1:
             return hits[0]
         if hits:
-            raise EdgeGuardError(f"item id {s!r} names {len(hits)} items of run {self.run!r}: "
-                                 "give the item's index instead")  # fmt: skip
+            raise EdgeGuardError(
+                f"item id {s!r} names {len(hits)} items of run {self.run!r}: "
+                "give the item's index instead"
+            )
         span = f"indices {self.items[0].idx}–{self.items[-1].idx}" if self.items else "no items"
         raise EdgeGuardError(f"run {self.run!r} has no item {s!r} ({span})")
 
@@ -122,8 +143,9 @@ def policy_output(store: Store, name: str, policy_hash: str | None) -> OutputSpe
     """The output spec of a stored policy version (tested versions are stored), or None."""
     if not policy_hash:
         return None
-    rows = store.query("SELECT output FROM policy_versions WHERE policy_name = ? AND hash = ?",
-                       [name, policy_hash])  # fmt: skip
+    rows = store.query(
+        "SELECT output FROM policy_versions WHERE policy_name = ? AND hash = ?", [name, policy_hash]
+    )
     if not rows or not rows[0]["output"]:
         return None
     try:
@@ -136,14 +158,17 @@ def policy_path(store: Store, name: str, policy_hash: str | None) -> str | None:
     """Where the policy version was loaded from when it was tested (if that still exists)."""
     from pathlib import Path
 
-    rows = store.query("SELECT path FROM policy_versions WHERE policy_name = ? AND hash = ? "
-                       "AND path IS NOT NULL", [name, policy_hash or ""])  # fmt: skip
+    rows = store.query(
+        "SELECT path FROM policy_versions WHERE policy_name = ? AND hash = ? AND path IS NOT NULL",
+        [name, policy_hash or ""],
+    )
     return rows[0]["path"] if rows and Path(rows[0]["path"]).exists() else None
 
 
 def _recent(store: Store) -> str:
-    names = [r["name"] for r in
-             store.query("SELECT name FROM runs ORDER BY updated_at DESC LIMIT 5")]  # fmt: skip
+    names = [
+        r["name"] for r in store.query("SELECT name FROM runs ORDER BY updated_at DESC LIMIT 5")
+    ]
     return f" (recent runs: {', '.join(names)})" if names else " (no runs in this store)"
 
 
@@ -155,8 +180,10 @@ def resolve(store: Store, ref: str) -> tuple[str, list[str]]:
     run = store.run(ref)
     if run is not None:
         if is_multi_run(run):
-            raise EdgeGuardError(f"run {ref!r} classified several policies: review works on "
-                                 "single-policy runs (run each policy on its own)")  # fmt: skip
+            raise EdgeGuardError(
+                f"run {ref!r} classified several policies: review works on "
+                "single-policy runs (run each policy on its own)"
+            )
         return ref, _auto_partners(store, run)
     from edge_guard.compare.runner import comparison_runs
 
@@ -165,8 +192,9 @@ def resolve(store: Store, ref: str) -> tuple[str, list[str]]:
         return names[0], names[1:]
     except EdgeGuardError:
         pass
-    tests = store.query("SELECT run FROM policy_test_runs WHERE policy_name = ? ORDER BY id DESC "
-                        "LIMIT 1", [ref])  # fmt: skip
+    tests = store.query(
+        "SELECT run FROM policy_test_runs WHERE policy_name = ? ORDER BY id DESC LIMIT 1", [ref]
+    )
     if tests:
         name = tests[0]["run"]
         return name, _auto_partners(store, store.run(name) or {"name": name, "kind": "test"})
@@ -193,9 +221,11 @@ def _auto_partners(store: Store, run: dict[str, Any]) -> list[str]:
 def _previous_test_run(store: Store, name: str) -> list[str]:
     from edge_guard.policy.versions import PolicyVersion, previous_tested, test_runs
 
-    rows = store.query("SELECT t.config_hash, v.* FROM policy_test_runs t JOIN policy_versions v "
-                       "ON v.id = t.version_id WHERE t.run = ? ORDER BY t.id DESC LIMIT 1",
-                       [name])  # fmt: skip
+    rows = store.query(
+        "SELECT t.config_hash, v.* FROM policy_test_runs t JOIN policy_versions v "
+        "ON v.id = t.version_id WHERE t.run = ? ORDER BY t.id DESC LIMIT 1",
+        [name],
+    )
     if not rows:
         return []
     version = PolicyVersion.from_row(rows[0])
@@ -207,8 +237,9 @@ def _previous_test_run(store: Store, name: str) -> list[str]:
     return [(same or runs)[0].run] if runs else []
 
 
-def load_source(store: Store, ref: str, *, against: list[str] | None = None,
-                threshold: float | None = None) -> ReviewSource:  # fmt: skip
+def load_source(
+    store: Store, ref: str, *, against: list[str] | None = None, threshold: float | None = None
+) -> ReviewSource:
     """The items of the run `ref` names, with partners (`against` replaces the automatic
     ones), gold labels mapped by the policy's own labels and the decisions in force."""
     from edge_guard.datasets.gold import GoldMapper
@@ -239,18 +270,40 @@ def load_source(store: Store, ref: str, *, against: list[str] | None = None,
             gold = None if mapped is None else mapped.violation
         extra = json.loads(row.get("extra") or "{}")
         raw = extra.get("gold_raw", row.get("gold")) if isinstance(extra, dict) else row.get("gold")
-        item = ReviewItem(name, row["idx"], row.get("item_id"), row.get("key"),
-                          row.get("text") or "", row.get("conversation"), str(row["verdict"]),
-                          item_score(row), row.get("final"), row.get("reasoning"),
-                          row.get("finish_reason"), row.get("error"), gold, raw, policy_name,
-                          row.get("policy_hash") or policy_hash)  # fmt: skip
+        item = ReviewItem(
+            name,
+            row["idx"],
+            row.get("item_id"),
+            row.get("key"),
+            row.get("text") or "",
+            row.get("conversation"),
+            str(row["verdict"]),
+            item_score(row),
+            row.get("final"),
+            row.get("reasoning"),
+            row.get("finish_reason"),
+            row.get("error"),
+            gold,
+            raw,
+            policy_name,
+            row.get("policy_hash") or policy_hash,
+        )
         for p, rows in by_partner.items():
             other = rows.get(item.content_key)
             if other is not None:
                 item.partners.append(Partner(p, other["verdict"], item_score(other)))
         items.append(item)
-    source = ReviewSource(ref, str(run.get("kind") or "run"), name, policy_name, policy_hash,
-                          spec, float(threshold), items, partners)  # fmt: skip
+    source = ReviewSource(
+        ref,
+        str(run.get("kind") or "run"),
+        name,
+        policy_name,
+        policy_hash,
+        spec,
+        float(threshold),
+        items,
+        partners,
+    )
     source.refresh_decisions(store)
     return source
 

@@ -37,12 +37,19 @@ class Promotion:
     unmappable: list[tuple[int, str]] = field(default_factory=list)  # (item, why)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "added": self.added, "n_added": len(self.added),
-                "duplicates": self.duplicates, "skipped": self.skipped,
-                "conflicts": [{"item": i, "case_expected": c, "decision_expected": d}
-                              for i, c, d in self.conflicts],
-                "unreviewed": self.unreviewed,
-                "unmappable": [{"item": i, "why": w} for i, w in self.unmappable]}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "added": self.added,
+            "n_added": len(self.added),
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "conflicts": [
+                {"item": i, "case_expected": c, "decision_expected": d}
+                for i, c, d in self.conflicts
+            ],
+            "unreviewed": self.unreviewed,
+            "unmappable": [{"item": i, "why": w} for i, w in self.unmappable],
+        }
 
 
 def expected_for(label: str, spec: OutputSpec) -> str:
@@ -54,8 +61,10 @@ def expected_for(label: str, spec: OutputSpec) -> str:
     side = [lab for lab in spec.labels if (lab in spec.violation) == violation]
     if len(side) != 1:
         names = ", ".join(side) or "none"
-        raise CasesError(f"policy has {len(side)} {label} labels ({names}): a review decision "
-                         "does not say which one; add this case by hand")  # fmt: skip
+        raise CasesError(
+            f"policy has {len(side)} {label} labels ({names}): a review decision "
+            "does not say which one; add this case by hand"
+        )
     return side[0]
 
 
@@ -70,14 +79,28 @@ def case_object(item: ReviewItem, spec: OutputSpec) -> dict[str, Any]:
         obj["messages"], obj["target"] = conv["messages"], conv.get("target") or "last"
     else:
         obj["text"] = item.text
-    obj.update({"expected": expected_for(d.label, spec), "note": d.note, "tags": tags,
-                "provenance": {"source": "review", "run": item.run, "item": item.idx,
-                               "item_id": item.item_id, "decision_id": d.id,
-                               "decision": d.label, "reviewer": d.reviewer,
-                               "decided_at": d.created_at, "note": d.note,
-                               "tags": list(d.tags), "policy_hash": d.policy_hash,
-                               "result_key": d.result_key,
-                               "model_verdict": d.model_verdict}})  # fmt: skip
+    obj.update(
+        {
+            "expected": expected_for(d.label, spec),
+            "note": d.note,
+            "tags": tags,
+            "provenance": {
+                "source": "review",
+                "run": item.run,
+                "item": item.idx,
+                "item_id": item.item_id,
+                "decision_id": d.id,
+                "decision": d.label,
+                "reviewer": d.reviewer,
+                "decided_at": d.created_at,
+                "note": d.note,
+                "tags": list(d.tags),
+                "policy_hash": d.policy_hash,
+                "result_key": d.result_key,
+                "model_verdict": d.model_verdict,
+            },
+        }
+    )
     return obj
 
 
@@ -88,21 +111,28 @@ def _dedup_key(case: Case) -> str:
 def cases_target(policy: Policy) -> Path:
     """The cases.jsonl reviewed items are appended to (a policy folder's own)."""
     if policy.path is None or not Path(policy.path).is_dir():
-        raise EdgeGuardError(f"policy {policy.name} is not a policy folder (policy.md + "
-                             "cases.jsonl): cases can only be added to a folder policy")  # fmt: skip
+        raise EdgeGuardError(
+            f"policy {policy.name} is not a policy folder (policy.md + "
+            "cases.jsonl): cases can only be added to a folder policy"
+        )
     folder = Path(policy.path)
     if (folder / "cases.csv").is_file() and not (folder / "cases.jsonl").is_file():
-        raise EdgeGuardError(f"policy {policy.name} keeps its cases in {folder / 'cases.csv'}: "
-                             "cases from review are appended to cases.jsonl only")  # fmt: skip
+        raise EdgeGuardError(
+            f"policy {policy.name} keeps its cases in {folder / 'cases.csv'}: "
+            "cases from review are appended to cases.jsonl only"
+        )
     return folder / "cases.jsonl"
 
 
-def cases_from_review(source: ReviewSource, policy: Policy, *,
-                      items: Sequence[int | str] | None = None) -> Promotion:  # fmt: skip
+def cases_from_review(
+    source: ReviewSource, policy: Policy, *, items: Sequence[int | str] | None = None
+) -> Promotion:
     """Append `source`'s decided items (all, or the ones named) to `policy`'s cases.jsonl."""
     if source.policy_name != policy.name:
-        raise EdgeGuardError(f"run {source.run!r} was classified under policy "
-                             f"{source.policy_name!r}, not {policy.name!r}")  # fmt: skip
+        raise EdgeGuardError(
+            f"run {source.run!r} was classified under policy "
+            f"{source.policy_name!r}, not {policy.name!r}"
+        )
     path = cases_target(policy)
     chosen = [source.item(i) for i in items] if items else list(source.items)
     existing = load_cases(path, policy.output) if path.is_file() and path.stat().st_size else []

@@ -44,9 +44,11 @@ def distance(item: ReviewItem, threshold: float) -> float | None:
 
 def _delta(item: ReviewItem) -> float:
     """The largest change in P(violation) to a partner that flipped (-1 when unscored)."""
-    deltas = [abs(p.score - item.score) for p in item.partners
-              if p.verdict != item.verdict and p.score is not None
-              and item.score is not None]  # fmt: skip
+    deltas = [
+        abs(p.score - item.score)
+        for p in item.partners
+        if p.verdict != item.verdict and p.score is not None and item.score is not None
+    ]
     return max(deltas) if deltas else -1.0
 
 
@@ -76,16 +78,32 @@ class Queue:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.source
-        return {"run": s.run, "ref": s.ref, "kind": s.kind, "policy": s.policy_name,
-                "policy_hash": s.policy_hash, "partners": s.partners, "queue": self.name,
-                "threshold": s.threshold, "n_items": len(s.items), "n_queue": len(self.items),
-                "reviewed": self.reviewed, "remaining": self.remaining, "note": self.note,
-                "items": [{**i.to_dict(), "reasons": self.why.get(i.idx, [])}
-                          for i in self.shown]}  # fmt: skip
+        return {
+            "run": s.run,
+            "ref": s.ref,
+            "kind": s.kind,
+            "policy": s.policy_name,
+            "policy_hash": s.policy_hash,
+            "partners": s.partners,
+            "queue": self.name,
+            "threshold": s.threshold,
+            "n_items": len(s.items),
+            "n_queue": len(self.items),
+            "reviewed": self.reviewed,
+            "remaining": self.remaining,
+            "note": self.note,
+            "items": [{**i.to_dict(), "reasons": self.why.get(i.idx, [])} for i in self.shown],
+        }
 
 
-def build_queue(source: ReviewSource, name: str = "triage", *, limit: int | None = None,
-                seed: int = 0, todo: bool = False) -> Queue:  # fmt: skip
+def build_queue(
+    source: ReviewSource,
+    name: str = "triage",
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    todo: bool = False,
+) -> Queue:
     """The items of queue `name` in review order (see the module docstring)."""
     if name not in QUEUES:
         raise EdgeGuardError(f"unknown review queue {name!r} (choose {', '.join(QUEUES)})")
@@ -100,8 +118,10 @@ def build_queue(source: ReviewSource, name: str = "triage", *, limit: int | None
         return (d if d is not None else 2.0, i.idx)
 
     if name == "disagree":
-        picked = sorted((i for i in items if "disagree" in why[i.idx]),
-                        key=lambda i: (-(distance(i, t) or -1.0), i.idx))  # fmt: skip
+        picked = sorted(
+            (i for i in items if "disagree" in why[i.idx]),
+            key=lambda i: (-(distance(i, t) or -1.0), i.idx),
+        )
         if not any(i.gold is not None for i in items):
             note = "no gold labels in this run: nothing can disagree (try uncertain or sample)"
     elif name == "uncertain":
@@ -126,6 +146,7 @@ def build_queue(source: ReviewSource, name: str = "triage", *, limit: int | None
         picked = list(items)
     else:  # triage
         rank = {"disagree": 0, "flip": 1, "undetermined": 2}
-        picked = sorted(items, key=lambda i: (min((rank[r] for r in why[i.idx]), default=3),
-                                              near(i)))  # fmt: skip
+        picked = sorted(
+            items, key=lambda i: (min((rank[r] for r in why[i.idx]), default=3), near(i))
+        )
     return Queue(source, name, picked, limit, todo, note, why)

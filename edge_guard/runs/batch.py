@@ -32,10 +32,26 @@ if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, 
     from edge_guard.classifier import Classifier, RunItem
 
 # Config keys that must match to resume a run (the dataset's path may move; its bytes may not).
-MATCH_KEYS = ("policy_hash", "model_identity", "style", "effort", "date", "sampling",
-              "dataset_sha256", "text_field", "label_field", "id_field", "sample", "seed",
-              "limit", "truncate", "target", "messages_field", "prompt_field",
-              "response_field")  # fmt: skip
+MATCH_KEYS = (
+    "policy_hash",
+    "model_identity",
+    "style",
+    "effort",
+    "date",
+    "sampling",
+    "dataset_sha256",
+    "text_field",
+    "label_field",
+    "id_field",
+    "sample",
+    "seed",
+    "limit",
+    "truncate",
+    "target",
+    "messages_field",
+    "prompt_field",
+    "response_field",
+)
 
 
 @dataclass
@@ -85,8 +101,9 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", s).strip("-") or "x"
 
 
-def run_config(classifier: Classifier, dataset: Dataset, *, limit: int | None,
-               sample: str | None, seed: int) -> dict[str, Any]:  # fmt: skip
+def run_config(
+    classifier: Classifier, dataset: Dataset, *, limit: int | None, sample: str | None, seed: int
+) -> dict[str, Any]:
     cfg = classifier.prompt_config
     return {
         "dataset": str(dataset.path.resolve()),
@@ -145,30 +162,47 @@ def _short(v: Any) -> Any:
 
 
 def _mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [f"{k} {_short(old.get(k))!r} → {_short(new.get(k))!r}"
-            for k in MATCH_KEYS if old.get(k) != new.get(k)]  # fmt: skip
+    return [
+        f"{k} {_short(old.get(k))!r} → {_short(new.get(k))!r}"
+        for k in MATCH_KEYS
+        if old.get(k) != new.get(k)
+    ]
 
 
-def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str | None = None,
-             text_field: str | None = None, label_field: str | None = None,
-             id_field: str | None = None, limit: int | None = None, sample: str | None = None,
-             seed: int = 0, kind: str = "run", extra_config: dict[str, Any] | None = None,
-             keep_notes: tuple[str, ...] = (), **conversation: Any) -> RunPlan:  # fmt: skip
+def plan_run(
+    dataset: str | Path | Dataset,
+    classifier: Classifier,
+    *,
+    name: str | None = None,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    id_field: str | None = None,
+    limit: int | None = None,
+    sample: str | None = None,
+    seed: int = 0,
+    kind: str = "run",
+    extra_config: dict[str, Any] | None = None,
+    keep_notes: tuple[str, ...] = (),
+    **conversation: Any,
+) -> RunPlan:
     """Load + sample the dataset and create or resume the named run (not classifying yet).
 
     `kind` names the run's kind ("run", "compare", ...); `extra_config` is stored with the
     run's config; `keep_notes` are note keys carried over from an existing run;
     `conversation` holds load_dataset's messages_field/prompt_field/response_field/target.
     """
-    ds = usable_dataset(dataset, text_field=text_field, label_field=label_field,
-                        id_field=id_field, **conversation)  # fmt: skip
+    ds = usable_dataset(
+        dataset, text_field=text_field, label_field=label_field, id_field=id_field, **conversation
+    )
     wrong = judges_problem(getattr(classifier.policy, "judges", "any"), ds.rows[0].item)
     if wrong:
         raise EdgeGuardError(f"{ds.path}: policy {classifier.policy.name} {wrong}")
     all_golds, unmapped = map_golds(ds.rows, classifier.policy.output)
     selected, sample_note = select_rows(all_golds, limit=limit, sample=sample, seed=seed)
-    config = {**run_config(classifier, ds, limit=limit, sample=sample, seed=seed),
-              **(extra_config or {})}  # fmt: skip
+    config = {
+        **run_config(classifier, ds, limit=limit, sample=sample, seed=seed),
+        **(extra_config or {}),
+    }
     name = name or default_run_name(config)
     store = classifier.store
     existing = store.run(name)
@@ -194,9 +228,16 @@ def plan_run(dataset: str | Path | Dataset, classifier: Classifier, *, name: str
         "sample_note": sample_note,
         **{k: old_notes.get(k) for k in keep_notes},
     }
-    store.ensure_run(name, kind=kind, dataset=str(ds.path), policy=classifier.policy.name,
-                     model=classifier.backend.model_ref, config=config, n_items=len(selected),
-                     notes=notes)  # fmt: skip
+    store.ensure_run(
+        name,
+        kind=kind,
+        dataset=str(ds.path),
+        policy=classifier.policy.name,
+        model=classifier.backend.model_ref,
+        config=config,
+        n_items=len(selected),
+        notes=notes,
+    )
     store.set_run_status(name, "running", notes=notes, n_items=len(selected))
     done = store.ok_indices(name)  # answered without error under this run's own parse
     return RunPlan(name, ds, selected, golds, config, notes, done, existing is not None)
@@ -214,8 +255,11 @@ def run_item(plan: RunPlan, idx: int) -> RunItem:
     from edge_guard.classifier import RunItem
 
     row, gold = plan.row(idx), plan.golds[idx]
-    extra = {"line": row.line, "gold_raw": _jsonable(row.label),
-             "gold_violation": None if gold is None else gold.violation}  # fmt: skip
+    extra = {
+        "line": row.line,
+        "gold_raw": _jsonable(row.label),
+        "gold_violation": None if gold is None else gold.violation,
+    }
     label = None if gold is None else gold.label
     return RunItem(plan.name, idx, row.item_id, label, extra)
 
@@ -241,10 +285,15 @@ def execute_run(
     return progress.summary(plan.name, plan.n_items)
 
 
-def run_dataset(dataset: str | Path | Dataset, classifier: Classifier, *,
-                name: str | None = None, steer: Callable[[int, Row], LogitsProcessor | None] | None = None,
-                on_result: Callable[[RunProgress, int, ClassificationResult], None] | None = None,
-                **plan_kw: Any) -> RunSummary:  # fmt: skip
+def run_dataset(
+    dataset: str | Path | Dataset,
+    classifier: Classifier,
+    *,
+    name: str | None = None,
+    steer: Callable[[int, Row], LogitsProcessor | None] | None = None,
+    on_result: Callable[[RunProgress, int, ClassificationResult], None] | None = None,
+    **plan_kw: Any,
+) -> RunSummary:
     """plan_run + execute_run: classify a dataset as (or resuming) a named run."""
     plan = plan_run(dataset, classifier, name=name, **plan_kw)
     return execute_run(plan, classifier, steer=steer, on_result=on_result)
@@ -303,29 +352,45 @@ def run_outcomes(store: Store, name: str) -> Outcomes:
             mapped = fallback.map(r["gold"])
             g = None if mapped is None else mapped.violation
         gold.append(g)
-    return Outcomes(run, rows, [r["verdict"] for r in rows], gold, [item_score(r) for r in rows],
-                    [bool(r["parsed"]) for r in rows])  # fmt: skip
+    return Outcomes(
+        run,
+        rows,
+        [r["verdict"] for r in rows],
+        gold,
+        [item_score(r) for r in rows],
+        [bool(r["parsed"]) for r in rows],
+    )
 
 
-def evaluate_run(store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def evaluate_run(
+    store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """`metrics.evaluate` on a stored run, plus the run's identity, progress and notes."""
     from edge_guard.runs.paths import path_summary
 
-    ev = evaluate_outcomes(run_outcomes(store, name), n_resamples=n_resamples, seed=seed,
-                           level=level)  # fmt: skip
+    ev = evaluate_outcomes(
+        run_outcomes(store, name), n_resamples=n_resamples, seed=seed, level=level
+    )
     ev["paths"] = path_summary(store, name)  # one-pass / cascade runs: paths, vs full reasoning
     return ev
 
 
-def evaluate_outcomes(out: Outcomes, *, n_resamples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def evaluate_outcomes(
+    out: Outcomes, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     from edge_guard.runs.metrics import evaluate
 
     name = out.run["name"]
     cfg = out.config
-    ev = evaluate(out.verdicts, out.gold, out.scores, parsed=out.parsed,
-                  n_resamples=n_resamples, seed=seed, level=level)  # fmt: skip
+    ev = evaluate(
+        out.verdicts,
+        out.gold,
+        out.scores,
+        parsed=out.parsed,
+        n_resamples=n_resamples,
+        seed=seed,
+        level=level,
+    )
     return {
         "run": name,
         "status": out.run.get("status"),

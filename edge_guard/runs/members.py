@@ -13,12 +13,14 @@ if TYPE_CHECKING:
     from edge_guard.result import ClassificationResult
 
 
-def spread_answers(clf: Classifier, pset: PolicySet, pairs: Sequence[tuple[int, int]],
-                   items: Sequence[RunItem] | None,
-                   answers: Iterable[tuple[int, ClassificationResult]],
-                   split: Callable[[ClassificationResult, PolicySet],
-                                   dict[str, ClassificationResult]],
-                   ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def spread_answers(
+    clf: Classifier,
+    pset: PolicySet,
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None,
+    answers: Iterable[tuple[int, ClassificationResult]],
+    split: Callable[[ClassificationResult, PolicySet], dict[str, ClassificationResult]],
+) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, member result) for every pair, from one answer per text: `answers`
     yields (k, answer) for the k-th distinct text of `pairs` (first-pair order), `split`
     cuts an answer into its members' results; with run items each is stored and linked."""
@@ -42,6 +44,12 @@ def store_member(clf: Classifier, res: ClassificationResult, policy: Policy, ite
     if resp is None or res.key is None:
         return
     row = clf._row(res, resp, res.text or "", res.key, clf.sampling)
-    row.update({"policy_name": policy.name, "policy_hash": policy.hash,
-                "policy_text_hash": policy.text_hash, "prompt_token_ids": []})  # fmt: skip
+    row.update(
+        {
+            "policy_name": policy.name,
+            "policy_hash": policy.hash,
+            "policy_text_hash": policy.text_hash,
+            "prompt_token_ids": [],
+        }
+    )
     clf.store.put(row, item.row(res.key))

@@ -63,9 +63,17 @@ def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, An
             y_true, y_pred, average="binary", pos_label=1, labels=[0, 1], zero_division=float("nan")
         )
         tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
-    return {"n": n, "accuracy": float(accuracy_score(y_true, y_pred)), "precision": _num(p),
-            "recall": _num(r), "f1": _num(f), "tp": int(tp), "fp": int(fp), "fn": int(fn),
-            "tn": int(tn)}  # fmt: skip
+    return {
+        "n": n,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": _num(p),
+        "recall": _num(r),
+        "f1": _num(f),
+        "tp": int(tp),
+        "fp": int(fp),
+        "fn": int(fn),
+        "tn": int(tn),
+    }
 
 
 def _resample_stat(t: Any, q: Any, axis: int = -1) -> Any:
@@ -89,8 +97,14 @@ def _resample_stat(t: Any, q: Any, axis: int = -1) -> Any:
     return np.stack([acc, p, r, f])[:, :k].reshape((4, *shape))
 
 
-def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], *, n_resamples: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float] | None]:  # fmt: skip
+def bootstrap_ci(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
     """Percentile bootstrap intervals (paired resampling of items, seeded) per metric.
 
     The percentiles are taken over the resamples where the metric is defined (a resample
@@ -104,9 +118,17 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], *, n_resamples: i
     data = (np.asarray(y_true, dtype=np.int8), np.asarray(y_pred, dtype=np.int8))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = bootstrap(data, _resample_stat, paired=True, vectorized=True, method="percentile",
-                        n_resamples=n_resamples, confidence_level=level,
-                        rng=np.random.default_rng(seed), batch=200)  # fmt: skip
+        res = bootstrap(
+            data,
+            _resample_stat,
+            paired=True,
+            vectorized=True,
+            method="percentile",
+            n_resamples=n_resamples,
+            confidence_level=level,
+            rng=np.random.default_rng(seed),
+            batch=200,
+        )
     alpha = (1 - level) / 2
     out: dict[str, tuple[float, float] | None] = {}
     for i, m in enumerate(METRICS):
@@ -120,9 +142,15 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], *, n_resamples: i
     return out
 
 
-def treatment_metrics(verdicts: Sequence[str], gold: Sequence[bool | None], treatment: str, *,
-                      n_resamples: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def treatment_metrics(
+    verdicts: Sequence[str],
+    gold: Sequence[bool | None],
+    treatment: str,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Metrics (point estimate + CI) over labelled items under one undetermined treatment."""
     yt, yp = _pairs(gold, predictions(verdicts, treatment))
     point = binary_metrics(yt, yp)
@@ -139,8 +167,11 @@ def _scored(s: float | None) -> bool:
     return s is not None and not math.isnan(s)
 
 
-def score_metrics(gold: Sequence[bool | None], scores: Sequence[float | None],
-                  verdicts: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+def score_metrics(
+    gold: Sequence[bool | None],
+    scores: Sequence[float | None],
+    verdicts: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """ROC-AUC and average precision (AUPRC) over items with a gold label and a score.
 
     Undetermined items (when `verdicts` are given) have no score, whatever `scores` holds.
@@ -149,18 +180,29 @@ def score_metrics(gold: Sequence[bool | None], scores: Sequence[float | None],
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    determined = [v in ("violation", "no_violation") for v in verdicts] if verdicts is not None \
-        else [True] * len(gold)  # fmt: skip
-    pairs = [(int(bool(g)), float(s)) for g, s, d in zip(gold, scores, determined, strict=True)
-             if g is not None and d and _scored(s)]  # fmt: skip
+    determined = (
+        [v in ("violation", "no_violation") for v in verdicts]
+        if verdicts is not None
+        else [True] * len(gold)
+    )
+    pairs = [
+        (int(bool(g)), float(s))
+        for g, s, d in zip(gold, scores, determined, strict=True)
+        if g is not None and d and _scored(s)
+    ]
     n_labelled = sum(g is not None for g in gold)
     n_pos = sum(g for g, _ in pairs)
-    out: dict[str, Any] = {"n": len(pairs), "n_positive": n_pos, "roc_auc": None, "auprc": None,
-                           "prevalence": n_pos / len(pairs) if pairs else None,
-                           "n_left_out": n_labelled - len(pairs),
-                           "n_undetermined_left_out": sum(
-                               1 for g, d in zip(gold, determined, strict=True)
-                               if g is not None and not d)}  # fmt: skip
+    out: dict[str, Any] = {
+        "n": len(pairs),
+        "n_positive": n_pos,
+        "roc_auc": None,
+        "auprc": None,
+        "prevalence": n_pos / len(pairs) if pairs else None,
+        "n_left_out": n_labelled - len(pairs),
+        "n_undetermined_left_out": sum(
+            1 for g, d in zip(gold, determined, strict=True) if g is not None and not d
+        ),
+    }
     if pairs and 0 < n_pos < len(pairs):
         yt, ys = [g for g, _ in pairs], [s for _, s in pairs]
         out["roc_auc"] = float(roc_auc_score(yt, ys))
@@ -174,8 +216,11 @@ def pr_curve(
     """(recall, precision) points of the precision-recall curve, or None without both classes."""
     from sklearn.metrics import precision_recall_curve
 
-    pairs = [(int(bool(g)), float(s)) for g, s in zip(gold, scores, strict=True)
-             if g is not None and s is not None and not math.isnan(s)]  # fmt: skip
+    pairs = [
+        (int(bool(g)), float(s))
+        for g, s in zip(gold, scores, strict=True)
+        if g is not None and s is not None and not math.isnan(s)
+    ]
     if len({g for g, _ in pairs}) < 2:
         return None
     precision, recall, _ = precision_recall_curve([g for g, _ in pairs], [s for _, s in pairs])
@@ -200,9 +245,16 @@ def confusion_3way(
     return out
 
 
-def evaluate(verdicts: Sequence[str], gold: Sequence[bool | None],
-             scores: Sequence[float | None] | None = None, *, parsed: Sequence[bool] | None = None,
-             n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    verdicts: Sequence[str],
+    gold: Sequence[bool | None],
+    scores: Sequence[float | None] | None = None,
+    *,
+    parsed: Sequence[bool] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """Everything `eval` reports: verdict counts, rates, the three treatments, scores.
 
     Top-level `accuracy`/`precision`/`recall`/`f1` are the headline treatment's
@@ -211,10 +263,15 @@ def evaluate(verdicts: Sequence[str], gold: Sequence[bool | None],
     n = len(verdicts)
     counts = verdict_counts(verdicts)
     labelled = [g for g in gold if g is not None]
-    treatments = {t: treatment_metrics(verdicts, gold, t, n_resamples=n_resamples, seed=seed,
-                                       level=level) for t in TREATMENTS}  # fmt: skip
-    und_labelled = sum(1 for v, g in zip(verdicts, gold, strict=True)
-                       if g is not None and v not in ("violation", "no_violation"))  # fmt: skip
+    treatments = {
+        t: treatment_metrics(verdicts, gold, t, n_resamples=n_resamples, seed=seed, level=level)
+        for t in TREATMENTS
+    }
+    und_labelled = sum(
+        1
+        for v, g in zip(verdicts, gold, strict=True)
+        if g is not None and v not in ("violation", "no_violation")
+    )
     out: dict[str, Any] = {
         "n": n,
         "n_labelled": len(labelled),

@@ -60,13 +60,17 @@ def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str,
         policy, sep, column = v.partition("=")
         if not sep:
             if len(names) != 1 or len(values) != 1:
-                raise EdgeGuardError(f"--label-field {v!r}: with several policies write "
-                                     f"POLICY=COLUMN (policies: {', '.join(names)})")  # fmt: skip
+                raise EdgeGuardError(
+                    f"--label-field {v!r}: with several policies write "
+                    f"POLICY=COLUMN (policies: {', '.join(names)})"
+                )
             policy, column = names[0], v
         policy, column = policy.strip(), column.strip()
         if policy not in names:
-            raise EdgeGuardError(f"--label-field {v!r}: no policy {policy!r} in the set "
-                                 f"(policies: {', '.join(names)})")  # fmt: skip
+            raise EdgeGuardError(
+                f"--label-field {v!r}: no policy {policy!r} in the set "
+                f"(policies: {', '.join(names)})"
+            )
         if not column:
             raise EdgeGuardError(f"--label-field {v!r}: empty column name")
         if policy in out:
@@ -82,10 +86,19 @@ def member_classifier(base: Classifier, policy: Policy, *, modes: bool = True) -
 
     cfg = base.prompt_config
     extra = {k: getattr(base, k) for k in ("reasoning", "cascade") if modes and hasattr(base, k)}
-    return Classifier(policy, base.backend, style=cfg.style, effort=cfg.effort, date=cfg.date,
-                      sampling=base.sampling, store=base.store, use_cache=base.use_cache,
-                      parallel=base.parallel, truncate=getattr(base, "truncate", False),
-                      **extra)  # fmt: skip
+    return Classifier(
+        policy,
+        base.backend,
+        style=cfg.style,
+        effort=cfg.effort,
+        date=cfg.date,
+        sampling=base.sampling,
+        store=base.store,
+        use_cache=base.use_cache,
+        parallel=base.parallel,
+        truncate=getattr(base, "truncate", False),
+        **extra,
+    )
 
 
 def check_mode(pset: PolicySet, mode: str) -> None:
@@ -94,9 +107,11 @@ def check_mode(pset: PolicySet, mode: str) -> None:
         raise EdgeGuardError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
     with_thresholds = sorted(m.name for m in pset.members if m.threshold is not None)
     if mode == MODE_COMBINED and with_thresholds:
-        raise EdgeGuardError(f"set {pset.name}: its thresholds ({', '.join(with_thresholds)}) "
-                             "need a P(violation) per policy, which a combined answer has not; "
-                             "use separate mode")  # fmt: skip
+        raise EdgeGuardError(
+            f"set {pset.name}: its thresholds ({', '.join(with_thresholds)}) "
+            "need a P(violation) per policy, which a combined answer has not; "
+            "use separate mode"
+        )
 
 
 def set_hash(pset: PolicySet, mode: str) -> str:
@@ -135,26 +150,43 @@ class MultiPlan:
 
     @property
     def todo(self) -> list[tuple[int, int]]:
-        return [(t, p) for t in range(self.n_texts) for p in range(self.n_policies)
-                if self.pair(t, p) not in self.done]  # fmt: skip
+        return [
+            (t, p)
+            for t in range(self.n_texts)
+            for p in range(self.n_policies)
+            if self.pair(t, p) not in self.done
+        ]
 
     def text(self, t: int) -> Any:
         """Text t as classified: its string, or its conversation."""
         return self.dataset.rows[self.selected[t]].item
 
     def messages(self) -> list[str]:
-        return [f"{k}: gold labels that do not map to its labels (kept, unscored): "
-                + ", ".join(f"{v!r} ×{n}" for v, n in list(u.items())[:5])
-                for k, u in (self.notes.get("unmapped_labels") or {}).items() if u]  # fmt: skip
+        return [
+            f"{k}: gold labels that do not map to its labels (kept, unscored): "
+            + ", ".join(f"{v!r} ×{n}" for v, n in list(u.items())[:5])
+            for k, u in (self.notes.get("unmapped_labels") or {}).items()
+            if u
+        ]
 
 
-def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: PolicySet, *,
-                   mode: str = "separate", label_fields: Mapping[str, str] | None = None,
-                   name: str | None = None, text_field: str | None = None,
-                   id_field: str | None = None, limit: int | None = None,
-                   sample: str | None = None, seed: int = 0, kind: str = "run",
-                   extra_config: dict[str, Any] | None = None,
-                   **conversation: Any) -> MultiPlan:  # fmt: skip
+def plan_multi_run(
+    dataset: str | Path | Dataset,
+    base: Classifier,
+    pset: PolicySet,
+    *,
+    mode: str = "separate",
+    label_fields: Mapping[str, str] | None = None,
+    name: str | None = None,
+    text_field: str | None = None,
+    id_field: str | None = None,
+    limit: int | None = None,
+    sample: str | None = None,
+    seed: int = 0,
+    kind: str = "run",
+    extra_config: dict[str, Any] | None = None,
+    **conversation: Any,
+) -> MultiPlan:
     """Load + sample the dataset, map each policy's gold column, create or resume the run.
 
     `conversation`: `usable_dataset`'s messages_field / prompt_field / response_field /
@@ -175,14 +207,19 @@ def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: Policy
     # a balanced sample balances the "any violation" gold
     any_gold = [_any_gold([golds[n][i] for n in pset.names]) for i in range(len(ds.rows))]
     selected, sample_note = select_rows(any_gold, limit=limit, sample=sample, seed=seed)
-    config = {**run_config(base, ds, limit=limit, sample=sample, seed=seed),
-              "policy": f"set:{pset.name}", "policy_hash": set_hash(pset, mode),
-              "label_field": json.dumps(fields, sort_keys=True), "mode": mode,
-              "policies": pset.names, "policy_hashes": [m.policy.hash for m in pset.members],
-              "thresholds": {m.name: m.threshold for m in pset.members},
-              "n_texts": len(selected),
-              **({"conversation": conversation} if conversation else {}),
-              **(extra_config or {})}  # fmt: skip
+    config = {
+        **run_config(base, ds, limit=limit, sample=sample, seed=seed),
+        "policy": f"set:{pset.name}",
+        "policy_hash": set_hash(pset, mode),
+        "label_field": json.dumps(fields, sort_keys=True),
+        "mode": mode,
+        "policies": pset.names,
+        "policy_hashes": [m.policy.hash for m in pset.members],
+        "thresholds": {m.name: m.threshold for m in pset.members},
+        "n_texts": len(selected),
+        **({"conversation": conversation} if conversation else {}),
+        **(extra_config or {}),
+    }
     name = name or default_run_name(config) + ("__combined" if mode == MODE_COMBINED else "")
     store = base.store
     existing = store.run(name)
@@ -198,19 +235,38 @@ def plan_multi_run(dataset: str | Path | Dataset, base: Classifier, pset: Policy
                 f"run {name!r} already exists with a different configuration ({'; '.join(diff)}); "
                 "pass --name to start a new run"
             )
-    notes = {"malformed": len(ds.malformed), "n_texts": len(selected), "sample_note": sample_note,
-             "unmapped_labels": {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:20])
-                                 for k, v in unmapped.items()}}  # fmt: skip
+    notes = {
+        "malformed": len(ds.malformed),
+        "n_texts": len(selected),
+        "sample_note": sample_note,
+        "unmapped_labels": {
+            k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:20]) for k, v in unmapped.items()
+        },
+    }
     n_items = len(selected) * len(pset.members)
-    store.ensure_run(name, kind=kind, dataset=str(ds.path), policy=config["policy"],
-                     model=base.backend.model_ref, config=config, n_items=n_items, notes=notes)  # fmt: skip
+    store.ensure_run(
+        name,
+        kind=kind,
+        dataset=str(ds.path),
+        policy=config["policy"],
+        model=base.backend.model_ref,
+        config=config,
+        n_items=n_items,
+        notes=notes,
+    )
     store.set_run_status(name, "running", notes=notes, n_items=n_items)
-    done = {r["idx"] for r in store.query(
-        "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
-        "WHERE ri.run = ? AND r.error IS NULL", [name])}  # fmt: skip
+    done = {
+        r["idx"]
+        for r in store.query(
+            "SELECT ri.idx FROM run_items ri JOIN results r ON r.key = ri.key "
+            "WHERE ri.run = ? AND r.error IS NULL",
+            [name],
+        )
+    }
     sel_golds = {n: [g[i] for i in selected] for n, g in golds.items()}
-    return MultiPlan(name, ds, pset, mode, selected, sel_golds, config, notes, done,
-                     existing is not None)  # fmt: skip
+    return MultiPlan(
+        name, ds, pset, mode, selected, sel_golds, config, notes, done, existing is not None
+    )
 
 
 def _any_gold(golds: Sequence[Gold | None]) -> Gold | None:
@@ -228,19 +284,28 @@ def pair_item(plan: MultiPlan, t: int, p: int) -> RunItem:
     row = plan.dataset.rows[plan.selected[t]]
     name = plan.pset.members[p].name
     gold = plan.golds[name][t]
-    extra = {"line": row.line, "policy": name, "text_idx": t,
-             "gold_violation": None if gold is None else gold.violation}  # fmt: skip
-    return RunItem(plan.name, plan.pair(t, p), row.item_id, None if gold is None else gold.label,
-                   extra)  # fmt: skip
+    extra = {
+        "line": row.line,
+        "policy": name,
+        "text_idx": t,
+        "gold_violation": None if gold is None else gold.violation,
+    }
+    return RunItem(
+        plan.name, plan.pair(t, p), row.item_id, None if gold is None else gold.label, extra
+    )
 
 
 # -- classifying pairs -----------------------------------------------------------------------
-def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
-                  pairs: Sequence[tuple[int, int]],
-                  items: Sequence[RunItem] | None = None, steer: Steer | None = None,
-                  samplings: Sequence[SamplingConfig] | None = None,
-                  on_event: EventHook | None = None,
-                  ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def iter_separate(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[str],
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None = None,
+    steer: Steer | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    on_event: EventHook | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, result) for each (text idx, policy idx) pair, one prompt per pair,
     the member's threshold applied (`apply_threshold`).
 
@@ -266,9 +331,14 @@ def iter_separate(base: Classifier, pset: PolicySet, texts: Sequence[str],
         procs = [steer(t) for t in ts] if steer else None
         sams = [samplings[t] for t in ts] if samplings is not None else None
         events = (lambda k, ev, ts=ts: on_event(ts[k], ev)) if on_event is not None else None
-        for k, n, result in iter_pairs([lanes[p] for p in pols], [texts[t] for t in ts],
-                                       run_items=its, logits_processors=procs, samplings=sams,
-                                       on_event=events):  # fmt: skip
+        for k, n, result in iter_pairs(
+            [lanes[p] for p in pols],
+            [texts[t] for t in ts],
+            run_items=its,
+            logits_processors=procs,
+            samplings=sams,
+            on_event=events,
+        ):
             m = pset.members[pols[n]]
             yield members[ts[k]][pols[n]], apply_threshold(result, m.threshold, m.policy)
 
@@ -282,12 +352,16 @@ def set_lanes(base: Classifier, pset: PolicySet) -> list[Classifier]:
     return [member_classifier(base, m.policy) for m in pset.members]
 
 
-def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
-                  pairs: Sequence[tuple[int, int]],
-                  items: Sequence[RunItem] | None = None, steer: Steer | None = None,
-                  samplings: Sequence[SamplingConfig] | None = None,
-                  on_event: EventHook | None = None,
-                  ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def iter_combined(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[str],
+    pairs: Sequence[tuple[int, int]],
+    items: Sequence[RunItem] | None = None,
+    steer: Steer | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    on_event: EventHook | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, result) per pair from one combined prompt per text; with run items,
     each pair's derived row is stored and linked as its text completes."""
     check_mode(pset, MODE_COMBINED)
@@ -296,33 +370,45 @@ def iter_combined(base: Classifier, pset: PolicySet, texts: Sequence[str],
     procs = [steer(t) for t in order] if steer else None
     sams = [samplings[t] for t in order] if samplings is not None else None
     events = (lambda k, ev: on_event(order[k], ev)) if on_event is not None else None
-    answers = clf.iter([texts[t] for t in order], logits_processors=procs, samplings=sams,
-                       on_event=events)  # fmt: skip
+    answers = clf.iter(
+        [texts[t] for t in order], logits_processors=procs, samplings=sams, on_event=events
+    )
     yield from spread_answers(clf, pset, pairs, items, answers, split_combined)
 
 
-def classify_pairs(base: Classifier, pset: PolicySet, texts: Sequence[str],
-                   pairs: Sequence[tuple[int, int]], *, mode: str = "separate",
-                   items: Sequence[RunItem] | None = None, steer: Steer | None = None,
-                   samplings: Sequence[SamplingConfig] | None = None,
-                   on_event: EventHook | None = None,
-                   ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+def classify_pairs(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[str],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    mode: str = "separate",
+    items: Sequence[RunItem] | None = None,
+    steer: Steer | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    on_event: EventHook | None = None,
+) -> Iterator[tuple[int, ClassificationResult]]:
     """Results for (text idx, policy idx) pairs in `mode`, yielded as they complete."""
     fn = iter_combined if mode == MODE_COMBINED else iter_separate
     return fn(base, pset, texts, pairs, items, steer, samplings, on_event)
 
 
-def execute_multi_run(plan: MultiPlan, base: Classifier, *,
-                      on_result: PairCallback | None = None,
-                      steer: Steer | None = None) -> RunSummary:  # fmt: skip
+def execute_multi_run(
+    plan: MultiPlan,
+    base: Classifier,
+    *,
+    on_result: PairCallback | None = None,
+    steer: Steer | None = None,
+) -> RunSummary:
     """Classify the plan's missing pairs; Ctrl-C marks the run `interrupted` and re-raises."""
     store, todo = base.store, plan.todo
     progress = RunProgress(done=len(plan.done), total=plan.n_items)
     texts = [plan.text(t) for t in range(plan.n_texts)]
     items = [pair_item(plan, t, p) for t, p in todo]
     with run_status(store, plan.name, plan.notes):
-        for j, result in classify_pairs(base, plan.pset, texts, todo, mode=plan.mode, items=items,
-                                        steer=steer):  # fmt: skip
+        for j, result in classify_pairs(
+            base, plan.pset, texts, todo, mode=plan.mode, items=items, steer=steer
+        ):
             progress.count(result)
             if on_result is not None:
                 on_result(progress, todo[j][0], todo[j][1], result)
@@ -337,12 +423,17 @@ def is_multi_run(run: Mapping[str, Any] | None) -> bool:
     return isinstance(cfg.get("policies"), list)
 
 
-def classify_set(base: Classifier, pset: PolicySet, texts: Sequence[Any], *,
-                 mode: str = "separate", steer: Steer | None = None,
-                 samplings: Sequence[SamplingConfig] | None = None,
-                 on_event: EventHook | None = None,
-                 run_items: Sequence[RunItem] | Mapping[str, Sequence[RunItem]] | None = None,
-                 ) -> list[MultiResult]:  # fmt: skip
+def classify_set(
+    base: Classifier,
+    pset: PolicySet,
+    texts: Sequence[Any],
+    *,
+    mode: str = "separate",
+    steer: Steer | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    on_event: EventHook | None = None,
+    run_items: Sequence[RunItem] | Mapping[str, Sequence[RunItem]] | None = None,
+) -> list[MultiResult]:
     """One `MultiResult` per text: a result per member in set order, thresholds applied —
     THE path of every set (and every list of policies) at every door. Separate mode
     batches every (text, policy) pair, combined mode one prompt per text. `samplings`,
@@ -354,12 +445,22 @@ def classify_set(base: Classifier, pset: PolicySet, texts: Sequence[Any], *,
     pairs = [(t, p) for t in range(len(texts)) for p in range(len(pset.members))]
     items = _pair_items(pset, run_items, len(texts))
     got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
-    for j, res in classify_pairs(base, pset, texts, pairs, mode=mode, items=items, steer=steer,
-                                 samplings=samplings, on_event=on_event):  # fmt: skip
+    for j, res in classify_pairs(
+        base,
+        pset,
+        texts,
+        pairs,
+        mode=mode,
+        items=items,
+        steer=steer,
+        samplings=samplings,
+        on_event=on_event,
+    ):
         t, p = pairs[j]
         got[t][pset.members[p].name] = res
-    return [MultiResult(item_text(x), {n: got[t][n] for n in pset.names})
-            for t, x in enumerate(texts)]  # fmt: skip
+    return [
+        MultiResult(item_text(x), {n: got[t][n] for n in pset.names}) for t, x in enumerate(texts)
+    ]
 
 
 def _pair_items(pset: PolicySet, run_items: Any, n_texts: int) -> list[RunItem] | None:

@@ -101,8 +101,14 @@ def any_outcomes(per: dict[str, PolicyOutcomes]) -> tuple[list[int], list[str], 
     return texts, verdicts, golds
 
 
-def macro(per_eval: dict[str, dict[str, Any]], per: dict[str, PolicyOutcomes], *,
-          n_resamples: int, seed: int, level: float) -> dict[str, Any]:  # fmt: skip
+def macro(
+    per_eval: dict[str, dict[str, Any]],
+    per: dict[str, PolicyOutcomes],
+    *,
+    n_resamples: int,
+    seed: int,
+    level: float,
+) -> dict[str, Any]:
     """Mean over policies of the headline precision/recall/F1, with a bootstrap CI that
     resamples texts (every policy's pairs of a text move together); None when a policy
     has the metric undefined."""
@@ -115,8 +121,10 @@ def macro(per_eval: dict[str, dict[str, Any]], per: dict[str, PolicyOutcomes], *
         vals = [
             e[m]["value"] if isinstance(e.get(m), dict) else e.get(m) for e in per_eval.values()
         ]
-        out[m] = {"value": float(np.mean(vals)) if vals and all(v is not None for v in vals) else None,
-                  "ci": None}  # fmt: skip
+        out[m] = {
+            "value": float(np.mean(vals)) if vals and all(v is not None for v in vals) else None,
+            "ci": None,
+        }
     texts = sorted({t for o in per.values() for t in o.text_idx})
     if len(texts) < 2 or n_resamples < 1 or not per:
         return out
@@ -136,8 +144,11 @@ def macro(per_eval: dict[str, dict[str, Any]], per: dict[str, PolicyOutcomes], *
     fp = ((t_ == 0) & (p_ == 1) & m_).sum(-1).astype(float)
     fn = ((t_ == 1) & (p_ == 0) & m_).sum(-1).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        stats = {"precision": tp / (tp + fp), "recall": tp / (tp + fn),
-                 "f1": 2 * tp / (2 * tp + fp + fn)}  # fmt: skip
+        stats = {
+            "precision": tp / (tp + fp),
+            "recall": tp / (tp + fn),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
     alpha = (1 - level) / 2
     for m, arr in stats.items():
         if out[m]["value"] is None:
@@ -149,8 +160,9 @@ def macro(per_eval: dict[str, dict[str, Any]], per: dict[str, PolicyOutcomes], *
     return out
 
 
-def evaluate_multi_run(store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+def evaluate_multi_run(
+    store: Store, name: str, *, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
     """Per-policy metrics, macro precision/recall/F1 and the "any violation" metric of a run."""
     run, per = multi_outcomes(store, name)
     cfg = json.loads(run.get("config") or "{}")
@@ -187,8 +199,15 @@ def policy_table(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["policy", "n", "violation", "undetermined", *METRICS]
     rows = []
     for name, e in [*ev["per_policy"].items(), (ANY, ev[ANY])]:
-        rows.append([name, str(e["n"]), str(e["verdicts"]["violation"]), pct(e["undetermined_rate"]),
-                     *(fmt_ci(_metric(e, m)) for m in METRICS)])  # fmt: skip
+        rows.append(
+            [
+                name,
+                str(e["n"]),
+                str(e["verdicts"]["violation"]),
+                pct(e["undetermined_rate"]),
+                *(fmt_ci(_metric(e, m)) for m in METRICS),
+            ]
+        )
     rows.insert(
         len(ev["per_policy"]),
         ["macro (mean)", "", "", "", "", *(fmt_ci(ev["macro"][m]) for m in MACRO_METRICS)],
@@ -213,8 +232,10 @@ def format_multi_eval(ev: dict[str, Any]) -> str:
             "\nthresholds on P(violation): " + ", ".join(f"{k} {v:g}" for k, v in th.items())
         )
     ci = ev[ANY]["ci"]
-    lines.append(f"\nmetrics: undetermined excluded (headline), [lo, hi] = {int(ci['level'] * 100)}% "
-                 f"bootstrap, {ci['resamples']} resamples, seed {ci['seed']}; macro = mean over "
-                 f"the policies with gold labels (CI resamples texts); {ANY}: flagged if any policy's verdict is violation, "
-                 "undetermined if none is but one is undetermined")  # fmt: skip
+    lines.append(
+        f"\nmetrics: undetermined excluded (headline), [lo, hi] = {int(ci['level'] * 100)}% "
+        f"bootstrap, {ci['resamples']} resamples, seed {ci['seed']}; macro = mean over "
+        f"the policies with gold labels (CI resamples texts); {ANY}: flagged if any policy's verdict is violation, "
+        "undetermined if none is but one is undetermined"
+    )
     return "\n".join(lines)

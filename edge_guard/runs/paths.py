@@ -19,8 +19,17 @@ from edge_guard.store import Store
 
 # Run config keys that must match for two runs to have classified the same texts the same
 # way apart from the reasoning path.
-SAME = ("dataset_sha256", "text_field", "sample", "seed", "policy_hash", "model_identity",
-        "style", "effort", "date")  # fmt: skip
+SAME = (
+    "dataset_sha256",
+    "text_field",
+    "sample",
+    "seed",
+    "policy_hash",
+    "model_identity",
+    "style",
+    "effort",
+    "date",
+)
 DECIDED = ("violation", "no_violation")
 
 
@@ -39,8 +48,9 @@ def full_partner(store: Store, run: dict[str, Any]) -> dict[str, Any] | None:
     cfg = _config(run)
     if not cfg.get("dataset_sha256"):
         return None
-    for other in store.query("SELECT * FROM runs WHERE name != ? ORDER BY updated_at DESC",
-                             [run["name"]]):  # fmt: skip
+    for other in store.query(
+        "SELECT * FROM runs WHERE name != ? ORDER BY updated_at DESC", [run["name"]]
+    ):
         oc = _config(other)
         if "reasoning" in oc or "cascade" in oc:
             continue
@@ -82,8 +92,11 @@ def compare_verdicts(rows: list[dict[str, Any]], full: list[dict[str, Any]]) -> 
     from edge_guard.runs.metrics import agreement, binary_metrics
 
     ref = {r["idx"]: r for r in full}
-    pairs = [(r["verdict"], ref[r["idx"]]["verdict"]) for r in rows
-             if r["idx"] in ref and ref[r["idx"]]["text"] == r["text"]]  # fmt: skip
+    pairs = [
+        (r["verdict"], ref[r["idx"]]["verdict"])
+        for r in rows
+        if r["idx"] in ref and ref[r["idx"]]["text"] == r["text"]
+    ]
     both = [(a, b) for a, b in pairs if a in DECIDED and b in DECIDED]
     agree = agreement([a for a, _ in pairs], [b for _, b in pairs])
     y_pred = [int(a == "violation") for a, _ in both]
@@ -110,8 +123,11 @@ def format_paths(s: dict[str, Any] | None) -> list[str]:
     """The text lines `edge-guard eval` prints (none for a plain full run)."""
     if not s:
         return []
-    how = f"cascade {':'.join(str(b) for b in s['cascade'])}" if s["cascade"] else \
-        f"reasoning {s['reasoning']}"  # fmt: skip
+    how = (
+        f"cascade {':'.join(str(b) for b in s['cascade'])}"
+        if s["cascade"]
+        else f"reasoning {s['reasoning']}"
+    )
     line = f"paths ({how}): {s['one_pass']} decided by one pass, {s['escalated']} escalated"
     if s["escalated_share"] is not None:
         line += f" ({100 * s['escalated_share']:.1f}% escalated)"
@@ -121,8 +137,10 @@ def format_paths(s: dict[str, Any] | None) -> list[str]:
         lines.append("vs full reasoning: no full-reasoning run of the same texts in this store")
     else:
         f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-        lines.append(f"vs full reasoning (run {term_line(v['run'])}, n={v['n']}, {v['n_undetermined']} "
-                     f"undetermined left out): agreement {f(v['agreement'])}, kappa "
-                     f"{f(v['kappa'])}, F1 {f(v['f1'])} (P {f(v['precision'])}, R "
-                     f"{f(v['recall'])})")  # fmt: skip
+        lines.append(
+            f"vs full reasoning (run {term_line(v['run'])}, n={v['n']}, {v['n_undetermined']} "
+            f"undetermined left out): agreement {f(v['agreement'])}, kappa "
+            f"{f(v['kappa'])}, F1 {f(v['f1'])} (P {f(v['precision'])}, R "
+            f"{f(v['recall'])})"
+        )
     return lines

@@ -45,9 +45,18 @@ class RunProgress:
             self.output_tokens += resp.timings.output_tokens if resp else 0
 
     def summary(self, name: str, n_items: int) -> RunSummary:
-        return RunSummary(name, "done", n_items, self.done, self.new, self.cached,
-                          round(self.elapsed, 3), self.labels_per_s, self.tokens_per_s,
-                          self.output_tokens)  # fmt: skip
+        return RunSummary(
+            name,
+            "done",
+            n_items,
+            self.done,
+            self.new,
+            self.cached,
+            round(self.elapsed, 3),
+            self.labels_per_s,
+            self.tokens_per_s,
+            self.output_tokens,
+        )
 
 
 @contextlib.contextmanager

@@ -90,19 +90,33 @@ def _parse_problem(exc: BaseException) -> str:
     return "request body could not be read as JSON"
 
 
-def create_app(core: ServiceCore, *, api_key: str | None = None,
-               metrics: ServiceMetrics | None = None, version: str = "",
-               hosts: HostRule | None = None, cors_origins: tuple[str, ...] = ()) -> FastAPI:  # fmt: skip
+def create_app(
+    core: ServiceCore,
+    *,
+    api_key: str | None = None,
+    metrics: ServiceMetrics | None = None,
+    version: str = "",
+    hosts: HostRule | None = None,
+    cors_origins: tuple[str, ...] = (),
+) -> FastAPI:
     """The service app over `core` (which holds the model, store, settings and policies).
     `hosts`: the Host names it answers to (default: loopback names only)."""
     metrics = metrics or ServiceMetrics()
     if core.observer is None:
         core.observer = metrics
-    app = FastAPI(title="edge_guard", version=version or "0",
-                  description="Local policy classification (OpenAI Moderation-compatible).")  # fmt: skip
-    app.add_middleware(GuardMiddleware, api_key=api_key, max_body=core.limits.max_body_bytes,
-                       metrics=metrics, hosts=hosts or HostRule("127.0.0.1"),
-                       cors_origins=cors_origins)  # fmt: skip
+    app = FastAPI(
+        title="edge_guard",
+        version=version or "0",
+        description="Local policy classification (OpenAI Moderation-compatible).",
+    )
+    app.add_middleware(
+        GuardMiddleware,
+        api_key=api_key,
+        max_body=core.limits.max_body_bytes,
+        metrics=metrics,
+        hosts=hosts or HostRule("127.0.0.1"),
+        cors_origins=cors_origins,
+    )
     app.state.core = core
 
     @app.exception_handler(RequestValidationError)
@@ -111,8 +125,7 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
         err = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
         if err.get("type") == "json_invalid":
             where = (err.get("ctx") or {}).get("error") or "invalid"
-            return error(400, f"request body is not valid JSON ({where})",
-                         "invalid_request_error")  # fmt: skip
+            return error(400, f"request body is not valid JSON ({where})", "invalid_request_error")
         name = _field(err.get("loc", ())) or "body"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         return error(400, f"field {name!r}: {msg}", "invalid_request_error", name)
@@ -126,8 +139,12 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
             message = f"no route {request.url.path} (see /docs)"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return error(exc.status_code, message, _HTTP_TYPES.get(exc.status_code, "api_error"),
-                     headers=dict(exc.headers or {}))  # fmt: skip
+        return error(
+            exc.status_code,
+            message,
+            _HTTP_TYPES.get(exc.status_code, "api_error"),
+            headers=dict(exc.headers or {}),
+        )
 
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
@@ -159,24 +176,35 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "service": SERVICE_MARKER, "version": version,
-                **core.info(), "default_policies": core.default_policies,
-                "default_set": core.default_set, "defaults": core.settings.request(),
-                "allow_inline_policies": core.allow_inline,
-                "jobs_in_flight": core.active_jobs()}  # fmt: skip
+        return {
+            "status": "ok",
+            "service": SERVICE_MARKER,
+            "version": version,
+            **core.info(),
+            "default_policies": core.default_policies,
+            "default_set": core.default_set,
+            "defaults": core.settings.request(),
+            "allow_inline_policies": core.allow_inline,
+            "jobs_in_flight": core.active_jobs(),
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         names = sorted(set(core.policy_names()) | set(core.set_names()))
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": SERVICE_MARKER}
-                for n in names]  # fmt: skip
+        data = [
+            {"id": n, "object": "model", "created": 0, "owned_by": SERVICE_MARKER} for n in names
+        ]
         return {"object": "list", "data": data, SERVICE_MARKER: core.info()}
 
     @app.get("/v1/policies")
     async def policies() -> dict[str, Any]:
         rows, sets = await asyncio.to_thread(_policy_rows, core)
-        return {"data": rows, "sets": sets, "default": core.default_policies,
-                "default_set": core.default_set}  # fmt: skip
+        return {
+            "data": rows,
+            "sets": sets,
+            "default": core.default_policies,
+            "default_set": core.default_set,
+        }
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
@@ -202,8 +230,9 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
     async def classify(body: ClassifyRequest, request: Request) -> Any:
         spec = classify_spec(core, body)
         if body.stream:
-            return StreamingResponse(_stream(core, spec, body.include_reasoning),
-                                     media_type="text/event-stream")  # fmt: skip
+            return StreamingResponse(
+                _stream(core, spec, body.include_reasoning), media_type="text/event-stream"
+            )
         job = await _run(core, Job(spec), request)
         return {
             "object": "classification",
@@ -211,11 +240,14 @@ def create_app(core: ServiceCore, *, api_key: str | None = None,
             "policies": [p.name for p in spec.policies],
             "options": spec_summary(spec),
             "results": [
-                {**result_json(_filled(job, p, i), include_reasoning=body.include_reasoning),
-                 "index": i}
-                for p in range(len(spec.policies)) for i in range(len(spec.texts))
+                {
+                    **result_json(_filled(job, p, i), include_reasoning=body.include_reasoning),
+                    "index": i,
+                }
+                for p in range(len(spec.policies))
+                for i in range(len(spec.texts))
             ],
-        }  # fmt: skip
+        }
 
     return app
 
@@ -230,10 +262,18 @@ def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any
         except EdgeGuardError as exc:
             rows.append({"name": name, "error": str(exc).splitlines()[0]})
             continue
-        rows.append({"name": name, "description": p.description, "hash": p.hash,
-                     "text_hash": p.text_hash, "output": p.output.as_dict(),
-                     "custom_parser": p.parser is not None, "judges": p.judges,
-                     "default": name in core.default_policies})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "description": p.description,
+                "hash": p.hash,
+                "text_hash": p.text_hash,
+                "output": p.output.as_dict(),
+                "custom_parser": p.parser is not None,
+                "judges": p.judges,
+                "default": name in core.default_policies,
+            }
+        )
     sets: dict[str, Any] = {}
     for name in core.set_names():
         try:
@@ -326,8 +366,11 @@ def _stopped(core: ServiceCore, deadline: float) -> tuple[str, str] | None:
     if core.draining_over():
         return STOPPING, "server_shutting_down"
     if time.monotonic() > deadline:
-        return (f"request deadline of {core.limits.deadline_s:g} s passed (completed labels "
-                "are stored)", "timeout")  # fmt: skip
+        return (
+            f"request deadline of {core.limits.deadline_s:g} s passed (completed labels "
+            "are stored)",
+            "timeout",
+        )
     return None
 
 
@@ -338,8 +381,10 @@ def _failure(fut: Any) -> dict[str, str]:
     if exc is None:
         return {}
     if isinstance(exc, EdgeGuardError) and str(exc):
-        return {"message": field_terms(str(exc).splitlines()[0])[0],
-                "type": "invalid_request_error"}  # fmt: skip
+        return {
+            "message": field_terms(str(exc).splitlines()[0])[0],
+            "type": "invalid_request_error",
+        }
     log.error("streamed job failed", exc_info=exc)
     return {"message": "internal error (the server log has the detail)", "type": "server_error"}
 

@@ -111,8 +111,9 @@ class ServiceBackend:
         n = settings.n_ctx
         return (min(n, train) if train else n) if n > 0 else (train or None)
 
-    def execute(self, requests: Sequence[GenerationRequest],
-                n_parallel: int | None = None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    def execute(
+        self, requests: Sequence[GenerationRequest], n_parallel: int | None = None
+    ) -> Iterator[tuple[int, ModelResponse]]:
         cancel = current_cancel()
         if self._serial is not None:
             with self._serial:
@@ -120,8 +121,12 @@ class ServiceBackend:
         else:
             yield from self._run(requests, n_parallel, cancel)
 
-    def _run(self, requests: Sequence[GenerationRequest], n_parallel: int | None,
-             cancel: threading.Event | None) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    def _run(
+        self,
+        requests: Sequence[GenerationRequest],
+        n_parallel: int | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[tuple[int, ModelResponse]]:
         if cancel is not None and cancel.is_set():
             raise CancelledJob
         loop = self._engine_loop()
@@ -146,9 +151,13 @@ class ServiceBackend:
             return None
         return getattr(engine(), "loop", None)
 
-    def _run_handles(self, loop: Any, requests: Sequence[GenerationRequest],
-                     n_parallel: int | None,
-                     cancel: threading.Event) -> Iterator[tuple[int, ModelResponse]]:  # fmt: skip
+    def _run_handles(
+        self,
+        loop: Any,
+        requests: Sequence[GenerationRequest],
+        n_parallel: int | None,
+        cancel: threading.Event,
+    ) -> Iterator[tuple[int, ModelResponse]]:
         """Like the engine's generate_many, but a set cancel event stops the wait at once
         (not at the next completed text) and cancels this job's queued and running requests."""
         from edge_guard.engine.loop import Group

@@ -99,8 +99,7 @@ class Catalog:
         """A set by the name `policies sets` shows (or its file name); loaded once."""
         return self._load_once(self._sets, name, self.set_paths, load_set, "policy set")
 
-    def _load_once(self, cache: dict[str, Any], name: str, paths: Any, load: Any,
-                   kind: str) -> Any:  # fmt: skip
+    def _load_once(self, cache: dict[str, Any], name: str, paths: Any, load: Any, kind: str) -> Any:
         """`name` from `cache`, else found in `paths()` and loaded by `load` (one 404 line for
         an unknown name; a file that fails to load is reported by name only)."""
         with self._lock:
@@ -121,8 +120,9 @@ class Catalog:
 def unavailable(what: str, name: str, exc: BaseException) -> PolicyUnavailable:
     """The client's error (the name only); the server log gets the detail."""
     log.error("%s %r failed to load: %s", what, name, exc)
-    return PolicyUnavailable(f"{what} {name!r} failed to load on the server "
-                             "(the server log has the detail)")  # fmt: skip
+    return PolicyUnavailable(
+        f"{what} {name!r} failed to load on the server (the server log has the detail)"
+    )
 
 
 def inline_policy(text: str, output: dict[str, Any] | None, name: str = "inline") -> Policy:
@@ -132,8 +132,10 @@ def inline_policy(text: str, output: dict[str, Any] | None, name: str = "inline"
     if why:
         raise BadInlinePolicy(f"field 'policy_text': {why}", "policy_text")
     if len(text) > MAX_INLINE_POLICY_CHARS:
-        raise BadInlinePolicy(f"field 'policy_text': {len(text)} characters, at most "
-                              f"{MAX_INLINE_POLICY_CHARS}", "policy_text")  # fmt: skip
+        raise BadInlinePolicy(
+            f"field 'policy_text': {len(text)} characters, at most {MAX_INLINE_POLICY_CHARS}",
+            "policy_text",
+        )
     try:
         spec = OutputSpec.from_dict(output or {}, "policy_output")
     except OutputError as exc:

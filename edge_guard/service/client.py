@@ -48,13 +48,15 @@ def api_key_from_env(var: str | None) -> str | None:
     return key
 
 
-def detect(url: str, api_key: str | None = None, timeout: float = 5.0,
-           http: httpx.Client | None = None) -> dict[str, Any] | None:  # fmt: skip
+def detect(
+    url: str, api_key: str | None = None, timeout: float = 5.0, http: httpx.Client | None = None
+) -> dict[str, Any] | None:
     """The server's /health when `url` is an edge-guard server, else None. `http`: a
     client to send it with (e.g. over a Unix socket: `edge_guard.warm`)."""
     try:
-        r = (http or httpx).get(url.rstrip("/") + "/health", headers=_headers(api_key),
-                                timeout=timeout)  # fmt: skip
+        r = (http or httpx).get(
+            url.rstrip("/") + "/health", headers=_headers(api_key), timeout=timeout
+        )
         body = r.json() if r.status_code in (200, 403) else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -92,14 +94,25 @@ class RemoteClassifier:
     `include_reasoning` asks the server for the reasoning text of each result.
     """
 
-    def __init__(self, policy: str | Path | types.ModuleType | Policy, url: str, *,
-                 api_key: str | None = None, style: str = DEFAULT_STYLE,
-                 effort: str = DEFAULT_EFFORT, date: str | None = None,
-                 reasoning: str = "full", cascade: str | tuple[float, float] | None = None,
-                 truncate: bool = False, parallel: int | None = None,
-                 sampling: SamplingConfig | None = None, use_cache: bool = True,
-                 timeout: float = 600.0, include_reasoning: bool = True,
-                 http: httpx.Client | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: str | Path | types.ModuleType | Policy,
+        url: str,
+        *,
+        api_key: str | None = None,
+        style: str = DEFAULT_STYLE,
+        effort: str = DEFAULT_EFFORT,
+        date: str | None = None,
+        reasoning: str = "full",
+        cascade: str | tuple[float, float] | None = None,
+        truncate: bool = False,
+        parallel: int | None = None,
+        sampling: SamplingConfig | None = None,
+        use_cache: bool = True,
+        timeout: float = 600.0,
+        include_reasoning: bool = True,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._http = http  # None: httpx's own functions (TCP)
         self.api_key = api_key
@@ -146,8 +159,9 @@ class RemoteClassifier:
 
     # -- HTTP ----------------------------------------------------------------------------
     def _get(self, path: str) -> dict[str, Any]:
-        r = (self._http or httpx).get(self.url + path, headers=_headers(self.api_key),
-                                      timeout=self.timeout)  # fmt: skip
+        r = (self._http or httpx).get(
+            self.url + path, headers=_headers(self.api_key), timeout=self.timeout
+        )
         return self._json(r)
 
     def _json(self, r: httpx.Response) -> dict[str, Any]:
@@ -165,13 +179,21 @@ class RemoteClassifier:
     def options(self, sampling: SamplingConfig) -> dict[str, Any]:
         """Every request option, as `/v1/classify` fields (none left to the server)."""
         cfg, bounds = self.prompt_config, self.cascade
-        out = {"style": cfg.style, "effort": cfg.effort, "date": cfg.date,
-               "reasoning": self.reasoning,
-               "cascade": None if bounds is None else f"{bounds[0]!r}:{bounds[1]!r}",
-               "truncate": self.truncate, "temperature": sampling.temperature,
-               "top_p": sampling.top_p, "top_k": sampling.top_k, "seed": sampling.seed,
-               "max_tokens": sampling.max_tokens, "no_cache": not self.use_cache,
-               "include_reasoning": self.include_reasoning}  # fmt: skip
+        out = {
+            "style": cfg.style,
+            "effort": cfg.effort,
+            "date": cfg.date,
+            "reasoning": self.reasoning,
+            "cascade": None if bounds is None else f"{bounds[0]!r}:{bounds[1]!r}",
+            "truncate": self.truncate,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "seed": sampling.seed,
+            "max_tokens": sampling.max_tokens,
+            "no_cache": not self.use_cache,
+            "include_reasoning": self.include_reasoning,
+        }
         if self.parallel is not None:
             out["parallel"] = self.parallel
         return out
@@ -182,13 +204,13 @@ class RemoteClassifier:
         body = {**self._policy_field, **self.options(sampling), "stream": stream}
         if len(items) == 1 and isinstance(items[0], Conversation):
             conv = items[0]
-            return {**body, "messages": [m.as_dict() for m in conv.messages],
-                    "target": conv.target}  # fmt: skip
+            return {**body, "messages": [m.as_dict() for m in conv.messages], "target": conv.target}
         return {**body, "texts": list(items)}
 
     # -- the Classifier surface ----------------------------------------------------------
-    def classify(self, texts: Sequence[Item],
-                 **kwargs: Any) -> list[ClassificationResult] | list[MultiResult]:  # fmt: skip
+    def classify(
+        self, texts: Sequence[Item], **kwargs: Any
+    ) -> list[ClassificationResult] | list[MultiResult]:
         """Results in input order; a set name (several policies): one `MultiResult` per text."""
         got: list[dict[str, ClassificationResult]] = [{} for _ in texts]
         for i, res in self.iter(texts, **kwargs):
@@ -197,16 +219,22 @@ class RemoteClassifier:
             return [next(iter(g.values())) for g in got]  # type: ignore[misc]
         return [MultiResult(item_text(t), g) for t, g in zip(texts, got, strict=True)]
 
-    def iter(self, texts: Sequence[Item], *, run_items: Any = None,
-             samplings: Sequence[SamplingConfig] | None = None,
-             logits_processors: Any = None,
-             on_event: Callable[[int, Event], None] | None = None,
-             ) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
+    def iter(
+        self,
+        texts: Sequence[Item],
+        *,
+        run_items: Any = None,
+        samplings: Sequence[SamplingConfig] | None = None,
+        logits_processors: Any = None,
+        on_event: Callable[[int, Event], None] | None = None,
+    ) -> Iterator[tuple[int, ClassificationResult]]:
         """Yield (index, result) as the server returns them: texts by batches of BATCH, a
         conversation by itself (one request each)."""
         if run_items is not None:
-            raise EdgeGuardError("named runs keep their results in this machine's store: "
-                                 "run them with the local backend")  # fmt: skip
+            raise EdgeGuardError(
+                "named runs keep their results in this machine's store: "
+                "run them with the local backend"
+            )
         if logits_processors is not None:
             raise EdgeGuardError("logits processors run in Python and cannot go to a server")
         if any(not isinstance(t, str | Conversation) for t in texts):
@@ -218,22 +246,34 @@ class RemoteClassifier:
             sampling = samplings[0]
         for start, chunk in _chunks(texts):
             if on_event is None:
-                body = self._json((self._http or httpx).post(self.url + "/v1/classify",
-                                             json=self._body(chunk, sampling, False),
-                                             headers=_headers(self.api_key),
-                                             timeout=self.timeout))  # fmt: skip
+                body = self._json(
+                    (self._http or httpx).post(
+                        self.url + "/v1/classify",
+                        json=self._body(chunk, sampling, False),
+                        headers=_headers(self.api_key),
+                        timeout=self.timeout,
+                    )
+                )
                 for row in body.get("results", []):
                     yield start + int(row["index"]), result_from_json(row)
             else:
                 for i, res in self._stream(chunk, sampling, on_event, start):
                     yield start + i, res
 
-    def _stream(self, chunk: Sequence[Item], sampling: SamplingConfig,
-                on_event: Callable[[int, Event], None],
-                offset: int) -> Iterator[tuple[int, ClassificationResult]]:  # fmt: skip
-        with (self._http or httpx).stream("POST", self.url + "/v1/classify",
-                                          json=self._body(chunk, sampling, True),
-                          headers=_headers(self.api_key), timeout=self.timeout) as r:  # fmt: skip
+    def _stream(
+        self,
+        chunk: Sequence[Item],
+        sampling: SamplingConfig,
+        on_event: Callable[[int, Event], None],
+        offset: int,
+    ) -> Iterator[tuple[int, ClassificationResult]]:
+        with (self._http or httpx).stream(
+            "POST",
+            self.url + "/v1/classify",
+            json=self._body(chunk, sampling, True),
+            headers=_headers(self.api_key),
+            timeout=self.timeout,
+        ) as r:
             if r.status_code != 200:
                 r.read()
                 self._json(r)
@@ -244,8 +284,10 @@ class RemoteClassifier:
                 elif line.startswith("data: "):
                     data = json.loads(line[6:])
                     if event == "reasoning":
-                        on_event(offset + int(data["index"]),
-                                 ContentDelta(0, "analysis", str(data["delta"])))  # fmt: skip
+                        on_event(
+                            offset + int(data["index"]),
+                            ContentDelta(0, "analysis", str(data["delta"])),
+                        )
                     elif event == "result":
                         yield int(data["index"]), result_from_json(data)
                     elif event == "error":
@@ -281,24 +323,41 @@ def result_from_json(row: dict[str, Any]) -> ClassificationResult:
         timings=Timings(**{k: t[k] for k in fields if k in t}),
         error=row.get("error"),
     )
-    res = ClassificationResult(row.get("binary_label"), row.get("fine_grain_label"),
-                               row.get("float_label"), dict(row.get("metadata") or {}), resp,
-                               bool(row.get("parsed_successfully")), row.get("verdict"))  # fmt: skip
+    res = ClassificationResult(
+        row.get("binary_label"),
+        row.get("fine_grain_label"),
+        row.get("float_label"),
+        dict(row.get("metadata") or {}),
+        resp,
+        bool(row.get("parsed_successfully")),
+        row.get("verdict"),
+    )
     res.text, res.policy, res.key = row.get("text"), row.get("policy"), row.get("key")
     res.cached, res.error = bool(row.get("cached")), row.get("error")
     if row.get("conversation") is not None:
-        res.conversation = json.dumps(row["conversation"], sort_keys=True, ensure_ascii=False,
-                                      separators=(",", ":"))  # fmt: skip
+        res.conversation = json.dumps(
+            row["conversation"], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
     return res
 
 
 # The request options (`Settings.request()`) a RemoteClassifier sends with every request.
-SENT = ("style", "effort", "date", "reasoning", "cascade", "truncate", "temperature", "seed",
-        "max_tokens")  # fmt: skip
+SENT = (
+    "style",
+    "effort",
+    "date",
+    "reasoning",
+    "cascade",
+    "truncate",
+    "temperature",
+    "seed",
+    "max_tokens",
+)
 
 
-def remote_classifier(policies: Any, cfg: Any, *, settings: Any,
-                      sampling: SamplingConfig | None = None) -> RemoteClassifier | None:  # fmt: skip
+def remote_classifier(
+    policies: Any, cfg: Any, *, settings: Any, sampling: SamplingConfig | None = None
+) -> RemoteClassifier | None:
     """A `RemoteClassifier` carrying every request option of `settings` (a `Settings`)
     when backend config `cfg` points at an edge-guard server; `sampling` replaces the
     settings' sampling. A request option this client cannot send is refused (one line).
@@ -318,16 +377,26 @@ def remote_classifier(policies: Any, cfg: Any, *, settings: Any,
     request = settings.request() if callable(getattr(settings, "request", None)) else {}
     unsent = [name for name in request if name not in SENT]
     if unsent:
-        raise EdgeGuardError(f"the edge-guard server client cannot send the option {unsent[0]!r}; "
-                             "use the local backend")  # fmt: skip
+        raise EdgeGuardError(
+            f"the edge-guard server client cannot send the option {unsent[0]!r}; "
+            "use the local backend"
+        )
     if isinstance(policies, list | tuple):
         if len(policies) != 1:
             raise EdgeGuardError("an edge-guard server takes one policy or set name per call")
         policies = policies[0]
-    return RemoteClassifier(policies, url, api_key=api_key, style=settings.style,
-                            effort=settings.effort, date=settings.date,
-                            reasoning=settings.reasoning, cascade=settings.cascade,
-                            truncate=settings.truncate, parallel=settings.parallel,
-                            sampling=sampling or settings.sampling(),
-                            use_cache=settings.use_cache,
-                            timeout=float(getattr(cfg, "timeout", 600.0)))  # fmt: skip
+    return RemoteClassifier(
+        policies,
+        url,
+        api_key=api_key,
+        style=settings.style,
+        effort=settings.effort,
+        date=settings.date,
+        reasoning=settings.reasoning,
+        cascade=settings.cascade,
+        truncate=settings.truncate,
+        parallel=settings.parallel,
+        sampling=sampling or settings.sampling(),
+        use_cache=settings.use_cache,
+        timeout=float(getattr(cfg, "timeout", 600.0)),
+    )

@@ -37,8 +37,16 @@ from edge_guard.settings import Settings
 from edge_guard.store import Store
 
 MAX_CLASSIFIERS = 64
-__all__ = ["Forbidden", "Job", "JobSpec", "Limits", "ServiceCore", "ShuttingDown",
-           "UnknownPolicy", "failed_result"]  # fmt: skip
+__all__ = [
+    "Forbidden",
+    "Job",
+    "JobSpec",
+    "Limits",
+    "ServiceCore",
+    "ShuttingDown",
+    "UnknownPolicy",
+    "failed_result",
+]
 
 
 class ShuttingDown(EdgeGuardError):
@@ -92,10 +100,19 @@ class Job:
 class ServiceCore:
     """Everything a request needs besides HTTP: settings, policies, classifiers, the jobs."""
 
-    def __init__(self, backend: Any, store: Store, settings: Settings, *,
-                 default_policies: Sequence[str] = (), default_set: str | None = None,
-                 allow_inline: bool = False, limits: Limits | None = None,
-                 workers: int = 64, observer: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backend: Any,
+        store: Store,
+        settings: Settings,
+        *,
+        default_policies: Sequence[str] = (),
+        default_set: str | None = None,
+        allow_inline: bool = False,
+        limits: Limits | None = None,
+        workers: int = 64,
+        observer: Any = None,
+    ) -> None:
         self.store = store
         if getattr(backend, "_identity", "") is None and hasattr(backend, "set_identity"):
             backend.set_identity(store.model_identity(backend.path))  # cached file hash
@@ -159,8 +176,12 @@ class ServiceCore:
             raise Forbidden("inline policies are off on this server (--allow-inline-policies)")
         return inline_policy(text, output)
 
-    def classifier(self, policy: Policy, settings: Settings | None = None,
-                   sampling: SamplingConfig | None = None) -> Classifier:  # fmt: skip
+    def classifier(
+        self,
+        policy: Policy,
+        settings: Settings | None = None,
+        sampling: SamplingConfig | None = None,
+    ) -> Classifier:
         """The classifier for `policy` under `settings` (default: the server's), built as
         every caller builds one (`api.build_classifier`); kept for the next request."""
         from edge_guard.api import build_classifier
@@ -175,8 +196,9 @@ class ServiceCore:
             if clf is not None:
                 self._classifiers.move_to_end(key)
                 return clf
-        clf = build_classifier(policy, settings, backend=self.backend, store=self.store,
-                               sampling=sampling)  # fmt: skip
+        clf = build_classifier(
+            policy, settings, backend=self.backend, store=self.store, sampling=sampling
+        )
         with self._lock:
             self._classifiers[key] = clf
             while len(self._classifiers) > MAX_CLASSIFIERS:
@@ -195,8 +217,9 @@ class ServiceCore:
             return
         for clf in clfs:
             prompt = clf._renderer().render(clf.policy.text, "", clf.prompt_config)
-            req = GenerationRequest(prompt.token_ids, SamplingConfig(max_tokens=1),
-                                    prefix_len=prompt.prefix_len)  # fmt: skip
+            req = GenerationRequest(
+                prompt.token_ids, SamplingConfig(max_tokens=1), prefix_len=prompt.prefix_len
+            )
             for _ in self.backend.execute([req]):
                 pass
 
@@ -230,8 +253,7 @@ class ServiceCore:
                     return
                 if job.on_event is None or len(lanes) == 1:
                     # Every (text, policy) pair in one backend call.
-                    pairs = iter_pairs(lanes, spec.texts,
-                                       on_event=_bind_events(job.on_event, 0))  # fmt: skip
+                    pairs = iter_pairs(lanes, spec.texts, on_event=_bind_events(job.on_event, 0))
                     for i, p, res in pairs:
                         self._record(job, p, i, res)
                         if job.cancelled:
@@ -292,8 +314,12 @@ class ServiceCore:
     def info(self) -> dict[str, Any]:
         """The model as clients see it: its reference, never a file path (a path's name)."""
         b = self.backend
-        return {"model": public_ref(b.model_ref), "identity": b.identity(),
-                "engine": b.engine_version(), "backend": b.name}  # fmt: skip
+        return {
+            "model": public_ref(b.model_ref),
+            "identity": b.identity(),
+            "engine": b.engine_version(),
+            "backend": b.name,
+        }
 
 
 def public_ref(ref: str) -> str:
@@ -308,8 +334,9 @@ def _priority(spec: JobSpec) -> int:
     return INTERACTIVE if len(spec.texts) == 1 else BATCH
 
 
-def _bind_events(cb: Callable[[int, int, Event], None] | None,
-                 p: int) -> Callable[[int, Event], None] | None:  # fmt: skip
+def _bind_events(
+    cb: Callable[[int, int, Event], None] | None, p: int
+) -> Callable[[int, Event], None] | None:
     return None if cb is None else (lambda i, ev: cb(p, i, ev))
 
 

@@ -34,8 +34,13 @@ CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 
 
-def error(status: int, message: str, type_: str, param: str | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+def error(
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param), status_code=status, headers=headers)
 
 
@@ -71,8 +76,16 @@ class HostRule:
 class GuardMiddleware:
     """Host, Origin, key and body checks (see the module doc) and per-route metrics."""
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body: int, metrics: ServiceMetrics,
-                 hosts: HostRule, cors_origins: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Any,
+        *,
+        api_key: str | None,
+        max_body: int,
+        metrics: ServiceMetrics,
+        hosts: HostRule,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
         self.app, self.max_body, self.metrics, self.hosts = app, max_body, metrics, hosts
         self.key = None if api_key is None else api_key.encode("utf-8")
         self.cors = {o.rstrip("/") for o in cors_origins}
@@ -93,8 +106,10 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 if cors is not None:
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      *_cors_headers(cors)]}  # fmt: skip
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), *_cors_headers(cors)],
+                    }
             await send(message)
 
         try:
@@ -108,29 +123,45 @@ class GuardMiddleware:
         finally:
             self.metrics.request(route, status["code"], time.monotonic() - start)
 
-    def _check(self, scope: dict[str, Any], headers: dict[str, str],
-               cors: str | None) -> Response | None:  # fmt: skip
+    def _check(
+        self, scope: dict[str, Any], headers: dict[str, str], cors: str | None
+    ) -> Response | None:
         host = headers.get("host")
         if host is not None and not self.hosts.allows(host):
-            return error(403, "this server does not answer to that Host name (DNS rebinding "
-                         "guard; allow a name with --allowed-host)", "permission_error")  # fmt: skip
+            return error(
+                403,
+                "this server does not answer to that Host name (DNS rebinding "
+                "guard; allow a name with --allowed-host)",
+                "permission_error",
+            )
         origin = headers.get("origin")
         if origin is not None and cors is None and origin != f"http://{host}":
-            return error(403, "cross-origin requests are refused (allow an origin with "
-                         "--cors-origin)", "permission_error")  # fmt: skip
+            return error(
+                403,
+                "cross-origin requests are refused (allow an origin with --cors-origin)",
+                "permission_error",
+            )
         if scope.get("method") == "OPTIONS" and cors is not None:
             return Response(status_code=204)  # a preflight: the CORS headers say what may come
         if self.key is not None and scope.get("path") not in OPEN_PATHS:
             auth = _raw_header(scope, b"authorization")
             given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(given, self.key):
-                return error(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                             "authentication_error", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                return error(
+                    401,
+                    "missing or wrong API key (Authorization: Bearer KEY)",
+                    "authentication_error",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         if scope.get("method") == "POST" and scope.get("path") in JSON_POSTS:
             kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if kind != "application/json":
-                return error(415, "send the body as JSON with Content-Type: application/json "
-                             f"(got {kind or 'none'!r})", "invalid_request_error")  # fmt: skip
+                return error(
+                    415,
+                    "send the body as JSON with Content-Type: application/json "
+                    f"(got {kind or 'none'!r})",
+                    "invalid_request_error",
+                )
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return self._too_big()
@@ -185,8 +216,7 @@ def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1")
-            for k, v in scope.get("headers", [])}  # fmt: skip
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 def _raw_header(scope: dict[str, Any], name: bytes) -> bytes:
@@ -197,7 +227,10 @@ def _raw_header(scope: dict[str, Any], name: bytes) -> bytes:
 
 
 def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
-    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin"),
-            (b"access-control-allow-methods", CORS_METHODS.encode()),
-            (b"access-control-allow-headers", CORS_HEADERS.encode()),
-            (b"access-control-max-age", b"600")]  # fmt: skip
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"vary", b"Origin"),
+        (b"access-control-allow-methods", CORS_METHODS.encode()),
+        (b"access-control-allow-headers", CORS_HEADERS.encode()),
+        (b"access-control-max-age", b"600"),
+    ]

@@ -20,19 +20,32 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("edge_guard_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=r)  # fmt: skip
-        self.labels = Counter("edge_guard_labels", "Labels returned, by verdict",
-                              ["verdict"], registry=r)  # fmt: skip
-        self.cache_hits = Counter("edge_guard_cache_hits", "Labels answered from the store",
-                                  registry=r)  # fmt: skip
-        self.tokens = Counter("edge_guard_tokens", "Model tokens processed for new labels",
-                              ["kind"], registry=r)  # fmt: skip
-        self.queue_depth = Gauge("edge_guard_queue_depth",
-                                 "Labels requested and not yet returned", registry=r)  # fmt: skip
+        self.requests = Counter(
+            "edge_guard_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.labels = Counter(
+            "edge_guard_labels", "Labels returned, by verdict", ["verdict"], registry=r
+        )
+        self.cache_hits = Counter(
+            "edge_guard_cache_hits", "Labels answered from the store", registry=r
+        )
+        self.tokens = Counter(
+            "edge_guard_tokens", "Model tokens processed for new labels", ["kind"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "edge_guard_queue_depth", "Labels requested and not yet returned", registry=r
+        )
         self.jobs = Gauge("edge_guard_jobs_in_flight", "Requests being classified", registry=r)
-        self.latency = Histogram("edge_guard_request_seconds", "Request latency by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.latency = Histogram(
+            "edge_guard_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     # -- called by ServiceCore (worker threads) -------------------------------------------
     def job_started(self, n_labels: int) -> None:

@@ -30,12 +30,25 @@ if TYPE_CHECKING:
     from edge_guard.classifier import Classifier
     from edge_guard.policy.core import Policy
 
-OPENAI_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening",
-                     "illicit", "illicit/violent", "self-harm", "self-harm/intent",
-                     "self-harm/instructions", "sexual", "sexual/minors", "violence",
-                     "violence/graphic")  # fmt: skip
-TEXT_ONLY = ("only text input is supported: this server moderates text, not images (send the "
-             "text parts, or a string)")  # fmt: skip
+OPENAI_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+TEXT_ONLY = (
+    "only text input is supported: this server moderates text, not images (send the "
+    "text parts, or a string)"
+)
 
 
 def input_texts(raw: Any) -> list[str]:
@@ -52,8 +65,11 @@ def input_texts(raw: Any) -> list[str]:
         if kind in ("image_url", "image", "input_image"):
             raise FieldError(f"input[{i}]", TEXT_ONLY)
         if kind != "text" or not isinstance(part.get("text"), str):  # type: ignore[union-attr]
-            raise FieldError(f"input[{i}]", 'a content part must be {"type": "text", "text": '
-                                            '"..."} (strings and parts cannot be mixed)')  # fmt: skip
+            raise FieldError(
+                f"input[{i}]",
+                'a content part must be {"type": "text", "text": '
+                '"..."} (strings and parts cannot be mixed)',
+            )
         texts.append(part["text"])  # type: ignore[index]
     return ["\n".join(texts)]
 
@@ -67,8 +83,9 @@ def taxonomy_set(spec: Any) -> PolicySet | None:
     return openai_set(spec.policies, spec.thresholds, spec.settings.cascade)
 
 
-def openai_set(policies: list[Policy], thresholds: dict[str, float],
-               cascade: Any) -> PolicySet | None:  # fmt: skip
+def openai_set(
+    policies: list[Policy], thresholds: dict[str, float], cascade: Any
+) -> PolicySet | None:
     """`policies` as a taxonomy-mode set when they are OpenAI's 13 categories (no cascade)."""
     if not is_openai([p.name for p in policies]) or cascade:
         return None

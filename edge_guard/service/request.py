@@ -22,10 +22,19 @@ from edge_guard.service.schemas import ClassifyRequest, FieldError, field_terms
 from edge_guard.settings import Settings, resolve_settings
 
 # /v1/classify field -> the `Settings` field it sets (no_cache sets use_cache, inverted).
-REQUEST_FIELDS = {"style": "style", "effort": "effort", "date": "date", "reasoning": "reasoning",
-                  "cascade": "cascade", "truncate": "truncate", "parallel": "parallel",
-                  "temperature": "temperature", "seed": "seed", "max_tokens": "max_tokens",
-                  "no_cache": "use_cache"}  # fmt: skip
+REQUEST_FIELDS = {
+    "style": "style",
+    "effort": "effort",
+    "date": "date",
+    "reasoning": "reasoning",
+    "cascade": "cascade",
+    "truncate": "truncate",
+    "parallel": "parallel",
+    "temperature": "temperature",
+    "seed": "seed",
+    "max_tokens": "max_tokens",
+    "no_cache": "use_cache",
+}
 NULLABLE = ("date", "cascade")  # null turns these off; any other null means "the server's"
 FIELD_OF = {v: k for k, v in REQUEST_FIELDS.items()}
 
@@ -62,8 +71,13 @@ def request_sampling(settings: Settings, body: ClassifyRequest | None = None) ->
     s = settings.sampling()
     if body is None:
         return s
-    return SamplingConfig(temperature=s.temperature, top_p=body.top_p, top_k=body.top_k,
-                          seed=s.seed, max_tokens=s.max_tokens)  # fmt: skip
+    return SamplingConfig(
+        temperature=s.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=s.seed,
+        max_tokens=s.max_tokens,
+    )
 
 
 def classify_spec(core: ServiceCore, body: ClassifyRequest) -> JobSpec:
@@ -88,8 +102,9 @@ def moderation_spec(core: ServiceCore, texts: list[str], model: str | None) -> J
     check_texts(core, texts, "input")  # type: ignore[arg-type]
     policies, thresholds = core.resolve(model)
     check_judges(policies, texts, "input")  # type: ignore[arg-type]
-    return JobSpec(list(texts), policies, core.settings, request_sampling(core.settings),
-                   thresholds)  # fmt: skip
+    return JobSpec(
+        list(texts), policies, core.settings, request_sampling(core.settings), thresholds
+    )
 
 
 def check_texts(core: ServiceCore, items: list[Item], field: str) -> None:
@@ -119,11 +134,18 @@ def check_judges(policies: list[Policy], items: list[Item], field: str = "texts"
             if not isinstance(item, Conversation):
                 if judges in ("assistant", "conversation"):
                     what = "model responses" if judges == "assistant" else "conversations"
-                    how = ("send the conversation as 'messages' (a list of {role, content}) with "
-                           "'target', not 'text'") if field != "input" else (
-                           "send the conversation to /v1/classify as 'messages'")  # fmt: skip
-                    raise FieldError("messages" if field != "input" else field,
-                                     f"policy {policy.name} judges {what}: {how}")  # fmt: skip
+                    how = (
+                        (
+                            "send the conversation as 'messages' (a list of {role, content}) with "
+                            "'target', not 'text'"
+                        )
+                        if field != "input"
+                        else ("send the conversation to /v1/classify as 'messages'")
+                    )
+                    raise FieldError(
+                        "messages" if field != "input" else field,
+                        f"policy {policy.name} judges {what}: {how}",
+                    )
                 continue
             problem = judges_problem(judges, item)
             if problem:
@@ -141,8 +163,18 @@ def _reason(message: str, field: str) -> str:
 def spec_summary(spec: JobSpec) -> dict[str, Any]:
     """The effective request options (echoed in /v1/classify answers)."""
     s = spec.settings
-    return {"style": s.style, "effort": s.effort, "date": s.date, "reasoning": s.reasoning,
-            "cascade": s.cascade, "truncate": s.truncate, "parallel": s.parallel,
-            "temperature": s.temperature, "seed": s.seed, "max_tokens": s.max_tokens,
-            "top_p": spec.sampling.top_p, "top_k": spec.sampling.top_k,
-            "no_cache": not s.use_cache}  # fmt: skip
+    return {
+        "style": s.style,
+        "effort": s.effort,
+        "date": s.date,
+        "reasoning": s.reasoning,
+        "cascade": s.cascade,
+        "truncate": s.truncate,
+        "parallel": s.parallel,
+        "temperature": s.temperature,
+        "seed": s.seed,
+        "max_tokens": s.max_tokens,
+        "top_p": spec.sampling.top_p,
+        "top_k": spec.sampling.top_k,
+        "no_cache": not s.use_cache,
+    }

@@ -56,8 +56,22 @@ class ModerationResponse(BaseModel):
 # Values a flag's error may quote after the flag ("--reasoning none" -> "reasoning": "none").
 _VALUES = r"full|none-empty-analysis|none|low|medium|high|harmony|chat-template"
 _FLAG = re.compile(rf"--(?P<flag>[a-z][a-z-]*)(?: (?P<value>{_VALUES})\b)?")
-_FIELD_NAMES = ("style", "effort", "date", "reasoning", "cascade", "truncate", "parallel",
-                "temperature", "seed", "max-tokens", "messages", "target", "policy", "no-cache")  # fmt: skip
+_FIELD_NAMES = (
+    "style",
+    "effort",
+    "date",
+    "reasoning",
+    "cascade",
+    "truncate",
+    "parallel",
+    "temperature",
+    "seed",
+    "max-tokens",
+    "messages",
+    "target",
+    "policy",
+    "no-cache",
+)
 _FLAG_FIELDS = {name: name.replace("-", "_") for name in _FIELD_NAMES}
 
 # Numbers a request may carry: finite, in range, integers strict (no "5", no 5.0, no true).
@@ -120,8 +134,10 @@ class ClassifyRequest(_Strict):
     @classmethod
     def _mode_not_bool(cls, value: Any) -> Any:
         if isinstance(value, bool):
-            raise ValueError("a reasoning mode (full, none, none-empty-analysis); the "
-                             "reasoning text is asked for with include_reasoning")  # fmt: skip
+            raise ValueError(
+                "a reasoning mode (full, none, none-empty-analysis); the "
+                "reasoning text is asked for with include_reasoning"
+            )
         return value
 
     def inputs(self) -> list[str | Conversation]:
@@ -145,21 +161,31 @@ class ClassifyRequest(_Strict):
 
 # Fields /v1/moderations refuses (400 pointing to /v1/classify) instead of ignoring them:
 # every request option and every /v1/classify field that OpenAI's body does not have.
-MODERATION_REFUSED = tuple(dict.fromkeys(
-    [*request_options(), *(n for n in ClassifyRequest.model_fields
-                           if n not in ModerationRequest.model_fields)]))  # fmt: skip
+MODERATION_REFUSED = tuple(
+    dict.fromkeys(
+        [
+            *request_options(),
+            *(n for n in ClassifyRequest.model_fields if n not in ModerationRequest.model_fields),
+        ]
+    )
+)
 _MODERATION_WHY = {
     "messages": "/v1/moderations judges the text in 'input'; send a conversation to "
-                "/v1/classify as 'messages' with 'target'",
+    "/v1/classify as 'messages' with 'target'",
     "text": "/v1/moderations takes its texts as 'input' ('text'/'texts' are /v1/classify's)",
     "policy": "/v1/moderations names its policy or set as 'model' (inline policies and "
-              "'policy' are /v1/classify's)",
-}  # fmt: skip
-_MODERATION_WHY.update(target=_MODERATION_WHY["messages"], texts=_MODERATION_WHY["text"],
-                       policy_text=_MODERATION_WHY["policy"],
-                       policy_output=_MODERATION_WHY["policy"])  # fmt: skip
-_OPTION_WHY = ("/v1/moderations uses the server's settings (its flags); send per-request "
-               "options to /v1/classify")  # fmt: skip
+    "'policy' are /v1/classify's)",
+}
+_MODERATION_WHY.update(
+    target=_MODERATION_WHY["messages"],
+    texts=_MODERATION_WHY["text"],
+    policy_text=_MODERATION_WHY["policy"],
+    policy_output=_MODERATION_WHY["policy"],
+)
+_OPTION_WHY = (
+    "/v1/moderations uses the server's settings (its flags); send per-request "
+    "options to /v1/classify"
+)
 
 
 def refuse_classify_fields(body: ModerationRequest) -> None:
@@ -210,8 +236,7 @@ def result_json(res: ClassificationResult, *, include_reasoning: bool) -> dict[s
     return d
 
 
-def moderation_result(policies: list[str],
-                      results: list[ClassificationResult]) -> ModerationResult:  # fmt: skip
+def moderation_result(policies: list[str], results: list[ClassificationResult]) -> ModerationResult:
     """One input's results under each policy -> the OpenAI result (undetermined: see module)."""
     categories: dict[str, bool | None] = {}
     scores: dict[str, float | None] = {}
@@ -250,7 +275,8 @@ def openai_flagged(verdicts: Iterable[Verdict | str]) -> bool:
     return UNDETERMINED_FLAGGED if flag is None else flag
 
 
-def error_body(message: str, type_: str, param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:  # fmt: skip
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error shape, so its client raises the matching exception."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}

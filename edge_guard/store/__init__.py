@@ -33,11 +33,22 @@ from edge_guard.store.migrations import migrations
 BUSY_TIMEOUT_MS = 60_000
 
 # A result's parse under one policy version (`parses`, keyed by result key + policy hash).
-PARSE_COLUMNS = ("policy_name", "verdict", "binary_label", "fine_grain_label", "float_label",
-                 "parsed", "label_probs", "metadata", "error")  # fmt: skip
+PARSE_COLUMNS = (
+    "policy_name",
+    "verdict",
+    "binary_label",
+    "fine_grain_label",
+    "float_label",
+    "parsed",
+    "label_probs",
+    "metadata",
+    "error",
+)
 # Run items with their results and the parse of the policy version that ran them.
-_ITEM_JOIN = ("run_items ri JOIN results r ON r.key = ri.key LEFT JOIN parses p "
-              "ON p.key = ri.key AND p.policy_hash = ri.policy_hash")  # fmt: skip
+_ITEM_JOIN = (
+    "run_items ri JOIN results r ON r.key = ri.key LEFT JOIN parses p "
+    "ON p.key = ri.key AND p.policy_hash = ri.policy_hash"
+)
 
 
 def utcnow() -> str:
@@ -45,8 +56,9 @@ def utcnow() -> str:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                           isolation_level=None)  # fmt: skip
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+    )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if path != ":memory:":
         _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -158,10 +170,17 @@ class Store:
             return f"sha256:{digest}"
         with self.transaction() as db:
             db["model_files"].upsert(
-                {"path": str(p), "size": stamp[0], "mtime_ns": stamp[1], "ino": stamp[2],
-                 "ctime_ns": stamp[3], "sha256": digest, "computed_at": utcnow()},
+                {
+                    "path": str(p),
+                    "size": stamp[0],
+                    "mtime_ns": stamp[1],
+                    "ino": stamp[2],
+                    "ctime_ns": stamp[3],
+                    "sha256": digest,
+                    "computed_at": utcnow(),
+                },
                 pk="path",
-            )  # fmt: skip
+            )
         return f"sha256:{digest}"
 
     # -- results ---------------------------------------------------------------------------
@@ -194,8 +213,10 @@ class Store:
     @staticmethod
     def _put_parse(db: Database, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
         parse = {c: fields.get(c) for c in PARSE_COLUMNS}
-        db["parses"].upsert({"key": key, "policy_hash": policy_hash, **parse,
-                             "created_at": utcnow()}, pk=("key", "policy_hash"))  # fmt: skip
+        db["parses"].upsert(
+            {"key": key, "policy_hash": policy_hash, **parse, "created_at": utcnow()},
+            pk=("key", "policy_hash"),
+        )
 
     def get_parse(self, key: str, policy_hash: str) -> dict[str, Any] | None:
         """One policy version's stored parse of result `key` (the PARSE_COLUMNS), or None."""
@@ -222,15 +243,26 @@ class Store:
             if existing:
                 db["runs"].update(name, {"updated_at": utcnow(), "status": "running"})
                 return existing[0]
-            row = {"name": name, "created_at": utcnow(), "updated_at": utcnow(),
-                   "status": "running", **{k: _encode(v) for k, v in fields.items()}}  # fmt: skip
+            row = {
+                "name": name,
+                "created_at": utcnow(),
+                "updated_at": utcnow(),
+                "status": "running",
+                **{k: _encode(v) for k, v in fields.items()},
+            }
             db["runs"].insert(row, pk="name")
             return row
 
     def set_run_status(self, name: str, status: str, **fields: Any) -> None:
         with self.transaction() as db:
-            db["runs"].update(name, {"status": status, "updated_at": utcnow(),
-                                     **{k: _encode(v) for k, v in fields.items()}})  # fmt: skip
+            db["runs"].update(
+                name,
+                {
+                    "status": status,
+                    "updated_at": utcnow(),
+                    **{k: _encode(v) for k, v in fields.items()},
+                },
+            )
 
     def run(self, name: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM runs WHERE name = ?", [name])
@@ -300,8 +332,9 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 8 << 20) -> str:
 def check_store(path: str | os.PathLike[str]) -> str | None:
     """None if the database at `path` opens and passes `PRAGMA quick_check`, else why not."""
     try:
-        conn = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True,
-                               timeout=BUSY_TIMEOUT_MS / 1000)  # fmt: skip
+        conn = sqlite3.connect(
+            f"file:{Path(path).as_posix()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+        )
     except sqlite3.DatabaseError as exc:
         return str(exc)
     try:

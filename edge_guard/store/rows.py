@@ -16,8 +16,12 @@ UNRUN_TEXT_CHARS = 4096
 
 def never_ran(response: ModelResponse) -> bool:
     """An error before the model produced anything (too long, rejected, server refused)."""
-    return bool(response.error) and response.response is None and not response.reasoning \
-        and not response.output_token_ids  # fmt: skip
+    return (
+        bool(response.error)
+        and response.response is None
+        and not response.reasoning
+        and not response.output_token_ids
+    )
 
 
 def storable_text(text: str, response: ModelResponse) -> str:

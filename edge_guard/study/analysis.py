@@ -68,18 +68,24 @@ def analyze(data: StudyData, *, top: int = 10) -> dict[str, Any]:
     names = display_names(data.models)
     labels = [names[m] for m in data.models]
     by_id = {it.id: it for it in data.items}
-    primary = {names[m]: {iid: primary_rating(o) for iid, o in data.obs[m].items()}
-               for m in data.models}  # fmt: skip
-    expected = {names[m]: {iid: mean_expected(o) for iid, o in data.obs[m].items()}
-                for m in data.models}  # fmt: skip
+    primary = {
+        names[m]: {iid: primary_rating(o) for iid, o in data.obs[m].items()} for m in data.models
+    }
+    expected = {
+        names[m]: {iid: mean_expected(o) for iid, o in data.obs[m].items()} for m in data.models
+    }
 
     models: dict[str, Any] = {}
     unparsed: dict[str, list[dict[str, Any]]] = {}
     for m in data.models:
         lab = names[m]
         rated = [r for r in primary[lab].values() if r is not None]
-        bad = [{**_item(by_id[iid]), "repeat": o.repeat, "reason": o.reason}
-               for iid, obs in data.obs[m].items() for o in obs if o.rating is None]  # fmt: skip
+        bad = [
+            {**_item(by_id[iid]), "repeat": o.repeat, "reason": o.reason}
+            for iid, obs in data.obs[m].items()
+            for o in obs
+            if o.rating is None
+        ]
         unparsed[lab] = bad
         exp = [e for e in expected[lab].values() if e is not None]
         models[lab] = {
@@ -96,15 +102,23 @@ def analyze(data: StudyData, *, top: int = 10) -> dict[str, Any]:
             every = [o.rating for obs in data.obs[m].values() for o in obs if o.rating is not None]
             models[lab]["all_repeats"] = _dist(every, scale, middle)
 
-    pairs = [_pair(a, b, primary, expected, scale, middle, models)
-             for a, b in combinations(labels, 2)]  # fmt: skip
+    pairs = [
+        _pair(a, b, primary, expected, scale, middle, models) for a, b in combinations(labels, 2)
+    ]
     out: dict[str, Any] = {
         "study": {
-            "name": data.name, "source": data.source, "models": labels,
-            "policy": data.config.get("policy"), "n_items": len(data.items),
-            "repeats": data.repeats, "scale": [lo, hi], "middle": middle,
-            "temperature": data.config.get("temperature"), "effort": data.config.get("effort"),
-            "n_planned": data.n_planned, "n_observed": data.n_observed,
+            "name": data.name,
+            "source": data.source,
+            "models": labels,
+            "policy": data.config.get("policy"),
+            "n_items": len(data.items),
+            "repeats": data.repeats,
+            "scale": [lo, hi],
+            "middle": middle,
+            "temperature": data.config.get("temperature"),
+            "effort": data.config.get("effort"),
+            "n_planned": data.n_planned,
+            "n_observed": data.n_observed,
             "n_missing": max(0, (data.n_planned or data.n_observed) - data.n_observed),
         },
         "models": models,
@@ -113,13 +127,24 @@ def analyze(data: StudyData, *, top: int = 10) -> dict[str, Any]:
         "divergent": _divergent(data, labels, primary, expected, by_id, top),
         "topics": _topics(data, labels, primary, middle, by_id),
         "items": [
-            {**_item(it), "ratings": {lab: primary[lab].get(it.id) for lab in labels},
-             "expected": {lab: expected[lab].get(it.id) for lab in labels},
-             **({"repeats": {names[m]: [o.rating for o in data.obs[m].get(it.id, [])]
-                             for m in data.models}} if data.repeats > 1 else {})}
+            {
+                **_item(it),
+                "ratings": {lab: primary[lab].get(it.id) for lab in labels},
+                "expected": {lab: expected[lab].get(it.id) for lab in labels},
+                **(
+                    {
+                        "repeats": {
+                            names[m]: [o.rating for o in data.obs[m].get(it.id, [])]
+                            for m in data.models
+                        }
+                    }
+                    if data.repeats > 1
+                    else {}
+                ),
+            }
             for it in data.items
         ],
-    }  # fmt: skip
+    }
     if data.repeats > 1:
         out["stability"] = {names[m]: _stability(data.obs[m], by_id, top) for m in data.models}
     return out
@@ -129,14 +154,23 @@ def _item(it: Any) -> dict[str, Any]:
     return {"id": it.id, "topic": it.topic, "text": it.text}
 
 
-def _pair(a: str, b: str, primary: dict[str, dict[str, int | None]],
-          expected: dict[str, dict[str, float | None]], scale: range, middle: int | None,
-          models: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _pair(
+    a: str,
+    b: str,
+    primary: dict[str, dict[str, int | None]],
+    expected: dict[str, dict[str, float | None]],
+    scale: range,
+    middle: int | None,
+    models: dict[str, Any],
+) -> dict[str, Any]:
     ids = [i for i in primary[a] if i in primary[b]]
     both = [i for i in ids if primary[a][i] is not None and primary[b][i] is not None]
     ra, rb = [primary[a][i] for i in both], [primary[b][i] for i in both]
     pair: dict[str, Any] = {
-        "a": a, "b": b, "n_paired": len(both), "n_excluded": len(ids) - len(both),
+        "a": a,
+        "b": b,
+        "n_paired": len(both),
+        "n_excluded": len(ids) - len(both),
         "exact_agreement": stats.exact_agreement(ra, rb),
         "within_one": stats.within_one(ra, rb),
         "kappa_quadratic": stats.weighted_kappa(ra, rb, list(scale)),
@@ -145,11 +179,13 @@ def _pair(a: str, b: str, primary: dict[str, dict[str, int | None]],
         "ratings": {
             "mean_a": statistics.fmean(ra) if ra else None,
             "mean_b": statistics.fmean(rb) if rb else None,
-            "mean_diff": statistics.fmean([x - y for x, y in zip(ra, rb, strict=True)]) if ra else None,
+            "mean_diff": statistics.fmean([x - y for x, y in zip(ra, rb, strict=True)])
+            if ra
+            else None,
             "wilcoxon": stats.wilcoxon(ra, rb),
             "sign_test": stats.sign_test(ra, rb),
         },
-    }  # fmt: skip
+    }
     ea = pair["exact_agreement"]
     pair["differ_share"] = None if ea is None else 1 - ea
     if middle is not None:
@@ -167,14 +203,22 @@ def _pair(a: str, b: str, primary: dict[str, dict[str, int | None]],
     ex = [(x, y) for x, y in ex if x is not None and y is not None]
     if ex:
         xa, xb = [x for x, _ in ex], [y for _, y in ex]
-        pair["expected"] = {"n": len(ex), "pearson": stats.pearson(xa, xb),
-                            "mean_diff": statistics.fmean([x - y for x, y in ex])}  # fmt: skip
+        pair["expected"] = {
+            "n": len(ex),
+            "pearson": stats.pearson(xa, xb),
+            "mean_diff": statistics.fmean([x - y for x, y in ex]),
+        }
     return pair
 
 
-def _divergent(data: StudyData, labels: list[str], primary: dict[str, dict[str, int | None]],
-               expected: dict[str, dict[str, float | None]], by_id: dict[str, Any],
-               top: int) -> list[dict[str, Any]]:  # fmt: skip
+def _divergent(
+    data: StudyData,
+    labels: list[str],
+    primary: dict[str, dict[str, int | None]],
+    expected: dict[str, dict[str, float | None]],
+    by_id: dict[str, Any],
+    top: int,
+) -> list[dict[str, Any]]:
     rows = []
     for it in data.items:
         rs = {lab: primary[lab].get(it.id) for lab in labels}
@@ -187,14 +231,24 @@ def _divergent(data: StudyData, labels: list[str], primary: dict[str, dict[str, 
         rows.append((spread, ex_spread, it, rs))
     rows.sort(key=lambda r: (-r[0], -r[1], r[2].id))
     return [
-        {**_item(it), "spread": spread, "ratings": rs,
-         "expected": {lab: expected[lab].get(it.id) for lab in labels}}
-        for spread, _e, it, rs in rows[:top] if spread > 0
-    ]  # fmt: skip
+        {
+            **_item(it),
+            "spread": spread,
+            "ratings": rs,
+            "expected": {lab: expected[lab].get(it.id) for lab in labels},
+        }
+        for spread, _e, it, rs in rows[:top]
+        if spread > 0
+    ]
 
 
-def _topics(data: StudyData, labels: list[str], primary: dict[str, dict[str, int | None]],
-            middle: int | None, by_id: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _topics(
+    data: StudyData,
+    labels: list[str],
+    primary: dict[str, dict[str, int | None]],
+    middle: int | None,
+    by_id: dict[str, Any],
+) -> dict[str, Any]:
     topics = sorted({it.topic for it in data.items if it.topic})
     out: dict[str, Any] = {}
     for t in topics:
@@ -202,9 +256,13 @@ def _topics(data: StudyData, labels: list[str], primary: dict[str, dict[str, int
         per = {}
         for lab in labels:
             rs = [primary[lab][i] for i in ids if primary[lab].get(i) is not None]
-            per[lab] = {"n": len(rs), "mean": statistics.fmean(rs) if rs else None,
-                        "middle_share": (sum(r == middle for r in rs) / len(rs))
-                        if rs and middle is not None else None}  # fmt: skip
+            per[lab] = {
+                "n": len(rs),
+                "mean": statistics.fmean(rs) if rs else None,
+                "middle_share": (sum(r == middle for r in rs) / len(rs))
+                if rs and middle is not None
+                else None,
+            }
         out[t] = {"n_items": len(ids), "models": per}
     return out
 
@@ -216,11 +274,22 @@ def _stability(obs: dict[str, list[Obs]], by_id: dict[str, Any], top: int) -> di
         if not rs:
             continue
         mode = primary_rating(os_)
-        per.append({**_item(by_id[iid]), "ratings": [o.rating for o in os_],
-                    "modal_share": rs.count(mode) / len(rs), "sd": statistics.pstdev(rs)})  # fmt: skip
+        per.append(
+            {
+                **_item(by_id[iid]),
+                "ratings": [o.rating for o in os_],
+                "modal_share": rs.count(mode) / len(rs),
+                "sd": statistics.pstdev(rs),
+            }
+        )
     if not per:
-        return {"n_items": 0, "mean_modal_share": None, "fully_stable_share": None,
-                "mean_sd": None, "least_stable": []}  # fmt: skip
+        return {
+            "n_items": 0,
+            "mean_modal_share": None,
+            "fully_stable_share": None,
+            "mean_sd": None,
+            "least_stable": [],
+        }
     least = sorted(per, key=lambda d: (d["modal_share"], -d["sd"], d["id"]))
     return {
         "n_items": len(per),

@@ -51,11 +51,20 @@ class StudyData:
         """Long format: one row per (model, item, repeat)."""
         by_id = {it.id: it for it in self.items}
         return [
-            {"model": m, "item_id": iid, "topic": by_id[iid].topic, "text": by_id[iid].text,
-             "repeat": o.repeat, "rating": o.rating, "expected_rating": o.expected,
-             "reason": o.reason}
-            for m in self.models for iid, obs in self.obs[m].items() for o in obs
-        ]  # fmt: skip
+            {
+                "model": m,
+                "item_id": iid,
+                "topic": by_id[iid].topic,
+                "text": by_id[iid].text,
+                "repeat": o.repeat,
+                "rating": o.rating,
+                "expected_rating": o.expected,
+                "reason": o.reason,
+            }
+            for m in self.models
+            for iid, obs in self.obs[m].items()
+            for o in obs
+        ]
 
 
 def model_label(ref: str) -> str:
@@ -97,17 +106,33 @@ def from_run(store: Any, name: str) -> StudyData:
         rating = rating_of(row.get("fine_grain_label"), row.get("parsed"), row.get("verdict"))
         if rating is not None and not scale[0] <= rating <= scale[1]:
             rating = None
-        o = Obs(int(extra.get("repeat", 0)), rating, meta.get("expected_rating"),
-                None if rating is not None else unparsed_reason(row))  # fmt: skip
+        o = Obs(
+            int(extra.get("repeat", 0)),
+            rating,
+            meta.get("expected_rating"),
+            None if rating is not None else unparsed_reason(row),
+        )
         obs[model].setdefault(iid, []).append(o)
-    return StudyData(name, models, list(items.values()), obs, (int(scale[0]), int(scale[1])),
-                     int(config.get("repeats") or 1), f"run {name} ({store.path})", config,
-                     run.get("n_items"))  # fmt: skip
+    return StudyData(
+        name,
+        models,
+        list(items.values()),
+        obs,
+        (int(scale[0]), int(scale[1])),
+        int(config.get("repeats") or 1),
+        f"run {name} ({store.path})",
+        config,
+        run.get("n_items"),
+    )
 
 
 def _available(store: Any) -> str:
-    names = [r["name"] for r in store.query(
-        "SELECT name FROM runs WHERE kind = ? ORDER BY updated_at DESC LIMIT 5", [RUN_KIND])]  # fmt: skip
+    names = [
+        r["name"]
+        for r in store.query(
+            "SELECT name FROM runs WHERE kind = ? ORDER BY updated_at DESC LIMIT 5", [RUN_KIND]
+        )
+    ]
     return (
         f" (study runs: {', '.join(names)})"
         if names

@@ -104,7 +104,10 @@ def _parse_line(line: str, lineno: int, path: Path) -> StudyItem:
         raise EdgeGuardError(f"{where}: 'topic' must be a string")
     canary = obj.get("canary")
     return StudyItem(
-        str(item_id), text.strip(), topic or None, None if canary is None else str(canary),
+        str(item_id),
+        text.strip(),
+        topic or None,
+        None if canary is None else str(canary),
         conversation,
     )
 

@@ -48,8 +48,9 @@ def likert_chart_text(counts_by_model: Counts, width: int = 40) -> str:
             bar = fills[m] * round(share * width)
             head = k.rjust(len(max(scale, key=len))) if j == 0 else " " * len(max(scale, key=len))
             lines.append(f"{head} {m.ljust(name_w)} {bar.ljust(width)} {n:>4} {share:6.1%}")
-    lines.append(" " * (len(max(scale, key=len)) + 1) + "  ".join(
-        f"{m}: n={totals[m]}" for m in models))  # fmt: skip
+    lines.append(
+        " " * (len(max(scale, key=len)) + 1) + "  ".join(f"{m}: n={totals[m]}" for m in models)
+    )
     return "\n".join(lines)
 
 
@@ -69,8 +70,12 @@ def _figure(counts_by_model: Counts, title: str):  # type: ignore[no-untyped-def
     for i, m in enumerate(models):
         total = sum(data[m].values()) or 1
         shares = [100 * data[m].get(k, 0) / total for k in scale]
-        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, shares, width,
-                      label=f"{m} (n={sum(data[m].values())})")  # fmt: skip
+        bars = ax.bar(
+            x + (i - (len(models) - 1) / 2) * width,
+            shares,
+            width,
+            label=f"{m} (n={sum(data[m].values())})",
+        )
         ax.bar_label(bars, labels=[str(data[m].get(k, 0)) for k in scale], fontsize=8, padding=2)
     ax.set_xticks(x, scale)
     ax.set_xlabel("rating")
@@ -100,8 +105,9 @@ def likert_svg(counts_by_model: Counts, title: str = "Likert distribution by mod
     return buf.getvalue()
 
 
-def write_likert_plot(counts_by_model: Counts, path: str | Path,
-                      title: str = "Likert distribution by model") -> Path:  # fmt: skip
+def write_likert_plot(
+    counts_by_model: Counts, path: str | Path, title: str = "Likert distribution by model"
+) -> Path:
     """Write the chart as .svg or .png (via a temporary file)."""
     import matplotlib.pyplot as plt
 

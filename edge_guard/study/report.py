@@ -52,25 +52,58 @@ def _tables(a: dict[str, Any], seed: dict[str, Any]) -> list[Table]:
     rows = []
     for lab in labels:
         m = a["models"][lab]
-        rows.append([lab, str(m["n"]), *[str(m["counts"][k]) for k in scale], num(m["mean"], ".2f"),
-                     num(m["sd"], ".2f"), pct(m["middle_share"]), str(m["n_unparsed"]),
-                     num(m.get("mean_expected"), ".2f")])  # fmt: skip
+        rows.append(
+            [
+                lab,
+                str(m["n"]),
+                *[str(m["counts"][k]) for k in scale],
+                num(m["mean"], ".2f"),
+                num(m["sd"], ".2f"),
+                pct(m["middle_share"]),
+                str(m["n_unparsed"]),
+                num(m.get("mean_expected"), ".2f"),
+            ]
+        )
     for name, m in seed["models"].items():
-        rows.append([f"seed: {name}", str(m["n"]), *[str(m["counts"].get(k, 0)) for k in scale],
-                     num(m["mean"], ".2f"), "—", pct(m["middle_share"]), str(seed["n_items"] - m["n"]), "—"])  # fmt: skip
-    tables.append(("Rating distribution (ours, then the seed's)",
-                   ["model", "n", *scale, "mean", "sd", f"share {mid}", "unparsed", "mean expected"],
-                   rows))  # fmt: skip
+        rows.append(
+            [
+                f"seed: {name}",
+                str(m["n"]),
+                *[str(m["counts"].get(k, 0)) for k in scale],
+                num(m["mean"], ".2f"),
+                "—",
+                pct(m["middle_share"]),
+                str(seed["n_items"] - m["n"]),
+                "—",
+            ]
+        )
+    tables.append(
+        (
+            "Rating distribution (ours, then the seed's)",
+            ["model", "n", *scale, "mean", "sd", f"share {mid}", "unparsed", "mean expected"],
+            rows,
+        )
+    )
     comp = []
     for lab in labels:
         ref = reference_name(a["models"][lab]["ref"]) or reference_name(lab)
         sm = seed["models"].get(ref) if ref else None
-        comp.append([lab, pct(a["models"][lab]["middle_share"]),
-                     pct(sm["middle_share"]) if sm else "—", num(a["models"][lab]["mean"], ".2f"),
-                     num(sm["mean"], ".2f") if sm else "—"])  # fmt: skip
-    tables.append(("Beside the seed's figures (matched by model name)",
-                   ["model", f"share {mid} (ours)", f"share {mid} (seed)", "mean (ours)", "mean (seed)"],
-                   comp))  # fmt: skip
+        comp.append(
+            [
+                lab,
+                pct(a["models"][lab]["middle_share"]),
+                pct(sm["middle_share"]) if sm else "—",
+                num(a["models"][lab]["mean"], ".2f"),
+                num(sm["mean"], ".2f") if sm else "—",
+            ]
+        )
+    tables.append(
+        (
+            "Beside the seed's figures (matched by model name)",
+            ["model", f"share {mid} (ours)", f"share {mid} (seed)", "mean (ours)", "mean (seed)"],
+            comp,
+        )
+    )
     for p in a["pairs"]:
         sp, icc, r = p["spearman"], p["icc"], p["ratings"]
         prow = [
@@ -80,12 +113,17 @@ def _tables(a: dict[str, Any], seed: dict[str, Any]) -> list[Table]:
             ["within ±1", pct(p["within_one"]), "—"],
             ["kappa (quadratic)", num(p["kappa_quadratic"]), "—"],
             ["Spearman rho (p)", f"{num(sp['rho'])} ({pval(sp['p'])})", "—"],
-            ["ICC(2,1) absolute / ICC(3,1) consistency",
-             f"{num(icc['icc2_1'])} / {num(icc['icc3_1'])}", "—"],
-            ["mean diff (Wilcoxon p; sign test p)",
-             f"{num(r['mean_diff'], '+.2f')} ({pval(r['wilcoxon']['p'])}; {pval(r['sign_test']['p'])})",
-             f"means ≈ {seed['mean']}"],
-        ]  # fmt: skip
+            [
+                "ICC(2,1) absolute / ICC(3,1) consistency",
+                f"{num(icc['icc2_1'])} / {num(icc['icc3_1'])}",
+                "—",
+            ],
+            [
+                "mean diff (Wilcoxon p; sign test p)",
+                f"{num(r['mean_diff'], '+.2f')} ({pval(r['wilcoxon']['p'])}; {pval(r['sign_test']['p'])})",
+                f"means ≈ {seed['mean']}",
+            ],
+        ]
         if "middle" in p:
             m = p["middle"]
             prow.append(
@@ -95,31 +133,80 @@ def _tables(a: dict[str, Any], seed: dict[str, Any]) -> list[Table]:
                     "—",
                 ]
             )
-            prow.append([f"share of {mid}s: two-proportion z p (unpaired)",
-                         pval(m["two_proportion_z"]["p"]), f"≈ {seed['middle_p']}"])  # fmt: skip
+            prow.append(
+                [
+                    f"share of {mid}s: two-proportion z p (unpaired)",
+                    pval(m["two_proportion_z"]["p"]),
+                    f"≈ {seed['middle_p']}",
+                ]
+            )
         tables.append((f"{p['a']} vs {p['b']}", ["statistic", "ours", "seed"], prow))
     for lab in labels:
         bad = a["unparsed"][lab]
         if bad:
-            tables.append((f"Unparsed ratings of {lab} ({len(bad)}, excluded from the statistics)",
-                           ["id", "repeat", "text", "reason"],
-                           [[u["id"], str(u["repeat"]), u["text"], u["reason"] or ""] for u in bad]))  # fmt: skip
+            tables.append(
+                (
+                    f"Unparsed ratings of {lab} ({len(bad)}, excluded from the statistics)",
+                    ["id", "repeat", "text", "reason"],
+                    [[u["id"], str(u["repeat"]), u["text"], u["reason"] or ""] for u in bad],
+                )
+            )
     if a["divergent"]:
-        tables.append(("Most divergent items", ["id", "topic", *labels, "text"],
-                       [[d["id"], d["topic"] or "", *["—" if d["ratings"][lab] is None else str(d["ratings"][lab]) for lab in labels], d["text"]]
-                        for d in a["divergent"]]))  # fmt: skip
+        tables.append(
+            (
+                "Most divergent items",
+                ["id", "topic", *labels, "text"],
+                [
+                    [
+                        d["id"],
+                        d["topic"] or "",
+                        *[
+                            "—" if d["ratings"][lab] is None else str(d["ratings"][lab])
+                            for lab in labels
+                        ],
+                        d["text"],
+                    ]
+                    for d in a["divergent"]
+                ],
+            )
+        )
     for lab, st in a.get("stability", {}).items():
-        tables.append((f"Stability of {lab} over {s['repeats']} repeats: mean modal share "
-                       f"{pct(st['mean_modal_share'])}, fully stable {pct(st['fully_stable_share'])}, "
-                       f"mean sd {num(st['mean_sd'], '.2f')}",
-                       ["id", "ratings", "modal share", "sd", "text"],
-                       [[d["id"], ",".join("—" if x is None else str(x) for x in d["ratings"]),
-                         pct(d["modal_share"]), num(d["sd"], ".2f"), d["text"]]
-                        for d in st["least_stable"]]))  # fmt: skip
+        tables.append(
+            (
+                f"Stability of {lab} over {s['repeats']} repeats: mean modal share "
+                f"{pct(st['mean_modal_share'])}, fully stable {pct(st['fully_stable_share'])}, "
+                f"mean sd {num(st['mean_sd'], '.2f')}",
+                ["id", "ratings", "modal share", "sd", "text"],
+                [
+                    [
+                        d["id"],
+                        ",".join("—" if x is None else str(x) for x in d["ratings"]),
+                        pct(d["modal_share"]),
+                        num(d["sd"], ".2f"),
+                        d["text"],
+                    ]
+                    for d in st["least_stable"]
+                ],
+            )
+        )
     if a["topics"]:
-        tables.append(("By topic: mean rating / share of the middle rating", ["topic", "items", *labels],
-                       [[t, str(td["n_items"]), *[f"{num(td['models'][lab]['mean'], '.2f')} / {pct(td['models'][lab]['middle_share'])}" for lab in labels]]
-                        for t, td in a["topics"].items()]))  # fmt: skip
+        tables.append(
+            (
+                "By topic: mean rating / share of the middle rating",
+                ["topic", "items", *labels],
+                [
+                    [
+                        t,
+                        str(td["n_items"]),
+                        *[
+                            f"{num(td['models'][lab]['mean'], '.2f')} / {pct(td['models'][lab]['middle_share'])}"
+                            for lab in labels
+                        ],
+                    ]
+                    for t, td in a["topics"].items()
+                ],
+            )
+        )
     return tables
 
 
@@ -152,7 +239,8 @@ def render_html(a: dict[str, Any]) -> str:
     seed = seed_reference()
     e = html.escape
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Study {e(a['study']['name'])}</title>",
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -161,7 +249,7 @@ def render_html(a: dict[str, Any]) -> str:
         f"<h1>Controversial-opinion study: {e(a['study']['name'])}</h1>",
         *[f"<p>{e(line)}</p>" for line in _intro(a)],
         '<div class="charts">',
-    ]  # fmt: skip
+    ]
     for n, (title, svg) in enumerate(_charts(a, seed)):
         parts.append(
             f"<figure><figcaption>{e(title)}</figcaption>{_inline_svg(svg, f'c{n}')}</figure>"
@@ -175,8 +263,11 @@ def render_html(a: dict[str, Any]) -> str:
         )
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
         parts.append("</table>")
-    parts += [f"<h2>Methods</h2><p>{e(METHODS)}</p>", f"<p><small>Seed figures: {e(seed['source'])}.</small></p>",
-              "</body></html>"]  # fmt: skip
+    parts += [
+        f"<h2>Methods</h2><p>{e(METHODS)}</p>",
+        f"<p><small>Seed figures: {e(seed['source'])}.</small></p>",
+        "</body></html>",
+    ]
     return "\n".join(parts)
 
 
@@ -192,8 +283,12 @@ def render_markdown(a: dict[str, Any]) -> str:
         data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
         parts += [f"![{_md_cell(title)}](data:image/svg+xml;base64,{data})", ""]
     for title, header, rows in _tables(a, seed):
-        parts += [f"## {_md_cell(title)}", "", "| " + " | ".join(_md_cell(h) for h in header) + " |",
-                  "|" + "---|" * len(header)]  # fmt: skip
+        parts += [
+            f"## {_md_cell(title)}",
+            "",
+            "| " + " | ".join(_md_cell(h) for h in header) + " |",
+            "|" + "---|" * len(header),
+        ]
         parts += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
         parts.append("")
     parts += [

@@ -82,16 +82,22 @@ def default_run_name(identity: dict[str, Any]) -> str:
     return f"study-{identity['policy']}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def _classifier_factory(cfg: StudyConfig, store: Any, engine_settings: Any,
-                        parallel: int | None, settings: Any = None) -> Callable[[str], Any]:  # fmt: skip
+def _classifier_factory(
+    cfg: StudyConfig, store: Any, engine_settings: Any, parallel: int | None, settings: Any = None
+) -> Callable[[str], Any]:
     """Classifiers built from `settings` (default: env/config.toml) with the study's prompt."""
     from edge_guard.api import build_classifier
     from edge_guard.classifier import make_backend
     from edge_guard.settings import resolve_settings
 
     base = settings if settings is not None else resolve_settings({"parallel": parallel})
-    changes = {"style": cfg.style, "effort": cfg.effort, "date": cfg.date,
-               "max_tokens": cfg.max_tokens, "parallel": parallel}  # fmt: skip
+    changes = {
+        "style": cfg.style,
+        "effort": cfg.effort,
+        "date": cfg.date,
+        "max_tokens": cfg.max_tokens,
+        "parallel": parallel,
+    }
     base = base.replace(**{k: v for k, v in changes.items() if v is not None})
 
     def make(model: str) -> Any:
@@ -129,8 +135,9 @@ def run_study(
     config.validate()
     items = load_dataset(config.dataset, limit=config.limit)
     store = store or Store(db)
-    factory = classifier_factory or _classifier_factory(config, store, engine_settings, parallel,
-                                                        settings)
+    factory = classifier_factory or _classifier_factory(
+        config, store, engine_settings, parallel, settings
+    )
     classifiers: dict[str, Any] = {}
 
     def classifier(model: str) -> Any:
@@ -148,49 +155,86 @@ def run_study(
     prompt = first.prompt_config
     max_tokens = config.max_tokens or first.sampling.max_tokens or DEFAULT_MAX_TOKENS
     identity = {
-        "models": list(config.models), "dataset_hash": dataset_hash(items), "n_items": len(items),
-        "policy": policy.name, "policy_text_hash": policy.text_hash, "style": prompt.style,
-        "effort": prompt.effort, "date": prompt.date, "repeats": config.repeats,
-        "temperature": config.temperature, "seed": config.seed, "max_tokens": max_tokens,
-    }  # fmt: skip
+        "models": list(config.models),
+        "dataset_hash": dataset_hash(items),
+        "n_items": len(items),
+        "policy": policy.name,
+        "policy_text_hash": policy.text_hash,
+        "style": prompt.style,
+        "effort": prompt.effort,
+        "date": prompt.date,
+        "repeats": config.repeats,
+        "temperature": config.temperature,
+        "seed": config.seed,
+        "max_tokens": max_tokens,
+    }
     name = name or default_run_name(identity)
     labels = [int(x) for x in policy.output.labels]
-    run_config = {**identity, "scale": [min(labels), max(labels)],
-                  "dataset": str(config.dataset) if config.dataset else "(packaged)",
-                  "study": asdict(config)}  # fmt: skip
+    run_config = {
+        **identity,
+        "scale": [min(labels), max(labels)],
+        "dataset": str(config.dataset) if config.dataset else "(packaged)",
+        "study": asdict(config),
+    }
     n_total = len(config.models) * len(items) * config.repeats
     existing = store.run(name)
     if existing is not None:
         _check_resume(name, existing, identity)
-    store.ensure_run(name, kind=RUN_KIND, dataset=run_config["dataset"], policy=policy.name,
-                     model=",".join(config.models), config=run_config, n_items=n_total)  # fmt: skip
+    store.ensure_run(
+        name,
+        kind=RUN_KIND,
+        dataset=run_config["dataset"],
+        policy=policy.name,
+        model=",".join(config.models),
+        config=run_config,
+        n_items=n_total,
+    )
     done = store.done_indices(name)
     n_already = len(done & set(range(n_total)))
     result = StudyRun(name, n_total, n_already, 0, 0, 0, items)
     progress = n_already
     try:
         for m, model in enumerate(config.models):
-            todo = [(i, r) for i in range(len(items)) for r in range(config.repeats)
-                    if item_index(m, i, r, len(items), config.repeats) not in done]  # fmt: skip
+            todo = [
+                (i, r)
+                for i in range(len(items))
+                for r in range(config.repeats)
+                if item_index(m, i, r, len(items), config.repeats) not in done
+            ]
             if not todo:
                 continue
             clf = classifier(model)
-            samplings = [SamplingConfig(temperature=config.temperature, seed=config.seed + r,
-                                        max_tokens=max_tokens) for _i, r in todo]  # fmt: skip
+            samplings = [
+                SamplingConfig(
+                    temperature=config.temperature, seed=config.seed + r, max_tokens=max_tokens
+                )
+                for _i, r in todo
+            ]
             run_items = [
-                RunItem(name, item_index(m, i, r, len(items), config.repeats), items[i].id,
-                        extra={"model": model, "item": items[i].id, "topic": items[i].topic,
-                               "repeat": r})
+                RunItem(
+                    name,
+                    item_index(m, i, r, len(items), config.repeats),
+                    items[i].id,
+                    extra={
+                        "model": model,
+                        "item": items[i].id,
+                        "topic": items[i].topic,
+                        "repeat": r,
+                    },
+                )
                 for i, r in todo
-            ]  # fmt: skip
+            ]
             procs = [steer(model, items[i], r) for i, r in todo] if steer else None
             texts = [items[i].item for i, _r in todo]  # a text or a Conversation
-            for _j, res in clf.iter(texts, run_items=run_items, samplings=samplings,
-                                    logits_processors=procs):  # fmt: skip
+            for _j, res in clf.iter(
+                texts, run_items=run_items, samplings=samplings, logits_processors=procs
+            ):
                 result.n_new += 1
                 result.n_cached += bool(res.cached)
-                result.n_unparsed += rating_of(res.fine_grain_label, res.parsed_successfully,
-                                               str(res.verdict)) is None  # fmt: skip
+                result.n_unparsed += (
+                    rating_of(res.fine_grain_label, res.parsed_successfully, str(res.verdict))
+                    is None
+                )
                 progress += 1
                 if on_progress:
                     on_progress(progress, n_total, model)

@@ -47,8 +47,10 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         + (f", temperature {s['temperature']:g}" if s.get("temperature") is not None else ""),
     ]
     if s.get("n_missing"):
-        out.append(f"  INCOMPLETE: {s['n_missing']} of {s['n_planned']} ratings not run yet "
-                   "(rerun `edge-guard study run` with the same settings to resume)")  # fmt: skip
+        out.append(
+            f"  INCOMPLETE: {s['n_missing']} of {s['n_planned']} ratings not run yet "
+            "(rerun `edge-guard study run` with the same settings to resume)"
+        )
     w = max(len("model"), *(len(m) for m in labels))
     scale = [str(k) for k in range(lo, hi + 1)]
     out += [
@@ -66,8 +68,10 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         row += f"  {m['n_unparsed']}"
         out.append(row)
         if m.get("mean_expected") is not None:
-            out.append(f"  {''.ljust(w)}  mean expected rating (label scores) "
-                       f"{m['mean_expected']:.2f} over {m['n_expected']} items")  # fmt: skip
+            out.append(
+                f"  {''.ljust(w)}  mean expected rating (label scores) "
+                f"{m['mean_expected']:.2f} over {m['n_expected']} items"
+            )
     out += ["", likert_chart_text({lab: a["models"][lab]["counts"] for lab in labels})]
     for p in a["pairs"]:
         out += ["", *_pair_lines(p, mid)]
@@ -78,14 +82,18 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         out += ["", f"Unparsed ratings of {lab}: {len(bad)} (excluded from the statistics)"]
         for u in bad[:show_unparsed]:
             rep = f" r{u['repeat']}" if s["repeats"] > 1 else ""
-            out.append(f"  [{term_line(u['id'])}{rep}] {_short(u['text'], 60)} — {term_line(u['reason'])}")
+            out.append(
+                f"  [{term_line(u['id'])}{rep}] {_short(u['text'], 60)} — {term_line(u['reason'])}"
+            )
         if len(bad) > show_unparsed:
             out.append(f"  … and {len(bad) - show_unparsed} more (see --json)")
     if a["divergent"]:
         out += ["", "Most divergent items"]
         for d in a["divergent"]:
-            rs = "  ".join(f"{lab} {d['ratings'][lab] if d['ratings'][lab] is not None else '—'}"
-                           for lab in labels)  # fmt: skip
+            rs = "  ".join(
+                f"{lab} {d['ratings'][lab] if d['ratings'][lab] is not None else '—'}"
+                for lab in labels
+            )
             out.append(f"  [{term_line(d['id'])}] {rs}  | {_short(d['text'])}")
     if "stability" in a:
         out += [
@@ -94,8 +102,10 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
         ]
         for lab in labels:
             st = a["stability"][lab]
-            out.append(f"  {lab.ljust(w)}  mean modal share {pct(st['mean_modal_share'])}, "
-                       f"fully stable {pct(st['fully_stable_share'])}, mean sd {num(st['mean_sd'], '.2f')}")  # fmt: skip
+            out.append(
+                f"  {lab.ljust(w)}  mean modal share {pct(st['mean_modal_share'])}, "
+                f"fully stable {pct(st['fully_stable_share'])}, mean sd {num(st['mean_sd'], '.2f')}"
+            )
             for d in st["least_stable"][:5]:
                 rs = ",".join("—" if r is None else str(r) for r in d["ratings"])
                 out.append(f"    [{d['id']}] {rs}  {_short(d['text'], 60)}")
@@ -106,7 +116,7 @@ def format_analysis(a: dict[str, Any], *, show_unparsed: int = 20) -> str:
             cells = "   ".join(
                 f"{lab}: {num(td['models'][lab]['mean'], '.2f')} / {pct(td['models'][lab]['middle_share'])}"
                 for lab in labels
-            )  # fmt: skip
+            )
             out.append(f"  {t.ljust(tw)} ({td['n_items']:>3})  {cells}")
     return term("\n".join(out))
 
@@ -131,7 +141,7 @@ def _pair_lines(p: dict[str, Any], mid: int | None) -> list[str]:
             f"    McNemar exact (paired): {mc['only_first']} items {mid} only for {a}, "
             f"{mc['only_second']} only for {b}, p {pval(mc['p'])}",
             f"    two-proportion z (unpaired, as the seed): z {num(z['z'], '.2f')}, p {pval(z['p'])}",
-        ]  # fmt: skip
+        ]
     w, st = r["wilcoxon"], r["sign_test"]
     lines += [
         f"  mean rating          {a} {num(r['mean_a'], '.2f')} vs {b} {num(r['mean_b'], '.2f')} "
@@ -140,9 +150,11 @@ def _pair_lines(p: dict[str, Any], mid: int | None) -> list[str]:
         f"({w['n_nonzero']} non-zero differences)",
         f"    sign test: {a} higher on {st['first_higher']}, {b} higher on {st['second_higher']}, "
         f"p {pval(st['p'])}",
-    ]  # fmt: skip
+    ]
     if "expected" in p:
         e = p["expected"]
-        lines.append(f"  expected ratings     Pearson r {num(e['pearson'])}, mean diff "
-                     f"{num(e['mean_diff'], '+.2f')} over {e['n']} items")  # fmt: skip
+        lines.append(
+            f"  expected ratings     Pearson r {num(e['pearson'])}, mean diff "
+            f"{num(e['mean_diff'], '+.2f')} over {e['n']} items"
+        )
     return lines

@@ -141,14 +141,22 @@ class EdgeGuardApp(App[None]):
         if ref:
             self.model_ref = ref
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = True) -> None:  # fmt: skip
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
         """Every notification is shown literally: messages carry data (names, errors), so
         they are never parsed as markup and their terminal controls are escaped."""
         from edge_guard.sanitize import term, term_line
 
-        super().notify(term(message), title=term_line(title), severity=severity, timeout=timeout,
-                       markup=False)  # fmt: skip
+        super().notify(
+            term(message), title=term_line(title), severity=severity, timeout=timeout, markup=False
+        )
 
     async def action_quit(self) -> None:
         """Quit; running generations stop at their next token (finished results are kept)."""

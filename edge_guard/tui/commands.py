@@ -17,8 +17,13 @@ class ScreensProvider(Provider):
     def _entries(self) -> list[tuple[str, str, str]]:
         out = []
         for mode, title, key in SCREENS:
-            out.append((f"Go to {title}", f"switch to the {title} screen ({key.upper()})",
-                        f"goto('{mode}')"))  # fmt: skip
+            out.append(
+                (
+                    f"Go to {title}",
+                    f"switch to the {title} screen ({key.upper()})",
+                    f"goto('{mode}')",
+                )
+            )
         out.append(("Help", "key bindings and a tour of the screens (F1)", "help"))
         return out
 
@@ -31,8 +36,13 @@ class ScreensProvider(Provider):
         for name, help_text, action in self._entries():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action),
-                          text=name, help=help_text)  # fmt: skip
+                yield Hit(
+                    score,
+                    matcher.highlight(name),
+                    partial(self.app.run_action, action),
+                    text=name,
+                    help=help_text,
+                )
 
 
 class ScreenActionsProvider(Provider):
@@ -50,5 +60,10 @@ class ScreenActionsProvider(Provider):
         for name, help_text, action in self._entries():
             score = matcher.match(name)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), partial(self.screen.run_action, action),
-                          text=name, help=help_text)  # fmt: skip
+                yield Hit(
+                    score,
+                    matcher.highlight(name),
+                    partial(self.screen.run_action, action),
+                    text=name,
+                    help=help_text,
+                )

@@ -99,9 +99,15 @@ def tui_settings(options: RunOptions, settings: Any = None, *, use_cache: bool =
     return resolve_settings(flags, base=base, door="tui")
 
 
-def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
-                               use_cache: bool = True, engine_settings: Any = None,
-                               settings: Any = None) -> Any:  # fmt: skip
+def default_classifier_factory(
+    policy: Any,
+    options: RunOptions,
+    *,
+    store: Any,
+    use_cache: bool = True,
+    engine_settings: Any = None,
+    settings: Any = None,
+) -> Any:
     """A classifier for the TUI: `settings` (default: env/config.toml) with the user's
     choices (`tui_settings`); a missing model raises the registry's one-line error."""
     from edge_guard.api import build_classifier
@@ -117,8 +123,12 @@ def default_classifier_factory(policy: Any, options: RunOptions, *, store: Any,
 class ModelAccess:
     """Creates classifiers and lets one job at a time use the model."""
 
-    def __init__(self, factory: ClassifierFactory | None = None,
-                 steering: Steering | None = None, settings: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        factory: ClassifierFactory | None = None,
+        steering: Steering | None = None,
+        settings: Any = None,
+    ) -> None:
         self.factory = factory or default_classifier_factory
         self.steering = steering
         self.settings = settings  # the TUI's spec, handed to the factory with the controls
@@ -151,8 +161,15 @@ class ModelAccess:
     def release(self) -> None:
         self._lock.release()
 
-    def classifier(self, policy: Any, options: RunOptions, *, store: Any, flag: CancelFlag,
-                   use_cache: bool = True) -> Any:  # fmt: skip
+    def classifier(
+        self,
+        policy: Any,
+        options: RunOptions,
+        *,
+        store: Any,
+        flag: CancelFlag,
+        use_cache: bool = True,
+    ) -> Any:
         extra = {"settings": self.settings} if self._takes_settings() else {}
         clf = self.factory(policy, options, store=store, use_cache=use_cache, **extra)
         clf.backend = CancellableBackend(clf.backend, flag)
@@ -184,8 +201,10 @@ def model_missing_hint(ref: str) -> str | None:
     except Exception:
         return None
     if target.kind in ("manifest", "hf") and target.path is None:
-        return (f"Model {target.id} is not downloaded yet: pull it on the Models screen (F7), "
-                "or type synth:tiny-o200k as the model to try the app with a tiny random model.")  # fmt: skip
+        return (
+            f"Model {target.id} is not downloaded yet: pull it on the Models screen (F7), "
+            "or type synth:tiny-o200k as the model to try the app with a tiny random model."
+        )
     return None
 
 

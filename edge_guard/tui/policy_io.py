@@ -42,8 +42,10 @@ def opening_policy(store: Any, given: str | None = None) -> str:
         return given
     from edge_guard.policy.core import load_policy
 
-    rows = store.query("SELECT policy_name FROM results WHERE policy_name IS NOT NULL "
-                       "ORDER BY created_at DESC LIMIT 200")  # fmt: skip
+    rows = store.query(
+        "SELECT policy_name FROM results WHERE policy_name IS NOT NULL "
+        "ORDER BY created_at DESC LIMIT 200"
+    )
     for name in dict.fromkeys(r["policy_name"] for r in rows):
         path = find_policy(name)
         if path is None:
@@ -131,8 +133,9 @@ def policy_toml(policy: Policy, name: str, description: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_policy_as(policy: Policy, text: str, name: str, description: str = "",
-                   base: Path | None = None) -> Path:  # fmt: skip
+def save_policy_as(
+    policy: Policy, text: str, name: str, description: str = "", base: Path | None = None
+) -> Path:
     """Write `text` (with `policy`'s output spec and parser) as a new policy `name`."""
     from edge_guard.paths import data_dir
 

@@ -169,8 +169,9 @@ class WarmListener:
                 await _json_response(send, listener.status())
                 return
             if not listener._begin():  # idle exit under way: the client starts another
-                await _json_response(send, {"error": {"message": STOPPING,
-                                                      "type": "server_shutting_down"}}, 503)  # fmt: skip
+                await _json_response(
+                    send, {"error": {"message": STOPPING, "type": "server_shutting_down"}}, 503
+                )
                 return
             try:
                 await app(scope, receive, send)
@@ -204,9 +205,15 @@ class WarmListener:
     def status(self) -> dict[str, Any]:
         with self._lock:
             in_flight, idle, closing = self.in_flight, self._idle(), self.closing
-        return {"key": self.spec.key if self.spec else None, "pid": os.getpid(),
-                "idle_s": round(idle, 3), "in_flight": in_flight, "closing": closing,
-                "keep_alive_s": self.keep_alive, "rss_bytes": rss_bytes()}  # fmt: skip
+        return {
+            "key": self.spec.key if self.spec else None,
+            "pid": os.getpid(),
+            "idle_s": round(idle, 3),
+            "in_flight": in_flight,
+            "closing": closing,
+            "keep_alive_s": self.keep_alive,
+            "rss_bytes": rss_bytes(),
+        }
 
     # -- life cycle ------------------------------------------------------------------
     def started(self, model_ref: str, server: Any = None) -> None:
@@ -218,13 +225,20 @@ class WarmListener:
         if self.spec is not None and self.uds:
             paths = registry.paths_for(self.spec.key)
             self.record_path = paths.record
-            registry.write_record(paths.record, {
-                "pid": os.getpid(), "socket": self.uds, "spec": self.spec.as_json(),
-                "model": model_ref, "keep_alive_s": self.keep_alive, "started": time.time(),
-                "log": str(paths.log)})  # fmt: skip
+            registry.write_record(
+                paths.record,
+                {
+                    "pid": os.getpid(),
+                    "socket": self.uds,
+                    "spec": self.spec.as_json(),
+                    "model": model_ref,
+                    "keep_alive_s": self.keep_alive,
+                    "started": time.time(),
+                    "log": str(paths.log),
+                },
+            )
         if self.keep_alive > 0:
-            self._watcher = threading.Thread(target=self._watch, name="eg-keep-alive",
-                                             daemon=True)  # fmt: skip
+            self._watcher = threading.Thread(target=self._watch, name="eg-keep-alive", daemon=True)
             self._watcher.start()
         _say_ready()
 
@@ -279,8 +293,9 @@ def listener_from_options(uds: str | None, keep_alive: str | None) -> WarmListen
         except ValueError:
             import click
 
-            raise click.BadParameter(f"{keep_alive!r} {RULE}",
-                                     param_hint="'--keep-alive'") from None  # fmt: skip
+            raise click.BadParameter(
+                f"{keep_alive!r} {RULE}", param_hint="'--keep-alive'"
+            ) from None
     return WarmListener(uds, seconds)
 
 
@@ -316,7 +331,14 @@ def _on_shutdown(send: Any, callback: Any) -> Any:
 
 async def _json_response(send: Any, body: dict[str, Any], status: int = 200) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

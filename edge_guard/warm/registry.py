@@ -77,11 +77,18 @@ def spec_for(settings: Any, model_ref: str, model_path: str) -> ServiceSpec:
     if threads is None and env("EDGE_GUARD_THREADS"):
         threads = int(env("EDGE_GUARD_THREADS") or 0)  # what the engine would read
     db = os.path.realpath(settings.db) if settings.db else str(default_db_path().resolve())
-    return ServiceSpec(model_ref, os.path.realpath(model_path),
-                       (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), int(settings.ctx),
-                       settings.gpu_layers, threads, settings.engine_settings().n_parallel, db,
-                       code_fingerprint(),
-                       os.path.realpath(sys.executable))  # fmt: skip
+    return ServiceSpec(
+        model_ref,
+        os.path.realpath(model_path),
+        (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+        int(settings.ctx),
+        settings.gpu_layers,
+        threads,
+        settings.engine_settings().n_parallel,
+        db,
+        code_fingerprint(),
+        os.path.realpath(sys.executable),
+    )
 
 
 @cache

@@ -57,8 +57,9 @@ def wrap(classifier: Any, settings: Any) -> Any:
 class WarmClassifier:
     """A local `Classifier` (every attribute is its) whose calls compute on a service."""
 
-    def __init__(self, local: Any, settings: Any, spec: registry.ServiceSpec,
-                 keep_alive: float) -> None:  # fmt: skip
+    def __init__(
+        self, local: Any, settings: Any, spec: registry.ServiceSpec, keep_alive: float
+    ) -> None:
         self.local = local
         self.settings = settings
         self.spec = spec
@@ -76,11 +77,21 @@ class WarmClassifier:
             out[i] = res
         return out
 
-    def iter(self, texts: Sequence[Any], *, run_items: Sequence[Any] | None = None,
-             samplings: Sequence[Any] | None = None, logits_processors: Any = None,
-             on_event: Any = None) -> Iterator[tuple[int, Any]]:  # fmt: skip
-        kwargs = {"run_items": run_items, "samplings": samplings,
-                  "logits_processors": logits_processors, "on_event": on_event}  # fmt: skip
+    def iter(
+        self,
+        texts: Sequence[Any],
+        *,
+        run_items: Sequence[Any] | None = None,
+        samplings: Sequence[Any] | None = None,
+        logits_processors: Any = None,
+        on_event: Any = None,
+    ) -> Iterator[tuple[int, Any]]:
+        kwargs = {
+            "run_items": run_items,
+            "samplings": samplings,
+            "logits_processors": logits_processors,
+            "on_event": on_event,
+        }
         if not self._servable(texts, run_items, samplings, logits_processors):
             stats["local_calls"] += 1
             yield from self.local.iter(texts, **kwargs)
@@ -94,12 +105,15 @@ class WarmClassifier:
             todo = self._misses(chunk, sampling)
             got: dict[int, Any] | None = {}
             if todo:  # stored labels need no service (and start none)
-                got = self._compute([chunk[i] for i in todo], _pick(sampling, todo),
-                                    _offset(on_event, start, todo))  # fmt: skip
+                got = self._compute(
+                    [chunk[i] for i in todo], _pick(sampling, todo), _offset(on_event, start, todo)
+                )
             if got is None:  # the service is out of reach: this chunk and the rest here
                 stats["local_calls"] += 1
-                rest = {k: (v[start:] if k in ("run_items", "samplings") and v else v)
-                        for k, v in kwargs.items()}  # fmt: skip
+                rest = {
+                    k: (v[start:] if k in ("run_items", "samplings") and v else v)
+                    for k, v in kwargs.items()
+                }
                 for i, res in self.local.iter(list(texts[start:]), **rest):
                     yield start + i, res
                 return
@@ -107,8 +121,9 @@ class WarmClassifier:
             yield from self._read(reader, chunk, got, sampling, items, start)
 
     # -- the parts ----------------------------------------------------------------------
-    def _servable(self, texts: Sequence[Any], run_items: Any, samplings: Any,
-                  processors: Any) -> bool:  # fmt: skip
+    def _servable(
+        self, texts: Sequence[Any], run_items: Any, samplings: Any, processors: Any
+    ) -> bool:
         if self.off is not None or processors is not None or isinstance(run_items, dict):
             return False
         if samplings and any(s != samplings[0] for s in samplings):
@@ -165,13 +180,21 @@ class WarmClassifier:
         record = registry.read_record(registry.paths_for(self.spec.key).record)
         return "HTTP 503" in str(exc) and (record is None or spawn.status(record) is None)
 
-    def _read(self, reader: Any, chunk: list[Any], got: dict[int, Any], samplings: Any,
-              items: Any, start: int) -> Iterator[tuple[int, Any]]:  # fmt: skip
+    def _read(
+        self,
+        reader: Any,
+        chunk: list[Any],
+        got: dict[int, Any],
+        samplings: Any,
+        items: Any,
+        start: int,
+    ) -> Iterator[tuple[int, Any]]:
         """The chunk's results as the local classifier reads them from the store (those
         the service answered with an error: its result, or with run items, computed here)."""
         ok = [i for i in range(len(chunk)) if i not in got or not got[i].error]
-        for j, res in reader.iter([chunk[i] for i in ok], run_items=_pick(items, ok),
-                                  samplings=_pick(samplings, ok)):  # fmt: skip
+        for j, res in reader.iter(
+            [chunk[i] for i in ok], run_items=_pick(items, ok), samplings=_pick(samplings, ok)
+        ):
             i = ok[j]
             if not res.cached:  # not in the store after all: computed here (a key mismatch)
                 stats["local_misses"] += 1
@@ -184,8 +207,11 @@ class WarmClassifier:
                 yield start + i, got[i]
         elif bad:
             stats["local_calls"] += 1
-            for j, res in self.local.iter([chunk[i] for i in bad], run_items=_pick(items, bad),
-                                          samplings=_pick(samplings, bad)):  # fmt: skip
+            for j, res in self.local.iter(
+                [chunk[i] for i in bad],
+                run_items=_pick(items, bad),
+                samplings=_pick(samplings, bad),
+            ):
                 yield start + bad[j], res
 
     def _service(self) -> Any:
@@ -202,12 +228,20 @@ class WarmClassifier:
         s, local = self.settings, self.local
         try:
             self._remote = RemoteClassifier(
-                local.policy, "http://localhost", style=s.style, effort=s.effort, date=s.date,
-                reasoning=s.reasoning, cascade=s.cascade, truncate=s.truncate,
-                parallel=s.parallel, sampling=local.sampling, use_cache=local.use_cache,
+                local.policy,
+                "http://localhost",
+                style=s.style,
+                effort=s.effort,
+                date=s.date,
+                reasoning=s.reasoning,
+                cascade=s.cascade,
+                truncate=s.truncate,
+                parallel=s.parallel,
+                sampling=local.sampling,
+                use_cache=local.use_cache,
                 timeout=None,  # type: ignore[arg-type]  # a long batch is not a dead service
                 http=spawn.http_client(str(record["socket"])),
-            )  # fmt: skip
+            )
         except EdgeGuardError as exc:  # e.g. a parse.py the service does not have
             self._disable(str(exc), quiet=True)
         return self._remote

@@ -47,8 +47,10 @@ def http_client(socket_path: str) -> Any:
 
     client = _clients.get(socket_path)
     if client is None:
-        client = httpx.Client(transport=httpx.HTTPTransport(uds=socket_path, verify=False),
-                              timeout=httpx.Timeout(None, connect=10.0))  # fmt: skip
+        client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=socket_path, verify=False),
+            timeout=httpx.Timeout(None, connect=10.0),
+        )
         _clients[socket_path] = client
     return client
 
@@ -128,16 +130,43 @@ def stop_idle_siblings(spec: registry.ServiceSpec) -> None:
             stop(record, path)
 
 
-def service_argv(spec: registry.ServiceSpec, settings: Any, keep_alive: float,
-                 socket_path: str) -> list[str]:  # fmt: skip
+def service_argv(
+    spec: registry.ServiceSpec, settings: Any, keep_alive: float, socket_path: str
+) -> list[str]:
     """The `edge-guard serve` command line of the service for `spec`."""
     # -P: not the current directory's `edge_guard`, but this one ($PYTHONPATH, see _start)
-    argv = [sys.executable, "-P", "-m", "edge_guard", "serve", "--uds", socket_path,
-            "--keep-alive", f"{keep_alive:g}", "--model", spec.model_ref,
-            "--ctx", str(spec.ctx), "--gpu-layers", str(spec.gpu_layers), "--db", spec.db,
-            "--allow-inline-policies", "--max-tokens", str(1 << 20), "--max-texts", "256",
-            "--max-text-chars", _BIG, "--max-body", _BIG, "--deadline", "1e9",
-            "--log-level", "warning"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-P",
+        "-m",
+        "edge_guard",
+        "serve",
+        "--uds",
+        socket_path,
+        "--keep-alive",
+        f"{keep_alive:g}",
+        "--model",
+        spec.model_ref,
+        "--ctx",
+        str(spec.ctx),
+        "--gpu-layers",
+        str(spec.gpu_layers),
+        "--db",
+        spec.db,
+        "--allow-inline-policies",
+        "--max-tokens",
+        str(1 << 20),
+        "--max-texts",
+        "256",
+        "--max-text-chars",
+        _BIG,
+        "--max-body",
+        _BIG,
+        "--deadline",
+        "1e9",
+        "--log-level",
+        "warning",
+    ]
     if spec.threads is not None:
         argv += ["--threads", str(spec.threads)]
     if spec.parallel is not None:
@@ -147,19 +176,29 @@ def service_argv(spec: registry.ServiceSpec, settings: Any, keep_alive: float,
     return argv
 
 
-def _start(spec: registry.ServiceSpec, settings: Any, keep_alive: float,
-           paths: registry.ServicePaths) -> dict[str, Any]:  # fmt: skip
+def _start(
+    spec: registry.ServiceSpec, settings: Any, keep_alive: float, paths: registry.ServicePaths
+) -> dict[str, Any]:
     package_root = str(Path(__file__).resolve().parents[2])
     pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     r, w = os.pipe()
-    env = dict(os.environ, PYTHONPATH=pythonpath, GGML_NO_BACKTRACE="1",
-               **{registry.SPEC_ENV: json.dumps(spec.as_json()), registry.READY_FD_ENV: str(w)})  # fmt: skip
+    env = dict(
+        os.environ,
+        PYTHONPATH=pythonpath,
+        GGML_NO_BACKTRACE="1",
+        **{registry.SPEC_ENV: json.dumps(spec.as_json()), registry.READY_FD_ENV: str(w)},
+    )
     log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         proc = subprocess.Popen(
-            service_argv(spec, settings, keep_alive, paths.socket), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=log, pass_fds=(w,), env=env, start_new_session=True,
-        )  # fmt: skip
+            service_argv(spec, settings, keep_alive, paths.socket),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(w,),
+            env=env,
+            start_new_session=True,
+        )
     except OSError as exc:
         os.close(r)
         raise WarmStartFailed(f"cannot start a warm engine: {exc}") from None
@@ -175,8 +214,9 @@ def _start(spec: registry.ServiceSpec, settings: Any, keep_alive: float,
     if record is None:
         if proc.poll() is None:
             _kill(proc.pid)
-        raise WarmStartFailed(f"the warm engine did not start: {_log_reason(paths.log)} "
-                              f"(log: {paths.log})")  # fmt: skip
+        raise WarmStartFailed(
+            f"the warm engine did not start: {_log_reason(paths.log)} (log: {paths.log})"
+        )
     return record
 
 

@@ -70,14 +70,20 @@ def _patches(kind: str) -> Iterator[None]:
     elif kind == "block-count-beyond-tensors":
         ps.append(_writer_override("add_block_count", "gpt-oss.block_count", "uint32", 4000))
     elif kind == "head-count-kv-zero":
-        ps.append(_writer_override("add_head_count_kv", "gpt-oss.attention.head_count_kv",
-                                   "uint32", 0))  # fmt: skip
+        ps.append(
+            _writer_override("add_head_count_kv", "gpt-oss.attention.head_count_kv", "uint32", 0)
+        )
     elif kind == "context-negative":
         ps.append(_writer_override("add_context_length", "gpt-oss.context_length", "int32", -1))
     elif kind == "epsilon-nan":
-        ps.append(_writer_override("add_layer_norm_rms_eps",
-                                   "gpt-oss.attention.layer_norm_rms_epsilon", "float32",
-                                   float("nan")))  # fmt: skip
+        ps.append(
+            _writer_override(
+                "add_layer_norm_rms_eps",
+                "gpt-oss.attention.layer_norm_rms_epsilon",
+                "float32",
+                float("nan"),
+            )
+        )
     elif kind == "sinks-f16":
         ps.append(_retype(lambda n: n.endswith("attn_sinks.weight"), "F16"))
     elif kind == "norms-f16":

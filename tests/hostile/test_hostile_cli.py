@@ -21,10 +21,14 @@ def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 @pytest.mark.parametrize(
     ("argv", "phrase"),
     [
-        (["classify", "-p", "toxic_simple", "--ctx", "lots", "hi"],
-         "Invalid value for '--ctx': 'lots' is not a valid integer."),
-        (["classify", "-p", "toxic_simple", "--effort", "max", "hi"],
-         "'max' is not one of 'low', 'medium', 'high'"),
+        (
+            ["classify", "-p", "toxic_simple", "--ctx", "lots", "hi"],
+            "Invalid value for '--ctx': 'lots' is not a valid integer.",
+        ),
+        (
+            ["classify", "-p", "toxic_simple", "--effort", "max", "hi"],
+            "'max' is not one of 'low', 'medium', 'high'",
+        ),
         (["classify", "-p", "toxic_simple"], "Missing argument 'TEXT'."),
         (["classify", "hi"], "Missing option '--policy'"),
         (["classify", "-p", "x", "--no-such-flag", "hi"], "No such option '--no-such-flag'"),
@@ -32,9 +36,10 @@ def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
         (["cache", "export", "--db"], "Option '--db' requires an argument."),
         (["classify", "-p", "x", "--temperature", "warm", "hi"], "'warm' is not a valid float"),
     ],
-)  # fmt: skip
-def test_usage_errors_are_one_line_with_exit_2(argv: list[str], phrase: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+)
+def test_usage_errors_are_one_line_with_exit_2(
+    argv: list[str], phrase: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = invoke(argv, capsys)
     assert code == 2
     lines = err.strip().splitlines()
@@ -72,8 +77,12 @@ def test_declined_confirmation_is_one_line(tmp_path, capsys, monkeypatch) -> Non
 
 
 def test_python_m_edge_guard_uses_the_one_line_form() -> None:
-    proc = subprocess.run([sys.executable, "-m", "edge_guard", "classify", "--max-tokens", "x"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_guard", "classify", "--max-tokens", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: Invalid value for '--max-tokens'")
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -22,8 +22,11 @@ from edge_guard.policy.parsers import builtin_parse
 from edge_guard.response import ModelResponse
 from edge_guard.result import Verdict
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 _COUNTER = itertools.count()
 
 # -- gguf_check.read_header ------------------------------------------------------------------
@@ -112,10 +115,36 @@ def vocab(request: pytest.FixtureRequest, tiny_model: Path) -> Vocab:
     return o200k_harmony_vocab() if request.param == "o200k" else Vocab.from_gguf(tiny_model)
 
 
-SPECIALS = ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>",
-            "<|call|>", "<|endoftext|>", "<|startoftext|>", "<|reserved_200000|>"]  # fmt: skip
-WORDS = ["final", "analysis", "commentary", "assistant", "user", "system", "developer",
-         " to=functions.get", " json", "json", "0", "1", "\n", " ", "<|end|>", "final<|message|>"]  # fmt: skip
+SPECIALS = [
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+    "<|endoftext|>",
+    "<|startoftext|>",
+    "<|reserved_200000|>",
+]
+WORDS = [
+    "final",
+    "analysis",
+    "commentary",
+    "assistant",
+    "user",
+    "system",
+    "developer",
+    " to=functions.get",
+    " json",
+    "json",
+    "0",
+    "1",
+    "\n",
+    " ",
+    "<|end|>",
+    "final<|message|>",
+]
 
 
 def adversarial_stream(vocab: Vocab) -> st.SearchStrategy[list[int]]:
@@ -192,9 +221,36 @@ BINARY = OutputSpec()
 LABELS = OutputSpec("labels", ("safe", "spam", "scam"), ("spam", "scam"))
 LIKERT = OutputSpec("likert", tuple(str(i) for i in range(1, 6)), ("4", "5"))
 JSON = OutputSpec("json", (), ())
-LOOKALIKES = ["１", "١", "¹", "𝟏", "1\u200b", "\u200b1", "\u202e1", "1\ufe0f", "\xa01", "1\xa0",
-              "+1", "01", "1.", "1.0", "l", "I", "1 0", "0 1", "1<|end|>", "<|return|>1",
-              "\u00001", "1\u0000", "one", "true", "yes", "[1]", "\"1\"", "1\n1"]  # fmt: skip
+LOOKALIKES = [
+    "１",
+    "١",
+    "¹",
+    "𝟏",
+    "1\u200b",
+    "\u200b1",
+    "\u202e1",
+    "1\ufe0f",
+    "\xa01",
+    "1\xa0",
+    "+1",
+    "01",
+    "1.",
+    "1.0",
+    "l",
+    "I",
+    "1 0",
+    "0 1",
+    "1<|end|>",
+    "<|return|>1",
+    "\u00001",
+    "1\u0000",
+    "one",
+    "true",
+    "yes",
+    "[1]",
+    '"1"',
+    "1\n1",
+]
 ASCII_WS = " \t\r\n\x0b\x0c"
 
 
@@ -212,25 +268,31 @@ def test_closed_parsers_accept_only_a_label(answer: str, spec: OutputSpec) -> No
         core = answer.strip(ASCII_WS)
         assert r.fine_grain_label in spec.labels
         assert core.casefold() == r.fine_grain_label.casefold()
-        assert r.verdict == (Verdict.VIOLATION if r.fine_grain_label in spec.violation
-                             else Verdict.NO_VIOLATION)  # fmt: skip
+        assert r.verdict == (
+            Verdict.VIOLATION if r.fine_grain_label in spec.violation else Verdict.NO_VIOLATION
+        )
     else:
         assert r.verdict == Verdict.UNDETERMINED
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
-)  # fmt: skip
+)
 
 
 @FUZZ
-@given(violation=json_values, extra=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
-       wrap=st.booleans())  # fmt: skip
-def test_json_parser_on_hostile_objects(violation: object, extra: dict[str, object],
-                                        wrap: bool) -> None:  # fmt: skip
+@given(
+    violation=json_values,
+    extra=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    wrap=st.booleans(),
+)
+def test_json_parser_on_hostile_objects(
+    violation: object, extra: dict[str, object], wrap: bool
+) -> None:
     obj: object = {**extra, "violation": violation}
     text = json.dumps([obj] if wrap else obj)
     r = builtin_parse(resp(text), JSON)

@@ -63,8 +63,13 @@ def test_these_files_really_kill_a_process_that_loads_them(
         "print('survived')\n"
     )
     env = dict(os.environ, GGML_NO_BACKTRACE="1")
-    proc = subprocess.run([sys.executable, "-c", code, str(crafted(kind))], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(crafted(kind))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -6, proc.stderr[-500:]
     assert "survived" not in proc.stdout
 
@@ -95,9 +100,13 @@ def test_nan_logits_mid_batch_fail_the_items_not_the_process(
     from edge_guard.classifier import Classifier
 
     monkeypatch.setattr(safety, "ensure_loadable", lambda path: None)  # skip the probe
-    clf = Classifier("toxic_simple", crafted("output-nan"), db=tmp_path / "s.db",
-                     sampling=SamplingConfig(temperature=0.7, max_tokens=4),
-                     engine_settings=EngineSettings(n_ctx=1024, n_parallel=2))  # fmt: skip
+    clf = Classifier(
+        "toxic_simple",
+        crafted("output-nan"),
+        db=tmp_path / "s.db",
+        sampling=SamplingConfig(temperature=0.7, max_tokens=4),
+        engine_settings=EngineSettings(n_ctx=1024, n_parallel=2),
+    )
     try:
         results = clf.classify(["one", "two", "three"])
     finally:
@@ -114,8 +123,9 @@ def test_a_good_probe_is_recorded_once_per_file_version(
     copy.write_bytes(tiny_model.read_bytes())
     calls: list[str] = []
     real_probe = safety.probe_load
-    monkeypatch.setattr(safety, "probe_load",
-                        lambda p, **kw: (calls.append(p), real_probe(p, **kw))[1])  # fmt: skip
+    monkeypatch.setattr(
+        safety, "probe_load", lambda p, **kw: (calls.append(p), real_probe(p, **kw))[1]
+    )
     Engine(copy, n_ctx=256, n_threads=1).close()
     assert calls == [str(copy)]
     record = json.loads((edge_guard_home / safety.PROBE_FILE).read_text())
@@ -135,9 +145,11 @@ def test_registry_verified_files_are_not_probed(
 
     with store.editing() as reg:
         reg["pulled"]["owner/repo/tiny.gguf@main"] = {
-            "id": "tiny:test", "path": str(tiny_model), "sha256": "ab" * 32,
+            "id": "tiny:test",
+            "path": str(tiny_model),
+            "sha256": "ab" * 32,
             "size": tiny_model.stat().st_size,
-        }  # fmt: skip
+        }
 
     def no_probe(*_a: object, **_k: object) -> None:
         raise AssertionError("a registry-verified file was probed")
@@ -155,8 +167,19 @@ def test_probe_that_hangs_is_killed(crafted: Callable[[str], Path]) -> None:
 def test_cli_reports_a_crashing_model_in_one_line(crafted: Callable[[str], Path]) -> None:
     from edge_guard.cli import main
 
-    result = CliRunner().invoke(main, ["classify", "-p", "toxic_simple", "-m",
-                                       str(crafted("norms-f16")), "--max-tokens", "2", "hi"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            "-p",
+            "toxic_simple",
+            "-m",
+            str(crafted("norms-f16")),
+            "--max-tokens",
+            "2",
+            "hi",
+        ],
+    )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: llama.cpp crashed loading")
@@ -166,8 +189,7 @@ def test_cli_reports_a_crashing_model_in_one_line(crafted: Callable[[str], Path]
 def _machine(monkeypatch: pytest.MonkeyPatch, ram: int, vram: int | None = None) -> None:
     from edge_guard.registry import fit
 
-    monkeypatch.setattr(fit, "ram_info", lambda: {"total": ram, "available": ram,
-                                                  "source": "test"})  # fmt: skip
+    monkeypatch.setattr(fit, "ram_info", lambda: {"total": ram, "available": ram, "source": "test"})
     gpus = None if vram is None else [{"index": 0, "name": "test", "total": vram, "free": vram}]
     monkeypatch.setattr(fit, "gpu_info", lambda: gpus)
 
@@ -213,8 +235,20 @@ def test_cli_force_flag(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_p
 
     release_engine()
     _machine(monkeypatch, ram=1 << 20)
-    args = ["classify", "-p", "toxic_simple", "-m", str(tiny_model), "--gpu-layers", "0",
-            "--max-tokens", "2", "--db", str(tmp_path / "s.db"), "hello"]  # fmt: skip
+    args = [
+        "classify",
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(tiny_model),
+        "--gpu-layers",
+        "0",
+        "--max-tokens",
+        "2",
+        "--db",
+        str(tmp_path / "s.db"),
+        "hello",
+    ]
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 1 and "--force" in refused.stderr
     forced = CliRunner().invoke(main, ["classify", "--force", *args[1:]])

@@ -22,8 +22,13 @@ OSC = "\x1b]0;pwned\x07"  # retitles the terminal
 CLEAR = "\x1b[2J"  # clears it
 EVIL_NAME = f"run [/] x{OSC}"
 EVIL_NAME_SHOWN = "run [/] x\\x1b]0;pwned\\x07"
-TEXTS = [f"hello {CLEAR} world", "=HYPERLINK(\"http://x\",\"click\")", "@SUM(A1)",
-         "-2+3", f"two\nlines{OSC}"]  # fmt: skip
+TEXTS = [
+    f"hello {CLEAR} world",
+    '=HYPERLINK("http://x","click")',
+    "@SUM(A1)",
+    "-2+3",
+    f"two\nlines{OSC}",
+]
 
 
 def _cli(*args: str) -> object:
@@ -37,11 +42,25 @@ def _raw_controls(s: str) -> list[str]:
 @pytest.fixture
 def hostile_run(tmp_path: Path, tiny_model: Path) -> tuple[str, str]:
     data = tmp_path / "h.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": k % 2}) + "\n"
-                            for k, t in enumerate(TEXTS)), encoding="utf-8")  # fmt: skip
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": k % 2}) + "\n" for k, t in enumerate(TEXTS)),
+        encoding="utf-8",
+    )
     db = str(tmp_path / "s.db")
-    r = _cli("run", str(data), "-p", "toxic_simple", "-m", str(tiny_model), "--max-tokens", "2",
-             "--db", db, "--name", EVIL_NAME)  # fmt: skip
+    r = _cli(
+        "run",
+        str(data),
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "2",
+        "--db",
+        db,
+        "--name",
+        EVIL_NAME,
+    )
     assert r.exit_code == 0, r.output
     assert _raw_controls(r.output) == []
     assert f"run {EVIL_NAME_SHOWN}: 5 items (new)" in r.stderr
@@ -59,12 +78,14 @@ def test_eval_and_json_print_run_names_escaped(hostile_run: tuple[str, str]) -> 
     assert json.loads(r.stdout)["run"] == name  # same JSON value, escaped
 
 
-def test_markdown_report_and_csv_export_are_neutralised(hostile_run: tuple[str, str],
-                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_markdown_report_and_csv_export_are_neutralised(
+    hostile_run: tuple[str, str], tmp_path: Path
+) -> None:
     db, name = hostile_run
     md = tmp_path / "r.md"
-    r = _cli("report", name, "--db", db, "--out", str(md), "--reference", "none",
-             "--resamples", "20")  # fmt: skip
+    r = _cli(
+        "report", name, "--db", db, "--out", str(md), "--reference", "none", "--resamples", "20"
+    )
     assert r.exit_code == 0, r.output
     text = md.read_text(encoding="utf-8")
     assert _raw_controls(text) == []
@@ -74,13 +95,22 @@ def test_markdown_report_and_csv_export_are_neutralised(hostile_run: tuple[str, 
     assert r.exit_code == 0, r.output
     with open(out, encoding="utf-8", newline="") as fh:
         cells = sorted(row["text"] for row in csv.DictReader(fh))
-    assert cells == sorted(["'=HYPERLINK(\"http://x\",\"click\")", "'@SUM(A1)", "'-2+3",
-                            f"hello {CLEAR} world", f"two\nlines{OSC}"])  # fmt: skip
+    assert cells == sorted(
+        [
+            '\'=HYPERLINK("http://x","click")',
+            "'@SUM(A1)",
+            "'-2+3",
+            f"hello {CLEAR} world",
+            f"two\nlines{OSC}",
+        ]
+    )
 
 
 def test_study_analyze_prints_texts_escaped_on_one_line(tmp_path: Path) -> None:
-    rows = [{"text": f"t{k}", "model_SG": (k % 5) / 4, "model_BASE": ((k + 2) % 5) / 4}
-            for k in range(6)]  # fmt: skip
+    rows = [
+        {"text": f"t{k}", "model_SG": (k % 5) / 4, "model_BASE": ((k + 2) % 5) / 4}
+        for k in range(6)
+    ]
     rows[2]["text"] = f"evil{CLEAR}\nFAKE LINE{OSC}"
     rows[3]["model_SG"] = None
     rows[3]["text"] = f"unparsed{OSC}"
@@ -93,30 +123,41 @@ def test_study_analyze_prints_texts_escaped_on_one_line(tmp_path: Path) -> None:
     assert "evil\\x1b[2J FAKE LINE\\x1b]0;pwned\\x07" in r.stdout
     assert not any(line.startswith("FAKE LINE") for line in r.stdout.splitlines())
     r = _cli("study", "analyze", str(results), "--json")
-    assert _raw_controls(r.stdout) == [] and json.loads(r.stdout)["study"]["models"] == ["SG",
-                                                                                        "BASE"]
+    assert _raw_controls(r.stdout) == [] and json.loads(r.stdout)["study"]["models"] == [
+        "SG",
+        "BASE",
+    ]
 
 
 def _hostile_policy(folder: Path) -> Path:
     folder.mkdir()
     (folder / "policy.md").write_text("Answer 1 if the text is toxic, else 0.\n")
-    (folder / "policy.toml").write_text('name = "pol [/] \\u001b[2J"\n'
-                                        'description = "d \\u001b]0;t\\u0007"\n')  # fmt: skip
+    (folder / "policy.toml").write_text(
+        'name = "pol [/] \\u001b[2J"\ndescription = "d \\u001b]0;t\\u0007"\n'
+    )
     (folder / "cases.jsonl").write_text(
         json.dumps({"id": f"c1{OSC}", "text": f"kill {CLEAR}", "expected": 1}) + "\n"
     )
     return folder
 
 
-def test_policies_check_list_and_test_print_names_escaped(tmp_path: Path,
-                                                          tiny_model: Path) -> None:  # fmt: skip
+def test_policies_check_list_and_test_print_names_escaped(tmp_path: Path, tiny_model: Path) -> None:
     pol = _hostile_policy(tmp_path / "evil")
     r = _cli("policies", "check", str(pol))
     assert r.exit_code == 0, r.output
     assert _raw_controls(r.output) == []
     assert r.stdout.startswith("ok: pol [/] \\x1b[2J — output binary")
-    r = _cli("policies", "test", str(pol), "-m", str(tiny_model), "--max-tokens", "2",
-             "--db", str(tmp_path / "s.db"))  # fmt: skip
+    r = _cli(
+        "policies",
+        "test",
+        str(pol),
+        "-m",
+        str(tiny_model),
+        "--max-tokens",
+        "2",
+        "--db",
+        str(tmp_path / "s.db"),
+    )
     assert r.exit_code == 1, r.output  # undetermined: the test fails, but prints safely
     assert _raw_controls(r.output) == []
     assert r.stdout.startswith("pol [/] \\x1b[2J v1 (")
@@ -136,8 +177,19 @@ def test_compare_refuses_an_existing_report_before_running(tmp_path: Path) -> No
     data.write_text('{"text": "a"}\n')
     out = tmp_path / "r.md"
     out.write_text("keep me")
-    r = _cli("compare", "-d", str(data), "-p", "toxic_simple", "--config", "synth:tiny",
-             "--config", "synth:tiny,effort=low", "-o", str(out))  # fmt: skip
+    r = _cli(
+        "compare",
+        "-d",
+        str(data),
+        "-p",
+        "toxic_simple",
+        "--config",
+        "synth:tiny",
+        "--config",
+        "synth:tiny,effort=low",
+        "-o",
+        str(out),
+    )
     assert (r.exit_code, r.stderr) == (1, f"error: {out} exists: pass --force to overwrite it\n")
     assert out.read_text() == "keep me"
 
@@ -146,8 +198,7 @@ def test_error_lines_are_escaped(tmp_path: Path) -> None:
     out = tmp_path / f"x.c{CLEAR}sv"
     r = _cli("cache", "export", str(out), "--db", str(tmp_path / "s.db"))
     assert r.exit_code == 1 and _raw_controls(r.output) == []
-    assert r.stderr == ("error: unknown export format .c\\x1b[2jsv: use .jsonl, .csv or "
-                        ".parquet\n")  # fmt: skip
+    assert r.stderr == ("error: unknown export format .c\\x1b[2jsv: use .jsonl, .csv or .parquet\n")
 
 
 # -- item 10: files ------------------------------------------------------------------------------
@@ -175,7 +226,9 @@ def test_exporting_into_a_missing_folder_is_a_user_error(tmp_path: Path) -> None
     out = tmp_path / "nope" / "x.csv"
     r = _cli("cache", "export", str(out), "--db", db)
     assert (r.exit_code, r.stderr) == (
-        1, f"error: cannot write {out}: folder {out.parent} does not exist\n")  # fmt: skip
+        1,
+        f"error: cannot write {out}: folder {out.parent} does not exist\n",
+    )
     r = _cli("study", "analyze", "--db", db, "--export", str(out))
     assert r.exit_code == 1 and r.stderr.startswith(f"error: cannot write {out}: folder")
 
@@ -189,15 +242,18 @@ def test_a_read_only_store_is_a_user_error(tmp_path: Path, monkeypatch: pytest.M
     Store(db).put({"key": "k", "text": "t", "verdict": "violation", "policy_name": "p"})
 
     def read_only(path: str) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)  # fmt: skip
+        return sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
 
     monkeypatch.setattr(store_mod, "_connect", read_only)
     r = _cli("cache", "clear", "--yes", "--db", db)
     assert r.exit_code == 1
-    assert r.stderr == ("error: cannot write the result store: attempt to write a readonly "
-                        "database (check the file's permissions and free space, or pass --db "
-                        "to use another file)\n")  # fmt: skip
+    assert r.stderr == (
+        "error: cannot write the result store: attempt to write a readonly "
+        "database (check the file's permissions and free space, or pass --db "
+        "to use another file)\n"
+    )
 
 
 def _cli_process(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -208,8 +264,13 @@ def _cli_process(*args: str, timeout: float = 120) -> subprocess.CompletedProces
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    return subprocess.run([sys.executable, "-m", "edge_guard", *args], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "edge_guard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+    )
 
 
 def test_devices_and_fifos_are_not_policies(tmp_path: Path) -> None:
@@ -217,7 +278,10 @@ def test_devices_and_fifos_are_not_policies(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     for ref in ("/dev/zero", str(fifo)):
         proc = _cli_process("policies", "check", ref, timeout=60)
-        assert (proc.returncode, proc.stderr) == (1, f"error: {ref}: policy is not a regular file\n")
+        assert (proc.returncode, proc.stderr) == (
+            1,
+            f"error: {ref}: policy is not a regular file\n",
+        )
     cases = tmp_path / "c.jsonl"
     os.mkfifo(cases)
     proc = _cli_process("policies", "test", "toxic_simple", "--cases", str(cases), timeout=60)
@@ -235,7 +299,9 @@ def test_devices_and_fifos_are_not_models(tmp_path: Path) -> None:
             lookup(ref)
         proc = _cli_process("classify", "-m", ref, "-p", "toxic_simple", "hi", timeout=60)
         assert (proc.returncode, proc.stderr) == (
-            1, f"error: {ref} is not a regular file, so not a .gguf model\n")  # fmt: skip
+            1,
+            f"error: {ref} is not a regular file, so not a .gguf model\n",
+        )
 
 
 def test_read_header_refuses_a_device(tmp_path: Path) -> None:
@@ -254,7 +320,9 @@ def test_oversized_policy_and_cases_files_are_refused(tmp_path: Path) -> None:
     big = tmp_path / "big.md"
     with open(big, "wb") as fh:
         fh.truncate((1 << 20) + 1)  # sparse: no disk used
-    with pytest.raises(PolicyError, match=r"big\.md: policy is 1048577 bytes; the limit is 1048576"):
+    with pytest.raises(
+        PolicyError, match=r"big\.md: policy is 1048577 bytes; the limit is 1048576"
+    ):
         load_policy(big)
     cases = tmp_path / "c.jsonl"
     with open(cases, "wb") as fh:
@@ -270,16 +338,21 @@ def test_parse_py_calling_sys_exit_at_import_is_a_policy_error(tmp_path: Path) -
     (pol / "parse.py").write_text("import sys\nsys.exit(3)\n")
     r = _cli("policies", "check", str(pol))
     assert (r.exit_code, r.stderr) == (
-        1, f"error: {pol / 'parse.py'}: importing it called sys.exit(3)\n")  # fmt: skip
+        1,
+        f"error: {pol / 'parse.py'}: importing it called sys.exit(3)\n",
+    )
 
 
 def test_a_lone_surrogate_in_cases_names_the_line(tmp_path: Path) -> None:
     pol = tmp_path / "pol"
     pol.mkdir()
     (pol / "policy.md").write_text("Answer 1 or 0.\n")
-    (pol / "cases.jsonl").write_text('{"text": "fine", "expected": 0}\n'
-                                     '{"text": "bad \\udc80", "expected": 1}\n')  # fmt: skip
+    (pol / "cases.jsonl").write_text(
+        '{"text": "fine", "expected": 0}\n{"text": "bad \\udc80", "expected": 1}\n'
+    )
     r = _cli("policies", "test", str(pol), "-m", "synth:tiny")
     assert (r.exit_code, r.stderr) == (
-        2, f"error: {pol / 'cases.jsonl'}:2: invalid Unicode (a lone surrogate escape such as "
-           "\\udc80)\n")  # fmt: skip
+        2,
+        f"error: {pol / 'cases.jsonl'}:2: invalid Unicode (a lone surrogate escape such as "
+        "\\udc80)\n",
+    )

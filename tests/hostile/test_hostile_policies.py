@@ -34,15 +34,18 @@ def folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
         ({"policy.md": b"ok", "policy.toml": b"[output\nkind="}, "invalid TOML"),
         ({"policy.md": b"ok", "policy.toml": b"name = '\xff'"}, "not UTF-8 text"),
         ({"policy.md": b"ok", "policy.toml": b"[output]\nkind = 'poem'"}, "[output] kind 'poem'"),
-        ({"policy.md": b"ok", "parse.py": b"raise RuntimeError('boom')\n"},
-         "importing it failed: RuntimeError: boom"),
+        (
+            {"policy.md": b"ok", "parse.py": b"raise RuntimeError('boom')\n"},
+            "importing it failed: RuntimeError: boom",
+        ),
         ({"policy.md": b"ok", "parse.py": b"def parse(:\n"}, "importing it failed: SyntaxError"),
         ({"policy.md": b"ok", "parse.py": b"parse = 3\n"}, "`parse` is not a function"),
         ({"policy.toml": b"name = 'x'"}, "a policy folder needs a policy.md"),
     ],
-)  # fmt: skip
-def test_unusable_policy_files_are_one_line_errors(tmp_path: Path, files: dict[str, bytes],
-                                                   phrase: str) -> None:  # fmt: skip
+)
+def test_unusable_policy_files_are_one_line_errors(
+    tmp_path: Path, files: dict[str, bytes], phrase: str
+) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(folder(tmp_path, files))
     assert "\n" not in str(info.value) and phrase in str(info.value)
@@ -51,8 +54,11 @@ def test_unusable_policy_files_are_one_line_errors(tmp_path: Path, files: dict[s
 KNOWN = "known: kind, labels, violation, min, max, threshold"
 BAD_OUTPUTS = [
     ({"kind": "labels", "labels": ["spam", "ham", "spam"]}, "labels", "lists 'spam' twice"),
-    ({"kind": "labels", "labels": ["a", "b"], "violation": ["a", "a"]}, "violation",
-     "lists 'a' twice"),
+    (
+        {"kind": "labels", "labels": ["a", "b"], "violation": ["a", "a"]},
+        "violation",
+        "lists 'a' twice",
+    ),
     ({"violation": 1}, "violation", "must be a list of strings"),
     ({"violation": "1"}, "violation", "must be a list of strings"),
     ({"labels": ["", "1"]}, "labels[0]", "must be a non-empty string without NUL"),
@@ -63,7 +69,7 @@ BAD_OUTPUTS = [
     ({"violation": ["9"]}, "violation", "value(s) ['9'] are not among the labels ['0', '1']"),
     ({"threshold": True}, "threshold", "must be a number"),
     ({"kind": "poem"}, "kind", "'poem' is not one of binary, likert, json, labels"),
-]  # fmt: skip
+]
 
 
 def _toml(table: dict[str, object]) -> str:
@@ -88,7 +94,9 @@ def test_bad_output_tables_are_one_line_errors_naming_the_file_and_key(
     with pytest.raises(BadInlinePolicy) as inline:
         inline_policy("Answer 1 for spam, else 0.", table)
     assert (inline.value.param, str(inline.value)) == (
-        f"policy_output.{key}", f"field 'policy_output.{key}': {why}")  # fmt: skip
+        f"policy_output.{key}",
+        f"field 'policy_output.{key}': {why}",
+    )
 
 
 def test_a_module_output_and_a_non_table_output_are_checked_too(tmp_path: Path) -> None:
@@ -129,19 +137,33 @@ def test_unusable_policy_through_the_cli(tmp_path: Path) -> None:
 
 
 PARSERS = {
-    "raises": ("def parse(r):\n    if r.response.strip() == '1':\n        raise ValueError('no')\n"
-               "    return BUILTIN(r)\n", "raised ValueError: no"),
-    "wrong_type": ("def parse(r):\n    if r.response.strip() == '1':\n        return {'v': 1}\n"
-                   "    return BUILTIN(r)\n", "returned dict, not ClassificationResult"),
-    "hangs": ("import time\ndef parse(r):\n    while r.response.strip() == '1':\n"
-              "        time.sleep(0.05)\n    return BUILTIN(r)\n", "did not return within 0.5 s"),
+    "raises": (
+        "def parse(r):\n    if r.response.strip() == '1':\n        raise ValueError('no')\n"
+        "    return BUILTIN(r)\n",
+        "raised ValueError: no",
+    ),
+    "wrong_type": (
+        "def parse(r):\n    if r.response.strip() == '1':\n        return {'v': 1}\n"
+        "    return BUILTIN(r)\n",
+        "returned dict, not ClassificationResult",
+    ),
+    "hangs": (
+        "import time\ndef parse(r):\n    while r.response.strip() == '1':\n"
+        "        time.sleep(0.05)\n    return BUILTIN(r)\n",
+        "did not return within 0.5 s",
+    ),
     "swallows_time_limit": (
         "import time\ndef parse(r):\n    while r.response.strip() == '1':\n        try:\n"
         "            time.sleep(0.05)\n        except Exception:\n            pass\n"
-        "    return BUILTIN(r)\n", "did not return within 0.5 s"),
-    "exits": ("import sys\ndef parse(r):\n    if r.response.strip() == '1':\n        sys.exit(3)\n"
-              "    return BUILTIN(r)\n", "raised SystemExit: 3"),
-}  # fmt: skip
+        "    return BUILTIN(r)\n",
+        "did not return within 0.5 s",
+    ),
+    "exits": (
+        "import sys\ndef parse(r):\n    if r.response.strip() == '1':\n        sys.exit(3)\n"
+        "    return BUILTIN(r)\n",
+        "raised SystemExit: 3",
+    ),
+}
 PRELUDE = (
     "from edge_guard.policy.parsers import builtin_parse\nfrom edge_guard.policy.core import OutputSpec\n"
     "def BUILTIN(r):\n    return builtin_parse(r, OutputSpec())\n"
@@ -150,8 +172,14 @@ PRELUDE = (
 
 def run_batch(policy_dir: Path, model: Path, db: Path) -> dict[int, object]:
     """Four texts: the model is steered to answer 1, 0, 1, 0; parse() misbehaves on '1'."""
-    clf = Classifier(policy_dir, model, db=db, parallel=4, sampling=SamplingConfig(max_tokens=40),
-                     engine_settings=EngineSettings(n_ctx=2048, n_parallel=4))  # fmt: skip
+    clf = Classifier(
+        policy_dir,
+        model,
+        db=db,
+        parallel=4,
+        sampling=SamplingConfig(max_tokens=40),
+        engine_settings=EngineSettings(n_ctx=2048, n_parallel=4),
+    )
     vocab = clf.backend.vocab()
     steer = [ForcedTokens(harmony_script(vocab, final=a)) for a in "1010"]
     clf.store.ensure_run("batch", kind="test")
@@ -166,8 +194,10 @@ def test_misbehaving_parser_fails_only_its_items(
     mode: str, thread: str, tmp_path: Path, tiny_model: Path, fast_parser_limit: float
 ) -> None:
     source, phrase = PARSERS[mode]
-    pol = folder(tmp_path, {"policy.md": b"Answer 1 if toxic, else 0.",
-                            "parse.py": (PRELUDE + source).encode()})  # fmt: skip
+    pol = folder(
+        tmp_path,
+        {"policy.md": b"Answer 1 if toxic, else 0.", "parse.py": (PRELUDE + source).encode()},
+    )
     db = tmp_path / "s.db"
     box: dict[str, object] = {}
 

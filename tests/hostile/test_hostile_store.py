@@ -93,8 +93,12 @@ WRITER = textwrap.dedent(
 def test_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     """Several processes creating the same new store used to fail with 'database is locked'."""
     db = tmp_path / "new.db"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), f"p{n}-", "20"],
-                              stderr=subprocess.PIPE) for n in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), f"p{n}-", "20"], stderr=subprocess.PIPE
+        )
+        for n in range(4)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
@@ -105,8 +109,9 @@ def test_threads_and_processes_write_heavily_without_locking(tmp_path: Path) -> 
     db = tmp_path / "busy.db"
     store = Store(db)
     store.ensure_run("shared", kind="test")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), "proc-", "150"],
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), "proc-", "150"], stderr=subprocess.PIPE
+    )
     errors: list[BaseException] = []
 
     def hammer(n: int) -> None:
@@ -114,8 +119,10 @@ def test_threads_and_processes_write_heavily_without_locking(tmp_path: Path) -> 
         try:
             for i in range(150):
                 key = f"t{n}-{i}"
-                mine.put({"key": key, "text": "t", "verdict": "undetermined"},
-                         {"run": "shared", "idx": n * 1000 + i, "key": key})  # fmt: skip
+                mine.put(
+                    {"key": key, "text": "t", "verdict": "undetermined"},
+                    {"run": "shared", "idx": n * 1000 + i, "key": key},
+                )
                 mine.query("SELECT count(*) FROM results")
         except BaseException as exc:
             errors.append(exc)
@@ -132,19 +139,40 @@ def test_threads_and_processes_write_heavily_without_locking(tmp_path: Path) -> 
 
 
 def _dataset(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"id{i}", "text": f"item {i} " + "word " * (i % 7)})
-                            + "\n" for i in range(n)))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"id{i}", "text": f"item {i} " + "word " * (i % 7)}) + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
 def _run_cmd(data: Path, model: Path, db: Path, max_tokens: int) -> list[str]:
-    return [sys.executable, "-m", "edge_guard", "run", str(data), "-p", "toxic_simple", "-m",
-            str(model), "--max-tokens", str(max_tokens), "--parallel", "4", "--db", str(db),
-            "--name", "batch"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "edge_guard",
+        "run",
+        str(data),
+        "-p",
+        "toxic_simple",
+        "-m",
+        str(model),
+        "--max-tokens",
+        str(max_tokens),
+        "--parallel",
+        "4",
+        "--db",
+        str(db),
+        "--name",
+        "batch",
+    ]
 
 
-def test_kill_9_during_edge_guard_run_then_rerun_loses_nothing(tmp_path: Path,
-                                                               tiny_model: Path) -> None:  # fmt: skip
+def test_kill_9_during_edge_guard_run_then_rerun_loses_nothing(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     n = 60
     data, db = _dataset(tmp_path / "d.jsonl", n), tmp_path / "batch.db"
     Store(db)
@@ -165,8 +193,10 @@ def test_kill_9_during_edge_guard_run_then_rerun_loses_nothing(tmp_path: Path,
     assert [r["item_id"] for r in items] == [f"id{i}" for i in range(n)]
     assert all(before[r["idx"]] == r["key"] for r in items if r["idx"] in before)
     assert store.query("SELECT count(*) AS n FROM results")[0]["n"] == n
-    orphans = store.query("SELECT count(*) AS n FROM run_items ri LEFT JOIN results r "
-                          "ON r.key = ri.key WHERE r.key IS NULL")  # fmt: skip
+    orphans = store.query(
+        "SELECT count(*) AS n FROM run_items ri LEFT JOIN results r "
+        "ON r.key = ri.key WHERE r.key IS NULL"
+    )
     assert orphans[0]["n"] == 0
 
 
@@ -185,16 +215,26 @@ async def test_tui_and_a_cli_run_share_one_store(tmp_path: Path, tiny_model: Pat
     Store(db)
 
     def factory(policy: Any, options: Any, *, store: Any, use_cache: bool = True) -> Any:
-        return default_classifier_factory(policy, options, store=store, use_cache=use_cache,
-                                          engine_settings=EngineSettings(n_ctx=2048))  # fmt: skip
+        return default_classifier_factory(
+            policy,
+            options,
+            store=store,
+            use_cache=use_cache,
+            engine_settings=EngineSettings(n_ctx=2048),
+        )
 
     def steer(clf: Any, texts: Any) -> list[ForcedTokens]:
         return [ForcedTokens(harmony_script(clf.backend.vocab(), final="0")) for _ in texts]
 
-    proc = subprocess.Popen(_run_cmd(data, tiny_model, db, 100), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    app = EdgeGuardApp(db=db, model=str(tiny_model), policy="toxic_simple",
-                       classifier_factory=factory, steer=steer)  # fmt: skip
+    proc = subprocess.Popen(
+        _run_cmd(data, tiny_model, db, 100),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    app = EdgeGuardApp(
+        db=db, model=str(tiny_model), policy="toxic_simple", classifier_factory=factory, steer=steer
+    )
     async with app.run_test(size=(140, 42)) as pilot:
         for _ in range(2400):  # start writing once the CLI run is writing too
             await pilot.pause(0.05)

@@ -54,8 +54,11 @@ def db_path(tmp_path: Path) -> Path:
 def make_app(db_path: Path, tiny_o200k_model: Path) -> Callable[..., EdgeGuardApp]:
     """make_app(final="1", analysis=..., **app_kwargs) -> EdgeGuardApp on the tiny model."""
 
-    def make(final: str | Callable[[str], str] | None = "1", analysis: str = "The text is checked.",
-             **kw: Any) -> EdgeGuardApp:  # fmt: skip
+    def make(
+        final: str | Callable[[str], str] | None = "1",
+        analysis: str = "The text is checked.",
+        **kw: Any,
+    ) -> EdgeGuardApp:
         kw.setdefault("db", db_path)
         kw.setdefault("model", str(tiny_o200k_model))
         kw.setdefault("policy", "toxic_simple")
@@ -73,8 +76,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def factory(policy: Any, options: Any, *, store: Any, use_cache: bool = True,
-            settings: Any = None) -> Any:  # fmt: skip
+def factory(
+    policy: Any, options: Any, *, store: Any, use_cache: bool = True, settings: Any = None
+) -> Any:
     """The app's default classifier factory with the test engine settings."""
-    return default_classifier_factory(policy, options, store=store, use_cache=use_cache,
-                                      engine_settings=TEST_ENGINE, settings=settings)  # fmt: skip
+    return default_classifier_factory(
+        policy,
+        options,
+        store=store,
+        use_cache=use_cache,
+        engine_settings=TEST_ENGINE,
+        settings=settings,
+    )

@@ -105,8 +105,7 @@ for name in names:
     assert 'textual' not in sys.modules, f'{name} imported textual'
 print(len(names))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.strip()) > 20
 
@@ -118,8 +117,12 @@ def test_cancel_flags_stop_a_generation_between_tokens(tiny_o200k_model, db_path
 
     access = ModelAccess(factory)
     flag = access.new_flag()
-    clf = access.classifier("toxic_simple", RunOptions(model=str(tiny_o200k_model), max_tokens=8),
-                            store=Store(db_path), flag=flag)  # fmt: skip
+    clf = access.classifier(
+        "toxic_simple",
+        RunOptions(model=str(tiny_o200k_model), max_tokens=8),
+        store=Store(db_path),
+        flag=flag,
+    )
     access.cancel_all()  # what quitting does
     with pytest.raises(Cancelled):
         clf.classify(["anything"])
@@ -134,8 +137,9 @@ def test_edge_guard_without_a_command_opens_the_tui(monkeypatch, db_path) -> Non
     out = CliRunner().invoke(main, [])
     assert out.exit_code == 0, out.output
     assert len(opened) == 1 and opened[0].current_mode == "workbench"
-    out = CliRunner().invoke(main, ["tui", "--screen", "runs", "--db", str(db_path),
-                                    "--model", "synth:tiny-o200k"])  # fmt: skip
+    out = CliRunner().invoke(
+        main, ["tui", "--screen", "runs", "--db", str(db_path), "--model", "synth:tiny-o200k"]
+    )
     assert out.exit_code == 0, out.output
     assert opened[1].current_mode == "runs" and opened[1].model_ref == "synth:tiny-o200k"
     assert opened[1].store.path == str(db_path)

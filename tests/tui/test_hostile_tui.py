@@ -51,17 +51,29 @@ def hostile_policy(home: Path) -> Path:
         f"name = {json.dumps(POLICY)}\ndescription = {json.dumps(MARKUP)}\n"
     )
     (folder / "cases.jsonl").write_text(
-        json.dumps({"id": f"case {MARKUP}", "text": TEXT, "expected": 1}) + "\n"
-        + json.dumps({"text": f"second {MARKUP}", "expected": 0, "note": MARKUP}) + "\n"
-    )  # fmt: skip
+        json.dumps({"id": f"case {MARKUP}", "text": TEXT, "expected": 1})
+        + "\n"
+        + json.dumps({"text": f"second {MARKUP}", "expected": 0, "note": MARKUP})
+        + "\n"
+    )
     return folder
 
 
 def put_results(db: Path) -> None:
     store = Store(db)
-    store.put({"key": "h1", "created_at": "2025-01-01T00:00:00", "text": TEXT,
-               "verdict": "undetermined", "policy_name": POLICY, "model_ref": f"m {MARKUP}",
-               "final": ANSWER, "reasoning": REASONING, "error": f"boom {MARKUP} {ESC}"})  # fmt: skip
+    store.put(
+        {
+            "key": "h1",
+            "created_at": "2025-01-01T00:00:00",
+            "text": TEXT,
+            "verdict": "undetermined",
+            "policy_name": POLICY,
+            "model_ref": f"m {MARKUP}",
+            "final": ANSWER,
+            "reasoning": REASONING,
+            "error": f"boom {MARKUP} {ESC}",
+        }
+    )
 
 
 def hostile_runs(tmp_path: Path, db: Path, model: Path, policy: Path) -> None:
@@ -70,21 +82,28 @@ def hostile_runs(tmp_path: Path, db: Path, model: Path, policy: Path) -> None:
     from edge_guard.tui.jobs import CancelFlag, ModelAccess, RunOptions
 
     data = tmp_path / "hostile.jsonl"
-    data.write_text(json.dumps({"text": TEXT, "label": 1, "id": f"id {MARKUP}"}) + "\n"
-                    + json.dumps({"text": f"calm {MARKUP}", "label": 0}) + "\n")  # fmt: skip
+    data.write_text(
+        json.dumps({"text": TEXT, "label": 1, "id": f"id {MARKUP}"})
+        + "\n"
+        + json.dumps({"text": f"calm {MARKUP}", "label": 0})
+        + "\n"
+    )
     store = Store(db)
     access = ModelAccess(factory)
     for name, answer in ((RUN, "1"), (f"other {RUN}", "0")):
-        clf = access.classifier(str(policy), RunOptions(model=str(model), max_tokens=64),
-                                store=store, flag=CancelFlag())  # fmt: skip
+        clf = access.classifier(
+            str(policy), RunOptions(model=str(model), max_tokens=64), store=store, flag=CancelFlag()
+        )
         steer = steer_to(answer, REASONING)
-        run_dataset(data, clf, name=name,
-                    steer=lambda _i, row, clf=clf, s=steer: s(clf, [row.text])[0])  # fmt: skip
+        run_dataset(
+            data, clf, name=name, steer=lambda _i, row, clf=clf, s=steer: s(clf, [row.text])[0]
+        )
 
 
 # -- Workbench -----------------------------------------------------------------------------------
-async def test_workbench_shows_hostile_answer_reasoning_and_names(make_app, db_path: Path,
-                                                                  edge_guard_home: Path) -> None:  # fmt: skip
+async def test_workbench_shows_hostile_answer_reasoning_and_names(
+    make_app, db_path: Path, edge_guard_home: Path
+) -> None:
     policy = hostile_policy(edge_guard_home)
     app = make_app(final=ANSWER, analysis=REASONING, policy=str(policy))
     async with app.run_test(size=SIZE) as pilot:
@@ -136,9 +155,9 @@ async def test_results_lists_and_shows_hostile_rows(make_app, db_path: Path) -> 
 
 
 # -- Runs ----------------------------------------------------------------------------------------
-async def test_runs_lists_and_evaluates_a_hostile_run(make_app, tmp_path: Path, db_path: Path,
-                                                      tiny_o200k_model: Path,
-                                                      edge_guard_home: Path) -> None:  # fmt: skip
+async def test_runs_lists_and_evaluates_a_hostile_run(
+    make_app, tmp_path: Path, db_path: Path, tiny_o200k_model: Path, edge_guard_home: Path
+) -> None:
     policy = hostile_policy(edge_guard_home)
     hostile_runs(tmp_path, db_path, tiny_o200k_model, policy)
     app = make_app(start="runs")
@@ -162,9 +181,9 @@ async def test_runs_lists_and_evaluates_a_hostile_run(make_app, tmp_path: Path, 
 
 
 # -- Compare -------------------------------------------------------------------------------------
-async def test_compare_shows_hostile_runs_and_flips(make_app, tmp_path: Path, db_path: Path,
-                                                    tiny_o200k_model: Path,
-                                                    edge_guard_home: Path) -> None:  # fmt: skip
+async def test_compare_shows_hostile_runs_and_flips(
+    make_app, tmp_path: Path, db_path: Path, tiny_o200k_model: Path, edge_guard_home: Path
+) -> None:
     policy = hostile_policy(edge_guard_home)
     hostile_runs(tmp_path, db_path, tiny_o200k_model, policy)
     app = make_app(start="compare")
@@ -187,9 +206,9 @@ async def test_compare_shows_hostile_runs_and_flips(make_app, tmp_path: Path, db
 
 
 # -- Study ---------------------------------------------------------------------------------------
-async def test_study_shows_hostile_items_and_model_labels(make_app, tmp_path: Path,
-                                                          db_path: Path,
-                                                          tiny_o200k_model: Path) -> None:  # fmt: skip
+async def test_study_shows_hostile_items_and_model_labels(
+    make_app, tmp_path: Path, db_path: Path, tiny_o200k_model: Path
+) -> None:
     from edge_guard.study import StudyConfig, run_study
     from edge_guard.tui.jobs import CancelFlag, ModelAccess, RunOptions
 
@@ -198,22 +217,32 @@ async def test_study_shows_hostile_items_and_model_labels(make_app, tmp_path: Pa
     a.symlink_to(tiny_o200k_model)
     b.symlink_to(tiny_o200k_model)
     data = tmp_path / "opinions.jsonl"
-    data.write_text(json.dumps({"id": f"i [/] {ESC}", "topic": f"topic {MARKUP}", "text": TEXT})
-                    + "\n" + json.dumps({"id": "i2", "topic": "t", "text": "plain"}) + "\n")  # fmt: skip
+    data.write_text(
+        json.dumps({"id": f"i [/] {ESC}", "topic": f"topic {MARKUP}", "text": TEXT})
+        + "\n"
+        + json.dumps({"id": "i2", "topic": "t", "text": "plain"})
+        + "\n"
+    )
     store = Store(db_path)
     access, clfs = ModelAccess(factory), {}
 
     def make(model: str):  # type: ignore[no-untyped-def]
-        clfs[model] = access.classifier("is_good", RunOptions(model=model, max_tokens=64),
-                                        store=store, flag=CancelFlag())  # fmt: skip
+        clfs[model] = access.classifier(
+            "is_good", RunOptions(model=model, max_tokens=64), store=store, flag=CancelFlag()
+        )
         return clfs[model]
 
     def steer(model: str, item, _r: int):  # type: ignore[no-untyped-def]
         answer = "5" if model == str(b) else "1"
         return steer_to(answer, REASONING)(clfs[model], [item.text])[0]
 
-    run_study(StudyConfig(models=[str(a), str(b)], dataset=str(data)), name=f"study {RUN}",
-              store=store, classifier_factory=make, steer=steer)  # fmt: skip
+    run_study(
+        StudyConfig(models=[str(a), str(b)], dataset=str(data)),
+        name=f"study {RUN}",
+        store=store,
+        classifier_factory=make,
+        steer=steer,
+    )
     app = make_app(start="study")
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
@@ -225,8 +254,7 @@ async def test_study_shows_hostile_items_and_model_labels(make_app, tmp_path: Pa
         assert f"topic {MARKUP}"[:29] + "…" in [r[2] for r in rows_of(table)]
         chart = shown(screen.query_one("#st-chart"))
         assert "sg [i]x" in chart and "base [link=evil]y" in chart
-        assert "sg [i]x vs base [link=evil]y" in shown(
-            screen.query_one("#st-stats", Static))  # fmt: skip
+        assert "sg [i]x vs base [link=evil]y" in shown(screen.query_one("#st-stats", Static))
         options = [str(p) for p, _v in screen.query_one("#st-run", Select)._options]
         assert f"study {RUN} [done]" in options
         table.focus()
@@ -247,8 +275,9 @@ async def test_tests_screen_runs_hostile_cases(make_app, edge_guard_home: Path) 
         assert app.is_running
         table = screen.query_one("#ts-cases", DataTable)
         rows = rows_of(table)
-        assert sorted(r[1] for r in rows) == sorted([f"case {MARKUP}"[:29] + "…",
-                                                     f"second {MARKUP}"[:29] + "…"])  # fmt: skip
+        assert sorted(r[1] for r in rows) == sorted(
+            [f"case {MARKUP}"[:29] + "…", f"second {MARKUP}"[:29] + "…"]
+        )
         assert {r[3] for r in rows} == {"—"}  # the hostile answer is not a label: undetermined
         summary = shown(screen.query_one("#ts-summary", Static))
         assert f"policy {POLICY} version v1" in summary
@@ -259,8 +288,9 @@ async def test_tests_screen_runs_hostile_cases(make_app, edge_guard_home: Path) 
 
 
 # -- Models --------------------------------------------------------------------------------------
-async def test_models_shows_a_hostile_model_path(make_app, tmp_path: Path,
-                                                 tiny_o200k_model: Path) -> None:  # fmt: skip
+async def test_models_shows_a_hostile_model_path(
+    make_app, tmp_path: Path, tiny_o200k_model: Path
+) -> None:
     from edge_guard.registry.manage import add_local
 
     folder = tmp_path / "x [" / "] [bold]m"  # the path reads `x [/] [bold]m/...`
@@ -284,8 +314,9 @@ async def test_models_shows_a_hostile_model_path(make_app, tmp_path: Path,
         assert app.is_running
 
 
-async def test_runs_screen_starts_a_run_with_a_hostile_name(make_app, tmp_path: Path,
-                                                            db_path: Path) -> None:  # fmt: skip
+async def test_runs_screen_starts_a_run_with_a_hostile_name(
+    make_app, tmp_path: Path, db_path: Path
+) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"text": TEXT, "label": 1}) + "\n")
     app = make_app(final=ANSWER, analysis=REASONING, start="runs")

@@ -18,8 +18,7 @@ from tests.tui.conftest import SIZE, shown
 
 pytestmark = pytest.mark.anyio
 
-ROWS = [{"id": f"m{i}", "text": f"message number {i}", "label": int(i % 3 == 0)}
-        for i in range(30)]  # fmt: skip
+ROWS = [{"id": f"m{i}", "text": f"message number {i}", "label": int(i % 3 == 0)} for i in range(30)]
 # the model: right on most items, wrong on every 4th (so the review has something to find)
 MODEL = {r["text"]: str(r["label"] if i % 4 else 1 - r["label"]) for i, r in enumerate(ROWS)}
 MODEL |= {"you are an idiot": "1", "thank you kindly": "0"}
@@ -32,9 +31,12 @@ def reviewer(idx: int) -> str:
 
 
 async def test_the_policy_loop_on_a_synthetic_model(
-    make_app, db_path: Path, tmp_path: Path, tiny_o200k_model: Path,
+    make_app,
+    db_path: Path,
+    tmp_path: Path,
+    tiny_o200k_model: Path,
     steer_cli: Callable[[Callable[[str], str]], None],  # noqa: F811 - the imported fixture
-) -> None:  # fmt: skip
+) -> None:
     folder = write_policy(tmp_path / "rude")
     model_run(db_path, tiny_o200k_model, folder, ROWS, "r30", lambda t: MODEL[t])
     db = ["--db", str(db_path)]
@@ -73,8 +75,16 @@ async def test_the_policy_loop_on_a_synthetic_model(
         await pilot.pause()
     # 5 more promoted from the CLI: the first five decided CLI items
     decided = [idx for n, idx in enumerate(cli_items) if n != 9][:5]
-    res = cli("policies", "cases", "add", str(folder), "--from-review", "r30", *db,
-              *[a for idx in decided for a in ("--item", str(idx))])  # fmt: skip
+    res = cli(
+        "policies",
+        "cases",
+        "add",
+        str(folder),
+        "--from-review",
+        "r30",
+        *db,
+        *[a for idx in decided for a in ("--item", str(idx))],
+    )
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("added 5 case(s)")
     cases = [json.loads(x) for x in (folder / "cases.jsonl").read_text().splitlines()]
@@ -83,8 +93,17 @@ async def test_the_policy_loop_on_a_synthetic_model(
     assert {c["provenance"]["item"] for c in promoted} == {*tui_items[:3], *decided}
     # `policies test` judges them like any case
     steer_cli(lambda t: MODEL[t])
-    test = cli("policies", "test", str(folder), "--model", str(tiny_o200k_model),
-               "--max-tokens", "64", *db, "--json")  # fmt: skip
+    test = cli(
+        "policies",
+        "test",
+        str(folder),
+        "--model",
+        str(tiny_o200k_model),
+        "--max-tokens",
+        "64",
+        *db,
+        "--json",
+    )
     report = json.loads(test.stdout)
     assert report["total"] == 10
     judged = {c["text"]: c for c in report["cases"]}

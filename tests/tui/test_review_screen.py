@@ -18,8 +18,10 @@ from tests.tui.test_workbench import wait_idle
 
 pytestmark = pytest.mark.anyio
 
-COMMENTS = [{"text": f"comment {i}", "verdict": "no_violation", "p": 0.1 * i, "gold": i % 2 == 1}
-            for i in range(8)]  # fmt: skip
+COMMENTS = [
+    {"text": f"comment {i}", "verdict": "no_violation", "p": 0.1 * i, "gold": i % 2 == 1}
+    for i in range(8)
+]
 ANSWERS = {"you are an idiot": "1", "thank you kindly": "0"}
 
 
@@ -40,8 +42,9 @@ async def prompt(pilot, app, key: str, value: str) -> None:  # type: ignore[no-u
     await pilot.pause()
 
 
-async def test_review_five_promote_three_and_test_the_policy(make_app, db_path: Path,
-                                                              tmp_path: Path) -> None:  # fmt: skip
+async def test_review_five_promote_three_and_test_the_policy(
+    make_app, db_path: Path, tmp_path: Path
+) -> None:
     folder = write_policy(tmp_path / "rude")
     store_run(db_path, "r", COMMENTS)
     app = make_app(final=answer, start="review")
@@ -67,11 +70,16 @@ async def test_review_five_promote_three_and_test_the_policy(make_app, db_path: 
         await pilot.press("0")  # item 4
         assert "reviewed 5 / remaining 3" in counter(app)
         assert table.cursor_row == 5
-        rows = Store(db_path).query("SELECT idx, label, note, tags, source FROM review_decisions "
-                                    "ORDER BY id")  # fmt: skip
+        rows = Store(db_path).query(
+            "SELECT idx, label, note, tags, source FROM review_decisions ORDER BY id"
+        )
         assert [(r["idx"], r["label"]) for r in rows] == [
-            (0, "violation"), (1, "no_violation"), (2, "violation"), (3, "skip"),
-            (4, "no_violation")]  # fmt: skip
+            (0, "violation"),
+            (1, "no_violation"),
+            (2, "violation"),
+            (3, "skip"),
+            (4, "no_violation"),
+        ]
         assert rows[2]["note"] == "sarcasm [bold]is[/bold] rude"
         assert json.loads(rows[2]["tags"]) == ["sarcasm", "edge"]
         assert {r["source"] for r in rows} == {"tui"}
@@ -85,7 +93,10 @@ async def test_review_five_promote_three_and_test_the_policy(make_app, db_path: 
         lines = (folder / "cases.jsonl").read_text().splitlines()
         added = [json.loads(x) for x in lines[2:]]
         assert [(c["text"], c["expected"]) for c in added] == [
-            ("comment 0", "1"), ("comment 1", "0"), ("comment 2", "1")]  # fmt: skip
+            ("comment 0", "1"),
+            ("comment 1", "0"),
+            ("comment 2", "1"),
+        ]
         assert added[2]["note"] == "sarcasm [bold]is[/bold] rude"
         assert added[2]["tags"] == ["sarcasm", "edge", "review"]
         assert added[2]["provenance"]["run"] == "r" and added[2]["provenance"]["item"] == 2
@@ -103,12 +114,28 @@ async def test_review_five_promote_three_and_test_the_policy(make_app, db_path: 
 async def test_note_on_a_decided_item_keeps_history_and_hostile_data_is_literal(
     make_app, db_path: Path
 ) -> None:
-    items = [{"text": f"{ESC} {MARKUP}", "verdict": "violation", "p": 0.9, "gold": False,
-              "reasoning": REASONING},
-             {"text": "you fool", "verdict": "no_violation", "p": 0.4, "gold": True,
-              "conversation": {"messages": [{"role": "user", "content": "[bold]hi[/bold]"},
-                                            {"role": "assistant", "content": "you fool"}],
-                               "target": "last"}}]  # fmt: skip
+    items = [
+        {
+            "text": f"{ESC} {MARKUP}",
+            "verdict": "violation",
+            "p": 0.9,
+            "gold": False,
+            "reasoning": REASONING,
+        },
+        {
+            "text": "you fool",
+            "verdict": "no_violation",
+            "p": 0.4,
+            "gold": True,
+            "conversation": {
+                "messages": [
+                    {"role": "user", "content": "[bold]hi[/bold]"},
+                    {"role": "assistant", "content": "you fool"},
+                ],
+                "target": "last",
+            },
+        },
+    ]
     store_run(db_path, "r", items)
     app = make_app(final=None, start="review")
     async with app.run_test(size=SIZE) as pilot:
@@ -129,10 +156,16 @@ async def test_note_on_a_decided_item_keeps_history_and_hostile_data_is_literal(
         assert "note: [/] second thoughts" in detail and "decision: violation" in detail
         rows = Store(db_path).query("SELECT label, note FROM review_decisions ORDER BY id")
         assert [(r["label"], r["note"]) for r in rows] == [
-            ("violation", ""), ("violation", "[/] second thoughts")]  # fmt: skip
+            ("violation", ""),
+            ("violation", "[/] second thoughts"),
+        ]
         await pilot.press("down")
         conv = screen.query_one("#rv-text", TextArea)
-        assert conv.text.splitlines() == ["[1] user", "    [bold]hi[/bold]",
-                                          ">>> [2] assistant (judged)", "    you fool"]  # fmt: skip
+        assert conv.text.splitlines() == [
+            "[1] user",
+            "    [bold]hi[/bold]",
+            ">>> [2] assistant (judged)",
+            "    you fool",
+        ]
         assert "conversation (>>> judged)" in str(conv.border_title)
         assert "reviewed 1 / remaining 1" in counter(app)

@@ -34,14 +34,26 @@ def toxic_answer(text: str) -> str:
 
 
 # -- Results -------------------------------------------------------------------------------------
-async def test_results_filters_by_verdict_and_text_and_opens_in_workbench(make_app,
-                                                                          db_path) -> None:  # fmt: skip
+async def test_results_filters_by_verdict_and_text_and_opens_in_workbench(
+    make_app, db_path
+) -> None:
     store = Store(db_path)
-    rows = [("you are an idiot", "violation"), ("have a nice day", "no_violation"),
-            ("nice idiot hat", "violation")]  # fmt: skip
+    rows = [
+        ("you are an idiot", "violation"),
+        ("have a nice day", "no_violation"),
+        ("nice idiot hat", "violation"),
+    ]
     for i, (text, verdict) in enumerate(rows):
-        store.put({"key": f"k{i}", "created_at": f"2025-01-0{i + 1}T00:00:00", "text": text,
-                   "verdict": verdict, "policy_name": "toxic_simple", "model_ref": "m"})  # fmt: skip
+        store.put(
+            {
+                "key": f"k{i}",
+                "created_at": f"2025-01-0{i + 1}T00:00:00",
+                "text": text,
+                "verdict": verdict,
+                "policy_name": "toxic_simple",
+                "model_ref": "m",
+            }
+        )
     app = make_app(start="results")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -74,8 +86,9 @@ def test_search_results_escapes_like_wildcards(db_path) -> None:
 
 
 # -- Runs ----------------------------------------------------------------------------------------
-async def test_runs_classifies_a_dataset_with_progress_and_metrics(make_app, tmp_path,
-                                                                   db_path) -> None:  # fmt: skip
+async def test_runs_classifies_a_dataset_with_progress_and_metrics(
+    make_app, tmp_path, db_path
+) -> None:
     data = write_jsonl(tmp_path / "tiny.jsonl", LABELLED)
     app = make_app(final=toxic_answer, start="runs")
     async with app.run_test(size=SIZE) as pilot:
@@ -108,8 +121,9 @@ async def test_runs_reports_a_bad_dataset_as_an_error(make_app, tmp_path) -> Non
 
 
 # -- Study ---------------------------------------------------------------------------------------
-async def test_study_shows_both_distributions_agreement_and_reasonings(make_app, tmp_path,
-                                                                       tiny_o200k_model) -> None:  # fmt: skip
+async def test_study_shows_both_distributions_agreement_and_reasonings(
+    make_app, tmp_path, tiny_o200k_model
+) -> None:
     other = tmp_path / "base.gguf"
     other.symlink_to(tiny_o200k_model)
 
@@ -144,8 +158,9 @@ async def test_study_shows_both_distributions_agreement_and_reasonings(make_app,
 
 
 # -- Compare -------------------------------------------------------------------------------------
-async def test_compare_shows_agreement_matrix_and_label_flips(make_app, tmp_path, db_path,
-                                                              tiny_o200k_model) -> None:  # fmt: skip
+async def test_compare_shows_agreement_matrix_and_label_flips(
+    make_app, tmp_path, db_path, tiny_o200k_model
+) -> None:
     from edge_guard.runs.batch import run_dataset
     from edge_guard.tui.jobs import CancelFlag, ModelAccess, RunOptions
 
@@ -153,8 +168,9 @@ async def test_compare_shows_agreement_matrix_and_label_flips(make_app, tmp_path
     store = Store(db_path)
     access = ModelAccess(factory)
     for name, answer in (("all-safe", "0"), ("by-word", None)):
-        clf = access.classifier("toxic_simple", RunOptions(model=str(tiny_o200k_model)),
-                                store=store, flag=CancelFlag())  # fmt: skip
+        clf = access.classifier(
+            "toxic_simple", RunOptions(model=str(tiny_o200k_model)), store=store, flag=CancelFlag()
+        )
         steer = steer_to(answer or toxic_answer)
         run_dataset(
             data, clf, name=name, steer=lambda _i, row, clf=clf, s=steer: s(clf, [row.text])[0]
@@ -227,8 +243,9 @@ async def test_workbench_test_key_runs_the_edited_policy_cases(make_app) -> None
         assert "passed" in shown(app.screen.query_one("#ts-summary", Static))
 
 
-async def test_compare_opens_a_saved_comparison(make_app, tmp_path, db_path,
-                                                tiny_o200k_model) -> None:  # fmt: skip
+async def test_compare_opens_a_saved_comparison(
+    make_app, tmp_path, db_path, tiny_o200k_model
+) -> None:
     from edge_guard.compare import build_configs, run_compare
     from edge_guard.engine.sampling import ForcedTokens, harmony_script
     from edge_guard.harmony.vocab import o200k_harmony_vocab
@@ -241,9 +258,14 @@ async def test_compare_opens_a_saved_comparison(make_app, tmp_path, db_path,
         return ForcedTokens(harmony_script(vocab, final=answer, analysis=f"config {k}"))
 
     model = str(tiny_o200k_model)
-    run_compare(data, "toxic_simple", build_configs([f"{model},name=lenient", f"{model},name=strict,effort=low"]),
-                base_opts={"db": str(db_path), "threads": 1, "ctx": 4096, "max_tokens": 64},
-                name="lenient-vs-strict", steer=steer)  # fmt: skip
+    run_compare(
+        data,
+        "toxic_simple",
+        build_configs([f"{model},name=lenient", f"{model},name=strict,effort=low"]),
+        base_opts={"db": str(db_path), "threads": 1, "ctx": 4096, "max_tokens": 64},
+        name="lenient-vs-strict",
+        steer=steer,
+    )
     app = make_app(start="compare")
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen

@@ -66,14 +66,26 @@ def test_help(snap_compare, make_app, snap_policy) -> None:
 
 def test_results(snap_compare, make_app, db_path) -> None:
     store = Store(db_path)
-    rows = [("you are an idiot", "violation", "1", 0.97), ("have a nice day", "no_violation", "0", 0.02),
-            ("maybe", "undetermined", None, None)]  # fmt: skip
+    rows = [
+        ("you are an idiot", "violation", "1", 0.97),
+        ("have a nice day", "no_violation", "0", 0.02),
+        ("maybe", "undetermined", None, None),
+    ]
     for i, (text, verdict, final, p) in enumerate(rows):
-        store.put({"key": f"k{i}", "created_at": f"2025-01-0{i + 1}T10:00:00.000+00:00",
-                   "text": text, "verdict": verdict, "final": final, "policy_name": "toxic_simple",
-                   "model_ref": "gpt-oss-safeguard-20b:mxfp4", "finish_reason": "return",
-                   "metadata": {"p_violation": p} if p is not None else {},
-                   "reasoning": f"Reasoning about: {text}"})  # fmt: skip
+        store.put(
+            {
+                "key": f"k{i}",
+                "created_at": f"2025-01-0{i + 1}T10:00:00.000+00:00",
+                "text": text,
+                "verdict": verdict,
+                "final": final,
+                "policy_name": "toxic_simple",
+                "model_ref": "gpt-oss-safeguard-20b:mxfp4",
+                "finish_reason": "return",
+                "metadata": {"p_violation": p} if p is not None else {},
+                "reasoning": f"Reasoning about: {text}",
+            }
+        )
     app = make_app(model="synth:tiny-o200k", start="results")
     assert snap_compare(app, terminal_size=SIZE, run_before=steady)
 
@@ -96,16 +108,22 @@ def test_study(snap_compare, make_app, db_path, tiny_o200k_model) -> None:
     store, access, clfs = Store(db_path), ModelAccess(factory), {}
 
     def make(model: str):  # type: ignore[no-untyped-def]
-        clfs[model] = access.classifier("is_good", RunOptions(model=model), store=store,
-                                        flag=CancelFlag())  # fmt: skip
+        clfs[model] = access.classifier(
+            "is_good", RunOptions(model=model), store=store, flag=CancelFlag()
+        )
         return clfs[model]
 
     def steer(model, item, _r):  # type: ignore[no-untyped-def]
         answer = "3" if model == safeguard else str(1 + len(item.text) % 5)
         return steer_to(answer, f"{model} rates {answer}")(clfs[model], [item.text])[0]
 
-    run_study(StudyConfig(models=[safeguard, base], limit=6), name="snapshot-study",
-              store=store, classifier_factory=make, steer=steer)  # fmt: skip
+    run_study(
+        StudyConfig(models=[safeguard, base], limit=6),
+        name="snapshot-study",
+        store=store,
+        classifier_factory=make,
+        steer=steer,
+    )
     app = make_app(model="synth:tiny-o200k", start="study")
 
     async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]

@@ -50,12 +50,19 @@ async def test_classify_streams_reasoning_and_shows_verdict(make_app, db_path: P
         assert screen.query_one("#wb-reasoning", TextArea).text == "It insults a person directly."
         assert screen.query_one("#wb-history", DataTable).row_count == 1
     rows = Store(db_path).query("SELECT text, verdict, final, policy_name FROM results")
-    assert rows == [{"text": "you are an idiot", "verdict": "violation", "final": "1",
-                     "policy_name": "toxic_simple"}]  # fmt: skip
+    assert rows == [
+        {
+            "text": "you are an idiot",
+            "verdict": "violation",
+            "final": "1",
+            "policy_name": "toxic_simple",
+        }
+    ]
 
 
-async def test_second_run_is_served_from_the_store_and_fresh_rerun_generates(make_app,
-                                                                             db_path) -> None:  # fmt: skip
+async def test_second_run_is_served_from_the_store_and_fresh_rerun_generates(
+    make_app, db_path
+) -> None:
     app = make_app(final="0", analysis="Friendly.")
     async with app.run_test(size=SIZE) as pilot:
         await classify(pilot, app, "have a nice day")
@@ -97,13 +104,17 @@ async def test_controls_start_from_the_settings_and_a_bad_value_names_its_contro
 ) -> None:
     from edge_guard.settings import resolve_settings
 
-    spec = resolve_settings({"effort": "low", "reasoning": "none", "max_tokens": 77}, env={},
-                            config={})  # fmt: skip
+    spec = resolve_settings(
+        {"effort": "low", "reasoning": "none", "max_tokens": 77}, env={}, config={}
+    )
     app = make_app(settings=spec)
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
-        assert (screen.query_one("#wb-effort", Select).value, screen.query_one("#wb-path", Select).value,
-                screen.query_one("#wb-max-tokens", Input).value) == ("low", "none", "77")  # fmt: skip
+        assert (
+            screen.query_one("#wb-effort", Select).value,
+            screen.query_one("#wb-path", Select).value,
+            screen.query_one("#wb-max-tokens", Input).value,
+        ) == ("low", "none", "77")
         screen.query_one("#wb-max-tokens", Input).value = "0"
         await classify(pilot, app, "hello")
         assert notes(app)[-1] == "the max tokens box = '0': must be >= 1"
@@ -161,8 +172,9 @@ async def test_status_line_counts_tokens_and_checks_the_format(make_app) -> None
         assert "edited" in text and "never mentions" in text
 
 
-async def test_save_as_writes_a_new_policy_and_keeps_the_original(make_app, edge_guard_home,
-                                                                  db_path) -> None:  # fmt: skip
+async def test_save_as_writes_a_new_policy_and_keeps_the_original(
+    make_app, edge_guard_home, db_path
+) -> None:
     original = load_policy("toxic_simple").text
     app = make_app(final="1")
     async with app.run_test(size=SIZE) as pilot:

@@ -50,8 +50,12 @@ async def test_workbench_runs_a_text_against_a_set(make_app, db_path: Path) -> N
 
 @pytest.mark.anyio
 @pytest.mark.usefixtures("policies")
-async def test_runs_screen_filters_by_policy_and_shows_a_policy_table(make_app, db_path: Path,  # type: ignore[no-untyped-def]
-                                                                      tmp_path: Path, tiny_model: Path) -> None:  # fmt: skip
+async def test_runs_screen_filters_by_policy_and_shows_a_policy_table(
+    make_app,
+    db_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    tiny_model: Path,
+) -> None:
     from textual.widgets import DataTable, Select, Static
 
     from edge_guard.policy.sets import load_set
@@ -63,8 +67,9 @@ async def test_runs_screen_filters_by_policy_and_shows_a_policy_table(make_app, 
     clf = make_classifier(tiny_model, db_path)
     run_dataset(data, clf, name="single")  # toxic_simple
     pset = load_set("abc")
-    execute_multi_run(plan_multi_run(data, clf, pset, name="multi",
-                                     label_fields={"alpha": "label"}), clf)  # fmt: skip
+    execute_multi_run(
+        plan_multi_run(data, clf, pset, name="multi", label_fields={"alpha": "label"}), clf
+    )
     app = make_app(start="runs")
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen

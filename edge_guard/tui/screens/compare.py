@@ -26,8 +26,9 @@ from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.charts import agreement_matrix
 
 
-def align_runs(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]
-               ) -> list[tuple[dict[str, Any], dict[str, Any]]]:  # fmt: skip
+def align_runs(
+    rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Pairs of (A's row, B's row) for the same item: by item id when both runs have ids,
     else by text (the n-th occurrence of a text in A with the n-th in B)."""
     use_ids = all(r.get("item_id") for r in rows_a) and all(r.get("item_id") for r in rows_b)
@@ -70,9 +71,13 @@ def pairwise_table(c: dict[str, Any]) -> Table:
 
 
 class Compared(Message):
-    def __init__(self, token: int, summary: Any,
-                 flips: list[tuple[dict[str, Any], dict[str, Any]]],
-                 error: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        token: int,
+        summary: Any,
+        flips: list[tuple[dict[str, Any], dict[str, Any]]],
+        error: str | None = None,
+    ) -> None:
         super().__init__()
         self.token, self.summary, self.flips, self.error = token, summary, flips, error
 
@@ -103,9 +108,14 @@ class CompareScreen(EdgeScreen):
             yield Label("run B", classes="field-label")
             yield Select([], prompt="choose run B", id="cp-b", compact=True)
         with Horizontal(id="cp-top"), VerticalScroll(id="cp-matrix-box"):
-            yield Static(Text("Choose two runs over the same dataset (e.g. two policies "
-                              "or two models) to see where they agree.", style="dim"),
-                         id="cp-matrix")  # fmt: skip
+            yield Static(
+                Text(
+                    "Choose two runs over the same dataset (e.g. two policies "
+                    "or two models) to see where they agree.",
+                    style="dim",
+                ),
+                id="cp-matrix",
+            )
         with Horizontal(id="cp-bottom"):
             yield DataTable(id="cp-flips", cursor_type="row", zebra_stripes=True)
             with Vertical(id="cp-reasons"):
@@ -124,8 +134,9 @@ class CompareScreen(EdgeScreen):
         store = self.eg.store
         saved = self.query_one("#cp-saved", Select)
         names_saved = []
-        for r in store.query("SELECT config FROM runs WHERE kind = 'compare' "
-                             "ORDER BY updated_at DESC"):  # fmt: skip
+        for r in store.query(
+            "SELECT config FROM runs WHERE kind = 'compare' ORDER BY updated_at DESC"
+        ):
             name = (json.loads(r["config"] or "{}").get("compare") or {}).get("name")
             if name and name not in names_saved:
                 names_saved.append(name)
@@ -176,18 +187,26 @@ class CompareScreen(EdgeScreen):
         try:
             from edge_guard.compare import comparison_runs, format_summary, load_comparison
 
-            c = load_comparison(self.eg.store, comparison_runs(self.eg.store, name),
-                                n_resamples=200)  # fmt: skip
+            c = load_comparison(
+                self.eg.store, comparison_runs(self.eg.store, name), n_resamples=200
+            )
             flips = []
             ref_label = c["reference"]
             for cfg in c["configs"][1:]:
                 for f in cfg["vs_reference"]["flips"]:
                     gold = f.get("gold")
                     g = "" if gold is None else "violation" if gold else "no_violation"
-                    side = [{"verdict": f[k]["verdict"], "final": f[k]["final"],
-                             "reasoning": f[k]["reasoning"], "text": f.get("text"),
-                             "gold_label": g, "label": lab}
-                            for k, lab in (("ref", ref_label), ("cand", cfg["label"]))]  # fmt: skip
+                    side = [
+                        {
+                            "verdict": f[k]["verdict"],
+                            "final": f[k]["final"],
+                            "reasoning": f[k]["reasoning"],
+                            "text": f.get("text"),
+                            "gold_label": g,
+                            "label": lab,
+                        }
+                        for k, lab in (("ref", ref_label), ("cand", cfg["label"]))
+                    ]
                     flips.append((side[0], side[1]))
             summary = Group(plain(format_summary(c)), Text(""), pairwise_table(c))
             self.post_message(Compared(token, summary, flips))
@@ -216,18 +235,31 @@ class CompareScreen(EdgeScreen):
             store = self.eg.store
             pairs = align_runs(store.run_results(a), store.run_results(b))
             if not pairs:
-                self.post_message(Compared(token, line(f"{a} and {b} share no items (compare runs over "
-                                                "the same dataset)", style="yellow"), []))  # fmt: skip
+                self.post_message(
+                    Compared(
+                        token,
+                        line(
+                            f"{a} and {b} share no items (compare runs over the same dataset)",
+                            style="yellow",
+                        ),
+                        [],
+                    )
+                )
                 return
             va = [ra["verdict"] for ra, _ in pairs]
             vb = [rb["verdict"] for _, rb in pairs]
             ag = agreement(va, vb)
             flips = [(ra, rb) for ra, rb in pairs if ra["verdict"] != rb["verdict"]]
             head = Text.assemble(
-                ("A ", "bold"), line(a), "\n", ("B ", "bold"), line(b), "\n",
+                ("A ", "bold"),
+                line(a),
+                "\n",
+                ("B ", "bold"),
+                line(b),
+                "\n",
                 f"{ag['n']} shared items · agreement {pct(ag['agreement'])} · Cohen's kappa "
                 f"{num(ag['kappa'])} · {len(flips)} flips",
-            )  # fmt: skip
+            )
             summary = Group(head, Text(""), agreement_matrix(va, vb, "A", "B"))
             self.post_message(Compared(token, summary, flips))
         except Exception as exc:
@@ -246,8 +278,13 @@ class CompareScreen(EdgeScreen):
         for i, (ra, rb) in enumerate(message.flips):
             key = str(i)
             self.flips[key] = (ra, rb)
-            table.add_row(cell(gold_of(ra)), verdict_cell(ra["verdict"]), verdict_cell(rb["verdict"]),
-                          cell(ra.get("text"), 70), key=key)  # fmt: skip
+            table.add_row(
+                cell(gold_of(ra)),
+                verdict_cell(ra["verdict"]),
+                verdict_cell(rb["verdict"]),
+                cell(ra.get("text"), 70),
+                key=key,
+            )
         table.border_title = f"Label flips · {len(message.flips)}"
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -39,13 +39,31 @@ def model_rows(current: str | None = None) -> list[dict[str, Any]]:
     synth = lookup(SYNTH[0])
     known = {r["id"] for r in rows} | {SYNTH[0]}
     if current and current not in known and Path(current).is_file():
-        rows.append({"id": current, "kind": "path", "quant": None, "installed": True,
-                     "size": Path(current).stat().st_size, "path": current, "trust": "file",
-                     "default": False})  # fmt: skip
-    rows.append({"id": SYNTH[0], "kind": "synth", "quant": "f32", "installed": True,
-                 "size": synth.path.stat().st_size if synth.path else None,
-                 "path": str(synth.path) if synth.path else None, "trust": "local",
-                 "default": False, "note": SYNTH[1]})  # fmt: skip
+        rows.append(
+            {
+                "id": current,
+                "kind": "path",
+                "quant": None,
+                "installed": True,
+                "size": Path(current).stat().st_size,
+                "path": current,
+                "trust": "file",
+                "default": False,
+            }
+        )
+    rows.append(
+        {
+            "id": SYNTH[0],
+            "kind": "synth",
+            "quant": "f32",
+            "installed": True,
+            "size": synth.path.stat().st_size if synth.path else None,
+            "path": str(synth.path) if synth.path else None,
+            "trust": "local",
+            "default": False,
+            "note": SYNTH[1],
+        }
+    )
     return rows
 
 
@@ -70,8 +88,11 @@ def info_renderable(row: dict[str, Any]) -> Any:
         line(row["id"], "bold"), line(f"  {row.get('kind')} · {row.get('trust', '')}")
     )
     if not path or not Path(path).is_file():
-        hint = ("a tiny random model is built on first use" if row["kind"] == "synth"
-                else f"not downloaded: Ctrl+R pulls it ({_size(row.get('size'))})")  # fmt: skip
+        hint = (
+            "a tiny random model is built on first use"
+            if row["kind"] == "synth"
+            else f"not downloaded: Ctrl+R pulls it ({_size(row.get('size'))})"
+        )
         return Group(head, Text(hint, style="yellow"))
     info = model_info(path)
     fit = fit_report(path)
@@ -79,12 +100,15 @@ def info_renderable(row: dict[str, Any]) -> Any:
     t.add_column(style="cyan")
     t.add_column()
     for k, v in (
-        ("file", path), ("size", _size(info.get("file_size"))),
-        ("architecture", info.get("architecture")), ("file type", info.get("file_type")),
+        ("file", path),
+        ("size", _size(info.get("file_size"))),
+        ("architecture", info.get("architecture")),
+        ("file type", info.get("file_type")),
         ("parameters", f"{(info.get('parameters') or 0) / 1e9:.2f} B"),
         ("layers / experts", f"{info.get('block_count')} / {info.get('expert_count')}"),
-        ("context (trained)", info.get("context_length")), ("check", info.get("check")),
-    ):  # fmt: skip
+        ("context (trained)", info.get("context_length")),
+        ("check", info.get("check")),
+    ):
         t.add_row(k, plain(v))
     fits = fit.get("fits")
     verdict = Text("fits" if fits else "does not fit", style="bold green" if fits else "bold red")
@@ -134,8 +158,13 @@ class ModelsScreen(EdgeScreen):
                     yield ProgressBar(total=1, id="md-progress", show_eta=False)
                     yield Static("", id="md-pull-status")
             with VerticalScroll(id="md-info-box"):
-                yield Static(Text("Select a model to see its header and whether it fits this "
-                                  "machine.", style="dim"), id="md-info")  # fmt: skip
+                yield Static(
+                    Text(
+                        "Select a model to see its header and whether it fits this machine.",
+                        style="dim",
+                    ),
+                    id="md-info",
+                )
 
     def on_mount(self) -> None:
         table = self.query_one("#md-table", DataTable)
@@ -162,8 +191,15 @@ class ModelsScreen(EdgeScreen):
                 installed = Text("✓", style="green")
             else:
                 installed = Text("—", style="dim")
-            table.add_row(mark, cell(r["id"], 40), cell(r.get("kind")), installed,
-                          cell(_size(r.get("size"))), cell(r.get("trust")), key=r["id"])  # fmt: skip
+            table.add_row(
+                mark,
+                cell(r["id"], 40),
+                cell(r.get("kind")),
+                installed,
+                cell(_size(r.get("size"))),
+                cell(r.get("trust")),
+                key=r["id"],
+            )
         ids = [r["id"] for r in rows]
         if keep is not None and keep["id"] in ids:
             table.move_cursor(row=ids.index(keep["id"]))
@@ -231,15 +267,17 @@ class ModelsScreen(EdgeScreen):
     def _pull(self, model_id: str) -> None:
         """Download in a daemon thread: quitting never waits for a 12 GB transfer (the
         partial file stays, and the next pull resumes it)."""
-        threading.Thread(target=self._pull_blocking, args=(model_id,), daemon=True,
-                         name=f"pull {model_id}").start()  # fmt: skip
+        threading.Thread(
+            target=self._pull_blocking, args=(model_id,), daemon=True, name=f"pull {model_id}"
+        ).start()
 
     def _pull_blocking(self, model_id: str) -> None:
         from edge_guard.registry import pull
 
         try:
-            result = pull(model_id, echo=lambda msg: self.post_message(PullEvent(msg)),
-                          progress=False)  # fmt: skip
+            result = pull(
+                model_id, echo=lambda msg: self.post_message(PullEvent(msg)), progress=False
+            )
             self.post_message(PullEvent(f"pulled {model_id}: {result.path}", done=True))
         except Exception as exc:
             self.post_message(PullEvent(error_text(exc), done=True, error=True))

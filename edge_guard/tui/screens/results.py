@@ -24,9 +24,15 @@ def like_pattern(text: str) -> str:
     return f"%{esc}%"
 
 
-def search_results(store: Any, *, policy: str | None = None, model: str | None = None,
-                   verdict: str | None = None, text: str = "",
-                   limit: int = LIMIT) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+def search_results(
+    store: Any,
+    *,
+    policy: str | None = None,
+    model: str | None = None,
+    verdict: str | None = None,
+    text: str = "",
+    limit: int = LIMIT,
+) -> tuple[list[dict[str, Any]], int]:
     """Matching results (newest first, at most `limit`) and the total number matching."""
     where, params = [], []
     for col, val in (("policy_name", policy), ("model_ref", model), ("verdict", verdict)):
@@ -72,9 +78,16 @@ class ResultsScreen(EdgeScreen):
         with Horizontal(id="rs-filters", classes="form-row"):
             yield Select([], prompt="any policy", id="rs-policy", compact=True)
             yield Select([], prompt="any model", id="rs-model", compact=True)
-            yield Select([("violation", "violation"), ("no violation", "no_violation"),
-                          ("undetermined", "undetermined")], prompt="any verdict",
-                         id="rs-verdict", compact=True)  # fmt: skip
+            yield Select(
+                [
+                    ("violation", "violation"),
+                    ("no violation", "no_violation"),
+                    ("undetermined", "undetermined"),
+                ],
+                prompt="any verdict",
+                id="rs-verdict",
+                compact=True,
+            )
             yield Input(placeholder="text contains… (/ to focus)", id="rs-search", compact=True)
         yield DataTable(id="rs-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="rs-detail"):
@@ -95,8 +108,12 @@ class ResultsScreen(EdgeScreen):
         store = self.eg.store
         for sel_id, col in (("#rs-policy", "policy_name"), ("#rs-model", "model_ref")):
             sel = self.query_one(sel_id, Select)
-            values = [r["v"] for r in store.query(
-                f"SELECT DISTINCT {col} AS v FROM results WHERE {col} IS NOT NULL ORDER BY v")]  # fmt: skip
+            values = [
+                r["v"]
+                for r in store.query(
+                    f"SELECT DISTINCT {col} AS v FROM results WHERE {col} IS NOT NULL ORDER BY v"
+                )
+            ]
             current = sel.value
             sel.set_options([(cell(v, 40), v) for v in values])
             if current in values:
@@ -118,10 +135,16 @@ class ResultsScreen(EdgeScreen):
         table = self.query_one("#rs-table", DataTable)
         table.clear()
         for r in rows:
-            table.add_row(cell(when(r["created_at"])), cell(r["policy_name"], 20),
-                          cell(r["model_ref"], 26), verdict_cell(r["verdict"]),
-                          cell(score_short(meta_of(r), r["float_label"])), cell(r["final"], 10),
-                          cell(r["text"], 70), key=r["key"])  # fmt: skip
+            table.add_row(
+                cell(when(r["created_at"])),
+                cell(r["policy_name"], 20),
+                cell(r["model_ref"], 26),
+                verdict_cell(r["verdict"]),
+                cell(score_short(meta_of(r), r["float_label"])),
+                cell(r["final"], 10),
+                cell(r["text"], 70),
+                key=r["key"],
+            )
         shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
         table.border_title = f"Results · {shown} matching"
 

@@ -57,8 +57,9 @@ def _side(v: bool | None) -> str:
 
 def item_text(item: Any, why: list[str], pending: dict[str, Any]) -> Group:
     """The verdict, score, answer, gold, partners and decision of an item, as Text."""
-    head = Text.assemble(verdict_badge(item.verdict), "  ", (f"P(violation) {num(item.score)}",
-                                                             "bold"))  # fmt: skip
+    head = Text.assemble(
+        verdict_badge(item.verdict), "  ", (f"P(violation) {num(item.score)}", "bold")
+    )
     head.append(f"   gold: {_side(item.gold)}", style="cyan")
     parts: list[Any] = [head]
     if why:
@@ -70,15 +71,28 @@ def item_text(item: Any, why: list[str], pending: dict[str, Any]) -> Group:
     if item.error:
         parts.append(plain(f"error: {item.error}", style="red"))
     for p in item.partners:
-        parts.append(Text.assemble(("vs ", "dim"), line(clip(p.run, 50)), ": ",
-                                   verdict_cell(p.verdict), f" (P {num(p.score)})"))  # fmt: skip
+        parts.append(
+            Text.assemble(
+                ("vs ", "dim"),
+                line(clip(p.run, 50)),
+                ": ",
+                verdict_cell(p.verdict),
+                f" (P {num(p.score)})",
+            )
+        )
     d = item.decision
     if d is None:
-        parts.append(Text("decision: none yet — 1 violation · 0 no violation · s skip",
-                          style="dim"))  # fmt: skip
+        parts.append(
+            Text("decision: none yet — 1 violation · 0 no violation · s skip", style="dim")
+        )
     else:
-        dec = Text.assemble(("decision: ", "bold"), (d.label, "bold magenta"), " by ",
-                            line(d.reviewer), f" at {d.created_at[:16].replace('T', ' ')}")  # fmt: skip
+        dec = Text.assemble(
+            ("decision: ", "bold"),
+            (d.label, "bold magenta"),
+            " by ",
+            line(d.reviewer),
+            f" at {d.created_at[:16].replace('T', ' ')}",
+        )
         if d.tags:
             dec.append(" [")
             dec.append(line(", ".join(d.tags)))
@@ -131,8 +145,13 @@ class ReviewScreen(EdgeScreen):
             yield Label("run", classes="field-label")
             yield Select([], prompt="choose a run", id="rv-run", compact=True)
             yield Label("queue", classes="field-label")
-            yield Select([(q, q) for q in QUEUES], value="triage", allow_blank=False,
-                         id="rv-queue", compact=True)  # fmt: skip
+            yield Select(
+                [(q, q) for q in QUEUES],
+                value="triage",
+                allow_blank=False,
+                id="rv-queue",
+                compact=True,
+            )
             yield Label("cases of", classes="field-label")
             yield Input("", placeholder="policy (name or folder)", id="rv-policy", compact=True)
             yield Button("Test ^T", id="rv-test", compact=True)
@@ -154,8 +173,10 @@ class ReviewScreen(EdgeScreen):
     # -- loading ------------------------------------------------------------------------------
     def refresh_data(self) -> None:
         sel = self.query_one("#rv-run", Select)
-        names = [r["name"] for r in self.eg.store.query(
-            "SELECT name FROM runs ORDER BY updated_at DESC LIMIT 200")]  # fmt: skip
+        names = [
+            r["name"]
+            for r in self.eg.store.query("SELECT name FROM runs ORDER BY updated_at DESC LIMIT 200")
+        ]
         current = sel.value
         if names != getattr(self, "_names", None):  # (set_options clears the choice)
             self._names = names
@@ -184,8 +205,12 @@ class ReviewScreen(EdgeScreen):
         if not isinstance(run, str):
             return
         queue = str(self.query_one("#rv-queue", Select).value)
-        if keep is None and self.source is not None and self.queue is not None \
-                and (self.source.run, self.queue.name) == (run, queue):  # fmt: skip
+        if (
+            keep is None
+            and self.source is not None
+            and self.queue is not None
+            and (self.source.run, self.queue.name) == (run, queue)
+        ):
             keep = self.current  # a reload of the same queue stays on the same item
         try:
             self.source = load_source(self.eg.store, run)
@@ -211,9 +236,16 @@ class ReviewScreen(EdgeScreen):
         table.clear()
         for it in self.queue.items:
             dec = it.decision.label if it.decision else "—"
-            table.add_row(cell(it.idx), cell(",".join(self.queue.why.get(it.idx, [])) or "—", 22),
-                          verdict_cell(it.verdict), cell(num(it.score)), cell(_side(it.gold)),
-                          cell(dec), cell(it.text, 60), key=str(it.idx))  # fmt: skip
+            table.add_row(
+                cell(it.idx),
+                cell(",".join(self.queue.why.get(it.idx, [])) or "—", 22),
+                verdict_cell(it.verdict),
+                cell(num(it.score)),
+                cell(_side(it.gold)),
+                cell(dec),
+                cell(it.text, 60),
+                key=str(it.idx),
+            )
         table.border_title = clip(f"{self.source.run} · queue {self.queue.name}", 80)
         self._counter()
         if self.queue.note:
@@ -229,9 +261,14 @@ class ReviewScreen(EdgeScreen):
 
     def _counter(self) -> None:
         q = self.queue
-        self.query_one("#rv-counter", Static).update(Text.assemble(
-            (f"reviewed {q.reviewed}", "bold green"), " / ", (f"remaining {q.remaining}", "bold"),
-            f" · {len(q.items)} items in queue {q.name} · threshold {self.source.threshold:g}"))  # fmt: skip
+        self.query_one("#rv-counter", Static).update(
+            Text.assemble(
+                (f"reviewed {q.reviewed}", "bold green"),
+                " / ",
+                (f"remaining {q.remaining}", "bold"),
+                f" · {len(q.items)} items in queue {q.name} · threshold {self.source.threshold:g}",
+            )
+        )
 
     # -- showing ------------------------------------------------------------------------------
     def _item(self, idx: int | None) -> Any:
@@ -253,8 +290,9 @@ class ReviewScreen(EdgeScreen):
         why = self.queue.why.get(idx, [])
         self.query_one("#rv-detail", Static).update(item_text(it, why, self.pending.get(idx, {})))
         area = self.query_one("#rv-text", TextArea)
-        area.border_title = f"Item {idx} · conversation (>>> judged)" if it.conversation else \
-            f"Item {idx} · text"  # fmt: skip
+        area.border_title = (
+            f"Item {idx} · conversation (>>> judged)" if it.conversation else f"Item {idx} · text"
+        )
         area.load_text(shown_text(it.text, it.conversation, clip=4000) or "")
         self.query_one("#rv-reasoning", TextArea).load_text(it.reasoning or "")
 
@@ -274,8 +312,15 @@ class ReviewScreen(EdgeScreen):
 
     def _record(self, record: Any, it: Any, label: str, note: str, tags: list[str]) -> None:
         try:
-            it.decision = record(self.eg.store, it.target(), label, note=note, tags=tags,
-                                 queue=self.queue.name, source="tui")  # fmt: skip
+            it.decision = record(
+                self.eg.store,
+                it.target(),
+                label,
+                note=note,
+                tags=tags,
+                queue=self.queue.name,
+                source="tui",
+            )
         except Exception as exc:
             from edge_guard.tui.jobs import error_text
 
@@ -297,8 +342,10 @@ class ReviewScreen(EdgeScreen):
             return
         held = self.pending.get(it.idx, {})
         now = held.get("note", it.decision.note if it.decision else "")
-        self.app.push_screen(TextPrompt(f"Note on item {it.idx}", now, "why (Enter keeps it)"),
-                             lambda v, idx=it.idx: self._set(idx, "note", v))  # fmt: skip
+        self.app.push_screen(
+            TextPrompt(f"Note on item {it.idx}", now, "why (Enter keeps it)"),
+            lambda v, idx=it.idx: self._set(idx, "note", v),
+        )
 
     def action_tags(self) -> None:
         it = self._item(self.current)
@@ -306,9 +353,10 @@ class ReviewScreen(EdgeScreen):
             return
         held = self.pending.get(it.idx, {})
         now = held.get("tags", list(it.decision.tags) if it.decision else [])
-        self.app.push_screen(TextPrompt(f"Tags of item {it.idx}", ", ".join(now),
-                                        "comma-separated"),
-                             lambda v, idx=it.idx: self._set(idx, "tags", v))  # fmt: skip
+        self.app.push_screen(
+            TextPrompt(f"Tags of item {it.idx}", ", ".join(now), "comma-separated"),
+            lambda v, idx=it.idx: self._set(idx, "tags", v),
+        )
 
     def _set(self, idx: int, what: str, value: str | None) -> None:
         """A note or tags: a new decision (history kept) when decided, else held."""
@@ -363,8 +411,10 @@ class ReviewScreen(EdgeScreen):
             why.append("already a case (same text)")
         why += [w for _, w in done.unmappable]
         msg = f"added {len(done.added)} case(s) to {done.path}"
-        self.notify(msg + (f" — left out: {'; '.join(why)}" if why else ""),
-                    severity="information" if done.added else "warning")  # fmt: skip
+        self.notify(
+            msg + (f" — left out: {'; '.join(why)}" if why else ""),
+            severity="information" if done.added else "warning",
+        )
 
     def action_run_tests(self) -> None:
         from edge_guard.tui.jobs import error_text

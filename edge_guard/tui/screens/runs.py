@@ -23,16 +23,21 @@ from edge_guard.tui.widgets.set_results import render_multi_evaluation, runs_of_
 
 
 class Planned(Message):
-    def __init__(self, name: str, total: int, verdicts: list[str], gold: list[bool | None],
-                 notes: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, total: int, verdicts: list[str], gold: list[bool | None], notes: list[str]
+    ) -> None:
         super().__init__()
         self.name, self.total, self.verdicts, self.gold, self.notes = (
-            name, total, verdicts, gold, notes)  # fmt: skip
+            name,
+            total,
+            verdicts,
+            gold,
+            notes,
+        )
 
 
 class Progressed(Message):
-    def __init__(self, done: int, total: int, rate: float, verdict: str,
-                 gold: bool | None) -> None:  # fmt: skip
+    def __init__(self, done: int, total: int, rate: float, verdict: str, gold: bool | None) -> None:
         super().__init__()
         self.done, self.total, self.rate, self.verdict, self.gold = done, total, rate, verdict, gold
 
@@ -83,33 +88,47 @@ class RunsScreen(EdgeScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="form-row", id="rn-form1"):
             yield Label("dataset", classes="field-label")
-            yield Input(placeholder="dataset file (.jsonl / .csv / .parquet with a text column)",
-                        id="rn-dataset", suggester=SuggestFromList(_datasets()), compact=True)  # fmt: skip
+            yield Input(
+                placeholder="dataset file (.jsonl / .csv / .parquet with a text column)",
+                id="rn-dataset",
+                suggester=SuggestFromList(_datasets()),
+                compact=True,
+            )
             yield Label("policy", classes="field-label")
             yield Select([], prompt="policy", id="rn-policy", compact=True)
             yield Label("model", classes="field-label")
             yield Input(self.eg.model_ref, placeholder="model", id="rn-model", compact=True)
         with Horizontal(classes="form-row", id="rn-form2"):
             yield Label("name", classes="field-label")
-            yield Input(placeholder="default: dataset__policy__model", id="rn-name",
-                        compact=True)  # fmt: skip
+            yield Input(placeholder="default: dataset__policy__model", id="rn-name", compact=True)
             yield Label("limit", classes="field-label")
             yield Input(placeholder="all", id="rn-limit", type="integer", compact=True)
             yield Label("max tokens", classes="field-label")
-            yield Input(str(DEFAULT_MAX_TOKENS), placeholder="max tokens", id="rn-max-tokens", type="integer",
-                        compact=True, tooltip="most tokens per item")  # fmt: skip
+            yield Input(
+                str(DEFAULT_MAX_TOKENS),
+                placeholder="max tokens",
+                id="rn-max-tokens",
+                type="integer",
+                compact=True,
+                tooltip="most tokens per item",
+            )
             yield Select([], prompt="runs of any policy", id="rn-filter", compact=True)
             yield Button("Start ^R", variant="primary", id="rn-start", compact=True)
-            yield Button("Cancel Esc", variant="error", id="rn-cancel", disabled=True,
-                         compact=True)  # fmt: skip
+            yield Button("Cancel Esc", variant="error", id="rn-cancel", disabled=True, compact=True)
         with Horizontal(id="rn-progress-row"):
             yield ProgressBar(total=1, id="rn-progress", show_eta=False)
             yield Static("", id="rn-rate")
         with Horizontal(id="rn-main"):
             yield DataTable(id="rn-runs", cursor_type="row", zebra_stripes=True)
             with VerticalScroll(id="rn-detail"):
-                yield Static(Text("Give a dataset file and press Ctrl+R. Select a past run to "
-                                  "see its metrics.", style="dim"), id="rn-metrics")  # fmt: skip
+                yield Static(
+                    Text(
+                        "Give a dataset file and press Ctrl+R. Select a past run to "
+                        "see its metrics.",
+                        style="dim",
+                    ),
+                    id="rn-metrics",
+                )
 
     def on_mount(self) -> None:
         table = self.query_one("#rn-runs", DataTable)
@@ -185,8 +204,15 @@ class RunsScreen(EdgeScreen):
             self.action_cancel()
 
     @work(thread=True, group="batch-run")
-    def _run(self, dataset: str, policy: str, options: RunOptions, name: str | None,
-             limit: int | None, flag: CancelFlag) -> None:  # fmt: skip
+    def _run(
+        self,
+        dataset: str,
+        policy: str,
+        options: RunOptions,
+        name: str | None,
+        limit: int | None,
+        flag: CancelFlag,
+    ) -> None:
         from edge_guard.datasets.hub import resolve_dataset
         from edge_guard.runs.batch import execute_run, plan_run, run_outcomes
 
@@ -201,8 +227,9 @@ class RunsScreen(EdgeScreen):
             clf = access.classifier(policy, options, store=store, flag=flag)
             plan = plan_run(resolve_dataset(dataset), clf, name=name, limit=limit)
             done = run_outcomes(store, plan.name)
-            self.post_message(Planned(plan.name, plan.n_items, done.verdicts, done.gold,
-                                      plan.messages()))  # fmt: skip
+            self.post_message(
+                Planned(plan.name, plan.n_items, done.verdicts, done.gold, plan.messages())
+            )
             steer = None
             if access.steering is not None:
 
@@ -211,9 +238,15 @@ class RunsScreen(EdgeScreen):
 
             def on_result(progress: Any, idx: int, result: Any) -> None:
                 gold = plan.golds[idx]
-                self.post_message(Progressed(progress.done, progress.total,
-                                             progress.labels_per_s, str(result.verdict),
-                                             None if gold is None else gold.violation))  # fmt: skip
+                self.post_message(
+                    Progressed(
+                        progress.done,
+                        progress.total,
+                        progress.labels_per_s,
+                        str(result.verdict),
+                        None if gold is None else gold.violation,
+                    )
+                )
                 flag.check()
 
             execute_run(plan, clf, steer=steer, on_result=on_result)
@@ -242,8 +275,9 @@ class RunsScreen(EdgeScreen):
 
     def on_progressed(self, message: Progressed) -> None:
         self.live.add(message.verdict, message.gold)
-        self.query_one("#rn-progress", ProgressBar).update(total=message.total,
-                                                           progress=message.done)  # fmt: skip
+        self.query_one("#rn-progress", ProgressBar).update(
+            total=message.total, progress=message.done
+        )
         self.query_one("#rn-rate", Static).update(
             f"{message.done}/{message.total} · {message.rate:.2f} labels/s · Esc cancels"
         )
@@ -279,15 +313,22 @@ class RunsScreen(EdgeScreen):
         rows = store.query(
             "SELECT r.name, r.kind, r.status, r.policy, r.model, r.n_items, r.updated_at, "
             "(SELECT COUNT(*) FROM run_items ri WHERE ri.run = r.name) AS done "
-            f"FROM runs r{where} ORDER BY r.updated_at DESC LIMIT 300", params
+            f"FROM runs r{where} ORDER BY r.updated_at DESC LIMIT 300",
+            params,
         )
         table = self.query_one("#rn-runs", DataTable)
         table.clear()
         for r in rows:
-            table.add_row(cell(r["name"], 44), cell(r["kind"]), cell(r["status"]),
-                          cell(r["policy"], 16), cell(r["model"], 24),
-                          cell(f"{r['done']}/{r['n_items'] or '?'}"), cell(when(r["updated_at"])),
-                          key=r["name"])  # fmt: skip
+            table.add_row(
+                cell(r["name"], 44),
+                cell(r["kind"]),
+                cell(r["status"]),
+                cell(r["policy"], 16),
+                cell(r["model"], 24),
+                cell(f"{r['done']}/{r['n_items'] or '?'}"),
+                cell(when(r["updated_at"])),
+                key=r["name"],
+            )
         table.border_title = f"Past runs · {len(rows)}"
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -316,10 +357,16 @@ class RunsScreen(EdgeScreen):
                 self.post_message(Evaluated(name, plain(error_text(exc), style="red")))
             return
         if run.get("kind") != "run":
-            hint = {"study": "open the Study screen (F5) to see it",
-                    "test": "open the Tests screen (F8) to see it"}.get(run.get("kind") or "", "")  # fmt: skip
-            body = Text.assemble(line(name, "bold"), line(f"  [{run.get('status')}]"), "\n",
-                                 line(f"a {run.get('kind')} run · {hint}"))  # fmt: skip
+            hint = {
+                "study": "open the Study screen (F5) to see it",
+                "test": "open the Tests screen (F8) to see it",
+            }.get(run.get("kind") or "", "")
+            body = Text.assemble(
+                line(name, "bold"),
+                line(f"  [{run.get('status')}]"),
+                "\n",
+                line(f"a {run.get('kind')} run · {hint}"),
+            )
             self.post_message(Evaluated(name, body))
             return
         try:

@@ -21,8 +21,13 @@ from edge_guard.tui.widgets.charts import LikertChart
 
 
 class Loaded(Message):
-    def __init__(self, name: str, analysis: dict[str, Any] | None,
-                 reasons: dict[str, dict[str, dict[str, Any]]], error: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        analysis: dict[str, Any] | None,
+        reasons: dict[str, dict[str, dict[str, Any]]],
+        error: str | None = None,
+    ) -> None:
         super().__init__()
         self.name, self.analysis, self.reasons, self.error = name, analysis, reasons, error
 
@@ -53,8 +58,15 @@ def stats_text(a: dict[str, Any]) -> Text:
 
     st = a["study"]
     out = Text()
-    out.append(clip(f"{st['n_items']} items · policy {st.get('policy')} · scale "
-                    f"{st['scale'][0]}–{st['scale'][1]}", 200) + "\n", style="dim")  # fmt: skip
+    out.append(
+        clip(
+            f"{st['n_items']} items · policy {st.get('policy')} · scale "
+            f"{st['scale'][0]}–{st['scale'][1]}",
+            200,
+        )
+        + "\n",
+        style="dim",
+    )
     for lab, m in a["models"].items():
         out.append(clip(lab, 60), style="bold")
         out.append(f": mean {num(m['mean'], '.2f')} · sd {num(m['sd'], '.2f')}")
@@ -65,8 +77,10 @@ def stats_text(a: dict[str, Any]) -> Text:
         out.append("\n")
     for p in a["pairs"][:1]:
         sp, icc = p["spearman"], p["icc"]
-        out.append("\n" + clip(f"{p['a']} vs {p['b']} · {p['n_paired']} items rated by both", 200)
-                   + "\n", style="bold")  # fmt: skip
+        out.append(
+            "\n" + clip(f"{p['a']} vs {p['b']} · {p['n_paired']} items rated by both", 200) + "\n",
+            style="bold",
+        )
         rows = [
             ("exact agreement", f"{pct(p['exact_agreement'])} (differ {pct(p['differ_share'])})"),
             ("within ±1", pct(p["within_one"])),
@@ -76,12 +90,21 @@ def stats_text(a: dict[str, Any]) -> Text:
         ]
         if "middle" in p:
             m = p["middle"]
-            rows.append((f"share of {st['middle']}s",
-                         f"{pct(m['share_a'])} vs {pct(m['share_b'])} "
-                         f"(McNemar p {pval(m['mcnemar']['p'])})"))  # fmt: skip
+            rows.append(
+                (
+                    f"share of {st['middle']}s",
+                    f"{pct(m['share_a'])} vs {pct(m['share_b'])} "
+                    f"(McNemar p {pval(m['mcnemar']['p'])})",
+                )
+            )
         r = p["ratings"]
-        rows.append(("mean rating", f"{num(r['mean_a'], '.2f')} vs {num(r['mean_b'], '.2f')} "
-                                    f"(Wilcoxon p {pval(r['wilcoxon']['p'])})"))  # fmt: skip
+        rows.append(
+            (
+                "mean rating",
+                f"{num(r['mean_a'], '.2f')} vs {num(r['mean_b'], '.2f')} "
+                f"(Wilcoxon p {pval(r['wilcoxon']['p'])})",
+            )
+        )
         for k, v in rows:
             out.append(f"  {k:<18}", style="cyan")
             out.append(f"{v}\n")
@@ -117,22 +140,30 @@ class StudyScreen(EdgeScreen):
             yield Label("study", classes="field-label")
             yield Select([], prompt="choose a study run", id="st-run", compact=True)
             yield Label("models", classes="field-label")
-            yield Input(", ".join(DEFAULT_MODELS), id="st-models", compact=True,
-                        tooltip="two (or more) model references, comma-separated")  # fmt: skip
+            yield Input(
+                ", ".join(DEFAULT_MODELS),
+                id="st-models",
+                compact=True,
+                tooltip="two (or more) model references, comma-separated",
+            )
             yield Label("limit", classes="field-label")
             yield Input(placeholder="all", id="st-limit", type="integer", compact=True)
             yield Button("Start ^R", variant="primary", id="st-start", compact=True)
-            yield Button("Cancel Esc", variant="error", id="st-cancel", disabled=True,
-                         compact=True)  # fmt: skip
+            yield Button("Cancel Esc", variant="error", id="st-cancel", disabled=True, compact=True)
         with Horizontal(id="st-progress-row"):
             yield ProgressBar(total=1, id="st-progress", show_eta=False)
             yield Static("", id="st-status")
         with Horizontal(id="st-top"):
             yield LikertChart(id="st-chart")
             with VerticalScroll(id="st-stats-box"):
-                yield Static(Text("Choose a study run above, or start one with Ctrl+R "
-                                  "(the packaged controversial-opinion set).", style="dim"),
-                             id="st-stats")  # fmt: skip
+                yield Static(
+                    Text(
+                        "Choose a study run above, or start one with Ctrl+R "
+                        "(the packaged controversial-opinion set).",
+                        style="dim",
+                    ),
+                    id="st-stats",
+                )
         with Horizontal(id="st-bottom"):
             yield DataTable(id="st-divergent", cursor_type="row", zebra_stripes=True)
             with Vertical(id="st-reasons"):
@@ -154,8 +185,9 @@ class StudyScreen(EdgeScreen):
         )
         sel = self.query_one("#st-run", Select)
         current = sel.value
-        sel.set_options([(cell(f"{clip(r['name'], 40)} [{r['status']}]", 60), r["name"])
-                         for r in rows])  # fmt: skip
+        sel.set_options(
+            [(cell(f"{clip(r['name'], 40)} [{r['status']}]", 60), r["name"]) for r in rows]
+        )
         names = [r["name"] for r in rows]
         if current in names:
             sel.value = current
@@ -180,7 +212,9 @@ class StudyScreen(EdgeScreen):
                 iid, model = extra.get("item") or row.get("item_id"), extra.get("model")
                 if int(extra.get("repeat", 0)) == 0:
                     reasons.setdefault(str(iid), {})[str(model)] = {
-                        "final": row.get("final"), "reasoning": row.get("reasoning") or ""}  # fmt: skip
+                        "final": row.get("final"),
+                        "reasoning": row.get("reasoning") or "",
+                    }
             self.post_message(Loaded(name, analysis, reasons))
         except Exception as exc:
             self.post_message(Loaded(name, None, {}, error_text(exc)))
@@ -198,8 +232,13 @@ class StudyScreen(EdgeScreen):
         table.clear()
         for item in sorted(a["divergent"], key=divergence_key):
             ratings = " vs ".join("?" if v is None else str(v) for v in item["ratings"].values())
-            table.add_row(cell(item["spread"]), cell(ratings), cell(item.get("topic"), 30),
-                          cell(item["text"], 60), key=str(item["id"]))  # fmt: skip
+            table.add_row(
+                cell(item["spread"]),
+                cell(ratings),
+                cell(item.get("topic"), 30),
+                cell(item["text"], 60),
+                key=str(item["id"]),
+            )
         n = len(a["divergent"])
         table.border_title = f"Most divergent items · {n}" if n else "No items where they differ"
         labels = list(a["models"])
@@ -218,8 +257,11 @@ class StudyScreen(EdgeScreen):
         models = self.analysis["models"]
         for sel, lab in zip(("#st-reason-a", "#st-reason-b"), list(models)[:2], strict=False):
             got = per.get(models[lab]["ref"])
-            text = ("no reasoning stored (a results file, or not rated yet)" if got is None
-                    else f"answer: {got['final']}\n\n{got['reasoning']}")  # fmt: skip
+            text = (
+                "no reasoning stored (a results file, or not rated yet)"
+                if got is None
+                else f"answer: {got['final']}\n\n{got['reasoning']}"
+            )
             self.query_one(sel, TextArea).load_text(text)
 
     # -- running a study ----------------------------------------------------------------------------
@@ -263,8 +305,9 @@ class StudyScreen(EdgeScreen):
         clfs: dict[str, Any] = {}
 
         def factory(model: str) -> Any:
-            clfs[model] = access.classifier(config.policy, RunOptions(model=model), store=store,
-                                            flag=flag)  # fmt: skip
+            clfs[model] = access.classifier(
+                config.policy, RunOptions(model=model), store=store, flag=flag
+            )
             return clfs[model]
 
         def steer(model: str, item: Any, _repeat: int) -> Any:
@@ -281,13 +324,20 @@ class StudyScreen(EdgeScreen):
             return
         name = None
         try:
-            result = run_study(config, store=store, classifier_factory=factory,
-                               steer=steer if access.steering else None, on_progress=progress)  # fmt: skip
+            result = run_study(
+                config,
+                store=store,
+                classifier_factory=factory,
+                steer=steer if access.steering else None,
+                on_progress=progress,
+            )
             name = result.name
             self.post_message(StudyEnded(name, None))
         except Cancelled:
-            rows = store.query("SELECT name FROM runs WHERE kind = 'study' AND status = 'running' "
-                               "AND model = ?", [",".join(models)])  # fmt: skip
+            rows = store.query(
+                "SELECT name FROM runs WHERE kind = 'study' AND status = 'running' AND model = ?",
+                [",".join(models)],
+            )
             for r in rows:
                 store.set_run_status(r["name"], "interrupted")
             self.post_message(StudyEnded(None, None, cancelled=True))
@@ -297,8 +347,9 @@ class StudyScreen(EdgeScreen):
             access.release()
 
     def on_study_progress(self, message: StudyProgress) -> None:
-        self.query_one("#st-progress", ProgressBar).update(total=message.total,
-                                                           progress=message.done)  # fmt: skip
+        self.query_one("#st-progress", ProgressBar).update(
+            total=message.total, progress=message.done
+        )
         self.query_one("#st-status", Static).update(
             line(
                 f"{message.done}/{message.total} ratings · {clip(message.model, 40)} · Esc cancels"

@@ -38,17 +38,27 @@ def report_text(report: Any) -> Text:
     out = Text()
     style = "bold green" if report.ok else "bold red"
     out.append(f"{report.passed}/{report.total} passed", style=style)
-    out.append(f" · {report.failed} failed · {report.undetermined} undetermined · "
-               f"{report.cached} from cache\n")  # fmt: skip
-    out.append(clip(f"policy {report.policy.name} version {report.version.label} · "
-                    f"{report.model_ref}", 200) + "\n", style="dim")  # fmt: skip
+    out.append(
+        f" · {report.failed} failed · {report.undetermined} undetermined · "
+        f"{report.cached} from cache\n"
+    )
+    out.append(
+        clip(
+            f"policy {report.policy.name} version {report.version.label} · {report.model_ref}", 200
+        )
+        + "\n",
+        style="dim",
+    )
     m = report.metrics or {}
     if m.get("kind") == "binary":
-        out.append(f"precision {num(m.get('precision'))} · recall {num(m.get('recall'))} · "
-                   f"F1 {num(m.get('f1'))} over {m.get('determined')} determined cases\n")  # fmt: skip
+        out.append(
+            f"precision {num(m.get('precision'))} · recall {num(m.get('recall'))} · "
+            f"F1 {num(m.get('f1'))} over {m.get('determined')} determined cases\n"
+        )
     elif m.get("kind") == "likert":
-        out.append(f"mean abs. error {num(m.get('mae'), 2)} · within ±1 "
-                   f"{pct(m.get('within_one'))}\n")  # fmt: skip
+        out.append(
+            f"mean abs. error {num(m.get('mae'), 2)} · within ±1 {pct(m.get('within_one'))}\n"
+        )
     prev = report.previous
     if prev is not None:
         out.append(f"\nsince version {prev.old.label}: ", style="bold")
@@ -57,8 +67,10 @@ def report_text(report: Any) -> Text:
         out.append(f"{len(prev.broke)} broke", style="red")
         out.append(f" · {len(prev.still_failing)} still failing\n")
         for f in prev.broke[:5]:
-            out.append(clip(f"  broke: {f.name} (expected {f.expected}, now {f.new_got})", 200)
-                       + "\n", style="red")  # fmt: skip
+            out.append(
+                clip(f"  broke: {f.name} (expected {f.expected}, now {f.new_got})", 200) + "\n",
+                style="red",
+            )
         for f in prev.fixed[:5]:
             out.append(clip(f"  fixed: {f.name}", 200) + "\n", style="green")
     return out
@@ -92,16 +104,20 @@ class TestsScreen(EdgeScreen):
             yield Label("model", classes="field-label")
             yield Input(self.eg.model_ref, id="ts-model", compact=True)
             yield Button("Run tests ^R", variant="primary", id="ts-start", compact=True)
-            yield Button("Cancel Esc", variant="error", id="ts-cancel", disabled=True,
-                         compact=True)  # fmt: skip
+            yield Button("Cancel Esc", variant="error", id="ts-cancel", disabled=True, compact=True)
         with Horizontal(id="ts-progress-row"):
             yield ProgressBar(total=1, id="ts-progress", show_eta=False)
             yield Static("", id="ts-status")
         with Horizontal(id="ts-main"):
             with Vertical(id="ts-left"):
                 with VerticalScroll(id="ts-summary-box"):
-                    yield Static(Text("Choose a policy that has golden cases (cases.jsonl) and "
-                                      "press Ctrl+R.", style="dim"), id="ts-summary")  # fmt: skip
+                    yield Static(
+                        Text(
+                            "Choose a policy that has golden cases (cases.jsonl) and press Ctrl+R.",
+                            style="dim",
+                        ),
+                        id="ts-summary",
+                    )
                 yield DataTable(id="ts-cases", cursor_type="row", zebra_stripes=True)
             yield TextArea("", id="ts-detail", read_only=True, soft_wrap=True)
 
@@ -192,8 +208,9 @@ class TestsScreen(EdgeScreen):
                 self.post_message(CaseDone(i, outcome, total))
                 flag.check()
 
-            report = run_policy_tests(classifier=clf, logits_processors=steer,
-                                      on_outcome=on_outcome)  # fmt: skip
+            report = run_policy_tests(
+                classifier=clf, logits_processors=steer, on_outcome=on_outcome
+            )
             self.post_message(SuiteEnded(report, None))
         except Cancelled:
             self.post_message(SuiteEnded(None, None, cancelled=True))
@@ -207,9 +224,14 @@ class TestsScreen(EdgeScreen):
         key = str(message.index)
         self.outcomes[key] = o
         table = self.query_one("#ts-cases", DataTable)
-        table.add_row(Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
-                      cell(o.case.name, 30), cell(o.case.expected, 12), cell(o.got or "—", 12),
-                      cell(o.why(), 60), key=key)  # fmt: skip
+        table.add_row(
+            Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
+            cell(o.case.name, 30),
+            cell(o.case.expected, 12),
+            cell(o.got or "—", 12),
+            cell(o.why(), 60),
+            key=key,
+        )
         done = len(self.outcomes)
         self.query_one("#ts-progress", ProgressBar).update(total=message.total, progress=done)
         fails = sum(x.outcome != "pass" for x in self.outcomes.values())
@@ -235,15 +257,21 @@ class TestsScreen(EdgeScreen):
     def _sort_failures_first(self, report: Any) -> None:
         table = self.query_one("#ts-cases", DataTable)
         table.clear()
-        order = sorted(range(len(report.outcomes)),
-                       key=lambda i: (report.outcomes[i].outcome == "pass", i))  # fmt: skip
+        order = sorted(
+            range(len(report.outcomes)), key=lambda i: (report.outcomes[i].outcome == "pass", i)
+        )
         self.outcomes = {}
         for i in order:
             o = report.outcomes[i]
             self.outcomes[str(i)] = o
-            table.add_row(Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
-                          cell(o.case.name, 30), cell(o.case.expected, 12), cell(o.got or "—", 12),
-                          cell(o.why(), 60), key=str(i))  # fmt: skip
+            table.add_row(
+                Text(o.outcome, style=OUTCOME_STYLE.get(o.outcome, "")),
+                cell(o.case.name, 30),
+                cell(o.case.expected, 12),
+                cell(o.got or "—", 12),
+                cell(o.why(), 60),
+                key=str(i),
+            )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "ts-cases":

@@ -29,8 +29,11 @@ from edge_guard.tui.widgets.set_results import (
 )
 from edge_guard.tui.widgets.verdict import VerdictPanel
 
-REASONING_CHOICES = [("reason", "full"), ("1 pass", "none"),
-                     ("1 pass, empty analysis", "none-empty-analysis")]  # fmt: skip
+REASONING_CHOICES = [
+    ("reason", "full"),
+    ("1 pass", "none"),
+    ("1 pass, empty analysis", "none-empty-analysis"),
+]
 MODEL_SUGGESTIONS = ["synth:tiny-o200k", "gpt-oss-safeguard-20b:mxfp4", "gpt-oss-20b:mxfp4"]
 
 
@@ -57,8 +60,12 @@ class WorkbenchScreen(EdgeScreen):
             "run its golden cases (with your edits) on the Tests screen",
             "test_policy",
         ),
-        ("Conversation mode", "classify a message in its conversation: turns with roles "
-         "(Ctrl+K on/off, Ctrl+N adds the text box as a turn)", "conversation_mode"),
+        (
+            "Conversation mode",
+            "classify a message in its conversation: turns with roles "
+            "(Ctrl+K on/off, Ctrl+N adds the text box as a turn)",
+            "conversation_mode",
+        ),
         ("Reload policy from disk", "drop your edits", "revert"),
         ("Refresh history", "reload this policy's stored results", "refresh"),
     ]
@@ -72,27 +79,65 @@ class WorkbenchScreen(EdgeScreen):
     def compose_body(self) -> ComposeResult:
         spec = self.eg.settings  # the controls start from the TUI's settings
         with Horizontal(id="wb-main"):
-            yield PolicyEditor(opening_policy(self.eg.store, self.eg.initial_policy), id="wb-policy")
+            yield PolicyEditor(
+                opening_policy(self.eg.store, self.eg.initial_policy), id="wb-policy"
+            )
             with Vertical(id="wb-right"):
-                yield TextArea("", id="wb-text", soft_wrap=True,
-                               placeholder="Type the text to classify, then press Ctrl+R")  # fmt: skip
+                yield TextArea(
+                    "",
+                    id="wb-text",
+                    soft_wrap=True,
+                    placeholder="Type the text to classify, then press Ctrl+R",
+                )
                 yield ConversationInput(id="wb-conv")
                 with Horizontal(id="wb-options"):
-                    yield Input(self.eg.model_ref, id="wb-model", placeholder="model",
-                                suggester=SuggestFromList(MODEL_SUGGESTIONS),
-                                tooltip="model id, .gguf path, hf:… or synth:tiny-o200k", compact=True)  # fmt: skip
-                    yield Select([(s, s) for s in STYLES], value=spec.style, allow_blank=False,
-                                 id="wb-style", tooltip="prompt style", compact=True)  # fmt: skip
-                    yield Select([(f"effort {e}", e) for e in EFFORTS], value=spec.effort,
-                                 allow_blank=False, id="wb-effort", compact=True)  # fmt: skip
+                    yield Input(
+                        self.eg.model_ref,
+                        id="wb-model",
+                        placeholder="model",
+                        suggester=SuggestFromList(MODEL_SUGGESTIONS),
+                        tooltip="model id, .gguf path, hf:… or synth:tiny-o200k",
+                        compact=True,
+                    )
+                    yield Select(
+                        [(s, s) for s in STYLES],
+                        value=spec.style,
+                        allow_blank=False,
+                        id="wb-style",
+                        tooltip="prompt style",
+                        compact=True,
+                    )
+                    yield Select(
+                        [(f"effort {e}", e) for e in EFFORTS],
+                        value=spec.effort,
+                        allow_blank=False,
+                        id="wb-effort",
+                        compact=True,
+                    )
                 with Horizontal(id="wb-options-2"):
-                    yield Select(REASONING_CHOICES, value=spec.reasoning, allow_blank=False, id="wb-path",
-                                 tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
-                                 compact=True)  # fmt: skip
-                    yield Input(str(spec.max_tokens), id="wb-max-tokens", type="integer",
-                                tooltip="most tokens to generate", compact=True)  # fmt: skip
-                    yield Select(set_choices(), value="", allow_blank=False, id="wb-set",
-                                 tooltip="the edited policy, or a policy set", compact=True)  # fmt: skip
+                    yield Select(
+                        REASONING_CHOICES,
+                        value=spec.reasoning,
+                        allow_blank=False,
+                        id="wb-path",
+                        tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
+                        compact=True,
+                    )
+                    yield Input(
+                        str(spec.max_tokens),
+                        id="wb-max-tokens",
+                        type="integer",
+                        tooltip="most tokens to generate",
+                        compact=True,
+                    )
+                    yield Select(
+                        set_choices(),
+                        value="",
+                        allow_blank=False,
+                        id="wb-set",
+                        tooltip="the edited policy, or a policy set",
+                        compact=True,
+                    )
                 with Horizontal(id="wb-buttons"):
                     yield Button("Run ^R", variant="primary", id="wb-run", compact=True)
                     yield Button("Re-run ^F", id="wb-rerun", compact=True)
@@ -103,8 +148,13 @@ class WorkbenchScreen(EdgeScreen):
                     yield Button("Save as ^S", id="wb-save", compact=True)
                 yield VerdictPanel(id="wb-verdict")
                 yield SetResults(id="wb-set-results")
-                yield TextArea("", id="wb-reasoning", read_only=True, soft_wrap=True,
-                               placeholder="The model's reasoning streams here.")  # fmt: skip
+                yield TextArea(
+                    "",
+                    id="wb-reasoning",
+                    read_only=True,
+                    soft_wrap=True,
+                    placeholder="The model's reasoning streams here.",
+                )
         yield PolicyHistory(id="wb-history")
 
     def on_mount(self) -> None:
@@ -254,10 +304,15 @@ class WorkbenchScreen(EdgeScreen):
         res, resp = message.result, message.result.model_response
         self.query_one(VerdictPanel).show_result(res)
         self.query_one("#wb-reasoning", TextArea).load_text(resp.reasoning if resp else "")
-        self.last = {"verdict": str(res.verdict), "policy": res.policy, "text": res.text,
-                     "score": score_text(res.metadata or {}, res.float_label), "model": "",
-                     "answer": resp.response if resp else None,
-                     "reasoning": resp.reasoning if resp else ""}  # fmt: skip
+        self.last = {
+            "verdict": str(res.verdict),
+            "policy": res.policy,
+            "text": res.text,
+            "score": score_text(res.metadata or {}, res.float_label),
+            "model": "",
+            "answer": resp.response if resp else None,
+            "reasoning": resp.reasoning if resp else "",
+        }
 
     def on_failed(self, message: Failed) -> None:
         self.flag = None
@@ -272,8 +327,13 @@ class WorkbenchScreen(EdgeScreen):
 
     # -- buttons ------------------------------------------------------------------------------
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"wb-run": "run", "wb-rerun": "rerun", "wb-cancel": "cancel",
-                   "wb-copy": "copy", "wb-save": "save_as"}  # fmt: skip
+        actions = {
+            "wb-run": "run",
+            "wb-rerun": "rerun",
+            "wb-cancel": "cancel",
+            "wb-copy": "copy",
+            "wb-save": "save_as",
+        }
         if event.button.id in actions:
             self.run_action(actions[event.button.id])
 
@@ -297,8 +357,10 @@ class WorkbenchScreen(EdgeScreen):
         editor = self.query_one(PolicyEditor)
         policy = editor.current()
         if policy.cases_path is None:
-            self.notify(f"policy {policy.name} has no golden cases (cases.jsonl in its folder)",
-                        severity="warning")  # fmt: skip
+            self.notify(
+                f"policy {policy.name} has no golden cases (cases.jsonl in its folder)",
+                severity="warning",
+            )
             return
         model = self.query_one("#wb-model", Input).value.strip()
         self.eg.set_model(model)
@@ -352,8 +414,11 @@ class WorkbenchScreen(EdgeScreen):
         if wants != conv.active and (wants or not conv.turns):
             self.action_conversation_mode()
             if wants:
-                self.notify(f"{policy.name} judges {'model responses' if judges == 'assistant' else 'conversations'}: "
-                            "conversation mode (Ctrl+N adds the text box as a turn)", timeout=4)  # fmt: skip
+                self.notify(
+                    f"{policy.name} judges {'model responses' if judges == 'assistant' else 'conversations'}: "
+                    "conversation mode (Ctrl+N adds the text box as a turn)",
+                    timeout=4,
+                )
 
     def refresh_data(self) -> None:
         editor = self.query_one(PolicyEditor)

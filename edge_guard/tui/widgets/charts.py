@@ -16,8 +16,9 @@ from edge_guard.tui.format import clip
 COLORS = ("dodger_blue2", "dark_orange", "medium_purple", "spring_green3")
 
 
-def likert_bars(title: str, counts: Mapping[str, int], color: str, *, width: int = 20,
-                middle: int | None = None) -> RenderableType:  # fmt: skip
+def likert_bars(
+    title: str, counts: Mapping[str, int], color: str, *, width: int = 20, middle: int | None = None
+) -> RenderableType:
     """`title` then one bar per rating: `3 ██████████░░ 72  70.6%`."""
     total = sum(counts.values())
     lines = [Text.assemble((clip(title, 40), f"bold {color}"), (f"  n={total}", "dim"))]
@@ -27,10 +28,15 @@ def likert_bars(title: str, counts: Mapping[str, int], color: str, *, width: int
         share = n / total if total else 0.0
         filled = round(share * width)
         mark = "◆" if middle is not None and str(k) == str(middle) else " "
-        lines.append(Text.assemble(
-            (f"{clip(k, 12)}{mark}", "bold"), " ", ("█" * filled, color),
-            ("░" * (width - filled), "grey30"), f" {n:>4} {share:6.1%}",
-        ))  # fmt: skip
+        lines.append(
+            Text.assemble(
+                (f"{clip(k, 12)}{mark}", "bold"),
+                " ",
+                ("█" * filled, color),
+                ("░" * (width - filled), "grey30"),
+                f" {n:>4} {share:6.1%}",
+            )
+        )
     return Group(*lines)
 
 
@@ -44,24 +50,33 @@ class LikertChart(Static):
         grid = Table.grid(padding=(0, 3))
         for _ in dists:
             grid.add_column()
-        grid.add_row(*[likert_bars(name, counts, COLORS[i % len(COLORS)], middle=middle)
-                       for i, (name, counts) in enumerate(dists.items())])  # fmt: skip
+        grid.add_row(
+            *[
+                likert_bars(name, counts, COLORS[i % len(COLORS)], middle=middle)
+                for i, (name, counts) in enumerate(dists.items())
+            ]
+        )
         self.update(grid)
 
 
-def agreement_matrix(labels_a: Sequence[str], labels_b: Sequence[str], title_a: str,
-                     title_b: str) -> RenderableType:  # fmt: skip
+def agreement_matrix(
+    labels_a: Sequence[str], labels_b: Sequence[str], title_a: str, title_b: str
+) -> RenderableType:
     """Counts of (A's label, B's label) over aligned items; the diagonal is agreement."""
-    cats = [c for c in ("violation", "no_violation", "undetermined")
-            if c in labels_a or c in labels_b] or ["violation", "no_violation"]  # fmt: skip
+    cats = [
+        c for c in ("violation", "no_violation", "undetermined") if c in labels_a or c in labels_b
+    ] or ["violation", "no_violation"]
     extra = sorted({*labels_a, *labels_b} - set(cats))
     cats += extra
     counts: dict[tuple[str, str], int] = {}
     for a, b in zip(labels_a, labels_b, strict=True):
         counts[(a, b)] = counts.get((a, b), 0) + 1
     peak = max(counts.values(), default=1)
-    table = Table(title=Text(clip(f"rows: {title_a} · columns: {title_b}", 80)), show_lines=False,
-                  padding=(0, 1))  # fmt: skip
+    table = Table(
+        title=Text(clip(f"rows: {title_a} · columns: {title_b}", 80)),
+        show_lines=False,
+        padding=(0, 1),
+    )
     table.add_column(Text(clip(f"{title_a} \\ {title_b}", 40)), style="bold")
     for c in cats:
         table.add_column(Text(clip(c, 20)), justify="right")

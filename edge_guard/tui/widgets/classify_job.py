@@ -29,8 +29,9 @@ class Failed(Message):
         self.error = error  # None = cancelled
 
 
-def classify_job(screen: Any, policy: Any, text: Any, options: RunOptions, use_cache: bool,
-                 flag: CancelFlag) -> None:  # fmt: skip
+def classify_job(
+    screen: Any, policy: Any, text: Any, options: RunOptions, use_cache: bool, flag: CancelFlag
+) -> None:
     """Classify `text` under `policy` (in a worker thread), posting to `screen` as it goes."""
     from edge_guard.harmony.parse import ContentDelta
 
@@ -41,8 +42,9 @@ def classify_job(screen: Any, policy: Any, text: Any, options: RunOptions, use_c
         screen.post_message(Failed(None))
         return
     try:
-        clf = access.classifier(policy, options, store=screen.eg.store, flag=flag,
-                                use_cache=use_cache)  # fmt: skip
+        clf = access.classifier(
+            policy, options, store=screen.eg.store, flag=flag, use_cache=use_cache
+        )
 
         def on_event(_i: int, event: Any) -> None:
             if isinstance(event, ContentDelta):

@@ -46,12 +46,24 @@ class ConversationInput(Vertical):
     def compose(self) -> ComposeResult:
         yield TextArea(EMPTY, id="conv-turns", read_only=True, soft_wrap=True)
         with Horizontal(id="conv-bar"):
-            yield Select([(f"role {r}", r) for r in ROLES], value="user", allow_blank=False,
-                         id="conv-role", tooltip="role of the turn to add", compact=True)  # fmt: skip
+            yield Select(
+                [(f"role {r}", r) for r in ROLES],
+                value="user",
+                allow_blank=False,
+                id="conv-role",
+                tooltip="role of the turn to add",
+                compact=True,
+            )
             yield Button("Add turn ^N", id="conv-add", compact=True)
             yield Button("Remove last", id="conv-pop", compact=True)
-            yield Select([(f"judge {t}", t) for t in TARGETS], value="last", allow_blank=False,
-                         id="conv-target", tooltip="which message to classify", compact=True)  # fmt: skip
+            yield Select(
+                [(f"judge {t}", t) for t in TARGETS],
+                value="last",
+                allow_blank=False,
+                id="conv-target",
+                tooltip="which message to classify",
+                compact=True,
+            )
 
     def on_mount(self) -> None:
         self.query_one("#conv-turns").border_title = "Conversation (Ctrl+K: back to plain text)"

@@ -33,10 +33,16 @@ class PolicyHistory(DataTable):  # type: ignore[type-arg]
             version = (r["policy_hash"] or "")[:7] + (
                 " •" if r["policy_hash"] == current_hash else ""
             )
-            self.add_row(cell(when(r["created_at"])), verdict_cell(r["verdict"]),
-                         cell(score_short(meta_of(r), r["float_label"])), cell(r["final"], 12),
-                         cell(r["text"], 50), cell(r["model_ref"], 28), cell(version),
-                         key=r["key"])  # fmt: skip
+            self.add_row(
+                cell(when(r["created_at"])),
+                verdict_cell(r["verdict"]),
+                cell(score_short(meta_of(r), r["float_label"])),
+                cell(r["final"], 12),
+                cell(r["text"], 50),
+                cell(r["model_ref"], 28),
+                cell(version),
+                key=r["key"],
+            )
         self.border_title = line(f"History of {name} · {len(rows)} stored (• = this version)")
 
 

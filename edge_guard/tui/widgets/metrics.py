@@ -53,25 +53,44 @@ class LiveMetrics:
         det = self.tp + self.fp + self.fn + self.tn
         p, r = _ratio(self.tp, self.tp + self.fp), _ratio(self.tp, self.tp + self.fn)
         f1 = 2 * p * r / (p + r) if p is not None and r is not None and (p + r) else None
-        return {"accuracy": _ratio(self.tp + self.tn, det), "precision": p, "recall": r,
-                "f1": f1, "undetermined": _ratio(self.verdicts["undetermined"], self.n)}  # fmt: skip
+        return {
+            "accuracy": _ratio(self.tp + self.tn, det),
+            "precision": p,
+            "recall": r,
+            "f1": f1,
+            "undetermined": _ratio(self.verdicts["undetermined"], self.n),
+        }
 
     def render(self) -> RenderableType:
         v = self.verdicts
         counts = Text.assemble(
-            ("violation ", "red"), str(v["violation"]), ("  no violation ", "green"),
-            str(v["no_violation"]), ("  undetermined ", "yellow"), str(v["undetermined"]),
-        )  # fmt: skip
+            ("violation ", "red"),
+            str(v["violation"]),
+            ("  no violation ", "green"),
+            str(v["no_violation"]),
+            ("  undetermined ", "yellow"),
+            str(v["undetermined"]),
+        )
         if not self.labelled:
             return Group(counts, Text("no gold labels: metrics need a label column", style="dim"))
         m = self.values()
         line = Text.assemble(
-            ("accuracy ", "bold"), num(m["accuracy"]), ("  precision ", "bold"),
-            num(m["precision"]), ("  recall ", "bold"), num(m["recall"]), ("  F1 ", "bold"),
-            num(m["f1"]), ("  undetermined ", "bold"), pct(m["undetermined"]),
-        )  # fmt: skip
-        note = Text(f"live, over {self.labelled - self.und_labelled} labelled determined items "
-                    f"({self.und_labelled} labelled undetermined excluded)", style="dim")  # fmt: skip
+            ("accuracy ", "bold"),
+            num(m["accuracy"]),
+            ("  precision ", "bold"),
+            num(m["precision"]),
+            ("  recall ", "bold"),
+            num(m["recall"]),
+            ("  F1 ", "bold"),
+            num(m["f1"]),
+            ("  undetermined ", "bold"),
+            pct(m["undetermined"]),
+        )
+        note = Text(
+            f"live, over {self.labelled - self.und_labelled} labelled determined items "
+            f"({self.und_labelled} labelled undetermined excluded)",
+            style="dim",
+        )
         return Group(counts, line, note)
 
 
@@ -80,16 +99,26 @@ def render_evaluation(ev: dict[str, Any]) -> RenderableType:
     from edge_guard.runs.metrics import TREATMENT_TITLES, fmt_ci
 
     parts: list[RenderableType] = []
-    head = Text.assemble(line(ev.get("run"), "bold"), line(f"  [{ev.get('status')}]  "),
-                         line(f"{ev.get('n_done')}/{ev.get('n_items')} items · policy {ev.get('policy')}"
-                              f" · model {ev.get('model')}"))  # fmt: skip
+    head = Text.assemble(
+        line(ev.get("run"), "bold"),
+        line(f"  [{ev.get('status')}]  "),
+        line(
+            f"{ev.get('n_done')}/{ev.get('n_items')} items · policy {ev.get('policy')}"
+            f" · model {ev.get('model')}"
+        ),
+    )
     parts.append(head)
     v = ev.get("verdicts") or {}
-    parts.append(Text.assemble(
-        ("violation ", "red"), str(v.get("violation", 0)), ("  no violation ", "green"),
-        str(v.get("no_violation", 0)), ("  undetermined ", "yellow"),
-        f"{v.get('undetermined', 0)} ({pct(ev.get('undetermined_rate'))})",
-    ))  # fmt: skip
+    parts.append(
+        Text.assemble(
+            ("violation ", "red"),
+            str(v.get("violation", 0)),
+            ("  no violation ", "green"),
+            str(v.get("no_violation", 0)),
+            ("  undetermined ", "yellow"),
+            f"{v.get('undetermined', 0)} ({pct(ev.get('undetermined_rate'))})",
+        )
+    )
     if not ev.get("n_labelled"):
         parts.append(Text("no gold labels in this run: only verdict counts", style="dim"))
         return Group(*parts)
@@ -122,6 +151,10 @@ def render_evaluation(ev: dict[str, Any]) -> RenderableType:
     parts.append(ct)
     sc = ev.get("scores") or {}
     if sc.get("roc_auc") is not None or sc.get("auprc") is not None:
-        parts.append(Text(f"scores: ROC-AUC {num(sc.get('roc_auc'))} · AUPRC "
-                          f"{num(sc.get('auprc'))}", style="dim"))  # fmt: skip
+        parts.append(
+            Text(
+                f"scores: ROC-AUC {num(sc.get('roc_auc'))} · AUPRC {num(sc.get('auprc'))}",
+                style="dim",
+            )
+        )
     return Group(*parts)

@@ -48,8 +48,13 @@ class PolicyEditor(Vertical):
         yield Select[str](
             [], prompt="choose a policy", id="policy-select", allow_blank=True, compact=True
         )
-        yield TextArea("", id="policy-text", soft_wrap=True, show_line_numbers=False,
-                       placeholder="Write a policy, or choose one above.")  # fmt: skip
+        yield TextArea(
+            "",
+            id="policy-text",
+            soft_wrap=True,
+            show_line_numbers=False,
+            placeholder="Write a policy, or choose one above.",
+        )
         yield Static("", id="policy-status")
 
     def on_mount(self) -> None:

@@ -24,8 +24,10 @@ def set_choices() -> list[tuple[str, str]]:
 
     out = [("this policy", THIS_POLICY)]
     for path in list_sets():
-        out += [(f"set {path.stem}", f"{path.stem}|separate"),
-                (f"set {path.stem} (combined)", f"{path.stem}|combined")]  # fmt: skip
+        out += [
+            (f"set {path.stem}", f"{path.stem}|separate"),
+            (f"set {path.stem} (combined)", f"{path.stem}|combined"),
+        ]
     return out
 
 
@@ -71,11 +73,16 @@ class SetResults(DataTable):  # type: ignore[type-arg]
         self.results = dict(multi.results)
         for name, res in self.results.items():
             resp = res.model_response
-            self.add_row(cell(name, 24), verdict_cell(str(res.verdict)),
-                         cell(score_short(res.metadata or {}, res.float_label)),
-                         cell(resp.response if resp else None, 30), key=name)  # fmt: skip
-        self.border_title = line(f"set {set_name} ({mode}): {flag_label(multi.flagged)} · "
-                                 "select a row for its reasoning")  # fmt: skip
+            self.add_row(
+                cell(name, 24),
+                verdict_cell(str(res.verdict)),
+                cell(score_short(res.metadata or {}, res.float_label)),
+                cell(resp.response if resp else None, 30),
+                key=name,
+            )
+        self.border_title = line(
+            f"set {set_name} ({mode}): {flag_label(multi.flagged)} · select a row for its reasoning"
+        )
         self.display = True
 
     def hide(self) -> None:
@@ -96,8 +103,15 @@ class SetFinished(Message):
         self.multi, self.set_name, self.mode, self.model = multi, set_name, mode, model
 
 
-def set_job(screen: Any, choice: tuple[str, str], text: str, options: Any, use_cache: bool,
-            flag: Any, failed: Any) -> None:  # fmt: skip
+def set_job(
+    screen: Any,
+    choice: tuple[str, str],
+    text: str,
+    options: Any,
+    use_cache: bool,
+    flag: Any,
+    failed: Any,
+) -> None:
     """The Workbench's worker for a set: posts `SetFinished`, or `failed(error | None)`."""
     from edge_guard.policy.sets import load_set
     from edge_guard.tui.jobs import Cancelled, error_text
@@ -110,8 +124,9 @@ def set_job(screen: Any, choice: tuple[str, str], text: str, options: Any, use_c
         return
     try:
         pset = load_set(choice[0])
-        clf = access.classifier(pset.policies, options, store=screen.eg.store, flag=flag,
-                                use_cache=use_cache)  # fmt: skip
+        clf = access.classifier(
+            pset.policies, options, store=screen.eg.store, flag=flag, use_cache=use_cache
+        )
         multi = run_set(access, clf, choice[0], choice[1], text)
         screen.post_message(SetFinished(multi, pset.name, choice[1], clf.backend.model_ref))
     except Cancelled:
@@ -145,11 +160,20 @@ def render_multi_evaluation(ev: dict[str, Any]) -> Any:
     table = Table(*header, box=None, pad_edge=False)
     for r in rows:
         table.add_row(*(Text(c) for c in r))
-    head = Text.assemble(line(ev.get("run"), "bold"), line(f"  [{ev.get('status')}]"), "\n",
-                         line(f"{len(ev['policies'])} policies ({ev['mode']} mode) · "
-                              f"{ev['n_done']}/{ev['n_items']} pairs over {ev['n_texts']} texts"))  # fmt: skip
-    note = Text("undetermined excluded; [lo, hi] = 95% bootstrap; macro = mean over policies "
-                "with gold; any_violation = flagged if any policy is violated", style="dim")  # fmt: skip
+    head = Text.assemble(
+        line(ev.get("run"), "bold"),
+        line(f"  [{ev.get('status')}]"),
+        "\n",
+        line(
+            f"{len(ev['policies'])} policies ({ev['mode']} mode) · "
+            f"{ev['n_done']}/{ev['n_items']} pairs over {ev['n_texts']} texts"
+        ),
+    )
+    note = Text(
+        "undetermined excluded; [lo, hi] = 95% bootstrap; macro = mean over policies "
+        "with gold; any_violation = flagged if any policy is violated",
+        style="dim",
+    )
     return Group(head, Text(""), table, Text(""), note)
 
 
@@ -158,5 +182,7 @@ def runs_of_policy_sql(policy: str | None) -> tuple[str, list[Any]]:
     own runs, and multi-policy runs holding it (any run when `policy` is None)."""
     if not policy:
         return "", []
-    return (" WHERE r.policy = ? OR EXISTS (SELECT 1 FROM run_items ri JOIN results x "
-            "ON x.key = ri.key WHERE ri.run = r.name AND x.policy_name = ?)"), [policy, policy]  # fmt: skip
+    return (
+        " WHERE r.policy = ? OR EXISTS (SELECT 1 FROM run_items ri JOIN results x "
+        "ON x.key = ri.key WHERE ri.run = r.name AND x.policy_name = ?)"
+    ), [policy, policy]

@@ -80,8 +80,17 @@ class VerdictPanel(Static):
             timings="",
         )
 
-    def _show(self, *, verdict: str | None, score: str, final: str | None, finish: str | None,
-              error: str | None, cached: bool, timings: str) -> None:  # fmt: skip
+    def _show(
+        self,
+        *,
+        verdict: str | None,
+        score: str,
+        final: str | None,
+        finish: str | None,
+        error: str | None,
+        cached: bool,
+        timings: str,
+    ) -> None:
         self.set_classes(f"-{verdict}" if verdict else "")
         head = Text.assemble(verdict_badge(verdict), "  ", (score, "bold"))
         if cached:
