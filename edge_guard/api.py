@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.backends.local import Backend, EngineSettings
-from edge_guard.classifier import Classifier, RunItem, make_backend
+from edge_guard.classification.classifier import Classifier, RunItem, make_backend
 from edge_guard.conversation import Conversation
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.policy.core import Policy
 from edge_guard.result import ClassificationResult, MultiResult
-from edge_guard.settings import (
+from edge_guard.settings.resolve import (
     InferenceBackend,
     Model,
     Settings,
@@ -106,7 +106,7 @@ def build_classifier(
 def _remote(policies: Any, settings: Settings, sampling: SamplingConfig | None) -> Any:
     """A classifier on an edge-guard server (None for other servers), handed the whole
     spec: a request option the client cannot send is refused in one line there."""
-    from edge_guard.service.client import remote_classifier
+    from edge_guard.backends.server_client import remote_classifier
 
     return remote_classifier(
         policies, settings.backend_config(), settings=settings, sampling=sampling
@@ -273,7 +273,7 @@ def classify_set_with(
     `classifier` (from `build_classifier`): locally `runs.multi.classify_set` applies them;
     on an edge-guard server (a `RemoteClassifier` built for the set's name) the server
     does. `kwargs`: steer, samplings, on_event, run_items (`classify_set`'s)."""
-    client = sys.modules.get("edge_guard.service.client")  # a RemoteClassifier needs it
+    client = sys.modules.get("edge_guard.backends.server_client")  # a RemoteClassifier needs it
     if client is None or not isinstance(classifier, client.RemoteClassifier):
         from edge_guard.runs.multi import classify_set
 

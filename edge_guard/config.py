@@ -1,6 +1,6 @@
 """User defaults: `$EDGE_GUARD_HOME/config.toml` and environment variables (flags override both).
 
-The file's tables (every key optional; `edge_guard.settings.resolve_settings` reads them)::
+The file's tables (every key optional; `edge_guard.settings.resolve.resolve_settings` reads them)::
 
     model = "gpt-oss-safeguard-20b:mxfp4"   # top-level: the model reference
     truncate = false                 # cut over-long texts instead of failing them
@@ -19,7 +19,7 @@ The file's tables (every key optional; `edge_guard.settings.resolve_settings` re
     [store]     db, use_cache
 
 Environment: the `[backend]` keys' variables (`EDGE_GUARD_BACKEND`, `EDGE_GUARD_SERVER_*`) and
-`EDGE_GUARD_CONFIG` (another config file) are read here, the others by `edge_guard.settings`;
+`EDGE_GUARD_CONFIG` (another config file) are read here, the others by `edge_guard.settings.resolve`;
 all are listed in `edge_guard.defaults.ENV`. Precedence: flag > environment > file > default.
 """
 

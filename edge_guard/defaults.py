@@ -41,7 +41,7 @@ class EnvVar:
 
 
 ENV: tuple[EnvVar, ...] = (
-    # settings (`edge_guard.settings.resolve_settings`: flag > environment > config.toml)
+    # settings (`edge_guard.settings.resolve.resolve_settings`: flag > environment > config.toml)
     EnvVar(
         "EDGE_GUARD_MODEL",
         "Model reference (manifest id, .gguf path, hf:…, synth:…)",

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     import click
 
     from edge_guard.cli import main as cli_main
-    from edge_guard.engine.gguf_check import check_model_file
     from edge_guard.errors import EdgeGuardError
+    from edge_guard.gguf.check import check_model_file
     from edge_guard.registry.quantize import file_type_name, normalize_type, quantize_model
     from edge_guard.registry.store import fmt_size
 

@@ -17,6 +17,7 @@ import time
 
 from edge_guard.engine import llama_runtime as rt
 from edge_guard.engine.engine import Engine
+from edge_guard.registry.load_guard import check_load
 
 PROMPT = 40
 
@@ -31,6 +32,7 @@ def main() -> None:
     width = max(1, args.width)
     eng = Engine(
         args.model,
+        load_check=check_load,
         n_ctx=PROMPT * width + args.steps * width + 256,
         n_parallel=width,
         n_threads=args.threads,

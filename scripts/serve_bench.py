@@ -48,7 +48,7 @@ def free_port() -> int:
 
 def in_process_classifier(args: argparse.Namespace, db: Path) -> Any:
     from edge_guard.backends.local import EngineSettings
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
     from edge_guard.engine.sampling import SamplingConfig
     from edge_guard.store import Store
 

@@ -21,7 +21,7 @@ from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.report import write_report
 from edge_guard.runs.batch import RunProgress, run_dataset
-from edge_guard.settings import resolve_settings
+from edge_guard.settings.resolve import resolve_settings
 from edge_guard.store import Store
 
 DEFAULT_MODELS = "gpt-oss-safeguard-20b:mxfp4,gpt-oss-20b:mxfp4"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.datasets.files import Row
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from edge_guard.engine.engine import Engine
-from edge_guard.engine.gguf_check import check_model_file, read_header
 from edge_guard.errors import BadModelFile
+from edge_guard.gguf.check import check_model_file, read_header
 from edge_guard.registry import synth
+from edge_guard.registry.load_guard import check_load
 
 
 def write_llama_gguf(path: Path) -> None:
@@ -133,7 +134,7 @@ def test_check_model_file_rejects(case: str, bad_files: dict[str, tuple[Path, st
 def test_engine_rejects_before_llama_cpp(case: str, bad_files: dict[str, tuple[Path, str]]) -> None:
     path, phrase = bad_files[case]
     with pytest.raises(BadModelFile) as info:
-        Engine(path, n_ctx=256, n_threads=1)
+        Engine(path, load_check=check_load, n_ctx=256, n_threads=1)
     assert "\n" not in str(info.value) and phrase in str(info.value)
     # This process is alive and llama.cpp still works.
 
@@ -143,10 +144,10 @@ def test_good_model_still_loads_after_bad_ones(
 ) -> None:
     for path, _ in bad_files.values():
         with pytest.raises(BadModelFile):
-            Engine(path, n_ctx=256, n_threads=1)
+            Engine(path, load_check=check_load, n_ctx=256, n_threads=1)
     header = check_model_file(tiny_model)
     assert header.architecture == "gpt-oss"
-    with Engine(tiny_model, n_ctx=256, n_threads=1) as engine:
+    with Engine(tiny_model, load_check=check_load, n_ctx=256, n_threads=1) as engine:
         assert engine.n_vocab == len(engine.vocab)
 
 
@@ -220,7 +221,7 @@ def test_non_byte_level_tokenizer_is_a_bad_model(
         m.setattr(synth, "build_vocab", spm_like)
         synth.write_synthetic_model(path, "tiny")
     with pytest.raises(BadModelFile) as info:
-        Engine(path, n_ctx=256, n_threads=1)
+        Engine(path, load_check=check_load, n_ctx=256, n_threads=1)
     message = str(info.value)
     assert "\n" not in message
     assert "the tokenizer is not a byte-level BPE vocabulary" in message

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edge_guard.bench.onepass import band_for_share
 from edge_guard.bench.workloads import WORKLOADS, apply_workload
-from edge_guard.cascade import escalates
+from edge_guard.classification.cascade import escalates
 from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 

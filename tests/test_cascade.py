@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from edge_guard import cascade, classify, onepass
-from edge_guard.classifier import Classifier, RunItem
+from edge_guard import classify
+from edge_guard.classification import onepass
+from edge_guard.classification.classifier import Classifier, RunItem
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.response import ModelResponse
 from edge_guard.result import Verdict
+from edge_guard.settings.values import parse_bounds
 from edge_guard.store import Store
 
 P_RE = re.compile(r"p=([0-9.]+)")
@@ -82,9 +84,9 @@ TEXTS = [f"p={p} text {i}" for i, p in enumerate(PS)]
 
 
 def test_parse_bounds() -> None:
-    assert cascade.parse_bounds("0.2:0.8") == (0.2, 0.8)
-    assert cascade.parse_bounds((0, 1)) == (0.0, 1.0)
-    assert cascade.parse_bounds(None) is None
+    assert parse_bounds("0.2:0.8") == (0.2, 0.8)
+    assert parse_bounds((0, 1)) == (0.0, 1.0)
+    assert parse_bounds(None) is None
     for bad, msg in [
         ("0.2", "is not LOW:HIGH"),
         ("a:b", "is not LOW:HIGH"),
@@ -93,7 +95,7 @@ def test_parse_bounds() -> None:
         ("0.1:0.2:0.3", "is not LOW:HIGH"),
     ]:
         with pytest.raises(EdgeGuardError, match=msg):
-            cascade.parse_bounds(bad)
+            parse_bounds(bad)
 
 
 def test_exactly_the_texts_in_the_band_escalate(backend: ScriptedBackend) -> None:

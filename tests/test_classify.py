@@ -10,7 +10,7 @@ import pytest
 
 import edge_guard.backends.local as backends
 from edge_guard import ClassificationResult, Verdict, classify
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.harmony.vocab import Vocab

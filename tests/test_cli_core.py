@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from edge_guard.cli import main
 from edge_guard.engine.engine import Engine
-from edge_guard.engine.gguf_check import check_model_file
+from edge_guard.gguf.check import check_model_file
 from edge_guard.policy.core import load_policy
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_guard.engine import gguf_cache
-from edge_guard.engine.gguf_check import check_model_file, read_header
-from edge_guard.engine.gguf_read import parse_header
+from edge_guard.gguf import cache as gguf_cache
+from edge_guard.gguf.check import check_model_file, read_header
+from edge_guard.gguf.read import parse_header
 from edge_guard.harmony.vocab import Vocab, token_tables
 
 
@@ -33,7 +33,7 @@ def model_copy(tiny_o200k_model: Path, tmp_path: Path) -> Path:
 def _fresh_process() -> None:
     """What a new process would see: nothing memoized, the disk entries kept."""
     gguf_cache.clear_memo()
-    from edge_guard.engine import gguf_check
+    from edge_guard.gguf import check as gguf_check
     from edge_guard.harmony import vocab
 
     gguf_check._checked.clear()

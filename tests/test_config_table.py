@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_guard import defaults
-from edge_guard.settings import SETTING_NAMES, Settings, resolve_settings
+from edge_guard.settings.resolve import SETTING_NAMES, Settings, resolve_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "edge_guard"
@@ -22,7 +22,7 @@ NAME = re.compile(r"^EDGE_GUARD_[A-Z0-9_]+$")
 # literal: each is a variable the user names (an API key's) or not edge_guard's own.
 ALLOWED_DYNAMIC_READS = {
     ("cli/serve_cmd.py", "var"): "the variable named by --api-key-env",
-    ("service/client.py", "var"): "the variable named by api_key_env",
+    ("backends/server_client.py", "var"): "the variable named by api_key_env",
     ("backends/server.py", "api_key_env"): "the variable named by --api-key-env",
     ("registry/__init__.py", "var"): "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE",
 }

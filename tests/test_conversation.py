@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.conversation import Conversation, ConversationError, judges_problem, shown_lines
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.harmony.render import PromptConfig, PromptRenderer

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edge_guard import classify
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.cli import main
 from edge_guard.conversation import Conversation, item_text
 from edge_guard.datasets.files import load_dataset
@@ -19,7 +19,7 @@ from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_scr
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.cases import policy_cases
 from edge_guard.policy.core import load_policy
-from edge_guard.policy.testing import run_policy_tests
+from edge_guard.policy_tests.runner import run_policy_tests
 from edge_guard.runs.batch import run_dataset
 from edge_guard.store import Store
 from tests.runs_helpers import write_jsonl

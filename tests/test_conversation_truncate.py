@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge_guard.backends.local import EngineSettings
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
+from edge_guard.classification.truncation import TRUNCATION_MARKER
 from edge_guard.conversation import Conversation, quoted
-from edge_guard.engine.safety import TRUNCATION_MARKER
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.store import Store
 

@@ -15,7 +15,7 @@ import pytest
 
 import edge_guard.engine.llama_runtime as rt
 from edge_guard.backends.local import EngineSettings, LocalBackend
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.engine.sampling import ForcedTokens, harmony_script
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.store import Store

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.runs.batch import evaluate_run, run_dataset
 from edge_guard.store import Store

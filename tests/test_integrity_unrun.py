@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_guard.backends.local import EngineSettings
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.response import ModelResponse
 from edge_guard.store import Store
 from edge_guard.store.rows import UNRUN_TEXT_CHARS, response_fields, storable_text

@@ -23,7 +23,7 @@ from server_helpers import ServerProcess, llama_server_binary
 
 from edge_guard.backends.local import EngineSettings, LocalBackend
 from edge_guard.backends.server import ServerBackend
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.store import Store
 

@@ -447,7 +447,7 @@ def test_set_thresholds_reach_every_path_and_eval(
     """classify() with samplings / run items / on_event, a multi-policy run and its eval all
     apply the set's thresholds; each thresholded result is consistent in every field."""
     from edge_guard import classify
-    from edge_guard.classifier import RunItem
+    from edge_guard.classification.classifier import RunItem
     from edge_guard.engine.sampling import SamplingConfig
 
     vocab = Vocab.from_gguf(tiny_model)

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_guard import onepass
-from edge_guard.classifier import Classifier
+from edge_guard.classification import onepass
+from edge_guard.classification.classifier import Classifier
 from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.policy.core import load_policy
 from edge_guard.response import ModelResponse
 from edge_guard.result import Verdict
+from edge_guard.settings.values import REASONING_MODES
 
 # o200k_harmony ids: <|start|> 200006, <|end|> 200007, <|message|> 200008, <|channel|> 200005;
 # "assistant" 173781, "final" 17196, "analysis" 35644, "0" 15, "1" 16.
@@ -148,7 +149,7 @@ def test_open_output_kind_is_refused(tmp_path: Path, tiny_o200k_model: Path) -> 
 def test_cache_keys_differ_between_paths(tiny_o200k_model: Path) -> None:
     keys = {
         mode: Classifier("toxic_simple", tiny_o200k_model, reasoning=mode).key("hello")
-        for mode in onepass.REASONING_MODES
+        for mode in REASONING_MODES
     }
     keys["cascade"] = Classifier("toxic_simple", tiny_o200k_model, cascade=(0.2, 0.8)).key("hello")
     keys["cascade2"] = Classifier("toxic_simple", tiny_o200k_model, cascade=(0.1, 0.8)).key("hello")

@@ -21,7 +21,7 @@ from edge_guard.bench.moderation import (
 from edge_guard.engine.engine import Engine
 from edge_guard.policy.sets import load_set
 from edge_guard.policy.taxonomy import taxonomy_text
-from edge_guard.taxonomy_run import make_cues
+from edge_guard.runs.taxonomy import make_cues
 from tests.test_policy_sets import NAMES, write_policy
 
 

@@ -14,18 +14,18 @@ import pytest
 from click.testing import CliRunner
 
 from edge_guard.backends.local import EngineSettings
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
+from edge_guard.classification.onepass import answer_header
 from edge_guard.compare.config import CompareConfig
 from edge_guard.compare.multi import multi_summary, run_multi_compare
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
-from edge_guard.onepass import answer_header
 from edge_guard.policy.sets import load_set
 from edge_guard.policy.taxonomy import cue_text, taxonomy_text
 from edge_guard.runs.multi_eval import multi_outcomes
+from edge_guard.runs.taxonomy import classify_taxonomy, make_cues
 from edge_guard.store import Store
-from edge_guard.taxonomy_run import classify_taxonomy, make_cues
 from tests.runs_helpers import write_jsonl
 from tests.test_policy_sets import NAMES, write_policy
 
@@ -156,7 +156,7 @@ def test_full_reasoning_is_one_pass_per_text_and_reruns_are_stored(
 def test_unusable_options_and_texts_are_refused_alone(
     tiny_o200k_model: Path, tmp_path: Path, abc: Any
 ) -> None:
-    from edge_guard.taxonomy_run import iter_taxonomy
+    from edge_guard.runs.taxonomy import iter_taxonomy
 
     clf = make(tiny_o200k_model, tmp_path, n_parallel=4, reasoning="none")
     with pytest.raises(EdgeGuardError, match="cannot steer"):

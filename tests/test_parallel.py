@@ -168,7 +168,7 @@ def test_min_tokens_suppresses_stop_tokens(tiny_model: Path) -> None:
 
 def test_classifier_decodes_a_list_in_parallel_by_default(tiny_model: Path, tmp_path: Path) -> None:
     from edge_guard.backends.local import EngineSettings, LocalBackend, release_engine
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
     from edge_guard.cli.options import build_classifier
 
     texts = [f"message number {i} " + "spam " * (i % 5) for i in range(10)]

@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import serve_in_process
 
-from edge_guard.settings import DOORS, request_options
+from edge_guard.settings.resolve import DOORS, request_options
 from edge_guard.store import Store
 from tests.parity_doors import (
     BASE,
@@ -123,7 +123,7 @@ async def _tui(option: Option, door: str, model: Path, db: Path) -> Outcome:
     options it has no control for come from its settings (flags, env, config.toml)."""
     from textual.widgets import Input, Select, TextArea
 
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
     from edge_guard.tui.app import EdgeGuardApp
     from edge_guard.tui.widgets.conversation import ConversationInput
 
@@ -235,7 +235,7 @@ def test_cell(
 def test_each_option_changes_the_request(option: Option, tiny_o200k_model: Path) -> None:
     """A cell can only catch a door dropping an option the key depends on: each does."""
     from edge_guard.api import build_classifier
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
 
     def key(**values: Any) -> str:
         spec = resolve_settings(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.cli import main
 from edge_guard.cli.policies_cmd import policy_report
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
@@ -18,7 +18,7 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.paths import repo_root
 from edge_guard.policy.cases import Case, CasesError, load_cases
 from edge_guard.policy.core import OutputSpec, load_policy
-from edge_guard.policy.testing import (
+from edge_guard.policy_tests.runner import (
     diff_versions,
     policy_history,
     run_policy_tests,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.cli import main
-from edge_guard.engine.gguf_check import read_header
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
+from edge_guard.gguf.check import read_header
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.registry.quantize import file_type_name, quantize_model
 from tests.compare_helpers import one_line_error

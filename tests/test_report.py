@@ -34,7 +34,7 @@ def two_runs(tmp_path: Path, tiny_model: Path) -> tuple[Store, list[str]]:
     steer = steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows))
     clf = make_classifier(tiny_model)
     names = [run_dataset(data, clf, name="run <one>", steer=steer).name]
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
     from tests.runs_helpers import SHORT
 
     clf2 = Classifier("toxic_chat", tiny_model, sampling=SHORT, store=clf.store)

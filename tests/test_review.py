@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.cli import main
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.store import Store

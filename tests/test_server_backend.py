@@ -20,7 +20,7 @@ from edge_guard.backends.local import EngineSettings, LocalBackend
 from edge_guard.backends.redact import Redactor, safe_url
 from edge_guard.backends.server import ServerBackend, ServerError, server_backend_from_config
 from edge_guard.backends.server_protocol import ItemError, llama_reply, openai_reply, retokenize
-from edge_guard.classifier import Classifier, RunItem
+from edge_guard.classification.classifier import Classifier, RunItem
 from edge_guard.config import backend_config
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.errors import EdgeGuardError, ModelNotFound

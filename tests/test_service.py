@@ -489,7 +489,7 @@ def test_remote_client_sends_every_option_and_its_rows_are_the_clis(
 
 
 def test_remote_classifier_reasoning_is_a_mode(url: str) -> None:
-    from edge_guard.service.client import RemoteClassifier
+    from edge_guard.backends.server_client import RemoteClassifier
 
     clf = RemoteClassifier(
         "toxic_simple", url, reasoning="none", cascade=(0.2, 0.8), truncate=True, parallel=2
@@ -509,7 +509,7 @@ def test_remote_classifier_reasoning_is_a_mode(url: str) -> None:
 def test_a_client_using_a_name_the_server_refuses_is_told_why(url: str) -> None:
     """A Host the server does not answer to (DNS rebinding guard): the client's error says
     which flag lets it, instead of "not an edge-guard server"."""
-    from edge_guard.service.client import detect
+    from edge_guard.backends.server_client import detect
 
     with (
         httpx.Client(headers={"Host": "gpu-box:8089"}) as named,

@@ -17,7 +17,7 @@ from service_helpers import SAFE, SLOW, VIOLATE, serve_in_process, steering
 from edge_guard import classify
 from edge_guard.cli import run
 from edge_guard.service.request import REQUEST_FIELDS
-from edge_guard.settings import request_options
+from edge_guard.settings.resolve import request_options
 from edge_guard.store import Store
 
 BASE = "http://127.0.0.1:8089"  # the Host a client of the default bind sends

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from edge_guard import ClassificationResult, MultiResult, Verdict, classify
 from edge_guard.api import build_classifier
 from edge_guard.backends.local import LocalBackend
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.response import ModelResponse
-from edge_guard.settings import SettingError, Settings, resolve_settings
+from edge_guard.settings.resolve import SettingError, Settings, resolve_settings
 from edge_guard.store import Store
 
 SHORT = SamplingConfig(max_tokens=12)

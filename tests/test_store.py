@@ -121,7 +121,7 @@ BATCH = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, sys.argv[4])  # the repository: tests.runs_helpers
-    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier, RunItem
     from edge_guard.engine.sampling import SamplingConfig
     from edge_guard.store import Store
     from tests.runs_helpers import HOLD_FD_ENV, hold_after

@@ -385,7 +385,7 @@ def test_two_commands_at_once_start_one_service(warm: Path, tiny_o200k_model: Pa
     """The start runs under a lock on <key>.lock: the second command waits, then finds it."""
     import threading
 
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
 
     settings = resolve_settings({"model": str(tiny_o200k_model)})
     spec = registry.spec_for(settings, str(tiny_o200k_model), str(tiny_o200k_model))

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edge_guard import onepass
 from edge_guard.backends.local import LocalBackend
-from edge_guard.classifier import Classifier
+from edge_guard.classification import onepass
+from edge_guard.classification.classifier import Classifier
 from edge_guard.cli import main
 from edge_guard.conversation import Conversation
 from edge_guard.engine.engine import GenerationRequest

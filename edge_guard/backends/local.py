@@ -18,6 +18,7 @@ from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.llama_runtime import llama_cpp_version
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
+from edge_guard.registry.load_guard import check_load
 from edge_guard.response import ModelResponse
 
 
@@ -67,6 +68,7 @@ def shared_engine(path: str, settings: EngineSettings) -> Engine:
             _ENGINE = None
         engine = Engine(
             path,
+            load_check=check_load,
             n_ctx=settings.n_ctx,
             n_gpu_layers=settings.n_gpu_layers,
             n_threads=settings.n_threads,
@@ -161,7 +163,7 @@ class LocalBackend:
         flash attention, the batch size and the GPU/CPU split change the kernels. Threads
         and the context size (when the prompt fits) do not, so they are left out."""
         from edge_guard.engine import llama_runtime as rt
-        from edge_guard.engine.gguf_check import check_model_file
+        from edge_guard.gguf.check import check_model_file
 
         s = self.settings
         slots = 1 if not s.swa_full else max(1, int(s.n_parallel))  # as the engine sets it
@@ -188,14 +190,14 @@ class LocalBackend:
     def context_size(self) -> int | None:
         """The context the engine will use: --ctx capped by the trained context (0: the
         trained one)."""
-        from edge_guard.engine.gguf_check import check_model_file
+        from edge_guard.gguf.check import check_model_file
 
         train = check_model_file(self.path).arch_key("context_length") or 0
         n = self.settings.n_ctx
         return (min(n, train) if train else n) if n > 0 else (train or None)
 
     def vocab(self) -> Vocab:
-        from edge_guard.engine.gguf_check import check_model_file
+        from edge_guard.gguf.check import check_model_file
 
         check_model_file(self.path)
         return Vocab.from_gguf(self.path)

@@ -143,7 +143,7 @@ class ServerBackend:
 
     def vocab(self) -> Vocab:
         if self._vocab is None:
-            from edge_guard.engine.gguf_check import check_model_file
+            from edge_guard.gguf.check import check_model_file
 
             check_model_file(self.vocab_path)
             self._vocab = Vocab.from_gguf(self.vocab_path)

@@ -35,6 +35,7 @@ from edge_guard.bench.table import format_table as _format_table
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.registry.load_guard import check_load
 
 VARIANTS = ("cold", "llama_cpp", "sequential", "parallel", "threads")
 ALL_VARIANTS = (*VARIANTS, *bench_onepass.ONE_PASS_VARIANTS)  # (e)-(g): bench/onepass.py
@@ -152,6 +153,7 @@ def run_bench(
 
     probe = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=512,
         n_parallel=1,
         n_threads=cfg.threads,
@@ -177,6 +179,7 @@ def run_bench(
         results["llama_cpp"] = _extrapolated(times, cfg.n, n_out_b, prompt_total, first_apart=True)
     engine = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=n_ctx,
         n_parallel=width,
         n_threads=cfg.threads,

@@ -29,13 +29,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edge_guard.bench.core import _round_up, synthetic_text
+from edge_guard.classification.onepass import answer_header, label_scoring
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
-from edge_guard.onepass import NONE, answer_header, label_scoring
 from edge_guard.policy.sets import PolicySet, load_set
 from edge_guard.policy.taxonomy import taxonomy_text
+from edge_guard.registry.load_guard import check_load
+from edge_guard.runs.taxonomy import make_cues, member_requests, warm_request
 from edge_guard.sanitize import term_line
-from edge_guard.taxonomy_run import make_cues, member_requests, warm_request
+from edge_guard.settings.values import NONE
 
 VARIANTS = ("one_label", "separate", "cheap", "full_combined")
 LABELS = {
@@ -154,6 +156,7 @@ def run_moderation_bench(
     pset = load_set(cfg.policy_set)
     probe = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=512,
         n_parallel=1,
         n_threads=cfg.threads,
@@ -173,6 +176,7 @@ def run_moderation_bench(
     n_ctx = _round_up(need + cfg.output_tokens + width * 8 + 256, 256)
     engine = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=n_ctx,
         n_parallel=width,
         n_threads=cfg.threads,

@@ -24,6 +24,7 @@ from edge_guard.bench.roofline import measure_roofline
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.registry.load_guard import check_load
 from edge_guard.sanitize import term_line
 
 GOAL = 0.8  # pairs/s over single-policy labels/s
@@ -98,6 +99,7 @@ def run_multi_bench(
     say = progress or (lambda _msg: None)
     probe = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=512,
         n_parallel=1,
         n_threads=cfg.threads,
@@ -111,6 +113,7 @@ def run_multi_bench(
     n_ctx = _round_up(sum(prefix_lens) + width * (suffix + cfg.output_tokens) + 64, 256)
     engine = Engine(
         model_path,
+        load_check=check_load,
         n_ctx=n_ctx,
         n_parallel=width,
         n_threads=cfg.threads,

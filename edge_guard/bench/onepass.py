@@ -22,12 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge_guard.cascade import escalation, in_place_request
+from edge_guard.classification.cascade import escalation, in_place_request
+from edge_guard.classification.onepass import answer_header, label_probs, label_scoring
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
-from edge_guard.onepass import NONE, answer_header, label_probs, label_scoring
 from edge_guard.policy.core import OutputSpec
 from edge_guard.response import ModelResponse
+from edge_guard.settings.values import NONE
 
 ONE_PASS_VARIANTS = ("one_pass", "cascade_10", "cascade_30")
 CASCADE_SHARES = {"cascade_10": 0.10, "cascade_30": 0.30}

@@ -51,7 +51,7 @@ def print_result(result: Any) -> None:
     click.echo(click.style(label, fg=color, bold=True) + f"  {score_line(result)}{cached}")
     resp = result.model_response
     final = resp.response if resp else None
-    path = result.metadata.get("path")  # one-pass / cascade (edge_guard.cascade)
+    path = result.metadata.get("path")  # one-pass / cascade (edge_guard.classification.cascade)
     if path is not None:
         how = "one pass, no reasoning" if path == "one-pass" else "escalated to full reasoning"
         click.echo(f"path: {how} (label {term(repr(result.fine_grain_label))})")

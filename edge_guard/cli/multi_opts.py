@@ -263,7 +263,7 @@ def test_set(
     from edge_guard.errors import EdgeGuardError
     from edge_guard.policy.cases import policy_cases
     from edge_guard.policy.sets import resolve_policies
-    from edge_guard.policy.testing import run_policy_tests
+    from edge_guard.policy_tests.runner import run_policy_tests
     from edge_guard.sanitize import term_json
 
     reports = {}

@@ -2,7 +2,7 @@
 
 Every command that classifies uses `@classify_options` and `build_classifier(...)`, so
 `classify`, `run`, `study`, `compare` and `policies test` accept the same flags. The flags
-are `edge_guard.settings.Settings` fields: `pass_opts` resolves them (flag > environment >
+are `edge_guard.settings.resolve.Settings` fields: `pass_opts` resolves them (flag > environment >
 config.toml > default) and the core `edge_guard.api.build_classifier` builds from them.
 """
 
@@ -19,14 +19,14 @@ from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.defaults import DEFAULT_MODEL
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
-from edge_guard.onepass import REASONING_MODES
-from edge_guard.settings import (
+from edge_guard.settings.resolve import (
     DEFAULT_CTX,
     SETTING_NAMES,
     Settings,
     resolve_settings,
     setting_flags,
 )
+from edge_guard.settings.values import REASONING_MODES
 
 _DEFAULTED = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 _FLAGS = ("force", "yes", "truncate")

@@ -12,9 +12,9 @@ from edge_guard.conversation import TARGETS, Conversation, item_content
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
-from edge_guard.onepass import REASONING_MODES
 from edge_guard.sanitize import term, term_json
-from edge_guard.settings import DEFAULT_CTX
+from edge_guard.settings.resolve import DEFAULT_CTX
+from edge_guard.settings.values import REASONING_MODES
 
 
 def read_text_arg(text: str) -> str:
@@ -134,10 +134,10 @@ def prompt(opts: dict[str, Any]) -> None:
     """Show the exact prompt (specials visible) that classify sends for POLICY and TEXT
     (`-` = stdin) or a conversation (--messages FILE), with --truncate / --reasoning too."""
     item = text_or_messages(opts["text"], opts["messages"], opts["target"])
-    from edge_guard import onepass
-    from edge_guard.engine.safety import text_problem
+    from edge_guard.classification import onepass
+    from edge_guard.classification.request import NO_CUT, build_prompt
+    from edge_guard.classification.truncation import text_problem
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
-    from edge_guard.lane_request import NO_CUT, build_prompt
     from edge_guard.policy.core import load_policy
 
     pol = load_policy(opts["policy"])
@@ -147,7 +147,7 @@ def prompt(opts: dict[str, Any]) -> None:
     renderer = PromptRenderer(vocab)
     fit, n_ctx = NO_CUT, None
     if opts["truncate"] and not text_problem(item_content(item)):
-        from edge_guard.truncation import Fitter
+        from edge_guard.classification.truncation import Fitter
 
         n_ctx = min(opts["ctx"], trained) if opts["ctx"] and trained else opts["ctx"] or trained
         if not n_ctx:
@@ -195,7 +195,7 @@ def _vocab(model_ref: str | None) -> tuple[Any, int | None]:
 
     if not model_ref:
         return o200k_harmony_vocab(), None
-    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.gguf.check import check_model_file
     from edge_guard.registry import resolve
 
     path = resolve(model_ref).path

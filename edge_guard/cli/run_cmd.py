@@ -28,7 +28,7 @@ LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-comme
 def _local(classifier: Any) -> Any:
     """`classifier`, unless it is an edge-guard server's: a named run keeps its results in
     this machine's store (a one-line error instead of a crash)."""
-    client = sys.modules.get("edge_guard.service.client")  # a RemoteClassifier needs it
+    client = sys.modules.get("edge_guard.backends.server_client")  # a RemoteClassifier needs it
     if client is not None and isinstance(classifier, client.RemoteClassifier):
         from edge_guard.errors import EdgeGuardError
 

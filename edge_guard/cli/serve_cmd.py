@@ -1,7 +1,7 @@
 """`edge-guard serve`: load the model once and answer HTTP requests (uvicorn) until stopped.
 
 The server's settings resolve like every command's (flag > environment > config.toml >
-default, `edge_guard.settings`): its prompt, reasoning-path and sampling flags become the
+default, `edge_guard.settings.resolve`): its prompt, reasoning-path and sampling flags become the
 defaults of every request (a `/v1/classify` request may override each), its engine flags
 load the model. It refuses at start what `classify` refuses with the same flags.
 """

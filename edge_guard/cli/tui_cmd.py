@@ -50,7 +50,7 @@ def tui(
 ) -> None:
     """Open the terminal UI: policy workbench, results, runs, study, comparisons, models,
     tests and review."""
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
     from edge_guard.tui import run_tui
 
     ctx_ = click.get_current_context()

@@ -68,7 +68,7 @@ def _size(n: int | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def ps(as_json: bool) -> None:
     """List the warm engines running for this user (model, settings, memory, idle time)."""
-    from edge_guard.warm.keepalive import format_seconds
+    from edge_guard.settings.keep_alive import format_seconds
 
     rows = _rows()
     if as_json:

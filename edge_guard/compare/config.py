@@ -18,7 +18,7 @@ from typing import Any
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import EFFORTS, STYLES
-from edge_guard.onepass import REASONING_MODES
+from edge_guard.settings.values import REASONING_MODES
 
 GRAMMAR = "MODEL[,key=value...] (configs separated by ';')"
 
@@ -66,7 +66,7 @@ def _text(v: str) -> str:
 
 
 def _cascade(v: str) -> str:
-    from edge_guard.cascade import parse_bounds
+    from edge_guard.settings.values import parse_bounds
 
     try:
         parse_bounds(v)

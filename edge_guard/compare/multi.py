@@ -65,7 +65,7 @@ def run_multi_compare(
     """Run the set through every config (first = reference); (store, run names, labels).
     A bad setting is named in the terms of the caller's `door` (the compare CLI: "cli")."""
     from edge_guard.api import build_classifier
-    from edge_guard.settings import resolve_settings, setting_flags
+    from edge_guard.settings.resolve import resolve_settings, setting_flags
 
     base = dict(base_opts or {})
     labels = check_configs(configs, base.get("model"))

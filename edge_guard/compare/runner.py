@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_guard.classifier import Classifier
+from edge_guard.classification.classifier import Classifier
 from edge_guard.compare.config import CompareConfig, check_configs
 from edge_guard.datasets.files import Dataset, Row, usable_dataset
 from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.result import ClassificationResult
 from edge_guard.runs.batch import RunPlan, RunProgress, RunSummary, execute_run, plan_run
-from edge_guard.settings import resolve_settings, setting_flags
+from edge_guard.settings.resolve import resolve_settings, setting_flags
 from edge_guard.store import Store
 
 RUN_KIND = "compare"

@@ -1,5 +1,5 @@
 """`compare`'s taxonomy-mode runs: every policy of a set from one prompt per text
-(`edge_guard.taxonomy_run`), stored as a multi-policy run so `compare.multi.multi_summary`
+(`edge_guard.runs.taxonomy`), stored as a multi-policy run so `compare.multi.multi_summary`
 puts it beside separate mode: agreement, Cohen's κ and flips per policy.
 
 `runs.multi.plan_multi_run` plans the run (dataset, sample, gold columns, run rows: the
@@ -21,7 +21,7 @@ from edge_guard.runs.batch import RunProgress, RunSummary, run_status
 from edge_guard.runs.multi import MultiPlan, PairCallback, pair_item, plan_multi_run, set_hash
 
 if TYPE_CHECKING:
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
 
 
 def plan_taxonomy_run(
@@ -42,7 +42,7 @@ def execute_taxonomy_run(
     plan: MultiPlan, base: Classifier, *, on_result: PairCallback | None = None, steer: Any = None
 ) -> RunSummary:
     """Classify the plan's missing pairs in taxonomy mode (as `runs.multi.execute_multi_run`)."""
-    from edge_guard.taxonomy_run import iter_taxonomy
+    from edge_guard.runs.taxonomy import iter_taxonomy
 
     store, todo = base.store, plan.todo
     progress = RunProgress(done=len(plan.done), total=plan.n_items)

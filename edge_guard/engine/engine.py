@@ -31,19 +31,19 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edge_guard.defaults import DEFAULT_CTX, DEFAULT_PARALLEL, env
 from edge_guard.engine import llama_runtime as rt
-from edge_guard.engine import safety
-from edge_guard.engine.gguf_check import check_model_file
 from edge_guard.engine.handles import BATCH, INTERACTIVE, Group, Handle, iter_completed
 from edge_guard.engine.loop import EngineLoop
 from edge_guard.engine.prefix_state import make_prefix_store, shared_prefix
 from edge_guard.engine.prefixes import PrefixCache
 from edge_guard.engine.slots import Decoder, GenerationRequest
 from edge_guard.errors import EdgeGuardError
+from edge_guard.gguf.check import check_model_file
 from edge_guard.harmony.render import PromptRenderer
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.response import ModelResponse
@@ -58,13 +58,31 @@ __all__ = [
     "Engine",
     "GenerationRequest",
     "Handle",
+    "LoadPlan",
     "default_threads",
 ]
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """What the engine is about to load, as the caller's `load_check` sees it: the file and
+    the settings that decide its memory (`force` asks to skip the memory check)."""
+
+    path: str
+    n_ctx: int
+    n_gpu_layers: int
+    swa_full: bool
+    n_batch: int
+    force: bool = False
+
+
 class Engine:
     """A loaded gpt-oss model. Thread-safe: `submit`, `generate` and `generate_many` may be
-    called from any thread at once; one loop thread decodes every request together."""
+    called from any thread at once; one loop thread decodes every request together.
+
+    `load_check(plan)` runs just before llama.cpp loads the file: every backend passes
+    `registry.load_guard.check_load` (memory fit, a child-process probe of an untrusted
+    file). Without one the engine trusts the file it is given."""
 
     def __init__(
         self,
@@ -82,6 +100,7 @@ class Engine:
         max_prefixes: int | None = None,
         verbose: bool = False,
         force: bool = False,
+        load_check: Callable[[LoadPlan], None] | None = None,
     ) -> None:
         self.model_path = os.fspath(model_path)
         self.closed = True
@@ -108,17 +127,19 @@ class Engine:
             # llama.cpp's CPU flash-attention kernel is not invariant to how a prompt is
             # split into batches; without it a cached prefix gives bit-identical logits.
             flash_attn = False
-        # Refuse what would swap the machine to death (unless forced), and load an
-        # untrusted file in a child process first: llama.cpp aborts on some bad files.
-        if not force:
-            safety.check_memory(
-                self.model_path,
-                n_ctx=self.n_ctx,
-                n_gpu_layers=gpu_layers,
-                swa_full=swa_full,
-                n_ubatch=self.n_batch,
+        # The caller's guard (registry.load_guard.check_load for every backend) refuses what
+        # would swap the machine to death and probes an untrusted file in a child process.
+        if load_check is not None:
+            load_check(
+                LoadPlan(
+                    self.model_path,
+                    n_ctx=self.n_ctx,
+                    n_gpu_layers=gpu_layers,
+                    swa_full=swa_full,
+                    n_batch=self.n_batch,
+                    force=force,
+                )
             )
-        safety.ensure_loadable(self.model_path)
         n_seq = self.max_prefixes + self.n_parallel
         self._model, self._ctx = rt.load(
             self.model_path,

@@ -152,7 +152,7 @@ class Vocab:
     def from_gguf(cls, path: str | os.PathLike[str]) -> Vocab:
         """The vocabulary stored in a GGUF: built once per file identity (this process,
         then `engine.gguf_cache`'s disk entry), so the same file gives the same object."""
-        from edge_guard.engine import gguf_cache
+        from edge_guard.gguf import cache as gguf_cache
 
         path = os.fspath(path)
         fid = gguf_cache.file_id(path)

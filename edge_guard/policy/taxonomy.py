@@ -8,7 +8,7 @@ order: ``{"harassment":0,"hate/threatening":1,...}`` (1 = the text violates that
 - Full reasoning: the model reasons once per text and writes the object. `parse_answer`
   is strict: anything but one JSON object whose keys are exactly the member names, each
   0 or 1, makes *every* member undetermined (never "no violation").
-- One pass (the cheap path, `edge_guard.taxonomy_run`): member k's answer is cued with
+- One pass (the cheap path, `edge_guard.runs.taxonomy`): member k's answer is cued with
   ``{"<name>":`` (`cue_text`) right after the final-channel header, and the next token's
   log-probs of ``0`` / ``1`` give its P(violation). Every member's request
   shares the prompt up to the header (policy prefix + text), which the engine evaluates

@@ -326,7 +326,7 @@ def _pull_locked(
 ) -> PullResult:
     """The download proper, holding the per-file lock (`remote`: the hub file, when it is not
     the manifest's)."""
-    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.gguf.check import check_model_file
 
     what, etag_sha = _what(origin), _etag_sha(meta)
     partial = dest.with_name(dest.name + ".partial")

@@ -110,8 +110,8 @@ class _Shape:
 
 
 def _shape(path: str | os.PathLike[str], n_ubatch: int) -> tuple[_Shape, int, int]:
-    from edge_guard.engine.gguf_check import read_header
     from edge_guard.errors import BadModelFile
+    from edge_guard.gguf.check import read_header
 
     h = read_header(path)
     ak = h.arch_key

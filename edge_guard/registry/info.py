@@ -48,8 +48,8 @@ def _file_type_name(value: Any) -> str | None:
 
 def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-ready summary of a GGUF's header (one-line `BadModelFile` if unreadable)."""
-    from edge_guard.engine.gguf_check import check_model_file, read_header
     from edge_guard.errors import BadModelFile
+    from edge_guard.gguf.check import check_model_file, read_header
 
     header = read_header(path)
     md = header.metadata
@@ -123,7 +123,7 @@ def verify_model(
 
     A manifest or hf: model with no hash on record gets one now (trust on first use).
     """
-    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.gguf.check import check_model_file
     from edge_guard.registry import lookup, resolve, store
 
     say = echo or (lambda s: print(s, file=sys.stderr))

@@ -19,7 +19,7 @@ from edge_guard.registry.manifests import ID_RE, load_manifests
 
 def add_local(path: str | Path, model_id: str, *, force: bool = False) -> dict[str, Any]:
     """Register an existing GGUF under `model_id` (checked and hashed now)."""
-    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.gguf.check import check_model_file
 
     if not ID_RE.match(model_id):
         raise RegistryError(f"id {model_id!r} must look like name:tag (lowercase, e.g. mine:q8_0)")

@@ -83,7 +83,7 @@ def normalize_type(qtype: str) -> str:
 
 def file_type_name(path: str | os.PathLike[str]) -> str | None:
     """The GGUF's general.file_type as llama.cpp names it (MOSTLY_Q8_0, MOSTLY_F16, ...)."""
-    from edge_guard.engine.gguf_check import read_header
+    from edge_guard.gguf.check import read_header
 
     value = read_header(path).metadata.get("general.file_type")
     if not isinstance(value, int):
@@ -107,7 +107,7 @@ def quantize_model(
     echo: Callable[[str], Any] | None = None,
 ) -> QuantizeResult:
     """Write `src` quantized to `qtype` at `out` (atomically); returns sizes and timing."""
-    from edge_guard.engine.gguf_check import check_model_file
+    from edge_guard.gguf.check import check_model_file
 
     key = normalize_type(qtype)
     src_p, out_p = Path(src).expanduser(), Path(out).expanduser()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_guard.cascade import path_fields
+from edge_guard.classification.cascade import path_fields
 from edge_guard.conversation import judges_problem
 from edge_guard.datasets.files import Dataset, Malformed, Row, describe_problems, usable_dataset
 from edge_guard.datasets.gold import Gold, GoldMapper, map_golds, select_rows
@@ -29,7 +29,7 @@ from edge_guard.runs.progress import RunProgress, RunSummary, run_status
 from edge_guard.store import Store
 
 if TYPE_CHECKING:  # the classifier (numpy, engine) is only needed to classify, not to evaluate
-    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier, RunItem
 
 # Config keys that must match to resume a run (the dataset's path may move; its bytes may not).
 MATCH_KEYS = (
@@ -252,7 +252,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def run_item(plan: RunPlan, idx: int) -> RunItem:
-    from edge_guard.classifier import RunItem
+    from edge_guard.classification.classifier import RunItem
 
     row, gold = plan.row(idx), plan.golds[idx]
     extra = {

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier, RunItem
     from edge_guard.policy.core import Policy
     from edge_guard.policy.sets import PolicySet
     from edge_guard.result import ClassificationResult

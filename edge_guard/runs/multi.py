@@ -44,7 +44,7 @@ from edge_guard.runs.batch import (
 from edge_guard.runs.members import spread_answers
 
 if TYPE_CHECKING:
-    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier, RunItem
 
 PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
 EventHook = Callable[[int, Event], None]  # (text idx, engine event)
@@ -82,7 +82,7 @@ def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str,
 def member_classifier(base: Classifier, policy: Policy, *, modes: bool = True) -> Classifier:
     """A classifier for `policy` sharing `base`'s backend, store, prompt and sampling (and
     its reasoning/cascade modes unless `modes` is False: a combined prompt has no score)."""
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
 
     cfg = base.prompt_config
     extra = {k: getattr(base, k) for k in ("reasoning", "cascade") if modes and hasattr(base, k)}
@@ -279,7 +279,7 @@ def _any_gold(golds: Sequence[Gold | None]) -> Gold | None:
 
 
 def pair_item(plan: MultiPlan, t: int, p: int) -> RunItem:
-    from edge_guard.classifier import RunItem
+    from edge_guard.classification.classifier import RunItem
 
     row = plan.dataset.rows[plan.selected[t]]
     name = plan.pset.members[p].name
@@ -314,7 +314,7 @@ def iter_separate(
     engine batches all pairs (one group on a fresh run; a resumed run has a few groups).
     `samplings[t]` / `on_event(t, event)` are per text index.
     """
-    from edge_guard.classify_loop import iter_pairs
+    from edge_guard.classification.loop import iter_pairs
 
     lanes = set_lanes(base, pset)
     groups: dict[tuple[int, ...], dict[int, dict[int, int]]] = {}  # policies -> text -> p -> j

@@ -13,7 +13,7 @@ _EXPORTS = {
     "create_app": "edge_guard.service.app",
     "ServiceCore": "edge_guard.service.core",
     "Limits": "edge_guard.service.core",
-    "RemoteClassifier": "edge_guard.service.client",
+    "RemoteClassifier": "edge_guard.backends.server_client",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

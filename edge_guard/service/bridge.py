@@ -105,7 +105,7 @@ class ServiceBackend:
         settings = getattr(self.inner, "settings", None)
         if path is None or settings is None:
             return None
-        from edge_guard.engine.gguf_check import check_model_file
+        from edge_guard.gguf.check import check_model_file
 
         train = check_model_file(path).arch_key("context_length") or 0
         n = settings.n_ctx

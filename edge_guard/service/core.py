@@ -20,8 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_guard.classifier import Classifier
-from edge_guard.classify_loop import iter_pairs
+from edge_guard.classification.classifier import Classifier
+from edge_guard.classification.loop import iter_pairs
 from edge_guard.conversation import Item, item_text
 from edge_guard.engine.engine import BATCH, INTERACTIVE, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
@@ -33,7 +33,7 @@ from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.service.bridge import CancelledJob, ServiceBackend, job_scope
 from edge_guard.service.catalog import Catalog, Forbidden, UnknownPolicy, inline_policy
-from edge_guard.settings import Settings
+from edge_guard.settings.resolve import Settings
 from edge_guard.store import Store
 
 MAX_CLASSIFIERS = 64

@@ -4,7 +4,7 @@
   (`{"type": "text", "text": ...}`, one input whose text parts are joined by newlines). An
   image part is a 400 saying that only text is supported.
 - A request that resolves to a set whose members are exactly OpenAI's 13 category keys
-  (`OPENAI_CATEGORIES`) runs in taxonomy mode (`edge_guard.taxonomy_run`): with the
+  (`OPENAI_CATEGORIES`) runs in taxonomy mode (`edge_guard.runs.taxonomy`): with the
   server's `--reasoning none` (or none-empty-analysis) every category is scored from one
   evaluated prompt per text; with full reasoning one reasoning pass per text answers all
   13. A server started with `--cascade` runs the set in separate mode (taxonomy mode has no
@@ -27,7 +27,7 @@ from edge_guard.result import ClassificationResult, Verdict
 from edge_guard.service.schemas import FieldError, ModerationResult
 
 if TYPE_CHECKING:
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
     from edge_guard.policy.core import Policy
 
 OPENAI_CATEGORIES = (
@@ -95,7 +95,7 @@ def openai_set(
 
 def iter_job(base: Classifier, spec: Any) -> Iterator[tuple[int, int, ClassificationResult]]:
     """(text index, member index, result) of a taxonomy-mode `JobSpec` (its `policy_set`)."""
-    from edge_guard.taxonomy_run import iter_taxonomy
+    from edge_guard.runs.taxonomy import iter_taxonomy
 
     pset = spec.policy_set
     assert pset is not None
@@ -120,7 +120,7 @@ def preload_taxonomy(core: Any, clf: Classifier) -> bool:
     """Evaluate the default set's taxonomy prompt prefix once, when the default set runs in
     taxonomy mode; False (nothing done) otherwise."""
     from edge_guard.policy.taxonomy import taxonomy_text
-    from edge_guard.taxonomy_run import warm_request
+    from edge_guard.runs.taxonomy import warm_request
 
     policies, thresholds = core.resolve(None)
     pset = openai_set(policies, thresholds, core.settings.cascade)

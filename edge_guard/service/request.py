@@ -19,7 +19,7 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.core import Policy
 from edge_guard.service.core import JobSpec, ServiceCore
 from edge_guard.service.schemas import ClassifyRequest, FieldError, field_terms
-from edge_guard.settings import Settings, resolve_settings
+from edge_guard.settings.resolve import Settings, resolve_settings
 
 # /v1/classify field -> the `Settings` field it sets (no_cache sets use_cache, inverted).
 REQUEST_FIELDS = {

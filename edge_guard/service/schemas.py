@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge_guard import result as _result
 from edge_guard.conversation import Conversation, ConversationError
 from edge_guard.result import ClassificationResult, Verdict, headline_score
-from edge_guard.settings import request_options
+from edge_guard.settings.resolve import request_options
 
 
 class _Strict(BaseModel):

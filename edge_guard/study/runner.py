@@ -87,8 +87,8 @@ def _classifier_factory(
 ) -> Callable[[str], Any]:
     """Classifiers built from `settings` (default: env/config.toml) with the study's prompt."""
     from edge_guard.api import build_classifier
-    from edge_guard.classifier import make_backend
-    from edge_guard.settings import resolve_settings
+    from edge_guard.classification.classifier import make_backend
+    from edge_guard.settings.resolve import resolve_settings
 
     base = settings if settings is not None else resolve_settings({"parallel": parallel})
     changes = {
@@ -128,7 +128,7 @@ def run_study(
     `Settings`; default: env/config.toml) with the config's prompt settings.
     `on_progress(done, total, model)` is called after each rating.
     """
-    from edge_guard.classifier import RunItem
+    from edge_guard.classification.classifier import RunItem
     from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
     from edge_guard.store import Store
 

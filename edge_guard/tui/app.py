@@ -86,7 +86,7 @@ class EdgeGuardApp(App[None]):
                 raise EdgeGuardError(f"unknown TUI screen {start!r} (choose {names})")
             self.DEFAULT_MODE = start  # type: ignore[misc]
         super().__init__()
-        from edge_guard.settings import resolve_settings
+        from edge_guard.settings.resolve import resolve_settings
         from edge_guard.store import Store
 
         # The TUI's spec (its flags, env, config.toml): the controls start from it and every

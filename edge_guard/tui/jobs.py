@@ -76,7 +76,9 @@ class RunOptions:
     effort: str | None = None
     max_tokens: int | str | None = None  # the box's text is checked by `resolve_settings`
     temperature: float | None = None
-    reasoning: str | None = None  # full | none | none-empty-analysis (edge_guard.onepass)
+    reasoning: str | None = (
+        None  # full | none | none-empty-analysis (edge_guard.classification.onepass)
+    )
 
     def controls(self) -> dict[str, Any]:
         """The chosen values as `Settings` fields (unchosen ones left out)."""
@@ -92,7 +94,7 @@ Steering = Callable[[Any, Sequence[str]], Any]
 def tui_settings(options: RunOptions, settings: Any = None, *, use_cache: bool = True) -> Any:
     """THE resolution of the TUI's request: its controls over `settings` (default: env and
     config.toml), checked by `resolve_settings`, errors naming the control."""
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
 
     base = settings if settings is not None else resolve_settings(door="tui")
     flags = {**options.controls(), "use_cache": None if use_cache else False}
@@ -111,7 +113,7 @@ def default_classifier_factory(
     """A classifier for the TUI: `settings` (default: env/config.toml) with the user's
     choices (`tui_settings`); a missing model raises the registry's one-line error."""
     from edge_guard.api import build_classifier
-    from edge_guard.classifier import make_backend
+    from edge_guard.classification.classifier import make_backend
 
     chosen = tui_settings(options, settings, use_cache=use_cache)
     backend = None

@@ -286,7 +286,7 @@ def listener_from_options(uds: str | None, keep_alive: str | None) -> WarmListen
         return None
     seconds = 0.0
     if keep_alive is not None:
-        from edge_guard.warm.keepalive import RULE, parse_keep_alive
+        from edge_guard.settings.keep_alive import RULE, parse_keep_alive
 
         try:
             seconds = parse_keep_alive(keep_alive)

@@ -23,8 +23,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from edge_guard.errors import EdgeGuardError
+from edge_guard.settings.keep_alive import default_keep_alive
 from edge_guard.warm import registry, spawn
-from edge_guard.warm.keepalive import default_keep_alive
 
 BATCH = 64  # texts per service call (the client's own batch)
 stats = {"remote_calls": 0, "local_calls": 0, "restarts": 0, "local_misses": 0}
@@ -218,7 +218,7 @@ class WarmClassifier:
         """The `RemoteClassifier` on this classifier's service, started if need be."""
         if self._remote is not None or self.off is not None:
             return self._remote
-        from edge_guard.service.client import RemoteClassifier
+        from edge_guard.backends.server_client import RemoteClassifier
 
         try:
             record = spawn.ensure(self.spec, self.settings, self.keep_alive)

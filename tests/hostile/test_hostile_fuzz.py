@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_guard.engine.gguf_check import check_model_file, read_header
 from edge_guard.errors import BadModelFile
+from edge_guard.gguf.check import check_model_file, read_header
 from edge_guard.harmony.parse import FINISH_REASONS, HarmonyStreamParser, parse_output
 from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab
 from edge_guard.policy.core import OutputSpec

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_guard.engine import safety
 from edge_guard.engine.engine import Engine
-from edge_guard.engine.gguf_check import check_model_file
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import BadModelFile
+from edge_guard.gguf.check import check_model_file
+from edge_guard.registry import load_guard as safety
 from edge_guard.registry.errors import DoesNotFit
 from tests.hostile.crafted_models import HEADER_REJECTS, LLAMA_FAILURES
 
@@ -38,7 +38,7 @@ def test_header_check_rejects_in_one_line(kind: str, crafted: Callable[[str], Pa
     assert "\n" not in message and HEADER_REJECTS[kind] in message
     # The engine refuses it before any child process or llama.cpp is involved.
     with pytest.raises(BadModelFile):
-        Engine(path, n_ctx=256, n_threads=1)
+        Engine(path, load_check=safety.check_load, n_ctx=256, n_threads=1)
 
 
 @pytest.mark.parametrize("kind", sorted(LLAMA_FAILURES))
@@ -80,14 +80,14 @@ def test_engine_survives_files_that_break_llama_cpp(
 ) -> None:
     path = crafted(kind)
     with pytest.raises(BadModelFile) as info:
-        Engine(path, n_ctx=256, n_threads=1)
+        Engine(path, load_check=safety.check_load, n_ctx=256, n_threads=1)
     message = str(info.value)
     assert "\n" not in message and LLAMA_FAILURES[kind] in message
     if "crashed" in message:
         assert f"llama.cpp crashed loading {path} (signal 6, SIGABRT)" in message
     # Never recorded as good, and this process still loads and runs a good model.
     assert not safety.is_trusted(str(path))
-    with Engine(tiny_model, n_ctx=256, n_threads=1) as engine:
+    with Engine(tiny_model, load_check=safety.check_load, n_ctx=256, n_threads=1) as engine:
         ids = engine.renderer.render("policy", "hello").token_ids
         assert engine.generate(ids, sampling=SamplingConfig(max_tokens=2)).error is None
 
@@ -97,7 +97,7 @@ def test_nan_logits_mid_batch_fail_the_items_not_the_process(
 ) -> None:
     """Defence in depth behind the probe: sampling NaN logits used to raise ValueError."""
     from edge_guard.backends.local import EngineSettings, release_engine
-    from edge_guard.classifier import Classifier
+    from edge_guard.classification.classifier import Classifier
 
     monkeypatch.setattr(safety, "ensure_loadable", lambda path: None)  # skip the probe
     clf = Classifier(
@@ -126,15 +126,15 @@ def test_a_good_probe_is_recorded_once_per_file_version(
     monkeypatch.setattr(
         safety, "probe_load", lambda p, **kw: (calls.append(p), real_probe(p, **kw))[1]
     )
-    Engine(copy, n_ctx=256, n_threads=1).close()
+    Engine(copy, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
     assert calls == [str(copy)]
     record = json.loads((edge_guard_home / safety.PROBE_FILE).read_text())
     assert [r["path"] for r in record.values()] == [str(copy.resolve())]
     monkeypatch.setattr(safety, "_PROBED", set())  # a new process reads the record
-    Engine(copy, n_ctx=256, n_threads=1).close()
+    Engine(copy, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
     assert len(calls) == 1
     os.utime(copy, ns=(1_000_000_000, 1_000_000_000))  # the file changed: probe again
-    Engine(copy, n_ctx=256, n_threads=1).close()
+    Engine(copy, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
     assert len(calls) == 2
 
 
@@ -155,7 +155,7 @@ def test_registry_verified_files_are_not_probed(
         raise AssertionError("a registry-verified file was probed")
 
     monkeypatch.setattr(safety, "probe_load", no_probe)
-    Engine(tiny_model, n_ctx=256, n_threads=1).close()
+    Engine(tiny_model, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
 
 
 def test_probe_that_hangs_is_killed(crafted: Callable[[str], Path]) -> None:
@@ -199,12 +199,14 @@ def test_a_model_that_does_not_fit_ram_is_refused_unless_forced(
 ) -> None:
     _machine(monkeypatch, ram=1 << 20)  # 1 MiB free
     with pytest.raises(DoesNotFit) as info:
-        Engine(tiny_model, n_ctx=256, n_threads=1, n_gpu_layers=0)
+        Engine(tiny_model, load_check=safety.check_load, n_ctx=256, n_threads=1, n_gpu_layers=0)
     message = str(info.value)
     assert "\n" not in message and "needs" in message and "--force" in message
-    Engine(tiny_model, n_ctx=256, n_threads=1, n_gpu_layers=0, force=True).close()
+    Engine(
+        tiny_model, load_check=safety.check_load, n_ctx=256, n_threads=1, n_gpu_layers=0, force=True
+    ).close()
     _machine(monkeypatch, ram=64 * GIB)
-    Engine(tiny_model, n_ctx=256, n_threads=1, n_gpu_layers=0).close()
+    Engine(tiny_model, load_check=safety.check_load, n_ctx=256, n_threads=1, n_gpu_layers=0).close()
 
 
 def test_too_little_vram_suggests_fewer_gpu_layers(

@@ -305,8 +305,8 @@ def test_devices_and_fifos_are_not_models(tmp_path: Path) -> None:
 
 
 def test_read_header_refuses_a_device(tmp_path: Path) -> None:
-    from edge_guard.engine.gguf_check import read_header
     from edge_guard.errors import BadModelFile
+    from edge_guard.gguf.check import read_header
 
     with pytest.raises(BadModelFile, match=r"^/dev/zero: not a regular file, so not a GGUF model$"):
         read_header("/dev/zero")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_guard.backends.local import EngineSettings
-from edge_guard.classifier import Classifier, RunItem
+from edge_guard.classification.classifier import Classifier, RunItem
 from edge_guard.engine.sampling import ForcedTokens, SamplingConfig, harmony_script
 from edge_guard.errors import PolicyError
 from edge_guard.policy.core import load_policy

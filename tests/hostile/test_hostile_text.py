@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge_guard.backends.local import EngineSettings
-from edge_guard.classifier import Classifier, RunItem
-from edge_guard.engine.safety import TRUNCATION_MARKER
+from edge_guard.classification.classifier import Classifier, RunItem
+from edge_guard.classification.truncation import TRUNCATION_MARKER
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.harmony.render import PromptConfig, PromptRenderer
 from edge_guard.harmony.vocab import Vocab, o200k_harmony_vocab

@@ -102,7 +102,7 @@ async def test_missing_model_is_an_error_notification_not_a_crash(make_app) -> N
 async def test_controls_start_from_the_settings_and_a_bad_value_names_its_control(
     make_app, db_path
 ) -> None:
-    from edge_guard.settings import resolve_settings
+    from edge_guard.settings.resolve import resolve_settings
 
     spec = resolve_settings(
         {"effort": "low", "reasoning": "none", "max_tokens": 77}, env={}, config={}

@@ -187,7 +187,7 @@ class TestsScreen(EdgeScreen):
     @work(thread=True, group="policy-tests")
     def _run(self, policy: Any, options: RunOptions, flag: CancelFlag) -> None:
         from edge_guard.policy.cases import policy_cases
-        from edge_guard.policy.testing import run_policy_tests
+        from edge_guard.policy_tests.runner import run_policy_tests
 
         access, store = self.eg.models, self.eg.store
         try:

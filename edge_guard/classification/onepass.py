@@ -30,23 +30,15 @@ from edge_guard.policy.parsers import label_token_map, scores_from_logprobs
 from edge_guard.policy.sets import side_label, violates
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
+from edge_guard.settings.values import (
+    FULL,
+    NONE,
+    check_mode,
+)
 
-FULL = "full"
-NONE = "none"
-NONE_EMPTY_ANALYSIS = "none-empty-analysis"
-REASONING_MODES = (FULL, NONE, NONE_EMPTY_ANALYSIS)
-ONE_PASS_MODES = (NONE, NONE_EMPTY_ANALYSIS)
 PATH_ONE_PASS = "one-pass"
 PATH_ESCALATED = "escalated"
 DEFAULT_THRESHOLD = 0.5
-
-
-def check_mode(mode: str) -> str:
-    if mode not in REASONING_MODES:
-        raise EdgeGuardError(
-            f"unknown reasoning mode {mode!r} (choose {', '.join(REASONING_MODES)})"
-        )
-    return mode
 
 
 def check_policy(policy: Policy, mode: str) -> None:
@@ -155,7 +147,7 @@ def decide(
     return ClassificationResult(violating, label, value, meta, response, True, verdict)
 
 
-# -- the Classifier's one-pass path (called from edge_guard.classifier) -----------------------
+# -- the Classifier's one-pass path (called from edge_guard.classification.classifier) -----------------------
 def scoring_for(clf: Any) -> LabelScoring:
     """The classifier's label scoring (computed once per classifier)."""
     scoring = getattr(clf, "_onepass_scoring", None)

@@ -5,7 +5,7 @@ each text: unusable texts become stored error results, identical keys are classi
 once, stored rows are served first (a hit never loads the model). Every miss of every
 policy goes to the backend in ONE `execute` call, so the engine batches all (text, policy)
 pairs together; each completed pair is stored (one row per (text, policy)) as it arrives.
-Cascade lanes (`edge_guard.cascade`) run their two stages on their own.
+Cascade lanes (`edge_guard.classification.cascade`) run their two stages on their own.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from edge_guard import onepass
-from edge_guard.cascade import iter_cascade
+from edge_guard.classification import onepass
+from edge_guard.classification.cascade import iter_cascade
+from edge_guard.classification.request import item_problem, request_for
 from edge_guard.conversation import Conversation, ConversationNeeded, judges_problem
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
-from edge_guard.lane_request import item_problem, request_for
 from edge_guard.result import ClassificationResult
 
 
@@ -53,7 +53,7 @@ def iter_pairs(
                 raise ConversationNeeded(lane.policy.name, judges, text, i)
     misses: list[tuple[int, str, list[int]]] = []  # (lane, key, text indexes)
     for n, lane in enumerate(lanes):
-        if lane.cascade is not None:  # two stages: edge_guard.cascade
+        if lane.cascade is not None:  # two stages: edge_guard.classification.cascade
             alone = lane.alone()
             for i, res in iter_cascade(
                 alone,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_guard.classifier import Classifier, RunItem
+from edge_guard.classification.classifier import Classifier, RunItem
 from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.cases import Case, CasesError, cases_hash, filter_cases, policy_cases
@@ -273,7 +273,7 @@ def _processors(
 def _build(policy: Any, given: Any) -> Classifier:
     """A classifier from a `Settings` or a dict of its fields (plus `sampling`, `store`)."""
     from edge_guard.api import build_classifier
-    from edge_guard.settings import Settings, resolve_settings
+    from edge_guard.settings.resolve import Settings, resolve_settings
 
     if isinstance(given, Settings):
         return build_classifier(policy, given)

@@ -1,11 +1,11 @@
 """`Classifier`: policies + text(s) → `ClassificationResult`s, through the SQLite cache.
 
 A classifier holds one policy or several (one single-policy "lane" per policy, sharing
-the backend and the store); `edge_guard.classify_loop.iter_pairs` runs every (text,
+the backend and the store); `edge_guard.classification.loop.iter_pairs` runs every (text,
 policy) pair, all misses in one backend call. `edge_guard.api` builds classifiers from
 `Settings` and holds the Python `classify()`.
 
-The cache key (`edge_guard.keys`, one function for every door) hashes everything that
+The cache key (`edge_guard.classification.keys`, one function for every door) hashes everything that
 changes the model's output and nothing else; a hit returns without loading the model.
 Each miss is committed to the store as it completes.
 """
@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_guard import onepass
 from edge_guard.backends.local import Backend, EngineSettings, LocalBackend
-from edge_guard.cascade import check as cascade_check
-from edge_guard.cascade import first_stage_mode, parse_bounds
-from edge_guard.classify_loop import iter_pairs
+from edge_guard.classification import onepass
+from edge_guard.classification.cascade import check as cascade_check
+from edge_guard.classification.cascade import first_stage_mode
+from edge_guard.classification.keys import KEY_VERSION, key_fields, request_key
+from edge_guard.classification.loop import iter_pairs
+from edge_guard.classification.request import context_size, fit_for, prompt_for, renderer_for
+from edge_guard.classification.truncation import Fitter, text_problem
 from edge_guard.conversation import Conversation, Item, item_text
-from edge_guard.engine import safety
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
 from edge_guard.harmony.parse import Event
@@ -37,15 +39,13 @@ from edge_guard.harmony.render import (
     PromptConfig,
     PromptRenderer,
 )
-from edge_guard.keys import KEY_VERSION, key_fields, request_key
-from edge_guard.lane_request import context_size, fit_for, prompt_for, renderer_for
 from edge_guard.policy.core import Policy, load_policy
 from edge_guard.policy.parsers import apply_scores, label_scores, label_token_map, run_parser
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, MultiResult
+from edge_guard.settings.values import check_mode, parse_bounds
 from edge_guard.store import Store
 from edge_guard.store.rows import parse_fields, response_fields, row_to_result, storable_text
-from edge_guard.truncation import Fitter
 
 __all__ = ["KEY_VERSION", "Classifier", "RunItem", "make_backend"]
 
@@ -125,7 +125,7 @@ class Classifier:
         if not given:
             raise EdgeGuardError("no policy given")
         self.policy = load_policy(given[0])
-        problem = safety.text_problem(self.policy.text)
+        problem = text_problem(self.policy.text)
         if problem:
             raise PolicyError(f"policy {self.policy.name}: {problem}")
         self.prompt_config = PromptConfig(style=style, effort=effort, date=date).resolved()
@@ -138,11 +138,11 @@ class Classifier:
             self.backend.identify_with(self.store.model_identity)  # a memo by file stamp
         self._token_map: dict[int, str] | bool | None = False
         self._renderer_obj: PromptRenderer | None = None
-        # Over-long items: cut to fit the context (edge_guard.truncation) instead of failing.
+        # Over-long items: cut to fit the context (edge_guard.classification.truncation) instead of failing.
         self.truncate = truncate
         self._truncator: Fitter | None = None
         # One-pass scoring (reasoning "none" / "none-empty-analysis") and the cascade.
-        self.reasoning, self.cascade = onepass.check_mode(reasoning), parse_bounds(cascade)
+        self.reasoning, self.cascade = check_mode(reasoning), parse_bounds(cascade)
         first = first_stage_mode(reasoning) if self.cascade else reasoning
         onepass.check_policy(self.policy, first)
         onepass.check_backend(self.backend, first)
@@ -172,7 +172,7 @@ class Classifier:
         view._others = []
         return view
 
-    # -- keys and prompts (edge_guard.keys, edge_guard.lane_request) -----------------------
+    # -- keys and prompts (edge_guard.classification.keys, edge_guard.classification.request) -----------------------
     def key_fields(
         self,
         item: Item,
@@ -187,7 +187,7 @@ class Classifier:
         sampling: SamplingConfig | None = None,
         processor: LogitsProcessor | None = None,
     ) -> str:
-        """THE store key (`edge_guard.keys.request_key`) of `text` under this policy."""
+        """THE store key (`edge_guard.classification.keys.request_key`) of `text` under this policy."""
         return request_key(self, text, sampling, processor)
 
     def context_size(self) -> int | None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from edge_guard.cascade import path_fields
+from edge_guard.classification.cascade import path_fields
 from edge_guard.conversation import Conversation, item_content
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 
@@ -34,7 +34,7 @@ def key_fields(
     processor: LogitsProcessor | None = None,
 ) -> dict[str, Any]:
     """What the key of `item` under `lane` (a single-policy `Classifier`) hashes."""
-    from edge_guard.lane_request import fit_for
+    from edge_guard.classification.request import fit_for
 
     s = sampling or lane.sampling
     cfg = lane.prompt_config

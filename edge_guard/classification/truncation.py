@@ -25,11 +25,38 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_guard.conversation import Conversation
-from edge_guard.engine.safety import TRUNCATION_MARKER, truncate_middle
 from edge_guard.harmony.render import PromptConfig, PromptRenderer
 
 MIN_JUDGED = 8  # fewer tokens of the judged message than this is no longer a fit
 CUT_MARK = "[...]"  # a context message cut to nothing
+
+# The marker put where `truncate_middle` cut tokens out (ordinary text, never a control id).
+TRUNCATION_MARKER = "\n[...]\n"
+
+
+def text_problem(text: object) -> str | None:
+    """Why `text` cannot be classified, or None. Empty texts and NUL bytes are fine."""
+    if not isinstance(text, str):
+        return f"text is {type(text).__name__}, not a string"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"text contains an unpaired surrogate at character {exc.start} (invalid Unicode; "
+            "decode input with errors='replace')"
+        )
+    return None
+
+
+def truncate_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]:
+    """`ids` cut to at most `budget` tokens: head + `marker` + tail (the middle is dropped)."""
+    if len(ids) <= budget:
+        return ids
+    room = budget - len(marker)
+    if room < 2:
+        return ids[: max(0, budget)]
+    head = (room + 1) // 2
+    return ids[:head] + marker + ids[len(ids) - (room - head) :]
 
 
 @dataclass(frozen=True)
@@ -53,7 +80,8 @@ class Fitter:
         n_ctx: int,
         max_tokens: int,
     ) -> None:
-        from edge_guard.onepass import NONE_EMPTY_ANALYSIS, answer_header
+        from edge_guard.classification.onepass import answer_header
+        from edge_guard.settings.values import NONE_EMPTY_ANALYSIS
 
         self.encoder = renderer.encoder
         self.vocab = renderer.vocab

@@ -20,8 +20,6 @@ from typing import Any
 
 import httpx
 
-from edge_guard import onepass
-from edge_guard.cascade import parse_bounds
 from edge_guard.conversation import Conversation, Item, item_text
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError, PolicyError
@@ -30,6 +28,7 @@ from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfi
 from edge_guard.policy.core import Policy, load_policy
 from edge_guard.response import ModelResponse, Timings
 from edge_guard.result import ClassificationResult, MultiResult
+from edge_guard.settings.values import check_mode, parse_bounds
 
 MARKER = "edge_guard"
 BATCH = 64  # texts per request
@@ -118,7 +117,7 @@ class RemoteClassifier:
         self.api_key = api_key
         self.timeout = timeout
         self.prompt_config = PromptConfig(style=style, effort=effort, date=date)
-        self.reasoning = onepass.check_mode(reasoning)
+        self.reasoning = check_mode(reasoning)
         self.cascade = parse_bounds(cascade)
         self.truncate = truncate
         self.parallel = parallel

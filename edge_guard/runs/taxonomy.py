@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge_guard import onepass
+from edge_guard.classification import onepass
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
@@ -40,9 +40,10 @@ from edge_guard.policy.taxonomy import (
 )
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, MultiResult
+from edge_guard.settings.values import ONE_PASS_MODES
 
 if TYPE_CHECKING:
-    from edge_guard.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier, RunItem
     from edge_guard.harmony.vocab import Vocab
 
 
@@ -61,10 +62,10 @@ class Cues:
 def make_cues(pset: PolicySet, vocab: Vocab, mode: str) -> Cues:
     """The header and cues of `pset`'s members for one-pass `mode` (binary members only)."""
     check_members(pset)
-    if mode not in onepass.ONE_PASS_MODES:
+    if mode not in ONE_PASS_MODES:
         raise EdgeGuardError(
             f"the one-pass taxonomy path needs --reasoning "
-            f"{' or '.join(onepass.ONE_PASS_MODES)}, not {mode!r}"
+            f"{' or '.join(ONE_PASS_MODES)}, not {mode!r}"
         )
     enc = vocab.encoder.encode
     full = [enc(cue_text(m.name)) for m in pset.members]
@@ -237,15 +238,15 @@ def iter_scored(
     prefixes in flight at once would push the policy-only prefix out (re-evaluated). The
     members of one text still decode together; texts gain nothing from sharing a batch
     here (a prefix is evaluated on its own anyway)."""
+    from edge_guard.classification.truncation import text_problem
     from edge_guard.conversation import item_content
-    from edge_guard.engine import safety
 
     sc = _Scorer(base, pset)
     todo: dict[int, list[tuple[int, int, str]]] = {}  # text -> [(pair position, member, key)]
     for j, (t, p) in enumerate(pairs):
         member, item = pset.members[p], texts[t]
         key = sc.key(item, member)
-        problem = safety.text_problem(item_content(item))
+        problem = text_problem(item_content(item))
         if problem:  # an error for this text's pairs (stored, so a run counts it), not the batch
             res = sc.reject(member, item, key, problem)
             storable = item_content(item).encode("utf-8", "backslashreplace").decode("utf-8")
@@ -309,7 +310,7 @@ def iter_taxonomy(
             "taxonomy mode cannot steer generation (no per-text logits "
             "processors); use separate mode"
         )
-    if base.reasoning in onepass.ONE_PASS_MODES:
+    if base.reasoning in ONE_PASS_MODES:
         return iter_scored(base, pset, texts, pairs, items)
     return iter_reasoned(base, pset, texts, pairs, items)
 

@@ -14,10 +14,10 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from edge_guard.engine import gguf_cache
-from edge_guard.engine.gguf_cache import FileId
-from edge_guard.engine.gguf_read import GGUF_MAGIC, GGUFHeader, Skipped, TensorInfo, parse_header
 from edge_guard.errors import BadModelFile
+from edge_guard.gguf import cache as gguf_cache
+from edge_guard.gguf.cache import FileId
+from edge_guard.gguf.read import GGUF_MAGIC, GGUFHeader, Skipped, TensorInfo, parse_header
 
 __all__ = [
     "GGUF_MAGIC",

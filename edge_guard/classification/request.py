@@ -1,5 +1,5 @@
 """The engine request of one (text, policy) pair: the lane's prompt as token ids (fitted to
-the context when truncating, `edge_guard.truncation`), its sampling, label ids and event
+the context when truncating, `edge_guard.classification.truncation`), its sampling, label ids and event
 hook (a one-pass lane turns it into a score-only request)."""
 
 from __future__ import annotations
@@ -7,15 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from edge_guard.classification.truncation import Fit, Fitter, text_problem
 from edge_guard.conversation import item_content
-from edge_guard.engine import safety
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.harmony.render import Prompt, PromptRenderer
 from edge_guard.policy.parsers import score_token_ids
-from edge_guard.truncation import Fit, Fitter
 
 NO_CUT = Fit()
 
@@ -71,14 +70,14 @@ def fitter_for(lane: Any) -> Fitter:
 
 def fit_for(lane: Any, item: Any) -> Fit:
     """How `item` fits the lane's context (nothing cut unless the lane truncates)."""
-    if not getattr(lane, "truncate", False) or safety.text_problem(item_content(item)):
+    if not getattr(lane, "truncate", False) or text_problem(item_content(item)):
         return NO_CUT
     return fitter_for(lane).fit(item)
 
 
 def item_problem(lane: Any, item: Any) -> str | None:
     """Why `item` cannot be classified by `lane` (an error for this item only), or None."""
-    return safety.text_problem(item_content(item)) or fit_for(lane, item).error
+    return text_problem(item_content(item)) or fit_for(lane, item).error
 
 
 def renderer_for(lane: Any) -> PromptRenderer:

@@ -22,49 +22,28 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from edge_guard import onepass
+from edge_guard.classification import onepass
+from edge_guard.classification.request import item_problem, request_for
 from edge_guard.conversation import Conversation
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.errors import EdgeGuardError
-from edge_guard.lane_request import item_problem, request_for
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
-
-
-def parse_bounds(value: str | Sequence[float] | None) -> tuple[float, float] | None:
-    """`"LOW:HIGH"` (or a pair) -> (low, high) with 0 <= low <= high <= 1; None passes."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        parts = value.split(":")
-        try:
-            pair = [float(p) for p in parts]
-        except ValueError:
-            pair = []
-        if len(parts) != 2 or len(pair) != 2:
-            raise EdgeGuardError(f"cascade {value!r} is not LOW:HIGH (e.g. 0.2:0.8)")
-    else:
-        pair = list(value)
-        if len(pair) != 2 or not all(isinstance(x, int | float) for x in pair):
-            raise EdgeGuardError(f"cascade {value!r} is not a (low, high) pair of numbers")
-    low, high = float(pair[0]), float(pair[1])
-    if not 0.0 <= low <= high <= 1.0:
-        raise EdgeGuardError(f"cascade bounds must satisfy 0 <= LOW <= HIGH <= 1, got {low}:{high}")
-    return low, high
+from edge_guard.settings.values import FULL, NONE, ONE_PASS_MODES
 
 
 def first_stage_mode(reasoning: str) -> str:
     """The one-pass mode of a cascade: the chosen one-pass variant, else ``none``."""
-    return reasoning if reasoning in onepass.ONE_PASS_MODES else onepass.NONE
+    return reasoning if reasoning in ONE_PASS_MODES else NONE
 
 
 def path_fields(clf: Any) -> dict[str, Any]:
     """The classifier's extra cache-key fields: none for plain full reasoning (keys unchanged)."""
     bounds = getattr(clf, "cascade", None)
-    mode = getattr(clf, "reasoning", onepass.FULL)
+    mode = getattr(clf, "reasoning", FULL)
     if bounds is not None:
         return {"reasoning": first_stage_mode(mode), "cascade": list(bounds)}
-    return {} if mode == onepass.FULL else {"reasoning": mode}
+    return {} if mode == FULL else {"reasoning": mode}
 
 
 def check(policy: Any, bounds: tuple[float, float] | None) -> None:
@@ -147,7 +126,7 @@ def iter_cascade(
         yield i, result
     if not todo:
         return
-    first, full = stage(clf, first_stage_mode(clf.reasoning)), stage(clf, onepass.FULL)
+    first, full = stage(clf, first_stage_mode(clf.reasoning)), stage(clf, FULL)
     scored: dict[int, ClassificationResult] = {}
     fresh: dict[int, tuple[str, str]] = {}  # text -> its (one-pass, full) keys: goes in place
     for i in todo:

@@ -1,9 +1,8 @@
-"""Guards between untrusted inputs and llama.cpp: text checks, memory fit, child-process load probes.
+"""What must hold before llama.cpp loads a model file: it fits memory, and it cannot crash us.
 
-- **Text**: `text_problem(text)` names what makes a text unusable (not a string, an
-  unpaired surrogate that cannot be stored or tokenized faithfully); `truncate_middle`
-  cuts a token list to a budget keeping its head and tail (`edge_guard.truncation` fits
-  whole items, conversations context first).
+The engine runs `check_load` (passed in as its `load_check`) just before it loads a file;
+it knows neither the registry nor the store, which this module reads.
+
 - **Memory**: `check_memory(...)` refuses (one line, `DoesNotFit`) a model that does not
   fit the free RAM/VRAM at the requested context (`registry.fit.check_fit`), unless forced.
 - **Load probes**: llama.cpp aborts the whole process on some malformed files that pass
@@ -31,6 +30,7 @@ from typing import Any
 
 from edge_guard import defaults
 from edge_guard.defaults import PROBE_TIMEOUT_S
+from edge_guard.engine.engine import LoadPlan
 from edge_guard.errors import BadModelFile, EdgeGuardError
 
 PROBE_FILE = "load_probes.json"
@@ -38,34 +38,20 @@ PROBE_FILE = "load_probes.json"
 _PROBE_OK, _PROBE_LOAD_FAILED, _PROBE_NAN = 0, 3, 4
 _PROBED: set[tuple[str, int, int, str]] = set()  # probed OK by this process
 _LOCK = threading.Lock()
-# The marker put where `truncate_middle` cut tokens out (ordinary text, never a control id).
-TRUNCATION_MARKER = "\n[...]\n"
 
 
-# -- text ------------------------------------------------------------------------------------
-def text_problem(text: object) -> str | None:
-    """Why `text` cannot be classified, or None. Empty texts and NUL bytes are fine."""
-    if not isinstance(text, str):
-        return f"text is {type(text).__name__}, not a string"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return (
-            f"text contains an unpaired surrogate at character {exc.start} (invalid Unicode; "
-            "decode input with errors='replace')"
+def check_load(plan: LoadPlan) -> None:
+    """The engine's `load_check`: refuse a model that does not fit (unless forced), probe an
+    untrusted file in a child process first (llama.cpp aborts on some bad files)."""
+    if not plan.force:
+        check_memory(
+            plan.path,
+            n_ctx=plan.n_ctx,
+            n_gpu_layers=plan.n_gpu_layers,
+            swa_full=plan.swa_full,
+            n_ubatch=plan.n_batch,
         )
-    return None
-
-
-def truncate_middle(ids: list[int], budget: int, marker: list[int]) -> list[int]:
-    """`ids` cut to at most `budget` tokens: head + `marker` + tail (the middle is dropped)."""
-    if len(ids) <= budget:
-        return ids
-    room = budget - len(marker)
-    if room < 2:
-        return ids[: max(0, budget)]
-    head = (room + 1) // 2
-    return ids[:head] + marker + ids[len(ids) - (room - head) :]
+    ensure_loadable(plan.path)
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -183,7 +169,7 @@ def ensure_loadable(path: str, *, timeout: float | None = None) -> None:
         _record_probe(stamp)
 
 
-PROBE_CODE = "import sys; from edge_guard.engine.safety import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
+PROBE_CODE = "import sys; from edge_guard.registry.load_guard import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
 
 
 def probe_load(path: str, *, timeout: float | None = None) -> None:

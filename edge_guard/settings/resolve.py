@@ -9,7 +9,7 @@ over the environment over `config.toml` over the defaults (or over a `base` spec
 server's defaults). A `Settings` is frozen and validated: every number is checked here, so
 nothing below a door reads a flag or a default of its own. It goes to
 `edge_guard.api.build_classifier`, and from there unchanged into the engine requests and
-the store key (`edge_guard.classifier.cache_key`).
+the store key (`edge_guard.classification.classifier.cache_key`).
 
 Errors speak the door's language (`door=`): a bad value is one line naming the flag
 (`--seed`, CLI), the keyword (`seed=`, Python), the request field (`seed`, HTTP) or the
@@ -47,7 +47,7 @@ from edge_guard.config import (
 from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig
-from edge_guard.setting_values import DOORS, SettingError, convert, option_name
+from edge_guard.settings.values import DOORS, SettingError, convert, option_name
 
 if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
@@ -106,13 +106,13 @@ class Settings:
     force: bool = False
     yes: bool = False
     # seconds a warm engine stays loaded after its last request (`edge_guard.warm`); None:
-    # the door's default (commands: `warm.keepalive.default_keep_alive()`; Python: in-process)
+    # the door's default (commands: `settings.keep_alive.default_keep_alive()`; Python: in-process)
     keep_alive: float | None = None
     # prompt
     style: str = _request(DEFAULT_STYLE)
     effort: str = _request(DEFAULT_EFFORT)
     date: str | None = _request(None)
-    # reasoning path: full | none | none-empty-analysis; cascade "LOW:HIGH" (edge_guard.cascade)
+    # reasoning path: full | none | none-empty-analysis; cascade "LOW:HIGH" (edge_guard.classification.cascade)
     reasoning: str = _request("full")
     cascade: str | None = _request(None)
     # sampling

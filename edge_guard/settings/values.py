@@ -10,6 +10,7 @@ over HTTP, the control in the TUI, `$EDGE_GUARD_SEED` or the config file's table
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,44 @@ from typing import Any
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import EFFORTS, STYLES, PromptConfig
-from edge_guard.onepass import REASONING_MODES
+
+# Reasoning modes: full reasoning, or one of the one-pass modes (no reasoning generated).
+FULL = "full"
+NONE = "none"
+NONE_EMPTY_ANALYSIS = "none-empty-analysis"
+REASONING_MODES = (FULL, NONE, NONE_EMPTY_ANALYSIS)
+ONE_PASS_MODES = (NONE, NONE_EMPTY_ANALYSIS)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in REASONING_MODES:
+        raise EdgeGuardError(
+            f"unknown reasoning mode {mode!r} (choose {', '.join(REASONING_MODES)})"
+        )
+    return mode
+
+
+def parse_bounds(value: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """`"LOW:HIGH"` (or a pair) -> (low, high) with 0 <= low <= high <= 1; None passes."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        parts = value.split(":")
+        try:
+            pair = [float(p) for p in parts]
+        except ValueError:
+            pair = []
+        if len(parts) != 2 or len(pair) != 2:
+            raise EdgeGuardError(f"cascade {value!r} is not LOW:HIGH (e.g. 0.2:0.8)")
+    else:
+        pair = list(value)
+        if len(pair) != 2 or not all(isinstance(x, int | float) for x in pair):
+            raise EdgeGuardError(f"cascade {value!r} is not a (low, high) pair of numbers")
+    low, high = float(pair[0]), float(pair[1])
+    if not 0.0 <= low <= high <= 1.0:
+        raise EdgeGuardError(f"cascade bounds must satisfy 0 <= LOW <= HIGH <= 1, got {low}:{high}")
+    return low, high
+
 
 # The doors a request comes through; each names a setting its own way (`option_name`).
 DOORS = ("cli", "python", "http", "tui")
@@ -124,7 +162,7 @@ def convert(name: str, value: Any, where: str, door: str = "python") -> Any:
             raise bad(f"must be a finite number {'>' if name == 'timeout' else '>='} 0")
         return x
     if name == "keep_alive":  # seconds, or 90s / 5m / 1h
-        from edge_guard.warm.keepalive import RULE, parse_keep_alive
+        from edge_guard.settings.keep_alive import RULE, parse_keep_alive
 
         try:
             return parse_keep_alive(value)
@@ -144,8 +182,6 @@ def convert(name: str, value: Any, where: str, door: str = "python") -> Any:
     if isinstance(value, Path) and name in ("model", "db"):
         return str(value)
     if name == "cascade":  # "LOW:HIGH" or a (low, high) pair -> "LOW:HIGH", checked
-        from edge_guard.cascade import parse_bounds
-
         try:
             bounds = parse_bounds(value)
         except EdgeGuardError as exc:

@@ -29,8 +29,8 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from edge_guard.engine.gguf_read import GGUFHeader, Skipped, TensorInfo, parse_header
 from edge_guard.errors import BadModelFile
+from edge_guard.gguf.read import GGUFHeader, Skipped, TensorInfo, parse_header
 
 FileId = tuple[str, int, int, int, int]  # realpath, st_dev, st_ino, st_size, st_mtime_ns
 Tables = tuple[list[bytes], frozenset[int]]  # token id -> bytes, control (special) ids
