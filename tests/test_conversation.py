@@ -169,7 +169,7 @@ def test_classifier_prompt_of_a_conversation_is_the_rendering(tiny_o200k_model: 
     msgs = [dict(m) for m in THREE]
     msgs[1]["content"] = INJECTIONS["fake-final"]
     conv = Conversation(msgs, "assistant")
-    prompt = clf._prompt(conv)
+    prompt = clf.prompt(conv)
     vocab = clf.backend.vocab()
     expected = PromptRenderer(vocab).render(clf.policy.text, conv.render(), clf.prompt_config)
     assert prompt.token_ids == expected.token_ids

@@ -166,7 +166,7 @@ def test_one_pass_score_counts_the_spaced_answers(
     # The same prompt scored directly: P(yes) counts "yes" and " yes" against all four.
     requests = [
         GenerationRequest(
-            clf._prompt(t).token_ids + onepass.answer_header(vocab, "none"),
+            clf.prompt(t).token_ids + onepass.answer_header(vocab, "none"),
             SamplingConfig(max_tokens=1),
             score_only=True,
             score_token_ids=[v[0] for v in ids.values()],

@@ -148,6 +148,16 @@ class LocalBackend:
         """Identify the file with `identify` (e.g. `Store.model_identity`, a memo)."""
         self._identify = identify
 
+    @property
+    def identifier(self) -> Callable[[str], str] | None:
+        """What identifies the file when it changes (None: hash it)."""
+        return self._identify
+
+    @property
+    def identity_known(self) -> bool:
+        """Whether the file's identity was given or computed (else the next key hashes it)."""
+        return self._identity is not None
+
     def engine_version(self) -> str:
         """Part of every cache key (computed once: the settings are frozen)."""
         if self._engine_version is None:

@@ -20,16 +20,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_guard.classification import onepass
 from edge_guard.classification.request import item_problem, request_for
-from edge_guard.conversation import Conversation
+from edge_guard.conversation import Conversation, Item
 from edge_guard.engine.engine import GenerationRequest
+from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
+from edge_guard.harmony.parse import Event
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.settings.values import FULL, NONE, ONE_PASS_MODES
+
+if TYPE_CHECKING:
+    from edge_guard.classification.lane import Lane, RunItem
+    from edge_guard.policy.core import OutputSpec, Policy
+
+Processors = Sequence[LogitsProcessor | None] | LogitsProcessor | None
 
 
 def first_stage_mode(reasoning: str) -> str:
@@ -37,7 +45,7 @@ def first_stage_mode(reasoning: str) -> str:
     return reasoning if reasoning in ONE_PASS_MODES else NONE
 
 
-def path_fields(clf: Any) -> dict[str, Any]:
+def path_fields(clf: Lane) -> dict[str, Any]:
     """The classifier's extra cache-key fields: none for plain full reasoning (keys unchanged)."""
     bounds = getattr(clf, "cascade", None)
     mode = getattr(clf, "reasoning", FULL)
@@ -46,7 +54,7 @@ def path_fields(clf: Any) -> dict[str, Any]:
     return {} if mode == FULL else {"reasoning": mode}
 
 
-def check(policy: Any, bounds: tuple[float, float] | None) -> None:
+def check(policy: Policy, bounds: tuple[float, float] | None) -> None:
     if bounds is not None and not policy.output.violation:
         raise EdgeGuardError(
             f"policy {policy.name}: --cascade needs violation labels (P(violation) decides "
@@ -60,7 +68,7 @@ def escalates(p_violation: float | None, bounds: tuple[float, float]) -> bool:
 
 
 def escalation(
-    spec: Any, scoring: onepass.LabelScoring, bounds: tuple[float, float]
+    spec: OutputSpec, scoring: onepass.LabelScoring, bounds: tuple[float, float]
 ) -> Callable[[ModelResponse], bool]:
     """The engine's `escalate` callback: whether a score response's P(violation) (over
     `spec`'s labels, scored as `scoring` says) goes on to full reasoning."""
@@ -87,7 +95,7 @@ def in_place_request(
     )
 
 
-def stage(clf: Any, reasoning: str) -> Any:
+def stage(clf: Lane, reasoning: str) -> Lane:
     """The classifier as one stage of the cascade (shares backend, store and caches)."""
     view = copy.copy(clf)
     view.reasoning, view.cascade = reasoning, None
@@ -95,16 +103,19 @@ def stage(clf: Any, reasoning: str) -> Any:
 
 
 def iter_cascade(
-    clf: Any,
-    texts: Sequence[str],
+    clf: Lane,
+    texts: Sequence[Item],
     *,
-    run_items: Sequence[Any] | None = None,
-    samplings: Sequence[Any] | None = None,
-    logits_processors: Any = None,
-    on_event: Callable[[int, Any], None] | None = None,
+    run_items: Sequence[RunItem] | None = None,
+    samplings: Sequence[SamplingConfig] | None = None,
+    logits_processors: Processors = None,
+    on_event: Callable[[int, Event], None] | None = None,
 ) -> Iterator[tuple[int, ClassificationResult]]:
     """`Classifier.iter` for a cascade classifier: stored decisions first, then the stages."""
+    if clf.cascade is None:
+        raise EdgeGuardError("iter_cascade needs a cascade classifier")
     bounds: tuple[float, float] = clf.cascade
+    procs: list[LogitsProcessor | None]
     if logits_processors is None or callable(logits_processors):
         procs = [logits_processors] * len(texts)
     else:
@@ -120,9 +131,9 @@ def iter_cascade(
         if row is None or row.get("error") or row["policy_hash"] != clf.policy.hash:
             todo.append(i)  # a policy edit: decide again from the (cached) stages
             continue
-        result = clf._from_row(row)
+        result = clf.result_from_row(row)
         if run_items is not None:
-            clf._link(run_items[i], key)
+            clf.link(run_items[i], key)
         yield i, result
     if not todo:
         return
@@ -166,21 +177,21 @@ def iter_cascade(
         yield i, _decide(clf, texts[i], keys[i], scored[i], res, run_items, samplings, i)
 
 
-def _stored(lane: Any, key: str) -> bool:
+def _stored(lane: Lane, key: str) -> bool:
     row = lane.store.get(key)
     return row is not None and not row.get("error")
 
 
 def _in_place(
-    first: Any,
-    full: Any,
+    first: Lane,
+    full: Lane,
     bounds: tuple[float, float],
-    texts: Sequence[Any],
+    texts: Sequence[Item],
     fresh: dict[int, tuple[str, str]],
     keys: Sequence[str],
-    samplings: Sequence[Any] | None,
-    procs: Sequence[Any],
-    on_event: Callable[[int, Any], None] | None,
+    samplings: Sequence[SamplingConfig] | None,
+    procs: Sequence[LogitsProcessor | None],
+    on_event: Callable[[int, Event], None] | None,
 ) -> Iterator[tuple[int, ClassificationResult, ClassificationResult | None]]:
     """(i, one-pass result, full result if escalated) for each text of `fresh`, scored
     and, when unsure, reasoned in one engine sequence; each stage stored under its key."""
@@ -191,7 +202,7 @@ def _in_place(
         groups.setdefault(keys[i], []).append(i)
     order = list(groups.values())
     # built here, not on the engine's thread
-    escalate = escalation(first.policy.output, onepass.scoring_for(first), bounds)
+    escalate = escalation(first.policy.output, first.label_scoring(), bounds)
     requests = []
     for idx in order:
         i = idx[0]
@@ -212,22 +223,22 @@ def _in_place(
 
 
 def _store(
-    lane: Any, item: Any, key: str, response: ModelResponse, sampling: Any
+    lane: Lane, item: Item, key: str, response: ModelResponse, sampling: SamplingConfig
 ) -> ClassificationResult:
     """A stage's result of `response`, stored under the stage's own key."""
-    result = lane._finish(response, item, key, lane.token_map())
-    lane.store.put(lane._row(result, response, item, key, sampling))
+    result = lane.finish(response, item, key, lane.token_map())
+    lane.store.put(lane.result_row(result, response, item, key, sampling))
     return result
 
 
 def _decide(
-    clf: Any,
-    item: Any,
+    clf: Lane,
+    item: Item,
     key: str,
     scored: ClassificationResult,
     full: ClassificationResult | None,
-    run_items: Sequence[Any] | None,
-    samplings: Sequence[Any] | None,
+    run_items: Sequence[RunItem] | None,
+    samplings: Sequence[SamplingConfig] | None,
     i: int,
 ) -> ClassificationResult:
     """The cascade's decision for item i: stored under its own key, linked to the run."""
@@ -236,7 +247,7 @@ def _decide(
     meta.update(
         {
             "path": onepass.PATH_ONE_PASS if full is None else onepass.PATH_ESCALATED,
-            "cascade": list(clf.cascade),
+            "cascade": list(clf.cascade or ()),
             "one_pass_reasoning": first_stage_mode(clf.reasoning),
             "one_pass_p_violation": scored.metadata.get("p_violation"),
             "one_pass_key": scored.key,
@@ -250,6 +261,6 @@ def _decide(
         sampling = samplings[i] if samplings else clf.sampling
         if isinstance(item, str):  # storable even with a lone surrogate (an error result)
             item = item.encode("utf-8", "backslashreplace").decode("utf-8")
-        row = clf._row(chosen, response, item, key, sampling)
+        row = clf.result_row(chosen, response, item, key, sampling)
         clf.store.put(row, run_items[i].row(key) if run_items is not None else None)
     return chosen

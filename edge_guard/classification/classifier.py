@@ -16,7 +16,6 @@ import copy
 import json
 import types
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from edge_guard.classification import onepass
 from edge_guard.classification.cascade import check as cascade_check
 from edge_guard.classification.cascade import first_stage_mode
 from edge_guard.classification.keys import KEY_VERSION, key_fields, request_key
+from edge_guard.classification.lane import RunItem
 from edge_guard.classification.loop import iter_pairs
-from edge_guard.classification.request import context_size, fit_for, prompt_for, renderer_for
+from edge_guard.classification.request import context_size, fit_for, make_fitter, prompt_for
 from edge_guard.classification.truncation import Fitter, text_problem
 from edge_guard.conversation import Conversation, Item, item_text
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
@@ -51,27 +51,6 @@ __all__ = ["KEY_VERSION", "Classifier", "RunItem", "make_backend"]
 
 
 PolicyArg = str | Path | types.ModuleType | Policy
-
-
-@dataclass
-class RunItem:
-    """Where a result belongs in a named run (batch runs, studies, comparisons, tests)."""
-
-    run: str
-    idx: int
-    item_id: str | None = None
-    gold: str | None = None
-    extra: dict[str, Any] | None = None
-
-    def row(self, key: str) -> dict[str, Any]:
-        return {
-            "run": self.run,
-            "idx": self.idx,
-            "item_id": self.item_id,
-            "key": key,
-            "gold": self.gold,
-            "extra": self.extra or {},
-        }
 
 
 def make_backend(
@@ -134,13 +113,15 @@ class Classifier:
         self.backend = make_backend(model, engine_settings)
         self.use_cache = use_cache
         self.parallel = parallel
-        if isinstance(self.backend, LocalBackend) and self.backend._identify is None:
+        if isinstance(self.backend, LocalBackend) and self.backend.identifier is None:
             self.backend.identify_with(self.store.model_identity)  # a memo by file stamp
+        # Built once, on first use (`token_map`, `renderer`, `fitter`, `label_scoring`).
         self._token_map: dict[int, str] | bool | None = False
-        self._renderer_obj: PromptRenderer | None = None
-        # Over-long items: cut to fit the context (edge_guard.classification.truncation) instead of failing.
+        self._renderer: PromptRenderer | None = None
+        self._fitter: Fitter | None = None
+        self._label_scoring: onepass.LabelScoring | None = None
+        # Over-long items: cut to fit the context (classification.truncation) instead of failing.
         self.truncate = truncate
-        self._truncator: Fitter | None = None
         # One-pass scoring (reasoning "none" / "none-empty-analysis") and the cascade.
         self.reasoning, self.cascade = check_mode(reasoning), parse_bounds(cascade)
         first = first_stage_mode(reasoning) if self.cascade else reasoning
@@ -149,7 +130,7 @@ class Classifier:
         cascade_check(self.policy, self.cascade)
         # The other policies: one lane each, sharing this backend and store.
         shared = {**options, "store": self.store}
-        self._others = [Classifier(p, self.backend, **shared) for p in given[1:]]
+        self.others: list[Classifier] = [Classifier(p, self.backend, **shared) for p in given[1:]]
         names = [p.name for p in self.policies]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -158,7 +139,7 @@ class Classifier:
     @property
     def lanes(self) -> list[Classifier]:
         """One single-policy classifier per policy (this one first)."""
-        return [self, *self._others]
+        return [self, *self.others]
 
     @property
     def policies(self) -> list[Policy]:
@@ -166,10 +147,10 @@ class Classifier:
 
     def alone(self) -> Classifier:
         """This classifier with its first policy only (shares backend, store and caches)."""
-        if not self._others:
+        if not self.others:
             return self
         view = copy.copy(self)
-        view._others = []
+        view.others = []
         return view
 
     # -- keys and prompts (edge_guard.classification.keys, edge_guard.classification.request) -----------------------
@@ -194,8 +175,28 @@ class Classifier:
         """The context the backend will use (local: --ctx capped by the trained context)."""
         return context_size(self)
 
-    def _prompt(self, item: Item) -> Prompt:
+    def prompt(self, item: Item) -> Prompt:
+        """The full-reasoning prompt of `item` (cut to fit when truncating)."""
         return prompt_for(self, item)
+
+    def renderer(self) -> PromptRenderer:
+        """The prompt renderer over the backend's vocabulary (built once)."""
+        if self._renderer is None:
+            self._renderer = PromptRenderer(self.backend.vocab())
+        return self._renderer
+
+    def fitter(self) -> Fitter:
+        """What cuts over-long items to the context (built once: its budget depends on the
+        policy and settings)."""
+        if self._fitter is None:
+            self._fitter = make_fitter(self)
+        return self._fitter
+
+    def label_scoring(self) -> onepass.LabelScoring:
+        """What a one-pass request scores for this policy (built once)."""
+        if self._label_scoring is None:
+            self._label_scoring = onepass.label_scoring(self.policy.output, self.backend.vocab())
+        return self._label_scoring
 
     def token_map(self) -> dict[int, str] | None:
         if self._token_map is False:
@@ -207,7 +208,7 @@ class Classifier:
         self, texts: Sequence[Item], **kwargs: Any
     ) -> list[ClassificationResult] | list[MultiResult]:
         """Results in input order; with several policies, one `MultiResult` per text."""
-        if self._others:
+        if self.others:
             return self.classify_multi(texts, **kwargs)
         out: list[ClassificationResult | None] = [None] * len(texts)
         for i, res in self.iter(texts, **kwargs):
@@ -258,7 +259,7 @@ class Classifier:
                 raise EdgeGuardError(f"run items for unknown policy {', '.join(unknown)}")
             per_lane = [run_items.get(lane.policy.name) for lane in lanes]
         elif run_items is not None:
-            if self._others:
+            if self.others:
                 raise EdgeGuardError("several policies need run items per policy name")
             per_lane = [run_items]
         for i, n, res in iter_pairs(
@@ -271,10 +272,8 @@ class Classifier:
         ):
             yield i, lanes[n].policy.name, res
 
-    def _renderer(self) -> PromptRenderer:
-        return renderer_for(self)
-
-    def _link(self, item: RunItem, key: str) -> None:
+    # -- results (the `Lane` protocol: edge_guard.classification.lane) ----------------------
+    def link(self, item: RunItem, key: str) -> None:
         from edge_guard.store import utcnow
 
         with self.store.transaction() as db:
@@ -288,7 +287,7 @@ class Classifier:
                 pk=("run", "idx"),
             )
 
-    def _finish(
+    def finish(
         self, response: ModelResponse, text: Item, key: str, token_map: dict[int, str] | None
     ) -> ClassificationResult:
         if self.reasoning != "full":
@@ -310,7 +309,7 @@ class Classifier:
             result.metadata.update(cut)
         return result
 
-    def _reject(
+    def reject(
         self, text: Item, key: str, problem: str, item: RunItem | None
     ) -> ClassificationResult:
         """An error result for an unusable item, stored (so a run counts it) and retried."""
@@ -323,11 +322,11 @@ class Classifier:
             result.conversation = text.canonical()
         else:
             storable = text.encode("utf-8", "backslashreplace").decode("utf-8")
-        row = self._row(result, response, storable, key, self.sampling)
+        row = self.result_row(result, response, storable, key, self.sampling)
         self.store.put(row, item.row(key) if item is not None else None)
         return result
 
-    def _row(
+    def result_row(
         self,
         result: ClassificationResult,
         response: ModelResponse,
@@ -357,7 +356,7 @@ class Classifier:
             **parse_fields(result),
         }
 
-    def _from_row(self, row: dict[str, Any]) -> ClassificationResult:
+    def result_from_row(self, row: dict[str, Any]) -> ClassificationResult:
         # This policy version's own parse of the shared answer (`parses`): another
         # version's parse is never read or rewritten, so runs never cross.
         parse = self.store.get_parse(row["key"], self.policy.hash)
@@ -367,7 +366,7 @@ class Classifier:
             item: Item = row["text"]
             if row.get("conversation"):
                 item = Conversation.from_json(row["conversation"])
-            result = self._finish(onepass.stored_response(row), item, row["key"], self.token_map())
+            result = self.finish(onepass.stored_response(row), item, row["key"], self.token_map())
             fields = {
                 **parse_fields(result),
                 "policy_name": self.policy.name,

@@ -18,18 +18,21 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_guard.classification.cascade import path_fields
-from edge_guard.conversation import Conversation, item_content
+from edge_guard.conversation import Conversation, Item, item_content
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
+
+if TYPE_CHECKING:
+    from edge_guard.classification.lane import Lane
 
 KEY_VERSION = 2  # 2: the backend's numerics class joined the key (older rows miss)
 
 
 def key_fields(
-    lane: Any,
-    item: Any,
+    lane: Lane,
+    item: Item,
     sampling: SamplingConfig | None = None,
     processor: LogitsProcessor | None = None,
 ) -> dict[str, Any]:
@@ -73,8 +76,8 @@ def cache_key(fields: Mapping[str, Any]) -> str:
 
 
 def request_key(
-    lane: Any,
-    item: Any,
+    lane: Lane,
+    item: Item,
     sampling: SamplingConfig | None = None,
     processor: LogitsProcessor | None = None,
 ) -> str:

@@ -12,25 +12,28 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_guard.classification import onepass
-from edge_guard.classification.cascade import iter_cascade
+from edge_guard.classification.cascade import Processors, iter_cascade
 from edge_guard.classification.request import item_problem, request_for
-from edge_guard.conversation import Conversation, ConversationNeeded, judges_problem
+from edge_guard.conversation import Conversation, ConversationNeeded, Item, judges_problem
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.result import ClassificationResult
 
+if TYPE_CHECKING:
+    from edge_guard.classification.lane import Lane, RunItem
+
 
 def iter_pairs(
-    lanes: Sequence[Any],
-    texts: Sequence[Any],
+    lanes: Sequence[Lane],
+    texts: Sequence[Item],
     *,
-    run_items: Sequence[Sequence[Any] | None] | None = None,
+    run_items: Sequence[Sequence[RunItem] | None] | None = None,
     samplings: Sequence[SamplingConfig] | None = None,
-    logits_processors: Sequence[LogitsProcessor | None] | LogitsProcessor | None = None,
+    logits_processors: Processors = None,
     on_event: Callable[[int, Event], None] | None = None,
 ) -> Iterator[tuple[int, int, ClassificationResult]]:
     """Yield (text index, lane index, result) as results become available: hits first.
@@ -40,10 +43,10 @@ def iter_pairs(
     text or one per text (steering; a processor's `cache_id` keeps steered results apart).
     """
     if logits_processors is None or callable(logits_processors):
-        procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)  # type: ignore[list-item]
+        procs: list[LogitsProcessor | None] = [logits_processors] * len(texts)
     else:
         procs = list(logits_processors)
-    items: list[Sequence[Any] | None] = list(run_items) if run_items else [None] * len(lanes)
+    items: list[Sequence[RunItem] | None] = list(run_items) if run_items else [None] * len(lanes)
     for i, text in enumerate(texts):
         if not isinstance(text, str | Conversation):
             raise EdgeGuardError(f"text {i} is {type(text).__name__}, not a string")
@@ -71,7 +74,7 @@ def iter_pairs(
             problem = item_problem(lane, text)
             if problem:  # a lone surrogate, no fit even cut: an error for this item only
                 item = items[n][i] if items[n] is not None else None  # type: ignore[index]
-                yield i, n, lane._reject(text, key, problem, item)
+                yield i, n, lane.reject(text, key, problem, item)
                 continue
             groups.setdefault(key, []).append(i)
         for key, idxs in groups.items():
@@ -79,10 +82,10 @@ def iter_pairs(
             if row is None or row.get("error"):
                 misses.append((n, key, idxs))
                 continue
-            result = lane._from_row(row)
+            result = lane.result_from_row(row)
             for i in idxs:
                 if items[n] is not None:
-                    lane._link(items[n][i], key)  # type: ignore[index]
+                    lane.link(items[n][i], key)  # type: ignore[index]
                 yield i, n, copy.copy(result)
     if not misses:
         return
@@ -103,13 +106,13 @@ def iter_pairs(
     for j, response in backend.execute(requests, n_parallel=parallel):
         n, key, idxs = misses[j]
         lane, text = lanes[n], texts[idxs[0]]
-        result = lane._finish(response, text, key, lane.token_map())
+        result = lane.finish(response, text, key, lane.token_map())
         sampling = samplings[idxs[0]] if samplings else lane.sampling
-        row = lane._row(result, response, text, key, sampling)
+        row = lane.result_row(result, response, text, key, sampling)
         first = items[n][idxs[0]].row(key) if items[n] is not None else None  # type: ignore[index]
         lane.store.put(row, first)
         for i in idxs[1:]:
             if items[n] is not None:
-                lane._link(items[n][i], key)  # type: ignore[index]
+                lane.link(items[n][i], key)  # type: ignore[index]
         for i in idxs:
             yield i, n, copy.copy(result)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
@@ -35,6 +35,11 @@ from edge_guard.settings.values import (
     NONE,
     check_mode,
 )
+
+if TYPE_CHECKING:
+    from edge_guard.backends.local import Backend
+    from edge_guard.classification.lane import Lane
+    from edge_guard.engine.engine import GenerationRequest
 
 PATH_ONE_PASS = "one-pass"
 PATH_ESCALATED = "escalated"
@@ -147,21 +152,12 @@ def decide(
     return ClassificationResult(violating, label, value, meta, response, True, verdict)
 
 
-# -- the Classifier's one-pass path (called from edge_guard.classification.classifier) -----------------------
-def scoring_for(clf: Any) -> LabelScoring:
-    """The classifier's label scoring (computed once per classifier)."""
-    scoring = getattr(clf, "_onepass_scoring", None)
-    if scoring is None:
-        scoring = label_scoring(clf.policy.output, clf.backend.vocab())
-        clf._onepass_scoring = scoring
-    return scoring
-
-
-def score_request(clf: Any, req: Any) -> Any:
+# -- a lane's one-pass path (called from edge_guard.classification.classifier and the loop) ---
+def score_request(clf: Lane, req: GenerationRequest) -> GenerationRequest:
     """A full-reasoning `GenerationRequest` turned into the score-only request of one pass."""
     from edge_guard.engine.engine import GenerationRequest
 
-    scoring = scoring_for(clf)
+    scoring = clf.label_scoring()
     header = answer_header(clf.backend.vocab(), clf.reasoning)
     return GenerationRequest(
         list(req.prompt_ids) + header,
@@ -174,9 +170,9 @@ def score_request(clf: Any, req: Any) -> Any:
     )
 
 
-def finish(clf: Any, response: ModelResponse) -> ClassificationResult:
+def finish(clf: Lane, response: ModelResponse) -> ClassificationResult:
     """The one-pass result of a score-only response."""
-    scores = label_probs(clf.policy.output, scoring_for(clf), response)
+    scores = label_probs(clf.policy.output, clf.label_scoring(), response)
     if response.error:
         scores = None
     result = decide(clf.policy, scores, response, clf.reasoning)
@@ -200,7 +196,7 @@ def stored_response(row: dict[str, Any]) -> ModelResponse:
     return response
 
 
-def check_backend(backend: Any, mode: str) -> None:
+def check_backend(backend: Backend, mode: str) -> None:
     if mode != FULL and getattr(backend, "name", "local") == "server":
         raise EdgeGuardError(
             f"--reasoning {mode} needs the local engine (score-only requests); "

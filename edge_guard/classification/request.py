@@ -5,29 +5,32 @@ hook (a one-pass lane turns it into a score-only request)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge_guard.classification.truncation import Fit, Fitter, text_problem
-from edge_guard.conversation import item_content
+from edge_guard.conversation import Item, item_content
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import LogitsProcessor, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
-from edge_guard.harmony.render import Prompt, PromptRenderer
+from edge_guard.harmony.render import Prompt, PromptConfig, PromptRenderer
 from edge_guard.policy.parsers import score_token_ids
+
+if TYPE_CHECKING:
+    from edge_guard.classification.lane import Lane
 
 NO_CUT = Fit()
 
 
 def request_for(
-    lane: Any,
-    item: Any,
+    lane: Lane,
+    item: Item,
     sampling: SamplingConfig | None,
     processor: LogitsProcessor | None,
     on_event: Callable[[Event], None] | None,
 ) -> GenerationRequest:
     """The full-reasoning request of `item` under `lane` (a single-policy `Classifier`)."""
-    prompt = prompt_for(lane, item)
+    prompt = lane.prompt(item)
     return GenerationRequest(
         prompt.token_ids,
         sampling or lane.sampling,
@@ -38,7 +41,7 @@ def request_for(
     )
 
 
-def context_size(lane: Any) -> int | None:
+def context_size(lane: Lane) -> int | None:
     """The context the lane's backend will use (local: --ctx capped by the trained one;
     a backend wrapped by the TUI or the server answers through its wrapper)."""
     b = lane.backend
@@ -50,51 +53,45 @@ def context_size(lane: Any) -> int | None:
     return int(n_ctx) if n_ctx else None
 
 
-def fitter_for(lane: Any) -> Fitter:
-    """The lane's `Fitter` (built once: its budget depends on the policy and settings)."""
-    fitter = getattr(lane, "_truncator", None)
-    if fitter is None:
-        n_ctx = context_size(lane)
-        if n_ctx is None:
-            raise EdgeGuardError("--truncate needs the context size; the backend reports none")
-        fitter = Fitter(
-            renderer_for(lane),
-            lane.policy.text,
-            lane.prompt_config,
-            n_ctx,
-            lane.sampling.max_tokens,
-        )
-        lane._truncator = fitter
-    return fitter
+def make_fitter(lane: Lane) -> Fitter:
+    """A `Fitter` for the lane's context, policy and settings (the lane keeps it:
+    `Lane.fitter`)."""
+    n_ctx = lane.context_size()
+    if n_ctx is None:
+        raise EdgeGuardError("--truncate needs the context size; the backend reports none")
+    return Fitter(
+        lane.renderer(),
+        lane.policy.text,
+        lane.prompt_config,
+        n_ctx,
+        lane.sampling.max_tokens,
+    )
 
 
-def fit_for(lane: Any, item: Any) -> Fit:
+def fit_for(lane: Lane, item: Item) -> Fit:
     """How `item` fits the lane's context (nothing cut unless the lane truncates)."""
-    if not getattr(lane, "truncate", False) or text_problem(item_content(item)):
+    if not lane.truncate or text_problem(item_content(item)):
         return NO_CUT
-    return fitter_for(lane).fit(item)
+    return lane.fitter().fit(item)
 
 
-def item_problem(lane: Any, item: Any) -> str | None:
+def item_problem(lane: Lane, item: Item) -> str | None:
     """Why `item` cannot be classified by `lane` (an error for this item only), or None."""
     return text_problem(item_content(item)) or fit_for(lane, item).error
 
 
-def renderer_for(lane: Any) -> PromptRenderer:
-    renderer = getattr(lane, "_renderer_obj", None)
-    if renderer is None:
-        renderer = lane._renderer_obj = PromptRenderer(lane.backend.vocab())
-    return renderer
-
-
-def prompt_for(lane: Any, item: Any) -> Prompt:
+def prompt_for(lane: Lane, item: Item) -> Prompt:
     """The full-reasoning prompt of `item` (cut to fit when the lane truncates)."""
     fit = fit_for(lane, item)
-    return build_prompt(renderer_for(lane), lane.policy.text, lane.prompt_config, item, fit)
+    return build_prompt(lane.renderer(), lane.policy.text, lane.prompt_config, item, fit)
 
 
 def build_prompt(
-    renderer: PromptRenderer, policy_text: str, config: Any, item: Any, fit: Fit = NO_CUT
+    renderer: PromptRenderer,
+    policy_text: str,
+    config: PromptConfig | None,
+    item: Item,
+    fit: Fit = NO_CUT,
 ) -> Prompt:
     """THE prompt of `item` (what `classify` sends and `edge-guard prompt` shows): the
     rendering, with the fitted content when `fit` cut it."""

@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge_guard.classification.classifier import Classifier, RunItem
+    from edge_guard.classification.lane import Lane, RunItem
     from edge_guard.policy.core import Policy
     from edge_guard.policy.sets import PolicySet
     from edge_guard.result import ClassificationResult
 
 
 def spread_answers(
-    clf: Classifier,
+    clf: Lane,
     pset: PolicySet,
     pairs: Sequence[tuple[int, int]],
     items: Sequence[RunItem] | None,
@@ -38,12 +38,12 @@ def spread_answers(
             yield j, res
 
 
-def store_member(clf: Classifier, res: ClassificationResult, policy: Policy, item: RunItem) -> None:
+def store_member(clf: Lane, res: ClassificationResult, policy: Policy, item: RunItem) -> None:
     """Store a member's derived row (combined mode) and link it to its run item."""
     resp = res.model_response
     if resp is None or res.key is None:
         return
-    row = clf._row(res, resp, res.text or "", res.key, clf.sampling)
+    row = clf.result_row(res, resp, res.text or "", res.key, clf.sampling)
     row.update(
         {
             "policy_name": policy.name,

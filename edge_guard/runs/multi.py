@@ -45,6 +45,7 @@ from edge_guard.runs.members import spread_answers
 
 if TYPE_CHECKING:
     from edge_guard.classification.classifier import Classifier, RunItem
+    from edge_guard.classification.lane import Lane
 
 PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
 EventHook = Callable[[int, Event], None]  # (text idx, engine event)
@@ -79,7 +80,7 @@ def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str,
     return out
 
 
-def member_classifier(base: Classifier, policy: Policy, *, modes: bool = True) -> Classifier:
+def member_classifier(base: Lane, policy: Policy, *, modes: bool = True) -> Classifier:
     """A classifier for `policy` sharing `base`'s backend, store, prompt and sampling (and
     its reasoning/cascade modes unless `modes` is False: a combined prompt has no score)."""
     from edge_guard.classification.classifier import Classifier

@@ -43,7 +43,8 @@ from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.settings.values import ONE_PASS_MODES
 
 if TYPE_CHECKING:
-    from edge_guard.classification.classifier import Classifier, RunItem
+    from edge_guard.classification.classifier import Classifier
+    from edge_guard.classification.lane import Lane, RunItem
     from edge_guard.harmony.vocab import Vocab
 
 
@@ -119,7 +120,7 @@ def member_result(
 
 
 # -- through the classifier's store ----------------------------------------------------------
-def taxonomy_classifier(base: Classifier, pset: PolicySet) -> Classifier:
+def taxonomy_classifier(base: Lane, pset: PolicySet) -> Classifier:
     """A full-reasoning classifier of the taxonomy policy sharing `base`'s backend, store,
     prompt, sampling and truncation (its prompt and key are the one-pass path's too)."""
     from edge_guard.runs.multi import member_classifier
@@ -127,7 +128,7 @@ def taxonomy_classifier(base: Classifier, pset: PolicySet) -> Classifier:
     return member_classifier(base, taxonomy_policy(pset), modes=False)
 
 
-def _check_base(base: Classifier) -> None:
+def _check_base(base: Lane) -> None:
     if getattr(base, "cascade", None) is not None:
         raise EdgeGuardError(
             "taxonomy mode has no cascade: give --reasoning none (one pass "
@@ -138,7 +139,7 @@ def _check_base(base: Classifier) -> None:
 class _Scorer:
     """The one-pass path for one classifier setup: keys, requests, rows."""
 
-    def __init__(self, base: Classifier, pset: PolicySet) -> None:
+    def __init__(self, base: Lane, pset: PolicySet) -> None:
         _check_base(base)
         onepass.check_backend(base.backend, base.reasoning)
         self.pset, self.clf = pset, taxonomy_classifier(base, pset)
@@ -163,9 +164,9 @@ class _Scorer:
         if row is None or row.get("error"):
             return None
         result = member_result(member, self.cues, onepass.stored_response(row), self.pset.name)
-        return self._named(result, member, item, key, cached=True)
+        return self.named(result, member, item, key, cached=True)
 
-    def _named(
+    def named(
         self,
         result: ClassificationResult,
         member: SetMember,
@@ -191,7 +192,7 @@ class _Scorer:
         item: Any,
         run_item: RunItem | None,
     ) -> None:
-        row = self.clf._row(result, response, item, result.key or "", self.clf.sampling)
+        row = self.clf.result_row(result, response, item, result.key or "", self.clf.sampling)
         row.update(
             {
                 "policy_name": member.name,
@@ -220,11 +221,11 @@ class _Scorer:
         response = ModelResponse.failed(problem, [], self.clf.backend.model_ref)
         result = onepass.decide(member.policy, None, response, self.cues.mode)
         result.metadata.update({"mode": MODE_TAXONOMY, "taxonomy": self.pset.name})
-        return self._named(result, member, item, key)
+        return self.named(result, member, item, key)
 
 
 def iter_scored(
-    base: Classifier,
+    base: Lane,
     pset: PolicySet,
     texts: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
@@ -262,7 +263,7 @@ def iter_scored(
         todo.setdefault(t, []).append((j, p, key))
     warm = True
     for t, wanted in todo.items():  # one text at a time (see the docstring)
-        prompt = sc.clf._prompt(texts[t])
+        prompt = sc.clf.prompt(texts[t])
         per_member = member_requests(prompt.token_ids, sc.cues, sc.clf.sampling)
         requests = [per_member[p] for _j, p, _key in wanted]
         if warm:
@@ -272,14 +273,14 @@ def iter_scored(
                 continue
             j, p, key = wanted[n - 1 if warm else n]
             member, item = pset.members[p], texts[t]
-            res = sc._named(member_result(member, sc.cues, response, pset.name), member, item, key)
+            res = sc.named(member_result(member, sc.cues, response, pset.name), member, item, key)
             sc.save(res, response, member, item, items[j] if items else None)
             yield j, apply_threshold(res, member.threshold, member.policy)
         warm = False
 
 
 def iter_reasoned(
-    base: Classifier,
+    base: Lane,
     pset: PolicySet,
     texts: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
@@ -296,7 +297,7 @@ def iter_reasoned(
 
 
 def iter_taxonomy(
-    base: Classifier,
+    base: Lane,
     pset: PolicySet,
     texts: Sequence[Any],
     pairs: Sequence[tuple[int, int]],
@@ -315,7 +316,7 @@ def iter_taxonomy(
     return iter_reasoned(base, pset, texts, pairs, items)
 
 
-def classify_taxonomy(base: Classifier, pset: PolicySet, texts: Sequence[Any]) -> list[MultiResult]:
+def classify_taxonomy(base: Lane, pset: PolicySet, texts: Sequence[Any]) -> list[MultiResult]:
     """One `MultiResult` per text (a result per member, set order, thresholds applied)."""
     from edge_guard.conversation import item_text
 

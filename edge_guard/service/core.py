@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_guard.backends.local import Backend, LocalBackend
 from edge_guard.classification.classifier import Classifier
 from edge_guard.classification.loop import iter_pairs
 from edge_guard.conversation import Item, item_text
@@ -102,7 +103,7 @@ class ServiceCore:
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         store: Store,
         settings: Settings,
         *,
@@ -114,7 +115,7 @@ class ServiceCore:
         observer: Any = None,
     ) -> None:
         self.store = store
-        if getattr(backend, "_identity", "") is None and hasattr(backend, "set_identity"):
+        if isinstance(backend, LocalBackend) and not backend.identity_known:
             backend.set_identity(store.model_identity(backend.path))  # cached file hash
         self.backend = ServiceBackend(backend)
         self.settings = settings  # every request's defaults
@@ -216,7 +217,7 @@ class ServiceCore:
         if clfs and preload_taxonomy(self, clfs[0]):  # one prompt for the set's policies
             return
         for clf in clfs:
-            prompt = clf._renderer().render(clf.policy.text, "", clf.prompt_config)
+            prompt = clf.renderer().render(clf.policy.text, "", clf.prompt_config)
             req = GenerationRequest(
                 prompt.token_ids, SamplingConfig(max_tokens=1), prefix_len=prompt.prefix_len
             )

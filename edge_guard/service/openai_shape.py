@@ -27,8 +27,9 @@ from edge_guard.result import ClassificationResult, Verdict
 from edge_guard.service.schemas import FieldError, ModerationResult
 
 if TYPE_CHECKING:
-    from edge_guard.classification.classifier import Classifier
+    from edge_guard.classification.lane import Lane
     from edge_guard.policy.core import Policy
+    from edge_guard.service.core import JobSpec, ServiceCore
 
 OPENAI_CATEGORIES = (
     "harassment",
@@ -93,7 +94,7 @@ def openai_set(
     return PolicySet("openai-moderation", members, thresholds=dict(thresholds))
 
 
-def iter_job(base: Classifier, spec: Any) -> Iterator[tuple[int, int, ClassificationResult]]:
+def iter_job(base: Lane, spec: JobSpec) -> Iterator[tuple[int, int, ClassificationResult]]:
     """(text index, member index, result) of a taxonomy-mode `JobSpec` (its `policy_set`)."""
     from edge_guard.runs.taxonomy import iter_taxonomy
 
@@ -116,7 +117,7 @@ def shape(result: ModerationResult, results: list[ClassificationResult]) -> Mode
     return result.model_copy(update={"category_scores": scores})
 
 
-def preload_taxonomy(core: Any, clf: Classifier) -> bool:
+def preload_taxonomy(core: ServiceCore, clf: Lane) -> bool:
     """Evaluate the default set's taxonomy prompt prefix once, when the default set runs in
     taxonomy mode; False (nothing done) otherwise."""
     from edge_guard.policy.taxonomy import taxonomy_text
@@ -126,7 +127,7 @@ def preload_taxonomy(core: Any, clf: Classifier) -> bool:
     pset = openai_set(policies, thresholds, core.settings.cascade)
     if pset is None:
         return False
-    prompt = clf._renderer().render(taxonomy_text(pset), "", clf.prompt_config)
+    prompt = clf.renderer().render(taxonomy_text(pset), "", clf.prompt_config)
     for _ in core.backend.execute([warm_request(prompt.token_ids, prompt.prefix_len)]):
         pass
     return True

@@ -20,11 +20,14 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.settings.keep_alive import default_keep_alive
 from edge_guard.warm import registry, spawn
+
+if TYPE_CHECKING:
+    from edge_guard.classification.classifier import Classifier
 
 BATCH = 64  # texts per service call (the client's own batch)
 stats = {"remote_calls": 0, "local_calls": 0, "restarts": 0, "local_misses": 0}
@@ -35,10 +38,10 @@ def effective_keep_alive(settings: Any) -> float:
     return default_keep_alive() if value is None else float(value)
 
 
-def wrap(classifier: Any, settings: Any) -> Any:
+def wrap(classifier: Classifier, settings: Any) -> Any:
     """`classifier` routed through a warm service when that applies, else unchanged."""
     keep_alive = effective_keep_alive(settings)
-    if keep_alive <= 0 or settings.backend != "local" or classifier._others:
+    if keep_alive <= 0 or settings.backend != "local" or classifier.others:
         return classifier
     if settings.db and (settings.db == ":memory:" or settings.db.startswith("file:")):
         return classifier  # a store no other process can open
