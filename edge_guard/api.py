@@ -76,9 +76,9 @@ def build_classifier(
         policies = pset.policies
     if backend is None and settings.backend == "server":  # an `edge-guard serve` (detected)
         named = pset is not None and not pset.adhoc  # `-p a -p b`: no name a server knows
-        remote = _remote(pset.name if named else policies, settings, sampling)
+        remote = _remote(pset.name if named and pset is not None else policies, settings, sampling)
         if remote is not None:  # a set goes by its name: the server applies its thresholds
-            return remote  # type: ignore[no-any-return]
+            return remote
     warm = warm and backend is None and store is None
     if backend is None:
         backend = build_backend(settings, interactive=interactive)
@@ -99,7 +99,7 @@ def build_classifier(
     if warm:
         from edge_guard.warm.route import wrap
 
-        return wrap(classifier, settings)  # type: ignore[no-any-return]
+        return wrap(classifier, settings)
     return classifier
 
 
@@ -222,7 +222,7 @@ def classify(
     if ready is None and engine_settings is not None and settings.backend == "local":
         ready = make_backend(settings.model, engine_settings, yes=settings.yes)
     one = isinstance(text, str | Conversation)  # one text or conversation, else a list
-    texts = [text] if one else list(text)  # type: ignore[list-item]
+    texts = [text] if isinstance(text, str | Conversation) else list(text)
     pset = _as_set(policy)  # a PolicySet (or a set's name): its policies, thresholds applied
     classifier: Any = None
     if ready is None and settings.backend == "server":  # an edge-guard server: a set by name
@@ -245,7 +245,7 @@ def classify(
         )
     if pset is not None:  # every set and list of policies: one path, thresholds applied
         procs = logits_processors
-        steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])  # type: ignore[index]
+        steer = None if procs is None else (lambda t: procs if callable(procs) else procs[t])
         multi = classify_set_with(
             classifier,
             pset,

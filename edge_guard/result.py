@@ -107,11 +107,11 @@ def headline_score(metadata: dict[str, Any], float_label: float | None) -> tuple
     return None if float_label is None else ("score", float(float_label))
 
 
-def flagged(verdicts: Iterable[Verdict | str]) -> bool | None:
+def flagged(verdicts: Iterable[Verdict | str | None]) -> bool | None:
     """THE `flagged` of several verdicts (a set, a text under several policies): True if
-    any is violation; None if none is but one is undetermined (or there are none, never
-    "not flagged"); False otherwise."""
-    vs = [str(v) for v in verdicts]
+    any is violation; None if none is but one is undetermined or missing (or there are
+    none, never "not flagged"); False otherwise."""
+    vs = [Verdict.UNDETERMINED.value if v is None else str(v) for v in verdicts]
     if Verdict.VIOLATION.value in vs:
         return True
     if Verdict.UNDETERMINED.value in vs or not vs:

@@ -215,7 +215,7 @@ class RemoteClassifier:
         for i, res in self.iter(texts, **kwargs):
             got[i][str(res.policy)] = res
         if all(len(g) <= 1 for g in got):
-            return [next(iter(g.values())) for g in got]  # type: ignore[misc]
+            return [next(iter(g.values())) for g in got]
         return [MultiResult(item_text(t), g) for t, g in zip(texts, got, strict=True)]
 
     def iter(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.bench.core import Progress, _round_up, _row, synthetic_text
+from edge_guard.bench.core import Progress, round_up, synthetic_text, variant_row
 from edge_guard.bench.roofline import measure_roofline
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
@@ -109,8 +109,8 @@ def run_multi_bench(
     reqs, prefix_lens = multi_workload(probe, cfg)
     probe.close()
     width = max(1, cfg.parallel)
-    suffix = max(len(r.prompt_ids) - r.prefix_len for row in reqs for r in row)  # type: ignore[operator]
-    n_ctx = _round_up(sum(prefix_lens) + width * (suffix + cfg.output_tokens) + 64, 256)
+    suffix = max(len(r.prompt_ids) - (r.prefix_len or 0) for row in reqs for r in row)
+    n_ctx = round_up(sum(prefix_lens) + width * (suffix + cfg.output_tokens) + 64, 256)
     engine = Engine(
         model_path,
         load_check=check_load,
@@ -143,7 +143,7 @@ def run_multi_bench(
         }
     finally:
         engine.close()
-    mean_suffix = sum(len(r.prompt_ids) - r.prefix_len for r in pairs) / len(pairs)  # type: ignore[operator]
+    mean_suffix = sum(len(r.prompt_ids) - (r.prefix_len or 0) for r in pairs) / len(pairs)
     n_out = cfg.output_tokens
 
     def ideal(r: dict[str, float], n_prefixes: int, n_prompts: int) -> float:
@@ -156,18 +156,21 @@ def run_multi_bench(
     prompt_pairs = sum(len(r.prompt_ids) for r in pairs)
     results = {
         "single": {
-            **_row(len(single), s_wall, s_cpu, prompt_single, s_out),
+            **variant_row(len(single), s_wall, s_cpu, prompt_single, s_out),
             "engine_stats": s_stats,
         },
-        "multi": {**_row(len(pairs), m_wall, m_cpu, prompt_pairs, m_out), "engine_stats": m_stats},
-        "roofline_single": _row(
+        "multi": {
+            **variant_row(len(pairs), m_wall, m_cpu, prompt_pairs, m_out),
+            "engine_stats": m_stats,
+        },
+        "roofline_single": variant_row(
             len(single),
             ideal(roof, 1, len(single)),
             ideal(roof["cpu"], 1, len(single)),
             prompt_single,
             len(single) * n_out,
         ),
-        "roofline_multi": _row(
+        "roofline_multi": variant_row(
             len(pairs),
             ideal(roof, cfg.n_policies, len(pairs)),
             ideal(roof["cpu"], cfg.n_policies, len(pairs)),

@@ -45,7 +45,8 @@ def timing_line(result: Any) -> str:
     )
 
 
-def print_result(result: Any) -> None:
+def print_result(result: Any, streamed: bool = False) -> None:
+    """The result for a person; `streamed`: its reasoning was shown as it came."""
     label, color = VERDICT_STYLE[str(result.verdict)]
     cached = click.style("  [cached]", fg="cyan") if result.cached else ""
     click.echo(click.style(label, fg=color, bold=True) + f"  {score_line(result)}{cached}")
@@ -63,7 +64,7 @@ def print_result(result: Any) -> None:
         click.echo(f"finish: {resp.finish_reason}")
     if result.error:
         click.echo(click.style(f"error: {term(result.error)}", fg="yellow"))
-    if resp is not None and resp.reasoning and not getattr(result, "_streamed", False):
+    if resp is not None and resp.reasoning and not streamed:
         click.echo(click.style("reasoning: " + term(resp.reasoning.strip()), dim=True))
     click.echo(click.style(timing_line(result), dim=True))
 
@@ -111,7 +112,6 @@ def classify(opts: dict[str, Any]) -> None:
     result = classifier.classify([text], on_event=on_event if stream else None)[0]
     if streamed:
         click.echo()
-        result._streamed = True  # type: ignore[attr-defined]
     if as_json:
         out = result.to_dict()
         out["model"] = classifier.backend.model_ref
@@ -125,4 +125,4 @@ def classify(opts: dict[str, Any]) -> None:
                 f"{'all' if text.judged_index is None else text.judged_index + 1} "
                 f"({text.judged_role})"
             )
-        print_result(result)
+        print_result(result, streamed=streamed)

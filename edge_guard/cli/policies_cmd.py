@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from edge_guard.defaults import DEFAULT_CTX
@@ -11,7 +13,7 @@ from edge_guard.sanitize import term, term_json, term_line
 IDEAL_TOKENS = (400, 600)
 
 
-def policy_report(ref: str, n_ctx: int = DEFAULT_CTX) -> dict[str, object]:
+def policy_report(ref: str, n_ctx: int = DEFAULT_CTX) -> dict[str, Any]:
     """Load a policy, import its parser, count its tokens; raise PolicyError if unusable."""
     from edge_guard.harmony.render import PromptConfig, PromptRenderer
     from edge_guard.harmony.vocab import o200k_harmony_vocab
@@ -121,14 +123,14 @@ def check(path: str, ctx: int, as_json: bool) -> None:
         return
     out = report["output"]
     click.echo(
-        f"ok: {term_line(report['name'])} — output {out['kind']}"  # type: ignore[index]
+        f"ok: {term_line(report['name'])} — output {out['kind']}"
         f"{' ' + term_line(out['labels']) if out['labels'] else ''}, parser {report['parser']}, "
         f"judges {report['judges']}"
-    )  # type: ignore[index]
+    )
     click.echo(
         f"tokens: policy {report['policy_tokens']}, prompt prefix {report['prompt_prefix_tokens']}"
     )
-    for w in report["warnings"]:  # type: ignore[attr-defined]
+    for w in report["warnings"]:
         click.echo(click.style(f"warning: {term(w)}", fg="yellow"))
 
 

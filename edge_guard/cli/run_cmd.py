@@ -423,7 +423,9 @@ def list_(as_json: bool) -> None:
         }
         for k in KNOWN.values()
     ]
-    local = [{"path": str(p), "bytes": p.stat().st_size} for p in local_datasets()]
+    local: list[dict[str, Any]] = [
+        {"path": str(p), "bytes": p.stat().st_size} for p in local_datasets()
+    ]
     if as_json:
         click.echo(json.dumps({"known": known, "local": local, "dir": str(datasets_dir())}))
         return

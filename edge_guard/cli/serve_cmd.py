@@ -9,6 +9,7 @@ load the model. It refuses at start what `classify` refuses with the same flags.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from contextlib import asynccontextmanager
@@ -266,7 +267,7 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level,
-        timeout_graceful_shutdown=GRACE_S + 5,
+        timeout_graceful_shutdown=math.ceil(GRACE_S) + 5,
         access_log=False,
         **(listener.config_kwargs() if listener is not None else {}),
     )

@@ -102,7 +102,7 @@ def run_multi_compare(
         if mode == MODE_TAXONOMY:  # one prompt per text, a 0/1 per policy (compare/taxonomy.py)
             from edge_guard.compare.taxonomy import execute_taxonomy_run, plan_taxonomy_run
 
-            plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run  # type: ignore[assignment]
+            plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run
         plan = plan_fn(
             ds,
             classifier,

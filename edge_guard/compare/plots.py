@@ -88,13 +88,11 @@ def score_scatter(
         flip = [(a, b) for a, b, f in pts if f]
         ax.plot([0, 1], [0, 1], color="#bbbbbb", linewidth=1)
         if same:
-            ax.scatter(
-                *zip(*same, strict=True), s=14, color=COLORS[0], alpha=0.7, label="same verdict"
-            )
+            xs, ys = [a for a, _ in same], [b for _, b in same]
+            ax.scatter(xs, ys, s=14, color=COLORS[0], alpha=0.7, label="same verdict")
         if flip:
-            ax.scatter(
-                *zip(*flip, strict=True), s=22, color=COLORS[1], marker="x", label="verdict flipped"
-            )
+            xs, ys = [a for a, _ in flip], [b for _, b in flip]
+            ax.scatter(xs, ys, s=22, color=COLORS[1], marker="x", label="verdict flipped")
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(_text(_short(labels[0], 36)) + " P(violation)", fontsize="small")

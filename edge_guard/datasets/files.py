@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from edge_guard.conversation import Conversation, Item
 from edge_guard.datasets.conversations import ConversationFields, conversation_fields
@@ -162,7 +162,7 @@ def load_dataset(
             )
         )
     bad.sort(key=lambda m: m.line)
-    return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad, conv)  # type: ignore[arg-type]
+    return Dataset(p, fmt, sha256_file(p), tf, lf, idf, rows, bad, conv)
 
 
 def usable_dataset(
@@ -195,6 +195,24 @@ def usable_dataset(
     return ds
 
 
+@overload
+def _pick(
+    columns: list[str],
+    given: str | None,
+    candidates: Sequence[str],
+    what: str,
+    path: Path,
+    required: Literal[True],
+) -> str: ...
+@overload
+def _pick(
+    columns: list[str],
+    given: str | None,
+    candidates: Sequence[str],
+    what: str,
+    path: Path,
+    required: bool = False,
+) -> str | None: ...
 def _pick(
     columns: list[str],
     given: str | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 # The catalogue lives in `datasets.known` (read by `datasets.files` without pulling in this module).
 from edge_guard.datasets.known import (
@@ -78,7 +79,7 @@ def pull_dataset(name: str, config: str = DEFAULT_CONFIG, split: str = "test") -
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in ds.rows:
             label = int(r.label) if str(r.label).strip().isdigit() else r.label
-            row = {known.id_field: r.item_id, known.text_field: r.text}
+            row: dict[str, Any] = {known.id_field: r.item_id, known.text_field: r.text}
             if known.response_field:
                 row[known.response_field] = responses.get(r.line)
             row[known.label_field] = label

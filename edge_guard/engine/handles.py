@@ -89,6 +89,10 @@ class Handle:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def wait_done(self, timeout: float | None = None) -> bool:
+        """Wait for the request to complete; whether it did within `timeout` seconds."""
+        return self._done.wait(timeout)
+
     def result(self, timeout: float | None = None) -> ModelResponse:
         if not self._done.wait(timeout):
             raise TimeoutError("the request is still running")
@@ -102,8 +106,12 @@ class Handle:
         aio = asyncio.get_running_loop()
         future: asyncio.Future[None] = aio.create_future()
 
+        def settle() -> None:
+            if not future.done():
+                future.set_result(None)
+
         def wake() -> None:
-            aio.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+            aio.call_soon_threadsafe(settle)
 
         with self._lock:
             if not self._done.is_set():
@@ -177,12 +185,13 @@ def iter_completed(
                 index, response = sink.get(timeout=left)
             except queue.Empty:
                 raise TimeoutError(f"the requests did not complete within {timeout}s") from None
-            if handles[index].exception is not None:
-                raise handles[index].exception
+            failed = handles[index].exception
+            if failed is not None:
+                raise failed
             yield index, response
     finally:
         for h in handles:
             if not h.done():
                 h.cancel()
         for h in handles:
-            h._done.wait(60)
+            h.wait_done(60)

@@ -49,8 +49,9 @@ def shared_prefix(
                     break
                 k += 1
             n = k
-        if all(h is not None for h in hints):
-            n = min(n, *hints)  # type: ignore[type-var]
+        known = [h for h in hints if h is not None]
+        if known and len(known) == len(hints):
+            n = min(n, *known)
     return list(first[: max(0, n)])
 
 
@@ -148,6 +149,8 @@ class PrefixState:
             for j, tok in enumerate(chunk):
                 self._batch.add(tok, keep + start + j, self.seq_id, False)
             rt.decode(self._ctx, self._batch)
+            self.stats["decode_calls"] = self.stats.get("decode_calls", 0) + 1
+            self.stats["decoded_tokens"] = self.stats.get("decoded_tokens", 0) + len(chunk)
         self.tokens = list(prefix)
         self.stats["prefix_evals"] += 1
         self.stats["prefix_tokens"] += len(todo)

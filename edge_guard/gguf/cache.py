@@ -242,7 +242,7 @@ def _read_entry(
         doc = json.loads(raw[16 : 16 + n])
         if not isinstance(doc, dict) or tuple(doc["id"]) != fid:
             return None
-        vocab = doc.get("vocab")
+        vocab = doc.get("vocab") if want_vocab else None
         if want_vocab and (not isinstance(vocab, dict) or vocab.get("build") != build_id):
             return None
         head = GGUFHeader(
@@ -259,7 +259,7 @@ def _read_entry(
         )
         if _header_digest(path, head.header_len) != doc["header_sha256"]:
             return None
-        tables = _tables(raw, 16 + n, vocab) if want_vocab else None
+        tables = _tables(raw, 16 + n, vocab) if isinstance(vocab, dict) else None
     except (ValueError, KeyError, TypeError, IndexError, struct.error):
         return None
     stats["disk_hits"] += 1

@@ -138,7 +138,9 @@ def combined_policy(pset: PolicySet) -> Policy:
     names = tuple(pset.names)
     source = f"{PARSER_VERSION}\0" + "\0".join(f"{m.name}={m.policy.hash}" for m in pset.members)
     judged = [j for j in (getattr(m.policy, "judges", "any") for m in pset.members) if j != "any"]
-    extra = {"judges": judged[0]} if judged and hasattr(pset.members[0].policy, "judges") else {}
+    extra: dict[str, Any] = (
+        {"judges": judged[0]} if judged and hasattr(pset.members[0].policy, "judges") else {}
+    )
     return Policy(
         name=f"combined:{pset.name}",
         text=combined_text(pset),

@@ -340,9 +340,8 @@ def load_policy(ref: str | Path | types.ModuleType | Policy) -> Policy:
     if isinstance(ref, Policy):
         return ref
     if isinstance(ref, types.ModuleType):
-        return _from_module(
-            ref, ref.__name__, Path(ref.__file__) if getattr(ref, "__file__", None) else None
-        )
+        file = getattr(ref, "__file__", None)
+        return _from_module(ref, ref.__name__, Path(file) if file else None)
     path = Path(ref)
     if not path.exists():
         found = find_policy(str(ref)) if not any(s in str(ref) for s in "/\\") else None

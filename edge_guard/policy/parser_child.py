@@ -60,7 +60,7 @@ def _load(ref: Any) -> Callable[[Any], Any]:
         code = getattr(fn, "__code__", None)
         if code is not None and ref.digest and code_digest(code) != ref.digest:
             raise ImportError(f"{ref.file} changed since it was loaded: load the policy again")
-        return fn  # type: ignore[no-any-return]
+        return fn
     name, defaults, kwdefaults, cells = pickle.loads(ref.extra or b"")
     closure = tuple(types.CellType(v) for v in cells) or None
     fn = types.FunctionType(marshal.loads(ref.code or b""), vars(module), name, defaults, closure)

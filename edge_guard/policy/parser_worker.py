@@ -78,9 +78,11 @@ def parser_ref(fn: Callable[[Any], Any]) -> ParserRef | None:
     if g.get("__name__") == "__main__":
         return None  # the caller's script: loading it again would run it again
     file = g.get("__file__")
+    if not isinstance(file, str):
+        return None  # no file to load it from
     try:
-        st = os.stat(file)  # type: ignore[arg-type]
-    except (OSError, TypeError, ValueError):
+        st = os.stat(file)
+    except (OSError, ValueError):
         return None  # no file to load it from
     name, stamp = g.get("__name__") or module, (st.st_mtime_ns, st.st_size)
     for attr in ("parse", fn.__name__, *sorted(k for k in g if isinstance(k, str))):

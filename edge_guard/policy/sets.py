@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from edge_guard.errors import PolicyError
 from edge_guard.paths import policy_search_path
@@ -362,7 +362,7 @@ def threshold_verdict(
     return Verdict.VIOLATION if violates(p, threshold) else Verdict.NO_VIOLATION
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: object) -> TypeGuard[float]:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 

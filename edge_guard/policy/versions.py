@@ -122,7 +122,7 @@ def record_version(
         if rows:
             row = rows[0]
             if message and not row["message"]:
-                db["policy_versions"].update(row["id"], {"message": message})
+                db.table("policy_versions").update(row["id"], {"message": message})
                 row["message"] = message
             return PolicyVersion.from_row(row), False
         last = db.execute(
@@ -140,7 +140,7 @@ def record_version(
             "created_at": utcnow(),
             "message": message,
         }
-        row["id"] = db["policy_versions"].insert(row).last_pk
+        row["id"] = db.table("policy_versions").insert(row).last_pk
         return PolicyVersion.from_row(row), True
 
 
@@ -205,8 +205,8 @@ def save_test_run(
             "metrics": json.dumps(metrics) if metrics is not None else None,
             "created_at": utcnow(),
         }
-        head["id"] = db["policy_test_runs"].insert(head).last_pk
-        db["policy_test_results"].insert_all(
+        head["id"] = db.table("policy_test_runs").insert(head).last_pk
+        db.table("policy_test_results").insert_all(
             [
                 {**r, "test_run_id": head["id"], "tags": json.dumps(r.get("tags") or [])}
                 for r in rows
@@ -218,7 +218,8 @@ def save_test_run(
 
 def test_runs(store: Store, name: str, version_id: int | None = None) -> list[TestRunInfo]:
     """Test runs of a policy (or one of its versions), newest first."""
-    sql, params = "SELECT * FROM policy_test_runs WHERE policy_name = ?", [name]
+    sql = "SELECT * FROM policy_test_runs WHERE policy_name = ?"
+    params: list[str | int] = [name]
     if version_id is not None:
         sql, params = sql + " AND version_id = ?", [*params, version_id]
     return [TestRunInfo.from_row(r) for r in store.query(sql + " ORDER BY id DESC", params)]
@@ -320,10 +321,10 @@ def _flip(key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> C
         ref.get("case_id"),
         ref.get("text") or "",
         ref.get("expected") or "",
-        old and old["got"],
-        old and old["outcome"],
-        new and new["got"],
-        new and new["outcome"],
+        old["got"] if old else None,
+        old["outcome"] if old else None,
+        new["got"] if new else None,
+        new["outcome"] if new else None,
     )
 
 

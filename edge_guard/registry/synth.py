@@ -17,11 +17,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony import vocab as hv
+
+if TYPE_CHECKING:
+    from gguf import GGMLQuantizationType, GGUFWriter
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ HARMONY_SPECIAL_NAMES = (
 _TINY_PIECES = ("th", "he", "in", "er", "an", " t", " a", "re", "on", " th", "the", " the", "is")
 
 
-def _gguf():
+def _gguf() -> ModuleType:
     import gguf
 
     return gguf
@@ -242,7 +247,7 @@ def _raw_blocks(rng: np.random.Generator, qtype: str, shape: tuple[int, ...]) ->
 
 def _encode_tensor(
     rng: np.random.Generator, name: str, shape: tuple[int, ...], qtype: str, raw: bool
-) -> tuple[np.ndarray, object | None]:
+) -> tuple[np.ndarray, GGMLQuantizationType | None]:
     g = _gguf()
     if raw and qtype in ("MXFP4", "Q8_0"):
         return _raw_blocks(rng, qtype, shape), g.GGMLQuantizationType[qtype]
@@ -260,7 +265,7 @@ def write_synthetic_model(
     preset: str | SynthPreset = "tiny",
     *,
     seed: int = 0,
-    **overrides: object,
+    **overrides: Any,
 ) -> str:
     """Write a synthetic gpt-oss GGUF; returns its path. Same preset + seed → same bytes."""
     g = _gguf()
@@ -268,7 +273,7 @@ def write_synthetic_model(
     if p is None:
         raise EdgeGuardError(f"unknown synthetic preset {preset!r} (choose {', '.join(PRESETS)})")
     if overrides:
-        p = replace(p, **overrides)  # type: ignore[arg-type]
+        p = replace(p, **overrides)
     out = os.fspath(out)
     tokens, types, merges, special = build_vocab(p.vocab)
     tmp = out + ".partial"
@@ -314,7 +319,7 @@ def write_synthetic_model(
     else:
         for name, shape, qtype in plan:
             data, raw_type = _encode_tensor(rng, name, shape, qtype, False)
-            w.add_tensor(name, data, raw_dtype=raw_type)  # type: ignore[arg-type]
+            w.add_tensor(name, data, raw_dtype=raw_type)
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -323,7 +328,9 @@ def write_synthetic_model(
     return out
 
 
-def _write_streaming(w, rng: np.random.Generator, plan) -> None:  # type: ignore[no-untyped-def]
+def _write_streaming(
+    w: GGUFWriter, rng: np.random.Generator, plan: list[tuple[str, tuple[int, ...], str]]
+) -> None:
     g = _gguf()
     for name, shape, qtype in plan:
         if qtype in ("MXFP4", "Q8_0"):

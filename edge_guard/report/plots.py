@@ -79,8 +79,8 @@ def pr_curves(
     scores: Sequence[Sequence[float | None]],
 ) -> str | None:
     """Precision-recall curves from the label scores (runs with both gold classes)."""
-    curves = [(lab, pr_curve(g, s)) for lab, g, s in zip(labels, golds, scores, strict=True)]
-    curves = [(lab, c) for lab, c in curves if c is not None]
+    all_curves = [(lab, pr_curve(g, s)) for lab, g, s in zip(labels, golds, scores, strict=True)]
+    curves = [(lab, c) for lab, c in all_curves if c is not None]
     if not curves:
         return None
     fig = _figure(6, 4.5)

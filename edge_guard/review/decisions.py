@@ -98,7 +98,9 @@ class Decision:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Decision:
         tags = json.loads(row.get("tags") or "[]")
-        fields = {k: row.get(k) for k in cls.__dataclass_fields__ if k not in ("tags", "replaced")}
+        fields: dict[str, Any] = {
+            k: row.get(k) for k in cls.__dataclass_fields__ if k not in ("tags", "replaced")
+        }
         fields["note"] = fields["note"] or ""
         fields["reviewer"] = fields["reviewer"] or ""
         return cls(**fields, tags=tuple(tags))

@@ -115,7 +115,7 @@ def run_config(
         "seed": seed if sample else None,
         "limit": limit,
         # conversation datasets only (plain-text runs keep their old config)
-        **(dataset.conversation.config() if getattr(dataset, "conversation", None) else {}),
+        **(dataset.conversation.config() if dataset.conversation is not None else {}),
         "policy": classifier.policy.name,
         "policy_hash": classifier.policy.hash,
         "model": classifier.backend.model_ref,
@@ -161,7 +161,7 @@ def _short(v: Any) -> Any:
     return v[:12] + "…" if isinstance(v, str) and len(v) > 16 else v
 
 
-def _mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def config_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [
         f"{k} {_short(old.get(k))!r} → {_short(new.get(k))!r}"
         for k in MATCH_KEYS
@@ -210,7 +210,7 @@ def plan_run(
     if existing is not None:
         old = json.loads(existing.get("config") or "{}")
         if existing.get("kind") == kind:
-            diff = _mismatch(old, config)
+            diff = config_mismatch(old, config)
         else:
             diff = [f"kind {existing.get('kind')!r}"]
         if diff:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 TREATMENTS = ("excluded", "as_violation", "as_safe")
 HEADLINE = "excluded"
@@ -163,7 +163,7 @@ def treatment_metrics(
     return out
 
 
-def _scored(s: float | None) -> bool:
+def _scored(s: float | None) -> TypeGuard[float]:
     return s is not None and not math.isnan(s)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.sets import flagged, threshold_verdict
@@ -21,6 +21,14 @@ from edge_guard.store import Store
 
 ANY = "any_violation"
 MACRO_METRICS = ("precision", "recall", "f1")
+
+
+class BootstrapArgs(TypedDict):
+    """The bootstrap settings every evaluation of one run shares."""
+
+    n_resamples: int
+    seed: int
+    level: float
 
 
 @dataclass
@@ -121,8 +129,9 @@ def macro(
         vals = [
             e[m]["value"] if isinstance(e.get(m), dict) else e.get(m) for e in per_eval.values()
         ]
+        nums = [v for v in vals if v is not None]
         out[m] = {
-            "value": float(np.mean(vals)) if vals and all(v is not None for v in vals) else None,
+            "value": float(np.mean(nums)) if nums and len(nums) == len(vals) else None,
             "ci": None,
         }
     texts = sorted({t for o in per.values() for t in o.text_idx})
@@ -166,9 +175,9 @@ def evaluate_multi_run(
     """Per-policy metrics, macro precision/recall/F1 and the "any violation" metric of a run."""
     run, per = multi_outcomes(store, name)
     cfg = json.loads(run.get("config") or "{}")
-    kw = {"n_resamples": n_resamples, "seed": seed, "level": level}
+    boot = BootstrapArgs(n_resamples=n_resamples, seed=seed, level=level)
     per_eval = {
-        n: evaluate(o.verdicts, o.gold, o.scores, parsed=o.parsed, **kw) for n, o in per.items()
+        n: evaluate(o.verdicts, o.gold, o.scores, parsed=o.parsed, **boot) for n, o in per.items()
     }
     _texts, any_v, any_g = any_outcomes(per)
     return {
@@ -184,8 +193,8 @@ def evaluate_multi_run(
         "n_items": run.get("n_items"),
         "n_done": sum(len(o.verdicts) for o in per.values()),
         "per_policy": per_eval,
-        "macro": macro(per_eval, per, **kw),
-        ANY: evaluate(any_v, any_g, None, **kw),
+        "macro": macro(per_eval, per, **boot),
+        ANY: evaluate(any_v, any_g, None, **boot),
     }
 
 

@@ -255,7 +255,7 @@ def create_app(
 def _policy_rows(core: ServiceCore) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every policy (name, hash, output) and every set (its members), errors as fields
     (by name only: the detail of a load failure is in the server log, never here)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in core.policy_names():
         try:
             p = core.policy(name)

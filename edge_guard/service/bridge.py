@@ -53,7 +53,7 @@ def _thread_safe(backend: Any) -> bool:
     if getattr(backend, "thread_safe", False) or getattr(backend, "name", "") == "server":
         return True
     try:
-        import edge_guard.engine.loop  # type: ignore[import-not-found]  # noqa: F401
+        import edge_guard.engine.loop  # noqa: F401
     except ImportError:
         return False
     return True

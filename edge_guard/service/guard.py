@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -102,7 +102,7 @@ class GuardMiddleware:
         origin = headers.get("origin")
         cors = origin if origin is not None and origin.rstrip("/") in self.cors else None
 
-        async def send_wrapped(message: dict[str, Any]) -> None:
+        async def send_wrapped(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 if cors is not None:

@@ -84,6 +84,7 @@ def classify_spec(core: ServiceCore, body: ClassifyRequest) -> JobSpec:
     """The whole `/v1/classify` request, checked: inputs, policies, settings."""
     items = body.inputs()
     check_texts(core, items, "texts" if body.messages is None else "messages")
+    thresholds: dict[str, float]
     if body.policy_text is not None:
         if body.policy is not None:
             raise FieldError("policy_text", "give policy or policy_text, not both")

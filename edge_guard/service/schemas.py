@@ -269,7 +269,7 @@ def moderation_result(policies: list[str], results: list[ClassificationResult]) 
 UNDETERMINED_FLAGGED = True
 
 
-def openai_flagged(verdicts: Iterable[Verdict | str]) -> bool:
+def openai_flagged(verdicts: Iterable[Verdict | str | None]) -> bool:
     """`edge_guard.result.flagged` (the one rule) as OpenAI's bool: None -> flagged."""
     flag = _result.flagged(verdicts)
     return UNDETERMINED_FLAGGED if flag is None else flag

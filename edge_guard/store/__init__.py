@@ -169,7 +169,7 @@ class Store:
         if file_stamp(p) != stamp:  # changed while hashed: remember nothing
             return f"sha256:{digest}"
         with self.transaction() as db:
-            db["model_files"].upsert(
+            db.table("model_files").upsert(
                 {
                     "path": str(p),
                     "size": stamp[0],
@@ -195,14 +195,14 @@ class Store:
         row.setdefault("created_at", utcnow())
         policy_hash = row.get("policy_hash")
         with self.transaction() as db:
-            db["results"].upsert(row, pk="key", alter=False)
+            db.table("results").upsert(row, pk="key", alter=False)
             if policy_hash is not None:
                 self._put_parse(db, row["key"], policy_hash, row)
             if run_item is not None:
                 item = {k: _encode(v) for k, v in run_item.items()}
                 item.setdefault("created_at", utcnow())
                 item.setdefault("policy_hash", policy_hash)
-                db["run_items"].upsert(item, pk=("run", "idx"))
+                db.table("run_items").upsert(item, pk=("run", "idx"))
 
     def put_parse(self, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
         """Store one policy version's parse of the result `key` (its other parses and the
@@ -213,7 +213,7 @@ class Store:
     @staticmethod
     def _put_parse(db: Database, key: str, policy_hash: str, fields: dict[str, Any]) -> None:
         parse = {c: fields.get(c) for c in PARSE_COLUMNS}
-        db["parses"].upsert(
+        db.table("parses").upsert(
             {"key": key, "policy_hash": policy_hash, **parse, "created_at": utcnow()},
             pk=("key", "policy_hash"),
         )
@@ -241,7 +241,7 @@ class Store:
         with self.transaction() as db:
             existing = list(db["runs"].rows_where("name = ?", [name]))
             if existing:
-                db["runs"].update(name, {"updated_at": utcnow(), "status": "running"})
+                db.table("runs").update(name, {"updated_at": utcnow(), "status": "running"})
                 return existing[0]
             row = {
                 "name": name,
@@ -250,12 +250,12 @@ class Store:
                 "status": "running",
                 **{k: _encode(v) for k, v in fields.items()},
             }
-            db["runs"].insert(row, pk="name")
+            db.table("runs").insert(row, pk="name")
             return row
 
     def set_run_status(self, name: str, status: str, **fields: Any) -> None:
         with self.transaction() as db:
-            db["runs"].update(
+            db.table("runs").update(
                 name,
                 {
                     "status": status,

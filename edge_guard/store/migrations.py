@@ -13,11 +13,11 @@ migrations = Migrations("edge_guard")
 
 @migrations(name="m001_initial")
 def m001_initial(db: Database) -> None:
-    db["model_files"].create(
+    db.table("model_files").create(
         {"path": str, "size": int, "mtime_ns": int, "sha256": str, "computed_at": str},
         pk="path",
     )
-    db["results"].create(
+    db.table("results").create(
         {
             "key": str,
             "created_at": str,
@@ -59,8 +59,8 @@ def m001_initial(db: Database) -> None:
         pk="key",
     )
     for cols in (["policy_name"], ["model"], ["run_id"], ["created_at"], ["verdict"]):
-        db["results"].create_index(cols)
-    db["runs"].create(
+        db.table("results").create_index(cols)
+    db.table("runs").create(
         {
             "name": str,
             "kind": str,
@@ -76,7 +76,7 @@ def m001_initial(db: Database) -> None:
         },
         pk="name",
     )
-    db["run_items"].create(
+    db.table("run_items").create(
         {
             "run": str,
             "idx": int,
@@ -89,13 +89,13 @@ def m001_initial(db: Database) -> None:
         pk=("run", "idx"),
         foreign_keys=[("run", "runs", "name")],
     )
-    db["run_items"].create_index(["key"])
+    db.table("run_items").create_index(["key"])
 
 
 @migrations(name="m002_policy_tests")
 def m002_policy_tests(db: Database) -> None:
     """Policy versions (v1, v2, ... per name), test runs and per-case outcomes."""
-    db["policy_versions"].create(
+    db.table("policy_versions").create(
         {
             "id": int,
             "policy_name": str,
@@ -110,9 +110,9 @@ def m002_policy_tests(db: Database) -> None:
         },
         pk="id",
     )
-    db["policy_versions"].create_index(["policy_name", "hash"], unique=True)
-    db["policy_versions"].create_index(["policy_name", "version"], unique=True)
-    db["policy_test_runs"].create(
+    db.table("policy_versions").create_index(["policy_name", "hash"], unique=True)
+    db.table("policy_versions").create_index(["policy_name", "version"], unique=True)
+    db.table("policy_test_runs").create(
         {
             "id": int,
             "policy_name": str,
@@ -133,8 +133,8 @@ def m002_policy_tests(db: Database) -> None:
         pk="id",
         foreign_keys=[("version_id", "policy_versions", "id")],
     )
-    db["policy_test_runs"].create_index(["policy_name", "version_id"])
-    db["policy_test_results"].create(
+    db.table("policy_test_runs").create_index(["policy_name", "version_id"])
+    db.table("policy_test_results").create(
         {
             "test_run_id": int,
             "idx": int,
@@ -162,8 +162,8 @@ def m003_conversations(db: Database) -> None:
     (`results.messages` already holds the model's harmony output messages.) `text` stays
     the judged message; plain-text results leave `conversation` NULL.
     """
-    db["results"].add_column("conversation", str)
-    db["policy_test_results"].add_column("conversation", str)
+    db.table("results").add_column("conversation", str)
+    db.table("policy_test_results").add_column("conversation", str)
 
 
 @migrations(name="m004_parses")
@@ -190,7 +190,7 @@ def m004_parses(db: Database) -> None:
         " float_label, parsed, label_probs, metadata, error, created_at FROM results"
         " WHERE policy_hash IS NOT NULL"
     )
-    db["run_items"].add_column("policy_hash", str)
+    db.table("run_items").add_column("policy_hash", str)
     db.execute(
         "UPDATE run_items SET policy_hash ="
         " (SELECT r.policy_hash FROM results r WHERE r.key = run_items.key)"
@@ -228,5 +228,5 @@ def m006_model_file_stamp(db: Database) -> None:
     """A model file's identity memo also remembers its inode and ctime: a file replaced at
     the same path with the same size and mtime (`cp -p`, `rsync -a`) is hashed again.
     Rows from before have NULLs there, so each such file is hashed once more."""
-    db["model_files"].add_column("ino", int)
-    db["model_files"].add_column("ctime_ns", int)
+    db.table("model_files").add_column("ino", int)
+    db.table("model_files").add_column("ctime_ns", int)

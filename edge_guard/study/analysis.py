@@ -164,8 +164,9 @@ def _pair(
     models: dict[str, Any],
 ) -> dict[str, Any]:
     ids = [i for i in primary[a] if i in primary[b]]
-    both = [i for i in ids if primary[a][i] is not None and primary[b][i] is not None]
-    ra, rb = [primary[a][i] for i in both], [primary[b][i] for i in both]
+    rated = [(primary[a][i], primary[b][i]) for i in ids]
+    both = [(x, y) for x, y in rated if x is not None and y is not None]
+    ra, rb = [x for x, _ in both], [y for _, y in both]
     pair: dict[str, Any] = {
         "a": a,
         "b": b,
@@ -199,8 +200,8 @@ def _pair(
                 ma["counts"][str(middle)], ma["n"], mb["counts"][str(middle)], mb["n"]
             ),
         }
-    ex = [(expected[a].get(i), expected[b].get(i)) for i in ids]
-    ex = [(x, y) for x, y in ex if x is not None and y is not None]
+    scored = [(expected[a].get(i), expected[b].get(i)) for i in ids]
+    ex = [(x, y) for x, y in scored if x is not None and y is not None]
     if ex:
         xa, xb = [x for x, _ in ex], [y for _, y in ex]
         pair["expected"] = {
@@ -255,7 +256,8 @@ def _topics(
         ids = [it.id for it in data.items if it.topic == t]
         per = {}
         for lab in labels:
-            rs = [primary[lab][i] for i in ids if primary[lab].get(i) is not None]
+            found = [primary[lab].get(i) for i in ids]
+            rs = [r for r in found if r is not None]
             per[lab] = {
                 "n": len(rs),
                 "mean": statistics.fmean(rs) if rs else None,
@@ -278,7 +280,7 @@ def _stability(obs: dict[str, list[Obs]], by_id: dict[str, Any], top: int) -> di
             {
                 **_item(by_id[iid]),
                 "ratings": [o.rating for o in os_],
-                "modal_share": rs.count(mode) / len(rs),
+                "modal_share": (rs.count(mode) if mode is not None else 0) / len(rs),
                 "sd": statistics.pstdev(rs),
             }
         )

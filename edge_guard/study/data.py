@@ -179,7 +179,8 @@ def from_results_file(path: str | Path) -> StudyData:
 
 def _from_seed(data: list[dict[str, Any]], p: Path) -> StudyData:
     models = [k for k in data[0] if k.startswith(SEED_PREFIX)]
-    items, obs = [], {m.removeprefix(SEED_PREFIX): {} for m in models}
+    items: list[StudyItem] = []
+    obs: dict[str, dict[str, list[Obs]]] = {m.removeprefix(SEED_PREFIX): {} for m in models}
     for n, row in enumerate(data, 1):
         text = row.get("text")
         if not isinstance(text, str):

@@ -11,14 +11,18 @@ import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_guard.errors import EdgeGuardError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FILLS = ("█", "▒", "░", "▓", "#", "=")
 Counts = Mapping[str, Mapping[str | int, int]]
 
 
-def _scale(counts_by_model: Counts) -> list[str]:
+def _scale(counts_by_model: Mapping[str, Mapping[str, int]]) -> list[str]:
     keys = {str(k) for counts in counts_by_model.values() for k in counts}
     try:
         return [str(k) for k in sorted(int(k) for k in keys)]
@@ -54,7 +58,7 @@ def likert_chart_text(counts_by_model: Counts, width: int = 40) -> str:
     return "\n".join(lines)
 
 
-def _figure(counts_by_model: Counts, title: str):  # type: ignore[no-untyped-def]
+def _figure(counts_by_model: Counts, title: str) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

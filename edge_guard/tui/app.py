@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 from textual.app import App
@@ -52,7 +52,7 @@ class EdgeGuardApp(App[None]):
     """edge-guard's terminal UI."""
 
     TITLE = "edge-guard"
-    CSS_PATH: ClassVar[list[str | Path]] = sorted(STYLES.glob("*.tcss"))  # type: ignore[misc]
+    CSS_PATH: ClassVar[list[str | PurePath]] = sorted(STYLES.glob("*.tcss"))
     COMMANDS = App.COMMANDS | {ScreensProvider, ScreenActionsProvider}
     MODES: ClassVar[dict[str, Any]] = {
         mode: (lambda m=mode: _screen(m)) for mode, _title, _key in SCREENS

@@ -186,7 +186,7 @@ class RunsScreen(EdgeScreen):
         self._set_running(True)
         self.query_one("#rn-progress", ProgressBar).update(total=None, progress=0)
         self.query_one("#rn-rate", Static).update("preparing…")
-        self._run(dataset, policy, options, name, limit, self.flag)  # type: ignore[arg-type]
+        self._run(dataset, policy, options, name, limit, self.flag)
 
     def action_cancel(self) -> None:
         if self.flag is not None:
@@ -224,7 +224,7 @@ class RunsScreen(EdgeScreen):
             self.post_message(Ended(None, None, cancelled=True))
             return
         try:
-            clf = access.classifier(policy, options, store=store, flag=flag)
+            clf = access.classifier(policy, options, store=store, flag=flag, warm=True)
             plan = plan_run(resolve_dataset(dataset), clf, name=name, limit=limit)
             done = run_outcomes(store, plan.name)
             self.post_message(

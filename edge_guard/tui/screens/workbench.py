@@ -326,7 +326,7 @@ class WorkbenchScreen(EdgeScreen):
             self.notify(message.error, severity="error", title="classification failed")
 
     # -- buttons ------------------------------------------------------------------------------
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {
             "wb-run": "run",
             "wb-rerun": "rerun",
@@ -335,7 +335,7 @@ class WorkbenchScreen(EdgeScreen):
             "wb-save": "save_as",
         }
         if event.button.id in actions:
-            self.run_action(actions[event.button.id])
+            await self.run_action(actions[event.button.id])
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "wb-style" and isinstance(event.value, str):

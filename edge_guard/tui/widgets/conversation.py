@@ -8,7 +8,7 @@ so a hostile message cannot style or break the screen).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -39,7 +39,7 @@ class ConversationInput(Vertical):
     ConversationInput #conv-bar { height: auto; }
     """
 
-    def __init__(self, **kw: str) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.turns: list[dict[str, str]] = []
 
@@ -117,10 +117,10 @@ class ConversationInput(Vertical):
         area.load_text(turns_text(self.turns))
         area.scroll_end(animate=False)
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "conv-pop":
             event.stop()
             self.pop_turn()
         elif event.button.id == "conv-add":
             event.stop()
-            self.screen.run_action("add_turn")
+            await self.screen.run_action("add_turn")

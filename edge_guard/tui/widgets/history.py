@@ -9,7 +9,7 @@ from textual.widgets import DataTable
 from edge_guard.tui.format import cell, line, meta_of, score_short, score_text, verdict_cell, when
 
 
-class PolicyHistory(DataTable):  # type: ignore[type-arg]
+class PolicyHistory(DataTable):
     """One row per stored result of a policy; the current version's rows marked •."""
 
     def __init__(self, **kw: Any) -> None:

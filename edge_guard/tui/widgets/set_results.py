@@ -50,7 +50,7 @@ def run_set(access: Any, clf: Any, set_name: str, mode: str, text: str) -> Any:
     return classify_set(clf, pset, [text], mode=mode, steer=steer)[0]
 
 
-class SetResults(DataTable):  # type: ignore[type-arg]
+class SetResults(DataTable):
     """One row per policy of a set's result on one text."""
 
     class Picked(Message):
@@ -125,7 +125,12 @@ def set_job(
     try:
         pset = load_set(choice[0])
         clf = access.classifier(
-            pset.policies, options, store=screen.eg.store, flag=flag, use_cache=use_cache
+            pset.policies,
+            options,
+            store=screen.eg.store,
+            flag=flag,
+            use_cache=use_cache,
+            warm=True,
         )
         multi = run_set(access, clf, choice[0], choice[1], text)
         screen.post_message(SetFinished(multi, pset.name, choice[1], clf.backend.model_ref))
