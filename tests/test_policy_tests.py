@@ -18,12 +18,9 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.paths import repo_root
 from edge_guard.policy.cases import Case, CasesError, load_cases
 from edge_guard.policy.core import OutputSpec, load_policy
-from edge_guard.policy_tests.runner import (
-    diff_versions,
-    policy_history,
-    run_policy_tests,
-    write_junit,
-)
+from edge_guard.policy.versions import diff_versions, policy_history
+from edge_guard.policy_tests.junit import write_junit
+from edge_guard.policy_tests.runner import run_policy_tests
 
 SHORT = SamplingConfig(max_tokens=24)
 POLICY_V1 = "Decide if the message is rude.\nAnswer with a single character: 1 if rude, 0 if not.\n"

@@ -168,7 +168,8 @@ def test_cmd(opts: dict[str, Any]) -> None:
     unchanged policy re-tests instantly; each new policy text becomes a new version.
     """
     from edge_guard.cli import fail
-    from edge_guard.policy_tests.runner import run_policy_tests, write_junit
+    from edge_guard.policy_tests.junit import write_junit
+    from edge_guard.policy_tests.runner import run_policy_tests
 
     ref, as_json, junit = opts.pop("policy_ref"), opts.pop("as_json"), opts.pop("junit")
     from edge_guard.policy.sets import is_set_ref
@@ -184,7 +185,7 @@ def test_cmd(opts: dict[str, Any]) -> None:
 
         policy = load_policy(ref)
         cases = policy_cases(policy, opts.pop("cases_file"))
-        classifier = build_classifier(policy, opts)  # type: ignore[arg-type]
+        classifier = build_classifier(policy, opts)
         report = run_policy_tests(
             policy, classifier, cases=cases, tags=opts.pop("tags"), message=opts.pop("message")
         )
@@ -209,7 +210,7 @@ def test_cmd(opts: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def history_cmd(name: str, db: str | None, as_json: bool) -> None:
     """List a policy's tested versions with their latest pass rates."""
-    from edge_guard.policy_tests.runner import policy_history
+    from edge_guard.policy.versions import policy_history
     from edge_guard.store import Store
 
     name = _policy_name(name)
@@ -247,7 +248,7 @@ def diff_cmd(
 
     V1/V2: a version number (2 or v2), `latest`, or a hash prefix.
     """
-    from edge_guard.policy_tests.runner import diff_versions
+    from edge_guard.policy.versions import diff_versions
     from edge_guard.store import Store
 
     name = _policy_name(name)
