@@ -7,70 +7,48 @@ prompt. Output comes back as token ids (`return_tokens` / `return_token_ids`, or
 through the same harmony parser as the local engine; a server's own "reasoning" split is never
 used. Label scores come from a one-token probe at the first final-answer position.
 Requests run in a bounded thread pool with a wall-clock deadline and a reply-size cap per
-exchange (`server_http`) and bounded retries (exponential backoff with jitter on
-429/5xx/connection errors); an item that still fails is returned as `ModelResponse.failed(...)`
-(an error row: a rerun retries it) and the others go on. A malformed reply field fails its
-item; a malformed `/props` or `/v1/models` is a one-line `ServerError`. The API key's value and
-the URL's credentials are blanked out of every message, identity and stored string (`redact`).
+exchange (`server_http`) and bounded retries (`server_transport`: exponential backoff with
+jitter on 429/5xx/connection errors); an item that still fails is returned as
+`ModelResponse.failed(...)` (an error row: a rerun retries it) and the others go on. A
+malformed reply field fails its item; what is served is asked once (`server_discovery`), and a
+malformed `/props` or `/v1/models` is a one-line `ServerError`. The API key's value and the
+URL's credentials are blanked out of every message, identity and stored string (`redact`).
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge_guard.backends.redact import Redactor, safe_url, url_credentials
-from edge_guard.backends.server_http import MAX_REPLY_BYTES, DeadlineClient, ReplyTooLarge
+from edge_guard.backends.server_discovery import ServerInfo, discover
+from edge_guard.backends.server_http import MAX_REPLY_BYTES
 from edge_guard.backends.server_protocol import (
     BadReply,
     Decoder,
     ItemError,
     Reply,
-    error_text,
-    is_context_error,
-    json_or_none,
     llama_body,
-    llama_props,
     llama_reply,
-    model_meta,
     openai_body,
     openai_reply,
-    retry_after,
-    served_models,
     short_model,
     steering,
 )
+from edge_guard.backends.server_transport import ServerError, Transport
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
-from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.response import ModelResponse, Timings
 
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-VOCAB_CHECK_TEXT = "edge_guard vocabulary check: Hello, world! 12345 naïve"
-
-
-class ServerError(EdgeGuardError):
-    """The server cannot be used at all (unreachable, wrong kind, wrong model, bad key)."""
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    kind: str  # llama-server | vllm | openai
-    model: str  # the id the server lists (sent with /v1/completions requests)
-    version: str
-    hostport: str
-    slots: int | None = None
-    n_ctx: int | None = None
+__all__ = ["ServerBackend", "ServerError", "ServerInfo", "server_backend_from_config"]
 
 
 class ServerBackend:
@@ -96,7 +74,7 @@ class ServerBackend:
     ) -> None:
         import os
 
-        self._auth = url_credentials(url.rstrip("/"))  # user:password@ goes as Basic auth
+        auth = url_credentials(url.rstrip("/"))  # user:password@ goes as Basic auth
         self.url = safe_url(url.rstrip("/"))  # what every message shows: no credentials
         parts = urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -105,9 +83,8 @@ class ServerBackend:
         self.model_ref = f"{vocab_ref or vocab_path}@{self.hostport}"
         self.concurrency, self.timeout = concurrency, timeout
         self.server_kind, self.served_model = server_kind, served_model
-        self.retries, self.backoff, self.score_top_k = max(1, retries), backoff, score_top_k
-        self.max_reply_bytes = max_reply_bytes
-        self._headers = {"Content-Type": "application/json"}
+        self.score_top_k = score_top_k
+        headers = {"Content-Type": "application/json"}
         key = None
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -115,13 +92,21 @@ class ServerBackend:
                 raise ServerError(
                     f"environment variable {api_key_env} (the server's API key) is not set"
                 )
-            self._headers["Authorization"] = f"Bearer {key}"
-            self._auth = None  # one Authorization header: the API key wins over URL credentials
+            headers["Authorization"] = f"Bearer {key}"
+            auth = None  # one Authorization header: the API key wins over URL credentials
         self.redact = Redactor(url, key)
-        self._client: Any = None
+        self._http = Transport(
+            self.url,
+            headers,
+            auth,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_reply_bytes=max_reply_bytes,
+            concurrency=concurrency,
+        )
         self._info: ServerInfo | None = None
         self._lock = threading.Lock()
-        self._down = False  # set when an item ran out of retries on connection errors
         self._vocab: Vocab | None = None
         self._ids_in_reply = False  # the server returns `token_ids` (no logprobs needed for ids)
 
@@ -150,9 +135,7 @@ class ServerBackend:
         return self._vocab
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._http.close()
 
     def execute(
         self, requests: Sequence[GenerationRequest], n_parallel: int | None = None
@@ -179,9 +162,10 @@ class ServerBackend:
                 for fut in done:
                     i = pending.pop(fut)
                     response, events = fut.result()
-                    if requests[i].on_event is not None:
+                    on_event = requests[i].on_event
+                    if on_event is not None:
                         for ev in events:
-                            requests[i].on_event(ev)
+                            on_event(ev)
                     submit(1)
                     yield i, response
         finally:
@@ -195,160 +179,20 @@ class ServerBackend:
         with self._lock:
             if self._info is None:
                 try:
-                    self._info = self._discover()
+                    self._info = discover(
+                        self._http,
+                        kind=self.server_kind,
+                        served_model=self.served_model,
+                        vocab=self.vocab,
+                        vocab_path=self.vocab_path,
+                        hostport=self.hostport,
+                        redact=self.redact,
+                    )
                 except BadReply as exc:
                     raise ServerError(self.redact(f"{self.url}: {exc}")) from None
                 except ServerError as exc:
                     raise ServerError(self.redact(str(exc))) from None
             return self._info
-
-    def _discover(self) -> ServerInfo:
-        kind = self.server_kind
-        props = self._get("/props") if kind in ("auto", "llama-server") else None
-        version = None
-        if kind == "auto":
-            if props and ("default_generation_settings" in props or "build_info" in props):
-                kind = "llama-server"
-            elif (ver := self._get("/version")) and "version" in ver:
-                kind, version = "vllm", str(ver["version"])
-            else:
-                api_info = (self._get("/openapi.json") or {}).get("info")
-                if "llama.cpp Python" in str(isinstance(api_info, dict) and api_info.get("title")):
-                    raise ServerError(
-                        f"{self.url} is llama-cpp-python's server, which takes only text prompts and "
-                        "drops special tokens from its output, so harmony answers cannot be parsed; "
-                        "serve the model with llama.cpp's llama-server or vLLM instead"
-                    )
-                kind = "openai"
-        elif kind == "vllm":
-            version = str((self._get("/version") or {}).get("version", "unknown"))
-        models = served_models(self._get("/v1/models") or {})
-        ids = [m["id"] for m in models]
-        if self.served_model is not None and self.served_model not in ids:
-            raise ServerError(
-                f"{self.url} does not serve model {self.served_model!r} (it serves: {ids})"
-            )
-        if not ids and self.served_model is None:
-            raise ServerError(f"{self.url}/v1/models lists no model")
-        model = self.served_model or ids[0]
-        meta = next((m for m in models if m["id"] == model), {})
-        n_vocab, max_len = model_meta(meta)
-        if n_vocab is not None and n_vocab != len(self.vocab()):
-            raise ServerError(
-                f"the server's model has {n_vocab} tokens but {self.vocab_path} has "
-                f"{len(self.vocab())}: --model must name a local copy of the served model"
-            )
-        slots = n_ctx = None
-        if kind == "llama-server":
-            version, slots, n_ctx = llama_props(props or {})
-        else:
-            n_ctx = max_len
-        info = ServerInfo(
-            kind, self.redact(model), self.redact(version or "unknown"), self.hostport, slots, n_ctx
-        )
-        self._check_vocab(kind, model)
-        return info
-
-    def _check_vocab(self, kind: str, model: str) -> None:
-        """The server must decode our ids to our text (same tokenizer), when it can say."""
-        vocab = self.vocab()
-        ids = vocab.encoder.encode(VOCAB_CHECK_TEXT)
-        body: dict[str, Any] = {"tokens": ids}
-        if kind != "llama-server":
-            body["model"] = model
-        try:
-            r = self._request("POST", "/detokenize", body, attempts=1)
-        except ItemError:
-            return
-        if r.status_code != 200:
-            return
-        data = json_or_none(r) or {}
-        text = data.get("content", data.get("prompt"))
-        if isinstance(text, str) and "".join(text.split()) != "".join(vocab.decode(ids).split()):
-            raise ServerError(
-                f"the server decodes token ids differently from {self.vocab_path} "
-                f"({text!r} vs {vocab.decode(ids)!r}): --model must name a copy of the served model"
-            )
-
-    def _get(self, path: str) -> dict[str, Any] | None:
-        """GET a JSON object; None when the server has no such endpoint."""
-        try:
-            r = self._request("GET", path, attempts=min(self.retries, 3))
-        except ItemError as exc:
-            raise ServerError(f"cannot reach the server at {self.url}: {exc}") from None
-        if r.status_code in (401, 403):
-            raise ServerError(
-                f"the server at {self.url} refused the request (HTTP {r.status_code}: "
-                f"{error_text(r)}); pass its API key with --api-key-env VAR"
-            )
-        return json_or_none(r) if r.status_code == 200 else None
-
-    # -- HTTP with retries --------------------------------------------------------------
-    def _http(self) -> DeadlineClient:
-        if self._client is None:
-            n = (self.concurrency or DEFAULT_PARALLEL) * 2 + 4
-            self._client = DeadlineClient(
-                self.url, self._headers, self._auth, self.timeout, self.max_reply_bytes, n
-            )
-        return self._client
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None = None,
-        attempts: int | None = None,
-    ) -> Any:
-        """One HTTP exchange, retried on connection errors, 429 and 5xx (bounded)."""
-        import httpx
-
-        n = attempts or (1 if self._down else self.retries)
-        last, transport, wait_s = "", False, None
-        for attempt in range(n):
-            if attempt:
-                delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
-                time.sleep(min(30.0, max(delay, wait_s or 0.0)))
-            try:
-                r = self._http().fetch(method, path, body)
-            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-                # A busy, stuck or dripping server: sending the work again would only add to
-                # its queue. The deadline covers the whole exchange, not each socket read.
-                raise ItemError(
-                    f"{method} {self.url}{path}: no complete answer within {self.timeout:g} s "
-                    "(raise --timeout, or lower --concurrency)"
-                ) from None
-            except ReplyTooLarge as exc:
-                raise ItemError(
-                    f"{method} {self.url}{path}: the reply is larger than the "
-                    f"{self.max_reply_bytes:,}-byte cap ({exc}); refused"
-                ) from None
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
-                last, transport, wait_s = f"{type(exc).__name__}: {exc}", True, None
-                continue
-            if r.status_code in RETRY_STATUS:
-                last, transport = f"HTTP {r.status_code}: {error_text(r)}", False
-                wait_s = retry_after(r)
-                continue
-            self._down = False
-            return r
-        if transport:
-            self._down = True  # later items try once until the server answers again
-        raise ItemError(f"{method} {self.url}{path} failed after {n} attempt(s): {last}")
-
-    def _post(self, path: str, body: dict[str, Any], n_prompt: int) -> dict[str, Any]:
-        r = self._request("POST", path, body)
-        if r.status_code >= 400:
-            msg = error_text(r)
-            if is_context_error(msg):
-                raise ItemError(
-                    f"prompt of {n_prompt} tokens does not fit the server's context "
-                    f"(HTTP {r.status_code}: {msg}); start the server with a larger context"
-                )
-            raise ItemError(f"the server rejected the request (HTTP {r.status_code}): {msg}")
-        data = json_or_none(r)
-        if data is None:
-            raise ItemError(f"the server answered {path} with something that is not JSON")
-        return data
 
     # -- one item -----------------------------------------------------------------------
     def _run_one(self, req: GenerationRequest) -> tuple[ModelResponse, list[Event]]:
@@ -417,13 +261,15 @@ class ServerBackend:
         kind = self.info().kind
         if kind == "llama-server":
             body = llama_body(prompt, n, s, n_probs, bias)
-            data = self._post("/completion", body, len(prompt))
+            data = self._http.post("/completion", body, len(prompt))
             return llama_reply(data, len(prompt), len(self.vocab()))
         stops = sorted(self._stop_ids())
         # Without `return_token_ids` (vLLM < 0.10.2) the ids come from `token_id:N` logprobs.
         n_lp = n_probs or (0 if self._ids_in_reply else 1)
         body = openai_body(self.info().model, prompt, n, s, n_lp, bias, want, stops)
-        reply = openai_reply(self._post("/v1/completions", body, len(prompt)), prompt, self.vocab())
+        reply = openai_reply(
+            self._http.post("/v1/completions", body, len(prompt)), prompt, self.vocab()
+        )
         self._ids_in_reply = self._ids_in_reply or reply.ids_source == "token_ids"
         return reply
 
