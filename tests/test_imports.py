@@ -243,3 +243,85 @@ def test_the_checks_catch_lazy_imports_up_the_layers_and_between_shells(tmp_path
     ]
     with pytest.raises(KeyError, match="'extra' is in no layer"):
         layer_of("edge_guard.extra.x", layers)
+
+
+# -- private names ------------------------------------------------------------------------
+# No module reaches into another's underscore names: `x._name` (x not `self`/`cls`),
+# `getattr(x, "_name")` (and setattr/hasattr/delattr) and `from m import _name` all fail,
+# dunders aside. The only exceptions are other projects' privates the code must touch:
+# (file under edge_guard/, name) -> why.
+FOREIGN_PRIVATES: dict[tuple[str, str], str] = {
+    ("backends/server_http.py", "_pool"): "httpx's HTTPTransport has no public handle on its "
+    "connection pool, where the per-request deadline clock goes",
+    ("backends/server_http.py", "_network_backend"): "httpcore's pool takes its network "
+    "backend only as this attribute; the deadline clock wraps it",
+    ("policy/parser_child.py", "_exit"): "os._exit: the standard library's exit without "
+    "cleanup, documented public API (a forked worker must not run the parent's atexit)",
+}
+_ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("self", "cls")
+
+
+def private_reaches(root: Path) -> list[tuple[str, int, str]]:
+    """(file under root, line, name) for every reach into another object's or module's
+    underscore name (see FOREIGN_PRIVATES' comment)."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Attribute) and _private(node.attr) and not _own(node.value):
+                names = [node.attr]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in _ACCESSORS
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+                and _private(node.args[1].value)
+                and not _own(node.args[0])
+            ):
+                names = [node.args[1].value]
+            elif isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names if _private(a.name)]
+            out += [(rel, node.lineno, name) for name in names]
+    return sorted(out)
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:
+    reaches = private_reaches(ROOT)
+    assert [r for r in reaches if (r[0], r[2]) not in FOREIGN_PRIVATES] == []
+    used = {(r[0], r[2]) for r in reaches}
+    assert sorted(set(FOREIGN_PRIVATES) - used) == [], "no longer happens: delete it"
+
+
+def test_the_private_check_catches_every_form(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text(
+        "from m import _hidden, shown\n"
+        "import os\n"
+        "class C:\n"
+        "    def f(self, clf):\n"
+        "        self._ok = cls_ok = self.x._deep\n"
+        "        clf._row(1)\n"
+        "        getattr(clf, '_cache', None)\n"
+        "        setattr(self, '_mine', 1)\n"
+        "        return clf.__dict__, getattr(clf, '__name__'), super()._up()\n"
+        "    @classmethod\n"
+        "    def g(cls):\n"
+        "        return cls._shared, os.path\n"
+    )
+    assert private_reaches(tmp_path) == [
+        ("a.py", 1, "_hidden"),
+        ("a.py", 5, "_deep"),
+        ("a.py", 6, "_row"),
+        ("a.py", 7, "_cache"),
+        ("a.py", 9, "_up"),
+    ]

@@ -165,7 +165,7 @@ def run_bench(
     probe.close()
     suffix = max(len(r.prompt_ids) for r in reqs) - prefix_len
     width = max(1, cfg.parallel)
-    n_ctx = _round_up(prefix_len + width * (suffix + cfg.output_tokens) + 64, 256)
+    n_ctx = round_up(prefix_len + width * (suffix + cfg.output_tokens) + 64, 256)
     base_n = min(cfg.n, cfg.baseline_n or cfg.n)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[list[int]]] = {}
@@ -196,7 +196,9 @@ def run_bench(
                 engine, todo, name, width, cfg.n, prompt_total
             )
             say(f"{LABELS[name]}: {results[name]['labels_per_hour']:.0f} labels/hour")
-        results.update(bench_onepass.run_variants(engine, reqs, cfg.variants, width, _row, say))
+        results.update(
+            bench_onepass.run_variants(engine, reqs, cfg.variants, width, variant_row, say)
+        )
         header_len = len(bench_onepass.score_requests(engine, reqs[:1])[0].prompt_ids) - len(
             reqs[0].prompt_ids
         )
@@ -220,7 +222,7 @@ def run_bench(
     def ideal(r: dict[str, float]) -> float:
         return r["prefix_s"] + cfg.n * (mean_suffix / r["suffix_tok_s"] + n_out / r["gen_tok_s"])
 
-    results["roofline"] = _row(
+    results["roofline"] = variant_row(
         cfg.n,
         ideal(roof),
         ideal(roof["cpu"]),
@@ -230,7 +232,7 @@ def run_bench(
     )
     if "one_pass" in results:
         results["one_pass_roofline"] = bench_onepass.roofline_row(
-            roof, reqs, prefix_len, header_len, _row
+            roof, reqs, prefix_len, header_len, variant_row
         )
     ref = outputs.get("cold") or outputs.get("sequential")
     for name, outs in outputs.items():
@@ -282,7 +284,7 @@ def _differing(outs: list[list[int]], ref: list[list[int]], name: str) -> int:
     )
 
 
-def _row(
+def variant_row(
     n: int,
     seconds: float,
     cpu_s: float,
@@ -332,7 +334,7 @@ def _extrapolated(
     wall, cpu = [t[0] for t in times], [t[1] for t in times]
     # the first text's extra time is its prefix evaluation
     prefix_s = max(0.0, wall[0] - sum(wall[1:]) / (k - 1)) if first_apart and k > 1 else 0.0
-    return _row(
+    return variant_row(
         n,
         scale(wall),
         scale(cpu),
@@ -380,7 +382,7 @@ def _engine_loop(
     n_out = sum(len(o) for o in outs)
     if name in ("parallel", "threads"):
         wall, cpu = clock.total()
-        return _row(
+        return variant_row(
             len(reqs),
             prefix_wall + wall,
             prefix_cpu + cpu,
@@ -448,7 +450,7 @@ def _llama_cpp_loop(
     gpu = rt.resolve_gpu_layers(cfg.gpu_layers)
     llm = Llama(
         model_path=path,
-        n_ctx=_round_up(n_ctx, 256),
+        n_ctx=round_up(n_ctx, 256),
         n_batch=512,
         n_ubatch=512,
         n_threads=threads,
@@ -486,7 +488,7 @@ def _llama_cpp_loop(
     return times, n_out, outs
 
 
-def _round_up(n: int, k: int) -> int:
+def round_up(n: int, k: int) -> int:
     return (n + k - 1) // k * k
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.bench.core import _round_up, synthetic_text
+from edge_guard.bench.core import round_up, synthetic_text
 from edge_guard.classification.onepass import answer_header, label_scoring
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
@@ -173,7 +173,7 @@ def run_moderation_bench(
     # room for every member's policy prefix and suffix (separate), or the taxonomy prefix
     # twice (the policy alone and with the text: the engine counts a resident prefix whole)
     need = max(sum(sizes["separate"]), 2 * max(sizes["cheap"]) + len(pset.members) * 8)
-    n_ctx = _round_up(need + cfg.output_tokens + width * 8 + 256, 256)
+    n_ctx = round_up(need + cfg.output_tokens + width * 8 + 256, 256)
     engine = Engine(
         model_path,
         load_check=check_load,

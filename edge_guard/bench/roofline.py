@@ -28,7 +28,7 @@ def measure_roofline(
     from edge_guard.engine import llama_runtime as rt
 
     prefix = list(reqs[0].prompt_ids[: reqs[0].prefix_len])
-    batch, ctx, mem = engine._batch, engine._ctx, engine._mem
+    batch, ctx, mem = engine.batch, engine.context, engine.memory
     seqs = list(range(1, len(reqs) + 1))
 
     def run(items: list[tuple[int, int, int, bool]], step: int) -> tuple[float, float]:

@@ -243,6 +243,22 @@ class Engine:
         if got is None:
             raise EdgeGuardError("no free prefix sequence to hold the prefix")
 
+    # -- llama.cpp's handles: what the loop (`loop`, `step`) decodes through ---------------
+    @property
+    def context(self) -> Any:
+        """llama.cpp's context (None once closed)."""
+        return self._ctx
+
+    @property
+    def memory(self) -> Any:
+        """The context's KV memory (sequences are removed and copied through it)."""
+        return self._mem
+
+    @property
+    def batch(self) -> rt.Batch:
+        """The one token batch every decode step fills."""
+        return self._batch
+
     @property
     def _prefix(self) -> list[int]:
         """The tokens the most recently used resident prefix holds."""

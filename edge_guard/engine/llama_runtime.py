@@ -48,6 +48,12 @@ def install_logger() -> Any:
     return _callback  # keep a reference: the C side holds a pointer to it
 
 
+def log_lines() -> list[str]:
+    """llama.cpp's latest log lines (the last 200), oldest first."""
+    with _LOG_LOCK:
+        return list(_LOG)
+
+
 def last_log_error() -> str | None:
     with _LOG_LOCK:
         for line in reversed(_LOG):

@@ -216,9 +216,9 @@ class EngineLoop(Stepper):
         eng = self.engine
         running = list(self.slots.values())
         self._free = [s for s in self._all_seq_ids() if s not in self.slots]
-        if eng._mem is not None:
+        if eng.memory is not None:
             for seq_id in self._free:
-                rt.seq_rm(eng._mem, seq_id)
+                rt.seq_rm(eng.memory, seq_id)
         for r in eng.prefixes.residents:
             r.users = sum(1 for s in running if s.resident is r)
         for g in {
@@ -276,7 +276,7 @@ class EngineLoop(Stepper):
         h.group.active -= 1
         if slot.resident is not None:
             slot.resident.users -= 1
-        rt.seq_rm(self.engine._mem, seq_id)
+        rt.seq_rm(self.engine.memory, seq_id)
         if error is not None:
             slot.error = error
         try:
@@ -378,9 +378,9 @@ class EngineLoop(Stepper):
         if resident is not None:
             resident.users += 1
         eng.stats["max_active"] = max(eng.stats["max_active"], len(self.slots))
-        rt.seq_rm(eng._mem, seq_id)  # from here on a failure releases the slot (_fail)
+        rt.seq_rm(eng.memory, seq_id)  # from here on a failure releases the slot (_fail)
         if resident is not None:
-            rt.seq_cp(eng._mem, resident.seq_id, seq_id)
+            rt.seq_cp(eng.memory, resident.seq_id, seq_id)
 
 
 def _quietly(fn: Any, *args: Any) -> None:

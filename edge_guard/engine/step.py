@@ -46,7 +46,7 @@ class Stepper:
                 self._release(slot.seq_id, NO_PROGRESS)
             return
         try:
-            rt.decode(eng._ctx, eng._batch)
+            rt.decode(eng.context, eng.batch)
         except Exception as exc:
             if len(parts) == 1:
                 self._touched = [parts[0].handle]
@@ -54,7 +54,7 @@ class Stepper:
                 return
             for slot in parts:  # undo the step, then each sequence alone
                 slot.n_past, slot.pending = saved[slot.seq_id]
-                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
+                rt.seq_rm(eng.memory, slot.seq_id, slot.n_past)
             for slot in parts:
                 if slot.seq_id in self.slots:
                     self._step([slot])
@@ -80,7 +80,7 @@ class Stepper:
         """Put the next tokens of `slots` in the engine's batch: the rows whose logits count
         and the slots that have rows."""
         eng = self.engine
-        batch = eng._batch
+        batch = eng.batch
         batch.clear()
         want: list[Row] = []
         parts: list[Slot] = []
@@ -122,22 +122,22 @@ class Stepper:
         req = slot.request
         dec = eng.decoder
         if k == -2:  # kept for a score-then-continue request that escalates
-            slot.resume_logits = rt.logits(eng._ctx, row, eng.n_vocab, copy=True)
+            slot.resume_logits = rt.logits(eng.context, row, eng.n_vocab, copy=True)
             return False
         if k >= 0:
-            dec.score_continuation(slot, k, j, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            dec.score_continuation(slot, k, j, rt.logits(eng.context, row, eng.n_vocab, copy=False))
             if j == len(req.score_sequences[k]) - 2:  # this continuation is done: cut it off
-                rt.seq_rm(eng._mem, slot.seq_id, slot.n_past)
+                rt.seq_rm(eng.memory, slot.seq_id, slot.n_past)
                 slot.jobs.pop(0)
                 return not slot.jobs and self._scored(slot)
             return False
         if slot.score_only:
-            done = dec.score_prompt(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=False))
+            done = dec.score_prompt(slot, rt.logits(eng.context, row, eng.n_vocab, copy=False))
             return done and self._scored(slot)
         # A processor gets its own copy (it may keep it); otherwise read llama.cpp's buffer
         # in place: no 201k-float copy per sequence per token.
         copy = req.logits_processor is not None
-        return dec.advance(slot, rt.logits(eng._ctx, row, eng.n_vocab, copy=copy))
+        return dec.advance(slot, rt.logits(eng.context, row, eng.n_vocab, copy=copy))
 
     def _scored(self, slot: Slot) -> bool:
         """A scored sequence: True (finished) unless its request escalates it, in which case
@@ -153,5 +153,5 @@ class Stepper:
         if not escalate:
             return True
         assert req.continue_at is not None
-        rt.seq_rm(self.engine._mem, slot.seq_id, req.continue_at)
+        rt.seq_rm(self.engine.memory, slot.seq_id, req.continue_at)
         return self.engine.decoder.continue_generating(slot, scored)

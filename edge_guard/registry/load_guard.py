@@ -258,8 +258,7 @@ def _probe_main(path: str) -> int:
             verbose=True,
         )
     except EdgeGuardError as exc:
-        with rt._LOG_LOCK:
-            log = list(rt._LOG)
+        log = rt.log_lines()
         why = [ln.split("error loading model:", 1)[1] for ln in log if "error loading model:" in ln]
         say(why[-1].strip() if why else str(exc).split(": ", 1)[-1])
         return _PROBE_LOAD_FAILED

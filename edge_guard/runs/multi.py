@@ -36,7 +36,7 @@ from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.runs.batch import (
     RunProgress,
     RunSummary,
-    _mismatch,
+    config_mismatch,
     default_run_name,
     run_config,
     run_status,
@@ -227,7 +227,7 @@ def plan_multi_run(
     if existing is not None:
         old = json.loads(existing.get("config") or "{}")
         diff = (
-            _mismatch(old, config)
+            config_mismatch(old, config)
             if existing.get("kind") == kind
             else [f"kind {existing.get('kind')!r}"]
         )

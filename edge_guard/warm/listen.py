@@ -168,7 +168,7 @@ class WarmListener:
             if scope.get("path") == STATUS_PATH and scope.get("method") == "GET":
                 await _json_response(send, listener.status())
                 return
-            if not listener._begin():  # idle exit under way: the client starts another
+            if not listener.begin_request():  # idle exit under way: the client starts another
                 await _json_response(
                     send, {"error": {"message": STOPPING, "type": "server_shutting_down"}}, 503
                 )
@@ -176,12 +176,12 @@ class WarmListener:
             try:
                 await app(scope, receive, send)
             finally:
-                listener._end()
+                listener.end_request()
 
         return wrapped
 
     # -- activity --------------------------------------------------------------------
-    def _begin(self) -> bool:
+    def begin_request(self) -> bool:
         with self._lock:
             if self.closing:
                 return False
@@ -189,7 +189,7 @@ class WarmListener:
             self.last_activity = time.monotonic()
             return True
 
-    def _end(self) -> None:
+    def end_request(self) -> None:
         with self._lock:
             self.in_flight -= 1
             self.last_activity = time.monotonic()
