@@ -13,7 +13,7 @@ from fake_hub import FILE, PINNED, REPO, UNPINNED, FakeHub, setup_manifests, wri
 
 from edge_guard.cli import main
 from edge_guard.errors import ModelNotFound
-from edge_guard.registry import download, ensure_model, resolve
+from edge_guard.registry import download, ensure_model, hub_fetch, resolve
 from edge_guard.registry.download import pull
 from edge_guard.registry.errors import (
     DiskSpaceError,
@@ -53,7 +53,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes) -> Iterato
         # huggingface_hub reads these once, at import time
         monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        monkeypatch.setattr(download, "RETRY_WAIT", 0.0)
+        monkeypatch.setattr(hub_fetch, "RETRY_WAIT", 0.0)
         yield h
 
 
@@ -110,7 +110,7 @@ def test_dropped_connection_resumes_with_range(hub: FakeHub, data: bytes) -> Non
 
 def test_repeated_drops_keep_resuming_while_progressing(hub: FakeHub, data: bytes) -> None:
     f = hub.files[(REPO, FILE)]
-    f.drop_after, f.drops = 50_000, download.RETRIES + 3  # more drops than retries
+    f.drop_after, f.drops = 50_000, hub_fetch.RETRIES + 3  # more drops than retries
     result = pull(UNPINNED)
     ranges = [g["headers"].get("Range") for g in resolve_gets(hub)]
     assert ranges[:3] == [None, "bytes=50000-", "bytes=100000-"]
@@ -118,7 +118,7 @@ def test_repeated_drops_keep_resuming_while_progressing(hub: FakeHub, data: byte
 
 
 def download_retries_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "RETRIES", 0)
+    monkeypatch.setattr(hub_fetch, "RETRIES", 0)
 
 
 def test_pull_stopped_then_resumed_by_next_pull(
@@ -303,7 +303,7 @@ def test_concurrent_pull_refused_and_rm_cleans_a_partial(
         pull(UNPINNED)
     f = hub.files[(REPO, FILE)]
     f.drop_after, f.drops = 60_000, 1
-    monkeypatch.setattr(download, "RETRIES", 0)
+    monkeypatch.setattr(hub_fetch, "RETRIES", 0)
     with pytest.raises(DownloadInterrupted):
         pull(UNPINNED)
     res = cli("models", "rm", UNPINNED, "--yes")

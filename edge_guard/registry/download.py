@@ -1,9 +1,9 @@
 """`edge-guard models pull`: fetch a GGUF from the Hugging Face hub, resumably, and verify it.
 
-Uses huggingface_hub for the metadata request (`get_hf_file_metadata`: commit, ETag,
-size, CDN location; `HF_ENDPOINT` and tokens honoured) and its HTTP session for the
-transfer. The bytes go to `<file>.partial` next to the destination; an interrupted pull
-(network drop, Ctrl-C) keeps it, and the next pull continues with a `Range` request.
+The metadata request and the byte transfer are `registry.hub_fetch` (huggingface_hub's
+`get_hf_file_metadata` and HTTP session). The bytes go to `<file>.partial` next to the
+destination; an interrupted pull (network drop, Ctrl-C) keeps it, and the next pull
+continues with a `Range` request.
 (huggingface_hub 2.x's `hf_hub_download` writes process-unique temporary files and
 deletes them on failure, so it can only resume within one call.)
 
@@ -19,32 +19,22 @@ its hub name) and trusted under the manifest's own name, so lookups find it as b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from edge_guard.errors import BadModelFile
 from edge_guard.registry import store
-from edge_guard.registry.errors import (
-    DiskSpaceError,
-    DownloadError,
-    DownloadInterrupted,
-    HashMismatch,
-    RegistryError,
-)
+from edge_guard.registry.errors import DiskSpaceError, DownloadError, HashMismatch, RegistryError
+from edge_guard.registry.hub_fetch import EntryMissing, FileMeta, head, hub_endpoint, transfer
 from edge_guard.registry.manifests import SHA256_RE, Source
 from edge_guard.registry.substitute import pick_quant_file
 
-RETRIES = 5  # attempts without progress before giving up (the partial file is kept)
-RETRY_WAIT = 1.0  # seconds before the first retry; doubles, capped at 8
 DISK_MARGIN = 64 * 1024 * 1024  # keep this much free after the download
 
 Echo = Callable[[str], Any]
@@ -62,18 +52,6 @@ class PullResult:
     remote_file: str | None = None  # the hub file taken when the manifest's name was missing
 
 
-class _EntryMissing(DownloadError):
-    """The repository exists but has no file of that name."""
-
-
-@dataclass(frozen=True)
-class _Meta:
-    url: str
-    etag: str
-    commit: str
-    size: int | None
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -86,62 +64,6 @@ def free_disk_bytes(path: Path) -> int:
     return shutil.disk_usage(Path.cwd()).free
 
 
-def _endpoint() -> str | None:
-    ep = os.environ.get("HF_ENDPOINT")
-    return ep.rstrip("/") if ep else None
-
-
-def _head(source: Source, pull_id: str) -> _Meta:
-    """The hub's metadata for the file (one HEAD request), or a one-line DownloadError."""
-    import httpx2
-    from huggingface_hub import constants, get_hf_file_metadata
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    endpoint = _endpoint()
-    where = endpoint or constants.ENDPOINT
-    url = (  # what hf_hub_url builds, without its import-time endpoint template
-        f"{where}/{source.repo}/resolve/{quote(source.revision, safe='')}/{quote(source.filename)}"
-    )
-    try:
-        meta = get_hf_file_metadata(url, endpoint=endpoint, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except GatedRepoError:
-        raise DownloadError(
-            f"{source.repo} is gated: accept its terms on the hub and log in (`hf auth login`)"
-        ) from None
-    except RepositoryNotFoundError:
-        raise DownloadError(
-            f"repository {source.repo} not found on {where} (private, renamed or a typo?)"
-        ) from None
-    except RevisionNotFoundError:
-        raise DownloadError(f"revision {source.revision!r} not found in {source.repo}") from None
-    except RemoteEntryNotFoundError:
-        raise _EntryMissing(
-            f"{source.filename} not found in {source.repo}@{source.revision}: the manifest may be "
-            f"out of date; see https://huggingface.co/{source.repo}/tree/main and use "
-            "hf:REPO/FILE.gguf"
-        ) from None
-    except OfflineModeIsEnabled:
-        raise DownloadError(f"cannot pull {pull_id}: offline mode (HF_HUB_OFFLINE) is on") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise DownloadError(f"{where} answered HTTP {status} for {source.hf_ref}") from None
-    except (httpx2.TransportError, OSError) as exc:
-        raise DownloadError(
-            f"cannot reach {where} ({type(exc).__name__}); {pull_id} needs a network "
-            "connection once, then works offline"
-        ) from None
-    if not meta.etag or not meta.commit_hash:
-        raise DownloadError(f"{where} did not send an ETag and commit for {source.hf_ref}")
-    return _Meta(meta.location or url, meta.etag, meta.commit_hash, meta.size)
-
-
 def _check_disk(dest: Path, need: int, pull_id: str) -> None:
     free = free_disk_bytes(dest.parent)
     if free < need + DISK_MARGIN:
@@ -150,89 +72,6 @@ def _check_disk(dest: Path, need: int, pull_id: str) -> None:
             f"{dest.parent} has {store.fmt_size(free)} free (free some space or set "
             "EDGE_GUARD_MODELS_DIR to another disk)"
         )
-
-
-def _transfer(
-    meta: _Meta, partial: Path, have: int, label: str, pull_id: str, progress: bool
-) -> tuple[str, int]:
-    """Append the rest of the file to `partial` (Range requests); return (sha256, size)."""
-    import httpx2
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-    from huggingface_hub.utils import tqdm as hf_tqdm
-
-    headers = build_hf_headers()
-    endpoint = _endpoint() or constants.ENDPOINT
-    if meta.url.split("/")[2:3] != endpoint.split("/")[2:3]:
-        headers.pop("authorization", None)  # never send the token to a CDN
-    digest = hashlib.sha256()
-    if have:
-        with open(partial, "rb") as fh:
-            while chunk := fh.read(store.HASH_CHUNK):
-                digest.update(chunk)
-    failures, size = 0, meta.size
-    bar = hf_tqdm(
-        total=size, initial=have, unit="B", unit_scale=True, desc=label, disable=not progress
-    )
-    with open(partial, "ab") as fh, bar:
-        while True:
-            hdrs = dict(headers, **({"Range": f"bytes={have}-"} if have else {}))
-            before = have
-            try:
-                with get_session().stream(
-                    "GET",
-                    meta.url,
-                    headers=hdrs,
-                    timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
-                    follow_redirects=True,
-                ) as resp:
-                    if resp.status_code == 416 and size is not None and have == size:
-                        break
-                    hf_raise_for_status(resp)
-                    if have and resp.status_code == 206:
-                        got = resp.headers.get("Content-Range", "")
-                        if not got.startswith(f"bytes {have}-"):
-                            raise DownloadError(
-                                f"download of {pull_id}: asked for byte {have} onwards, the "
-                                f"server sent {got or 'no Content-Range'}; pull again"
-                            )
-                    elif have:  # the server ignored the Range: start over
-                        fh.seek(0)
-                        fh.truncate()
-                        digest, have = hashlib.sha256(), 0
-                        bar.reset(total=size)
-                    for chunk in resp.iter_bytes():  # as received: a drop loses nothing
-                        fh.write(chunk)
-                        digest.update(chunk)
-                        have += len(chunk)
-                        bar.update(len(chunk))
-                if size is None or have >= size:
-                    break
-                raise httpx2.RemoteProtocolError("the server closed the transfer early")
-            except (httpx2.TransportError, httpx2.StreamError) as exc:
-                fh.flush()
-                failures = 1 if have > before else failures + 1
-                if failures > RETRIES:
-                    raise DownloadInterrupted(
-                        f"download of {pull_id} stopped at {store.fmt_size(have)} of "
-                        f"{store.fmt_size(size)} ({type(exc).__name__}); run "
-                        f"`edge-guard models pull {pull_id}` again to resume"
-                    ) from None
-                time.sleep(min(RETRY_WAIT * 2 ** (failures - 1), 8.0))
-            except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else "?"
-                raise DownloadError(
-                    f"download of {pull_id} failed: HTTP {status} at byte {have}; run "
-                    "the pull again to resume"
-                ) from None
-    if size is not None and have != size:
-        partial.unlink(missing_ok=True)
-        raise DownloadError(
-            f"download of {pull_id} got {have} bytes but the hub announced {size}; the "
-            "partial file was deleted, pull again"
-        )
-    return digest.hexdigest(), have
 
 
 def _reject(partial: Path, meta_file: Path) -> None:
@@ -273,16 +112,16 @@ def pull(
     expected, origin = (None, "none") if retrust else store.expected_sha256(source)
     remote = None
     try:
-        meta = _head(source, pid)
-    except _EntryMissing as exc:
+        meta = head(source, pid)
+    except EntryMissing as exc:
         if target.manifest is None:
             raise
-        remote = pick_quant_file(target.manifest, str(exc), _endpoint())
+        remote = pick_quant_file(target.manifest, str(exc), hub_endpoint())
         say(
             f"{source.filename} is not in {source.repo}@{source.revision}; taking {remote}, the "
             f"only .gguf file there named for quant {target.manifest.quant!r}"
         )
-        meta = _head(replace(source, filename=remote), pid)
+        meta = head(replace(source, filename=remote), pid)
     what, etag_sha = _what(origin), _etag_sha(meta)
     if expected and etag_sha and etag_sha != expected:
         raise HashMismatch(
@@ -317,7 +156,7 @@ def _pull_locked(
     source: Source,
     pid: str,
     dest: Path,
-    meta: _Meta,
+    meta: FileMeta,
     expected: str | None,
     origin: str,
     say: Echo,
@@ -353,7 +192,7 @@ def _pull_locked(
         say(f"pulling {pid} ({store.fmt_size(meta.size)}) from {source.repo}@{meta.commit[:12]}")
     try:
         label = (remote or source.filename).split("/")[-1]
-        sha, size = _transfer(meta, partial, have, label, pid, progress)
+        sha, size = transfer(meta, partial, have, label, pid, progress)
     except KeyboardInterrupt:
         done = partial.stat().st_size if partial.exists() else 0
         say(f"interrupted at {store.fmt_size(done)}; run the same pull again to resume")
@@ -414,7 +253,7 @@ def _what(origin: str) -> str:
     return "the manifest's pinned sha256" if origin == "pinned" else "the sha256 recorded"
 
 
-def _etag_sha(meta: _Meta) -> str | None:
+def _etag_sha(meta: FileMeta) -> str | None:
     """An LFS file's ETag is its sha256; other ETags (git blob ids) say nothing about it."""
     etag = meta.etag.lower()
     return etag if SHA256_RE.match(etag) else None
