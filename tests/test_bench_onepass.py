@@ -126,14 +126,14 @@ def test_bench_one_pass_and_cascade_variants(tiny_o200k_model: Path) -> None:
 
 
 def test_extrapolated_loop_takes_the_first_texts_extra_time_as_the_prefix() -> None:
-    from edge_guard.bench.core import _extrapolated
+    from edge_guard.bench.variants import extrapolated
 
     # 3 texts timed of 10: the first also evaluated the prefix (8 s more than the others)
-    row = _extrapolated([(10.0, 10.0), (2.0, 2.0), (2.0, 2.0)], 10, 6, 100, first_apart=True)
+    row = extrapolated([(10.0, 10.0), (2.0, 2.0), (2.0, 2.0)], 10, 6, 100, first_apart=True)
     assert row["seconds"] == pytest.approx(28.0)
     assert row["prefix_seconds"] == pytest.approx(8.0)
     assert row["steady_labels_per_hour"] == pytest.approx(3600 * 10 / 20.0)
-    cold = _extrapolated([(10.0, 10.0), (10.0, 10.0)], 10, 6, 100, first_apart=False)
+    cold = extrapolated([(10.0, 10.0), (10.0, 10.0)], 10, 6, 100, first_apart=False)
     assert cold["prefix_seconds"] == 0.0 and cold["steady_seconds"] == pytest.approx(100.0)
 
 

@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.bench.core import round_up, synthetic_text
+from edge_guard.bench.core import synthetic_text
+from edge_guard.bench.variants import round_up
 from edge_guard.classification.onepass import answer_header, label_scoring
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_guard.bench.core import Progress, round_up, synthetic_text, variant_row
+from edge_guard.bench.core import Progress, synthetic_text
 from edge_guard.bench.roofline import measure_roofline
+from edge_guard.bench.variants import round_up, variant_row
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
