@@ -23,6 +23,7 @@ an existing command and only options it has. Stale entries in the lists fail.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -53,7 +54,6 @@ MODEL_MAP = {
     "gpt-oss-20b:mxfp4": "synth:tiny-o200k",
 }
 DEFAULT_MODEL = "synth:tiny"  # EDGE_GUARD_MODEL: the default model's stand-in (loads fastest)
-SYNTH_PRESETS = ("tiny", "tiny-o200k")  # built once by conftest, linked into each data dir
 
 # Commands that cannot run here, by their text as written (comment dropped), with why.
 SKIP = {
@@ -161,7 +161,7 @@ TOXIC_CHAT = [  # stand-in for `edge-guard datasets pull toxic-chat` (its fields
 
 @dataclass(frozen=True)
 class DocLine:
-    """One command line of a page: where it is, its text, its words after the shell's."""
+    """One line of a page's code block: where it is, its text and its shell words."""
 
     page: str
     line: int
@@ -260,8 +260,8 @@ def rewrite_models(word: str) -> str:
 
 
 def _prepare(cwd: Path, home: Path, tiny: Path, tiny_o200k: Path) -> None:
-    import json
-
+    """The working folder (a copy of policies/) and the data dir (the synthetic models
+    conftest built, linked; the ToxicChat stand-in where `datasets pull` would put it)."""
     shutil.copytree(REPO / "policies", cwd / "policies")
     synth = home / "synth"
     synth.mkdir(parents=True)
