@@ -106,7 +106,7 @@ def test_score_metrics_drops_undetermined_items_even_when_given_a_score() -> Non
 
 
 def test_eval_text_says_how_many_undetermined_items_have_no_score() -> None:
-    from edge_guard.cli.run_cmd import format_eval
+    from edge_guard.cli.eval_cmd import format_eval
 
     rows = [
         _row(0, V, 0.9),
