@@ -1,6 +1,6 @@
 """Thin wrapper: `python scripts/bench.py [options]` is `edge-guard bench [options]`.
 
-Example (the README's Performance table): ``python scripts/bench.py --synth mini``.
+Example (the Performance table of docs/performance.md): ``python scripts/bench.py --synth mini``.
 """
 
 from __future__ import annotations

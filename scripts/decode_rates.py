@@ -1,7 +1,7 @@
 """llama.cpp's raw decode rate for one sequence against several together, on one model.
 
 What the cascade's cost rests on: an escalated text's reasoning tokens are decoded alone
-when few texts escalate. Usage (the README's cascade paragraph)::
+when few texts escalate. Usage (the cascade paragraph of docs/performance.md)::
 
     python scripts/decode_rates.py 20b-shape.gguf [--steps 24] [--width 8]
 

@@ -1,6 +1,6 @@
 """What running a custom `parse()` in its worker process costs, against calling it in-process.
 
-A seed-style parser (the README's) parses `--n` answers four ways: in this process (how
+A seed-style parser (the one in docs/policies.md) parses `--n` answers four ways: in this process (how
 it ran before parsers got a worker), in its worker one call each (`run_parser`, what
 classify does per answer), in its worker in one batch (`run_parsers`), and the built-in
 parser for reference. The worker's start (a fresh Python importing the parser's module) is
