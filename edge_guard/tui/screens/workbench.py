@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Input, Select, TextArea
 
-from edge_guard.harmony.render import EFFORTS, STYLES
 from edge_guard.tui.format import score_text
 from edge_guard.tui.jobs import CancelFlag, RunOptions, error_text
 from edge_guard.tui.policy_io import opening_policy
 from edge_guard.tui.screens.base import EdgeScreen
+from edge_guard.tui.screens.workbench_controls import compose_controls, copy_text, read_options
 from edge_guard.tui.widgets.classify_job import Delta, Failed, Finished, classify_job
 from edge_guard.tui.widgets.conversation import ConversationInput
 from edge_guard.tui.widgets.history import PolicyHistory, row_summary
@@ -24,17 +24,9 @@ from edge_guard.tui.widgets.set_results import (
     SetResults,
     headline,
     parse_choice,
-    set_choices,
     set_job,
 )
 from edge_guard.tui.widgets.verdict import VerdictPanel
-
-REASONING_CHOICES = [
-    ("reason", "full"),
-    ("1 pass", "none"),
-    ("1 pass, empty analysis", "none-empty-analysis"),
-]
-MODEL_SUGGESTIONS = ["synth:tiny-o200k", "gpt-oss-safeguard-20b:mxfp4", "gpt-oss-20b:mxfp4"]
 
 
 class WorkbenchScreen(EdgeScreen):
@@ -90,54 +82,7 @@ class WorkbenchScreen(EdgeScreen):
                     placeholder="Type the text to classify, then press Ctrl+R",
                 )
                 yield ConversationInput(id="wb-conv")
-                with Horizontal(id="wb-options"):
-                    yield Input(
-                        self.eg.model_ref,
-                        id="wb-model",
-                        placeholder="model",
-                        suggester=SuggestFromList(MODEL_SUGGESTIONS),
-                        tooltip="model id, .gguf path, hf:… or synth:tiny-o200k",
-                        compact=True,
-                    )
-                    yield Select(
-                        [(s, s) for s in STYLES],
-                        value=spec.style,
-                        allow_blank=False,
-                        id="wb-style",
-                        tooltip="prompt style",
-                        compact=True,
-                    )
-                    yield Select(
-                        [(f"effort {e}", e) for e in EFFORTS],
-                        value=spec.effort,
-                        allow_blank=False,
-                        id="wb-effort",
-                        compact=True,
-                    )
-                with Horizontal(id="wb-options-2"):
-                    yield Select(
-                        REASONING_CHOICES,
-                        value=spec.reasoning,
-                        allow_blank=False,
-                        id="wb-path",
-                        tooltip="reason, then answer; or score the labels in one pass (no reasoning)",
-                        compact=True,
-                    )
-                    yield Input(
-                        str(spec.max_tokens),
-                        id="wb-max-tokens",
-                        type="integer",
-                        tooltip="most tokens to generate",
-                        compact=True,
-                    )
-                    yield Select(
-                        set_choices(),
-                        value="",
-                        allow_blank=False,
-                        id="wb-set",
-                        tooltip="the edited policy, or a policy set",
-                        compact=True,
-                    )
+                yield from compose_controls(spec, self.eg.model_ref)
                 with Horizontal(id="wb-buttons"):
                     yield Button("Run ^R", variant="primary", id="wb-run", compact=True)
                     yield Button("Re-run ^F", id="wb-rerun", compact=True)
@@ -184,15 +129,9 @@ class WorkbenchScreen(EdgeScreen):
         a bad value is a notification naming its control, and nothing runs."""
         from edge_guard.tui.jobs import tui_settings
 
-        model = self.query_one("#wb-model", Input).value.strip()
-        self.eg.set_model(model)
-        options = RunOptions(
-            model=model or self.eg.model_ref,
-            style=str(self.query_one("#wb-style", Select).value),
-            effort=str(self.query_one("#wb-effort", Select).value),
-            reasoning=str(self.query_one("#wb-path", Select).value),
-            max_tokens=self.query_one("#wb-max-tokens", Input).value.strip(),
-        )
+        typed = read_options(self)
+        self.eg.set_model(typed.model or "")
+        options = replace(typed, model=typed.model or self.eg.model_ref)
         try:
             tui_settings(options, self.eg.settings)
         except Exception as exc:
@@ -345,12 +284,7 @@ class WorkbenchScreen(EdgeScreen):
         if self.last is None:
             self.notify("nothing to copy yet — run a classification first", severity="warning")
             return
-        d = self.last
-        text = (
-            f"verdict: {d['verdict']}  {d['score']}\npolicy: {d['policy']}  model: {d['model']}\n"
-            f"text: {d['text']}\nanswer: {d['answer']}\nreasoning:\n{d['reasoning']}\n"
-        )
-        self.app.copy_to_clipboard(text)
+        self.app.copy_to_clipboard(copy_text(self.last))
         self.notify("result copied to the clipboard", timeout=2)
 
     def action_test_policy(self) -> None:
