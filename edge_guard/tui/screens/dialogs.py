@@ -1,4 +1,4 @@
-"""Modal dialogs: save a policy edit under a new name."""
+"""Modal dialogs: save a policy edit under a new name, ask for one line of text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from edge_guard.tui.format import plain
+from edge_guard.tui.format import line, plain
 
 
 class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
@@ -57,6 +57,31 @@ class SavePolicyScreen(ModalScreen[tuple[str, str] | None]):
             self.notify("give the new policy a name", severity="warning")
             return
         self.dismiss((name, self.query_one("#save-description", Input).value.strip()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TextPrompt(ModalScreen[str | None]):
+    """Ask for one line of text (a note, tags); Enter keeps it, Esc cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.title_text, self.value, self.placeholder = title, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label(line(self.title_text), classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-input", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -11,104 +11,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
-from edge_guard.tui.format import cell, clip, line, num, options, plain, verdict_badge, verdict_cell
+from edge_guard.tui.format import cell, clip, num, options, plain, verdict_cell
 from edge_guard.tui.screens.base import EdgeScreen
+from edge_guard.tui.screens.dialogs import TextPrompt
+from edge_guard.tui.widgets.review_item import review_item, side
 
 QUEUES = ("triage", "disagree", "uncertain", "undetermined", "flips", "sample", "all")
 KEY_LABELS = {"violation": "1", "no_violation": "0", "skip": "s"}
-
-
-class TextPrompt(ModalScreen[str | None]):
-    """Ask for one line of text (a note, tags); Enter keeps it, Esc cancels."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
-        super().__init__()
-        self.title_text, self.value, self.placeholder = title, value, placeholder
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="dialog"):
-            yield Label(line(self.title_text), classes="dialog-title")
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
-
-    def on_mount(self) -> None:
-        self.query_one("#prompt-input", Input).focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-def _side(v: bool | None) -> str:
-    return "—" if v is None else "violation" if v else "no violation"
-
-
-def item_text(item: Any, why: list[str], pending: dict[str, Any]) -> Group:
-    """The verdict, score, answer, gold, partners and decision of an item, as Text."""
-    head = Text.assemble(
-        verdict_badge(item.verdict), "  ", (f"P(violation) {num(item.score)}", "bold")
-    )
-    head.append(f"   gold: {_side(item.gold)}", style="cyan")
-    parts: list[Any] = [head]
-    if why:
-        parts.append(Text(f"why: {', '.join(why)}", style="yellow"))
-    if item.final is not None:
-        parts.append(Text.assemble(("answer: ", "dim"), plain(item.final.strip() or "(empty)")))
-    else:
-        parts.append(plain(f"answer: (none — finish {item.finish_reason})", style="yellow"))
-    if item.error:
-        parts.append(plain(f"error: {item.error}", style="red"))
-    for p in item.partners:
-        parts.append(
-            Text.assemble(
-                ("vs ", "dim"),
-                line(clip(p.run, 50)),
-                ": ",
-                verdict_cell(p.verdict),
-                f" (P {num(p.score)})",
-            )
-        )
-    d = item.decision
-    if d is None:
-        parts.append(
-            Text("decision: none yet — 1 violation · 0 no violation · s skip", style="dim")
-        )
-    else:
-        dec = Text.assemble(
-            ("decision: ", "bold"),
-            (d.label, "bold magenta"),
-            " by ",
-            line(d.reviewer),
-            f" at {d.created_at[:16].replace('T', ' ')}",
-        )
-        if d.tags:
-            dec.append(" [")
-            dec.append(line(", ".join(d.tags)))
-            dec.append("]")
-        parts.append(dec)
-        if d.note:
-            parts.append(Text.assemble(("note: ", "dim"), plain(d.note)))
-    if pending.get("note") or pending.get("tags"):
-        held = Text("held for the next label: ", style="dim")
-        held.append(line(pending.get("note") or ""))
-        if pending.get("tags"):
-            held.append(" [")
-            held.append(line(", ".join(pending["tags"])))
-            held.append("]")
-        parts.append(held)
-    return Group(*parts)
 
 
 class ReviewScreen(EdgeScreen):
@@ -241,7 +156,7 @@ class ReviewScreen(EdgeScreen):
                 cell(",".join(self.queue.why.get(it.idx, [])) or "—", 22),
                 verdict_cell(it.verdict),
                 cell(num(it.score)),
-                cell(_side(it.gold)),
+                cell(side(it.gold)),
                 cell(dec),
                 cell(it.text, 60),
                 key=str(it.idx),
@@ -288,7 +203,7 @@ class ReviewScreen(EdgeScreen):
             return
         self.current = idx
         why = self.queue.why.get(idx, [])
-        self.query_one("#rv-detail", Static).update(item_text(it, why, self.pending.get(idx, {})))
+        self.query_one("#rv-detail", Static).update(review_item(it, why, self.pending.get(idx, {})))
         area = self.query_one("#rv-text", TextArea)
         area.border_title = (
             f"Item {idx} · conversation (>>> judged)" if it.conversation else f"Item {idx} · text"
