@@ -18,7 +18,8 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.paths import repo_root
 from edge_guard.policy.cases import Case, CasesError, load_cases
 from edge_guard.policy.core import OutputSpec, load_policy
-from edge_guard.policy.versions import diff_versions, policy_history
+from edge_guard.policy.version_diff import diff_versions
+from edge_guard.policy.versions import policy_history
 from edge_guard.policy_tests.junit import write_junit
 from edge_guard.policy_tests.runner import run_policy_tests
 

@@ -248,7 +248,7 @@ def diff_cmd(
 
     V1/V2: a version number (2 or v2), `latest`, or a hash prefix.
     """
-    from edge_guard.policy.versions import diff_versions
+    from edge_guard.policy.version_diff import diff_versions
     from edge_guard.store import Store
 
     name = _policy_name(name)

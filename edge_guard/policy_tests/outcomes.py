@@ -11,13 +11,13 @@ from typing import Any
 
 from edge_guard.policy.cases import Case
 from edge_guard.policy.core import OutputSpec, Policy
+from edge_guard.policy.version_diff import VersionDiff
 from edge_guard.policy.versions import (
     FAIL,
     PASS,
     UNDETERMINED,
     PolicyVersion,
     TestRunInfo,
-    VersionDiff,
 )
 from edge_guard.result import ClassificationResult, Verdict
 

@@ -19,8 +19,8 @@ from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.cases import Case, CasesError, cases_hash, filter_cases, policy_cases
 from edge_guard.policy.core import Policy, load_policy
+from edge_guard.policy.version_diff import compare_runs
 from edge_guard.policy.versions import (
-    compare_runs,
     previous_tested,
     record_version,
     save_test_run,
