@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_guard.backends.server_http import json_or_none
 from edge_guard.backends.server_protocol import (
     ItemError,
-    json_or_none,
     llama_props,
     model_meta,
     served_models,

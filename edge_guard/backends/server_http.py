@@ -6,6 +6,7 @@ headers and body) gets only the time left before the exchange's deadline (a
 `DeadlineBackend` wrapped around httpcore's network backend); past it the exchange fails with
 `httpx.ReadTimeout`. The reply is streamed and refused once it exceeds `max_bytes` (its
 `Content-Length` is checked first; compression is declined, so bytes read are bytes held).
+`json_or_none`, `error_text` and `retry_after` read a finished reply.
 """
 
 from __future__ import annotations
@@ -166,3 +167,35 @@ class DeadlineClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+def json_or_none(r: HttpReply) -> dict[str, Any] | None:
+    """The reply's JSON object; None when it is not JSON or not an object."""
+    try:
+        data = r.json()
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def error_text(r: HttpReply) -> str:
+    """The server's error message (llama-server, vLLM, FastAPI and OpenAI shapes)."""
+    data = json_or_none(r)
+    msg: Any = None
+    if data is not None:
+        err = data.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        msg = msg or data.get("message") or data.get("detail")
+    if not msg:
+        msg = (r.text or r.reason_phrase or "").strip()
+    text = " ".join(str(msg).split())
+    return text[:400] + ("…" if len(text) > 400 else "")
+
+
+def retry_after(r: HttpReply) -> float | None:
+    """The reply's Retry-After in seconds (at most 30); None when absent or not a number."""
+    value = r.headers.get("retry-after")
+    try:
+        return min(30.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -18,7 +18,6 @@ stopped it, top log-probabilities at its first position, cache and timing figure
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -360,48 +359,3 @@ def short_model(model: str) -> str:
     if model.lower().endswith(".gguf") and ("/" in model or "\\" in model):
         return re.split(r"[\\/]", model)[-1]
     return model
-
-
-def json_or_none(r: Any) -> dict[str, Any] | None:
-    try:
-        data = r.json()
-    except (ValueError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def error_text(r: Any) -> str:
-    """The server's error message (llama-server, vLLM, FastAPI and OpenAI shapes)."""
-    data = json_or_none(r)
-    msg: Any = None
-    if data is not None:
-        err = data.get("error")
-        msg = err.get("message") if isinstance(err, dict) else err
-        msg = msg or data.get("message") or data.get("detail")
-    if not msg:
-        msg = (r.text or r.reason_phrase or "").strip()
-    text = " ".join(str(msg).split())
-    return text[:400] + ("…" if len(text) > 400 else "")
-
-
-def retry_after(r: Any) -> float | None:
-    value = r.headers.get("retry-after")
-    try:
-        return min(30.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def is_context_error(msg: str) -> bool:
-    m = msg.lower()
-    return any(
-        s in m
-        for s in (
-            "context size",
-            "context length",
-            "context window",
-            "max_model_len",
-            "exceeds the available context",
-            "larger than the max context",
-        )
-    )

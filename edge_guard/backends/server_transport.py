@@ -11,14 +11,15 @@ import random
 import time
 from typing import Any
 
-from edge_guard.backends.server_http import DeadlineClient, HttpReply, ReplyTooLarge
-from edge_guard.backends.server_protocol import (
-    ItemError,
+from edge_guard.backends.server_http import (
+    DeadlineClient,
+    HttpReply,
+    ReplyTooLarge,
     error_text,
-    is_context_error,
     json_or_none,
     retry_after,
 )
+from edge_guard.backends.server_protocol import ItemError
 from edge_guard.defaults import DEFAULT_PARALLEL
 from edge_guard.errors import EdgeGuardError
 
@@ -134,3 +135,19 @@ class Transport:
         if data is None:
             raise ItemError(f"the server answered {path} with something that is not JSON")
         return data
+
+
+def is_context_error(msg: str) -> bool:
+    """Whether a server's error message says the prompt does not fit its context."""
+    m = msg.lower()
+    return any(
+        s in m
+        for s in (
+            "context size",
+            "context length",
+            "context window",
+            "max_model_len",
+            "exceeds the available context",
+            "larger than the max context",
+        )
+    )
