@@ -23,7 +23,7 @@ from edge_guard.compare.stats import agreement_ci, kappa_rows
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.report.markdown import md
-from edge_guard.runs.batch import item_score
+from edge_guard.runs.outcomes import item_score
 from edge_guard.store import Store
 from tests.compare_helpers import one_line_error, quant_of, rows, steer_answers
 from tests.runs_helpers import write_jsonl

@@ -277,7 +277,7 @@ def test_run_judges_responses_in_context(tmp_path: Path, tiny_o200k_model: Path)
         ],
         "target": "assistant",
     }
-    from edge_guard.runs.batch import evaluate_run
+    from edge_guard.runs.outcomes import evaluate_run
 
     assert evaluate_run(clf.store, summary.name)["n_done"] == 2
 
@@ -395,7 +395,7 @@ def test_reports_and_flips_show_the_conversation_marked(
 ) -> None:
     from edge_guard.compare.stats import pair_stats
     from edge_guard.report import write_report
-    from edge_guard.runs.batch import run_outcomes
+    from edge_guard.runs.outcomes import run_outcomes
 
     chat = [
         {"role": "user", "content": "<b>how</b> to pick a lock?"},

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from edge_guard.classification.classifier import Classifier
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.runs.batch import evaluate_run, run_dataset
+from edge_guard.runs.batch import run_dataset
+from edge_guard.runs.outcomes import evaluate_run
 from edge_guard.store import Store
 from edge_guard.store.migrations import migrations
 from tests.runs_helpers import SHORT, labelled_rows, steer_by_want, wants_of, write_jsonl

@@ -13,8 +13,8 @@ import pytest
 
 from edge_guard.compare.render import render_markdown
 from edge_guard.compare.stats import compare_outcomes, pair_stats
-from edge_guard.runs.batch import Outcomes, item_score
 from edge_guard.runs.metrics import evaluate, score_metrics
+from edge_guard.runs.outcomes import Outcomes, item_score
 
 V, N, U = "violation", "no_violation", "undetermined"
 
@@ -116,7 +116,7 @@ def test_eval_text_says_how_many_undetermined_items_have_no_score() -> None:
         _row(4, V, 0.55),
     ]
     out = _outcomes("a", rows, [True, False, True, False, True])
-    from edge_guard.runs.batch import evaluate_outcomes
+    from edge_guard.runs.outcomes import evaluate_outcomes
 
     text = format_eval(evaluate_outcomes(out, n_resamples=0))
     line = next(ln for ln in text.splitlines() if ln.startswith("label scores"))

@@ -16,8 +16,9 @@ from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.report import build_report, write_report
-from edge_guard.runs.batch import evaluate_run, run_dataset
+from edge_guard.runs.batch import run_dataset
 from edge_guard.runs.metrics import fmt_ci
+from edge_guard.runs.outcomes import evaluate_run
 from edge_guard.store import Store
 from tests.runs_helpers import labelled_rows, make_classifier, steer_by_want, wants_of, write_jsonl
 

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from edge_guard.cli import main
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
-from edge_guard.runs.batch import default_run_name, evaluate_run, plan_run, run_dataset
+from edge_guard.runs.batch import default_run_name, plan_run, run_dataset
 from edge_guard.runs.metrics import predictions
+from edge_guard.runs.outcomes import evaluate_run
 from edge_guard.store import Store
 from tests.runs_helpers import (
     HeldRun,

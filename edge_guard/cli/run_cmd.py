@@ -134,7 +134,8 @@ def run(opts: dict[str, Any]) -> None:
     """Classify every row of DATASET (.jsonl/.csv/.parquet or a pulled name like toxic-chat)
     as a named run; rerunning the same command resumes it."""
     from edge_guard.report.reference import detect_benchmark
-    from edge_guard.runs.batch import evaluate_run, execute_run, plan_run
+    from edge_guard.runs.batch import execute_run, plan_run
+    from edge_guard.runs.outcomes import evaluate_run
 
     dataset, as_json = opts.pop("dataset"), opts.pop("as_json")
     sample_seed = opts.pop("sample_seed")

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_guard.conversation import shown_text
-from edge_guard.runs.batch import Outcomes, evaluate_outcomes, item_score
 from edge_guard.runs.metrics import VERDICTS, agreement
+from edge_guard.runs.outcomes import Outcomes, evaluate_outcomes, item_score
 from edge_guard.store import Store
 
 CI_METHOD = "percentile bootstrap over items (paired, seeded)"
@@ -243,7 +243,7 @@ def load_comparison(
     store: Store, run_names: Sequence[str], labels: Sequence[str] | None = None, **kw: Any
 ) -> dict[str, Any]:
     """`compare_outcomes` over stored runs (labels default to the ones recorded at run time)."""
-    from edge_guard.runs.batch import run_outcomes
+    from edge_guard.runs.outcomes import run_outcomes
 
     outs = [run_outcomes(store, n) for n in run_names]
     if labels is None:

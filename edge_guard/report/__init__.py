@@ -129,7 +129,7 @@ def build_report(
     `gold`: dataset | review | dataset+review, see `review.gold`)."""
     from edge_guard import __version__
     from edge_guard.report import reference
-    from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
+    from edge_guard.runs.outcomes import evaluate_outcomes, run_outcomes
     from edge_guard.runs.paths import path_summary
 
     if not names:

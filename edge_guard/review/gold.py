@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.review.decisions import content_key, latest
-from edge_guard.runs.batch import Outcomes
+from edge_guard.runs.outcomes import Outcomes
 from edge_guard.store import Store
 
 GOLD_SOURCES = ("dataset", "review", "dataset+review")
@@ -121,7 +121,7 @@ def evaluate_with_gold(
 ) -> dict[str, Any]:
     """`runs.evaluate_run` scored against `gold`, with `gold_source` and (when the run's
     items have review decisions, or `gold` uses them) the `review` agreement section."""
-    from edge_guard.runs.batch import evaluate_outcomes, run_outcomes
+    from edge_guard.runs.outcomes import evaluate_outcomes, run_outcomes
     from edge_guard.runs.paths import path_summary
 
     out = run_outcomes(store, name)

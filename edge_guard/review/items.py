@@ -243,7 +243,7 @@ def load_source(
     """The items of the run `ref` names, with partners (`against` replaces the automatic
     ones), gold labels mapped by the policy's own labels and the decisions in force."""
     from edge_guard.datasets.gold import GoldMapper
-    from edge_guard.runs.batch import item_score, run_outcomes
+    from edge_guard.runs.outcomes import item_score, run_outcomes
 
     name, partners = resolve(store, ref)
     if against:

@@ -1,4 +1,4 @@
-"""Batch runs (`batch`: plan, execute, resume, read back) and their metrics (`metrics`)."""
+"""Batch runs (`batch`: plan, execute, resume; `outcomes`: read back) and their metrics (`metrics`)."""
 
 from __future__ import annotations
 

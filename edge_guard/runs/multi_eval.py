@@ -15,8 +15,8 @@ from typing import Any, TypedDict
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.sets import flagged, threshold_verdict
-from edge_guard.runs.batch import item_score
 from edge_guard.runs.metrics import HEADLINE, METRICS, evaluate, fmt_ci, predictions
+from edge_guard.runs.outcomes import item_score
 from edge_guard.store import Store
 
 ANY = "any_violation"

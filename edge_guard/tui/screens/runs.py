@@ -214,7 +214,8 @@ class RunsScreen(EdgeScreen):
         flag: CancelFlag,
     ) -> None:
         from edge_guard.datasets.hub import resolve_dataset
-        from edge_guard.runs.batch import execute_run, plan_run, run_outcomes
+        from edge_guard.runs.batch import execute_run, plan_run
+        from edge_guard.runs.outcomes import run_outcomes
 
         access, store = self.eg.models, self.eg.store
         plan = None
@@ -370,7 +371,7 @@ class RunsScreen(EdgeScreen):
             self.post_message(Evaluated(name, body))
             return
         try:
-            from edge_guard.runs.batch import evaluate_run
+            from edge_guard.runs.outcomes import evaluate_run
 
             ev = evaluate_run(store, name, n_resamples=200)
             self.post_message(Evaluated(name, render_evaluation(ev)))
