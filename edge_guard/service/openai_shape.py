@@ -65,13 +65,13 @@ def input_texts(raw: Any) -> list[str]:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("image_url", "image", "input_image"):
             raise FieldError(f"input[{i}]", TEXT_ONLY)
-        if kind != "text" or not isinstance(part.get("text"), str):  # type: ignore[union-attr]
+        if kind != "text" or not isinstance(part.get("text"), str):
             raise FieldError(
                 f"input[{i}]",
                 'a content part must be {"type": "text", "text": '
                 '"..."} (strings and parts cannot be mixed)',
             )
-        texts.append(part["text"])  # type: ignore[index]
+        texts.append(part["text"])
     return ["\n".join(texts)]
 
 
