@@ -230,10 +230,11 @@ def classify(
         classifier = _remote(pset.name if named else policy, settings, sampling)
         if classifier is None:
             ready = build_backend(settings)  # another server (llama-server, vLLM): probed once
-    if pset is None and _policy_list(policy) is not None:
+    listed = _policy_list(policy)
+    if pset is None and listed is not None:
         from edge_guard.policy.sets import adhoc_set
 
-        pset = adhoc_set(_policy_list(policy))  # type: ignore[arg-type]
+        pset = adhoc_set(listed)
     if classifier is None:
         classifier = build_classifier(
             pset if pset is not None else policy,

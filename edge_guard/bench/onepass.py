@@ -104,7 +104,10 @@ def _run(engine: Engine, reqs: Sequence[GenerationRequest], width: int) -> list[
     out: list[ModelResponse | None] = [None] * len(reqs)
     for i, resp in engine.generate_many(list(reqs), n_parallel=width):
         out[i] = resp
-    return out  # type: ignore[return-value]
+    done = [r for r in out if r is not None]
+    if len(done) != len(reqs):  # generate_many answers every request once
+        raise RuntimeError(f"{len(reqs) - len(done)} of {len(reqs)} requests got no response")
+    return done
 
 
 def run_variants(

@@ -51,15 +51,15 @@ def text_or_messages(
     text: str | None, messages: str | None, target: str | None
 ) -> str | Conversation:
     """The input of classify/prompt: TEXT, or the conversation of --messages (one of them)."""
-    if text is None and messages is None:
-        raise click.UsageError("Missing argument 'TEXT'. Give TEXT or --messages FILE.")
     if text is not None and messages is not None:
         raise click.UsageError("give TEXT or --messages FILE, not both")
     if messages is not None:
         return read_messages(messages, target)
+    if text is None:
+        raise click.UsageError("Missing argument 'TEXT'. Give TEXT or --messages FILE.")
     if target is not None:
         raise click.UsageError("--target needs --messages")
-    return read_text_arg(text)  # type: ignore[arg-type]
+    return read_text_arg(text)
 
 
 messages_option = click.option(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from edge_guard.cli.warm_cmd import keep_alive_option
 from edge_guard.conversation import TARGETS
 from edge_guard.datasets.files import SAMPLES
 from edge_guard.sanitize import term, term_json, term_line
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 LICENSE_NOTE = "ToxicChat (lmsys/toxic-chat) is licensed CC-BY-NC-4.0: non-commercial use only."
 
@@ -49,7 +52,9 @@ class _Progress:
         from rich.console import Console
 
         self.console = Console(stderr=True)
-        self.total, self.bar, self.task, self.last_pct = total, None, None, -1
+        self.total, self.last_pct = total, -1
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
         if self.console.is_terminal:
             import rich.progress as rp
 
@@ -72,8 +77,8 @@ class _Progress:
         rate = f"{p.labels_per_s:.2f} labels/s · {p.tokens_per_s:.0f} tok/s"
         if p.cached:
             rate += f" · {p.cached} cached"
-        if self.bar is not None:
-            self.bar.update(self.task, completed=p.done, rate=rate)  # type: ignore[arg-type]
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=p.done, rate=rate)
             return
         pct = int(100 * p.done / max(1, self.total)) // 10 * 10
         if pct != self.last_pct:

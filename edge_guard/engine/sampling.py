@@ -11,11 +11,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_guard.defaults import DEFAULT_MAX_TOKENS
 from edge_guard.errors import EdgeGuardError
+
+if TYPE_CHECKING:
+    from edge_guard.harmony.vocab import Vocab
 
 # (output ids so far, logits) -> logits (may edit in place and return None).
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], "np.ndarray | None"]
@@ -162,14 +166,14 @@ class BiasTokens:
 
 
 def harmony_script(
-    vocab: object, final: str, analysis: str = "ok", channel: str = "final"
+    vocab: Vocab, final: str, analysis: str = "ok", channel: str = "final"
 ) -> list[int]:
     """Token ids of a well-formed completion: analysis message, then `final` on `channel`.
 
     Used with `ForcedTokens` to steer synthetic models in tests and demos.
     """
-    sid = vocab.special_id  # type: ignore[attr-defined]
-    enc = vocab.encoder.encode  # type: ignore[attr-defined]
+    sid = vocab.special_id
+    enc = vocab.encoder.encode
     return [
         sid("<|channel|>"),
         *enc("analysis"),

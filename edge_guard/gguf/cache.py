@@ -43,7 +43,7 @@ _LEN = struct.Struct("<Q")
 
 _lock = threading.Lock()
 _headers: OrderedDict[FileId, GGUFHeader] = OrderedDict()
-_pending: dict[FileId, tuple[list[Any], list[Any]]] = {}  # arrays of the last parse
+_pending: dict[FileId, tuple[object, object]] = {}  # arrays of the last parse, unchecked
 stats = {"parses": 0, "disk_hits": 0}  # for tests and `scripts/cli_latency.py`
 
 
@@ -117,10 +117,9 @@ def clear_memo() -> None:
 
 
 # -- parsing -----------------------------------------------------------------------------
-def _parse(
-    fid: FileId, path: str, *, write: bool
-) -> tuple[GGUFHeader, tuple[list[Any], list[Any]]]:
-    """One parse that keeps the tokenizer arrays (for a vocabulary built next)."""
+def _parse(fid: FileId, path: str, *, write: bool) -> tuple[GGUFHeader, tuple[object, object]]:
+    """One parse that keeps the tokenizer arrays (for a vocabulary built next; as read,
+    the caller checks them)."""
     full = parse_header(path, keep_arrays=VOCAB_KEYS)
     stats["parses"] += 1
     arrays = (full.metadata.get(VOCAB_KEYS[0]), full.metadata.get(VOCAB_KEYS[1]))
@@ -138,14 +137,14 @@ def _parse(
         full.header_len,
     )
     if racy(fid) or file_id(path) != fid:  # changed while we read it: use, never keep
-        return head, arrays  # type: ignore[return-value]
+        return head, arrays
     _remember(fid, head)
     with _lock:
         _pending.clear()
-        _pending[fid] = arrays  # type: ignore[assignment]
+        _pending[fid] = arrays
     if write:
         _write_entry(fid, head, None, "")
-    return head, arrays  # type: ignore[return-value]
+    return head, arrays
 
 
 def _remember(fid: FileId, head: GGUFHeader) -> GGUFHeader:

@@ -81,13 +81,9 @@ def agreement_section(
     verdicts = out.verdicts
 
     def pair(xs: list[Any], ys: list[bool | None]) -> dict[str, Any]:
-        idx = [
-            i
-            for i, (x, y) in enumerate(zip(xs, ys, strict=True))
-            if x is not None and y is not None
-        ]
-        a = [xs[i] if isinstance(xs[i], str) else _side(xs[i]) for i in idx]
-        return _pair(a, [_side(ys[i]) for i in idx], n_resamples, seed, level)  # type: ignore[arg-type]
+        both = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+        a = [x if isinstance(x, str) else _side(x) for x, _ in both]
+        return _pair(a, [_side(y) for _, y in both], n_resamples, seed, level)
 
     n_und = sum(
         1

@@ -11,6 +11,7 @@ field's terms (`field_terms`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from edge_guard.conversation import Conversation, Item, judges_problem
@@ -100,15 +101,15 @@ def classify_spec(core: ServiceCore, body: ClassifyRequest) -> JobSpec:
 
 def moderation_spec(core: ServiceCore, texts: list[str], model: str | None) -> JobSpec:
     """`/v1/moderations`: the server's settings as they are."""
-    check_texts(core, texts, "input")  # type: ignore[arg-type]
+    check_texts(core, texts, "input")
     policies, thresholds = core.resolve(model)
-    check_judges(policies, texts, "input")  # type: ignore[arg-type]
+    check_judges(policies, texts, "input")
     return JobSpec(
         list(texts), policies, core.settings, request_sampling(core.settings), thresholds
     )
 
 
-def check_texts(core: ServiceCore, items: list[Item], field: str) -> None:
+def check_texts(core: ServiceCore, items: Sequence[Item], field: str) -> None:
     lim = core.limits
     if not items:
         raise FieldError(field, "no texts")
@@ -126,7 +127,7 @@ def check_texts(core: ServiceCore, items: list[Item], field: str) -> None:
                 raise FieldError(where, f"unpaired surrogate at character {exc.start}") from None
 
 
-def check_judges(policies: list[Policy], items: list[Item], field: str = "texts") -> None:
+def check_judges(policies: list[Policy], items: Sequence[Item], field: str = "texts") -> None:
     """A policy that judges replies or conversations needs `messages` (said in HTTP terms;
     `/v1/moderations`, whose `input` is plain text, points to /v1/classify)."""
     for policy in policies:

@@ -147,18 +147,20 @@ class RunsScreen(EdgeScreen):
         self.query_one("#rn-dataset", Input).focus()
 
     # -- starting / cancelling ------------------------------------------------------------------
-    def _int(self, sel: str, what: str, default: int | None) -> int | bool | None:
+    def _int(self, sel: str, what: str, default: int | None) -> tuple[bool, int | None]:
+        """(ok, the box's positive integer or `default` when empty); a bad value is a
+        notification naming the box, and ok is False."""
         raw = self.query_one(sel, Input).value.strip()
         if not raw:
-            return default
+            return True, default
         try:
             value = int(raw)
             if value < 1:
                 raise ValueError
         except ValueError:
             self.notify(f"{what} must be a positive integer, not {raw!r}", severity="error")
-            return False
-        return value
+            return False, None
+        return True, value
 
     def action_start(self) -> None:
         if self.running:
@@ -173,13 +175,13 @@ class RunsScreen(EdgeScreen):
         if not isinstance(policy, str):
             self.notify("choose a policy", severity="warning")
             return
-        limit = self._int("#rn-limit", "limit", None)
-        max_tokens = self._int("#rn-max-tokens", "max tokens", DEFAULT_MAX_TOKENS)
-        if limit is False or max_tokens is False:
+        limit_ok, limit = self._int("#rn-limit", "limit", None)
+        tokens_ok, max_tokens = self._int("#rn-max-tokens", "max tokens", DEFAULT_MAX_TOKENS)
+        if not (limit_ok and tokens_ok):
             return
         model = self.query_one("#rn-model", Input).value.strip() or self.eg.model_ref
         self.eg.set_model(model)
-        options = RunOptions(model=model, max_tokens=int(max_tokens))  # type: ignore[arg-type]
+        options = RunOptions(model=model, max_tokens=max_tokens)
         name = self.query_one("#rn-name", Input).value.strip() or None
         self.flag = self.eg.models.new_flag()
         self.live = LiveMetrics()
