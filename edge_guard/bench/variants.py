@@ -232,7 +232,9 @@ def llama_cpp_loop(
             logits_processor=processors,
         )
         times.append(clock.lap())
-        k = int(done["usage"]["completion_tokens"])  # type: ignore[index]
+        if not isinstance(done, dict):  # a stream: only asked for with stream=True
+            raise TypeError("llama-cpp-python streamed a completion that was not asked to stream")
+        k = int(done["usage"]["completion_tokens"])
         n_out += k
         start = len(req.prompt_ids)
         outs.append([int(t) for t in llm.input_ids[start : min(start + k - 1, llm.n_tokens)]])

@@ -18,6 +18,7 @@ from textual.screen import Screen
 
 from edge_guard.tui.commands import ScreenActionsProvider, ScreensProvider
 from edge_guard.tui.jobs import ClassifierFactory, ModelAccess, RunOptions, Steering
+from edge_guard.tui.screens.base import EdgeScreen
 from edge_guard.tui.widgets.navbar import SCREENS
 
 STYLES = Path(__file__).parent / "styles"
@@ -131,7 +132,9 @@ class EdgeGuardApp(App[None]):
         """Switch to the Review screen (F9) on run `run`."""
         self.pending_review = run
         if self.current_mode == "review":
-            self.screen.refresh_data()  # type: ignore[attr-defined]
+            screen = self.screen
+            if isinstance(screen, EdgeScreen):
+                screen.refresh_data()
         else:
             self.switch_mode("review")
 
