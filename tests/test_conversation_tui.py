@@ -13,16 +13,9 @@ from edge_guard.store import Store
 from edge_guard.tui.widgets.conversation import ConversationInput, turns_text
 from edge_guard.tui.widgets.verdict import VerdictPanel
 from tests.tui.conftest import SIZE, anyio_backend, db_path, make_app  # noqa: F401 (fixtures)
+from tests.tui.test_workbench import wait_idle
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_idle(pilot, screen) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(600):
-        await pilot.pause(0.05)
-        if not screen.running:
-            break
-    await pilot.pause(0.05)
 
 
 def test_turns_text_is_plain_blocks() -> None:

@@ -126,6 +126,7 @@ async def _tui(option: Option, door: str, model: Path, db: Path) -> Outcome:
     from edge_guard.settings.resolve import resolve_settings
     from edge_guard.tui.app import EdgeGuardApp
     from edge_guard.tui.widgets.conversation import ConversationInput
+    from tests.tui.test_workbench import wait_idle
 
     controls = {"style": "#wb-style", "effort": "#wb-effort", "reasoning": "#wb-path"}
     rest = {k: v for k, v in option.values.items() if k not in controls and k != "max_tokens"}
@@ -152,10 +153,7 @@ async def _tui(option: Option, door: str, model: Path, db: Path) -> Outcome:
         else:
             text.load_text(item)  # type: ignore[arg-type]
         await pilot.press("ctrl+r")
-        for _ in range(2400):
-            await pilot.pause(0.05)
-            if not screen.running:
-                break
+        await wait_idle(pilot, screen)
         errors = [n.message for n in app._notifications if n.severity == "error"]
         shown = screen.result
     if errors or shown is None:

@@ -267,6 +267,7 @@ async def test_tui_survives_a_model_that_crashes_llama_cpp(
     from textual.widgets import TextArea
 
     from edge_guard.tui.app import EdgeGuardApp
+    from tests.tui.test_workbench import wait_idle
 
     bad = crafted("sinks-f16")
     app = EdgeGuardApp(db=tmp_path / "s.db", model=str(bad), policy="toxic_simple")
@@ -274,10 +275,7 @@ async def test_tui_survives_a_model_that_crashes_llama_cpp(
         for _ in range(2):  # twice: the first failure left the app usable
             app.screen.query_one("#wb-text", TextArea).load_text("hello")
             await pilot.press("ctrl+r")
-            for _ in range(600):
-                await pilot.pause(0.05)
-                if not app.screen.running:  # type: ignore[attr-defined]
-                    break
+            await wait_idle(pilot, app.screen)
         notes = [str(n.message) for n in app._notifications]
         assert any(f"llama.cpp crashed loading {bad}" in n for n in notes), notes
         assert app.screen.query_one("#wb-run").disabled is False

@@ -209,6 +209,8 @@ async def test_tui_and_a_cli_run_share_one_store(tmp_path: Path, tiny_model: Pat
     from edge_guard.engine.sampling import ForcedTokens, harmony_script
     from edge_guard.tui.app import EdgeGuardApp
     from edge_guard.tui.jobs import default_classifier_factory
+    from tests.tui.conftest import until
+    from tests.tui.test_workbench import wait_idle
 
     db = tmp_path / "shared.db"
     data = _dataset(tmp_path / "d.jsonl", 80)
@@ -236,18 +238,17 @@ async def test_tui_and_a_cli_run_share_one_store(tmp_path: Path, tiny_model: Pat
         db=db, model=str(tiny_model), policy="toxic_simple", classifier_factory=factory, steer=steer
     )
     async with app.run_test(size=(140, 42)) as pilot:
-        for _ in range(2400):  # start writing once the CLI run is writing too
-            await pilot.pause(0.05)
-            if app.store.query("SELECT count(*) AS n FROM run_items")[0]["n"] or proc.poll():
-                break
+        await until(  # start writing once the CLI run is writing too
+            pilot,
+            lambda: app.store.query("SELECT count(*) AS n FROM run_items")[0]["n"] or proc.poll(),
+            "the CLI run's first stored item",
+            timeout=300,
+        )
         assert proc.poll() is None, "the CLI run should still be going"
         for i in range(6):
             app.screen.query_one("#wb-text", TextArea).load_text(f"tui text {i}")
             await pilot.press("ctrl+r")
-            for _ in range(600):
-                await pilot.pause(0.05)
-                if not app.screen.running:  # type: ignore[attr-defined]
-                    break
+            await wait_idle(pilot, app.screen)
         notes = [n.message for n in app._notifications]
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

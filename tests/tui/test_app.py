@@ -12,7 +12,7 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.tui.app import EdgeGuardApp
 from edge_guard.tui.screens.help import HelpScreen
 from edge_guard.tui.widgets.navbar import SCREENS
-from tests.tui.conftest import SIZE
+from tests.tui.conftest import SIZE, settle, until
 
 pytestmark = pytest.mark.anyio
 
@@ -45,30 +45,35 @@ async def test_help_opens_with_f1_and_closes_with_escape(make_app) -> None:
         assert app.current_mode == "workbench"
 
 
-async def type_text(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
-    """Type into the palette's search box (set at once: one search, not one per key)."""
-    from textual.command import CommandInput
+async def type_text(pilot, text: str, first: str) -> None:  # type: ignore[no-untyped-def]
+    """Type into the palette's search box (set at once: one search, not one per key), then
+    wait until its first hit is `first` (the search runs in a worker)."""
+    from textual.command import CommandInput, CommandList, CommandPalette
 
-    await pilot.pause()
-    pilot.app.screen.query_one(CommandInput).value = text
+    await until(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), "the palette")
+    palette = pilot.app.screen
+    palette.query_one(CommandInput).value = text
+
+    def first_hit() -> str:
+        hits = palette.query_one(CommandList)
+        return str(hits.get_option_at_index(0).prompt) if hits.option_count else ""
+
+    await until(pilot, lambda: first in first_hit(), f"the palette to offer {first!r}")
 
 
 async def test_command_palette_runs_screen_actions_and_goes_to_screens(make_app) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+p")
-        await type_text(pilot, "copy result")
-        await pilot.pause(0.3)
+        await type_text(pilot, "copy result", "Copy result")
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        await settle(pilot)
         # the Workbench's copy action ran: nothing to copy yet, so it says so
         assert any("nothing to copy" in n.message for n in app._notifications)
         await pilot.press("ctrl+p")
-        await type_text(pilot, "go to study")
-        await pilot.pause(0.3)
+        await type_text(pilot, "go to study", "Go to Study")
         await pilot.press("enter")
-        await pilot.pause(0.3)
-        assert app.current_mode == "study"
+        await until(pilot, lambda: app.current_mode == "study", "the Study screen")
 
 
 async def test_start_screen_option(make_app) -> None:
@@ -164,11 +169,9 @@ async def test_review_is_a_tab_a_go_to_entry_a_help_row_and_a_start_screen(
         assert app.screen.query_one("#nav-review").has_class("-active")
         await pilot.press("f2")
         await pilot.press("ctrl+p")
-        await type_text(pilot, "go to review")
-        await pilot.pause(0.3)
+        await type_text(pilot, "go to review", "Go to Review")
         await pilot.press("enter")
-        await pilot.pause(0.3)
-        assert app.current_mode == "review"
+        await until(pilot, lambda: app.current_mode == "review", "the Review screen")
         await pilot.press("f1")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)

@@ -11,7 +11,7 @@ from textual.widgets import TextArea
 
 from edge_guard.tui.widgets.conversation import ConversationInput
 from edge_guard.tui.widgets.verdict import VerdictPanel
-from tests.tui.conftest import SIZE
+from tests.tui.conftest import SIZE, settle, until
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +32,8 @@ async def test_run_and_copy_buttons_do_what_their_keys_do(make_app) -> None:  # 
         screen = app.screen
         screen.query_one("#wb-text", TextArea).load_text("you fool")
         await pilot.click("#wb-run")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if not screen.running:
-                break
+        await until(pilot, lambda: not screen.running, "the run to end")
+        await settle(pilot)
         assert "VIOLATION" in screen.query_one(VerdictPanel).plain
         await pilot.click("#wb-copy")
         await pilot.pause()

@@ -13,7 +13,7 @@ import pytest
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
 from edge_guard.store import Store
-from tests.tui.conftest import SIZE, factory, shown, steer_to
+from tests.tui.conftest import SIZE, factory, settle, shown, steer_to, until
 from tests.tui.test_workbench import classify, notes, panel, wait_idle
 
 pytestmark = pytest.mark.anyio
@@ -30,13 +30,6 @@ POLICY = "pol [/] [bold]p[/bold]"
 
 def rows_of(table: DataTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-
-
-async def settle(pilot, until, tries: int = 200) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(tries):
-        await pilot.pause(0.05)
-        if until():
-            return
 
 
 def hostile_policy(home: Path) -> Path:
@@ -119,13 +112,14 @@ async def test_workbench_shows_hostile_answer_reasoning_and_names(
         assert screen.query_one("PolicyEditor")._border_title.plain == f"Policy · {POLICY}"
         table.focus()
         await pilot.press("enter")  # show the stored row
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert f"answer: {ANSWER}" in panel(app)
         await pilot.press("ctrl+s")  # the save dialog quotes the policy name
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen.query(".dialog-help"), "the save dialog")
+        await settle(pilot)
         assert POLICY in shown(app.screen.query_one(".dialog-help", Static))
         await pilot.press("escape")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert app.is_running
     row = Store(db_path).query("SELECT text, final, reasoning, policy_name FROM results")[0]
     assert row == {"text": TEXT, "final": ANSWER, "reasoning": REASONING, "policy_name": POLICY}
@@ -142,7 +136,7 @@ async def test_results_lists_and_shows_hostile_rows(make_app, db_path: Path) -> 
         row = rows_of(table)[0]
         assert row[1] == POLICY[:19] + "…" and row[6] == TEXT_SHOWN[:69] + "…"
         table.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert app.is_running
         assert f"answer: {ANSWER}" in panel(app)
         assert f"error: boom {MARKUP} \\x1b]0;pwned\\x07\\x1b[2J" in panel(app)
@@ -150,7 +144,7 @@ async def test_results_lists_and_shows_hostile_rows(make_app, db_path: Path) -> 
         assert screen.query_one("#rs-reasoning", TextArea).text == REASONING
         policy_select = screen.query_one("#rs-policy", Select)
         policy_select.value = POLICY
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert table.row_count == 1 and app.is_running
 
 
@@ -172,7 +166,7 @@ async def test_runs_lists_and_evaluates_a_hostile_run(
         table.move_cursor(row=[r[0] for r in rows_of(table)].index(RUN))
         await pilot.press("enter")
         metrics = screen.query_one("#rn-metrics", Static)
-        await settle(pilot, lambda: RUN in shown(metrics))
+        await until(pilot, lambda: RUN in shown(metrics), "the run's evaluation")
         assert app.is_running
         assert shown(metrics).startswith(f"{RUN}  [done]  2/2 items · policy {POLICY} · model ")
         # a policy choice with a hostile folder name is listed literally
@@ -192,7 +186,8 @@ async def test_compare_shows_hostile_runs_and_flips(
         screen.query_one("#cp-a", Select).value = RUN
         screen.query_one("#cp-b", Select).value = f"other {RUN}"
         flips = screen.query_one("#cp-flips", DataTable)
-        await settle(pilot, lambda: flips.row_count == 2)
+        await until(pilot, lambda: flips.row_count == 2, "the two label flips")
+        await settle(pilot)
         assert app.is_running
         summary = shown(screen.query_one("#cp-matrix", Static))
         assert f"A {RUN}\nB other {RUN}\n2 shared items" in summary
@@ -200,7 +195,7 @@ async def test_compare_shows_hostile_runs_and_flips(
             [TEXT_SHOWN[:69] + "…", f"calm {MARKUP}"[:69] + "…"]
         )
         flips.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert REASONING in screen.query_one("#cp-reason-a", TextArea).text
         assert app.is_running
 
@@ -247,7 +242,8 @@ async def test_study_shows_hostile_items_and_model_labels(
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         table = screen.query_one("#st-divergent", DataTable)
-        await settle(pilot, lambda: table.row_count == 2)
+        await until(pilot, lambda: table.row_count == 2, "the two divergent items")
+        await settle(pilot)
         assert app.is_running
         texts = sorted(r[3] for r in rows_of(table))
         assert texts == sorted([TEXT_SHOWN[:59] + "…", "plain"])
@@ -258,7 +254,7 @@ async def test_study_shows_hostile_items_and_model_labels(
         options = [str(p) for p, _v in screen.query_one("#st-run", Select)._options]
         assert f"study {RUN} [done]" in options
         table.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert REASONING in screen.query_one("#st-reason-a", TextArea).text
         assert app.is_running
 
@@ -282,7 +278,7 @@ async def test_tests_screen_runs_hostile_cases(make_app, edge_guard_home: Path) 
         summary = shown(screen.query_one("#ts-summary", Static))
         assert f"policy {POLICY} version v1" in summary
         table.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert TEXT in screen.query_one("#ts-detail", TextArea).text
         assert app.is_running
 
@@ -305,11 +301,11 @@ async def test_models_shows_a_hostile_model_path(
         ids = [str(k.value) for k in table.rows]
         table.move_cursor(row=ids.index("mine:evil"))
         info = screen.query_one("#md-info", Static)
-        await settle(pilot, lambda: "memory fit" in shown(info))
+        await until(pilot, lambda: "memory fit" in shown(info), "the model's info")
         assert app.is_running
         assert str(path) in shown(info).replace("\n", "")
         app.notify(f"note {MARKUP} {ESC}")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert notes(app)[-1] == f"note {MARKUP} \\x1b]0;pwned\\x07\\x1b[2J"
         assert app.is_running
 

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Input, Select, Static, TextArea
 
 from edge_guard.store import Store
 from tests.test_review import store_run, write_policy
-from tests.tui.conftest import SIZE, shown
+from tests.tui.conftest import SIZE, settle, shown, until
 from tests.tui.test_hostile_tui import ESC, MARKUP, REASONING
 from tests.tui.test_workbench import wait_idle
 
@@ -102,7 +102,8 @@ async def test_review_five_promote_three_and_test_the_policy(
         assert added[2]["provenance"]["run"] == "r" and added[2]["provenance"]["item"] == 2
         # run the policy's tests from the screen: the promoted cases are in the result
         await pilot.press("ctrl+t")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.current_mode == "tests", "the Tests screen")
+        await settle(pilot)
         assert app.current_mode == "tests"
         await wait_idle(pilot, app.screen)
         cases = app.screen.query_one("#ts-cases", DataTable)

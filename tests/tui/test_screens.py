@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import DataTable, Input, Select, Static, TextArea
 
 from edge_guard.store import Store
-from tests.tui.conftest import SIZE, factory, shown, steer_to
+from tests.tui.conftest import SIZE, factory, settle, shown, steer_to, until
 from tests.tui.test_workbench import notes, wait_idle
 
 pytestmark = pytest.mark.anyio
@@ -69,7 +69,8 @@ async def test_results_filters_by_verdict_and_text_and_opens_in_workbench(
         await pilot.pause()
         assert app.screen.query_one("#rs-text", TextArea).text == "nice idiot hat"
         await pilot.press("ctrl+w")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.current_mode == "workbench", "the Workbench")
+        await settle(pilot)
         assert app.current_mode == "workbench"
         assert app.screen.query_one("#wb-text", TextArea).text == "nice idiot hat"
 
@@ -96,10 +97,8 @@ async def test_runs_classifies_a_dataset_with_progress_and_metrics(
         screen.query_one("#rn-dataset", Input).value = str(data)
         await pilot.press("ctrl+r")
         await wait_idle(pilot, screen)
-        for _ in range(100):  # the evaluation of the finished run arrives from a worker
-            await pilot.pause(0.05)
-            if "95% CI" in shown(screen.query_one("#rn-metrics", Static)):
-                break
+        shown_metrics = screen.query_one("#rn-metrics", Static)  # (evaluated by a worker)
+        await until(pilot, lambda: "95% CI" in shown(shown_metrics), "the run's evaluation")
         metrics = shown(screen.query_one("#rn-metrics", Static))
         assert re.search(r"accuracy +1\.000", metrics), metrics  # steered to the gold labels
         assert screen.query_one("#rn-progress").percentage == 1.0
@@ -142,17 +141,14 @@ async def test_study_shows_both_distributions_agreement_and_reasonings(
         await pilot.press("ctrl+r")
         await wait_idle(pilot, screen)
         table = screen.query_one("#st-divergent", DataTable)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if table.row_count:
-                break
+        await until(pilot, lambda: table.row_count, "the divergent items")
         chart = shown(screen.query_one("#st-chart"))
         stats = shown(screen.query_one("#st-stats", Static))
         assert "tiny-o200k" in chart and "base" in chart
         assert "exact agreement" in stats
         assert table.row_count >= 1
         table.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "safeguard view" in screen.query_one("#st-reason-a", TextArea).text
         assert "base view" in screen.query_one("#st-reason-b", TextArea).text
 
@@ -181,15 +177,13 @@ async def test_compare_shows_agreement_matrix_and_label_flips(
         screen.query_one("#cp-a", Select).value = "all-safe"
         screen.query_one("#cp-b", Select).value = "by-word"
         flips = screen.query_one("#cp-flips", DataTable)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if flips.row_count:
-                break
+        await until(pilot, lambda: flips.row_count, "the label flips")
+        await settle(pilot)
         assert flips.row_count == 2
         summary = shown(screen.query_one("#cp-matrix", Static))
         assert "4 shared items" in summary and "agreement 50.0%" in summary
         flips.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "verdict: no_violation" in screen.query_one("#cp-reason-a", TextArea).text
         assert "verdict: violation" in screen.query_one("#cp-reason-b", TextArea).text
 
@@ -203,13 +197,12 @@ async def test_models_lists_builds_shows_info_and_pull_errors_offline(make_app) 
         ids = [str(k.value) for k in table.rows]
         assert "gpt-oss-safeguard-20b:mxfp4" in ids and "synth:tiny-o200k" in ids
         table.move_cursor(row=ids.index("gpt-oss-safeguard-20b:mxfp4"))
-        await pilot.pause(0.3)
-        assert "not downloaded" in shown(screen.query_one("#md-info", Static))
+        info = screen.query_one("#md-info", Static)
+        await until(pilot, lambda: "gpt-oss-safeguard-20b:mxfp4" in shown(info), "its info")
+        assert "not downloaded" in shown(info)
         await pilot.press("ctrl+r")  # pull: offline in tests (HF_HUB_OFFLINE=1)
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if screen.pulling is None:
-                break
+        await until(pilot, lambda: screen.pulling is None, "the pull to end")
+        await settle(pilot)
         assert any("offline" in n for n in notes(app))
         await pilot.press("ctrl+u")
         assert app.model_ref == "gpt-oss-safeguard-20b:mxfp4"
@@ -237,7 +230,8 @@ async def test_workbench_test_key_runs_the_edited_policy_cases(make_app) -> None
     app = make_app(final="0")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+t")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.current_mode == "tests", "the Tests screen")
+        await settle(pilot)
         assert app.current_mode == "tests"
         await wait_idle(pilot, app.screen)
         assert "passed" in shown(app.screen.query_one("#ts-summary", Static))
@@ -271,13 +265,13 @@ async def test_compare_opens_a_saved_comparison(
         screen = app.screen
         screen.query_one("#cp-saved", Select).value = "lenient-vs-strict"
         flips = screen.query_one("#cp-flips", DataTable)
-        for _ in range(300):  # (the two newest runs are compared first, until the saved one loads)
-            await pilot.pause(0.05)
-            if "pairwise agreement" in shown(screen.query_one("#cp-matrix", Static)):
-                break
+        matrix = screen.query_one("#cp-matrix", Static)
+        # (the two newest runs are compared first, until the saved one loads)
+        await until(pilot, lambda: "pairwise agreement" in shown(matrix), "the saved comparison")
+        await settle(pilot)
         assert flips.row_count == 2
         summary = shown(screen.query_one("#cp-matrix", Static))
         assert "lenient" in summary and "strict" in summary and "pairwise agreement" in summary
         flips.focus()
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert "config 1" in screen.query_one("#cp-reason-b", TextArea).text

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_guard.store import Store
-from tests.tui.conftest import SIZE, shown, steer_to
+from tests.tui.conftest import SIZE, settle, shown, steer_to, until
 
 POLICY = """Decide whether the message is rude.
 
@@ -29,21 +29,20 @@ def snap_policy(tmp_path: Path) -> Path:
 
 
 async def steady(pilot) -> None:  # type: ignore[no-untyped-def]
-    """No blinking cursors: a snapshot must not depend on when it is taken."""
+    """No blinking cursors, every worker ended and its result shown: a snapshot must not
+    depend on when it is taken."""
     from textual.widgets import Input, TextArea
 
+    await settle(pilot)
     for widget in pilot.app.screen.query("TextArea, Input"):
         if isinstance(widget, TextArea | Input):
             widget.cursor_blink = False
-    await pilot.pause(0.1)
+    await settle(pilot)
 
 
 async def wait_for_tokens(pilot) -> None:  # type: ignore[no-untyped-def]
     status = pilot.app.screen.query_one("#policy-status")
-    for _ in range(300):
-        await pilot.pause(0.05)
-        if "tokens (prompt prefix" in shown(status):
-            break
+    await until(pilot, lambda: "tokens (prompt prefix" in shown(status), "the token count")
     await steady(pilot)
 
 
@@ -58,7 +57,6 @@ def test_help(snap_compare, make_app, snap_policy) -> None:
     async def open_help(pilot) -> None:  # type: ignore[no-untyped-def]
         await wait_for_tokens(pilot)
         await pilot.press("f1")
-        await pilot.pause()
         await steady(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_help)
@@ -128,12 +126,8 @@ def test_study(snap_compare, make_app, db_path, tiny_o200k_model) -> None:
 
     async def loaded(pilot) -> None:  # type: ignore[no-untyped-def]
         table = pilot.app.screen.query_one("#st-divergent")
-        for _ in range(300):
-            await pilot.pause(0.05)
-            if table.row_count:
-                break
+        await until(pilot, lambda: table.row_count, "the divergent items")
         table.focus()
-        await pilot.pause(0.2)
         await steady(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded)

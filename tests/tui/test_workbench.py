@@ -13,17 +13,15 @@ from edge_guard.policy.core import load_policy
 from edge_guard.store import Store
 from edge_guard.tui.screens.dialogs import SavePolicyScreen
 from edge_guard.tui.widgets.verdict import VerdictPanel
-from tests.tui.conftest import SIZE, shown
+from tests.tui.conftest import SIZE, settle, shown, until
 
 pytestmark = pytest.mark.anyio
 
 
 async def wait_idle(pilot, screen, attr: str = "running") -> None:  # type: ignore[no-untyped-def]
-    for _ in range(600):
-        await pilot.pause(0.05)
-        if not getattr(screen, attr):
-            break
-    await pilot.pause(0.05)
+    """Until `screen.<attr>` is off and the app's workers have ended, their messages handled."""
+    await until(pilot, lambda: not getattr(screen, attr), f"the screen's {attr!r} to end")
+    await settle(pilot)
 
 
 def panel(app) -> str:  # type: ignore[no-untyped-def]
@@ -142,10 +140,7 @@ async def test_escape_cancels_a_generation_and_stores_nothing(make_app, db_path)
     async with app.run_test(size=SIZE) as pilot:
         app.screen.query_one("#wb-text", TextArea).load_text("slow text")
         await pilot.press("ctrl+r")
-        for _ in range(400):
-            await pilot.pause(0.05)
-            if started.is_set():
-                break
+        await until(pilot, started.is_set, "the generation's first token")
         assert app.screen.running
         await pilot.press("escape")
         release.set()
@@ -159,15 +154,12 @@ async def test_status_line_counts_tokens_and_checks_the_format(make_app) -> None
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         status = app.screen.query_one("#policy-status", Static)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if "tokens (prompt prefix" in shown(status):
-                break
+        await until(pilot, lambda: "tokens (prompt prefix" in shown(status), "the token count")
         text = shown(status)
         assert "binary 0/1" in text and "built-in parser" in text
         area = app.screen.query_one("#policy-text", TextArea)
         area.load_text("Decide if the message is rude. Answer yes or no.")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "edited" in shown(status), "the status of the edit")
         text = shown(status)
         assert "edited" in text and "never mentions" in text
 
@@ -187,7 +179,7 @@ async def test_save_as_writes_a_new_policy_and_keeps_the_original(
         assert name_input.value == "toxic_simple-2"
         name_input.value = "toxic_simple"  # a shipped policy's name: refused, nothing written
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert any("already exists" in n for n in notes(app))
         assert not (edge_guard_home / "policies" / "toxic_simple").exists()
         await pilot.press("ctrl+s")
@@ -195,7 +187,8 @@ async def test_save_as_writes_a_new_policy_and_keeps_the_original(
         name_input = app.screen.query_one("#save-name", Input)
         name_input.value = "toxic_spam"
         await pilot.press("enter")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: not isinstance(app.screen, SavePolicyScreen), "the dialog")
+        await settle(pilot)
         saved = edge_guard_home / "policies" / "toxic_spam"
         assert (saved / "policy.md").read_text().endswith("Also toxic: spam links.\n")
         assert load_policy(str(saved)).output == load_policy("toxic_simple").output

@@ -9,7 +9,7 @@ import pytest
 from edge_guard.store import Store
 from tests.test_multi_policy import policies  # noqa: F401 - the fixture (3 policies, set abc)
 from tests.test_policy_sets import NAMES
-from tests.tui.conftest import SIZE, shown
+from tests.tui.conftest import SIZE, settle, shown, until
 
 
 @pytest.mark.anyio
@@ -28,10 +28,8 @@ async def test_workbench_runs_a_text_against_a_set(make_app, db_path: Path) -> N
         screen.query_one("#wb-set", Select).value = "abc|separate"
         screen.query_one("#wb-text", TextArea).load_text("some text")
         await pilot.press("ctrl+r")
-        for _ in range(600):
-            await pilot.pause(0.05)
-            if not screen.running:
-                break
+        await until(pilot, lambda: not screen.running, "the set's run to end")
+        await settle(pilot)
         table = screen.query_one(SetResults)
         assert table.display and table.row_count == 3
         assert list(table.results) == NAMES
@@ -42,7 +40,7 @@ async def test_workbench_runs_a_text_against_a_set(make_app, db_path: Path) -> N
         table.focus()
         table.move_cursor(row=2)
         await pilot.press("enter")
-        await pilot.pause(0.1)
+        await settle(pilot)
         assert screen.last["policy"] == "gamma" and screen.last["verdict"] == "violation"
     rows = Store(db_path).query("SELECT policy_name FROM results ORDER BY policy_name")
     assert [r["policy_name"] for r in rows] == sorted(NAMES)  # one stored row per policy
@@ -74,19 +72,17 @@ async def test_runs_screen_filters_by_policy_and_shows_a_policy_table(
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         table = screen.query_one("#rn-runs", DataTable)
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert table.row_count == 2
         screen.query_one("#rn-filter", Select).value = "beta"
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert [str(k.value) for k in table.rows] == ["multi"]
         screen.query_one("#rn-filter", Select).value = "toxic_simple"
-        await pilot.pause(0.2)
+        await settle(pilot)
         assert [str(k.value) for k in table.rows] == ["single"]
         screen._evaluate("multi")
-        for _ in range(100):
-            await pilot.pause(0.1)
-            if "any_violation" in shown(screen.query_one("#rn-metrics", Static)):
-                break
+        metrics = screen.query_one("#rn-metrics", Static)
+        await until(pilot, lambda: "any_violation" in shown(metrics), "the run's evaluation")
         text = shown(screen.query_one("#rn-metrics", Static))
         assert "3 policies (separate mode)" in text and "6/6 pairs over 2 texts" in text
         for name in [*NAMES, "macro (mean)", "any_violation"]:
