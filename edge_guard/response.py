@@ -50,6 +50,8 @@ class ModelResponse:
     final_token_logprobs: dict[int, float] | None = None
     # Score-only requests: the summed log P of each asked continuation after the prompt.
     sequence_logprobs: list[float] | None = None
+    # Score-only requests with branches: per branch, log P(token) after it (`score_token_ids`).
+    branch_logprobs: list[dict[int, float]] | None = None
     malformed: list[str] = field(default_factory=list)
     error: str | None = None
     model: str = ""
@@ -87,6 +89,8 @@ class ModelResponse:
         d = asdict(self)
         if self.final_token_logprobs is not None:
             d["final_token_logprobs"] = {str(k): v for k, v in self.final_token_logprobs.items()}
+        if self.branch_logprobs is not None:
+            d["branch_logprobs"] = [{str(k): v for k, v in b.items()} for b in self.branch_logprobs]
         if self.scored is not None:
             d["scored"] = self.scored.to_dict()
         return d
@@ -99,6 +103,10 @@ class ModelResponse:
         lp = d.get("final_token_logprobs")
         if lp is not None:
             d["final_token_logprobs"] = {int(k): float(v) for k, v in lp.items()}
+        if d.get("branch_logprobs") is not None:
+            d["branch_logprobs"] = [
+                {int(k): float(v) for k, v in b.items()} for b in d["branch_logprobs"]
+            ]
         if d.get("scored") is not None:
             d["scored"] = cls.from_dict(d["scored"])
         return cls(**d)

@@ -97,8 +97,15 @@ def test_more_policies_than_prefix_sequences_replace_the_least_recently_used(
 
 def test_short_kv_budget_drops_idle_prefixes(tiny_model: Path) -> None:
     with Engine(tiny_model, n_ctx=4096, n_parallel=2, n_threads=1, prefix_snapshots=False) as probe:
-        plen = len(prefix_of(probe, POLICIES[2]))
-    n_ctx = 2 * plen + 40  # two prefixes and one short text fit, three prefixes do not
+        prefixes = [prefix_of(probe, p) for p in POLICIES]
+    plen = len(prefixes[2])
+    # the prefixes share their start (system message...): its cells are held once
+    common = min(
+        next((i for i, (a, b) in enumerate(zip(prefixes[0], p, strict=False)) if a != b), len(p))
+        for p in prefixes[1:]
+    )
+    n_ctx = 2 * plen - common + 40  # two prefixes and one short text fit, three do not
+    assert plen - common > 40
     with Engine(tiny_model, n_ctx=n_ctx, n_parallel=2, n_threads=1, prefix_snapshots=False) as eng:
         out = [eng.generate(req(eng, "t", p, max_tokens=4), timeout=DEADLINE_S) for p in POLICIES]
         assert [r.error for r in out] == [None, None, None]

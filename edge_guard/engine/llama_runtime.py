@@ -270,6 +270,21 @@ class Batch:
         self.n += 1
         b.n_tokens = self.n
 
+    def add_shared(self, token: int, pos: int, seq_ids: list[int], logits: bool) -> None:
+        """A token of several sequences at once: one KV cell they all hold (llama.cpp masks
+        by the first id, so every id must see the same earlier cells)."""
+        if self.n >= self.capacity:
+            raise EdgeGuardError("internal error: batch overflow")
+        b, i = self._b, self.n
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = len(seq_ids)
+        for j, s in enumerate(seq_ids):
+            b.seq_id[i][j] = s
+        b.logits[i] = logits
+        self.n += 1
+        b.n_tokens = self.n
+
     def close(self) -> None:
         if self._b is not None:
             _ll().llama_batch_free(self._b)

@@ -6,10 +6,16 @@ that llama.cpp already reused for the sliding window is re-evaluated, and long p
 evaluated from an empty cache are snapshotted to disk (`prefix_store`) for later processes
 (snapshots are whole-context states: saved and restored only while the cache holds
 nothing else). `prefixes.PrefixCache` keeps several of these resident.
+
+Each sequence also knows which KV cells it holds (`cells`): a sequence started as a copy of
+another's leading part shares that part's cells (llama.cpp's unified cache copies the
+sequence id, not the cell), so the cells of several prefixes are counted once
+(`count_cells`).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +30,33 @@ from edge_guard.engine.prefix_store import (
 
 # Disk snapshots of the prefix state (prefix_store): identical results, measured faster.
 SNAPSHOTS_BY_DEFAULT = True
+
+# The KV cells a sequence holds, as runs (evaluation, first position, end): positions
+# [first, end) of one evaluation are one cell each, whichever sequences share them.
+Cells = list[tuple[int, int, int]]
+_evaluations = itertools.count(1)
+
+
+def clip(cells: Cells, n: int) -> Cells:
+    """The cells of positions below `n`."""
+    return [(run, a, min(b, n)) for run, a, b in cells if a < n]
+
+
+def count_cells(*held: Cells) -> int:
+    """How many distinct KV cells these sequences hold together (shared cells once)."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for cells in held:
+        for run, a, b in cells:
+            if b > a:
+                spans.setdefault(run, []).append((a, b))
+    total = 0
+    for runs in spans.values():
+        end = -1
+        for a, b in sorted(runs):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+    return total
 
 
 def shared_prefix(
@@ -102,6 +135,7 @@ class PrefixState:
         self.seq_id = seq_id
         self._alone = alone or (lambda: True)
         self.tokens: list[int] = []
+        self.cells: Cells = []
 
     def reset(self) -> None:
         """Forget this sequence's tokens (the whole cache when it holds nothing else)."""
@@ -112,7 +146,17 @@ class PrefixState:
             rt.memory_clear(self._mem)
         else:
             rt.seq_rm(self._mem, self.seq_id)
-        self.tokens = []
+        self.forget()
+
+    def forget(self) -> None:
+        """The sequence holds nothing (its cells were removed, or the cache cleared)."""
+        self.tokens, self.cells = [], []
+
+    def share(self, donor: PrefixState, n: int) -> None:
+        """Hold `donor`'s first `n` positions: its very cells, copied by sequence id."""
+        self.reset()
+        rt.seq_cp(self._mem, donor.seq_id, self.seq_id, 0, n)
+        self.tokens, self.cells = list(donor.tokens[:n]), clip(donor.cells, n)
 
     def set(self, prefix: list[int], *, enabled: bool = True) -> float:
         """Make the sequence hold exactly `prefix`; returns the ms spent evaluating/loading it."""
@@ -132,17 +176,18 @@ class PrefixState:
         ):
             self._clear()
             keep = 0
-        self.tokens = prefix[:keep]
+        self.tokens, self.cells = prefix[:keep], clip(self.cells, keep)
         todo = prefix[keep:]
         if not todo:
             return 0.0
         t0 = time.perf_counter()
         if self._load_snapshot(prefix, len(todo)):
-            self.tokens = list(prefix)
+            self.tokens, self.cells = list(prefix), [(next(_evaluations), 0, len(prefix))]
             return (time.perf_counter() - t0) * 1000
         if self.tokens != prefix[:keep]:  # a failed load emptied sequence 0
             keep, todo = 0, prefix
         n_batch = self._batch.capacity
+        run = next(_evaluations)
         for start in range(0, len(todo), n_batch):
             chunk = todo[start : start + n_batch]
             self._batch.clear()
@@ -151,6 +196,7 @@ class PrefixState:
             rt.decode(self._ctx, self._batch)
             self.stats["decode_calls"] = self.stats.get("decode_calls", 0) + 1
             self.stats["decoded_tokens"] = self.stats.get("decoded_tokens", 0) + len(chunk)
+            self.cells = [*clip(self.cells, keep), (run, keep, keep + start + len(chunk))]
         self.tokens = list(prefix)
         self.stats["prefix_evals"] += 1
         self.stats["prefix_tokens"] += len(todo)
@@ -182,7 +228,7 @@ class PrefixState:
         if restored is None:
             return False
         if not restored:
-            self.tokens = []  # sequence 0 was emptied
+            self.forget()  # sequence 0 was emptied
             return False
         self.stats["snapshot_loads"] += 1
         return True

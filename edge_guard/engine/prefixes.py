@@ -2,7 +2,9 @@
 
 Each distinct prefix (policy × style × effort × date: everything before the text) lives
 in its own sequence (ids `0 .. max_prefixes-1`), evaluated once and copied into every
-text's sequence that starts with it. When a new prefix does not fit the KV budget, the
+text's sequence that starts with it. A new prefix starts as a copy of the longest leading part another resident holds: those
+cells are shared, and counted once toward the KV budget (`n_tokens`, `prefix_state.Cells`).
+When a new prefix does not fit the KV budget, the
 least recently used prefix that no running sequence is still copying from is dropped;
 when it is needed again it is evaluated again, or restored from its disk snapshot when
 the cache holds nothing else (`prefix_state`).
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_guard.engine import llama_runtime as rt
-from edge_guard.engine.prefix_state import PrefixState
+from edge_guard.engine.prefix_state import Cells, PrefixState, clip, count_cells
 from edge_guard.engine.prefix_store import PrefixStore
 
 _clock = itertools.count()
@@ -97,8 +99,28 @@ class PrefixCache:
 
     @property
     def n_tokens(self) -> int:
-        """KV cells the resident prefixes hold."""
-        return sum(len(r.tokens) for r in self.residents)
+        """KV cells the resident prefixes hold (a cell several of them share counts once)."""
+        return count_cells(*(r.state.cells for r in self.residents))
+
+    def _freed(self, entry: Resident, keep: int) -> int:
+        """Cells freed by cutting `entry` back to its first `keep` positions: those that no
+        other resident shares."""
+        others: list[Cells] = [r.state.cells for r in self.residents if r is not entry]
+        now = count_cells(entry.state.cells, *others)
+        return now - count_cells(clip(entry.state.cells, keep), *others)
+
+    def _donor(self, entry: Resident, prefix: list[int]) -> tuple[Resident | None, int]:
+        """The resident holding the longest leading part of `prefix` that `entry` can start
+        from (its sliding window whole), and that part's length (0: none)."""
+        donors = [r for r in self.residents if r is not entry and r.tokens]
+        if not donors:
+            return None, 0
+        # the most recently used of the longest: the least recently used may be dropped
+        donor = max(donors, key=lambda r: (_common(r.tokens, prefix), r.last_used))
+        n = _common(donor.tokens, prefix)
+        if n == 0 or not donor.state.window_intact(n):
+            return None, 0
+        return donor, n
 
     def find(self, prefix: list[int]) -> Resident | None:
         for r in self.residents:
@@ -131,45 +153,41 @@ class PrefixCache:
         else:
             best = min(free, key=lambda r: r.last_used)
         keep = _common(best.tokens, prefix)
-        need = len(prefix) - keep
+        # Starting afresh: from the cells another resident holds of the prefix's start.
+        donor, shared = self._donor(best, prefix) if keep == 0 else (None, 0)
+        need = len(prefix) - keep - shared  # the new cells
         replaced = keep < len(best.tokens)
-        # Make room: drop least recently used idle prefixes (other than `best`).
-        spare = room + (len(best.tokens) - keep)
+        # Make room: drop least recently used idle prefixes (other than `best` and the
+        # donor), each freeing the cells no other resident shares (a cell shared by two
+        # dropped ones is not counted: short, never over).
+        spare = room + self._freed(best, keep)
         for victim in sorted(free, key=lambda r: r.last_used):
             if spare >= need:
                 break
-            if victim is best or not victim.tokens:
+            if victim is best or victim is donor or not victim.tokens:
                 continue
-            spare += len(victim.tokens)
+            spare += self._freed(victim, 0)
             victim.state.reset()
             self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
+        if spare < need and donor is not None and donor.users == 0:
+            spare += self._freed(donor, 0)  # the donor goes too; another may hold the start
+            donor.state.reset()
+            self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
+            donor, shared = self._donor(best, prefix)
+            need = len(prefix) - keep - shared
         if spare < need and not self._nothing_else(best):
             return None
         if replaced:
             self.stats["prefix_evictions"] = self.stats.get("prefix_evictions", 0) + 1
         try:
-            if keep == 0:
-                self._copy_common(best, prefix)
+            if donor is not None:  # its cells are shared, not evaluated again
+                best.state.share(donor.state, shared)
             ms = best.state.set(prefix)
         except BaseException:  # half evaluated: its cells and tokens no longer agree
             best.state.reset()
             raise
         best.touch()
         return best, ms
-
-    def _copy_common(self, entry: Resident, prefix: list[int]) -> None:
-        """Start `entry` from the longest leading part another resident already holds (its
-        cells are shared, not evaluated again) when that part's sliding window is whole."""
-        donors = [r for r in self.residents if r is not entry and r.tokens]
-        if not donors:
-            return
-        donor = max(donors, key=lambda r: _common(r.tokens, prefix))
-        n = _common(donor.tokens, prefix)
-        if n == 0 or not donor.state.window_intact(n):
-            return
-        entry.state.reset()
-        rt.seq_cp(self._mem, donor.seq_id, entry.seq_id, 0, n)
-        entry.state.tokens = list(prefix[:n])
 
     def _nothing_else(self, entry: Resident) -> bool:
         """With nothing else in the cache a prefix is admitted whatever its size (it fails
@@ -179,5 +197,5 @@ class PrefixCache:
     def reset(self) -> None:
         rt.memory_clear(self._mem)
         for r in self.residents:
-            r.state.tokens = []
+            r.state.forget()
             r.users = 0

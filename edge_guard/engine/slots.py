@@ -1,6 +1,7 @@
 """One running sequence of the engine loop: its request, what it still has to evaluate, and
-what it produced — sampled tokens, label scores, or (score-only) continuation log-probs;
-a score-then-continue sequence (the cascade in place) turns from scoring to generating."""
+what it produced — sampled tokens, label scores, (score-only) continuation log-probs, or
+the label scores after each of several branches of one prompt; a score-then-continue
+sequence (the cascade in place) turns from scoring to generating."""
 
 from __future__ import annotations
 
@@ -73,6 +74,15 @@ class GenerationRequest:
     with the score response; True drops the header's cells and generates from the
     generation prompt's own last logits (computed in the same pass) in the same sequence,
     so nothing is evaluated twice. That response carries the score response as `scored`.
+
+    Branches (score-only): each of `branches` is a short continuation of the prompt, scored
+    as if it alone followed the prompt: the next-token log-probs of `score_token_ids` after
+    its last token, in `ModelResponse.branch_logprobs[k]`. The prompt is evaluated once; the
+    branches go in the same batch as the prompt's last chunk, each in a sequence of its own
+    sharing the prompt's cells (leading tokens common to several branches evaluated once),
+    as many at once as free sequences allow, the rest in the next steps. With no free
+    sequence (one slot) they go one at a time in the request's own sequence, right after
+    the prompt: bit for bit the scores of the prompt + that branch evaluated alone.
     """
 
     prompt_ids: list[int]
@@ -87,6 +97,7 @@ class GenerationRequest:
     score_sequences: Sequence[Sequence[int]] = ()
     continue_at: int | None = None
     escalate: Callable[[ModelResponse], bool] | None = None
+    branches: Sequence[Sequence[int]] = ()
 
     def problem(self, n_ctx: int, n_vocab: int, n_batch: int) -> str | None:
         """Why this request cannot run on a context of `n_ctx` cells, or None: checked again
@@ -106,6 +117,11 @@ class GenerationRequest:
                 bad = _ids_problem(f"score_sequences[{k}]", cont, n_vocab)
             if bad is None and len(cont) > n_batch + 1:
                 bad = f"score_sequences[{k}] is longer than a batch ({n_batch + 1} tokens)"
+        for k, branch in enumerate(self.branches):
+            if bad is None:
+                bad = _ids_problem(f"branches[{k}]", branch, n_vocab)
+            if bad is None and not 0 < len(branch) <= n_batch:
+                bad = f"branches[{k}] must hold 1 to {n_batch} tokens (a batch)"
         if bad is not None:
             return bad
         for name in ("prefix_len", "min_tokens", "continue_at"):
@@ -124,6 +140,16 @@ class GenerationRequest:
             )
         if self.score_only and any(len(s) == 0 for s in self.score_sequences):
             return "an empty continuation cannot be scored"
+        if self.branches:
+            if not self.score_only or self.score_sequences or self.continue_at is not None:
+                return (
+                    "branches are scored alone: score_only, without score_sequences or continue_at"
+                )
+            if len(self.prompt_ids) + self.branch_tokens > n_ctx:
+                return (
+                    f"prompt and branches are {len(self.prompt_ids) + self.branch_tokens} "
+                    f"tokens but the context holds {n_ctx} (raise --ctx)"
+                )
         if (self.continue_at is None) != (self.escalate is None):
             return "score-then-continue needs both continue_at and escalate"
         if self.continue_at is not None and not (
@@ -132,10 +158,17 @@ class GenerationRequest:
             return "continue_at must split a score-only prompt into a prompt and a header"
         return None
 
+    @property
+    def branch_tokens(self) -> int:
+        """The tokens of every branch (the most cells they hold at once)."""
+        return sum(len(b) for b in self.branches)
+
     def generation_budget(self, n_ctx: int) -> int:
         """KV cells this request needs beyond its prompt."""
         if not self.score_only:
             return min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
+        if self.branches:
+            return self.branch_tokens
         scoring = max((len(s) for s in self.score_sequences), default=0)
         if self.continue_at is None:
             return scoring
@@ -171,6 +204,9 @@ class Slot:
     score_only: bool = False
     resume_logits: np.ndarray | None = None
     scored: ModelResponse | None = None
+    # branches: each branch's scores once read, and this step's wave (branch, sequence)
+    branch_lp: list[dict[int, float] | None] | None = None
+    wave: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def request(self) -> GenerationRequest:
@@ -237,6 +273,21 @@ class Decoder:
         slot.finish = "scored"
         return not slot.jobs
 
+    def score_branch(self, slot: Slot, k: int, logits: np.ndarray) -> bool:
+        """Branch `k`'s next-token log-probs; True when every branch is scored."""
+        if np.isnan(logits.max()):
+            raise EdgeGuardError("the model computed NaN logits (corrupt or incompatible weights)")
+        req = slot.request
+        if slot.branch_lp is None:
+            slot.branch_lp = [None] * len(req.branches)
+        lp = log_softmax(logits)
+        slot.branch_lp[k] = {int(t): float(lp[t]) for t in req.score_token_ids}
+        slot.finish = "scored"
+        if all(x is not None for x in slot.branch_lp):
+            slot.t_first = time.perf_counter()
+            return True
+        return False
+
     def score_continuation(self, slot: Slot, k: int, j: int, logits: np.ndarray) -> None:
         """Adds log P(token j+1 of continuation k | prompt + its first j+1 tokens)."""
         if np.isnan(logits.max()):
@@ -268,8 +319,8 @@ class Decoder:
             return failed
         end = time.perf_counter()
         t_first = slot.t_first or end
-        timings = Timings(
-            prompt_tokens=len(prompt),
+        timings = Timings(  # a branched request read its branches too
+            prompt_tokens=len(prompt) + req.branch_tokens,
             cached_tokens=slot.cached,
             prompt_ms=(t_first - slot.t_start) * 1000 + slot.extra_prompt_ms,
             output_tokens=len(slot.output),
@@ -284,6 +335,7 @@ class Decoder:
                 timings=timings,
                 final_token_logprobs=slot.logprobs,
                 sequence_logprobs=slot.seq_logprobs if req.score_sequences else None,
+                branch_logprobs=list(slot.branch_lp) if req.branches and slot.branch_lp else None,  # type: ignore[arg-type]
                 model=self.model,
             )
         parsed = slot.parser.finish(slot.finish)
