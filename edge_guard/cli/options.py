@@ -16,8 +16,7 @@ import click
 from click.core import ParameterSource
 
 from edge_guard.config import BACKEND_KINDS, SERVER_KINDS
-from edge_guard.defaults import DEFAULT_MODEL
-from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS
+from edge_guard.defaults import DEFAULT_MAX_TOKENS, DEFAULT_MODEL
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, EFFORTS, STYLES
 from edge_guard.settings.resolve import (
     DEFAULT_CTX,

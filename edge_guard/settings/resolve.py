@@ -44,13 +44,13 @@ from edge_guard.config import (
     config_path,
     load_config,
 )
-from edge_guard.engine.sampling import DEFAULT_MAX_TOKENS, SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import DEFAULT_EFFORT, DEFAULT_STYLE, PromptConfig
 from edge_guard.settings.values import DOORS, SettingError, convert, option_name
 
 if TYPE_CHECKING:
     from edge_guard.backends.local import EngineSettings
+    from edge_guard.engine.sampling import SamplingConfig
 
 DEFAULT_CTX = defaults.DEFAULT_CTX
 __all__ = [
@@ -118,7 +118,7 @@ class Settings:
     # sampling
     temperature: float = _request(0.0)
     seed: int = _request(0)
-    max_tokens: int = _request(DEFAULT_MAX_TOKENS)
+    max_tokens: int = _request(defaults.DEFAULT_MAX_TOKENS)
     # store and cache policy
     db: str | None = None
     use_cache: bool = True
@@ -147,6 +147,8 @@ class Settings:
 
     # -- the objects the classifier and the backends take ----------------------------------
     def sampling(self) -> SamplingConfig:
+        from edge_guard.engine.sampling import SamplingConfig  # numpy: only when sampling
+
         return SamplingConfig(
             temperature=self.temperature, seed=self.seed, max_tokens=self.max_tokens
         )
