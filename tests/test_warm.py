@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from edge_guard.cli import main
 from edge_guard.store import Store
-from edge_guard.warm import registry, route, spawn
+from edge_guard.warm import calls, registry, route, spawn
 
 POLICY = "toxic_simple"
 
@@ -117,7 +117,7 @@ def _only_service() -> dict[str, Any]:
 def _engine_loaded_here() -> bool:
     from edge_guard.backends import local
 
-    return local._ENGINE is not None
+    return bool(local.loaded_engines())
 
 
 # -- starting, reusing -------------------------------------------------------------------
@@ -254,19 +254,18 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(
     from edge_guard.api import classify
 
     monkeypatch.setattr(route, "BATCH", 2)
-    original = route.WarmClassifier._compute
+    original = calls.PolicyCall.stream
     killed: list[int] = []
 
-    def compute_then_kill(self: Any, *args: Any, **kwargs: Any) -> Any:
-        got = original(self, *args, **kwargs)
+    def stream_then_kill(self: Any, *args: Any, **kwargs: Any) -> Any:
+        yield from original(self, *args, **kwargs)
         if not killed:  # after the first chunk is stored: kill the service
             record = _only_service()
             os.kill(record["pid"], signal.SIGKILL)
             spawn._children[record["pid"]].wait(60)
             killed.append(record["pid"])
-        return got
 
-    monkeypatch.setattr(route.WarmClassifier, "_compute", compute_then_kill)
+    monkeypatch.setattr(calls.PolicyCall, "stream", stream_then_kill)
     texts = ["one", "two", "three", "four"]
     results = classify(texts, POLICY, model=str(tiny_o200k_model), reasoning="none", keep_alive=60)
     assert [r.text for r in results] == texts

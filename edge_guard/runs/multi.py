@@ -389,8 +389,23 @@ def classify_pairs(
     samplings: Sequence[SamplingConfig] | None = None,
     on_event: EventHook | None = None,
 ) -> Iterator[tuple[int, ClassificationResult]]:
-    """Results for (text idx, policy idx) pairs in `mode`, yielded as they complete."""
+    """Results for (text idx, policy idx) pairs in `mode`, yielded as they complete. A
+    classifier with its own `iter_set` (a warm engine's, `edge_guard.warm.route`) runs
+    them through it: it decides where each pair is computed and reads it back with `fn`."""
     fn = iter_combined if mode == MODE_COMBINED else iter_separate
+    own = getattr(base, "iter_set", None)
+    if own is not None:
+        return own(  # type: ignore[no-any-return]
+            fn,
+            pset,
+            texts,
+            pairs,
+            mode=mode,
+            items=items,
+            steer=steer,
+            samplings=samplings,
+            on_event=on_event,
+        )
     return fn(base, pset, texts, pairs, items, steer, samplings, on_event)
 
 

@@ -161,11 +161,17 @@ class ServiceBackend:
         """Like the engine's generate_many, but a set cancel event stops the wait at once
         (not at the next completed text) and cancels this job's queued and running requests."""
         from edge_guard.engine.loop import Group
+        from edge_guard.engine.prefix_state import shared_prefix
 
         n = loop.engine.n_parallel
         width = max(1, min(n_parallel or n, n))
         priority = current_priority()
         group = Group(width) if priority is None else Group(width, priority)
+        hintless = [r.prompt_ids for r in requests if r.prefix_len is None and r.prompt_ids]
+        if len(hintless) > 1:  # as the engine's generate_many: the same cells, the same logits
+            group.shared = shared_prefix(
+                hintless, [None] * len(hintless), enabled=loop.engine.prefix_cache
+            )
         sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
         handles = [loop.submit(r, group=group, index=i, sink=sink) for i, r in enumerate(requests)]
         try:

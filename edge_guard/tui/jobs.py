@@ -5,6 +5,12 @@ factory tests can replace), serialises use of the one loaded engine, and makes e
 generation cancellable: `CancellableBackend` wraps each request's logits processor with a
 check of a cancel flag, so a cancelled generation stops at its next token (the cache key is
 computed before the backend is reached, so the wrapper never changes a key).
+
+The Workbench, Runs and Tests jobs ask for a warm classifier (`warm=True`): with a
+keep-alive above 0 their labels are computed by the warm engine the commands share
+(`edge_guard.warm.route`; one model load for the TUI and the shell), and a cancel hangs
+up the job's requests, so the engine cancels their work. What the engine cannot take
+(steering, combined sets, a custom factory's own engine) runs here as before.
 """
 
 from __future__ import annotations
@@ -28,9 +34,30 @@ class CancelFlag:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
 
     def set(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_set(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (in the setting thread) when set, at once if it is already;
+        returns a function that forgets it."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return lambda: self._forget(callback)
+        callback()
+        return lambda: None
+
+    def _forget(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
     @property
     def is_set(self) -> bool:
@@ -109,9 +136,12 @@ def default_classifier_factory(
     use_cache: bool = True,
     engine_settings: Any = None,
     settings: Any = None,
+    warm: bool = False,
 ) -> Any:
     """A classifier for the TUI: `settings` (default: env/config.toml) with the user's
-    choices (`tui_settings`); a missing model raises the registry's one-line error."""
+    choices (`tui_settings`); a missing model raises the registry's one-line error.
+    `warm`: on the warm engine for its model and engine settings (not with
+    `engine_settings`, which pin an engine of this process)."""
     from edge_guard.api import build_classifier
     from edge_guard.classification.classifier import make_backend
 
@@ -119,7 +149,12 @@ def default_classifier_factory(
     backend = None
     if engine_settings is not None and chosen.backend == "local":
         backend = make_backend(chosen.model, engine_settings)
-    return build_classifier(policy, chosen, backend=backend, store=store)
+    clf = build_classifier(policy, chosen, backend=backend, store=store)
+    if not warm or backend is not None or getattr(store, "path", ":memory:") == ":memory:":
+        return clf
+    from edge_guard.warm.route import wrap
+
+    return wrap(clf, chosen.replace(db=store.path))  # the engine stores where the TUI reads
 
 
 class ModelAccess:
@@ -171,23 +206,35 @@ class ModelAccess:
         store: Any,
         flag: CancelFlag,
         use_cache: bool = True,
+        warm: bool = False,
     ) -> Any:
-        extra = {"settings": self.settings} if self._takes_settings() else {}
+        """A classifier for one job, cancelled by `flag`. `warm`: on the warm engine when
+        the factory can build one (the default factory; module docstring)."""
+        extra: dict[str, Any] = {"settings": self.settings} if self._takes("settings") else {}
+        if warm and self._takes("warm"):
+            extra["warm"] = True
         clf = self.factory(policy, options, store=store, use_cache=use_cache, **extra)
-        clf.backend = CancellableBackend(clf.backend, flag)
+        from edge_guard.warm.route import WarmClassifier
+
+        if isinstance(clf, WarmClassifier):
+            clf.use_backend(CancellableBackend(clf.local.backend, flag))  # what runs here
+            clf.cancel_with(flag)  # and what runs on the engine
+        else:
+            clf.backend = CancellableBackend(clf.backend, flag)
         return clf
 
-    def _takes_settings(self) -> bool:
-        """Whether the factory takes `settings=` (a custom one may not: it resolves its own)."""
+    def _takes(self, name: str) -> bool:
+        """Whether the factory takes `name=` (a custom one may not: `settings`, it resolves
+        its own; `warm`, it builds its own engine)."""
         import inspect
 
-        if self.settings is None:
+        if name == "settings" and self.settings is None:
             return False
         try:
             params = inspect.signature(self.factory).parameters.values()
         except (TypeError, ValueError):
             return False
-        return any(p.name == "settings" or p.kind is p.VAR_KEYWORD for p in params)
+        return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
     def processors(self, classifier: Any, texts: Sequence[str]) -> Any:
         return self.steering(classifier, texts) if self.steering is not None else None

@@ -4,33 +4,49 @@
 loaded) into a `WarmClassifier` when the effective keep-alive is above 0. Its `classify`
 and `iter` send the texts of a call to the warm service for the classifier's model file
 and engine settings (`spawn.ensure`: found, or started), which computes each label with
-the same settings and stores it in the same store under the same key; then the local
-classifier reads every result from the store — so results, run items and printed output
-are exactly the in-process ones, and a label the service stored survives the service.
+the same settings and stores it in the same store under the same key; the local
+classifier then reads each result from the store as the service streams it — so results,
+run items and printed output are exactly the in-process ones, and a label the service
+stored survives the service. A policy set (`runs.multi.classify_pairs` hands its pairs to
+`iter_set`) goes by its name when the service has the same set: one request runs every
+(text, policy) pair in one engine call, as in-process, and the set's thresholds are
+applied here as in-process. Several policies given one by one have no name the service
+knows; `lanes` sends each one's texts on its own (as `policies test` runs them).
 
 What the service cannot take goes to the local engine instead, never elsewhere: several
-policies or a set, logits processors, per-text samplings, a policy with its own parse.py
-the service does not have, a service that cannot start. A service that dies during a
-call (killed, idle exit) is restarted once and the call goes on (stored labels are not
-recomputed). `stats` counts what happened (tests, `scripts/cli_latency.py`).
+policies at once without a set name, a set in combined mode or one the service has
+otherwise, logits processors (steering), per-text samplings, a policy with its own
+parse.py the service does not have, a service that cannot start. A service that dies
+during a call (killed, idle exit) is restarted once and the call goes on (stored labels
+are not recomputed). `cancel_with(cancel)` (the TUI) hangs up the requests in flight
+when the cancel is set, and the service cancels their engine work. `stats` counts what
+happened (tests, `scripts/cli_latency.py`).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.errors import EdgeGuardError
 from edge_guard.settings.keep_alive import default_keep_alive
-from edge_guard.warm import registry, spawn
+from edge_guard.warm import calls, registry, spawn
+from edge_guard.warm.calls import Cancel, stats
 
 if TYPE_CHECKING:
     from edge_guard.classification.classifier import Classifier
 
 BATCH = 64  # texts per service call (the client's own batch)
-stats = {"remote_calls": 0, "local_calls": 0, "restarts": 0, "local_misses": 0}
+__all__ = ["BATCH", "Cancel", "WarmClassifier", "stats", "wrap"]
+# read(pair positions, here) -> (position, result): read from the store, or (here) computed
+# in this process
+Read = Callable[[list[int], bool], Iterator[tuple[int, Any]]]
 
 
 def effective_keep_alive(settings: Any) -> float:
@@ -41,7 +57,7 @@ def effective_keep_alive(settings: Any) -> float:
 def wrap(classifier: Classifier, settings: Any) -> Any:
     """`classifier` routed through a warm service when that applies, else unchanged."""
     keep_alive = effective_keep_alive(settings)
-    if keep_alive <= 0 or settings.backend != "local" or classifier.others:
+    if keep_alive <= 0 or settings.backend != "local":
         return classifier
     if settings.db and (settings.db == ":memory:" or settings.db.startswith("file:")):
         return classifier  # a store no other process can open
@@ -54,6 +70,8 @@ def wrap(classifier: Classifier, settings: Any) -> Any:
         spec = registry.spec_for(settings, classifier.backend.model_ref, path)
     except (ImportError, OSError, EdgeGuardError):
         return classifier
+    if os.path.realpath(classifier.store.path) != spec.db:
+        return classifier  # the service would store where this classifier does not read
     return WarmClassifier(classifier, settings, spec, keep_alive)
 
 
@@ -67,14 +85,50 @@ class WarmClassifier:
         self.settings = settings
         self.spec = spec
         self.keep_alive = keep_alive
-        self._remote: Any = None
         self.off: str | None = None  # why this classifier no longer uses the service
+        self.cancel: Cancel | None = None
+        self.hangup = calls.Hangup()
+        self._lock = threading.Lock()
+        self._http: Any = None
+        self.calls = [calls.ServiceCall(self, lane.alone()) for lane in local.lanes]
 
     def __getattr__(self, name: str) -> Any:
+        if name == "local":  # not set yet (a copy being made): never recurse
+            raise AttributeError(name)
         return getattr(self.local, name)
 
     # -- the Classifier surface ---------------------------------------------------------
+    @property
+    def lanes(self) -> list[Any]:
+        """One single-policy classifier per policy, each on the service too."""
+        return [self] if len(self.calls) == 1 else [self._view(c.local) for c in self.calls]
+
+    def alone(self) -> Any:
+        return self if len(self.calls) == 1 else self._view(self.local.alone())
+
+    def _view(self, local: Any) -> WarmClassifier:
+        view = WarmClassifier(local, self.settings, self.spec, self.keep_alive)
+        view.off = self.off
+        if self.cancel is not None:
+            view.cancel_with(self.cancel)
+        return view
+
+    def use_backend(self, backend: Any) -> None:
+        """Compute with `backend` whatever runs in this process (the TUI's cancellable
+        wrapper of the local engine), for every policy."""
+        for lane in [self.local, *self.local.others, *(c.local for c in self.calls)]:
+            lane.backend = backend
+
+    def cancel_with(self, cancel: Cancel) -> None:
+        """When `cancel` is set (any thread), hang up this classifier's requests: the
+        service cancels their engine work, the call raises `cancel.check()`'s exception."""
+        self.cancel = cancel
+        cancel.on_set(partial(self.hangup.hang_up, for_good=True))
+
     def classify(self, texts: Sequence[Any], **kwargs: Any) -> list[Any]:
+        if len(self.calls) > 1:  # one MultiResult per text: no set name, this process
+            stats["local_calls"] += 1
+            return self.local.classify(texts, **kwargs)  # type: ignore[no-any-return]
         out: list[Any] = [None] * len(texts)
         for i, res in self.iter(texts, **kwargs):
             out[i] = res
@@ -84,50 +138,154 @@ class WarmClassifier:
         self,
         texts: Sequence[Any],
         *,
-        run_items: Sequence[Any] | None = None,
+        run_items: Any = None,
         samplings: Sequence[Any] | None = None,
         logits_processors: Any = None,
         on_event: Any = None,
     ) -> Iterator[tuple[int, Any]]:
-        kwargs = {
-            "run_items": run_items,
-            "samplings": samplings,
-            "logits_processors": logits_processors,
-            "on_event": on_event,
-        }
-        if not self._servable(texts, run_items, samplings, logits_processors):
+        """(text index, result) as results come: stored ones first, then each as the
+        service answers it."""
+        local = self.local
+        if (
+            len(self.calls) > 1
+            or isinstance(run_items, dict)
+            or not self._servable(texts, samplings, logits_processors)
+        ):
             stats["local_calls"] += 1
-            yield from self.local.iter(texts, **kwargs)
+            yield from local.iter(
+                texts,
+                run_items=run_items,
+                samplings=samplings,
+                logits_processors=logits_processors,
+                on_event=on_event,
+            )
             return
-        reader = copy.copy(self.local)
-        reader.use_cache = True  # the service computed (and, with --no-cache, overwrote)
-        for start in range(0, len(texts), BATCH):
-            chunk = list(texts[start : start + BATCH])
-            sampling = samplings[start : start + BATCH] if samplings else None
-            items = run_items[start : start + BATCH] if run_items is not None else None
-            todo = self._misses(chunk, sampling)
-            got: dict[int, Any] | None = {}
-            if todo:  # stored labels need no service (and start none)
-                got = self._compute(
-                    [chunk[i] for i in todo], _pick(sampling, todo), _offset(on_event, start, todo)
-                )
-            if got is None:  # the service is out of reach: this chunk and the rest here
-                stats["local_calls"] += 1
-                rest = {
-                    k: (v[start:] if k in ("run_items", "samplings") and v else v)
-                    for k, v in kwargs.items()
-                }
-                for i, res in self.local.iter(list(texts[start:]), **rest):
-                    yield start + i, res
-                return
-            got = {todo[j]: res for j, res in got.items()}
-            yield from self._read(reader, chunk, got, sampling, items, start)
+        reader = self._reader(local)
+
+        def read(js: list[int], here: bool) -> Iterator[tuple[int, Any]]:
+            for k, res in (local if here else reader).iter(
+                [texts[i] for i in js],
+                run_items=[run_items[i] for i in js] if run_items is not None else None,
+                samplings=[samplings[i] for i in js] if samplings else None,
+                on_event=_shift(on_event, js) if here else None,
+            ):
+                yield js[k], res
+
+        def raw(i: int, res: Any) -> Any:  # the service's own answer when no run item needs it
+            return res if run_items is None else None
+
+        pairs = [(i, 0) for i in range(len(texts))]
+        yield from self._pairs(texts, pairs, [local], self.calls[0], samplings, on_event, read, raw)
+
+    def iter_set(
+        self,
+        fn: Callable[..., Iterator[tuple[int, Any]]],
+        pset: Any,
+        texts: Sequence[Any],
+        pairs: Sequence[tuple[int, int]],
+        *,
+        mode: str,
+        items: Sequence[Any] | None = None,
+        steer: Any = None,
+        samplings: Sequence[Any] | None = None,
+        on_event: Any = None,
+    ) -> Iterator[tuple[int, Any]]:
+        """`runs.multi.classify_pairs` on this classifier: `fn` (its separate or combined
+        step) over (text idx, member idx) `pairs`. In separate mode, a named set the
+        service has as it is here is computed there by its name and each pair read here
+        through `fn` (the set's thresholds applied as in-process); anything else here."""
+        lanes = [c.local for c in self.calls]
+        if (
+            mode != "separate"
+            or steer is not None
+            or on_event is not None  # streamed, a set's policies would run one by one there
+            or pset.adhoc
+            or [lane.policy.hash for lane in lanes] != [p.hash for p in pset.policies]
+            or not self._servable(texts, samplings, None)
+        ):
+            stats["local_calls"] += 1
+            yield from fn(self.local, pset, texts, pairs, items, steer, samplings, on_event)
+            return
+        reader = self._reader(self.local)
+
+        def read(js: list[int], here: bool) -> Iterator[tuple[int, Any]]:
+            its = [items[j] for j in js] if items is not None else None
+            sub = [pairs[j] for j in js]
+            base, events = (self.local, on_event) if here else (reader, None)
+            for k, res in fn(base, pset, texts, sub, its, None, samplings, events):
+                yield js[k], res
+
+        def raw(j: int, res: Any) -> Any:
+            if items is not None:
+                return None
+            from edge_guard.policy.sets import apply_threshold
+
+            member = pset.members[pairs[j][1]]
+            return apply_threshold(res, member.threshold, member.policy)
+
+        call = calls.ServiceCall(self, self.local, pset)
+        yield from self._pairs(texts, pairs, lanes, call, samplings, on_event, read, raw)
 
     # -- the parts ----------------------------------------------------------------------
-    def _servable(
-        self, texts: Sequence[Any], run_items: Any, samplings: Any, processors: Any
-    ) -> bool:
-        if self.off is not None or processors is not None or isinstance(run_items, dict):
+    def _pairs(
+        self,
+        texts: Sequence[Any],
+        pairs: Sequence[tuple[int, int]],
+        lanes: Sequence[Any],
+        call: calls.ServiceCall,
+        samplings: Sequence[Any] | None,
+        on_event: Any,
+        read: Read,
+        raw: Callable[[int, Any], Any],
+    ) -> Iterator[tuple[int, Any]]:
+        """(position in `pairs`, result) for each (text idx, policy idx) pair, by batches
+        of BATCH texts: stored ones read first, the texts of the others sent to the
+        service by `call` and each pair read as it is answered; without a service, `read`
+        here. `lanes[p]` is policy p's own classifier."""
+        sampling = samplings[0] if samplings else None
+        names = [lane.policy.name for lane in lanes]
+        chunks = _chunks(pairs)
+        for c, chunk in enumerate(chunks):
+            self.check_cancel()
+            stored, todo = [], {}
+            for j in chunk:
+                t, p = pairs[j]
+                if calls.stored(lanes[p], texts[t], sampling):
+                    stored.append(j)
+                else:
+                    todo[(t, names[p])] = j
+            yield from read(stored, False)  # stored labels need no service (and start none)
+            sent = list(dict.fromkeys(t for t, _name in todo))
+            if not sent:
+                continue
+            answered: dict[int, Any] = {}  # position -> the service's result
+            for k, res in call.results([texts[t] for t in sent], sampling, _shift(on_event, sent)):
+                j = todo.get((sent[k], names[0] if len(names) == 1 else res.policy))
+                if j is None or j in answered:  # a pair stored already (a set answers all)
+                    continue
+                answered[j] = res
+                mine = raw(j, res) if res.error else None
+                if mine is not None:
+                    mine.policy = names[pairs[j][1]]
+                    yield j, mine
+                elif call.streamed:  # each as it comes
+                    yield from _read_back(read, [j], answered)
+            if not call.streamed:
+                yield from _read_back(
+                    read, [j for j in answered if not answered[j].error], answered
+                )
+            if call.unanswered:  # no service (or not this set): the rest in this process
+                stats["local_calls"] += 1
+                left = {sent[k] for k in call.unanswered}
+                rest = [j for j in todo.values() if pairs[j][0] in left]
+                rest += [j for later in chunks[c + 1 :] for j in later]
+                yield from read(sorted(rest), True)
+                return
+            missing = [j for j in todo.values() if j not in answered]
+            yield from _read_back(read, missing, answered)  # never answered: read (or computed)
+
+    def _servable(self, texts: Sequence[Any], samplings: Any, processors: Any) -> bool:
+        if self.off is not None or processors is not None:
             return False
         if samplings and any(s != samplings[0] for s in samplings):
             return False
@@ -135,46 +293,40 @@ class WarmClassifier:
 
         return bool(texts) and all(isinstance(t, str | Conversation) for t in texts)
 
-    def _misses(self, chunk: list[Any], samplings: Any) -> list[int]:
-        """Indexes of `chunk` whose label is not stored yet (all of them for a cascade,
-        whose stages the service decides, or without the cache)."""
-        local = self.local
-        if not local.use_cache or local.cascade is not None:
-            return list(range(len(chunk)))
-        out = []
-        for i, text in enumerate(chunk):
-            try:
-                row = local.store.get(local.key(text, samplings[i] if samplings else None))
-            except EdgeGuardError:  # an unusable text: the service answers it as it should
-                row = None
-            if row is None or row.get("error"):
-                out.append(i)
-        return out
+    def _reader(self, local: Any) -> Any:
+        """`local` reading the store whatever its cache policy (the service computed, and
+        with --no-cache overwrote, each label), every policy of it."""
+        reader = copy.copy(local)
+        reader.use_cache = True
+        if getattr(reader, "others", None):
+            reader.others = [self._reader(o) for o in reader.others]
+        return reader
 
-    def _compute(self, chunk: list[Any], samplings: Any, on_event: Any) -> dict[int, Any] | None:
-        """Have the service compute (and store) `chunk`: {index: its result}, or None when
-        no service can be had (then `self.off` says why)."""
-        import httpx
-
-        for attempt in (0, 1):
-            remote = self._service()
-            if remote is None:
+    # -- the service ----------------------------------------------------------------------
+    def service_http(self) -> Any:
+        """The http client on this classifier's service, started if need be; None when
+        none can be had (then `self.off` says why)."""
+        with self._lock:
+            if self.off is not None:
                 return None
-            try:
-                got = dict(remote.iter(chunk, samplings=samplings, on_event=on_event))
-                stats["remote_calls"] += 1
-                return got
-            except (httpx.TransportError, EdgeGuardError) as exc:
-                if not self._gone(exc) or attempt:
-                    if isinstance(exc, httpx.TransportError):
-                        self._disable(f"the warm engine failed: {exc}")
-                        return None
-                    raise
-                stats["restarts"] += 1
-                self._remote = None  # died (killed, idle exit): the next one takes over
-        return None
+            if self._http is None:
+                try:
+                    record = spawn.ensure(self.spec, self.settings, self.keep_alive)
+                except spawn.WarmStartFailed as exc:
+                    self.disable(str(exc))
+                    return None
+                self._http = calls.client(str(record["socket"]), self.hangup)
+                weakref.finalize(self, self._http.close)
+            return self._http
 
-    def _gone(self, exc: Exception) -> bool:
+    def lost(self, http: Any) -> None:
+        """`http`'s service is gone: the next call finds or starts another."""
+        with self._lock:
+            if http is not None and self._http is http:
+                self._http = None
+                http.close()
+
+    def gone(self, exc: Exception) -> bool:
         """True when the service is no longer there to answer (so a restart may help)."""
         import httpx
 
@@ -183,87 +335,43 @@ class WarmClassifier:
         record = registry.read_record(registry.paths_for(self.spec.key).record)
         return "HTTP 503" in str(exc) and (record is None or spawn.status(record) is None)
 
-    def _read(
-        self,
-        reader: Any,
-        chunk: list[Any],
-        got: dict[int, Any],
-        samplings: Any,
-        items: Any,
-        start: int,
-    ) -> Iterator[tuple[int, Any]]:
-        """The chunk's results as the local classifier reads them from the store (those
-        the service answered with an error: its result, or with run items, computed here)."""
-        ok = [i for i in range(len(chunk)) if i not in got or not got[i].error]
-        for j, res in reader.iter(
-            [chunk[i] for i in ok], run_items=_pick(items, ok), samplings=_pick(samplings, ok)
-        ):
-            i = ok[j]
-            if not res.cached:  # not in the store after all: computed here (a key mismatch)
-                stats["local_misses"] += 1
-            if i in got:
-                res.cached = got[i].cached
-            yield start + i, res
-        bad = [i for i in range(len(chunk)) if i not in set(ok)]
-        if bad and items is None:
-            for i in bad:
-                yield start + i, got[i]
-        elif bad:
-            stats["local_calls"] += 1
-            for j, res in self.local.iter(
-                [chunk[i] for i in bad],
-                run_items=_pick(items, bad),
-                samplings=_pick(samplings, bad),
-            ):
-                yield start + bad[j], res
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set:
+            self.cancel.check()
 
-    def _service(self) -> Any:
-        """The `RemoteClassifier` on this classifier's service, started if need be."""
-        if self._remote is not None or self.off is not None:
-            return self._remote
-        from edge_guard.backends.server_client import RemoteClassifier
-
-        try:
-            record = spawn.ensure(self.spec, self.settings, self.keep_alive)
-        except spawn.WarmStartFailed as exc:
-            self._disable(str(exc))
-            return None
-        s, local = self.settings, self.local
-        try:
-            self._remote = RemoteClassifier(
-                local.policy,
-                "http://localhost",
-                style=s.style,
-                effort=s.effort,
-                date=s.date,
-                reasoning=s.reasoning,
-                cascade=s.cascade,
-                truncate=s.truncate,
-                parallel=s.parallel,
-                sampling=local.sampling,
-                use_cache=local.use_cache,
-                timeout=None,  # type: ignore[arg-type]  # a long batch is not a dead service
-                http=spawn.http_client(str(record["socket"])),
-            )
-        except EdgeGuardError as exc:  # e.g. a parse.py the service does not have
-            self._disable(str(exc), quiet=True)
-        return self._remote
-
-    def _disable(self, why: str, *, quiet: bool = False) -> None:
+    def disable(self, why: str, *, quiet: bool = False) -> None:
+        note = self.off is None and not quiet
         self.off = why
-        self._remote = None
-        if not quiet and sys.stderr.isatty():
+        if note and sys.stderr.isatty():
             from edge_guard.sanitize import term
 
             print(f"note: {term(why)}; classifying in this process", file=sys.stderr)
 
 
-def _pick(values: Sequence[Any] | None, idxs: list[int]) -> list[Any] | None:
-    return None if values is None else [values[i] for i in idxs]
+def _read_back(read: Read, js: list[int], answered: dict[int, Any]) -> Iterator[tuple[int, Any]]:
+    """The pairs `js` read from the store, marked cached as the service said."""
+    if not js:
+        return
+    for j, out in read(js, False):
+        if not out.cached:  # not in the store after all: computed here
+            stats["local_misses"] += 1
+        if j in answered:
+            out.cached = answered[j].cached
+        yield j, out
 
 
-def _offset(on_event: Any, start: int, idxs: list[int]) -> Any:
-    """`on_event` for a service call on `idxs` of the chunk that starts at `start`."""
+def _chunks(pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Positions of `pairs`, by runs of at most BATCH distinct texts (in text order)."""
+    texts = sorted({t for t, _p in pairs})
+    batch = {t: k // BATCH for k, t in enumerate(texts)}
+    out: list[list[int]] = [[] for _ in range((len(texts) + BATCH - 1) // BATCH)]
+    for j, (t, _p) in enumerate(pairs):
+        out[batch[t]].append(j)
+    return out
+
+
+def _shift(on_event: Any, idxs: Sequence[int]) -> Any:
+    """`on_event` for a call on `idxs` (its index k is idxs[k])."""
     if on_event is None:
         return None
-    return lambda i, event: on_event(start + idxs[i], event)
+    return lambda k, event: on_event(idxs[k], event)

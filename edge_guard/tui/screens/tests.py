@@ -196,7 +196,7 @@ class TestsScreen(EdgeScreen):
             self.post_message(SuiteEnded(None, None, cancelled=True))
             return
         try:
-            clf = access.classifier(policy, options, store=store, flag=flag)
+            clf = access.classifier(policy, options, store=store, flag=flag, warm=True)
             total = len(policy_cases(clf.policy))
             steer = None
             if access.steering is not None:

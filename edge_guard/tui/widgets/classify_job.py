@@ -43,7 +43,7 @@ def classify_job(
         return
     try:
         clf = access.classifier(
-            policy, options, store=screen.eg.store, flag=flag, use_cache=use_cache
+            policy, options, store=screen.eg.store, flag=flag, use_cache=use_cache, warm=True
         )
 
         def on_event(_i: int, event: Any) -> None:
