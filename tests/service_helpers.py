@@ -18,6 +18,9 @@ running); a `zzholdzz` text says `held TAG` at its first token and then holds th
 marked text says `done TAG` once it has ended (finished or cancelled; no longer counted
 in /health's jobs_in_flight). TAG is the two words before the marker in its (first marked)
 text: "impatient 3" for "impatient 3 zzslowzz".
+
+`ServiceProcess(..., grace_s=S)`: running requests get S seconds after SIGTERM instead of
+serve's 8 (a test of what happens after the grace period need not wait the full period).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from server_helpers import ServerProcess, free_port
 
 VIOLATE, SAFE, SLOW, HOLD = "zzviolatezz", "zzsafezz", "zzslowzz", "zzholdzz"
 SLOW_TOKEN_S = 0.01
+GRACE_ENV = "EG_TEST_GRACE_S"  # the steered server's grace period after SIGTERM (seconds)
 
 
 def _events_fd() -> int | None:
@@ -195,8 +199,10 @@ class ServiceProcess(ServerProcess):
         port: int | None = None,
         env: dict[str, str] | None = None,
         events: Any = None,
+        grace_s: float | None = None,
     ) -> None:
-        """`events`: a `runs_helpers.HoldPipe` the server writes its events to (above)."""
+        """`events`: a `runs_helpers.HoldPipe` the server writes its events to (above);
+        `grace_s`: the grace period running requests get after SIGTERM (default: serve's)."""
         self.port = port or free_port()
         self.argv = [
             sys.executable,
@@ -212,6 +218,7 @@ class ServiceProcess(ServerProcess):
             "EDGE_GUARD_THREADS": "1",
             **(env or {}),
             **(events.child_env() if events else {}),
+            **({GRACE_ENV: str(grace_s)} if grace_s is not None else {}),
         }
         self.events = events
         self.pass_fds = (events.write_fd,) if events else ()
@@ -240,6 +247,10 @@ class ServiceProcess(ServerProcess):
 if __name__ == "__main__":
     install_steering()
     report_marked_jobs()
+    if os.environ.get(GRACE_ENV):
+        import edge_guard.cli.serve_cmd as serve_cmd
+
+        serve_cmd.GRACE_S = float(os.environ[GRACE_ENV])
     from edge_guard.cli import run
 
     run(["serve", *sys.argv[1:]])

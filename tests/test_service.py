@@ -411,7 +411,10 @@ def test_auth_and_kill_9_mid_load_then_restart_serves_from_the_store(
     assert "s3cret" not in (tmp_path / "kill.log").read_text()
     rest = texts[:3] + texts[4:]  # the held text would hold this server too
     events = HoldPipe()
-    again = ServiceProcess(args, tmp_path / "kill2.log", env=env, events=events).start()
+    # a grace period of 1 s (serve's is 8): the slow texts take minutes, so the end is the same
+    again = ServiceProcess(
+        args, tmp_path / "kill2.log", env=env, events=events, grace_s=1.0
+    ).start()
     late: dict[str, httpx.Response] = {}
     try:
         r = httpx.post(
