@@ -12,6 +12,7 @@ import ipaddress
 import math
 import os
 import re
+import signal
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -280,13 +281,44 @@ def run_server(
     server = Server(config)
     if listener is not None:
         listener.started(core.backend.model_ref, server)
+    previous = _catch_sigterm()
+    terminated = False
     try:
         server.run()
+    except _Terminated:
+        terminated = True
     finally:
+        if previous is not None:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if listener is not None:
             listener.close()
         core.shutdown(grace_s=0)
-        core.store.close()
+        core.store.close()  # checkpoints the WAL: the labels are in the store's own file
+        if previous is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if terminated else previous)
+    if terminated:  # end as uvicorn would have: by the signal (the exit status says so)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, which uvicorn re-raises after its graceful stop."""
+
+
+def _catch_sigterm() -> Any:
+    """uvicorn re-raises SIGTERM after its graceful stop with the handler it found: with
+    the default one the process dies there and `run_server`'s cleanup never runs. This
+    handler raises `_Terminated` instead (main thread only); returns the one it replaced
+    (None when it could not be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(_sig: int, _frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    return signal.SIG_DFL if previous is None else previous  # None: not set from Python
 
 
 def _lifespan(core: Any) -> Any:
