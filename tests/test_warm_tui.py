@@ -13,8 +13,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from edge_guard.api import classify
+from edge_guard.cli import main
 from edge_guard.settings.resolve import resolve_settings
 from edge_guard.store import Store
 from edge_guard.tui.jobs import ModelAccess, RunOptions
@@ -154,9 +156,10 @@ def test_a_set_on_the_warm_engine_gives_the_in_process_rows(
     tiny_o200k_model: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The TUI's set job, `classify` and `run` over a set: one call per policy on the
-    engine, read back here (thresholds applied here): the same rows, run items and
-    output as with no warm engine."""
+    """The TUI's set job, `classify`, `run` and `policies test` over a set: computed on
+    the engine (the set by its name; its policies' tests one policy at a time), read back
+    here (thresholds applied here): the same rows, run items and output as with no warm
+    engine."""
     sets = warm / "policies" / "sets"
     sets.mkdir(parents=True)
     (sets / "pair.toml").write_text(SET)
@@ -172,17 +175,23 @@ def test_a_set_on_the_warm_engine_gives_the_in_process_rows(
         common = ("--model", model, "--reasoning", "none", "--db", db, *extra)
         out = _cli("classify", "-p", "pair", "--json", *common, "g h")
         run = _cli("run", str(data), "-p", "pair", "--json", "--name", "r", *common)
-        rows = Store(db).query("SELECT run, idx, key, extra FROM run_items ORDER BY idx")
+        tests = CliRunner().invoke(main, ["policies", "test", "pair", "--json", *common])
+        assert tests.exit_code in (0, 1), tests.output  # 1: a case failed (a random model)
+        reports = json.loads(tests.stdout)["reports"]
+        rows = Store(db).query("SELECT run, idx, key, extra FROM run_items ORDER BY run, idx")
         return {
             "tui": {n: (r.key, r.verdict, r.metadata) for n, r in multi.results.items()},
             "classify": _quiet(json.loads(out.stdout)),
             "run": json.loads(run.stdout)["summary"]["n_done"],
+            "tests": {
+                n: [(c["outcome"], c["got"]) for c in r["cases"]] for n, r in reports.items()
+            },
             "run_items": rows,
         }
 
     hot = everything(str(warm / "hot.db"))
     assert route.stats["local_calls"] == 0 and route.stats["local_misses"] == 0
-    assert route.stats["remote_calls"] >= 2 and not _engine_loaded_here()
+    assert route.stats["remote_calls"] == 5 and not _engine_loaded_here()  # 3 sets, 2 suites
     _only_service()
     monkeypatch.setenv("EDGE_GUARD_KEEP_ALIVE", "0")  # the TUI's too: all in this process
     cold = everything(str(warm / "cold.db"), "--keep-alive", "0")

@@ -82,8 +82,8 @@ def run_policy_tests(
     with the cases, or a function of the case) — used with synthetic models in tests.
     `on_outcome(index, outcome)` is called as each case completes (cache hits first).
     """
-    if isinstance(classifier, Classifier):
-        clf = classifier
+    if isinstance(classifier, Classifier) or callable(getattr(classifier, "iter", None)):
+        clf = classifier  # a Classifier, or one like it (a warm engine's: edge_guard.warm)
         if policy is not None and load_policy(policy).hash != clf.policy.hash:
             raise EdgeGuardError(f"the classifier's policy is not {policy}")
     else:
