@@ -254,7 +254,7 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(
     from edge_guard.api import classify
 
     monkeypatch.setattr(route, "BATCH", 2)
-    original = calls.PolicyCall.stream
+    original = calls.ServiceCall.results
     killed: list[int] = []
 
     def stream_then_kill(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -265,7 +265,7 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(
             spawn._children[record["pid"]].wait(60)
             killed.append(record["pid"])
 
-    monkeypatch.setattr(calls.PolicyCall, "stream", stream_then_kill)
+    monkeypatch.setattr(calls.ServiceCall, "results", stream_then_kill)
     texts = ["one", "two", "three", "four"]
     results = classify(texts, POLICY, model=str(tiny_o200k_model), reasoning="none", keep_alive=60)
     assert [r.text for r in results] == texts
