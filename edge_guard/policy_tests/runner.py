@@ -63,6 +63,12 @@ def _build(policy: Any, given: Any) -> Classifier:
     return build_classifier(policy, resolve_settings(opts), sampling=sampling, store=store)
 
 
+def _is_settings(value: Any) -> bool:
+    from edge_guard.settings.resolve import Settings
+
+    return isinstance(value, Settings)
+
+
 def run_policy_tests(
     policy: str | Path | Policy | None = None,
     classifier: Classifier | dict[str, Any] | None = None,
@@ -82,14 +88,14 @@ def run_policy_tests(
     with the cases, or a function of the case) — used with synthetic models in tests.
     `on_outcome(index, outcome)` is called as each case completes (cache hits first).
     """
-    if isinstance(classifier, Classifier) or callable(getattr(classifier, "iter", None)):
-        clf = classifier  # a Classifier, or one like it (a warm engine's: edge_guard.warm)
-        if policy is not None and load_policy(policy).hash != clf.policy.hash:
-            raise EdgeGuardError(f"the classifier's policy is not {policy}")
-    else:
+    if classifier is None or isinstance(classifier, dict) or _is_settings(classifier):
         if policy is None:
             raise EdgeGuardError("run_policy_tests needs a policy or a classifier")
         clf = _build(policy, classifier)
+    else:  # a Classifier, or one like it (a warm engine's: edge_guard.warm.route)
+        clf = classifier
+        if policy is not None and load_policy(policy).hash != clf.policy.hash:
+            raise EdgeGuardError(f"the classifier's policy is not {policy}")
     pol = clf.policy
     if cases is None or isinstance(cases, str | Path):
         all_cases = policy_cases(pol, cases)

@@ -128,7 +128,7 @@ class WarmClassifier:
     def classify(self, texts: Sequence[Any], **kwargs: Any) -> list[Any]:
         if len(self.calls) > 1:  # one MultiResult per text: no set name, this process
             stats["local_calls"] += 1
-            return self.local.classify(texts, **kwargs)  # type: ignore[no-any-return]
+            return self.local.classify(texts, **kwargs)
         out: list[Any] = [None] * len(texts)
         for i, res in self.iter(texts, **kwargs):
             out[i] = res
@@ -260,16 +260,16 @@ class WarmClassifier:
                 continue
             answered: dict[int, Any] = {}  # position -> the service's result
             for k, res in call.results([texts[t] for t in sent], sampling, _shift(on_event, sent)):
-                j = todo.get((sent[k], names[0] if len(names) == 1 else res.policy))
-                if j is None or j in answered:  # a pair stored already (a set answers all)
+                pos = todo.get((sent[k], names[0] if len(names) == 1 else res.policy))
+                if pos is None or pos in answered:  # a pair stored already (a set answers all)
                     continue
-                answered[j] = res
-                mine = raw(j, res) if res.error else None
+                answered[pos] = res
+                mine = raw(pos, res) if res.error else None
                 if mine is not None:
-                    mine.policy = names[pairs[j][1]]
-                    yield j, mine
+                    mine.policy = names[pairs[pos][1]]
+                    yield pos, mine
                 elif call.streamed:  # each as it comes
-                    yield from _read_back(read, [j], answered)
+                    yield from _read_back(read, [pos], answered)
             if not call.streamed:
                 yield from _read_back(
                     read, [j for j in answered if not answered[j].error], answered
