@@ -221,8 +221,7 @@ def plan_multi_run(
         **({"conversation": conversation} if conversation else {}),
         **(extra_config or {}),
     }
-    mode_of = config["mode"]  # taxonomy runs plan as separate, their config says so
-    name = name or default_run_name(config) + ("" if mode_of == "separate" else f"__{mode_of}")
+    name = name or default_run_name(config) + ("__combined" if mode == MODE_COMBINED else "")
     store = base.store
     existing = store.run(name)
     if existing is not None:
