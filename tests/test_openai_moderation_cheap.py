@@ -1,6 +1,6 @@
 """Taxonomy mode on a synthetic model (issue 29's cheap path): each member's one-pass score
 IS the score of `render(taxonomy text, text) + header + cue(member)` evaluated alone; the
-text is evaluated once and each member only its cue; full reasoning is one pass per text;
+text and every member's cue are one decode; full reasoning is one pass per text;
 stored rows serve reruns; `compare` puts it beside separate mode; `policies test` runs the
 whole openai-moderation set."""
 
@@ -20,6 +20,7 @@ from edge_guard.compare.config import CompareConfig
 from edge_guard.compare.multi import multi_summary, run_multi_compare
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
+from edge_guard.engine.step import branch_trie
 from edge_guard.errors import EdgeGuardError
 from edge_guard.policy.sets import load_set
 from edge_guard.policy.taxonomy import cue_text, taxonomy_text
@@ -102,7 +103,7 @@ def test_each_score_is_its_prompt_scored_alone(
     assert len(scores) > 3
 
 
-def test_the_text_is_evaluated_once_and_each_member_only_its_cue(
+def test_the_text_and_every_cue_are_one_decode(
     tiny_o200k_model: Path, tmp_path: Path, abc: Any
 ) -> None:
     clf = make(tiny_o200k_model, tmp_path, n_parallel=8, reasoning="none", use_cache=False)
@@ -113,7 +114,11 @@ def test_the_text_is_evaluated_once_and_each_member_only_its_cue(
     out = classify_taxonomy(clf, abc, TEXTS[1:2])[0]
     prompt = engine.renderer.render(taxonomy_text(abc), TEXTS[1])
     text_part = len(prompt.token_ids) - prompt.prefix_len + len(cues.shared)
-    assert engine.stats["prefix_tokens"] - before["prefix_tokens"] == text_part  # once
+    # one decode: the text once, then each cue's tokens (a start common to cues once)
+    nodes = branch_trie([(k, k, ids) for k, (_name, ids) in enumerate(cues.cues)])
+    assert engine.stats["decode_calls"] - before["decode_calls"] == 1
+    assert engine.stats["decoded_tokens"] - before["decoded_tokens"] == text_part + len(nodes)
+    assert engine.stats["prefix_tokens"] == before["prefix_tokens"]  # no prefix evaluated
     for (name, suffix), res in zip(cues.cues, out.results.values(), strict=True):
         t = res.model_response.timings  # type: ignore[union-attr]
         assert t.prompt_tokens - t.cached_tokens == len(suffix), name  # only its own cue
@@ -147,7 +152,7 @@ def test_full_reasoning_is_one_pass_per_text_and_reruns_are_stored(
     assert calls == [] and all(r.cached for mr in again for r in mr.results.values())
     one = make(tiny_o200k_model, tmp_path, n_parallel=4, reasoning="none")
     classify_taxonomy(one, abc, TEXTS[:1])
-    assert calls == [1 + len(NAMES)]  # warm + one request per member
+    assert calls == [1]  # one request for the text, a branch per member
     calls.clear()
     assert all(r.cached for r in classify_taxonomy(one, abc, TEXTS[:1])[0].results.values())
     assert calls == []

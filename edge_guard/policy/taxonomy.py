@@ -10,12 +10,12 @@ order: ``{"harassment":0,"hate/threatening":1,...}`` (1 = the text violates that
   0 or 1, makes *every* member undetermined (never "no violation").
 - One pass (the cheap path, `edge_guard.runs.taxonomy`): member k's answer is cued with
   ``{"<name>":`` (`cue_text`) right after the final-channel header, and the next token's
-  log-probs of ``0`` / ``1`` give its P(violation). Every member's request
-  shares the prompt up to the header (policy prefix + text), which the engine evaluates
-  once per text; each member then costs only its cue's few tokens. The score of member k
-  is *defined* as the one-pass label score of the prompt ``render(taxonomy_text, text) +
-  header + cue(k)``: evaluated alone or together with the other members, it is the same
-  number (bit for bit when the engine decodes one sequence at a time).
+  log-probs of ``0`` / ``1`` give its P(violation). One request per text: the prompt up
+  to the header, and each member's cue as a branch of it; the engine decodes the text and
+  every cue in one batch, so each member costs only its cue's few tokens. The score of
+  member k is *defined* as the one-pass label score of the prompt ``render(taxonomy_text,
+  text) + header + cue(k)``: evaluated alone or together with the other members, it is
+  the same number (bit for bit in the tests, on models whose output matrix is quantized).
 """
 
 from __future__ import annotations

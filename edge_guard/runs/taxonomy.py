@@ -1,13 +1,14 @@
 """Taxonomy mode's execution: every member of a set answered from one prompt per text.
 
-- One pass (`reasoning` none / none-empty-analysis; the cheap path): per text, one
-  score-only request per member. They share the prompt up to the final-channel header
-  (`prefix_len` covers the taxonomy policy *and* the text), so the engine evaluates the
-  text once into a resident prefix and copies it into every member's sequence; each
-  member then evaluates only the rest of its cue (``{"name":`` less the tokens every cue
-  starts with, which join the shared part: 2 to 6 tokens, all members batched together) and reads the next-token log-probs of ``0`` / ``1``: P(violation), decided by
-  `onepass.decide` with the member's threshold. A first request holding just the policy
-  prefix makes it resident (and snapshot-able) before any text extends it.
+- One pass (`reasoning` none / none-empty-analysis; the cheap path): per text, ONE
+  score-only request: the taxonomy prompt + the final-channel header + the tokens every
+  cue starts with, and one branch per member holding the rest of its cue (``{"name":``:
+  2 to 6 tokens). The taxonomy prompt's prefix (every policy) is resident; the engine
+  decodes the text and every member's cue in one batch, the cues in sequences of their
+  own sharing the text's KV cells (`engine.step`), and reads each cue's next-token
+  log-probs of ``0`` / ``1``: P(violation), decided by `onepass.decide` with the
+  member's threshold. Member k's score is the one-pass score of prompt + header + cue(k)
+  evaluated alone (bit for bit in the tests).
 - Full reasoning: one reasoning pass per text (`policy.taxonomy.taxonomy_policy` through a
   `Classifier`), its answer split per member (`policy.taxonomy.split_answer`).
 
@@ -38,7 +39,7 @@ from edge_guard.policy.taxonomy import (
     split_answer,
     taxonomy_policy,
 )
-from edge_guard.response import ModelResponse
+from edge_guard.response import ModelResponse, Timings
 from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.settings.values import ONE_PASS_MODES
 
@@ -88,23 +89,45 @@ def warm_request(prompt_ids: Sequence[int], prefix_len: int) -> GenerationReques
     )
 
 
-def member_requests(
-    prompt_ids: Sequence[int], cues: Cues, sampling: SamplingConfig | None = None
-) -> list[GenerationRequest]:
-    """One score-only request per member (set order): prompt + header + that member's cue,
-    sharing everything before the cue's own tokens as their prefix."""
-    shared = list(prompt_ids) + list(cues.shared)
-    s = sampling or SamplingConfig(max_tokens=1)
-    return [
-        GenerationRequest(
-            shared + list(ids),
-            s,
-            prefix_len=len(shared),
-            score_only=True,
-            score_token_ids=cues.scoring.score_token_ids,
-        )
-        for _name, ids in cues.cues
-    ]
+def text_request(
+    prompt_ids: Sequence[int],
+    prefix_len: int,
+    cues: Cues,
+    members: Sequence[int] | None = None,
+    sampling: SamplingConfig | None = None,
+) -> GenerationRequest:
+    """One text's score-only request: prompt + header + the cues' common start, and a
+    branch per member (`members`: their indices, default all, set order) holding the rest
+    of its cue. `prefix_len`: the taxonomy prompt's resident prefix (every policy)."""
+    which = range(len(cues.cues)) if members is None else members
+    return GenerationRequest(
+        [*prompt_ids, *cues.shared],
+        sampling or SamplingConfig(max_tokens=1),
+        prefix_len=prefix_len,
+        score_only=True,
+        score_token_ids=cues.scoring.score_token_ids,
+        branches=[list(cues.cues[k][1]) for k in which],
+    )
+
+
+def member_response(response: ModelResponse, k: int, cue: Sequence[int]) -> ModelResponse:
+    """Branch `k`'s share of a text request's response: the score response of prompt + its
+    cue (the shared part counted as cached: evaluated once for every member)."""
+    prompt = [*response.prompt_token_ids, *cue]
+    if response.error:
+        return ModelResponse.failed(response.error, prompt, response.model)
+    lps = response.branch_logprobs
+    t = response.timings
+    n = len(response.prompt_token_ids)
+    return ModelResponse(
+        None,
+        "",
+        response.finish_reason,
+        prompt_token_ids=prompt,
+        timings=Timings(prompt_tokens=len(prompt), cached_tokens=n, prompt_ms=t.prompt_ms),
+        final_token_logprobs=lps[k] if lps is not None and k < len(lps) else None,
+        model=response.model,
+    )
 
 
 def member_result(
@@ -232,13 +255,8 @@ def iter_scored(
     items: Sequence[RunItem] | None = None,
 ) -> Iterator[tuple[int, ClassificationResult]]:
     """(pair position, result) for (text idx, member idx) pairs by the one-pass path: stored
-    rows first, then each text's missing members in one backend call.
-
-    One text at a time: its prefix (policy + text) is resident while its members score,
-    and the engine's KV budget counts each resident prefix whole, so several texts' long
-    prefixes in flight at once would push the policy-only prefix out (re-evaluated). The
-    members of one text still decode together; texts gain nothing from sharing a batch
-    here (a prefix is evaluated on its own anyway)."""
+    rows first, then one request per text for its missing members, every text in one
+    backend call (the engine decodes several texts together, each with its members' cues)."""
     from edge_guard.classification.truncation import text_problem
     from edge_guard.conversation import item_content
 
@@ -261,22 +279,24 @@ def iter_scored(
             yield j, apply_threshold(hit, member.threshold, member.policy)
             continue
         todo.setdefault(t, []).append((j, p, key))
-    warm = True
-    for t, wanted in todo.items():  # one text at a time (see the docstring)
+    order = list(todo.items())
+    requests = []
+    for t, wanted in order:
         prompt = sc.clf.prompt(texts[t])
-        per_member = member_requests(prompt.token_ids, sc.cues, sc.clf.sampling)
-        requests = [per_member[p] for _j, p, _key in wanted]
-        if warm:
-            requests.insert(0, warm_request(prompt.token_ids, prompt.prefix_len))
-        for n, response in base.backend.execute(requests, n_parallel=base.parallel):
-            if warm and n == 0:
-                continue
-            j, p, key = wanted[n - 1 if warm else n]
+        members = [p for _j, p, _key in wanted]
+        requests.append(
+            text_request(prompt.token_ids, prompt.prefix_len, sc.cues, members, sc.clf.sampling)
+        )
+    if not requests:  # every pair stored (or refused)
+        return
+    for n, response in base.backend.execute(requests, n_parallel=base.parallel):
+        t, wanted = order[n]
+        for b, (j, p, key) in enumerate(wanted):
             member, item = pset.members[p], texts[t]
-            res = sc.named(member_result(member, sc.cues, response, pset.name), member, item, key)
-            sc.save(res, response, member, item, items[j] if items else None)
+            own = member_response(response, b, sc.cues.cues[p][1])
+            res = sc.named(member_result(member, sc.cues, own, pset.name), member, item, key)
+            sc.save(res, own, member, item, items[j] if items else None)
             yield j, apply_threshold(res, member.threshold, member.policy)
-        warm = False
 
 
 def iter_reasoned(
