@@ -276,6 +276,13 @@ def classify_set_with(
     does. `kwargs`: steer, samplings, on_event, run_items (`classify_set`'s)."""
     client = sys.modules.get("edge_guard.backends.server_client")  # a RemoteClassifier needs it
     if client is None or not isinstance(classifier, client.RemoteClassifier):
+        if mode == "taxonomy":  # every policy from one prompt per text (runs/taxonomy.py)
+            from edge_guard.runs.taxonomy import classify_taxonomy
+
+            given = [k for k, v in kwargs.items() if v is not None]
+            if given:
+                raise EdgeGuardError(f"--mode taxonomy takes no {', '.join(given)}")
+            return classify_taxonomy(classifier, pset, texts)
         from edge_guard.runs.multi import classify_set
 
         return classify_set(classifier, pset, texts, mode=mode, **kwargs)

@@ -1,5 +1,9 @@
 """Several policies on the command line: `-p a -p b`, `--set S`, `--mode`, and their output.
 
+`--mode`: separate (a prompt per text and policy), combined (every policy in one prompt,
+one list of violations) or taxonomy (every binary policy in one prompt, a 0/1 each: with
+`--reasoning none` the cheap path, one decode per text scoring every policy).
+
 `policy_options` adds the flags; `policy_set(opts)` pops them and returns the `PolicySet`
 to run (None for a single plain policy, which keeps the one-policy code path);
 `multi_json` / `print_multi` print one text's results under a set (one object / one row
@@ -14,24 +18,29 @@ from typing import Any
 import click
 
 from edge_guard.policy.combined import MODES
+from edge_guard.policy.taxonomy import MODE_TAXONOMY
 from edge_guard.sanitize import term
+
+SET_MODES = (*MODES, MODE_TAXONOMY)
 
 
 def policy_options(
     required: bool = True, mode: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`--policy/-p` (repeatable), `--set`, and `--mode separate|combined` unless `mode` is
-    False (compare sets the mode per config)."""
+    """`--policy/-p` (repeatable), `--set`, and `--mode separate|combined|taxonomy` unless
+    `mode` is False (compare sets the mode per config)."""
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
         if mode:
             f = click.option(
                 "--mode",
-                type=click.Choice(MODES),
+                type=click.Choice(SET_MODES),
                 default="separate",
                 show_default=True,
-                help="Several policies: one prompt per (text, policy), or all policies "
-                'in one prompt answered with {"violations": [...]}.',
+                help="Several policies: one prompt per (text, policy); all policies in "
+                'one prompt answered with {"violations": [...]}; or (taxonomy, binary '
+                "policies) all in one prompt with a 0/1 each, scored per policy in one "
+                "pass with --reasoning none.",
             )(f)
         f = click.option(
             "--set",
@@ -68,7 +77,7 @@ def policy_set(opts: dict[str, Any]) -> tuple[Any, str | None]:
         )
     if set_ref is None and len(refs) == 1 and not is_set_ref(refs[0]):
         if mode != "separate":
-            raise PolicyError("--mode combined needs several policies or a set")
+            raise PolicyError(f"--mode {mode} needs several policies or a set")
         return refs[0], None
     return resolve_policies(refs, set_ref), mode
 
@@ -125,7 +134,7 @@ def print_multi(
         if resp is None or not resp.reasoning or id(resp) in seen:
             continue
         seen.add(id(resp))
-        who = "all policies" if mode == "combined" else name
+        who = name if mode == "separate" else "all policies"
         click.echo(
             click.style(f"reasoning ({term(who)}): " + term(resp.reasoning.strip()), dim=True)
         )
@@ -154,9 +163,12 @@ def run_set(
     from edge_guard.sanitize import term_json, term_line
 
     fields = parse_label_fields(label_fields, pset.names)
-    plan = plan_multi_run(
-        dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed, **plan_kw
-    )
+    plan_fn, execute_fn = plan_multi_run, execute_multi_run
+    if mode == MODE_TAXONOMY:  # one prompt per text, a 0/1 per policy (runs/taxonomy.py)
+        from edge_guard.compare.taxonomy import execute_taxonomy_run, plan_taxonomy_run
+
+        plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run  # type: ignore[assignment]
+    plan = plan_fn(dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed, **plan_kw)
     for msg in plan.messages():
         echo_err(f"warning: {term_line(msg)}", fg="yellow")
     state = f"resuming: {len(plan.done)} done, {len(plan.todo)} to do" if plan.resumed else "new"
@@ -166,7 +178,7 @@ def run_set(
     )
     bar = progress(plan.n_items, len(plan.done), plan.name)
     try:
-        summary = execute_multi_run(plan, classifier, on_result=bar.update)
+        summary = execute_fn(plan, classifier, on_result=bar.update)
     except KeyboardInterrupt:
         bar.stop()
         echo_err(

@@ -221,7 +221,8 @@ def plan_multi_run(
         **({"conversation": conversation} if conversation else {}),
         **(extra_config or {}),
     }
-    name = name or default_run_name(config) + ("__combined" if mode == MODE_COMBINED else "")
+    mode_of = config["mode"]  # taxonomy runs plan as separate, their config says so
+    name = name or default_run_name(config) + ("" if mode_of == "separate" else f"__{mode_of}")
     store = base.store
     existing = store.run(name)
     if existing is not None:
