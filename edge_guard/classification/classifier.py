@@ -100,7 +100,9 @@ class Classifier:
     ) -> None:
         # Every keyword argument (first statement: locals() holds only the parameters).
         options = {k: v for k, v in locals().items() if k not in ("self", "policy", "model")}
-        given = list(policy) if isinstance(policy, list | tuple) else [policy]
+        given = (
+            [policy] if isinstance(policy, str | Path | types.ModuleType | Policy) else list(policy)
+        )
         if not given:
             raise EdgeGuardError("no policy given")
         self.policy = load_policy(given[0])
@@ -277,7 +279,7 @@ class Classifier:
         from edge_guard.store import utcnow
 
         with self.store.transaction() as db:
-            db["run_items"].upsert(
+            db.table("run_items").upsert(
                 {
                     **item.row(key),
                     "extra": json.dumps(item.extra or {}),

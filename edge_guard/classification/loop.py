@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from edge_guard.classification import onepass
@@ -97,7 +98,7 @@ def iter_pairs(
             texts[i],
             samplings[i] if samplings else None,
             procs[i],
-            (lambda ev, i=i: on_event(i, ev)) if on_event else None,
+            partial(on_event, i) if on_event else None,
         )
         if lane.reasoning != "full":
             request = onepass.score_request(lane, request)

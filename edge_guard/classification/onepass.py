@@ -192,7 +192,7 @@ def stored_response(row: dict[str, Any]) -> ModelResponse:
     if response.finish_reason == "scored":
         meta = json.loads(row.get("metadata") or "{}")
         if isinstance(meta.get("sequence_logprobs"), list):
-            response.sequence_logprobs = meta["sequence_logprobs"]  # type: ignore[attr-defined]
+            response.sequence_logprobs = meta["sequence_logprobs"]
     return response
 
 

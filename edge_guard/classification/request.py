@@ -47,7 +47,7 @@ def context_size(lane: Lane) -> int | None:
     b = lane.backend
     own = getattr(b, "context_size", None)
     if callable(own):
-        return own()  # type: ignore[no-any-return]
+        return own()
     info = getattr(b, "info", None)
     n_ctx = getattr(info(), "n_ctx", None) if callable(info) else None
     return int(n_ctx) if n_ctx else None

@@ -167,7 +167,7 @@ def run_set(
     if mode == MODE_TAXONOMY:  # one prompt per text, a 0/1 per policy (runs/taxonomy.py)
         from edge_guard.compare.taxonomy import execute_taxonomy_run, plan_taxonomy_run
 
-        plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run  # type: ignore[assignment]
+        plan_fn, execute_fn = plan_taxonomy_run, execute_taxonomy_run
     plan = plan_fn(dataset, classifier, pset, mode=mode, label_fields=fields, seed=seed, **plan_kw)
     for msg in plan.messages():
         echo_err(f"warning: {term_line(msg)}", fg="yellow")

@@ -230,7 +230,7 @@ class _Scorer:
         from edge_guard.store import utcnow
 
         with self.clf.store.transaction() as db:
-            db["run_items"].upsert(
+            db.table("run_items").upsert(
                 {
                     **run_item.row(key),
                     "extra": json.dumps(run_item.extra or {}),
