@@ -17,15 +17,8 @@ from edge_guard.policy.combined import (
     parse_violations,
     split_combined,
 )
-from edge_guard.policy.sets import (
-    adhoc_set,
-    apply_threshold,
-    flag_label,
-    flagged,
-    is_set_ref,
-    load_set,
-    resolve_policies,
-)
+from edge_guard.policy.sets import adhoc_set, is_set_ref, load_set, resolve_policies
+from edge_guard.policy.thresholds import apply_threshold, flag_label, flagged
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 

@@ -12,7 +12,7 @@ label's first token when every label is one distinct token, else the summed log-
 each label's whole token sequence (``score_sequences``, all labels in one batch). The
 probabilities are normalised over the labels (the one label scoring,
 `policy.parsers.scores_from_logprobs`); the verdict is ``P(violation) >= threshold``
-(``[output] threshold`` in policy.toml, default 0.5; the one rule, `policy.sets.violates`). Only closed output kinds (binary,
+(``[output] threshold`` in policy.toml, default 0.5; the one rule, `policy.thresholds.violates`). Only closed output kinds (binary,
 likert, labels) have a label set to score; any other kind is refused. A policy's custom
 ``parse()`` is not run: there is no answer text to parse.
 """
@@ -27,7 +27,7 @@ from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.policy.core import OutputSpec, Policy
 from edge_guard.policy.parsers import label_token_map, scores_from_logprobs
-from edge_guard.policy.sets import side_label, violates
+from edge_guard.policy.thresholds import side_label, violates
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult, Verdict
 from edge_guard.settings.values import (

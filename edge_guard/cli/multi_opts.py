@@ -106,7 +106,7 @@ def print_multi(
     verdict_style: dict[str, tuple[str, str]],
 ) -> None:
     """One row per policy (verdict, score, answer), the set's verdict, then the reasoning."""
-    from edge_guard.policy.sets import flag_label
+    from edge_guard.policy.thresholds import flag_label
 
     flag = flag_label(mr.flagged)
     color = {"flagged": "red", "not_flagged": "green", "undetermined": "yellow"}[flag]

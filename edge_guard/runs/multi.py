@@ -31,7 +31,8 @@ from edge_guard.policy.combined import (
     split_combined,
 )
 from edge_guard.policy.core import Policy
-from edge_guard.policy.sets import PolicySet, apply_threshold
+from edge_guard.policy.sets import PolicySet
+from edge_guard.policy.thresholds import apply_threshold
 from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.runs.batch import (
     RunProgress,

@@ -4,7 +4,7 @@ Reads the pairs of a run stored by `runs.multi` back per policy (the set's thres
 P(violation) applied to determined verdicts, as at classification time), evaluates each
 policy with `metrics.evaluate` (bootstrap CIs, three undetermined treatments), averages
 precision/recall/F1 over policies (macro, with a bootstrap CI over texts), and scores the
-per-text "any violation" verdict (`policy.sets.flagged`) against the "any violation" gold.
+per-text "any violation" verdict (`policy.thresholds.flagged`) against the "any violation" gold.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy.sets import flagged, threshold_verdict
+from edge_guard.policy.thresholds import flagged, threshold_verdict
 from edge_guard.runs.metrics import HEADLINE, METRICS, evaluate, fmt_ci, predictions
 from edge_guard.runs.outcomes import item_score
 from edge_guard.store import Store
@@ -44,7 +44,7 @@ class PolicyOutcomes:
 
 
 def thresholded(verdict: str, row: dict[str, Any], threshold: float | None) -> str:
-    """A stored verdict with the set's threshold applied (`policy.sets.threshold_verdict`,
+    """A stored verdict with the set's threshold applied (`policy.thresholds.threshold_verdict`,
     the rule `apply_threshold` uses; undetermined stays undetermined)."""
     if threshold is None:
         return verdict

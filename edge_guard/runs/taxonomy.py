@@ -30,7 +30,7 @@ from edge_guard.classification import onepass
 from edge_guard.engine.engine import GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
-from edge_guard.policy.sets import PolicySet, SetMember, apply_threshold
+from edge_guard.policy.sets import PolicySet, SetMember
 from edge_guard.policy.taxonomy import (
     MODE_TAXONOMY,
     SCORE_VERSION,
@@ -39,6 +39,7 @@ from edge_guard.policy.taxonomy import (
     split_answer,
     taxonomy_policy,
 )
+from edge_guard.policy.thresholds import apply_threshold
 from edge_guard.response import ModelResponse, Timings
 from edge_guard.result import ClassificationResult, MultiResult
 from edge_guard.settings.values import ONE_PASS_MODES

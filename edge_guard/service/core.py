@@ -29,7 +29,8 @@ from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.parse import Event
 from edge_guard.policy.core import Policy
-from edge_guard.policy.sets import PolicySet, apply_threshold
+from edge_guard.policy.sets import PolicySet
+from edge_guard.policy.thresholds import apply_threshold
 from edge_guard.response import ModelResponse
 from edge_guard.result import ClassificationResult
 from edge_guard.service.bridge import CancelledJob, ServiceBackend, job_scope

@@ -218,7 +218,7 @@ class WarmClassifier:
         def raw(j: int, res: Any) -> Any:
             if items is not None:
                 return None
-            from edge_guard.policy.sets import apply_threshold
+            from edge_guard.policy.thresholds import apply_threshold
 
             member = pset.members[pairs[j][1]]
             return apply_threshold(res, member.threshold, member.policy)

@@ -67,7 +67,7 @@ class SetResults(DataTable):
         self.display = False
 
     def show(self, multi: Any, set_name: str, mode: str) -> None:
-        from edge_guard.policy.sets import flag_label
+        from edge_guard.policy.thresholds import flag_label
 
         self.clear()
         self.results = dict(multi.results)
