@@ -33,7 +33,6 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-d
         raise AssertionError("the model was loaded")
 
     monkeypatch.setattr(backends, "shared_engine", boom)
-    monkeypatch.setattr(backends, "_ENGINE", None)
 
 
 def seed_module() -> types.ModuleType:

@@ -117,7 +117,7 @@ def _only_service() -> dict[str, Any]:
 def _engine_loaded_here() -> bool:
     from edge_guard.backends import local
 
-    return local._ENGINE is not None
+    return bool(local.loaded_engines())
 
 
 # -- starting, reusing -------------------------------------------------------------------

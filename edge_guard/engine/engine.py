@@ -37,6 +37,7 @@ from typing import Any
 
 from edge_guard.defaults import DEFAULT_CTX, DEFAULT_PARALLEL, env
 from edge_guard.engine import llama_runtime as rt
+from edge_guard.engine.choices import DEFAULT_N_BATCH, EngineChoices, decide
 from edge_guard.engine.handles import BATCH, INTERACTIVE, Group, Handle, iter_completed
 from edge_guard.engine.loop import EngineLoop
 from edge_guard.engine.prefix_state import make_prefix_store, shared_prefix
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_N_CTX",
     "INTERACTIVE",
     "Engine",
+    "EngineChoices",
     "GenerationRequest",
     "Handle",
     "LoadPlan",
@@ -74,6 +76,9 @@ class LoadPlan:
     swa_full: bool
     n_batch: int
     force: bool = False
+    # RAM other engines of this process hold in file pages the kernel still counts as
+    # available (their mapped weights): the memory check counts it as taken.
+    ram_held: int = 0
 
 
 class Engine:
@@ -94,7 +99,7 @@ class Engine:
         flash_attn: bool | str = "auto",
         swa_full: bool = True,
         n_parallel: int = DEFAULT_PARALLEL,
-        n_batch: int = 512,
+        n_batch: int = DEFAULT_N_BATCH,
         prefix_cache: bool = True,
         prefix_snapshots: bool | None = None,
         max_prefixes: int | None = None,
@@ -110,23 +115,23 @@ class Engine:
         self.renderer = PromptRenderer(self.vocab)
         n_ctx_train = header.arch_key("context_length") or n_ctx
         self.n_ctx = int(min(n_ctx, n_ctx_train)) if n_ctx > 0 else int(n_ctx_train)
-        self.n_parallel = max(1, int(n_parallel))
-        self.swa_full = swa_full
-        self.prefix_cache = prefix_cache and swa_full
-        if not swa_full:
-            self.n_parallel = 1  # a windowed cache cannot share a long prefix safely
-        # Prefixes kept resident at once: one (the strict, from-scratch cell layout) when
-        # decoding one sequence at a time, else several (one sequence each).
-        if max_prefixes is None:
-            max_prefixes = 1 if self.n_parallel == 1 else 8
-        self.max_prefixes = max(1, int(max_prefixes)) if self.prefix_cache else 1
-        self.n_batch = max(32, int(n_batch))
+        # Slots, resident prefixes, batch size, GPU layers, flash attention: decided in one
+        # place (`choices.decide`), which the cache key reads too (`numerics`).
+        self.choices = decide(
+            self.model_path,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=flash_attn,
+            swa_full=swa_full,
+            n_parallel=n_parallel,
+            n_batch=n_batch,
+            prefix_cache=prefix_cache,
+            max_prefixes=max_prefixes,
+        )
+        c = self.choices
+        self.n_parallel, self.swa_full, self.prefix_cache = c.n_parallel, swa_full, c.prefix_cache
+        self.max_prefixes, self.n_batch = c.max_prefixes, c.n_batch
         self.n_threads = n_threads or default_threads()
-        gpu_layers = rt.resolve_gpu_layers(n_gpu_layers)
-        if flash_attn == "auto" and gpu_layers == 0:
-            # llama.cpp's CPU flash-attention kernel is not invariant to how a prompt is
-            # split into batches; without it a cached prefix gives bit-identical logits.
-            flash_attn = False
+        gpu_layers, flash_attn = c.gpu_layers, c.flash_attn
         # The caller's guard (registry.load_guard.check_load for every backend) refuses what
         # would swap the machine to death and probes an untrusted file in a child process.
         if load_check is not None:
@@ -264,6 +269,11 @@ class Engine:
         """The tokens the most recently used resident prefix holds."""
         live = [r for r in self.prefixes.residents if r.tokens]
         return max(live, key=lambda r: r.last_used).tokens if live else []
+
+    def numerics(self, n_parallel: int | None = None) -> dict[str, Any]:
+        """This engine's numerics class for the cache key, from what it loaded with
+        (`EngineChoices.numerics`), for `n_parallel` sequences at once (default: all)."""
+        return self.choices.numerics(n_parallel)
 
     @property
     def description(self) -> dict[str, Any]:

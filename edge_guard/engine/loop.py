@@ -59,6 +59,8 @@ class EngineLoop(Stepper):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._reap = False  # a cancel arrived: look for cancelled requests
+        self._open: set[Handle] = set()  # submitted, maybe not complete (`has_requests`)
+        self._prune_at = 64
         # Owned by the loop thread (under engine.lock):
         self._queue = WaitingJobs()
         self.slots: dict[int, Slot] = {}
@@ -92,6 +94,10 @@ class EngineLoop(Stepper):
                     ModelResponse.failed("the engine is closed", request.prompt_ids, eng.model_path)
                 )
                 return handle
+            if len(self._open) > self._prune_at:
+                self._open = {h for h in self._open if not h.done()}
+                self._prune_at = max(64, 2 * len(self._open))
+            self._open.add(handle)
             self._incoming.append(handle)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -123,6 +129,13 @@ class EngineLoop(Stepper):
     def busy(self) -> bool:
         with self._cv:
             return self._thread is not None
+
+    @property
+    def has_requests(self) -> bool:
+        """Whether a request is waiting or running (`busy` may outlive the last one)."""
+        with self._cv:
+            self._open = {h for h in self._open if not h.done()}
+            return bool(self._open)
 
     def _problem(self, h: Handle) -> str | None:
         eng = self.engine
@@ -239,7 +252,7 @@ class EngineLoop(Stepper):
         """End `h` with `error` wherever it is: running, waiting or between the two."""
         slot = self.slots.get(h.seq_id) if h.seq_id is not None else None
         if slot is not None and slot.handle is h:
-            self._release(h.seq_id, error)  # type: ignore[arg-type]
+            self._release(h.seq_id, error)
             return
         self._queue.remove(h)
         h.complete(ModelResponse.failed(error, h.request.prompt_ids, self.engine.model_path))

@@ -50,18 +50,27 @@ def check_load(plan: LoadPlan) -> None:
             n_gpu_layers=plan.n_gpu_layers,
             swa_full=plan.swa_full,
             n_ubatch=plan.n_batch,
+            ram_held=plan.ram_held,
         )
     ensure_loadable(plan.path)
 
 
 # -- memory ----------------------------------------------------------------------------------
 def check_memory(
-    path: str, *, n_ctx: int, n_gpu_layers: int, swa_full: bool, n_ubatch: int = 512
+    path: str,
+    *,
+    n_ctx: int,
+    n_gpu_layers: int,
+    swa_full: bool,
+    n_ubatch: int = 512,
+    ram_held: int = 0,
 ) -> dict[str, Any]:
     """`check_fit` for the settings the engine will really use; raises `DoesNotFit`.
 
     Without a VRAM figure (no `nvidia-smi`: Apple unified memory, other GPUs) everything
     is counted against RAM, which is right for unified memory and cautious elsewhere.
+    `ram_held`: RAM the free figure still counts but other engines of this process use
+    (their mapped weights), taken off it.
     """
     from edge_guard.registry import fit
     from edge_guard.registry.errors import DoesNotFit
@@ -69,14 +78,26 @@ def check_memory(
     gpus = fit.gpu_info() if n_gpu_layers != 0 else None
     layers = n_gpu_layers if gpus else 0
     vram = sum(g["free"] for g in gpus) if gpus else 0
+    ram: int | None = None
+    if ram_held:
+        free = fit.ram_info()["available"]
+        ram = None if free is None else max(0, free - ram_held)
     report = fit.fit_report(
-        path, n_ctx, n_gpu_layers=layers, swa_full=swa_full, n_ubatch=n_ubatch, vram_bytes=vram
+        path,
+        n_ctx,
+        n_gpu_layers=layers,
+        swa_full=swa_full,
+        n_ubatch=n_ubatch,
+        ram_bytes=ram,
+        vram_bytes=vram,
     )
     if report["fits"]:
         return report
     hint = "use a smaller --ctx"
     if layers != 0:
-        best = fit.fit_report(path, n_ctx, swa_full=swa_full, n_ubatch=n_ubatch, vram_bytes=vram)
+        best = fit.fit_report(
+            path, n_ctx, swa_full=swa_full, n_ubatch=n_ubatch, ram_bytes=ram, vram_bytes=vram
+        )
         if best["fits"]:
             hint = f"use --gpu-layers {best['n_gpu_layers']}"
     raise DoesNotFit(
