@@ -79,7 +79,7 @@ class WarmClassifier:
     """A local `Classifier` (every attribute is its) whose calls compute on a service."""
 
     def __init__(
-        self, local: Any, settings: Any, spec: registry.ServiceSpec, keep_alive: float
+        self, local: Classifier, settings: Any, spec: registry.ServiceSpec, keep_alive: float
     ) -> None:
         self.local = local
         self.settings = settings
@@ -106,7 +106,7 @@ class WarmClassifier:
     def alone(self) -> Any:
         return self if len(self.calls) == 1 else self._view(self.local.alone())
 
-    def _view(self, local: Any) -> WarmClassifier:
+    def _view(self, local: Classifier) -> WarmClassifier:
         view = WarmClassifier(local, self.settings, self.spec, self.keep_alive)
         view.off = self.off
         if self.cancel is not None:
@@ -231,7 +231,7 @@ class WarmClassifier:
         self,
         texts: Sequence[Any],
         pairs: Sequence[tuple[int, int]],
-        lanes: Sequence[Any],
+        lanes: Sequence[Classifier],
         call: calls.ServiceCall,
         samplings: Sequence[Any] | None,
         on_event: Any,
@@ -293,7 +293,7 @@ class WarmClassifier:
 
         return bool(texts) and all(isinstance(t, str | Conversation) for t in texts)
 
-    def _reader(self, local: Any) -> Any:
+    def _reader(self, local: Classifier) -> Classifier:
         """`local` reading the store whatever its cache policy (the service computed, and
         with --no-cache overwrote, each label), every policy of it."""
         reader = copy.copy(local)
