@@ -1,6 +1,8 @@
 """The classify path: one policy (or several) and texts in, `ClassificationResult`s out.
 
 - `classifier`: `Classifier`, the one object every door (API, CLI, TUI, service, runs) uses.
+- `lane`: `Lane`, what the steps below, the runs and the service use of a classifier (a
+  typed protocol `Classifier` implements), and `RunItem`.
 - `request`: a (text, policy) item turned into the engine's `GenerationRequest` (prompt ids,
   sampling, truncation), and why an item cannot be sent.
 - `truncation`: text checks and fitting an item into the context, context messages first.
