@@ -6,6 +6,14 @@ in a folder named after the builder's version (the sources that decide a model's
 the gguf/numpy versions): a change to the writer builds new files, never reuses stale ones.
 A file lock makes parallel workers (pytest-xdist) build each model once; a checksum beside
 each file catches a test that damaged a shared model (it is rebuilt).
+
+Python is compiled once, not in every process: where PYTHONDONTWRITEBYTECODE forbids .pyc
+files beside the sources, the run keeps them (pytest's assert-rewritten test modules, and
+edge_guard's modules in each worker and each child process) in a cache folder of its own,
+`$EDGE_GUARD_TEST_PYCACHE` (else ~/.cache/edge_guard/test-pycache; `off`: no bytecode
+written, as PYTHONDONTWRITEBYTECODE asks). Without it every
+xdist worker rewrote all test modules (about 6 s of CPU each) and every `edge-guard`
+child compiled edge_guard again.
 """
 
 from __future__ import annotations
@@ -22,9 +30,48 @@ import pytest
 from edge_guard.registry.synth import write_synthetic_model
 
 MODELS_ENV = "EDGE_GUARD_TEST_MODELS"
+PYCACHE_ENV = "EDGE_GUARD_TEST_PYCACHE"
 # Variables a test run keeps from the caller's shell; every other EDGE_GUARD_* is removed
 # for each test (a developer's config must not change what the tests see).
-KEPT_ENV = ("EDGE_GUARD_THREADS", MODELS_ENV)
+KEPT_ENV = ("EDGE_GUARD_THREADS", MODELS_ENV, PYCACHE_ENV)
+_BYTECODE: dict[str, object] = {}  # what pytest_configure changed, restored at the end
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Bytecode in a cache folder when PYTHONDONTWRITEBYTECODE forbids it beside the sources
+    (see the module docstring); this process (before the test modules are imported) and its
+    children (xdist workers, `edge-guard` subprocesses) alike."""
+    import sys
+
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or _BYTECODE:
+        return
+    if os.environ.get(PYCACHE_ENV) == "off":
+        return
+    folder = os.environ.get(PYCACHE_ENV) or str(
+        Path.home() / ".cache" / "edge_guard" / "test-pycache"
+    )
+    _BYTECODE.update(
+        environ={k: os.environ.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")},
+        prefix=sys.pycache_prefix,
+        dont_write=sys.dont_write_bytecode,
+    )
+    sys.pycache_prefix, sys.dont_write_bytecode = folder, False
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+
+    if not _BYTECODE:
+        return
+    for name, value in _BYTECODE.pop("environ").items():  # type: ignore[attr-defined]
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    sys.pycache_prefix = _BYTECODE.pop("prefix")  # type: ignore[assignment]
+    sys.dont_write_bytecode = bool(_BYTECODE.pop("dont_write"))
 
 
 def builder_version() -> str:

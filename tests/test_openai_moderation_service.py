@@ -15,7 +15,6 @@ import openai
 import pytest
 from service_helpers import ServiceProcess, serve_in_process
 
-from edge_guard.bench.moderation import synth_path
 from edge_guard.service.openai_shape import OPENAI_CATEGORIES
 
 ALIASES = [
@@ -29,20 +28,10 @@ EXTRAS = {"undetermined", "verdicts", "cached"}
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """tiny-o200k with room for the 13 policies' prompt (its own 8192 positions are tight)."""
-    import os
-
-    home = tmp_path_factory.mktemp("om_models")
-    old = os.environ.get("EDGE_GUARD_HOME")
-    os.environ["EDGE_GUARD_HOME"] = str(home)
-    try:
-        return synth_path("tiny-o200k", 32768)
-    finally:
-        if old is None:
-            os.environ.pop("EDGE_GUARD_HOME", None)
-        else:
-            os.environ["EDGE_GUARD_HOME"] = old
+def model(synth_model: Any) -> str:
+    """tiny-o200k with room for the 13 policies' prompt (its own 8192 positions are tight),
+    from the test model cache (built once, not per run)."""
+    return str(synth_model("tiny-o200k", context_length=32768))
 
 
 @pytest.fixture(scope="module")
