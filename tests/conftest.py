@@ -74,6 +74,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.dont_write_bytecode = bool(_BYTECODE.pop("dont_write"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Scheduling under xdist (`--dist loadgroup`): the tests of a file that share a module-
+    or class-scoped fixture (a live server, a loaded engine) form one group that one worker
+    runs, the fixture built once; every other test is scheduled on its own, so no worker is
+    left with a long file while the other one idles."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else []
+        if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def builder_version() -> str:
     """A hash of what decides a synthetic model's bytes."""
     from edge_guard.harmony import vocab

@@ -3,10 +3,9 @@ ToxicChat reference figures; `edge-guard report`; the toxic_chat.py script end t
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +25,30 @@ REPO = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>alert(0)</script> & <b>bold</b> | pipe"
 
 
-@pytest.fixture
-def two_runs(tmp_path: Path, tiny_model: Path) -> tuple[Store, list[str]]:
-    """Two steered runs (two policies) on a dataset whose misclassified rows hold hostile HTML."""
-    rows = labelled_rows(21, hostile_every=10)
-    assert rows[0]["text"] == HOSTILE and rows[0]["want"] != str(rows[0]["label"])
-    data = write_jsonl(tmp_path / "toxic-chat-sample.jsonl", rows)
-    steer = steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows))
-    clf = make_classifier(tiny_model)
-    names = [run_dataset(data, clf, name="run <one>", steer=steer).name]
+@pytest.fixture(scope="module")
+def two_runs(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[tuple[Store, list[str]]]:
+    """Two steered runs (two policies) on a dataset whose misclassified rows hold hostile HTML,
+    made once for the module's tests (they only read them), in a data dir of their own."""
+    from edge_guard.backends.local import release_engine
     from edge_guard.classification.classifier import Classifier
     from tests.runs_helpers import SHORT
 
-    clf2 = Classifier("toxic_chat", tiny_model, sampling=SHORT, store=clf.store)
-    names.append(run_dataset(data, clf2, steer=steer).name)
-    return clf.store, names
+    tmp = tmp_path_factory.mktemp("two_runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGE_GUARD_HOME", str(tmp / "home"))
+        rows = labelled_rows(21, hostile_every=10)
+        assert rows[0]["text"] == HOSTILE and rows[0]["want"] != str(rows[0]["label"])
+        data = write_jsonl(tmp / "toxic-chat-sample.jsonl", rows)
+        steer = steer_by_want(Vocab.from_gguf(tiny_model), wants_of(rows))
+        clf = make_classifier(tiny_model)  # the store of that data dir
+        names = [run_dataset(data, clf, name="run <one>", steer=steer).name]
+        clf2 = Classifier("toxic_chat", tiny_model, sampling=SHORT, store=clf.store)
+        names.append(run_dataset(data, clf2, steer=steer).name)
+        release_engine()
+    yield clf.store, names
+    clf.store.close()
 
 
 def test_html_report_has_tables_plots_and_escaped_texts(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
@@ -87,8 +95,9 @@ def test_report_reference_can_be_turned_off_and_bad_inputs(tmp_path: Path, two_r
         write_report(["missing"], tmp_path / "r.html", store=store)
 
 
-def test_report_command(tmp_path: Path, two_runs) -> None:  # type: ignore[no-untyped-def]
-    _store, names = two_runs
+def test_report_command(tmp_path: Path, two_runs, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    store, names = two_runs
+    monkeypatch.setenv("EDGE_GUARD_HOME", str(Path(store.path).parent))  # its default store
     out = tmp_path / "cli.html"
     res = CliRunner().invoke(
         main, ["report", *names, "--out", str(out), "--resamples", "50", "--reference", "none"]
@@ -99,12 +108,32 @@ def test_report_command(tmp_path: Path, two_runs) -> None:  # type: ignore[no-un
     assert "<svg" in html and "Reference figures" not in html
 
 
-def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_model: Path) -> None:
+def _script(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`python scripts/toxic_chat.py ARGS` run in this process (as `__main__`, argv and all):
+    its exit status and what it wrote to stderr."""
+    import runpy
+
+    from edge_guard.backends.local import release_engine
+
+    capfd.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", args)
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(args[0], run_name="__main__")
+    release_engine()
+    return int(exit_.value.code or 0), capfd.readouterr().err
+
+
+def test_toxic_chat_script_runs_offline_end_to_end(
+    tmp_path: Path,
+    tiny_o200k_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     data = write_jsonl(tmp_path / "local.jsonl", labelled_rows(8, hostile_every=4))
     out = tmp_path / "tc.html"
-    env = {**os.environ, "EDGE_GUARD_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    monkeypatch.setenv("EDGE_GUARD_HOME", str(tmp_path / "home"))
     args = [
-        sys.executable,
         str(REPO / "scripts" / "toxic_chat.py"),
         "--models",
         str(tiny_o200k_model),
@@ -117,8 +146,8 @@ def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_mo
         "--out",
         str(out),
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    returncode, stderr = _script(args, capfd)
+    assert returncode == 0, stderr
     html = out.read_text()
     assert "toxic_simple" in html and "toxic_chat" in html  # both shipped policies
     assert "Reference figures (ToxicChat)" in html and "<svg" in html
@@ -128,12 +157,12 @@ def test_toxic_chat_script_runs_offline_end_to_end(tmp_path: Path, tiny_o200k_mo
     assert sorted((r["n_items"], r["status"]) for r in runs) == [(4, "done"), (4, "done")]
     # the first run printed each run's progress, ending at 4/4
     model = str(tiny_o200k_model)
-    assert [ln for ln in proc.stderr.splitlines() if not ln.startswith("  ")] == [
+    assert [ln for ln in stderr.splitlines() if not ln.startswith("  ")] == [
         f"{model} × toxic_simple",
         f"{model} × toxic_chat",
     ]
-    assert sum(ln.startswith("  4/4 · ") for ln in proc.stderr.splitlines()) == 2
+    assert sum(ln.startswith("  4/4 · ") for ln in stderr.splitlines()) == 2
     # rerunning resumes: nothing new to classify, so no progress lines at all
-    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert again.stderr.splitlines() == [f"{model} × toxic_simple", f"{model} × toxic_chat"]
+    returncode, stderr = _script(args, capfd)
+    assert returncode == 0, stderr
+    assert stderr.splitlines() == [f"{model} × toxic_simple", f"{model} × toxic_chat"]
