@@ -121,13 +121,11 @@ def _engine_loaded_here() -> bool:
 
 
 # -- starting, reusing -------------------------------------------------------------------
-def test_a_command_starts_a_service_and_the_next_reuses_it(
-    warm: Path, tiny_o200k_model: Path
-) -> None:
-    first = _classify(tiny_o200k_model, "you are all idiots")
+def test_a_command_starts_a_service_and_the_next_reuses_it(warm: Path, tiny_model: Path) -> None:
+    first = _classify(tiny_model, "you are all idiots")
     service = _only_service()
     assert route.stats["remote_calls"] == 1 and not _engine_loaded_here()
-    second = _classify(tiny_o200k_model, "have a nice day")
+    second = _classify(tiny_model, "have a nice day")
     again = _only_service()
     assert again["pid"] == service["pid"]  # the same process: the model loaded once, there
     assert route.stats["remote_calls"] == 2 and route.stats["local_misses"] == 0
@@ -140,17 +138,17 @@ def test_a_command_starts_a_service_and_the_next_reuses_it(
     ps = json.loads(_cli("ps", "--json").stdout)
     assert [r["pid"] for r in ps] == [service["pid"]]
     assert ps[0]["settings"]["ctx"] == 16384 and ps[0]["rss_bytes"] > 0
-    assert ps[0]["idle_s"] >= 0 and ps[0]["model_path"] == str(tiny_o200k_model.resolve())
+    assert ps[0]["idle_s"] >= 0 and ps[0]["model_path"] == str(tiny_model.resolve())
 
 
 def test_warm_results_are_the_in_process_ones(
-    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+    warm: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same key, same stored row, same printed JSON as a command with no warm engine."""
     text = "you are all idiots and I hate you"
-    hot = _classify(tiny_o200k_model, text, "--db", str(warm / "hot.db"))
+    hot = _classify(tiny_model, text, "--db", str(warm / "hot.db"))
     assert route.stats["remote_calls"] == 1
-    cold = _classify(tiny_o200k_model, text, "--db", str(warm / "cold.db"), "--keep-alive", "0")
+    cold = _classify(tiny_model, text, "--db", str(warm / "cold.db"), "--keep-alive", "0")
     assert route.stats["remote_calls"] == 1 and route.stats["local_calls"] == 0
     assert _engine_loaded_here()  # the --keep-alive 0 call loaded the model here
     for noisy in ("model_response", "cached", "timings"):  # timings differ, the rest must not
@@ -166,40 +164,40 @@ def test_warm_results_are_the_in_process_ones(
 
 
 def test_keep_alive_0_never_starts_one(
-    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+    warm: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[Any] = []
     monkeypatch.setattr(spawn, "_start", lambda *a: started.append(a))
-    _classify(tiny_o200k_model, "one", "--keep-alive", "0")
+    _classify(tiny_model, "one", "--keep-alive", "0")
     monkeypatch.setenv("EDGE_GUARD_KEEP_ALIVE", "0")
-    _classify(tiny_o200k_model, "two")
+    _classify(tiny_model, "two")
     monkeypatch.delenv("EDGE_GUARD_KEEP_ALIVE")  # the default under pytest is 0 too
-    _classify(tiny_o200k_model, "three")
+    _classify(tiny_model, "three")
     assert started == [] and route.stats["remote_calls"] == 0
     assert not registry.warm_dir().exists() or not list(registry.warm_dir().glob("*.json"))
 
 
-def test_a_bad_keep_alive_is_one_line(warm: Path, tiny_o200k_model: Path) -> None:
+def test_a_bad_keep_alive_is_one_line(warm: Path, tiny_model: Path) -> None:
     result = CliRunner().invoke(
         main,
-        ["classify", "--model", str(tiny_o200k_model), "-p", POLICY, "--keep-alive", "-5", "x"],
+        ["classify", "--model", str(tiny_model), "-p", POLICY, "--keep-alive", "-5", "x"],
     )
     assert result.exit_code == 2
     assert "--keep-alive '-5': must be seconds >= 0 or a duration" in result.output
 
 
 # -- settings ----------------------------------------------------------------------------
-def test_other_settings_never_use_the_running_service(warm: Path, tiny_o200k_model: Path) -> None:
-    _classify(tiny_o200k_model, "first", "--ctx", "4096")
+def test_other_settings_never_use_the_running_service(warm: Path, tiny_model: Path) -> None:
+    _classify(tiny_model, "first", "--ctx", "4096")
     a = _only_service()
     assert a["spec"]["ctx"] == 4096
-    _classify(tiny_o200k_model, "second", "--ctx", "2048")
+    _classify(tiny_model, "second", "--ctx", "2048")
     b = _only_service()  # a second service; the idle first one (same file) was stopped
     assert (
         b["spec"]["ctx"] == 2048 and b["pid"] != a["pid"] and b["spec"]["key"] != a["spec"]["key"]
     )
     assert not spawn.alive(a["pid"])
-    _classify(tiny_o200k_model, "third", "--ctx", "2048", "--db", str(warm / "other.db"))
+    _classify(tiny_model, "third", "--ctx", "2048", "--db", str(warm / "other.db"))
     c = _only_service()
     assert c["spec"]["db"] == str((warm / "other.db").resolve()) and c["pid"] != b["pid"]
     rows = Store(warm / "other.db").query("SELECT text FROM results")
@@ -207,14 +205,14 @@ def test_other_settings_never_use_the_running_service(warm: Path, tiny_o200k_mod
     assert route.stats["remote_calls"] == 3 and route.stats["local_misses"] == 0
 
 
-def test_a_replaced_model_file_gets_a_new_service(warm: Path, tiny_o200k_model: Path) -> None:
+def test_a_replaced_model_file_gets_a_new_service(warm: Path, tiny_model: Path) -> None:
     model = warm / "m.gguf"
     warm.mkdir(parents=True, exist_ok=True)
-    model.write_bytes(tiny_o200k_model.read_bytes())
+    model.write_bytes(tiny_model.read_bytes())
     _classify(model, "first")
     a = _only_service()
     other = warm / "m2.gguf"
-    other.write_bytes(tiny_o200k_model.read_bytes())
+    other.write_bytes(tiny_model.read_bytes())
     os.replace(other, model)  # same path, another file
     _classify(model, "second")
     b = _only_service()
@@ -222,8 +220,8 @@ def test_a_replaced_model_file_gets_a_new_service(warm: Path, tiny_o200k_model: 
 
 
 # -- life cycle --------------------------------------------------------------------------
-def test_the_service_exits_when_idle(warm: Path, tiny_o200k_model: Path) -> None:
-    _classify(tiny_o200k_model, "idle soon", "--keep-alive", "1")
+def test_the_service_exits_when_idle(warm: Path, tiny_model: Path) -> None:
+    _classify(tiny_model, "idle soon", "--keep-alive", "1")
     service = _only_service()
     proc = spawn._children[service["pid"]]
     assert proc.wait(120) == 0  # nobody signalled it: it left by itself
@@ -232,24 +230,22 @@ def test_the_service_exits_when_idle(warm: Path, tiny_o200k_model: Path) -> None
     assert "idle for" in Path(service["log"]).read_text()
 
 
-def test_a_killed_service_is_restarted_and_nothing_is_lost(
-    warm: Path, tiny_o200k_model: Path
-) -> None:
-    first = _classify(tiny_o200k_model, "stored before the kill")
+def test_a_killed_service_is_restarted_and_nothing_is_lost(warm: Path, tiny_model: Path) -> None:
+    first = _classify(tiny_model, "stored before the kill")
     service = _only_service()
     os.kill(service["pid"], signal.SIGKILL)
     spawn._children[service["pid"]].wait(60)
-    again = _classify(tiny_o200k_model, "stored before the kill")
+    again = _classify(tiny_model, "stored before the kill")
     assert again["cached"] is True and again["key"] == first["key"]  # read from the store
     assert route.stats["remote_calls"] == 1  # a stored label needs (and starts) no service
-    new = _classify(tiny_o200k_model, "after the kill")
+    new = _classify(tiny_model, "after the kill")
     restarted = _only_service()
     assert restarted["pid"] != service["pid"]
     assert new["cached"] is False and route.stats["local_misses"] == 0
 
 
 def test_a_service_killed_during_a_call_is_restarted_in_it(
-    warm: Path, tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch
+    warm: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edge_guard.api import classify
 
@@ -267,7 +263,7 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(
 
     monkeypatch.setattr(calls.ServiceCall, "results", stream_then_kill)
     texts = ["one", "two", "three", "four"]
-    results = classify(texts, POLICY, model=str(tiny_o200k_model), reasoning="none", keep_alive=60)
+    results = classify(texts, POLICY, model=str(tiny_model), reasoning="none", keep_alive=60)
     assert [r.text for r in results] == texts
     assert all(r.verdict in ("violation", "no_violation") for r in results)
     assert route.stats["restarts"] == 1 and route.stats["local_misses"] == 0
@@ -276,8 +272,8 @@ def test_a_service_killed_during_a_call_is_restarted_in_it(
     assert sorted(r["text"] for r in stored) == sorted(texts)
 
 
-def test_stop_ends_every_service(warm: Path, tiny_o200k_model: Path) -> None:
-    _classify(tiny_o200k_model, "x")
+def test_stop_ends_every_service(warm: Path, tiny_model: Path) -> None:
+    _classify(tiny_model, "x")
     service = _only_service()
     out = _cli("stop")
     assert f"stopped {service['spec']['key']}" in out.stdout
@@ -336,8 +332,8 @@ def open_home(warm: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
-def test_another_users_process_is_refused(open_home: Path, tiny_o200k_model: Path) -> None:
-    _classify(tiny_o200k_model, "x")
+def test_another_users_process_is_refused(open_home: Path, tiny_model: Path) -> None:
+    _classify(tiny_model, "x")
     service = _only_service()
     assert Path(service["socket"]).parent == open_home / "warm"
     sock = service["socket"]
@@ -380,14 +376,14 @@ def test_the_warm_dir_is_private(warm: Path) -> None:
     assert stat.S_IMODE(os.stat(warm / "warm").st_mode) == 0o700
 
 
-def test_two_commands_at_once_start_one_service(warm: Path, tiny_o200k_model: Path) -> None:
+def test_two_commands_at_once_start_one_service(warm: Path, tiny_model: Path) -> None:
     """The start runs under a lock on <key>.lock: the second command waits, then finds it."""
     import threading
 
     from edge_guard.settings.resolve import resolve_settings
 
-    settings = resolve_settings({"model": str(tiny_o200k_model)})
-    spec = registry.spec_for(settings, str(tiny_o200k_model), str(tiny_o200k_model))
+    settings = resolve_settings({"model": str(tiny_model)})
+    spec = registry.spec_for(settings, str(tiny_model), str(tiny_model))
     go = threading.Barrier(2)
     got: list[dict[str, Any]] = []
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 
 
-def test_sigterm_closes_the_store_and_the_socket(tmp_path: Path, tiny_o200k_model: Path) -> None:
+def test_sigterm_closes_the_store_and_the_socket(tmp_path: Path, tiny_model: Path) -> None:
     folder = tmp_path / "sock"
     folder.mkdir(mode=0o700)
     sock, db = folder / "s.sock", tmp_path / "s.db"
     argv = [sys.executable, "-m", "edge_guard", "serve", "--uds", str(sock), "--db", str(db)]
-    argv += ["--model", str(tiny_o200k_model), "--ctx", "2048", "--log-level", "warning"]
+    argv += ["--model", str(tiny_model), "--ctx", "2048", "--log-level", "warning"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         assert proc.stderr is not None

@@ -153,7 +153,7 @@ toxic_chat = 0.4
 
 def test_a_set_on_the_warm_engine_gives_the_in_process_rows(
     warm: Path,  # noqa: F811  (the fixture imported above)
-    tiny_o200k_model: Path,
+    tiny_model: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The TUI's set job, `classify`, `run` and `policies test` over a set: computed on
@@ -165,7 +165,7 @@ def test_a_set_on_the_warm_engine_gives_the_in_process_rows(
     (sets / "pair.toml").write_text(SET)
     data = warm / "texts.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("a b", "c d", "e f")))
-    model = str(tiny_o200k_model)
+    model = str(tiny_model)
 
     def everything(db: str, *extra: str) -> dict[str, Any]:
         access, screen = _tui(resolve_settings(door="tui"), Path(db))
