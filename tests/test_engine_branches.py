@@ -3,7 +3,9 @@ if it alone followed the prompt. The prompt's end and every branch go in ONE dec
 branches in borrowed sequences sharing the prompt's KV cells, common leading tokens once);
 without free sequences they go one at a time in the request's own sequence. Either way
 each branch's log-probs are those of prompt + branch scored alone, bit for bit, and other
-callers' requests running meanwhile get what they get alone.
+callers' requests running meanwhile get what they get alone (the tests fix which requests
+share each step: llama.cpp rounds by where a batch puts its KV cells, and a random-weight
+model turns a rounding into another answer).
 
 On the o200k synthetic model: its output matrix is quantized (Q8_0, like every real gpt-oss
 GGUF), so llama.cpp computes a logits row alike however many rows a batch asks for; the
@@ -12,17 +14,22 @@ several, which rounds differently (~1e-8) when branches share a batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_helpers import DEADLINE_S, alone, wait, wait_idle
 
+from edge_guard.engine import llama_runtime as rt
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.engine.step import branch_trie
+from edge_guard.errors import EdgeGuardError
 from edge_guard.harmony.render import PromptConfig
+from edge_guard.response import ModelResponse
 
 POLICY = "Flag anything about the weather. " * 6
 # shared leading tokens, a duplicate, one a prefix of another, a single token
@@ -115,56 +122,109 @@ def test_short_of_sequences_branches_go_in_waves(
         wait_idle(eng)
 
 
-def test_another_callers_requests_running_meanwhile_are_unaffected(tiny_o200k_model: Path) -> None:
+class Held:
+    """A generation whose first token holds the engine loop (its logits processor runs on
+    the loop thread) until `run` has queued the other requests at once: every run admits
+    and decodes the same requests in the same steps, whatever the timing."""
+
+    def __init__(self, eng: Engine, max_tokens: int = 24) -> None:
+        p = eng.renderer.render("Another policy: flag spam.", "buy now", PromptConfig())
+        self.started, self.go = threading.Event(), threading.Event()
+        self.request = GenerationRequest(
+            p.token_ids,
+            SamplingConfig(max_tokens=max_tokens),
+            prefix_len=p.prefix_len,
+            min_tokens=max_tokens,
+            logits_processor=self._hold,
+        )
+
+    def plain(self) -> GenerationRequest:
+        """The same generation without the hold (to compute it alone)."""
+        return dataclasses.replace(self.request, logits_processor=None)
+
+    def _hold(self, _ids: Any, _logits: Any) -> None:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.go.wait(DEADLINE_S)
+
+    def run(self, eng: Engine, others: list[GenerationRequest]) -> list[ModelResponse]:
+        h = eng.submit(self.request)
+        assert self.started.wait(DEADLINE_S)
+        with eng.loop._cv:  # queued at once: the loop takes them in one pass
+            handles = [eng.submit(r) for r in others]
+        self.go.set()
+        return [wait(h), *(wait(x) for x in handles)]
+
+
+def score_request(eng: Engine) -> GenerationRequest:
+    enc = eng.vocab.encoder.encode
+    q = eng.renderer.render("Third policy: flag insults.", "you fool", PromptConfig())
+    return GenerationRequest(
+        q.token_ids, score_only=True, score_token_ids=[enc("0")[0], enc("1")[0]]
+    )
+
+
+def test_other_callers_requests_running_meanwhile_are_unaffected(tiny_o200k_model: Path) -> None:
     with Engine(
         tiny_o200k_model, n_ctx=4096, n_parallel=4, n_threads=1, prefix_snapshots=False
     ) as eng:
-        enc = eng.vocab.encoder.encode
-        p = eng.renderer.render("Another policy: flag spam.", "buy now", PromptConfig())
-        gen = GenerationRequest(
-            p.token_ids, SamplingConfig(max_tokens=24), prefix_len=p.prefix_len, min_tokens=24
-        )
-        q = eng.renderer.render("Third policy: flag insults.", "you fool", PromptConfig())
-        score = GenerationRequest(
-            q.token_ids, score_only=True, score_token_ids=[enc("0")[0], enc("1")[0]]
-        )
-        br = branched(eng, "sunny with clouds")
+        br, score = branched(eng, "sunny with clouds"), score_request(eng)
         want_br = each_alone(eng, br)
-        want_gen, want_score = alone(eng, gen), alone(eng, score)
+        held = Held(eng)
+        want_gen, want_score = alone(eng, held.plain()), alone(eng, score)
         eng.reset_state()
         eng.stats["max_active"] = 0
-        # The generation is admitted first and runs 24 steps; the branched request and the
-        # score arrive while it runs (the loop waits for the lock the test holds).
-        with eng.lock:
-            h_gen = eng.submit(gen)
-            h_br = eng.submit(br)
-            h_score = eng.submit(score)
-        got_gen, got_br, got_score = wait(h_gen), wait(h_br), wait(h_score)
-        assert eng.stats["max_active"] == 3  # all three were decoded together
+        # the generation runs; the score and the branched request join it (its branches
+        # in the two sequences left free, the rest in later waves)
+        got_gen, got_br, got_score = held.run(eng, [br, score])
+        assert eng.stats["max_active"] == 3  # all three decoded together
         assert got_gen.error is None and got_gen.output_token_ids == want_gen.output_token_ids
         assert got_score.final_token_logprobs == want_score.final_token_logprobs
-        assert got_br.branch_logprobs == want_br
+        assert got_br.error is None and got_br.branch_logprobs == want_br
         wait_idle(eng)
 
 
-def test_callers_on_many_threads_each_get_their_own_branches(engine: Engine) -> None:
-    reqs = [branched(engine, t, CUES[k:] + CUES[:k]) for k, t in enumerate(["a", "bb", "ccc"])]
-    want = [each_alone(engine, r) for r in reqs]
-    got: dict[int, list[dict[int, float]] | None] = {}
-    start = threading.Barrier(len(reqs))
+def _shared_tokens(batch: Any) -> bool:
+    raw = batch.raw
+    return any(raw.n_seq_id[i] > 1 for i in range(batch.n))
 
-    def worker(i: int) -> None:
-        start.wait()
-        got[i] = engine.generate(reqs[i], timeout=DEADLINE_S).branch_logprobs
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(DEADLINE_S)
-        assert not t.is_alive()
-    assert [got[i] for i in range(len(reqs))] == want
-    wait_idle(engine)
+@pytest.mark.parametrize("times", [1, 99])
+def test_a_failed_decode_of_a_wave_is_undone(
+    tiny_o200k_model: Path, monkeypatch: pytest.MonkeyPatch, times: int
+) -> None:
+    """A decode holding a wave fails: once, the step is undone and each request retried
+    alone; always, the branched request fails alone. The borrowed sequences come back
+    either way, the other caller's request completes, the engine answers afterwards."""
+    with Engine(
+        tiny_o200k_model, n_ctx=4096, n_parallel=4, n_threads=1, prefix_snapshots=False
+    ) as eng:
+        br = branched(eng, "storm warning")
+        want_br = each_alone(eng, br)
+        real, left = rt.decode, [times]
+
+        def decode(ctx: Any, batch: Any) -> None:
+            if left[0] > 0 and _shared_tokens(batch):
+                left[0] -= 1
+                raise EdgeGuardError("injected")
+            real(ctx, batch)
+
+        monkeypatch.setattr(rt, "decode", decode)
+        got_gen, got_br = Held(eng, max_tokens=8).run(eng, [br])
+        # the step with the wave failed; then the branched request alone: ok, or failed again
+        assert left[0] == (0 if times == 1 else times - 2)
+        assert got_gen.error is None and len(got_gen.output_token_ids) == 8
+        if times == 1:
+            lps = got_br.branch_logprobs
+            assert got_br.error is None and lps is not None
+            assert [sorted(x) for x in lps] == [sorted(br.score_token_ids)] * len(CUES)
+        else:
+            assert got_br.error == "injected" and got_br.branch_logprobs is None
+        wait_idle(eng)
+        monkeypatch.undo()
+        eng.reset_state()
+        assert alone(eng, br).branch_logprobs == want_br  # nothing of it left behind
+        wait_idle(eng)
 
 
 def test_bad_branches_fail_at_submit(engine: Engine) -> None:

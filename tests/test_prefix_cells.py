@@ -2,13 +2,17 @@
 as a copy of another's leading part holds those very cells (llama.cpp copies the sequence
 id, not the cell). Counted twice, a caller whose prefix shares a long start with a running
 one waits for nothing; counted short, a third caller is let in and the cache overflows.
-Two callers at once, then a third, on a context sized to the exact count."""
+Two callers at once, then a third, on a context sized to the exact count (the first
+caller holds the loop until the others are queued: the same steps every run)."""
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from pathlib import Path
+from typing import Any
 
-from engine_helpers import alone, wait, wait_idle
+from engine_helpers import DEADLINE_S, alone, wait, wait_idle
 
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
@@ -61,6 +65,13 @@ def test_two_callers_sharing_a_start_run_together_and_a_third_waits(
         ids_a, la = render(eng, POLICY_A, "a long generation")
         ids_b, lb = render(eng, POLICY_B, "scored")
         ids_c, lc = render(eng, POLICY_C, "scored too")
+        started, go = threading.Event(), threading.Event()
+
+        def hold(_ids: Any, _logits: Any) -> None:  # A's first token holds the loop
+            if not started.is_set():
+                started.set()
+                assert go.wait(DEADLINE_S)
+
         gen = GenerationRequest(ids_a, SamplingConfig(max_tokens=48), prefix_len=la, min_tokens=48)
         score_b = GenerationRequest(
             ids_b, prefix_len=lb, score_only=True, score_token_ids=score_ids
@@ -69,6 +80,7 @@ def test_two_callers_sharing_a_start_run_together_and_a_third_waits(
             ids_c, prefix_len=lc, score_only=True, score_token_ids=score_ids
         )
         want = [alone(eng, r) for r in (gen, score_b, score_c)]
+        held = dataclasses.replace(gen, logits_processor=hold)
         c = common(ids_a[:la], ids_b[:lb])
         reserve_a = len(ids_a) - la + 48
         reserve_b = len(ids_b) - lb
@@ -79,10 +91,12 @@ def test_two_callers_sharing_a_start_run_together_and_a_third_waits(
         tiny_o200k_model, n_ctx=n_ctx, n_parallel=3, n_threads=1, prefix_snapshots=False
     ) as eng:
         assert eng.n_ctx == n_ctx
-        # A is admitted first and runs 48 steps; B and C arrive while it runs (the loop
-        # waits for the lock the test holds)
-        with eng.lock:
-            handles = [eng.submit(r) for r in (gen, score_b, score_c)]
+        # A runs (48 steps); B and C arrive together while it runs
+        handles = [eng.submit(held)]
+        assert started.wait(DEADLINE_S)
+        with eng.loop._cv:  # queued at once: the loop takes both in one pass
+            handles += [eng.submit(r) for r in (score_b, score_c)]
+        go.set()
         got = [wait(h) for h in handles]
         assert [r.error for r in got] == [None, None, None]
         assert eng.stats["max_active"] == 2  # A and B together; C after B, never with both
