@@ -189,7 +189,26 @@ def edge_guard_home(_own_environ: None, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # No warm engines unless a test opts in (tests/test_warm.py): none may outlive a test.
     monkeypatch.setenv("EDGE_GUARD_KEEP_ALIVE", "0")
+    _remember_probed_test_models(home)
     return home
+
+
+def _remember_probed_test_models(home: Path) -> None:
+    """Start the data dir as on a machine that has loaded the test models before: it records
+    the load probes (registry.load_guard) of the cached synthetic models that passed one in
+    this process. Without it every child that loads one (a server, a warm service, a CLI
+    run) probed it again in a child of its own, about a second each. Other files (copies,
+    crafted hostile models) are probed as ever."""
+    import json
+
+    from edge_guard.registry import load_guard
+
+    models = {str(p.resolve()) for p in _checked}
+    probed = [stamp for stamp in list(load_guard._PROBED) if stamp[0] in models]
+    if probed:
+        home.mkdir(parents=True, exist_ok=True)
+        record = {load_guard._stamp_key(s): {"path": s[0], "ok": "test session"} for s in probed}
+        (home / load_guard.PROBE_FILE).write_text(json.dumps(record), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

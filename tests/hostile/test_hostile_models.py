@@ -121,6 +121,8 @@ def test_a_good_probe_is_recorded_once_per_file_version(
 ) -> None:
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(tiny_model.read_bytes())
+    probes = edge_guard_home / safety.PROBE_FILE  # (the test models probed before: conftest)
+    before = set(json.loads(probes.read_text())) if probes.exists() else set()
     calls: list[str] = []
     real_probe = safety.probe_load
     monkeypatch.setattr(
@@ -128,8 +130,8 @@ def test_a_good_probe_is_recorded_once_per_file_version(
     )
     Engine(copy, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
     assert calls == [str(copy)]
-    record = json.loads((edge_guard_home / safety.PROBE_FILE).read_text())
-    assert [r["path"] for r in record.values()] == [str(copy.resolve())]
+    record = json.loads(probes.read_text())
+    assert [r["path"] for k, r in record.items() if k not in before] == [str(copy.resolve())]
     monkeypatch.setattr(safety, "_PROBED", set())  # a new process reads the record
     Engine(copy, load_check=safety.check_load, n_ctx=256, n_threads=1).close()
     assert len(calls) == 1
