@@ -117,14 +117,15 @@ def test_failing_quantization_leaves_no_partial_output(tmp_path: Path, synth_mod
     assert list(out.parent.iterdir()) == []
 
 
-def test_bad_source_is_refused_before_llama_cpp(tmp_path: Path) -> None:
+def test_bad_source_is_refused_before_llama_cpp(tmp_path: Path, edge_guard_home: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 20)
     res = CliRunner().invoke(
         main, ["models", "quantize", str(bad), str(tmp_path / "o.gguf"), "-t", "q8_0"]
     )
     one_line_error(res)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gguf"]
+    # nothing written beside it (tmp_path also holds the test's data dir)
+    assert sorted(p.name for p in tmp_path.iterdir() if p != edge_guard_home) == ["bad.gguf"]
     missing = CliRunner().invoke(
         main,
         ["models", "quantize", str(tmp_path / "nope.gguf"), str(tmp_path / "o.gguf"), "-t", "q8_0"],
