@@ -15,8 +15,9 @@ import pytest
 from edge_guard.engine.sampling import ForcedTokens, harmony_script
 from edge_guard.harmony.vocab import Vocab
 from edge_guard.policy.sets import load_set
-from edge_guard.runs.multi import execute_multi_run, parse_label_fields, plan_multi_run
+from edge_guard.runs.multi import execute_multi_run
 from edge_guard.runs.multi_eval import evaluate_multi_run
+from edge_guard.runs.multi_plan import parse_label_fields, plan_multi_run
 from edge_guard.store import Store
 from tests.runs_helpers import HeldRun, make_classifier, run_item_rows, write_jsonl
 from tests.test_policy_sets import NAMES, write_policy
@@ -108,7 +109,8 @@ def test_killed_multi_run_resumes_exactly_the_missing_pairs(
         sys.path.insert(0, {str(REPO)!r})
         from edge_guard.harmony.vocab import Vocab
         from edge_guard.policy.sets import load_set
-        from edge_guard.runs.multi import execute_multi_run, plan_multi_run
+        from edge_guard.runs.multi import execute_multi_run
+        from edge_guard.runs.multi_plan import plan_multi_run
         from tests.runs_helpers import hold_after, make_classifier
         from tests.test_multi_policy import steer_separate
         model = {str(tiny_model)!r}

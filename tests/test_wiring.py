@@ -245,7 +245,8 @@ def test_set_thresholds_decide_a_multi_policy_run_and_its_eval(
     tmp_path: Path, tiny_o200k_model: Path, policies: Path
 ) -> None:
     from edge_guard.policy.sets import load_set
-    from edge_guard.runs.multi import execute_multi_run, plan_multi_run
+    from edge_guard.runs.multi import execute_multi_run
+    from edge_guard.runs.multi_plan import plan_multi_run
     from tests.runs_helpers import write_jsonl
 
     thresholds = dict(

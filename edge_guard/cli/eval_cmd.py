@@ -107,7 +107,7 @@ def eval_(
     """Accuracy, precision, recall, F1 (bootstrap CIs), confusion, undetermined rate of RUN
     (and its agreement with review decisions, when it has any)."""
     from edge_guard.review.gold import evaluate_with_gold
-    from edge_guard.runs.multi import is_multi_run
+    from edge_guard.runs.multi_plan import is_multi_run
     from edge_guard.store import Store
 
     store = Store(db)
@@ -164,7 +164,7 @@ def report(
 
     check_out(out, force)
     store = Store(db)
-    from edge_guard.runs.multi import is_multi_run
+    from edge_guard.runs.multi_plan import is_multi_run
 
     multi = [is_multi_run(store.run(r)) for r in runs]
     if any(multi):  # multi-policy runs: a policy x metric table each

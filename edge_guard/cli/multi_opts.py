@@ -158,8 +158,9 @@ def run_set(
     import shlex
     import sys
 
-    from edge_guard.runs.multi import execute_multi_run, parse_label_fields, plan_multi_run
+    from edge_guard.runs.multi import execute_multi_run
     from edge_guard.runs.multi_eval import evaluate_multi_run, format_multi_eval
+    from edge_guard.runs.multi_plan import parse_label_fields, plan_multi_run
     from edge_guard.sanitize import term_json, term_line
 
     fields = parse_label_fields(label_fields, pset.names)
@@ -205,7 +206,7 @@ def single_label_field(values: list[str], policy: str) -> str | None:
     """The one `--label-field` of a single-policy run (FIELD, or POLICY=FIELD)."""
     if not values:
         return None
-    from edge_guard.runs.multi import parse_label_fields
+    from edge_guard.runs.multi_plan import parse_label_fields
 
     return parse_label_fields(values, [policy])[policy]
 
@@ -229,7 +230,7 @@ def compare_set(
     import sys
 
     from edge_guard.compare.multi import format_multi_summary, multi_summary, run_multi_compare
-    from edge_guard.runs.multi import parse_label_fields
+    from edge_guard.runs.multi_plan import parse_label_fields
     from edge_guard.sanitize import term_json, term_line
 
     fields = parse_label_fields(label_fields, pset.names)

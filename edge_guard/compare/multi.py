@@ -23,8 +23,9 @@ from edge_guard.policy.sets import PolicySet
 from edge_guard.policy.taxonomy import MODE_TAXONOMY
 from edge_guard.runs.batch import RunProgress
 from edge_guard.runs.metrics import agreement, fmt_ci
-from edge_guard.runs.multi import Steer, execute_multi_run, plan_multi_run
+from edge_guard.runs.multi import Steer, execute_multi_run
 from edge_guard.runs.multi_eval import ANY, any_outcomes, evaluate_multi_run, multi_outcomes
+from edge_guard.runs.multi_plan import plan_multi_run
 from edge_guard.store import Store
 
 

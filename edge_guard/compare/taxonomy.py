@@ -2,7 +2,7 @@
 (`edge_guard.runs.taxonomy`), stored as a multi-policy run so `compare.multi.multi_summary`
 puts it beside separate mode: agreement, Cohen's κ and flips per policy.
 
-`runs.multi.plan_multi_run` plans the run (dataset, sample, gold columns, run rows: the
+`runs.multi_plan.plan_multi_run` plans the run (dataset, sample, gold columns, run rows: the
 same as for any mode) as a separate-mode run whose config says mode "taxonomy", with the
 taxonomy's own set hash (a rerun resumes it; a separate run never does); the missing
 pairs are then classified here through `taxonomy_run.iter_taxonomy`.
@@ -18,7 +18,8 @@ from edge_guard.datasets.files import Dataset
 from edge_guard.policy.sets import PolicySet
 from edge_guard.policy.taxonomy import MODE_TAXONOMY
 from edge_guard.runs.batch import RunProgress, RunSummary, run_status
-from edge_guard.runs.multi import MultiPlan, PairCallback, pair_item, plan_multi_run, set_hash
+from edge_guard.runs.multi import PairCallback
+from edge_guard.runs.multi_plan import MultiPlan, pair_item, plan_multi_run, set_hash
 
 if TYPE_CHECKING:
     from edge_guard.classification.classifier import Classifier

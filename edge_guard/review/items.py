@@ -175,7 +175,7 @@ def _recent(store: Store) -> str:
 def resolve(store: Store, ref: str) -> tuple[str, list[str]]:
     """(the run to review, the runs it is compared with) for a run name, a comparison name
     or the name of a tested policy (its latest test run, against the previous version's)."""
-    from edge_guard.runs.multi import is_multi_run
+    from edge_guard.runs.multi_plan import is_multi_run
 
     run = store.run(ref)
     if run is not None:

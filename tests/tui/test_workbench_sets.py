@@ -58,7 +58,8 @@ async def test_runs_screen_filters_by_policy_and_shows_a_policy_table(
 
     from edge_guard.policy.sets import load_set
     from edge_guard.runs.batch import run_dataset
-    from edge_guard.runs.multi import execute_multi_run, plan_multi_run
+    from edge_guard.runs.multi import execute_multi_run
+    from edge_guard.runs.multi_plan import plan_multi_run
     from tests.runs_helpers import make_classifier, write_jsonl
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(2)])

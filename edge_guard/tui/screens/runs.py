@@ -348,7 +348,7 @@ class RunsScreen(EdgeScreen):
         run = store.run(name)
         if run is None:
             return
-        from edge_guard.runs.multi import is_multi_run
+        from edge_guard.runs.multi_plan import is_multi_run
 
         if is_multi_run(run):  # several policies: a row per policy, macro, any violation
             try:
