@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import types
@@ -229,7 +230,10 @@ def test_an_edited_parse_py_is_never_run_for_the_policy_loaded_before(tmp_path: 
     first = run_parser(old, resp("1"))
     assert first.verdict == Verdict.VIOLATION
     source = (folder / "parse.py").read_text()
+    before = (folder / "parse.py").stat()
     (folder / "parse.py").write_text(source.replace('print("parsed"', 'print("PARSED"'))
+    # The same size and mtime: a .pyc cached from the first load still looks current.
+    os.utime(folder / "parse.py", ns=(before.st_atime_ns, before.st_mtime_ns))
     stale = run_parser(old, resp("1"))
     assert stale.verdict == Verdict.UNDETERMINED
     assert f"{folder / 'parse.py'} changed since it was loaded: load the policy again" in (
@@ -269,3 +273,28 @@ def test_a_result_the_caller_cannot_read_back_fails_its_item_only(tmp_path: Path
         "policy odd: parse(): returned a result that cannot be read back (ModuleNotFoundError"
     )
     assert fine.verdict == Verdict.NO_VIOLATION and fine.error is None
+
+
+def test_a_same_size_edit_in_the_same_second_is_loaded_from_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .pyc's stamp is the size and whole-second mtime: loading from it would run old code."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # .pyc files written, as for users
+    monkeypatch.setattr(sys, "pycache_prefix", None)
+    folder = tmp_path / "quick"
+    folder.mkdir()
+    (folder / "policy.md").write_text("Answer 1 if toxic, else 0.")
+    code = (
+        "from edge_guard.policy.core import OutputSpec\n"
+        "from edge_guard.policy.parsers import builtin_parse\n"
+        "from edge_guard.response import ModelResponse\n"
+        "FLAG = {flag}\n"
+        "def parse(response):\n"
+        "    return builtin_parse(ModelResponse(str(FLAG), '', 'return'), OutputSpec())\n"
+    )
+    (folder / "parse.py").write_text(code.format(flag=1))
+    before = (folder / "parse.py").stat()
+    assert run_parser(load_policy(folder), resp("1")).verdict == Verdict.VIOLATION
+    (folder / "parse.py").write_text(code.format(flag=0))
+    os.utime(folder / "parse.py", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert run_parser(load_policy(folder), resp("1")).verdict == Verdict.NO_VIOLATION

@@ -241,7 +241,9 @@ def _import_file(path: Path, name: str) -> types.ModuleType:
         raise PolicyError(f"{path}: cannot import")
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        # From the source, never a cached .pyc: an edit that keeps the file's size within the
+        # same second (the .pyc's stamp) would otherwise run the code loaded before.
+        exec(compile(path.read_bytes(), str(path), "exec", dont_inherit=True), vars(module))
     except SystemExit as exc:
         raise PolicyError(f"{path}: importing it called sys.exit({exc.code!r})") from None
     except Exception as exc:

@@ -54,7 +54,11 @@ def _load(ref: Any) -> Callable[[Any], Any]:
             raise ImportError(f"cannot import {ref.file}")
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(name, module)
-        spec.loader.exec_module(module)
+        # From the source, never a cached .pyc (its stamp is the size and the mtime in whole
+        # seconds: a quick same-size edit would run the old code).
+        with open(ref.file or "", "rb") as fh:
+            source = fh.read()
+        exec(compile(source, ref.file or "", "exec", dont_inherit=True), vars(module))
     if ref.attr is not None:
         fn = getattr(module, ref.attr)
         code = getattr(fn, "__code__", None)

@@ -25,6 +25,7 @@ or its parent process is gone.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import sys
 import threading
@@ -47,13 +48,13 @@ _BOOT = (
 
 @dataclass(frozen=True)
 class ParserRef:
-    """Where a worker finds a parser: module name and file (its mtime and size: an edited
-    file gets a new worker), and the module-level name bound to it with its code's digest,
+    """Where a worker finds a parser: module name and file (its mtime, size and content
+    digest: an edited file gets a new worker), and the module-level name bound to it with its code's digest,
     or its code object (`marshal`) with pickled defaults and closure values."""
 
     module: str
     file: str
-    stamp: tuple[int, int]
+    stamp: tuple[int, int, str]
     attr: str | None = None
     digest: str = ""
     code: bytes | None = None
@@ -82,9 +83,11 @@ def parser_ref(fn: Callable[[Any], Any]) -> ParserRef | None:
         return None  # no file to load it from
     try:
         st = os.stat(file)
+        with open(file, "rb") as fh:  # the content too: a same-size edit may keep the mtime
+            content = hashlib.sha256(fh.read()).hexdigest()[:16]
     except (OSError, ValueError):
         return None  # no file to load it from
-    name, stamp = g.get("__name__") or module, (st.st_mtime_ns, st.st_size)
+    name, stamp = g.get("__name__") or module, (st.st_mtime_ns, st.st_size, content)
     for attr in ("parse", fn.__name__, *sorted(k for k in g if isinstance(k, str))):
         if g.get(attr) is fn:
             digest = parser_child.code_digest(fn.__code__)
