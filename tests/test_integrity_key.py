@@ -174,7 +174,7 @@ def test_a_replaced_gguf_is_never_served_the_old_files_rows(
     from edge_guard.engine.sampling import SamplingConfig
     from tests.test_store import _replace_keeping_size_and_mtime
 
-    old, new = synth_model("tiny-o200k"), synth_model("tiny-o200k", seed=7)
+    old, new = synth_model("tiny"), synth_model("tiny", seed=7)
     assert old.stat().st_size == new.stat().st_size
     path = tmp_path / "model.gguf"
     path.write_bytes(old.read_bytes())
