@@ -285,14 +285,14 @@ async def test_tests_screen_runs_hostile_cases(make_app, edge_guard_home: Path) 
 
 # -- Models --------------------------------------------------------------------------------------
 async def test_models_shows_a_hostile_model_path(
-    make_app, tmp_path: Path, tiny_o200k_model: Path
+    make_app, tmp_path: Path, tiny_model: Path
 ) -> None:
     from edge_guard.registry.manage import add_local
 
     folder = tmp_path / "x [" / "] [bold]m"  # the path reads `x [/] [bold]m/...`
     folder.mkdir(parents=True)
     path = folder / "tiny.gguf"
-    shutil.copyfile(tiny_o200k_model, path)
+    shutil.copyfile(tiny_model, path)  # (a fresh copy: its header is read, not cached)
     add_local(path, "mine:evil")
     app = make_app(model="mine:evil", start="models")
     async with app.run_test(size=SIZE) as pilot:
