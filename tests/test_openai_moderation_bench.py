@@ -100,3 +100,14 @@ def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
     report = json.loads(res.output[res.output.index("{") :])
     assert report["workload"]["set"] == "openai-moderation" and report["workload"]["policies"] == 13
     assert report["results"]["cheap"]["requests_per_text"] == 1
+
+
+def test_variants_pick_some_of_the_moderation_variants() -> None:
+    from edge_guard.bench.moderation import moderation_variants
+    from edge_guard.errors import EdgeGuardError
+
+    assert moderation_variants("separate,one_label, cheap") == ("one_label", "separate", "cheap")
+    assert moderation_variants("cold,llama_cpp,sequential,parallel,threads") == VARIANTS
+    assert moderation_variants("") == VARIANTS
+    with pytest.raises(EdgeGuardError, match="unknown moderation variant 'cold'"):
+        moderation_variants("cheap,cold")

@@ -294,6 +294,22 @@ def format_moderation_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def moderation_variants(given: str) -> tuple[str, ...]:
+    """`--variants` for this workload: some of one_label, separate, cheap, full_combined
+    (every one when the list names none of them: the other workloads' default list)."""
+    from edge_guard.errors import EdgeGuardError
+
+    names = [v.strip() for v in given.split(",") if v.strip()]
+    if not any(v in VARIANTS for v in names):
+        return VARIANTS
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise EdgeGuardError(
+            f"unknown moderation variant {unknown[0]!r} (choose {', '.join(VARIANTS)})"
+        )
+    return tuple(v for v in VARIANTS if v in names)
+
+
 def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
     """`edge-guard bench --workload moderation[-laptop]` (options `p` from bench_cmd)."""
     import json
@@ -316,6 +332,7 @@ def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
             raise EdgeGuardError(f"--{name.replace('_', '-')} must be at least 1, got {p[name]}")
     gpu = p.get("gpu_layers", "auto")
     cfg = ModerationBenchConfig(
+        variants=moderation_variants(str(p.get("variants") or "")),
         policy_set=str(p["moderation_set"]),
         n=int(p["n"]),
         text_tokens=int(p["text_tokens"]),
