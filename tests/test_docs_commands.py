@@ -467,9 +467,15 @@ def test_the_readme_is_the_front_page() -> None:
     setup = text.split("## Set-up (two commands)\n", 1)[1].split("\n## ", 1)[0]
     assert "&& pip install -e '.[dev]' && edge-guard classify --model synth:tiny-o200k" in setup
     assert ". .venv/bin/activate && python -m pytest -q\n" in setup
-    # Issue 29: the moderation drop-in has its section, linked from the front page.
+    # CI runs that very command (issue 28): the last line of .ci/run, nothing added.
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == "python -m pytest -q"
+    # Issue 29: the moderation drop-in has its section on the front page, linked to the details.
+    section = text.split("## Replace the OpenAI moderation API, offline\n", 1)[1].split("\n## ")[0]
+    assert "edge-guard serve -m gpt-oss-safeguard-20b:mxfp4 --set openai-moderation" in section
+    assert 'OpenAI(base_url="http://127.0.0.1:8089/v1"' in section
     link = "docs/service.md#replace-the-openai-moderation-api-offline"
-    assert f"[Replace the OpenAI moderation API, offline]({link})" in text
+    assert f"[Replace the OpenAI moderation API, offline]({link})" in section
     assert "## Replace the OpenAI moderation API, offline\n" in (DOCS / "service.md").read_text()
 
 
