@@ -116,6 +116,21 @@ def test_malformed_csv_rows_are_reported(tmp_path: Path) -> None:
     assert [(m.line, m.reason) for m in ds.malformed] == [(3, "invalid UTF-8"), (4, "empty text")]
 
 
+def test_an_unclosed_csv_quote_loses_only_its_row(tmp_path: Path) -> None:
+    """A quote that never closes is one malformed row; the rows after it are still read."""
+    p = tmp_path / "open.csv"
+    p.write_bytes(b'text,label\nok,0\n"never closed,1\nmore,0\nlast,1\n')
+    ds = load_dataset(p)
+    assert [(r.line, r.text, r.label) for r in ds.rows] == [
+        (2, "ok", "0"),
+        (4, "more", "0"),
+        (5, "last", "1"),
+    ]
+    assert [(m.line, m.reason) for m in ds.malformed] == [
+        (3, "unclosed quote (its field would run to the end of the file)")
+    ]
+
+
 def test_parquet_non_string_and_binary_text(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

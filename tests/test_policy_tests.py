@@ -237,6 +237,27 @@ def test_junit_xml_counts_failures_and_undetermined(tmp_path: Path, tiny_o200k_m
     assert list(out.parent.iterdir()) == [out]  # no temp file left behind
 
 
+def test_a_case_without_a_result_is_an_error_never_a_pass(
+    tmp_path: Path, tiny_o200k_model: Path
+) -> None:
+    """A classifier that never answers one case: the run fails, it never reports 2 of 2."""
+    folder = write_policy(tmp_path / "rude")
+    clf = Classifier(folder, tiny_o200k_model, sampling=SHORT)
+    steer = steer_by_id(clf, {"insult": "1", "polite": "0", "sarcasm": "1"})
+
+    class Losing:
+        """`clf`, except that the second case's result never comes back."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(clf, name)
+
+        def iter(self, items, **kw):  # type: ignore[no-untyped-def]
+            return ((i, r) for i, r in clf.iter(items, **kw) if i != 1)
+
+    with pytest.raises(EdgeGuardError, match=r"^1 of 3 cases got no result$"):
+        run_policy_tests(None, Losing(), logits_processors=steer)  # type: ignore[arg-type]
+
+
 def test_tags_select_cases(tmp_path: Path, tiny_o200k_model: Path) -> None:
     folder = write_policy(tmp_path / "rude")
     clf = Classifier(folder, tiny_o200k_model, sampling=SHORT)

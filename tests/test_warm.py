@@ -150,6 +150,7 @@ def test_warm_results_are_the_in_process_ones(
     assert route.stats["remote_calls"] == 1
     cold = _classify(tiny_model, text, "--db", str(warm / "cold.db"), "--keep-alive", "0")
     assert route.stats["remote_calls"] == 1 and route.stats["local_calls"] == 0
+    assert route.stats["local_misses"] == 0  # the service stored the key read here
     assert _engine_loaded_here()  # the --keep-alive 0 call loaded the model here
     for noisy in ("model_response", "cached", "timings"):  # timings differ, the rest must not
         hot.pop(noisy, None), cold.pop(noisy, None)

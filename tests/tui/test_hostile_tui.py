@@ -148,6 +148,29 @@ async def test_results_lists_and_shows_hostile_rows(make_app, db_path: Path) -> 
         assert table.row_count == 1 and app.is_running
 
 
+async def test_a_hostile_text_shown_whole_in_a_cell_shows_its_escapes(
+    make_app, db_path: Path
+) -> None:
+    """A text short enough for its cell: its escape sequences are visible, never obeyed."""
+    Store(db_path).put(
+        {
+            "key": "h2",
+            "created_at": "2025-01-01T00:00:00",
+            "text": f"hi {ESC}",
+            "verdict": "violation",
+            "policy_name": "p",
+            "model_ref": "m",
+            "final": "1",
+        }
+    )
+    app = make_app(start="results")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        row = rows_of(app.screen.query_one("#rs-table", DataTable))[0]
+        assert row[6] == "hi \\x1b]0;pwned\\x07\\x1b[2J"
+        assert app.is_running
+
+
 # -- Runs ----------------------------------------------------------------------------------------
 async def test_runs_lists_and_evaluates_a_hostile_run(
     make_app, tmp_path: Path, db_path: Path, tiny_o200k_model: Path, edge_guard_home: Path
