@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from edge_guard.bench.core import VARIANTS, synthetic_text
@@ -78,6 +79,13 @@ def test_bench_json_report(tiny_model: Path) -> None:
         f"parallel/{k}" for k in ("cold", "llama_cpp", "sequential", "threads", "roofline")
     }
     assert all(v > 0 for v in report["ratios"].values())
+    for k in ("cold", "llama_cpp", "sequential", "threads", "roofline"):  # (d) over the other
+        assert report["ratios"][f"parallel/{k}"] == pytest.approx(
+            res[k]["seconds"] / res["parallel"]["seconds"]
+        )
+        assert report["cpu_ratios"][f"parallel/{k}"] == pytest.approx(
+            res[k]["cpu_seconds"] / res["parallel"]["cpu_seconds"]
+        )
     assert set(report["cpu_ratios"]) == set(report["ratios"])
     assert set(report["rates"]["cpu"]) == {"prefix_s", "prompt_tok_s", "suffix_tok_s", "gen_tok_s"}
 
@@ -105,3 +113,16 @@ def test_synthetic_text_has_the_requested_token_count() -> None:
         text = synthetic_text(enc, n, seed=n)
         assert len(enc(text)) == n
         assert text == synthetic_text(enc, n, seed=n)
+
+
+def test_differing_counts_the_outputs_that_decode_other_tokens() -> None:
+    """The bench table's "same output": a variant's greedy tokens against the cold loop's."""
+    from edge_guard.bench.variants import differing
+
+    ref = [[1, 2, 3], [4, 5, 6], [7, 8]]
+    assert differing(ref, ref, "parallel") == 0
+    # one token changed, one output stopped short
+    assert differing([[1, 2, 3], [4, 9, 6], [7]], ref, "parallel") == 2
+    # llama-cpp-python's loop exposes every token but the last and may run past max_tokens
+    assert differing([[1, 2], [4, 5, 6, 0], [7]], ref, "llama_cpp") == 0
+    assert differing([[1], [4, 5, 6], [7, 9]], ref, "llama_cpp") == 2

@@ -460,6 +460,8 @@ def test_eval_scores_against_review_decisions_and_reports_agreement(tmp_path: Pa
         "gold: review decisions; 5 items reviewed; model vs reviewer (n=5) agreement 0.200 \\["
         in (report.read_text())
     )
+    # the report's figures are scored against the decisions too, not only labelled so
+    assert "7/7 done, 5 labelled (3 violations)." in report.read_text()
 
 
 def test_eval_of_a_run_without_decisions_is_unchanged(tmp_path: Path) -> None:
