@@ -74,6 +74,8 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
     assert r["meets_cheap_goal"] == (r["cheap_over_one_label"] <= 2.0)
     table = format_moderation_table(report)
     assert "cheap path (3 scores, one prompt)" in table and "goal >= 5" in table
+    # the engine's rule on a CPU: flash attention off (batch-invariant scores), and said so
+    assert report["engine"]["flash_attn"] is False and "flash attention off" in table
 
 
 def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
@@ -93,6 +95,10 @@ def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
             "8",
             "--output-tokens",
             "2",
+            "--variants",
+            "one_label,cheap",
+            "--flash-attn",
+            "on",
             "--json",
         ],
     )
@@ -100,6 +106,16 @@ def test_bench_cli_runs_the_moderation_workload(tiny_o200k_model: Path) -> None:
     report = json.loads(res.output[res.output.index("{") :])
     assert report["workload"]["set"] == "openai-moderation" and report["workload"]["policies"] == 13
     assert report["results"]["cheap"]["requests_per_text"] == 1
+    assert list(report["results"]) == ["one_label", "cheap"]
+    assert report["engine"]["flash_attn"] is True  # --flash-attn on reaches the engine
+
+
+def test_flash_attn_is_refused_where_the_workload_cannot_use_it() -> None:
+    from edge_guard.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "--synth", "tiny", "--flash-attn", "on"])
+    assert res.exit_code != 0
+    assert "--flash-attn applies to --workload moderation" in res.output
 
 
 def test_variants_pick_some_of_the_moderation_variants() -> None:

@@ -69,6 +69,7 @@ class ModerationBenchConfig:
     parallel: int = 16
     threads: int | None = None
     gpu_layers: int | str = "auto"
+    flash_attn: bool | str = "auto"  # the engine's rule: off on a CPU (batch-invariant)
     seed: int = 0
     variants: tuple[str, ...] = VARIANTS
 
@@ -189,6 +190,7 @@ def run_moderation_bench(
         n_parallel=width,
         n_threads=cfg.threads,
         n_gpu_layers=cfg.gpu_layers,
+        flash_attn=cfg.flash_attn,
         prefix_snapshots=False,
         max_prefixes=len(pset.members) + 2,
     )
@@ -216,6 +218,7 @@ def run_moderation_bench(
             "n_threads": engine.n_threads,
             "max_prefixes": engine.max_prefixes,
             "gpu_layers": engine.gpu_layers,
+            "flash_attn": engine.flash_attn,
         }
     finally:
         engine.close()
@@ -253,6 +256,10 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _on_off(value: bool | str) -> str:
+    return value if isinstance(value, str) else "on" if value else "off"
+
+
 def format_moderation_table(report: dict[str, Any]) -> str:
     """Plain-text table: seconds, CPU seconds, tokens decoded and decode calls per text per
     variant, the ratios."""
@@ -262,7 +269,8 @@ def format_moderation_table(report: dict[str, Any]) -> str:
     lines = [
         f"model: {term_line(report['model'])}",
         f"workload: set {term_line(w['set'])} ({n} policies), {w['text_tokens']}-token "
-        f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}",
+        f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}, "
+        f"flash attention {_on_off(e.get('flash_attn', False))}",
         "",
         f"{'variant':38} {'texts':>5} {'req/text':>8} {'s/text':>8} {'cpu s/text':>10} "
         f"{'tokens/text':>11} {'decodes':>7} {'x one label':>11}",
@@ -340,6 +348,7 @@ def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
         parallel=int(p["parallel"]),
         threads=p.get("threads"),
         gpu_layers=gpu if gpu == "auto" else int(gpu),
+        flash_attn={"on": True, "off": False}.get(str(p.get("flash_attn", "auto")), "auto"),
     )
     report = run_moderation_bench(cfg, path, progress=say)
     click.echo(json.dumps(report, indent=2) if as_json else format_moderation_table(report))

@@ -51,6 +51,14 @@ def synth_model_path(preset: str) -> Path:
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--gpu-layers", default="auto", show_default=True, help="Layers on the GPU.")
 @click.option(
+    "--flash-attn",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Flash attention (moderation workloads): auto is the engine's rule (on with GPU "
+    "layers, off on a CPU: batch-invariant scores); on skips the cells a sequence cannot see.",
+)
+@click.option(
     "--baseline-n",
     type=int,
     default=10,
@@ -94,6 +102,7 @@ def bench(
     parallel: int,
     threads: int | None,
     gpu_layers: str,
+    flash_attn: str,
     baseline_n: int | None,
     variants: str,
     workload: str | None,
@@ -134,6 +143,8 @@ def bench(
         from edge_guard.bench.moderation import moderation_cli
 
         return moderation_cli(p, as_json, lambda m: click.echo(f"bench: {m}", err=True))
+    if flash_attn != "auto":
+        raise EdgeGuardError("--flash-attn applies to --workload moderation / moderation-laptop")
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     unknown = [v for v in chosen if v not in ALL_VARIANTS]
     if unknown:
