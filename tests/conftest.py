@@ -29,6 +29,8 @@ import pytest
 
 from edge_guard.registry.synth import write_synthetic_model
 
+pytest_plugins = ["tests.watchdog"]  # a test stuck in C ends its worker (see the module)
+
 MODELS_ENV = "EDGE_GUARD_TEST_MODELS"
 PYCACHE_ENV = "EDGE_GUARD_TEST_PYCACHE"
 # Variables a test run keeps from the caller's shell; every other EDGE_GUARD_* is removed

@@ -181,6 +181,7 @@ def hanging_policy(tmp_path: Path) -> tuple[Path, Path]:
     return folder, pid_file
 
 
+@pytest.mark.timeout(300, method="thread")  # it checks that no SIGALRM handler is set
 @pytest.mark.parametrize("thread", ["main", "worker"])
 def test_a_hung_parser_is_stopped_in_any_thread_without_signals_or_threads(
     thread: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
