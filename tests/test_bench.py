@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_guard.bench.core import VARIANTS, synthetic_text
+from edge_guard.bench.core import VARIANTS, format_table, synthetic_text
 from edge_guard.cli import main
 from edge_guard.harmony.vocab import o200k_harmony_vocab
 
@@ -88,6 +88,11 @@ def test_bench_json_report(tiny_model: Path) -> None:
         )
     assert set(report["cpu_ratios"]) == set(report["ratios"])
     assert set(report["rates"]["cpu"]) == {"prefix_s", "prompt_tok_s", "suffix_tok_s", "gen_tok_s"}
+    assert all(res[name]["outputs_differing"] == 0 for name in VARIANTS)
+    # a variant whose outputs differ from the cold loop's says how many in the table
+    res["parallel"].update(outputs_match_cold=False, outputs_differing=2)
+    row = next(ln for ln in format_table(report).splitlines() if "(d) edge_guard parallel" in ln)
+    assert row.endswith("NO (2/4)")  # of the 4 texts both loops timed
 
 
 def test_bench_table_with_synth_preset_and_subset_of_variants() -> None:

@@ -254,7 +254,7 @@ def run_bench(
     for name, outs in outputs.items():
         differ = None if ref is None else differing(outs, ref, name)
         results[name]["outputs_match_cold"] = None if differ is None else differ == 0
-        results[name]["outputsdiffering"] = differ  # of min(len(outs), len(ref)) compared
+        results[name]["outputs_differing"] = differ  # of min(len(outs), len(ref)) compared
     ratios: dict[str, float | None] = {}
     cpu_ratios: dict[str, float | None] = {}
     steady_ratios: dict[str, float | None] = {}
