@@ -157,6 +157,7 @@ def pytest(
             env=env,
             capture_output=True,
             text=True,
+            errors="replace",  # a test may print undecodable bytes (hostile output)
             timeout=timeout * (1 if first_failure else len(tests)) + 60,
         )
     except subprocess.TimeoutExpired as exc:
