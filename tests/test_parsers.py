@@ -299,3 +299,21 @@ def test_a_same_size_edit_in_the_same_second_is_loaded_from_source(
     (folder / "parse.py").write_text(code.format(flag=0))
     os.utime(folder / "parse.py", ns=(before.st_atime_ns, before.st_mtime_ns))
     assert run_parser(load_policy(folder), resp("1")).verdict == Verdict.NO_VIOLATION
+
+
+def test_sys_exit_in_a_parse_run_in_process_fails_its_item_only() -> None:
+    """A script's own parse() (run in the caller's process: loading `__main__` again would
+    run the script) that calls sys.exit() fails its response, not the batch or the caller."""
+
+    def exits(r: ModelResponse) -> ClassificationResult:
+        if r.response == "1":
+            sys.exit(3)
+        return builtin_parse(r, BINARY)
+
+    script = {"__name__": "__main__", "sys": sys, "builtin_parse": builtin_parse, "BINARY": BINARY}
+    fn = types.FunctionType(exits.__code__, script)
+    policy = Policy("p", "text", parser=fn, parser_source="exits")
+    hit, after = run_parsers(policy, [resp("1"), resp("0")])
+    assert hit.verdict == Verdict.UNDETERMINED
+    assert hit.error == "policy p: parse() raised SystemExit: 3"
+    assert after.verdict == Verdict.NO_VIOLATION and after.error is None
