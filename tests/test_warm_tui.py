@@ -200,24 +200,40 @@ def test_a_set_on_the_warm_engine_gives_the_in_process_rows(
     # float sums depend on which sequences it admits together (in one process too: two
     # runs of the same set differ in the 11th decimal of P(violation), and by ~0.05 in the
     # -100 logprob of an unlikely label on this random model, which the rows skip).
-    assert _approx(hot) == _approx(cold)
+    assert _differences(hot, cold) == []
     assert hot["tui"]["toxic_chat"][2].get("threshold") == 0.4  # the set's, applied here
-    assert _approx(_stored(warm / "hot.db")) == _approx(_stored(warm / "cold.db"))
+    assert _differences(_stored(warm / "hot.db"), _stored(warm / "cold.db")) == []
 
 
-def _approx(value: Any) -> Any:
-    """`value` with floats to 9 decimals (JSON text too: store columns)."""
-    if isinstance(value, float):
-        return round(value, 9) + 0.0
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where `a` and `b` differ: floats by more than 1e-9, anything else at all (JSON text,
+    as in store columns, compared as its value). A tolerance, not rounding: rounding both to
+    9 decimals still splits two values 1e-11 apart that straddle a rounding boundary."""
+    a, b = _decoded(a), _decoded(b)
+    if isinstance(a, float) or isinstance(b, float):
+        ok = isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= 1e-9
+        return [] if ok else [f"{path}: {a!r} != {b!r}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} items != {len(b)}"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _decoded(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "{[":
         try:
-            return _approx(json.loads(value))
+            return json.loads(value)
         except ValueError:
             return value
-    if isinstance(value, dict):
-        return {k: _approx(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_approx(v) for v in value]
     return value
 
 
