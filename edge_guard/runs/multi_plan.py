@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_guard.datasets.files import Dataset, column_values, usable_dataset
 from edge_guard.datasets.gold import Gold, map_gold_values, select_rows
-from edge_guard.engine.sampling import LogitsProcessor
 from edge_guard.errors import EdgeGuardError
-from edge_guard.harmony.parse import Event
 from edge_guard.policy.combined import (
     MODE_COMBINED,
     MODES,
 )
 from edge_guard.policy.sets import PolicySet
-from edge_guard.result import ClassificationResult
 from edge_guard.runs.batch import (
-    RunProgress,
     config_mismatch,
     default_run_name,
     run_config,
@@ -31,11 +27,6 @@ from edge_guard.runs.batch import (
 
 if TYPE_CHECKING:
     from edge_guard.classification.classifier import Classifier, RunItem
-
-PairCallback = Callable[[RunProgress, int, int, ClassificationResult], None]
-EventHook = Callable[[int, Event], None]  # (text idx, engine event)
-# steer(text idx) -> a logits processor for every prompt of that text (tests and demos)
-Steer = Callable[[int], LogitsProcessor | None]
 
 
 def parse_label_fields(values: Sequence[str], names: Sequence[str]) -> dict[str, str]:
