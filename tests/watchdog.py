@@ -58,11 +58,12 @@ def limit_of(item: pytest.Item) -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     limit = limit_of(item)
-    if limit > 0 and _STDERR:
+    armed = limit > 0 and bool(_STDERR)
+    if armed:
         grace = float(os.environ.get(GRACE_ENV) or 60)
         faulthandler.dump_traceback_later(limit + grace, exit=True, file=_STDERR[0])
     try:
         yield
     finally:
-        if limit > 0 and _STDERR:
+        if armed:
             faulthandler.cancel_dump_traceback_later()
