@@ -18,6 +18,7 @@ from edge_guard.bench.moderation import (
     requests_for,
     run_moderation_bench,
 )
+from edge_guard.classification.onepass import answer_header
 from edge_guard.engine.engine import Engine
 from edge_guard.engine.step import branch_trie
 from edge_guard.policy.sets import load_set
@@ -44,7 +45,7 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
     report = run_moderation_bench(cfg, str(tiny_o200k_model))
     res = report["results"]
     assert list(res) == list(VARIANTS)
-    assert [res[v]["requests_per_text"] for v in VARIANTS] == [1, 3, 1, 1]
+    assert [res[v]["requests_per_text"] for v in VARIANTS] == [1, 3, 1, 1, 1]
     assert all(res[v]["errors"] == 0 and res[v]["texts"] == 2 for v in VARIANTS)
     engine = Engine(tiny_o200k_model, n_ctx=4096, n_parallel=1, prefix_snapshots=False)
     try:
@@ -54,6 +55,7 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
         prompt = engine.renderer.render(taxonomy_text(abc), text)
         cues = make_cues(abc, engine.vocab, "none")
         sep = requests_for(engine, abc, text, "separate", 4)
+        header = len(answer_header(engine.vocab, "none"))
     finally:
         engine.close()
     text_part = len(prompt.token_ids) - prompt.prefix_len
@@ -63,6 +65,9 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
     cheap = text_part + len(cues.shared) + len(nodes)
     separate = sum(len(r.prompt_ids) - (r.prefix_len or 0) for r in sep)
     assert res["cheap"]["tokens_per_text"] == pytest.approx(cheap, abs=2)
+    # the floor: the text and the answer header after the taxonomy prompt, one decode, no cue
+    assert res["text_once"]["tokens_per_text"] == pytest.approx(text_part + header, abs=2)
+    assert res["text_once"]["decodes_per_text"] == 1
     assert res["cheap"]["decodes_per_text"] == 1
     assert res["separate"]["tokens_per_text"] == pytest.approx(separate, abs=6)
     # full reasoning: the text, then each generated token but the last
@@ -74,6 +79,11 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
     assert r["meets_cheap_goal"] == (r["cheap_over_one_label"] <= 2.0)
     table = format_moderation_table(report)
     assert "cheap path (3 scores, one prompt)" in table and "goal >= 5" in table
+    assert r["text_once_over_one_label"] == pytest.approx(
+        res["text_once"]["s_per_text"] / res["one_label"]["s_per_text"]
+    )
+    assert f"text once over one label = {r['text_once_over_one_label']:.2f}" in table
+    assert f"cheap over text once = {r['cheap_over_text_once']:.2f}" in table
     # the engine's rule on a CPU: flash attention off (batch-invariant scores), and said so
     assert report["engine"]["flash_attn"] is False and "flash attention off" in table
 
@@ -123,6 +133,7 @@ def test_variants_pick_some_of_the_moderation_variants() -> None:
     from edge_guard.errors import EdgeGuardError
 
     assert moderation_variants("separate,one_label, cheap") == ("one_label", "separate", "cheap")
+    assert moderation_variants("cheap,text_once") == ("text_once", "cheap")
     assert moderation_variants("cold,llama_cpp,sequential,parallel,threads") == VARIANTS
     assert moderation_variants("") == VARIANTS
     with pytest.raises(EdgeGuardError, match="unknown moderation variant 'cold'"):

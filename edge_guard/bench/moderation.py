@@ -4,6 +4,9 @@
 - ``one_label``: one one-pass label (the set's first policy): the unit of cost;
 - ``separate``: each member's one-pass label, its own prompt (13 score-only requests, each
   on its own resident policy prefix, decoded together);
+- ``text_once``: the floor of every one-prompt design: the text evaluated once after the
+  resident taxonomy prompt (all 13 policies) and one label scored right after the answer
+  header, no cue: what the text alone costs when it attends over every policy;
 - ``cheap``: taxonomy mode's one-pass path (`runs.taxonomy.text_request`, exactly the
   request `classify` sends): after the resident taxonomy prompt, the text and a cue per
   member (a branch each) in one decode;
@@ -13,10 +16,11 @@
 Each variant first runs one untimed text (its prefixes become resident), then is timed on
 `n` texts submitted one by one: seconds per text (wall and process CPU), the tokens the
 engine decoded per text and its decode calls. The cache is emptied when the prompts
-change: full_combined reuses cheap's taxonomy prefix. They run one_label, cheap,
-full_combined, separate (each prints its figures as it ends: a run cut short keeps them)
-and are reported in the order above. Goals (issue 29): cheap <= 2x one_label; separate
->= 5x cheap.
+change: text_once, cheap and full_combined share the taxonomy prefix. They run one_label,
+text_once, cheap, full_combined, separate (each prints its figures as it ends: a run cut
+short keeps them) and are reported in the order above. Goals (issue 29): cheap <= 2x
+one_label; separate >= 5x cheap. text_once / one_label is the least any cue design can
+reach on the machine: the part of the cheap path's cost that its cues do not cause.
 
 The mini/tiny synthetic models hold 8192 positions, less than the 13 policies need: a
 synthetic preset runs as a copy whose trained context is `context` (default 32768).
@@ -43,14 +47,21 @@ from edge_guard.runs.taxonomy import make_cues, text_request
 from edge_guard.sanitize import term_line
 from edge_guard.settings.values import NONE
 
-VARIANTS = ("one_label", "separate", "cheap", "full_combined")
+VARIANTS = ("one_label", "separate", "text_once", "cheap", "full_combined")
 # the prompts' prefixes: the cache is emptied between families, kept within one
-FAMILY = {"one_label": "policies", "separate": "policies", "cheap": "set", "full_combined": "set"}
+FAMILY = {
+    "one_label": "policies",
+    "separate": "policies",
+    "text_once": "set",
+    "cheap": "set",
+    "full_combined": "set",
+}
 # run order: the cheap path's goal first, the longest (13 prefixes, 13 labels a text) last
-RUN_ORDER = ("one_label", "cheap", "full_combined", "separate")
+RUN_ORDER = ("one_label", "text_once", "cheap", "full_combined", "separate")
 LABELS = {
     "one_label": "one one-pass label (1 policy)",
     "separate": "separate one-pass ({n} labels)",
+    "text_once": "text once, {n}-policy prompt, no cue",
     "cheap": "cheap path ({n} scores, one prompt)",
     "full_combined": "full reasoning, combined ({out} tok)",
 }
@@ -117,6 +128,8 @@ def requests_for(
             out.append(_score(prompt.token_ids + header, prompt.prefix_len, score_ids))
         return out
     prompt = render(taxonomy_text(pset), text)
+    if variant == "text_once":
+        return [_score(prompt.token_ids + header, prompt.prefix_len, score_ids)]
     if variant == "cheap":
         cues = make_cues(pset, engine.vocab, NONE)
         return [text_request(prompt.token_ids, prompt.prefix_len, cues)]
@@ -239,10 +252,14 @@ def run_moderation_bench(
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """cheap / one_label and separate / cheap (wall and CPU seconds per text) vs the goals."""
+    """cheap / one_label and separate / cheap (wall and CPU seconds per text) vs the goals;
+    text_once / one_label (the floor of any one-prompt design) and cheap / text_once (what
+    the cues add)."""
     out: dict[str, Any] = {}
     for key, num, den in (
         ("cheap_over_one_label", "cheap", "one_label"),
+        ("text_once_over_one_label", "text_once", "one_label"),
+        ("cheap_over_text_once", "cheap", "text_once"),
         ("separate_over_cheap", "separate", "cheap"),
         ("full_combined_over_cheap", "full_combined", "cheap"),
     ):
@@ -299,12 +316,23 @@ def format_moderation_table(report: dict[str, Any]) -> str:
             f"{key.replace('_', ' ')} = {r[key]:.2f} (goal {sign} {goal:g}: {verdict}); "
             f"from CPU time {r[key + '_cpu']:.2f}, tokens {r[key + '_tokens']:.2f}"
         )
+    floor = r.get("text_once_over_one_label")
+    if floor is not None:
+        lines.append(
+            f"text once over one label = {floor:.2f} (CPU {r['text_once_over_one_label_cpu']:.2f}):"
+            f" the floor of any one-prompt design, before its first cue"
+        )
+    if r.get("cheap_over_text_once") is not None:
+        lines.append(
+            f"cheap over text once = {r['cheap_over_text_once']:.2f} "
+            f"(CPU {r['cheap_over_text_once_cpu']:.2f}): what the {n} cues add"
+        )
     return "\n".join(lines)
 
 
 def moderation_variants(given: str) -> tuple[str, ...]:
-    """`--variants` for this workload: some of one_label, separate, cheap, full_combined
-    (every one when the list names none of them: the other workloads' default list)."""
+    """`--variants` for this workload: some of one_label, separate, text_once, cheap,
+    full_combined (every one when the list names none of them: the other workloads' default list)."""
     from edge_guard.errors import EdgeGuardError
 
     names = [v.strip() for v in given.split(",") if v.strip()]

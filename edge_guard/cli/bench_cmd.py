@@ -71,7 +71,8 @@ def synth_model_path(preset: str) -> Path:
     default="cold,llama_cpp,sequential,parallel,threads",
     show_default=True,
     help="Comma-separated variants: cold, llama_cpp, sequential, parallel, threads, one_pass, "
-    "cascade_10, cascade_30.",
+    "cascade_10, cascade_30; moderation workloads: one_label, separate, text_once, cheap, "
+    "full_combined.",
 )
 @click.option(
     "--workload",
@@ -80,7 +81,8 @@ def synth_model_path(preset: str) -> Path:
     help="Named sizes: mini (CI-sized) or laptop (gpt-oss-20b's shapes, the 12 GB "
     "20b-shape model, 600-token policy, 64-token texts, 128 reasoning tokens); "
     "moderation / moderation-laptop: all 13 openai-moderation categories per text "
-    "(one label, 13 separate labels, the cheap path, full reasoning combined) on "
+    "(one label, 13 separate labels, the text once against all 13 with no cue, the cheap "
+    "path, full reasoning combined; --variants picks some) on "
     "the mini / 20b-shape model; options given explicitly win.",
 )
 @click.option(
