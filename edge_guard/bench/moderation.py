@@ -19,8 +19,9 @@ engine decoded per text and its decode calls. The cache is emptied when the prom
 change: text_once, cheap and full_combined share the taxonomy prefix. They run one_label,
 text_once, cheap, full_combined, separate (each prints its figures as it ends: a run cut
 short keeps them) and are reported in the order above. Goals (issue 29): cheap <= 2x
-one_label; separate >= 5x cheap. text_once / one_label is the least any cue design can
-reach on the machine: the part of the cheap path's cost that its cues do not cause.
+one_label; separate >= 5x cheap. text_once / one_label is the least any design that
+evaluates the text once against every policy can reach on the machine: the part of the
+cheap path's cost that its cues do not cause.
 
 The mini/tiny synthetic models hold 8192 positions, less than the 13 policies need: a
 synthetic preset runs as a copy whose trained context is `context` (default 32768).
@@ -332,7 +333,8 @@ def format_moderation_table(report: dict[str, Any]) -> str:
 
 def moderation_variants(given: str) -> tuple[str, ...]:
     """`--variants` for this workload: some of one_label, separate, text_once, cheap,
-    full_combined (every one when the list names none of them: the other workloads' default list)."""
+    full_combined (every one when the list names none of them: the other workloads'
+    default list)."""
     from edge_guard.errors import EdgeGuardError
 
     names = [v.strip() for v in given.split(",") if v.strip()]

@@ -9,8 +9,9 @@
   the generation rate timed over 32 steps);
 - ``moderation`` / ``moderation-laptop``: every category of the openai-moderation set per
   text — one one-pass label, 13 separate one-pass labels, the text once against all 13
-  with no cue (the floor), taxonomy mode's cheap path and full reasoning combined (`bench/moderation.py`) — on the mini model (its context widened
-  to hold the 13 policies) or the 20b-shape model.
+  with no cue (the floor), taxonomy mode's cheap path and full reasoning combined
+  (`bench/moderation.py`) — on the mini model (its context widened to hold the 13
+  policies) or the 20b-shape model.
 
 A workload fills in only the options not given on the command line.
 """
