@@ -50,13 +50,7 @@ from edge_guard.settings.values import NONE
 
 VARIANTS = ("one_label", "separate", "text_once", "cheap", "full_combined")
 # the prompts' prefixes: the cache is emptied between families, kept within one
-FAMILY = {
-    "one_label": "policies",
-    "separate": "policies",
-    "text_once": "set",
-    "cheap": "set",
-    "full_combined": "set",
-}
+FAMILY = {v: "policies" if v in ("one_label", "separate") else "set" for v in VARIANTS}
 # run order: the cheap path's goal first, the longest (13 prefixes, 13 labels a text) last
 RUN_ORDER = ("one_label", "text_once", "cheap", "full_combined", "separate")
 LABELS = {
