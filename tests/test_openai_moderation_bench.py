@@ -83,6 +83,12 @@ def test_bench_times_every_variant_and_counts_the_designed_tokens(
         res["text_once"]["s_per_text"] / res["one_label"]["s_per_text"]
     )
     assert f"text once over one label = {r['text_once_over_one_label']:.2f}" in table
+    beyond = "above the cheap path's goal (2): no cue design meets it on this machine"
+    assert (beyond in table) == (r["text_once_over_one_label"] > 2.0)
+    over = {**report, "ratios": {**r, "text_once_over_one_label": 2.19}}
+    assert beyond in format_moderation_table(over)
+    under = {**report, "ratios": {**r, "text_once_over_one_label": 1.5}}
+    assert beyond not in format_moderation_table(under)
     assert f"cheap over text once = {r['cheap_over_text_once']:.2f}" in table
     # the engine's rule on a CPU: flash attention off (batch-invariant scores), and said so
     assert report["engine"]["flash_attn"] is False and "flash attention off" in table

@@ -316,6 +316,12 @@ def format_moderation_table(report: dict[str, Any]) -> str:
         lines.append(
             f"text once over one label = {floor:.2f} (CPU {r['text_once_over_one_label_cpu']:.2f}):"
             f" the floor of any one-prompt design, before its first cue"
+            + (
+                f"; above the cheap path's goal ({GOAL_CHEAP_OVER_ONE:g}): no cue design meets"
+                " it on this machine"
+                if floor > GOAL_CHEAP_OVER_ONE
+                else ""
+            )
         )
     if r.get("cheap_over_text_once") is not None:
         lines.append(
