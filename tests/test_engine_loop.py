@@ -350,15 +350,21 @@ def paused_big_job(eng: Engine, n: int) -> tuple[list[Handle], threading.Event]:
 
     job = Group(eng.n_parallel)
     sink: queue.Queue[tuple[int, ModelResponse]] = queue.Queue()
-    handles = [
-        eng.loop.submit(
-            req(eng, f"big {i}", min_tokens=12, logits_processor=hold),
-            group=job,
-            index=i,
-            sink=sink,
-        )
-        for i in range(n)
-    ]
+    # Every request is queued before the loop takes any: it waits for the loop's lock (a
+    # re-entrant one, so submit takes it here too). The first eight are then admitted in one
+    # pass and finish in the same step. A loop that started on the first few alone would
+    # stagger them, and which job gets a slot freed while the big job still holds more than
+    # its share would depend on thread timing (a CI run saw that).
+    with eng.loop._cv:
+        handles = [
+            eng.loop.submit(
+                req(eng, f"big {i}", min_tokens=12, logits_processor=hold),
+                group=job,
+                index=i,
+                sink=sink,
+            )
+            for i in range(n)
+        ]
     try:
         assert paused.wait(DEADLINE_S)
         assert sum(h.admitted is not None for h in handles) >= eng.n_parallel
