@@ -39,6 +39,7 @@ from typing import Any
 from edge_guard.bench.core import synthetic_text
 from edge_guard.bench.variants import round_up
 from edge_guard.classification.onepass import answer_header, label_scoring
+from edge_guard.engine.choices import flash_attn_word
 from edge_guard.engine.engine import Engine, GenerationRequest
 from edge_guard.engine.sampling import SamplingConfig
 from edge_guard.policy.sets import PolicySet, load_set
@@ -268,10 +269,6 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _on_off(value: bool | str) -> str:
-    return value if isinstance(value, str) else "on" if value else "off"
-
-
 def format_moderation_table(report: dict[str, Any]) -> str:
     """Plain-text table: seconds, CPU seconds, tokens decoded and decode calls per text per
     variant, the ratios."""
@@ -282,7 +279,7 @@ def format_moderation_table(report: dict[str, Any]) -> str:
         f"model: {term_line(report['model'])}",
         f"workload: set {term_line(w['set'])} ({n} policies), {w['text_tokens']}-token "
         f"texts, one at a time; threads {e['n_threads']}, parallel {e['n_parallel']}, "
-        f"flash attention {_on_off(e.get('flash_attn', False))}",
+        f"flash attention {flash_attn_word(e.get('flash_attn', False))}",
         "",
         f"{'variant':38} {'texts':>5} {'req/text':>8} {'s/text':>8} {'cpu s/text':>10} "
         f"{'tokens/text':>11} {'decodes':>7} {'x one label':>11}",

@@ -63,13 +63,17 @@ class EngineChoices:
         if self.gpu_offload:
             n = self.gpu_layers
             gpu = "all" if n < 0 or n > self.n_layer else n
-        fa = self.flash_attn
         return {
             "decode": "seq" if width == 1 and self.max_prefixes == 1 else "par",
-            "flash_attn": fa if isinstance(fa, str) else "on" if fa else "off",
+            "flash_attn": flash_attn_word(self.flash_attn),
             "n_batch": self.n_batch,
             "gpu_layers": gpu,
         }
+
+
+def flash_attn_word(value: bool | str) -> str:
+    """A flash-attention setting as a word: "on", "off", or "auto" as given."""
+    return value if isinstance(value, str) else "on" if value else "off"
 
 
 def decide(
