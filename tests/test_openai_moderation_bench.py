@@ -140,7 +140,23 @@ def test_variants_pick_some_of_the_moderation_variants() -> None:
 
     assert moderation_variants("separate,one_label, cheap") == ("one_label", "separate", "cheap")
     assert moderation_variants("cheap,text_once") == ("text_once", "cheap")
-    assert moderation_variants("cold,llama_cpp,sequential,parallel,threads") == VARIANTS
-    assert moderation_variants("") == VARIANTS
     with pytest.raises(EdgeGuardError, match="unknown moderation variant 'cold'"):
         moderation_variants("cheap,cold")
+    # another workload's list is refused, not replaced by every variant (a 45-minute run)
+    with pytest.raises(EdgeGuardError, match="unknown moderation variant 'cold'"):
+        moderation_variants("cold,llama_cpp,sequential,parallel,threads")
+    with pytest.raises(EdgeGuardError, match="no variant given"):
+        moderation_variants(" , ")
+
+
+def test_the_moderation_workloads_run_every_variant_unless_told_otherwise() -> None:
+    from edge_guard.bench.workloads import apply_workload
+    from edge_guard.cli import main
+
+    params = {"variants": "cold,llama_cpp,sequential,parallel,threads"}  # the CLI's default
+    for name in ("moderation", "moderation-laptop"):
+        assert apply_workload(name, params, set())["variants"] == ",".join(VARIANTS)
+        assert apply_workload(name, {"variants": "cheap"}, {"variants"})["variants"] == "cheap"
+    res = CliRunner().invoke(main, ["bench", "--workload", "moderation", "--variants", "chep"])
+    assert res.exit_code != 0
+    assert "unknown moderation variant 'chep'" in res.output

@@ -330,18 +330,15 @@ def format_moderation_table(report: dict[str, Any]) -> str:
 
 def moderation_variants(given: str) -> tuple[str, ...]:
     """`--variants` for this workload: some of one_label, separate, text_once, cheap,
-    full_combined (every one when the list names none of them: the other workloads'
-    default list)."""
+    full_combined, in that order (the workload's preset names every one when --variants
+    is not given); any other name is refused."""
     from edge_guard.errors import EdgeGuardError
 
     names = [v.strip() for v in given.split(",") if v.strip()]
-    if not any(v in VARIANTS for v in names):
-        return VARIANTS
     unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise EdgeGuardError(
-            f"unknown moderation variant {unknown[0]!r} (choose {', '.join(VARIANTS)})"
-        )
+    if unknown or not names:
+        what = f"unknown moderation variant {unknown[0]!r}" if unknown else "no variant given"
+        raise EdgeGuardError(f"{what} (choose {', '.join(VARIANTS)})")
     return tuple(v for v in VARIANTS if v in names)
 
 
@@ -353,14 +350,7 @@ def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
 
     from edge_guard.errors import EdgeGuardError
 
-    if p.get("synth"):
-        say(f"synthetic model {p['synth']} (context widened for {p['moderation_set']})")
-        path = synth_path(str(p["synth"]))
-    elif p.get("model"):
-        from edge_guard.registry import resolve
-
-        path = str(resolve(p["model"]).path)
-    else:
+    if not (p.get("synth") or p.get("model")):
         raise EdgeGuardError("give --model or --synth")
     for name in ("text_tokens", "output_tokens", "n", "parallel"):
         if int(p[name]) < 1:
@@ -377,5 +367,13 @@ def moderation_cli(p: dict[str, Any], as_json: bool, say: Progress) -> None:
         gpu_layers=gpu if gpu == "auto" else int(gpu),
         flash_attn={"on": True, "off": False}.get(str(p.get("flash_attn", "auto")), "auto"),
     )
+    # every option checked before a synthetic model is written or a model resolved
+    if p.get("synth"):
+        say(f"synthetic model {p['synth']} (context widened for {p['moderation_set']})")
+        path = synth_path(str(p["synth"]))
+    else:
+        from edge_guard.registry import resolve
+
+        path = str(resolve(p["model"]).path)
     report = run_moderation_bench(cfg, path, progress=say)
     click.echo(json.dumps(report, indent=2) if as_json else format_moderation_table(report))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edge_guard.bench.moderation import VARIANTS as MODERATION_VARIANTS
 from edge_guard.bench.onepass import ONE_PASS_VARIANTS
 from edge_guard.errors import EdgeGuardError
 
@@ -55,6 +56,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "output_tokens": 16,
         "n": 8,
         "parallel": 16,
+        "variants": ",".join(MODERATION_VARIANTS),
     },
     "moderation-laptop": {
         "synth": "20b-shape",
@@ -63,6 +65,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "output_tokens": 128,
         "n": 3,
         "parallel": 16,
+        "variants": ",".join(MODERATION_VARIANTS),
     },
 }
 
